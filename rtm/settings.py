@@ -1,0 +1,95 @@
+"""The one settings object, read from ``RTM_*`` environment variables at the entry point."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Written by `rtm up` into the state folder; refused outside RTM_ENV=dev.
+DEV_API_KEY_PLACEHOLDER = "rtm-dev-key"
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Frozen configuration; build once with ``Settings()`` and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="RTM_", frozen=True, extra="ignore")
+
+    env: str = Field("dev", description="dev | prod; prod refuses the dev API key")
+
+    # Local services (rtm up)
+    state_dir: Path = Field(default_factory=lambda: _project_root() / ".rtm")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "rtm-stream")
+    kafka_version: str = "3.9.1"
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_bootstrap: str | None = None  # overrides host:port, e.g. for docker-compose
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 15432
+    pg_user: str = "rtm"
+    pg_password: SecretStr = SecretStr("rtm")
+    pg_database: str = "rtm"
+    pg_data_dir: Path | None = None  # default: outside the clone, readable by user postgres
+    database_url: str | None = None  # overrides the pg_* fields
+    timescaledb_version: str = "2.19.3"
+
+    # Topics
+    topic_events: str = "rtm.events"
+    topic_dead: str = "rtm.events.dead"
+    topic_alerts: str = "rtm.alerts"
+    topic_partitions: int = 8
+
+    # Gateway
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_keys: str = Field(
+        "",
+        description="comma-separated source=sha256hex pairs; hashed keys, never plaintext",
+    )
+    api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
+    max_batch_events: int = 1000
+    max_body_bytes: int = 1024 * 1024
+
+    # Worker
+    app_id: str = "rtm-worker"
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = 6066
+    worker_batch_size: int = 1000
+    worker_batch_within_s: float = 0.25
+
+    @model_validator(mode="after")
+    def _no_dev_key_in_prod(self) -> "Settings":
+        if self.env != "dev" and self.api_key is not None:
+            if self.api_key.get_secret_value() == DEV_API_KEY_PLACEHOLDER:
+                raise ValueError("RTM_API_KEY is the development key; set a real key outside dev")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def dsn(self) -> str:
+        if self.database_url:
+            return self.database_url
+        pw = self.pg_password.get_secret_value()
+        return f"postgresql://{self.pg_user}:{pw}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
+    @property
+    def pg_data_path(self) -> Path:
+        if self.pg_data_dir is not None:
+            return self.pg_data_dir
+        # The postgres user must reach the folder; /root (and CI's clone) may not be traversable.
+        tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
+        return Path("/var/tmp/rtm-stream") / tag / "pgdata"
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,128 @@
+"""Episodes of care, folded from episode.* and program.updated events (pure).
+
+Shared by adherence, alerts and billing: which episode an event belongs to, and which
+program is in force on a patient-local date. State is plain values so that any arrival
+order of the same events yields the same book (except the 409-style rejection of a second
+concurrent episode.started, which is decided in arrival order by definition).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+
+from schemas.events import (
+    BillingInfo,
+    ClinicianRole,
+    EpisodeEnded,
+    EpisodeStarted,
+    Event,
+    ProgramUpdated,
+)
+
+
+@dataclass(frozen=True)
+class Episode:
+    patient_id: str
+    episode_id: str
+    clinician_id: str
+    clinician_role: ClinicianRole
+    timezone: str
+    start_date: dt.date
+    started_at: dt.datetime
+    billing: BillingInfo
+    setup_education_completed: bool
+    sessions_per_week: int
+    end_date: dt.date | None = None
+    # (effective local date, sessions_per_week), sorted by date then arrival
+    program_changes: tuple[tuple[dt.date, int], ...] = ()
+
+    def covers(self, day: dt.date) -> bool:
+        return self.start_date <= day and (self.end_date is None or day <= self.end_date)
+
+    def sessions_per_week_on(self, day: dt.date) -> int:
+        spw = self.sessions_per_week
+        for eff, value in self.program_changes:
+            if eff <= day:
+                spw = value
+            else:
+                break
+        return spw
+
+
+class EpisodeConflict(ValueError):
+    """A second episode.started while the patient has an active episode (409-style)."""
+
+
+@dataclass
+class EpisodeBook:
+    """All episodes of one patient, keyed by episode_id."""
+
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    # program.updated / episode.ended seen before their episode.started
+    _pending: list[ProgramUpdated | EpisodeEnded] = field(default_factory=list)
+
+    def active(self) -> Episode | None:
+        open_eps = [e for e in self.episodes.values() if e.end_date is None]
+        return max(open_eps, key=lambda e: e.start_date) if open_eps else None
+
+    def apply(self, event: Event) -> None:
+        """Fold one episode-shaping event; raises EpisodeConflict for a second active episode."""
+        if isinstance(event, EpisodeStarted):
+            if event.episode_id in self.episodes:
+                return  # re-sent start under a new event_id: the first one stands
+            current = self.active()
+            if current is not None and not self._ended_before(current, event):
+                raise EpisodeConflict(
+                    f"patient already has an active episode {current.episode_id}; "
+                    "end it before starting another"
+                )
+            self.episodes[event.episode_id] = Episode(
+                patient_id=event.patient_id,
+                episode_id=event.episode_id,
+                clinician_id=event.clinician_id,
+                clinician_role=event.clinician_role,
+                timezone=event.timezone,
+                start_date=event.local_date,
+                started_at=event.occurred_at,
+                billing=event.billing,
+                setup_education_completed=event.setup_education_completed,
+                sessions_per_week=event.program.sessions_per_week,
+            )
+            pending, self._pending = self._pending, []
+            for p in pending:
+                self.apply(p)
+        elif isinstance(event, ProgramUpdated):
+            ep = self.episodes.get(event.episode_id)
+            if ep is None:
+                self._pending.append(event)
+                return
+            changes = sorted(
+                ep.program_changes + ((event.local_date, event.program.sessions_per_week),),
+                key=lambda c: c[0],
+            )
+            self.episodes[ep.episode_id] = replace(ep, program_changes=tuple(changes))
+        elif isinstance(event, EpisodeEnded):
+            ep = self.episodes.get(event.episode_id)
+            if ep is None:
+                self._pending.append(event)
+                return
+            end = max(event.local_date, ep.start_date)
+            if ep.end_date is None or end < ep.end_date:
+                self.episodes[ep.episode_id] = replace(ep, end_date=end)
+
+    @staticmethod
+    def _ended_before(current: Episode, new: EpisodeStarted) -> bool:
+        return current.end_date is not None and current.end_date <= new.local_date
+
+    def resolve(self, episode_id: str | None, day: dt.date) -> Episode | None:
+        """The episode an event belongs to: the one it names, else the one active on its date.
+
+        Only dates from the episode's start to its end (inclusive) count; an event outside
+        that range belongs to no episode.
+        """
+        if episode_id is not None:
+            ep = self.episodes.get(episode_id)
+            return ep if ep is not None and ep.covers(day) else None
+        candidates = [e for e in self.episodes.values() if e.covers(day)]
+        return max(candidates, key=lambda e: e.start_date) if candidates else None
