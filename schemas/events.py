@@ -212,6 +212,7 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
             field, msg = "type", "missing event type"
         elif err["type"] == "timezone_aware":
             msg = "timestamp must carry an explicit UTC offset (e.g. Z or -05:00)"
+        msg = msg.removeprefix("Value error, ")
         out.append(FieldError(field=field, message=f"{field}: {msg}"))
     return out
 

@@ -1,0 +1,106 @@
+"""Local orchestration shared by `rtm up`, the demo, the benchmark and the test setup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import httpx
+
+from rtm.settings import Settings
+
+
+def prepare(settings: Settings, log: Callable[[str], None]) -> None:
+    """Services up (idempotent), schema migrated, topics declared, dev key provisioned."""
+    from infra import services
+    from streams.gateway import ensure_dev_key
+    from streams.store import migrate
+    from streams.topics import ensure_topics
+
+    services.up(settings, log=log)
+    applied = asyncio.run(migrate(settings.dsn))
+    created = asyncio.run(ensure_topics(settings))
+    ensure_dev_key(settings)
+    log(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+    log(f"topics created: {', '.join(created) or 'none (all exist)'}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these same settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"RTM_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL: Faust has known shutdown hangs, so this is bounded."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def spawn(settings: Settings, name: str, args: list[str],
+          extra_env: Mapping[str, str] | None = None) -> Child:
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    env = settings_env(settings)
+    env.update(extra_env or {})
+    out = log_path.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtm.cli", *args],
+        stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    return Child(name, proc, log_path)
+
+
+def wait_http(url: str, child: Child, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited ({child.proc.returncode}); see {child.log_path}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{child.name} not ready at {url} after {timeout}s; see {child.log_path}")
+
+
+def start_gateway(settings: Settings) -> Child:
+    child = spawn(settings, "gateway", ["api"])
+    wait_http(f"http://{settings.api_host}:{settings.api_port}/readyz", child)
+    return child
+
+
+def start_worker(settings: Settings, name: str = "worker") -> Child:
+    child = spawn(settings, name, ["worker"])
+    wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
+    return child

@@ -1,0 +1,88 @@
+"""Every metric name in one place; the registry is injected (tests pass a fresh one).
+
+Labels carry event types, routes, kinds and outcomes only: never patient or clinician ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "rtm_gateway_requests_total", "HTTP requests by route and status",
+            ["route", "status"], registry=registry,
+        )
+        self.events_accepted = Counter(
+            "rtm_gateway_events_accepted_total", "Valid events produced to Kafka",
+            ["type"], registry=registry,
+        )
+        self.events_rejected = Counter(
+            "rtm_gateway_events_rejected_total", "Invalid events sent to the dead-letter topic",
+            ["type"], registry=registry,
+        )
+        self.events_duplicate = Counter(
+            "rtm_gateway_events_duplicate_total", "Events acknowledged as already stored",
+            registry=registry,
+        )
+        self.produce_latency = Histogram(
+            "rtm_gateway_produce_seconds", "Time to produce one request's events (acks=all)",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_processed = Counter(
+            "rtm_worker_events_processed_total", "Events taken from rtm.events",
+            ["type"], registry=registry,
+        )
+        self.events_stored = Counter(
+            "rtm_worker_events_stored_total", "Events newly stored in TimescaleDB",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "rtm_worker_duplicates_ignored_total", "Re-delivered or re-sent events ignored",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "rtm_worker_dead_letters_total", "Events the worker refused, by reason",
+            ["reason"], registry=registry,
+        )
+        self.batch_size = Histogram(
+            "rtm_worker_db_batch_size", "Events per database batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=registry,
+        )
+        self.write_latency = Histogram(
+            "rtm_worker_db_write_seconds", "Database batch write latency",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.e2e_persisted = Histogram(
+            "rtm_worker_accept_to_persisted_seconds", "Gateway accept to persisted",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.e2e_alert = Histogram(
+            "rtm_worker_accept_to_alert_seconds", "Gateway accept to alert published",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "rtm_worker_consumer_lag", "Messages behind the log end, per partition",
+            ["topic", "partition"], registry=registry,
+        )
+        self.alerts_fired = Counter(
+            "rtm_worker_alerts_fired_total", "Alerts fired", ["kind", "severity"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "rtm_worker_webhook_deliveries_total", "Webhook delivery attempts by outcome",
+            ["outcome"], registry=registry,
+        )
+        self.billing_days = Counter(
+            "rtm_worker_billing_data_days_recorded_total", "New (episode, date) data days",
+            registry=registry,
+        )

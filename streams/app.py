@@ -1,0 +1,68 @@
+"""The Faust application and its topology, in one readable place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CollectorRegistry, generate_latest
+
+from rtm.metrics import WorkerMetrics
+from rtm.settings import Settings
+
+
+@dataclass
+class Topology:
+    app: faust.App
+    events: faust.TopicT
+    dead: faust.TopicT
+    alerts: faust.TopicT
+    metrics: WorkerMetrics
+    registry: CollectorRegistry
+
+
+def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
+    registry = registry or CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        # Offsets are committed only for acked events; take() acks after the batch body.
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=8192,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+
+    topology = Topology(
+        app=app,
+        events=raw_topic(settings.topic_events),
+        dead=raw_topic(settings.topic_dead),
+        alerts=raw_topic(settings.topic_alerts),
+        metrics=WorkerMetrics(registry),
+        registry=registry,
+    )
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        # aiohttp wants the charset apart from the media type
+        return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
+
+    return topology

@@ -1,0 +1,66 @@
+"""Kafka producer adapter: valid events to rtm.events, rejected ones to rtm.events.dead."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from rtm.settings import Settings
+from schemas.events import Event
+
+
+def event_payload(event: Event) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def dead_letter_payload(
+    raw: Any, errors: Sequence[dict[str, str]], stage: str, index: int | None = None
+) -> bytes:
+    """Dead-letter record: the original input and why it was refused."""
+    return orjson.dumps(
+        {"stage": stage, "index": index, "errors": list(errors), "event": raw},
+        default=str,
+    )
+
+
+class EventProducer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_events(self, events: Sequence[Event]) -> None:
+        """Produce and wait for every ack (acks=all) before returning."""
+        futures = [
+            await self._producer.send(
+                self.settings.topic_events, event_payload(e), key=e.patient_id.encode()
+            )
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+
+    async def send_dead(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        futures = [
+            await self._producer.send(self.settings.topic_dead, value, key=key)
+            for key, value in records
+        ]
+        await asyncio.gather(*futures)
+
+    async def ping(self) -> bool:
+        await self._producer.client.fetch_all_metadata()
+        return True

@@ -1,0 +1,188 @@
+"""TimescaleDB adapter (asyncpg): migrations and idempotent batch writes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.resources
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import asyncpg
+import orjson
+
+from schemas.events import Event
+
+MIGRATION_LOCK_KEY = 7_270_501  # pg_advisory_lock id: one migrator at a time
+
+
+def _migrations() -> list[tuple[str, str]]:
+    folder = importlib.resources.files("infra") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name, p.read_text()) for p in files]
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply the versioned SQL files under infra/migrations once each; returns the new ones."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied: list[str] = []
+        for name, sql in _migrations():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
+            applied.append(name)
+        return applied
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: int
+    duplicates: int
+
+
+def _row(event: Event) -> tuple[Any, ...]:
+    off = event.occurred_at.utcoffset()
+    return (
+        event.event_id,
+        event.type,
+        event.patient_id,
+        getattr(event, "episode_id", None),
+        event.occurred_at,
+        event.local_date,
+        int(off.total_seconds()) if off is not None else 0,
+        event.received_at,
+        event.model_dump_json(exclude_none=True),
+    )
+
+
+_INSERT_EVENTS = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::date[], $7::int[], $8::timestamptz[], $9::text[])
+        AS t(event_id, type, patient_id, episode_id, occurred_at, local_date, utc_offset_s,
+             received_at, payload)
+), fresh AS (
+    INSERT INTO event_ids (event_id, occurred_at)
+    SELECT event_id, occurred_at FROM batch
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO events (event_id, type, patient_id, episode_id, occurred_at, local_date,
+                    utc_offset_s, received_at, payload)
+SELECT b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
+       b.utc_offset_s, b.received_at, b.payload::jsonb
+FROM batch b JOIN fresh f USING (event_id)
+"""
+
+
+class EventStore:
+    """Writes and reads the events hypertable through a pool.
+
+    The pool is opened on first use, inside the loop of whoever uses it (Faust's worker
+    creates its loop after the agents are registered).
+    """
+
+    def __init__(self, dsn: str, max_size: int = 5) -> None:
+        self.dsn = dsn
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, dsn: str, max_size: int = 5) -> "EventStore":
+        store = cls(dsn, max_size)
+        await store.pool()
+        return store
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn, min_size=1, max_size=self.max_size
+                    )
+        assert self._pool is not None
+        return self._pool
+
+    def acquire(self) -> Any:
+        return _Acquire(self)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def insert_events(self, events: Sequence[Event]) -> WriteResult:
+        """Store each event_id once, however often it is delivered (one round trip)."""
+        unique: dict[str, Event] = {}
+        for ev in events:
+            unique.setdefault(ev.event_id, ev)
+        rows = [_row(e) for e in unique.values()]
+        if not rows:
+            return WriteResult(0, len(events))
+        cols = list(zip(*rows))
+        async with self.acquire() as conn:
+            status = await conn.execute(_INSERT_EVENTS, *[list(c) for c in cols])
+        stored = int(status.rsplit(" ", 1)[-1])
+        return WriteResult(stored=stored, duplicates=len(events) - stored)
+
+    async def record_rejection(self, event_id: str, patient_id: str | None, reason: str,
+                               payload: dict[str, Any]) -> None:
+        async with self.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO rejected_events (event_id, patient_id, reason, payload)"
+                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (event_id) DO NOTHING",
+                event_id, patient_id, reason, orjson.dumps(payload).decode(),
+            )
+
+    async def known_event_ids(self, ids: Sequence[str]) -> set[str]:
+        async with self.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT event_id FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)
+            )
+        return {r["event_id"] for r in rows}
+
+    async def counts_by_type(self) -> dict[str, int]:
+        async with self.acquire() as conn:
+            rows = await conn.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
+        return {r["type"]: int(r["n"]) for r in rows}
+
+    async def count_events(self) -> int:
+        async with self.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM event_ids"))
+
+    async def ping(self) -> bool:
+        async with self.acquire() as conn:
+            return bool(await conn.fetchval("SELECT 1") == 1)
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, for adapters only (domain code receives time as an argument)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class _Acquire:
+    """`async with store.acquire() as conn`, opening the pool lazily."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._ctx: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        pool = await self.store.pool()
+        self._ctx = pool.acquire()
+        return await self._ctx.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._ctx.__aexit__(*exc)

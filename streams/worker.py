@@ -1,0 +1,23 @@
+"""`rtm worker`: the Faust worker process with every agent registered."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import persist
+from rtm.settings import Settings
+from streams.app import Topology, build_app
+from streams.store import EventStore
+
+
+def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
+    topology = build_app(settings)
+    store = EventStore(settings.dsn, max_size=8)
+    persist.register(topology, store, settings)
+    return topology, store
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    topology, _store = build_worker_topology(settings)
+    worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
