@@ -1,0 +1,146 @@
+"""Integration setup: the real Kafka and TimescaleDB (started here if not running), and a
+worker plus gateway per test on their own topics, consumer group and ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from rtm.local import Child, prepare, start_gateway, start_worker
+from rtm.settings import Settings
+from streams.gateway import ensure_dev_key
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    settings = Settings()
+    prepare(settings, log=lambda m: print(m))
+    return settings
+
+
+def isolated_settings(base: Settings, partitions: int = 4) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return base.model_copy(update={
+        "topic_events": f"it.{tag}.events",
+        "topic_dead": f"it.{tag}.dead",
+        "topic_alerts": f"it.{tag}.alerts",
+        "topic_partitions": partitions,
+        "app_id": f"it-{tag}",
+        "api_port": free_port(),
+        "worker_web_port": free_port(),
+    })
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    key: str
+    workers: list[Child] = field(default_factory=list)
+    gateway: Child | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def start_worker(self, **over: Any) -> Child:
+        settings = self.settings.model_copy(update=over) if over else self.settings
+        child = start_worker(settings, name=f"{settings.app_id}-w{len(self.workers)}")
+        self.workers.append(child)
+        return child
+
+    def post(self, events: list[Any], key: str | None = "default",
+             content: bytes | None = None) -> httpx.Response:
+        headers = {}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {self.key if key == 'default' else key}"
+        body = content if content is not None else orjson.dumps(events)
+        return httpx.post(f"{self.url}/v1/events", content=body, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def stack(base_settings: Settings) -> Iterator[Stack]:
+    settings = isolated_settings(base_settings)
+    asyncio.run(ensure_topics(settings))
+    s = Stack(settings=settings, key=ensure_dev_key(settings))
+    s.start_worker()
+    s.gateway = start_gateway(settings)
+    try:
+        yield s
+    finally:
+        for child in [s.gateway, *s.workers]:
+            if child is not None:
+                child.stop()
+
+
+@pytest_asyncio.fixture
+async def db(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(base_settings.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0,
+                   what: str = "condition") -> None:
+    """Poll an async predicate until true; fail with a message after the timeout."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def read_topic(settings: Settings, topic: str, expect: int,
+                     timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Read a topic from the beginning until `expect` records arrived (or time out)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out.extend(orjson.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def end_offsets(settings: Settings, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        offsets = await consumer.end_offsets(tps)
+        return int(sum(offsets.values()))
+    finally:
+        await consumer.stop()
