@@ -1,0 +1,39 @@
+# Two quick-start commands on a fresh machine: `make demo` and `make test`.
+# Each one installs what it needs (venv, Python deps, Kafka, PostgreSQL + TimescaleDB).
+SHELL := /bin/bash
+VENV ?= .venv
+RTM := $(VENV)/bin/rtm
+PYTEST_ARGS ?=
+
+.PHONY: help install up down status demo test unit bench
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed  ## create the venv and install rtm-stream with test deps
+
+up: install  ## start Kafka + TimescaleDB locally, migrate, create topics (idempotent)
+	$(RTM) up
+
+down: install  ## stop the local services
+	$(RTM) down
+
+status: install  ## is each service running, and where
+	$(RTM) status
+
+demo: up  ## the main job end to end: simulate, post, stream, store, summarise
+	$(RTM) demo
+
+unit: install  ## fast unit tests only (no services)
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+test: up  ## the whole suite: unit + integration against the real services
+	$(VENV)/bin/pytest -q -rs --durations=15 tests $(PYTEST_ARGS)
+
+bench: up  ## rtm bench (prints a table)
+	$(RTM) bench
