@@ -1,0 +1,384 @@
+"""Claim exports for billing staff: CSV, X12 837P-shaped service lines, FHIR R4 Claim.
+
+All renderers are pure: lines in, text out. The export time (X12 envelope dates, FHIR
+``created``) is an argument, never the clock.
+
+Conventions in the output:
+- CSV (``render_csv``): exactly the columns, order and sort of billing-rules.md. With a
+  ``config`` the conventions are written first as ``#`` comment lines; without one the
+  output is the bare CSV (what ``rtm billing evaluate`` prints, matching the shared
+  example). For X12 and FHIR the conventions go to a sidecar file (``write_sidecar``).
+- X12: one 2000A billing-provider HL per billing NPI, one 2000B subscriber HL per
+  patient and payer, one CLM per patient and episode (CLM05-3 = 7 replacement when it
+  carries amended lines), one LX/SV1/DTP*472 per line. Charges are 0.00: fees are
+  fee-schedule data, not known to the rules engine. Previews make the interchange a test
+  one (ISA15 = T).
+- FHIR: a ``collection`` Bundle of R4 Claims, one per patient and date of service;
+  identifiers (patient id, NPI, member id) are references by identifier, since the
+  system keeps no Patient/Practitioner resources (no PHI).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, TextIO
+
+from billing.config import BillingConfig
+from billing.rules import ClaimLine
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "episode_id",
+    "cpt",
+    "modifiers",
+    "units",
+    "date_of_service",
+    "period_start",
+    "period_end",
+    "data_days",
+    "minutes",
+    "rendering_npi",
+    "billing_npi",
+    "payer",
+    "member_id",
+    "diagnosis_codes",
+    "place_of_service",
+    "status",
+)
+
+
+def sort_lines(lines: Iterable[ClaimLine]) -> list[ClaimLine]:
+    return sorted(lines, key=ClaimLine.sort_key)
+
+
+def csv_row(line: ClaimLine) -> list[str]:
+    return [
+        line.patient_id,
+        line.episode_id,
+        line.cpt,
+        "+".join(line.modifiers),
+        str(line.units),
+        line.date_of_service.isoformat(),
+        line.period_start.isoformat(),
+        line.period_end.isoformat(),
+        "" if line.data_days is None else str(line.data_days),
+        "" if line.minutes is None else str(line.minutes),
+        line.rendering_npi,
+        line.billing_npi,
+        line.payer,
+        line.member_id,
+        "+".join(line.diagnosis_codes),
+        line.place_of_service,
+        line.status,
+    ]
+
+
+def write_csv(
+    lines: Iterable[ClaimLine], out: TextIO, config: BillingConfig | None = None
+) -> None:
+    """Write the claims CSV (LF line ends). With ``config``, a ``#`` comment block of the
+    conventions in force comes first; without, the bare CSV of billing-rules.md."""
+    if config is not None:
+        out.write(config.header_text())
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for line in sort_lines(lines):
+        writer.writerow(csv_row(line))
+
+
+def render_csv(lines: Iterable[ClaimLine], config: BillingConfig | None = None) -> str:
+    buf = io.StringIO()
+    write_csv(lines, buf, config)
+    return buf.getvalue()
+
+
+def sidecar_path(export_path: Path) -> Path:
+    """``claims.x12`` -> ``claims.x12.conventions.txt``."""
+    return export_path.with_name(export_path.name + ".conventions.txt")
+
+
+def write_sidecar(export_path: Path, config: BillingConfig) -> Path:
+    """Write the conventions in force next to an export; returns the sidecar's path."""
+    path = sidecar_path(export_path)
+    path.write_text(config.header_text(), encoding="utf-8")
+    return path
+
+
+def _short_id(*parts: str, length: int = 20) -> str:
+    # Deterministic ids so that a re-export of the same lines yields the same identifiers.
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length].upper()
+
+
+# --- X12 837P ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class X12Options:
+    """Envelope and party data the events do not carry (the billing office's settings).
+
+    The defaults are placeholders good for a test interchange only.
+    """
+
+    sender_id: str = "RTMSTREAM"
+    receiver_id: str = "CLEARINGHOUSE"
+    submitter_name: str = "RTM STREAM"
+    submitter_contact: str = "BILLING OFFICE"
+    submitter_phone: str = "5555550100"
+    receiver_name: str = "CLEARINGHOUSE"
+    billing_provider_name: str = "RTM BILLING PROVIDER"
+    billing_provider_address: str = "1 MAIN ST"
+    billing_provider_city: str = "ANYTOWN"
+    billing_provider_state: str = "CO"
+    billing_provider_zip: str = "800000000"
+    billing_provider_tax_id: str = "000000000"
+    control_number: int = 1  # ISA13/GS06; the caller increments it per interchange
+    element_sep: str = "*"
+    component_sep: str = ":"
+    repetition_sep: str = "^"
+    segment_term: str = "~"
+
+
+def _x12_clean(value: str, opts: X12Options) -> str:
+    # X12 has no escape mechanism: a delimiter inside a value must not reach the output.
+    for sep in (opts.element_sep, opts.component_sep, opts.repetition_sep, opts.segment_term):
+        value = value.replace(sep, "-")
+    return value
+
+
+def render_x12_837p(
+    lines: Sequence[ClaimLine],
+    created: dt.datetime,
+    opts: X12Options = X12Options(),
+    charges: Mapping[str, Decimal] | None = None,
+) -> str:
+    """An 837P (005010X222A1) interchange with one service line per claim line.
+
+    SV1: ``HC:<cpt>:<mod>...`` (up to four modifiers), charge, ``UN``, units, place of
+    service, diagnosis pointers 1-4; DTP*472 the date of service. ``charges`` maps a CPT
+    code to the charge per unit (default 0.00). ``created`` stamps the envelope. Segments
+    end with ``~`` and a newline, which X12 readers accept between segments.
+    """
+    charges = charges or {}
+    e, c = opts.element_sep, opts.component_sep
+
+    def seg(*elements: str) -> str:
+        return e.join(elements).rstrip(e) + opts.segment_term
+
+    def clean(v: str) -> str:
+        return _x12_clean(v, opts)
+
+    ctl = f"{opts.control_number:09d}"
+    test = any(line.status == "preview" for line in lines)
+    head = [
+        seg(
+            "ISA", "00", " " * 10, "00", " " * 10,
+            "ZZ", opts.sender_id[:15].ljust(15), "ZZ", opts.receiver_id[:15].ljust(15),
+            created.strftime("%y%m%d"), created.strftime("%H%M"), opts.repetition_sep,
+            "00501", ctl, "0", "T" if test else "P", c,
+        ),
+        seg("GS", "HC", opts.sender_id, opts.receiver_id, created.strftime("%Y%m%d"),
+            created.strftime("%H%M"), str(opts.control_number), "X", "005010X222A1"),
+    ]
+    body: list[str] = [
+        seg("ST", "837", "0001", "005010X222A1"),
+        seg("BHT", "0019", "00", ctl, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"),
+        seg("NM1", "41", "2", clean(opts.submitter_name), "", "", "", "", "46", opts.sender_id),
+        seg("PER", "IC", clean(opts.submitter_contact), "TE", opts.submitter_phone),
+        seg("NM1", "40", "2", clean(opts.receiver_name), "", "", "", "", "46", opts.receiver_id),
+    ]
+    hl = 0
+    ordered = sorted(lines, key=lambda ln: (ln.billing_npi, ln.patient_id, ln.payer,
+                                            ln.member_id, ln.episode_id, ln.sort_key()))
+    for billing_npi, by_provider in groupby(ordered, key=lambda ln: ln.billing_npi):
+        hl += 1
+        provider_hl = hl
+        body += [
+            seg("HL", str(provider_hl), "", "20", "1"),
+            seg("NM1", "85", "2", clean(opts.billing_provider_name), "", "", "", "", "XX",
+                billing_npi),
+            seg("N3", clean(opts.billing_provider_address)),
+            seg("N4", clean(opts.billing_provider_city), opts.billing_provider_state,
+                opts.billing_provider_zip),
+            seg("REF", "EI", opts.billing_provider_tax_id),
+        ]
+        subscribers = groupby(list(by_provider),
+                              key=lambda ln: (ln.patient_id, ln.payer, ln.member_id))
+        for (patient_id, payer, member_id), by_subscriber in subscribers:
+            hl += 1
+            body += [
+                seg("HL", str(hl), str(provider_hl), "22", "0"),
+                # MB = Medicare Part B; any other payer is sent as CI (commercial).
+                seg("SBR", "P", "18", "", "", "", "", "", "",
+                    "MB" if payer.lower() == "medicare" else "CI"),
+                # Pseudonymous patient id as the name: the system holds no PHI.
+                seg("NM1", "IL", "1", clean(patient_id), "", "", "", "", "MI", clean(member_id)),
+                seg("NM1", "PR", "2", clean(payer.upper()), "", "", "", "", "PI",
+                    clean(payer.upper())[:80]),
+            ]
+            for episode_id, claim_iter in groupby(list(by_subscriber), key=lambda ln: ln.episode_id):
+                claim = sorted(claim_iter, key=ClaimLine.sort_key)
+                body += _x12_claim(claim, patient_id, episode_id, charges, seg, clean, c)
+    body.append(seg("SE", str(len(body) + 1), "0001"))
+    tail = [seg("GE", "1", str(opts.control_number)), seg("IEA", "1", ctl)]
+    return "\n".join(head + body + tail) + "\n"
+
+
+def _x12_claim(
+    claim: list[ClaimLine],
+    patient_id: str,
+    episode_id: str,
+    charges: Mapping[str, Decimal],
+    seg: Any,
+    clean: Any,
+    c: str,
+) -> list[str]:
+    first = claim[0]
+    amounts = [charges.get(ln.cpt, Decimal("0")) * ln.units for ln in claim]
+    freq = "7" if any(ln.status == "amended" for ln in claim) else "1"
+    claim_id = "RTM" + _short_id(patient_id, episode_id, *(ln.date_of_service.isoformat()
+                                                           for ln in claim), length=17)
+    dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
+    out = [
+        seg("CLM", claim_id, _money(sum(amounts, Decimal("0"))), "", "",
+            c.join((first.place_of_service, "B", freq)), "Y", "A", "Y", "Y"),
+        # Medical record number: links the claim back to the pseudonymous patient id.
+        seg("REF", "EA", clean(patient_id)[:50]),
+        seg("HI", *(c.join(("ABK" if i == 0 else "ABF", code)) for i, code in enumerate(dx))),
+    ]
+    if first.rendering_npi != first.billing_npi:
+        out.append(seg("NM1", "82", "1", "RENDERING", "PROVIDER", "", "", "", "XX",
+                       first.rendering_npi))
+    pointers = c.join(str(i + 1) for i in range(min(4, len(dx))))
+    for n, (ln, amount) in enumerate(zip(claim, amounts), start=1):
+        out += [
+            seg("LX", str(n)),
+            seg("SV1", c.join(("HC", ln.cpt, *ln.modifiers[:4])), _money(amount), "UN",
+                str(ln.units), "", "", pointers),
+            seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
+            seg("REF", "6R", _short_id(ln.patient_id, ln.episode_id, ln.cpt,
+                                       ln.period_start.isoformat())),
+        ]
+    return out
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+# --- FHIR R4 Claim --------------------------------------------------------------------------
+
+CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
+HCPCS_MODIFIER_SYSTEM = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+POS_SYSTEM = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+PATIENT_ID_SYSTEM = "urn:rtm:patient-id"
+MEMBER_ID_SYSTEM = "urn:rtm:member-id"
+LINE_STATUS_URL = "urn:rtm:fhir:claim-line-status"
+PERIOD_URL = "urn:rtm:fhir:billing-period"
+
+
+def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[str, Any]]:
+    """R4 Claim resources (as JSON-ready dicts): one per patient and date of service."""
+    out: list[dict[str, Any]] = []
+    ordered = sort_lines(lines)
+    for (patient_id, dos), grp in groupby(ordered, key=lambda ln: (ln.patient_id, ln.date_of_service)):
+        claim_lines = list(grp)
+        first = claim_lines[0]
+        dx = list(first.diagnosis_codes)
+        out.append({
+            "resourceType": "Claim",
+            "id": _short_id(patient_id, dos.isoformat(), length=32).lower(),
+            "status": "active",
+            "type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                "code": "professional",
+            }]},
+            "use": "claim",
+            "patient": {"identifier": {"system": PATIENT_ID_SYSTEM, "value": patient_id}},
+            "billablePeriod": {
+                "start": min(ln.period_start for ln in claim_lines).isoformat(),
+                "end": max(ln.period_end for ln in claim_lines).isoformat(),
+            },
+            "created": created.isoformat(),
+            "provider": {"identifier": {"system": NPI_SYSTEM, "value": first.billing_npi}},
+            "priority": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/processpriority",
+                "code": "normal",
+            }]},
+            "careTeam": [{
+                "sequence": 1,
+                "provider": {"identifier": {"system": NPI_SYSTEM, "value": first.rendering_npi}},
+                "role": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/claimcareteamrole",
+                    "code": "primary",
+                }]},
+            }],
+            "diagnosis": [
+                {"sequence": i, "diagnosisCodeableConcept": {
+                    "coding": [{"system": ICD10_SYSTEM, "code": code}]}}
+                for i, code in enumerate(dx, start=1)
+            ],
+            "insurance": [{
+                "sequence": 1,
+                "focal": True,
+                "coverage": {
+                    "identifier": {"system": MEMBER_ID_SYSTEM, "value": first.member_id},
+                    "display": first.payer,
+                },
+            }],
+            "item": [_fhir_item(n, ln, len(dx)) for n, ln in enumerate(claim_lines, start=1)],
+        })
+    return out
+
+
+def _fhir_item(sequence: int, ln: ClaimLine, n_dx: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "extension": [
+            {"url": LINE_STATUS_URL, "valueCode": ln.status},
+            {"url": PERIOD_URL, "valuePeriod": {"start": ln.period_start.isoformat(),
+                                                "end": ln.period_end.isoformat()}},
+        ],
+        "sequence": sequence,
+        "careTeamSequence": [1],
+        "diagnosisSequence": list(range(1, min(4, n_dx) + 1)),
+        "productOrService": {"coding": [{"system": CPT_SYSTEM, "code": ln.cpt}]},
+        "servicedDate": ln.date_of_service.isoformat(),
+        "locationCodeableConcept": {"coding": [{"system": POS_SYSTEM, "code": ln.place_of_service}]},
+        "quantity": {"value": ln.units},
+    }
+    if ln.modifiers:
+        item["modifier"] = [
+            {"coding": [{"system": HCPCS_MODIFIER_SYSTEM, "code": m}]} for m in ln.modifiers
+        ]
+    return item
+
+
+def fhir_bundle(lines: Iterable[ClaimLine], created: dt.datetime) -> dict[str, Any]:
+    """A ``collection`` Bundle of the Claims of ``fhir_claims``."""
+    claims = fhir_claims(lines, created)
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": created.isoformat(),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{_uuid_of(claim['id'])}", "resource": claim} for claim in claims
+        ],
+    }
+
+
+def _uuid_of(hex32: str) -> str:
+    h = hex32.ljust(32, "0")
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def render_fhir(lines: Iterable[ClaimLine], created: dt.datetime) -> str:
+    return json.dumps(fhir_bundle(lines, created), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,152 @@
+"""Per-patient billing state: a set-based reducer over contract events (pure).
+
+The streaming worker keeps one ``PatientBillingState`` per patient (it serialises with
+``model_dump_json`` / ``model_validate_json``); the offline evaluator folds a JSONL file
+into the same objects. Everything is stored as sets or dicts keyed by ``event_id`` and
+resolved to episodes only when claims are computed, so duplicates count once and any
+arrival order of the same events yields the same claims.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Iterable, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from schemas.episodes import EpisodeBook, EpisodeConflict
+from schemas.events import (
+    ClinicianRole,
+    ClinicianTimeLogged,
+    EpisodeEnded,
+    EpisodeStarted,
+    Event,
+    ProgramUpdated,
+    is_patient_data,
+)
+
+EpisodeEvent = Annotated[
+    Union[EpisodeStarted, ProgramUpdated, EpisodeEnded], Field(discriminator="type")
+]
+
+# Within one instant, an end is folded before a start so that "ended at T, next started
+# at T" is accepted whatever order the two arrived in.
+_FOLD_RANK = {"episode.ended": 0, "episode.started": 1, "program.updated": 2}
+
+
+class TimeLog(BaseModel):
+    """One ``clinician.time_logged``, reduced to what billing needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    local_date: dt.date
+    occurred_at: dt.datetime
+    minutes: int
+    clinician_role: ClinicianRole
+    interactive: bool
+    episode_id: str | None = None
+
+
+class PatientBillingState(BaseModel):
+    """Billing facts of one patient: data dates, time logs and episode events.
+
+    ``data_dates`` holds (patient-local date, episode_id named by the event or None):
+    being a set, ten events on one date or a re-sent event add nothing. Time logs are
+    keyed by ``event_id`` because their minutes add up. The ``EpisodeBook`` is derived
+    by folding the episode events in event-time order, never arrival order.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: str
+    data_dates: set[tuple[dt.date, str | None]] = Field(default_factory=set)
+    time_logs: dict[str, TimeLog] = Field(default_factory=dict)
+    episode_events: dict[str, EpisodeEvent] = Field(default_factory=dict)
+
+    _book: EpisodeBook | None = PrivateAttr(default=None)
+    _rejected: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event; True if the state changed (False for a duplicate or an
+        event billing ignores, e.g. ``program.updated`` already seen)."""
+        if event.patient_id != self.patient_id:
+            raise ValueError(
+                f"event {event.event_id} is for another patient than this state's"
+            )
+        if is_patient_data(event):
+            key = (event.local_date, getattr(event, "episode_id", None))
+            if key in self.data_dates:
+                return False
+            self.data_dates.add(key)
+            return True
+        if isinstance(event, ClinicianTimeLogged):
+            if event.event_id in self.time_logs:
+                return False
+            self.time_logs[event.event_id] = TimeLog(
+                event_id=event.event_id,
+                local_date=event.local_date,
+                occurred_at=event.occurred_at,
+                minutes=event.minutes,
+                clinician_role=event.clinician_role,
+                interactive=event.interactive,
+                episode_id=event.episode_id,
+            )
+            return True
+        if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
+            if event.event_id in self.episode_events:
+                return False
+            self.episode_events[event.event_id] = event
+            self._book = None
+            return True
+        return False
+
+    def merge(self, other: PatientBillingState) -> None:
+        """Union with another state of the same patient (e.g. two replays)."""
+        if other.patient_id != self.patient_id:
+            raise ValueError("cannot merge states of different patients")
+        self.data_dates |= other.data_dates
+        for key, log in other.time_logs.items():
+            self.time_logs.setdefault(key, log)
+        for key, ev in other.episode_events.items():
+            if key not in self.episode_events:
+                self.episode_events[key] = ev
+                self._book = None
+
+    @property
+    def book(self) -> EpisodeBook:
+        """The patient's episodes, folded in (occurred_at, end-before-start, event_id)
+        order so that the result does not depend on arrival order."""
+        if self._book is None:
+            book = EpisodeBook()
+            rejected: dict[str, str] = {}
+            ordered = sorted(
+                self.episode_events.values(),
+                key=lambda e: (e.occurred_at, _FOLD_RANK[e.type], e.event_id),
+            )
+            for ev in ordered:
+                try:
+                    book.apply(ev)
+                except EpisodeConflict as exc:
+                    rejected[ev.event_id] = str(exc)
+            self._book, self._rejected = book, rejected
+        return self._book
+
+    @property
+    def rejected_episode_events(self) -> dict[str, str]:
+        """event_id -> reason for episode.started events the book refused (409-style)."""
+        _ = self.book
+        return dict(self._rejected)
+
+
+def fold_events(
+    events: Iterable[Event], states: dict[str, PatientBillingState] | None = None
+) -> dict[str, PatientBillingState]:
+    """Fold events into per-patient states (new dict unless ``states`` is given)."""
+    out = states if states is not None else {}
+    for event in events:
+        state = out.get(event.patient_id)
+        if state is None:
+            state = out[event.patient_id] = PatientBillingState(patient_id=event.patient_id)
+        state.apply(event)
+    return out
