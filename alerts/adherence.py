@@ -1,0 +1,160 @@
+"""Adherence (pure): completed vs prescribed exercise sessions per patient-local date.
+
+Definitions (design/alert-rules.md, events.md; the choices where they are silent are marked):
+- A completion counts on its patient-local date (``occurred_at`` in its own offset) and only
+  if it belongs to an episode (the one it names, else the one active on that date), like
+  billing data days.
+- Completed sessions on a date = distinct ``session_id`` values + 1 if the date has any
+  completion without a ``session_id`` (those all form one session). *Choice:* a session_id
+  seen on several dates counts once, on the date of its earliest completion (by instant), so
+  a sitting across midnight is one session and arrival order does not matter.
+- Prescribed per day = ``sessions_per_week`` in force that day / 7 (0 outside an episode).
+  Prescribed over the trailing window = the sum of the daily values, i.e. exactly
+  ``sessions_per_week`` for a full 7-day window with one program (the rule's definition).
+  *Choice:* a window straddling a program.updated is prorated day by day, and a window that
+  starts before the episode counts only the episode's days.
+- adherence_7d on date d = min(1, completed in d-6..d / prescribed in d-6..d); undefined
+  (None, empty in CSV) when nothing is prescribed.
+
+All inputs are sets/dicts keyed by event_id, so late, duplicate and out-of-order events give
+the same numbers. Arithmetic uses Fraction so thresholds compare exactly (3.5/7 == 50%).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from schemas.episodes import EpisodeBook
+from schemas.events import ExerciseCompleted
+
+_ONE_DAY = dt.timedelta(days=1)
+
+
+class Completion(BaseModel):
+    """One ``exercise.completed``, reduced to what adherence needs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    occurred_at: AwareDatetime
+    session_id: str | None = None
+    episode_id: str | None = None
+
+    @property
+    def local_date(self) -> dt.date:
+        return self.occurred_at.date()
+
+    @classmethod
+    def of(cls, event: ExerciseCompleted) -> Completion:
+        return cls(
+            occurred_at=event.occurred_at,
+            session_id=event.session_id,
+            episode_id=event.episode_id,
+        )
+
+
+def sessions_by_day(
+    completions: Mapping[str, Completion], book: EpisodeBook
+) -> dict[dt.date, int]:
+    """Completed sessions per patient-local date (only dates inside an episode)."""
+    first_seen: dict[str, tuple[dt.datetime, dt.date]] = {}
+    anonymous_days: set[dt.date] = set()
+    for c in completions.values():
+        day = c.local_date
+        if book.resolve(c.episode_id, day) is None:
+            continue
+        if c.session_id is None:
+            anonymous_days.add(day)
+            continue
+        key = (c.occurred_at, day)  # earliest instant wins; the date breaks instant ties
+        prev = first_seen.get(c.session_id)
+        if prev is None or key < prev:
+            first_seen[c.session_id] = key
+    counts: dict[dt.date, int] = {day: 1 for day in anonymous_days}
+    for _, day in first_seen.values():
+        counts[day] = counts.get(day, 0) + 1
+    return counts
+
+
+def prescribed_on(book: EpisodeBook, day: dt.date) -> Fraction:
+    """Sessions prescribed for one day: sessions_per_week in force / 7."""
+    episode = book.resolve(None, day)
+    if episode is None:
+        return Fraction(0)
+    return Fraction(episode.sessions_per_week_on(day), 7)
+
+
+def window_days(day: dt.date, length: int = 7) -> list[dt.date]:
+    """The trailing window ending on ``day`` (inclusive), oldest first."""
+    return [day - dt.timedelta(days=i) for i in range(length - 1, -1, -1)]
+
+
+def adherence_on(
+    counts: Mapping[dt.date, int], book: EpisodeBook, day: dt.date, length: int = 7
+) -> Fraction | None:
+    """Trailing ``length``-day adherence ending on ``day``, capped at 1; None if nothing
+    was prescribed in the window."""
+    days = window_days(day, length)
+    prescribed = sum((prescribed_on(book, d) for d in days), Fraction(0))
+    if prescribed == 0:
+        return None
+    completed = sum(counts.get(d, 0) for d in days)
+    return min(Fraction(1), Fraction(completed) / prescribed)
+
+
+@dataclass(frozen=True)
+class AdherenceRow:
+    patient_id: str
+    date: dt.date
+    prescribed: Fraction
+    completed: int
+    adherence_7d: Fraction | None
+
+    def csv(self) -> str:
+        ratio = "" if self.adherence_7d is None else f"{float(self.adherence_7d):.4f}"
+        return (
+            f"{self.patient_id},{self.date.isoformat()},{float(self.prescribed):.4f},"
+            f"{self.completed},{ratio}"
+        )
+
+
+CSV_HEADER = "patient_id,date,prescribed,completed,adherence_7d"
+
+
+def daily_rows(
+    patient_id: str,
+    completions: Mapping[str, Completion],
+    book: EpisodeBook,
+    last_day: dt.date | None,
+    length: int = 7,
+) -> list[AdherenceRow]:
+    """One row per date covered by an episode, from its start to its end date (or, for an
+    open episode, to ``last_day``; an open episode yields no rows if ``last_day`` is None)."""
+    days: set[dt.date] = set()
+    for ep in book.episodes.values():
+        end = ep.end_date if ep.end_date is not None else last_day
+        if end is None:
+            continue
+        days.update(_date_range(ep.start_date, end))
+    counts = sessions_by_day(completions, book)
+    return [
+        AdherenceRow(
+            patient_id=patient_id,
+            date=day,
+            prescribed=prescribed_on(book, day),
+            completed=counts.get(day, 0),
+            adherence_7d=adherence_on(counts, book, day, length),
+        )
+        for day in sorted(days)
+    ]
+
+
+def _date_range(first: dt.date, last: dt.date) -> Iterable[dt.date]:
+    day = first
+    while day <= last:
+        yield day
+        day += _ONE_DAY

@@ -1,0 +1,122 @@
+"""Alert contract and rule configuration (pure, frozen pydantic models).
+
+An ``Alert`` is the full current snapshot of one alert; the engine reports every change as
+an ``AlertChange`` carrying the new snapshot, so a consumer can simply upsert by ``id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from fractions import Fraction
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+AlertKind = Literal[
+    "red_flag",
+    "fall",
+    "pain_high",
+    "pain_increase",
+    "inactivity",
+    "adherence_low",
+    "billing_at_risk",
+]
+Severity = Literal["critical", "high", "medium", "low"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+ChangeKind = Literal["fired", "acknowledged", "resolved"]
+
+SEVERITY: dict[AlertKind, Severity] = {
+    "red_flag": "critical",
+    "fall": "critical",
+    "pain_high": "critical",
+    "pain_increase": "high",
+    "inactivity": "medium",
+    "adherence_low": "medium",
+    "billing_at_risk": "low",
+}
+# Fired by an event (fired_at = the event's occurred_at) vs by the timer (fired_at = the
+# local day boundary at which the condition became true).
+EVENT_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
+    {"red_flag", "fall", "pain_high", "pain_increase"}
+)
+TIME_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
+    {"inactivity", "adherence_low", "billing_at_risk"}
+)
+# Safety-critical: every report fires, no "one open per kind", no cool-down, and only a
+# clinician's acknowledgement closes them.
+ALWAYS_FIRE_KINDS: frozenset[AlertKind] = frozenset({"red_flag", "fall"})
+
+# Fixed namespace so that alert ids are stable across processes, replays and versions.
+_ALERT_NS = uuid.UUID("6f1d7c2e-3b7a-5e0c-9a51-2f4c8d0b7e11")
+
+
+def alert_id(patient_id: str, kind: AlertKind, trigger: str) -> str:
+    """Deterministic id: the same (patient, kind, trigger) always yields the same id.
+
+    ``trigger`` is the triggering event_id (event-driven kinds) or ``episode_id:date``
+    (time-driven kinds), so a replay upserts the same row instead of firing again.
+    """
+    return str(uuid.uuid5(_ALERT_NS, f"{patient_id}|{kind}|{trigger}"))
+
+
+class Alert(BaseModel):
+    """One alert as routed to the episode's clinician."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    patient_id: str
+    episode_id: str
+    clinician_id: str
+    kind: AlertKind
+    severity: Severity
+    # Triggering event(s); empty for time-driven kinds.
+    event_ids: tuple[str, ...] = ()
+    # What was measured and the bar it crossed (score, median baseline + 2, full days
+    # without data, 7-day adherence ratio); None where the rule has no number.
+    value: float | None = None
+    threshold: float | None = None
+    # Extra facts a clinician needs, e.g. the red flags reported.
+    details: tuple[str, ...] = ()
+    fired_at: AwareDatetime
+    status: AlertStatus = "open"
+    acknowledged_at: AwareDatetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: AwareDatetime | None = None
+    resolved_by_event_id: str | None = None
+
+
+class AlertChange(BaseModel):
+    """What happened to an alert and its snapshot afterwards (publish / upsert by id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    change: ChangeKind
+    alert: Alert
+
+
+class AlertConfig(BaseModel):
+    """Per-organisation thresholds; defaults are those of design/alert-rules.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pain_high_threshold: int = Field(default=7, ge=0, le=10)
+    pain_increase_delta: float = Field(default=2, gt=0)
+    pain_baseline_days: int = Field(default=7, ge=1)
+    pain_baseline_min_reports: int = Field(default=2, ge=1)
+    # "3 full local days with no patient-data event": fires when today >= L + days + 1.
+    inactivity_days: int = Field(default=3, ge=1)
+    adherence_low_threshold: float = Field(default=0.5, gt=0, le=1)
+    adherence_window_days: int = Field(default=7, ge=1)
+    # adherence_low is evaluated from this day of the episode (day 1 = start date).
+    adherence_from_episode_day: int = Field(default=8, ge=1)
+    cooldown: dt.timedelta = dt.timedelta(hours=24)
+
+    @property
+    def adherence_low_fraction(self) -> Fraction:
+        # Exact comparison: 0.5 must not be subject to float rounding of e.g. 3.5/7.
+        return Fraction(str(self.adherence_low_threshold))
+
+
+DEFAULT_CONFIG = AlertConfig()

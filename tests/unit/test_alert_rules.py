@@ -1,0 +1,378 @@
+"""Risk rules of design/alert-rules.md, table-driven over the pure engine (no services)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from alerts.models import AlertChange, AlertConfig, alert_id
+from alerts.rules import acknowledge, on_event, on_tick
+from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
+from schemas.events import EVENT_ADAPTER, Event
+
+P = "p-1"
+BILLING = {
+    "rendering_npi": "1234567893",
+    "billing_npi": "1234567893",
+    "payer": "medicare",
+    "member_id": "M-1",
+    "diagnosis_codes": ["M54.50"],
+    "place_of_service": "11",
+}
+
+
+def mk(type_: str, at: str, eid: str, **fields: Any) -> Event:
+    obj = {"event_id": eid, "schema_version": 1, "type": type_, "patient_id": P,
+           "occurred_at": at, **fields}
+    return EVENT_ADAPTER.validate_python(obj)
+
+
+def start(at: str = "2026-11-02T09:00:00-06:00", tz: str = "America/Chicago",
+          spw: int = 5, eid: str = "start", episode_id: str = "ep-1") -> Event:
+    return mk("episode.started", at, eid, episode_id=episode_id, clinician_id="c-1",
+              clinician_role="PT", timezone=tz, program={"sessions_per_week": spw},
+              billing=BILLING)
+
+
+def pain(at: str, eid: str, score: int) -> Event:
+    return mk("pain.reported", at, eid, score=score)
+
+
+def symptom(at: str, eid: str, red_flags: tuple[str, ...] = (), fall: bool = False) -> Event:
+    return mk("symptom.reported", at, eid, red_flags=list(red_flags), fall=fall)
+
+
+def exercise(at: str, eid: str, session_id: str | None = None) -> Event:
+    extra = {"session_id": session_id} if session_id else {}
+    return mk("exercise.completed", at, eid, exercise_id="bridge", **extra)
+
+
+def ended(at: str, eid: str = "end", episode_id: str = "ep-1") -> Event:
+    return mk("episode.ended", at, eid, episode_id=episode_id)
+
+
+def feed(events: Iterable[Event], state: PatientState | None = None,
+         config: AlertConfig = AlertConfig()) -> tuple[PatientState, list[AlertChange]]:
+    s = state if state is not None else new_state(P)
+    out: list[AlertChange] = []
+    for e in events:
+        s, ch = on_event(s, e, config)
+        out += ch
+    return s, out
+
+
+def fired(changes: list[AlertChange], kind: str | None = None) -> list[AlertChange]:
+    return [c for c in changes if c.change == "fired" and (kind is None or c.alert.kind == kind)]
+
+
+def ts(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s)
+
+
+# --- pain_high / pain_increase edges ------------------------------------------------------
+
+@pytest.mark.parametrize("score,fires", [(6, False), (7, True), (10, True)])
+def test_pain_high_threshold_edge(score: int, fires: bool) -> None:
+    _, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "p", score)])
+    assert bool(fired(ch, "pain_high")) is fires
+    if fires:
+        a = fired(ch, "pain_high")[0].alert
+        assert (a.severity, a.value, a.threshold, a.event_ids) == ("critical", score, 7, ("p",))
+        assert (a.episode_id, a.clinician_id, a.status) == ("ep-1", "c-1", "open")
+        assert a.fired_at == ts("2026-11-03T10:00:00-06:00")
+
+
+@pytest.mark.parametrize(
+    "baseline_scores,score,fires,threshold",
+    [
+        ([3, 3], 5, True, 5.0),        # exactly +2 fires
+        ([3, 3], 4, False, None),      # +1 does not
+        ([2, 3], 4, False, None),      # even count: median 2.5, needs 4.5
+        ([2, 3], 5, True, 4.5),
+        ([9, 1, 2], 4, True, 4.0),     # median 2, not mean 4
+    ],
+)
+def test_pain_increase_median_baseline(
+    baseline_scores: list[int], score: int, fires: bool, threshold: float | None
+) -> None:
+    prior = [pain(f"2026-11-0{3 + i}T10:00:00-06:00", f"b{i}", s)
+             for i, s in enumerate(baseline_scores)]
+    _, ch = feed([start(), *prior, pain("2026-11-08T10:00:00-06:00", "new", score)])
+    got = fired(ch, "pain_increase")
+    assert bool(got) is fires
+    if fires:
+        assert got[0].alert.threshold == threshold and got[0].alert.event_ids == ("new",)
+        assert got[0].alert.severity == "high"
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [
+        [],                                                  # no reports at all
+        [("2026-11-05T10:00:00-06:00", 1)],                  # one report
+        [("2026-11-05T10:00:00-06:00", 1), ("2026-11-12T08:00:00-06:00", 1)],  # 2nd same day
+        [("2026-11-04T10:00:00-06:00", 1), ("2026-11-05T10:00:00-06:00", 1)],  # 1st is d-8
+    ],
+)
+def test_pain_increase_needs_two_reports_in_d7_to_d1(prior: list[tuple[str, int]]) -> None:
+    events = [start(), *(pain(at, f"b{i}", s) for i, (at, s) in enumerate(prior))]
+    _, ch = feed([*events, pain("2026-11-12T10:00:00-06:00", "new", 6)])
+    assert not fired(ch, "pain_increase")
+
+
+def test_pain_increase_fewer_than_two_neither_fires_nor_resolves() -> None:
+    base = [start(), pain("2026-11-03T10:00:00-06:00", "a", 2),
+            pain("2026-11-04T10:00:00-06:00", "b", 2),
+            pain("2026-11-05T10:00:00-06:00", "c", 6)]       # 6 >= 2+2: fires
+    s, ch = feed(base)
+    assert len(fired(ch, "pain_increase")) == 1
+    # 2026-11-20: window 11-13..11-19 is empty, so the low score cannot resolve it.
+    s, ch = feed([pain("2026-11-20T10:00:00-06:00", "d", 1)], s)
+    assert [a.status for a in s.alerts.values() if a.kind == "pain_increase"] == ["open"]
+
+
+def test_local_date_not_utc_for_baseline() -> None:
+    # 23:30 at -06:00 on 11-02 is 11-03 in UTC; by local date it is outside 11-03..11-09.
+    events = [start("2026-11-01T09:00:00-06:00"),
+              pain("2026-11-02T23:30:00-06:00", "late-evening", 3),
+              pain("2026-11-05T10:00:00-06:00", "b", 3),
+              pain("2026-11-10T10:00:00-06:00", "new", 5)]
+    _, ch = feed(events)
+    assert not fired(ch, "pain_increase")  # only one report in the local window
+
+
+# --- late reports, duplicates, newest decides ----------------------------------------------
+
+def test_late_report_older_than_newest_changes_no_pain_state_but_counts_in_baseline() -> None:
+    s, ch = feed([start(), pain("2026-11-05T10:00:00-06:00", "newest", 3),
+                  pain("2026-11-04T10:00:00-06:00", "late-high", 9)])
+    assert not fired(ch)  # 9 is older than the newest report: no pain_high
+    s, ch = feed([pain("2026-11-06T10:00:00-06:00", "n2", 8)], s)
+    # The late 9 is in the baseline: median(3, 9) = 6, so 8 is an increase (without it
+    # there would be a single report and no baseline at all).
+    assert {c.alert.kind: c.alert.threshold for c in fired(ch)} == {
+        "pain_high": 7, "pain_increase": 8.0}
+    # a late low report resolves neither
+    s, ch = feed([pain("2026-11-05T12:00:00-06:00", "late-low", 0)], s)
+    assert ch == [] and {a.status for a in s.alerts.values()} == {"open"}
+
+
+def test_duplicates_are_ignored() -> None:
+    ev = pain("2026-11-03T10:00:00-06:00", "p", 8)
+    s, ch = feed([start(), ev])
+    s2, ch2 = feed([ev, start()], s)
+    assert len(fired(ch)) == 1 and ch2 == [] and s2 == s
+
+
+def test_replay_into_fresh_state_gives_same_ids() -> None:
+    events = [start(), pain("2026-11-03T10:00:00-06:00", "p", 8),
+              symptom("2026-11-03T11:00:00-06:00", "s", ("fever",), fall=True)]
+    _, a = feed(events)
+    _, b = feed(events)
+    assert [c.alert.id for c in a] == [c.alert.id for c in b]
+    assert a[0].alert.id == alert_id(P, "pain_high", "p")
+
+
+# --- one open per kind, cool-down, auto-resolve, always-fire ------------------------------
+
+def test_one_open_alert_per_kind_and_auto_resolve_with_clearing_event() -> None:
+    s, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "a", 8),
+                  pain("2026-11-03T12:00:00-06:00", "b", 9)])
+    assert len(fired(ch, "pain_high")) == 1
+    s, ch = feed([pain("2026-11-03T14:00:00-06:00", "c", 6)], s)
+    assert [(c.change, c.alert.resolved_by_event_id) for c in ch] == [("resolved", "c")]
+    assert ch[0].alert.resolved_at == ts("2026-11-03T14:00:00-06:00")
+    s, ch = feed([pain("2026-11-03T16:00:00-06:00", "d", 7)], s)  # fires again: no ack
+    assert len(fired(ch, "pain_high")) == 1
+
+
+@pytest.mark.parametrize("hours_after_ack,fires", [(23.9, False), (24, True)])
+def test_cooldown_after_acknowledgement(hours_after_ack: float, fires: bool) -> None:
+    s, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "a", 8)])
+    aid = ch[0].alert.id
+    ack_at = ts("2026-11-03T11:00:00-06:00")
+    s, ack = acknowledge(s, aid, ack_at, "c-1")
+    assert ack[0].alert.status == "acknowledged" and ack[0].alert.acknowledged_by == "c-1"
+    s, ch = feed([pain("2026-11-03T12:00:00-06:00", "b", 2)], s)  # clears: resolved
+    assert ch[0].change == "resolved"
+    later = (ack_at + dt.timedelta(hours=hours_after_ack)).isoformat()
+    s, ch = feed([pain(later, "c", 9)], s)
+    assert bool(fired(ch, "pain_high")) is fires
+
+
+def test_acknowledge_is_idempotent_and_unknown_id_raises() -> None:
+    s, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "a", 8)])
+    at = ts("2026-11-03T11:00:00Z")
+    s1, c1 = acknowledge(s, ch[0].alert.id, at, "c-1")
+    s2, c2 = acknowledge(s1, ch[0].alert.id, at + dt.timedelta(hours=1), "c-2")
+    assert len(c1) == 1 and c2 == [] and s2 == s1
+    assert s.alerts[ch[0].alert.id].status == "open"  # input state untouched
+    with pytest.raises(KeyError):
+        acknowledge(s, "nope", at, "c-1")
+
+
+def test_red_flags_and_falls_always_fire_and_only_ack_closes_them() -> None:
+    s, ch = feed([start(), symptom("2026-11-03T10:00:00-06:00", "s1", ("fever",), fall=True)])
+    assert sorted(c.alert.kind for c in fired(ch)) == ["fall", "red_flag"]
+    red = next(c.alert for c in ch if c.alert.kind == "red_flag")
+    assert red.details == ("fever",) and red.severity == "critical"
+    s, _ = acknowledge(s, red.id, ts("2026-11-03T11:00:00-06:00"), "c-1")
+    s, ch = feed([symptom("2026-11-03T12:00:00-06:00", "s2", ("saddle_anesthesia",)),
+                  symptom("2026-11-03T13:00:00-06:00", "s3", (), fall=True),
+                  symptom("2026-11-03T14:00:00-06:00", "s4")], s)   # empty: check-in
+    assert [c.alert.kind for c in fired(ch)] == ["red_flag", "fall"]  # no cool-down
+    assert all(a.status != "resolved" for a in s.alerts.values())
+
+
+def test_no_episode_no_pain_alert_but_red_flag_goes_to_latest_episode() -> None:
+    s, ch = feed([pain("2026-11-01T10:00:00-06:00", "early", 9)])
+    assert ch == []
+    s, ch = feed([start(), ended("2026-11-10T10:00:00-06:00"),
+                  symptom("2026-11-12T10:00:00-06:00", "after", ("fever",))], s)
+    assert [(c.alert.kind, c.alert.episode_id) for c in fired(ch)] == [("red_flag", "ep-1")]
+
+
+# --- time-driven: inactivity ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "now,fires",
+    [
+        ("2026-11-08T23:59:59-06:00", False),  # 11-06, 11-07 full; 11-08 still running
+        ("2026-11-09T00:00:00-06:00", True),   # 3 full days 11-06..11-08 passed: L + 4
+    ],
+)
+def test_inactivity_three_vs_four_days(now: str, fires: bool) -> None:
+    s, _ = feed([start(), exercise("2026-11-05T10:00:00-06:00", "x")])
+    s, ch = on_tick(s, ts(now))
+    got = fired(ch, "inactivity")
+    assert bool(got) is fires
+    if fires:
+        a = got[0].alert
+        assert a.fired_at == ts("2026-11-09T00:00:00-06:00") and a.event_ids == ()
+        assert (a.value, a.threshold, a.severity) == (3, 3, "medium")
+
+
+def test_inactivity_from_episode_start_and_across_dst() -> None:
+    # America/Chicago leaves DST on 2026-11-01: start Oct 29, L+4 = Nov 2 00:00 CST = 06:00Z.
+    s, _ = feed([start("2026-10-29T09:00:00-05:00")])
+    s, ch = on_tick(s, ts("2026-11-02T05:59:00Z"))   # 23:59 CST on Nov 1
+    assert ch == []
+    s, ch = on_tick(s, ts("2026-11-02T06:00:00Z"))
+    assert fired(ch, "inactivity")[0].alert.fired_at == ts("2026-11-02T00:00:00-06:00")
+
+
+def test_tick_is_idempotent_and_inactivity_fires_once_per_gap() -> None:
+    s, _ = feed([start(), exercise("2026-11-05T10:00:00-06:00", "x")])
+    now = ts("2026-11-09T08:00:00-06:00")
+    s, ch1 = on_tick(s, now)
+    s2, ch2 = on_tick(s, now)
+    s3, ch3 = on_tick(s2, now + dt.timedelta(days=2))
+    assert len(fired(ch1, "inactivity")) == 1 and ch2 == [] and s2 == s
+    assert not fired(ch3, "inactivity")  # still the same gap: no second alert
+
+
+def test_inactivity_resolved_by_patient_data_then_new_gap_fires_again() -> None:
+    s, _ = feed([start(), exercise("2026-11-05T10:00:00-06:00", "x")])
+    s, ch = on_tick(s, ts("2026-11-09T08:00:00-06:00"))
+    s, ch = feed([symptom("2026-11-09T09:00:00-06:00", "checkin")], s)
+    assert [(c.change, c.alert.resolved_by_event_id) for c in ch] == [("resolved", "checkin")]
+    s, ch = on_tick(s, ts("2026-11-13T00:00:00-06:00"))
+    assert fired(ch, "inactivity")[0].alert.fired_at == ts("2026-11-13T00:00:00-06:00")
+
+
+def test_catch_up_tick_agrees_with_a_timer_that_ran_all_along() -> None:
+    events = [start(spw=3), exercise("2026-11-03T10:00:00-06:00", "x1"),
+              pain("2026-11-08T10:00:00-06:00", "p1", 2),          # gap 11-04..11-07
+              exercise("2026-11-09T10:00:00-06:00", "x2", "s1"),
+              exercise("2026-11-10T10:00:00-06:00", "x3", "s2")]
+    as_of = ts("2026-11-20T12:00:00-06:00")
+    # Streaming with on-time arrival: a tick every hour, events as they occur.
+    live = new_state(P)
+    clock = ts("2026-11-02T09:00:00-06:00")
+    pending = list(events)
+    while clock <= as_of:
+        while pending and pending[0].occurred_at <= clock:
+            live, _ = on_event(live, pending.pop(0))
+        live, _ = on_tick(live, clock)
+        clock += dt.timedelta(hours=1)
+    live, _ = on_tick(live, as_of)
+    # Offline: all events, then one tick.
+    offline, _ = feed(events)
+    offline, _ = on_tick(offline, as_of)
+    assert live.alerts == offline.alerts
+    kinds = [(a.kind, a.status) for a in offline.alerts.values()]
+    assert ("inactivity", "resolved") in kinds and ("adherence_low", "open") in kinds
+
+
+# --- time-driven: adherence_low -------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "spw,sessions,fires",
+    [(4, 2, False),   # exactly 50% is not low
+     (4, 1, True),
+     (7, 3, True),    # 3/7 < 50%
+     (7, 4, False),
+     (0, 0, False)],  # nothing prescribed: never low
+)
+def test_adherence_low_threshold_edge(spw: int, sessions: int, fires: bool) -> None:
+    ex = [exercise(f"2026-11-0{3 + i}T10:00:00-06:00", f"x{i}") for i in range(sessions)]
+    s, _ = feed([start(spw=spw), *ex])
+    s, ch = on_tick(s, ts("2026-11-10T00:00:00-06:00"))   # end of day 8 (11-09)
+    got = fired(ch, "adherence_low")
+    assert bool(got) is fires
+    if fires:
+        a = got[0].alert
+        assert a.fired_at == ts("2026-11-10T00:00:00-06:00") and a.threshold == 0.5
+        assert a.value == round(sessions / spw, 4) and a.event_ids == ()
+
+
+def test_adherence_low_only_from_day_8_and_resolves_at_a_day_end() -> None:
+    s, _ = feed([start(spw=7)])
+    s, ch = on_tick(s, ts("2026-11-09T00:00:00-06:00"))     # end of day 7: not evaluated
+    assert not fired(ch, "adherence_low")
+    s, ch = on_tick(s, ts("2026-11-10T00:00:00-06:00"))     # end of day 8
+    assert len(fired(ch, "adherence_low")) == 1
+    ex = [exercise(f"2026-11-10T{10 + i}:00:00-06:00", f"x{i}", f"s{i}") for i in range(4)]
+    s, ch = feed(ex, s)
+    assert not [c for c in ch if c.alert.kind == "adherence_low"]  # decided at day end
+    s, ch = on_tick(s, ts("2026-11-11T00:00:00-06:00"))
+    res = [c for c in ch if c.change == "resolved" and c.alert.kind == "adherence_low"]
+    assert res and res[0].alert.resolved_at == ts("2026-11-11T00:00:00-06:00")
+
+
+def test_episode_end_resolves_course_alerts_and_stops_ticks() -> None:
+    s, _ = feed([start(spw=7)])
+    s, ch = on_tick(s, ts("2026-11-10T00:00:00-06:00"))
+    assert {c.alert.kind for c in fired(ch)} == {"inactivity", "adherence_low"}
+    s, ch = feed([ended("2026-11-10T09:00:00-06:00")], s)
+    assert sorted(c.alert.kind for c in ch if c.change == "resolved") == [
+        "adherence_low", "inactivity"]
+    s, ch = on_tick(s, ts("2026-12-31T00:00:00-06:00"))
+    assert ch == []
+
+
+# --- state serialisation --------------------------------------------------------------------
+
+def test_state_round_trips_through_json_and_continues_identically() -> None:
+    s, _ = feed([start(), pain("2026-11-03T23:30:00-06:00", "a", 3),
+                 pain("2026-11-04T10:00:00-06:00", "b", 3),
+                 exercise("2026-11-04T10:00:00-06:00", "x", "s1"),
+                 symptom("2026-11-04T11:00:00-06:00", "s", ("fever",))])
+    s, _ = on_tick(s, ts("2026-11-09T12:00:00Z"))
+    restored = state_from_dict(json.loads(json.dumps(state_to_dict(s))))
+    assert restored == s
+    nxt = [pain("2026-11-10T10:00:00-06:00", "c", 8)]
+    a, ca = feed(nxt, s)
+    b, cb = feed(nxt, restored)
+    assert ca == cb and a == b
+    # the patient-local date survives the round trip (offset kept)
+    assert restored.pain["a"].local_date == dt.date(2026, 11, 3)
+
+
+def test_event_for_another_patient_is_refused() -> None:
+    with pytest.raises(ValueError):
+        on_event(new_state("p-2"), pain("2026-11-03T10:00:00-06:00", "a", 3))
