@@ -231,5 +231,14 @@ def billing_evaluate(events_path: Path, as_of: str, include_open: bool) -> None:
     sys.exit(run_evaluate(events_path, _parse_ts(as_of), include_open, sys.stdout))
 
 
+def _register_plugins() -> None:
+    """Command groups that live beside their adapters (billing export, reconcile, bench)."""
+    from rtm import cli_billing
+
+    cli_billing.register(billing)
+
+
+_register_plugins()
+
 if __name__ == "__main__":
     main()

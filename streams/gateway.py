@@ -229,6 +229,9 @@ def create_app(
             "received_at": received_at.isoformat(),
         })
 
+    from streams import api_billing
+
+    app.include_router(api_billing.router)
     if extra_routes is not None:
         extra_routes(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from agents import billing as billing_agent
 from agents import persist
 from rtm.settings import Settings
 from streams.app import Topology, build_app
@@ -14,6 +15,7 @@ def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     topology = build_app(settings)
     store = EventStore(settings.dsn, max_size=8)
     persist.register(topology, store, settings)
+    billing_agent.register(topology, store, settings)
     return topology, store
 
 
