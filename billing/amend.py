@@ -12,7 +12,7 @@ without changing code, units, modifiers or dates is not an amendment.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from billing.rules import ClaimLine
 

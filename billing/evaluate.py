@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple, TextIO
+from typing import NamedTuple, TextIO
 
 from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.export import write_csv

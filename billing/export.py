@@ -25,11 +25,12 @@ import datetime as dt
 import hashlib
 import io
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 from billing.config import BillingConfig
 from billing.rules import ClaimLine
@@ -241,13 +242,13 @@ def _x12_claim(
     c: str,
 ) -> list[str]:
     first = claim[0]
-    amounts = [charges.get(ln.cpt, Decimal("0")) * ln.units for ln in claim]
+    amounts = [charges.get(ln.cpt, Decimal(0)) * ln.units for ln in claim]
     freq = "7" if any(ln.status == "amended" for ln in claim) else "1"
     claim_id = "RTM" + _short_id(patient_id, episode_id, *(ln.date_of_service.isoformat()
                                                            for ln in claim), length=17)
     dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
     out = [
-        seg("CLM", claim_id, _money(sum(amounts, Decimal("0"))), "", "",
+        seg("CLM", claim_id, _money(sum(amounts, Decimal(0))), "", "",
             c.join((first.place_of_service, "B", freq)), "Y", "A", "Y", "Y"),
         # Medical record number: links the claim back to the pseudonymous patient id.
         seg("REF", "EA", clean(patient_id)[:50]),

@@ -10,7 +10,8 @@ arrival order of the same events yields the same claims.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Iterable, Union
+from collections.abc import Iterable
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -26,7 +27,7 @@ from schemas.events import (
 )
 
 EpisodeEvent = Annotated[
-    Union[EpisodeStarted, ProgramUpdated, EpisodeEnded], Field(discriminator="type")
+    EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
 ]
 
 # Within one instant, an end is folded before a start so that "ended at T, next started

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from billing.amend import lines_to_export, standing_lines, withdrawn_lines
-from billing.config import BillingConfig
+from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.rules import (
     ClaimLine,
     billing_at_risk,
@@ -74,7 +74,7 @@ def days_from(first: str, n: int, step: int = 1) -> list[str]:
 
 
 def claims(events: list[Event], as_of: str = FAR, include_open: bool = False,
-           config: BillingConfig = BillingConfig()) -> list[ClaimLine]:
+           config: BillingConfig = DEFAULT_CONFIG) -> list[ClaimLine]:
     states = fold_events(events)
     return compute_claims(states.values(), dt.datetime.fromisoformat(as_of), config, include_open)
 
@@ -134,11 +134,11 @@ def test_episode_ended_mid_period_cuts_the_period() -> None:
 
 def test_local_date_2330_at_utc_minus_5_counts_on_its_own_date() -> None:
     # New York in November is UTC-5; period 1 = 11-03..12-02
-    base = dict(offset="-05:00")
-    events = [start("2026-11-03", tz="America/New_York", **base),
-              data("2026-11-05", **base),
-              data("2026-12-02", at="23:30:00", **base),  # 12-03 04:30 UTC
-              data("2026-12-04", **base)]
+    ny = "-05:00"
+    events = [start("2026-11-03", tz="America/New_York", offset=ny),
+              data("2026-11-05", offset=ny),
+              data("2026-12-02", at="23:30:00", offset=ny),  # 12-03 04:30 UTC
+              data("2026-12-04", offset=ny)]
     dev = [(ln.cpt, ln.period_start.isoformat(), ln.data_days) for ln in claims(events)
            if ln.cpt == "98985"]
     assert dev == [("98985", "2026-11-03", 2)]  # period 2 has only 12-04
