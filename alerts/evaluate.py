@@ -115,12 +115,12 @@ def run_adherence_evaluate(
     out.write(CSV_HEADER + "\n")
     for patient_id in sorted(states):
         state = states[patient_id]
-        for row in daily_rows(
+        rows = daily_rows(
             patient_id,
             state.completions,
             state.book,
             newest.get(patient_id),
             config.adherence_window_days,
-        ):
-            out.write(row.csv() + "\n")
+        )
+        out.writelines(row.csv() + "\n" for row in rows)
     return 1 if reader.invalid else 0

@@ -9,7 +9,7 @@ nothing; the alert bookkeeping (``alerts``, ``day_cursor``) is what makes rules 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -19,7 +19,7 @@ from schemas.episodes import EpisodeBook, EpisodeConflict
 from schemas.events import EpisodeEnded, EpisodeStarted, ProgramUpdated
 
 EpisodeEvent = Annotated[
-    Union[EpisodeStarted, ProgramUpdated, EpisodeEnded], Field(discriminator="type")
+    EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
 ]
 
 # Same fold order as billing/state.py, so both see the same episodes: event time, an end
@@ -100,8 +100,25 @@ class PatientState(BaseModel):
         self._book = None
 
     def copy_for_update(self) -> PatientState:
-        # Deep copy so the caller's state is never modified; the book is re-derived lazily.
-        return self.model_copy(deep=True)
+        """A copy whose containers may be changed without touching ``self``.
+
+        Containers are copied, their items shared: every item is a frozen model (records,
+        alerts, events) or an immutable value, so a shallow copy per container is enough
+        and keeps an event O(size of state) in cheap dict copies, not a deep copy.
+        """
+        new = self.model_copy(
+            update={
+                "seen_event_ids": set(self.seen_event_ids),
+                "episode_events": dict(self.episode_events),
+                "data": dict(self.data),
+                "pain": dict(self.pain),
+                "completions": dict(self.completions),
+                "alerts": dict(self.alerts),
+                "day_cursor": dict(self.day_cursor),
+            }
+        )
+        new._book = self._book  # shared until episode events change (invalidate_book)
+        return new
 
 
 def new_state(patient_id: str) -> PatientState:

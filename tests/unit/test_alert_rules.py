@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from alerts.models import AlertChange, AlertConfig, alert_id
+from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
 from alerts.rules import acknowledge, on_event, on_tick
 from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
 from schemas.events import EVENT_ADAPTER, Event
@@ -56,7 +56,7 @@ def ended(at: str, eid: str = "end", episode_id: str = "ep-1") -> Event:
 
 
 def feed(events: Iterable[Event], state: PatientState | None = None,
-         config: AlertConfig = AlertConfig()) -> tuple[PatientState, list[AlertChange]]:
+         config: AlertConfig = DEFAULT_CONFIG) -> tuple[PatientState, list[AlertChange]]:
     s = state if state is not None else new_state(P)
     out: list[AlertChange] = []
     for e in events:
@@ -270,7 +270,7 @@ def test_tick_is_idempotent_and_inactivity_fires_once_per_gap() -> None:
     now = ts("2026-11-09T08:00:00-06:00")
     s, ch1 = on_tick(s, now)
     s2, ch2 = on_tick(s, now)
-    s3, ch3 = on_tick(s2, now + dt.timedelta(days=2))
+    _, ch3 = on_tick(s2, now + dt.timedelta(days=2))
     assert len(fired(ch1, "inactivity")) == 1 and ch2 == [] and s2 == s
     assert not fired(ch3, "inactivity")  # still the same gap: no second alert
 
@@ -355,6 +355,21 @@ def test_episode_end_resolves_course_alerts_and_stops_ticks() -> None:
     assert ch == []
 
 
+def test_thresholds_and_cooldown_are_configuration() -> None:
+    cfg = AlertConfig(pain_high_threshold=8, inactivity_days=2, cooldown=dt.timedelta(hours=1))
+    s, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "a", 7)], config=cfg)
+    assert not fired(ch, "pain_high")
+    s, ch = feed([pain("2026-11-03T11:00:00-06:00", "b", 8)], s, cfg)
+    s, _ = acknowledge(s, ch[0].alert.id, ts("2026-11-03T11:30:00-06:00"), "c-1")
+    s, _ = feed([pain("2026-11-03T12:00:00-06:00", "c", 1)], s, cfg)
+    s, ch = feed([pain("2026-11-03T12:31:00-06:00", "d", 9)], s, cfg)  # cool-down of 1 h over
+    assert len(fired(ch, "pain_high")) == 1
+    s, ch = on_tick(s, ts("2026-11-06T00:00:00-06:00"), cfg)  # L = 11-03, 2 full days
+    assert fired(ch, "inactivity")[0].alert.threshold == 2
+    with pytest.raises(ValueError):
+        AlertConfig(pain_high_threshold=11)
+
+
 # --- state serialisation --------------------------------------------------------------------
 
 def test_state_round_trips_through_json_and_continues_identically() -> None:
@@ -366,7 +381,9 @@ def test_state_round_trips_through_json_and_continues_identically() -> None:
     restored = state_from_dict(json.loads(json.dumps(state_to_dict(s))))
     assert restored == s
     nxt = [pain("2026-11-10T10:00:00-06:00", "c", 8)]
+    before = state_to_dict(s)
     a, ca = feed(nxt, s)
+    assert state_to_dict(s) == before  # pure: the input state is never modified
     b, cb = feed(nxt, restored)
     assert ca == cb and a == b
     # the patient-local date survives the round trip (offset kept)
