@@ -54,10 +54,12 @@ _ONE_DAY = dt.timedelta(days=1)
 # also close when their episode ends (the condition no longer applies).
 _EPISODE_COURSE_KINDS: tuple[AlertKind, ...] = ("inactivity", "adherence_low")
 
-# Hook for billing_at_risk (low): at the end of local day d of a 30-day period, fire once
-# per period when billing says "data days so far + days left after d < 16"; resolve when
-# the period ends. It belongs in _evaluate_day_end below, next to adherence_low, once
-# billing/ exposes that predicate. Not implemented yet on purpose.
+# Hook for billing_at_risk (low), deliberately not implemented yet: at the end of local
+# day d of a 30-day period, fire once per period when "data days so far + days left after
+# d < 16" (billing.rules.billing_at_risk(PatientBillingState, d) answers that; a
+# PatientBillingState can be built from this state's `data` and `episode_events`); trigger
+# "episode_id:period-k" so it fires once per period, fired_at = the day-end boundary;
+# resolve at the period's end. It goes in on_tick, next to _adherence_rule.
 
 
 # --- event-driven --------------------------------------------------------------------------
