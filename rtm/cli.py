@@ -233,9 +233,10 @@ def billing_evaluate(events_path: Path, as_of: str, include_open: bool) -> None:
 
 def _register_plugins() -> None:
     """Command groups that live beside their adapters (billing export, reconcile, bench)."""
-    from rtm import cli_billing
+    from rtm import bench, cli_billing
 
     cli_billing.register(billing)
+    main.add_command(bench.command)
 
 
 _register_plugins()
