@@ -1,13 +1,281 @@
-"""Billing agent: the RTM ledger (data days, time logs, episode events) in TimescaleDB."""
+"""Billing agent: the RTM ledger (data days, time logs, episode events) in TimescaleDB.
+
+The agent takes batches from the events topic like the persist agent, reduces them to
+ledger rows (``billing.ledger.ledger_rows``) and writes them in one transaction, one
+``unnest`` round trip per table, ``ON CONFLICT DO NOTHING``: a re-delivered event adds
+nothing. The batch is acked (offsets committed) only after the write succeeded
+(``write_until_done``). Events that fail the contract are skipped here (the persist agent
+dead-letters them).
+
+Also here, because they are the ledger's SQL: ``load_states`` (ledger -> states equal to
+the offline fold) and the record of exports (``previous_lines`` / ``record_export``),
+shared by ``rtm billing`` and the gateway's billing routes.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+import orjson
+from pydantic import ValidationError
+
+from billing.ledger import LedgerRows, ledger_rows, states_from_rows
+from billing.rules import ClaimLine
+from billing.state import PatientBillingState
 from rtm.settings import Settings
+from schemas.events import Event, parse_event_json
 from streams.app import Topology
 from streams.store import EventStore
 
+log = logging.getLogger(__name__)
+EXPORT_LOCK_KEY = 7_270_503  # pg_advisory_xact_lock id: one export recorded at a time
+
+_INSERT_DAYS = """
+INSERT INTO billing_data_days (patient_id, local_date, episode_id, first_event_id)
+SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[])
+ON CONFLICT DO NOTHING
+"""
+_INSERT_LOGS = """
+INSERT INTO billing_time_logs (event_id, patient_id, episode_id, local_date, occurred_at,
+                               utc_offset_s, minutes, clinician_role, interactive)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[],
+                     $6::int[], $7::int[], $8::text[], $9::bool[])
+ON CONFLICT DO NOTHING
+"""
+_INSERT_EPISODE_EVENTS = """
+INSERT INTO billing_episode_events (event_id, patient_id, type, episode_id, occurred_at, payload)
+SELECT e, p, t, ep, o, pl::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+    AS u(e, p, t, ep, o, pl)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(c) for c in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int, int, int]:
+    """Write one batch in one transaction; returns newly inserted (days, logs, episode events)."""
+    new = [0, 0, 0]
+    async with conn.transaction():
+        for i, (sql, data, width) in enumerate((
+            (_INSERT_DAYS, rows.data_days, 4),
+            (_INSERT_LOGS, rows.time_logs, 9),
+            (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
+        )):
+            if data:
+                new[i] = _count(await conn.execute(sql, *_columns(data, width)))
+    return new[0], new[1], new[2]
+
+
+async def write_events(store: EventStore, events: Sequence[Event]) -> tuple[int, int, int]:
+    rows = ledger_rows(events)
+    if not len(rows):
+        return 0, 0, 0
+    async with store.acquire() as conn:
+        return await write_ledger(conn, rows)
+
+
+def decode_values(values: Sequence[bytes]) -> list[Event]:
+    out: list[Event] = []
+    for raw in values:
+        try:
+            out.append(parse_event_json(raw))
+        except ValidationError:
+            continue  # the persist agent dead-letters it
+    return out
+
+
+async def load_states(
+    source: asyncpg.Connection | EventStore, patient_ids: Sequence[str] | None = None
+) -> dict[str, PatientBillingState]:
+    """The ledger as per-patient states (all patients, or those given), equal to what
+    ``billing.ledger.fold_for_billing`` gives over the same events."""
+    if isinstance(source, EventStore):
+        async with source.acquire() as conn:
+            return await load_states(conn, patient_ids)
+    where, args = ("", []) if patient_ids is None else (" WHERE patient_id = ANY($1::text[])",
+                                                        [list(patient_ids)])
+    days = await source.fetch(
+        "SELECT patient_id, local_date, episode_id FROM billing_data_days" + where, *args)
+    logs = await source.fetch(
+        "SELECT event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
+        " minutes, clinician_role, interactive FROM billing_time_logs" + where, *args)
+    eps = await source.fetch(
+        "SELECT event_id, patient_id, payload::text AS payload FROM billing_episode_events"
+        + where, *args)
+    return states_from_rows(days, logs, eps)
+
+
+async def patient_known(conn: asyncpg.Connection, patient_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM billing_episode_events WHERE patient_id = $1)"
+        " OR EXISTS (SELECT 1 FROM billing_data_days WHERE patient_id = $1)"
+        " OR EXISTS (SELECT 1 FROM billing_time_logs WHERE patient_id = $1)", patient_id))
+
+
+# --- record of exports ----------------------------------------------------------------------
+
+
+async def previous_exports(
+    conn: asyncpg.Connection, patient_ids: Sequence[str]
+) -> list[list[ClaimLine]]:
+    """Recorded exports touching these patients, oldest first, each as its lines of those
+    patients (feed to ``billing.amend.standing_lines``)."""
+    rows = await conn.fetch(
+        "SELECT export_id, line::text AS line FROM billing_export_lines"
+        " WHERE patient_id = ANY($1::text[]) ORDER BY export_id, line_no",
+        list(patient_ids),
+    )
+    out: dict[int, list[ClaimLine]] = {}
+    for r in rows:
+        out.setdefault(r["export_id"], []).append(ClaimLine.model_validate_json(r["line"]))
+    return [out[k] for k in sorted(out)]
+
+
+async def record_export(
+    conn: asyncpg.Connection,
+    lines: Sequence[ClaimLine],
+    *,
+    created_by: str,
+    as_of: dt.datetime,
+    date_from: dt.date,
+    date_to: dt.date,
+    fmt: str,
+    conventions: str,
+) -> int:
+    """Record an export (call inside the transaction that chose its lines); returns its id."""
+    billed = [ln for ln in lines if ln.status != "preview"]
+    export_id = int(await conn.fetchval(
+        "INSERT INTO billing_exports (created_by, as_of, date_from, date_to, format,"
+        " line_count, conventions) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING export_id",
+        created_by, as_of, date_from, date_to, fmt, len(billed), conventions,
+    ))
+    if billed:
+        await conn.execute(
+            "INSERT INTO billing_export_lines (export_id, line_no, patient_id, episode_id, cpt,"
+            " date_of_service, period_start, status, line)"
+            " SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[],"
+            " $6::date[], $7::date[], $8::text[], $9::jsonb[])",
+            export_id,
+            list(range(1, len(billed) + 1)),
+            [ln.patient_id for ln in billed],
+            [ln.episode_id for ln in billed],
+            [ln.cpt for ln in billed],
+            [ln.date_of_service for ln in billed],
+            [ln.period_start for ln in billed],
+            [ln.status for ln in billed],
+            [orjson.dumps(ln.model_dump(mode="json")).decode() for ln in billed],
+        )
+    return export_id
+
+
+async def lock_exports(conn: asyncpg.Connection) -> None:
+    """Serialise exports (inside a transaction) so two cannot bill the same group."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", EXPORT_LOCK_KEY)
+
+
+# --- the agent ------------------------------------------------------------------------------
+
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
-    return None
+    from agents.persist import write_until_done
+
+    app, m = topology.app, topology.metrics
+
+    @app.agent(topology.events, name="billing")
+    async def billing(stream: Any) -> None:
+        async for values in stream.take(settings.worker_batch_size,
+                                        within=settings.worker_batch_within_s):
+            events = decode_values(values)
+            if not events:
+                continue
+            days, _logs, _eps = await write_until_done(
+                lambda: write_events(store, events), "billing ledger")
+            if days:
+                m.billing_days.inc(days)
+
+    return billing
+
+
+# --- export (shared by `rtm billing export` and GET /v1/billing/claims) ---------------------
+
+FORMATS = ("csv", "x12", "fhir")
+
+
+class ExportResult:
+    def __init__(self, lines: list[ClaimLine], withdrawn: list[ClaimLine],
+                 export_id: int | None, elapsed_s: float) -> None:
+        self.lines = lines
+        self.withdrawn = withdrawn
+        self.export_id = export_id
+        self.elapsed_s = elapsed_s
+
+
+async def export_claims(
+    conn: asyncpg.Connection,
+    *,
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    include_open: bool = False,
+    record: bool = True,
+    created_by: str = "unknown",
+    fmt: str = "csv",
+    config: Any = None,
+) -> ExportResult:
+    """The lines of the next export: claims as of ``as_of`` with a date of service in
+    [date_from, date_to], less what earlier recorded exports already billed unchanged,
+    changed groups marked ``amended``. Recorded (when ``record``) in the same transaction,
+    under an advisory lock, so two exports cannot bill one group twice. A preview
+    (``include_open``) is never recorded: it bills nothing."""
+    import time
+
+    from billing.amend import lines_to_export, standing_lines, withdrawn_lines
+    from billing.config import DEFAULT_CONFIG
+    from billing.rules import compute_claims
+
+    config = config or DEFAULT_CONFIG
+    t0 = time.perf_counter()
+    record = record and not include_open
+    async with conn.transaction():
+        if record:
+            await lock_exports(conn)
+        states = await load_states(conn)
+        claims = [ln for ln in compute_claims(states.values(), as_of, config, include_open)
+                  if date_from <= ln.date_of_service <= date_to]
+        patients = sorted(states)
+        standing = standing_lines(await previous_exports(conn, patients))
+        lines = lines_to_export(standing, claims)
+        in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
+        withdrawn = withdrawn_lines(in_range, claims)
+        export_id = None
+        if record:
+            export_id = await record_export(
+                conn, lines, created_by=created_by, as_of=as_of, date_from=date_from,
+                date_to=date_to, fmt=fmt, conventions=config.header_text())
+    return ExportResult(lines, withdrawn, export_id, time.perf_counter() - t0)
+
+
+def render_export(lines: Sequence[ClaimLine], fmt: str, created: dt.datetime,
+                  config: Any = None) -> str:
+    """CSV (conventions as a ``#`` header block), X12 837P or a FHIR R4 Claim bundle."""
+    from billing.config import DEFAULT_CONFIG
+    from billing.export import render_csv, render_fhir, render_x12_837p
+
+    if fmt == "csv":
+        return render_csv(lines, config or DEFAULT_CONFIG)
+    if fmt == "x12":
+        return render_x12_837p(list(lines), created)
+    if fmt == "fhir":
+        return render_fhir(lines, created)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -1,7 +1,113 @@
-"""Billing endpoints on the gateway: claims export and per-patient progress."""
+"""Billing endpoints on the gateway: claims export and per-patient progress.
+
+Both need the gateway's API key (``Authorization: Bearer``): claim lines carry member ids.
+
+- ``GET /v1/billing/claims?from=YYYY-MM-DD&to=YYYY-MM-DD&format=csv|x12|fhir``
+  ``[&include_open=true][&as_of=TS][&record=true][&by=NAME]``: the same lines as
+  ``rtm billing export``. By default it is a **read-only look** (nothing recorded, so a
+  GET stays safe to repeat: lines already recorded as billed are left out, changed ones
+  show as ``amended``, the rest as ``new``). With ``record=true`` the export is recorded
+  like the command's (``include_open`` is never recorded: previews bill nothing); the
+  response carries ``X-Billing-Export-Id``. CSV starts with the conventions as ``#``
+  lines; for X12/FHIR they are at ``GET /v1/billing/conventions``.
+- ``GET /v1/patients/{patient_id}/billing[?as_of=TS]``: progress of the current 30-day
+  period and calendar month (``billing.rules.billing_progress``) on the patient-local
+  date of ``as_of`` (default: now). 404 for a patient the ledger does not know.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 router = APIRouter()
+
+_MEDIA = {"csv": "text/csv; charset=utf-8", "x12": "application/edi-x12",
+          "fhir": "application/fhir+json"}
+_KEYS: dict[int, dict[str, str]] = {}
+
+
+def _require_key(request: Request) -> str:
+    from streams.gateway import _authorized, configured_key_hashes
+
+    settings = request.app.state.settings
+    keys = _KEYS.get(id(settings))
+    if keys is None:
+        keys = _KEYS[id(settings)] = configured_key_hashes(settings)
+    source = _authorized(request, keys)
+    if source is None:
+        raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return source
+
+
+def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.UTC)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise HTTPException(422, [{"loc": ["query", field], "type": "timezone_aware",
+                                   "msg": f"{field} must carry a UTC offset, e.g. 2027-03-01T00:00:00Z"}])
+    return value
+
+
+@router.get("/v1/billing/claims")
+async def billing_claims(
+    request: Request,
+    date_from: Annotated[dt.date, Query(alias="from")],
+    date_to: Annotated[dt.date, Query(alias="to")],
+    fmt: Annotated[Literal["csv", "x12", "fhir"], Query(alias="format")] = "csv",
+    include_open: bool = False,
+    as_of: dt.datetime | None = None,
+    record: bool = False,
+    by: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    from agents.billing import export_claims, render_export
+
+    source = _require_key(request)
+    if date_to < date_from:
+        raise HTTPException(422, [{"loc": ["query", "to"], "type": "value_error",
+                                   "msg": "to is before from"}])
+    when = _aware(as_of, "as_of")
+    async with request.app.state.store.acquire() as conn:
+        result = await export_claims(
+            conn, date_from=date_from, date_to=date_to, as_of=when, include_open=include_open,
+            record=record, created_by=by or f"api:{source}", fmt=fmt)
+    headers = {"X-Billing-Lines": str(len(result.lines)),
+               "X-Billing-Withdrawn": str(len(result.withdrawn))}
+    if result.export_id is not None:
+        headers["X-Billing-Export-Id"] = str(result.export_id)
+    return Response(render_export(result.lines, fmt, when), media_type=_MEDIA[fmt],
+                    headers=headers)
+
+
+@router.get("/v1/billing/conventions")
+async def billing_conventions(request: Request) -> PlainTextResponse:
+    from billing.config import DEFAULT_CONFIG
+
+    _require_key(request)
+    return PlainTextResponse(DEFAULT_CONFIG.header_text())
+
+
+@router.get("/v1/patients/{patient_id}/billing")
+async def patient_billing(
+    request: Request,
+    patient_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,64}$")],
+    as_of: dt.datetime | None = None,
+) -> JSONResponse:
+    from agents.billing import load_states, patient_known
+    from billing.rules import billing_progress, patient_local_date
+
+    _require_key(request)
+    now = _aware(as_of, "as_of")
+    async with request.app.state.store.acquire() as conn:
+        if not await patient_known(conn, patient_id):
+            raise HTTPException(404, f"no billing data for patient {patient_id}")
+        state = (await load_states(conn, [patient_id]))[patient_id]
+    progress = billing_progress(state, patient_local_date(state, now))
+    body: dict[str, Any] = progress.model_dump(mode="json")
+    body["as_of"] = now.isoformat()
+    body["summary"] = progress.period.summary if progress.period else "no active episode"
+    return JSONResponse(body)

@@ -1,0 +1,298 @@
+"""Billing through the real gateway, Kafka, Faust worker and TimescaleDB.
+
+Each test gets its own PostgreSQL schema (``search_path=<schema>,public``) besides its own
+topics and consumer group, because an export reads the whole ledger and the record of
+earlier exports: other tests' patients must not be in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.billing import load_states
+from billing.amend import standing_lines
+from billing.config import DEFAULT_CONFIG
+from billing.evaluate import fold_jsonl, run_evaluate
+from billing.ledger import fold_for_billing
+from billing.rules import ClaimLine
+from rtm.cli_billing import reconcile, run_export
+from rtm.local import start_gateway
+from rtm.produce import produce_file
+from rtm.settings import Settings
+from rtm.simulate import simulate, write_jsonl
+from schemas.events import validate_event
+from streams.gateway import ensure_dev_key
+from streams.store import migrate
+from streams.topics import ensure_topics
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, end_offsets, isolated_settings, wait_for
+
+pytestmark = pytest.mark.integration
+
+AS_OF = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+EVERYTHING = (dt.date(2000, 1, 1), dt.date(2100, 12, 31))
+
+
+@pytest.fixture
+def billing_stack(base_settings: Settings) -> Iterator[Stack]:
+    schema = "it_billing_" + uuid.uuid4().hex[:8]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base_settings.dsn)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    dsn = base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    settings = isolated_settings(base_settings).model_copy(update={"database_url": dsn})
+    asyncio.run(migrate(dsn))
+    asyncio.run(ensure_topics(settings))
+    s = Stack(settings=settings, key=ensure_dev_key(settings))
+    s.start_worker()
+    s.gateway = start_gateway(settings)
+    try:
+        yield s
+    finally:
+        for child in [s.gateway, *s.workers]:
+            if child is not None:
+                child.stop()
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(base_settings.dsn)
+            try:
+                await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+@pytest_asyncio.fixture
+async def bdb(billing_stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(billing_stack.settings.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def namespaced_cohort(prefix: str, patients: int, days: int, seed: int) -> list[dict[str, Any]]:
+    """simulate()'s ids are the same for every seed: give them this test's prefix."""
+    out = []
+    for ev in simulate(patients, days, seed):
+        for k in ("patient_id", "event_id", "episode_id"):
+            if isinstance(ev.get(k), str):
+                ev[k] = f"{prefix}{ev[k]}"
+        out.append(ev)
+    return out
+
+
+async def ledger_counts(conn: asyncpg.Connection) -> tuple[int, int, int]:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM billing_data_days) AS d,"
+        " (SELECT count(*) FROM billing_time_logs) AS t,"
+        " (SELECT count(*) FROM billing_episode_events) AS e")
+    return int(row["d"]), int(row["t"]), int(row["e"])
+
+
+def expected_counts(states: dict[str, Any]) -> tuple[int, int, int]:
+    return (sum(len(s.data_dates) for s in states.values()),
+            sum(len(s.time_logs) for s in states.values()),
+            sum(len(s.episode_events) for s in states.values()))
+
+
+async def committed_everything(settings: Settings) -> bool:
+    """Every record of the events topic acked by every agent of the worker's group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_events) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(settings.topic_events) or set()
+        tps = [TopicPartition(settings.topic_events, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            if (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
+def evaluate_csv(path: Path, as_of: dt.datetime) -> str:
+    buf = io.StringIO()
+    assert run_evaluate(path, as_of, False, buf) == 0
+    return buf.getvalue()
+
+
+def late_patient(factory: EventFactory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """15 data days in period 1 (98985), and the 16th day arriving late (-> 98977)."""
+    p = factory.patient(900)
+    evs = [factory.episode_started(p, at="2026-09-01T09:00:00-05:00")]
+    evs += [factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 16)]
+    late = factory.pain(p, 3, "2026-09-20T22:30:00-05:00")
+    return evs, late
+
+
+async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
+    billing_stack: Stack, bdb: asyncpg.Connection, factory: EventFactory, tmp_path: Path
+) -> None:
+    settings = billing_stack.settings
+    dsn = settings.dsn
+    cohort = namespaced_cohort(factory.prefix, patients=60, days=75, seed=11)
+    extra, late = late_patient(factory)
+    path = tmp_path / "cohort.jsonl"
+    write_jsonl(cohort + extra, path)
+    offline, errors = fold_jsonl(path.open("rb"))
+    assert not errors
+    want_counts = expected_counts(offline)
+
+    result = await produce_file(settings, path, url=billing_stack.url)
+    assert result.rejected == 0
+
+    async def ledger_complete() -> bool:
+        return await ledger_counts(bdb) == want_counts
+
+    await wait_for(ledger_complete, timeout=90, what="billing ledger filled")
+
+    # The ledger loads back into exactly the states the offline fold gives.
+    ledger = await load_states(bdb)
+    assert ledger.keys() == offline.keys()
+    for pid, st in offline.items():
+        for name in ("data_dates", "time_logs", "episode_events"):
+            assert getattr(ledger[pid], name) == getattr(st, name), (pid, name)
+
+    # The export is exactly the offline CSV (after the conventions block).
+    want_csv = evaluate_csv(path, AS_OF)
+    assert want_csv.count("\n") > 100
+    for code in ("98975", "98977", "98985", "98980"):
+        assert f",{code}," in want_csv
+    text, first = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
+                                   fmt="csv", as_of=AS_OF, created_by="it")
+    assert text == DEFAULT_CONFIG.header_text() + want_csv
+    assert first.export_id is not None
+    late_pid = extra[0]["patient_id"]
+    assert [ln.cpt for ln in first.lines if ln.patient_id == late_pid] == ["98975", "98985"]
+
+    # Posting the file again, then re-delivering past the gateway: nothing changes.
+    again = await produce_file(settings, path, url=billing_stack.url)
+    assert again.accepted == 0
+    from streams.producer import EventProducer
+
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        evs = [validate_event(e) for e in cohort[:3000]]
+        await producer.send_events([e for e in evs if not isinstance(e, list)])
+    finally:
+        await producer.stop()
+    await wait_for(lambda: committed_everything(settings), timeout=60, what="re-delivery acked")
+    assert await ledger_counts(bdb) == want_counts
+    assert await reconcile(dsn, AS_OF, out=io.StringIO()) == 0
+    text2, nothing = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
+                                      fmt="csv", as_of=AS_OF, created_by="it")
+    assert nothing.lines == [] and text2 == DEFAULT_CONFIG.header_text() + want_csv.split("\n")[0] + "\n"
+
+    # A late data day after the export: the next export amends 98985 -> 98977, once.
+    assert billing_stack.post([late]).json()["accepted"] == 1
+
+    async def late_landed() -> bool:
+        return (await ledger_counts(bdb))[0] == want_counts[0] + 1
+
+    await wait_for(late_landed, what="late data day in the ledger")
+    out = io.StringIO()
+    assert await reconcile(dsn, AS_OF, out=out) == 0, out.getvalue()
+    _, amended = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
+                                  fmt="csv", as_of=AS_OF, created_by="it")
+    assert [(ln.patient_id, ln.cpt, ln.status, ln.data_days) for ln in amended.lines] == [
+        (late_pid, "98977", "amended", 16)]
+    with_late = fold_jsonl([*path.open("rb"), orjson.dumps(late)])[0]
+    assert ",98977," in evaluate_csv_of(with_late, late_pid)
+
+    # No code billed twice for one period/month across all recorded exports.
+    rows = await bdb.fetch("SELECT export_id, line::text AS line FROM billing_export_lines"
+                           " ORDER BY export_id, line_no")
+    exports: dict[int, list[ClaimLine]] = {}
+    for r in rows:
+        exports.setdefault(r["export_id"], []).append(ClaimLine.model_validate_json(r["line"]))
+    standing = standing_lines(exports[k] for k in sorted(exports))
+    keys = [(ln.key, ln.cpt) for ln in standing]
+    assert len(keys) == len(set(keys))
+    device = [ln for ln in standing if ln.patient_id == late_pid and ln.group == "device"]
+    assert [(ln.cpt, ln.status) for ln in device] == [("98977", "amended")]
+    assert await bdb.fetchval("SELECT count(*) FROM billing_exports") == 3
+
+
+def evaluate_csv_of(states: dict[str, Any], patient_id: str) -> str:
+    from billing.export import render_csv
+    from billing.rules import compute_claims
+
+    return render_csv(compute_claims([states[patient_id]], AS_OF))
+
+
+async def test_gateway_billing_routes(
+    billing_stack: Stack, bdb: asyncpg.Connection, factory: EventFactory
+) -> None:
+    extra, late = late_patient(factory)
+    p = extra[0]["patient_id"]
+    tl = {"event_id": f"{factory.prefix}-tl", "schema_version": 1,
+          "type": "clinician.time_logged", "patient_id": p,
+          "occurred_at": "2026-09-18T10:00:00-05:00", "clinician_id": "c-01",
+          "clinician_role": "PT", "minutes": 25, "activity": "call", "interactive": True}
+    assert billing_stack.post(extra + [tl]).json()["accepted"] == len(extra) + 1
+
+    async def landed() -> bool:
+        return await ledger_counts(bdb) == (15, 1, 1)
+
+    await wait_for(landed, what="ledger rows")
+    auth = {"Authorization": f"Bearer {billing_stack.key}"}
+    url = billing_stack.url
+    r = httpx.get(f"{url}/v1/patients/{p}/billing",
+                  params={"as_of": "2026-09-20T17:00:00Z"}, headers=auth)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["summary"] == "15 of 16 days, 11 days left"
+    assert body["period"]["on_track_for"] == "98977" and body["period"]["earned"] == "98985"
+    assert body["month"]["minutes"] == 25 and body["month"]["interactive"] is True
+    assert body["month"]["earned"] == ["98980"]
+    assert httpx.get(f"{url}/v1/patients/{p}/billing").status_code == 401
+    assert httpx.get(f"{url}/v1/patients/{factory.prefix}-nobody/billing",
+                     headers=auth).status_code == 404
+    bad = httpx.get(f"{url}/v1/patients/{p}/billing", params={"as_of": "yesterday"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "as_of"
+    bad = httpx.get(f"{url}/v1/patients/bad%20id/billing", headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "patient_id"
+
+    q = {"from": "2026-09-01", "to": "2026-10-31", "as_of": AS_OF.isoformat()}
+    r = httpx.get(f"{url}/v1/billing/claims", params=q, headers=auth)
+    assert r.status_code == 200 and r.headers["x-billing-lines"] == "3"
+    csv_lines = [ln for ln in r.text.splitlines() if not ln.startswith("#")]
+    assert [ln.split(",")[2] for ln in csv_lines[1:]] == ["98975", "98980", "98985"]
+    # not recorded unless asked: the same look again gives the same lines
+    assert httpx.get(f"{url}/v1/billing/claims", params=q, headers=auth).text == r.text
+    r = httpx.get(f"{url}/v1/billing/claims", params={**q, "record": "true", "format": "fhir"},
+                  headers=auth)
+    assert r.status_code == 200 and "x-billing-export-id" in r.headers
+    assert r.json()["resourceType"] == "Bundle"
+    r = httpx.get(f"{url}/v1/billing/claims", params={**q, "format": "x12"}, headers=auth)
+    assert r.status_code == 200 and r.headers["x-billing-lines"] == "0"
+    bad = httpx.get(f"{url}/v1/billing/claims", params={**q, "format": "pdf"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "format"
+    bad = httpx.get(f"{url}/v1/billing/claims", params={**q, "from": "2026-13-01"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "from"
