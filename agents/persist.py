@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rtm.settings import Settings
 from schemas.events import Event, errors_of, parse_event_json
 from streams.app import Topology
+from streams.control import is_control
 from streams.producer import dead_letter_payload
 from streams.store import EventStore, utc_now
 
@@ -28,6 +29,8 @@ def decode_batch(values: Sequence[bytes]) -> tuple[list[Event], list[tuple[bytes
     good: list[Event] = []
     dead: list[tuple[bytes, bytes]] = []
     for raw in values:
+        if is_control(raw):
+            continue
         try:
             good.append(parse_event_json(raw))
         except ValidationError as exc:

@@ -191,6 +191,49 @@ def alerts() -> None:
     """Alert rules."""
 
 
+@alerts.command("tick")
+@click.option("--now", "now", default=None, help="'now' for the time-driven rules (default: wall clock)")
+@click.pass_context
+def alerts_tick(ctx: click.Context, now: str | None) -> None:
+    """Send a timer tick to every partition (replays, backfills, tests)."""
+    from streams.producer import EventProducer
+
+    settings = _settings(ctx)
+    when = _parse_ts(now) if now else dt.datetime.now(dt.timezone.utc)
+
+    async def send() -> int:
+        producer = EventProducer(settings)
+        await producer.start()
+        try:
+            return await producer.send_ticks(when)
+        finally:
+            await producer.stop()
+
+    click.echo(f"ticked {asyncio.run(send())} partitions at {when.isoformat()}")
+
+
+@alerts.command("webhook")
+@click.option("--clinician-id", required=True, help="a clinician id, or '*' for the clinic")
+@click.option("--url", required=True)
+@click.option("--secret", required=True, help="shared secret for the HMAC-SHA256 signature")
+@click.pass_context
+def alerts_webhook(ctx: click.Context, clinician_id: str, url: str, secret: str) -> None:
+    """Set where a clinician's (or the clinic's) alerts are POSTed."""
+    import asyncpg
+
+    from streams.alert_store import set_webhook
+
+    async def run() -> None:
+        conn = await asyncpg.connect(_settings(ctx).dsn)
+        try:
+            await set_webhook(conn, clinician_id, url, secret)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    click.echo(f"webhook set for {clinician_id}")
+
+
 @alerts.command("evaluate")
 @click.option("--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--as-of", "as_of", required=True, help="'now' for the rules, e.g. 2027-01-01T00:00:00Z")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -63,6 +64,16 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     worker_batch_size: int = 1000
     worker_batch_within_s: float = 0.25
+
+    # Alerts: the timer that drives time-based rules, and webhook delivery
+    tick_interval_s: float = Field(60.0, description="0 disables the wall-clock timer")
+    clock_now: dt.datetime | None = Field(
+        None, description="fixed 'now' for the timer (replays, tests); default wall clock"
+    )
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 0.5
+    webhook_timeout_s: float = 5.0
+    webhook_retry_interval_s: float = 60.0
 
     @model_validator(mode="after")
     def _no_dev_key_in_prod(self) -> "Settings":

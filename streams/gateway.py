@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -125,6 +125,7 @@ def create_app(
             state["store"] = s
             owned.append(s)
         app.state.store = state["store"]
+        app.state.producer = state["producer"]
         try:
             yield
         finally:
@@ -229,9 +230,19 @@ def create_app(
             "received_at": received_at.isoformat(),
         })
 
-    from streams import api_billing
+    from fastapi import Depends
 
-    app.include_router(api_billing.router)
+    from streams import api_alerts, api_billing
+
+    def require_key(request: Request) -> str:
+        source = _authorized(request, key_hashes)
+        if source is None:
+            raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return source
+
+    for router in (api_alerts.router, api_billing.router):
+        app.include_router(router, dependencies=[Depends(require_key)])
     if extra_routes is not None:
         extra_routes(app)
     return app

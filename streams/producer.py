@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any, Sequence
 
 import orjson
@@ -10,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from rtm.settings import Settings
 from schemas.events import Event
+from streams import control
 
 
 def event_payload(event: Event) -> bytes:
@@ -60,6 +62,23 @@ class EventProducer:
             for key, value in records
         ]
         await asyncio.gather(*futures)
+
+    async def send_ticks(self, now: dt.datetime) -> int:
+        """A timer tick on every partition of rtm.events (see streams/control.py)."""
+        partitions = await self._producer.partitions_for(self.settings.topic_events)
+        futures = [
+            await self._producer.send(self.settings.topic_events, control.tick(now), partition=p)
+            for p in sorted(partitions)
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+
+    async def send_ack(self, alert_id: str, patient_id: str, at: dt.datetime, by: str) -> None:
+        fut = await self._producer.send(
+            self.settings.topic_events, control.ack(alert_id, patient_id, at, by),
+            key=patient_id.encode(),
+        )
+        await fut
 
     async def ping(self) -> bool:
         await self._producer.client.fetch_all_metadata()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import faust
 
+from agents import alerts as alerts_agent
 from agents import billing as billing_agent
+from agents import delivery as delivery_agent
 from agents import persist
 from rtm.settings import Settings
 from streams.app import Topology, build_app
@@ -16,6 +18,8 @@ def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     store = EventStore(settings.dsn, max_size=8)
     persist.register(topology, store, settings)
     billing_agent.register(topology, store, settings)
+    alerts_agent.register(topology, store, settings)
+    delivery_agent.register(topology, store, settings)
     return topology, store
 
 

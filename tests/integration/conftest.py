@@ -4,6 +4,8 @@ worker plus gateway per test on their own topics, consumer group and ports."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import socket
 import time
 import uuid
@@ -77,19 +79,34 @@ class Stack:
         return httpx.post(f"{self.url}/v1/events", content=body, headers=headers, timeout=30)
 
 
-@pytest.fixture
-def stack(base_settings: Settings) -> Iterator[Stack]:
-    settings = isolated_settings(base_settings)
-    asyncio.run(ensure_topics(settings))
+def run_in_thread(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@contextlib.contextmanager
+def running_stack(base: Settings, **over: Any) -> Iterator[Stack]:
+    """A worker and a gateway on their own topics, consumer group and ports."""
+    settings = isolated_settings(base)
+    if over:
+        settings = settings.model_copy(update=over)
+    run_in_thread(ensure_topics(settings))
     s = Stack(settings=settings, key=ensure_dev_key(settings))
-    s.start_worker()
-    s.gateway = start_gateway(settings)
     try:
+        s.start_worker()
+        s.gateway = start_gateway(settings)
         yield s
     finally:
         for child in [s.gateway, *s.workers]:
             if child is not None:
                 child.stop()
+
+
+@pytest.fixture
+def stack(base_settings: Settings) -> Iterator[Stack]:
+    with running_stack(base_settings) as s:
+        yield s
 
 
 @pytest_asyncio.fixture

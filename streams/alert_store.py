@@ -1,0 +1,127 @@
+"""TimescaleDB adapter for alerts, webhooks and deliveries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+import asyncpg
+import orjson
+
+from alerts.models import Alert, AlertChange
+
+STATUS_RANK = {"open": 0, "acknowledged": 1, "resolved": 2}
+
+_UPSERT = """
+INSERT INTO alerts (id, patient_id, episode_id, clinician_id, kind, severity, status,
+                    status_rank, event_ids, value, threshold, fired_at, acknowledged_at,
+                    acknowledged_by, resolved_at, resolved_by_event_id, payload, updated_at)
+SELECT t.c1, t.c2, t.c3, t.c4, t.c5, t.c6, t.c7, t.c8,
+       CASE WHEN t.c9 = '' THEN '{}'::text[] ELSE string_to_array(t.c9, ',') END,
+       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::smallint[], $9::text[], $10::float8[], $11::float8[],
+            $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[],
+            $16::text[], $17::jsonb[])
+     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
+ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status, status_rank = EXCLUDED.status_rank,
+    acknowledged_at = EXCLUDED.acknowledged_at, acknowledged_by = EXCLUDED.acknowledged_by,
+    resolved_at = EXCLUDED.resolved_at, resolved_by_event_id = EXCLUDED.resolved_by_event_id,
+    payload = EXCLUDED.payload, updated_at = now()
+WHERE alerts.status_rank <= EXCLUDED.status_rank
+"""
+
+
+def alert_json(alert: Alert) -> str:
+    return alert.model_dump_json()
+
+
+async def upsert_alerts(conn: asyncpg.Connection, changes: Sequence[AlertChange]) -> None:
+    """Apply alert snapshots in order; the last snapshot of an id wins within a batch."""
+    latest: dict[str, Alert] = {}
+    for ch in changes:
+        latest[ch.alert.id] = ch.alert
+    if not latest:
+        return
+    alerts = list(latest.values())
+    cols: list[list[Any]] = [
+        [a.id for a in alerts], [a.patient_id for a in alerts], [a.episode_id for a in alerts],
+        [a.clinician_id for a in alerts], [a.kind for a in alerts],
+        [a.severity for a in alerts], [a.status for a in alerts],
+        [STATUS_RANK[a.status] for a in alerts],
+        # a text[] per row cannot ride in unnest; store it comma-joined, split below
+        [",".join(a.event_ids) for a in alerts],
+        [a.value for a in alerts], [a.threshold for a in alerts], [a.fired_at for a in alerts],
+        [a.acknowledged_at for a in alerts], [a.acknowledged_by for a in alerts],
+        [a.resolved_at for a in alerts], [a.resolved_by_event_id for a in alerts],
+        [alert_json(a) for a in alerts],
+    ]
+    await conn.execute(
+        _UPSERT,
+        *cols,
+    )
+
+
+async def get_alert(conn: asyncpg.Connection, alert_id: str) -> Alert | None:
+    raw = await conn.fetchval("SELECT payload FROM alerts WHERE id = $1", alert_id)
+    return Alert.model_validate_json(raw) if raw is not None else None
+
+
+async def list_alerts(
+    conn: asyncpg.Connection,
+    clinician_id: str | None,
+    status: str | None,
+    since: dt.datetime | None,
+    limit: int,
+    before: tuple[dt.datetime, str] | None,
+) -> list[dict[str, Any]]:
+    """Newest first (fired_at, id), keyset-paginated with ``before``."""
+    where, args = [], []  # type: ignore[var-annotated]
+    for cond, value in (
+        ("a.clinician_id = ${}", clinician_id),
+        ("a.status = ${}", status),
+        ("a.fired_at >= ${}", since),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(cond.format(len(args)))
+    if before is not None:
+        args.extend(before)
+        where.append(f"(a.fired_at, a.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (
+        "SELECT a.payload, a.fired_at, a.id,"
+        " (SELECT jsonb_agg(jsonb_build_object('change', d.change, 'status', d.status,"
+        "   'attempts', d.attempts, 'last_error', d.last_error))"
+        "  FROM alert_deliveries d WHERE d.alert_id = a.id) AS deliveries"
+        " FROM alerts a"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY a.fired_at DESC, a.id DESC LIMIT ${len(args)}"
+    )
+    rows = await conn.fetch(sql, *args)
+    out = []
+    for r in rows:
+        item: dict[str, Any] = orjson.loads(r["payload"])
+        item["deliveries"] = orjson.loads(r["deliveries"]) if r["deliveries"] else []
+        out.append(item)
+    return out
+
+
+async def set_webhook(conn: asyncpg.Connection, clinician_id: str, url: str, secret: str) -> None:
+    await conn.execute(
+        "INSERT INTO clinician_webhooks (clinician_id, url, secret) VALUES ($1, $2, $3)"
+        " ON CONFLICT (clinician_id) DO UPDATE SET url = EXCLUDED.url,"
+        " secret = EXCLUDED.secret, updated_at = now()",
+        clinician_id, url, secret,
+    )
+
+
+async def webhook_for(conn: asyncpg.Connection, clinician_id: str) -> tuple[str, str] | None:
+    """The clinician's own webhook, else the clinic-wide one (clinician_id '*')."""
+    row = await conn.fetchrow(
+        "SELECT url, secret FROM clinician_webhooks WHERE clinician_id = ANY($1::text[])"
+        " ORDER BY clinician_id = '*' LIMIT 1",
+        [clinician_id, "*"],
+    )
+    return (row["url"], row["secret"]) if row else None

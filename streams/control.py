@@ -1,0 +1,43 @@
+"""In-band control records on rtm.events: timer ticks and acknowledgements.
+
+A tick is written to every partition, so it is ordered with the events of that
+partition: "evaluate the time-driven rules as of `now`, after everything before me".
+That makes the streamed alerts equal the offline ones for the same events and "now", and a
+replay of the topic replays the ticks. An acknowledgement is keyed by patient so that it
+reaches the partition holding the patient's alert state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+
+TICK_PREFIX = b'{"rtm_tick"'
+ACK_PREFIX = b'{"rtm_ack"'
+
+
+def is_control(raw: bytes) -> bool:
+    return raw.startswith(TICK_PREFIX) or raw.startswith(ACK_PREFIX)
+
+
+def tick(now: dt.datetime) -> bytes:
+    return orjson.dumps({"rtm_tick": now.isoformat()})
+
+
+def ack(alert_id: str, patient_id: str, at: dt.datetime, by: str) -> bytes:
+    return orjson.dumps(
+        {"rtm_ack": {"alert_id": alert_id, "patient_id": patient_id, "at": at.isoformat(),
+                     "by": by}}
+    )
+
+
+def parse(raw: bytes) -> tuple[str, Any]:
+    """('tick', now) or ('ack', dict)."""
+    obj = orjson.loads(raw)
+    if "rtm_tick" in obj:
+        return "tick", dt.datetime.fromisoformat(obj["rtm_tick"])
+    data = obj["rtm_ack"]
+    data["at"] = dt.datetime.fromisoformat(data["at"])
+    return "ack", data
