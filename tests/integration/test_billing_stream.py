@@ -296,3 +296,84 @@ async def test_gateway_billing_routes(
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "format"
     bad = httpx.get(f"{url}/v1/billing/claims", params={**q, "from": "2026-13-01"}, headers=auth)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "from"
+
+
+@pytest.fixture
+def schema_dsn(base_settings: Settings) -> Iterator[str]:
+    schema = "it_billing_" + uuid.uuid4().hex[:8]
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(base_settings.dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"CREATE SCHEMA {schema}"))
+    try:
+        yield base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    finally:
+        asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def test_cli_export_backfill_and_reconcile_need_only_the_database(
+    schema_dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
+    """No worker, no Kafka: raw events in the table, `backfill` fills the ledger,
+    `export` writes X12 + sidecar and records it, `reconcile` finds a tampered ledger."""
+    from click.testing import CliRunner
+
+    from rtm.cli import main
+    from streams.store import EventStore
+
+    extra, late = late_patient(factory)
+    events = [e for e in (validate_event(o) for o in [*extra, late]) if not isinstance(e, list)]
+
+    async def seed() -> None:
+        await migrate(schema_dsn)
+        store = await EventStore.connect(schema_dsn)
+        try:
+            await store.insert_events(events)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    runner = CliRunner()
+    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
+                               "--as-of", AS_OF.isoformat()])
+    assert res.exit_code == 1 and "missing from the ledger" in res.output
+    res = runner.invoke(main, ["billing", "backfill", "--dsn", schema_dsn])
+    assert res.exit_code == 0 and "16 data days, 0 time logs, 1 episode events" in res.output
+    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
+                               "--as-of", AS_OF.isoformat()])
+    assert res.exit_code == 0, res.output
+
+    out = tmp_path / "claims.x12"
+    res = runner.invoke(main, ["billing", "export", "--dsn", schema_dsn, "--from", "2026-09-01",
+                               "--to", "2026-09-30", "--format", "x12", "--as-of",
+                               AS_OF.isoformat(), "--out", str(out), "--by", "alice"])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "SV1*HC:98977:GP" in text and "SV1*HC:98975:GP" in text
+    assert (tmp_path / "claims.x12.conventions.txt").read_text() == DEFAULT_CONFIG.header_text()
+    # a preview is not recorded; the recorded export leaves nothing new to bill
+    res = runner.invoke(main, ["billing", "export", "--dsn", schema_dsn, "--from", "2026-09-01",
+                               "--to", "2026-12-31", "--include-open", "--as-of",
+                               AS_OF.isoformat()])
+    assert res.exit_code == 0 and "not recorded" in res.output
+
+    async def check() -> None:
+        conn = await asyncpg.connect(schema_dsn)
+        try:
+            rows = await conn.fetch("SELECT created_by, format, line_count FROM billing_exports")
+            assert [tuple(r) for r in rows] == [("alice", "x12", 2)]
+            await conn.execute("DELETE FROM billing_data_days WHERE local_date = '2026-09-20'")
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
+    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
+                               "--as-of", AS_OF.isoformat()])
+    assert res.exit_code == 1
+    assert "data day 2026-09-20 (episode -) missing from the ledger" in res.output
+    assert "claim missing from the ledger's claims" in res.output
