@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,26 @@ from rtm.local import prepare, start_gateway, start_worker
 from rtm.produce import produce_file
 from rtm.settings import Settings
 from rtm.simulate import simulate, write_jsonl
+from streams.producer import EventProducer
 from schemas.events import validate_event
 
 
-def _cohort_ids(path: Path) -> tuple[list[str], int, int]:
-    """Distinct valid event ids in the file, the invalid count and the repeated count."""
+def _cohort_ids(path: Path) -> tuple[list[str], list[str], int]:
+    """Distinct valid event ids and patient ids in the file, and the invalid count."""
     ids: dict[str, None] = {}
-    invalid = repeated = 0
+    patients: set[str] = set()
+    invalid = 0
     with path.open("rb") as f:
         for line in f:
             obj = orjson.loads(line)
             if isinstance(validate_event(obj), list):
                 invalid += 1
             elif obj["event_id"] in ids:
-                repeated += 1
+                continue
             else:
                 ids[obj["event_id"]] = None
-    return list(ids), invalid, repeated
+                patients.add(obj["patient_id"])
+    return list(ids), sorted(patients), invalid
 
 
 async def _wait_stored(dsn: str, ids: list[str], timeout: float) -> dict[str, int]:
@@ -59,8 +63,10 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     t_start = time.perf_counter()
     prepare(settings, log=say)
     cohort = settings.state_dir / f"demo-cohort-{patients}x{days}-s{seed}.jsonl"
-    n = write_jsonl(simulate(patients, days, seed, invalid_ratio=0.002), cohort)
-    ids, invalid, repeated = _cohort_ids(cohort)
+    # The cohort ends today, so the timer's "now" (the wall clock) meets live data.
+    start = dt.date.today() - dt.timedelta(days=days)
+    n = write_jsonl(simulate(patients, days, seed, start=start, invalid_ratio=0.002), cohort)
+    ids, patient_ids, _invalid = _cohort_ids(cohort)
     say(f"simulated {n} events for {patients} patients x {days} days -> {cohort}")
     worker = start_worker(settings)
     gateway = start_gateway(settings)
@@ -69,7 +75,8 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         result = asyncio.run(produce_file(settings, cohort, progress=True))
         stored = asyncio.run(_wait_stored(settings.dsn, ids, timeout=600))
         elapsed = time.perf_counter() - t0
-        extra = _extra_sections(settings)
+        asyncio.run(_tick_and_settle(settings))
+        extra = _extra_sections(settings, patient_ids)
     finally:
         gateway.stop()
         worker.stop()
@@ -94,9 +101,79 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     return 0
 
 
-def _extra_sections(settings: Settings) -> dict[str, Any]:
-    """Alerts and billing summaries, added by their modules once they exist."""
-    return {}
+async def _tick_and_settle(settings: Settings) -> None:
+    """Evaluate the time-driven rules now, and wait until the alerts table is quiet."""
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.send_ticks(dt.datetime.now(dt.timezone.utc))
+    finally:
+        await producer.stop()
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < 3.0:
+            n = await conn.fetchval("SELECT count(*) + coalesce(sum(status_rank), 0) FROM alerts")
+            if n != last:
+                last, quiet_since = n, time.monotonic()
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any]:
+    from rtm.cli_billing import billing_summary
+
+    out = asyncio.run(_alert_sections(settings.dsn, patient_ids))
+    out.update(billing_summary(settings))
+    return out
+
+
+async def _alert_sections(dsn: str, patient_ids: list[str]) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
+            " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
+            patient_ids,
+        )
+        events = await conn.fetch(
+            "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
+            " ORDER BY patient_id, stored_at, occurred_at",
+            patient_ids,
+        )
+    finally:
+        await conn.close()
+    by_kind = {f"{r['kind']} ({r['severity']})": f"{r['n']} ({r['o']} open)" for r in rows}
+    lowest = sorted(_latest_adherence(events).items(), key=lambda kv: kv[1])[:5]
+    return {
+        "alerts_by_kind_and_severity": by_kind or {"none": 0},
+        "lowest_7day_adherence": [f"{pid}  {ratio:.0%}" for pid, ratio in lowest],
+    }
+
+
+def _latest_adherence(rows: list[Any]) -> dict[str, float]:
+    """Trailing 7-day adherence on each patient's newest data day (same pure engine)."""
+    from alerts.adherence import adherence_on, sessions_by_day
+    from alerts.models import DEFAULT_CONFIG
+    from alerts.rules import on_event
+    from alerts.state import new_state
+    from schemas.events import parse_event_json
+
+    states: dict[str, Any] = {}
+    for r in rows:
+        pid = r["patient_id"]
+        state = states.get(pid) or new_state(pid)
+        states[pid], _ = on_event(state, parse_event_json(r["payload"]), DEFAULT_CONFIG)
+    out: dict[str, float] = {}
+    for pid, state in states.items():
+        if not state.data:
+            continue
+        last = max(rec.local_date for rec in state.data.values())
+        ratio = adherence_on(sessions_by_day(state.completions, state.book), state.book, last)
+        if ratio is not None:
+            out[pid] = float(ratio)
+    return out
 
 
 def _render(summary: dict[str, Any]) -> str:
