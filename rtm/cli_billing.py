@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import getpass
-import os
 import sys
 import time
 from collections import Counter
@@ -56,8 +55,8 @@ async def _connect(dsn: str) -> asyncpg.Connection:
 def _default_user() -> str:
     try:
         return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER", "unknown")
+    except Exception:  # no login name (e.g. a container without a passwd entry)
+        return "unknown"
 
 
 # --- export -----------------------------------------------------------------------------------
