@@ -1,8 +1,15 @@
-"""Alerts agent: per-patient rule state in a Faust table, alerts to TimescaleDB and rtm.alerts.
+"""Alerts agent: per-patient rule state and alerts in TimescaleDB, alerts on rtm.alerts.
 
-Order per batch: compute with the pure rules, write the alerts (idempotent upsert by their
-deterministic id), publish them, then save the states to the table. A crash between the
-writes replays the batch; the same ids come out, so nothing fires twice and nothing is lost.
+Per batch: load the patients' states, apply the pure rules in arrival order, write the
+alerts (upsert by deterministic id) and the new states in ONE transaction, then publish,
+then Faust commits the offsets. A crash before the commit replays the batch against the
+already-saved states: nothing fires twice, nothing is lost; a publish may repeat (consumers
+dedupe by alert id + change).
+
+Why not a Faust table: after a worker was killed with a backlog waiting, table recovery
+hung here ("No event received for active tp ... since recovery start"), the
+faust-streaming recovery/backpressure problem; a database row per patient also commits
+atomically with the alerts it produced, which a changelog cannot.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-import faust
+import orjson
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
@@ -34,49 +41,68 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class StateCache:
-    """Decoded states beside the Faust table, so a batch does not re-parse every state.
+class StateStore:
+    """Per-patient rule states in TimescaleDB, with decoded copies kept in memory.
 
-    The table holds the truth (changelogged, restored on rebalance); a cached entry is used
-    only while its revision equals the table's.
+    A cached state is used only while its revision equals the stored one, so a patient
+    whose partition moved to another worker and back is re-read, never stale.
     """
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self._cache: dict[bytes, tuple[int, PatientState]] = {}
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._cache: dict[str, tuple[int, PatientState]] = {}
 
-    def get(self, key: bytes, patient_id: str) -> PatientState:
-        stored = self.table.get(key)
-        if stored is None:
-            return new_state(patient_id)
-        rev = int(stored.get("_rev", 0))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == rev:
-            return hit[1]
-        state = state_from_dict({k: v for k, v in stored.items() if k != "_rev"})
-        self._cache[key] = (rev, state)
-        return state
+    async def load(self, conn: Any, patient_ids: list[str]) -> dict[str, PatientState]:
+        revs = {
+            r["patient_id"]: int(r["rev"])
+            for r in await conn.fetch(
+                "SELECT patient_id, rev FROM alert_state WHERE patient_id = ANY($1::text[])",
+                patient_ids,
+            )
+        }
+        stale = [p for p, rev in revs.items() if self._cache.get(p, (-1,))[0] != rev]
+        if stale:
+            for r in await conn.fetch(
+                "SELECT patient_id, rev, state FROM alert_state"
+                " WHERE patient_id = ANY($1::text[])",
+                stale,
+            ):
+                state = state_from_dict(orjson.loads(r["state"]))
+                self._cache[r["patient_id"]] = (int(r["rev"]), state)
+        out = {}
+        for pid in patient_ids:
+            if pid in revs:
+                out[pid] = self._cache[pid][1]
+            else:
+                self._cache.pop(pid, None)
+                out[pid] = new_state(pid)
+        return out
 
-    def put(self, key: bytes, state: PatientState) -> None:
-        stored = self.table.get(key)
-        rev = int(stored.get("_rev", 0)) + 1 if stored is not None else 1
-        data = state_to_dict(state)
-        data["_rev"] = rev
-        self.table[key] = data
-        self._cache[key] = (rev, state)
+    async def patients_of_partition(self, conn: Any, part: int) -> list[str]:
+        rows = await conn.fetch("SELECT patient_id FROM alert_state WHERE part = $1", part)
+        return [r["patient_id"] for r in rows]
+
+    async def save(self, conn: Any, states: dict[str, PatientState]) -> None:
+        if not states:
+            return
+        pids = list(states)
+        rows = await conn.fetch(
+            "INSERT INTO alert_state (patient_id, part, rev, state)"
+            " SELECT p, part, 1, st FROM unnest($1::text[], $2::int[], $3::jsonb[]) AS t(p, part, st)"
+            " ON CONFLICT (patient_id) DO UPDATE SET rev = alert_state.rev + 1,"
+            " state = EXCLUDED.state, updated_at = now()"
+            " RETURNING patient_id, rev",
+            pids,
+            [partition_of(p.encode(), self.partitions) for p in pids],
+            [orjson.dumps(state_to_dict(states[p])).decode() for p in pids],
+        )
+        for r in rows:
+            self._cache[r["patient_id"]] = (int(r["rev"]), states[r["patient_id"]])
 
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     app, m = topology.app, topology.metrics
-    table = app.Table(
-        "alert-state",
-        default=None,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
-        partitions=settings.topic_partitions,
-        # Changelog records go to the partition of the patient's events (same partitioner).
-        use_partitioner=True,
-    )
-    cache = StateCache(table)
+    states_db = StateStore(settings.topic_partitions)
     config = DEFAULT_CONFIG
 
     @app.agent(topology.events, name="alerts")
@@ -84,69 +110,71 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
         async for events in stream.take_events(
             settings.worker_batch_size, within=settings.worker_batch_within_s
         ):
-            states: dict[bytes, PatientState] = {}
-            loaded: dict[bytes, PatientState] = {}
-            changes: list[AlertChange] = []
-            received: dict[str, dt.datetime] = {}
+            await write_until_done(lambda: process(events), "alerts")
 
-            def current(key: bytes, patient_id: str) -> PatientState:
-                if key not in states:
-                    states[key] = loaded[key] = cache.get(key, patient_id)
-                return states[key]
-
-            for ev in events:
-                raw: bytes = ev.value
-                if raw.startswith(control.TICK_PREFIX):
-                    _, now = control.parse(raw)
-                    part = ev.message.partition
-                    for key in list(table.keys()):
-                        if partition_of(key, settings.topic_partitions) != part:
-                            continue
-                        state, ch = on_tick(current(key, key.decode()), now, config)
-                        states[key] = state
-                        changes.extend(ch)
-                    continue
-                if raw.startswith(control.ACK_PREFIX):
-                    _, a = control.parse(raw)
-                    key = a["patient_id"].encode()
-                    try:
-                        state, ch = acknowledge(current(key, a["patient_id"]), a["alert_id"],
-                                                a["at"], a["by"])
-                    except KeyError:
-                        continue  # unknown alert id: the API answered 404 already
-                    states[key] = state
-                    changes.extend(ch)
-                    continue
+    async def process(events: list[Any]) -> None:
+        """One batch: load states, apply the rules in arrival order, write alerts and
+        states in one transaction, then publish."""
+        decoded: list[tuple[str, Any, int]] = []
+        patients: set[str] = set()
+        for ev in events:
+            raw: bytes = ev.value
+            if raw.startswith(control.TICK_PREFIX):
+                decoded.append(("tick", control.parse(raw)[1], ev.message.partition))
+            elif raw.startswith(control.ACK_PREFIX):
+                ack = control.parse(raw)[1]
+                patients.add(ack["patient_id"])
+                decoded.append(("ack", ack, 0))
+            else:
                 try:
                     event = parse_event_json(raw)
                 except ValidationError:
                     continue  # the persist agent dead-letters it
-                key = event.patient_id.encode()
-                state, ch = on_event(current(key, event.patient_id), event, config)
-                states[key] = state
-                if ch and event.received_at is not None:
-                    received[event.event_id] = event.received_at
-                changes.extend(ch)
-
-            if changes:
-                async def write() -> None:
-                    async with store.acquire() as conn:
-                        await upsert_alerts(conn, changes)
-
-                await write_until_done(write, "alerts")
-                now_wall = utc_now()
-                for ch in changes:
-                    await topology.alerts.send(
-                        key=ch.alert.patient_id.encode(), value=ch.model_dump_json().encode()
-                    )
-                    if ch.change == "fired":
-                        m.alerts_fired.labels(ch.alert.kind, ch.alert.severity).inc()
-                        for eid in ch.alert.event_ids:
-                            if eid in received:
-                                m.e2e_alert.observe((now_wall - received[eid]).total_seconds())
-            for key, state in states.items():
-                if state is not loaded[key]:
-                    cache.put(key, state)
+                patients.add(event.patient_id)
+                decoded.append(("event", event, 0))
+        if not decoded:
+            return
+        changes: list[AlertChange] = []
+        received: dict[str, dt.datetime] = {}
+        async with store.acquire() as conn:
+            async with conn.transaction():
+                for kind, _, part in decoded:
+                    if kind == "tick":
+                        patients.update(await states_db.patients_of_partition(conn, part))
+                states = await states_db.load(conn, sorted(patients))
+                loaded = dict(states)
+                for kind, item, part in decoded:
+                    if kind == "tick":
+                        for pid, state in states.items():
+                            if partition_of(pid.encode(), settings.topic_partitions) == part:
+                                states[pid], ch = on_tick(state, item, config)
+                                changes.extend(ch)
+                    elif kind == "ack":
+                        try:
+                            states[item["patient_id"]], ch = acknowledge(
+                                states[item["patient_id"]], item["alert_id"], item["at"],
+                                item["by"])
+                        except KeyError:
+                            continue  # unknown alert id: the API answered 404 already
+                        changes.extend(ch)
+                    else:
+                        states[item.patient_id], ch = on_event(states[item.patient_id], item, config)
+                        if ch and item.received_at is not None:
+                            received[item.event_id] = item.received_at
+                        changes.extend(ch)
+                await upsert_alerts(conn, changes)
+                await states_db.save(
+                    conn, {p: s for p, s in states.items() if s is not loaded[p]})
+        now_wall = utc_now()
+        for ch in changes:
+            await topology.alerts.send(
+                key=ch.alert.patient_id.encode(), value=ch.model_dump_json().encode()
+            )
+            if ch.change == "fired":
+                m.alerts_fired.labels(ch.alert.kind, ch.alert.severity).inc()
+                for eid in ch.alert.event_ids:
+                    if eid in received:
+                        m.e2e_alert.observe((now_wall - received[eid]).total_seconds())
 
     @app.timer(settings.tick_interval_s or 3600.0, on_leader=True)
     async def clock() -> None:

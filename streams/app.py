@@ -39,6 +39,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,
+        # A worker that dies is noticed in seconds, not Faust's default minute, so its
+        # partitions move to the survivors quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
 
     def raw_topic(name: str) -> faust.TopicT:

@@ -154,6 +154,6 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     async def all_stored() -> bool:
         return len(await stored_ids(db, factory.prefix)) >= want
 
-    await wait_for(all_stored, timeout=120, what="every event stored after restart")
+    await wait_for(all_stored, timeout=240, what="every event stored after restart")
     ids = await stored_ids(db, factory.prefix)
     assert len(ids) == want == len(set(ids))
