@@ -15,16 +15,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
 from alerts.adherence import Completion
 from alerts.models import Alert
-from schemas.episodes import EpisodeBook, EpisodeConflict
+from schemas.episodes import EpisodeBook, fold_book
 from schemas.events import EpisodeEnded, EpisodeStarted, ProgramUpdated
 
 EpisodeEvent = Annotated[
     EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
 ]
 
-# Same fold order as billing/state.py, so both see the same episodes: event time, an end
-# before a start at the same instant, then event_id. Never arrival order.
-_FOLD_RANK = {"episode.ended": 0, "episode.started": 1, "program.updated": 2}
 
 
 class DataRecord(BaseModel):
@@ -75,16 +72,7 @@ class PatientState(BaseModel):
     def book(self) -> EpisodeBook:
         """The patient's episodes, folded in event-time order (cached, derived)."""
         if self._book is None:
-            book = EpisodeBook()
-            ordered = sorted(
-                self.episode_events.values(),
-                key=lambda e: (e.occurred_at, _FOLD_RANK[e.type], e.event_id),
-            )
-            for ev in ordered:
-                try:
-                    book.apply(ev)
-                except EpisodeConflict:
-                    pass  # a second concurrent episode.started: rejected, shapes nothing
+            book, _refused = fold_book(self.episode_events.values())
             self._book = book
         return self._book
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from schemas.episodes import EpisodeBook, EpisodeConflict
+from schemas.episodes import EpisodeBook, fold_book
 from schemas.events import (
     ClinicianRole,
     ClinicianTimeLogged,
@@ -29,10 +29,6 @@ from schemas.events import (
 EpisodeEvent = Annotated[
     EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
 ]
-
-# Within one instant, an end is folded before a start so that "ended at T, next started
-# at T" is accepted whatever order the two arrived in.
-_FOLD_RANK = {"episode.ended": 0, "episode.started": 1, "program.updated": 2}
 
 
 class TimeLog(BaseModel):
@@ -119,17 +115,7 @@ class PatientBillingState(BaseModel):
         """The patient's episodes, folded in (occurred_at, end-before-start, event_id)
         order so that the result does not depend on arrival order."""
         if self._book is None:
-            book = EpisodeBook()
-            rejected: dict[str, str] = {}
-            ordered = sorted(
-                self.episode_events.values(),
-                key=lambda e: (e.occurred_at, _FOLD_RANK[e.type], e.event_id),
-            )
-            for ev in ordered:
-                try:
-                    book.apply(ev)
-                except EpisodeConflict as exc:
-                    rejected[ev.event_id] = str(exc)
+            book, rejected = fold_book(self.episode_events.values())
             self._book, self._rejected = book, rejected
         return self._book
 

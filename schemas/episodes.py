@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field, replace
+from typing import Iterable
 
 from schemas.events import (
     BillingInfo,
@@ -72,7 +73,7 @@ class EpisodeBook:
             if event.episode_id in self.episodes:
                 return  # re-sent start under a new event_id: the first one stands
             current = self.active()
-            if current is not None and not self._ended_before(current, event):
+            if current is not None:
                 raise EpisodeConflict(
                     f"patient already has an active episode {current.episode_id}; "
                     "end it before starting another"
@@ -111,10 +112,6 @@ class EpisodeBook:
             if ep.end_date is None or end < ep.end_date:
                 self.episodes[ep.episode_id] = replace(ep, end_date=end)
 
-    @staticmethod
-    def _ended_before(current: Episode, new: EpisodeStarted) -> bool:
-        return current.end_date is not None and current.end_date <= new.local_date
-
     def resolve(self, episode_id: str | None, day: dt.date) -> Episode | None:
         """The episode an event belongs to: the one it names, else the one active on its date.
 
@@ -126,3 +123,23 @@ class EpisodeBook:
             return ep if ep is not None and ep.covers(day) else None
         candidates = [e for e in self.episodes.values() if e.covers(day)]
         return max(candidates, key=lambda e: e.start_date) if candidates else None
+
+
+# Within one instant an end is folded before a start, so "ended at T, next started at T"
+# is accepted whatever order the two arrived in.
+_FOLD_RANK = {"episode.ended": 0, "episode.started": 1, "program.updated": 2}
+
+
+def fold_book(
+    events: Iterable[EpisodeStarted | ProgramUpdated | EpisodeEnded],
+) -> tuple[EpisodeBook, dict[str, str]]:
+    """The episodes of one patient folded in event-time order (never arrival order), and
+    event_id -> reason for each episode.started refused as a second active episode."""
+    book = EpisodeBook()
+    rejected: dict[str, str] = {}
+    for ev in sorted(events, key=lambda e: (e.occurred_at, _FOLD_RANK[e.type], e.event_id)):
+        try:
+            book.apply(ev)
+        except EpisodeConflict as exc:
+            rejected[ev.event_id] = str(exc)
+    return book, rejected
