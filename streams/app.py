@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from rtm.metrics import WorkerMetrics
 from rtm.settings import Settings
+from schemas.codec import register as register_codec
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Topology:
 
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
     registry = registry or CollectorRegistry()
+    register_codec()  # value_serializer="rtm_event" for topics that want decoded events
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
