@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import io
 import json
+import os
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -74,7 +76,9 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
 ) -> None:
     prefix = factory.prefix + "-"
     path = tmp_path / "cohort.jsonl"
-    write_jsonl(namespaced(simulate(80, 60, seed=3), prefix), path)
+    # RTM_IT_COHORT=500x60 runs the acceptance-size comparison (CI uses the quick default).
+    patients, days = (int(x) for x in os.environ.get("RTM_IT_COHORT", "80x60").split("x"))
+    write_jsonl(namespaced(simulate(patients, days, seed=3), prefix), path)
     expected = _normalise(offline_alerts(path))
     kinds = {v[0] for v in expected.values()}
     assert {"pain_high", "inactivity"} <= kinds, kinds  # the cohort exercises the rules
@@ -89,7 +93,8 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
                 "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")
             return bool(n >= n_ids)
 
-        await wait_for(stored, timeout=120, what="cohort stored")
+        t0 = time.monotonic()
+        await wait_for(stored, timeout=600, what="cohort stored")
         producer = EventProducer(stack.settings)
         await producer.start()
         try:
@@ -101,10 +106,15 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
             return _normalise(await db_alerts(db, prefix)) == expected
 
         try:
-            await wait_for(settled, timeout=90, what="streamed alerts to match offline")
+            await wait_for(settled, timeout=300, what="streamed alerts to match offline")
         finally:
             got = _normalise(await db_alerts(db, prefix))
             assert got == expected, (len(got), len(expected))
+        by_kind: dict[str, int] = {}
+        for kind, *_ in got.values():
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        print(f"cohort {patients}x{days}: {n_ids} events, alerts {by_kind},"
+              f" streamed and settled in {time.monotonic() - t0:.1f}s")
 
         # The same file again (and the tick again): nothing new fires, nothing changes.
         again = await produce_file(stack.settings, path, stack.url, 500, 4)
