@@ -21,14 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rtm.metrics import GatewayMetrics
 from rtm.settings import Settings, hash_api_key
-from schemas.events import (
-    EVENT_TYPES,
-    EpisodeEnded,
-    EpisodeStarted,
-    Event,
-    FieldError,
-    validate_event,
-)
+from schemas.events import EVENT_TYPES, Event, FieldError, validate_event
 from streams.producer import EventProducer, dead_letter_payload
 from streams.store import EventStore
 
@@ -220,7 +213,6 @@ def create_app(
             ))
             metrics.events_rejected.labels(etype if etype in EVENT_TYPES else "unknown").inc()
 
-        valid = await _refuse_second_episodes(state["store"], valid, rejected, dead)
         duplicates, to_send = await _split_duplicates(state["store"], valid)
         t0 = time.perf_counter()
         if to_send:
@@ -254,45 +246,6 @@ def create_app(
     if extra_routes is not None:
         extra_routes(app)
     return app
-
-
-async def _refuse_second_episodes(
-    store: EventStore | None,
-    valid: list[tuple[int, Event]],
-    rejected: list[dict[str, Any]],
-    dead: list[tuple[bytes | None, bytes]],
-) -> list[tuple[int, Event]]:
-    """events.md: a second episode.started while one is active is refused (409-style).
-
-    Judged against the stored events plus this batch, in order. The rules engines refuse
-    it too, so an episode still in flight here cannot open a second episode downstream.
-    """
-    starts = {e.patient_id for _, e in valid if isinstance(e, EpisodeStarted)}
-    if not starts or store is None:
-        return valid
-    try:
-        active = await store.active_episodes(sorted(starts))
-    except Exception:  # the database being down must not block ingest
-        return valid
-    kept: list[tuple[int, Event]] = []
-    for index, event in valid:
-        if isinstance(event, EpisodeEnded) and active.get(event.patient_id) == event.episode_id:
-            del active[event.patient_id]
-        elif isinstance(event, EpisodeStarted):
-            current = active.get(event.patient_id)
-            if current is not None and current != event.episode_id:
-                err = {"field": "episode_id",
-                       "message": f"episode_id: patient already has an active episode {current};"
-                                  " end it before starting another (conflict)"}
-                rejected.append({"index": index, "event_id": event.event_id, "errors": [err],
-                                 "status": 409})
-                dead.append((event.patient_id.encode(), dead_letter_payload(
-                    orjson.loads(event.model_dump_json(exclude_none=True)), [err], "gateway",
-                    index)))
-                continue
-            active[event.patient_id] = event.episode_id
-        kept.append((index, event))
-    return kept
 
 
 async def _split_duplicates(

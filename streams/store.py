@@ -153,19 +153,6 @@ class EventStore:
             )
         return {r["event_id"] for r in rows}
 
-    async def active_episodes(self, patient_ids: Sequence[str]) -> dict[str, str]:
-        """patient_id -> episode_id of a stored episode.started with no stored episode.ended."""
-        async with self.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT s.patient_id, s.episode_id FROM events s"
-                " WHERE s.type = 'episode.started' AND s.patient_id = ANY($1::text[])"
-                " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.type = 'episode.ended'"
-                "   AND e.patient_id = s.patient_id AND e.episode_id = s.episode_id)"
-                " ORDER BY s.occurred_at",
-                list(patient_ids),
-            )
-        return {r["patient_id"]: r["episode_id"] for r in rows}
-
     async def counts_by_type(self) -> dict[str, int]:
         async with self.acquire() as conn:
             rows = await conn.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
