@@ -1,4 +1,4 @@
-"""Alerts agent: per-patient rule state and alerts in TimescaleDB, alerts on rtm.alerts.
+"""Alerts step: per-patient rule state and alerts in TimescaleDB, alerts on rtm.alerts.
 
 Per batch: load the patients' states, apply the pure rules in arrival order, write the
 alerts (upsert by deterministic id) and the new states in ONE transaction, then publish,
@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, Sequence
 
-import orjson
 from aiokafka.partitioner import murmur2
-from pydantic import ValidationError
 
 from alerts.models import DEFAULT_CONFIG, AlertChange
 from alerts.rules import acknowledge, on_event, on_tick
-from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
+from alerts.state import PatientState, new_state
 from agents.persist import write_until_done
 from rtm.settings import Settings
-from schemas.events import parse_event_json
 from streams import control
 from streams.alert_store import upsert_alerts
 from streams.app import Topology
@@ -67,7 +64,8 @@ class StateStore:
                 " WHERE patient_id = ANY($1::text[])",
                 stale,
             ):
-                state = state_from_dict(orjson.loads(r["state"]))
+                # pydantic's JSON path: no intermediate dict
+                state = PatientState.model_validate_json(r["state"])
                 self._cache[r["patient_id"]] = (int(r["rev"]), state)
         out = {}
         for pid in patient_ids:
@@ -94,60 +92,48 @@ class StateStore:
             " RETURNING patient_id, rev",
             pids,
             [partition_of(p.encode(), self.partitions) for p in pids],
-            [orjson.dumps(state_to_dict(states[p])).decode() for p in pids],
+            [states[p].model_dump_json() for p in pids],
         )
         for r in rows:
             self._cache[r["patient_id"]] = (int(r["rev"]), states[r["patient_id"]])
 
 
-def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
-    app, m = topology.app, topology.metrics
-    states_db = StateStore(settings.topic_partitions)
-    config = DEFAULT_CONFIG
+Item = tuple[str, Any, int]  # ("event", Event, 0) | ("tick", now, partition) | ("ack", dict, 0)
 
-    @app.agent(topology.events, name="alerts")
-    async def alerts_agent(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.worker_batch_size, within=settings.worker_batch_within_s
-        ):
-            await write_until_done(lambda: process(events), "alerts")
 
-    async def process(events: list[Any]) -> None:
-        """One batch: load states, apply the rules in arrival order, write alerts and
-        states in one transaction, then publish."""
-        decoded: list[tuple[str, Any, int]] = []
-        patients: set[str] = set()
-        for ev in events:
-            raw: bytes = ev.value
-            if raw.startswith(control.TICK_PREFIX):
-                decoded.append(("tick", control.parse(raw)[1], ev.message.partition))
-            elif raw.startswith(control.ACK_PREFIX):
-                ack = control.parse(raw)[1]
-                patients.add(ack["patient_id"])
-                decoded.append(("ack", ack, 0))
-            else:
-                try:
-                    event = parse_event_json(raw)
-                except ValidationError:
-                    continue  # the persist agent dead-letters it
-                patients.add(event.patient_id)
-                decoded.append(("event", event, 0))
-        if not decoded:
-            return
+class AlertsStep:
+    """One batch of events, ticks and acks through the rules, in arrival order."""
+
+    def __init__(self, topology: Topology, store: EventStore, settings: Settings) -> None:
+        self.topology = topology
+        self.store = store
+        self.partitions = settings.topic_partitions
+        self.states = StateStore(settings.topic_partitions)
+        self.config = DEFAULT_CONFIG
+
+    async def __call__(self, items: Sequence[Item]) -> None:
+        if items:
+            await write_until_done(lambda: self._process(items), "alerts")
+
+    async def _process(self, items: Sequence[Item]) -> None:
+        """Load states, apply the rules, write alerts and states in one transaction, then
+        publish."""
+        patients = {i[1].patient_id if i[0] == "event" else i[1]["patient_id"]
+                    for i in items if i[0] != "tick"}
         changes: list[AlertChange] = []
         received: dict[str, dt.datetime] = {}
-        async with store.acquire() as conn:
+        async with self.store.acquire() as conn:
             async with conn.transaction():
-                for kind, _, part in decoded:
+                for kind, _, part in items:
                     if kind == "tick":
-                        patients.update(await states_db.patients_of_partition(conn, part))
-                states = await states_db.load(conn, sorted(patients))
+                        patients.update(await self.states.patients_of_partition(conn, part))
+                states = await self.states.load(conn, sorted(patients))
                 loaded = dict(states)
-                for kind, item, part in decoded:
+                for kind, item, part in items:
                     if kind == "tick":
                         for pid, state in states.items():
-                            if partition_of(pid.encode(), settings.topic_partitions) == part:
-                                states[pid], ch = on_tick(state, item, config)
+                            if partition_of(pid.encode(), self.partitions) == part:
+                                states[pid], ch = on_tick(state, item, self.config)
                                 changes.extend(ch)
                     elif kind == "ack":
                         try:
@@ -158,16 +144,18 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
                             continue  # unknown alert id: the API answered 404 already
                         changes.extend(ch)
                     else:
-                        states[item.patient_id], ch = on_event(states[item.patient_id], item, config)
+                        states[item.patient_id], ch = on_event(
+                            states[item.patient_id], item, self.config)
                         if ch and item.received_at is not None:
                             received[item.event_id] = item.received_at
                         changes.extend(ch)
                 await upsert_alerts(conn, changes)
-                await states_db.save(
+                await self.states.save(
                     conn, {p: s for p, s in states.items() if s is not loaded[p]})
+        m = self.topology.metrics
         now_wall = utc_now()
         for ch in changes:
-            await topology.alerts.send(
+            await self.topology.alerts.send(
                 key=ch.alert.patient_id.encode(), value=ch.model_dump_json().encode()
             )
             if ch.change == "fired":
@@ -176,15 +164,15 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
                     if eid in received:
                         m.e2e_alert.observe((now_wall - received[eid]).total_seconds())
 
-    @app.timer(settings.tick_interval_s or 3600.0, on_leader=True)
+
+def register_clock(topology: Topology, settings: Settings) -> None:
+    @topology.app.timer(settings.tick_interval_s or 3600.0, on_leader=True)
     async def clock() -> None:
         """Tick every partition with 'now' (the wall clock, or the fixed RTM_CLOCK_NOW)."""
         if not settings.tick_interval_s:
             return
         now = settings.clock_now or utc_now()
         await send_ticks(topology, settings, now)
-
-    return alerts_agent
 
 
 async def send_ticks(topology: Topology, settings: Settings, now: dt.datetime) -> None:

@@ -1,11 +1,10 @@
-"""Billing agent: the RTM ledger (data days, time logs, episode events) in TimescaleDB.
+"""Billing step: the RTM ledger (data days, time logs, episode events) in TimescaleDB.
 
-The agent takes batches from the events topic like the persist agent, reduces them to
+The ingest agent (agents/pipeline.py) hands it each decoded batch; it reduces the batch to
 ledger rows (``billing.ledger.ledger_rows``) and writes them in one transaction, one
 ``unnest`` round trip per table, ``ON CONFLICT DO NOTHING``: a re-delivered event adds
 nothing. The batch is acked (offsets committed) only after the write succeeded
-(``write_until_done``). Events that fail the contract are skipped here (the persist agent
-dead-letters them).
+(``write_until_done``).
 
 Also here, because they are the ledger's SQL: ``load_states`` (ledger -> states equal to
 the offline fold) and the record of exports (``previous_lines`` / ``record_export``),
@@ -21,14 +20,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from pydantic import ValidationError
 
 from billing.ledger import LedgerRows, ledger_rows, states_from_rows
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
-from rtm.settings import Settings
-from schemas.events import Event, parse_event_json
-from streams.app import Topology
+from rtm.metrics import WorkerMetrics
+from schemas.events import Event
 from streams.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -83,16 +80,6 @@ async def write_events(store: EventStore, events: Sequence[Event]) -> tuple[int,
         return 0, 0, 0
     async with store.acquire() as conn:
         return await write_ledger(conn, rows)
-
-
-def decode_values(values: Sequence[bytes]) -> list[Event]:
-    out: list[Event] = []
-    for raw in values:
-        try:
-            out.append(parse_event_json(raw))
-        except ValidationError:
-            continue  # the persist agent dead-letters it
-    return out
 
 
 async def load_states(
@@ -187,24 +174,13 @@ async def lock_exports(conn: asyncpg.Connection) -> None:
 # --- the agent ------------------------------------------------------------------------------
 
 
-def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
+async def record_billing(store: EventStore, metrics: WorkerMetrics, events: Sequence[Event]) -> None:
+    """Ledger step: data days, time logs and episode events, idempotent per batch."""
     from agents.persist import write_until_done
 
-    app, m = topology.app, topology.metrics
-
-    @app.agent(topology.events, name="billing")
-    async def billing(stream: Any) -> None:
-        async for values in stream.take(settings.worker_batch_size,
-                                        within=settings.worker_batch_within_s):
-            events = decode_values(values)
-            if not events:
-                continue
-            days, _logs, _eps = await write_until_done(
-                lambda: write_events(store, events), "billing ledger")
-            if days:
-                m.billing_days.inc(days)
-
-    return billing
+    days, _logs, _eps = await write_until_done(lambda: write_events(store, events), "billing ledger")
+    if days:
+        metrics.billing_days.inc(days)
 
 
 # --- export (shared by `rtm billing export` and GET /v1/billing/claims) ---------------------

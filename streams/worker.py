@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import alerts as alerts_agent
-from agents import billing as billing_agent
-from agents import delivery as delivery_agent
-from agents import persist
+from agents import delivery, pipeline
 from rtm.settings import Settings
 from streams.app import Topology, build_app
 from streams.store import EventStore
@@ -16,10 +13,8 @@ from streams.store import EventStore
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     topology = build_app(settings)
     store = EventStore(settings.dsn, max_size=8)
-    persist.register(topology, store, settings)
-    billing_agent.register(topology, store, settings)
-    alerts_agent.register(topology, store, settings)
-    delivery_agent.register(topology, store, settings)
+    pipeline.register(topology, store, settings)  # rtm.events: persist, billing, alerts
+    delivery.register(topology, store, settings)  # rtm.alerts: webhooks
     return topology, store
 
 

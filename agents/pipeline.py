@@ -1,0 +1,78 @@
+"""The ingest agent: the one consumer of rtm.events in a worker.
+
+Each record is decoded once (control records, contract events, or dead letters), then the
+batch goes through the steps in order: persist, billing ledger, alerts. Every step writes
+idempotently and finishes before take_events() acks the batch, so offsets are committed
+only for records whose every effect is stored. (Four agents on the same topic each paid
+Faust's per-record cost and pydantic's parse: see docs/benchmarks.md.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from agents.alerts import AlertsStep, Item, register_clock
+from agents.billing import record_billing
+from agents.persist import persist_events
+from rtm.settings import Settings
+from schemas.events import Event, errors_of, parse_event_json
+from streams import control
+from streams.app import Topology
+from streams.producer import dead_letter_payload
+from streams.store import EventStore
+
+
+@dataclass
+class Decoded:
+    events: list[Event] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)  # for the alert rules, arrival order
+    dead: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def decode(records: Sequence[tuple[bytes, int]]) -> Decoded:
+    """(value, partition) records to events, alert items and dead letters.
+
+    Producers may write straight to Kafka, so the worker checks the contract again.
+    """
+    out = Decoded()
+    for raw, partition in records:
+        if raw.startswith(control.TICK_PREFIX):
+            out.items.append(("tick", control.parse(raw)[1], partition))
+        elif raw.startswith(control.ACK_PREFIX):
+            out.items.append(("ack", control.parse(raw)[1], partition))
+        else:
+            try:
+                event = parse_event_json(raw)
+            except ValidationError as exc:
+                errs = [e.model_dump() for e in errors_of(exc)]
+                out.dead.append(
+                    (b"", dead_letter_payload(raw.decode("utf-8", "replace"), errs, "worker")))
+                continue
+            out.events.append(event)
+            out.items.append(("event", event, partition))
+    return out
+
+
+def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
+    app, m = topology.app, topology.metrics
+    alerts = AlertsStep(topology, store, settings)
+    register_clock(topology, settings)
+
+    @app.agent(topology.events, name="ingest")
+    async def ingest(stream: Any) -> None:
+        async for records in stream.take_events(
+            settings.worker_batch_size, within=settings.worker_batch_within_s
+        ):
+            batch = decode([(r.value, r.message.partition) for r in records])
+            for key, value in batch.dead:
+                await topology.dead.send(key=key, value=value)
+                m.dead_letters.labels("contract").inc()
+            if batch.events:
+                await persist_events(store, m, batch.events)
+                await record_billing(store, m, batch.events)
+            await alerts(batch.items)
+
+    return ingest
