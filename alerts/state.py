@@ -9,18 +9,14 @@ nothing; the alert bookkeeping (``alerts``, ``day_cursor``) is what makes rules 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
 from alerts.adherence import Completion
 from alerts.models import Alert
-from schemas.episodes import EpisodeBook, fold_book
-from schemas.events import EpisodeEnded, EpisodeStarted, ProgramUpdated
+from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 
-EpisodeEvent = Annotated[
-    EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
-]
 
 
 

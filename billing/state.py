@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from schemas.episodes import EpisodeBook, fold_book
+from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 from schemas.events import (
     ClinicianRole,
     ClinicianTimeLogged,
@@ -25,11 +24,6 @@ from schemas.events import (
     ProgramUpdated,
     is_patient_data,
 )
-
-EpisodeEvent = Annotated[
-    EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
-]
-
 
 class TimeLog(BaseModel):
     """One ``clinician.time_logged``, reduced to what billing needs."""
@@ -43,7 +37,6 @@ class TimeLog(BaseModel):
     clinician_role: ClinicianRole
     interactive: bool
     episode_id: str | None = None
-
 
 class PatientBillingState(BaseModel):
     """Billing facts of one patient: data dates, time logs and episode events.
@@ -124,7 +117,6 @@ class PatientBillingState(BaseModel):
         """event_id -> reason for episode.started events the book refused (409-style)."""
         _ = self.book
         return dict(self._rejected)
-
 
 def fold_events(
     events: Iterable[Event], states: dict[str, PatientBillingState] | None = None

@@ -129,14 +129,15 @@ def api(ctx: click.Context, port: int | None) -> None:
 
 
 @main.command()
-@click.option("--loglevel", default="warning")
+@click.option("--loglevel", default=None, help="override RTM_WORKER_LOGLEVEL")
 @click.pass_context
-def worker(ctx: click.Context, loglevel: str) -> None:
+def worker(ctx: click.Context, loglevel: str | None) -> None:
     """Run the Faust worker (all agents)."""
     from streams.worker import run_worker
 
+    settings = _settings(ctx)
     sys.argv = [sys.argv[0]]  # Faust's Worker parses argv itself
-    run_worker(_settings(ctx), loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel or settings.worker_loglevel)
 
 
 # --- producer tools -----------------------------------------------------------------------

@@ -155,16 +155,10 @@ async def _alert_sections(dsn: str, patient_ids: list[str]) -> dict[str, Any]:
 def _latest_adherence(rows: list[Any]) -> dict[str, float]:
     """Trailing 7-day adherence on each patient's newest data day (same pure engine)."""
     from alerts.adherence import adherence_on, sessions_by_day
-    from alerts.models import DEFAULT_CONFIG
-    from alerts.rules import on_event
-    from alerts.state import new_state
+    from alerts.evaluate import fold
     from schemas.events import parse_event_json
 
-    states: dict[str, Any] = {}
-    for r in rows:
-        pid = r["patient_id"]
-        state = states.get(pid) or new_state(pid)
-        states[pid], _ = on_event(state, parse_event_json(r["payload"]), DEFAULT_CONFIG)
+    states, _ = fold(parse_event_json(r["payload"]) for r in rows)
     out: dict[str, float] = {}
     for pid, state in states.items():
         if not state.data:

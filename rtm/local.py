@@ -101,6 +101,6 @@ def start_gateway(settings: Settings) -> Child:
 
 
 def start_worker(settings: Settings, name: str = "worker") -> Child:
-    child = spawn(settings, name, ["worker", "--loglevel", os.environ.get("RTM_WORKER_LOGLEVEL", "warning")])
+    child = spawn(settings, name, ["worker", "--loglevel", settings.worker_loglevel])
     wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
     return child

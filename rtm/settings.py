@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     app_id: str = "rtm-worker"
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
+    worker_loglevel: str = "warning"
     worker_batch_size: int = 1000
     worker_batch_within_s: float = 0.05
 

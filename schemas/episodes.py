@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Annotated, Iterable
+
+from pydantic import Field
 
 from schemas.events import (
     BillingInfo,
@@ -20,6 +22,9 @@ from schemas.events import (
     Event,
     ProgramUpdated,
 )
+
+# The events that shape episodes, as one validated type (kept by alerts and billing states).
+EpisodeEvent = Annotated[EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from alerts.adherence import daily_rows
-from alerts.models import DEFAULT_CONFIG
-from alerts.rules import on_event
-from alerts.state import PatientState, new_state
+from alerts.evaluate import fold
+from alerts.state import PatientState
 from schemas.events import parse_event_json
 from streams.alert_store import get_alert, list_alerts
 
@@ -95,10 +94,8 @@ async def _patient_state(request: Request, patient_id: str) -> PatientState:
         )
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
-    state = new_state(patient_id)
-    for r in rows:
-        state, _ = on_event(state, parse_event_json(r["payload"]), DEFAULT_CONFIG)
-    return state
+    states, _ = fold(parse_event_json(r["payload"]) for r in rows)
+    return states[patient_id]
 
 
 def _range(frm: dt.date | None, to: dt.date | None) -> None:

@@ -104,7 +104,6 @@ def create_app(
     producer: Producer | None = None,
     store: EventStore | None = None,
     registry: CollectorRegistry | None = None,
-    extra_routes: Any = None,
 ) -> FastAPI:
     """Build the gateway. Producer and store are created on startup unless injected."""
     registry = registry or CollectorRegistry()
@@ -243,8 +242,6 @@ def create_app(
 
     for router in (api_alerts.router, api_billing.router):
         app.include_router(router, dependencies=[Depends(require_key)])
-    if extra_routes is not None:
-        extra_routes(app)
     return app
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import asyncpg
-import orjson
 
 from schemas.events import Event
 
@@ -137,30 +136,12 @@ class EventStore:
         stored = int(status.rsplit(" ", 1)[-1])
         return WriteResult(stored=stored, duplicates=len(events) - stored)
 
-    async def record_rejection(self, event_id: str, patient_id: str | None, reason: str,
-                               payload: dict[str, Any]) -> None:
-        async with self.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO rejected_events (event_id, patient_id, reason, payload)"
-                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (event_id) DO NOTHING",
-                event_id, patient_id, reason, orjson.dumps(payload).decode(),
-            )
-
     async def known_event_ids(self, ids: Sequence[str]) -> set[str]:
         async with self.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT event_id FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)
             )
         return {r["event_id"] for r in rows}
-
-    async def counts_by_type(self) -> dict[str, int]:
-        async with self.acquire() as conn:
-            rows = await conn.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
-        return {r["type"]: int(r["n"]) for r in rows}
-
-    async def count_events(self) -> int:
-        async with self.acquire() as conn:
-            return int(await conn.fetchval("SELECT count(*) FROM event_ids"))
 
     async def ping(self) -> bool:
         async with self.acquire() as conn:

@@ -25,7 +25,6 @@ from agents.billing import load_states
 from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
 from billing.evaluate import fold_jsonl, run_evaluate
-from billing.ledger import fold_for_billing
 from billing.rules import ClaimLine
 from rtm.cli_billing import reconcile, run_export
 from rtm.local import start_gateway
@@ -37,7 +36,7 @@ from streams.gateway import ensure_dev_key
 from streams.store import migrate
 from streams.topics import ensure_topics
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, end_offsets, isolated_settings, wait_for
+from tests.integration.conftest import Stack, isolated_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
