@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from aiokafka.partitioner import murmur2
 
 from alerts.models import DEFAULT_CONFIG, AlertChange
-from alerts.rules import acknowledge, on_event, on_tick
+from alerts.rules import acknowledge, apply_event, on_tick
 from alerts.state import PatientState, new_state
 from agents.persist import write_until_done
 from rtm.settings import Settings
@@ -86,7 +86,7 @@ class StateStore:
         pids = list(states)
         rows = await conn.fetch(
             "INSERT INTO alert_state (patient_id, part, rev, state)"
-            " SELECT p, part, 1, st FROM unnest($1::text[], $2::int[], $3::jsonb[]) AS t(p, part, st)"
+            " SELECT p, part, 1, st FROM unnest($1::text[], $2::int[], $3::text[]) AS t(p, part, st)"
             " ON CONFLICT (patient_id) DO UPDATE SET rev = alert_state.rev + 1,"
             " state = EXCLUDED.state, updated_at = now()"
             " RETURNING patient_id, rev",
@@ -144,8 +144,13 @@ class AlertsStep:
                             continue  # unknown alert id: the API answered 404 already
                         changes.extend(ch)
                     else:
-                        states[item.patient_id], ch = on_event(
-                            states[item.patient_id], item, self.config)
+                        pid = item.patient_id
+                        if states[pid] is loaded[pid]:
+                            if item.event_id in states[pid].seen_event_ids:
+                                continue  # re-delivered: the saved state has it already
+                            # One copy per patient and batch, then folded in place.
+                            states[pid] = states[pid].copy_for_update()
+                        ch = apply_event(states[pid], item, self.config)
                         if ch and item.received_at is not None:
                             received[item.event_id] = item.received_at
                         changes.extend(ch)

@@ -1,7 +1,7 @@
 """The ingest agent: the one consumer of rtm.events in a worker.
 
 Each record is decoded once (control records, contract events, or dead letters), then the
-batch goes through the steps in order: persist, billing ledger, alerts. Every step writes
+batch goes through three steps concurrently: persist, billing ledger, alerts. Every step writes
 idempotently and finishes before take_events() acks the batch, so offsets are committed
 only for records whose every effect is stored. (Four agents on the same topic each paid
 Faust's per-record cost and pydantic's parse: see docs/benchmarks.md.)
@@ -9,6 +9,7 @@ Faust's per-record cost and pydantic's parse: see docs/benchmarks.md.)
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -70,9 +71,12 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
             for key, value in batch.dead:
                 await topology.dead.send(key=key, value=value)
                 m.dead_letters.labels("contract").inc()
+            # The three effects are independent (none reads another's tables), so their
+            # database round trips overlap; the batch is acked only when all are written.
+            steps = [alerts(batch.items)]
             if batch.events:
-                await persist_events(store, m, batch.events)
-                await record_billing(store, m, batch.events)
-            await alerts(batch.items)
+                steps += [persist_events(store, m, batch.events),
+                          record_billing(store, m, batch.events)]
+            await asyncio.gather(*steps)
 
     return ingest

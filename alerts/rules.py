@@ -74,6 +74,20 @@ def on_event(
     if event.event_id in state.seen_event_ids:
         return state, []  # duplicate or replay: never counted or fired twice
     s = state.copy_for_update()
+    return s, apply_event(s, event, config)
+
+
+def apply_event(
+    s: PatientState, event: Event, config: AlertConfig = DEFAULT_CONFIG
+) -> list[AlertChange]:
+    """``on_event`` on a state the caller owns (from ``copy_for_update``), in place.
+
+    For a batch of one patient's events: one copy for the batch instead of one per event.
+    """
+    if event.patient_id != s.patient_id:
+        raise ValueError(f"event {event.event_id} belongs to another patient than this state")
+    if event.event_id in s.seen_event_ids:
+        return []  # duplicate or replay: never counted or fired twice
     s.seen_event_ids.add(event.event_id)
     changes: list[AlertChange] = []
 
@@ -85,7 +99,7 @@ def on_event(
                 changes += _resolve_kind(
                     s, kind, event.occurred_at, event.event_id, episode_id=event.episode_id
                 )
-        return s, changes
+        return changes
 
     if is_patient_data(event):
         s.data[event.event_id] = DataRecord(
@@ -100,7 +114,7 @@ def on_event(
         changes += _pain_rules(s, event, config)
     elif isinstance(event, SymptomReported):
         changes += _symptom_rules(s, event, config)
-    return s, changes
+    return changes
 
 
 def _pain_rules(s: PatientState, event: PainReported, config: AlertConfig) -> list[AlertChange]:

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     worker_loglevel: str = "warning"
-    worker_batch_size: int = 1000
+    worker_batch_size: int = 5000
     worker_batch_within_s: float = 0.05
 
     # Alerts: the timer that drives time-based rules, and webhook delivery
