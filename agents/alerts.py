@@ -26,7 +26,7 @@ from alerts.state import PatientState, new_state
 from agents.persist import write_until_done
 from rtm.settings import Settings
 from streams import control
-from streams.alert_store import upsert_alerts
+from streams.alert_store import queue_deliveries, upsert_alerts
 from streams.app import Topology
 from streams.store import EventStore, utc_now
 
@@ -155,6 +155,7 @@ class AlertsStep:
                             received[item.event_id] = item.received_at
                         changes.extend(ch)
                 await upsert_alerts(conn, changes)
+                await queue_deliveries(conn, changes)
                 await self.states.save(
                     conn, {p: s for p, s in states.items() if s is not loaded[p]})
         m = self.topology.metrics

@@ -1,7 +1,11 @@
-"""Delivery agent: alert changes from rtm.alerts POSTed to the clinician's webhook.
+"""Webhook delivery: alert changes POSTed to the clinician's webhook, from an outbox.
 
-At-least-once with retries and exponential backoff; a delivery that keeps failing stays
-visible (alert_deliveries.status = 'failed', a metric) and a timer retries it later.
+The alerts step queues one 'pending' row per (alert, change) in alert_deliveries in the
+same transaction as the alert itself (a transactional outbox), so nothing stored can go
+undelivered. A timer claims pending rows (SKIP LOCKED: several workers share the queue)
+and delivers at-least-once with retries and exponential backoff; a delivery that keeps
+failing stays visible (status 'failed' on the alert, a metric) and is retried later.
+rtm.alerts carries the same changes for other consumers.
 """
 
 from __future__ import annotations
@@ -11,15 +15,14 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 import orjson
 
-from agents.persist import write_until_done
 from rtm.metrics import WorkerMetrics
 from rtm.settings import Settings
-from streams.alert_store import webhook_for
+from streams.alert_store import claim_deliveries, webhook_for
 from streams.app import Topology
 from streams.store import EventStore
 
@@ -45,26 +48,6 @@ class Deliverer:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
         return self._client
-
-    async def record(self, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Register each (alert, change) once; returns those not delivered yet."""
-        async def write() -> list[dict[str, Any]]:
-            async with self.store.acquire() as conn:
-                rows = await conn.fetch(
-                    "INSERT INTO alert_deliveries (alert_id, change, clinician_id, status, payload)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-                    " $5::jsonb[])"
-                    " ON CONFLICT (alert_id, change) DO UPDATE SET alert_id = EXCLUDED.alert_id"
-                    " RETURNING alert_id, change, status",
-                    [c["alert"]["id"] for c in changes], [c["change"] for c in changes],
-                    [c["alert"]["clinician_id"] for c in changes],
-                    ["pending"] * len(changes),
-                    [orjson.dumps(c).decode() for c in changes],
-                )
-            done = {(r["alert_id"], r["change"]) for r in rows if r["status"] == "delivered"}
-            return [c for c in changes if (c["alert"]["id"], c["change"]) not in done]
-
-        return await write_until_done(write, "deliveries")
 
     async def deliver(self, change: dict[str, Any]) -> str:
         alert = change["alert"]
@@ -113,31 +96,27 @@ class Deliverer:
                 alert_id, change, status, attempts, error,
             )
 
-    async def retry_failed(self) -> int:
+    async def run_claimed(self, statuses: Sequence[str], older_than_s: float) -> int:
         async with self.store.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT payload FROM alert_deliveries WHERE status IN ('failed', 'no_webhook')"
-                " ORDER BY updated_at LIMIT 200"
-            )
-        results = await asyncio.gather(*(self.deliver(orjson.loads(r["payload"])) for r in rows))
-        return sum(1 for r in results if r == "delivered")
+            claimed = await claim_deliveries(conn, statuses, older_than_s, 200)
+        await asyncio.gather(*(self.deliver(c) for c in claimed))
+        return len(claimed)
 
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     app = topology.app
     deliverer = Deliverer(store, settings, topology.metrics)
 
-    @app.agent(topology.alerts, name="deliver")
-    async def deliver(stream: Any) -> None:
-        async for values in stream.take(200, within=0.2):
-            # A replayed alert may repeat in one batch: the last snapshot per change wins.
-            unique = {(c["alert"]["id"], c["change"]): c for c in map(orjson.loads, values)}
-            changes = list(unique.values())
-            pending = await deliverer.record(changes)
-            await asyncio.gather(*(deliverer.deliver(c) for c in pending))
+    @app.timer(settings.webhook_poll_s)
+    async def deliver_pending() -> None:
+        """Drain the outbox that the alerts step fills in its own transaction."""
+        while await deliverer.run_claimed(["pending"], 0.0) == 200:
+            pass
 
     @app.timer(settings.webhook_retry_interval_s)
     async def retry() -> None:
-        await deliverer.retry_failed()
+        # failed and unrouted deliveries, and claims a crashed worker left 'sending'
+        await deliverer.run_claimed(["failed", "no_webhook"], 0.0)
+        await deliverer.run_claimed(["sending"], 300.0)
 
-    return deliver
+    return deliver_pending

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     worker_loglevel: str = "warning"
     worker_batch_size: int = 5000
     worker_batch_within_s: float = 0.05
+    worker_lag_interval_s: float = Field(
+        2.0, description="how often rtm_worker_consumer_lag is refreshed; 0 disables"
+    )
 
     # Alerts: the timer that drives time-based rules, and webhook delivery
     tick_interval_s: float = Field(60.0, description="0 disables the wall-clock timer")
@@ -75,6 +78,7 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = 0.5
     webhook_timeout_s: float = 5.0
     webhook_retry_interval_s: float = 60.0
+    webhook_poll_s: float = 0.1
 
     @model_validator(mode="after")
     def _no_dev_key_in_prod(self) -> "Settings":

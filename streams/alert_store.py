@@ -125,3 +125,38 @@ async def webhook_for(conn: asyncpg.Connection, clinician_id: str) -> tuple[str,
         [clinician_id, "*"],
     )
     return (row["url"], row["secret"]) if row else None
+
+
+async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChange]) -> None:
+    """Outbox: one pending delivery per (alert, change), in the alerts' own transaction, so
+    a change that is stored is also delivered, whatever happens after the commit."""
+    unique = {(c.alert.id, c.change): c for c in changes}
+    if not unique:
+        return
+    items = list(unique.values())
+    await conn.execute(
+        "INSERT INTO alert_deliveries (alert_id, change, clinician_id, status, payload)"
+        " SELECT a, c, cl, 'pending', p::jsonb"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(a, c, cl, p)"
+        " ON CONFLICT (alert_id, change) DO NOTHING",
+        [c.alert.id for c in items], [c.change for c in items],
+        [c.alert.clinician_id for c in items], [c.model_dump_json() for c in items],
+    )
+
+
+async def claim_deliveries(
+    conn: asyncpg.Connection, statuses: Sequence[str], older_than_s: float, limit: int
+) -> list[dict[str, Any]]:
+    """Mark up to `limit` deliveries in `statuses` (untouched for `older_than_s`) as
+    'sending' and return their payloads; SKIP LOCKED lets several workers share the queue."""
+    rows = await conn.fetch(
+        "UPDATE alert_deliveries d SET status = 'sending', updated_at = now()"
+        " FROM (SELECT alert_id, change FROM alert_deliveries"
+        "       WHERE status = ANY($1::text[])"
+        "         AND updated_at <= now() - make_interval(secs => $2)"
+        "       ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED) c"
+        " WHERE d.alert_id = c.alert_id AND d.change = c.change"
+        " RETURNING d.payload",
+        list(statuses), older_than_s, limit,
+    )
+    return [orjson.loads(r["payload"]) for r in rows]
