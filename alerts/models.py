@@ -54,8 +54,9 @@ _ALERT_NS = uuid.UUID("6f1d7c2e-3b7a-5e0c-9a51-2f4c8d0b7e11")
 def alert_id(patient_id: str, kind: AlertKind, trigger: str) -> str:
     """Deterministic id: the same (patient, kind, trigger) always yields the same id.
 
-    ``trigger`` is the triggering event_id (event-driven kinds) or ``episode_id:date``
-    (time-driven kinds), so a replay upserts the same row instead of firing again.
+    ``trigger`` is the triggering event_id (event-driven kinds), ``episode_id:date``
+    (inactivity, adherence_low) or ``episode_id:period-k`` (billing_at_risk, once per
+    30-day period), so a replay upserts the same row instead of firing again.
     """
     return str(uuid.uuid5(_ALERT_NS, f"{patient_id}|{kind}|{trigger}"))
 
@@ -74,7 +75,8 @@ class Alert(BaseModel):
     # Triggering event(s); empty for time-driven kinds.
     event_ids: tuple[str, ...] = ()
     # What was measured and the bar it crossed (score, median baseline + 2, full days
-    # without data, 7-day adherence ratio); None where the rule has no number.
+    # without data, 7-day adherence ratio, data days so far + days left in the billing
+    # period); None where the rule has no number.
     value: float | None = None
     threshold: float | None = None
     # Extra facts a clinician needs, e.g. the red flags reported.

@@ -8,9 +8,10 @@ modifies its input:
   a repeated event_id changes nothing.
 - ``on_tick``: time-driven rules at the local day boundaries (00:00 in the episode's
   ``timezone``) that passed since the previous tick: inactivity at the start of day
-  L + 4, adherence_low at the end of each day from day 8. A boundary is evaluated once,
-  so a second tick with the same ``now`` fires nothing; a late first tick catches up
-  every missed boundary, which is how the offline evaluator (one tick at --as-of) and the
+  L + 4, adherence_low at the end of each day from day 8, billing_at_risk at the end of
+  each day of a 30-day billing period (resolved when the period ends). A boundary is
+  evaluated once, so a second tick with the same ``now`` fires nothing; a late first
+  tick catches up every missed boundary, which is how the offline evaluator (one tick at --as-of) and the
   streaming timer (a tick every few seconds) agree.
 - ``acknowledge``: a clinician's acknowledgement (starts the cool-down).
 
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from bisect import bisect_right
 from collections.abc import Mapping
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from alerts.adherence import Completion, adherence_on, sessions_by_day
@@ -37,6 +40,8 @@ from alerts.models import (
     alert_id,
 )
 from alerts.state import DataRecord, PainRecord, PatientState
+from billing.rules import DEVICE_FULL_DAYS, episode_data_days, period_of
+from billing.state import PatientBillingState
 from schemas.episodes import Episode, EpisodeBook
 from schemas.events import (
     EpisodeEnded,
@@ -53,14 +58,6 @@ _ONE_DAY = dt.timedelta(days=1)
 # Kinds that "resolve when the condition clears" and are about an episode's course: they
 # also close when their episode ends (the condition no longer applies).
 _EPISODE_COURSE_KINDS: tuple[AlertKind, ...] = ("inactivity", "adherence_low")
-
-# Hook for billing_at_risk (low), deliberately not implemented yet: at the end of local
-# day d of a 30-day period, fire once per period when "data days so far + days left after
-# d < 16" (billing.rules.billing_at_risk(PatientBillingState, d) answers that; a
-# PatientBillingState can be built from this state's `data` and `episode_events`); trigger
-# "episode_id:period-k" so it fires once per period, fired_at = the day-end boundary;
-# resolve at the period's end. It goes in on_tick, next to _adherence_rule.
-
 
 # --- event-driven --------------------------------------------------------------------------
 
@@ -208,30 +205,72 @@ def on_tick(
     not evaluated before. Boundary D (00:00 of local day D in the episode's timezone):
     - adherence_low for day D-1 (the day that just ended), from day 8 of the episode;
       not for the end date itself, whose end comes after the episode ended;
-    - inactivity as of day D, for days D inside the episode.
+    - inactivity as of day D, for days D inside the episode;
+    - billing_at_risk for day D-1, up to and including the end date (see
+      ``_billing_rule``): the boundary after the end date ends the last period.
+
+    A tick with no new boundary returns ``state`` itself (no copy, nothing to save), and
+    the facts a rule needs are gathered only when a new boundary asks for them, so the
+    per-tick work follows the new day ends, not the history.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    s = state.copy_for_update()
-    book = s.book
-    counts = sessions_by_day(s.completions, book)
-    changes: list[AlertChange] = []
+    book = state.book
+    todo: list[tuple[Episode, dt.date, dt.date]] = []
     for ep in sorted(book.episodes.values(), key=lambda e: (e.start_date, e.episode_id)):
         today = now.astimezone(ZoneInfo(ep.timezone)).date()
-        last = today if ep.end_date is None else min(today, ep.end_date)
-        day = s.day_cursor.get(ep.episode_id, ep.start_date) + _ONE_DAY
+        last = today if ep.end_date is None else min(today, ep.end_date + _ONE_DAY)
+        first = state.day_cursor.get(ep.episode_id, ep.start_date) + _ONE_DAY
+        if first <= last:
+            todo.append((ep, first, last))
+    if not todo:
+        return state, []
+    s = state.copy_for_update()
+    counts: Mapping[dt.date, int] | None = None  # sessions per day, built on first need
+    changes: list[AlertChange] = []
+    for ep, day, last in todo:
+        facts = _EpisodeFacts(s, ep)
         while day <= last:
             boundary = local_midnight(day, ep.timezone)
             ended = day - _ONE_DAY
             episode_day = (ended - ep.start_date).days + 1
-            if episode_day >= config.adherence_from_episode_day:
+            if ep.covers(day) and episode_day >= config.adherence_from_episode_day:
+                if counts is None:
+                    counts = sessions_by_day(s.completions, book)
                 changes += _adherence_rule(s, book, counts, ep, ended, boundary, config)
-            # (billing_at_risk for `ended` goes here, see the hook at the top.)
+            changes += _billing_rule(s, ep, ended, boundary, facts, config)
             if ep.covers(day):
                 changes += _inactivity_rule(s, book, ep, day, boundary, config)
             s.day_cursor[ep.episode_id] = day
             day += _ONE_DAY
+        changes += _catch_up_episode_end(s, ep, facts.ended, changes)
     return s, changes
+
+
+def _catch_up_episode_end(
+    s: PatientState,
+    ep: Episode,
+    ended: tuple[dt.datetime, str] | None,
+    changes: list[AlertChange],
+) -> list[AlertChange]:
+    """Course alerts this tick fired at a boundary before the episode.ended occurred: had
+    the timer run on time, the episode.ended would have resolved them on arrival (as
+    ``apply_event`` does), so a catch-up tick resolves them with it too."""
+    if ended is None:
+        return []
+    at, event_id = ended
+    out: list[AlertChange] = []
+    for c in changes:
+        a = c.alert
+        if (c.change == "fired" and a.kind in _EPISODE_COURSE_KINDS
+                and a.episode_id == ep.episode_id and a.fired_at <= at
+                and s.alerts[a.id].status != "resolved"):
+            resolved = s.alerts[a.id].model_copy(
+                update={"status": "resolved", "resolved_at": at, "resolved_by_event_id": event_id}
+            )
+            s.alerts[a.id] = resolved
+            out.append(AlertChange(change="resolved", alert=resolved))
+    return out
 
 
 def _adherence_rule(
@@ -253,6 +292,99 @@ def _adherence_rule(
     # Back >= 50% (or nothing prescribed any more): all clear, decided at the day's end
     # like the firing, so there is no triggering event to record.
     return _resolve_kind(s, "adherence_low", boundary, None)
+
+
+class _EpisodeFacts:
+    """What billing_at_risk (and the episode-end catch-up) need about one episode during
+    one tick, gathered lazily.
+
+    Data days are billing's own (``billing.rules.episode_data_days`` over a
+    ``PatientBillingState`` built from this state's data and episode events), computed at
+    most once per tick and only if a day end needs them.
+    """
+
+    def __init__(self, s: PatientState, ep: Episode) -> None:
+        self._s, self.ep = s, ep
+        self._days: list[dt.date] | None = None
+        # The episode's end in event time: (occurred_at, event_id) of its first episode.ended.
+        ends = [
+            (e.occurred_at, e.event_id)
+            for e in s.episode_events.values()
+            if e.type == "episode.ended" and e.episode_id == ep.episode_id
+        ]
+        self.ended = min(ends) if ends and ep.end_date is not None else None
+        self._open = replace(ep, end_date=None)
+
+    def as_known_at(self, boundary: dt.datetime) -> Episode:
+        """The episode as it stood at ``boundary`` in event time: its end date cuts the
+        period short only once the episode.ended has occurred (strictly before)."""
+        if self.ended is not None and self.ended[0] < boundary:
+            return self.ep
+        return self._open
+
+    def data_days(self, first: dt.date, last: dt.date) -> int:
+        """Data days of the episode from ``first`` through ``last`` (inclusive)."""
+        if self._days is None:
+            billing_state = PatientBillingState(
+                patient_id=self._s.patient_id,
+                data_dates={(r.local_date, r.episode_id) for r in self._s.data.values()},
+                episode_events=dict(self._s.episode_events),
+            )
+            self._days = sorted(episode_data_days(billing_state).get(self.ep.episode_id, ()))
+        return bisect_right(self._days, last) - bisect_right(self._days, first - _ONE_DAY)
+
+
+def _billing_rule(
+    s: PatientState,
+    ep: Episode,
+    day: dt.date,
+    boundary: dt.datetime,
+    facts: _EpisodeFacts,
+    config: AlertConfig,
+) -> list[AlertChange]:
+    """billing_at_risk at the end of local ``day`` (``boundary``), once per period.
+
+    Fires when data days of the period through ``day`` + the period's dates after ``day``
+    < 16 (98977 out of reach); value = that sum. An ``episode.ended`` cuts the period short
+    (billing's ``period_of``): days left count only to the end date, from the instant the
+    episode.ended occurred, so a day end judged before it is judged as it stood then (the
+    streaming timer could not have known the end). The end of the period's last day is the
+    period's end: it never fires there (the period is over) and resolves the period's alert.
+    """
+    period = period_of(ep, day)
+    if period is None:
+        return []
+    aid = alert_id(s.patient_id, "billing_at_risk", _period_trigger(ep, period.index))
+    if day == period.end:
+        current = s.alerts.get(aid)
+        if current is None or current.status == "resolved":
+            return []
+        resolved = current.model_copy(
+            update={"status": "resolved", "resolved_at": max(boundary, current.fired_at),
+                    "resolved_by_event_id": None}
+        )
+        s.alerts[aid] = resolved
+        return [AlertChange(change="resolved", alert=resolved)]
+    if aid in s.alerts:
+        return []  # once per period (and nothing to count once it fired)
+    known = period_of(facts.as_known_at(boundary), day)
+    assert known is not None and known.index == period.index
+    left = (known.end - day).days
+    if left >= DEVICE_FULL_DAYS:
+        return []  # reachable whatever the data: no need to count (first half of a period)
+    so_far = facts.data_days(period.start, day)
+    if so_far + left >= DEVICE_FULL_DAYS:
+        return []
+    return _fire(
+        s, "billing_at_risk", ep, _period_trigger(ep, period.index), boundary, config,
+        value=so_far + left, threshold=DEVICE_FULL_DAYS,
+        details=(f"period {period.index}: {known.start.isoformat()}..{known.end.isoformat()}",
+                 f"{so_far} data days, {left} days left"),
+    )
+
+
+def _period_trigger(ep: Episode, index: int) -> str:
+    return f"{ep.episode_id}:period-{index}"
 
 
 def _inactivity_rule(

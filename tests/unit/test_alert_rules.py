@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
-from alerts.rules import acknowledge, on_event, on_tick
+from alerts.rules import acknowledge, local_midnight, on_event, on_tick
 from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
 from schemas.events import EVENT_ADAPTER, Event
 
@@ -393,3 +393,187 @@ def test_state_round_trips_through_json_and_continues_identically() -> None:
 def test_event_for_another_patient_is_refused() -> None:
     with pytest.raises(ValueError):
         on_event(new_state("p-2"), pain("2026-11-03T10:00:00-06:00", "a", 3))
+
+
+# --- time-driven: billing_at_risk -------------------------------------------------------------
+# Episode start 2026-11-02 (Chicago, CST all along): period 1 = 11-02..12-01,
+# period 2 = 12-02..12-31, period 3 = 2027-01-01..01-30.
+
+def day_end(day: str, tz: str = "America/Chicago") -> dt.datetime:
+    """The boundary ending local ``day``: 00:00 of the next day."""
+    return local_midnight(dt.date.fromisoformat(day) + dt.timedelta(days=1), tz)
+
+
+def data_on(days: Iterable[str], prefix: str = "d") -> list[Event]:
+    return [exercise(f"{d}T10:00:00-06:00", f"{prefix}{d}") for d in days]
+
+
+def dates(first: str, n: int) -> list[str]:
+    d0 = dt.date.fromisoformat(first)
+    return [(d0 + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def billing_changes(changes: list[AlertChange]) -> list[AlertChange]:
+    return [c for c in changes if c.alert.kind == "billing_at_risk"]
+
+
+def period_alert_id(k: int, episode_id: str = "ep-1") -> str:
+    return alert_id(P, "billing_at_risk", f"{episode_id}:period-{k}")
+
+
+@pytest.mark.parametrize(
+    "data_days,day,value",
+    [
+        ([], "2026-11-15", None),                        # 0 + 16 days left: still reachable
+        ([], "2026-11-16", 15),                          # 0 + 15: exactly out of reach
+        (dates("2026-11-02", 5), "2026-11-20", None),    # 5 + 11 = 16
+        (dates("2026-11-02", 5), "2026-11-21", 15),      # 5 + 10 = 15
+        (dates("2026-11-02", 15), "2026-11-30", None),   # 15 + 1 = 16
+        # 15 data days and none on the last date: the end of 12-01 is the period's end,
+        # 98977 is already lost and nothing can be done: no alert there (it would resolve
+        # at the instant it fired).
+        (dates("2026-11-02", 15), "2026-12-01", None),
+        (dates("2026-11-02", 16), "2026-12-01", None),   # reached
+    ],
+)
+def test_billing_at_risk_at_a_day_end(data_days: list[str], day: str, value: int | None) -> None:
+    s, _ = feed([start(), *data_on(data_days)])
+    s, ch = on_tick(s, day_end(day) - dt.timedelta(seconds=1))   # catches up to the day before
+    assert not fired(ch, "billing_at_risk")
+    s, ch = on_tick(s, day_end(day))
+    got = fired(ch, "billing_at_risk")
+    assert [c.alert.value for c in got] == ([] if value is None else [value])
+    if value is not None:
+        a = got[0].alert
+        assert a.id == period_alert_id(1) and a.fired_at == day_end(day)
+        assert (a.threshold, a.severity, a.status, a.event_ids) == (16, "low", "open", ())
+        assert (a.episode_id, a.clinician_id) == ("ep-1", "c-1")
+        # Once per period: the rest of the period's day ends add nothing.
+        s, ch = on_tick(s, day_end("2026-11-30"))
+        assert billing_changes(ch) == []
+
+
+def test_billing_at_risk_resolves_at_the_period_end_and_next_period_fires_separately() -> None:
+    s, _ = feed([start()])
+    s, ch = on_tick(s, day_end("2026-12-01") - dt.timedelta(seconds=1))
+    [first] = fired(ch, "billing_at_risk")
+    assert first.alert.fired_at == day_end("2026-11-16")
+    s, ch = on_tick(s, day_end("2026-12-01"))                    # period 1 is over
+    [res] = billing_changes(ch)
+    assert res.change == "resolved" and res.alert.id == period_alert_id(1)
+    assert res.alert.resolved_at == ts("2026-12-02T00:00:00-06:00")
+    assert res.alert.resolved_by_event_id is None
+    s, ch = on_tick(s, day_end("2026-12-15"))                    # period 2: 0 + 16 left
+    assert billing_changes(ch) == []
+    s, ch = on_tick(s, day_end("2026-12-16"))
+    [second] = fired(ch, "billing_at_risk")
+    assert second.alert.id == period_alert_id(2) != period_alert_id(1)
+    assert (second.alert.value, second.alert.status) == (15, "open")
+    assert s.alerts[period_alert_id(1)].status == "resolved"
+
+
+def test_billing_at_risk_discharge_alone_never_fires_it() -> None:
+    # Episode ended on 11-12 (day 11 of period 1), no data. Judged with hindsight, the cut
+    # period (11-02..11-12) was out of reach from the end of 11-02; but each day end is
+    # judged on the period as it stood then (no end known: 30 days), and the end of the
+    # end date is the period's end. Streaming could not have done otherwise.
+    s, _ = feed([start(), ended("2026-11-12T09:00:00-06:00")])
+    s, ch = on_tick(s, ts("2026-12-31T00:00:00-06:00"))
+    assert billing_changes(ch) == [] and s.day_cursor["ep-1"] == dt.date(2026, 11, 13)
+    s2, ch = on_tick(s, ts("2027-03-01T00:00:00-06:00"))
+    assert ch == [] and s2 is s                                  # nothing left to evaluate
+
+
+def test_billing_at_risk_open_alert_resolves_at_the_end_of_the_episode_end_date() -> None:
+    s, _ = feed([start()])
+    s, ch = on_tick(s, day_end("2026-11-16"))
+    assert fired(ch, "billing_at_risk")
+    s, _ = feed([ended("2026-11-20T09:00:00-06:00")], s)        # period 1 cut to 11-02..11-20
+    assert s.alerts[period_alert_id(1)].status == "open"         # not resolved by the event
+    s, ch = on_tick(s, day_end("2026-11-20") - dt.timedelta(seconds=1))
+    assert billing_changes(ch) == []
+    s, ch = on_tick(s, ts("2027-01-31T00:00:00-06:00"))
+    [res] = billing_changes(ch)                                  # and no period 2
+    assert res.change == "resolved" and res.alert.resolved_at == day_end("2026-11-20")
+
+
+def test_billing_at_risk_days_left_count_to_the_end_date_once_the_end_occurred() -> None:
+    # Ended at 02:00Z on 11-21 = 20:00 on 11-20 in Chicago; its own date (11-21, UTC) is
+    # the end date. At the end of 11-20 the end has occurred: 5 data days + 1 day left.
+    s, _ = feed([start(), *data_on(dates("2026-11-02", 5)), ended("2026-11-21T02:00:00Z")])
+    s, ch = on_tick(s, day_end("2026-11-19"))
+    assert billing_changes(ch) == []                             # 5 + 12 (end not yet known)
+    s, ch = on_tick(s, day_end("2026-11-20"))
+    [f] = fired(ch, "billing_at_risk")
+    assert f.alert.value == 6 and f.alert.details[0] == "period 1: 2026-11-02..2026-11-21"
+    s, ch = on_tick(s, day_end("2026-11-21"))
+    assert [c.change for c in billing_changes(ch)] == ["resolved"]
+
+
+def test_billing_at_risk_counts_data_days_once_and_late_data_before_the_tick() -> None:
+    on_time = data_on(["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"])
+    events = [
+        start(), *on_time,
+        on_time[0],                                          # re-sent: same event_id
+        pain("2026-11-02T20:00:00-06:00", "p-same-day", 2),  # second event, same date
+        exercise("2026-11-01T10:00:00-06:00", "before"),     # before the episode: not counted
+        exercise("2026-11-06T23:30:00-06:00", "late"),       # arrives late, before the tick
+    ]
+    s, _ = feed(events)
+    s, ch = on_tick(s, day_end("2026-11-20"))
+    assert billing_changes(ch) == []                             # 5 + 11 = 16
+    s, ch = on_tick(s, day_end("2026-11-21"))
+    assert [c.alert.value for c in fired(ch, "billing_at_risk")] == [15]
+
+
+def test_billing_at_risk_fires_on_the_first_day_billing_says_at_risk() -> None:
+    from billing.rules import billing_at_risk
+    from billing.state import fold_events
+
+    events = [start(), *data_on(["2026-11-03", "2026-11-04", "2026-11-09", "2026-11-15",
+                                 "2026-11-16", "2026-11-20"])]
+    bstate = fold_events(events)[P]
+    first_at_risk = next(d for d in dates("2026-11-02", 29)
+                         if billing_at_risk(bstate, dt.date.fromisoformat(d)))
+    s, _ = feed(events)
+    fired_days = []
+    for d in dates("2026-11-02", 29):
+        s, ch = on_tick(s, day_end(d))
+        fired_days += [d for _ in fired(ch, "billing_at_risk")]
+    assert fired_days == [first_at_risk] == ["2026-11-22"]       # 6 + 9 = 15
+
+
+def test_billing_at_risk_hourly_ticks_agree_with_one_final_tick() -> None:
+    events = [start(spw=3),
+              *data_on(["2026-11-03", "2026-11-05", "2026-11-20"]),          # period 1 fires
+              *data_on(dates("2026-12-02", 8)),  # period 2 later
+              ended("2027-01-20T09:00:00-06:00")]                              # period 3 cut
+    events.sort(key=lambda e: e.occurred_at)
+    as_of = ts("2027-01-25T12:00:00-06:00")
+    live = new_state(P)
+    clock = ts("2026-11-02T09:00:00-06:00")
+    pending = list(events)
+    while clock <= as_of:
+        while pending and pending[0].occurred_at <= clock:
+            live, _ = on_event(live, pending.pop(0))
+        live, _ = on_tick(live, clock)
+        again, ch = on_tick(live, clock)                   # a repeated tick changes nothing
+        assert ch == [] and again is live
+        clock += dt.timedelta(hours=1)
+    live, _ = on_tick(live, as_of)
+    offline, _ = feed(events)
+    offline, _ = on_tick(offline, as_of)
+    assert live.alerts == offline.alerts
+    # The course alerts the catch-up fired before the discharge are closed by it, as the
+    # episode.ended closed them on arrival in the live run.
+    course = {(a.kind, a.status, a.resolved_by_event_id) for a in offline.alerts.values()
+              if a.kind in ("inactivity", "adherence_low")}
+    assert ("adherence_low", "resolved", "end") in course
+    assert ("inactivity", "resolved", "end") in course
+    billing = [(a.id, a.fired_at, a.value, a.resolved_at)
+               for a in offline.alerts.values() if a.kind == "billing_at_risk"]
+    assert billing == [
+        (period_alert_id(1), day_end("2026-11-18"), 15, day_end("2026-12-01")),  # 2 + 13
+        (period_alert_id(2), day_end("2026-12-24"), 15, day_end("2026-12-31")),  # 8 + 7
+        (period_alert_id(3), day_end("2027-01-15"), 15, day_end("2027-01-20")),  # 0 + 15
+    ]
