@@ -11,8 +11,8 @@ modifies its input:
   L + 4, adherence_low at the end of each day from day 8, billing_at_risk at the end of
   each day of a 30-day billing period (resolved when the period ends). A boundary is
   evaluated once, so a second tick with the same ``now`` fires nothing; a late first
-  tick catches up every missed boundary, which is how the offline evaluator (one tick at --as-of) and the
-  streaming timer (a tick every few seconds) agree.
+  tick catches up every missed boundary, which is how the offline evaluator (one tick at
+  --as-of) and the streaming timer (a tick every few seconds) agree.
 - ``acknowledge``: a clinician's acknowledgement (starts the cool-down).
 
 Time-driven alerts carry the boundary instant as ``fired_at`` (not the tick time), and all
