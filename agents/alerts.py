@@ -18,16 +18,19 @@ import datetime as dt
 import logging
 from typing import Any, Sequence
 
+import orjson
 from aiokafka.partitioner import murmur2
 
+from agents.persist import write_until_done
 from alerts.models import DEFAULT_CONFIG, AlertChange
 from alerts.rules import acknowledge, apply_event, on_tick
 from alerts.state import PatientState, new_state
-from agents.persist import write_until_done
 from rtm.settings import Settings
+from schemas.events import EpisodeStarted
 from streams import control
 from streams.alert_store import queue_deliveries, upsert_alerts
 from streams.app import Topology
+from streams.producer import dead_letter_payload
 from streams.store import EventStore, utc_now
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,7 @@ class AlertsStep:
                     for i in items if i[0] != "tick"}
         changes: list[AlertChange] = []
         received: dict[str, dt.datetime] = {}
+        refused: list[tuple[EpisodeStarted, str]] = []
         async with self.store.acquire() as conn:
             async with conn.transaction():
                 for kind, _, part in items:
@@ -151,6 +155,10 @@ class AlertsStep:
                             # One copy per patient and batch, then folded in place.
                             states[pid] = states[pid].copy_for_update()
                         ch = apply_event(states[pid], item, self.config)
+                        if isinstance(item, EpisodeStarted):
+                            reason = states[pid].refused_episode_starts.get(item.event_id)
+                            if reason is not None:
+                                refused.append((item, reason))
                         if ch and item.received_at is not None:
                             received[item.event_id] = item.received_at
                         changes.extend(ch)
@@ -159,6 +167,15 @@ class AlertsStep:
                 await self.states.save(
                     conn, {p: s for p, s in states.items() if s is not loaded[p]})
         m = self.topology.metrics
+        for event, reason in refused:
+            # events.md: a second active episode is rejected (409-style) with a clear
+            # reason; the log keeps the event, every derived number ignores it.
+            err = {"field": "episode_id", "message": f"episode_id: {reason} (conflict)"}
+            await self.topology.dead.send(
+                key=event.patient_id.encode(),
+                value=dead_letter_payload(orjson.loads(event.model_dump_json()), [err], "worker"),
+            )
+            m.dead_letters.labels("episode_conflict").inc()
         now_wall = utc_now()
         for ch in changes:
             await self.topology.alerts.send(

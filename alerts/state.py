@@ -18,8 +18,6 @@ from alerts.models import Alert
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 
 
-
-
 class DataRecord(BaseModel):
     """One patient-data event (exercise, pain, symptom): for inactivity."""
 
@@ -63,14 +61,21 @@ class PatientState(BaseModel):
     day_cursor: dict[str, dt.date] = Field(default_factory=dict)
 
     _book: EpisodeBook | None = PrivateAttr(default=None)
+    _refused: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def book(self) -> EpisodeBook:
         """The patient's episodes, folded in event-time order (cached, derived)."""
         if self._book is None:
-            book, _refused = fold_book(self.episode_events.values())
-            self._book = book
+            self._book, self._refused = fold_book(self.episode_events.values())
         return self._book
+
+    @property
+    def refused_episode_starts(self) -> dict[str, str]:
+        """event_id -> reason, for episode.started events refused as a second active
+        episode (they shape nothing: adherence, alerts and billing all ignore them)."""
+        _ = self.book
+        return self._refused
 
     def __eq__(self, other: object) -> bool:
         # Value equality of the stored facts; the cached book is derived, not state.
@@ -101,7 +106,7 @@ class PatientState(BaseModel):
                 "day_cursor": dict(self.day_cursor),
             }
         )
-        new._book = self._book  # shared until episode events change (invalidate_book)
+        new._book, new._refused = self._book, self._refused  # shared until episode events change (invalidate_book)
         return new
 
 

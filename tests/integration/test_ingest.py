@@ -157,3 +157,24 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     await wait_for(all_stored, timeout=240, what="every event stored after restart")
     ids = await stored_ids(db, factory.prefix)
     assert len(ids) == want == len(set(ids))
+
+
+async def test_second_active_episode_is_dead_lettered_and_ignored(
+    stack: Stack, factory: EventFactory, db: asyncpg.Connection
+) -> None:
+    p = factory.patient(1)
+    first = factory.episode_started(p)
+    second = factory.episode_started(p, at="2026-11-05T09:00:00-06:00", episode_id=f"{p}-ep2")
+    pain = factory.pain(p, 9, "2026-11-06T10:00:00-06:00")
+    body = stack.post([first, second, pain]).json()
+    assert body["accepted"] == 3  # valid on its own; the conflict is a fact of the stream
+    dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=1)
+    assert [d["event"]["event_id"] for d in dead] == [second["event_id"]]
+    assert "active episode" in dead[0]["errors"][0]["message"]
+
+    async def alert() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM alerts WHERE patient_id = $1", p))
+
+    await wait_for(alert, what="pain alert on the first episode")
+    episode = await db.fetchval("SELECT episode_id FROM alerts WHERE patient_id = $1", p)
+    assert episode == first["episode_id"]  # the refused episode shapes nothing
