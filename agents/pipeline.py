@@ -10,6 +10,7 @@ Faust's per-record cost and pydantic's parse: see docs/benchmarks.md.)
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +25,8 @@ from streams import control
 from streams.app import Topology
 from streams.producer import dead_letter_payload
 from streams.store import EventStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,4 +82,46 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
                           record_billing(store, m, batch.events)]
             await asyncio.gather(*steps)
 
+    register_lag(topology, settings)
     return ingest
+
+
+def register_lag(topology: Topology, settings: Settings) -> None:
+    """rtm_worker_consumer_lag{topic,partition}: log end minus committed offset, for every
+    partition of rtm.events this worker holds; partitions it no longer holds are dropped."""
+    if not settings.worker_lag_interval_s:
+        return
+    app, gauge = topology.app, topology.metrics.consumer_lag
+    topic = settings.topic_events
+    shown: set[int] = set()
+
+    @app.timer(settings.worker_lag_interval_s, name="consumer_lag")
+    async def consumer_lag() -> None:
+        try:
+            tps = sorted((tp for tp in app.consumer.assignment() if tp.topic == topic),
+                         key=lambda tp: tp.partition)
+            ends = await app.consumer.highwaters(*tps) if tps else {}
+            missing = [tp for tp in tps if app.consumer._committed_offset.get(tp) is None]
+            starts = await app.consumer.earliest_offsets(*missing) if missing else {}
+        except Exception as exc:  # not started, mid-rebalance, broker away: try next time
+            log.debug("consumer lag not measured: %r", exc)
+            return
+        held = set()
+        for tp in tps:
+            held.add(tp.partition)
+            end = ends.get(tp)
+            if end is None:
+                continue  # keep the last value until the next measurement
+            # Faust keeps the committed offset as "next to read" (None before any commit,
+            # or when it is 0): nothing committed yet means all from the log start is owed.
+            position = app.consumer._committed_offset.get(tp)
+            if position is None:
+                position = starts.get(tp) or 0
+            gauge.labels(topic, str(tp.partition)).set(max(int(end) - int(position), 0))
+        for partition in shown - held:
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass
+        shown.clear()
+        shown.update(held)
