@@ -24,12 +24,15 @@ class Topology:
 
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
     registry = registry or CollectorRegistry()
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     register_codec()  # value_serializer="rtm_event" for topics that want decoded events
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
         autodiscover=False,
+        # Faust's per-app folder, under the state dir rather than the working directory
+        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
