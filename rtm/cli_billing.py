@@ -261,7 +261,8 @@ def register(group: click.Group) -> None:
 # --- demo summary -----------------------------------------------------------------------------
 
 
-async def summary(dsn: str, now: dt.datetime | None = None) -> dict[str, Any]:
+async def summary(dsn: str, now: dt.datetime | None = None,
+                  patient_ids: list[str] | None = None) -> dict[str, Any]:
     from agents.billing import load_states
     from billing.rules import billing_progress, compute_claims, patient_local_date
 
@@ -269,7 +270,7 @@ async def summary(dsn: str, now: dt.datetime | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     conn = await _connect(dsn)
     try:
-        states = await load_states(conn)
+        states = await load_states(conn, patient_ids)
     finally:
         await conn.close()
     lines = compute_claims(states.values(), now, include_open=True)
@@ -291,6 +292,7 @@ async def summary(dsn: str, now: dt.datetime | None = None) -> dict[str, Any]:
     }
 
 
-def billing_summary(settings: Settings) -> dict[str, Any]:
-    """Demo summary section: billable lines by code, patients on track for 98977."""
-    return asyncio.run(summary(settings.dsn))
+def billing_summary(settings: Settings, patient_ids: list[str] | None = None) -> dict[str, Any]:
+    """Demo summary section: billable lines by code, patients on track for 98977
+    (for `patient_ids`, or every patient in the ledger)."""
+    return asyncio.run(summary(settings.dsn, patient_ids=patient_ids))

@@ -15,7 +15,7 @@ import orjson
 from rtm.local import prepare, start_gateway, start_worker
 from rtm.produce import produce_file
 from rtm.settings import Settings
-from rtm.simulate import simulate, write_jsonl
+from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.producer import EventProducer
 from schemas.events import validate_event
 
@@ -62,10 +62,13 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     t_start = time.perf_counter()
     prepare(settings, log=say)
-    cohort = settings.state_dir / f"demo-cohort-{patients}x{days}-s{seed}.jsonl"
+    # Each run is a new cohort under its own ids: simulate() repeats ids across runs.
+    run = dt.datetime.now(dt.timezone.utc).strftime("d%Y%m%dT%H%M%S-")
+    cohort = settings.state_dir / f"demo-cohort-{run}{patients}x{days}-s{seed}.jsonl"
     # The cohort ends today, so the timer's "now" (the wall clock) meets live data.
     start = dt.date.today() - dt.timedelta(days=days)
-    n = write_jsonl(simulate(patients, days, seed, start=start, invalid_ratio=0.002), cohort)
+    n = write_jsonl(
+        namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort)
     ids, patient_ids, _invalid = _cohort_ids(cohort)
     say(f"simulated {n} events for {patients} patients x {days} days -> {cohort}")
     worker = start_worker(settings)
@@ -90,7 +93,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         "rejected": result.rejected,
         "duplicates_ignored": result.posted - result.rejected - total_stored,
         "ingest_elapsed_s": round(elapsed, 2),
-        "events_per_s": round(result.posted / elapsed, 1) if elapsed else None,
+        "events_per_s": round(total_stored / elapsed, 1) if elapsed else None,
         "total_elapsed_s": round(time.perf_counter() - t_start, 2),
         **extra,
     }
@@ -125,7 +128,7 @@ def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any
     from rtm.cli_billing import billing_summary
 
     out = asyncio.run(_alert_sections(settings.dsn, patient_ids))
-    out.update(billing_summary(settings))
+    out.update(billing_summary(settings, patient_ids))
     return out
 
 

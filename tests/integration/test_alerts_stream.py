@@ -13,7 +13,7 @@ import time
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -23,7 +23,7 @@ import pytest
 from alerts.evaluate import run_alerts_evaluate
 from rtm.produce import produce_file
 from rtm.settings import Settings
-from rtm.simulate import simulate, write_jsonl
+from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.alert_store import set_webhook
 from streams.producer import EventProducer
 from tests.conftest import EventFactory
@@ -31,16 +31,6 @@ from tests.integration.conftest import Stack, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
-
-
-def namespaced(events: Iterator[dict[str, Any]], prefix: str) -> Iterator[dict[str, Any]]:
-    """The simulator's ids are the same for every seed: give this test its own."""
-    for ev in events:
-        ev = dict(ev)
-        for f in ("event_id", "patient_id", "episode_id", "clinician_id"):
-            if isinstance(ev.get(f), str):
-                ev[f] = f"{prefix}{ev[f]}"
-        yield ev
 
 
 async def db_alerts(db: asyncpg.Connection, prefix: str) -> dict[str, tuple[Any, ...]]:

@@ -30,7 +30,7 @@ from rtm.cli_billing import reconcile, run_export
 from rtm.local import start_gateway
 from rtm.produce import produce_file
 from rtm.settings import Settings
-from rtm.simulate import simulate, write_jsonl
+from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import validate_event
 from streams.gateway import ensure_dev_key
 from streams.store import migrate
@@ -90,14 +90,7 @@ async def bdb(billing_stack: Stack) -> AsyncIterator[asyncpg.Connection]:
 
 
 def namespaced_cohort(prefix: str, patients: int, days: int, seed: int) -> list[dict[str, Any]]:
-    """simulate()'s ids are the same for every seed: give them this test's prefix."""
-    out = []
-    for ev in simulate(patients, days, seed):
-        for k in ("patient_id", "event_id", "episode_id"):
-            if isinstance(ev.get(k), str):
-                ev[k] = f"{prefix}{ev[k]}"
-        out.append(ev)
-    return out
+    return list(namespaced(simulate(patients, days, seed), prefix))
 
 
 async def ledger_counts(conn: asyncpg.Connection) -> tuple[int, int, int]:

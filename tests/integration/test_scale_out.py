@@ -23,7 +23,8 @@ from rtm.simulate import simulate, write_jsonl
 from streams.producer import EventProducer
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, wait_for
-from tests.integration.test_alerts_stream import AS_OF, namespaced, offline_alerts
+from rtm.simulate import namespaced
+from tests.integration.test_alerts_stream import AS_OF, offline_alerts
 
 pytestmark = pytest.mark.integration
 PATIENTS, DAYS, SEED = 60, 40, 11
