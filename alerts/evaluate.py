@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from alerts.adherence import CSV_HEADER, daily_rows
-from alerts.models import DEFAULT_CONFIG, AlertConfig
+from alerts.models import DEFAULT_CONFIG, Alert, AlertChange, AlertConfig
 from alerts.rules import on_event, on_tick
 from alerts.state import PatientState, new_state
 from schemas.events import Event, validate_event
@@ -58,13 +58,26 @@ def fold(
     events: Iterator[Event] | _Reader, config: AlertConfig = DEFAULT_CONFIG
 ) -> tuple[dict[str, PatientState], list[tuple[str, str]]]:
     """Fold events in order; return the states and (patient_id, alert_id) in firing order."""
+    states, changes = fold_changes(events, config)
+    return states, [(c.alert.patient_id, c.alert.id) for c in changes if c.change == "fired"]
+
+
+def fold_changes(
+    events: Iterator[Event] | _Reader, config: AlertConfig = DEFAULT_CONFIG
+) -> tuple[dict[str, PatientState], list[AlertChange]]:
+    """Fold events in order, each event_id once (as the worker, whose ``events`` table
+    tells it which are new); return the states and every alert change in order."""
     states: dict[str, PatientState] = {}
-    fired: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    out: list[AlertChange] = []
     for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
         state = states.get(event.patient_id) or new_state(event.patient_id)
         states[event.patient_id], changes = on_event(state, event, config)
-        fired += [(c.alert.patient_id, c.alert.id) for c in changes if c.change == "fired"]
-    return states, fired
+        out += changes
+    return states, out
 
 
 def run_alerts_evaluate(
@@ -81,12 +94,14 @@ def run_alerts_evaluate(
         print("as_of needs an explicit UTC offset", file=err)
         return 2
     reader = _Reader(events_path, err)
-    states, fired = fold(reader, config)
+    states, changes = fold_changes(reader, config)
     for patient_id in states:
-        states[patient_id], changes = on_tick(states[patient_id], as_of, config)
-        fired += [(c.alert.patient_id, c.alert.id) for c in changes if c.change == "fired"]
-    for patient_id, aid in fired:
-        alert = states[patient_id].alerts[aid]
+        states[patient_id], ch = on_tick(states[patient_id], as_of, config)
+        changes += ch
+    latest: dict[str, Alert] = {}  # firing order, last snapshot of each
+    for c in changes:
+        latest[c.alert.id] = c.alert
+    for alert in latest.values():
         out.write(json.dumps(alert.model_dump(mode="json"), separators=(",", ":")) + "\n")
     return 1 if reader.invalid else 0
 

@@ -47,6 +47,9 @@ TIME_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
 # clinician's acknowledgement closes them.
 ALWAYS_FIRE_KINDS: frozenset[AlertKind] = frozenset({"red_flag", "fall"})
 
+# The recipient of alerts that belong to no episode (the clinic-wide webhook's key).
+CLINIC_WIDE = "*"
+
 # Fixed namespace so that alert ids are stable across processes, replays and versions.
 _ALERT_NS = uuid.UUID("6f1d7c2e-3b7a-5e0c-9a51-2f4c8d0b7e11")
 
@@ -87,6 +90,9 @@ class Alert(BaseModel):
     acknowledged_by: str | None = None
     resolved_at: AwareDatetime | None = None
     resolved_by_event_id: str | None = None
+    # A red flag or fall that belongs to no episode after the grace period: for the
+    # clinic-wide recipient (clinician_id '*', episode_id '').
+    unrouted: bool = False
 
 
 class AlertChange(BaseModel):
@@ -114,6 +120,9 @@ class AlertConfig(BaseModel):
     # adherence_low is evaluated from this day of the episode (day 1 = start date).
     adherence_from_episode_day: int = Field(default=8, ge=1)
     cooldown: dt.timedelta = dt.timedelta(hours=24)
+    # How long a report whose episode is not known yet waits for it (from when it was
+    # received) before a red flag or fall goes unrouted to the clinic-wide recipient.
+    pending_grace: dt.timedelta = dt.timedelta(hours=24)
 
     @property
     def adherence_low_fraction(self) -> Fraction:

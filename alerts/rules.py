@@ -37,9 +37,17 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
+    CLINIC_WIDE,
     alert_id,
 )
-from alerts.state import DataRecord, PainRecord, PatientState
+from alerts.state import (
+    DataRecord,
+    Pending,
+    PainRecord,
+    PatientState,
+    completion_key,
+    data_key,
+)
 from billing.rules import DEVICE_FULL_DAYS, episode_data_days, period_of
 from billing.state import PatientBillingState
 from schemas.episodes import Episode, EpisodeBook
@@ -65,75 +73,126 @@ _EPISODE_COURSE_KINDS: tuple[AlertKind, ...] = ("inactivity", "adherence_low")
 def on_event(
     state: PatientState, event: Event, config: AlertConfig = DEFAULT_CONFIG
 ) -> tuple[PatientState, list[AlertChange]]:
-    """Fold one event (arrival order) and apply the event-driven rules."""
-    if event.patient_id != state.patient_id:
-        raise ValueError(f"event {event.event_id} belongs to another patient than this state")
-    if event.event_id in state.seen_event_ids:
-        return state, []  # duplicate or replay: never counted or fired twice
+    """Fold one new event (arrival order) and apply the event-driven rules.
+
+    The caller feeds each event_id once (the worker: only events the ``events`` table did
+    not have; the offline evaluator: a set of ids read so far).
+    """
     s = state.copy_for_update()
-    return s, apply_event(s, event, config)
+    changes = apply_event(s, event, config)
+    prune(s, config)
+    return s, changes
 
 
 def apply_event(
     s: PatientState, event: Event, config: AlertConfig = DEFAULT_CONFIG
 ) -> list[AlertChange]:
-    """``on_event`` on a state the caller owns (from ``copy_for_update``), in place.
+    """``on_event`` on a state the caller owns (from ``copy_for_update``), in place."""
+    return apply_event_outcome(s, event, config)[0]
 
-    For a batch of one patient's events: one copy for the batch instead of one per event.
-    """
+
+def apply_event_outcome(
+    s: PatientState, event: Event, config: AlertConfig = DEFAULT_CONFIG
+) -> tuple[list[AlertChange], str | None]:
+    """``apply_event``, also telling why an ``episode.started`` was refused (a second
+    active episode, 409-style; it is not kept), else None."""
     if event.patient_id != s.patient_id:
         raise ValueError(f"event {event.event_id} belongs to another patient than this state")
-    if event.event_id in s.seen_event_ids:
-        return []  # duplicate or replay: never counted or fired twice
-    s.seen_event_ids.add(event.event_id)
+    if s.clock is None or event.occurred_at > s.clock:
+        s.clock = event.occurred_at
     changes: list[AlertChange] = []
 
     if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
+        if event.event_id in s.episode_events:
+            return [], None
         s.episode_events[event.event_id] = event
         s.invalidate_book()
+        if isinstance(event, EpisodeStarted):
+            reason = s.refused_episode_starts.get(event.event_id)
+            if reason is not None:
+                # Refused starts shape nothing; keeping them would let a buggy feed grow
+                # the state without bound.
+                del s.episode_events[event.event_id]
+                s.invalidate_book()
+                return [], reason
         if isinstance(event, EpisodeEnded):
             for kind in _EPISODE_COURSE_KINDS:
                 changes += _resolve_kind(
                     s, kind, event.occurred_at, event.event_id, episode_id=event.episode_id
                 )
-        return changes
+        return changes + _evaluate_pending(s, config), None
 
     if is_patient_data(event):
-        s.data[event.event_id] = DataRecord(
-            occurred_at=event.occurred_at, episode_id=getattr(event, "episode_id", None)
-        )
+        _record_data(s, event)
         # Rule table: inactivity "resolves when any patient-data event" arrives.
         changes += _resolve_kind(s, "inactivity", event.occurred_at, event.event_id)
 
     if isinstance(event, ExerciseCompleted):
-        s.completions[event.event_id] = Completion.of(event)
+        c = Completion.of(event)
+        key = completion_key(c)
+        prev = s.completions.get(key)
+        if prev is None or c.occurred_at < prev.occurred_at:
+            s.completions[key] = c
     elif isinstance(event, PainReported):
-        changes += _pain_rules(s, event, config)
+        changes += _pain_arrived(s, event, config)
     elif isinstance(event, SymptomReported):
-        changes += _symptom_rules(s, event, config)
-    return changes
+        changes += _symptom_arrived(s, event, config)
+    return changes, None
 
 
-def _pain_rules(s: PatientState, event: PainReported, config: AlertConfig) -> list[AlertChange]:
+def _record_data(s: PatientState, event: Event) -> None:
+    episode_id = getattr(event, "episode_id", None)
+    key = data_key(event.local_date, episode_id)
+    prev = s.data.get(key)
+    if prev is None or (event.occurred_at, event.event_id) < (prev.occurred_at, prev.event_id):
+        s.data[key] = DataRecord(event.occurred_at, episode_id, event.event_id)
+
+
+def _known_at(event: Event) -> dt.datetime:
+    received = event.received_at
+    return event.occurred_at if received is None or received < event.occurred_at else received
+
+
+def _pain_arrived(s: PatientState, event: PainReported, config: AlertConfig) -> list[AlertChange]:
     newest = max((r.occurred_at for r in s.pain.values()), default=None)
     # Stored first: even a late report counts in later baselines.
-    s.pain[event.event_id] = PainRecord(occurred_at=event.occurred_at, score=event.score)
-    if newest is not None and event.occurred_at < newest:
-        return []  # older than the newest known report: changes no pain state
+    s.pain[event.event_id] = PainRecord(event.occurred_at, event.score)
+    stale = newest is not None and event.occurred_at < newest
+    baseline = None if stale else pain_baseline(s.pain, event.event_id, event.local_date, config)
     episode = s.book.resolve(event.episode_id, event.local_date)
-    at, eid, score = event.occurred_at, event.event_id, event.score
-    changes: list[AlertChange] = []
+    if episode is None and not stale:
+        # Its episode is not known yet (enrolment sent late, offline sync): decided when
+        # the episode arrives, with what the pain history said now.
+        s.pending[event.event_id] = Pending(
+            event.event_id, event.type, event.occurred_at, _known_at(event),
+            event.episode_id, score=event.score, stale=stale, baseline=baseline,
+        )
+        return []
+    return _pain_rules(s, event.event_id, event.occurred_at, event.score, stale, baseline,
+                       episode, config)
 
+
+def _pain_rules(
+    s: PatientState,
+    eid: str,
+    at: dt.datetime,
+    score: int,
+    stale: bool,
+    baseline: float | None,
+    episode: Episode | None,
+    config: AlertConfig,
+) -> list[AlertChange]:
+    if stale:
+        return []  # older than the newest known report: changes no pain state
+    changes: list[AlertChange] = []
     if score >= config.pain_high_threshold:
-        if episode is not None:  # no episode, no clinician to route to
+        if episode is not None:
             changes += _fire(
                 s, "pain_high", episode, eid, at, config,
                 event_ids=(eid,), value=score, threshold=config.pain_high_threshold,
             )
     else:
         changes += _resolve_kind(s, "pain_high", at, eid)
-
-    baseline = pain_baseline(s.pain, event.event_id, event.local_date, config)
     if baseline is not None:  # fewer than 2 reports in d-7..d-1: neither fires nor resolves
         threshold = baseline + config.pain_increase_delta
         if score >= threshold:
@@ -163,31 +222,93 @@ def pain_baseline(
     return float(statistics.median(scores))
 
 
-def _symptom_rules(
+def _symptom_arrived(
     s: PatientState, event: SymptomReported, config: AlertConfig
 ) -> list[AlertChange]:
     if not event.red_flags and not event.fall:
         return []  # an empty report is a check-in
-    episode = s.book.resolve(event.episode_id, event.local_date) or _latest_episode(s.book)
+    episode = _symptom_episode(s.book, event.episode_id, event.local_date)
     if episode is None:
-        return []  # never enrolled: nobody to route to
-    eid, at = event.event_id, event.occurred_at
-    changes: list[AlertChange] = []
-    if event.red_flags:
-        changes += _fire(
-            s, "red_flag", episode, eid, at, config,
-            event_ids=(eid,), details=tuple(event.red_flags),
+        # Nobody to route to yet: kept until an episode arrives, or surfaced as unrouted
+        # to the clinic-wide recipient after the grace period (on_tick).
+        s.pending[event.event_id] = Pending(
+            event.event_id, event.type, event.occurred_at, _known_at(event),
+            event.episode_id, red_flags=tuple(event.red_flags), fall=event.fall,
         )
-    if event.fall:
+        return []
+    return _symptom_rules(s, event.event_id, event.occurred_at, tuple(event.red_flags),
+                          event.fall, episode, config)
+
+
+def _symptom_episode(book: EpisodeBook, episode_id: str | None, day: dt.date) -> Episode | None:
+    episode = book.resolve(episode_id, day)
+    if episode is not None:
+        return episode
+    if episode_id is not None and episode_id not in book.episodes:
+        return None  # its own episode has not started yet: wait for it
+    # A red flag or fall outside any episode's dates (e.g. reported the day after
+    # discharge) is too important to wait: it goes to the most recent episode's clinician.
+    return _latest_episode(book)
+
+
+def _symptom_rules(
+    s: PatientState,
+    eid: str,
+    at: dt.datetime,
+    red_flags: tuple[str, ...],
+    fall: bool,
+    episode: Episode | None,
+    config: AlertConfig,
+) -> list[AlertChange]:
+    changes: list[AlertChange] = []
+    if red_flags:
+        changes += _fire(s, "red_flag", episode, eid, at, config,
+                         event_ids=(eid,), details=red_flags)
+    if fall:
         changes += _fire(s, "fall", episode, eid, at, config, event_ids=(eid,))
     return changes
 
 
 def _latest_episode(book: EpisodeBook) -> Episode | None:
-    # A red flag or fall outside any episode's dates (e.g. reported the day after
-    # discharge) is too important to drop: it goes to the most recent episode's clinician.
     eps = list(book.episodes.values())
     return max(eps, key=lambda e: e.start_date) if eps else None
+
+
+def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]:
+    """Pending reports whose episode is now known, in arrival order, as if they had
+    arrived after it (alerts carry the report as trigger and its own occurred_at)."""
+    if not s.pending:
+        return []
+    book = s.book
+    changes: list[AlertChange] = []
+    for eid, p in list(s.pending.items()):
+        if p.type == "pain.reported":
+            episode = book.resolve(p.episode_id, p.local_date)
+            if episode is None:
+                continue
+            changes += _pain_rules(s, eid, p.occurred_at, p.score, p.stale, p.baseline,
+                                   episode, config)
+        else:
+            episode = _symptom_episode(book, p.episode_id, p.local_date)
+            if episode is None:
+                continue
+            changes += _symptom_rules(s, eid, p.occurred_at, p.red_flags, p.fall, episode,
+                                      config)
+        del s.pending[eid]
+    return changes
+
+
+def _expire_pending(s: PatientState, now: dt.datetime, config: AlertConfig) -> list[AlertChange]:
+    """Past the grace period with no episode: a red flag or fall becomes an unrouted alert
+    for the clinic-wide recipient (never dropped); a pain report is let go."""
+    changes: list[AlertChange] = []
+    for eid, p in list(s.pending.items()):
+        if p.known_at + config.pending_grace > now:
+            continue
+        if p.type == "symptom.reported":
+            changes += _symptom_rules(s, eid, p.occurred_at, p.red_flags, p.fall, None, config)
+        del s.pending[eid]
+    return changes
 
 
 # --- time-driven ---------------------------------------------------------------------------
@@ -223,9 +344,12 @@ def on_tick(
         first = state.day_cursor.get(ep.episode_id, ep.start_date) + _ONE_DAY
         if first <= last:
             todo.append((ep, first, last))
-    if not todo:
+    expiring = any(p.known_at + config.pending_grace <= now for p in state.pending.values())
+    if not todo and not expiring:
         return state, []
     s = state.copy_for_update()
+    if s.clock is None or now > s.clock:
+        s.clock = now
     counts: Mapping[dt.date, int] | None = None  # sessions per day, built on first need
     changes: list[AlertChange] = []
     for ep, day, last in todo:
@@ -244,6 +368,8 @@ def on_tick(
             s.day_cursor[ep.episode_id] = day
             day += _ONE_DAY
         changes += _catch_up_episode_end(s, ep, facts.ended, changes)
+    changes += _expire_pending(s, now, config)
+    prune(s, config)
     return s, changes
 
 
@@ -397,6 +523,9 @@ def _inactivity_rule(
 ) -> list[AlertChange]:
     # L = newest data date of this episode before `day` (data known now), or the start.
     newest = ep.start_date
+    floor = s.data_floor.get(ep.episode_id)
+    if floor is not None and newest < floor < day:
+        newest = floor
     for r in s.data.values():
         d = r.local_date
         if newest < d < day:
@@ -414,7 +543,7 @@ def _inactivity_rule(
         # Catching up a boundary that is already past: data dated on/after it is known, and
         # would have resolved the alert on arrival. Resolve with the first such event.
         later = sorted(
-            (r.occurred_at, key) for key, r in s.data.items() if r.local_date >= day
+            (r.occurred_at, r.event_id) for r in s.data.values() if r.local_date >= day
         )
         if later:
             at, key = later[0]
@@ -426,7 +555,8 @@ def _inactivity_rule(
 
 
 def acknowledge(
-    state: PatientState, alert_id_: str, at: dt.datetime, by: str
+    state: PatientState, alert_id_: str, at: dt.datetime, by: str,
+    stored: Alert | None = None, config: AlertConfig | None = None,
 ) -> tuple[PatientState, list[AlertChange]]:
     """Record a clinician's acknowledgement. Idempotent: a second one changes nothing.
 
@@ -436,7 +566,13 @@ def acknowledge(
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at must be timezone-aware")
-    current = state.alerts[alert_id_]
+    current = state.alerts.get(alert_id_)
+    if current is None:
+        # Resolved alerts leave the state; the adapter passes the stored snapshot so an
+        # acknowledgement still records and starts the cool-down.
+        if stored is None or stored.id != alert_id_ or stored.patient_id != state.patient_id:
+            raise KeyError(alert_id_)
+        current = stored
     if current.acknowledged_at is not None:
         return state, []
     s = state.copy_for_update()
@@ -445,6 +581,7 @@ def acknowledge(
         update={"status": status, "acknowledged_at": at, "acknowledged_by": by}
     )
     s.alerts[alert_id_] = updated
+    prune(s, DEFAULT_CONFIG if config is None else config)
     return s, [AlertChange(change="acknowledged", alert=updated)]
 
 
@@ -467,7 +604,7 @@ def _may_fire(s: PatientState, kind: AlertKind, at: dt.datetime, config: AlertCo
 def _fire(
     s: PatientState,
     kind: AlertKind,
-    episode: Episode,
+    episode: Episode | None,
     trigger: str,
     at: dt.datetime,
     config: AlertConfig,
@@ -483,8 +620,10 @@ def _fire(
     alert = Alert(
         id=aid,
         patient_id=s.patient_id,
-        episode_id=episode.episode_id,
-        clinician_id=episode.clinician_id,
+        # No episode: unrouted, for the clinic-wide recipient ('*').
+        episode_id=episode.episode_id if episode is not None else "",
+        clinician_id=episode.clinician_id if episode is not None else CLINIC_WIDE,
+        unrouted=episode is None,
         kind=kind,
         severity=SEVERITY[kind],
         event_ids=event_ids,
@@ -525,3 +664,94 @@ def _resolve_kind(
         s.alerts[aid] = resolved
         changes.append(AlertChange(change="resolved", alert=resolved))
     return changes
+
+
+# --- bounded state -------------------------------------------------------------------------
+
+# Late data older than this (behind the newest instant seen) is not expected to change a
+# cool-down decision: an acknowledged alert is dropped that long after its cool-down ended.
+_COOLDOWN_SLACK = dt.timedelta(days=7)
+
+
+def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
+    """Drop, in place, what no future event or day boundary can need (module docstring of
+    ``alerts.state``). Every rule gives the same answers after a prune as before it."""
+    book = s.book
+    lows: list[dt.date] = []
+    for ep in book.episodes.values():
+        cursor = s.day_cursor.get(ep.episode_id, ep.start_date)
+        if ep.end_date is None or cursor <= ep.end_date:
+            lows.append(cursor)  # boundaries from cursor + 1 on are still to be evaluated
+    if lows:
+        low = min(lows)
+        data_cut = low - dt.timedelta(days=_DATA_DAYS_KEPT)
+        done_cut = low - dt.timedelta(days=config.adherence_window_days)
+    elif s.clock is not None:
+        # No episode still running: keep a month, for an enrolment that arrives late.
+        data_cut = done_cut = s.clock.date() - dt.timedelta(days=_DATA_DAYS_KEPT)
+    else:
+        return
+    thin_to = min(lows) if lows else None
+    for key, r in list(s.data.items()):
+        d = r.local_date
+        if thin_to is not None and d <= thin_to and r.event_id:
+            # Day ends up to the cursor are evaluated: only the date counts from now on
+            # (billing_at_risk's data days, inactivity's L), not which event it was.
+            s.data[key] = DataRecord(
+                dt.datetime.combine(d, dt.time(), tzinfo=dt.timezone.utc), r.episode_id, "")
+        if d < data_cut:
+            owner = book.resolve(r.episode_id, d)
+            if owner is not None:
+                floor = s.data_floor.get(owner.episode_id)
+                if floor is None or d > floor:
+                    s.data_floor[owner.episode_id] = d
+            del s.data[key]
+    for key, c in list(s.completions.items()):
+        if c.local_date < done_cut:
+            del s.completions[key]
+    if s.pain:
+        newest = max(r.local_date for r in s.pain.values())
+        pain_cut = newest - dt.timedelta(days=config.pain_baseline_days)
+        for key, pr in list(s.pain.items()):
+            if pr.local_date < pain_cut:
+                del s.pain[key]
+    for aid, a in list(s.alerts.items()):
+        if _alert_still_needed(s, a, config):
+            continue
+        del s.alerts[aid]
+
+
+# billing_at_risk counts data days of a 30-day period ending at most at the next boundary.
+_DATA_DAYS_KEPT = 31
+
+
+def _alert_still_needed(s: PatientState, a: Alert, config: AlertConfig) -> bool:
+    if a.status == "open":
+        return True
+    if a.kind in ALWAYS_FIRE_KINDS:
+        return False  # acknowledged is final; every report fires anyway
+    if a.acknowledged_at is not None and s.clock is not None and (
+        s.clock < a.acknowledged_at + config.cooldown + _COOLDOWN_SLACK
+    ):
+        return True  # its cool-down can still silence the kind
+    if a.status == "acknowledged":
+        return True  # not resolved yet: the condition can still clear it
+    if a.kind == "inactivity":
+        # Trigger (episode, newest data date L): the same gap can come round again only
+        # while L is still the episode's newest data date.
+        # It fired at 00:00 of L + gap + 1 (local), value = gap.
+        ep = s.book.episodes.get(a.episode_id)
+        last = a.fired_at.date() - dt.timedelta(days=int(a.value or 0) + 1)
+        return ep is not None and _newest_data_date(s, ep) <= last
+    return False  # other triggers (an event, a day end, a period) are evaluated once
+
+
+def _newest_data_date(s: PatientState, ep: Episode) -> dt.date:
+    newest = s.data_floor.get(ep.episode_id, ep.start_date)
+    for r in s.data.values():
+        d = r.local_date
+        if d > newest:
+            owner = s.book.resolve(r.episode_id, d)
+            if owner is not None and owner.episode_id == ep.episode_id:
+                newest = d
+    return newest

@@ -1,40 +1,60 @@
-"""Per-patient state of the adherence and alert engine (plain, JSON-serialisable).
+"""Per-patient state of the adherence and alert engine: compact and bounded (pure).
 
-The streaming worker keeps ``state_to_dict(state)`` in a Faust table keyed by patient_id
-and rebuilds it with ``state_from_dict``; the offline evaluators fold a JSONL file into the
-same objects. Facts are stored keyed by event_id (sets, not counters) so duplicates add
-nothing; the alert bookkeeping (``alerts``, ``day_cursor``) is what makes rules idempotent.
+Only what the rules still need is kept, so a patient's state does not grow with history:
+- the episode-shaping events that shaped the book (a refused second ``episode.started`` is
+  dead-lettered and not kept);
+- patient-data days (first event per local date and named episode) from 31 days before the
+  oldest day boundary the timer has still to evaluate (billing_at_risk counts a 30-day
+  period), plus, per episode, the newest data date dropped (inactivity's "L");
+- completed sessions (one record per session, local date and named episode: the earliest
+  completion) from 7 days before that boundary (the adherence window);
+- pain reports in the baseline horizon (7 local days before the newest report);
+- alerts that are not resolved, and acknowledged ones while their cool-down can matter;
+- per-episode day cursors, and pending events (patient data whose episode is not known yet).
+
+Duplicate detection is the driver's: the worker feeds only events the ``events`` table did
+not have; the offline evaluator keeps a set of ids while it reads a file.
+
+``encode_state`` / ``decode_state`` give the stored form (compact JSON arrays via orjson).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
+import orjson
+from pydantic import TypeAdapter
 
 from alerts.adherence import Completion
 from alerts.models import Alert
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 
+_EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
+_ALERT_JSON: TypeAdapter[Alert] = TypeAdapter(Alert)
+STATE_VERSION = 2
 
-class DataRecord(BaseModel):
-    """One patient-data event (exercise, pain, symptom): for inactivity."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True)
+class DataRecord:
+    """The first patient-data event (by instant) of one local date and named episode.
 
-    occurred_at: AwareDatetime
-    episode_id: str | None = None
+    Once the timer has evaluated the day, only the date matters: ``event_id`` is then ""
+    and ``occurred_at`` 00:00 UTC of that local date."""
+
+    occurred_at: dt.datetime
+    episode_id: str | None
+    event_id: str
 
     @property
     def local_date(self) -> dt.date:
         return self.occurred_at.date()
 
 
-class PainRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    occurred_at: AwareDatetime
+@dataclass(frozen=True, slots=True)
+class PainRecord:
+    occurred_at: dt.datetime
     score: int
 
     @property
@@ -42,26 +62,66 @@ class PainRecord(BaseModel):
         return self.occurred_at.date()
 
 
-class PatientState(BaseModel):
-    """Everything the rules need about one patient. Treat as a value: the engine's
-    functions return a new state and never modify the one they are given."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A pain or symptom report whose episode is not known yet, evaluated when it arrives.
 
-    model_config = ConfigDict(extra="forbid")
+    What the rules would have decided from the pain history at arrival (``stale``: older
+    than the newest known report; ``baseline``) is kept, so that a late episode gives the
+    same alerts as an episode that came first.
+    """
+
+    event_id: str
+    type: str  # "pain.reported" | "symptom.reported"
+    occurred_at: dt.datetime
+    known_at: dt.datetime  # when the system could first know it (max of occurred, received)
+    episode_id: str | None
+    score: int = 0
+    stale: bool = False
+    baseline: float | None = None
+    red_flags: tuple[str, ...] = ()
+    fall: bool = False
+
+    @property
+    def local_date(self) -> dt.date:
+        return self.occurred_at.date()
+
+
+def data_key(day: dt.date, episode_id: str | None) -> str:
+    return f"{day.isoformat()}|{episode_id or ''}"
+
+
+def completion_key(c: Completion) -> str:
+    return f"{c.session_id or ''}|{c.local_date.isoformat()}|{c.episode_id or ''}"
+
+
+@dataclass(eq=False)
+class PatientState:
+    """Everything the rules need about one patient.
+
+    The pure functions of ``alerts.rules`` either return a new state (``on_event``,
+    ``on_tick``, ``acknowledge``) or fold in place into a copy the caller owns
+    (``copy_for_update``; the batch engine makes one copy per patient and batch).
+    """
 
     patient_id: str
-    seen_event_ids: set[str] = Field(default_factory=set)
-    episode_events: dict[str, EpisodeEvent] = Field(default_factory=dict)
-    data: dict[str, DataRecord] = Field(default_factory=dict)
-    pain: dict[str, PainRecord] = Field(default_factory=dict)
-    completions: dict[str, Completion] = Field(default_factory=dict)
-    # Every alert ever fired for the patient, by id, in firing order.
-    alerts: dict[str, Alert] = Field(default_factory=dict)
+    episode_events: dict[str, EpisodeEvent] = field(default_factory=dict)
+    data: dict[str, DataRecord] = field(default_factory=dict)
+    # per episode: the newest data date no longer in ``data`` (pruned)
+    data_floor: dict[str, dt.date] = field(default_factory=dict)
+    pain: dict[str, PainRecord] = field(default_factory=dict)
+    completions: dict[str, Completion] = field(default_factory=dict)
+    alerts: dict[str, Alert] = field(default_factory=dict)
     # Per episode: the last local date whose start (00:00 in the episode's time zone) the
     # timer has evaluated. Makes on_tick idempotent and lets it catch up missed days.
-    day_cursor: dict[str, dt.date] = Field(default_factory=dict)
+    day_cursor: dict[str, dt.date] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)
+    # The newest instant the state has seen (event occurred_at, tick now): the reference
+    # for dropping acknowledged alerts whose cool-down can no longer matter.
+    clock: dt.datetime | None = None
 
-    _book: EpisodeBook | None = PrivateAttr(default=None)
-    _refused: dict[str, str] = PrivateAttr(default_factory=dict)
+    _book: EpisodeBook | None = field(default=None, repr=False)
+    _refused: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def book(self) -> EpisodeBook:
@@ -72,41 +132,44 @@ class PatientState(BaseModel):
 
     @property
     def refused_episode_starts(self) -> dict[str, str]:
-        """event_id -> reason, for episode.started events refused as a second active
-        episode (they shape nothing: adherence, alerts and billing all ignore them)."""
+        """event_id -> reason, for kept episode.started events the book refuses."""
         _ = self.book
         return self._refused
+
+    def invalidate_book(self) -> None:
+        self._book = None
+
+    def _facts(self) -> tuple[Any, ...]:
+        return (self.patient_id, self.episode_events, self.data, self.data_floor, self.pain,
+                self.completions, self.alerts, self.day_cursor, self.pending, self.clock)
 
     def __eq__(self, other: object) -> bool:
         # Value equality of the stored facts; the cached book is derived, not state.
         if not isinstance(other, PatientState):
             return NotImplemented
-        return self.__dict__ == other.__dict__
+        return self._facts() == other._facts()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable container, as BaseModel
-
-    def invalidate_book(self) -> None:
-        self._book = None
+    __hash__ = None  # type: ignore[assignment]  # mutable container
 
     def copy_for_update(self) -> PatientState:
         """A copy whose containers may be changed without touching ``self``.
 
-        Containers are copied, their items shared: every item is a frozen model (records,
-        alerts, events) or an immutable value, so a shallow copy per container is enough
-        and keeps an event O(size of state) in cheap dict copies, not a deep copy.
+        Containers are copied, their items shared: every item is frozen, so a shallow copy
+        per container is enough (the state is bounded, so this is cheap).
         """
-        new = self.model_copy(
-            update={
-                "seen_event_ids": set(self.seen_event_ids),
-                "episode_events": dict(self.episode_events),
-                "data": dict(self.data),
-                "pain": dict(self.pain),
-                "completions": dict(self.completions),
-                "alerts": dict(self.alerts),
-                "day_cursor": dict(self.day_cursor),
-            }
+        new = PatientState(
+            patient_id=self.patient_id,
+            episode_events=dict(self.episode_events),
+            data=dict(self.data),
+            data_floor=dict(self.data_floor),
+            pain=dict(self.pain),
+            completions=dict(self.completions),
+            alerts=dict(self.alerts),
+            day_cursor=dict(self.day_cursor),
+            pending=dict(self.pending),
+            clock=self.clock,
         )
-        new._book, new._refused = self._book, self._refused  # shared until episode events change (invalidate_book)
+        new._book, new._refused = self._book, self._refused  # shared until invalidated
         return new
 
 
@@ -114,10 +177,83 @@ def new_state(patient_id: str) -> PatientState:
     return PatientState(patient_id=patient_id)
 
 
+# --- stored form ------------------------------------------------------------------------------
+
+def _ts(v: dt.datetime) -> str:
+    return v.isoformat()
+
+
+def _pts(v: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(v)
+
+
 def state_to_dict(state: PatientState) -> dict[str, Any]:
-    """A JSON-able dict (for the Faust table); round-trips with ``state_from_dict``."""
-    return state.model_dump(mode="json")
+    """A JSON-able dict of compact arrays; round-trips with ``state_from_dict``."""
+    out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
+    if state.episode_events:
+        out["ep"] = [e.model_dump(mode="json", exclude_none=True)
+                     for e in state.episode_events.values()]
+    if state.data:
+        out["d"] = [[_ts(r.occurred_at), r.episode_id, r.event_id] if r.event_id
+                    else [r.local_date.isoformat(), r.episode_id]
+                    for r in state.data.values()]
+    if state.data_floor:
+        out["df"] = {k: v.isoformat() for k, v in state.data_floor.items()}
+    if state.pain:
+        out["pn"] = [[k, _ts(r.occurred_at), r.score] for k, r in state.pain.items()]
+    if state.completions:
+        out["c"] = [[_ts(c.occurred_at), c.session_id, c.episode_id]
+                    for c in state.completions.values()]
+    if state.alerts:
+        out["a"] = [a.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+                    for a in state.alerts.values()]
+    if state.day_cursor:
+        out["dc"] = {k: v.isoformat() for k, v in state.day_cursor.items()}
+    if state.pending:
+        out["pd"] = [[p.event_id, p.type, _ts(p.occurred_at), _ts(p.known_at), p.episode_id,
+                      p.score, p.stale, p.baseline, list(p.red_flags), p.fall]
+                     for p in state.pending.values()]
+    if state.clock is not None:
+        out["t"] = _ts(state.clock)
+    return out
 
 
 def state_from_dict(data: dict[str, Any]) -> PatientState:
-    return PatientState.model_validate(data)
+    if data.get("v") != STATE_VERSION:
+        raise ValueError(f"unknown alert state version {data.get('v')!r}")
+    s = PatientState(patient_id=data["p"])
+    for e in data.get("ep", ()):
+        ev = _EPISODE_EVENT.validate_python(e)
+        s.episode_events[ev.event_id] = ev
+    for item in data.get("d", ()):
+        if len(item) == 2:  # a day already evaluated: only its date counts
+            day, ep = dt.date.fromisoformat(item[0]), item[1]
+            r = DataRecord(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc), ep, "")
+        else:
+            at, ep, eid = item
+            r = DataRecord(_pts(at), ep, eid)
+        s.data[data_key(r.local_date, ep)] = r
+    s.data_floor = {k: dt.date.fromisoformat(v) for k, v in data.get("df", {}).items()}
+    for k, at, score in data.get("pn", ()):
+        s.pain[k] = PainRecord(_pts(at), score)
+    for at, session, ep in data.get("c", ()):
+        c = Completion(occurred_at=_pts(at), session_id=session, episode_id=ep)
+        s.completions[completion_key(c)] = c
+    for a in data.get("a", ()):
+        alert = _ALERT_JSON.validate_python(a)
+        s.alerts[alert.id] = alert
+    s.day_cursor = {k: dt.date.fromisoformat(v) for k, v in data.get("dc", {}).items()}
+    for eid, typ, at, known, ep, score, stale, baseline, flags, fall in data.get("pd", ()):
+        s.pending[eid] = Pending(eid, typ, _pts(at), _pts(known), ep, score, stale, baseline,
+                                 tuple(flags), fall)
+    if "t" in data:
+        s.clock = _pts(data["t"])
+    return s
+
+
+def encode_state(state: PatientState) -> bytes:
+    return orjson.dumps(state_to_dict(state))
+
+
+def decode_state(raw: bytes | str) -> PatientState:
+    return state_from_dict(orjson.loads(raw))

@@ -73,6 +73,15 @@ def ts(s: str) -> dt.datetime:
     return dt.datetime.fromisoformat(s)
 
 
+def history(changes: list[AlertChange]) -> dict[str, Any]:
+    """What a consumer of the changes sees: each alert's latest snapshot, in firing order
+    (resolved alerts leave the bounded state, not the history)."""
+    out: dict[str, Any] = {}
+    for c in changes:
+        out[c.alert.id] = c.alert
+    return out
+
+
 # --- pain_high / pain_increase edges ------------------------------------------------------
 
 @pytest.mark.parametrize("score,fires", [(6, False), (7, True), (10, True)])
@@ -294,17 +303,23 @@ def test_catch_up_tick_agrees_with_a_timer_that_ran_all_along() -> None:
     live = new_state(P)
     clock = ts("2026-11-02T09:00:00-06:00")
     pending = list(events)
+    live_ch: list[AlertChange] = []
     while clock <= as_of:
         while pending and pending[0].occurred_at <= clock:
-            live, _ = on_event(live, pending.pop(0))
-        live, _ = on_tick(live, clock)
+            live, ch = on_event(live, pending.pop(0))
+            live_ch += ch
+        live, ch = on_tick(live, clock)
+        live_ch += ch
         clock += dt.timedelta(hours=1)
-    live, _ = on_tick(live, as_of)
+    live, ch = on_tick(live, as_of)
+    live_ch += ch
     # Offline: all events, then one tick.
-    offline, _ = feed(events)
-    offline, _ = on_tick(offline, as_of)
+    offline, off_ch = feed(events)
+    offline, ch = on_tick(offline, as_of)
+    off_ch += ch
     assert live.alerts == offline.alerts
-    kinds = [(a.kind, a.status) for a in offline.alerts.values()]
+    assert history(live_ch) == history(off_ch)
+    kinds = [(a.kind, a.status) for a in history(off_ch).values()]
     assert ("inactivity", "resolved") in kinds and ("adherence_low", "open") in kinds
 
 
@@ -469,7 +484,7 @@ def test_billing_at_risk_resolves_at_the_period_end_and_next_period_fires_separa
     [second] = fired(ch, "billing_at_risk")
     assert second.alert.id == period_alert_id(2) != period_alert_id(1)
     assert (second.alert.value, second.alert.status) == (15, "open")
-    assert s.alerts[period_alert_id(1)].status == "resolved"
+    assert period_alert_id(1) not in s.alerts  # resolved: it leaves the bounded state
 
 
 def test_billing_at_risk_discharge_alone_never_fires_it() -> None:
@@ -553,25 +568,31 @@ def test_billing_at_risk_hourly_ticks_agree_with_one_final_tick() -> None:
     live = new_state(P)
     clock = ts("2026-11-02T09:00:00-06:00")
     pending = list(events)
+    live_ch: list[AlertChange] = []
     while clock <= as_of:
         while pending and pending[0].occurred_at <= clock:
-            live, _ = on_event(live, pending.pop(0))
-        live, _ = on_tick(live, clock)
+            live, ch = on_event(live, pending.pop(0))
+            live_ch += ch
+        live, ch = on_tick(live, clock)
+        live_ch += ch
         again, ch = on_tick(live, clock)                   # a repeated tick changes nothing
         assert ch == [] and again is live
         clock += dt.timedelta(hours=1)
-    live, _ = on_tick(live, as_of)
-    offline, _ = feed(events)
-    offline, _ = on_tick(offline, as_of)
+    live, ch = on_tick(live, as_of)
+    live_ch += ch
+    offline, off_ch = feed(events)
+    offline, ch = on_tick(offline, as_of)
+    off_ch += ch
     assert live.alerts == offline.alerts
+    assert history(live_ch) == history(off_ch)
     # The course alerts the catch-up fired before the discharge are closed by it, as the
     # episode.ended closed them on arrival in the live run.
-    course = {(a.kind, a.status, a.resolved_by_event_id) for a in offline.alerts.values()
+    course = {(a.kind, a.status, a.resolved_by_event_id) for a in history(off_ch).values()
               if a.kind in ("inactivity", "adherence_low")}
     assert ("adherence_low", "resolved", "end") in course
     assert ("inactivity", "resolved", "end") in course
     billing = [(a.id, a.fired_at, a.value, a.resolved_at)
-               for a in offline.alerts.values() if a.kind == "billing_at_risk"]
+               for a in history(off_ch).values() if a.kind == "billing_at_risk"]
     assert billing == [
         (period_alert_id(1), day_end("2026-11-18"), 15, day_end("2026-12-01")),  # 2 + 13
         (period_alert_id(2), day_end("2026-12-24"), 15, day_end("2026-12-31")),  # 8 + 7
