@@ -7,6 +7,7 @@ import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import click
@@ -15,7 +16,7 @@ import orjson
 from rtm.local import prepare, start_gateway, start_worker
 from rtm.produce import produce_file
 from rtm.settings import Settings
-from rtm.simulate import namespaced, simulate, write_jsonl
+from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
 from streams.producer import EventProducer
 from schemas.events import validate_event
 
@@ -65,8 +66,10 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     # Each run is a new cohort under its own ids: simulate() repeats ids across runs.
     run = dt.datetime.now(dt.timezone.utc).strftime("d%Y%m%dT%H%M%S-")
     cohort = settings.state_dir / f"demo-cohort-{run}{patients}x{days}-s{seed}.jsonl"
-    # The cohort ends today, so the timer's "now" (the wall clock) meets live data.
-    start = dt.date.today() - dt.timedelta(days=days)
+    # The cohort ends yesterday in every patient's zone, so the timer's "now" (the wall clock)
+    # meets live data and no event is dated ahead of its arrival (the gateway refuses those).
+    today = min(dt.datetime.now(ZoneInfo(tz)).date() for tz, _ in TIMEZONES)
+    start = today - dt.timedelta(days=days)
     n = write_jsonl(
         namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort)
     ids, patient_ids, _invalid = _cohort_ids(cohort)

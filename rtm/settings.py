@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
     max_batch_events: int = 1000
     max_body_bytes: int = 1024 * 1024
+    max_future_skew_s: float = Field(
+        600.0, ge=0,
+        description="an occurred_at more than this ahead of received_at is rejected",
+    )
 
     # Worker
     app_id: str = "rtm-worker"

@@ -3,11 +3,18 @@
 Models are frozen; domain code (alerts/, billing/, adherence) consumes them as values.
 A timestamp keeps the producer's own UTC offset, so ``occurred_at.date()`` is the
 patient-local date the rules count on.
+
+Content the database or the rules cannot take is refused here, naming the field: strings
+with NUL characters (PostgreSQL text and jsonb cannot hold them), timestamps that are not
+RFC 3339 strings with an explicit offset (numbers and epoch strings, which pydantic's lax
+mode would take, are refused), timestamps outside the years 2000-2100, and, through
+``future_skew_error``, an ``occurred_at`` too far ahead of the time the event was received.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,15 +23,115 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     StrictBool,
     StrictInt,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
+from pydantic_core import core_schema
 
 SCHEMA_VERSION = 1
+YEAR_MIN, YEAR_MAX = 2000, 2100  # inclusive, the year as written (in the event's own offset)
+
+# Free text: anything but NUL. Ids and codes have their own patterns, which exclude NUL too.
+NO_NUL = r"^[^\x00]*$"
+NUL_MESSAGE = "must not contain NUL characters"
+NAIVE_MESSAGE = "timestamp must carry an explicit UTC offset (e.g. Z or -05:00)"
+_YEAR_MESSAGE = f"timestamp must be between {YEAR_MIN} and {YEAR_MAX}"
+_RFC3339_HINT = "an RFC 3339 string with an explicit UTC offset (e.g. 2026-11-03T10:00:00-05:00)"
+_RFC3339_BODY = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+_RFC3339_OFFSET = r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+# What a timestamp must look like, the years 2000-2100 spelled out: checked by pydantic-core
+# (Rust regex) before its datetime parser, whose lax mode would also take numbers, epoch
+# strings, "2026-11-03 10:00Z" or "+0000". Also the pattern of the published JSON Schema.
+TIMESTAMP_PATTERN = (
+    "^(?:20[0-9]{2}|2100)" + _RFC3339_BODY.removeprefix("[0-9]{4}") + _RFC3339_OFFSET + "$"
+)
+TIMESTAMP_FIELDS = frozenset({"occurred_at", "recorded_at", "received_at"})
+# Only to explain a refused timestamp (the error path).
+_is_rfc3339 = re.compile(_RFC3339_BODY + _RFC3339_OFFSET).fullmatch
+_is_naive = re.compile(_RFC3339_BODY).fullmatch
+_is_epoch = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*").fullmatch
+
+
+def _json_kind(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return f"a {type(v).__name__}"
+
+
+def _sane_year(v: dt.datetime) -> dt.datetime:
+    if not YEAR_MIN <= v.year <= YEAR_MAX:
+        raise ValueError(_YEAR_MESSAGE)
+    return v
+
+
+def _timestamp_schema() -> core_schema.CoreSchema:
+    """An RFC 3339 string with an offset, years 2000-2100, parsed to an aware datetime.
+
+    The same on both paths: ``validate_json`` and ``validate_python`` on decoded JSON both
+    see the JSON value (a str, or a number, ...). Python callers may also pass an aware
+    ``datetime`` (year checked). All in pydantic-core but the rare datetime branch.
+    """
+    from_string = core_schema.chain_schema([
+        core_schema.str_schema(pattern=TIMESTAMP_PATTERN, strict=True),
+        core_schema.datetime_schema(tz_constraint="aware"),
+    ])
+    instance = core_schema.no_info_after_validator_function(
+        _sane_year, core_schema.datetime_schema(strict=True, tz_constraint="aware")
+    )
+    return core_schema.json_or_python_schema(
+        json_schema=from_string,
+        python_schema=core_schema.union_schema(
+            [from_string, instance], mode="left_to_right",
+            custom_error_type="timestamp_invalid", custom_error_message="invalid timestamp",
+        ),
+    )
+
+
+def timestamp_problem(v: object) -> str:
+    """Why ``v`` is not a contract timestamp (for the error message naming the field)."""
+    if isinstance(v, dt.datetime):
+        if v.utcoffset() is None:
+            return NAIVE_MESSAGE
+        if not YEAR_MIN <= v.year <= YEAR_MAX:
+            return _YEAR_MESSAGE
+    elif not isinstance(v, str):
+        return f"timestamp must be {_RFC3339_HINT}, not {_json_kind(v)}"
+    elif "\x00" in v:
+        return NUL_MESSAGE
+    elif _is_rfc3339(v):
+        if not YEAR_MIN <= int(v[:4]) <= YEAR_MAX:
+            return _YEAR_MESSAGE
+        try:  # the right shape: a calendar error (month 13, February 30, hour 25)
+            _AWARE.validate_python(v)
+        except ValidationError as exc:
+            return str(exc.errors(include_url=False)[0]["msg"])
+    elif _is_naive(v):
+        return NAIVE_MESSAGE
+    elif _is_epoch(v):
+        return f"timestamp must be {_RFC3339_HINT}, not epoch seconds"
+    return f"timestamp must be {_RFC3339_HINT}"
+
+
+_AWARE: TypeAdapter[dt.datetime] = TypeAdapter(AwareDatetime)
+Timestamp = Annotated[
+    dt.datetime,
+    GetPydanticSchema(lambda _tp, _handler: _timestamp_schema()),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}),
+]
 
 Id128 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Id64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
@@ -52,7 +159,7 @@ class _Frozen(BaseModel):
 
 class Source(_Frozen):
     kind: Literal["app", "device", "ehr", "clinician_portal"]
-    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class Program(_Frozen):
@@ -63,7 +170,7 @@ class Program(_Frozen):
 class BillingInfo(_Frozen):
     rendering_npi: Npi
     billing_npi: Npi
-    payer: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    payer: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
     member_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,32}$")]
     diagnosis_codes: Annotated[list[Icd10], Field(min_length=1, max_length=12)]
     place_of_service: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$")]
@@ -73,17 +180,19 @@ class _Envelope(_Frozen):
     event_id: Id128
     schema_version: StrictInt
     patient_id: Id64
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     source: Source | None = None
-    recorded_at: AwareDatetime | None = None
+    recorded_at: Timestamp | None = None
     # Set by the gateway; producers may omit it.
-    received_at: AwareDatetime | None = None
+    received_at: Timestamp | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version {v}; this system understands {SCHEMA_VERSION}")
+            raise ValueError(
+                f"unsupported schema_version {v}; this system understands {SCHEMA_VERSION}"
+            )
         return v
 
     @property
@@ -97,7 +206,7 @@ class EpisodeStarted(_Envelope):
     episode_id: Id64
     clinician_id: Id64
     clinician_role: ClinicianRole
-    timezone: str
+    timezone: Annotated[str, StringConstraints(pattern=NO_NUL)]
     program: Program
     billing: BillingInfo
     setup_education_completed: StrictBool = False
@@ -155,7 +264,7 @@ class ClinicianTimeLogged(_Envelope):
 class EpisodeEnded(_Envelope):
     type: Literal["episode.ended"]
     episode_id: Id64
-    reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)] | None = None
 
 
 Event = Annotated[
@@ -201,6 +310,10 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "type"
 
 
+# A timestamp's type or pattern errors, explained (calendar errors keep pydantic's words).
+_RESHAPED = frozenset({"timestamp_invalid", "string_type", "string_pattern_mismatch"})
+
+
 def errors_of(exc: ValidationError) -> list[FieldError]:
     out: list[FieldError] = []
     for err in exc.errors(include_url=False):
@@ -211,10 +324,38 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
         elif err["type"] == "union_tag_not_found":
             field, msg = "type", "missing event type"
         elif err["type"] == "timezone_aware":
-            msg = "timestamp must carry an explicit UTC offset (e.g. Z or -05:00)"
+            msg = NAIVE_MESSAGE
+        elif err["loc"] and err["loc"][-1] in TIMESTAMP_FIELDS and err["type"] in _RESHAPED:
+            msg = timestamp_problem(err["input"])
+        elif isinstance(err.get("input"), str) and "\x00" in err["input"]:
+            msg = NUL_MESSAGE  # rather than "should match pattern ..." for an id or a code
         msg = msg.removeprefix("Value error, ")
         out.append(FieldError(field=field, message=f"{field}: {msg}"))
     return out
+
+
+def future_skew_error(
+    event: Event, reference: dt.datetime, max_skew_s: float
+) -> FieldError | None:
+    """The error for an ``occurred_at`` more than ``max_skew_s`` seconds after ``reference``.
+
+    ``reference`` is when the event was received (the gateway's ``received_at``; the
+    worker's for records written straight to Kafka). Exactly ``max_skew_s`` ahead is
+    accepted. Pure: the caller reads the clock.
+    """
+    if reference.utcoffset() is None:
+        raise ValueError("reference must be timezone-aware")
+    ahead = (event.occurred_at - reference).total_seconds()
+    if ahead <= max_skew_s:
+        return None
+    return FieldError(
+        field="occurred_at",
+        message=(
+            f"occurred_at: more than {max_skew_s:g} s ahead of received_at"
+            f" ({event.occurred_at.isoformat()} is {ahead:.0f} s after"
+            f" {reference.isoformat()}); check the device clock"
+        ),
+    )
 
 
 def validate_event(obj: Any) -> Event | list[FieldError]:

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from rtm.metrics import GatewayMetrics
 from rtm.settings import Settings, hash_api_key
-from schemas.events import EVENT_TYPES, Event, FieldError, validate_event
+from schemas.events import EVENT_TYPES, Event, FieldError, future_skew_error, validate_event
 from streams.producer import EventProducer, dead_letter_payload
 from streams.store import EventStore
 
@@ -198,8 +198,12 @@ def create_app(
             else:
                 result = validate_event(item)
                 if not isinstance(result, list):
-                    valid.append((index, result.model_copy(update={"received_at": received_at})))
-                    continue
+                    skew = future_skew_error(result, received_at, settings.max_future_skew_s)
+                    if skew is None:
+                        event = result.model_copy(update={"received_at": received_at})
+                        valid.append((index, event))
+                        continue
+                    result = [skew]  # valid on its own, but from the future: refused alike
                 errors, raw = result, item
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
             etype = raw.get("type") if isinstance(raw, dict) else None

@@ -104,6 +104,36 @@ async def test_rejected_events_reach_the_dead_letter_topic_with_reason(
     assert all(d["stage"] == "gateway" for d in dead)
 
 
+async def test_future_dated_event_is_rejected_and_the_good_one_accepted(
+    stack: Stack, factory: EventFactory, db: asyncpg.Connection
+) -> None:
+    p = factory.patient(1)
+    now = dt.datetime.now(dt.timezone(dt.timedelta(hours=-6)))
+    good = factory.pain(p, 4, (now - dt.timedelta(hours=1)).isoformat(timespec="seconds"))
+    future = factory.pain(p, 8, (now + dt.timedelta(days=365)).isoformat(timespec="seconds"))
+    resp = stack.post([future, good])
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["accepted"] == 1 and body["duplicates"] == []
+    (rejected,) = body["rejected"]
+    assert rejected["index"] == 0 and rejected["event_id"] == future["event_id"]
+    (err,) = rejected["errors"]
+    assert err["field"] == "occurred_at"
+    assert err["message"].startswith("occurred_at: more than 600 s ahead of received_at")
+
+    dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=1)
+    assert [(d["stage"], d["event"]["event_id"]) for d in dead] == [
+        ("gateway", future["event_id"])
+    ]
+    assert dead[0]["errors"] == rejected["errors"]
+
+    async def good_stored() -> bool:
+        return await stored_ids(db, factory.prefix) == [good["event_id"]]
+
+    await wait_for(good_stored, what="the good event stored")
+    assert await stored_ids(db, factory.prefix) == [good["event_id"]]
+
+
 async def test_request_without_valid_key_produces_nothing(
     stack: Stack, factory: EventFactory, db: asyncpg.Connection
 ) -> None:
@@ -134,9 +164,11 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     stack: Stack, factory: EventFactory, db: asyncpg.Connection
 ) -> None:
     patients = [factory.patient(i) for i in range(40)]
-    events = [factory.episode_started(p) for p in patients]
+    # 50 past days: the gateway refuses an occurred_at more than 10 minutes ahead of now.
+    start = dt.date.today() - dt.timedelta(days=60)
+    events = [factory.episode_started(p, at=f"{start}T09:00:00-06:00") for p in patients]
     for p in patients:
-        events += factory.daily_exercises(p, dt.date(2026, 11, 3), 50)
+        events += factory.daily_exercises(p, start, 50)
     want = len(events)
     half = want // 2
     for i in range(0, half, 500):

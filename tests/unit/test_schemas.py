@@ -7,12 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from pydantic import ValidationError
 
+from rtm.settings import Settings
 from schemas.events import (
+    TIMESTAMP_PATTERN,
     EpisodeStarted,
     FieldError,
     PainReported,
+    errors_of,
+    future_skew_error,
     json_schema,
     parse_event_json,
     validate_event,
@@ -176,3 +182,286 @@ def test_json_schema_covers_every_type() -> None:
     for t in ("episode.started", "program.updated", "exercise.completed", "pain.reported",
               "symptom.reported", "clinician.time_logged", "episode.ended"):
         assert t in text
+
+
+# --- Content the database or the rules cannot take (issue 8) -------------------------------
+
+
+def both_paths(obj: dict[str, Any]) -> tuple[object, object]:
+    """validate_event (orjson-decoded dict, validate_python) and parse_event_json
+    (validate_json) on the same event: errors as lists of FieldError, or the event."""
+    raw = orjson.dumps(obj)
+    by_python = validate_event(orjson.loads(raw))
+    try:
+        by_json: object = parse_event_json(raw)
+    except ValidationError as exc:
+        by_json = errors_of(exc)
+    return by_python, by_json
+
+
+def rejected_naming(obj: dict[str, Any], field: str) -> list[str]:
+    """Both paths refuse ``obj`` with the same errors, one naming ``field``; its messages."""
+    by_python, by_json = both_paths(obj)
+    assert field in fields(by_python), by_python
+    assert by_json == by_python
+    assert isinstance(by_python, list)
+    return [e.message for e in by_python if e.field == field]
+
+
+def accepted(obj: dict[str, Any]) -> None:
+    by_python, by_json = both_paths(obj)
+    assert not isinstance(by_python, list), by_python
+    assert by_json == by_python
+
+
+def full_events() -> list[dict[str, Any]]:
+    """One event of every type with every optional field filled (string leaves everywhere)."""
+    env = {"source": {"kind": "app", "id": "ios-app 4.2"},
+           "recorded_at": "2026-11-03T23:31:00-05:00", "received_at": "2026-11-04T04:31:02Z"}
+    program = {"sessions_per_week": 5, "exercise_ids": ["bridge", "bird-dog"]}
+    return [
+        episode(**env),
+        base(type="program.updated", score=None, program=program, **env),
+        base(type="exercise.completed", score=None, exercise_id="bridge", session_id="s-17",
+             sets=3, reps=10, duration_s=240, **env),
+        base(context="activity", **env),
+        base(type="symptom.reported", score=None, red_flags=["fever", "major_trauma"],
+             fall=True, **env),
+        base(type="clinician.time_logged", score=None, clinician_id="c-01",
+             clinician_role="PT", minutes=12, activity="call", interactive=True, **env),
+        base(type="episode.ended", score=None, reason="discharged", **env),
+    ]
+
+
+def string_leaves(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    if isinstance(value, str):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in string_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in string_leaves(v, (*path, i))]
+    return []
+
+
+def with_nul(obj: Any, path: tuple[str | int, ...]) -> Any:
+    """A deep copy of ``obj`` with a NUL in the middle of the string at ``path``."""
+    copy = orjson.loads(orjson.dumps(obj))
+    *head, last = path
+    parent = copy
+    for p in head:
+        parent = parent[p]
+    text = parent[last]
+    parent[last] = text[: len(text) // 2] + "\u0000" + text[len(text) // 2:]
+    return copy
+
+
+def test_full_events_are_valid() -> None:
+    for ev in full_events():
+        accepted(ev)
+
+
+NUL_CASES = [
+    (ev["type"], path) for ev in full_events() for path in string_leaves(ev)
+    if path != ("type",)  # the discriminator: refused as an unknown type, naming "type"
+]
+
+
+@pytest.mark.parametrize("etype, path", NUL_CASES, ids=[f"{t}:{'.'.join(map(str, p))}"
+                                                        for t, p in NUL_CASES])
+def test_nul_in_any_string_is_rejected_naming_the_field(
+    etype: str, path: tuple[str | int, ...]
+) -> None:
+    ev = next(e for e in full_events() if e["type"] == etype)
+    field = ".".join(map(str, path))
+    rejected_naming(with_nul(ev, path), field)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"type": "episode.ended", "score": None, "reason": "dis\x00charged"}, "reason"),
+        ({"source": {"kind": "device", "id": "\x00"}}, "source.id"),
+        ({"source": {"kind": "device", "id": "scale-7\x00"}}, "source.id"),
+        ({"event_id": "e-1\x00"}, "event_id"),
+        ({"patient_id": "\x00p-001"}, "patient_id"),
+        ({"episode_id": "ep\x00-001"}, "episode_id"),
+        ({"occurred_at": "2026-11-03T23:30:00\x00-05:00"}, "occurred_at"),
+        ({"recorded_at": "2026-11-03T23:30:00-05:00\x00"}, "recorded_at"),
+        ({"type": "symptom.reported", "score": None, "red_flags": ["fever\x00"]},
+         "red_flags.0"),
+    ],
+)
+def test_nul_message(override: dict[str, Any], field: str) -> None:
+    assert rejected_naming(base(**override), field) == [
+        f"{field}: must not contain NUL characters"
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("billing", "payer"), ("billing", "member_id"), ("timezone",),
+     ("program", "exercise_ids", 0), ("billing", "diagnosis_codes", 0)],
+)
+def test_nul_in_episode_started(path: tuple[str | int, ...]) -> None:
+    field = ".".join(map(str, path))
+    assert rejected_naming(with_nul(episode(), path), field) == [
+        f"{field}: must not contain NUL characters"
+    ]
+
+
+TIMESTAMP_FIELDS = ["occurred_at", "recorded_at", "received_at"]
+YEAR_MESSAGE = "timestamp must be between 2000 and 2100"
+
+
+@pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
+@pytest.mark.parametrize(
+    "value",
+    ["1999-12-31T23:59:59Z", "1999-12-31T23:59:59.999999+14:00", "2101-01-01T00:00:00Z",
+     "2101-06-01T12:00:00-05:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+     "9999-12-31T23:59:59-05:00"],
+)
+def test_years_outside_2000_2100_are_rejected(field: str, value: str) -> None:
+    assert rejected_naming(base(**{field: value}), field) == [f"{field}: {YEAR_MESSAGE}"]
+
+
+@pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
+@pytest.mark.parametrize(
+    "value",
+    ["2000-01-01T00:00:00Z", "2000-01-01T00:00:00+01:00",  # 1999 in UTC: the year as written
+     "2100-12-31T23:59:59.999999Z", "2100-12-31T23:59:59-05:00"],
+)
+def test_years_2000_and_2100_are_accepted(field: str, value: str) -> None:
+    accepted(base(**{field: value}))
+
+
+@pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (1735689600, "not a number"),  # pydantic's lax mode: 2025-01-01T00:00:00Z
+        (1735689600.5, "not a number"),
+        (0, "not a number"),
+        ("1735689600", "not epoch seconds"),  # lax mode again
+        ("1735689600.5", "not epoch seconds"),
+        ("1.7e9", "not epoch seconds"),
+        (True, "not a boolean"),
+        (["2026-11-03T10:00:00Z"], "not an array"),
+        ({"t": "2026-11-03T10:00:00Z"}, "not an object"),
+    ],
+)
+def test_numbers_and_epoch_strings_are_not_timestamps(field: str, value: Any, why: str) -> None:
+    (message,) = rejected_naming(base(**{field: value}), field)
+    assert message.startswith(f"{field}: timestamp must be an RFC 3339 string")
+    assert message.endswith(why)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-03 10:00:00Z", "2026-11-03T10:00Z", "2026-11-03T10:00:00+0000",
+     "2026-11-03T10:00:00+05", "20261103T100000Z", "2026-11-03", "yesterday", "",
+     "\uff12\uff10\uff12\uff16-11-03T10:00:00Z"],  # fullwidth digits
+)
+def test_lax_datetime_forms_are_refused(value: str) -> None:
+    (message,) = rejected_naming(base(occurred_at=value), "occurred_at")
+    assert message.startswith("occurred_at: timestamp must")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("2026-11-03T10:00:00", "timestamp must carry an explicit UTC offset (e.g. Z or -05:00)"),
+        ("2026-11-03T10:00:00.5", "timestamp must carry an explicit UTC offset (e.g. Z or -05:00)"),
+        ("2026-13-03T10:00:00Z", "month value is outside expected range of 1-12"),
+        ("2026-02-30T10:00:00Z", "day value is outside expected range"),
+    ],
+)
+def test_timestamp_messages(value: str, message: str) -> None:
+    (got,) = rejected_naming(base(occurred_at=value), "occurred_at")
+    assert got.endswith(message)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-03T10:00:00Z", "2026-11-03t10:00:00z", "2026-11-03T10:00:00.123456789+05:30",
+     "2026-11-03T10:00:00-00:00"],
+)
+def test_rfc3339_forms_accepted(value: str) -> None:
+    accepted(base(occurred_at=value))
+
+
+def test_python_callers_may_pass_aware_datetimes() -> None:
+    utc = dt.timezone.utc
+    ev = validate_event(base(occurred_at=dt.datetime(2026, 11, 3, 10, tzinfo=utc)))
+    assert isinstance(ev, PainReported) and ev.occurred_at.year == 2026
+    assert fields(validate_event(base(occurred_at=dt.datetime(2026, 11, 3)))) == {"occurred_at"}
+    errs = validate_event(base(occurred_at=dt.datetime(1999, 12, 31, tzinfo=utc)))
+    assert isinstance(errs, list) and errs[0].message == f"occurred_at: {YEAR_MESSAGE}"
+
+
+def test_json_schema_states_the_timestamp_rule() -> None:
+    import re
+
+    props = json_schema()["$defs"]["PainReported"]["properties"]
+    assert props["occurred_at"]["pattern"] == TIMESTAMP_PATTERN
+    is_ok = re.compile(TIMESTAMP_PATTERN).fullmatch
+    assert is_ok("2100-12-31T23:59:59-05:00") and is_ok("2000-01-01T00:00:00Z")
+    assert not is_ok("2101-01-01T00:00:00Z") and not is_ok("1735689600")
+
+
+def test_gateway_stamped_events_round_trip() -> None:
+    ev = validate_event(base())
+    assert not isinstance(ev, list)
+    stamped = ev.model_copy(update={"received_at": dt.datetime.now(dt.timezone.utc)})
+    assert parse_event_json(stamped.model_dump_json()) == stamped
+
+
+RECEIVED = dt.datetime(2026, 11, 4, 4, 30, tzinfo=dt.timezone.utc)  # 2026-11-03T23:30-05:00
+
+
+@pytest.mark.parametrize(
+    "occurred_at, max_skew_s, rejected",
+    [
+        ("2026-11-03T23:30:00-05:00", 600.0, False),  # the same instant
+        ("2025-11-03T23:30:00-05:00", 600.0, False),  # a year late: fine, phones sync late
+        ("2026-11-03T23:40:00-05:00", 600.0, False),  # exactly at the tolerance
+        ("2026-11-04T04:40:00Z", 600.0, False),  # the same, in another offset
+        ("2026-11-03T23:40:00.000001-05:00", 600.0, True),
+        ("2026-11-03T23:40:01-05:00", 600.0, True),  # 1 s beyond
+        ("2026-11-04T04:40:01Z", 600.0, True),
+        ("2027-11-03T23:30:00-05:00", 600.0, True),  # a year ahead
+        ("2026-11-03T23:30:01-05:00", 0.0, True),
+        ("2026-11-03T23:30:00-05:00", 0.0, False),
+        ("2026-11-04T00:30:00-05:00", 3600.0, False),
+        ("2026-11-04T00:30:01-05:00", 3600.0, True),
+    ],
+)
+def test_future_skew_boundary(occurred_at: str, max_skew_s: float, rejected: bool) -> None:
+    ev = validate_event(base(occurred_at=occurred_at))
+    assert not isinstance(ev, list)
+    err = future_skew_error(ev, RECEIVED, max_skew_s)
+    if not rejected:
+        assert err is None
+        return
+    assert err is not None and err.field == "occurred_at"
+    assert err.message.startswith(f"occurred_at: more than {max_skew_s:g} s ahead of received_at")
+
+
+def test_future_skew_message_and_reference() -> None:
+    ev = validate_event(base(occurred_at="2027-11-03T23:30:00-05:00"))
+    assert not isinstance(ev, list)
+    err = future_skew_error(ev, RECEIVED, Settings().max_future_skew_s)
+    assert err is not None
+    assert err.message.startswith("occurred_at: more than 600 s ahead of received_at")
+    assert "31536000 s after 2026-11-04T04:30:00+00:00" in err.message
+    assert future_skew_error(ev, RECEIVED, float("inf")) is None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        future_skew_error(ev, RECEIVED.replace(tzinfo=None), 600.0)
+
+
+def test_max_future_skew_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_future_skew_s == 600.0
+    monkeypatch.setenv("RTM_MAX_FUTURE_SKEW_S", "30")
+    assert Settings().max_future_skew_s == 30.0
+    monkeypatch.setenv("RTM_MAX_FUTURE_SKEW_S", "-1")
+    with pytest.raises(ValidationError):
+        Settings()
