@@ -1,19 +1,45 @@
-"""Pure helpers of `rtm bench`: percentiles, histogram quantiles, id namespacing, pacing."""
+"""Pure helpers of `rtm bench`: percentiles, histogram quantiles, id namespacing, pacing,
+history cohorts, state sizes, CPU split, the table."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from pathlib import Path
 
+import orjson
 import pytest
 
 from rtm.bench import (
+    CpuSnapshot,
+    HistoryCohort,
+    OpenEpisodes,
     alert_trigger_ids,
+    auto_history_patients,
+    check,
+    cohort_start,
+    cpu_split,
+    cpu_usage,
+    frame_file,
+    group_lag,
+    growth,
     histogram_quantile,
+    history_blocks,
+    like_prefix,
+    machine_cpu_ticks,
+    module_of,
     namespace_event,
     paced_schedule,
+    parse_collapsed,
     parse_metrics,
     percentile,
+    proc_cpu_seconds,
+    rebase_event,
+    render_table,
+    shares_line,
+    size_stats,
     summarize_ms,
+    write_history_cohort,
 )
 
 
@@ -98,3 +124,300 @@ def test_alert_trigger_ids_reads_change_or_snapshot() -> None:
     assert alert_trigger_ids(change) == ("fired", ["e1"])
     assert alert_trigger_ids({"id": "a", "event_ids": ["e2"]}) == (None, ["e2"])
     assert alert_trigger_ids([1, 2]) == (None, [])
+
+
+# --- history cohorts ------------------------------------------------------------------------
+
+
+def test_cohort_start_lies_in_the_past_on_a_month_start() -> None:
+    today = dt.date(2026, 12, 1)
+    start = cohort_start(90, today)
+    assert start == dt.date(2026, 8, 1)
+    assert start + dt.timedelta(days=90 + 7) <= today
+    assert cohort_start(379, today) == dt.date(2025, 11, 1)
+    assert cohort_start(3, dt.date(2026, 1, 5)) == dt.date(2025, 12, 1)
+
+
+def test_history_blocks_tile_the_days_with_gaps() -> None:
+    start = dt.date(2025, 11, 1)
+    blocks = history_blocks(start, 335, block_days=90, gap_days=2)
+    assert [d for _, d in blocks] == [82, 82, 82, 81]  # spans 84, 84, 84, 83
+    assert blocks[0][0] == start
+    assert blocks[1][0] == start + dt.timedelta(days=84)
+    end = blocks[-1][0] + dt.timedelta(days=blocks[-1][1] + 2)
+    assert end == start + dt.timedelta(days=335)
+    assert history_blocks(start, 0) == []
+    assert history_blocks(start, 40) == [(start, 38)]
+
+
+def test_rebase_event_keeps_patient_apart_from_block_ids() -> None:
+    ev = {"event_id": "p-1-3", "patient_id": "p-1", "episode_id": "ep-1-1",
+          "session_id": "p-1-s2", "clinician_id": "c-001", "type": "exercise.completed"}
+    out = rebase_event(ev, "bX.h365.", "bX.h365.k0.")
+    assert out["patient_id"] == "bX.h365.p-1"
+    assert out["event_id"] == "bX.h365.k0.p-1-3"
+    assert out["episode_id"] == "bX.h365.k0.ep-1-1"
+    assert out["session_id"] == "bX.h365.k0.p-1-s2"
+    assert out["clinician_id"] == "c-001"
+    assert ev["patient_id"] == "p-1"
+
+
+def test_open_episodes_closes_only_the_unended() -> None:
+    eps = OpenEpisodes()
+    for ev in (
+        {"type": "episode.started", "patient_id": "a", "episode_id": "ea"},
+        {"type": "episode.started", "patient_id": "b", "episode_id": "eb"},
+        {"type": "pain.reported", "patient_id": "a", "episode_id": "ea"},
+        {"type": "episode.ended", "patient_id": "b", "episode_id": "eb"},
+        {"type": "pain.reported", "patient_id": "c"},
+    ):
+        eps.see(ev)
+    ends = eps.close(dt.date(2026, 2, 3))
+    assert len(ends) == 1
+    end = ends[0]
+    assert end["type"] == "episode.ended" and end["episode_id"] == "ea"
+    assert end["patient_id"] == "a" and end["event_id"] == "ea.end"
+    assert end["occurred_at"] == "2026-02-03T12:00:00+00:00"
+    assert eps.close(dt.date(2026, 2, 4)) == []
+
+
+def test_closing_events_pass_the_contract() -> None:
+    from schemas.events import parse_event_json  # the gateway's and worker's parser
+
+    eps = OpenEpisodes()
+    eps.see({"type": "episode.started", "patient_id": "b1.h365.p-000001",
+             "episode_id": "b1.h365.k0.ep-000001-1"})
+    ev = parse_event_json(orjson.dumps(eps.close(dt.date(2026, 2, 3))[0]))
+    assert ev.type == "episode.ended"
+
+
+def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
+    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
+    cohorts = {}
+    for days in (short_days, long_days):
+        c = HistoryCohort(f"h{days}", days, f"bT.h{days}.", tmp_path / f"{days}-h.jsonl",
+                          tmp_path / f"{days}-n.jsonl")
+        cohorts[days] = write_history_cohort(c, 4, 7, start, long_days, short_days, new_days)
+    short, long_ = cohorts[short_days], cohorts[long_days]
+
+    def read(path: Path) -> list[dict]:
+        return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+    cut = (start + dt.timedelta(days=long_days)).isoformat()
+    new_s, new_l = read(short.new_path), read(long_.new_path)
+    assert new_s and len(new_s) == short.new_events == long_.new_events
+    assert [e["occurred_at"] for e in new_s] == [e["occurred_at"] for e in new_l]
+    assert all(e["occurred_at"][:10] >= cut for e in new_s)
+    assert {e["patient_id"].split(".", 2)[2] for e in new_s} <= {f"p-{i:06d}" for i in
+                                                                  range(1, 5)}
+    hist_s, hist_l = read(short.seed_path), read(long_.seed_path)
+    assert all(e["occurred_at"][:10] < cut for e in hist_s + hist_l)
+    assert len(hist_l) == long_.seed_events > 3 * len(hist_s)
+    assert min(e["occurred_at"][:10] for e in hist_s) >= "2025-03-22"  # the last 20 days
+    assert min(e["occurred_at"][:10] for e in hist_l) < "2025-01-10"
+    assert all(e["patient_id"].startswith("bT.h100.") for e in hist_l)
+    assert long_.seed_distinct == len({e["event_id"] for e in hist_l})
+    assert long_.seed_newest is not None and long_.seed_newest.isoformat()[:10] < cut
+    # episodes never overlap per patient across blocks: each start finds none open
+    open_of: dict[str, set[str]] = {}
+    for e in hist_l + new_l:
+        eps = open_of.setdefault(e["patient_id"], set())
+        if e["type"] == "episode.started":
+            assert not eps, (e["event_id"], eps)
+            eps.add(e["episode_id"])
+        elif e["type"] == "episode.ended":
+            eps.discard(e["episode_id"])
+    assert any(e["event_id"].endswith(".end") for e in hist_l)  # a block left one open
+
+
+def test_auto_history_patients_scales_with_the_pipeline_rate() -> None:
+    assert auto_history_patients(3_700, 365) == round(3_700 * 45 / (1.55 * 365))
+    assert auto_history_patients(20_000, 365) == 1591
+    assert auto_history_patients(50, 365) == 100  # clamped
+    assert auto_history_patients(1e6, 365) == 2000
+    assert auto_history_patients(None, 365) == 300
+
+
+# --- state sizes ----------------------------------------------------------------------------
+
+
+def test_size_stats_median_and_p99() -> None:
+    sizes = [float(v) for v in range(1, 101)]
+    st = size_stats(sizes)
+    assert st == {"n": 100, "median": 50, "p99": 99, "mean": 50, "max": 100}
+    assert size_stats([2048]) == {"n": 1, "median": 2048, "p99": 2048, "mean": 2048,
+                                  "max": 2048}
+    assert size_stats([]) == {"n": 0, "median": None, "p99": None, "mean": None, "max": None}
+
+
+def test_like_prefix_escapes_wildcards() -> None:
+    assert like_prefix("b1a2.h365.") == "b1a2.h365.%"
+    assert like_prefix("a_b%c\\") == "a\\_b\\%c\\\\%"
+
+
+def test_growth_and_check() -> None:
+    assert growth(2000, 2100) == 1.05
+    assert growth(None, 5) is None and growth(0, 5) is None and growth(5, None) is None
+    assert check(0.95, ">=", 0.9) is True
+    assert check(240.0, "<", 250) is True and check(250.0, "<", 250) is False
+    assert check(None, ">=", 1) is None
+    with pytest.raises(ValueError):
+        check(1, "==", 1)
+
+
+def test_group_lag_counts_uncommitted_records() -> None:
+    ends = {0: 10, 1: 5, 2: 0, 3: 7}
+    assert group_lag(ends, {0: 10, 1: 5, 2: None, 3: 7}) == 0
+    assert group_lag(ends, {0: 8, 1: -1}) == 2 + 5 + 7  # -1 / missing: nothing committed
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+
+def test_proc_cpu_seconds_reads_utime_and_stime() -> None:
+    stat = ("4242 (python -m rtm.cli (x)) S 1 4242 4242 0 -1 4194304 125 0 0 0 "
+            "1500 250 0 0 20 0 9 0 65017 3133440 393")
+    assert proc_cpu_seconds(stat, 100) == pytest.approx(17.5)
+
+
+def test_machine_cpu_ticks_and_usage() -> None:
+    stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n"
+    assert machine_cpu_ticks(stat) == (150, 1000)
+    a = CpuSnapshot(10.0, {"worker": 5.0, "gateway": 1.0}, (150, 1000))
+    b = CpuSnapshot(20.0, {"worker": 14.5, "gateway": 2.0}, (150 + 1700, 3000))
+    u = cpu_usage(a, b, clk_tck=100)
+    assert u == {"wall_s": 10.0, "worker": {"cpu_s": 9.5, "core_share": 0.95},
+                 "gateway": {"cpu_s": 1.0, "core_share": 0.1}, "machine_busy_cores": 1.7}
+    assert cpu_usage(None, b) is None
+
+
+COLLAPSED = """\
+<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);step (alerts/rules.py:88) 30
+<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);save (streams/store.py:20);model_dump_json (pydantic/main.py:477) 20
+<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);insert (streams/store.py:30);_execute (asyncpg/connection.py:1795) 10
+<module> (rtm/cli.py:5);_run_once (asyncio/base_events.py:1922) 15
+<module> (rtm/cli.py:5);run (faust/worker.py:10);on_message (faust/transport/consumer.py:1200) 20
+<module> (rtm/cli.py:5);getmany (/work/main/.venv/lib/python3.11/site-packages/aiokafka/consumer/consumer.py:1200) 5
+<module> (rtm/cli.py:5);run_worker (streams/worker.py:24);run_forever (asyncio/base_events.py:607);_run_once (asyncio/base_events.py:1922);step (agents/pipeline.py:41);loads (schemas/events.py:9) 10
+
+garbage line
+"""
+
+
+def test_parse_collapsed_and_frame_files() -> None:
+    stacks = parse_collapsed(COLLAPSED)
+    assert len(stacks) == 7
+    assert stacks[0][1] == 30 and stacks[0][0][-1] == "step (alerts/rules.py:88)"
+    assert frame_file("step (alerts/rules.py:88)") == "alerts/rules.py"
+    assert frame_file("<module> (spytest.py:12)") == "spytest.py"
+    assert frame_file("no file") is None
+
+
+def test_module_of_groups_project_and_libraries() -> None:
+    assert module_of("alerts/rules.py") == "alerts/"
+    assert module_of("/work/main/streams/store.py", "/work/main") == "streams/"
+    assert module_of("/x/.venv/lib/python3.11/site-packages/pydantic_core/core.py") == "pydantic"
+    assert module_of("mode/services.py") == "faust"
+    assert module_of("kafka/codec.py") == "aiokafka"
+    assert module_of("asyncio/events.py") == "asyncio"
+    assert module_of("/usr/lib/python3.11/asyncio/events.py") == "asyncio"
+    assert module_of("threading.py") == "other"
+    assert module_of("rtm.py") == "other"  # a top-level file, not the rtm package
+    assert module_of(None) == "other"
+
+
+def test_cpu_split_self_inclusive_and_top_functions() -> None:
+    split = cpu_split(parse_collapsed(COLLAPSED), top=3)
+    assert split is not None
+    assert split["samples"] == 110
+    assert split["self"] == {"alerts/": 0.2727, "pydantic": 0.1818, "faust": 0.1818,
+                             "asyncio": 0.1364, "asyncpg": 0.0909, "schemas/": 0.0909,
+                             "aiokafka": 0.0455}
+    assert sum(split["self"].values()) == pytest.approx(1.0, abs=1e-3)
+    # inclusive: share of samples with the package on the stack below the event loop; the
+    # entry (rtm/cli.py, streams/worker.py before asyncio) does not count
+    assert split["inclusive"] == {"agents/": 0.6364, "streams/": 0.2727, "alerts/": 0.2727,
+                                  "schemas/": 0.0909}
+    assert split["top_functions"][0] == {"function": "step (alerts/rules.py)", "share": 0.2727}
+    assert len(split["top_functions"]) == 3
+    assert cpu_split([]) is None
+    assert shares_line(split["self"], limit=2) == "alerts/ 27 %, pydantic 18 %"
+    assert shares_line(None) == "n/a"
+
+
+# --- table ----------------------------------------------------------------------------------
+
+
+def _result() -> dict:
+    lat_sum = {"count": 613, "p50_ms": 77.7, "p95_ms": 138.8, "p99_ms": 242.0, "max_ms": 300.0}
+    return {
+        "parameters": {"rate": 2000.0, "replay_patients": 2000, "replay_days": 90},
+        "floor_events_per_s": 73489.6, "pipeline_events_per_s": 3748.5, "ratio": 0.051,
+        "replay_events_per_s": 1659.2, "replay_seconds": 160.5,
+        "floor": {"events": 54118, "seconds": 0.7},
+        "pipeline": {"events_stored": 53564, "seconds": 14.3,
+                     "cpu": {"wall_s": 14.3, "worker": {"cpu_s": 14.0, "core_share": 0.98},
+                             "gateway": {"cpu_s": 2.0, "core_share": 0.14},
+                             "machine_busy_cores": 1.7}},
+        "latency": {"target_events_per_s": 2000.0, "achieved_events_per_s": 1998.0,
+                    "events_sent": 50000, "seconds": 25.0,
+                    "accept_to_persisted": dict(lat_sum, count=49000),
+                    "accept_to_alert": lat_sum},
+        "replay": {"seconds": 160.5, "events_stored": 266366},
+        "history": {"patients": 300, "new_days": 14, "ratio": 0.42, "cpu_ratio": 0.4,
+                    "short": {"history_days": 30, "events_per_s": 3500.0,
+                              "new": {"events_stored": 8500},
+                              "history": {"events_stored": 17000}},
+                    "long": {"history_days": 365, "events_per_s": 1470.0,
+                             "new": {"events_stored": 8500},
+                             "history": {"events_stored": 169000}}},
+        "state_bytes": {
+            "90d": {"n": 2000, "median": 33000, "p99": 61000, "days": 90, "source": "replay"},
+            "30d": {"n": 300, "median": 12000, "p99": 20000, "days": 30, "source": "history"},
+            "365d": {"n": 300, "median": 130000, "p99": 200000, "days": 365,
+                     "source": "history"}},
+        "state_growth": {"from": "90d", "to": "365d", "median_x": 3.939, "p99_x": 3.279},
+        "cpu_split": {"samples": 100, "self": {"pydantic": 0.21, "faust": 0.18},
+                      "inclusive": {"agents/": 0.8, "alerts/": 0.36},
+                      "top_functions": [{"function": "f (alerts/rules.py)", "share": 0.1}]},
+        "machine": {"cores": 2, "memory_gb": 23.5, "cpu": "AMD EPYC", "python": "3.11.7",
+                    "kafka": "3.9.1", "postgres": "15.20", "timescaledb": "2.19.3"},
+    }
+
+
+def test_render_table_shows_every_target() -> None:
+    text = render_table(_result())
+    lines = {ln.split("  ")[0]: ln for ln in text.splitlines()}
+    assert ">= 20,000 ev/s" in lines["pipeline (gateway -> worker)"]
+    assert "not met" in lines["pipeline (gateway -> worker)"]
+    assert ">= 40 %" in lines["pipeline / floor"]
+    assert "p99 < 250 ms at 2,000 ev/s" in lines["accept -> alert p50/p95/p99"]
+    assert lines["accept -> alert p50/p95/p99"].split("ev/s")[1].split()[0] == "met"
+    assert "< 60 s" in lines["replay 2,000 x 90 d (file -> pipeline)"]
+    assert "160.5 s" in lines["replay 2,000 x 90 d (file -> pipeline)"]
+    assert "1,470.0 ev/s" in lines["history 365 d (+14 d new)"]
+    assert ">= 0.9" in lines["history 365 d / 30 d"] and "not met" in lines["history 365 d / 30 d"]
+    assert "0.42" in lines["history 365 d / 30 d"]
+    assert "worker CPU per event 0.40" in lines["history 365 d / 30 d"]
+    assert "33,000 / 61,000 B" in lines["state bytes 90d median / p99"]
+    assert "median ~2 KB" in lines["state bytes 365d median / p99"]
+    assert "x3.94 / x3.28" in lines["state growth 90d -> 365d"]
+    assert "not growing" in lines["state growth 90d -> 365d"]
+    assert "98 % of a core" in lines["worker CPU (pipeline)"]
+    state_rows = [ln for ln in text.splitlines() if ln.startswith("state bytes")]
+    assert [r.split()[2] for r in state_rows] == ["30d", "90d", "365d"]
+    assert "worker CPU by module (py-spy, self): pydantic 21 %, faust 18 %" in text
+    assert "inclusive): agents/ 80 %, alerts/ 36 %" in text
+    assert text.splitlines()[-1].startswith("machine: 2 cores")
+
+
+def test_render_table_without_new_phases() -> None:
+    r = _result()
+    del r["history"], r["state_bytes"], r["state_growth"], r["cpu_split"]
+    r["cpu_split_note"] = "py-spy not found"
+    r["latency"]["target_events_per_s"] = 1000.0
+    text = render_table(r)
+    assert "history" not in text and "state bytes" not in text
+    assert "worker CPU split: py-spy not found" in text
+    alert = next(ln for ln in text.splitlines() if ln.startswith("accept -> alert"))
+    assert " met " not in alert  # under the target only at 2,000 ev/s
