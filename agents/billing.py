@@ -21,11 +21,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from billing.ledger import LedgerRows, ledger_rows, states_from_rows
+from billing.ledger import LedgerRows, states_from_rows
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
-from rtm.metrics import WorkerMetrics
-from schemas.events import Event
 from streams.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -72,14 +70,6 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
             if data:
                 new[i] = _count(await conn.execute(sql, *_columns(data, width)))
     return new[0], new[1], new[2]
-
-
-async def write_events(store: EventStore, events: Sequence[Event]) -> tuple[int, int, int]:
-    rows = ledger_rows(events)
-    if not len(rows):
-        return 0, 0, 0
-    async with store.acquire() as conn:
-        return await write_ledger(conn, rows)
 
 
 async def load_states(
@@ -169,18 +159,6 @@ async def record_export(
 async def lock_exports(conn: asyncpg.Connection) -> None:
     """Serialise exports (inside a transaction) so two cannot bill the same group."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EXPORT_LOCK_KEY)
-
-
-# --- the agent ------------------------------------------------------------------------------
-
-
-async def record_billing(store: EventStore, metrics: WorkerMetrics, events: Sequence[Event]) -> None:
-    """Ledger step: data days, time logs and episode events, idempotent per batch."""
-    from agents.persist import write_until_done
-
-    days, _logs, _eps = await write_until_done(lambda: write_events(store, events), "billing ledger")
-    if days:
-        metrics.billing_days.inc(days)
 
 
 # --- export (shared by `rtm billing export` and GET /v1/billing/claims) ---------------------

@@ -1,68 +1,246 @@
 """The ingest agent: the one consumer of rtm.events in a worker.
 
-Each record is decoded once (control records, contract events, or dead letters), then the
-batch goes through three steps concurrently: persist, billing ledger, alerts. Every step writes
-idempotently and finishes before take_events() acks the batch, so offsets are committed
-only for records whose every effect is stored. (Four agents on the same topic each paid
-Faust's per-record cost and pydantic's parse: see docs/benchmarks.md.)
+Per batch (``take_events``), in ONE database transaction:
+1. new events into the events table (``INSERT ... ON CONFLICT DO NOTHING RETURNING``): only
+   the ids it returns are new, and only new events feed the ledger and the rules;
+2. the billing ledger rows of the new events;
+3. the alert rules: states loaded, ``alerts.batch.apply_batch`` (pure), touched states,
+   alerts, the webhook outbox and the rtm.alerts outbox written;
+then the commit, then Faust commits the offsets (after the agent body returns), then the
+rtm.alerts outbox rows of the batch are published. A SIGKILL anywhere loses nothing (the
+batch is re-delivered and its effects were all or nothing) and doubles nothing (the events
+table says which events are new; the outbox re-sends, consumers dedupe by id + change).
+
+Dead letters (``rtm.events.dead``, with the reason): records the contract refuses, events
+dated more than ``RTM_MAX_FUTURE_SKEW_S`` after their receipt, records the database refuses
+for their content (the batch goes on without them) and a second active ``episode.started``.
+They are sent before the commit, so a crash can repeat one but never lose one.
 """
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import orjson
 from pydantic import ValidationError
 
-from agents.alerts import AlertsStep, Item, register_clock
-from agents.billing import record_billing
-from agents.persist import persist_events
+from agents.alerts import Publisher, partition_of, register_clock, register_publisher
+from agents.billing import write_ledger
+from agents.persist import write_until_done
+from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
+from alerts.models import DEFAULT_CONFIG
+from billing.ledger import ledger_rows
 from rtm.settings import Settings
-from schemas.events import Event, errors_of, parse_event_json
+from schemas.events import Event, FieldError, errors_of, future_skew_error, parse_event_json
 from streams import control
+from streams.alert_store import (
+    StateStore,
+    alerts_by_id,
+    queue_deliveries,
+    queue_publish,
+    upsert_alerts,
+)
 from streams.app import Topology
 from streams.producer import dead_letter_payload
-from streams.store import EventStore
+from streams.store import CONTENT_ERRORS, EventStore, insert_new_events, refused_for_content, utc_now
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Decoded:
-    events: list[Event] = field(default_factory=list)
-    items: list[Item] = field(default_factory=list)  # for the alert rules, arrival order
-    dead: list[tuple[bytes, bytes]] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)  # arrival order
+    dead: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # key, payload, reason
+
+    @property
+    def events(self) -> list[Event]:
+        return [i.event for i in self.items if isinstance(i, EventItem)]
 
 
-def decode(records: Sequence[tuple[bytes, int]]) -> Decoded:
-    """(value, partition) records to events, alert items and dead letters.
+def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float) -> Decoded:
+    """(value, partition, Kafka timestamp in s) records to typed items and dead letters.
 
-    Producers may write straight to Kafka, so the worker checks the contract again.
+    Producers may write straight to Kafka, so the worker checks the contract again, and the
+    future-date rule against the gateway's received_at or, without one, the record's time.
     """
     out = Decoded()
-    for raw, partition in records:
+    for raw, partition, kafka_ts in records:
         if raw.startswith(control.TICK_PREFIX):
-            out.items.append(("tick", control.parse(raw)[1], partition))
-        elif raw.startswith(control.ACK_PREFIX):
-            out.items.append(("ack", control.parse(raw)[1], partition))
-        else:
-            try:
-                event = parse_event_json(raw)
-            except ValidationError as exc:
-                errs = [e.model_dump() for e in errors_of(exc)]
-                out.dead.append(
-                    (b"", dead_letter_payload(raw.decode("utf-8", "replace"), errs, "worker")))
+            out.items.append(TickItem(control.parse(raw)[1], partition))
+            continue
+        if raw.startswith(control.ACK_PREFIX):
+            ack = control.parse(raw)[1]
+            out.items.append(AckItem(ack["patient_id"], ack["alert_id"], ack["at"], ack["by"]))
+            continue
+        try:
+            event = parse_event_json(raw)
+        except ValidationError as exc:
+            out.dead.append(_dead(raw, errors_of(exc), "contract"))
+            continue
+        reference = event.received_at
+        if reference is None and kafka_ts is not None:
+            reference = dt.datetime.fromtimestamp(kafka_ts, dt.timezone.utc)
+        if reference is not None:
+            err = future_skew_error(event, reference, max_skew_s)
+            if err is not None:
+                out.dead.append(_dead(raw, [err], "future"))
                 continue
-            out.events.append(event)
-            out.items.append(("event", event, partition))
+        out.items.append(EventItem(event))
     return out
 
 
+def _dead(raw: bytes | dict[str, Any], errors: list[FieldError], reason: str
+          ) -> tuple[bytes, bytes, str]:
+    body: Any = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    key = raw.get("patient_id", "") if isinstance(raw, dict) else ""
+    return (str(key).encode(), dead_letter_payload(body, [e.model_dump() for e in errors],
+                                                   "worker"), reason)
+
+
+class IngestStep:
+    """One batch through persist, billing and alerts in one transaction."""
+
+    def __init__(self, topology: Topology, store: EventStore, settings: Settings,
+                 publisher: Publisher) -> None:
+        self.topology = topology
+        self.store = store
+        self.settings = settings
+        self.partitions = settings.topic_partitions
+        self.states = StateStore()
+        self.config = DEFAULT_CONFIG
+        self.publisher = publisher
+
+    def partition_of(self, patient_id: str) -> int:
+        return partition_of(patient_id.encode(), self.partitions)
+
+    async def __call__(self, records: Sequence[tuple[bytes, int, float | None]]) -> None:
+        batch = decode(records, self.settings.max_future_skew_s)
+        await self._send_dead(batch.dead)
+        if not batch.items:
+            return
+        t0 = time.perf_counter()
+        outcome = await write_until_done(lambda: self._write(batch), "batch")
+        m = self.topology.metrics
+        m.write_latency.observe(time.perf_counter() - t0)
+        new_events, result, seqs = outcome
+        events = batch.events
+        m.batch_size.observe(len(events))
+        m.events_stored.inc(len(new_events))
+        m.duplicates.inc(len(events) - len(new_events))
+        now = utc_now()
+        received: dict[str, dt.datetime] = {}
+        for e in events:
+            m.events_processed.labels(e.type).inc()  # taken, new or re-delivered
+        for e in new_events:
+            if e.received_at is not None:
+                m.e2e_persisted.observe((now - e.received_at).total_seconds())
+                received[e.event_id] = e.received_at
+        for ch in result.changes:
+            if ch.change == "fired":
+                m.alerts_fired.labels(ch.alert.kind, ch.alert.severity).inc()
+                if ch.alert.unrouted:
+                    m.alerts_unrouted.labels(ch.alert.kind).inc()
+        rows = [(seq, ch.alert.patient_id, ch.model_dump_json())
+                for seq, ch in zip(seqs, result.changes)]
+        try:
+            await self.publisher.publish(rows, received)
+        except Exception as exc:  # committed and queued: the outbox timer sends them
+            log.warning("alert changes left in the outbox (%s)", type(exc).__name__)
+
+    async def _write(self, batch: Decoded) -> tuple[list[Event], BatchResult, list[int]]:
+        items = batch.items
+        while True:
+            try:
+                return await self._transaction(items)
+            except CONTENT_ERRORS:
+                self.states.forget()
+                async with self.store.acquire() as conn:
+                    refused = await refused_for_content(
+                        conn, [i.event for i in items if isinstance(i, EventItem)])
+                if not refused:
+                    raise  # not one event's content: a fault of the batch, retried
+                await self._send_dead([
+                    _dead(orjson.loads(i.event.model_dump_json()),
+                          [FieldError(field="", message=f"refused by the database: {why}")],
+                          "database")
+                    for i in items
+                    if isinstance(i, EventItem) and (why := refused.get(i.event.event_id))
+                ])
+                items = [i for i in items
+                         if not (isinstance(i, EventItem) and i.event.event_id in refused)]
+            except BaseException:
+                self.states.forget()  # the cache may hold states the rollback undid
+                raise
+
+    async def _transaction(self, items: Sequence[Item]
+                           ) -> tuple[list[Event], BatchResult, list[int]]:
+        events = [i.event for i in items if isinstance(i, EventItem)]
+        async with self.store.acquire() as conn:
+            async with conn.transaction():
+                new_ids = await insert_new_events(conn, events)
+                new_events: list[Event] = []
+                fresh: list[Item] = []
+                for item in items:
+                    if isinstance(item, EventItem):
+                        eid = item.event.event_id
+                        if eid not in new_ids:
+                            continue  # re-delivered: its effects are stored already
+                        new_ids.discard(eid)  # a repeat inside the batch counts once
+                        new_events.append(item.event)
+                    fresh.append(item)
+                rows = ledger_rows(new_events)
+                if len(rows):
+                    days, _, _ = await write_ledger(conn, rows)
+                    self.topology.metrics.billing_days.inc(days)
+                pids = {i.patient_id for i in fresh if not isinstance(i, TickItem)}
+                for part in {i.partition for i in fresh if isinstance(i, TickItem)}:
+                    pids.update(await self.states.patients_of_partition(conn, part))
+                states = await self.states.load(conn, sorted(pids))
+                fresh = await self._with_stored_alerts(conn, fresh, states)
+                result = apply_batch(states, fresh, self.config, self.partition_of)
+                await upsert_alerts(conn, result.changes)
+                await queue_deliveries(conn, result.changes)
+                seqs = await queue_publish(conn, result.changes)
+                await self.states.save(conn, result.states,
+                                       {p: self.partition_of(p) for p in result.states})
+                # events.md: a second active episode is rejected (409-style) with a clear
+                # reason; the log keeps the event, every derived number ignores it.
+                await self._send_dead([
+                    _dead(orjson.loads(ev.model_dump_json()),
+                          [FieldError(field="episode_id",
+                                      message=f"episode_id: {reason} (conflict)")],
+                          "episode_conflict")
+                    for ev, reason in result.refused
+                ])
+        self.states.commit_saved()
+        return new_events, result, seqs
+
+    async def _with_stored_alerts(self, conn: Any, items: list[Item], states: dict[str, Any]
+                                  ) -> list[Item]:
+        """Acks of alerts no longer in the state (resolved) carry the stored snapshot."""
+        missing = [i.alert_id for i in items
+                   if isinstance(i, AckItem) and i.alert_id not in states[i.patient_id].alerts]
+        if not missing:
+            return items
+        stored = await alerts_by_id(conn, missing)
+        return [AckItem(i.patient_id, i.alert_id, i.at, i.by, stored.get(i.alert_id))
+                if isinstance(i, AckItem) and i.alert_id in stored else i for i in items]
+
+    async def _send_dead(self, dead: Sequence[tuple[bytes, bytes, str]]) -> None:
+        m = self.topology.metrics
+        for key, value, reason in dead:
+            await self.topology.dead.send(key=key, value=value)
+            m.dead_letters.labels(reason).inc()
+
+
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
-    app, m = topology.app, topology.metrics
-    alerts = AlertsStep(topology, store, settings)
+    app = topology.app
+    publisher = register_publisher(topology, store, settings)
+    step = IngestStep(topology, store, settings, publisher)
     register_clock(topology, settings)
 
     @app.agent(topology.events, name="ingest")
@@ -70,17 +248,7 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
         async for records in stream.take_events(
             settings.worker_batch_size, within=settings.worker_batch_within_s
         ):
-            batch = decode([(r.value, r.message.partition) for r in records])
-            for key, value in batch.dead:
-                await topology.dead.send(key=key, value=value)
-                m.dead_letters.labels("contract").inc()
-            # The three effects are independent (none reads another's tables), so their
-            # database round trips overlap; the batch is acked only when all are written.
-            steps = [alerts(batch.items)]
-            if batch.events:
-                steps += [persist_events(store, m, batch.events),
-                          record_billing(store, m, batch.events)]
-            await asyncio.gather(*steps)
+            await step([(r.value, r.message.partition, r.message.timestamp) for r in records])
 
     register_lag(topology, settings)
     return ingest

@@ -78,6 +78,11 @@ class WorkerMetrics:
             "rtm_worker_alerts_fired_total", "Alerts fired", ["kind", "severity"],
             registry=registry,
         )
+        self.alerts_unrouted = Counter(
+            "rtm_worker_alerts_unrouted_total",
+            "Red flags / falls that belonged to no episode after the grace period, sent to the"
+            " clinic-wide recipient", ["kind"], registry=registry,
+        )
         self.deliveries = Counter(
             "rtm_worker_webhook_deliveries_total", "Webhook delivery attempts by outcome",
             ["outcome"], registry=registry,

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     clock_now: dt.datetime | None = Field(
         None, description="fixed 'now' for the timer (replays, tests); default wall clock"
     )
+    alert_publish_retry_s: float = Field(
+        5.0, description="how often alert changes left in the rtm.alerts outbox are re-sent"
+    )
     webhook_max_attempts: int = 5
     webhook_backoff_s: float = 0.5
     webhook_timeout_s: float = 5.0

@@ -1,4 +1,5 @@
-"""TimescaleDB adapter for alerts, webhooks and deliveries."""
+"""TimescaleDB adapter for the alert engine: rule states, alerts, the rtm.alerts outbox,
+webhooks and deliveries."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncpg
 import orjson
 
 from alerts.models import Alert, AlertChange
+from alerts.state import PatientState, decode_state, encode_state, new_state
 
 STATUS_RANK = {"open": 0, "acknowledged": 1, "resolved": 2}
 
@@ -160,3 +162,131 @@ async def claim_deliveries(
         list(statuses), older_than_s, limit,
     )
     return [orjson.loads(r["payload"]) for r in rows]
+
+
+# --- rule states -------------------------------------------------------------------------------
+
+
+class StateConflict(Exception):
+    """Another worker wrote a state this batch read: roll back and redo the batch."""
+
+
+class StateStore:
+    """Per-patient rule states, with decoded copies kept in memory.
+
+    A cached state is used only while its revision equals the stored one, so a patient
+    whose partition moved to another worker and back is re-read, never stale.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, PatientState]] = {}
+        self._saved: dict[str, tuple[int, PatientState]] = {}  # written, not yet committed
+        self._loaded: dict[str, int] = {}  # rev of each state handed out by load (0: new)
+
+    async def load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]
+                   ) -> dict[str, PatientState]:
+        if not patient_ids:
+            return {}
+        revs = {
+            r["patient_id"]: int(r["rev"])
+            for r in await conn.fetch(
+                "SELECT patient_id, rev FROM alert_state WHERE patient_id = ANY($1::text[])",
+                list(patient_ids),
+            )
+        }
+        stale = [p for p, rev in revs.items() if self._cache.get(p, (-1,))[0] != rev]
+        if stale:
+            for r in await conn.fetch(
+                "SELECT patient_id, rev, state FROM alert_state"
+                " WHERE patient_id = ANY($1::text[])",
+                stale,
+            ):
+                self._cache[r["patient_id"]] = (int(r["rev"]), decode_state(r["state"]))
+        out = {}
+        self._loaded = {pid: revs.get(pid, 0) for pid in patient_ids}
+        for pid in patient_ids:
+            if pid in revs:
+                out[pid] = self._cache[pid][1]
+            else:
+                self._cache.pop(pid, None)
+                out[pid] = new_state(pid)
+        return out
+
+    async def patients_of_partition(self, conn: asyncpg.Connection, part: int) -> list[str]:
+        rows = await conn.fetch("SELECT patient_id FROM alert_state WHERE part = $1", part)
+        return [r["patient_id"] for r in rows]
+
+    async def save(self, conn: asyncpg.Connection, states: dict[str, PatientState],
+                   partitions: dict[str, int]) -> None:
+        """Write the given (touched) states; the cache learns them only after the commit
+        (``commit_saved``), so a rolled-back batch cannot leave a state the table lacks."""
+        self._saved = {}
+        if not states:
+            return
+        pids = list(states)
+        # Optimistic concurrency: a state is written only over the revision it was read
+        # at. During a rebalance the old owner of a partition may still be committing
+        # while the new one starts; without this, one of them would overwrite the other.
+        rows = await conn.fetch(
+            "INSERT INTO alert_state (patient_id, part, rev, state)"
+            " SELECT p, part, r + 1, st"
+            " FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) AS t(p, part, st, r)"
+            " ON CONFLICT (patient_id) DO UPDATE SET rev = EXCLUDED.rev,"
+            " state = EXCLUDED.state, updated_at = now()"
+            " WHERE alert_state.rev = EXCLUDED.rev - 1"
+            " RETURNING patient_id, rev",
+            pids,
+            [partitions[p] for p in pids],
+            [encode_state(states[p]).decode() for p in pids],
+            [self._loaded.get(p, 0) for p in pids],
+        )
+        if len(rows) != len(pids):
+            raise StateConflict(f"{len(pids) - len(rows)} states changed since read")
+        self._saved = {r["patient_id"]: (int(r["rev"]), states[r["patient_id"]]) for r in rows}
+
+    def commit_saved(self) -> None:
+        self._cache.update(self._saved)
+        self._saved = {}
+
+    def forget(self) -> None:
+        """After a failed batch: drop everything, re-read from the table next time."""
+        self._cache.clear()
+        self._saved = {}
+
+
+async def alerts_by_id(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Alert]:
+    rows = await conn.fetch("SELECT id, payload::text AS payload FROM alerts"
+                            " WHERE id = ANY($1::text[])", list(ids))
+    return {r["id"]: Alert.model_validate_json(r["payload"]) for r in rows}
+
+
+# --- rtm.alerts outbox ---------------------------------------------------------------------------
+
+
+async def queue_publish(conn: asyncpg.Connection, changes: Sequence[AlertChange]) -> list[int]:
+    """Queue changes for rtm.alerts in the batch's transaction; returns their seq numbers."""
+    if not changes:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO alert_publish (patient_id, payload)"
+        " SELECT * FROM unnest($1::text[], $2::text[]) RETURNING seq",
+        [c.alert.patient_id for c in changes], [c.model_dump_json() for c in changes],
+    )
+    return [int(r["seq"]) for r in rows]
+
+
+async def unpublished(conn: asyncpg.Connection, older_than_s: float, limit: int
+                      ) -> list[tuple[int, str, str]]:
+    """(seq, patient_id, payload) of queued changes left behind (e.g. by a crash)."""
+    rows = await conn.fetch(
+        "SELECT seq, patient_id, payload FROM alert_publish"
+        " WHERE queued_at <= now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
+        older_than_s, limit,
+    )
+    return [(int(r["seq"]), r["patient_id"], r["payload"]) for r in rows]
+
+
+async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
+    if seqs:
+        await conn.execute("DELETE FROM alert_publish WHERE seq = ANY($1::bigint[])",
+                           list(seqs))
