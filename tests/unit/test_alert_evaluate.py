@@ -10,7 +10,7 @@ from pathlib import Path
 from alerts.evaluate import run_alerts_evaluate
 from alerts.models import EVENT_DRIVEN_KINDS
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"  # copied from the design examples
 
 
 def test_shared_example_event_triggered_alerts() -> None:

@@ -20,15 +20,13 @@ from billing.export import (
 )
 from billing.rules import ClaimLine
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
-if not EXAMPLES.is_dir():  # CI lays shared/ beside the clone; a work tree may nest deeper
-    EXAMPLES = Path("/work/shared/examples")
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"  # copied from the design examples
 EVENTS = EXAMPLES / "billing-example.jsonl"
 EXPECTED = EXAMPLES / "billing-example.expected.csv"
 AS_OF = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
 CREATED = dt.datetime(2027, 3, 2, 10, 30, tzinfo=dt.UTC)
 
-needs_example = pytest.mark.skipif(not EVENTS.is_file(), reason="shared/examples not present")
+needs_example = pytest.mark.skipif(not EVENTS.is_file(), reason="tests/fixtures/examples not present")
 
 
 def example_claims() -> list[ClaimLine]:

@@ -24,7 +24,7 @@ from schemas.events import (
     validate_event,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"  # copied from the design examples
 
 
 def base(**over: Any) -> dict[str, Any]:
