@@ -26,9 +26,6 @@ EXPECTED = EXAMPLES / "billing-example.expected.csv"
 AS_OF = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
 CREATED = dt.datetime(2027, 3, 2, 10, 30, tzinfo=dt.UTC)
 
-needs_example = pytest.mark.skipif(not EVENTS.is_file(), reason="tests/fixtures/examples not present")
-
-
 def example_claims() -> list[ClaimLine]:
     with EVENTS.open("rb") as fh:
         claims, errors = evaluate(fh, AS_OF)
@@ -39,7 +36,6 @@ def example_claims() -> list[ClaimLine]:
 # --- offline evaluate ------------------------------------------------------------------------
 
 
-@needs_example
 def test_evaluate_reproduces_the_shared_example_byte_for_byte() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_evaluate(EVENTS, AS_OF, False, out, err=err) == 0
@@ -47,7 +43,6 @@ def test_evaluate_reproduces_the_shared_example_byte_for_byte() -> None:
     assert err.getvalue() == ""
 
 
-@needs_example
 def test_evaluate_with_conventions_prepends_comment_lines() -> None:
     out = io.StringIO()
     assert run_evaluate(EVENTS, AS_OF, False, out, err=io.StringIO(), conventions=True) == 0
@@ -58,7 +53,6 @@ def test_evaluate_with_conventions_prepends_comment_lines() -> None:
     assert text.split("\n", len(comments))[-1].encode() == EXPECTED.read_bytes()
 
 
-@needs_example
 def test_evaluate_skips_and_reports_bad_lines(tmp_path: Path) -> None:
     good = json.loads(EVENTS.read_text().splitlines()[0])
     lines = [
@@ -106,7 +100,6 @@ def test_run_evaluate_exit_codes(tmp_path: Path) -> None:
                         err=io.StringIO()) == 2
 
 
-@needs_example
 def test_evaluate_as_of_before_the_grace_ends_leaves_periods_out() -> None:
     # period 2 of p-ex-a ends 2027-01-08 (Denver): closed from 2027-01-12 07:00Z
     with EVENTS.open() as fh:
@@ -121,7 +114,6 @@ def test_evaluate_as_of_before_the_grace_ends_leaves_periods_out() -> None:
 # --- CSV -----------------------------------------------------------------------------------
 
 
-@needs_example
 def test_csv_with_config_has_header_block_then_exact_csv() -> None:
     text = render_csv(example_claims(), BillingConfig(grace_hours=48))
     assert text.startswith("# rtm billing conventions")
@@ -163,7 +155,6 @@ def _service_lines(text: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-@needs_example
 def test_x12_837p_is_valid_for_a_standard_reader() -> None:
     text = render_x12_837p(example_claims(), CREATED)
     assert _pyx12_validate(text)
@@ -180,7 +171,6 @@ def test_x12_837p_is_valid_for_a_standard_reader() -> None:
     assert "HI*ABK:M5450*ABF:M25561~" in text
 
 
-@needs_example
 def test_x12_validator_catches_a_broken_interchange() -> None:
     # negative control: the validator really checks (a missing DTP*472 is an error)
     text = render_x12_837p(example_claims(), CREATED)
@@ -220,7 +210,6 @@ def test_x12_preview_makes_a_test_interchange() -> None:
 # --- FHIR R4 Claim -------------------------------------------------------------------------
 
 
-@needs_example
 def test_fhir_bundle_validates_one_claim_per_patient_and_date() -> None:
     from fhir.resources.R4B.bundle import Bundle
     from fhir.resources.R4B.claim import Claim
