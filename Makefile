@@ -5,7 +5,7 @@ VENV ?= .venv
 RTM := $(VENV)/bin/rtm
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test unit bench
+.PHONY: help install up down status demo test unit lint bench
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
@@ -31,6 +31,9 @@ demo: up  ## the main job end to end: simulate, post, stream, store, summarise
 
 unit: install  ## fast unit tests only (no services)
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: install  ## the layering contract (import-linter)
+	$(VENV)/bin/lint-imports --no-cache
 
 test: up  ## the whole suite: unit + integration against the real services
 	$(VENV)/bin/pytest -q -rs --durations=15 tests $(PYTEST_ARGS)

@@ -24,11 +24,11 @@ from typing import Sequence
 import orjson
 from aiokafka.partitioner import murmur2
 
-from rtm.settings import Settings
+from streams.settings import Settings
 from streams import control
-from streams.alert_store import published, unpublished
+from streams.db.alerts import published, unpublished
 from streams.app import Topology
-from streams.store import EventStore, utc_now
+from streams.db.events import EventStore, utc_now
 
 log = logging.getLogger(__name__)
 

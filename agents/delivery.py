@@ -20,11 +20,11 @@ from typing import Any, Sequence
 import httpx
 import orjson
 
-from rtm.metrics import WorkerMetrics
-from rtm.settings import Settings
-from streams.alert_store import claim_deliveries, webhook_for
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+from streams.db.alerts import claim_deliveries, mark_delivery, webhook_for
 from streams.app import Topology
-from streams.store import EventStore
+from streams.db.events import EventStore
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-RTM-Signature"
@@ -90,11 +90,7 @@ class Deliverer:
     async def _mark(self, alert_id: str, change: str, status: str, attempts: int,
                     error: str | None) -> None:
         async with self.store.acquire() as conn:
-            await conn.execute(
-                "UPDATE alert_deliveries SET status = $3, attempts = attempts + $4,"
-                " last_error = $5, updated_at = now() WHERE alert_id = $1 AND change = $2",
-                alert_id, change, status, attempts, error,
-            )
+            await mark_delivery(conn, alert_id, change, status, attempts, error)
 
     async def run_claimed(self, statuses: Sequence[str], older_than_s: float) -> int:
         async with self.store.acquire() as conn:

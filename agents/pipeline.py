@@ -29,15 +29,15 @@ import orjson
 from pydantic import ValidationError
 
 from agents.alerts import Publisher, partition_of, register_clock, register_publisher
-from agents.billing import write_ledger
+from streams.db.billing import write_ledger
 from agents.persist import write_until_done
 from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
 from alerts.models import DEFAULT_CONFIG
 from billing.ledger import ledger_rows
-from rtm.settings import Settings
+from streams.settings import Settings
 from schemas.events import Event, FieldError, errors_of, future_skew_error, parse_event_json
 from streams import control
-from streams.alert_store import (
+from streams.db.alerts import (
     StateStore,
     alerts_by_id,
     queue_deliveries,
@@ -46,7 +46,7 @@ from streams.alert_store import (
 )
 from streams.app import Topology
 from streams.producer import dead_letter_payload
-from streams.store import CONTENT_ERRORS, EventStore, insert_new_events, refused_for_content, utc_now
+from streams.db.events import CONTENT_ERRORS, EventStore, insert_new_events, refused_for_content, utc_now
 
 log = logging.getLogger(__name__)
 

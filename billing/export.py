@@ -383,3 +383,20 @@ def _uuid_of(hex32: str) -> str:
 
 def render_fhir(lines: Iterable[ClaimLine], created: dt.datetime) -> str:
     return json.dumps(fhir_bundle(lines, created), indent=2, sort_keys=False) + "\n"
+
+
+FORMATS = ("csv", "x12", "fhir")
+
+
+def render_export(lines: Sequence[ClaimLine], fmt: str, created: dt.datetime,
+                  config: BillingConfig | None = None) -> str:
+    """CSV (conventions as a ``#`` header block), X12 837P or a FHIR R4 Claim bundle."""
+    from billing.config import DEFAULT_CONFIG
+
+    if fmt == "csv":
+        return render_csv(lines, config or DEFAULT_CONFIG)
+    if fmt == "x12":
+        return render_x12_837p(list(lines), created)
+    if fmt == "fhir":
+        return render_fhir(lines, created)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -24,6 +24,7 @@ from billing.state import EpisodeEvent, PatientBillingState, TimeLog
 from schemas.events import (
     ClinicianTimeLogged,
     EpisodeEnded,
+    EVENT_TYPES,
     EpisodeStarted,
     Event,
     ProgramUpdated,
@@ -32,11 +33,8 @@ from schemas.events import (
 from pydantic import TypeAdapter
 
 NO_EPISODE = ""
-EPISODE_EVENT_TYPES = ("episode.started", "program.updated", "episode.ended")
-BILLING_EVENT_TYPES = (
-    "exercise.completed", "pain.reported", "symptom.reported", "clinician.time_logged",
-    *EPISODE_EVENT_TYPES,
-)
+# Every type of the contract feeds the ledger: data days, time logs, episodes.
+BILLING_EVENT_TYPES = EVENT_TYPES
 _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 
 DataDayRow = tuple[str, dt.date, str, str]  # patient_id, local_date, episode_id|"", event_id

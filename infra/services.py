@@ -39,14 +39,48 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
-
-from rtm.settings import Settings
+from typing import Any, Callable, Coroutine, Protocol, TypeVar
 
 __all__ = ["ServiceError", "ServiceStatus", "up", "down", "status"]
 
 Log = Callable[[str], None]
 T = TypeVar("T")
+
+
+class Settings(Protocol):
+    """What provisioning reads of the project's settings (``streams.settings.Settings``
+    has these): infra imports no project package, the CLI passes its settings in."""
+
+    @property
+    def cache_dir(self) -> Path: ...
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def pg_data_path(self) -> Path: ...
+    @property
+    def dsn(self) -> str: ...
+    @property
+    def kafka_host(self) -> str: ...
+    @property
+    def kafka_port(self) -> int: ...
+    @property
+    def kafka_controller_port(self) -> int: ...
+    @property
+    def kafka_version(self) -> str: ...
+    @property
+    def topic_partitions(self) -> int: ...
+    @property
+    def pg_host(self) -> str: ...
+    @property
+    def pg_port(self) -> int: ...
+    @property
+    def pg_user(self) -> str: ...
+    @property
+    def pg_password(self) -> str: ...
+    @property
+    def pg_database(self) -> str: ...
+    @property
+    def timescaledb_version(self) -> str: ...
 
 HERE = Path(__file__).resolve().parent
 KAFKA_POM = HERE / "kafka" / "pom.xml"

@@ -369,7 +369,7 @@ def cpu_split(stacks: Iterable[tuple[list[str], int]], top: int = 10,
         files = [frame_file(f) for f in frames]
         mods = [module_of(f, project_root) for f in files]
         selfs[mods[-1]] += n
-        # frames before the event loop are the entry (rtm/cli.py, streams/worker.py's
+        # frames before the event loop are the entry (rtm/cli.py, agents/worker.py's
         # run_worker, ...): every stack has them, they are not where the work is
         loop = next((i for i, m in enumerate(mods) if m == "asyncio"), 0)
         for mod in {m for m, f in zip(mods[loop:], files[loop:], strict=True)
@@ -406,7 +406,7 @@ def shares_line(shares: Mapping[str, float] | None, limit: int = 8) -> str:
 @dataclass
 class Phase:
     name: str
-    settings: Any  # rtm.settings.Settings
+    settings: Any  # streams.settings.Settings
     children: list[Any] = field(default_factory=list)
 
     @property
@@ -1155,9 +1155,9 @@ async def run_latency(b: Bench, ph: Phase, events: list[dict[str, Any]], rate: f
 
 
 def alerts_agent_registered() -> bool:
-    """Whether the worker registers an alerts agent (streams.worker imports agents.alerts)."""
+    """Whether the worker registers an alerts agent (agents.worker imports agents.alerts)."""
     try:
-        importlib.import_module("streams.worker")
+        importlib.import_module("agents.worker")
     except Exception:  # noqa: BLE001 - a worker that does not import has no alerts agent
         return importlib.util.find_spec("agents.alerts") is not None
     return "agents.alerts" in sys.modules

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
-from rtm.settings import Settings
+from streams.settings import Settings
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -89,7 +89,7 @@ def db() -> None:
 @click.pass_context
 def db_migrate(ctx: click.Context) -> None:
     """Apply the versioned SQL migrations under infra/migrations (idempotent)."""
-    from streams.store import migrate
+    from streams.db.events import migrate
 
     applied = asyncio.run(migrate(_settings(ctx).dsn))
     click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
@@ -133,7 +133,7 @@ def api(ctx: click.Context, port: int | None) -> None:
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str | None) -> None:
     """Run the Faust worker (all agents)."""
-    from streams.worker import run_worker
+    from agents.worker import run_worker
 
     settings = _settings(ctx)
     sys.argv = [sys.argv[0]]  # Faust's Worker parses argv itself
@@ -222,7 +222,7 @@ def alerts_webhook(ctx: click.Context, clinician_id: str, url: str, secret: str)
     """Set where a clinician's (or the clinic's) alerts are POSTed."""
     import asyncpg
 
-    from streams.alert_store import set_webhook
+    from streams.db.alerts import set_webhook
 
     async def run() -> None:
         conn = await asyncpg.connect(_settings(ctx).dsn)

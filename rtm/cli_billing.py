@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import asyncpg
 import click
 
-from rtm.settings import Settings
+from streams.settings import Settings
 
 
 def _parse_ts(value: str | None) -> dt.datetime:
@@ -46,7 +46,7 @@ def _dsn(ctx: click.Context, dsn: str | None) -> str:
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
-    from streams.store import migrate
+    from streams.db.events import migrate
 
     await migrate(dsn)
     return await asyncpg.connect(dsn)
@@ -74,7 +74,8 @@ async def run_export(
     created_by: str = "unknown",
 ) -> tuple[str, Any]:
     """Export body shared by the command and tests: returns (text, ExportResult)."""
-    from agents.billing import export_claims, render_export
+    from billing.export import render_export
+    from streams.db.billing import export_claims
 
     conn = await _connect(dsn)
     try:
@@ -143,22 +144,11 @@ async def events_states(conn: asyncpg.Connection, patient_prefix: str | None = N
     """Fold the raw events hypertable with the pure reducer (received_at dropped)."""
     from billing.ledger import BILLING_EVENT_TYPES, fold_for_billing
     from schemas.events import parse_event_json
+    from streams.db.events import event_payloads
 
-    where, args = "type = ANY($1::text[])", [list(BILLING_EVENT_TYPES)]
-    if patient_prefix:
-        where += " AND starts_with(patient_id, $2)"
-        args.append(patient_prefix)
     states: dict[str, Any] = {}
-    async with conn.transaction():
-        cur = conn.cursor(f"SELECT payload::text AS p FROM events WHERE {where}", *args,
-                          prefetch=5000)
-        batch: list[Any] = []
-        async for r in cur:
-            batch.append(parse_event_json(r["p"]))
-            if len(batch) >= 5000:
-                fold_for_billing(batch, states)
-                batch = []
-        fold_for_billing(batch, states)
+    async for payloads in event_payloads(conn, BILLING_EVENT_TYPES, patient_prefix):
+        fold_for_billing([parse_event_json(p) for p in payloads], states)
     return states
 
 
@@ -166,7 +156,7 @@ async def reconcile(dsn: str, as_of: dt.datetime, patient_prefix: str | None = N
                     out: TextIO | None = None) -> int:
     """Compare ledger states and claims with a recomputation from raw events; returns the
     number of differences (each printed)."""
-    from agents.billing import load_states
+    from streams.db.billing import load_states
     from billing.ledger import state_differences
     from billing.rules import compute_claims
     from billing.export import csv_row
@@ -219,21 +209,16 @@ def _reconcile_command(group: click.Group) -> None:
 async def backfill(dsn: str, patient_prefix: str | None = None) -> tuple[int, int, int]:
     """Write the ledger from the raw events hypertable (idempotent): for events stored
     before the billing agent ran. Returns the rows newly inserted."""
-    from agents.billing import write_ledger
+    from streams.db.billing import write_ledger
+    from streams.db.events import event_payloads
     from billing.ledger import BILLING_EVENT_TYPES, ledger_rows
     from schemas.events import parse_event_json
 
     conn = await _connect(dsn)
     totals = [0, 0, 0]
     try:
-        where, args = "type = ANY($1::text[])", [list(BILLING_EVENT_TYPES)]
-        if patient_prefix:
-            where += " AND starts_with(patient_id, $2)"
-            args.append(patient_prefix)
-        rows = await conn.fetch(f"SELECT payload::text AS p FROM events WHERE {where}", *args)
-        for i in range(0, len(rows), 5000):
-            events = [parse_event_json(r["p"]) for r in rows[i:i + 5000]]
-            new = await write_ledger(conn, ledger_rows(events))
+        async for payloads in event_payloads(conn, BILLING_EVENT_TYPES, patient_prefix):
+            new = await write_ledger(conn, ledger_rows([parse_event_json(p) for p in payloads]))
             totals = [a + b for a, b in zip(totals, new)]
     finally:
         await conn.close()
@@ -263,7 +248,7 @@ def register(group: click.Group) -> None:
 
 async def summary(dsn: str, now: dt.datetime | None = None,
                   patient_ids: list[str] | None = None) -> dict[str, Any]:
-    from agents.billing import load_states
+    from streams.db.billing import load_states
     from billing.rules import billing_progress, compute_claims, patient_local_date
 
     now = now or dt.datetime.now(dt.UTC)

@@ -15,8 +15,10 @@ import orjson
 
 from rtm.local import prepare, start_gateway, start_worker
 from rtm.produce import produce_file
-from rtm.settings import Settings
+from streams.settings import Settings
 from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
+from streams.db.alerts import alert_counts, alert_progress
+from streams.db.events import count_by_type, count_stored, patients_events
 from streams.producer import EventProducer
 from schemas.events import validate_event
 
@@ -44,17 +46,11 @@ async def _wait_stored(dsn: str, ids: list[str], timeout: float) -> dict[str, in
     try:
         deadline = time.monotonic() + timeout
         while True:
-            n = await conn.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id = ANY($1::text[])", ids
-            )
+            n = await count_stored(conn, ids)
             if n >= len(ids) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-        rows = await conn.fetch(
-            "SELECT type, count(*) AS n FROM events WHERE event_id = ANY($1::text[]) GROUP BY type",
-            ids,
-        )
-        return {r["type"]: int(r["n"]) for r in rows}
+        return await count_by_type(conn, ids)
     finally:
         await conn.close()
 
@@ -119,7 +115,7 @@ async def _tick_and_settle(settings: Settings) -> None:
     try:
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() - quiet_since < 3.0:
-            n = await conn.fetchval("SELECT count(*) + coalesce(sum(status_rank), 0) FROM alerts")
+            n = await alert_progress(conn)
             if n != last:
                 last, quiet_since = n, time.monotonic()
             await asyncio.sleep(0.5)
@@ -138,16 +134,8 @@ def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any
 async def _alert_sections(dsn: str, patient_ids: list[str]) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
-            " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
-            patient_ids,
-        )
-        events = await conn.fetch(
-            "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
-            " ORDER BY patient_id, stored_at, occurred_at",
-            patient_ids,
-        )
+        rows = await alert_counts(conn, patient_ids)
+        events = await patients_events(conn, patient_ids)
     finally:
         await conn.close()
     by_kind = {f"{r['kind']} ({r['severity']})": f"{r['n']} ({r['o']} open)" for r in rows}

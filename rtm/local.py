@@ -14,14 +14,14 @@ from typing import Callable, Mapping
 
 import httpx
 
-from rtm.settings import Settings
+from streams.settings import Settings
 
 
 def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     """Services up (idempotent), schema migrated, topics declared, dev key provisioned."""
     from infra import services
     from streams.gateway import ensure_dev_key
-    from streams.store import migrate
+    from streams.db.events import migrate
     from streams.topics import ensure_topics
 
     services.up(settings, log=log)

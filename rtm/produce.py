@@ -13,7 +13,7 @@ import httpx
 import orjson
 from tqdm import tqdm
 
-from rtm.settings import Settings
+from streams.settings import Settings
 from streams.gateway import dev_key_path
 
 

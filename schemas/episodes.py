@@ -9,6 +9,7 @@ concurrent episode.started, which is decided in arrival order by definition).
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Iterable
 
@@ -21,10 +22,13 @@ from schemas.events import (
     EpisodeStarted,
     Event,
     ProgramUpdated,
+    type_of,
 )
 
 # The events that shape episodes, as one validated type (kept by alerts and billing states).
 EpisodeEvent = Annotated[EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")]
+EPISODE_EVENT_TYPES: tuple[str, ...] = tuple(
+    type_of(m) for m in typing.get_args(typing.get_args(EpisodeEvent)[0]))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import typing
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -150,7 +151,6 @@ RedFlag = Literal[
     "constant_night_pain",
     "major_trauma",
 ]
-PATIENT_DATA_TYPES = frozenset({"exercise.completed", "pain.reported", "symptom.reported"})
 
 
 class _Frozen(BaseModel):
@@ -227,7 +227,12 @@ class ProgramUpdated(_Envelope):
     program: Program
 
 
-class ExerciseCompleted(_Envelope):
+class _PatientData(_Envelope):
+    """What the patient sends about themself: a data day for RTM (98977), the alert rules'
+    input. A base class so the set of such types is read off the contract, not listed."""
+
+
+class ExerciseCompleted(_PatientData):
     type: Literal["exercise.completed"]
     episode_id: Id64 | None = None
     exercise_id: Id64
@@ -237,14 +242,14 @@ class ExerciseCompleted(_Envelope):
     duration_s: Annotated[StrictInt, Field(ge=0, le=14400)] | None = None
 
 
-class PainReported(_Envelope):
+class PainReported(_PatientData):
     type: Literal["pain.reported"]
     episode_id: Id64 | None = None
     score: Annotated[StrictInt, Field(ge=0, le=10)]
     context: Literal["rest", "activity", "exercise"] | None = None
 
 
-class SymptomReported(_Envelope):
+class SymptomReported(_PatientData):
     type: Literal["symptom.reported"]
     episode_id: Id64 | None = None
     red_flags: list[RedFlag] = Field(default_factory=list)
@@ -279,15 +284,18 @@ Event = Annotated[
     ],
     Field(discriminator="type"),
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "episode.started",
-    "program.updated",
-    "exercise.completed",
-    "pain.reported",
-    "symptom.reported",
-    "clinician.time_logged",
-    "episode.ended",
-)
+EVENT_MODELS: tuple[type[_Envelope], ...] = typing.get_args(typing.get_args(Event)[0])
+
+
+def type_of(model: type[_Envelope]) -> str:
+    """The ``type`` literal of one event model."""
+    return str(typing.get_args(model.model_fields["type"].annotation)[0])
+
+
+# The type sets every layer uses, read off the union above (one place to add a type).
+EVENT_TYPES: tuple[str, ...] = tuple(type_of(m) for m in EVENT_MODELS)
+PATIENT_DATA_TYPES: frozenset[str] = frozenset(
+    type_of(m) for m in EVENT_MODELS if issubclass(m, _PatientData))
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

@@ -17,7 +17,8 @@ from alerts.adherence import daily_rows
 from alerts.evaluate import fold
 from alerts.state import PatientState
 from schemas.events import parse_event_json
-from streams.alert_store import get_alert, list_alerts
+from streams.db.alerts import acknowledge, get_alert, list_alerts
+from streams.db.events import pain_reports, patient_has_events, patient_payloads
 
 router = APIRouter()
 
@@ -73,12 +74,7 @@ async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None
             acked = alert.model_copy(
                 update={"status": "acknowledged", "acknowledged_at": at, "acknowledged_by": by}
             )
-            await conn.execute(
-                "UPDATE alerts SET status = 'acknowledged', status_rank = 1,"
-                " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb,"
-                " updated_at = now() WHERE id = $1 AND status_rank < 1",
-                alert_id, at, by, acked.model_dump_json(),
-            )
+            await acknowledge(conn, acked)
             alert = acked
     if alert.status == "acknowledged":
         await request.app.state.producer.send_ack(alert_id, alert.patient_id, at, by)
@@ -88,13 +84,10 @@ async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None
 async def _patient_state(request: Request, patient_id: str) -> PatientState:
     """Fold the patient's stored events in arrival order (stored_at, then event time)."""
     async with request.app.state.store.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT payload FROM events WHERE patient_id = $1 ORDER BY stored_at, occurred_at",
-            patient_id,
-        )
+        rows = await patient_payloads(conn, patient_id)
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
-    states, _ = fold(parse_event_json(r["payload"]) for r in rows)
+    states, _ = fold(parse_event_json(p) for p in rows)
     return states[patient_id]
 
 
@@ -142,18 +135,9 @@ async def pain(
     """Pain reports (NPRS 0-10) by patient-local date, oldest first."""
     _range(frm, to)
     async with request.app.state.store.acquire() as conn:
-        known = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE patient_id = $1)", patient_id
-        )
-        if not known:
+        if not await patient_has_events(conn, patient_id):
             raise HTTPException(404, f"unknown patient {patient_id}")
-        rows = await conn.fetch(
-            "SELECT event_id, local_date, payload FROM events"
-            " WHERE patient_id = $1 AND type = 'pain.reported'"
-            " AND ($2::date IS NULL OR local_date >= $2) AND ($3::date IS NULL OR local_date <= $3)"
-            " ORDER BY occurred_at",
-            patient_id, frm, to,
-        )
+        rows = await pain_reports(conn, patient_id, frm, to)
     reports = []
     for r in rows:
         p = orjson.loads(r["payload"])

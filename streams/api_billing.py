@@ -64,7 +64,8 @@ async def billing_claims(
     record: bool = False,
     by: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    from agents.billing import export_claims, render_export
+    from billing.export import render_export
+    from streams.db.billing import export_claims
 
     source = _require_key(request)
     if date_to < date_from:
@@ -97,7 +98,7 @@ async def patient_billing(
     patient_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,64}$")],
     as_of: dt.datetime | None = None,
 ) -> JSONResponse:
-    from agents.billing import load_states, patient_known
+    from streams.db.billing import load_states, patient_known
     from billing.rules import billing_progress, patient_local_date
 
     _require_key(request)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
-from rtm.metrics import WorkerMetrics
-from rtm.settings import Settings
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
 from schemas.codec import register as register_codec
 
 

@@ -19,11 +19,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from rtm.metrics import GatewayMetrics
-from rtm.settings import Settings, hash_api_key
+from streams.metrics import GatewayMetrics
+from streams.settings import Settings, hash_api_key
 from schemas.events import EVENT_TYPES, Event, FieldError, future_skew_error, validate_event
 from streams.producer import EventProducer, dead_letter_payload
-from streams.store import EventStore
+from streams.db.events import EventStore
 
 DEV_KEY_FILE = "dev-api-key"
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from rtm.settings import Settings
+from streams.settings import Settings
 from schemas.events import Event
 from streams import control
 

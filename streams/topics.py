@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from rtm.settings import Settings
+from streams.settings import Settings
 
 
 def topic_names(settings: Settings) -> list[str]:

@@ -1,4 +1,4 @@
--- Billing ledger (maintained by agents/billing.py) and the record of claim exports.
+-- Billing ledger (maintained by streams/db/billing.py) and the record of claim exports.
 -- Every table is a set keyed so that a re-delivered event cannot count twice:
 -- writes are INSERT ... ON CONFLICT DO NOTHING. The ledger loads back into
 -- billing.state.PatientBillingState exactly as the offline fold builds it.

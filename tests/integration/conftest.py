@@ -20,7 +20,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.local import Child, prepare, start_gateway, start_worker
-from rtm.settings import Settings
+from streams.settings import Settings
 from streams.gateway import ensure_dev_key
 from streams.topics import ensure_topics
 

@@ -22,9 +22,9 @@ import pytest
 
 from alerts.evaluate import run_alerts_evaluate
 from rtm.produce import produce_file
-from rtm.settings import Settings
+from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.alert_store import set_webhook
+from streams.db.alerts import set_webhook
 from streams.producer import EventProducer
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, wait_for

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.billing import load_states
+from streams.db.billing import load_states
 from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
 from billing.evaluate import fold_jsonl, run_evaluate
@@ -29,11 +29,11 @@ from billing.rules import ClaimLine
 from rtm.cli_billing import reconcile, run_export
 from rtm.local import start_gateway
 from rtm.produce import produce_file
-from rtm.settings import Settings
+from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import validate_event
 from streams.gateway import ensure_dev_key
-from streams.store import migrate
+from streams.db.events import migrate
 from streams.topics import ensure_topics
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, isolated_settings, wait_for
@@ -316,7 +316,7 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
     from click.testing import CliRunner
 
     from rtm.cli import main
-    from streams.store import EventStore
+    from streams.db.events import EventStore
 
     extra, late = late_patient(factory)
     events = [e for e in (validate_event(o) for o in [*extra, late]) if not isinstance(e, list)]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rtm.settings import Settings
+from streams.settings import Settings
 from schemas.events import validate_event
 from streams.producer import EventProducer
 from tests.conftest import EventFactory

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.produce import produce_file
-from rtm.settings import Settings
+from streams.settings import Settings
 from rtm.simulate import simulate, write_jsonl
 from streams.producer import EventProducer
 from tests.conftest import EventFactory

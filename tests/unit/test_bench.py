@@ -293,12 +293,12 @@ def test_machine_cpu_ticks_and_usage() -> None:
 
 COLLAPSED = """\
 <module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);step (alerts/rules.py:88) 30
-<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);save (streams/store.py:20);model_dump_json (pydantic/main.py:477) 20
-<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);insert (streams/store.py:30);_execute (asyncpg/connection.py:1795) 10
+<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);save (streams/db/events.py:20);model_dump_json (pydantic/main.py:477) 20
+<module> (rtm/cli.py:5);run (faust/worker.py:10);_execute (agents/pipeline.py:40);insert (streams/db/events.py:30);_execute (asyncpg/connection.py:1795) 10
 <module> (rtm/cli.py:5);_run_once (asyncio/base_events.py:1922) 15
 <module> (rtm/cli.py:5);run (faust/worker.py:10);on_message (faust/transport/consumer.py:1200) 20
 <module> (rtm/cli.py:5);getmany (/work/main/.venv/lib/python3.11/site-packages/aiokafka/consumer/consumer.py:1200) 5
-<module> (rtm/cli.py:5);run_worker (streams/worker.py:24);run_forever (asyncio/base_events.py:607);_run_once (asyncio/base_events.py:1922);step (agents/pipeline.py:41);loads (schemas/events.py:9) 10
+<module> (rtm/cli.py:5);run_worker (agents/worker.py:24);run_forever (asyncio/base_events.py:607);_run_once (asyncio/base_events.py:1922);step (agents/pipeline.py:41);loads (schemas/events.py:9) 10
 
 garbage line
 """
@@ -315,7 +315,7 @@ def test_parse_collapsed_and_frame_files() -> None:
 
 def test_module_of_groups_project_and_libraries() -> None:
     assert module_of("alerts/rules.py") == "alerts/"
-    assert module_of("/work/main/streams/store.py", "/work/main") == "streams/"
+    assert module_of("/work/main/streams/db/events.py", "/work/main") == "streams/"
     assert module_of("/x/.venv/lib/python3.11/site-packages/pydantic_core/core.py") == "pydantic"
     assert module_of("mode/services.py") == "faust"
     assert module_of("kafka/codec.py") == "aiokafka"
@@ -335,7 +335,7 @@ def test_cpu_split_self_inclusive_and_top_functions() -> None:
                              "aiokafka": 0.0455}
     assert sum(split["self"].values()) == pytest.approx(1.0, abs=1e-3)
     # inclusive: share of samples with the package on the stack below the event loop; the
-    # entry (rtm/cli.py, streams/worker.py before asyncio) does not count
+    # entry (rtm/cli.py, agents/worker.py before asyncio) does not count
     assert split["inclusive"] == {"agents/": 0.6364, "streams/": 0.2727, "alerts/": 0.2727,
                                   "schemas/": 0.0909}
     assert split["top_functions"][0] == {"function": "step (alerts/rules.py)", "share": 0.2727}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from agents.billing import render_export
+from billing.export import render_export
 from billing.config import DEFAULT_CONFIG
 from billing.ledger import fold_for_billing
 from billing.rules import compute_claims

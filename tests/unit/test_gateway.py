@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from rtm.settings import Settings, hash_api_key
+from streams.settings import Settings, hash_api_key
 from schemas.events import Event
 from streams.gateway import create_app
 

@@ -1,6 +1,6 @@
 """Operator config: Prometheus scrape + rules, Grafana dashboard, docker-compose.
 
-Every metric a rule or panel queries must be one rtm/metrics.py defines, so a renamed metric
+Every metric a rule or panel queries must be one streams/metrics.py defines, so a renamed metric
 breaks this test instead of silently emptying a dashboard or muting an alert.
 """
 
@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from rtm.metrics import GatewayMetrics, WorkerMetrics
-from rtm.settings import Settings
+from streams.metrics import GatewayMetrics, WorkerMetrics
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "infra" / "prometheus"
@@ -85,7 +85,7 @@ def test_alert_rule_uses_existing_metrics(rule: dict[str, Any]) -> None:
     used = metrics_in(rule["expr"])
     assert used, f"no metric found in {rule['expr']!r}"
     unknown = used - exported_series() - PROMETHEUS_BUILTINS
-    assert not unknown, f"{rule['alert']}: metrics not in rtm/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"{rule['alert']}: metrics not in streams/metrics.py: {sorted(unknown)}"
     assert rule["labels"]["severity"] in {"warning", "critical"}
     assert rule["annotations"]["summary"]
 

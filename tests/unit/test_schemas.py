@@ -11,7 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from rtm.settings import Settings
+from streams.settings import Settings
 from schemas.events import (
     TIMESTAMP_PATTERN,
     EpisodeStarted,
@@ -465,3 +465,16 @@ def test_max_future_skew_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RTM_MAX_FUTURE_SKEW_S", "-1")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_event_type_sets_are_read_off_the_contract_union() -> None:
+    from schemas.episodes import EPISODE_EVENT_TYPES
+    from schemas.events import EVENT_ADAPTER, EVENT_TYPES, PATIENT_DATA_TYPES
+
+    # every listed type is one the contract decodes, each once, and only those
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 7
+    schema = EVENT_ADAPTER.json_schema()
+    assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
+    assert PATIENT_DATA_TYPES == {"exercise.completed", "pain.reported", "symptom.reported"}
+    assert set(EPISODE_EVENT_TYPES) == {"episode.started", "program.updated", "episode.ended"}
+    assert not PATIENT_DATA_TYPES & set(EPISODE_EVENT_TYPES)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import importlib.resources
 from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Sequence
 
 import asyncpg
@@ -129,6 +130,77 @@ async def refused_for_content(conn: asyncpg.Connection, events: Sequence[Event]
         except CONTENT_ERRORS as exc:
             refused[ev.event_id] = f"{type(exc).__name__}: {exc}"[:500]
     return refused
+
+
+async def patient_payloads(conn: asyncpg.Connection, patient_id: str) -> list[str]:
+    """The patient's stored events (JSON) in arrival order (stored_at, then event time)."""
+    rows = await conn.fetch(
+        "SELECT payload FROM events WHERE patient_id = $1 ORDER BY stored_at, occurred_at",
+        patient_id,
+    )
+    return [r["payload"] for r in rows]
+
+
+async def patient_has_events(conn: asyncpg.Connection, patient_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE patient_id = $1)", patient_id))
+
+
+async def pain_reports(conn: asyncpg.Connection, patient_id: str, frm: dt.date | None,
+                       to: dt.date | None) -> list[asyncpg.Record]:
+    """event_id, local_date, payload of the patient's pain reports in [frm, to], by time."""
+    return list(await conn.fetch(
+        "SELECT event_id, local_date, payload FROM events"
+        " WHERE patient_id = $1 AND type = 'pain.reported'"
+        " AND ($2::date IS NULL OR local_date >= $2) AND ($3::date IS NULL OR local_date <= $3)"
+        " ORDER BY occurred_at",
+        patient_id, frm, to,
+    ))
+
+
+async def event_payloads(conn: asyncpg.Connection, types: Iterable[str],
+                         patient_prefix: str | None = None, batch: int = 5000,
+                         ) -> AsyncIterator[list[str]]:
+    """Stored events (JSON) of these types, optionally of patients whose id starts with
+    ``patient_prefix``, in lists of ``batch`` (a server-side cursor: memory stays flat)."""
+    where, args = "type = ANY($1::text[])", [sorted(types)]
+    if patient_prefix:
+        where += " AND starts_with(patient_id, $2)"
+        args.append(patient_prefix)  # type: ignore[arg-type]
+    async with conn.transaction():
+        out: list[str] = []
+        async for r in conn.cursor(f"SELECT payload::text AS p FROM events WHERE {where}",
+                                   *args, prefetch=batch):
+            out.append(r["p"])
+            if len(out) >= batch:
+                yield out
+                out = []
+        if out:
+            yield out
+
+
+async def count_stored(conn: asyncpg.Connection, ids: Sequence[str]) -> int:
+    """How many of these event ids are stored (the idempotency ledger)."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)))
+
+
+async def count_by_type(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT type, count(*) AS n FROM events WHERE event_id = ANY($1::text[]) GROUP BY type",
+        list(ids),
+    )
+    return {r["type"]: int(r["n"]) for r in rows}
+
+
+async def patients_events(conn: asyncpg.Connection, patient_ids: Sequence[str]
+                          ) -> list[asyncpg.Record]:
+    """patient_id, payload of these patients' events, per patient in arrival order."""
+    return list(await conn.fetch(
+        "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
+        " ORDER BY patient_id, stored_at, occurred_at",
+        list(patient_ids),
+    ))
 
 
 class EventStore:

@@ -1,14 +1,10 @@
-"""Billing step: the RTM ledger (data days, time logs, episode events) in TimescaleDB.
+"""The RTM ledger (data days, time logs, episode events) and the record of exports.
 
-The ingest agent (agents/pipeline.py) hands it each decoded batch; it reduces the batch to
-ledger rows (``billing.ledger.ledger_rows``) and writes them in one transaction, one
-``unnest`` round trip per table, ``ON CONFLICT DO NOTHING``: a re-delivered event adds
-nothing. The batch is acked (offsets committed) only after the write succeeded
-(``write_until_done``).
-
-Also here, because they are the ledger's SQL: ``load_states`` (ledger -> states equal to
-the offline fold) and the record of exports (``previous_lines`` / ``record_export``),
-shared by ``rtm billing`` and the gateway's billing routes.
+``write_ledger`` writes one batch's ledger rows, one ``unnest`` round trip per table,
+``ON CONFLICT DO NOTHING`` (a re-delivered event adds nothing), inside the ingest step's
+batch transaction (agents/pipeline.py). ``load_states`` gives the ledger back as states
+equal to the offline fold; ``export_claims`` chooses and records an export under an
+advisory lock. Shared by the worker, ``rtm billing`` and the gateway's billing routes.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import orjson
 from billing.ledger import LedgerRows, states_from_rows
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
-from streams.store import EventStore
+from streams.db.events import EventStore
 
 log = logging.getLogger(__name__)
 EXPORT_LOCK_KEY = 7_270_503  # pg_advisory_xact_lock id: one export recorded at a time
@@ -163,9 +159,6 @@ async def lock_exports(conn: asyncpg.Connection) -> None:
 
 # --- export (shared by `rtm billing export` and GET /v1/billing/claims) ---------------------
 
-FORMATS = ("csv", "x12", "fhir")
-
-
 class ExportResult:
     def __init__(self, lines: list[ClaimLine], withdrawn: list[ClaimLine],
                  export_id: int | None, elapsed_s: float) -> None:
@@ -218,18 +211,3 @@ async def export_claims(
                 conn, lines, created_by=created_by, as_of=as_of, date_from=date_from,
                 date_to=date_to, fmt=fmt, conventions=config.header_text())
     return ExportResult(lines, withdrawn, export_id, time.perf_counter() - t0)
-
-
-def render_export(lines: Sequence[ClaimLine], fmt: str, created: dt.datetime,
-                  config: Any = None) -> str:
-    """CSV (conventions as a ``#`` header block), X12 837P or a FHIR R4 Claim bundle."""
-    from billing.config import DEFAULT_CONFIG
-    from billing.export import render_csv, render_fhir, render_x12_837p
-
-    if fmt == "csv":
-        return render_csv(lines, config or DEFAULT_CONFIG)
-    if fmt == "x12":
-        return render_x12_837p(list(lines), created)
-    if fmt == "fhir":
-        return render_fhir(lines, created)
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

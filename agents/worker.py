@@ -5,9 +5,9 @@ from __future__ import annotations
 import faust
 
 from agents import delivery, pipeline
-from rtm.settings import Settings
+from streams.settings import Settings
 from streams.app import Topology, build_app
-from streams.store import EventStore
+from streams.db.events import EventStore
 
 
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:

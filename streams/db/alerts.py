@@ -167,6 +167,40 @@ async def claim_deliveries(
 # --- rule states -------------------------------------------------------------------------------
 
 
+async def mark_delivery(conn: asyncpg.Connection, alert_id: str, change: str, status: str,
+                        attempts: int, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE alert_deliveries SET status = $3, attempts = attempts + $4,"
+        " last_error = $5, updated_at = now() WHERE alert_id = $1 AND change = $2",
+        alert_id, change, status, attempts, error,
+    )
+
+
+async def acknowledge(conn: asyncpg.Connection, acked: Alert) -> None:
+    """Record an acknowledgement (never over a resolved alert: status_rank only rises)."""
+    await conn.execute(
+        "UPDATE alerts SET status = 'acknowledged', status_rank = 1,"
+        " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb,"
+        " updated_at = now() WHERE id = $1 AND status_rank < 1",
+        acked.id, acked.acknowledged_at, acked.acknowledged_by, acked.model_dump_json(),
+    )
+
+
+async def alert_progress(conn: asyncpg.Connection) -> int:
+    """A number that rises with every alert written or changed (to wait for quiet)."""
+    return int(await conn.fetchval("SELECT count(*) + coalesce(sum(status_rank), 0) FROM alerts"))
+
+
+async def alert_counts(conn: asyncpg.Connection, patient_ids: Sequence[str]
+                       ) -> list[asyncpg.Record]:
+    """kind, severity, n (all), o (open) of these patients' alerts, largest first."""
+    return list(await conn.fetch(
+        "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
+        " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
+        list(patient_ids),
+    ))
+
+
 class StateConflict(Exception):
     """Another worker wrote a state this batch read: roll back and redo the batch."""
 
