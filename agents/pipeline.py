@@ -35,8 +35,17 @@ from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_
 from alerts.models import DEFAULT_CONFIG
 from billing.ledger import ledger_rows
 from streams.settings import Settings
-from schemas.events import Event, FieldError, errors_of, future_skew_error, parse_event_json
+from schemas.events import (
+    DEFAULT_ORG,
+    EpisodeStarted,
+    Event,
+    FieldError,
+    errors_of,
+    future_skew_error,
+    parse_event_json,
+)
 from streams import control
+from streams.db.access import claim_patients, record_patient_clinicians
 from streams.db.alerts import (
     StateStore,
     alerts_by_id,
@@ -181,7 +190,8 @@ class IngestStep:
         events = [i.event for i in items if isinstance(i, EventItem)]
         async with self.store.acquire() as conn:
             async with conn.transaction():
-                new_ids = await insert_new_events(conn, events)
+                items, events, orgs = await self._tenancy(conn, items, events)
+                new_ids = await insert_new_events(conn, events, orgs)
                 new_events: list[Event] = []
                 fresh: list[Item] = []
                 for item in items:
@@ -192,6 +202,9 @@ class IngestStep:
                         new_ids.discard(eid)  # a repeat inside the batch counts once
                         new_events.append(item.event)
                     fresh.append(item)
+                await record_patient_clinicians(conn, (
+                    (e.patient_id, e.clinician_id) for e in new_events
+                    if isinstance(e, EpisodeStarted)))
                 rows = ledger_rows(new_events)
                 if len(rows):
                     days, _, _ = await write_ledger(conn, rows)
@@ -218,6 +231,28 @@ class IngestStep:
                 ])
         self.states.commit_saved()
         return new_events, result, seqs
+
+    async def _tenancy(self, conn: Any, items: Sequence[Item], events: list[Event]
+                       ) -> tuple[Sequence[Item], list[Event], dict[str, str]]:
+        """A patient belongs to the organisation that first sent an event for it; an
+        event stamped with another organisation is dead-lettered, never merged into that
+        patient (the gateway refuses most of them up front; this is the guarantee). An
+        event without a stamp (written straight to Kafka) takes the patient's."""
+        orgs = await claim_patients(conn, ((e.patient_id, e.org_id or DEFAULT_ORG)
+                                           for e in events))
+        foreign = [e for e in events
+                   if e.org_id is not None and orgs.get(e.patient_id, e.org_id) != e.org_id]
+        if not foreign:
+            return items, events, orgs
+        await self._send_dead([
+            _dead(orjson.loads(e.model_dump_json()),
+                  [FieldError(field="patient_id",
+                              message="patient_id: a patient of another organisation")],
+                  "tenancy")
+            for e in foreign])
+        ids = {e.event_id for e in foreign}
+        kept = [i for i in items if not (isinstance(i, EventItem) and i.event.event_id in ids)]
+        return kept, [e for e in events if e.event_id not in ids], orgs
 
     async def _with_stored_alerts(self, conn: Any, items: list[Item], states: dict[str, Any]
                                   ) -> list[Item]:

@@ -60,8 +60,11 @@ def _offset_s(when: dt.datetime) -> int:
 
 
 def strip_received(event: Event) -> Event:
-    """The event as billing keeps it: without the gateway's ``received_at``."""
-    return event if event.received_at is None else event.model_copy(update={"received_at": None})
+    """The event as billing keeps it: without the gateway's stamps (``received_at``, and
+    ``org_id``, which the ledger's scope takes from ``patient_orgs``)."""
+    if event.received_at is None and event.org_id is None:
+        return event
+    return event.model_copy(update={"received_at": None, "org_id": None})
 
 
 def ledger_rows(events: Iterable[Event]) -> LedgerRows:

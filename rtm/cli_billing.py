@@ -72,16 +72,26 @@ async def run_export(
     include_open: bool = False,
     record: bool = True,
     created_by: str = "unknown",
+    org_id: str | None = None,
 ) -> tuple[str, Any]:
-    """Export body shared by the command and tests: returns (text, ExportResult)."""
+    """Export body shared by the command and tests: returns (text, ExportResult). With
+    ``org_id``, that organisation's patients only; audited either way."""
     from billing.export import render_export
+    from streams.db.access import audit
     from streams.db.billing import export_claims
 
     conn = await _connect(dsn)
     try:
         result = await export_claims(
             conn, date_from=date_from, date_to=date_to, as_of=as_of, include_open=include_open,
-            record=record, created_by=created_by, fmt=fmt)
+            record=record, created_by=created_by, fmt=fmt, org_id=org_id)
+        await audit(conn, org_id=org_id or "*", actor=f"cli:{created_by}", role="cli",
+                    action="export" if result.export_id is not None else "read",
+                    resource="rtm billing export",
+                    patient_ids=[ln.patient_id for ln in result.lines],
+                    detail={"from": date_from.isoformat(), "to": date_to.isoformat(),
+                            "format": fmt, "lines": len(result.lines),
+                            "export_id": result.export_id})
     finally:
         await conn.close()
     return render_export(result.lines, fmt, as_of), result
@@ -99,11 +109,14 @@ def _export_command(group: click.Group) -> None:
     @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
     @click.option("--by", "by", default=None, help="who exports (recorded); default: OS user")
     @click.option("--dry-run", is_flag=True, help="compute and print, but do not record")
+    @click.option("--org", "org_id", default=None,
+                  help="this organisation's patients only (default: every organisation)")
     @click.option("--dsn", default=None, help="database URL (default: settings)")
     @click.pass_context
     def billing_export(ctx: click.Context, date_from: str, date_to: str, fmt: str,
                        include_open: bool, as_of: str | None, out: Path | None,
-                       by: str | None, dry_run: bool, dsn: str | None) -> None:
+                       by: str | None, dry_run: bool, org_id: str | None,
+                       dsn: str | None) -> None:
         """Export claim lines with a date of service in [--from, --to] and record the export.
 
         Lines already billed unchanged are left out; a changed period/month is re-sent whole
@@ -119,7 +132,8 @@ def _export_command(group: click.Group) -> None:
         ts = _parse_ts(as_of)
         text, result = asyncio.run(run_export(
             _dsn(ctx, dsn), date_from=d_from, date_to=d_to, fmt=fmt, as_of=ts,
-            include_open=include_open, record=not dry_run, created_by=by or _default_user()))
+            include_open=include_open, record=not dry_run, created_by=by or _default_user(),
+            org_id=org_id))
         if out is not None:
             out.write_text(text, encoding="utf-8")
             if fmt != "csv":

@@ -27,9 +27,15 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     services.up(settings, log=log)
     applied = asyncio.run(migrate(settings.dsn))
     created = asyncio.run(ensure_topics(settings))
-    ensure_dev_key(settings)
+    key = ensure_dev_key(settings)
     log(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
     log(f"topics created: {', '.join(created) or 'none (all exist)'}")
+    if settings.env == "dev":
+        from rtm.cli_access import DEV_USERS_FILE, provision_dev
+
+        users = asyncio.run(provision_dev(settings, key))
+        log(f"dev sign-ins (RTM_ENV=dev only): {', '.join(sorted(users))};"
+            f" passwords in {settings.state_dir / DEV_USERS_FILE}")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

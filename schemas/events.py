@@ -185,6 +185,9 @@ class _Envelope(_Frozen):
     recorded_at: Timestamp | None = None
     # Set by the gateway; producers may omit it.
     received_at: Timestamp | None = None
+    # Set by the gateway to the organisation of the key that posted the event (a value
+    # sent by the producer is replaced). Written straight to Kafka without one: DEFAULT_ORG.
+    org_id: Id64 | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -296,6 +299,10 @@ def type_of(model: type[_Envelope]) -> str:
 EVENT_TYPES: tuple[str, ...] = tuple(type_of(m) for m in EVENT_MODELS)
 PATIENT_DATA_TYPES: frozenset[str] = frozenset(
     type_of(m) for m in EVENT_MODELS if issubclass(m, _PatientData))
+# What an EHR integration sends: episodes, programs, clinician time (everything else).
+INTEGRATION_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - PATIENT_DATA_TYPES
+# The organisation of events that name none (before tenancy, or written straight to Kafka).
+DEFAULT_ORG = "default"
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

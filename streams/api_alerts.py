@@ -1,7 +1,9 @@
-"""Clinician API on the gateway: alerts, acknowledgement, adherence and pain.
+"""Clinician API on the gateway: alerts, acknowledgement, worklist, adherence and pain.
 
-Adherence and pain are recomputed from the events hypertable with the same pure functions
-the stream and the offline evaluators use (one rules engine).
+Every route takes the caller (``streams.gateway.principal``), reads only inside its scope
+(a patient outside it answers 404, as an unknown one does) and leaves an audit row naming
+the patients whose data it returned. Adherence and pain are recomputed from the events
+hypertable with the same pure functions the stream and the offline evaluators use.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from pydantic import BaseModel, Field
 
 from alerts.adherence import daily_rows
 from alerts.evaluate import fold
+from alerts.models import AlertKind, Severity
 from alerts.state import PatientState
 from schemas.events import parse_event_json
-from streams.db.alerts import acknowledge, get_alert, list_alerts
-from streams.db.events import pain_reports, patient_has_events, patient_payloads
+from streams.access import Principal
+from streams.db.access import audit_principal, in_scope
+from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
+from streams.db.events import pain_reports, patient_payloads
+from streams.auth import require
 
 router = APIRouter()
+PatientId = Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 
 
 class AckBody(BaseModel):
-    by: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")] = (
-        "clinician"
-    )
+    note: Annotated[str, Field(max_length=2000)] | None = None
 
 
 def _cursor(value: str | None) -> tuple[dt.datetime, str] | None:
@@ -42,17 +47,27 @@ def _cursor(value: str | None) -> tuple[dt.datetime, str] | None:
 @router.get("/v1/alerts")
 async def get_alerts(
     request: Request,
+    who: Principal = require("read_clinical"),
     clinician_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["open", "acknowledged", "resolved"] | None = None,
+    severity: Severity | None = None,
+    kind: AlertKind | None = None,
+    patient_id: PatientId | None = None,
     since: dt.datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[str | None, Query(description="cursor from next_before")] = None,
 ) -> dict[str, Any]:
-    """Newest first. Page on with ?before=<next_before> until it is null."""
+    """Alerts in the caller's scope, newest first. Page on with ?before=<next_before>
+    until it is null."""
     if since is not None and since.tzinfo is None:
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "needs a UTC offset"}])
     async with request.app.state.store.acquire() as conn:
-        items = await list_alerts(conn, clinician_id, status, since, limit, _cursor(before))
+        items = await list_alerts(conn, who.scope(), clinician_id=clinician_id, status=status,
+                                  severity=severity, kind=kind, patient_id=patient_id,
+                                  since=since, limit=limit, before=_cursor(before))
+        await audit_principal(conn, who, "read", "GET /v1/alerts",
+                              [a["patient_id"] for a in items],
+                              {"count": len(items), "query": dict(request.query_params)})
     next_before = None
     if len(items) == limit:
         last = items[-1]
@@ -60,13 +75,31 @@ async def get_alerts(
     return {"alerts": items, "next_before": next_before}
 
 
+@router.get("/v1/worklist")
+async def get_worklist(
+    request: Request,
+    who: Principal = require("read_clinical"),
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """"Who needs me today?": patients in scope with open alerts, by need (open critical,
+    then high, then low adherence, inactivity, billing at risk; longest waiting first)."""
+    async with request.app.state.store.acquire() as conn:
+        rows = await worklist(conn, who.scope(), limit)
+        await audit_principal(conn, who, "read", "GET /v1/worklist",
+                              [r["patient_id"] for r in rows], {"count": len(rows)})
+    return {"patients": rows}
+
+
 @router.post("/v1/alerts/{alert_id}/ack")
-async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None) -> dict[str, Any]:
-    """Acknowledge: recorded at once, and sent to the stream so the cool-down applies."""
-    by = (body or AckBody()).by
+async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None,
+                    who: Principal = require("acknowledge")) -> dict[str, Any]:
+    """Acknowledge, in the caller's own name, with an optional note: recorded at once, and
+    sent to the stream so the cool-down applies."""
+    note = (body or AckBody()).note
+    by = who.name
     store = request.app.state.store
     async with store.acquire() as conn:
-        alert = await get_alert(conn, alert_id)
+        alert = await alert_in_scope(conn, who.scope(), alert_id)
         if alert is None:
             raise HTTPException(404, f"unknown alert {alert_id}")
         at = dt.datetime.now(dt.timezone.utc)
@@ -74,17 +107,25 @@ async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None
             acked = alert.model_copy(
                 update={"status": "acknowledged", "acknowledged_at": at, "acknowledged_by": by}
             )
-            await acknowledge(conn, acked)
+            await acknowledge(conn, acked, note)
             alert = acked
+        await audit_principal(conn, who, "acknowledge", f"POST /v1/alerts/{alert_id}/ack",
+                              [alert.patient_id], {"alert_id": alert_id, "note": note})
     if alert.status == "acknowledged":
         await request.app.state.producer.send_ack(alert_id, alert.patient_id, at, by)
-    return orjson.loads(alert.model_dump_json())
+    out: dict[str, Any] = orjson.loads(alert.model_dump_json())
+    out["ack_note"] = note
+    return out
 
 
-async def _patient_state(request: Request, patient_id: str) -> PatientState:
+async def _patient_state(request: Request, who: Principal, patient_id: str) -> PatientState:
     """Fold the patient's stored events in arrival order (stored_at, then event time)."""
     async with request.app.state.store.acquire() as conn:
-        rows = await patient_payloads(conn, patient_id)
+        rows = await patient_payloads(conn, patient_id) if await in_scope(
+            conn, who.scope(), patient_id) else []
+        if rows:
+            await audit_principal(conn, who, "read", f"{request.method} {request.url.path}",
+                                  [patient_id])
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
     states, _ = fold(parse_event_json(p) for p in rows)
@@ -102,10 +143,11 @@ async def adherence(
     patient_id: str,
     frm: Annotated[dt.date | None, Query(alias="from")] = None,
     to: dt.date | None = None,
+    who: Principal = require("read_clinical"),
 ) -> dict[str, Any]:
     """Daily prescribed and completed sessions and trailing 7-day adherence."""
     _range(frm, to)
-    state = await _patient_state(request, patient_id)
+    state = await _patient_state(request, who, patient_id)
     last = max((r.local_date for r in state.data.values()), default=None)
     if to is not None and (last is None or to > last):
         last = to
@@ -131,13 +173,16 @@ async def pain(
     patient_id: str,
     frm: Annotated[dt.date | None, Query(alias="from")] = None,
     to: dt.date | None = None,
+    who: Principal = require("read_clinical"),
 ) -> dict[str, Any]:
     """Pain reports (NPRS 0-10) by patient-local date, oldest first."""
     _range(frm, to)
     async with request.app.state.store.acquire() as conn:
-        if not await patient_has_events(conn, patient_id):
+        if not await in_scope(conn, who.scope(), patient_id):
             raise HTTPException(404, f"unknown patient {patient_id}")
         rows = await pain_reports(conn, patient_id, frm, to)
+        await audit_principal(conn, who, "read", f"GET /v1/patients/{patient_id}/pain",
+                              [patient_id])
     reports = []
     for r in rows:
         p = orjson.loads(r["payload"])

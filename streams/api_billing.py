@@ -1,9 +1,12 @@
 """Billing endpoints on the gateway: claims export and per-patient progress.
 
-Both need the gateway's API key (``Authorization: Bearer``): claim lines carry member ids.
+Claim lines carry member ids: billing staff, admins and reader keys of the organisation
+see its patients only; recording an export (``record=true``) is for billing staff and
+admins. A clinician sees a patient's billing progress within their scope (the patient
+page's treatment minutes). Every answer leaves an audit row naming its patients.
 
 - ``GET /v1/billing/claims?from=YYYY-MM-DD&to=YYYY-MM-DD&format=csv|x12|fhir``
-  ``[&include_open=true][&as_of=TS][&record=true][&by=NAME]``: the same lines as
+  ``[&include_open=true][&as_of=TS][&record=true]``: the same lines as
   ``rtm billing export``. By default it is a **read-only look** (nothing recorded, so a
   GET stays safe to repeat: lines already recorded as billed are left out, changed ones
   show as ``amended``, the rest as ``new``). With ``record=true`` the export is recorded
@@ -23,27 +26,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from streams.access import Principal
+from streams.auth import require
+from streams.db.access import audit_principal, in_scope
+
 router = APIRouter()
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "x12": "application/edi-x12",
           "fhir": "application/fhir+json"}
-_KEYS: dict[int, dict[str, str]] = {}
-
-
-def _require_key(request: Request) -> str:
-    from streams.gateway import _authorized, configured_key_hashes
-
-    settings = request.app.state.settings
-    keys = _KEYS.get(id(settings))
-    if keys is None:
-        keys = _KEYS[id(settings)] = configured_key_hashes(settings)
-    source = _authorized(request, keys)
-    if source is None:
-        raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return source
-
-
 def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC)
@@ -62,12 +52,13 @@ async def billing_claims(
     include_open: bool = False,
     as_of: dt.datetime | None = None,
     record: bool = False,
-    by: Annotated[str | None, Query(max_length=128)] = None,
+    who: Principal = require("read_billing"),
 ) -> Response:
     from billing.export import render_export
     from streams.db.billing import export_claims
 
-    source = _require_key(request)
+    if record and not who.may("record_export"):
+        raise HTTPException(403, f"{who.role_text} may look at claim lines, not record an export")
     if date_to < date_from:
         raise HTTPException(422, [{"loc": ["query", "to"], "type": "value_error",
                                    "msg": "to is before from"}])
@@ -75,7 +66,12 @@ async def billing_claims(
     async with request.app.state.store.acquire() as conn:
         result = await export_claims(
             conn, date_from=date_from, date_to=date_to, as_of=when, include_open=include_open,
-            record=record, created_by=by or f"api:{source}", fmt=fmt)
+            record=record, created_by=who.actor, fmt=fmt, org_id=who.org_id)
+        await audit_principal(
+            conn, who, "export" if result.export_id is not None else "read",
+            "GET /v1/billing/claims", [ln.patient_id for ln in result.lines],
+            {"from": date_from.isoformat(), "to": date_to.isoformat(), "format": fmt,
+             "lines": len(result.lines), "export_id": result.export_id})
     headers = {"X-Billing-Lines": str(len(result.lines)),
                "X-Billing-Withdrawn": str(len(result.withdrawn))}
     if result.export_id is not None:
@@ -85,10 +81,9 @@ async def billing_claims(
 
 
 @router.get("/v1/billing/conventions")
-async def billing_conventions(request: Request) -> PlainTextResponse:
+async def billing_conventions(who: Principal = require("read_billing")) -> PlainTextResponse:
     from billing.config import DEFAULT_CONFIG
 
-    _require_key(request)
     return PlainTextResponse(DEFAULT_CONFIG.header_text())
 
 
@@ -97,16 +92,19 @@ async def patient_billing(
     request: Request,
     patient_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,64}$")],
     as_of: dt.datetime | None = None,
+    who: Principal = require("read_billing", "read_clinical"),
 ) -> JSONResponse:
-    from streams.db.billing import load_states, patient_known
     from billing.rules import billing_progress, patient_local_date
+    from streams.db.billing import load_states, patient_known
 
-    _require_key(request)
     now = _aware(as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
-        if not await patient_known(conn, patient_id):
+        if not (await in_scope(conn, who.scope(), patient_id)
+                and await patient_known(conn, patient_id)):
             raise HTTPException(404, f"no billing data for patient {patient_id}")
         state = (await load_states(conn, [patient_id]))[patient_id]
+        await audit_principal(conn, who, "read", f"GET /v1/patients/{patient_id}/billing",
+                              [patient_id])
     progress = billing_progress(state, patient_local_date(state, now))
     body: dict[str, Any] = progress.model_dump(mode="json")
     body["as_of"] = now.isoformat()

@@ -7,23 +7,40 @@ before the response, the invalid ones go to the dead-letter topic with their rea
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import secrets
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import orjson
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
 
-from streams.metrics import GatewayMetrics
-from streams.settings import Settings, hash_api_key
 from schemas.events import EVENT_TYPES, Event, FieldError, future_skew_error, validate_event
-from streams.producer import EventProducer, dead_letter_payload
+from streams.access import (
+    PERMISSIONS,
+    SESSION_COOKIE,
+    Principal,
+    new_key,
+    new_session_token,
+    parse_key,
+    session_digest,
+    verify_password,
+)
+from streams.auth import UNAUTHENTICATED, Authenticator, principal, reject_unknown_query
+from streams.db.access import (
+    audit,
+    create_session,
+    delete_session,
+    patient_orgs,
+    user_for_login,
+)
 from streams.db.events import EventStore
+from streams.metrics import GatewayMetrics
+from streams.producer import EventProducer, dead_letter_payload
+from streams.settings import Settings
 
 DEV_KEY_FILE = "dev-api-key"
 
@@ -33,46 +50,24 @@ def dev_key_path(settings: Settings) -> Path:
 
 
 def ensure_dev_key(settings: Settings) -> str:
-    """Provision (once) the local development key that `rtm produce` and the demo use."""
+    """The local development key that `rtm produce`, the demo and the tests use (a file in
+    the state dir, made once; `rtm up` registers it in the database, in dev only)."""
     path = dev_key_path(settings)
     if path.exists():
-        return path.read_text().strip()
+        key = path.read_text().strip()
+        if parse_key(key) is not None:
+            return key
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = "rtm-dev-" + secrets.token_urlsafe(24)
+    key = new_key()[0]
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
-
-
-def configured_key_hashes(settings: Settings) -> dict[str, str]:
-    """sha256(key) -> source name. Keys are configured hashed; the dev key only in dev."""
-    keys: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in settings.api_keys.split(","))):
-        source, _, digest = pair.partition("=")
-        if not digest:
-            raise ValueError(f"RTM_API_KEYS entry {source!r} must be source=sha256hex")
-        keys[digest.lower()] = source
-    if settings.env == "dev" and dev_key_path(settings).exists():
-        keys[hash_api_key(dev_key_path(settings).read_text().strip())] = "dev"
-    return keys
 
 
 class Producer(Protocol):
     async def send_events(self, events: list[Event]) -> None: ...
     async def send_dead(self, records: list[tuple[bytes | None, bytes]]) -> None: ...
     async def ping(self) -> bool: ...
-
-
-def _authorized(request: Request, key_hashes: dict[str, str]) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    digest = hash_api_key(token.strip())
-    for known, source in key_hashes.items():
-        if hmac.compare_digest(known, digest):
-            return source
-    return None
 
 
 def _decode_body(body: bytes, content_type: str) -> list[Any]:
@@ -104,11 +99,12 @@ def create_app(
     producer: Producer | None = None,
     store: EventStore | None = None,
     registry: CollectorRegistry | None = None,
+    authenticate: Callable[[Request], Awaitable[Principal | None]] | None = None,
 ) -> FastAPI:
-    """Build the gateway. Producer and store are created on startup unless injected."""
+    """Build the gateway. Producer and store are created on startup unless injected (and
+    the authenticator: in-process tests of the per-event judgement inject a principal)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    key_hashes = configured_key_hashes(settings)
     state: dict[str, Any] = {"producer": producer, "store": store}
 
     @asynccontextmanager
@@ -134,6 +130,7 @@ def create_app(
     app = FastAPI(title="RTM ingest gateway and clinician API", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.authenticate = authenticate or Authenticator(state)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Any) -> Response:
@@ -163,13 +160,54 @@ def create_app(
     async def metrics_endpoint() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.post("/v1/session", dependencies=[Depends(reject_unknown_query)])
+    async def sign_in(body: SignIn, response: Response) -> dict[str, Any]:
+        """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
+        SameSite=Lax) and returns the CSRF token for state-changing requests."""
+        async with state["store"].acquire() as conn:
+            row = await user_for_login(conn, body.username)
+            if row is None or not verify_password(row["password_hash"], body.password):
+                if row is not None:
+                    await audit(conn, org_id=row["org_id"], actor=f"user:{body.username}",
+                                role=row["role"], action="access.sign_in_failed",
+                                resource="POST /v1/session")
+                raise HTTPException(401, "unknown user or wrong password")
+            token, digest, csrf = new_session_token()
+            await create_session(conn, digest, row["user_id"], csrf,
+                                 dt.timedelta(seconds=settings.session_ttl_s))
+            await audit(conn, org_id=row["org_id"], actor=f"user:{row['username']}",
+                        role=row["role"], action="access.sign_in", resource="POST /v1/session")
+        response.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_ttl_s),
+                            httponly=True, secure=True, samesite="lax", path="/")
+        return {"username": row["username"], "role": row["role"], "org_id": row["org_id"],
+                "clinician_id": row["clinician_id"], "csrf_token": csrf}
+
+    @app.delete("/v1/session", dependencies=[Depends(reject_unknown_query)])
+    async def sign_out(request: Request, response: Response,
+                       who: Principal = Depends(principal)) -> dict[str, str]:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if who.kind == "user" and cookie:
+            async with state["store"].acquire() as conn:
+                await delete_session(conn, session_digest(cookie))
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return {"signed_out": who.actor}
+
+    @app.get("/v1/me", dependencies=[Depends(reject_unknown_query)])
+    async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
+        return {"actor": who.actor, "org_id": who.org_id, "roles": sorted(who.roles),
+                "clinician_id": who.clinician_id, "csrf_token": who.csrf_token,
+                "may": sorted(p for p in PERMISSIONS if who.may(p))}
+
     @app.post("/v1/events")
     async def post_events(request: Request) -> JSONResponse:
-        if _authorized(request, key_hashes) is None:
-            return JSONResponse(
-                {"error": "missing or invalid API key (Authorization: Bearer <key>)"},
-                status_code=401, headers={"WWW-Authenticate": "Bearer"},
-            )
+        who = await request.app.state.authenticate(request)
+        if who is None:
+            return JSONResponse(UNAUTHENTICATED, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        allowed = who.postable_types()
+        if not allowed:
+            return JSONResponse({"error": f"{who.role_text} may not post events"},
+                                status_code=403)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
             return _too_large(settings)
@@ -187,7 +225,17 @@ def create_app(
                 {"error": f"batch of {len(items)} events exceeds {settings.max_batch_events}"},
                 status_code=413,
             )
+        # Scope before anything is produced: one event of a type the key may not send and
+        # the whole request is refused (a patient app cannot post clinician time).
+        refused_types = sorted({t for item in items if isinstance(item, dict)
+                                and (t := item.get("type")) in EVENT_TYPES
+                                and t not in allowed})
+        if refused_types:
+            return JSONResponse(
+                {"error": f"this key may not post {', '.join(refused_types)}"
+                          f" (scopes: {who.role_text})"}, status_code=403)
         received_at = dt.datetime.now(dt.timezone.utc)
+        foreign = await _foreign_patients(state["store"], items, who.org_id)
         valid: list[tuple[int, Event]] = []
         rejected: list[dict[str, Any]] = []
         dead: list[tuple[bytes | None, bytes]] = []
@@ -199,11 +247,16 @@ def create_app(
                 result = validate_event(item)
                 if not isinstance(result, list):
                     skew = future_skew_error(result, received_at, settings.max_future_skew_s)
-                    if skew is None:
-                        event = result.model_copy(update={"received_at": received_at})
+                    if result.patient_id in foreign:
+                        result = [FieldError(field="patient_id", message=(
+                            "patient_id: a patient of another organisation"))]
+                    elif skew is None:
+                        event = result.model_copy(
+                            update={"received_at": received_at, "org_id": who.org_id})
                         valid.append((index, event))
                         continue
-                    result = [skew]  # valid on its own, but from the future: refused alike
+                    else:
+                        result = [skew]  # valid on its own, but from the future: refused
                 errors, raw = result, item
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
             etype = raw.get("type") if isinstance(raw, dict) else None
@@ -233,20 +286,32 @@ def create_app(
             "received_at": received_at.isoformat(),
         })
 
-    from fastapi import Depends
-
     from streams import api_alerts, api_billing
 
-    def require_key(request: Request) -> str:
-        source = _authorized(request, key_hashes)
-        if source is None:
-            raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return source
-
     for router in (api_alerts.router, api_billing.router):
-        app.include_router(router, dependencies=[Depends(require_key)])
+        app.include_router(router, dependencies=[Depends(principal),
+                                                 Depends(reject_unknown_query)])
     return app
+
+
+class SignIn(BaseModel):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+async def _foreign_patients(store: EventStore | None, items: list[Any], org_id: str) -> set[str]:
+    """Patients of the batch that belong to another organisation (best effort, like the
+    duplicate check: with the database away the worker still refuses them)."""
+    pids = sorted({p for item in items if isinstance(item, dict)
+                   and isinstance(p := item.get("patient_id"), str)})
+    if store is None or not pids:
+        return set()
+    try:
+        async with store.acquire() as conn:
+            owners = await patient_orgs(conn, pids)
+    except Exception:  # the database being down must not block ingest
+        return set()
+    return {p for p, org in owners.items() if org != org_id}
 
 
 async def _split_duplicates(

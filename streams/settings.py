@@ -6,11 +6,10 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Written by `rtm up` into the state folder; refused outside RTM_ENV=dev.
-DEV_API_KEY_PLACEHOLDER = "rtm-dev-key"
 
 
 def _project_root() -> Path:
@@ -50,11 +49,10 @@ class Settings(BaseSettings):
     # Gateway
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    api_keys: str = Field(
-        "",
-        description="comma-separated source=sha256hex pairs; hashed keys, never plaintext",
-    )
+    # Machine keys live in the database (`rtm keys add`), stored salted and hashed.
     api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
+    session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, description="how long a signed-in session lasts (a clinic shift)")
     max_batch_events: int = 1000
     max_body_bytes: int = 1024 * 1024
     max_future_skew_s: float = Field(
@@ -87,13 +85,6 @@ class Settings(BaseSettings):
     webhook_retry_interval_s: float = 60.0
     webhook_poll_s: float = 0.1
 
-    @model_validator(mode="after")
-    def _no_dev_key_in_prod(self) -> "Settings":
-        if self.env != "dev" and self.api_key is not None:
-            if self.api_key.get_secret_value() == DEV_API_KEY_PLACEHOLDER:
-                raise ValueError("RTM_API_KEY is the development key; set a real key outside dev")
-        return self
-
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
@@ -112,7 +103,3 @@ class Settings(BaseSettings):
         # The postgres user must reach the folder; /root (and CI's clone) may not be traversable.
         tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
         return Path("/var/tmp/rtm-stream") / tag / "pgdata"
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()

@@ -11,16 +11,21 @@ import orjson
 
 from alerts.models import Alert, AlertChange
 from alerts.state import PatientState, decode_state, encode_state, new_state
+from streams.access import Scope
+from streams.db.access import scope_sql
 
 STATUS_RANK = {"open": 0, "acknowledged": 1, "resolved": 2}
 
 _UPSERT = """
 INSERT INTO alerts (id, patient_id, episode_id, clinician_id, kind, severity, status,
                     status_rank, event_ids, value, threshold, fired_at, acknowledged_at,
-                    acknowledged_by, resolved_at, resolved_by_event_id, payload, updated_at)
+                    acknowledged_by, resolved_at, resolved_by_event_id, payload, updated_at,
+                    org_id)
 SELECT t.c1, t.c2, t.c3, t.c4, t.c5, t.c6, t.c7, t.c8,
        CASE WHEN t.c9 = '' THEN '{}'::text[] ELSE string_to_array(t.c9, ',') END,
-       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now()
+       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now(),
+       -- the patient's organisation (claimed in this batch's transaction, before alerts)
+       coalesce((SELECT po.org_id FROM patient_orgs po WHERE po.patient_id = t.c2), 'default')
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::smallint[], $9::text[], $10::float8[], $11::float8[],
             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[],
@@ -70,44 +75,93 @@ async def get_alert(conn: asyncpg.Connection, alert_id: str) -> Alert | None:
     return Alert.model_validate_json(raw) if raw is not None else None
 
 
+SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
 async def list_alerts(
     conn: asyncpg.Connection,
-    clinician_id: str | None,
-    status: str | None,
-    since: dt.datetime | None,
-    limit: int,
-    before: tuple[dt.datetime, str] | None,
+    scope: Scope,
+    *,
+    clinician_id: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    kind: str | None = None,
+    patient_id: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 50,
+    before: tuple[dt.datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first (fired_at, id), keyset-paginated with ``before``."""
-    where, args = [], []  # type: ignore[var-annotated]
+    """Alerts in the scope, newest first (fired_at, id), keyset-paginated with ``before``.
+    Each carries its acknowledgement note and delivery attempts."""
+    where, args = scope_sql(scope, "a.patient_id", 1)
+    conds = [where]
     for cond, value in (
         ("a.clinician_id = ${}", clinician_id),
         ("a.status = ${}", status),
+        ("a.severity = ${}", severity),
+        ("a.kind = ${}", kind),
+        ("a.patient_id = ${}", patient_id),
         ("a.fired_at >= ${}", since),
     ):
         if value is not None:
             args.append(value)
-            where.append(cond.format(len(args)))
+            conds.append(cond.format(len(args)))
     if before is not None:
         args.extend(before)
-        where.append(f"(a.fired_at, a.id) < (${len(args) - 1}, ${len(args)})")
+        conds.append(f"(a.fired_at, a.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
     sql = (
-        "SELECT a.payload, a.fired_at, a.id,"
+        "SELECT a.payload, a.fired_at, a.id, a.ack_note,"
         " (SELECT jsonb_agg(jsonb_build_object('change', d.change, 'status', d.status,"
         "   'attempts', d.attempts, 'last_error', d.last_error))"
         "  FROM alert_deliveries d WHERE d.alert_id = a.id) AS deliveries"
-        " FROM alerts a"
-        + (" WHERE " + " AND ".join(where) if where else "")
+        " FROM alerts a WHERE " + " AND ".join(conds)
         + f" ORDER BY a.fired_at DESC, a.id DESC LIMIT ${len(args)}"
     )
     rows = await conn.fetch(sql, *args)
     out = []
     for r in rows:
         item: dict[str, Any] = orjson.loads(r["payload"])
+        item["ack_note"] = r["ack_note"]
         item["deliveries"] = orjson.loads(r["deliveries"]) if r["deliveries"] else []
         out.append(item)
     return out
+
+
+async def worklist(conn: asyncpg.Connection, scope: Scope, limit: int = 200
+                   ) -> list[dict[str, Any]]:
+    """Patients in the scope with open alerts, sorted by need: open critical, then high,
+    then low adherence, then inactivity, then billing at risk (each: more first), then the
+    oldest open alert first (who has waited longest)."""
+    where, args = scope_sql(scope, "a.patient_id", 1)
+    args.append(limit)
+    rows = await conn.fetch(
+        "SELECT a.patient_id,"
+        " count(*) FILTER (WHERE a.severity = 'critical') AS critical,"
+        " count(*) FILTER (WHERE a.severity = 'high') AS high,"
+        " count(*) FILTER (WHERE a.kind = 'adherence_low') AS adherence_low,"
+        " count(*) FILTER (WHERE a.kind = 'inactivity') AS inactivity,"
+        " count(*) FILTER (WHERE a.kind = 'billing_at_risk') AS billing_at_risk,"
+        " count(*) AS open_alerts, min(a.fired_at) AS oldest_open,"
+        " array_agg(DISTINCT a.kind ORDER BY a.kind) AS kinds"
+        " FROM alerts a WHERE a.status = 'open' AND " + where
+        + " GROUP BY a.patient_id"
+        " ORDER BY critical DESC, high DESC, adherence_low DESC, inactivity DESC,"
+        " billing_at_risk DESC, oldest_open, a.patient_id"
+        f" LIMIT ${len(args)}", *args)
+    return [{"patient_id": r["patient_id"], "open_critical": r["critical"],
+             "open_high": r["high"], "adherence_low": r["adherence_low"] > 0,
+             "inactivity": r["inactivity"] > 0, "billing_at_risk": r["billing_at_risk"] > 0,
+             "open_alerts": r["open_alerts"], "oldest_open": r["oldest_open"].isoformat(),
+             "kinds": list(r["kinds"])} for r in rows]
+
+
+async def alert_in_scope(conn: asyncpg.Connection, scope: Scope, alert_id: str
+                         ) -> Alert | None:
+    where, args = scope_sql(scope, "a.patient_id", 2)
+    raw = await conn.fetchval(
+        f"SELECT a.payload FROM alerts a WHERE a.id = $1 AND {where}", alert_id, *args)
+    return Alert.model_validate_json(raw) if raw is not None else None
 
 
 async def set_webhook(conn: asyncpg.Connection, clinician_id: str, url: str, secret: str) -> None:
@@ -176,13 +230,14 @@ async def mark_delivery(conn: asyncpg.Connection, alert_id: str, change: str, st
     )
 
 
-async def acknowledge(conn: asyncpg.Connection, acked: Alert) -> None:
-    """Record an acknowledgement (never over a resolved alert: status_rank only rises)."""
+async def acknowledge(conn: asyncpg.Connection, acked: Alert, note: str | None) -> None:
+    """Record an acknowledgement and its note (never over a resolved alert: status_rank
+    only rises)."""
     await conn.execute(
         "UPDATE alerts SET status = 'acknowledged', status_rank = 1,"
-        " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb,"
+        " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb, ack_note = $5,"
         " updated_at = now() WHERE id = $1 AND status_rank < 1",
-        acked.id, acked.acknowledged_at, acked.acknowledged_by, acked.model_dump_json(),
+        acked.id, acked.acknowledged_at, acked.acknowledged_by, acked.model_dump_json(), note,
     )
 
 

@@ -125,13 +125,15 @@ async def record_export(
     date_to: dt.date,
     fmt: str,
     conventions: str,
+    org_id: str | None = None,
 ) -> int:
     """Record an export (call inside the transaction that chose its lines); returns its id."""
     billed = [ln for ln in lines if ln.status != "preview"]
     export_id = int(await conn.fetchval(
         "INSERT INTO billing_exports (created_by, as_of, date_from, date_to, format,"
-        " line_count, conventions) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING export_id",
-        created_by, as_of, date_from, date_to, fmt, len(billed), conventions,
+        " line_count, conventions, org_id) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+        " coalesce($8, 'default')) RETURNING export_id",
+        created_by, as_of, date_from, date_to, fmt, len(billed), conventions, org_id,
     ))
     if billed:
         await conn.execute(
@@ -179,12 +181,14 @@ async def export_claims(
     created_by: str = "unknown",
     fmt: str = "csv",
     config: Any = None,
+    org_id: str | None = None,
 ) -> ExportResult:
     """The lines of the next export: claims as of ``as_of`` with a date of service in
     [date_from, date_to], less what earlier recorded exports already billed unchanged,
     changed groups marked ``amended``. Recorded (when ``record``) in the same transaction,
     under an advisory lock, so two exports cannot bill one group twice. A preview
-    (``include_open``) is never recorded: it bills nothing."""
+    (``include_open``) is never recorded: it bills nothing. With ``org_id``, only that
+    organisation's patients (``patient_orgs``), and the export is recorded as its own."""
     import time
 
     from billing.amend import lines_to_export, standing_lines, withdrawn_lines
@@ -197,7 +201,11 @@ async def export_claims(
     async with conn.transaction():
         if record:
             await lock_exports(conn)
-        states = await load_states(conn)
+        patient_ids = None
+        if org_id is not None:
+            patient_ids = [r["patient_id"] for r in await conn.fetch(
+                "SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id)]
+        states = await load_states(conn, patient_ids)
         claims = [ln for ln in compute_claims(states.values(), as_of, config, include_open)
                   if date_from <= ln.date_of_service <= date_to]
         patients = sorted(states)
@@ -209,5 +217,6 @@ async def export_claims(
         if record:
             export_id = await record_export(
                 conn, lines, created_by=created_by, as_of=as_of, date_from=date_from,
-                date_to=date_to, fmt=fmt, conventions=config.header_text())
+                date_to=date_to, fmt=fmt, conventions=config.header_text(),
+                org_id=org_id)
     return ExportResult(lines, withdrawn, export_id, time.perf_counter() - t0)

@@ -6,12 +6,12 @@ import asyncio
 import datetime as dt
 import importlib.resources
 from dataclasses import dataclass
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Sequence
 
 import asyncpg
 
-from schemas.events import Event
+from schemas.events import DEFAULT_ORG, Event
 
 MIGRATION_LOCK_KEY = 7_270_501  # pg_advisory_lock id: one migrator at a time
 
@@ -51,9 +51,10 @@ class WriteResult:
     duplicates: int
 
 
-def _row(event: Event) -> tuple[Any, ...]:
+def _row(event: Event, org_id: str) -> tuple[Any, ...]:
     off = event.occurred_at.utcoffset()
     return (
+        org_id,
         event.event_id,
         event.type,
         event.patient_id,
@@ -68,19 +69,19 @@ def _row(event: Event) -> tuple[Any, ...]:
 
 _INSERT_EVENTS = """
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                         $6::date[], $7::int[], $8::timestamptz[], $9::text[])
-        AS t(event_id, type, patient_id, episode_id, occurred_at, local_date, utc_offset_s,
-             received_at, payload)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::date[], $8::int[], $9::timestamptz[], $10::text[])
+        AS t(org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
+             utc_offset_s, received_at, payload)
 ), fresh AS (
     INSERT INTO event_ids (event_id, occurred_at)
     SELECT event_id, occurred_at FROM batch
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 )
-INSERT INTO events (event_id, type, patient_id, episode_id, occurred_at, local_date,
+INSERT INTO events (org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
                     utc_offset_s, received_at, payload)
-SELECT b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
+SELECT b.org_id, b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
        b.utc_offset_s, b.received_at, b.payload::jsonb
 FROM batch b JOIN fresh f USING (event_id)
 """
@@ -89,11 +90,16 @@ FROM batch b JOIN fresh f USING (event_id)
 _INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING event_id\n"
 
 
-def event_columns(events: Sequence[Event]) -> list[list[Any]]:
-    return [list(c) for c in zip(*(_row(e) for e in events))]
+def event_columns(events: Sequence[Event], orgs: Mapping[str, str] | None = None
+                  ) -> list[list[Any]]:
+    """Columns for the insert; the organisation is the patient's (``orgs``), else the
+    event's own stamp, else DEFAULT_ORG."""
+    return [list(c) for c in zip(*(
+        _row(e, (orgs or {}).get(e.patient_id) or e.org_id or DEFAULT_ORG) for e in events))]
 
 
-async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -> set[str]:
+async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event],
+                            orgs: Mapping[str, str] | None = None) -> set[str]:
     """Store each event_id once (inside the caller's transaction); returns the ids that
     were new, i.e. the events every derived effect must take (the rest are re-deliveries).
     (A COPY into a staging table first was slower than this unnest CTE: docs/benchmarks.md.)"""
@@ -102,7 +108,7 @@ async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -
         unique.setdefault(ev.event_id, ev)
     if not unique:
         return set()
-    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values())))
+    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values()), orgs))
     return {r["event_id"] for r in rows}
 
 
@@ -245,12 +251,10 @@ class EventStore:
         unique: dict[str, Event] = {}
         for ev in events:
             unique.setdefault(ev.event_id, ev)
-        rows = [_row(e) for e in unique.values()]
-        if not rows:
+        if not unique:
             return WriteResult(0, len(events))
-        cols = list(zip(*rows))
         async with self.acquire() as conn:
-            status = await conn.execute(_INSERT_EVENTS, *[list(c) for c in cols])
+            status = await conn.execute(_INSERT_EVENTS, *event_columns(list(unique.values())))
         stored = int(status.rsplit(" ", 1)[-1])
         return WriteResult(stored=stored, duplicates=len(events) - stored)
 

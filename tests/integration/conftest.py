@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -69,6 +70,20 @@ class Stack:
         child = start_worker(settings, name=f"{settings.app_id}-w{len(self.workers)}")
         self.workers.append(child)
         return child
+
+    def user_headers(self, username: str = "admin") -> dict[str, str]:
+        """Cookie and CSRF headers of a signed-in dev user (`rtm up` provisions them in
+        RTM_ENV=dev; passwords in <state dir>/dev-users.json). The session cookie is Secure,
+        which httpx keeps for https only, so it is sent by hand."""
+        from rtm.cli_access import DEV_USERS_FILE
+        from streams.access import CSRF_HEADER, SESSION_COOKIE
+
+        users = json.loads((self.settings.state_dir / DEV_USERS_FILE).read_text())
+        resp = httpx.post(f"{self.url}/v1/session", timeout=30, json={
+            "username": username, "password": users[username]["password"]})
+        resp.raise_for_status()
+        return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
+                CSRF_HEADER: resp.json()["csrf_token"]}
 
     def post(self, events: list[Any], key: str | None = "default",
              content: bytes | None = None) -> httpx.Response:

@@ -32,6 +32,7 @@ from rtm.produce import produce_file
 from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import validate_event
+from rtm.cli_access import provision_dev
 from streams.gateway import ensure_dev_key
 from streams.db.events import migrate
 from streams.topics import ensure_topics
@@ -60,7 +61,9 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
     settings = isolated_settings(base_settings).model_copy(update={"database_url": dsn})
     asyncio.run(migrate(dsn))
     asyncio.run(ensure_topics(settings))
-    s = Stack(settings=settings, key=ensure_dev_key(settings))
+    key = ensure_dev_key(settings)
+    asyncio.run(provision_dev(settings, key))  # the dev key and users, in this schema too
+    s = Stack(settings=settings, key=key)
     s.start_worker()
     s.gateway = start_gateway(settings)
     try:
@@ -278,8 +281,12 @@ async def test_gateway_billing_routes(
     assert [ln.split(",")[2] for ln in csv_lines[1:]] == ["98975", "98980", "98985"]
     # not recorded unless asked: the same look again gives the same lines
     assert httpx.get(f"{url}/v1/billing/claims", params=q, headers=auth).text == r.text
-    r = httpx.get(f"{url}/v1/billing/claims", params={**q, "record": "true", "format": "fhir"},
-                  headers=auth)
+    recording = {**q, "record": "true", "format": "fhir"}
+    # a reader key may look, not bill; billing staff record
+    assert httpx.get(f"{url}/v1/billing/claims", params=recording,
+                     headers=auth).status_code == 403
+    r = httpx.get(f"{url}/v1/billing/claims", params=recording,
+                  headers=billing_stack.user_headers("billing"))
     assert r.status_code == 200 and "x-billing-export-id" in r.headers
     assert r.json()["resourceType"] == "Bundle"
     r = httpx.get(f"{url}/v1/billing/claims", params={**q, "format": "x12"}, headers=auth)

@@ -12,11 +12,20 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from streams.settings import Settings, hash_api_key
 from schemas.events import Event
+from streams.access import Principal
 from streams.gateway import create_app
+from streams.settings import Settings
 
 KEY = "unit-test-key"
+APP_KEY = Principal("key", "unitkey", "org-a", frozenset({"producer"}))
+
+
+async def _as_app_key(request: Any) -> Principal | None:
+    """The real Authenticator looks keys up in the database (integration-tested); here the
+    request with the test key is a patient-app key of org-a."""
+    ok = request.headers.get("authorization") == f"Bearer {KEY}"
+    return APP_KEY if ok else None
 
 
 class FakeProducer:
@@ -49,11 +58,10 @@ def pain(event_id: str, occurred_at: dt.datetime, score: int = 4) -> dict[str, A
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> tuple[FastAPI, FakeProducer, CollectorRegistry]:
-    settings = Settings(state_dir=tmp_path, api_keys=f"unit={hash_api_key(KEY)}",
-                        max_future_skew_s=600.0)
+    settings = Settings(state_dir=tmp_path, max_future_skew_s=600.0)
     producer, registry = FakeProducer(), CollectorRegistry()
     app = create_app(settings, producer=producer, store=FakeStore(),  # type: ignore[arg-type]
-                     registry=registry)
+                     registry=registry, authenticate=_as_app_key)
     return app, producer, registry
 
 
@@ -100,3 +108,32 @@ async def test_future_dated_event_is_rejected_beside_accepted_ones(
     assert all(key == b"p-1" for key, _ in producer.dead)
     assert registry.get_sample_value(
         "rtm_gateway_events_rejected_total", {"type": "pain.reported"}) == 3.0
+
+
+async def test_events_are_stamped_with_the_keys_organisation_whatever_the_producer_says(
+    gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
+) -> None:
+    app, producer, _ = gateway
+    now = dt.datetime.now(dt.timezone.utc)
+    body = await post(app, [pain("own-1", now), {**pain("claim-1", now), "org_id": "org-b"}])
+    assert body["accepted"] == 2
+    assert [e.org_id for e in producer.events] == ["org-a", "org-a"]
+
+
+async def test_a_patient_app_key_cannot_post_clinician_time_and_nothing_of_the_batch_goes(
+    gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
+) -> None:
+    app, producer, _ = gateway
+    now = dt.datetime.now(dt.timezone.utc)
+    time_log = {"event_id": "t-1", "schema_version": 1, "type": "clinician.time_logged",
+                "patient_id": "p-1", "occurred_at": now.isoformat(), "clinician_id": "c-1",
+                "clinician_role": "PT", "minutes": 240, "activity": "call", "interactive": True}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway") as client:
+        resp = await client.post("/v1/events", content=orjson.dumps([pain("ok-1", now), time_log]),
+                                 headers={"Authorization": f"Bearer {KEY}"})
+        assert resp.status_code == 403
+        assert "clinician.time_logged" in resp.json()["error"]
+        anonymous = await client.post("/v1/events", content=orjson.dumps([pain("ok-2", now)]))
+        assert anonymous.status_code == 401
+    assert producer.events == [] and producer.dead == []

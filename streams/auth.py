@@ -1,0 +1,125 @@
+"""The gateway's authentication and authorisation for HTTP routes (FastAPI dependencies).
+
+``principal`` finds the caller (a machine key or a session cookie) or answers 401, and
+checks the CSRF token on a signed-in user's state-changing request; ``require`` adds the
+permission (``streams.access.PERMISSIONS``) or answers 403; ``reject_unknown_query``
+answers 422 naming query parameters a route does not take.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+
+from streams.access import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Permission,
+    Principal,
+    key_matches,
+    parse_key,
+    session_digest,
+)
+from streams.db.access import key_record, session_user, team_clinicians
+
+KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
+
+
+class Authenticator:
+    """Bearer machine keys (cached briefly: a key lookup per request would cost a round
+    trip on the ingest path) and session cookies (looked up each request, so signing out
+    or disabling a user takes effect at once)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self._keys: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def __call__(self, request: Request) -> Principal | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return await self._key(token.strip())
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return await self._session(cookie)
+        return None
+
+    async def _key(self, token: str) -> Principal | None:
+        parsed = parse_key(token)
+        if parsed is None:
+            return None
+        cache_key = session_digest(token)
+        hit = self._keys.get(cache_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        key_id, secret = parsed
+        async with self.state["store"].acquire() as conn:
+            row = await key_record(conn, key_id)
+        who = None
+        if row is not None and key_matches(bytes(row["salt"]), bytes(row["key_hash"]), secret):
+            who = Principal("key", key_id, row["org_id"], frozenset(row["scopes"]))
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[cache_key] = (time.monotonic() + KEY_CACHE_S, who)
+        return who
+
+    async def _session(self, cookie: str) -> Principal | None:
+        async with self.state["store"].acquire() as conn:
+            row = await session_user(conn, session_digest(cookie))
+            if row is None:
+                return None
+            team: frozenset[str] = frozenset()
+            if row["role"] == "clinician" and row["clinician_id"]:
+                team = await team_clinicians(conn, row["org_id"], row["clinician_id"])
+        return Principal("user", row["username"], row["org_id"], frozenset({row["role"]}),
+                         clinician_id=row["clinician_id"], team_clinicians=team,
+                         csrf_token=row["csrf_token"])
+
+
+UNAUTHENTICATED = {"error": "sign in, or send a machine key (Authorization: Bearer <key>)"}
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def principal(request: Request) -> Principal:
+    """The caller, or 401. A signed-in user's state-changing request must carry the
+    session's CSRF token in X-CSRF-Token (a cross-site form cannot read it)."""
+    who: Principal | None = await request.app.state.authenticate(request)
+    if who is None:
+        raise HTTPException(401, UNAUTHENTICATED["error"], headers={"WWW-Authenticate": "Bearer"})
+    if (who.kind == "user" and request.method not in _SAFE_METHODS
+            and not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""),
+                                        who.csrf_token or "")):
+        raise HTTPException(403, f"missing or wrong {CSRF_HEADER}")
+    return who
+
+
+def require(*permissions: Permission) -> Any:
+    """A dependency: the caller, if it holds any of ``permissions``; else 403."""
+    async def dependency(who: Principal = Depends(principal)) -> Principal:
+        if not any(who.may(p) for p in permissions):
+            raise HTTPException(403, f"{who.role_text or 'this principal'} may not do this")
+        return who
+    return Depends(dependency)
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 naming query parameters the route does not take (a misspelled filter must not
+    silently widen the answer)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    todo = [dependant]
+    while todo:  # the route's own query parameters and those of its dependencies
+        d = todo.pop()
+        known.update(p.alias for p in d.query_params)
+        todo.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise HTTPException(422, [{"loc": ["query", name], "type": "unknown_parameter",
+                                   "msg": f"unknown query parameter {name!r}"}
+                                  for name in unknown])

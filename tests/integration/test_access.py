@@ -1,0 +1,389 @@
+"""Access over every route, through the real gateway, worker, Kafka and PostgreSQL.
+
+Two organisations, A and B. In A: clinicians A1 (treats pA1), A2 (treats pA2) and A3 (on
+a care team with A1), billing, admin and operator users; producer, integration and reader
+keys. In B: an admin, a billing user, a reader and a producer key. Every route of the
+gateway is in ROUTES; a route added without an entry fails the first test. Each principal
+gets exactly the answer its role, scope and organisation allow: 401 without credentials,
+403 outside its permissions (nothing read, nothing written), 404 for a patient outside
+its scope (as for an unknown one), and only its organisation's data otherwise. Every read
+of patient data and every export leaves an audit row that `rtm audit` shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from rtm.local import settings_env
+from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
+from streams.db import access as db
+from streams.gateway import create_app
+from streams.settings import Settings
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, end_offsets, run_in_thread, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+AS_OF = "2026-11-30T00:00:00Z"
+
+
+@dataclass
+class World:
+    stack: Stack
+    tag: str
+    org_a: str
+    org_b: str
+    keys: dict[str, str] = field(default_factory=dict)       # name -> full key
+    sessions: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> cookie, csrf
+    patients: dict[str, str] = field(default_factory=dict)
+    alert_id: str = ""
+
+    def headers(self, who: str, write: bool = False) -> dict[str, str]:
+        if who == "anonymous":
+            return {}
+        if who in self.keys:
+            return {"Authorization": f"Bearer {self.keys[who]}"}
+        cookie, csrf = self.sessions[who]
+        # The cookie is Secure (httpx keeps such cookies for https only): sent by hand.
+        out = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+        if write:
+            out[CSRF_HEADER] = csrf
+        return out
+
+    def call(self, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(method, self.stack.url + path,
+                             headers=self.headers(who, method not in ("GET", "HEAD")),
+                             timeout=30, **kw)
+
+
+USERS = {  # name -> (org letter, role, clinician id)
+    "a-clin1": ("a", "clinician", "cA1"), "a-clin2": ("a", "clinician", "cA2"),
+    "a-clin3": ("a", "clinician", "cA3"), "a-billing": ("a", "billing", None),
+    "a-admin": ("a", "admin", None), "a-operator": ("a", "operator", None),
+    "b-admin": ("b", "admin", None), "b-billing": ("b", "billing", None),
+}
+KEYS = {"a-producer": ("a", ["producer"]), "a-integration": ("a", ["integration"]),
+        "a-reader": ("a", ["reader"]), "b-reader": ("b", ["reader"]),
+        "b-producer": ("b", ["producer"])}
+PASSWORD = "correct horse battery staple"
+EVERYONE = ["anonymous", *USERS, *KEYS]
+
+
+async def _provision(settings: Settings, w: World) -> None:
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        for org in (w.org_a, w.org_b):
+            await db.add_org(conn, org, f"Clinic {org}")
+        pw_hash = hash_password(PASSWORD)
+        for name, (org, role, clin) in USERS.items():
+            await db.add_user(conn, w.org_a if org == "a" else w.org_b, f"{w.tag}-{name}",
+                              role, pw_hash, f"{w.tag}-{clin}" if clin else None)
+        for name, (org, scopes) in KEYS.items():
+            key, key_id, salt, digest = new_key()
+            await db.add_key(conn, key_id, w.org_a if org == "a" else w.org_b, scopes, name,
+                             salt, digest)
+            w.keys[name] = key
+        await db.add_team_member(conn, w.org_a, "knee", f"{w.tag}-cA1")
+        await db.add_team_member(conn, w.org_a, "knee", f"{w.tag}-cA3")
+    finally:
+        await conn.close()
+
+
+def _sign_in(w: World, name: str) -> None:
+    resp = httpx.post(f"{w.stack.url}/v1/session", timeout=30,
+                      json={"username": f"{w.tag}-{name}", "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    cookie = resp.cookies[SESSION_COOKIE]
+    set_cookie = resp.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "secure" in set_cookie and "samesite=lax" in set_cookie
+    w.sessions[name] = (cookie, resp.json()["csrf_token"])
+
+
+@pytest.fixture(scope="module")
+def world(base_settings: Settings) -> Iterator[World]:
+    with running_stack(base_settings) as stack:
+        tag = "acc" + uuid.uuid4().hex[:8]
+        w = World(stack, tag, f"{tag}-a", f"{tag}-b")
+        run_in_thread(_provision(stack.settings, w))
+        for name in USERS:
+            _sign_in(w, name)
+        f = EventFactory()
+        p1, p2 = f.patient(1), f.patient(2)
+        w.patients = {"pA1": p1, "pA2": p2}
+        episodes = [
+            f.episode_started(p1, at="2026-10-01T09:00:00-05:00", clinician_id=f"{tag}-cA1",
+                              episode_id=f"{p1}-ep1"),
+            f.episode_started(p2, at="2026-10-01T09:00:00-05:00", clinician_id=f"{tag}-cA2",
+                              episode_id=f"{p2}-ep1"),
+        ]
+        assert w.call("a-integration", "POST", "/v1/events", json=episodes).json()["accepted"] == 2
+        data = [*f.daily_exercises(p1, dt.date(2026, 10, 1), 20),
+                *f.daily_exercises(p2, dt.date(2026, 10, 1), 20),
+                f.pain(p1, 9, "2026-10-21T10:00:00-05:00", episode_id=f"{p1}-ep1")]
+        body = w.call("a-producer", "POST", "/v1/events", json=data).json()
+        assert body["accepted"] == len(data), body
+
+        async def alert_stored() -> bool:
+            conn = await asyncpg.connect(stack.settings.dsn)
+            try:
+                w.alert_id = await conn.fetchval(
+                    "SELECT id FROM alerts WHERE patient_id = $1 AND kind = 'pain_high'", p1) or ""
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM events WHERE patient_id = ANY($1::text[])", [p1, p2])
+            finally:
+                await conn.close()
+            return bool(w.alert_id) and n == len(data) + 2
+
+        run_in_thread(wait_for(alert_stored, 90, "events stored and the pain alert"))
+        yield w
+
+
+# --- the matrix ---------------------------------------------------------------------------------
+
+CLINICAL = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "a-reader", "b-admin", "b-reader"}
+BILLING = {"a-billing", "a-admin", "a-reader", "b-admin", "b-billing", "b-reader"}
+SEES_PA1 = {"a-clin1", "a-clin3", "a-admin", "a-reader"}  # scope: pA1's data
+
+
+def _expected(who: str, permitted: set[str], in_scope: set[str] | None) -> int:
+    if who == "anonymous":
+        return 401
+    if who not in permitted:
+        return 403
+    if in_scope is not None and who not in in_scope:
+        return 404
+    return 200
+
+
+# (method, path template) -> (who may, who of them sees pA1 (None: not a patient route))
+ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
+    ("GET", "/v1/alerts"): (CLINICAL, None),
+    ("GET", "/v1/worklist"): (CLINICAL, None),
+    ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
+    ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
+    ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING,
+                                                   SEES_PA1 | {"a-billing"}),
+    ("GET", "/v1/billing/claims"): (BILLING, None),
+    ("GET", "/v1/billing/conventions"): (BILLING, None),
+    ("POST", "/v1/alerts/{alert_id}/ack"): ({"a-clin1", "a-clin2", "a-clin3", "a-admin",
+                                            "b-admin"}, {"a-clin1", "a-clin3", "a-admin"}),
+    ("POST", "/v1/events"): ({"a-producer", "a-integration", "b-producer"}, None),
+    ("GET", "/v1/me"): (set(EVERYONE) - {"anonymous"}, None),
+    ("POST", "/v1/session"): (set(), None),    # sign-in: tested below
+    ("DELETE", "/v1/session"): (set(), None),  # sign-out: tested below
+}
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+               ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
+               ("GET", "/redoc")}
+
+
+def test_every_route_of_the_gateway_is_in_the_access_matrix(world: World) -> None:
+    paths = create_app(world.stack.settings).openapi()["paths"]
+    routes = {(m.upper(), p) for p, ops in paths.items() for m in ops}
+    assert routes - OPEN_ROUTES == set(ROUTES), "a route without an access rule in ROUTES"
+
+
+def _url(world: World, path: str, patient: str = "pA1") -> str:
+    return (path.replace("{patient_id}", world.patients[patient])
+            .replace("{alert_id}", world.alert_id))
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r[0] == "GET"],
+                         ids=lambda r: f"{r[0]} {r[1]}")
+def test_reads_answer_by_role_scope_and_organisation(world: World,
+                                                     route: tuple[str, str]) -> None:
+    method, path = route
+    permitted, sees = ROUTES[route]
+    params = ({"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
+              if path == "/v1/billing/claims" else {})
+    for who in EVERYONE:
+        resp = world.call(who, method, _url(world, path), params=params)
+        assert resp.status_code == _expected(who, permitted, sees), (who, resp.text[:200])
+        if resp.status_code == 200:
+            text = resp.text
+            sees_a1 = who in SEES_PA1 or (path.startswith("/v1/billing") and who in
+                                          {"a-billing", "a-admin", "a-reader"})
+            if path in ("/v1/alerts", "/v1/worklist", "/v1/billing/claims"):
+                # only the organisation's (and for a clinician, the team's) patients
+                assert (world.patients["pA1"] in text) == sees_a1, (who, text[:300])
+            if who.startswith("b-"):
+                assert world.patients["pA1"] not in text and world.patients["pA2"] not in text
+
+
+def test_a_clinician_sees_their_own_and_their_teams_patients_only(world: World) -> None:
+    pa1, pa2 = world.patients["pA1"], world.patients["pA2"]
+    for who, sees in (("a-clin1", {pa1}), ("a-clin3", {pa1}), ("a-clin2", {pa2})):
+        for patient in (pa1, pa2):
+            resp = world.call(who, "GET", f"/v1/patients/{patient}/adherence")
+            assert resp.status_code == (200 if patient in sees else 404), (who, patient)
+    alerts = world.call("a-clin2", "GET", "/v1/alerts", params={"patient_id": pa1}).json()
+    assert alerts["alerts"] == []
+
+
+def test_unknown_query_parameters_are_refused_by_name(world: World) -> None:
+    resp = world.call("a-clin1", "GET", "/v1/alerts", params={"clinician": "x"})
+    assert resp.status_code == 422
+    assert "clinician" in resp.text
+    ok = world.call("a-clin1", "GET", "/v1/alerts",
+                    params={"severity": "critical", "kind": "pain_high",
+                            "patient_id": world.patients["pA1"]}).json()["alerts"]
+    assert [a["id"] for a in ok] == [world.alert_id]
+    none = world.call("a-clin1", "GET", "/v1/alerts",
+                      params={"severity": "high", "kind": "pain_high"}).json()
+    assert none["alerts"] == []
+
+
+def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: World) -> None:
+    f = EventFactory()
+    pid = world.patients["pA1"]
+    time_log = {"event_id": f"{f.prefix}-t1", "schema_version": 1,
+                "type": "clinician.time_logged", "patient_id": pid,
+                "occurred_at": "2026-10-10T10:00:00-05:00", "clinician_id": "cX",
+                "clinician_role": "PT", "minutes": 240, "activity": "call", "interactive": True}
+    episode = f.episode_started(f.patient(9), at="2026-10-01T09:00:00-05:00")
+    settings = world.stack.settings
+    before = run_in_thread(end_offsets(settings, settings.topic_events))
+    for who, batch in (("a-producer", [f.pain(pid, 3, "2026-10-10T10:00:00-05:00"), time_log]),
+                       ("a-producer", [episode]),
+                       ("a-integration", [f.pain(pid, 3, "2026-10-10T11:00:00-05:00")]),
+                       ("a-reader", [f.pain(pid, 3, "2026-10-10T12:00:00-05:00")]),
+                       ("a-clin1", [time_log])):
+        resp = world.call(who, "POST", "/v1/events", json=batch)
+        assert resp.status_code == 403, (who, resp.text)
+    assert run_in_thread(end_offsets(settings, settings.topic_events)) == before
+    # another organisation's producer cannot add to A's patient: a per-event refusal
+    foreign = f.pain(pid, 8, "2026-10-22T10:00:00-05:00")
+    body = world.call("b-producer", "POST", "/v1/events", json=[foreign]).json()
+    assert body["accepted"] == 0
+    assert body["rejected"][0]["errors"][0]["field"] == "patient_id"
+
+
+def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world: World) -> None:
+    path = f"/v1/alerts/{world.alert_id}/ack"
+    for who in ("a-clin2", "b-admin"):
+        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 404
+    for who in ("a-reader", "a-billing", "a-operator", "a-producer"):
+        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 403
+    cookie, _ = world.sessions["a-clin1"]
+    no_csrf = httpx.post(world.stack.url + path, json={"note": "x"}, timeout=30,
+                         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert no_csrf.status_code == 403 and CSRF_HEADER in no_csrf.text
+    resp = world.call("a-clin1", "POST", path, json={"note": "called the patient, resting"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["acknowledged_by"] == f"{world.tag}-a-clin1"
+    shown = world.call("a-clin3", "GET", "/v1/alerts",
+                       params={"patient_id": world.patients["pA1"]}).json()["alerts"]
+    assert [(a["status"], a["ack_note"]) for a in shown if a["id"] == world.alert_id] == [
+        ("acknowledged", "called the patient, resting")]
+
+
+def test_billing_export_is_scoped_to_the_organisation_and_recording_needs_billing(
+        world: World) -> None:
+    params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF, "record": "true"}
+    assert world.call("a-reader", "GET", "/v1/billing/claims", params=params).status_code == 403
+    b = world.call("b-billing", "GET", "/v1/billing/claims", params=params)
+    assert b.status_code == 200 and b.headers["X-Billing-Lines"] == "0"
+    a = world.call("a-billing", "GET", "/v1/billing/claims", params=params)
+    assert a.status_code == 200 and int(a.headers["X-Billing-Lines"]) > 0
+    assert world.patients["pA1"] in a.text and world.patients["pA2"] in a.text
+    assert "X-Billing-Export-Id" in a.headers
+
+
+def test_sign_out_ends_the_session_and_a_wrong_password_gets_nothing(world: World) -> None:
+    bad = httpx.post(f"{world.stack.url}/v1/session", timeout=30,
+                     json={"username": f"{world.tag}-a-admin", "password": "wrong"})
+    assert bad.status_code == 401 and SESSION_COOKIE not in bad.cookies
+    _sign_in(world, "a-operator")
+    assert world.call("a-operator", "GET", "/v1/me").status_code == 200
+    assert world.call("a-operator", "DELETE", "/v1/session").status_code == 200
+    assert world.call("a-operator", "GET", "/v1/me").status_code == 401
+
+
+def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: World) -> None:
+    pa1 = world.patients["pA1"]
+    assert world.call("a-clin1", "GET", f"/v1/patients/{pa1}/pain").status_code == 200
+    assert world.call("a-billing", "GET", "/v1/billing/claims",
+                      params={"from": "2026-10-01", "to": "2026-10-31",
+                              "as_of": AS_OF}).status_code == 200
+    env = settings_env(world.stack.settings)
+    out = subprocess.run([sys.executable, "-m", "rtm.cli", "audit", "--org", world.org_a,
+                          "--patient", pa1, "--json", "--limit", "500"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    seen = {(r["actor"], r["action"], r["resource"]) for r in rows}
+    tag = world.tag
+    assert (f"user:{tag}-a-clin1", "read", f"GET /v1/patients/{pa1}/pain") in seen
+    assert (f"user:{tag}-a-billing", "read", "GET /v1/billing/claims") in seen
+    assert (f"user:{tag}-a-clin1", "acknowledge", f"POST /v1/alerts/{world.alert_id}/ack") in seen
+    assert all(pa1 in r["patient_ids"] and r["org_id"] == world.org_a for r in rows)
+    # B's audit shows none of A's patients
+    b_rows = subprocess.run([sys.executable, "-m", "rtm.cli", "audit", "--org", world.org_b,
+                             "--json", "--limit", "500"], env=env, capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    assert pa1 not in b_rows
+    # the log is append-only
+    async def tamper() -> str:
+        conn = await asyncpg.connect(world.stack.settings.dsn)
+        try:
+            await conn.execute("DELETE FROM audit_log WHERE org_id = $1", world.org_a)
+        except asyncpg.PostgresError as exc:
+            return str(exc)
+        finally:
+            await conn.close()
+        return "deleted"
+    assert "append-only" in run_in_thread(tamper())
+
+
+def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to_kafka(
+        world: World) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from tests.integration.conftest import read_topic
+
+    settings = world.stack.settings
+    f = EventFactory()
+    pa1 = world.patients["pA1"]
+    foreign = {**f.pain(pa1, 9, "2026-10-23T10:00:00-05:00"), "org_id": world.org_b}
+    own = {**f.pain(pa1, 2, "2026-10-23T11:00:00-05:00")}  # no stamp: the patient's org
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            for ev in (foreign, own):
+                await producer.send_and_wait(settings.topic_events, json.dumps(ev).encode(),
+                                             key=pa1.encode())
+        finally:
+            await producer.stop()
+
+    run_in_thread(send())
+
+    async def stored() -> dict[str, str]:
+        conn = await asyncpg.connect(settings.dsn)
+        try:
+            rows = await conn.fetch("SELECT event_id, org_id FROM events WHERE event_id = ANY($1)",
+                                    [foreign["event_id"], own["event_id"]])
+        finally:
+            await conn.close()
+        return {r["event_id"]: r["org_id"] for r in rows}
+
+    async def own_stored() -> bool:
+        return own["event_id"] in await stored()
+
+    run_in_thread(wait_for(own_stored, 60, "the unstamped event stored"))
+    assert run_in_thread(stored()) == {own["event_id"]: world.org_a}
+    # everything on the dead-letter topic so far (sent before the batch committed)
+    dead = [d for d in run_in_thread(read_topic(settings, settings.topic_dead, 10**6, timeout=8))
+            if d.get("event", {}).get("event_id") == foreign["event_id"]]
+    assert dead and dead[0]["errors"][0]["field"] == "patient_id"
