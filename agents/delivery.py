@@ -1,11 +1,27 @@
 """Webhook delivery: alert changes POSTed to the clinician's webhook, from an outbox.
 
-The alerts step queues one 'pending' row per (alert, change) in alert_deliveries in the
-same transaction as the alert itself (a transactional outbox), so nothing stored can go
-undelivered. A timer claims pending rows (SKIP LOCKED: several workers share the queue)
-and delivers at-least-once with retries and exponential backoff; a delivery that keeps
-failing stays visible (status 'failed' on the alert, a metric) and is retried later.
-rtm.alerts carries the same changes for other consumers.
+The alerts step queues one row per (alert, change) in alert_deliveries in the same
+transaction as the alert itself (a transactional outbox), routed to the endpoint (webhook)
+in effect then, so nothing stored can go undelivered and a webhook added later gets no
+history. Delivery is per endpoint, so that one bad receiver cannot stall another:
+
+- every ``webhook_poll_s`` the worker claims the head of each ready endpoint's queue (its
+  most severe, then oldest, due delivery) and posts it; at most one attempt is in flight per
+  endpoint (SKIP LOCKED and a claim lease let several workers share the queue);
+- an attempt is ONE signed POST with a short timeout, never an inline sleeping retry; after
+  a 2xx the same endpoint's next delivery follows at once;
+- after a failure the endpoint waits ``backoff * 2^(failures - 1)``, capped by the severity
+  of the most urgent delivery it holds (``RetryPolicy``): a critical alert is retried at
+  least every ``webhook_max_delay_critical_s`` (60 s) while its receiver is down, and is the
+  first thing it gets when it is back;
+- after ``webhook_max_attempts`` attempts a delivery shows 'failed' (on the alert and in the
+  metric) and is still retried, at least ``webhook_retry_interval_s`` apart (growing, at most
+  the severity's cap), out of the way of the rest of its endpoint's queue (so one payload a
+  receiver keeps refusing cannot hold the others); when the endpoint recovers from an
+  outage those are pulled forward, and the backlog drains critical first.
+
+Delivery is at-least-once: receivers dedupe on the ``Idempotency-Key`` header
+(``<alert id>:<change>``). rtm.alerts carries the same changes for other consumers.
 """
 
 from __future__ import annotations
@@ -13,21 +29,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import time
-from typing import Any, Sequence
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import orjson
 
+from streams.app import Topology
+from streams.db.alerts import (
+    SEVERITY_RANK,
+    Claimed,
+    claim_deliveries,
+    mark_attempt_failed,
+    mark_delivered,
+)
+from streams.db.events import EventStore
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.db.alerts import claim_deliveries, mark_delivery, webhook_for
-from streams.app import Topology
-from streams.db.events import EventStore
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-RTM-Signature"
+# Errors of a database that is briefly away (restart, failover, network): a timer logs them
+# and carries on at its next tick instead of taking the worker down.
+DB_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                  asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
+                  asyncpg.TooManyConnectionsError)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -36,11 +68,157 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def validate_url(url: str) -> str:
+    """The URL if it can be a webhook (http or https with a host), else ValueError saying
+    what is wrong."""
+    if not url or url != url.strip() or any(ch.isspace() for ch in url):
+        raise ValueError("must be an absolute http:// or https:// URL without spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username is not None or parts.password is not None:
+        # stored and listed in plain; the HMAC signature is the receiver's authentication
+        raise ValueError("must not carry credentials (user:password@); the signature"
+                         " authenticates the sender")
+    if port == 0:
+        raise ValueError("has port 0")
+    host = parts.hostname
+    if not _is_ip(host) and not all(label and len(label) <= 63 and
+                                    all(ch.isalnum() or ch == "-" for ch in label)
+                                    for label in host.rstrip(".").split(".")):
+        raise ValueError(f"has an invalid host name {host!r}")
+    return url
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query (tokens some receivers put there), for listings."""
+    parts = urlsplit(url)
+    return parts._replace(query="…" if parts.query else "", fragment="").geturl()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed delivery, and a failing endpoint, may be tried again (pure)."""
+
+    backoff_s: float
+    max_attempts: int
+    retry_interval_s: float
+    caps: tuple[float, float, float, float]  # by severity rank: critical, high, medium, low
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "RetryPolicy":
+        return cls(s.webhook_backoff_s, s.webhook_max_attempts, s.webhook_retry_interval_s,
+                   (s.webhook_max_delay_critical_s, s.webhook_max_delay_high_s,
+                    s.webhook_max_delay_medium_s, s.webhook_max_delay_low_s))
+
+    def cap(self, rank: int) -> float:
+        return self.caps[min(max(rank, 0), len(self.caps) - 1)]
+
+    def _exp(self, n: int) -> float:
+        # 2^60 * backoff is beyond every cap; the bound keeps the float finite
+        return float(self.backoff_s * 2 ** min(max(n - 1, 0), 60))
+
+    def endpoint_delay(self, failures: int, rank: int) -> float:
+        """After `failures` consecutive failed attempts, how long the endpoint waits before
+        its next attempt if the delivery at the head of its queue has severity `rank`."""
+        if failures <= 0:
+            return 0.0
+        return min(self._exp(failures), self.cap(rank))
+
+    def endpoint_delays(self, failures: int) -> tuple[float, ...]:
+        return tuple(self.endpoint_delay(failures, r) for r in range(len(self.caps)))
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    def delivery_delay(self, attempts: int, rank: int) -> float:
+        """After its `attempts`-th failed attempt, how long the delivery itself waits. Until
+        the quick attempts are used up it stays at the head of its endpoint's queue (0: the
+        endpoint's backoff paces it); then at least retry_interval, growing, at most the cap."""
+        if not self.exhausted(attempts):
+            return 0.0
+        return min(max(self.retry_interval_s, self._exp(attempts)), self.cap(rank))
+
+
+def severity_rank(severity: str) -> int:
+    """0 (critical) .. 3 (low): the queue order; an unknown severity goes last."""
+    return SEVERITY_RANK.get(severity, len(SEVERITY_RANK) - 1)
+
+
+def signed_headers(secret: str, body: bytes, idempotency_key: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "Idempotency-Key": idempotency_key,
+        "X-RTM-Timestamp": ts,
+        SIGNATURE_HEADER: sign(secret, ts, body),
+    }
+
+
+async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: bytes,
+                      idempotency_key: str) -> str | None:
+    """One attempt: None on a 2xx, else what went wrong (no URL, no body: those may carry
+    patient data or tokens and the error ends up in logs and the API)."""
+    try:
+        resp = await client.post(url, content=body,
+                                 headers=signed_headers(secret, body, idempotency_key))
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
+
+
+@dataclass(frozen=True)
+class PingResult:
+    status_code: int | None
+    error: str | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+async def send_ping(url: str, secret: str, timeout_s: float) -> PingResult:
+    """A signed test POST (`rtm alerts webhook --test`): {"change": "ping", ...}."""
+    body = orjson.dumps({"change": "ping", "ping_id": str(uuid.uuid4()),
+                         "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        try:
+            resp = await client.post(url, content=body, headers=signed_headers(
+                secret, body, f"ping:{orjson.loads(body)['ping_id']}"))
+        except httpx.HTTPError as exc:
+            return PingResult(None, type(exc).__name__, time.monotonic() - t0)
+    return PingResult(resp.status_code, None, time.monotonic() - t0)
+
+
 class Deliverer:
+    """Posts the worker's share of the queue, one attempt in flight per endpoint."""
+
     def __init__(self, store: EventStore, settings: Settings, metrics: WorkerMetrics) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self.policy = RetryPolicy.from_settings(settings)
+        # Long enough for one attempt and its bookkeeping; a worker that dies mid-attempt
+        # holds its endpoint this long, then another worker takes the delivery again.
+        self.lease_s = settings.webhook_timeout_s + 10.0
+        self.in_flight: set[int] = set()  # webhook ids
+        self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -49,54 +227,79 @@ class Deliverer:
             self._client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
         return self._client
 
-    async def deliver(self, change: dict[str, Any]) -> str:
-        alert = change["alert"]
+    async def dispatch(self) -> int:
+        """Claim the ready endpoints' heads and start one delivery loop per endpoint."""
+        free = self.settings.webhook_max_in_flight - len(self.in_flight)
+        if free <= 0:
+            return 0
         async with self.store.acquire() as conn:
-            hook = await webhook_for(conn, alert["clinician_id"])
-        if hook is None:
-            await self._mark(alert["id"], change["change"], "no_webhook", 0, "no webhook configured")
-            self.metrics.deliveries.labels("no_webhook").inc()
-            return "no_webhook"
-        url, secret = hook
-        body = orjson.dumps(change)
-        attempts, error = 0, ""
-        delay = self.settings.webhook_backoff_s
-        while attempts < self.settings.webhook_max_attempts:
-            attempts += 1
-            ts = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                "Idempotency-Key": f"{alert['id']}:{change['change']}",
-                "X-RTM-Timestamp": ts,
-                SIGNATURE_HEADER: sign(secret, ts, body),
-            }
-            try:
-                resp = await self.client.post(url, content=body, headers=headers)
-                if 200 <= resp.status_code < 300:
-                    await self._mark(alert["id"], change["change"], "delivered", attempts, None)
-                    self.metrics.deliveries.labels("delivered").inc()
-                    return "delivered"
-                error = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
-            self.metrics.deliveries.labels("retry").inc()
-            await asyncio.sleep(delay)
-            delay *= 2
-        await self._mark(alert["id"], change["change"], "failed", attempts, error)
-        self.metrics.deliveries.labels("failed").inc()
-        log.warning("webhook delivery failed after %d attempts (%s)", attempts, error)
-        return "failed"
-
-    async def _mark(self, alert_id: str, change: str, status: str, attempts: int,
-                    error: str | None) -> None:
-        async with self.store.acquire() as conn:
-            await mark_delivery(conn, alert_id, change, status, attempts, error)
-
-    async def run_claimed(self, statuses: Sequence[str], older_than_s: float) -> int:
-        async with self.store.acquire() as conn:
-            claimed = await claim_deliveries(conn, statuses, older_than_s, 200)
-        await asyncio.gather(*(self.deliver(c) for c in claimed))
+            claimed = await claim_deliveries(conn, sorted(self.in_flight), free, self.lease_s)
+        for c in claimed:
+            self.in_flight.add(c.webhook_id)
+            task = asyncio.create_task(self._endpoint(c))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return len(claimed)
+
+    async def tick(self) -> int:
+        """The timer's body: a database that is briefly away is logged, not raised (an
+        exception would stop the worker); the next tick tries again."""
+        try:
+            return await self.dispatch()
+        except DB_UNAVAILABLE as exc:
+            log.warning("webhook delivery: database unavailable (%s); next tick",
+                        type(exc).__name__)
+            return 0
+
+    async def _endpoint(self, first: Claimed) -> None:
+        """Deliver to one endpoint until its queue is empty or an attempt fails."""
+        c: Claimed | None = first
+        try:
+            while c is not None:
+                if not await self.attempt(c):
+                    return
+                async with self.store.acquire() as conn:
+                    busy = sorted(self.in_flight - {c.webhook_id})
+                    nxt = await claim_deliveries(conn, busy, 1, self.lease_s, only=c.webhook_id)
+                c = nxt[0] if nxt else None
+        except DB_UNAVAILABLE as exc:
+            # the claim lapses and the delivery is taken again: at-least-once
+            log.warning("webhook delivery: database unavailable (%s)", type(exc).__name__)
+        finally:
+            self.in_flight.discard(first.webhook_id)
+
+    async def attempt(self, c: Claimed) -> bool:
+        """One POST and its bookkeeping; True on a 2xx."""
+        body = orjson.dumps(orjson.loads(c.payload))
+        error = await post_signed(self.client, c.url, c.secret, body,
+                                  f"{c.alert_id}:{c.change}")
+        async with self.store.acquire() as conn:
+            if error is None:
+                # Back after an outage of more than one attempt (a single failure is as
+                # likely one refused payload, which must not be pulled forward again):
+                # the deliveries that were set aside come now.
+                await mark_delivered(conn, c, pull_forward=c.failures >= 2)
+                self.metrics.deliveries.labels("delivered").inc()
+                return True
+            attempts = c.attempts + 1
+            exhausted = self.policy.exhausted(attempts)
+            await mark_attempt_failed(
+                conn, c, error, exhausted, self.policy.delivery_delay(attempts, c.severity_rank),
+                self.policy.endpoint_delays(c.failures + 1))
+        # 'failed' is counted once per delivery, when its quick attempts run out
+        outcome = "failed" if attempts == self.policy.max_attempts else "retry"
+        self.metrics.deliveries.labels(outcome).inc()
+        if outcome == "failed":
+            log.warning("webhook delivery failed after %d attempts (%s); retried at most %.0f s"
+                        " apart", attempts, error, self.policy.cap(c.severity_rank))
+        return False
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
@@ -104,15 +307,8 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     deliverer = Deliverer(store, settings, topology.metrics)
 
     @app.timer(settings.webhook_poll_s)
-    async def deliver_pending() -> None:
-        """Drain the outbox that the alerts step fills in its own transaction."""
-        while await deliverer.run_claimed(["pending"], 0.0) == 200:
-            pass
+    async def deliver_due() -> None:
+        """Start deliveries for the endpoints whose queue has something due."""
+        await deliverer.tick()
 
-    @app.timer(settings.webhook_retry_interval_s)
-    async def retry() -> None:
-        # failed and unrouted deliveries, and claims a crashed worker left 'sending'
-        await deliverer.run_claimed(["failed", "no_webhook"], 0.0)
-        await deliverer.run_claimed(["sending"], 300.0)
-
-    return deliver_pending
+    return deliver_due

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
 import click
 import orjson
 
@@ -214,25 +215,127 @@ def alerts_tick(ctx: click.Context, now: str | None) -> None:
 
 
 @alerts.command("webhook")
-@click.option("--clinician-id", required=True, help="a clinician id, or '*' for the clinic")
-@click.option("--url", required=True)
-@click.option("--secret", required=True, help="shared secret for the HMAC-SHA256 signature")
+@click.option("--clinician-id", default=None, help="a clinician id, or '*' for the organisation")
+@click.option("--org", "org_id", default="default", show_default=True, help="organisation")
+@click.option("--url", default=None, help="http(s) URL the alert changes are POSTed to")
+@click.option("--secret", default=None, help="shared secret for the HMAC-SHA256 signature")
+@click.option("--test", "test", is_flag=True, help="POST a signed ping and report the answer")
+@click.option("--remove", is_flag=True, help="remove the webhook (its queue is dropped)")
+@click.option("--list", "list_", is_flag=True, help="list the webhooks (never the secrets)")
 @click.pass_context
-def alerts_webhook(ctx: click.Context, clinician_id: str, url: str, secret: str) -> None:
-    """Set where a clinician's (or the clinic's) alerts are POSTed."""
+def alerts_webhook(ctx: click.Context, clinician_id: str | None, org_id: str, url: str | None,
+                   secret: str | None, test: bool, remove: bool, list_: bool) -> None:
+    """Set, test, list or remove where a clinician's (or, with '*', the organisation's)
+    alerts are POSTed. A new webhook receives the alert changes from now on, not history."""
+    from agents.delivery import validate_url
+
+    settings = _settings(ctx)
+    if list_:
+        if clinician_id or url or secret or test or remove:
+            raise click.UsageError("--list takes only --org")
+        _print_webhooks(settings, org_id)
+        return
+    if not clinician_id:
+        raise click.UsageError("--clinician-id is required (or --list)")
+    if remove and (url or secret or test):
+        raise click.UsageError("--remove takes only --clinician-id and --org")
+    if not (remove or test) and not (url and secret):
+        raise click.UsageError("setting a webhook needs --url and --secret")
+    if (url is None) != (secret is None):
+        raise click.UsageError("--url and --secret go together")
+    if url is not None:
+        try:
+            validate_url(url)
+        except ValueError as exc:
+            raise click.BadParameter(f"{url!r} {exc}", param_hint="'--url'") from None
+    if remove:
+        _remove_webhook(settings, org_id, clinician_id)
+        return
+    if url is not None and secret is not None:
+        _set_webhook(settings, org_id, clinician_id, url, secret)
+    if test:
+        _ping_webhook(settings, org_id, clinician_id)
+
+
+@alerts.command("webhooks")
+@click.option("--org", "org_id", default="default", show_default=True, help="organisation")
+@click.pass_context
+def alerts_webhooks(ctx: click.Context, org_id: str) -> None:
+    """List the webhooks of an organisation (never the secrets)."""
+    _print_webhooks(_settings(ctx), org_id)
+
+
+_T = TypeVar("_T")
+
+
+def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[_T]]) -> _T:
+    """Run one database step with its own connection (the CLI holds no pool)."""
+    import asyncpg
+
+    async def run() -> _T:
+        conn = await asyncpg.connect(settings.dsn)
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _set_webhook(settings: Settings, org_id: str, clinician_id: str, url: str,
+                 secret: str) -> None:
     import asyncpg
 
     from streams.db.alerts import set_webhook
 
-    async def run() -> None:
-        conn = await asyncpg.connect(_settings(ctx).dsn)
-        try:
-            await set_webhook(conn, clinician_id, url, secret)
-        finally:
-            await conn.close()
+    try:
+        new = _with_db(settings, lambda c: set_webhook(c, clinician_id, url, secret, org_id))
+    except asyncpg.ForeignKeyViolationError:
+        raise click.ClickException(f"unknown organisation {org_id!r}") from None
+    who = "the organisation (clinic-wide)" if clinician_id == "*" else clinician_id
+    click.echo(f"webhook {'added' if new else 'changed'} for {who} in {org_id}"
+               + (": alert changes from now on are sent there (no history)" if new else ""))
 
-    asyncio.run(run())
-    click.echo(f"webhook set for {clinician_id}")
+
+def _remove_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
+    from streams.db.alerts import remove_webhook
+
+    dropped = _with_db(settings, lambda c: remove_webhook(c, clinician_id, org_id))
+    if dropped is None:
+        raise click.ClickException(f"no webhook for {clinician_id} in {org_id}")
+    click.echo(f"webhook removed for {clinician_id} in {org_id}"
+               f" ({dropped} undelivered changes dropped, marked no_webhook)")
+
+
+def _ping_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
+    from agents.delivery import redact_url, send_ping
+    from streams.db.alerts import webhook_for
+
+    hook = _with_db(settings, lambda c: webhook_for(c, clinician_id, org_id))
+    if hook is None:
+        raise click.ClickException(f"no webhook for {clinician_id} in {org_id}")
+    url, secret = hook
+    result = asyncio.run(send_ping(url, secret, settings.webhook_timeout_s))
+    answer = f"HTTP {result.status_code}" if result.status_code is not None else result.error
+    click.echo(f"ping {redact_url(url)}: {answer} in {result.seconds * 1000:.0f} ms")
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_webhooks(settings: Settings, org_id: str) -> None:
+    from agents.delivery import redact_url
+    from streams.db.alerts import list_webhooks
+
+    hooks = _with_db(settings, lambda c: list_webhooks(c, org_id))
+    if not hooks:
+        click.echo(f"no webhooks in {org_id}")
+        return
+    click.echo("org\tclinician\turl\tadded\tundelivered\toldest undelivered\tfailures")
+    for h in hooks:
+        oldest = h.oldest_undelivered.isoformat(timespec="seconds") if h.oldest_undelivered else "-"
+        click.echo(f"{h.org_id}\t{h.clinician_id}\t{redact_url(h.url)}"
+                   f"\t{h.created_at.isoformat(timespec='seconds')}\t{h.undelivered}"
+                   f"\t{oldest}\t{h.failures}")
 
 
 @alerts.command("evaluate")

@@ -79,11 +79,31 @@ class Settings(BaseSettings):
     alert_publish_retry_s: float = Field(
         5.0, description="how often alert changes left in the rtm.alerts outbox are re-sent"
     )
-    webhook_max_attempts: int = 5
-    webhook_backoff_s: float = 0.5
-    webhook_timeout_s: float = 5.0
-    webhook_retry_interval_s: float = 60.0
-    webhook_poll_s: float = 0.1
+    # Delivery is per endpoint (agents/delivery.py): one attempt in flight per webhook, a
+    # single POST each; after a failure the endpoint waits backoff * 2^(failures - 1),
+    # capped by the severity of the most urgent delivery waiting for it.
+    webhook_max_attempts: int = Field(
+        5, ge=1, description="attempts before a delivery shows 'failed' (it is still retried)"
+    )
+    webhook_backoff_s: float = Field(0.5, gt=0, description="delay after the first failure")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="one attempt, connect to answer")
+    webhook_retry_interval_s: float = Field(
+        60.0, ge=0,
+        description="least delay between retries of a 'failed' delivery (then growing), at"
+                    " most the severity's cap",
+    )
+    webhook_poll_s: float = Field(0.1, gt=0, description="how often due deliveries are claimed")
+    # The bound on the delay between two attempts, by alert severity: a critical alert
+    # (red flag, fall, high pain) is retried at least every minute while its receiver is
+    # down, and reaches it at most that long after it recovers; a low one (billing at risk)
+    # can wait an hour rather than hammer a receiver that is down for the day.
+    webhook_max_delay_critical_s: float = Field(60.0, gt=0)
+    webhook_max_delay_high_s: float = Field(300.0, gt=0)
+    webhook_max_delay_medium_s: float = Field(900.0, gt=0)
+    webhook_max_delay_low_s: float = Field(3600.0, gt=0)
+    webhook_max_in_flight: int = Field(
+        32, ge=1, description="endpoints one worker posts to at the same time"
+    )
 
     @property
     def bootstrap_servers(self) -> str:

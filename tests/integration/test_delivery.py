@@ -1,0 +1,467 @@
+"""Webhook delivery that one bad endpoint cannot stall: through the real worker, Kafka and
+PostgreSQL with local HTTP receivers, plus the queue's routing and claiming against the real
+database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from alerts.models import SEVERITY, Alert, AlertChange, AlertKind
+from rtm.cli import main
+from streams.db.alerts import (
+    claim_deliveries,
+    mark_attempt_failed,
+    mark_delivered,
+    queue_deliveries,
+    remove_webhook,
+    set_webhook,
+)
+from streams.settings import Settings
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, free_port, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """A webhook endpoint that answers 200, 500 or not at all (hangs), switchable; records
+    when each request arrived and what it said."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.requests: list[tuple[float, str, dict[str, str], bytes]] = []  # t, mode, h, body
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                mode = receiver.mode
+                with receiver._lock:
+                    receiver.requests.append((time.monotonic(), mode, dict(self.headers), body))
+                if mode == "hang":
+                    time.sleep(30)
+                    return
+                self.send_response(200 if mode == "ok" else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def delivered(self) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival, payload) of the requests answered 200, in arrival order."""
+        with self._lock:
+            return [(t, json.loads(b)) for t, m, _, b in self.requests if m == "ok"]
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [h["Idempotency-Key"] for _, _, h, _ in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _now(hours: float = 0) -> str:
+    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours)
+    return t.replace(microsecond=0).isoformat()
+
+
+async def _statuses(db: asyncpg.Connection, clinician_id: str) -> list[tuple[str, str, str]]:
+    rows = await db.fetch(
+        "SELECT payload->'alert'->>'kind' AS kind, change, status FROM alert_deliveries"
+        " WHERE clinician_id = $1 ORDER BY seq", clinician_id)
+    return [(r["kind"], r["change"], r["status"]) for r in rows]
+
+
+# --- through the worker -------------------------------------------------------------------
+
+
+async def test_a_failing_receiver_does_not_delay_another_receivers_critical_alert(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    hanging, failing, good = Receiver("hang"), Receiver("fail"), Receiver("ok")
+    c_hang, c_fail, c_good = (f"{factory.prefix}-{x}" for x in ("hang", "fail", "good"))
+    await set_webhook(db, c_hang, hanging.url, "s-hang")
+    await set_webhook(db, c_fail, failing.url, "s-fail")
+    await set_webhook(db, c_good, good.url, "s-good")
+    p_hang, p_fail, p_good = factory.patient(1), factory.patient(2), factory.patient(3)
+    try:
+        with running_stack(base_settings, tick_interval_s=0, webhook_timeout_s=5.0) as stack:
+            assert stack.post([
+                factory.episode_started(p_hang, at=_now(-48), clinician_id=c_hang),
+                factory.episode_started(p_fail, at=_now(-48), clinician_id=c_fail),
+                factory.episode_started(p_good, at=_now(-48), clinician_id=c_good),
+            ]).json()["accepted"] == 3
+            # A backlog of red flags for the two bad receivers (every report fires).
+            backlog = [factory.symptom(p, _now(-2 + i / 60), red_flags=["fever"])
+                       for i in range(15) for p in (p_hang, p_fail)]
+            assert stack.post(backlog).json()["accepted"] == len(backlog)
+
+            async def both_bad_ones_busy() -> bool:
+                return len(hanging.requests) >= 1 and len(failing.requests) >= 3
+
+            await wait_for(both_bad_ones_busy, what="the bad receivers being tried")
+            flag = factory.symptom(p_good, _now(-1), fall=True)
+            t0 = time.monotonic()
+            assert stack.post([flag]).json()["accepted"] == 1
+
+            async def arrived() -> bool:
+                return bool(good.delivered())
+
+            await wait_for(arrived, timeout=10, what="the good receiver's alert")
+            took = good.delivered()[0][0] - t0
+            [(_, change)] = good.delivered()
+            assert change["alert"]["event_ids"] == [flag["event_id"]]
+            assert change["alert"]["severity"] == "critical"
+            print(f"critical alert at the good receiver {took * 1000:.0f} ms after it was"
+                  f" posted (hanging receiver: {len(hanging.requests)} requests, failing:"
+                  f" {len(failing.requests)})")
+            assert took < 1.0, f"{took:.2f}s"
+            # The hanging one was still in its attempt: one in flight, not one per alert.
+            assert len(hanging.requests) == 1
+            # and the failing one was being backed off, not hammered with its backlog
+            assert len(failing.requests) < 10
+    finally:
+        for c in (c_hang, c_fail, c_good):  # leave no queue for later tests' workers
+            await remove_webhook(db, c)
+        for r in (hanging, failing, good):
+            r.close()
+
+
+async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_bound(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    cap = 3.0  # the bounded delay for critical alerts (default 60 s), short for the test
+    receiver = Receiver("fail")
+    clinician = f"{factory.prefix}-rec"
+    await set_webhook(db, clinician, receiver.url, "s-rec")
+    p1, p2 = factory.patient(1), factory.patient(2)
+    try:
+        with running_stack(base_settings, tick_interval_s=0, webhook_max_attempts=3,
+                           webhook_max_delay_critical_s=cap, webhook_max_delay_high_s=30.0,
+                           webhook_retry_interval_s=60.0) as stack:
+            history = []
+            for p in (p1, p2):
+                history += [factory.episode_started(p, at=_now(-120), clinician_id=clinician),
+                            factory.pain(p, 2, _now(-72)), factory.pain(p, 2, _now(-50))]
+            assert stack.post(history).json()["accepted"] == 6
+            # Two 'high' alerts (pain up by 3 over the baseline, below the critical 7)
+            # queued first, then two critical ones: the queue must not be first come.
+            assert stack.post([factory.pain(p1, 5, _now(-3)),
+                               factory.pain(p2, 5, _now(-3))]).json()["accepted"] == 2
+
+            async def highs_tried() -> bool:
+                return len(receiver.requests) >= 2
+
+            await wait_for(highs_tried, what="the high alerts tried (and refused)")
+            crit = [factory.symptom(p1, _now(-1), red_flags=["saddle_anesthesia"]),
+                    factory.symptom(p2, _now(-1), fall=True)]
+            assert stack.post(crit).json()["accepted"] == 2
+
+            async def queued() -> bool:
+                return len(await _statuses(db, clinician)) == 4
+
+            await wait_for(queued, what="4 deliveries queued")
+            await asyncio.sleep(4 * cap)  # a long outage: quick attempts used up
+            outage = await _statuses(db, clinician)
+            assert {s for _, _, s in outage} <= {"failed", "pending", "sending"}, outage
+            assert any(s == "failed" for _, _, s in outage), outage
+
+            # While it was down, a critical alert was never left waiting more than the cap:
+            # the gaps between attempts (to this endpoint) once one was queued.
+            with receiver._lock:
+                times = [t for t, _, h, b in receiver.requests
+                         if json.loads(b)["alert"]["severity"] == "critical"]
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert len(times) >= 3 and max(gaps) <= cap + 1.0, gaps
+
+            receiver.mode = "ok"
+            t_up = time.monotonic()
+
+            async def all_in() -> bool:
+                return len(receiver.delivered()) >= 4
+
+            await wait_for(all_in, timeout=4 * cap + 10, what="the backlog after recovery")
+            got = receiver.delivered()
+            severities = [c["alert"]["severity"] for _, c in got]
+            first = got[0][0] - t_up
+            last = got[-1][0] - t_up
+            print(f"recovered receiver: first delivery {first:.2f}s, backlog of {len(got)}"
+                  f" done {last:.2f}s after recovery (critical cap {cap:.0f}s); order"
+                  f" {severities}")
+            assert severities == ["critical", "critical", "high", "high"]
+            assert first <= cap + 1.0
+            # the rest follows at once, not each after its own backoff
+            assert last - first < 1.0
+            assert sorted(h for _, c in got for h in [c["alert"]["kind"]]) == [
+                "fall", "pain_increase", "pain_increase", "red_flag"]
+            assert {s for _, _, s in await _statuses(db, clinician)} == {"delivered"}
+            metrics = httpx.get(
+                f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            assert 'rtm_worker_webhook_deliveries_total{outcome="delivered"} 4.0' in metrics
+            assert 'rtm_worker_webhook_deliveries_total{outcome="failed"}' in metrics
+    finally:
+        await remove_webhook(db, clinician)
+        receiver.close()
+
+
+async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_added(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    receiver = Receiver("ok")
+    clinician = f"{factory.prefix}-new"
+    p = factory.patient(1)
+    try:
+        with running_stack(base_settings, tick_interval_s=0) as stack:
+            old = [factory.episode_started(p, at=_now(-72), clinician_id=clinician),
+                   factory.symptom(p, _now(-3), red_flags=["fever"]),
+                   factory.symptom(p, _now(-2), fall=True)]
+            assert stack.post(old).json()["accepted"] == 3
+
+            async def history_made() -> bool:
+                return [s for *_, s in await _statuses(db, clinician)] == ["no_webhook"] * 2
+
+            await wait_for(history_made, what="two alerts with no webhook")
+            await set_webhook(db, clinician, receiver.url, "s-new")
+            await asyncio.sleep(2.0)  # many delivery ticks
+            assert receiver.requests == [], "history sent to a new webhook"
+
+            # After it was added: an old alert changes (acknowledged) and a new one fires.
+            alerts = httpx.get(f"{stack.url}/v1/alerts", params={"clinician_id": clinician},
+                               headers={"Authorization": f"Bearer {stack.key}"}).json()["alerts"]
+            fever = next(a for a in alerts if a["kind"] == "red_flag")
+            resp = httpx.post(f"{stack.url}/v1/alerts/{fever['id']}/ack", json={"by": "dr-n"},
+                              headers={"Authorization": f"Bearer {stack.key}"})
+            assert resp.status_code == 200
+            new = factory.symptom(p, _now(-1), red_flags=["saddle_anesthesia"])
+            assert stack.post([new]).json()["accepted"] == 1
+
+            async def two_arrived() -> bool:
+                return len(receiver.requests) >= 2
+
+            await wait_for(two_arrived, what="the changes after the webhook was added")
+            await asyncio.sleep(1.0)  # and nothing else comes
+            got = sorted((c["change"], c["alert"]["event_ids"][0])
+                         for _, c in receiver.delivered())
+            assert got == sorted([("acknowledged", old[1]["event_id"]),
+                                  ("fired", new["event_id"])])
+            assert len(receiver.requests) == 2
+    finally:
+        await remove_webhook(db, clinician)
+        receiver.close()
+
+
+# --- the queue against the real database (no worker) ---------------------------------------
+
+
+def _change(patient: str, clinician: str, kind: AlertKind, change: str = "fired") -> AlertChange:
+    alert = Alert(id=str(uuid.uuid4()), patient_id=patient, episode_id=f"{patient}-ep",
+                  clinician_id=clinician, kind=kind, severity=SEVERITY[kind],
+                  fired_at=dt.datetime.now(dt.timezone.utc))
+    return AlertChange.model_validate({"change": change, "alert": alert.model_dump()})
+
+
+async def _org(db: asyncpg.Connection, org_id: str) -> None:
+    await db.execute("INSERT INTO orgs (org_id, name) VALUES ($1, $1)", org_id)
+
+
+async def _wid(db: asyncpg.Connection, org_id: str, clinician_id: str) -> int:
+    return int(await db.fetchval("SELECT webhook_id FROM clinician_webhooks"
+                                 " WHERE org_id = $1 AND clinician_id = $2", org_id, clinician_id))
+
+
+async def test_routing_is_per_organisation_and_fixed_when_queued(
+    db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    org_a, org_b = f"{factory.prefix}-a", f"{factory.prefix}-b"
+    await _org(db, org_a)
+    await _org(db, org_b)
+    pa, pb, p_none = factory.patient(1), factory.patient(2), factory.patient(3)
+    await db.execute("INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2), ($3, $4)",
+                     pa, org_a, pb, org_b)
+    own = f"{factory.prefix}-own"
+    await set_webhook(db, "*", "http://127.0.0.1:9/a", "sa", org_a)
+    await set_webhook(db, own, "http://127.0.0.1:9/own", "so", org_a)
+    # org_b has no webhook at all; the same clinician id there is a different recipient
+    changes = [_change(pa, own, "red_flag"), _change(pa, "other", "fall"),
+               _change(pb, own, "red_flag"), _change(pb, "*", "fall"),
+               _change(p_none, own, "pain_high")]
+    async with db.transaction():
+        await queue_deliveries(db, changes)
+    rows = {r["alert_id"]: r for r in await db.fetch(
+        "SELECT alert_id, org_id, webhook_id, status, severity_rank FROM alert_deliveries"
+        " WHERE alert_id = ANY($1::text[])", [c.alert.id for c in changes])}
+    star_a, own_a = await _wid(db, org_a, "*"), await _wid(db, org_a, own)
+
+    def of(i: int) -> tuple[Any, ...]:
+        r = rows[changes[i].alert.id]
+        return (r["org_id"], r["webhook_id"], r["status"])
+
+    assert of(0) == (org_a, own_a, "pending")       # the clinician's own webhook
+    assert of(1) == (org_a, star_a, "pending")      # no own one: the organisation's '*'
+    assert of(2) == (org_b, None, "no_webhook")     # org_a's webhooks are not org_b's
+    assert of(3) == (org_b, None, "no_webhook")     # nor its clinic-wide one
+    assert of(4) == ("default", None, "no_webhook")  # unknown patient: default org
+    assert rows[changes[4].alert.id]["severity_rank"] == 0
+
+    # A '*' webhook added to org_b now does not take what was queued before.
+    await set_webhook(db, "*", "http://127.0.0.1:9/b", "sb", org_b)
+    star_b = await _wid(db, org_b, "*")
+    assert await claim_deliveries(db, [], 10, 30.0, only=star_b) == []
+    later = _change(pb, own, "pain_increase")
+    await queue_deliveries(db, [later])
+    [claimed] = await claim_deliveries(db, [], 10, 30.0, only=star_b)
+    assert (claimed.alert_id, claimed.url, claimed.secret) == (
+        later.alert.id, "http://127.0.0.1:9/b", "sb")
+
+    # Removing a webhook settles its queue as no_webhook; adding it again starts empty.
+    assert await remove_webhook(db, own, org_a) == 1
+    assert await db.fetchval("SELECT status FROM alert_deliveries WHERE alert_id = $1",
+                             changes[0].alert.id) == "no_webhook"
+    assert await remove_webhook(db, own, org_a) is None
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await set_webhook(db, "c", "http://127.0.0.1:9/x", "s", f"{factory.prefix}-nope")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await set_webhook(db, "c", "not-a-url", "s", org_a)
+    for org in (org_a, org_b):
+        await remove_webhook(db, "*", org)
+
+
+async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_failure(
+    db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    org = f"{factory.prefix}-q"
+    await _org(db, org)
+    p = factory.patient(1)
+    await db.execute("INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2)", p, org)
+    await set_webhook(db, "*", "http://127.0.0.1:9/q", "sq", org)
+    wid = await _wid(db, org, "*")
+    kinds: list[AlertKind] = ["billing_at_risk", "inactivity", "pain_increase", "red_flag",
+                              "fall", "pain_increase"]
+    changes = [_change(p, "*", k) for k in kinds]
+    await queue_deliveries(db, changes)
+
+    # the head: most severe, then first queued; one per endpoint (the next is held back
+    # while the first is in flight, by this worker or another)
+    [head] = await claim_deliveries(db, [], 10, 30.0, only=wid)
+    assert head.alert_id == changes[3].alert.id and head.severity_rank == 0
+    assert await claim_deliveries(db, [], 10, 30.0, only=wid) == []
+    await mark_delivered(db, head, pull_forward=False)
+    order = []
+    while batch := await claim_deliveries(db, [], 10, 30.0, only=wid):
+        order.append(batch[0].alert_id)
+        await mark_delivered(db, batch[0], pull_forward=False)
+        if len(order) == 2:
+            break
+    assert order == [changes[4].alert.id, changes[2].alert.id]
+
+    # A failure: the endpoint backs off (per the head's severity), the delivery keeps its
+    # place; a busy endpoint (in flight in this worker) is skipped.
+    [c] = await claim_deliveries(db, [], 10, 30.0, only=wid)
+    assert c.alert_id == changes[5].alert.id
+    await mark_attempt_failed(db, c, "HTTP 500", exhausted=False, retry_in_s=0.0,
+                              endpoint_retry_in_s=[0.0, 1.5, 100.0, 100.0])
+    assert await claim_deliveries(db, [], 10, 30.0, only=wid) == []  # backing off
+    await asyncio.sleep(1.7)
+    assert await claim_deliveries(db, [wid], 10, 30.0, only=wid) == []  # busy here
+    [again] = await claim_deliveries(db, [], 10, 30.0, only=wid)
+    assert (again.alert_id, again.attempts, again.failures) == (c.alert_id, 1, 1)
+    # a lapsed claim (a worker that died mid-attempt) is taken again
+    await db.execute("UPDATE alert_deliveries SET next_attempt_at = now() - interval '1 s'"
+                     " WHERE alert_id = $1", again.alert_id)
+    [retaken] = await claim_deliveries(db, [], 10, 30.0, only=wid)
+    assert retaken.alert_id == again.alert_id
+    await mark_delivered(db, retaken, pull_forward=True)
+    assert await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1",
+                             wid) == 0
+    await remove_webhook(db, "*", org)
+
+
+def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
+    base_settings: Settings, factory: EventFactory
+) -> None:
+    receiver = Receiver("ok")
+    runner = CliRunner()
+    clinician = f"{factory.prefix}-cli"
+    try:
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician,
+                                 "--url", receiver.url + "?token=t0p", "--secret", "hush-123"])
+        assert r.exit_code == 0 and "added" in r.output, r.output
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
+        assert r.exit_code == 0 and "HTTP 200" in r.output, r.output
+        [(_, _, headers, body)] = receiver.requests
+        mac = hmac.new(b"hush-123", headers["X-RTM-Timestamp"].encode() + b"." + body,
+                       hashlib.sha256).hexdigest()
+        assert headers["X-RTM-Signature"] == "sha256=" + mac
+        assert json.loads(body)["change"] == "ping"
+        for args in (["alerts", "webhooks"], ["alerts", "webhook", "--list"]):
+            r = runner.invoke(main, args)
+            assert r.exit_code == 0 and clinician in r.output, r.output
+            assert "hush-123" not in r.output and "t0p" not in r.output
+        receiver.mode = "fail"
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
+        assert r.exit_code == 1 and "HTTP 500" in r.output, r.output
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--remove"])
+        assert r.exit_code == 0 and "removed" in r.output, r.output
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
+        assert r.exit_code == 1 and "no webhook" in r.output, r.output
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician,
+                                 "--url", "not-a-url", "--secret", "s"])
+        assert r.exit_code == 2 and "http:// or https://" in r.output, r.output
+        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--org",
+                                 f"{factory.prefix}-nope", "--url", receiver.url,
+                                 "--secret", "s"])
+        assert r.exit_code == 1 and "unknown organisation" in r.output, r.output
+    finally:
+        receiver.close()
+
+
+async def test_delivery_timer_survives_the_database_going_away(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's delivery timer body against a database that is not there: logged, no
+    exception (which would stop the worker), and it works again once the database is."""
+    from prometheus_client import CollectorRegistry
+
+    from agents.delivery import Deliverer
+    from streams.db.events import EventStore
+    from streams.metrics import WorkerMetrics
+
+    dead = base_settings.model_copy(update={"pg_port": free_port(), "database_url": None})
+    deliverer = Deliverer(EventStore(dead.dsn), dead, WorkerMetrics(CollectorRegistry()))
+    with caplog.at_level("WARNING", logger="agents.delivery"):
+        assert await deliverer.tick() == 0
+        assert await deliverer.tick() == 0
+    assert "database unavailable" in caplog.text
+    # the same object recovers when the database is reachable (a pool opened lazily)
+    deliverer.store = EventStore(base_settings.dsn)
+    try:
+        assert await deliverer.tick() >= 0
+    finally:
+        await deliverer.store.close()
+        await deliverer.close()
