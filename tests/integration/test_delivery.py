@@ -239,7 +239,7 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
     try:
         with running_stack(base_settings, tick_interval_s=0) as stack:
             old = [factory.episode_started(p, at=_now(-72), clinician_id=clinician),
-                   factory.symptom(p, _now(-3), red_flags=["fever"]),
+                   factory.pain(p, 8, _now(-3)),  # pain_high
                    factory.symptom(p, _now(-2), fall=True)]
             assert stack.post(old).json()["accepted"] == 3
 
@@ -251,15 +251,10 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
             await asyncio.sleep(2.0)  # many delivery ticks
             assert receiver.requests == [], "history sent to a new webhook"
 
-            # After it was added: an old alert changes (acknowledged) and a new one fires.
-            alerts = httpx.get(f"{stack.url}/v1/alerts", params={"clinician_id": clinician},
-                               headers={"Authorization": f"Bearer {stack.key}"}).json()["alerts"]
-            fever = next(a for a in alerts if a["kind"] == "red_flag")
-            resp = httpx.post(f"{stack.url}/v1/alerts/{fever['id']}/ack", json={"by": "dr-n"},
-                              headers={"Authorization": f"Bearer {stack.key}"})
-            assert resp.status_code == 200
+            # After it was added: an old alert changes (pain back down: resolved) and a new
+            # one fires.
             new = factory.symptom(p, _now(-1), red_flags=["saddle_anesthesia"])
-            assert stack.post([new]).json()["accepted"] == 1
+            assert stack.post([factory.pain(p, 3, _now(-1.5)), new]).json()["accepted"] == 2
 
             async def two_arrived() -> bool:
                 return len(receiver.requests) >= 2
@@ -268,7 +263,7 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
             await asyncio.sleep(1.0)  # and nothing else comes
             got = sorted((c["change"], c["alert"]["event_ids"][0])
                          for _, c in receiver.delivered())
-            assert got == sorted([("acknowledged", old[1]["event_id"]),
+            assert got == sorted([("resolved", old[1]["event_id"]),
                                   ("fired", new["event_id"])])
             assert len(receiver.requests) == 2
     finally:
