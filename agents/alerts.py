@@ -93,7 +93,10 @@ def register_clock(topology: Topology, settings: Settings) -> None:
         if not settings.tick_interval_s:
             return
         now = settings.clock_now or utc_now()
-        await send_ticks(topology, settings, now)
+        try:
+            await send_ticks(topology, settings, now)
+        except Exception as exc:  # broker away: the next tick catches up (rules use 'now')
+            log.warning("clock tick not sent (%s); next interval", type(exc).__name__)
 
 
 async def send_ticks(topology: Topology, settings: Settings, now: dt.datetime) -> None:

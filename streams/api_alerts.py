@@ -61,6 +61,8 @@ async def get_alerts(
     until it is null."""
     if since is not None and since.tzinfo is None:
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "needs a UTC offset"}])
+    if since is not None and not 2000 <= since.year <= 2100:  # the contract's range
+        raise HTTPException(422, [{"loc": ["query", "since"], "msg": "year outside 2000-2100"}])
     async with request.app.state.store.acquire() as conn:
         items = await list_alerts(conn, who.scope(), clinician_id=clinician_id, status=status,
                                   severity=severity, kind=kind, patient_id=patient_id,

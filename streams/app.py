@@ -37,7 +37,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
+        # web_host is only the advertised name; web_bind is where it listens (Faust's
+        # default is 0.0.0.0: an unauthenticated /metrics on every interface).
         web_host=settings.worker_web_host,
+        web_bind=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         # Offsets are committed only for acked events; take() acks after the batch body.

@@ -31,7 +31,10 @@ KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
 class Authenticator:
     """Bearer machine keys (cached briefly: a key lookup per request would cost a round
     trip on the ingest path) and session cookies (looked up each request, so signing out
-    or disabling a user takes effect at once)."""
+    or disabling a user takes effect at once).
+
+    With the database away, a key verified before keeps working from the cache (ingest
+    must go on: events go to Kafka, not the database); anything else answers 503."""
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -56,8 +59,13 @@ class Authenticator:
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         key_id, secret = parsed
-        async with self.state["store"].acquire() as conn:
-            row = await key_record(conn, key_id)
+        try:
+            async with self.state["store"].acquire() as conn:
+                row = await key_record(conn, key_id)
+        except Exception as exc:  # database away: the last verdict, else 503
+            if hit is not None:
+                return hit[1]
+            raise _unavailable(exc) from None
         who = None
         if row is not None and key_matches(bytes(row["salt"]), bytes(row["key_hash"]), secret):
             who = Principal("key", key_id, row["org_id"], frozenset(row["scopes"]))
@@ -67,16 +75,26 @@ class Authenticator:
         return who
 
     async def _session(self, cookie: str) -> Principal | None:
-        async with self.state["store"].acquire() as conn:
-            row = await session_user(conn, session_digest(cookie))
-            if row is None:
-                return None
-            team: frozenset[str] = frozenset()
-            if row["role"] == "clinician" and row["clinician_id"]:
-                team = await team_clinicians(conn, row["org_id"], row["clinician_id"])
+        try:
+            async with self.state["store"].acquire() as conn:
+                row = await session_user(conn, session_digest(cookie))
+                if row is None:
+                    return None
+                team: frozenset[str] = frozenset()
+                if row["role"] == "clinician" and row["clinician_id"]:
+                    team = await team_clinicians(conn, row["org_id"], row["clinician_id"])
+        except HTTPException:
+            raise
+        except Exception as exc:
+            raise _unavailable(exc) from None
         return Principal("user", row["username"], row["org_id"], frozenset({row["role"]}),
                          clinician_id=row["clinician_id"], team_clinicians=team,
                          csrf_token=row["csrf_token"])
+
+
+def _unavailable(exc: Exception) -> HTTPException:
+    return HTTPException(503, f"cannot check credentials now ({type(exc).__name__}); retry",
+                         headers={"Retry-After": "5"})
 
 
 UNAUTHENTICATED = {"error": "sign in, or send a machine key (Authorization: Bearer <key>)"}

@@ -21,11 +21,59 @@ def event_payload(event: Event) -> bytes:
 def dead_letter_payload(
     raw: Any, errors: Sequence[dict[str, str]], stage: str, index: int | None = None
 ) -> bytes:
-    """Dead-letter record: the original input and why it was refused."""
-    return orjson.dumps(
-        {"stage": stage, "index": index, "errors": list(errors), "event": raw},
-        default=str,
-    )
+    """Dead-letter record: the original input and why it was refused. Input that cannot
+    be re-encoded (nested deeper than orjson's 255 levels) is kept in a safe form: its
+    compact text, truncated, so the batch it came in still goes on."""
+    record = {"stage": stage, "index": index, "errors": list(errors), "event": raw}
+    try:
+        return orjson.dumps(record, default=str)
+    except (orjson.JSONEncodeError, RecursionError):
+        record["event"] = None
+        record["event_text"] = _flat_text(raw, DEAD_TEXT_LIMIT)
+        return orjson.dumps(record, default=str)
+
+
+DEAD_TEXT_LIMIT = 64 * 1024
+
+
+def _flat_text(value: Any, limit: int) -> str:
+    """JSON-ish text of any nesting depth, without recursion, cut at ``limit`` characters."""
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [value]
+    while stack and size < limit:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            piece = item.text
+        elif isinstance(item, list):
+            stack.append(_Token("]"))
+            for i, v in enumerate(reversed(item)):
+                stack.append(v)
+                if i < len(item) - 1:
+                    stack.append(_Token(","))
+            piece = "["
+        elif isinstance(item, dict):
+            stack.append(_Token("}"))
+            entries = list(item.items())
+            for i, (k, v) in enumerate(reversed(entries)):
+                stack.append(v)
+                stack.append(_Token(orjson.dumps(str(k)).decode() + ":"))
+                if i < len(entries) - 1:
+                    stack.append(_Token(","))
+            piece = "{"
+        else:
+            piece = orjson.dumps(item, default=str).decode()
+        out.append(piece)
+        size += len(piece)
+    text = "".join(out)
+    return text if len(text) <= limit and not stack else text[:limit] + "...(truncated)"
+
+
+class _Token:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 class EventProducer:

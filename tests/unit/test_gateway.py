@@ -137,3 +137,23 @@ async def test_a_patient_app_key_cannot_post_clinician_time_and_nothing_of_the_b
         anonymous = await client.post("/v1/events", content=orjson.dumps([pain("ok-2", now)]))
         assert anonymous.status_code == 401
     assert producer.events == [] and producer.dead == []
+
+
+async def test_an_item_nested_too_deep_to_re_encode_is_dead_lettered_and_the_batch_goes_on(
+    gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
+) -> None:
+    app, producer, _ = gateway
+    now = dt.datetime.now(dt.timezone.utc)
+    deep = "[" * 600 + '"x"' + "]" * 600  # orjson re-encodes at most 255 levels
+    content = ("[" + orjson.dumps(pain("ok-deep", now)).decode()
+               + ',{"type":"pain.reported","extra":' + deep + "}]").encode()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway") as client:
+        resp = await client.post("/v1/events", content=content,
+                                 headers={"Authorization": f"Bearer {KEY}"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [1]
+    (record,) = [orjson.loads(v) for _, v in producer.dead]
+    assert record["event"] is None and record["event_text"].startswith('{"type":"pain.reported"')
+    assert record["event_text"].count("[") == 600

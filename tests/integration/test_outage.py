@@ -1,0 +1,78 @@
+"""The worker rides out a PostgreSQL outage (issue 11 part 4, the CI-sized case).
+
+The real cluster is stopped for a while as events stream in through the gateway (which
+keeps accepting: events go to Kafka, and a key verified before stays valid from its cache),
+then started again. The worker must not exit, and every accepted event must be stored
+exactly once afterwards, with its alert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import asyncpg
+import pytest
+
+from infra import services
+from streams.settings import Settings
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 15.0
+
+
+async def test_worker_survives_a_database_outage_and_stores_everything_once(
+    stack: Stack, base_settings: Settings, factory: EventFactory
+) -> None:
+    p = factory.patient(1)
+    first = [factory.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+             *factory.daily_exercises(p, dt.date(2026, 11, 2), 5)]
+    assert stack.post(first).json()["accepted"] == len(first)
+
+    async def count(ids: list[str]) -> int:
+        conn = await asyncpg.connect(base_settings.dsn)
+        try:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM events WHERE event_id = ANY($1::text[])", ids))
+        finally:
+            await conn.close()
+
+    ids = [e["event_id"] for e in first]
+
+    async def first_stored() -> bool:
+        return await count(ids) == len(ids)
+
+    await wait_for(first_stored, 60, "the first events stored")
+    worker = stack.workers[0]
+
+    services._pg_down(base_settings, log=print)
+    try:
+        second = [factory.pain(p, 9, "2026-11-08T10:00:00-06:00"),
+                  *factory.daily_exercises(p, dt.date(2026, 11, 8), 3)]
+        resp = stack.post(second)  # the key was verified before: accepted from the cache
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["accepted"] == len(second)
+        time.sleep(OUTAGE_S)
+        assert worker.proc.poll() is None, "the worker exited during the outage"
+    finally:
+        services._pg_up(base_settings, log=print)
+
+    ids += [e["event_id"] for e in second]
+
+    async def all_stored() -> bool:
+        return await count(ids) == len(ids)
+
+    await wait_for(all_stored, 90, "every accepted event stored after the outage")
+    conn = await asyncpg.connect(base_settings.dsn)
+    try:
+        alerts = await conn.fetch("SELECT kind FROM alerts WHERE patient_id = $1", p)
+        dupes = await conn.fetchval(
+            "SELECT count(*) - count(DISTINCT event_id) FROM events WHERE patient_id = $1", p)
+    finally:
+        await conn.close()
+    assert "pain_high" in {r["kind"] for r in alerts}
+    assert dupes == 0
+    assert worker.proc.poll() is None, "the worker exited after the outage"
