@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from agents.alerts import Publisher, partition_of, register_clock, register_publisher
 from streams.db.billing import write_ledger
+from streams.db.rollups import write_rollups
 from agents.persist import write_until_done
 from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
 from alerts.models import DEFAULT_CONFIG
@@ -216,6 +217,7 @@ class IngestStep:
                 fresh = await self._with_stored_alerts(conn, fresh, states)
                 result = apply_batch(states, fresh, self.config, self.partition_of)
                 await upsert_alerts(conn, result.changes)
+                await write_rollups(conn, result.states, new_events)  # the worklist's rows
                 await queue_deliveries(conn, result.changes)
                 seqs = await queue_publish(conn, result.changes)
                 await self.states.save(conn, result.states,

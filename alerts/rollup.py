@@ -1,0 +1,158 @@
+"""Per-patient rollups for the clinician worklist (pure).
+
+The dashboard's first page must not read the raw events of thousands of patients, so the
+worker keeps, per patient, what the worklist shows: the newest patient-data activity, the
+latest pain report and the baseline it is compared with, open alerts by severity and by the
+kinds the need order uses, and trailing 7-day adherence by patient-local day. They are
+computed here from the engine's own post-batch state (``alerts.batch.apply_batch``) and the
+batch's new events, and written in the batch's transaction (``streams.db.rollups``), so a
+rollup is never ahead of or behind the alerts it counts.
+
+Choices:
+- Open alerts are the state's unresolved alerts whose status is ``open`` (acknowledged ones
+  are handled, resolved ones have left the state).
+- Adherence rows are written for the last ``ADHERENCE_DAYS`` patient-local days up to the
+  newest day the state knows (its newest data day, or the day of its clock in the latest
+  episode's zone once ticks move it on): the state keeps completions only for the adherence
+  window, so older days keep the value they had when they were inside it.
+- Pain trend: the latest report against the median of the state's other reports within
+  the baseline horizon (the engine keeps 7 local days before the newest report).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from alerts.adherence import adherence_on, prescribed_on, sessions_by_day
+from alerts.state import PatientState
+from schemas.events import PATIENT_DATA_TYPES, Event
+
+ADHERENCE_DAYS = 8  # today and the 7 days before: enough for a 7-point sparkline
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRollup:
+    patient_id: str
+    last_activity_at: dt.datetime | None  # newest patient-data occurred_at in this batch
+    latest_pain: int | None
+    latest_pain_at: dt.datetime | None
+    pain_baseline: float | None
+    open_critical: int
+    open_high: int
+    open_medium: int
+    open_low: int
+    open_adherence_low: int
+    open_inactivity: int
+    open_billing_at_risk: int
+    open_alerts: int
+    oldest_open: dt.datetime | None
+    open_kinds: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DailyAdherence:
+    patient_id: str
+    date: dt.date
+    prescribed: float
+    completed: int
+    adherence_7d: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollups:
+    patients: tuple[PatientRollup, ...]
+    days: tuple[DailyAdherence, ...]
+
+
+def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollup:
+    """The rollup of one patient after a batch (``events``: that patient's new events)."""
+    activity = [e.occurred_at for e in events if e.type in PATIENT_DATA_TYPES]
+    pains = sorted(state.pain.values(), key=lambda p: p.occurred_at)
+    latest = pains[-1] if pains else None
+    baseline = None
+    if latest is not None and len(pains) > 1:
+        horizon = latest.local_date - dt.timedelta(days=7)
+        prior = [p.score for p in pains[:-1] if p.local_date >= horizon]
+        baseline = float(statistics.median(prior)) if prior else None
+    open_ = [a for a in state.alerts.values() if a.status == "open"]
+    by_sev = {s: sum(1 for a in open_ if a.severity == s)
+              for s in ("critical", "high", "medium", "low")}
+    by_kind = {k: sum(1 for a in open_ if a.kind == k)
+               for k in ("adherence_low", "inactivity", "billing_at_risk")}
+    return PatientRollup(
+        patient_id=state.patient_id,
+        last_activity_at=max(activity, default=None),
+        latest_pain=latest.score if latest else None,
+        latest_pain_at=latest.occurred_at if latest else None,
+        pain_baseline=baseline,
+        open_critical=by_sev["critical"], open_high=by_sev["high"],
+        open_medium=by_sev["medium"], open_low=by_sev["low"],
+        open_adherence_low=by_kind["adherence_low"], open_inactivity=by_kind["inactivity"],
+        open_billing_at_risk=by_kind["billing_at_risk"],
+        open_alerts=len(open_),
+        oldest_open=min((a.fired_at for a in open_), default=None),
+        open_kinds=tuple(sorted({a.kind for a in open_})),
+    )
+
+
+def newest_day(state: PatientState) -> dt.date | None:
+    """The newest patient-local day the state knows of (see the module's choices)."""
+    days = [r.local_date for r in state.data.values()]
+    days += [c.local_date for c in state.completions.values()]
+    episodes = list(state.book.episodes.values())
+    if state.clock is not None and episodes:
+        latest = max(episodes, key=lambda e: (e.start_date, e.episode_id))
+        today = state.clock.astimezone(ZoneInfo(latest.timezone)).date()
+        if latest.end_date is not None:
+            today = min(today, latest.end_date)
+        days.append(today)
+    return max(days, default=None)
+
+
+def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[DailyAdherence]:
+    """Trailing 7-day adherence on each of the last ``days`` episode days up to
+    ``newest_day`` (the same functions as ``GET /v1/patients/{id}/adherence``)."""
+    last = newest_day(state)
+    if last is None:
+        return []
+    book = state.book
+    counts = sessions_by_day(state.completions, book)
+    out = []
+    for i in range(days - 1, -1, -1):
+        day = last - dt.timedelta(days=i)
+        if book.resolve(None, day) is None:
+            continue  # outside every episode: nothing prescribed, no row (as daily_rows)
+        ratio = adherence_on(counts, book, day)
+        out.append(DailyAdherence(state.patient_id, day, float(prescribed_on(book, day)),
+                                  counts.get(day, 0), None if ratio is None else float(ratio)))
+    return out
+
+
+def rollups(states: Mapping[str, PatientState], new_events: Sequence[Event]) -> Rollups:
+    """Rollups of every patient whose state the batch touched."""
+    by_patient: dict[str, list[Event]] = {}
+    for e in new_events:
+        by_patient.setdefault(e.patient_id, []).append(e)
+    patients, days = [], []
+    for pid in sorted(states):
+        state = states[pid]
+        patients.append(patient_rollup(state, by_patient.get(pid, [])))
+        days.extend(daily_adherence(state))
+    return Rollups(tuple(patients), tuple(days))
+
+
+def pain_baselines(reports: Sequence[tuple[dt.datetime, int]], days: int = 7
+                   ) -> list[float | None]:
+    """For each pain report (occurred_at in the patient's offset, score), oldest first: the
+    median of the reports in the ``days`` patient-local days before it (the pain chart's
+    baseline line); None while there are none."""
+    out: list[float | None] = []
+    for i, (at, _) in enumerate(reports):
+        start = at.date() - dt.timedelta(days=days)
+        prior = [s for t, s in reports[:i] if start <= t.date() and t < at]
+        out.append(float(statistics.median(prior)) if prior else None)
+    return out

@@ -1,0 +1,147 @@
+"""Per-patient rollups (patient_rollups, patient_daily_adherence): written in the worker's
+batch transaction, read by the dashboard's worklist and patient page."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from alerts.rollup import Rollups, rollups
+from alerts.state import PatientState
+from schemas.events import Event
+from streams.access import Scope
+from streams.db.access import scope_sql
+
+_UPSERT_PATIENTS = """
+INSERT INTO patient_rollups (patient_id, org_id, last_activity_at, latest_pain, latest_pain_at,
+    pain_baseline, open_critical, open_high, open_medium, open_low, open_adherence_low,
+    open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, updated_at)
+SELECT t.p,
+       -- the patient's organisation (claimed earlier in the same transaction)
+       coalesce((SELECT po.org_id FROM patient_orgs po WHERE po.patient_id = t.p), 'default'),
+       t.la, t.lp, t.lpa, t.pb, t.c, t.h, t.m, t.l, t.al, t.ia, t.br, t.o, t.oo,
+       CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END, now()
+FROM unnest($1::text[], $2::timestamptz[], $3::smallint[], $4::timestamptz[], $5::real[],
+            $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[],
+            $13::int[], $14::timestamptz[], $15::text[])
+     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k)
+ON CONFLICT (patient_id) DO UPDATE SET
+    -- activity and pain only move forward: a late-synced old event must not hide newer ones
+    last_activity_at = GREATEST(patient_rollups.last_activity_at, EXCLUDED.last_activity_at),
+    latest_pain = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL AND (patient_rollups.latest_pain_at
+        IS NULL OR EXCLUDED.latest_pain_at >= patient_rollups.latest_pain_at)
+        THEN EXCLUDED.latest_pain ELSE patient_rollups.latest_pain END,
+    pain_baseline = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL AND (patient_rollups.latest_pain_at
+        IS NULL OR EXCLUDED.latest_pain_at >= patient_rollups.latest_pain_at)
+        THEN EXCLUDED.pain_baseline ELSE patient_rollups.pain_baseline END,
+    latest_pain_at = GREATEST(patient_rollups.latest_pain_at, EXCLUDED.latest_pain_at),
+    -- open alerts are the engine state's, which is complete for the patient: replaced
+    open_critical = EXCLUDED.open_critical, open_high = EXCLUDED.open_high,
+    open_medium = EXCLUDED.open_medium, open_low = EXCLUDED.open_low,
+    open_adherence_low = EXCLUDED.open_adherence_low,
+    open_inactivity = EXCLUDED.open_inactivity,
+    open_billing_at_risk = EXCLUDED.open_billing_at_risk,
+    open_alerts = EXCLUDED.open_alerts, oldest_open = EXCLUDED.oldest_open,
+    open_kinds = EXCLUDED.open_kinds, updated_at = now()
+"""
+
+_UPSERT_DAYS = """
+INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed, adherence_7d)
+SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[])
+ON CONFLICT (patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
+    completed = EXCLUDED.completed, adherence_7d = EXCLUDED.adherence_7d
+"""
+
+
+async def write_rollups(conn: asyncpg.Connection, states: Mapping[str, PatientState],
+                        new_events: Sequence[Event]) -> None:
+    """The batch's rollups (``alerts.rollup.rollups`` over the touched states), two
+    round trips, inside the caller's transaction."""
+    await write(conn, rollups(states, new_events))
+
+
+async def write(conn: asyncpg.Connection, r: Rollups) -> None:
+    if r.patients:
+        ps = r.patients
+        await conn.execute(
+            _UPSERT_PATIENTS,
+            [p.patient_id for p in ps], [p.last_activity_at for p in ps],
+            [p.latest_pain for p in ps], [p.latest_pain_at for p in ps],
+            [p.pain_baseline for p in ps], [p.open_critical for p in ps],
+            [p.open_high for p in ps], [p.open_medium for p in ps], [p.open_low for p in ps],
+            [p.open_adherence_low for p in ps], [p.open_inactivity for p in ps],
+            [p.open_billing_at_risk for p in ps], [p.open_alerts for p in ps],
+            [p.oldest_open for p in ps],
+            # a text[] per row cannot ride in unnest: comma-joined, split in the SQL
+            [",".join(p.open_kinds) for p in ps])
+    if r.days:
+        ds = r.days
+        await conn.execute(
+            _UPSERT_DAYS, [d.patient_id for d in ds], [d.date for d in ds],
+            [d.prescribed for d in ds], [d.completed for d in ds], [d.adherence_7d for d in ds])
+
+
+_SEVERITY_COLUMN = {"critical": "open_critical", "high": "open_high",
+                    "medium": "open_medium", "low": "open_low"}
+
+
+async def worklist_page(
+    conn: asyncpg.Connection, scope: Scope, *, severity: str | None = None,
+    kind: str | None = None, only_open: bool = True, search: str | None = None,
+    limit: int = 50, offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Patients in the scope by need: open critical, then high alerts, then open low
+    adherence, inactivity, billing at risk (each: more first), then who has waited longest
+    (the order of GET /v1/worklist), then the rest by id. Each row carries its last 7
+    days of 7-day adherence (oldest first) for the sparkline."""
+    where, args = scope_sql(scope, "r.patient_id", 2)
+    conds = ["r.org_id = $1", where]
+    args = [scope.org_id, *args]
+    if severity is not None:
+        conds.append(f"r.{_SEVERITY_COLUMN[severity]} > 0")
+    if kind is not None:
+        args.append(kind)
+        conds.append(f"r.open_kinds @> ARRAY[${len(args)}::text]")
+    if only_open:
+        conds.append("r.open_alerts > 0")
+    if search:
+        args.append(search)
+        conds.append(f"strpos(r.patient_id, ${len(args)}) > 0")
+    args.extend([limit, offset])
+    rows = await conn.fetch(
+        "SELECT r.*, d.spark, d.spark_dates FROM patient_rollups r"
+        " LEFT JOIN LATERAL (SELECT array_agg(x.adherence_7d ORDER BY x.local_date) AS spark,"
+        "   array_agg(x.local_date ORDER BY x.local_date) AS spark_dates"
+        "   FROM (SELECT local_date, adherence_7d FROM patient_daily_adherence"
+        "         WHERE patient_id = r.patient_id ORDER BY local_date DESC LIMIT 7) x) d ON true"
+        " WHERE " + " AND ".join(conds) +
+        " ORDER BY r.open_critical DESC, r.open_high DESC, r.open_adherence_low DESC,"
+        " r.open_inactivity DESC, r.open_billing_at_risk DESC, r.oldest_open NULLS LAST,"
+        f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args)
+    return [_row(r) for r in rows]
+
+
+def _row(r: asyncpg.Record) -> dict[str, Any]:
+    out = dict(r)
+    out["open_kinds"] = list(r["open_kinds"])
+    out["spark"] = list(r["spark"] or [])
+    out["spark_dates"] = list(r["spark_dates"] or [])
+    return out
+
+
+async def patient_rollup(conn: asyncpg.Connection, patient_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT r.*, NULL::real[] AS spark, NULL::date[] AS spark_dates"
+                              " FROM patient_rollups r WHERE r.patient_id = $1", patient_id)
+    return _row(row) if row is not None else None
+
+
+async def daily_adherence(conn: asyncpg.Connection, patient_id: str,
+                          since: dt.date | None = None) -> list[asyncpg.Record]:
+    """The patient's daily rows, oldest first."""
+    return list(await conn.fetch(
+        "SELECT local_date, prescribed, completed, adherence_7d FROM patient_daily_adherence"
+        " WHERE patient_id = $1 AND ($2::date IS NULL OR local_date >= $2)"
+        " ORDER BY local_date", patient_id, since))
