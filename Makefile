@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml streams/web/package-lock.json
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/python -m streams.webassets  # npm ci of the dashboard's libraries, into the cache
 	touch $@
 
 install: $(VENV)/.installed  ## create the venv and install rtm-stream with test deps
@@ -20,13 +21,13 @@ install: $(VENV)/.installed  ## create the venv and install rtm-stream with test
 up: install  ## start Kafka + TimescaleDB locally, migrate, create topics (idempotent)
 	$(RTM) up
 
-down: install  ## stop the local services
+down: install  ## stop the demo's gateway and worker and the local services
 	$(RTM) down
 
 status: install  ## is each service running, and where
 	$(RTM) status
 
-demo: up  ## the main job end to end: simulate, post, stream, store, summarise
+demo: up  ## the main job end to end; leaves the dashboard running (make down stops it)
 	$(RTM) demo
 
 unit: install  ## fast unit tests only (no services)

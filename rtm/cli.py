@@ -56,10 +56,13 @@ def up(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def down(ctx: click.Context) -> None:
-    """Stop the local Kafka and TimescaleDB."""
+    """Stop the gateway and worker `rtm demo` left running, then Kafka and TimescaleDB."""
     from infra import services
+    from rtm.local import stop_kept
 
-    services.down(_settings(ctx), log=lambda m: click.echo(m, err=True))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    stop_kept(_settings(ctx), log=log)
+    services.down(_settings(ctx), log=log)
 
 
 @main.command()

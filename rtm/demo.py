@@ -13,7 +13,7 @@ import asyncpg
 import click
 import orjson
 
-from rtm.local import prepare, start_gateway, start_worker
+from rtm.local import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.produce import produce_file
 from streams.settings import Settings
 from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
@@ -58,6 +58,7 @@ async def _wait_stored(dsn: str, ids: list[str], timeout: float) -> dict[str, in
 def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     t_start = time.perf_counter()
+    stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)
     # Each run is a new cohort under its own ids: simulate() repeats ids across runs.
     run = dt.datetime.now(dt.timezone.utc).strftime("d%Y%m%dT%H%M%S-")
@@ -73,15 +74,20 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     worker = start_worker(settings)
     gateway = start_gateway(settings)
     try:
+        if settings.env == "dev":
+            asyncio.run(_demo_care_team(settings, cohort))
         t0 = time.perf_counter()
         result = asyncio.run(produce_file(settings, cohort, progress=True))
         stored = asyncio.run(_wait_stored(settings.dsn, ids, timeout=600))
         elapsed = time.perf_counter() - t0
         asyncio.run(_tick_and_settle(settings))
         extra = _extra_sections(settings, patient_ids)
-    finally:
+    except BaseException:
         gateway.stop()
         worker.stop()
+        raise
+    # The dashboard stays up to be looked at; `rtm down` (make down) stops both.
+    keep_running(settings, [gateway, worker])
     total_stored = sum(stored.values())
     summary: dict[str, Any] = {
         "patients": patients,
@@ -97,6 +103,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         **extra,
     }
     click.echo(_render(summary))
+    click.echo(_dashboard_text(settings))
     if total_stored != len(ids):
         say(f"ERROR: stored {total_stored} of {len(ids)} distinct valid events")
         return 1
@@ -175,4 +182,43 @@ def _render(summary: dict[str, Any]) -> str:
             lines.extend(f"  {item}" for item in value)
         else:
             lines.append(f"{key:<30} {value}")
+    return "\n".join(lines)
+
+
+DEMO_TEAM = "demo"
+
+
+async def _demo_care_team(settings: Settings, cohort: Path) -> None:
+    """Let the demo's clinician user see this run's patients: the cohort's (namespaced)
+    clinician ids and the user's own (c-01) form the care team "demo" of the default
+    organisation (clinicians see their own and their care teams' patients)."""
+    from rtm.cli_access import DEV_ORG
+    from streams.db.access import add_team_member
+
+    clinicians = {"c-01"}
+    with cohort.open("rb") as f:
+        for line in f:
+            if b'"episode.started"' in line:
+                obj = orjson.loads(line)
+                if isinstance(obj.get("clinician_id"), str):
+                    clinicians.add(obj["clinician_id"])
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        for clinician_id in sorted(clinicians):
+            await add_team_member(conn, DEV_ORG, DEMO_TEAM, clinician_id)
+    finally:
+        await conn.close()
+
+
+def _dashboard_text(settings: Settings) -> str:
+    from rtm.cli_access import DEV_USERS_FILE
+
+    lines = ["", "Dashboard (the gateway and the worker keep running; `make down` stops them)",
+             f"  http://{settings.api_host}:{settings.api_port}/ui/"]
+    path = settings.state_dir / DEV_USERS_FILE
+    if path.exists():
+        users = orjson.loads(path.read_bytes())
+        lines.append("  sign in as (RTM_ENV=dev demo users):")
+        lines.extend(f"    {name:<10} {users[name]['password']:<20} {users[name]['role']}"
+                     for name in sorted(users))
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,10 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     from streams.topics import ensure_topics
 
     services.up(settings, log=log)
+    from streams.webassets import ensure_vendor
+
+    log(f"dashboard libraries (npm ci, pinned by streams/web/package-lock.json):"
+        f" {ensure_vendor(settings)}")
     applied = asyncio.run(migrate(settings.dsn))
     created = asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
@@ -110,3 +115,41 @@ def start_worker(settings: Settings, name: str = "worker") -> Child:
     child = spawn(settings, name, ["worker", "--loglevel", settings.worker_loglevel])
     wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
     return child
+
+
+KEPT_FILE = "running.json"  # gateway and worker that `rtm demo` leaves running
+
+
+def keep_running(settings: Settings, children: list[Child]) -> None:
+    """Record children that outlive this command (`rtm down` stops them)."""
+    path = settings.state_dir / KEPT_FILE
+    path.write_text(json.dumps({c.name: c.proc.pid for c in children}) + "\n")
+
+
+def stop_kept(settings: Settings, log: Callable[[str], None]) -> None:
+    """Stop what `keep_running` recorded: SIGTERM, then SIGKILL after 20 s. A recorded pid
+    is signalled only while it still runs `rtm.cli` (a pid can be reused after a reboot)."""
+    path = settings.state_dir / KEPT_FILE
+    if not path.exists():
+        return
+    kept: dict[str, int] = json.loads(path.read_text() or "{}")
+    for name, pid in kept.items():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # already gone
+        if b"rtm.cli" not in cmdline:
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                    break  # our own child, reaped
+            except ChildProcessError:
+                pass  # not our child: wait for /proc to drop it
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        log(f"stopped {name} (pid {pid})")
+    path.unlink()

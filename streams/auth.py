@@ -8,6 +8,7 @@ answers 422 naming query parameters a route does not take.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import time
 from typing import Any
@@ -20,10 +21,19 @@ from streams.access import (
     Permission,
     Principal,
     key_matches,
+    new_session_token,
     parse_key,
     session_digest,
+    verify_password,
 )
-from streams.db.access import key_record, session_user, team_clinicians
+from streams.db.access import (
+    audit,
+    create_session,
+    key_record,
+    session_user,
+    team_clinicians,
+    user_for_login,
+)
 
 KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
 
@@ -108,10 +118,31 @@ async def principal(request: Request) -> Principal:
     if who is None:
         raise HTTPException(401, UNAUTHENTICATED["error"], headers={"WWW-Authenticate": "Bearer"})
     if (who.kind == "user" and request.method not in _SAFE_METHODS
-            and not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""),
-                                        who.csrf_token or "")):
+            and not hmac.compare_digest(await _csrf_sent(request), who.csrf_token or "")):
         raise HTTPException(403, f"missing or wrong {CSRF_HEADER}")
     return who
+
+
+async def _csrf_sent(request: Request) -> str:
+    """The CSRF token of the request: the X-CSRF-Token header, or for a plain HTML form
+    post (urlencoded, which a page cannot give headers) its ``csrf_token`` field. A
+    cross-site form can send the field but cannot know its value, so the rule is the same."""
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None:
+        return header
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return form_fields(await request.body()).get("csrf_token", "")
+    return ""
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """An urlencoded form body, first value of each field (the pages' forms send no
+    repeated fields; parsed here so the gateway needs no multipart library)."""
+    from urllib.parse import parse_qs
+
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
+                      max_num_fields=50)
+    return {k: v[0] for k, v in parsed.items()}
 
 
 def require(*permissions: Permission) -> Any:
@@ -141,3 +172,21 @@ def reject_unknown_query(request: Request) -> None:
         raise HTTPException(422, [{"loc": ["query", name], "type": "unknown_parameter",
                                    "msg": f"unknown query parameter {name!r}"}
                                   for name in unknown])
+
+
+async def start_session(conn: Any, username: str, password: str, ttl_s: float,
+                        resource: str) -> tuple[Any, str, str] | None:
+    """Check a local account's password and open a session: (user row, cookie value, CSRF
+    token), or None (a failed attempt on a known user is audited). Shared by the JSON
+    sign-in and the sign-in page."""
+    row = await user_for_login(conn, username)
+    if row is None or not verify_password(row["password_hash"], password):
+        if row is not None:
+            await audit(conn, org_id=row["org_id"], actor=f"user:{username}",
+                        role=row["role"], action="access.sign_in_failed", resource=resource)
+        return None
+    token, digest, csrf = new_session_token()
+    await create_session(conn, digest, row["user_id"], csrf, dt.timedelta(seconds=ttl_s))
+    await audit(conn, org_id=row["org_id"], actor=f"user:{row['username']}",
+                role=row["role"], action="access.sign_in", resource=resource)
+    return row, token, csrf

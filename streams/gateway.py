@@ -24,19 +24,17 @@ from streams.access import (
     SESSION_COOKIE,
     Principal,
     new_key,
-    new_session_token,
     parse_key,
     session_digest,
-    verify_password,
 )
-from streams.auth import UNAUTHENTICATED, Authenticator, principal, reject_unknown_query
-from streams.db.access import (
-    audit,
-    create_session,
-    delete_session,
-    patient_orgs,
-    user_for_login,
+from streams.auth import (
+    UNAUTHENTICATED,
+    Authenticator,
+    principal,
+    reject_unknown_query,
+    start_session,
 )
+from streams.db.access import delete_session, patient_orgs
 from streams.db.events import EventStore
 from streams.metrics import GatewayMetrics
 from streams.producer import EventProducer, dead_letter_payload
@@ -165,18 +163,11 @@ def create_app(
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
         SameSite=Lax) and returns the CSRF token for state-changing requests."""
         async with state["store"].acquire() as conn:
-            row = await user_for_login(conn, body.username)
-            if row is None or not verify_password(row["password_hash"], body.password):
-                if row is not None:
-                    await audit(conn, org_id=row["org_id"], actor=f"user:{body.username}",
-                                role=row["role"], action="access.sign_in_failed",
-                                resource="POST /v1/session")
-                raise HTTPException(401, "unknown user or wrong password")
-            token, digest, csrf = new_session_token()
-            await create_session(conn, digest, row["user_id"], csrf,
-                                 dt.timedelta(seconds=settings.session_ttl_s))
-            await audit(conn, org_id=row["org_id"], actor=f"user:{row['username']}",
-                        role=row["role"], action="access.sign_in", resource="POST /v1/session")
+            started = await start_session(conn, body.username, body.password,
+                                          settings.session_ttl_s, "POST /v1/session")
+        if started is None:
+            raise HTTPException(401, "unknown user or wrong password")
+        row, token, csrf = started
         response.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_ttl_s),
                             httponly=True, secure=True, samesite="lax", path="/")
         return {"username": row["username"], "role": row["role"], "org_id": row["org_id"],
@@ -291,6 +282,9 @@ def create_app(
     for router in (api_alerts.router, api_billing.router):
         app.include_router(router, dependencies=[Depends(principal),
                                                  Depends(reject_unknown_query)])
+    from streams import pages
+
+    pages.mount(app, settings)  # the dashboard (HTML pages, the live stream, static files)
     return app
 
 

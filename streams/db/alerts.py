@@ -549,3 +549,21 @@ async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
     if seqs:
         await conn.execute("DELETE FROM alert_publish WHERE seq = ANY($1::bigint[])",
                            list(seqs))
+
+
+async def alerts_changed_since(conn: asyncpg.Connection, scope: Scope, since: dt.datetime,
+                               limit: int = 200) -> list[tuple[dt.datetime, dict[str, Any]]]:
+    """(updated_at, alert) of alerts in the scope changed at or after ``since``, oldest
+    change first (the dashboard's live stream)."""
+    where, args = scope_sql(scope, "a.patient_id", 3)
+    rows = await conn.fetch(
+        "SELECT a.updated_at, a.payload::text AS payload FROM alerts a"
+        f" WHERE a.updated_at >= $1 AND {where} ORDER BY a.updated_at, a.id LIMIT $2",
+        since, limit, *args)
+    return [(r["updated_at"], orjson.loads(r["payload"])) for r in rows]
+
+
+async def db_now(conn: asyncpg.Connection) -> dt.datetime:
+    """The database's clock (alerts.updated_at is written with it)."""
+    now: dt.datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return now

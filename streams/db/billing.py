@@ -220,3 +220,27 @@ async def export_claims(
                 date_to=date_to, fmt=fmt, conventions=config.header_text(),
                 org_id=org_id)
     return ExportResult(lines, withdrawn, export_id, time.perf_counter() - t0)
+
+
+async def export_history(conn: asyncpg.Connection, org_id: str, limit: int = 50
+                         ) -> list[asyncpg.Record]:
+    """The organisation's recorded exports, newest first (who, when, what)."""
+    return list(await conn.fetch(
+        "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
+        " line_count FROM billing_exports WHERE org_id = $1 ORDER BY export_id DESC LIMIT $2",
+        org_id, limit))
+
+
+async def exported_lines(conn: asyncpg.Connection, org_id: str, export_id: int
+                         ) -> tuple[asyncpg.Record, list[ClaimLine]] | None:
+    """A recorded export of the organisation and its lines as billed (to download again);
+    None for an export of another organisation or none at all."""
+    head = await conn.fetchrow(
+        "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
+        " line_count FROM billing_exports WHERE export_id = $1 AND org_id = $2",
+        export_id, org_id)
+    if head is None:
+        return None
+    rows = await conn.fetch("SELECT line::text AS line FROM billing_export_lines"
+                            " WHERE export_id = $1 ORDER BY line_no", export_id)
+    return head, [ClaimLine.model_validate_json(r["line"]) for r in rows]

@@ -48,6 +48,7 @@ class World:
     sessions: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> cookie, csrf
     patients: dict[str, str] = field(default_factory=dict)
     alert_id: str = ""
+    export_id: str = ""
 
     def headers(self, who: str, write: bool = False) -> dict[str, str]:
         if who == "anonymous":
@@ -146,6 +147,10 @@ def world(base_settings: Settings) -> Iterator[World]:
             return bool(w.alert_id) and n == len(data) + 2
 
         run_in_thread(wait_for(alert_stored, 90, "events stored and the pain alert"))
+        # a recorded export of A (a month without lines: the export tests below bill October)
+        resp = w.call("a-billing", "GET", "/v1/billing/claims", params={
+            "from": "2026-01-01", "to": "2026-01-31", "as_of": AS_OF, "record": "true"})
+        w.export_id = resp.headers["X-Billing-Export-Id"]
         yield w
 
 
@@ -156,9 +161,14 @@ BILLING = {"a-billing", "a-admin", "a-reader", "b-admin", "b-billing", "b-reader
 SEES_PA1 = {"a-clin1", "a-clin3", "a-admin", "a-reader"}  # scope: pA1's data
 
 
-def _expected(who: str, permitted: set[str], in_scope: set[str] | None) -> int:
+CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # pages: users only
+BILLING_USERS = {"a-billing", "a-admin", "b-admin", "b-billing"}
+
+
+def _expected(who: str, permitted: set[str], in_scope: set[str] | None,
+              path: str = "") -> int:
     if who == "anonymous":
-        return 401
+        return 303 if path.startswith("/ui/") else 401  # a page sends you to sign in
     if who not in permitted:
         return 403
     if in_scope is not None and who not in in_scope:
@@ -182,10 +192,22 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/me"): (set(EVERYONE) - {"anonymous"}, None),
     ("POST", "/v1/session"): (set(), None),    # sign-in: tested below
     ("DELETE", "/v1/session"): (set(), None),  # sign-out: tested below
+    # the dashboard (streams/pages*.py): signed-in users only, keys 403
+    ("GET", "/ui/worklist"): (CLINICAL_USERS, None),
+    ("GET", "/ui/patients/{patient_id}"): (CLINICAL_USERS, {"a-clin1", "a-clin3", "a-admin"}),
+    ("GET", "/ui/stream"): (CLINICAL_USERS, None),
+    ("GET", "/ui/billing"): (BILLING_USERS, None),
+    ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
+    ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
+    ("GET", "/ui/"): (set(), None),                      # a redirect by role: tested below
+    ("POST", "/ui/sign-in"): (set(), None),              # tested below and in test_pages
+    ("POST", "/ui/sign-out"): (set(), None),             # test_pages
+    ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
+    ("POST", "/ui/billing/export"): (set(), None),       # tested below and in test_pages
 }
 OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
                ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-               ("GET", "/redoc")}
+               ("GET", "/redoc"), ("GET", "/ui/sign-in")}
 
 
 def test_every_route_of_the_gateway_is_in_the_access_matrix(world: World) -> None:
@@ -196,10 +218,17 @@ def test_every_route_of_the_gateway_is_in_the_access_matrix(world: World) -> Non
 
 def _url(world: World, path: str, patient: str = "pA1") -> str:
     return (path.replace("{patient_id}", world.patients[patient])
-            .replace("{alert_id}", world.alert_id))
+            .replace("{alert_id}", world.alert_id).replace("{export_id}", world.export_id))
 
 
-@pytest.mark.parametrize("route", [r for r in ROUTES if r[0] == "GET"],
+def _stream_status(world: World, who: str, path: str) -> int:
+    """The live stream never ends: its status is all the matrix reads."""
+    with httpx.stream("GET", world.stack.url + path, headers=world.headers(who),
+                      timeout=30) as resp:
+        return resp.status_code
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r[0] == "GET" and ROUTES[r][0]],
                          ids=lambda r: f"{r[0]} {r[1]}")
 def test_reads_answer_by_role_scope_and_organisation(world: World,
                                                      route: tuple[str, str]) -> None:
@@ -208,13 +237,17 @@ def test_reads_answer_by_role_scope_and_organisation(world: World,
     params = ({"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
               if path == "/v1/billing/claims" else {})
     for who in EVERYONE:
+        if path == "/ui/stream":
+            status = _stream_status(world, who, path)
+            assert status == _expected(who, permitted, sees, path), who
+            continue
         resp = world.call(who, method, _url(world, path), params=params)
-        assert resp.status_code == _expected(who, permitted, sees), (who, resp.text[:200])
+        assert resp.status_code == _expected(who, permitted, sees, path), (who, resp.text[:200])
         if resp.status_code == 200:
             text = resp.text
-            sees_a1 = who in SEES_PA1 or (path.startswith("/v1/billing") and who in
-                                          {"a-billing", "a-admin", "a-reader"})
-            if path in ("/v1/alerts", "/v1/worklist", "/v1/billing/claims"):
+            sees_a1 = who in SEES_PA1 or (path.startswith(("/v1/billing", "/ui/billing"))
+                                          and who in {"a-billing", "a-admin", "a-reader"})
+            if path in ("/v1/alerts", "/v1/worklist", "/v1/billing/claims", "/ui/worklist"):
                 # only the organisation's (and for a clinician, the team's) patients
                 assert (world.patients["pA1"] in text) == sees_a1, (who, text[:300])
             if who.startswith("b-"):
@@ -387,3 +420,43 @@ def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to
     dead = [d for d in run_in_thread(read_topic(settings, settings.topic_dead, 10**6, timeout=8))
             if d.get("event", {}).get("event_id") == foreign["event_id"]]
     assert dead and dead[0]["errors"][0]["field"] == "patient_id"
+
+
+def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World) -> None:
+    """GET /ui/ sends each role to its page; the page forms need the session's CSRF token
+    (here as the form field) and the scope, like the JSON routes, and write nothing
+    otherwise."""
+    homes = {"a-clin1": "/ui/worklist", "a-admin": "/ui/worklist", "a-billing": "/ui/billing"}
+    for who, target in homes.items():
+        resp = world.call(who, "GET", "/ui/")
+        assert (resp.status_code, resp.headers.get("location")) == (303, target), who
+    _sign_in(world, "a-operator")  # (signed out by the sign-out test)
+    assert world.call("a-operator", "GET", "/ui/").status_code == 200
+    assert world.call("a-reader", "GET", "/ui/").status_code == 403  # keys: no pages
+    assert world.call("anonymous", "GET", "/ui/").headers["location"] == "/ui/sign-in"
+    path = f"/ui/alerts/{world.alert_id}/ack"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    cookie, csrf = world.sessions["a-clin2"]
+    other = httpx.post(world.stack.url + path, timeout=30, content=f"note=x&csrf_token={csrf}",
+                       headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert other.status_code == 404  # outside a-clin2's scope, as an unknown alert
+    cookie, csrf = world.sessions["a-clin1"]
+    for body in ("note=x", "note=x&csrf_token=wrong"):
+        resp = httpx.post(world.stack.url + path, timeout=30, content=body,
+                          headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+        assert resp.status_code == 403, body
+    cookie, csrf = world.sessions["a-clin1"]
+    export = httpx.post(world.stack.url + "/ui/billing/export", timeout=30,
+                        content=f"month=2026-02&format=csv&csrf_token={csrf}",
+                        headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert export.status_code == 403  # a clinician may not record an export
+
+    async def stored_note() -> str | None:
+        conn = await asyncpg.connect(world.stack.settings.dsn)
+        try:
+            note: str | None = await conn.fetchval(
+                "SELECT ack_note FROM alerts WHERE id = $1", world.alert_id)
+            return note
+        finally:
+            await conn.close()
+    assert run_in_thread(stored_note()) != "x"  # no refused form wrote its note

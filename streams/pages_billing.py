@@ -1,0 +1,132 @@
+"""The billing view of the dashboard (billing staff and admins of the organisation).
+
+- ``GET /ui/billing?month=YYYY-MM``: patients close to 16 data days in their current
+  period ("needs 3 more days in 5"), the month's lines still to bill per code with NPIs
+  and payer (the same choice of lines as ``rtm billing export``: already-billed lines are
+  left out, changed ones shown as ``amended``), export buttons and the export history;
+- ``POST /ui/billing/export`` (form: month, format, csrf_token): records the export, like
+  ``GET /v1/billing/claims?record=true``, and downloads it;
+- ``GET /ui/billing/exports/{id}``: a recorded export again, its lines as billed then.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections import Counter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from streams.access import Principal
+from streams.auth import form_fields, principal, reject_unknown_query
+from streams.db.access import audit_principal, patients_in_scope
+from streams.pages import PageError, need, page_user, render
+
+router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
+Month = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
+_MEDIA = {"csv": ("text/csv; charset=utf-8", "csv"), "x12": ("application/edi-x12", "x12"),
+          "fhir": ("application/fhir+json", "json")}
+CLOSE_LIMIT = 100
+
+
+def month_range(month: str | None, today: dt.date) -> tuple[str, dt.date, dt.date]:
+    if not month:
+        month = today.strftime("%Y-%m")
+    try:
+        year, mon = int(month[:4]), int(month[5:7])
+        first = dt.date(year, mon, 1)
+    except ValueError:
+        raise PageError(422, "Bad month", f"{month!r} is not a month (YYYY-MM)") from None
+    return month, first, first.replace(day=calendar.monthrange(year, mon)[1])
+
+
+def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
+    """Patients whose current period can still reach 16 data days but has not yet, least
+    slack first (days left minus days still needed), then fewest days left."""
+    rows = [{"patient_id": p.patient_id, "period_start": p.period.period_start,
+             "period_end": p.period.period_end, "days_needed": p.period.days_needed,
+             "days_left": p.period.days_left, "summary": p.period.summary}
+            for p in progress
+            if p.period is not None and 0 < p.period.days_needed <= p.period.days_left]
+    rows.sort(key=lambda r: (r["days_left"] - r["days_needed"], r["days_left"], r["patient_id"]))
+    return rows[:CLOSE_LIMIT]
+
+
+@router.get("", response_class=HTMLResponse)
+async def billing_page(request: Request, month: Month | None = None) -> HTMLResponse:
+    from billing.rules import billing_progress, patient_local_date
+    from streams.db.alerts import db_now
+    from streams.db.billing import export_claims, export_history, load_states
+
+    who = await page_user(request)
+    need(who, "read_billing")
+    async with request.app.state.store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(month, now.date())
+        states = await load_states(conn, await patients_in_scope(conn, who.scope()))
+        close = close_to_full([billing_progress(s, patient_local_date(s, now))
+                               for s in states.values()])
+        result = await export_claims(conn, date_from=first, date_to=last, as_of=now,
+                                     record=False, created_by=who.actor, org_id=who.org_id)
+        history = await export_history(conn, who.org_id)
+        await audit_principal(conn, who, "read", "GET /ui/billing",
+                              {*(c["patient_id"] for c in close),
+                               *(ln.patient_id for ln in result.lines)},
+                              {"month": month, "lines": len(result.lines)})
+    per_code = sorted(Counter(ln.cpt for ln in result.lines).items())
+    return render("billing.html", who=who, nav="billing", month=month,
+                  month_label=first.strftime("%B %Y"), close=close, lines=result.lines,
+                  per_code=per_code, history=history, may_export=who.may("record_export"),
+                  csrf=who.csrf_token)
+
+
+@router.post("/export")
+async def export_form(request: Request, who: Principal = Depends(principal)) -> Response:
+    from billing.export import render_export
+    from streams.db.alerts import db_now
+    from streams.db.billing import export_claims
+
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "record_export")
+    fields = form_fields(await request.body())
+    fmt = fields.get("format", "")
+    if fmt not in _MEDIA:
+        raise PageError(422, "Bad format", "format must be csv, x12 or fhir")
+    async with request.app.state.store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(fields.get("month"), now.date())
+        result = await export_claims(conn, date_from=first, date_to=last, as_of=now,
+                                     record=True, created_by=who.actor, fmt=fmt,
+                                     org_id=who.org_id)
+        await audit_principal(conn, who, "export", "POST /ui/billing/export",
+                              [ln.patient_id for ln in result.lines],
+                              {"from": first.isoformat(), "to": last.isoformat(),
+                               "format": fmt, "lines": len(result.lines),
+                               "export_id": result.export_id})
+    media, ext = _MEDIA[fmt]
+    return Response(render_export(result.lines, fmt, now), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="rtm-{month}-{result.export_id}.{ext}"',
+        "X-Billing-Export-Id": str(result.export_id), "X-Billing-Lines": str(len(result.lines))})
+
+
+@router.get("/exports/{export_id}")
+async def export_again(request: Request, export_id: int) -> Response:
+    from billing.export import render_export
+    from streams.db.billing import exported_lines
+
+    who = await page_user(request)
+    need(who, "read_billing")
+    async with request.app.state.store.acquire() as conn:
+        found = await exported_lines(conn, who.org_id, export_id)
+        if found is None:
+            raise PageError(404, "Unknown export", f"No export #{export_id}.")
+        head, lines = found
+        await audit_principal(conn, who, "read", f"GET /ui/billing/exports/{export_id}",
+                              [ln.patient_id for ln in lines], {"export_id": export_id})
+    media, ext = _MEDIA[head["format"]]
+    return Response(render_export(lines, head["format"], head["as_of"]), media_type=media,
+                    headers={"Content-Disposition":
+                             f'attachment; filename="rtm-export-{export_id}.{ext}"'})

@@ -1,0 +1,73 @@
+// The dashboard's own behaviour (no build step): live alerts from the server-sent event
+// stream, the patient page's charts (uPlot), and focus after htmx swaps.
+(function () {
+  "use strict";
+
+  function text(tag, value, cls) {
+    const el = document.createElement(tag);
+    el.textContent = value;
+    if (cls) el.className = cls;
+    return el;
+  }
+
+  function live() {
+    if (document.body.dataset.live !== "on" || !window.EventSource) return;
+    const since = document.body.dataset.since;
+    const url = "/ui/stream" + (since ? "?since=" + encodeURIComponent(since) : "");
+    const source = new EventSource(url);
+    const status = document.getElementById("live-status");
+    const list = document.getElementById("live-list");
+    source.addEventListener("open", function () { status.textContent = "Connected: new alerts appear here."; });
+    source.addEventListener("error", function () { status.textContent = "Reconnecting…"; });
+    source.addEventListener("alert", function (ev) {
+      const a = JSON.parse(ev.data);
+      const li = document.createElement("li");
+      li.dataset.alert = a.id;
+      li.appendChild(text("span", a.severity, "badge " + a.severity));
+      li.appendChild(document.createTextNode(" " + a.kind.replace(/_/g, " ") + " (" + a.status + ") · "));
+      const link = text("a", a.patient_id);
+      link.href = "/ui/patients/" + encodeURIComponent(a.patient_id);
+      li.appendChild(link);
+      const old = list.querySelector('[data-alert="' + CSS.escape(a.id) + '"]');
+      if (old) old.replaceWith(li); else list.prepend(li);
+      status.textContent = "Connected: new alerts appear here.";
+      const row = document.querySelector('tr[data-patient="' + CSS.escape(a.patient_id) + '"]');
+      if (row) row.classList.add("updated");
+    });
+  }
+
+  function charts() {
+    const holder = document.getElementById("chart-data");
+    if (!holder || !window.uPlot) return;
+    const data = JSON.parse(holder.textContent);
+    const day = 86400;
+    const adh = document.getElementById("adherence-chart");
+    if (adh && data.adherence.x.length) {
+      new uPlot({ width: adh.clientWidth || 480, height: 220,
+        scales: { x: { time: true }, y: { range: [0, 100] } },
+        series: [{}, { label: "7-day adherence %", stroke: "#0b3d91", width: 2 },
+                 { label: "sessions done", stroke: "#5c4a00", paths: uPlot.paths.bars({ size: [0.6, 40] }), fill: "rgba(92,74,0,.25)", scale: "n" }],
+        axes: [{}, { label: "%" }, { side: 1, scale: "n", label: "sessions" }],
+      }, [data.adherence.x, data.adherence.pct, data.adherence.done], adh);
+    }
+    const pain = document.getElementById("pain-chart");
+    if (pain && data.pain.x.length) {
+      new uPlot({ width: pain.clientWidth || 480, height: 220,
+        scales: { x: { time: true }, y: { range: [0, 10] } },
+        series: [{}, { label: "pain", stroke: "#8b0000", width: 2, points: { show: true, size: 6 } },
+                 { label: "baseline", stroke: "#4a4a4a", dash: [6, 4], width: 2 }],
+      }, [data.pain.x, data.pain.score, data.pain.baseline], pain);
+    }
+    void day;
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    live();
+    charts();
+    // After an acknowledgement swaps the alert panel, keep keyboard focus in it.
+    document.body.addEventListener("htmx:afterSwap", function (ev) {
+      const panel = document.getElementById("alert-panel");
+      if (panel && ev.detail.target && ev.detail.target.id === "alert-panel") panel.focus();
+    });
+  });
+})();
