@@ -1,0 +1,298 @@
+"""The dashboard in a real browser (Playwright driving Debian's chromium) against the real
+gateway, worker, Kafka and PostgreSQL.
+
+One organisation with two clinicians (c1 treats pCrit, pHigh and pCalm; c2 treats pOther),
+a billing user and an admin. c1 signs in with the keyboard, sees the worklist in need order
+(the order of GET /v1/worklist), opens a patient with the keyboard, acknowledges an alert
+with a note and sees it leave the open list, and sees a newly posted red flag appear
+without a reload; c2 sees none of c1's patients (404 on their page); billing exports and
+sees the export in the history; the admin finds the reads in the audit log. Screenshots
+of each page go to <state dir>/artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import pytest
+
+from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
+from streams.db import access as db
+from streams.settings import Settings
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "a long demo password"
+ZONE = ZoneInfo("America/Chicago")
+
+
+@dataclass
+class Dash:
+    stack: Stack
+    tag: str
+    org: str
+    keys: dict[str, str] = field(default_factory=dict)
+    patients: dict[str, str] = field(default_factory=dict)
+    shots: Path = Path(".")
+
+    def user(self, name: str) -> str:
+        return f"{self.tag}-{name}"
+
+    def post(self, events: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        resp = httpx.post(f"{self.stack.url}/v1/events", json=events, timeout=30,
+                          headers={"Authorization": f"Bearer {self.keys[key]}"})
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        assert body["accepted"] == len(events), body
+        return body
+
+
+def local(days_ago: float, hour: int = 10) -> str:
+    """An instant days ago at ``hour`` in the patients' zone (with its offset)."""
+    day = dt.datetime.now(ZONE).date() - dt.timedelta(days=int(days_ago))
+    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=ZONE).isoformat()
+
+
+async def _provision(settings: Settings, d: Dash) -> None:
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        await db.add_org(conn, d.org, "Browser clinic")
+        pw = hash_password(PASSWORD)
+        for name, role, clin in (("c1", "clinician", "cid1"), ("c2", "clinician", "cid2"),
+                                 ("billing", "billing", None), ("admin", "admin", None)):
+            await db.add_user(conn, d.org, d.user(name), role, pw,
+                              f"{d.tag}-{clin}" if clin else None)
+        key, key_id, salt, digest = new_key()
+        await db.add_key(conn, key_id, d.org, ["producer", "integration"], "browser", salt,
+                         digest)
+        d.keys["feed"] = key
+    finally:
+        await conn.close()
+
+
+async def _rollups(settings: Settings, pids: list[str]) -> dict[str, Any]:
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        rows = await conn.fetch("SELECT patient_id, open_critical, open_high FROM"
+                                " patient_rollups WHERE patient_id = ANY($1::text[])", pids)
+        return {r["patient_id"]: (r["open_critical"], r["open_high"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def dash(base_settings: Settings) -> Iterator[Dash]:
+    with running_stack(base_settings) as stack:
+        tag = "web" + uuid.uuid4().hex[:8]
+        shots = stack.settings.state_dir / "artifacts" / "browser"
+        shots.mkdir(parents=True, exist_ok=True)
+        d = Dash(stack, tag, f"{tag}-org", shots=shots)
+        run_in_thread(_provision(stack.settings, d))
+        f = EventFactory()
+        names = ("pCrit", "pHigh", "pCalm", "pOther")
+        d.patients = {n: f.patient(i) for i, n in enumerate(names, 1)}
+        clin = {"pCrit": "cid1", "pHigh": "cid1", "pCalm": "cid1", "pOther": "cid2"}
+        d.post([f.episode_started(d.patients[n], at=local(12, 8), clinician_id=f"{tag}-{clin[n]}",
+                                  episode_id=f"{d.patients[n]}-ep1") for n in names], "feed")
+        data: list[dict[str, Any]] = []
+        for n in names:
+            pid = d.patients[n]
+            data += [f.exercise(pid, local(day, 18)) for day in range(11, 0, -1)
+                     if n != "pHigh" or day % 3 == 0]
+            data += [f.pain(pid, 3, local(day, 9)) for day in (6, 4, 3)]
+        # pCrit: a red flag (critical); pHigh: pain up 3 over its baseline (high);
+        # pOther: a red flag, but c2's patient
+        data += [f.symptom(d.patients["pCrit"], local(2, 11), red_flags=["saddle_anesthesia"]),
+                 f.pain(d.patients["pHigh"], 6, local(1, 9)),
+                 f.symptom(d.patients["pOther"], local(2, 11), red_flags=["progressive_weakness"])]
+        d.post(data, "feed")
+        pids = [d.patients[n] for n in ("pCrit", "pHigh", "pOther")]
+
+        async def rolled_up() -> bool:
+            r = await _rollups(stack.settings, pids)
+            return (r.get(d.patients["pCrit"], (0, 0))[0] >= 1
+                    and r.get(d.patients["pHigh"], (0, 0))[1] >= 1
+                    and r.get(d.patients["pOther"], (0, 0))[0] >= 1)
+
+        run_in_thread(wait_for(rolled_up, 90, "the rollups of the alerts"))
+        yield d
+
+
+@pytest.fixture(scope="module")
+def browser(dash: Dash) -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def sign_in(browser: Any, dash: Dash, name: str) -> Any:
+    """A new browser context signed in through the sign-in page, with the keyboard."""
+    context = browser.new_context(base_url=dash.stack.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto("/ui/")
+    assert page.url.endswith("/ui/sign-in")
+    assert page.evaluate("document.activeElement.id") == "username"  # autofocus
+    page.keyboard.type(dash.user(name))
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
+    return page
+
+
+def api_headers(dash: Dash, name: str) -> dict[str, str]:
+    resp = httpx.post(f"{dash.stack.url}/v1/session", timeout=30,
+                      json={"username": dash.user(name), "password": PASSWORD})
+    resp.raise_for_status()
+    return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
+            CSRF_HEADER: resp.json()["csrf_token"]}
+
+
+def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
+        dash: Dash, browser: Any) -> None:
+    p = dash.patients
+    page = sign_in(browser, dash, "c1")
+    assert page.url.endswith("/ui/worklist")
+    order = page.locator("table.worklist tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.patient)")
+    assert order[:2] == [p["pCrit"], p["pHigh"]], order
+    assert p["pOther"] not in order and p["pCalm"] not in order  # c2's; no open alert
+    api = httpx.get(f"{dash.stack.url}/v1/worklist", headers=api_headers(dash, "c1"),
+                    timeout=30).json()["patients"]
+    assert [r["patient_id"] for r in api] == order  # the page's order is the API's
+    row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
+    assert "1 critical" in row.inner_text() and "of 16 days" in row.inner_text()
+    assert row.locator("svg.spark").count() == 1
+    page.screenshot(path=str(dash.shots / "worklist.png"), full_page=True)
+
+    # all patients, filtered by the form (htmx swaps the table)
+    page.select_option("#f-status", "all")
+    page.wait_for_selector(f'tr[data-patient="{p["pCalm"]}"]')
+    page.select_option("#f-severity", "high")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.worklist tbody tr')]"
+        ".map(r => r.dataset.patient).join() === '" + p["pHigh"] + "'")
+    page.goto("/ui/worklist")
+
+    # a new red flag arrives while the page is open: it shows up without a reload
+    page.evaluate("window.__still_here = true")
+    page.wait_for_function(
+        "() => document.getElementById('live-status').textContent.startsWith('Connected')")
+    f = EventFactory()
+    dash.post([f.symptom(p["pHigh"], local(0, 0), red_flags=["bladder_dysfunction"])], "feed")
+    page.wait_for_selector(f'#live-list li:has-text("{p["pHigh"]}")', timeout=30_000)
+    assert "critical" in page.locator("#live-list li").first.inner_text()
+    assert page.evaluate("window.__still_here") is True
+    page.screenshot(path=str(dash.shots / "worklist-live.png"), full_page=True)
+
+    # keyboard: the skip link comes first, then Tab reaches the first patient; Enter opens
+    page.goto("/ui/worklist")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    first = page.locator("table.worklist tbody tr th a").first.inner_text()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == first:
+            break
+    else:
+        pytest.fail("Tab never reached the first patient's link")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/patients/{first}")
+    page.close()
+
+
+def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
+        dash: Dash, browser: Any) -> None:
+    pid = dash.patients["pCrit"]
+    page = sign_in(browser, dash, "c1")
+    page.goto(f"/ui/patients/{pid}")
+    page.wait_for_selector("#adherence-chart .uplot")  # uPlot from the pinned npm package
+    page.wait_for_selector("#pain-chart .uplot")
+    assert f"{pid}-ep1" in page.inner_text("#ep-h + table")  # episodes and programs
+    assert "Treatment minutes" in page.inner_text("#bill-h + p")
+    page.screenshot(path=str(dash.shots / "patient.png"), full_page=True)
+    open_alert = page.locator("#open-alerts li.alert").first
+    alert_id = open_alert.get_attribute("data-alert")
+    assert "red flag" in open_alert.inner_text()
+    # keyboard: into the note, type, Tab to the button, Enter
+    page.focus(f"#note-{alert_id}")
+    page.keyboard.type("called, sent to ED")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'#alert-history li[data-alert="{alert_id}"]')
+    assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 0
+    assert "Note: called, sent to ED" in page.inner_text(f'#alert-history li[data-alert="{alert_id}"]')
+    assert page.evaluate("document.activeElement.id") == "alert-panel"
+    page.screenshot(path=str(dash.shots / "patient-acknowledged.png"), full_page=True)
+
+    async def stored() -> tuple[str, str, str]:
+        conn = await asyncpg.connect(dash.stack.settings.dsn)
+        try:
+            r = await conn.fetchrow("SELECT status, ack_note, acknowledged_by FROM alerts"
+                                    " WHERE id = $1", alert_id)
+            return r["status"], r["ack_note"], r["acknowledged_by"]
+        finally:
+            await conn.close()
+    assert run_in_thread(stored()) == ("acknowledged", "called, sent to ED", dash.user("c1"))
+    page.close()
+
+
+def test_another_clinician_sees_none_of_the_first_ones_patients(dash: Dash,
+                                                                browser: Any) -> None:
+    p = dash.patients
+    page = sign_in(browser, dash, "c2")
+    text = page.inner_text("main")
+    assert p["pOther"] in text
+    assert all(p[n] not in text for n in ("pCrit", "pHigh", "pCalm"))
+    resp = page.goto(f"/ui/patients/{p['pCrit']}")
+    assert resp is not None and resp.status == 404
+    assert p["pCrit"] in page.inner_text("main")  # only the id it asked for, no data
+    assert page.locator("#adherence-chart").count() == 0
+    page.close()
+
+
+def test_billing_exports_and_finds_it_in_the_history_and_admin_audits(
+        dash: Dash, browser: Any) -> None:
+    page = sign_in(browser, dash, "billing")
+    assert page.url.endswith("/ui/billing")
+    assert "Close to 16 data days" in page.inner_text("main")
+    assert "needs" in page.inner_text("#close")  # 11 data days of 30: still reachable
+    page.screenshot(path=str(dash.shots / "billing.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("form.export button[value=csv]")
+    path = download.value.path()
+    assert path is not None and Path(path).read_text().startswith("#")
+    page.goto("/ui/billing")
+    history = page.inner_text("#history")
+    assert f"user:{dash.user('billing')}" in history and "CSV" in history
+    with page.expect_download() as again:
+        page.click("#history a >> nth=0")
+    assert again.value.path() is not None
+    page.screenshot(path=str(dash.shots / "billing-history.png"), full_page=True)
+    page.close()
+
+    admin = sign_in(browser, dash, "admin")
+    admin.goto(f"/ui/audit?actor=user:{dash.user('c1')}")
+    rows = admin.inner_text("#audit")
+    assert f"GET /ui/patients/{dash.patients['pCrit']}" in rows
+    assert "GET /ui/worklist" in rows and "acknowledge" in rows
+    admin.screenshot(path=str(dash.shots / "audit.png"), full_page=True)
+    admin.close()

@@ -1,0 +1,67 @@
+"""The worklist rollups (alerts.rollup): what the worker writes per patient and day."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from alerts.adherence import daily_rows
+from alerts.evaluate import fold
+from alerts.rollup import pain_baselines, rollups
+from schemas.events import validate_event
+from tests.conftest import EventFactory
+
+
+def _events(raw: list[dict]) -> list:
+    out = [validate_event(e) for e in raw]
+    assert not any(isinstance(e, list) for e in out), out
+    return out
+
+
+def test_rollup_counts_open_alerts_pain_and_adherence_like_the_engine() -> None:
+    f = EventFactory()
+    p = f.patient(1)
+    raw = [f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+           *f.daily_exercises(p, dt.date(2026, 11, 2), 5),
+           f.pain(p, 3, "2026-11-03T10:00:00-06:00"), f.pain(p, 4, "2026-11-04T10:00:00-06:00"),
+           # >= 7: pain_high (critical); +4.5 over the baseline: pain_increase (high)
+           f.pain(p, 8, "2026-11-06T10:00:00-06:00"),
+           f.symptom(p, "2026-11-06T11:00:00-06:00", red_flags=["saddle_anesthesia"])]
+    events = _events(raw)
+    states, fired = fold(iter(events))
+    r = rollups(states, events)
+    (row,) = r.patients
+    assert row.patient_id == p
+    assert (row.open_critical, row.open_high, row.open_alerts) == (2, 1, len(fired))
+    assert row.open_kinds == ("pain_high", "pain_increase", "red_flag")
+    assert row.latest_pain == 8 and row.pain_baseline == 3.5
+    assert row.last_activity_at == dt.datetime.fromisoformat("2026-11-06T18:00:00-06:00")
+    # the adherence rows equal the API's (daily_rows) on the days written
+    state = states[p]
+    full = {d.date: d for d in daily_rows(p, state.completions, state.book,
+                                          dt.date(2026, 11, 6))}
+    assert [d.date for d in r.days] == sorted(full)[-len(r.days):]
+    for d in r.days:
+        ref = full[d.date]
+        assert d.completed == ref.completed
+        assert d.adherence_7d == (None if ref.adherence_7d is None else float(ref.adherence_7d))
+
+
+def test_acknowledged_alerts_are_not_open() -> None:
+    from alerts.rules import acknowledge
+
+    f = EventFactory()
+    p = f.patient(1)
+    events = _events([f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+                      f.symptom(p, "2026-11-03T11:00:00-06:00", red_flags=["saddle_anesthesia"])])
+    states, fired = fold(iter(events))
+    (alert_id,) = [a for _, a in fired]
+    at = dt.datetime(2026, 11, 3, 18, tzinfo=dt.UTC)
+    state, _ = acknowledge(states[p], alert_id, at, "c")
+    (row,) = rollups({p: state}, []).patients
+    assert (row.open_critical, row.open_alerts, row.last_activity_at) == (0, 0, None)
+
+
+def test_pain_baseline_is_the_median_of_the_week_before_each_report() -> None:
+    tz = dt.timezone(dt.timedelta(hours=-6))
+    at = [dt.datetime(2026, 11, d, 10, tzinfo=tz) for d in (1, 2, 3, 12)]
+    assert pain_baselines(list(zip(at, [2, 4, 9, 5]))) == [None, 2.0, 3.0, None]
