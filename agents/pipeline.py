@@ -1,6 +1,7 @@
-"""The ingest agent: the one consumer of rtm.events in a worker.
+"""The ingest step: what the worker does with each batch of rtm.events (agents/ingest.py
+consumes the topic in whole fetches and calls it).
 
-Per batch (``take_events``), in ONE database transaction:
+Per batch, in ONE database transaction:
 1. new events into the events table (``INSERT ... ON CONFLICT DO NOTHING RETURNING``): only
    the ids it returns are new, and only new events feed the ledger and the rules;
 2. the billing ledger rows of the new events;
@@ -29,6 +30,7 @@ import orjson
 from pydantic import ValidationError
 
 from agents.alerts import Publisher, partition_of, register_clock, register_publisher
+from agents.ingest import IngestConsumer
 from streams.db.billing import write_ledger
 from streams.db.rollups import write_rollups
 from agents.persist import write_until_done
@@ -279,19 +281,18 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     publisher = register_publisher(topology, store, settings)
     step = IngestStep(topology, store, settings, publisher)
     register_clock(topology, settings)
+    consumer = IngestConsumer(settings, step)
 
-    @app.agent(topology.events, name="ingest")
-    async def ingest(stream: Any) -> None:
-        async for records in stream.take_events(
-            settings.worker_batch_size, within=settings.worker_batch_within_s
-        ):
-            await step([(r.value, r.message.partition, r.message.timestamp) for r in records])
+    @app.task
+    async def ingest() -> None:
+        """rtm.events, whole fetches at a time (agents/ingest.py says why not an agent)."""
+        await consumer.run()
 
-    register_lag(topology, settings)
+    register_lag(topology, settings, consumer)
     return ingest
 
 
-def register_lag(topology: Topology, settings: Settings) -> None:
+def register_lag(topology: Topology, settings: Settings, consumer: IngestConsumer) -> None:
     """rtm_worker_consumer_lag{topic,partition}: log end minus committed offset, for every
     partition of rtm.events this worker holds; partitions it no longer holds are dropped."""
     if not settings.worker_lag_interval_s:
@@ -303,30 +304,18 @@ def register_lag(topology: Topology, settings: Settings) -> None:
     @app.timer(settings.worker_lag_interval_s, name="consumer_lag")
     async def consumer_lag() -> None:
         try:
-            tps = sorted((tp for tp in app.consumer.assignment() if tp.topic == topic),
-                         key=lambda tp: tp.partition)
-            ends = await app.consumer.highwaters(*tps) if tps else {}
-            missing = [tp for tp in tps if app.consumer._committed_offset.get(tp) is None]
-            starts = await app.consumer.earliest_offsets(*missing) if missing else {}
+            lags = await consumer.lag()
         except Exception as exc:  # not started, mid-rebalance, broker away: try next time
             log.debug("consumer lag not measured: %r", exc)
             return
-        held = set()
-        for tp in tps:
-            held.add(tp.partition)
-            end = ends.get(tp)
-            if end is None:
-                continue  # keep the last value until the next measurement
-            # Faust keeps the committed offset as "next to read" (None before any commit,
-            # or when it is 0): nothing committed yet means all from the log start is owed.
-            position = app.consumer._committed_offset.get(tp)
-            if position is None:
-                position = starts.get(tp) or 0
-            gauge.labels(topic, str(tp.partition)).set(max(int(end) - int(position), 0))
-        for partition in shown - held:
+        if lags is None:
+            return
+        for partition, value in lags.items():
+            gauge.labels(topic, str(partition)).set(value)
+        for partition in shown - set(lags):
             try:
                 gauge.remove(topic, str(partition))
             except KeyError:
                 pass
         shown.clear()
-        shown.update(held)
+        shown.update(lags)

@@ -27,7 +27,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     register_codec()  # value_serializer="rtm_event" for topics that want decoded events
     app = faust.App(
-        settings.app_id,
+        # Faust's own consumer group (timers' leader election) is apart from the ingest
+        # consumer's group, which keeps the plain app id (agents/ingest.py).
+        f"{settings.app_id}-faust",
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",
         autodiscover=False,
@@ -43,7 +45,6 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         web_bind=settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
-        # Offsets are committed only for acked events; take() acks after the batch body.
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,

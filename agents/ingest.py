@@ -1,0 +1,147 @@
+"""The ingest consumer: rtm.events in whole fetches through the batch step.
+
+Why not a Faust agent: Faust hands a stream one record at a time (``Conductor.on_message``,
+a queue per topic, ``Stream`` iteration, an ack per record), and on this box that per-record
+path cost about half of the worker's CPU before the step did any work (docs/benchmarks.md).
+The step works on batches anyway, so this follows getsentry/arroyo's model instead: a plain
+Kafka consumer-group member (aiokafka) takes what a fetch returns (up to
+``RTM_WORKER_BATCH_SIZE`` records, waiting at most ``RTM_WORKER_BATCH_WITHIN_S``), runs the
+step (one database transaction), and only then commits the batch's offsets. Kafka's group
+protocol still assigns the partitions (nothing home-made); Faust keeps the timers, the
+web server, ticks and the producer.
+
+Rebalance: a partition is given up only between batches (``on_partitions_revoked`` waits for
+the batch in flight, whose offsets are then committed), so a batch is never half-owned.
+A SIGKILL anywhere re-delivers from the last commit; the step's effects are all or nothing
+and idempotent (agents/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[Sequence[tuple[bytes, int, float | None]]], Awaitable[None]]
+
+
+def group_id(settings: Settings) -> str:
+    """The consumer group of rtm.events: the worker's app id (the one operators and the
+    tests read committed offsets of)."""
+    return settings.app_id
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: IngestConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # wait for the batch in flight: its transaction commits, then its offsets
+        async with self.owner.lock:
+            for tp in revoked:
+                self.owner.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("ingest: %d partitions assigned", len(assigned))
+
+
+class IngestConsumer:
+    def __init__(self, settings: Settings, step: Step) -> None:
+        self.settings = settings
+        self.step = step
+        self.lock = asyncio.Lock()
+        self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self.consumer: AIOKafkaConsumer | None = None
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=group_id(s),
+            client_id=f"{s.app_id}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.worker_batch_size,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # a worker that dies is noticed in seconds, so its partitions move quickly
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            # the longest a batch may take (a database outage retries inside the step)
+            max_poll_interval_ms=30 * 60 * 1000,
+        )
+
+    async def run(self) -> None:
+        """Consume until cancelled. A failure (broker away at start, a commit refused
+        mid-rebalance) restarts the consumer from its last committed offsets after a
+        backoff: the batch re-delivered is idempotent, and the worker never sits alive
+        with ingestion silently stopped."""
+        delay = 0.5
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ingest consumer stopped (%s); restarting in %.1f s",
+                            type(exc).__name__, delay)
+                self.committed.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _consume(self) -> None:
+        consumer = self.consumer = self._make_consumer()
+        consumer.subscribe([self.settings.topic_events], listener=_Rebalance(self))
+        await consumer.start()
+        window_ms = max(int(self.settings.worker_batch_within_s * 1000), 1)
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=window_ms,
+                                                 max_records=self.settings.worker_batch_size)
+                if not fetched:
+                    continue
+                async with self.lock:
+                    # records of partitions revoked while we waited are not ours any more
+                    owned = consumer.assignment()
+                    fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
+                    if not fetched:
+                        continue
+                    await self.step([
+                        (r.value, tp.partition,
+                         r.timestamp / 1000.0 if r.timestamp is not None else None)
+                        for tp, rs in fetched.items() for r in rs
+                    ])
+                    offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
+                    await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in
+                                           offsets.items()})
+                    self.committed.update(offsets)
+        finally:
+            await consumer.stop()
+
+    async def lag(self) -> dict[int, int] | None:
+        """Log end minus committed offset per assigned partition (None before assignment)."""
+        consumer = self.consumer
+        if consumer is None:
+            return None
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        if not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        missing = [tp for tp in tps if tp not in self.committed]
+        starts: dict[TopicPartition, int] = {}
+        for tp in missing:
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                self.committed.setdefault(tp, committed)
+            else:
+                starts[tp] = (await consumer.beginning_offsets([tp]))[tp]
+        return {tp.partition: max(int(ends[tp]) - int(self.committed.get(tp, starts.get(tp, 0))), 0)
+                for tp in tps}
