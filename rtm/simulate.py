@@ -46,6 +46,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from schemas.codes import is_valid_npi, npi_check_digit
+
 __all__ = ["simulate", "write_jsonl", "npi_check_digit", "is_valid_npi", "TIMEZONES"]
 
 TIMEZONES: tuple[tuple[str, int], ...] = (
@@ -134,23 +136,6 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def npi_check_digit(base9: str) -> str:
-    """Luhn check digit of a 9-digit NPI base, computed with the 80840 card-issuer prefix."""
-    total = 0
-    for i, ch in enumerate(reversed("80840" + base9)):
-        n = int(ch)
-        if i % 2 == 0:  # the check digit will sit to the right, so the rightmost doubles
-            n *= 2
-            if n > 9:
-                n -= 9
-        total += n
-    return str((10 - total % 10) % 10)
-
-
-def is_valid_npi(npi: str) -> bool:
-    return len(npi) == 10 and npi.isdigit() and npi_check_digit(npi[:9]) == npi[9]
 
 
 def _npi(rng: random.Random, first: str) -> str:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -34,6 +35,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import core_schema
+
+from schemas.codes import ICD10_CM_PATTERN, PLACE_OF_SERVICE_CODES, npi_problem
 
 SCHEMA_VERSION = 1
 YEAR_MIN, YEAR_MAX = 2000, 2100  # inclusive, the year as written (in the event's own offset)
@@ -136,8 +139,28 @@ Timestamp = Annotated[
 
 Id128 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Id64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
-Npi = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$")]
-Icd10 = Annotated[str, StringConstraints(pattern=r"^[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")]
+
+
+def _npi(v: str) -> str:
+    problem = npi_problem(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+def _place_of_service(v: str) -> str:
+    if v not in PLACE_OF_SERVICE_CODES:
+        raise ValueError(f"{v!r} is not a CMS place-of-service code")
+    return v
+
+
+# 10 digits with a valid check digit (Luhn over 80840 + the NPI).
+Npi = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$"), AfterValidator(_npi)]
+Icd10 = Annotated[str, StringConstraints(pattern=ICD10_CM_PATTERN)]
+PlaceOfService = Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$"),
+                           AfterValidator(_place_of_service),
+                           WithJsonSchema({"type": "string", "pattern": r"^[0-9]{2}$",
+                                           "enum": sorted(PLACE_OF_SERVICE_CODES)})]
 
 ClinicianRole = Literal["PT", "PTA", "OT", "OTA", "SLP", "MD", "DO", "NP", "PA"]
 RedFlag = Literal[
@@ -173,7 +196,7 @@ class BillingInfo(_Frozen):
     payer: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
     member_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,32}$")]
     diagnosis_codes: Annotated[list[Icd10], Field(min_length=1, max_length=12)]
-    place_of_service: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$")]
+    place_of_service: PlaceOfService
 
 
 class _Envelope(_Frozen):
