@@ -42,11 +42,13 @@ def _content(lines: Sequence[ClaimLine]) -> frozenset[tuple[object, ...]]:
 def standing_lines(exports: Iterable[Sequence[ClaimLine]]) -> list[ClaimLine]:
     """Fold past exports (oldest first, one sequence per export) into the lines that
     stand now: a group in a later export replaces that group's earlier lines. Preview
-    lines are ignored (a preview bills nothing)."""
+    lines are ignored (a preview bills nothing); a group last recorded as ``void`` (a
+    void claim was submitted for it) no longer stands."""
     standing: dict[GroupKey, list[ClaimLine]] = {}
     for export in exports:
         standing.update(_groups(line for line in export if line.status != "preview"))
-    return [line for group in standing.values() for line in group]
+    return [line for group in standing.values()
+            if not all(ln.status == "void" for ln in group) for line in group]
 
 
 def lines_to_export(

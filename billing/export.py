@@ -10,9 +10,10 @@ Conventions in the output:
   example). For X12 and FHIR the conventions go to a sidecar file (``write_sidecar``).
 - X12: one 2000A billing-provider HL per billing NPI, one 2000B subscriber HL per
   patient and payer, one CLM per patient and episode (CLM05-3 = 7 replacement when it
-  carries amended lines), one LX/SV1/DTP*472 per line. Charges are 0.00: fees are
-  fee-schedule data, not known to the rules engine. Previews make the interchange a test
-  one (ISA15 = T).
+  carries amended lines), one LX/SV1/DTP*472 per line. This is the *draft* look of the
+  free preview: parties are placeholders and charges 0.00, so it is always a test
+  interchange (ISA15 = T). What is submitted is ``billing.claims837.render_837p``: billing
+  profile, demographics, fee schedule, control numbers from the database.
 - FHIR: a ``collection`` Bundle of R4 Claims, one per patient and date of service;
   identifiers (patient id, NPI, member id) are references by identifier, since the
   system keeps no Patient/Practitioner resources (no PHI).
@@ -177,7 +178,9 @@ def render_x12_837p(
         return _x12_clean(v, opts)
 
     ctl = f"{opts.control_number:09d}"
-    test = any(line.status == "preview" for line in lines)
+    # A draft: its parties are placeholders, so it is always a test interchange (ISA15 = T).
+    # The 837P a clearinghouse takes is billing.claims837.render_837p (rtm billing submit).
+    test = True
     head = [
         seg(
             "ISA", "00", " " * 10, "00", " " * 10,

@@ -39,7 +39,8 @@ CPT_TM_ADDON = "98981"
 THERAPY_MODIFIER: dict[str, str] = {"PT": "GP", "PTA": "GP", "OT": "GO", "OTA": "GO", "SLP": "GN"}
 ASSISTANT_MODIFIER: dict[str, str] = {"PTA": "CQ", "OTA": "CO"}
 
-Status = Literal["new", "amended", "preview"]
+# "void": recorded when a submitted group is voided (withdrawn); never computed by the rules
+Status = Literal["new", "amended", "preview", "void"]
 CodeGroup = Literal["setup", "device", "treatment"]
 GROUP_OF: dict[str, CodeGroup] = {
     CPT_SETUP: "setup",
