@@ -294,12 +294,13 @@ def render_837p(
     usage: Usage,
     created: dt.datetime,
 ) -> str:
-    """An 837P 005010X222A1 interchange of ready claims. ``control_number`` (1..999999999)
-    is ISA13, GS06 and ST02; ``usage`` is ISA15 (P production, T test)."""
+    """An 837P 005010X222A1 interchange of ready claims. ``control_number`` (1..999999999,
+    allocated by the database) is ISA13, GS06 and ST02; 0 marks a preview that is never
+    sent (test usage only). ``usage`` is ISA15 (P production, T test)."""
     if not claims:
         raise ValueError("an 837P needs at least one claim")
-    if not 1 <= control_number <= 999_999_999:
-        raise ValueError("control number must be 1..999999999")
+    if not (1 <= control_number <= 999_999_999 or (control_number == 0 and usage == "T")):
+        raise ValueError("control number must be 1..999999999 (0: a test preview only)")
     problems = envelope_problems([c.claim for c in claims], profiles)
     if problems:
         raise ValueError("billing profile incomplete: " + "; ".join(problems))

@@ -153,12 +153,23 @@ def worker(ctx: click.Context, loglevel: str | None) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--invalid-ratio", type=float, default=0.0, show_default=True)
-def simulate(patients: int, days: int, seed: int, out: Path, invalid_ratio: float) -> None:
+@click.option("--demographics-out", type=click.Path(path_type=Path), default=None,
+              help="also write clearly synthetic demographics of the cohort (CSV for"
+                   " `rtm billing demographics load`)")
+def simulate(patients: int, days: int, seed: int, out: Path, invalid_ratio: float,
+             demographics_out: Path | None) -> None:
     """Write a synthetic cohort as JSONL, in arrival order."""
-    from rtm.simulate import simulate as run, write_jsonl
+    from rtm.simulate import demographics_csv, simulate as run, synthetic_demographics, write_jsonl
 
-    n = write_jsonl(run(patients, days, seed, invalid_ratio=invalid_ratio), out)
+    events = list(run(patients, days, seed, invalid_ratio=invalid_ratio))
+    n = write_jsonl(events, out)
     click.echo(f"wrote {n} events to {out}", err=True)
+    if demographics_out is not None:
+        ids = {e["patient_id"] for e in events if isinstance(e.get("patient_id"), str)}
+        demographics_out.write_text(demographics_csv(synthetic_demographics(ids, seed)),
+                                    encoding="utf-8")
+        click.echo(f"wrote synthetic demographics of {len(ids)} patients to {demographics_out}",
+                   err=True)
 
 
 @main.command()

@@ -731,3 +731,42 @@ def namespaced(events: Iterable[dict], prefix: str) -> Iterator[dict]:
             if isinstance(ev.get(f), str):
                 ev[f] = f"{prefix}{ev[f]}"
         yield ev
+
+
+# --------------------------------------------------------------------------- demographics
+
+_SYNTH_FIRST = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL",
+                "INDIA", "JULIETT", "KILO", "LIMA", "MIKE", "NOVEMBER", "OSCAR", "PAPA")
+_SYNTH_STATES = ("CO", "IL", "NY", "TX", "AZ", "CA", "WA", "FL")
+DEMOGRAPHICS_COLUMNS = ("patient_id", "last_name", "first_name", "middle_name", "birth_date",
+                        "sex", "address1", "address2", "city", "state", "zip", "member_id")
+
+
+def synthetic_demographics(patient_ids: Iterable[str], seed: int = 1) -> list[dict[str, str]]:
+    """Clearly fake demographics for a cohort (tests, the demo): every last name is
+    ``SYNTHETIC``, cities are ``TESTVILLE``, streets ``TEST ST``, ZIP codes 99xxx (not
+    assigned to any post office). Deterministic per seed and patient id."""
+    out: list[dict[str, str]] = []
+    for pid in sorted(set(patient_ids)):
+        rng = random.Random(f"{seed}:{pid}")
+        born = date(1938, 1, 1) + timedelta(days=rng.randrange(0, 365 * 27))
+        out.append({
+            "patient_id": pid, "last_name": "SYNTHETIC", "first_name": rng.choice(_SYNTH_FIRST),
+            "middle_name": "", "birth_date": born.isoformat(), "sex": rng.choice("MF"),
+            "address1": f"{rng.randrange(1, 9999)} TEST ST", "address2": "",
+            "city": "TESTVILLE", "state": rng.choice(_SYNTH_STATES),
+            "zip": f"99{rng.randrange(0, 1000):03d}", "member_id": "",
+        })
+    return out
+
+
+def demographics_csv(rows: Iterable[dict[str, str]]) -> str:
+    """The rows as the CSV ``rtm billing demographics load`` reads."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=DEMOGRAPHICS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

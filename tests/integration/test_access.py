@@ -49,6 +49,7 @@ class World:
     patients: dict[str, str] = field(default_factory=dict)
     alert_id: str = ""
     export_id: str = ""
+    submission_id: int = 0
 
     def headers(self, who: str, write: bool = False) -> dict[str, str]:
         if who == "anonymous":
@@ -159,6 +160,7 @@ def world(base_settings: Settings) -> Iterator[World]:
 CLINICAL = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "a-reader", "b-admin", "b-reader"}
 BILLING = {"a-billing", "a-admin", "a-reader", "b-admin", "b-billing", "b-reader"}
 SEES_PA1 = {"a-clin1", "a-clin3", "a-admin", "a-reader"}  # scope: pA1's data
+SUBMITTERS = {"a-billing", "a-admin", "b-admin", "b-billing"}  # billing staff and admins
 
 
 CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # pages: users only
@@ -186,6 +188,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
                                                    SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
+    ("POST", "/v1/billing/submissions"): (SUBMITTERS, None),  # tested below
+    ("GET", "/v1/billing/submissions"): (SUBMITTERS, None),
+    # A's submission: B's billing staff get 404, as for an unknown one
+    ("GET", "/v1/billing/submissions/{submission_id}/file"): (SUBMITTERS,
+                                                              {"a-billing", "a-admin"}),
     ("POST", "/v1/alerts/{alert_id}/ack"): ({"a-clin1", "a-clin2", "a-clin3", "a-admin",
                                             "b-admin"}, {"a-clin1", "a-clin3", "a-admin"}),
     ("POST", "/v1/events"): ({"a-producer", "a-integration", "b-producer"}, None),
@@ -216,7 +223,22 @@ def test_every_route_of_the_gateway_is_in_the_access_matrix(world: World) -> Non
     assert routes - OPEN_ROUTES == set(ROUTES), "a route without an access rule in ROUTES"
 
 
+SUBMISSION = {"from": "2026-10-01", "to": "2026-10-01", "format": "csv", "as_of": AS_OF}
+
+
+def _a_submission(world: World) -> int:
+    """A's submission of 2026-10-01 (98975 of pA1 and pA2); the later October lines stay
+    for the record=true test."""
+    if not world.submission_id:
+        resp = world.call("a-billing", "POST", "/v1/billing/submissions", json=SUBMISSION)
+        assert resp.status_code == 201, resp.text
+        world.submission_id = resp.json()["submission_id"]
+    return world.submission_id
+
+
 def _url(world: World, path: str, patient: str = "pA1") -> str:
+    if "{submission_id}" in path:
+        path = path.replace("{submission_id}", str(_a_submission(world)))
     return (path.replace("{patient_id}", world.patients[patient])
             .replace("{alert_id}", world.alert_id).replace("{export_id}", world.export_id))
 
@@ -319,6 +341,42 @@ def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world:
                        params={"patient_id": world.patients["pA1"]}).json()["alerts"]
     assert [(a["status"], a["ack_note"]) for a in shown if a["id"] == world.alert_id] == [
         ("acknowledged", "called the patient, resting")]
+
+
+def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(
+        world: World) -> None:
+    # runs before the record=true test below, which bills the rest of October
+    path = "/v1/billing/submissions"
+    for who, code in (("anonymous", 401), ("a-reader", 403), ("a-clin1", 403),
+                      ("a-producer", 403), ("a-operator", 403), ("b-reader", 403)):
+        assert world.call(who, "POST", path, json=SUBMISSION).status_code == code, who
+    # a signed-in user without the CSRF token: refused, nothing recorded
+    cookie, _ = world.sessions["a-billing"]
+    no_csrf = httpx.post(world.stack.url + path, json=SUBMISSION, timeout=30,
+                         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert no_csrf.status_code == 403
+    sid = _a_submission(world)
+    history = world.call("a-admin", "GET", path).json()["submissions"]
+    mine = [h for h in history if h["submission_id"] == sid]
+    assert mine and mine[0]["created_by"] == f"user:{world.tag}-a-billing"
+    assert mine[0]["format"] == "csv" and mine[0]["line_count"] == 2 and mine[0]["has_file"]
+    file = world.call("a-admin", "GET", f"{path}/{sid}/file")
+    assert file.status_code == 200
+    assert world.patients["pA1"] in file.text and world.patients["pA2"] in file.text
+    assert "attachment" in file.headers["content-disposition"]
+    # the same lines are not submitted twice; B submits only B's (none)
+    again = world.call("a-billing", "POST", path, json=SUBMISSION)
+    assert again.status_code == 200 and again.json()["submission_id"] is None
+    b = world.call("b-billing", "POST", path, json=SUBMISSION)
+    assert b.status_code == 200 and b.json()["claims"] == []
+    assert all(h["submission_id"] != sid
+               for h in world.call("b-admin", "GET", path).json()["submissions"])
+    assert world.call("b-admin", "GET", f"{path}/{sid}/file").status_code == 404
+    # x12 without a billing profile: refused naming the field, nothing recorded
+    x12 = world.call("a-billing", "POST", path, json={**SUBMISSION, "to": "2026-10-31",
+                                                      "format": "x12"})
+    assert x12.status_code == 422 and any("profile" in d["msg"] for d in x12.json()["detail"]), x12.text
+    assert len(world.call("a-admin", "GET", path).json()["submissions"]) == len(history)
 
 
 def test_billing_export_is_scoped_to_the_organisation_and_recording_needs_billing(

@@ -319,7 +319,9 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
     schema_dsn: str, factory: EventFactory, tmp_path: Path
 ) -> None:
     """No worker, no Kafka: raw events in the table, `backfill` fills the ledger,
-    `export` writes X12 + sidecar and records it, `reconcile` finds a tampered ledger."""
+    `export` writes a draft X12 + sidecar and records nothing (exports are previews;
+    `rtm billing submit` records: tests/integration/test_claims_submit.py), `reconcile`
+    finds a tampered ledger."""
     from click.testing import CliRunner
 
     from rtm.cli import main
@@ -355,7 +357,8 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
     text = out.read_text()
     assert "SV1*HC:98977:GP" in text and "SV1*HC:98975:GP" in text
     assert (tmp_path / "claims.x12.conventions.txt").read_text() == DEFAULT_CONFIG.header_text()
-    # a preview is not recorded; the recorded export leaves nothing new to bill
+    assert "not recorded" in res.output
+    assert text.splitlines()[0].split("*")[15] == "T"  # a draft is never a production file
     res = runner.invoke(main, ["billing", "export", "--dsn", schema_dsn, "--from", "2026-09-01",
                                "--to", "2026-12-31", "--include-open", "--as-of",
                                AS_OF.isoformat()])
@@ -365,7 +368,7 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
         conn = await asyncpg.connect(schema_dsn)
         try:
             rows = await conn.fetch("SELECT created_by, format, line_count FROM billing_exports")
-            assert [tuple(r) for r in rows] == [("alice", "x12", 2)]
+            assert [tuple(r) for r in rows] == []
             await conn.execute("DELETE FROM billing_data_days WHERE local_date = '2026-09-20'")
         finally:
             await conn.close()
