@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,44 @@ def group_id(settings: Settings) -> str:
     """The consumer group of rtm.events: the worker's app id (the one operators and the
     tests read committed offsets of)."""
     return settings.app_id
+
+
+class DeadLetterLimit(Exception):
+    """Too many records dead-lettered: probably a bad deploy (a producer or this worker),
+    not bad input. Consumption stops before the offsets move past them."""
+
+
+@dataclass
+class DeadLetterGuard:
+    """Counts records and dead letters; says when a batch would cross the limit (pure:
+    the caller passes the time). Limits: ``max_consecutive`` dead letters in a row, or a
+    dead-letter ratio above ``max_ratio`` over the last ``window_s`` once at least
+    ``min_records`` records were seen in it."""
+
+    max_consecutive: int
+    max_ratio: float
+    window_s: float
+    min_records: int
+    consecutive: int = 0
+    window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, records, dead)
+
+    def check(self, now: float, records: int, dead: int) -> str | None:
+        """The reason to halt, or None (and the batch is counted). ``records``: the batch's
+        event records (controls aside); a batch with one good record ends a run of dead
+        letters."""
+        consecutive = self.consecutive + dead if dead == records else 0
+        window = [w for w in self.window if w[0] > now - self.window_s]
+        seen = sum(w[1] for w in window) + records
+        bad = sum(w[2] for w in window) + dead
+        if self.max_consecutive and consecutive >= self.max_consecutive:
+            return f"{consecutive} records dead-lettered in a row (limit {self.max_consecutive})"
+        if self.max_ratio < 1.0 and seen >= self.min_records and bad / seen > self.max_ratio:
+            return (f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "
+                    f"(limit {self.max_ratio:.0%})")
+        self.consecutive = consecutive
+        window.append((now, records, dead))
+        self.window = window
+        return None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,9 +94,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class IngestConsumer:
-    def __init__(self, settings: Settings, step: Step) -> None:
+    def __init__(self, settings: Settings, step: Step,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.step = step
+        self.metrics = metrics
         self.lock = asyncio.Lock()
         self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self.consumer: AIOKafkaConsumer | None = None
@@ -90,6 +132,14 @@ class IngestConsumer:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
+            except DeadLetterLimit as exc:
+                # Stay up (metrics, timers) but consume nothing until an operator restarts
+                # the worker with the cause fixed: the records are still in Kafka.
+                log.critical("ingest halted at the dead-letter limit: %s; fix the producer "
+                             "or the deploy, then restart the worker", exc)
+                if self.metrics is not None:
+                    self.metrics.ingest_halted.set(1)
+                await asyncio.Event().wait()
             except Exception as exc:
                 log.warning("ingest consumer stopped (%s); restarting in %.1f s",
                             type(exc).__name__, delay)

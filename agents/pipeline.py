@@ -30,7 +30,7 @@ import orjson
 from pydantic import ValidationError
 
 from agents.alerts import Publisher, partition_of, register_clock, register_publisher
-from agents.ingest import IngestConsumer
+from agents.ingest import DeadLetterGuard, DeadLetterLimit, IngestConsumer
 from streams.db.billing import write_ledger
 from streams.db.rollups import write_rollups
 from agents.persist import write_until_done
@@ -125,12 +125,24 @@ class IngestStep:
         self.states = StateStore()
         self.config = DEFAULT_CONFIG
         self.publisher = publisher
+        self.guard = DeadLetterGuard(settings.dead_letter_max_consecutive,
+                                     settings.dead_letter_max_ratio,
+                                     settings.dead_letter_window_s,
+                                     settings.dead_letter_min_records)
 
     def partition_of(self, patient_id: str) -> int:
         return partition_of(patient_id.encode(), self.partitions)
 
     async def __call__(self, records: Sequence[tuple[bytes, int, float | None]]) -> None:
         batch = decode(records, self.settings.max_future_skew_s)
+        if batch.dead:
+            # before a dead letter is sent or an offset moves: a bad deploy halts here
+            n_events = len(batch.events) + len(batch.dead)
+            reason = self.guard.check(time.monotonic(), n_events, len(batch.dead))
+            if reason is not None:
+                raise DeadLetterLimit(reason)
+        elif batch.events:
+            self.guard.check(time.monotonic(), len(batch.events), 0)
         await self._send_dead(batch.dead)
         if not batch.items:
             return
@@ -281,7 +293,7 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     publisher = register_publisher(topology, store, settings)
     step = IngestStep(topology, store, settings, publisher)
     register_clock(topology, settings)
-    consumer = IngestConsumer(settings, step)
+    consumer = IngestConsumer(settings, step, topology.metrics)
 
     @app.task
     async def ingest() -> None:

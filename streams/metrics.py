@@ -54,6 +54,11 @@ class WorkerMetrics:
             "rtm_worker_dead_letters_total", "Events the worker refused, by reason",
             ["reason"], registry=registry,
         )
+        self.ingest_halted = Gauge(
+            "rtm_worker_ingest_halted",
+            "1 when the worker stopped consuming rtm.events at the dead-letter limit",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "rtm_worker_db_batch_size", "Events per database batch",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=registry,

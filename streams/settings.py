@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     worker_loglevel: str = "warning"
     worker_batch_size: int = 5000
     worker_batch_within_s: float = 0.05
+    # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
+    # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).
+    dead_letter_max_consecutive: int = Field(
+        1000, ge=0, description="dead letters in a row that halt ingestion (0: no limit)")
+    dead_letter_max_ratio: float = Field(
+        0.5, gt=0, le=1, description="dead-letter share over the window that halts (1: no limit)")
+    dead_letter_window_s: float = Field(60.0, gt=0)
+    dead_letter_min_records: int = Field(
+        2000, ge=1, description="records the window needs before the ratio is judged")
     worker_lag_interval_s: float = Field(
         2.0, description="how often rtm_worker_consumer_lag is refreshed; 0 disables"
     )
