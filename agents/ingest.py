@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,8 @@ class IngestConsumer:
         self.lock = asyncio.Lock()
         self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self.consumer: AIOKafkaConsumer | None = None
+        self.last_poll: float | None = None  # monotonic time the loop last came round
+        self.halted: str | None = None
 
     def _make_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -137,6 +140,7 @@ class IngestConsumer:
                 # the worker with the cause fixed: the records are still in Kafka.
                 log.critical("ingest halted at the dead-letter limit: %s; fix the producer "
                              "or the deploy, then restart the worker", exc)
+                self.halted = str(exc)
                 if self.metrics is not None:
                     self.metrics.ingest_halted.set(1)
                 await asyncio.Event().wait()
@@ -154,6 +158,7 @@ class IngestConsumer:
         window_ms = max(int(self.settings.worker_batch_within_s * 1000), 1)
         try:
             while True:
+                self.last_poll = time.monotonic()
                 fetched = await consumer.getmany(timeout_ms=window_ms,
                                                  max_records=self.settings.worker_batch_size)
                 if not fetched:
@@ -175,6 +180,17 @@ class IngestConsumer:
                     self.committed.update(offsets)
         finally:
             await consumer.stop()
+
+    def health(self, stale_after_s: float) -> dict[str, Any]:
+        """For /readyz: consuming (the loop came round lately), partitions held, halted."""
+        consumer = self.consumer
+        age = None if self.last_poll is None else time.monotonic() - self.last_poll
+        return {
+            "consuming": self.halted is None and age is not None and age < stale_after_s,
+            "last_poll_age_s": None if age is None else round(age, 1),
+            "partitions": len(consumer.assignment()) if consumer is not None else 0,
+            "halted": self.halted,
+        }
 
     async def lag(self) -> dict[int, int] | None:
         """Log end minus committed offset per assigned partition (None before assignment)."""

@@ -301,7 +301,7 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
         await consumer.run()
 
     register_lag(topology, settings, consumer)
-    return ingest
+    return consumer
 
 
 def register_lag(topology: Topology, settings: Settings, consumer: IngestConsumer) -> None:

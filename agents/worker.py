@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import faust
 
 from agents import delivery, pipeline
+from agents.ingest import IngestConsumer
 from streams.settings import Settings
 from streams.app import Topology, build_app
 from streams.db.events import EventStore
 
 
+# A batch may legitimately take long (a database outage is retried inside it); past this
+# the worker is not ready (a page, not a restart: /healthz stays ok).
+STALE_POLL_S = 120.0
+
+
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     topology = build_app(settings)
     store = EventStore(settings.dsn, max_size=8)
-    pipeline.register(topology, store, settings)  # rtm.events: persist, billing, alerts
-    delivery.register(topology, store, settings)  # rtm.alerts: webhooks
+    consumer = pipeline.register(topology, store, settings)  # rtm.events: the batch step
+    delivery.register(topology, store, settings)  # the webhook outbox
+    register_health(topology, store, consumer)
     return topology, store
+
+
+def register_health(topology: Topology, store: EventStore, consumer: IngestConsumer) -> None:
+    app = topology.app
+
+    @app.page("/healthz")
+    async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "ok"})  # the process answers: nothing to restart
+
+    @app.page("/readyz")
+    async def readyz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Ready: the database answers, the ingest loop comes round, not halted."""
+        checks: dict[str, Any] = dict(consumer.health(STALE_POLL_S))
+        try:
+            await asyncio.wait_for(store.ping(), timeout=2.0)
+            checks["database"] = "ok"
+        except Exception as exc:  # readiness reports, it does not crash
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        ok = checks["database"] == "ok" and bool(checks["consuming"])
+        return web.json({"ready": ok, **checks}, status=200 if ok else 503)
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 
 import asyncpg
+import httpx
 import pytest
 
 from infra import services
@@ -47,6 +48,9 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
 
     await wait_for(first_stored, 60, "the first events stored")
     worker = stack.workers[0]
+    health = f"http://{stack.settings.worker_web_host}:{stack.settings.worker_web_port}"
+    ready = httpx.get(f"{health}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["consuming"], ready.text
 
     services._pg_down(base_settings, log=print)
     try:
@@ -57,6 +61,9 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
         assert resp.json()["accepted"] == len(second)
         time.sleep(OUTAGE_S)
         assert worker.proc.poll() is None, "the worker exited during the outage"
+        assert httpx.get(f"{health}/healthz", timeout=10).status_code == 200
+        down = httpx.get(f"{health}/readyz", timeout=10)
+        assert down.status_code == 503 and down.json()["database"].startswith("unavailable")
     finally:
         services._pg_up(base_settings, log=print)
 
@@ -76,3 +83,9 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
     assert "pain_high" in {r["kind"] for r in alerts}
     assert dupes == 0
     assert worker.proc.poll() is None, "the worker exited after the outage"
+    assert httpx.get(f"{health}/readyz", timeout=10).status_code == 200
+    t0 = time.monotonic()
+    worker.stop(timeout=20)  # SIGTERM, then SIGKILL after 20 s
+    stopped_in = time.monotonic() - t0
+    print(f"worker stopped {stopped_in:.1f} s after SIGTERM")
+    assert stopped_in < 10, f"SIGTERM took {stopped_in:.1f} s"
