@@ -189,7 +189,12 @@ def create_app(
                 "clinician_id": who.clinician_id, "csrf_token": who.csrf_token,
                 "may": sorted(p for p in PERMISSIONS if who.may(p))}
 
-    @app.post("/v1/events")
+    from streams.openapi import ingest_operation, install
+
+    install(app)
+
+    @app.post("/v1/events", openapi_extra=ingest_operation(settings.max_batch_events,
+                                                          settings.max_body_bytes))
     async def post_events(request: Request) -> JSONResponse:
         who = await request.app.state.authenticate(request)
         if who is None:
