@@ -93,6 +93,6 @@ class WorkerMetrics:
             ["outcome"], registry=registry,
         )
         self.billing_days = Counter(
-            "rtm_worker_billing_data_days_recorded_total", "New (episode, date) data days",
+            "rtm_worker_billing_data_dates_total", "New (episode, date) data days",
             registry=registry,
         )

@@ -94,6 +94,7 @@ async def test_metrics_move_and_carry_no_ids(
 
         await wait_for(settled, timeout=30, what="duplicates ignored and lag back to 0")
         g, w = scrape(gateway_url), scrape(worker_url)
+        raw = {url: httpx.get(url, timeout=5).text for url in (gateway_url, worker_url)}
 
     # Gateway: requests by route and status, events by type, produce latency.
     assert value(g, "rtm_gateway_requests_total", route="/v1/events", status="200") == 1
@@ -124,7 +125,14 @@ async def test_metrics_move_and_carry_no_ids(
     days = await db.fetchval(
         "SELECT count(*) FROM billing_data_days WHERE patient_id LIKE $1", prefix + "-%")
     assert days >= 3  # p1's three exercise days at least
-    assert value(w, "rtm_worker_billing_data_days_recorded_total") == days
+    assert value(w, "rtm_worker_billing_data_dates_total") == days
+
+    # promtool's metrics lint passes on what both processes expose (issue 12 part 9)
+    from tests.unit.test_promtool import PROMTOOL, promtool_problems
+
+    if PROMTOOL is not None:
+        for url, text in raw.items():
+            assert promtool_problems(text) == "", url
 
     # No PHI in labels: no patient, clinician, episode or event id anywhere.
     ids = {p1, p2, clinician, prefix}
