@@ -127,9 +127,16 @@ def api(ctx: click.Context, port: int | None) -> None:
     settings = _settings(ctx)
     if port is not None:
         settings = settings.model_copy(update={"api_port": port})
+    cert, key = settings.api_tls_certfile, settings.api_tls_keyfile
+    if (cert is None) != (key is None):
+        raise click.ClickException("set both RTM_API_TLS_CERTFILE and RTM_API_TLS_KEYFILE")
+    if cert is None and settings.env != "dev":
+        click.echo(f"warning: RTM_ENV={settings.env} without TLS; terminate TLS in front of "
+                   "the gateway or set RTM_API_TLS_CERTFILE/RTM_API_TLS_KEYFILE", err=True)
     app = create_app(settings)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False)
+                access_log=False,
+                ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None)
 
 
 @main.command()

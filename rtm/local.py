@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -91,13 +92,14 @@ def spawn(settings: Settings, name: str, args: list[str],
     return Child(name, proc, log_path)
 
 
-def wait_http(url: str, child: Child, timeout: float = 60.0) -> None:
+def wait_http(url: str, child: Child, timeout: float = 60.0,
+              verify: bool | ssl.SSLContext = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
             raise RuntimeError(f"{child.name} exited ({child.proc.returncode}); see {child.log_path}")
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -107,7 +109,10 @@ def wait_http(url: str, child: Child, timeout: float = 60.0) -> None:
 
 def start_gateway(settings: Settings) -> Child:
     child = spawn(settings, "gateway", ["api"])
-    wait_http(f"http://{settings.api_host}:{settings.api_port}/readyz", child)
+    tls = settings.api_tls_certfile is not None
+    wait_http(f"{'https' if tls else 'http'}://{settings.api_host}:{settings.api_port}/readyz",
+              child, verify=(ssl.create_default_context(cafile=str(settings.api_tls_certfile))
+                             if tls else True))
     return child
 
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Gateway
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # TLS for the gateway: with both set it serves HTTPS only (PEM files).
+    api_tls_certfile: Path | None = None
+    api_tls_keyfile: Path | None = None
     # Machine keys live in the database (`rtm keys add`), stored salted and hashed.
     api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
     session_ttl_s: float = Field(
