@@ -51,6 +51,7 @@ from streams.db.alerts import (
 )
 from streams.db.events import EventStore
 from streams.metrics import WorkerMetrics
+from streams.secrets import secret_box
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class Deliverer:
         # holds its endpoint this long, then another worker takes the delivery again.
         self.lease_s = settings.webhook_timeout_s + 10.0
         self.in_flight: set[int] = set()  # webhook ids
+        self.secrets = secret_box(settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
 
@@ -271,8 +273,13 @@ class Deliverer:
     async def attempt(self, c: Claimed) -> bool:
         """One POST and its bookkeeping; True on a 2xx."""
         body = orjson.dumps(orjson.loads(c.payload))
-        error = await post_signed(self.client, c.url, c.secret, body,
-                                  f"{c.alert_id}:{c.change}")
+        try:
+            secret: str | None = self.secrets.open(c.secret)
+        except ValueError as exc:  # sealed with another key: visible as a failed delivery
+            secret, error = None, str(exc)
+        if secret is not None:
+            error = await post_signed(self.client, c.url, secret, body,
+                                      f"{c.alert_id}:{c.change}")
         async with self.store.acquire() as conn:
             if error is None:
                 # Back after an outage of more than one attempt (a single failure is as

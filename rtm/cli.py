@@ -239,18 +239,25 @@ def alerts_tick(ctx: click.Context, now: str | None) -> None:
 @click.option("--clinician-id", default=None, help="a clinician id, or '*' for the organisation")
 @click.option("--org", "org_id", default="default", show_default=True, help="organisation")
 @click.option("--url", default=None, help="http(s) URL the alert changes are POSTed to")
-@click.option("--secret", default=None, help="shared secret for the HMAC-SHA256 signature")
+@click.option("--secret", default=None,
+              help="shared secret for the HMAC-SHA256 signature (visible in ps: prefer --secret-stdin)")
+@click.option("--secret-stdin", is_flag=True, help="read the shared secret from stdin")
 @click.option("--test", "test", is_flag=True, help="POST a signed ping and report the answer")
 @click.option("--remove", is_flag=True, help="remove the webhook (its queue is dropped)")
 @click.option("--list", "list_", is_flag=True, help="list the webhooks (never the secrets)")
 @click.pass_context
 def alerts_webhook(ctx: click.Context, clinician_id: str | None, org_id: str, url: str | None,
-                   secret: str | None, test: bool, remove: bool, list_: bool) -> None:
+                   secret: str | None, secret_stdin: bool, test: bool, remove: bool,
+                   list_: bool) -> None:
     """Set, test, list or remove where a clinician's (or, with '*', the organisation's)
     alerts are POSTed. A new webhook receives the alert changes from now on, not history."""
     from agents.delivery import validate_url
 
     settings = _settings(ctx)
+    if secret_stdin:
+        if secret is not None:
+            raise click.UsageError("--secret and --secret-stdin exclude each other")
+        secret = sys.stdin.readline().rstrip("\n") or None
     if list_:
         if clinician_id or url or secret or test or remove:
             raise click.UsageError("--list takes only --org")
@@ -308,9 +315,11 @@ def _set_webhook(settings: Settings, org_id: str, clinician_id: str, url: str,
     import asyncpg
 
     from streams.db.alerts import set_webhook
+    from streams.secrets import secret_box
 
+    sealed = secret_box(settings).seal(secret)  # encrypted at rest
     try:
-        new = _with_db(settings, lambda c: set_webhook(c, clinician_id, url, secret, org_id))
+        new = _with_db(settings, lambda c: set_webhook(c, clinician_id, url, sealed, org_id))
     except asyncpg.ForeignKeyViolationError:
         raise click.ClickException(f"unknown organisation {org_id!r}") from None
     who = "the organisation (clinic-wide)" if clinician_id == "*" else clinician_id
@@ -335,8 +344,11 @@ def _ping_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
     hook = _with_db(settings, lambda c: webhook_for(c, clinician_id, org_id))
     if hook is None:
         raise click.ClickException(f"no webhook for {clinician_id} in {org_id}")
-    url, secret = hook
-    result = asyncio.run(send_ping(url, secret, settings.webhook_timeout_s))
+    from streams.secrets import secret_box
+
+    url, stored = hook
+    result = asyncio.run(send_ping(url, secret_box(settings).open(stored),
+                                   settings.webhook_timeout_s))
     answer = f"HTTP {result.status_code}" if result.status_code is not None else result.error
     click.echo(f"ping {redact_url(url)}: {answer} in {result.seconds * 1000:.0f} ms")
     if not result.ok:

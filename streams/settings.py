@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Delivery is per endpoint (agents/delivery.py): one attempt in flight per webhook, a
     # single POST each; after a failure the endpoint waits backoff * 2^(failures - 1),
     # capped by the severity of the most urgent delivery waiting for it.
+    webhook_secret_key: SecretStr | None = Field(
+        None, description="Fernet key that encrypts webhook secrets at rest (dev: generated)")
     webhook_max_attempts: int = Field(
         5, ge=1, description="attempts before a delivery shows 'failed' (it is still retried)"
     )

@@ -25,6 +25,7 @@ from rtm.produce import produce_file
 from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.alerts import set_webhook
+from streams.secrets import secret_box
 from streams.producer import EventProducer
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, wait_for
@@ -166,8 +167,9 @@ async def test_signed_webhook_delivery_and_visible_failure(
 ) -> None:
     ok, failing = Receiver(200), Receiver(503)
     good_c, bad_c = f"{factory.prefix}-c-ok", f"{factory.prefix}-c-bad"
-    await set_webhook(db, good_c, ok.url, "s3cret")
-    await set_webhook(db, bad_c, failing.url, "other")
+    box = secret_box(base_settings)  # stored sealed, as `rtm alerts webhook` stores it
+    await set_webhook(db, good_c, ok.url, box.seal("s3cret"))
+    await set_webhook(db, bad_c, failing.url, box.seal("other"))
     p1, p2 = factory.patient(1), factory.patient(2)
     try:
         with running_stack(base_settings, webhook_max_attempts=3, webhook_backoff_s=0.1,

@@ -405,8 +405,20 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
     clinician = f"{factory.prefix}-cli"
     try:
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician,
-                                 "--url", receiver.url + "?token=t0p", "--secret", "hush-123"])
+                                 "--url", receiver.url + "?token=t0p", "--secret-stdin"],
+                          input="hush-123\n")
         assert r.exit_code == 0 and "added" in r.output, r.output
+
+        async def stored_secret() -> str:
+            conn = await asyncpg.connect(base_settings.dsn)
+            try:
+                return str(await conn.fetchval(
+                    "SELECT secret FROM clinician_webhooks WHERE clinician_id = $1", clinician))
+            finally:
+                await conn.close()
+
+        at_rest = asyncio.run(stored_secret())  # encrypted at rest, opened to sign
+        assert at_rest.startswith("fernet:") and "hush-123" not in at_rest
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
         assert r.exit_code == 0 and "HTTP 200" in r.output, r.output
         [(_, _, headers, body)] = receiver.requests
