@@ -71,6 +71,10 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort)
     ids, patient_ids, _invalid = _cohort_ids(cohort)
     say(f"simulated {n} events for {patients} patients x {days} days -> {cohort}")
+    demo_csv = cohort.with_name(cohort.stem + ".demographics.csv")
+    loaded = asyncio.run(_load_synthetic_demographics(settings, patient_ids, seed, demo_csv))
+    say(f"synthetic demographics (all named SYNTHETIC) of {loaded} patients -> {demo_csv},"
+        " loaded for the default organisation's 837P")
     worker = start_worker(settings)
     gateway = start_gateway(settings)
     try:
@@ -126,6 +130,23 @@ async def _tick_and_settle(settings: Settings) -> None:
             if n != last:
                 last, quiet_since = n, time.monotonic()
             await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def _load_synthetic_demographics(settings: Settings, patient_ids: list[str], seed: int,
+                                       path: Path) -> int:
+    """Clearly fake demographics for the cohort, as billing staff would load theirs."""
+    from billing.demographics import parse_demographics_csv
+    from rtm.simulate import demographics_csv, synthetic_demographics
+    from streams.db.billing import load_demographics
+
+    path.write_text(demographics_csv(synthetic_demographics(patient_ids, seed)), encoding="utf-8")
+    rows, errors = parse_demographics_csv(path.read_text(encoding="utf-8"))
+    assert not errors, errors[:3]
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        return await load_demographics(conn, "default", rows, "rtm demo")
     finally:
         await conn.close()
 

@@ -325,3 +325,14 @@ def test_profile_and_demographics_refuse_bad_values_by_field() -> None:
     assert [r.patient_id for r in rows] == ["p3"]
     assert errors[0].startswith("line 2 (patient_id p1): last_name")
     assert {e.split(": ")[1] for e in errors[1:]} == {"birth_date", "sex", "zip"}
+
+
+def test_the_simulators_demographics_are_clearly_synthetic_and_load() -> None:
+    from rtm.simulate import demographics_csv, synthetic_demographics
+
+    ids = [f"p-{i}" for i in range(40)]
+    rows, errors = parse_demographics_csv(demographics_csv(synthetic_demographics(ids, seed=5)))
+    assert errors == [] and sorted(r.patient_id for r in rows) == sorted(ids)
+    assert {r.last_name for r in rows} == {"SYNTHETIC"} and {r.city for r in rows} == {"TESTVILLE"}
+    assert all(r.zip.startswith("99") for r in rows)
+    assert synthetic_demographics(ids, seed=5) == synthetic_demographics(list(reversed(ids)), seed=5)
