@@ -14,7 +14,8 @@ Conventions in the output:
   free preview: parties are placeholders and charges 0.00, so it is always a test
   interchange (ISA15 = T). What is submitted is ``billing.claims837.render_837p``: billing
   profile, demographics, fee schedule, control numbers from the database.
-- FHIR: a ``collection`` Bundle of R4 Claims, one per patient and date of service;
+- FHIR: a ``collection`` Bundle of R4 Claims, one per patient, date of service and status
+  (``fhir_claims``: fm-status codes only, ``Claim.related`` for amendments, no extensions);
   identifiers (patient id, NPI, member id) are references by identifier, since the
   system keeps no Patient/Practitioner resources (no PHI).
 """
@@ -284,24 +285,48 @@ HCPCS_MODIFIER_SYSTEM = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSet
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 POS_SYSTEM = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+# Identifier systems (plain URIs naming this system's own identifiers; no extensions).
 PATIENT_ID_SYSTEM = "urn:rtm:patient-id"
 MEMBER_ID_SYSTEM = "urn:rtm:member-id"
-LINE_STATUS_URL = "urn:rtm:fhir:claim-line-status"
-PERIOD_URL = "urn:rtm:fhir:billing-period"
+# What may be billed once: patient | code group | episode (or "" for a month) | start.
+# Each Claim lists the groups it bills; an amended group's Claim names the prior Claim of
+# that group in Claim.related (relationship "prior").
+BILLING_GROUP_SYSTEM = "urn:rtm:billing-group"
+RELATED_CLAIM_SYSTEM = "http://terminology.hl7.org/CodeSystem/ex-relatedclaimrelationship"
+# Claim.status is bound (required) to http://hl7.org/fhir/ValueSet/fm-status.
+FHIR_STATUS: dict[str, str] = {"new": "active", "amended": "active", "preview": "draft",
+                               "void": "cancelled"}
+
+
+def billing_group_id(line: ClaimLine) -> str:
+    patient, group, scope, start = line.key
+    return f"{patient}|{group}|{scope}|{start.isoformat()}"
 
 
 def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[str, Any]]:
-    """R4 Claim resources (as JSON-ready dicts): one per patient and date of service."""
+    """R4 Claim resources (as JSON-ready dicts): one per patient, date of service and
+    status. ``status`` from the bound value set (fm-status): ``active`` for new and amended
+    lines, ``draft`` for a preview of an open period, ``cancelled`` for a voided group.
+    ``identifier`` names the billing groups the Claim bills; a Claim of amended lines has
+    ``related`` (relationship ``prior``) naming the same groups, i.e. the earlier Claims
+    that carried them. No extensions."""
     out: list[dict[str, Any]] = []
-    ordered = sort_lines(lines)
-    for (patient_id, dos), grp in groupby(ordered, key=lambda ln: (ln.patient_id, ln.date_of_service)):
+    ordered = sorted(lines, key=lambda ln: (ln.patient_id, ln.date_of_service,
+                                            FHIR_STATUS[ln.status], ln.status == "amended",
+                                            ln.sort_key()))
+    for (patient_id, dos, status, amended), grp in groupby(
+            ordered, key=lambda ln: (ln.patient_id, ln.date_of_service, FHIR_STATUS[ln.status],
+                                     ln.status == "amended")):
         claim_lines = list(grp)
         first = claim_lines[0]
         dx = list(first.diagnosis_codes)
-        out.append({
+        groups = sorted({billing_group_id(ln) for ln in claim_lines})
+        claim: dict[str, Any] = {
             "resourceType": "Claim",
-            "id": _short_id(patient_id, dos.isoformat(), length=32).lower(),
-            "status": "active",
+            "id": _short_id(patient_id, dos.isoformat(), status, str(amended), *groups,
+                            length=32).lower(),
+            "identifier": [{"system": BILLING_GROUP_SYSTEM, "value": g} for g in groups],
+            "status": status,
             "type": {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/claim-type",
                 "code": "professional",
@@ -340,17 +365,18 @@ def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[s
                 },
             }],
             "item": [_fhir_item(n, ln, len(dx)) for n, ln in enumerate(claim_lines, start=1)],
-        })
+        }
+        if amended:
+            claim["related"] = [{
+                "claim": {"identifier": {"system": BILLING_GROUP_SYSTEM, "value": g}},
+                "relationship": {"coding": [{"system": RELATED_CLAIM_SYSTEM, "code": "prior"}]},
+            } for g in groups]
+        out.append(claim)
     return out
 
 
 def _fhir_item(sequence: int, ln: ClaimLine, n_dx: int) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "extension": [
-            {"url": LINE_STATUS_URL, "valueCode": ln.status},
-            {"url": PERIOD_URL, "valuePeriod": {"start": ln.period_start.isoformat(),
-                                                "end": ln.period_end.isoformat()}},
-        ],
         "sequence": sequence,
         "careTeamSequence": [1],
         "diagnosisSequence": list(range(1, min(4, n_dx) + 1)),
