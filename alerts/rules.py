@@ -33,6 +33,7 @@ from alerts.models import (
     ALWAYS_FIRE_KINDS,
     DEFAULT_CONFIG,
     SEVERITY,
+    TIME_DRIVEN_KINDS,
     Alert,
     AlertChange,
     AlertConfig,
@@ -41,7 +42,9 @@ from alerts.models import (
     alert_id,
 )
 from alerts.state import (
+    Cooldown,
     DataRecord,
+    PastEpisode,
     Pending,
     PainRecord,
     PatientState,
@@ -50,7 +53,7 @@ from alerts.state import (
 )
 from billing.rules import DEVICE_FULL_DAYS, episode_data_days, period_of
 from billing.state import PatientBillingState
-from schemas.episodes import Episode, EpisodeBook
+from schemas.episodes import Episode, EpisodeBook, fold_book
 from schemas.events import (
     EpisodeEnded,
     EpisodeStarted,
@@ -66,6 +69,8 @@ _ONE_DAY = dt.timedelta(days=1)
 # Kinds that "resolve when the condition clears" and are about an episode's course: they
 # also close when their episode ends (the condition no longer applies).
 _EPISODE_COURSE_KINDS: tuple[AlertKind, ...] = ("inactivity", "adherence_low")
+# Where an event-driven alert goes: a live episode, or a retired one (routing only).
+Route = Episode | PastEpisode
 
 # --- event-driven --------------------------------------------------------------------------
 
@@ -105,6 +110,17 @@ def apply_event_outcome(
     if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
         if event.event_id in s.episode_events:
             return [], None
+        past = s.past.get(event.episode_id)
+        if past is not None:
+            return _past_episode_event(s, past, event, config), None
+        if isinstance(event, EpisodeStarted) and event.episode_id not in s.book.episodes:
+            if s.retired_to is not None and event.local_date <= s.retired_to:
+                # Could re-create a forgotten past episode and replay its every day end;
+                # a start more than a year late is beyond what the alert rules take.
+                return [], None
+            reason = _refused_by_past(s, event)
+            if reason is not None:
+                return [], reason
         s.episode_events[event.event_id] = event
         s.invalidate_book()
         if isinstance(event, EpisodeStarted):
@@ -140,6 +156,41 @@ def apply_event_outcome(
     return changes, None
 
 
+def _past_episode_event(
+    s: PatientState, past: PastEpisode, event: EpisodeStarted | ProgramUpdated | EpisodeEnded,
+    config: AlertConfig,
+) -> list[AlertChange]:
+    """A late shaping event for a retired episode. Every day end of the episode and every
+    window that could see its program is evaluated (that is why it was retired), so a
+    program.updated or a re-sent episode.started changes nothing any rule will look at
+    and is not kept. An earlier episode.ended still moves the end, as in the fold
+    (``EpisodeBook.apply``): routing of later reports and the active interval follow it.
+    Its course alerts were all resolved before it was retired (``prune``)."""
+    if not isinstance(event, EpisodeEnded):
+        return []
+    end = max(event.local_date, past.start_date)
+    ended_at = past.ended_at
+    if (event.occurred_at, 0, event.event_id) < (past.started_at, 1, past.start_event_id):
+        ended_at = past.started_at  # folds before the start: never active
+    elif event.occurred_at < ended_at:
+        ended_at = event.occurred_at
+    if end >= past.end_date and ended_at == past.ended_at:
+        return []
+    s.past[past.episode_id] = replace(past, end_date=min(end, past.end_date), ended_at=ended_at)
+    return _evaluate_pending(s, config)
+
+
+def _refused_by_past(s: PatientState, event: EpisodeStarted) -> str | None:
+    """The fold's 409-style refusal (``EpisodeBook.apply``) against retired episodes: a
+    start folded (instant, then event_id) inside a past episode's active interval."""
+    for p in s.past.values():
+        if ((p.started_at, p.start_event_id) < (event.occurred_at, event.event_id)
+                and event.occurred_at < p.ended_at):
+            return (f"patient already has an active episode {p.episode_id}; "
+                    "end it before starting another")
+    return None
+
+
 def _record_data(s: PatientState, event: Event) -> None:
     episode_id = getattr(event, "episode_id", None)
     key = data_key(event.local_date, episode_id)
@@ -159,7 +210,7 @@ def _pain_arrived(s: PatientState, event: PainReported, config: AlertConfig) -> 
     s.pain[event.event_id] = PainRecord(event.occurred_at, event.score)
     stale = newest is not None and event.occurred_at < newest
     baseline = None if stale else pain_baseline(s.pain, event.event_id, event.local_date, config)
-    episode = s.book.resolve(event.episode_id, event.local_date)
+    episode = _resolve(s, event.episode_id, event.local_date)
     if episode is None and not stale:
         # Its episode is not known yet (enrolment sent late, offline sync): decided when
         # the episode arrives, with what the pain history said now.
@@ -179,7 +230,7 @@ def _pain_rules(
     score: int,
     stale: bool,
     baseline: float | None,
-    episode: Episode | None,
+    episode: Route | None,
     config: AlertConfig,
 ) -> list[AlertChange]:
     if stale:
@@ -227,7 +278,7 @@ def _symptom_arrived(
 ) -> list[AlertChange]:
     if not event.red_flags and not event.fall:
         return []  # an empty report is a check-in
-    episode = _symptom_episode(s.book, event.episode_id, event.local_date)
+    episode = _symptom_episode(s, event.episode_id, event.local_date)
     if episode is None:
         # Nobody to route to yet: kept until an episode arrives, or surfaced as unrouted
         # to the clinic-wide recipient after the grace period (on_tick).
@@ -240,15 +291,15 @@ def _symptom_arrived(
                           event.fall, episode, config)
 
 
-def _symptom_episode(book: EpisodeBook, episode_id: str | None, day: dt.date) -> Episode | None:
-    episode = book.resolve(episode_id, day)
+def _symptom_episode(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
+    episode = _resolve(s, episode_id, day)
     if episode is not None:
         return episode
-    if episode_id is not None and episode_id not in book.episodes:
+    if episode_id is not None and episode_id not in s.book.episodes and episode_id not in s.past:
         return None  # its own episode has not started yet: wait for it
     # A red flag or fall outside any episode's dates (e.g. reported the day after
     # discharge) is too important to wait: it goes to the most recent episode's clinician.
-    return _latest_episode(book)
+    return _latest_episode(s)
 
 
 def _symptom_rules(
@@ -257,7 +308,7 @@ def _symptom_rules(
     at: dt.datetime,
     red_flags: tuple[str, ...],
     fall: bool,
-    episode: Episode | None,
+    episode: Route | None,
     config: AlertConfig,
 ) -> list[AlertChange]:
     changes: list[AlertChange] = []
@@ -269,9 +320,41 @@ def _symptom_rules(
     return changes
 
 
-def _latest_episode(book: EpisodeBook) -> Episode | None:
-    eps = list(book.episodes.values())
+def _latest_episode(s: PatientState) -> Route | None:
+    eps = _routes(s)
     return max(eps, key=lambda e: e.start_date) if eps else None
+
+
+def _resolve(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
+    """``EpisodeBook.resolve`` over the live and the retired episodes: a retired episode
+    routes a late report exactly as it did while its events were kept."""
+    if not s.past:
+        return s.book.resolve(episode_id, day)
+    if episode_id is not None:
+        named: Route | None = s.book.episodes.get(episode_id)
+        if named is None:
+            named = s.past.get(episode_id)
+        return named if named is not None and named.covers(day) else None
+    candidates = [e for e in _routes(s) if e.covers(day)]
+    return max(candidates, key=lambda e: e.start_date) if candidates else None
+
+
+def _routes(s: PatientState) -> list[Route]:
+    """Every episode, live or retired, in the fold's order (start instant, then the start's
+    event_id): ``max`` keeps the first of equal start dates, as over the book's dict."""
+    live: list[Route] = list(s.book.episodes.values())
+    if not s.past:
+        return live
+    starts = {e.episode_id: e.event_id for e in sorted(
+        (e for e in s.episode_events.values() if e.type == "episode.started"),
+        key=lambda e: (e.occurred_at, e.event_id), reverse=True)}
+
+    def key(e: Route) -> tuple[dt.datetime, str]:
+        if isinstance(e, PastEpisode):
+            return (e.started_at, e.start_event_id)
+        return (e.started_at, starts.get(e.episode_id, ""))
+
+    return sorted([*live, *s.past.values()], key=key)
 
 
 def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]:
@@ -279,17 +362,16 @@ def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]
     arrived after it (alerts carry the report as trigger and its own occurred_at)."""
     if not s.pending:
         return []
-    book = s.book
     changes: list[AlertChange] = []
     for eid, p in list(s.pending.items()):
         if p.type == "pain.reported":
-            episode = book.resolve(p.episode_id, p.local_date)
+            episode = _resolve(s, p.episode_id, p.local_date)
             if episode is None:
                 continue
             changes += _pain_rules(s, eid, p.occurred_at, p.score, p.stale, p.baseline,
                                    episode, config)
         else:
-            episode = _symptom_episode(book, p.episode_id, p.local_date)
+            episode = _symptom_episode(s, p.episode_id, p.local_date)
             if episode is None:
                 continue
             changes += _symptom_rules(s, eid, p.occurred_at, p.red_flags, p.fall, episode,
@@ -491,7 +573,7 @@ def _billing_rule(
         )
         s.alerts[aid] = resolved
         return [AlertChange(change="resolved", alert=resolved)]
-    if aid in s.alerts:
+    if aid in s.alerts or aid in s.cooldowns:
         return []  # once per period (and nothing to count once it fired)
     known = period_of(facts.as_known_at(boundary), day)
     assert known is not None and known.index == period.index
@@ -567,6 +649,8 @@ def acknowledge(
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at must be timezone-aware")
     current = state.alerts.get(alert_id_)
+    if current is None and alert_id_ in state.cooldowns:
+        return state, []  # acknowledged, then resolved: what is left is its cool-down
     if current is None:
         # Resolved alerts leave the state; the adapter passes the stored snapshot so an
         # acknowledgement still records and starts the cool-down.
@@ -598,13 +682,16 @@ def _may_fire(s: PatientState, kind: AlertKind, at: dt.datetime, config: AlertCo
             return False  # one open alert per (patient, kind)
         if a.acknowledged_at is not None and at < a.acknowledged_at + config.cooldown:
             return False  # silent for the cool-down after an acknowledgement
+    for c in s.cooldowns.values():
+        if c.kind == kind and at < c.acknowledged_at + config.cooldown:
+            return False
     return True
 
 
 def _fire(
     s: PatientState,
     kind: AlertKind,
-    episode: Episode | None,
+    episode: Route | None,
     trigger: str,
     at: dt.datetime,
     config: AlertConfig,
@@ -615,7 +702,7 @@ def _fire(
     details: tuple[str, ...] = (),
 ) -> list[AlertChange]:
     aid = alert_id(s.patient_id, kind, trigger)
-    if aid in s.alerts or not _may_fire(s, kind, at, config):
+    if aid in s.alerts or aid in s.cooldowns or not _may_fire(s, kind, at, config):
         return []  # the id check is what makes a replay harmless
     alert = Alert(
         id=aid,
@@ -671,6 +758,12 @@ def _resolve_kind(
 # Late data older than this (behind the newest instant seen) is not expected to change a
 # cool-down decision: an acknowledged alert is dropped that long after its cool-down ended.
 _COOLDOWN_SLACK = dt.timedelta(days=7)
+# billing_at_risk counts data days of a 30-day period ending at most at the next boundary;
+# with no episode running, the same month is kept for an enrolment that arrives late.
+_DATA_DAYS_KEPT = 31
+# A retired episode's routing facts are kept this long after its end date (the latest
+# episode's always: out-of-episode red flags go to its clinician).
+_PAST_EPISODE_DAYS = 365
 
 
 def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
@@ -715,14 +808,122 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
         for key, pr in list(s.pain.items()):
             if pr.local_date < pain_cut:
                 del s.pain[key]
+    _retire_episodes(s, _retire_cut(lows, data_cut, config))
+    _forget_past_episodes(s)
     for aid, a in list(s.alerts.items()):
-        if _alert_still_needed(s, a, config):
+        if not _alert_still_needed(s, a, config):
+            del s.alerts[aid]
+        elif a.status == "resolved" and a.acknowledged_at is not None:
+            # Resolved is final: of the snapshot only the cool-down (and inactivity's
+            # trigger) can still change a decision (``_may_fire``, ``_fire``'s id check).
+            inactivity = a.kind == "inactivity"
+            s.cooldowns[aid] = Cooldown(
+                aid, a.kind, a.acknowledged_at, a.episode_id if inactivity else "",
+                _inactivity_last(a) if inactivity else None)
+            del s.alerts[aid]
+    for aid, c in list(s.cooldowns.items()):
+        if not (_cooling(s, c.acknowledged_at, config)
+                or (c.last_data is not None and _gap_may_recur(s, c.episode_id, c.last_data))):
+            del s.cooldowns[aid]
+
+
+def _retire_cut(lows: list[dt.date], data_cut: dt.date, config: AlertConfig) -> dt.date | None:
+    """An ended episode whose end date is before this (None: any date) and whose day ends
+    are all evaluated is seen by no rule any more, except through its routing facts.
+
+    The bound. An ended episode E is read by
+    (1) its own day ends (inactivity, adherence_low, billing_at_risk; the boundary after
+        its end date ends the last 30-day period and resolves its alert; a late first
+        tick catches them all up): done once its day cursor is past its end date;
+    (2) the adherence window of another episode's day end, which prorates the program of
+        the episode covering each day of the window: a day end still to come is at
+        D >= (lowest running cursor) + 1 and looks back ``adherence_window_days`` from
+        D - 1, so E's days are out of reach once E ends before low + 1 - window;
+    (3) the windows of an episode not known yet. Those start at day
+        ``adherence_from_episode_day`` - ``adherence_window_days`` of that episode: never
+        before its start with the defaults (8 > 7), where a later-starting episode wins
+        every day it shares with E. With a configuration that reaches back before the
+        start, the reach is bounded by the month of late enrolment the data is kept for
+        (``data_cut``);
+    (4) routing: a late pain report, red flag or fall dated in E or naming it, a pending
+        report waiting for it, "the latest episode", and the refusal of a second active
+        episode.started: all answered by the ``PastEpisode`` kept instead of the events.
+    The pain baseline (pain reports), cool-downs (alerts), the pending grace (pending
+    reports) and billing's own ledger (separate) do not read E's events, so they set no
+    bound here. With the defaults: a day after the end date if no other episode runs,
+    else once the running episode's cursor is a window (7 days) past E's end date.
+    """
+    w = config.adherence_window_days
+    cuts: list[dt.date] = []
+    if lows:
+        cuts.append(min(lows) + dt.timedelta(days=1 - w))
+    reach = w - config.adherence_from_episode_day
+    if reach > 0:
+        cuts.append(data_cut - dt.timedelta(days=reach))
+    return min(cuts) if cuts else None
+
+
+def _retire_episodes(s: PatientState, cut: dt.date | None) -> None:
+    """Replace the events of each episode no rule can look at any more (``_retire_cut``)
+    by its routing facts (``PastEpisode``)."""
+    book = s.book
+    going: dict[str, Episode] = {}
+    for ep in book.episodes.values():
+        cursor = s.day_cursor.get(ep.episode_id)
+        if ep.end_date is None or cursor is None or cursor <= ep.end_date:
+            continue  # day ends still to evaluate
+        if cut is not None and ep.end_date >= cut:
             continue
-        del s.alerts[aid]
+        if any(a.episode_id == ep.episode_id and a.kind in TIME_DRIVEN_KINDS
+               and a.status != "resolved" for a in s.alerts.values()):
+            continue  # its own events (a late episode.ended) may still resolve these
+        going[ep.episode_id] = ep
+    if not going:
+        return
+    kept = {k: e for k, e in s.episode_events.items() if e.episode_id not in going}
+    after, _ = fold_book(kept.values())
+    if after.episodes != {k: e for k, e in book.episodes.items() if k not in going}:
+        return  # the other episodes would fold differently without these: keep them all
+    refused = s.refused_episode_starts
+    for ep in going.values():
+        own = sorted((e for e in s.episode_events.values() if e.episode_id == ep.episode_id),
+                     key=lambda e: (e.occurred_at, e.event_id))
+        start = next(e for e in own if e.type == "episode.started"
+                     and e.occurred_at == ep.started_at and e.event_id not in refused)
+        start_key = (start.occurred_at, 1, start.event_id)
+        ends = [(e.occurred_at, 0, e.event_id) for e in own if e.type == "episode.ended"]
+        # The fold applies an episode.ended sorted before the start right after it.
+        ended_at = min(ends)[0] if min(ends) > start_key else start.occurred_at
+        assert ep.end_date is not None
+        s.past[ep.episode_id] = PastEpisode(ep.episode_id, ep.clinician_id, ep.end_date,
+                                            ep.started_at, start.event_id, ended_at)
+        # Its day cursor stays while the past episode does (inert: on_tick walks the
+        # book); the stored form derives it from the end date.
+        s.data_floor.pop(ep.episode_id, None)
+    s.episode_events = kept
+    s.invalidate_book()
 
 
-# billing_at_risk counts data days of a 30-day period ending at most at the next boundary.
-_DATA_DAYS_KEPT = 31
+def _forget_past_episodes(s: PatientState) -> None:
+    """Past episodes a year after their end date, except the latest episode (routing of a
+    red flag outside every episode). An episode.started of an unknown episode dated on
+    or before a forgotten one's end is then ignored (``retired_to``)."""
+    if not s.past or s.clock is None:
+        return
+    cut = s.clock.date() - dt.timedelta(days=_PAST_EPISODE_DAYS)
+    latest = _latest_episode(s)
+    for key, p in list(s.past.items()):
+        if p.end_date < cut and p is not latest:
+            del s.past[key]
+            s.day_cursor.pop(key, None)
+            if s.retired_to is None or p.end_date > s.retired_to:
+                s.retired_to = p.end_date
+
+
+def _cooling(s: PatientState, acknowledged_at: dt.datetime | None, config: AlertConfig) -> bool:
+    """Its cool-down can still silence the kind (late data within ``_COOLDOWN_SLACK``)."""
+    return acknowledged_at is not None and s.clock is not None and (
+        s.clock < acknowledged_at + config.cooldown + _COOLDOWN_SLACK)
 
 
 def _alert_still_needed(s: PatientState, a: Alert, config: AlertConfig) -> bool:
@@ -730,20 +931,31 @@ def _alert_still_needed(s: PatientState, a: Alert, config: AlertConfig) -> bool:
         return True
     if a.kind in ALWAYS_FIRE_KINDS:
         return False  # acknowledged is final; every report fires anyway
-    if a.acknowledged_at is not None and s.clock is not None and (
-        s.clock < a.acknowledged_at + config.cooldown + _COOLDOWN_SLACK
-    ):
+    if _cooling(s, a.acknowledged_at, config):
         return True  # its cool-down can still silence the kind
     if a.status == "acknowledged":
         return True  # not resolved yet: the condition can still clear it
     if a.kind == "inactivity":
-        # Trigger (episode, newest data date L): the same gap can come round again only
-        # while L is still the episode's newest data date.
-        # It fired at 00:00 of L + gap + 1 (local), value = gap.
-        ep = s.book.episodes.get(a.episode_id)
-        last = a.fired_at.date() - dt.timedelta(days=int(a.value or 0) + 1)
-        return ep is not None and _newest_data_date(s, ep) <= last
+        return _gap_may_recur(s, a.episode_id, _inactivity_last(a))
     return False  # other triggers (an event, a day end, a period) are evaluated once
+
+
+def _inactivity_last(a: Alert) -> dt.date:
+    # Trigger (episode, newest data date L); it fired at 00:00 of L + gap + 1 (local),
+    # value = gap.
+    return a.fired_at.date() - dt.timedelta(days=int(a.value or 0) + 1)
+
+
+def _gap_may_recur(s: PatientState, episode_id: str, last: dt.date) -> bool:
+    """Inactivity's trigger (episode, L) can fire again only while L is still the
+    episode's newest data date and a day end inside the episode is still to come."""
+    ep = s.book.episodes.get(episode_id)
+    if ep is None:
+        return False
+    cursor = s.day_cursor.get(ep.episode_id)
+    if ep.end_date is not None and cursor is not None and cursor >= ep.end_date:
+        return False  # inactivity is judged at day ends D inside the episode: none left
+    return _newest_data_date(s, ep) <= last
 
 
 def _newest_data_date(s: PatientState, ep: Episode) -> dt.date:

@@ -9,8 +9,14 @@ Only what the rules still need is kept, so a patient's state does not grow with 
 - completed sessions (one record per session, local date and named episode: the earliest
   completion) from 7 days before that boundary (the adherence window);
 - pain reports in the baseline horizon (7 local days before the newest report);
-- alerts that are not resolved, and acknowledged ones while their cool-down can matter;
-- per-episode day cursors, and pending events (patient data whose episode is not known yet).
+- alerts that are not resolved; of an acknowledged alert that resolved, only a compact
+  cool-down entry (id, kind, acknowledged_at) while its cool-down can matter;
+- per-episode day cursors, and pending events (patient data whose episode is not known yet);
+- episodes: the full episode events while any rule can still look at them; an episode the
+  timer has finished and that no remaining day end can reach is *retired* to a compact
+  ``PastEpisode`` (id, clinician, dates, active interval) that keeps routing and the
+  second-active-episode refusal exact for late events (the bound: ``alerts.rules.prune``).
+  A past episode is forgotten a year after its end, except the patient's latest.
 
 Duplicate detection is the driver's: the worker feeds only events the ``events`` table did
 not have; the offline evaluator keeps a set of ids while it reads a file.
@@ -28,12 +34,17 @@ import orjson
 from pydantic import TypeAdapter
 
 from alerts.adherence import Completion
-from alerts.models import Alert
+from alerts.models import Alert, AlertKind
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 
 _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 _ALERT_JSON: TypeAdapter[Alert] = TypeAdapter(Alert)
-STATE_VERSION = 2
+# 3: adds past episodes ("pe"), cool-down entries ("cd") and the retired horizon ("rt");
+# every other key is encoded as in 2, so a version-2 state decodes as it is (and is
+# compacted by the next prune).
+STATE_VERSION = 3
+_ONE_DAY = dt.timedelta(days=1)
+_DECODABLE_VERSIONS = (2, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,45 @@ class Pending:
         return self.occurred_at.date()
 
 
+@dataclass(frozen=True, slots=True)
+class PastEpisode:
+    """What the rules keep of a retired episode: enough to route a late report to it
+    (``resolve``, "the latest episode") and to refuse a late ``episode.started`` that
+    falls inside its active time, as the full episode events would have."""
+
+    episode_id: str
+    clinician_id: str
+    end_date: dt.date
+    # The active interval in event time, as the fold saw it: from the episode.started
+    # (instant, event_id: ties at one instant fold by event_id) to the first episode.ended
+    # (``ended_at == started_at`` when an episode.ended folded before the start).
+    started_at: dt.datetime
+    start_event_id: str
+    ended_at: dt.datetime
+
+    @property
+    def start_date(self) -> dt.date:
+        return self.started_at.date()  # as Episode.start_date: the start's local date
+
+    def covers(self, day: dt.date) -> bool:
+        return self.start_date <= day <= self.end_date
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """What is left of an acknowledged alert that resolved: it silences its kind until
+    ``acknowledged_at`` + the configured cool-down, and its id may not fire again.
+
+    ``episode_id`` and ``last_data`` (L of its trigger) only for inactivity, whose trigger
+    (episode, L) can come round again while L is still the episode's newest data date."""
+
+    alert_id: str
+    kind: AlertKind
+    acknowledged_at: dt.datetime
+    episode_id: str = ""
+    last_data: dt.date | None = None
+
+
 def data_key(day: dt.date, episode_id: str | None) -> str:
     return f"{day.isoformat()}|{episode_id or ''}"
 
@@ -119,6 +169,13 @@ class PatientState:
     # The newest instant the state has seen (event occurred_at, tick now): the reference
     # for dropping acknowledged alerts whose cool-down can no longer matter.
     clock: dt.datetime | None = None
+    # acknowledged and resolved alerts, by id, reduced to their cool-down
+    cooldowns: dict[str, Cooldown] = field(default_factory=dict)
+    # retired episodes, by episode_id (their events are no longer in ``episode_events``)
+    past: dict[str, PastEpisode] = field(default_factory=dict)
+    # The newest end date of a past episode that was forgotten: an episode.started of an
+    # unknown episode dated on or before it is ignored (it could re-create a forgotten one).
+    retired_to: dt.date | None = None
 
     _book: EpisodeBook | None = field(default=None, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
@@ -141,7 +198,8 @@ class PatientState:
 
     def _facts(self) -> tuple[Any, ...]:
         return (self.patient_id, self.episode_events, self.data, self.data_floor, self.pain,
-                self.completions, self.alerts, self.day_cursor, self.pending, self.clock)
+                self.completions, self.alerts, self.day_cursor, self.pending, self.clock,
+                self.cooldowns, self.past, self.retired_to)
 
     def __eq__(self, other: object) -> bool:
         # Value equality of the stored facts; the cached book is derived, not state.
@@ -168,6 +226,9 @@ class PatientState:
             day_cursor=dict(self.day_cursor),
             pending=dict(self.pending),
             clock=self.clock,
+            cooldowns=dict(self.cooldowns),
+            past=dict(self.past),
+            retired_to=self.retired_to,
         )
         new._book, new._refused = self._book, self._refused  # shared until invalidated
         return new
@@ -207,19 +268,33 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
     if state.alerts:
         out["a"] = [a.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
                     for a in state.alerts.values()]
-    if state.day_cursor:
-        out["dc"] = {k: v.isoformat() for k, v in state.day_cursor.items()}
+    # A past episode's cursor is the day after its end date unless an earlier
+    # episode.ended moved the end: only then is it written.
+    cursors = {k: v.isoformat() for k, v in state.day_cursor.items()
+               if k not in state.past or v != state.past[k].end_date + _ONE_DAY}
+    if cursors:
+        out["dc"] = cursors
     if state.pending:
         out["pd"] = [[p.event_id, p.type, _ts(p.occurred_at), _ts(p.known_at), p.episode_id,
                       p.score, p.stale, p.baseline, list(p.red_flags), p.fall]
                      for p in state.pending.values()]
     if state.clock is not None:
         out["t"] = _ts(state.clock)
+    if state.cooldowns:
+        out["cd"] = [[c.alert_id, c.kind, _ts(c.acknowledged_at)]
+                     + ([c.episode_id, c.last_data.isoformat()] if c.last_data else [])
+                     for c in state.cooldowns.values()]
+    if state.past:
+        out["pe"] = [[p.episode_id, p.clinician_id, p.end_date.isoformat(), _ts(p.started_at),
+                      p.start_event_id, _ts(p.ended_at)]
+                     for p in state.past.values()]
+    if state.retired_to is not None:
+        out["rt"] = state.retired_to.isoformat()
     return out
 
 
 def state_from_dict(data: dict[str, Any]) -> PatientState:
-    if data.get("v") != STATE_VERSION:
+    if data.get("v") not in _DECODABLE_VERSIONS:
         raise ValueError(f"unknown alert state version {data.get('v')!r}")
     s = PatientState(patient_id=data["p"])
     for e in data.get("ep", ()):
@@ -248,6 +323,16 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
                                  tuple(flags), fall)
     if "t" in data:
         s.clock = _pts(data["t"])
+    for item in data.get("cd", ()):
+        aid, kind, acked = item[:3]
+        ep, last = (item[3], dt.date.fromisoformat(item[4])) if len(item) > 3 else ("", None)
+        s.cooldowns[aid] = Cooldown(aid, kind, _pts(acked), ep, last)
+    for ep, clinician, end, started, start_eid, ended in data.get("pe", ()):
+        p = s.past[ep] = PastEpisode(ep, clinician, dt.date.fromisoformat(end), _pts(started),
+                                     start_eid, _pts(ended))
+        s.day_cursor.setdefault(ep, p.end_date + _ONE_DAY)
+    if "rt" in data:
+        s.retired_to = dt.date.fromisoformat(data["rt"])
     return s
 
 
