@@ -113,14 +113,19 @@ def apply_event_outcome(
         past = s.past.get(event.episode_id)
         if past is not None:
             return _past_episode_event(s, past, event, config), None
-        if isinstance(event, EpisodeStarted) and event.episode_id not in s.book.episodes:
-            if s.retired_to is not None and event.local_date <= s.retired_to:
+        if isinstance(event, EpisodeStarted):
+            live = s.book.episodes.get(event.episode_id)
+            if live is None and s.retired_to is not None and event.local_date <= s.retired_to:
                 # Could re-create a forgotten past episode and replay its every day end;
                 # a start more than a year late is beyond what the alert rules take.
                 return [], None
-            reason = _refused_by_past(s, event)
-            if reason is not None:
-                return [], reason
+            # Folded before its episode's kept start (or its episode is new), a start is
+            # judged where it folds; one after it is a re-send the fold ignores.
+            if live is None or (event.occurred_at, event.event_id) < (
+                    live.started_at, _start_event_id(s, live)):
+                reason = _refused_by_past(s, event)
+                if reason is not None:
+                    return [], reason
         s.episode_events[event.event_id] = event
         s.invalidate_book()
         if isinstance(event, EpisodeStarted):
@@ -345,16 +350,20 @@ def _routes(s: PatientState) -> list[Route]:
     live: list[Route] = list(s.book.episodes.values())
     if not s.past:
         return live
-    starts = {e.episode_id: e.event_id for e in sorted(
-        (e for e in s.episode_events.values() if e.type == "episode.started"),
-        key=lambda e: (e.occurred_at, e.event_id), reverse=True)}
 
     def key(e: Route) -> tuple[dt.datetime, str]:
         if isinstance(e, PastEpisode):
             return (e.started_at, e.start_event_id)
-        return (e.started_at, starts.get(e.episode_id, ""))
+        return (e.started_at, _start_event_id(s, e))
 
     return sorted([*live, *s.past.values()], key=key)
+
+
+def _start_event_id(s: PatientState, ep: Episode) -> str:
+    """The event_id of the episode.started the fold took for ``ep`` (first at its instant)."""
+    return min((e.event_id for e in s.episode_events.values()
+                if e.type == "episode.started" and e.episode_id == ep.episode_id
+                and e.occurred_at == ep.started_at), default="")
 
 
 def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]:
@@ -814,13 +823,7 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
         if not _alert_still_needed(s, a, config):
             del s.alerts[aid]
         elif a.status == "resolved" and a.acknowledged_at is not None:
-            # Resolved is final: of the snapshot only the cool-down (and inactivity's
-            # trigger) can still change a decision (``_may_fire``, ``_fire``'s id check).
-            inactivity = a.kind == "inactivity"
-            s.cooldowns[aid] = Cooldown(
-                aid, a.kind, a.acknowledged_at, a.episode_id if inactivity else "",
-                _inactivity_last(a) if inactivity else None)
-            del s.alerts[aid]
+            _to_cooldown(s, a)
     for aid, c in list(s.cooldowns.items()):
         if not (_cooling(s, c.acknowledged_at, config)
                 or (c.last_data is not None and _gap_may_recur(s, c.episode_id, c.last_data))):
@@ -918,6 +921,18 @@ def _forget_past_episodes(s: PatientState) -> None:
             s.day_cursor.pop(key, None)
             if s.retired_to is None or p.end_date > s.retired_to:
                 s.retired_to = p.end_date
+
+
+def _to_cooldown(s: PatientState, a: Alert) -> None:
+    """Resolved is final: of an acknowledged alert's snapshot only the cool-down (and
+    inactivity's trigger) can still change a decision (``_may_fire``, ``_fire``'s id
+    check, ``acknowledge``'s "already acknowledged")."""
+    inactivity = a.kind == "inactivity"
+    assert a.acknowledged_at is not None
+    s.cooldowns[a.id] = Cooldown(a.id, a.kind, a.acknowledged_at,
+                                 a.episode_id if inactivity else "",
+                                 _inactivity_last(a) if inactivity else None)
+    del s.alerts[a.id]
 
 
 def _cooling(s: PatientState, acknowledged_at: dt.datetime | None, config: AlertConfig) -> bool:

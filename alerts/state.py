@@ -18,6 +18,18 @@ Only what the rules still need is kept, so a patient's state does not grow with 
   second-active-episode refusal exact for late events (the bound: ``alerts.rules.prune``).
   A past episode is forgotten a year after its end, except the patient's latest.
 
+Where a retired episode answers differently from its kept events (all far outside the
+lateness the rules are built for, and on the safe side):
+- a late event that would re-shape it (a re-sent ``episode.started`` that folds before
+  the kept one, a ``program.updated``) is not kept: its first start and program stand;
+- a back-dated ``episode.started`` of a new episode that would still be open at a past
+  episode's start no longer makes the fold refuse that (long finished) episode and every
+  later one: the past episodes keep routing;
+- a year after its end a past episode is forgotten: a report dated in it is routed as one
+  outside every episode (the latest episode's clinician; naming it, the clinic-wide
+  recipient after the grace period), and an ``episode.started`` dated on or before the
+  newest forgotten end is ignored (``retired_to``).
+
 Duplicate detection is the driver's: the worker feeds only events the ``events`` table did
 not have; the offline evaluator keeps a set of ids while it reads a file.
 
@@ -248,6 +260,11 @@ def _pts(v: str) -> dt.datetime:
     return dt.datetime.fromisoformat(v)
 
 
+def _seconds(v: dt.timedelta) -> int | float:
+    whole = v.days * 86400 + v.seconds
+    return whole if not v.microseconds else whole + v.microseconds / 1e6
+
+
 def state_to_dict(state: PatientState) -> dict[str, Any]:
     """A JSON-able dict of compact arrays; round-trips with ``state_from_dict``."""
     out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
@@ -285,8 +302,10 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
                      + ([c.episode_id, c.last_data.isoformat()] if c.last_data else [])
                      for c in state.cooldowns.values()]
     if state.past:
-        out["pe"] = [[p.episode_id, p.clinician_id, p.end_date.isoformat(), _ts(p.started_at),
-                      p.start_event_id, _ts(p.ended_at)]
+        # The end as offsets from the start (days; seconds, whole when they are): a third
+        # shorter than two more timestamps, and only instants are compared.
+        out["pe"] = [[p.episode_id, p.clinician_id, _ts(p.started_at), p.start_event_id,
+                      (p.end_date - p.start_date).days, _seconds(p.ended_at - p.started_at)]
                      for p in state.past.values()]
     if state.retired_to is not None:
         out["rt"] = state.retired_to.isoformat()
@@ -327,9 +346,11 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         aid, kind, acked = item[:3]
         ep, last = (item[3], dt.date.fromisoformat(item[4])) if len(item) > 3 else ("", None)
         s.cooldowns[aid] = Cooldown(aid, kind, _pts(acked), ep, last)
-    for ep, clinician, end, started, start_eid, ended in data.get("pe", ()):
-        p = s.past[ep] = PastEpisode(ep, clinician, dt.date.fromisoformat(end), _pts(started),
-                                     start_eid, _pts(ended))
+    for ep, clinician, started, start_eid, end_days, ended_s in data.get("pe", ()):
+        started_at = _pts(started)
+        p = s.past[ep] = PastEpisode(
+            ep, clinician, started_at.date() + dt.timedelta(days=end_days), started_at,
+            start_eid, started_at + dt.timedelta(seconds=ended_s))
         s.day_cursor.setdefault(ep, p.end_date + _ONE_DAY)
     if "rt" in data:
         s.retired_to = dt.date.fromisoformat(data["rt"])
