@@ -830,8 +830,8 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
             del s.cooldowns[aid]
 
 
-def _retire_cut(lows: list[dt.date], data_cut: dt.date, config: AlertConfig) -> dt.date | None:
-    """An ended episode whose end date is before this (None: any date) and whose day ends
+def _retire_cut(lows: list[dt.date], data_cut: dt.date, config: AlertConfig) -> dt.date:
+    """An ended episode whose end date is before this and whose day ends
     are all evaluated is seen by no rule any more, except through its routing facts.
 
     The bound. An ended episode E is read by
@@ -853,20 +853,26 @@ def _retire_cut(lows: list[dt.date], data_cut: dt.date, config: AlertConfig) -> 
         episode.started: all answered by the ``PastEpisode`` kept instead of the events.
     The pain baseline (pain reports), cool-downs (alerts), the pending grace (pending
     reports) and billing's own ledger (separate) do not read E's events, so they set no
-    bound here. With the defaults: a day after the end date if no other episode runs,
-    else once the running episode's cursor is a window (7 days) past E's end date.
+    bound here. The rules alone would let E go a day after its end with no other episode
+    running; but readers of the post-batch state see E through the book too: the
+    worklist rollups (``alerts.rollup``) rewrite the last 8 days' trailing 7-day
+    adherence each batch, i.e. up to 14 days back from the newest day, pinned to the end
+    date of the latest episode. So E also waits for ``data_cut``, the month of data and
+    completions the state keeps (then those rows could change no more anyway): with the
+    defaults, E retires 31 days after its end date (behind the lowest running cursor,
+    else the clock).
     """
     w = config.adherence_window_days
-    cuts: list[dt.date] = []
+    cuts = [data_cut]
     if lows:
         cuts.append(min(lows) + dt.timedelta(days=1 - w))
     reach = w - config.adherence_from_episode_day
     if reach > 0:
         cuts.append(data_cut - dt.timedelta(days=reach))
-    return min(cuts) if cuts else None
+    return min(cuts)
 
 
-def _retire_episodes(s: PatientState, cut: dt.date | None) -> None:
+def _retire_episodes(s: PatientState, cut: dt.date) -> None:
     """Replace the events of each episode no rule can look at any more (``_retire_cut``)
     by its routing facts (``PastEpisode``)."""
     book = s.book
@@ -875,7 +881,7 @@ def _retire_episodes(s: PatientState, cut: dt.date | None) -> None:
         cursor = s.day_cursor.get(ep.episode_id)
         if ep.end_date is None or cursor is None or cursor <= ep.end_date:
             continue  # day ends still to evaluate
-        if cut is not None and ep.end_date >= cut:
+        if ep.end_date >= cut:
             continue
         if any(a.episode_id == ep.episode_id and a.kind in TIME_DRIVEN_KINDS
                and a.status != "resolved" for a in s.alerts.values()):
