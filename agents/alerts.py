@@ -19,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from streams.settings import Settings
 from streams import control
-from streams.db.alerts import published, unpublished
 from streams.app import Topology
+from streams.db.alerts import published, unpublished
 from streams.db.events import EventStore, utc_now
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,17 @@ class Publisher:
         self.topology = topology
         self.store = store
 
-    async def publish(self, rows: Sequence[tuple[int, str, str]],
-                      received: dict[str, dt.datetime] | None = None) -> None:
+    async def publish(
+        self, rows: Sequence[tuple[int, str, str]], received: dict[str, dt.datetime] | None = None
+    ) -> None:
         """Send (seq, patient_id, change JSON) to rtm.alerts, wait for Kafka's acks, then
         delete the rows. A failure leaves them for the timer (at-least-once)."""
         if not rows:
             return
-        futures = [await self.topology.alerts.send(key=pid.encode(), value=payload.encode())
-                   for _, pid, payload in rows]
+        futures = [
+            await self.topology.alerts.send(key=pid.encode(), value=payload.encode())
+            for _, pid, payload in rows
+        ]
         await asyncio.gather(*futures)
         m = self.topology.metrics
         if received:

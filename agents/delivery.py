@@ -58,9 +58,14 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-RTM-Signature"
 # Errors of a database that is briefly away (restart, failover, network): a timer logs them
 # and carries on at its next tick instead of taking the worker down.
-DB_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                  asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
-                  asyncpg.TooManyConnectionsError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -85,14 +90,16 @@ def validate_url(url: str) -> str:
         raise ValueError("has no host")
     if parts.username is not None or parts.password is not None:
         # stored and listed in plain; the HMAC signature is the receiver's authentication
-        raise ValueError("must not carry credentials (user:password@); the signature"
-                         " authenticates the sender")
+        raise ValueError(
+            "must not carry credentials (user:password@); the signature authenticates the sender"
+        )
     if port == 0:
         raise ValueError("has port 0")
     host = parts.hostname
-    if not _is_ip(host) and not all(label and len(label) <= 63 and
-                                    all(ch.isalnum() or ch == "-" for ch in label)
-                                    for label in host.rstrip(".").split(".")):
+    if not _is_ip(host) and not all(
+        label and len(label) <= 63 and all(ch.isalnum() or ch == "-" for ch in label)
+        for label in host.rstrip(".").split(".")
+    ):
         raise ValueError(f"has an invalid host name {host!r}")
     return url
 
@@ -121,10 +128,18 @@ class RetryPolicy:
     caps: tuple[float, float, float, float]  # by severity rank: critical, high, medium, low
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "RetryPolicy":
-        return cls(s.webhook_backoff_s, s.webhook_max_attempts, s.webhook_retry_interval_s,
-                   (s.webhook_max_delay_critical_s, s.webhook_max_delay_high_s,
-                    s.webhook_max_delay_medium_s, s.webhook_max_delay_low_s))
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        return cls(
+            s.webhook_backoff_s,
+            s.webhook_max_attempts,
+            s.webhook_retry_interval_s,
+            (
+                s.webhook_max_delay_critical_s,
+                s.webhook_max_delay_high_s,
+                s.webhook_max_delay_medium_s,
+                s.webhook_max_delay_low_s,
+            ),
+        )
 
     def cap(self, rank: int) -> float:
         return self.caps[min(max(rank, 0), len(self.caps) - 1)]
@@ -170,13 +185,15 @@ def signed_headers(secret: str, body: bytes, idempotency_key: str) -> dict[str, 
     }
 
 
-async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: bytes,
-                      idempotency_key: str) -> str | None:
+async def post_signed(
+    client: httpx.AsyncClient, url: str, secret: str, body: bytes, idempotency_key: str
+) -> str | None:
     """One attempt: None on a 2xx, else what went wrong (no URL, no body: those may carry
     patient data or tokens and the error ends up in logs and the API)."""
     try:
-        resp = await client.post(url, content=body,
-                                 headers=signed_headers(secret, body, idempotency_key))
+        resp = await client.post(
+            url, content=body, headers=signed_headers(secret, body, idempotency_key)
+        )
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
@@ -195,13 +212,21 @@ class PingResult:
 
 async def send_ping(url: str, secret: str, timeout_s: float) -> PingResult:
     """A signed test POST (`rtm alerts webhook --test`): {"change": "ping", ...}."""
-    body = orjson.dumps({"change": "ping", "ping_id": str(uuid.uuid4()),
-                         "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    body = orjson.dumps(
+        {
+            "change": "ping",
+            "ping_id": str(uuid.uuid4()),
+            "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     t0 = time.monotonic()
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         try:
-            resp = await client.post(url, content=body, headers=signed_headers(
-                secret, body, f"ping:{orjson.loads(body)['ping_id']}"))
+            resp = await client.post(
+                url,
+                content=body,
+                headers=signed_headers(secret, body, f"ping:{orjson.loads(body)['ping_id']}"),
+            )
         except httpx.HTTPError as exc:
             return PingResult(None, type(exc).__name__, time.monotonic() - t0)
     return PingResult(resp.status_code, None, time.monotonic() - t0)
@@ -249,8 +274,9 @@ class Deliverer:
         try:
             return await self.dispatch()
         except DB_UNAVAILABLE as exc:
-            log.warning("webhook delivery: database unavailable (%s); next tick",
-                        type(exc).__name__)
+            log.warning(
+                "webhook delivery: database unavailable (%s); next tick", type(exc).__name__
+            )
             return 0
 
     async def _endpoint(self, first: Claimed) -> None:
@@ -278,8 +304,7 @@ class Deliverer:
         except ValueError as exc:  # sealed with another key: visible as a failed delivery
             secret, error = None, str(exc)
         if secret is not None:
-            error = await post_signed(self.client, c.url, secret, body,
-                                      f"{c.alert_id}:{c.change}")
+            error = await post_signed(self.client, c.url, secret, body, f"{c.alert_id}:{c.change}")
         async with self.store.acquire() as conn:
             if error is None:
                 # Back after an outage of more than one attempt (a single failure is as
@@ -291,14 +316,23 @@ class Deliverer:
             attempts = c.attempts + 1
             exhausted = self.policy.exhausted(attempts)
             await mark_attempt_failed(
-                conn, c, error, exhausted, self.policy.delivery_delay(attempts, c.severity_rank),
-                self.policy.endpoint_delays(c.failures + 1))
+                conn,
+                c,
+                error,
+                exhausted,
+                self.policy.delivery_delay(attempts, c.severity_rank),
+                self.policy.endpoint_delays(c.failures + 1),
+            )
         # 'failed' is counted once per delivery, when its quick attempts run out
         outcome = "failed" if attempts == self.policy.max_attempts else "retry"
         self.metrics.deliveries.labels(outcome).inc()
         if outcome == "failed":
-            log.warning("webhook delivery failed after %d attempts (%s); retried at most %.0f s"
-                        " apart", attempts, error, self.policy.cap(c.severity_rank))
+            log.warning(
+                "webhook delivery failed after %d attempts (%s); retried at most %.0f s apart",
+                attempts,
+                error,
+                self.policy.cap(c.severity_rank),
+            )
         return False
 
     async def close(self) -> None:

@@ -72,8 +72,10 @@ class DeadLetterGuard:
         if self.max_consecutive and consecutive >= self.max_consecutive:
             return f"{consecutive} records dead-lettered in a row (limit {self.max_consecutive})"
         if self.max_ratio < 1.0 and seen >= self.min_records and bad / seen > self.max_ratio:
-            return (f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "
-                    f"(limit {self.max_ratio:.0%})")
+            return (
+                f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "
+                f"(limit {self.max_ratio:.0%})"
+            )
         self.consecutive = consecutive
         window.append((now, records, dead))
         self.window = window
@@ -95,8 +97,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class IngestConsumer:
-    def __init__(self, settings: Settings, step: Step,
-                 metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, step: Step, metrics: WorkerMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.step = step
         self.metrics = metrics
@@ -138,15 +141,19 @@ class IngestConsumer:
             except DeadLetterLimit as exc:
                 # Stay up (metrics, timers) but consume nothing until an operator restarts
                 # the worker with the cause fixed: the records are still in Kafka.
-                log.critical("ingest halted at the dead-letter limit: %s; fix the producer "
-                             "or the deploy, then restart the worker", exc)
+                log.critical(
+                    "ingest halted at the dead-letter limit: %s; fix the producer "
+                    "or the deploy, then restart the worker",
+                    exc,
+                )
                 self.halted = str(exc)
                 if self.metrics is not None:
                     self.metrics.ingest_halted.set(1)
                 await asyncio.Event().wait()
             except Exception as exc:
-                log.warning("ingest consumer stopped (%s); restarting in %.1f s",
-                            type(exc).__name__, delay)
+                log.warning(
+                    "ingest consumer stopped (%s); restarting in %.1f s", type(exc).__name__, delay
+                )
                 self.committed.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -159,8 +166,9 @@ class IngestConsumer:
         try:
             while True:
                 self.last_poll = time.monotonic()
-                fetched = await consumer.getmany(timeout_ms=window_ms,
-                                                 max_records=self.settings.worker_batch_size)
+                fetched = await consumer.getmany(
+                    timeout_ms=window_ms, max_records=self.settings.worker_batch_size
+                )
                 if not fetched:
                     continue
                 async with self.lock:
@@ -169,14 +177,21 @@ class IngestConsumer:
                     fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
                     if not fetched:
                         continue
-                    await self.step([
-                        (r.value, tp.partition,
-                         r.timestamp / 1000.0 if r.timestamp is not None else None)
-                        for tp, rs in fetched.items() for r in rs
-                    ])
+                    await self.step(
+                        [
+                            (
+                                r.value,
+                                tp.partition,
+                                r.timestamp / 1000.0 if r.timestamp is not None else None,
+                            )
+                            for tp, rs in fetched.items()
+                            for r in rs
+                        ]
+                    )
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
-                    await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in
-                                           offsets.items()})
+                    await consumer.commit(
+                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    )
                     self.committed.update(offsets)
         finally:
             await consumer.stop()
@@ -209,5 +224,7 @@ class IngestConsumer:
                 self.committed.setdefault(tp, committed)
             else:
                 starts[tp] = (await consumer.beginning_offsets([tp]))[tp]
-        return {tp.partition: max(int(ends[tp]) - int(self.committed.get(tp, starts.get(tp, 0))), 0)
-                for tp in tps}
+        return {
+            tp.partition: max(int(ends[tp]) - int(self.committed.get(tp, starts.get(tp, 0))), 0)
+            for tp in tps
+        }

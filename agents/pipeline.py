@@ -23,21 +23,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from agents.alerts import Publisher, partition_of, register_clock, register_publisher
 from agents.ingest import DeadLetterGuard, DeadLetterLimit, IngestConsumer
-from streams.db.billing import write_ledger
-from streams.db.rollups import write_rollups
 from agents.persist import write_until_done
 from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
 from alerts.models import DEFAULT_CONFIG
 from billing.ledger import ledger_rows
-from streams.settings import Settings
 from schemas.events import (
     DEFAULT_ORG,
     EpisodeStarted,
@@ -48,6 +46,7 @@ from schemas.events import (
     parse_event_json,
 )
 from streams import control
+from streams.app import Topology
 from streams.db.access import claim_patients, record_patient_clinicians
 from streams.db.alerts import (
     StateStore,
@@ -56,9 +55,17 @@ from streams.db.alerts import (
     queue_publish,
     upsert_alerts,
 )
-from streams.app import Topology
+from streams.db.billing import write_ledger
+from streams.db.events import (
+    CONTENT_ERRORS,
+    EventStore,
+    insert_new_events,
+    refused_for_content,
+    utc_now,
+)
+from streams.db.rollups import write_rollups
 from streams.producer import dead_letter_payload
-from streams.db.events import CONTENT_ERRORS, EventStore, insert_new_events, refused_for_content, utc_now
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float
             continue
         reference = event.received_at
         if reference is None and kafka_ts is not None:
-            reference = dt.datetime.fromtimestamp(kafka_ts, dt.timezone.utc)
+            reference = dt.datetime.fromtimestamp(kafka_ts, dt.UTC)
         if reference is not None:
             err = future_skew_error(event, reference, max_skew_s)
             if err is not None:
@@ -105,19 +112,24 @@ def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float
     return out
 
 
-def _dead(raw: bytes | dict[str, Any], errors: list[FieldError], reason: str
-          ) -> tuple[bytes, bytes, str]:
+def _dead(
+    raw: bytes | dict[str, Any], errors: list[FieldError], reason: str
+) -> tuple[bytes, bytes, str]:
     body: Any = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     key = raw.get("patient_id", "") if isinstance(raw, dict) else ""
-    return (str(key).encode(), dead_letter_payload(body, [e.model_dump() for e in errors],
-                                                   "worker"), reason)
+    return (
+        str(key).encode(),
+        dead_letter_payload(body, [e.model_dump() for e in errors], "worker"),
+        reason,
+    )
 
 
 class IngestStep:
     """One batch through persist, billing and alerts in one transaction."""
 
-    def __init__(self, topology: Topology, store: EventStore, settings: Settings,
-                 publisher: Publisher) -> None:
+    def __init__(
+        self, topology: Topology, store: EventStore, settings: Settings, publisher: Publisher
+    ) -> None:
         self.topology = topology
         self.store = store
         self.settings = settings
@@ -125,10 +137,12 @@ class IngestStep:
         self.states = StateStore()
         self.config = DEFAULT_CONFIG
         self.publisher = publisher
-        self.guard = DeadLetterGuard(settings.dead_letter_max_consecutive,
-                                     settings.dead_letter_max_ratio,
-                                     settings.dead_letter_window_s,
-                                     settings.dead_letter_min_records)
+        self.guard = DeadLetterGuard(
+            settings.dead_letter_max_consecutive,
+            settings.dead_letter_max_ratio,
+            settings.dead_letter_window_s,
+            settings.dead_letter_min_records,
+        )
 
     def partition_of(self, patient_id: str) -> int:
         return partition_of(patient_id.encode(), self.partitions)
@@ -168,8 +182,10 @@ class IngestStep:
                 m.alerts_fired.labels(ch.alert.kind, ch.alert.severity).inc()
                 if ch.alert.unrouted:
                     m.alerts_unrouted.labels(ch.alert.kind).inc()
-        rows = [(seq, ch.alert.patient_id, ch.model_dump_json())
-                for seq, ch in zip(seqs, result.changes)]
+        rows = [
+            (seq, ch.alert.patient_id, ch.model_dump_json())
+            for seq, ch in zip(seqs, result.changes, strict=True)
+        ]
         try:
             await self.publisher.publish(rows, received)
         except Exception as exc:  # committed and queued: the outbox timer sends them
@@ -184,24 +200,33 @@ class IngestStep:
                 self.states.forget()
                 async with self.store.acquire() as conn:
                     refused = await refused_for_content(
-                        conn, [i.event for i in items if isinstance(i, EventItem)])
+                        conn, [i.event for i in items if isinstance(i, EventItem)]
+                    )
                 if not refused:
                     raise  # not one event's content: a fault of the batch, retried
-                await self._send_dead([
-                    _dead(orjson.loads(i.event.model_dump_json()),
-                          [FieldError(field="", message=f"refused by the database: {why}")],
-                          "database")
+                await self._send_dead(
+                    [
+                        _dead(
+                            orjson.loads(i.event.model_dump_json()),
+                            [FieldError(field="", message=f"refused by the database: {why}")],
+                            "database",
+                        )
+                        for i in items
+                        if isinstance(i, EventItem) and (why := refused.get(i.event.event_id))
+                    ]
+                )
+                items = [
+                    i
                     for i in items
-                    if isinstance(i, EventItem) and (why := refused.get(i.event.event_id))
-                ])
-                items = [i for i in items
-                         if not (isinstance(i, EventItem) and i.event.event_id in refused)]
+                    if not (isinstance(i, EventItem) and i.event.event_id in refused)
+                ]
             except BaseException:
                 self.states.forget()  # the cache may hold states the rollback undid
                 raise
 
-    async def _transaction(self, items: Sequence[Item]
-                           ) -> tuple[list[Event], BatchResult, list[int]]:
+    async def _transaction(
+        self, items: Sequence[Item]
+    ) -> tuple[list[Event], BatchResult, list[int]]:
         events = [i.event for i in items if isinstance(i, EventItem)]
         async with self.store.acquire() as conn:
             async with conn.transaction():
@@ -217,9 +242,14 @@ class IngestStep:
                         new_ids.discard(eid)  # a repeat inside the batch counts once
                         new_events.append(item.event)
                     fresh.append(item)
-                await record_patient_clinicians(conn, (
-                    (e.patient_id, e.clinician_id) for e in new_events
-                    if isinstance(e, EpisodeStarted)))
+                await record_patient_clinicians(
+                    conn,
+                    (
+                        (e.patient_id, e.clinician_id)
+                        for e in new_events
+                        if isinstance(e, EpisodeStarted)
+                    ),
+                )
                 rows = ledger_rows(new_events)
                 if len(rows):
                     days, _, _ = await write_ledger(conn, rows)
@@ -234,52 +264,80 @@ class IngestStep:
                 await write_rollups(conn, result.states, new_events)  # the worklist's rows
                 await queue_deliveries(conn, result.changes)
                 seqs = await queue_publish(conn, result.changes)
-                await self.states.save(conn, result.states,
-                                       {p: self.partition_of(p) for p in result.states})
+                await self.states.save(
+                    conn, result.states, {p: self.partition_of(p) for p in result.states}
+                )
                 # events.md: a second active episode is rejected (409-style) with a clear
                 # reason; the log keeps the event, every derived number ignores it.
-                await self._send_dead([
-                    _dead(orjson.loads(ev.model_dump_json()),
-                          [FieldError(field="episode_id",
-                                      message=f"episode_id: {reason} (conflict)")],
-                          "episode_conflict")
-                    for ev, reason in result.refused
-                ])
+                await self._send_dead(
+                    [
+                        _dead(
+                            orjson.loads(ev.model_dump_json()),
+                            [
+                                FieldError(
+                                    field="episode_id", message=f"episode_id: {reason} (conflict)"
+                                )
+                            ],
+                            "episode_conflict",
+                        )
+                        for ev, reason in result.refused
+                    ]
+                )
         self.states.commit_saved()
         return new_events, result, seqs
 
-    async def _tenancy(self, conn: Any, items: Sequence[Item], events: list[Event]
-                       ) -> tuple[Sequence[Item], list[Event], dict[str, str]]:
+    async def _tenancy(
+        self, conn: Any, items: Sequence[Item], events: list[Event]
+    ) -> tuple[Sequence[Item], list[Event], dict[str, str]]:
         """A patient belongs to the organisation that first sent an event for it; an
         event stamped with another organisation is dead-lettered, never merged into that
         patient (the gateway refuses most of them up front; this is the guarantee). An
         event without a stamp (written straight to Kafka) takes the patient's."""
-        orgs = await claim_patients(conn, ((e.patient_id, e.org_id or DEFAULT_ORG)
-                                           for e in events))
-        foreign = [e for e in events
-                   if e.org_id is not None and orgs.get(e.patient_id, e.org_id) != e.org_id]
+        orgs = await claim_patients(conn, ((e.patient_id, e.org_id or DEFAULT_ORG) for e in events))
+        foreign = [
+            e
+            for e in events
+            if e.org_id is not None and orgs.get(e.patient_id, e.org_id) != e.org_id
+        ]
         if not foreign:
             return items, events, orgs
-        await self._send_dead([
-            _dead(orjson.loads(e.model_dump_json()),
-                  [FieldError(field="patient_id",
-                              message="patient_id: a patient of another organisation")],
-                  "tenancy")
-            for e in foreign])
+        await self._send_dead(
+            [
+                _dead(
+                    orjson.loads(e.model_dump_json()),
+                    [
+                        FieldError(
+                            field="patient_id",
+                            message="patient_id: a patient of another organisation",
+                        )
+                    ],
+                    "tenancy",
+                )
+                for e in foreign
+            ]
+        )
         ids = {e.event_id for e in foreign}
         kept = [i for i in items if not (isinstance(i, EventItem) and i.event.event_id in ids)]
         return kept, [e for e in events if e.event_id not in ids], orgs
 
-    async def _with_stored_alerts(self, conn: Any, items: list[Item], states: dict[str, Any]
-                                  ) -> list[Item]:
+    async def _with_stored_alerts(
+        self, conn: Any, items: list[Item], states: dict[str, Any]
+    ) -> list[Item]:
         """Acks of alerts no longer in the state (resolved) carry the stored snapshot."""
-        missing = [i.alert_id for i in items
-                   if isinstance(i, AckItem) and i.alert_id not in states[i.patient_id].alerts]
+        missing = [
+            i.alert_id
+            for i in items
+            if isinstance(i, AckItem) and i.alert_id not in states[i.patient_id].alerts
+        ]
         if not missing:
             return items
         stored = await alerts_by_id(conn, missing)
-        return [AckItem(i.patient_id, i.alert_id, i.at, i.by, stored.get(i.alert_id))
-                if isinstance(i, AckItem) and i.alert_id in stored else i for i in items]
+        return [
+            AckItem(i.patient_id, i.alert_id, i.at, i.by, stored.get(i.alert_id))
+            if isinstance(i, AckItem) and i.alert_id in stored
+            else i
+            for i in items
+        ]
 
     async def _send_dead(self, dead: Sequence[tuple[bytes, bytes, str]]) -> None:
         m = self.topology.metrics

@@ -9,10 +9,9 @@ import faust
 
 from agents import delivery, pipeline
 from agents.ingest import IngestConsumer
-from streams.settings import Settings
 from streams.app import Topology, build_app
 from streams.db.events import EventStore
-
+from streams.settings import Settings
 
 # A batch may legitimately take long (a database outage is retried inside it); past this
 # the worker is not ready (a page, not a restart: /healthz stays ok).

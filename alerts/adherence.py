@@ -57,9 +57,7 @@ class Completion(BaseModel):
         )
 
 
-def sessions_by_day(
-    completions: Mapping[str, Completion], book: EpisodeBook
-) -> dict[dt.date, int]:
+def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) -> dict[dt.date, int]:
     """Completed sessions per patient-local date (only dates inside an episode)."""
     first_seen: dict[str, tuple[dt.datetime, dt.date]] = {}
     anonymous_days: set[dt.date] = set()

@@ -100,8 +100,9 @@ def apply_batch(
             if s is None:
                 continue  # unknown patient: the API answered 404 already
             try:
-                acked, changes = acknowledge(s, item.alert_id, item.at, item.by, item.stored,
-                                             config)
+                acked, changes = acknowledge(
+                    s, item.alert_id, item.at, item.by, item.stored, config
+                )
             except KeyError:
                 continue  # unknown alert id: the API answered 404 already
             if acked is not s:

@@ -79,19 +79,25 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         prior = [p.score for p in pains[:-1] if p.local_date >= horizon]
         baseline = float(statistics.median(prior)) if prior else None
     open_ = [a for a in state.alerts.values() if a.status == "open"]
-    by_sev = {s: sum(1 for a in open_ if a.severity == s)
-              for s in ("critical", "high", "medium", "low")}
-    by_kind = {k: sum(1 for a in open_ if a.kind == k)
-               for k in ("adherence_low", "inactivity", "billing_at_risk")}
+    by_sev = {
+        s: sum(1 for a in open_ if a.severity == s) for s in ("critical", "high", "medium", "low")
+    }
+    by_kind = {
+        k: sum(1 for a in open_ if a.kind == k)
+        for k in ("adherence_low", "inactivity", "billing_at_risk")
+    }
     return PatientRollup(
         patient_id=state.patient_id,
         last_activity_at=max(activity, default=None),
         latest_pain=latest.score if latest else None,
         latest_pain_at=latest.occurred_at if latest else None,
         pain_baseline=baseline,
-        open_critical=by_sev["critical"], open_high=by_sev["high"],
-        open_medium=by_sev["medium"], open_low=by_sev["low"],
-        open_adherence_low=by_kind["adherence_low"], open_inactivity=by_kind["inactivity"],
+        open_critical=by_sev["critical"],
+        open_high=by_sev["high"],
+        open_medium=by_sev["medium"],
+        open_low=by_sev["low"],
+        open_adherence_low=by_kind["adherence_low"],
+        open_inactivity=by_kind["inactivity"],
         open_billing_at_risk=by_kind["billing_at_risk"],
         open_alerts=len(open_),
         oldest_open=min((a.fired_at for a in open_), default=None),
@@ -127,8 +133,15 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
         if book.resolve(None, day) is None:
             continue  # outside every episode: nothing prescribed, no row (as daily_rows)
         ratio = adherence_on(counts, book, day)
-        out.append(DailyAdherence(state.patient_id, day, float(prescribed_on(book, day)),
-                                  counts.get(day, 0), None if ratio is None else float(ratio)))
+        out.append(
+            DailyAdherence(
+                state.patient_id,
+                day,
+                float(prescribed_on(book, day)),
+                counts.get(day, 0),
+                None if ratio is None else float(ratio),
+            )
+        )
     return out
 
 
@@ -145,8 +158,7 @@ def rollups(states: Mapping[str, PatientState], new_events: Sequence[Event]) -> 
     return Rollups(tuple(patients), tuple(days))
 
 
-def pain_baselines(reports: Sequence[tuple[dt.datetime, int]], days: int = 7
-                   ) -> list[float | None]:
+def pain_baselines(reports: Sequence[tuple[dt.datetime, int]], days: int = 7) -> list[float | None]:
     """For each pain report (occurred_at in the patient's offset, score), oldest first: the
     median of the reports in the ``days`` patient-local days before it (the pain chart's
     baseline line); None while there are none."""

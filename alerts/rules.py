@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from alerts.adherence import Completion, adherence_on, sessions_by_day
 from alerts.models import (
     ALWAYS_FIRE_KINDS,
+    CLINIC_WIDE,
     DEFAULT_CONFIG,
     SEVERITY,
     TIME_DRIVEN_KINDS,
@@ -38,16 +39,15 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
-    CLINIC_WIDE,
     alert_id,
 )
 from alerts.state import (
     Cooldown,
     DataRecord,
-    PastEpisode,
-    Pending,
     PainRecord,
+    PastEpisode,
     PatientState,
+    Pending,
     completion_key,
     data_key,
 )
@@ -122,7 +122,9 @@ def apply_event_outcome(
             # Folded before its episode's kept start (or its episode is new), a start is
             # judged where it folds; one after it is a re-send the fold ignores.
             if live is None or (event.occurred_at, event.event_id) < (
-                    live.started_at, _start_event_id(s, live)):
+                live.started_at,
+                _start_event_id(s, live),
+            ):
                 reason = _refused_by_past(s, event)
                 if reason is not None:
                     return [], reason
@@ -162,7 +164,9 @@ def apply_event_outcome(
 
 
 def _past_episode_event(
-    s: PatientState, past: PastEpisode, event: EpisodeStarted | ProgramUpdated | EpisodeEnded,
+    s: PatientState,
+    past: PastEpisode,
+    event: EpisodeStarted | ProgramUpdated | EpisodeEnded,
     config: AlertConfig,
 ) -> list[AlertChange]:
     """A late shaping event for a retired episode. Every day end of the episode and every
@@ -189,10 +193,14 @@ def _refused_by_past(s: PatientState, event: EpisodeStarted) -> str | None:
     """The fold's 409-style refusal (``EpisodeBook.apply``) against retired episodes: a
     start folded (instant, then event_id) inside a past episode's active interval."""
     for p in s.past.values():
-        if ((p.started_at, p.start_event_id) < (event.occurred_at, event.event_id)
-                and event.occurred_at < p.ended_at):
-            return (f"patient already has an active episode {p.episode_id}; "
-                    "end it before starting another")
+        if (p.started_at, p.start_event_id) < (
+            event.occurred_at,
+            event.event_id,
+        ) and event.occurred_at < p.ended_at:
+            return (
+                f"patient already has an active episode {p.episode_id}; "
+                "end it before starting another"
+            )
     return None
 
 
@@ -220,12 +228,19 @@ def _pain_arrived(s: PatientState, event: PainReported, config: AlertConfig) -> 
         # Its episode is not known yet (enrolment sent late, offline sync): decided when
         # the episode arrives, with what the pain history said now.
         s.pending[event.event_id] = Pending(
-            event.event_id, event.type, event.occurred_at, _known_at(event),
-            event.episode_id, score=event.score, stale=stale, baseline=baseline,
+            event.event_id,
+            event.type,
+            event.occurred_at,
+            _known_at(event),
+            event.episode_id,
+            score=event.score,
+            stale=stale,
+            baseline=baseline,
         )
         return []
-    return _pain_rules(s, event.event_id, event.occurred_at, event.score, stale, baseline,
-                       episode, config)
+    return _pain_rules(
+        s, event.event_id, event.occurred_at, event.score, stale, baseline, episode, config
+    )
 
 
 def _pain_rules(
@@ -244,8 +259,15 @@ def _pain_rules(
     if score >= config.pain_high_threshold:
         if episode is not None:
             changes += _fire(
-                s, "pain_high", episode, eid, at, config,
-                event_ids=(eid,), value=score, threshold=config.pain_high_threshold,
+                s,
+                "pain_high",
+                episode,
+                eid,
+                at,
+                config,
+                event_ids=(eid,),
+                value=score,
+                threshold=config.pain_high_threshold,
             )
     else:
         changes += _resolve_kind(s, "pain_high", at, eid)
@@ -254,8 +276,15 @@ def _pain_rules(
         if score >= threshold:
             if episode is not None:
                 changes += _fire(
-                    s, "pain_increase", episode, eid, at, config,
-                    event_ids=(eid,), value=score, threshold=threshold,
+                    s,
+                    "pain_increase",
+                    episode,
+                    eid,
+                    at,
+                    config,
+                    event_ids=(eid,),
+                    value=score,
+                    threshold=threshold,
                 )
         else:
             changes += _resolve_kind(s, "pain_increase", at, eid)
@@ -288,12 +317,18 @@ def _symptom_arrived(
         # Nobody to route to yet: kept until an episode arrives, or surfaced as unrouted
         # to the clinic-wide recipient after the grace period (on_tick).
         s.pending[event.event_id] = Pending(
-            event.event_id, event.type, event.occurred_at, _known_at(event),
-            event.episode_id, red_flags=tuple(event.red_flags), fall=event.fall,
+            event.event_id,
+            event.type,
+            event.occurred_at,
+            _known_at(event),
+            event.episode_id,
+            red_flags=tuple(event.red_flags),
+            fall=event.fall,
         )
         return []
-    return _symptom_rules(s, event.event_id, event.occurred_at, tuple(event.red_flags),
-                          event.fall, episode, config)
+    return _symptom_rules(
+        s, event.event_id, event.occurred_at, tuple(event.red_flags), event.fall, episode, config
+    )
 
 
 def _symptom_episode(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
@@ -318,8 +353,9 @@ def _symptom_rules(
 ) -> list[AlertChange]:
     changes: list[AlertChange] = []
     if red_flags:
-        changes += _fire(s, "red_flag", episode, eid, at, config,
-                         event_ids=(eid,), details=red_flags)
+        changes += _fire(
+            s, "red_flag", episode, eid, at, config, event_ids=(eid,), details=red_flags
+        )
     if fall:
         changes += _fire(s, "fall", episode, eid, at, config, event_ids=(eid,))
     return changes
@@ -361,9 +397,16 @@ def _routes(s: PatientState) -> list[Route]:
 
 def _start_event_id(s: PatientState, ep: Episode) -> str:
     """The event_id of the episode.started the fold took for ``ep`` (first at its instant)."""
-    return min((e.event_id for e in s.episode_events.values()
-                if e.type == "episode.started" and e.episode_id == ep.episode_id
-                and e.occurred_at == ep.started_at), default="")
+    return min(
+        (
+            e.event_id
+            for e in s.episode_events.values()
+            if e.type == "episode.started"
+            and e.episode_id == ep.episode_id
+            and e.occurred_at == ep.started_at
+        ),
+        default="",
+    )
 
 
 def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]:
@@ -377,14 +420,14 @@ def _evaluate_pending(s: PatientState, config: AlertConfig) -> list[AlertChange]
             episode = _resolve(s, p.episode_id, p.local_date)
             if episode is None:
                 continue
-            changes += _pain_rules(s, eid, p.occurred_at, p.score, p.stale, p.baseline,
-                                   episode, config)
+            changes += _pain_rules(
+                s, eid, p.occurred_at, p.score, p.stale, p.baseline, episode, config
+            )
         else:
             episode = _symptom_episode(s, p.episode_id, p.local_date)
             if episode is None:
                 continue
-            changes += _symptom_rules(s, eid, p.occurred_at, p.red_flags, p.fall, episode,
-                                      config)
+            changes += _symptom_rules(s, eid, p.occurred_at, p.red_flags, p.fall, episode, config)
         del s.pending[eid]
     return changes
 
@@ -479,9 +522,13 @@ def _catch_up_episode_end(
     out: list[AlertChange] = []
     for c in changes:
         a = c.alert
-        if (c.change == "fired" and a.kind in _EPISODE_COURSE_KINDS
-                and a.episode_id == ep.episode_id and a.fired_at <= at
-                and s.alerts[a.id].status != "resolved"):
+        if (
+            c.change == "fired"
+            and a.kind in _EPISODE_COURSE_KINDS
+            and a.episode_id == ep.episode_id
+            and a.fired_at <= at
+            and s.alerts[a.id].status != "resolved"
+        ):
             resolved = s.alerts[a.id].model_copy(
                 update={"status": "resolved", "resolved_at": at, "resolved_by_event_id": event_id}
             )
@@ -503,8 +550,14 @@ def _adherence_rule(
     threshold = config.adherence_low_fraction
     if ratio is not None and ratio < threshold:
         return _fire(
-            s, "adherence_low", ep, f"{ep.episode_id}:{day.isoformat()}", boundary, config,
-            value=round(float(ratio), 4), threshold=float(threshold),
+            s,
+            "adherence_low",
+            ep,
+            f"{ep.episode_id}:{day.isoformat()}",
+            boundary,
+            config,
+            value=round(float(ratio), 4),
+            threshold=float(threshold),
         )
     # Back >= 50% (or nothing prescribed any more): all clear, decided at the day's end
     # like the firing, so there is no triggering event to record.
@@ -577,8 +630,11 @@ def _billing_rule(
         if current is None or current.status == "resolved":
             return []
         resolved = current.model_copy(
-            update={"status": "resolved", "resolved_at": max(boundary, current.fired_at),
-                    "resolved_by_event_id": None}
+            update={
+                "status": "resolved",
+                "resolved_at": max(boundary, current.fired_at),
+                "resolved_by_event_id": None,
+            }
         )
         s.alerts[aid] = resolved
         return [AlertChange(change="resolved", alert=resolved)]
@@ -593,10 +649,18 @@ def _billing_rule(
     if so_far + left >= DEVICE_FULL_DAYS:
         return []
     return _fire(
-        s, "billing_at_risk", ep, _period_trigger(ep, period.index), boundary, config,
-        value=so_far + left, threshold=DEVICE_FULL_DAYS,
-        details=(f"period {period.index}: {known.start.isoformat()}..{known.end.isoformat()}",
-                 f"{so_far} data days, {left} days left"),
+        s,
+        "billing_at_risk",
+        ep,
+        _period_trigger(ep, period.index),
+        boundary,
+        config,
+        value=so_far + left,
+        threshold=DEVICE_FULL_DAYS,
+        details=(
+            f"period {period.index}: {known.start.isoformat()}..{known.end.isoformat()}",
+            f"{so_far} data days, {left} days left",
+        ),
     )
 
 
@@ -627,15 +691,19 @@ def _inactivity_rule(
     if gap < config.inactivity_days:
         return []
     changes = _fire(
-        s, "inactivity", ep, f"{ep.episode_id}:{newest.isoformat()}", boundary, config,
-        value=gap, threshold=config.inactivity_days,
+        s,
+        "inactivity",
+        ep,
+        f"{ep.episode_id}:{newest.isoformat()}",
+        boundary,
+        config,
+        value=gap,
+        threshold=config.inactivity_days,
     )
     if changes:
         # Catching up a boundary that is already past: data dated on/after it is known, and
         # would have resolved the alert on arrival. Resolve with the first such event.
-        later = sorted(
-            (r.occurred_at, r.event_id) for r in s.data.values() if r.local_date >= day
-        )
+        later = sorted((r.occurred_at, r.event_id) for r in s.data.values() if r.local_date >= day)
         if later:
             at, key = later[0]
             changes += _resolve_kind(s, "inactivity", at, key)
@@ -646,8 +714,12 @@ def _inactivity_rule(
 
 
 def acknowledge(
-    state: PatientState, alert_id_: str, at: dt.datetime, by: str,
-    stored: Alert | None = None, config: AlertConfig | None = None,
+    state: PatientState,
+    alert_id_: str,
+    at: dt.datetime,
+    by: str,
+    stored: Alert | None = None,
+    config: AlertConfig | None = None,
 ) -> tuple[PatientState, list[AlertChange]]:
     """Record a clinician's acknowledgement. Idempotent: a second one changes nothing.
 
@@ -800,7 +872,8 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
             # Day ends up to the cursor are evaluated: only the date counts from now on
             # (billing_at_risk's data days, inactivity's L), not which event it was.
             s.data[key] = DataRecord(
-                dt.datetime.combine(d, dt.time(), tzinfo=dt.timezone.utc), r.episode_id, "")
+                dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC), r.episode_id, ""
+            )
         if d < data_cut:
             owner = book.resolve(r.episode_id, d)
             if owner is not None:
@@ -825,8 +898,10 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
         elif a.status == "resolved" and a.acknowledged_at is not None:
             _to_cooldown(s, a)
     for aid, c in list(s.cooldowns.items()):
-        if not (_cooling(s, c.acknowledged_at, config)
-                or (c.last_data is not None and _gap_may_recur(s, c.episode_id, c.last_data))):
+        if not (
+            _cooling(s, c.acknowledged_at, config)
+            or (c.last_data is not None and _gap_may_recur(s, c.episode_id, c.last_data))
+        ):
             del s.cooldowns[aid]
 
 
@@ -883,8 +958,10 @@ def _retire_episodes(s: PatientState, cut: dt.date) -> None:
             continue  # day ends still to evaluate
         if ep.end_date >= cut:
             continue
-        if any(a.episode_id == ep.episode_id and a.kind in TIME_DRIVEN_KINDS
-               and a.status != "resolved" for a in s.alerts.values()):
+        if any(
+            a.episode_id == ep.episode_id and a.kind in TIME_DRIVEN_KINDS and a.status != "resolved"
+            for a in s.alerts.values()
+        ):
             continue  # its own events (a late episode.ended) may still resolve these
         going[ep.episode_id] = ep
     if not going:
@@ -895,17 +972,25 @@ def _retire_episodes(s: PatientState, cut: dt.date) -> None:
         return  # the other episodes would fold differently without these: keep them all
     refused = s.refused_episode_starts
     for ep in going.values():
-        own = sorted((e for e in s.episode_events.values() if e.episode_id == ep.episode_id),
-                     key=lambda e: (e.occurred_at, e.event_id))
-        start = next(e for e in own if e.type == "episode.started"
-                     and e.occurred_at == ep.started_at and e.event_id not in refused)
+        own = sorted(
+            (e for e in s.episode_events.values() if e.episode_id == ep.episode_id),
+            key=lambda e: (e.occurred_at, e.event_id),
+        )
+        start = next(
+            e
+            for e in own
+            if e.type == "episode.started"
+            and e.occurred_at == ep.started_at
+            and e.event_id not in refused
+        )
         start_key = (start.occurred_at, 1, start.event_id)
         ends = [(e.occurred_at, 0, e.event_id) for e in own if e.type == "episode.ended"]
         # The fold applies an episode.ended sorted before the start right after it.
         ended_at = min(ends)[0] if min(ends) > start_key else start.occurred_at
         assert ep.end_date is not None
-        s.past[ep.episode_id] = PastEpisode(ep.episode_id, ep.clinician_id, ep.end_date,
-                                            ep.started_at, start.event_id, ended_at)
+        s.past[ep.episode_id] = PastEpisode(
+            ep.episode_id, ep.clinician_id, ep.end_date, ep.started_at, start.event_id, ended_at
+        )
         # Its day cursor stays while the past episode does (inert: on_tick walks the
         # book); the stored form derives it from the end date.
         s.data_floor.pop(ep.episode_id, None)
@@ -935,16 +1020,23 @@ def _to_cooldown(s: PatientState, a: Alert) -> None:
     check, ``acknowledge``'s "already acknowledged")."""
     inactivity = a.kind == "inactivity"
     assert a.acknowledged_at is not None
-    s.cooldowns[a.id] = Cooldown(a.id, a.kind, a.acknowledged_at,
-                                 a.episode_id if inactivity else "",
-                                 _inactivity_last(a) if inactivity else None)
+    s.cooldowns[a.id] = Cooldown(
+        a.id,
+        a.kind,
+        a.acknowledged_at,
+        a.episode_id if inactivity else "",
+        _inactivity_last(a) if inactivity else None,
+    )
     del s.alerts[a.id]
 
 
 def _cooling(s: PatientState, acknowledged_at: dt.datetime | None, config: AlertConfig) -> bool:
     """Its cool-down can still silence the kind (late data within ``_COOLDOWN_SLACK``)."""
-    return acknowledged_at is not None and s.clock is not None and (
-        s.clock < acknowledged_at + config.cooldown + _COOLDOWN_SLACK)
+    return (
+        acknowledged_at is not None
+        and s.clock is not None
+        and (s.clock < acknowledged_at + config.cooldown + _COOLDOWN_SLACK)
+    )
 
 
 def _alert_still_needed(s: PatientState, a: Alert, config: AlertConfig) -> bool:

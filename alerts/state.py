@@ -209,9 +209,21 @@ class PatientState:
         self._book = None
 
     def _facts(self) -> tuple[Any, ...]:
-        return (self.patient_id, self.episode_events, self.data, self.data_floor, self.pain,
-                self.completions, self.alerts, self.day_cursor, self.pending, self.clock,
-                self.cooldowns, self.past, self.retired_to)
+        return (
+            self.patient_id,
+            self.episode_events,
+            self.data,
+            self.data_floor,
+            self.pain,
+            self.completions,
+            self.alerts,
+            self.day_cursor,
+            self.pending,
+            self.clock,
+            self.cooldowns,
+            self.past,
+            self.retired_to,
+        )
 
     def __eq__(self, other: object) -> bool:
         # Value equality of the stored facts; the cached book is derived, not state.
@@ -252,6 +264,7 @@ def new_state(patient_id: str) -> PatientState:
 
 # --- stored form ------------------------------------------------------------------------------
 
+
 def _ts(v: dt.datetime) -> str:
     return v.isoformat()
 
@@ -269,44 +282,76 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
     """A JSON-able dict of compact arrays; round-trips with ``state_from_dict``."""
     out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
     if state.episode_events:
-        out["ep"] = [e.model_dump(mode="json", exclude_none=True)
-                     for e in state.episode_events.values()]
+        out["ep"] = [
+            e.model_dump(mode="json", exclude_none=True) for e in state.episode_events.values()
+        ]
     if state.data:
-        out["d"] = [[_ts(r.occurred_at), r.episode_id, r.event_id] if r.event_id
-                    else [r.local_date.isoformat(), r.episode_id]
-                    for r in state.data.values()]
+        out["d"] = [
+            [_ts(r.occurred_at), r.episode_id, r.event_id]
+            if r.event_id
+            else [r.local_date.isoformat(), r.episode_id]
+            for r in state.data.values()
+        ]
     if state.data_floor:
         out["df"] = {k: v.isoformat() for k, v in state.data_floor.items()}
     if state.pain:
         out["pn"] = [[k, _ts(r.occurred_at), r.score] for k, r in state.pain.items()]
     if state.completions:
-        out["c"] = [[_ts(c.occurred_at), c.session_id, c.episode_id]
-                    for c in state.completions.values()]
+        out["c"] = [
+            [_ts(c.occurred_at), c.session_id, c.episode_id] for c in state.completions.values()
+        ]
     if state.alerts:
-        out["a"] = [a.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
-                    for a in state.alerts.values()]
+        out["a"] = [
+            a.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+            for a in state.alerts.values()
+        ]
     # A past episode's cursor is the day after its end date unless an earlier
     # episode.ended moved the end: only then is it written.
-    cursors = {k: v.isoformat() for k, v in state.day_cursor.items()
-               if k not in state.past or v != state.past[k].end_date + _ONE_DAY}
+    cursors = {
+        k: v.isoformat()
+        for k, v in state.day_cursor.items()
+        if k not in state.past or v != state.past[k].end_date + _ONE_DAY
+    }
     if cursors:
         out["dc"] = cursors
     if state.pending:
-        out["pd"] = [[p.event_id, p.type, _ts(p.occurred_at), _ts(p.known_at), p.episode_id,
-                      p.score, p.stale, p.baseline, list(p.red_flags), p.fall]
-                     for p in state.pending.values()]
+        out["pd"] = [
+            [
+                p.event_id,
+                p.type,
+                _ts(p.occurred_at),
+                _ts(p.known_at),
+                p.episode_id,
+                p.score,
+                p.stale,
+                p.baseline,
+                list(p.red_flags),
+                p.fall,
+            ]
+            for p in state.pending.values()
+        ]
     if state.clock is not None:
         out["t"] = _ts(state.clock)
     if state.cooldowns:
-        out["cd"] = [[c.alert_id, c.kind, _ts(c.acknowledged_at)]
-                     + ([c.episode_id, c.last_data.isoformat()] if c.last_data else [])
-                     for c in state.cooldowns.values()]
+        out["cd"] = [
+            [c.alert_id, c.kind, _ts(c.acknowledged_at)]
+            + ([c.episode_id, c.last_data.isoformat()] if c.last_data else [])
+            for c in state.cooldowns.values()
+        ]
     if state.past:
         # The end as offsets from the start (days; seconds, whole when they are): a third
         # shorter than two more timestamps, and only instants are compared.
-        out["pe"] = [[p.episode_id, p.clinician_id, _ts(p.started_at), p.start_event_id,
-                      (p.end_date - p.start_date).days, _seconds(p.ended_at - p.started_at)]
-                     for p in state.past.values()]
+        out["pe"] = [
+            [
+                p.episode_id,
+                p.clinician_id,
+                _ts(p.started_at),
+                p.start_event_id,
+                (p.end_date - p.start_date).days,
+                _seconds(p.ended_at - p.started_at),
+            ]
+            for p in state.past.values()
+        ]
     if state.retired_to is not None:
         out["rt"] = state.retired_to.isoformat()
     return out
@@ -322,7 +367,7 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
     for item in data.get("d", ()):
         if len(item) == 2:  # a day already evaluated: only its date counts
             day, ep = dt.date.fromisoformat(item[0]), item[1]
-            r = DataRecord(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc), ep, "")
+            r = DataRecord(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), ep, "")
         else:
             at, ep, eid = item
             r = DataRecord(_pts(at), ep, eid)
@@ -338,8 +383,9 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         s.alerts[alert.id] = alert
     s.day_cursor = {k: dt.date.fromisoformat(v) for k, v in data.get("dc", {}).items()}
     for eid, typ, at, known, ep, score, stale, baseline, flags, fall in data.get("pd", ()):
-        s.pending[eid] = Pending(eid, typ, _pts(at), _pts(known), ep, score, stale, baseline,
-                                 tuple(flags), fall)
+        s.pending[eid] = Pending(
+            eid, typ, _pts(at), _pts(known), ep, score, stale, baseline, tuple(flags), fall
+        )
     if "t" in data:
         s.clock = _pts(data["t"])
     for item in data.get("cd", ()):
@@ -349,8 +395,13 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
     for ep, clinician, started, start_eid, end_days, ended_s in data.get("pe", ()):
         started_at = _pts(started)
         p = s.past[ep] = PastEpisode(
-            ep, clinician, started_at.date() + dt.timedelta(days=end_days), started_at,
-            start_eid, started_at + dt.timedelta(seconds=ended_s))
+            ep,
+            clinician,
+            started_at.date() + dt.timedelta(days=end_days),
+            started_at,
+            start_eid,
+            started_at + dt.timedelta(seconds=ended_s),
+        )
         s.day_cursor.setdefault(ep, p.end_date + _ONE_DAY)
     if "rt" in data:
         s.retired_to = dt.date.fromisoformat(data["rt"])

@@ -47,13 +47,15 @@ def standing_lines(exports: Iterable[Sequence[ClaimLine]]) -> list[ClaimLine]:
     standing: dict[GroupKey, list[ClaimLine]] = {}
     for export in exports:
         standing.update(_groups(line for line in export if line.status != "preview"))
-    return [line for group in standing.values()
-            if not all(ln.status == "void" for ln in group) for line in group]
+    return [
+        line
+        for group in standing.values()
+        if not all(ln.status == "void" for ln in group)
+        for line in group
+    ]
 
 
-def lines_to_export(
-    previous: Iterable[ClaimLine], current: Iterable[ClaimLine]
-) -> list[ClaimLine]:
+def lines_to_export(previous: Iterable[ClaimLine], current: Iterable[ClaimLine]) -> list[ClaimLine]:
     """The lines of the next export.
 
     ``previous``: the standing exported lines (see ``standing_lines``). ``current``: the
@@ -76,9 +78,7 @@ def lines_to_export(
     return sorted(out, key=ClaimLine.sort_key)
 
 
-def withdrawn_lines(
-    previous: Iterable[ClaimLine], current: Iterable[ClaimLine]
-) -> list[ClaimLine]:
+def withdrawn_lines(previous: Iterable[ClaimLine], current: Iterable[ClaimLine]) -> list[ClaimLine]:
     """Exported groups that the rules no longer bill (e.g. a late ``episode.ended`` cut a
     period below 2 data days): billing staff must void them. Pass ``previous`` and
     ``current`` over the same patients and date range, or absence means nothing."""

@@ -62,7 +62,7 @@ class RecordedLine:
 class PlannedClaim:
     claim_id: str
     frequency: Frequency
-    lines: tuple[ClaimLine, ...]   # what the CLM carries: the whole claim
+    lines: tuple[ClaimLine, ...]  # what the CLM carries: the whole claim
     record: tuple[ClaimLine, ...]  # what submitting it adds to the history
 
     @property
@@ -146,17 +146,22 @@ def plan_claims(
             else:
                 now += standing[k][1]
         if now:
-            out.append(PlannedClaim(cid, "7", tuple(sorted(now, key=ClaimLine.sort_key)),
-                                    tuple(record)))
+            out.append(
+                PlannedClaim(cid, "7", tuple(sorted(now, key=ClaimLine.sort_key)), tuple(record))
+            )
         else:
             voided = [ln for k in keys for ln in standing[k][1]]
-            out.append(PlannedClaim(cid, "8", tuple(sorted(voided, key=ClaimLine.sort_key)),
-                                    tuple(record)))
+            out.append(
+                PlannedClaim(cid, "8", tuple(sorted(voided, key=ClaimLine.sort_key)), tuple(record))
+            )
     # every id ever used, voided claims' too: a claim id is never reused
-    taken = set(taken_ids) | {r.claim_id or legacy_claim_id(r.submission_id, r.line)
-                              for r in history}
-    fresh = sorted((ln for ln in pending if ln.status in ("new", "preview")),
-                   key=lambda ln: (_claim_of(ln), ln.sort_key()))
+    taken = set(taken_ids) | {
+        r.claim_id or legacy_claim_id(r.submission_id, r.line) for r in history
+    }
+    fresh = sorted(
+        (ln for ln in pending if ln.status in ("new", "preview")),
+        key=lambda ln: (_claim_of(ln), ln.sort_key()),
+    )
     for _, grp in groupby(fresh, key=_claim_of):
         lines = tuple(grp)
         cid = new_claim_id(lines, taken)
@@ -191,8 +196,9 @@ class ReadyClaim:
         return sum(self.charges, Decimal(0))
 
 
-def envelope_problems(claims: Sequence[PlannedClaim],
-                      profiles: Mapping[str, BillingProfile]) -> list[str]:
+def envelope_problems(
+    claims: Sequence[PlannedClaim], profiles: Mapping[str, BillingProfile]
+) -> list[str]:
     """Profile fields the file needs and lacks (``<billing NPI>: <field>``), and
     submitter/receiver ids that differ between the billing NPIs of one file."""
     out: list[str] = []
@@ -201,14 +207,18 @@ def envelope_problems(claims: Sequence[PlannedClaim],
         by_npi[c.first.billing_npi].append(c)
     for npi, group in sorted(by_npi.items()):
         lines = [ln for c in group for ln in c.lines]
-        for name in missing_fields(profiles.get(npi), {ln.payer for ln in lines},
-                                   {ln.rendering_npi for ln in lines}, npi):
+        for name in missing_fields(
+            profiles.get(npi), {ln.payer for ln in lines}, {ln.rendering_npi for ln in lines}, npi
+        ):
             out.append(f"billing NPI {npi}: {name}")
     used = [profiles[n] for n in sorted(by_npi) if n in profiles]
     for name in ("submitter_id", "receiver_id"):
         if len({getattr(p, name) for p in used}) > 1:
-            out.append(f"{name}: differs between the profiles of billing NPIs "
-                       + ", ".join(p.billing_npi for p in used) + " (one file has one)")
+            out.append(
+                f"{name}: differs between the profiles of billing NPIs "
+                + ", ".join(p.billing_npi for p in used)
+                + " (one file has one)"
+            )
     return out
 
 
@@ -225,31 +235,50 @@ def prepare_837p(
         first = c.first
         mine: list[ClaimProblem] = []
 
-        def problem(field: str, message: str) -> None:
+        def problem(
+            field: str,
+            message: str,
+            mine: list[ClaimProblem] = mine,
+            c: PlannedClaim = c,
+            first: ClaimLine = first,
+        ) -> None:  # bound now: called within this iteration only
             mine.append(ClaimProblem(c.claim_id, first.patient_id, field, message))
 
         demo = demographics.get(first.patient_id)
         if demo is None:
-            problem("demographics", "no demographics loaded for this patient"
-                    " (rtm billing demographics load FILE.csv); not exported")
+            problem(
+                "demographics",
+                "no demographics loaded for this patient"
+                " (rtm billing demographics load FILE.csv); not exported",
+            )
         elif demo.member_id and demo.member_id != first.member_id:
-            problem("member_id", f"the demographics say {demo.member_id}, the episode"
-                    f" {first.member_id}")
+            problem(
+                "member_id", f"the demographics say {demo.member_id}, the episode {first.member_id}"
+            )
         profile = profiles.get(first.billing_npi)
         charges: list[Decimal] = []
         for ln in c.lines:
-            entry = (fee_for(fees, ln.cpt, profile.locality, ln.date_of_service)
-                     if profile is not None and profile.locality else None)
+            entry = (
+                fee_for(fees, ln.cpt, profile.locality, ln.date_of_service)
+                if profile is not None and profile.locality
+                else None
+            )
             if entry is None:
-                problem("fee_schedule", f"no fee for {ln.cpt} in locality"
-                        f" {profile.locality if profile else '?'} on {ln.date_of_service}")
+                problem(
+                    "fee_schedule",
+                    f"no fee for {ln.cpt} in locality"
+                    f" {profile.locality if profile else '?'} on {ln.date_of_service}",
+                )
             else:
                 charges.append(entry.amount * ln.units)
         icn = payer_claim_numbers.get(c.claim_id, "")
         if c.frequency != "1" and not icn:
-            problem("payer_claim_number", f"a {FREQUENCY_NAMES[c.frequency]} needs the payer's"
-                    " claim control number (REF*F8): rtm billing claims set-icn or"
-                    " rtm billing remit load FILE.835")
+            problem(
+                "payer_claim_number",
+                f"a {FREQUENCY_NAMES[c.frequency]} needs the payer's"
+                " claim control number (REF*F8): rtm billing claims set-icn or"
+                " rtm billing remit load FILE.835",
+            )
         if mine or demo is None:
             problems += mine
             continue
@@ -279,8 +308,9 @@ def _seg(*elements: str) -> str:
 
 def line_control_number(line: ClaimLine) -> str:
     """REF*6R: stable per line (patient, episode, code, period) and unique in a claim."""
-    return _short_id(line.patient_id, line.episode_id, line.cpt, line.period_start.isoformat(),
-                     length=20)
+    return _short_id(
+        line.patient_id, line.episode_id, line.cpt, line.period_start.isoformat(), length=20
+    )
 
 
 def _money(amount: Decimal) -> str:
@@ -308,11 +338,36 @@ def render_837p(
     sender, receiver = head_profile.submitter_id, head_profile.receiver_id
     ctl9 = f"{control_number:09d}"
     head = [
-        _seg("ISA", "00", " " * 10, "00", " " * 10, "ZZ", sender.ljust(15), "ZZ",
-             receiver.ljust(15), created.strftime("%y%m%d"), created.strftime("%H%M"),
-             REPETITION, "00501", ctl9, "0", usage, COMPONENT),
-        _seg("GS", "HC", sender, receiver, created.strftime("%Y%m%d"), created.strftime("%H%M"),
-             str(control_number), "X", "005010X222A1"),
+        _seg(
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            "ZZ",
+            sender.ljust(15),
+            "ZZ",
+            receiver.ljust(15),
+            created.strftime("%y%m%d"),
+            created.strftime("%H%M"),
+            REPETITION,
+            "00501",
+            ctl9,
+            "0",
+            usage,
+            COMPONENT,
+        ),
+        _seg(
+            "GS",
+            "HC",
+            sender,
+            receiver,
+            created.strftime("%Y%m%d"),
+            created.strftime("%H%M"),
+            str(control_number),
+            "X",
+            "005010X222A1",
+        ),
     ]
     per = ["PER", "IC", _up(head_profile.submitter_contact), "TE", head_profile.submitter_phone]
     if head_profile.submitter_email:
@@ -341,11 +396,14 @@ def render_837p(
         ]
         if p.pay_to_address is not None and p.pay_to_address != a:
             t = p.pay_to_address
-            body += [_seg("NM1", "87", "2"),
-                     _seg("N3", _up(t.line1), *([_up(t.line2)] if t.line2 else [])),
-                     _seg("N4", _up(t.city), t.state, t.zip)]
-        for (_, patient_id, payer, member_id), by_sub in groupby(
-                list(by_provider), key=lambda c: _claim_of(c.claim.first)[:4]):
+            body += [
+                _seg("NM1", "87", "2"),
+                _seg("N3", _up(t.line1), *([_up(t.line2)] if t.line2 else [])),
+                _seg("N4", _up(t.city), t.state, t.zip),
+            ]
+        for (_, _patient_id, payer, member_id), by_sub in groupby(
+            list(by_provider), key=lambda c: _claim_of(c.claim.first)[:4]
+        ):
             hl += 1
             group = list(by_sub)
             d = group[0].demographics
@@ -354,8 +412,18 @@ def render_837p(
             body += [
                 _seg("HL", str(hl), str(provider_hl), "22", "0"),
                 _seg("SBR", "P", "18", "", "", "", "", "", "", info.claim_filing),
-                _seg("NM1", "IL", "1", _up(d.last_name), _up(d.first_name),
-                     _up(d.middle_name), "", "", "MI", _clean(member_id)),
+                _seg(
+                    "NM1",
+                    "IL",
+                    "1",
+                    _up(d.last_name),
+                    _up(d.first_name),
+                    _up(d.middle_name),
+                    "",
+                    "",
+                    "MI",
+                    _clean(member_id),
+                ),
                 _seg("N3", _up(d.address1), *([_up(d.address2)] if d.address2 else [])),
                 _seg("N4", _up(d.city), d.state, d.zip),
                 _seg("DMG", "D8", d.birth_date.strftime("%Y%m%d"), d.sex),
@@ -372,26 +440,59 @@ def _claim_segments(ready: ReadyClaim, profile: BillingProfile) -> list[str]:
     c = ready.claim
     first = c.first
     dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
-    out = [_seg("CLM", c.claim_id, _money(ready.total), "", "",
-                COMPONENT.join((first.place_of_service, "B", c.frequency)), "Y", "A", "Y", "Y")]
+    out = [
+        _seg(
+            "CLM",
+            c.claim_id,
+            _money(ready.total),
+            "",
+            "",
+            COMPONENT.join((first.place_of_service, "B", c.frequency)),
+            "Y",
+            "A",
+            "Y",
+            "Y",
+        )
+    ]
     if c.frequency != "1":
         out.append(_seg("REF", "F8", _clean(ready.payer_claim_number)))
     out += [
         # medical record number: the pseudonymous patient id, to find the patient again
         _seg("REF", "EA", _clean(first.patient_id)[:50]),
-        _seg("HI", *(COMPONENT.join(("ABK" if i == 0 else "ABF", code))
-                     for i, code in enumerate(dx))),
+        _seg(
+            "HI", *(COMPONENT.join(("ABK" if i == 0 else "ABF", code)) for i, code in enumerate(dx))
+        ),
     ]
     if first.rendering_npi != first.billing_npi:
         rp = profile.rendering_providers[first.rendering_npi]
-        out.append(_seg("NM1", "82", "1", _up(rp.last_name), _up(rp.first_name), "", "",
-                        "", "XX", first.rendering_npi))
+        out.append(
+            _seg(
+                "NM1",
+                "82",
+                "1",
+                _up(rp.last_name),
+                _up(rp.first_name),
+                "",
+                "",
+                "",
+                "XX",
+                first.rendering_npi,
+            )
+        )
     pointers = COMPONENT.join(str(i + 1) for i in range(min(4, len(dx))))
-    for n, (ln, amount) in enumerate(zip(c.lines, ready.charges), start=1):
+    for n, (ln, amount) in enumerate(zip(c.lines, ready.charges, strict=True), start=1):
         out += [
             _seg("LX", str(n)),
-            _seg("SV1", COMPONENT.join(("HC", ln.cpt, *ln.modifiers[:4])), _money(amount), "UN",
-                 str(ln.units), "", "", pointers),
+            _seg(
+                "SV1",
+                COMPONENT.join(("HC", ln.cpt, *ln.modifiers[:4])),
+                _money(amount),
+                "UN",
+                str(ln.units),
+                "",
+                "",
+                pointers,
+            ),
             _seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
             _seg("REF", "6R", line_control_number(ln)),
         ]

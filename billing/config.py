@@ -37,21 +37,31 @@ class BillingConfig(BaseModel):
         """The conventions as ``# ``-prefixed comment lines, for the top of an export."""
         return [
             "# rtm billing conventions (design/billing-rules.md; CMS CY2026 PFS)",
-            ("# period_anchor=episode_started_local_date  # period k = start+30(k-1) .. +29,"
-            " cut by episode.ended"),
+            (
+                "# period_anchor=episode_started_local_date  # period k = start+30(k-1) .. +29,"
+                " cut by episode.ended"
+            ),
             "# data_day=patient-local date of occurred_at in its own UTC offset",
             "# month=calendar month of each time log's patient-local date",
-            (f"# grace_hours={self.grace_hours}  # open until local midnight after the last"
-            " date (episode timezone) + grace"),
-            (f"# assistant_share_threshold_pct={self.assistant_share_threshold_pct}"
-            "  # CQ/CO on 98979/98980/98981 when assistant minutes > this share"),
+            (
+                f"# grace_hours={self.grace_hours}  # open until local midnight after the last"
+                " date (episode timezone) + grace"
+            ),
+            (
+                f"# assistant_share_threshold_pct={self.assistant_share_threshold_pct}"
+                "  # CQ/CO on 98979/98980/98981 when assistant minutes > this share"
+            ),
             f"# setup_date_of_service={self.setup_date_of_service}",
             f"# device_date_of_service={self.device_date_of_service}",
             f"# treatment_date_of_service={self.treatment_date_of_service}",
-            ("# treatment_month_scope=patient  # minutes of all the patient's episodes in a"
-            " month are summed; the line goes to the episode of the month's latest log"),
-            ("# amendment=a changed (patient, code group, period/month) is re-sent whole with"
-            " status amended; data_days/minutes alone do not make a change"),
+            (
+                "# treatment_month_scope=patient  # minutes of all the patient's episodes in a"
+                " month are summed; the line goes to the episode of the month's latest log"
+            ),
+            (
+                "# amendment=a changed (patient, code group, period/month) is re-sent whole with"
+                " status amended; data_days/minutes alone do not make a change"
+            ),
             "# kx=not inferred (needs the annual therapy spend); add it in modifiers",
         ]
 

@@ -18,12 +18,22 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=60,
-                                        pattern=r"^[A-Za-z0-9 .,'&/-]+$")]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9 .,'&/-]+$")
+]
 OptName = Annotated[str, StringConstraints(max_length=25, pattern=r"^[A-Za-z0-9 .,'&/-]*$")]
 
-REQUIRED_COLUMNS = ("patient_id", "last_name", "first_name", "birth_date", "sex", "address1",
-                    "city", "state", "zip")
+REQUIRED_COLUMNS = (
+    "patient_id",
+    "last_name",
+    "first_name",
+    "birth_date",
+    "sex",
+    "address1",
+    "city",
+    "state",
+    "zip",
+)
 OPTIONAL_COLUMNS = ("middle_name", "address2", "member_id")
 
 
@@ -37,8 +47,9 @@ class Demographics(BaseModel):
     birth_date: dt.date
     sex: Literal["M", "F", "U"]
     address1: Name
-    address2: Annotated[str, StringConstraints(max_length=55,
-                                               pattern=r"^[A-Za-z0-9 .,'&/#-]*$")] = ""
+    address2: Annotated[
+        str, StringConstraints(max_length=55, pattern=r"^[A-Za-z0-9 .,'&/#-]*$")
+    ] = ""
     city: Name
     state: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
     zip: Annotated[str, StringConstraints(pattern=r"^[0-9]{5}([0-9]{4})?$")]

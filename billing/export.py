@@ -84,9 +84,7 @@ def csv_row(line: ClaimLine) -> list[str]:
     ]
 
 
-def write_csv(
-    lines: Iterable[ClaimLine], out: TextIO, config: BillingConfig | None = None
-) -> None:
+def write_csv(lines: Iterable[ClaimLine], out: TextIO, config: BillingConfig | None = None) -> None:
     """Write the claims CSV (LF line ends). With ``config``, a ``#`` comment block of the
     conventions in force comes first; without, the bare CSV of billing-rules.md."""
     if config is not None:
@@ -184,13 +182,35 @@ def render_x12_837p(
     test = True
     head = [
         seg(
-            "ISA", "00", " " * 10, "00", " " * 10,
-            "ZZ", opts.sender_id[:15].ljust(15), "ZZ", opts.receiver_id[:15].ljust(15),
-            created.strftime("%y%m%d"), created.strftime("%H%M"), opts.repetition_sep,
-            "00501", ctl, "0", "T" if test else "P", c,
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            "ZZ",
+            opts.sender_id[:15].ljust(15),
+            "ZZ",
+            opts.receiver_id[:15].ljust(15),
+            created.strftime("%y%m%d"),
+            created.strftime("%H%M"),
+            opts.repetition_sep,
+            "00501",
+            ctl,
+            "0",
+            "T" if test else "P",
+            c,
         ),
-        seg("GS", "HC", opts.sender_id, opts.receiver_id, created.strftime("%Y%m%d"),
-            created.strftime("%H%M"), str(opts.control_number), "X", "005010X222A1"),
+        seg(
+            "GS",
+            "HC",
+            opts.sender_id,
+            opts.receiver_id,
+            created.strftime("%Y%m%d"),
+            created.strftime("%H%M"),
+            str(opts.control_number),
+            "X",
+            "005010X222A1",
+        ),
     ]
     body: list[str] = [
         seg("ST", "837", "0001", "005010X222A1"),
@@ -200,35 +220,81 @@ def render_x12_837p(
         seg("NM1", "40", "2", clean(opts.receiver_name), "", "", "", "", "46", opts.receiver_id),
     ]
     hl = 0
-    ordered = sorted(lines, key=lambda ln: (ln.billing_npi, ln.patient_id, ln.payer,
-                                            ln.member_id, ln.episode_id, ln.sort_key()))
+    ordered = sorted(
+        lines,
+        key=lambda ln: (
+            ln.billing_npi,
+            ln.patient_id,
+            ln.payer,
+            ln.member_id,
+            ln.episode_id,
+            ln.sort_key(),
+        ),
+    )
     for billing_npi, by_provider in groupby(ordered, key=lambda ln: ln.billing_npi):
         hl += 1
         provider_hl = hl
         body += [
             seg("HL", str(provider_hl), "", "20", "1"),
-            seg("NM1", "85", "2", clean(opts.billing_provider_name), "", "", "", "", "XX",
-                billing_npi),
+            seg(
+                "NM1",
+                "85",
+                "2",
+                clean(opts.billing_provider_name),
+                "",
+                "",
+                "",
+                "",
+                "XX",
+                billing_npi,
+            ),
             seg("N3", clean(opts.billing_provider_address)),
-            seg("N4", clean(opts.billing_provider_city), opts.billing_provider_state,
-                opts.billing_provider_zip),
+            seg(
+                "N4",
+                clean(opts.billing_provider_city),
+                opts.billing_provider_state,
+                opts.billing_provider_zip,
+            ),
             seg("REF", "EI", opts.billing_provider_tax_id),
         ]
-        subscribers = groupby(list(by_provider),
-                              key=lambda ln: (ln.patient_id, ln.payer, ln.member_id))
+        subscribers = groupby(
+            list(by_provider), key=lambda ln: (ln.patient_id, ln.payer, ln.member_id)
+        )
         for (patient_id, payer, member_id), by_subscriber in subscribers:
             hl += 1
             body += [
                 seg("HL", str(hl), str(provider_hl), "22", "0"),
                 # MB = Medicare Part B; any other payer is sent as CI (commercial).
-                seg("SBR", "P", "18", "", "", "", "", "", "",
-                    "MB" if payer.lower() == "medicare" else "CI"),
+                seg(
+                    "SBR",
+                    "P",
+                    "18",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "MB" if payer.lower() == "medicare" else "CI",
+                ),
                 # Pseudonymous patient id as the name: the system holds no PHI.
                 seg("NM1", "IL", "1", clean(patient_id), "", "", "", "", "MI", clean(member_id)),
-                seg("NM1", "PR", "2", clean(payer.upper()), "", "", "", "", "PI",
-                    clean(payer.upper())[:80]),
+                seg(
+                    "NM1",
+                    "PR",
+                    "2",
+                    clean(payer.upper()),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "PI",
+                    clean(payer.upper())[:80],
+                ),
             ]
-            for episode_id, claim_iter in groupby(list(by_subscriber), key=lambda ln: ln.episode_id):
+            for episode_id, claim_iter in groupby(
+                list(by_subscriber), key=lambda ln: ln.episode_id
+            ):
                 claim = sorted(claim_iter, key=ClaimLine.sort_key)
                 body += _x12_claim(claim, patient_id, episode_id, charges, seg, clean, c)
     body.append(seg("SE", str(len(body) + 1), "0001"))
@@ -248,28 +314,51 @@ def _x12_claim(
     first = claim[0]
     amounts = [charges.get(ln.cpt, Decimal(0)) * ln.units for ln in claim]
     freq = "7" if any(ln.status == "amended" for ln in claim) else "1"
-    claim_id = "RTM" + _short_id(patient_id, episode_id, *(ln.date_of_service.isoformat()
-                                                           for ln in claim), length=17)
+    claim_id = "RTM" + _short_id(
+        patient_id, episode_id, *(ln.date_of_service.isoformat() for ln in claim), length=17
+    )
     dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
     out = [
-        seg("CLM", claim_id, _money(sum(amounts, Decimal(0))), "", "",
-            c.join((first.place_of_service, "B", freq)), "Y", "A", "Y", "Y"),
+        seg(
+            "CLM",
+            claim_id,
+            _money(sum(amounts, Decimal(0))),
+            "",
+            "",
+            c.join((first.place_of_service, "B", freq)),
+            "Y",
+            "A",
+            "Y",
+            "Y",
+        ),
         # Medical record number: links the claim back to the pseudonymous patient id.
         seg("REF", "EA", clean(patient_id)[:50]),
         seg("HI", *(c.join(("ABK" if i == 0 else "ABF", code)) for i, code in enumerate(dx))),
     ]
     if first.rendering_npi != first.billing_npi:
-        out.append(seg("NM1", "82", "1", "RENDERING", "PROVIDER", "", "", "", "XX",
-                       first.rendering_npi))
+        out.append(
+            seg("NM1", "82", "1", "RENDERING", "PROVIDER", "", "", "", "XX", first.rendering_npi)
+        )
     pointers = c.join(str(i + 1) for i in range(min(4, len(dx))))
-    for n, (ln, amount) in enumerate(zip(claim, amounts), start=1):
+    for n, (ln, amount) in enumerate(zip(claim, amounts, strict=True), start=1):
         out += [
             seg("LX", str(n)),
-            seg("SV1", c.join(("HC", ln.cpt, *ln.modifiers[:4])), _money(amount), "UN",
-                str(ln.units), "", "", pointers),
+            seg(
+                "SV1",
+                c.join(("HC", ln.cpt, *ln.modifiers[:4])),
+                _money(amount),
+                "UN",
+                str(ln.units),
+                "",
+                "",
+                pointers,
+            ),
             seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
-            seg("REF", "6R", _short_id(ln.patient_id, ln.episode_id, ln.cpt,
-                                       ln.period_start.isoformat())),
+            seg(
+                "REF",
+                "6R",
+                _short_id(ln.patient_id, ln.episode_id, ln.cpt, ln.period_start.isoformat()),
+            ),
         ]
     return out
 
@@ -294,8 +383,12 @@ MEMBER_ID_SYSTEM = "urn:rtm:member-id"
 BILLING_GROUP_SYSTEM = "urn:rtm:billing-group"
 RELATED_CLAIM_SYSTEM = "http://terminology.hl7.org/CodeSystem/ex-relatedclaimrelationship"
 # Claim.status is bound (required) to http://hl7.org/fhir/ValueSet/fm-status.
-FHIR_STATUS: dict[str, str] = {"new": "active", "amended": "active", "preview": "draft",
-                               "void": "cancelled"}
+FHIR_STATUS: dict[str, str] = {
+    "new": "active",
+    "amended": "active",
+    "preview": "draft",
+    "void": "cancelled",
+}
 
 
 def billing_group_id(line: ClaimLine) -> str:
@@ -311,26 +404,44 @@ def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[s
     ``related`` (relationship ``prior``) naming the same groups, i.e. the earlier Claims
     that carried them. No extensions."""
     out: list[dict[str, Any]] = []
-    ordered = sorted(lines, key=lambda ln: (ln.patient_id, ln.date_of_service,
-                                            FHIR_STATUS[ln.status], ln.status == "amended",
-                                            ln.sort_key()))
+    ordered = sorted(
+        lines,
+        key=lambda ln: (
+            ln.patient_id,
+            ln.date_of_service,
+            FHIR_STATUS[ln.status],
+            ln.status == "amended",
+            ln.sort_key(),
+        ),
+    )
     for (patient_id, dos, status, amended), grp in groupby(
-            ordered, key=lambda ln: (ln.patient_id, ln.date_of_service, FHIR_STATUS[ln.status],
-                                     ln.status == "amended")):
+        ordered,
+        key=lambda ln: (
+            ln.patient_id,
+            ln.date_of_service,
+            FHIR_STATUS[ln.status],
+            ln.status == "amended",
+        ),
+    ):
         claim_lines = list(grp)
         first = claim_lines[0]
         dx = list(first.diagnosis_codes)
         groups = sorted({billing_group_id(ln) for ln in claim_lines})
         claim: dict[str, Any] = {
             "resourceType": "Claim",
-            "id": _short_id(patient_id, dos.isoformat(), status, str(amended), *groups,
-                            length=32).lower(),
+            "id": _short_id(
+                patient_id, dos.isoformat(), status, str(amended), *groups, length=32
+            ).lower(),
             "identifier": [{"system": BILLING_GROUP_SYSTEM, "value": g} for g in groups],
             "status": status,
-            "type": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/claim-type",
-                "code": "professional",
-            }]},
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                        "code": "professional",
+                    }
+                ]
+            },
             "use": "claim",
             "patient": {"identifier": {"system": PATIENT_ID_SYSTEM, "value": patient_id}},
             "billablePeriod": {
@@ -339,38 +450,59 @@ def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[s
             },
             "created": created.isoformat(),
             "provider": {"identifier": {"system": NPI_SYSTEM, "value": first.billing_npi}},
-            "priority": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/processpriority",
-                "code": "normal",
-            }]},
-            "careTeam": [{
-                "sequence": 1,
-                "provider": {"identifier": {"system": NPI_SYSTEM, "value": first.rendering_npi}},
-                "role": {"coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/claimcareteamrole",
-                    "code": "primary",
-                }]},
-            }],
+            "priority": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/processpriority",
+                        "code": "normal",
+                    }
+                ]
+            },
+            "careTeam": [
+                {
+                    "sequence": 1,
+                    "provider": {
+                        "identifier": {"system": NPI_SYSTEM, "value": first.rendering_npi}
+                    },
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/claimcareteamrole",
+                                "code": "primary",
+                            }
+                        ]
+                    },
+                }
+            ],
             "diagnosis": [
-                {"sequence": i, "diagnosisCodeableConcept": {
-                    "coding": [{"system": ICD10_SYSTEM, "code": code}]}}
+                {
+                    "sequence": i,
+                    "diagnosisCodeableConcept": {
+                        "coding": [{"system": ICD10_SYSTEM, "code": code}]
+                    },
+                }
                 for i, code in enumerate(dx, start=1)
             ],
-            "insurance": [{
-                "sequence": 1,
-                "focal": True,
-                "coverage": {
-                    "identifier": {"system": MEMBER_ID_SYSTEM, "value": first.member_id},
-                    "display": first.payer,
-                },
-            }],
+            "insurance": [
+                {
+                    "sequence": 1,
+                    "focal": True,
+                    "coverage": {
+                        "identifier": {"system": MEMBER_ID_SYSTEM, "value": first.member_id},
+                        "display": first.payer,
+                    },
+                }
+            ],
             "item": [_fhir_item(n, ln, len(dx)) for n, ln in enumerate(claim_lines, start=1)],
         }
         if amended:
-            claim["related"] = [{
-                "claim": {"identifier": {"system": BILLING_GROUP_SYSTEM, "value": g}},
-                "relationship": {"coding": [{"system": RELATED_CLAIM_SYSTEM, "code": "prior"}]},
-            } for g in groups]
+            claim["related"] = [
+                {
+                    "claim": {"identifier": {"system": BILLING_GROUP_SYSTEM, "value": g}},
+                    "relationship": {"coding": [{"system": RELATED_CLAIM_SYSTEM, "code": "prior"}]},
+                }
+                for g in groups
+            ]
         out.append(claim)
     return out
 
@@ -382,7 +514,9 @@ def _fhir_item(sequence: int, ln: ClaimLine, n_dx: int) -> dict[str, Any]:
         "diagnosisSequence": list(range(1, min(4, n_dx) + 1)),
         "productOrService": {"coding": [{"system": CPT_SYSTEM, "code": ln.cpt}]},
         "servicedDate": ln.date_of_service.isoformat(),
-        "locationCodeableConcept": {"coding": [{"system": POS_SYSTEM, "code": ln.place_of_service}]},
+        "locationCodeableConcept": {
+            "coding": [{"system": POS_SYSTEM, "code": ln.place_of_service}]
+        },
         "quantity": {"value": ln.units},
     }
     if ln.modifiers:
@@ -417,8 +551,9 @@ def render_fhir(lines: Iterable[ClaimLine], created: dt.datetime) -> str:
 FORMATS = ("csv", "x12", "fhir")
 
 
-def render_export(lines: Sequence[ClaimLine], fmt: str, created: dt.datetime,
-                  config: BillingConfig | None = None) -> str:
+def render_export(
+    lines: Sequence[ClaimLine], fmt: str, created: dt.datetime, config: BillingConfig | None = None
+) -> str:
     """CSV (conventions as a ``#`` header block), X12 837P or a FHIR R4 Claim bundle."""
     from billing.config import DEFAULT_CONFIG
 

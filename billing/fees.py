@@ -31,7 +31,9 @@ class FeeEntry(BaseModel):
     amount: Decimal
 
     def covers(self, day: dt.date) -> bool:
-        return self.effective_from <= day and (self.effective_to is None or day <= self.effective_to)
+        return self.effective_from <= day and (
+            self.effective_to is None or day <= self.effective_to
+        )
 
 
 COLUMNS = ("version", "cpt", "locality", "effective_from", "effective_to", "amount")
@@ -56,11 +58,16 @@ def parse_fee_schedule(text: str) -> list[FeeEntry]:
         if amount < 0 or amount != amount.quantize(Decimal("0.01")):
             raise FeeScheduleError(f"row {n}: amount: must be >= 0 with at most 2 decimals")
         try:
-            entry = FeeEntry(version=row["version"], cpt=row["cpt"], locality=row["locality"],
-                             effective_from=dt.date.fromisoformat(row["effective_from"]),
-                             effective_to=(dt.date.fromisoformat(row["effective_to"])
-                                           if row["effective_to"] else None),
-                             amount=amount)
+            entry = FeeEntry(
+                version=row["version"],
+                cpt=row["cpt"],
+                locality=row["locality"],
+                effective_from=dt.date.fromisoformat(row["effective_from"]),
+                effective_to=(
+                    dt.date.fromisoformat(row["effective_to"]) if row["effective_to"] else None
+                ),
+                amount=amount,
+            )
         except ValueError as exc:
             raise FeeScheduleError(f"row {n}: {exc}") from None
         if not entry.version or not entry.cpt or not entry.locality:
@@ -78,11 +85,12 @@ def check_overlaps(entries: Iterable[FeeEntry]) -> None:
         by[(e.version, e.cpt, e.locality)].append(e)
     for (version, cpt, locality), group in by.items():
         group.sort(key=lambda e: e.effective_from)
-        for a, b in zip(group, group[1:]):
+        for a, b in zip(group, group[1:], strict=False):
             if a.effective_to is None or b.effective_from <= a.effective_to:
                 raise FeeScheduleError(
                     f"version {version}: {cpt} in locality {locality} has overlapping dates"
-                    f" ({a.effective_from} and {b.effective_from})")
+                    f" ({a.effective_from} and {b.effective_from})"
+                )
 
 
 def fee_for(entries: Iterable[FeeEntry], cpt: str, locality: str, day: dt.date) -> FeeEntry | None:

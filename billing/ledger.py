@@ -20,17 +20,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from billing.state import EpisodeEvent, PatientBillingState, TimeLog
 from schemas.events import (
+    EVENT_TYPES,
     ClinicianTimeLogged,
     EpisodeEnded,
-    EVENT_TYPES,
     EpisodeStarted,
     Event,
     ProgramUpdated,
     is_patient_data,
 )
-from pydantic import TypeAdapter
 
 NO_EPISODE = ""
 # Every type of the contract feeds the ledger: data days, time logs, episodes.
@@ -38,7 +39,8 @@ BILLING_EVENT_TYPES = EVENT_TYPES
 _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 
 DataDayRow = tuple[str, dt.date, str, str]  # patient_id, local_date, episode_id|"", event_id
-# event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s, minutes, role, interactive
+# event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s, minutes, role,
+# interactive
 TimeLogRow = tuple[str, str, str | None, dt.date, dt.datetime, int, int, str, bool]
 # event_id, patient_id, type, episode_id, occurred_at, payload (JSON text)
 EpisodeEventRow = tuple[str, str, str, str, dt.datetime, str]
@@ -81,17 +83,32 @@ def ledger_rows(events: Iterable[Event]) -> LedgerRows:
         elif isinstance(ev, ClinicianTimeLogged):
             if ev.event_id not in seen_ids:
                 seen_ids.add(ev.event_id)
-                rows.time_logs.append((
-                    ev.event_id, ev.patient_id, ev.episode_id, ev.local_date, ev.occurred_at,
-                    _offset_s(ev.occurred_at), ev.minutes, ev.clinician_role, ev.interactive,
-                ))
+                rows.time_logs.append(
+                    (
+                        ev.event_id,
+                        ev.patient_id,
+                        ev.episode_id,
+                        ev.local_date,
+                        ev.occurred_at,
+                        _offset_s(ev.occurred_at),
+                        ev.minutes,
+                        ev.clinician_role,
+                        ev.interactive,
+                    )
+                )
         elif isinstance(ev, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
             if ev.event_id not in seen_ids:
                 seen_ids.add(ev.event_id)
-                rows.episode_events.append((
-                    ev.event_id, ev.patient_id, ev.type, ev.episode_id, ev.occurred_at,
-                    strip_received(ev).model_dump_json(exclude_none=True),
-                ))
+                rows.episode_events.append(
+                    (
+                        ev.event_id,
+                        ev.patient_id,
+                        ev.type,
+                        ev.episode_id,
+                        ev.occurred_at,
+                        strip_received(ev).model_dump_json(exclude_none=True),
+                    )
+                )
     return rows
 
 
@@ -128,8 +145,11 @@ def states_from_rows(
         )
     for r in episode_events:
         payload = r["payload"]
-        ev = (_EPISODE_EVENT.validate_json(payload) if isinstance(payload, (str, bytes))
-              else _EPISODE_EVENT.validate_python(payload))
+        ev = (
+            _EPISODE_EVENT.validate_json(payload)
+            if isinstance(payload, (str, bytes))
+            else _EPISODE_EVENT.validate_python(payload)
+        )
         _state(states, r["patient_id"]).episode_events[r["event_id"]] = ev
     return states
 

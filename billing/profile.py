@@ -66,8 +66,9 @@ class BillingProfile(_Frozen):
     submitter_id: Annotated[str, StringConstraints(pattern=r"^([A-Z0-9]{2,15})?$")] = ""
     submitter_contact: Text = ""
     submitter_phone: Annotated[str, StringConstraints(pattern=r"^([0-9]{10})?$")] = ""
-    submitter_email: Annotated[str, StringConstraints(max_length=80,
-                                                      pattern=r"^([^@*:^~\s]+@[^@*:^~\s]+)?$")] = ""
+    submitter_email: Annotated[
+        str, StringConstraints(max_length=80, pattern=r"^([^@*:^~\s]+@[^@*:^~\s]+)?$")
+    ] = ""
     receiver_name: Text = ""
     receiver_id: Annotated[str, StringConstraints(pattern=r"^([A-Z0-9]{2,15})?$")] = ""
     provider_name: Text = ""
@@ -83,14 +84,27 @@ class BillingProfile(_Frozen):
         return self.payers.get(name) or self.payers.get(name.lower())
 
 
-_REQUIRED = ("submitter_name", "submitter_id", "submitter_contact", "submitter_phone",
-             "receiver_name", "receiver_id", "provider_name", "provider_tax_id",
-             "provider_taxonomy", "locality")
+_REQUIRED = (
+    "submitter_name",
+    "submitter_id",
+    "submitter_contact",
+    "submitter_phone",
+    "receiver_name",
+    "receiver_id",
+    "provider_name",
+    "provider_tax_id",
+    "provider_taxonomy",
+    "locality",
+)
 _ADDRESS = ("line1", "city", "state", "zip")
 
 
-def missing_fields(profile: BillingProfile | None, payers: Iterable[str] = (),
-                   rendering_npis: Iterable[str] = (), billing_npi: str = "") -> list[str]:
+def missing_fields(
+    profile: BillingProfile | None,
+    payers: Iterable[str] = (),
+    rendering_npis: Iterable[str] = (),
+    billing_npi: str = "",
+) -> list[str]:
     """The fields a production 837P of ``payers`` and ``rendering_npis`` needs and the
     profile lacks, named as in the profile file (e.g. ``payers.medicare.payer_id``)."""
     if profile is None:
@@ -98,8 +112,7 @@ def missing_fields(profile: BillingProfile | None, payers: Iterable[str] = (),
     out = [name for name in _REQUIRED if not getattr(profile, name)]
     out += [f"provider_address.{a}" for a in _ADDRESS if not getattr(profile.provider_address, a)]
     if profile.pay_to_address is not None:
-        out += [f"pay_to_address.{a}" for a in _ADDRESS
-                if not getattr(profile.pay_to_address, a)]
+        out += [f"pay_to_address.{a}" for a in _ADDRESS if not getattr(profile.pay_to_address, a)]
     for name in sorted(set(payers)):
         payer = profile.payer(name)
         if payer is None or not payer.payer_id:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ClaimPayment:
-    claim_id: str            # CLP01
-    status: str              # CLP02 (1 processed as primary, 4 denied, 22 reversal, ...)
+    claim_id: str  # CLP01
+    status: str  # CLP02 (1 processed as primary, 4 denied, 22 reversal, ...)
     payer_claim_number: str  # CLP07
 
 

@@ -319,8 +319,17 @@ def patient_claims(
                 continue
             dos = period.end if config.device_date_of_service == "period_end" else period.start
             lines.append(
-                _line(episode, code, _therapy(episode.clinician_role), 1, dos,
-                      period.start, period.end, status, data_days=len(pdays))
+                _line(
+                    episode,
+                    code,
+                    _therapy(episode.clinician_role),
+                    1,
+                    dos,
+                    period.start,
+                    period.end,
+                    status,
+                    data_days=len(pdays),
+                )
             )
 
         # 98975: once per episode, when set-up education was done and period 1 reaches
@@ -337,8 +346,17 @@ def patient_claims(
                     else sorted(pdays)[DEVICE_MIN_DAYS - 1]
                 )
                 lines.append(
-                    _line(episode, CPT_SETUP, setup_modifiers(episode), 1, dos,
-                          period.start, period.end, status, data_days=len(pdays))
+                    _line(
+                        episode,
+                        CPT_SETUP,
+                        setup_modifiers(episode),
+                        1,
+                        dos,
+                        period.start,
+                        period.end,
+                        status,
+                        data_days=len(pdays),
+                    )
                 )
 
     for month in month_totals(state).values():
@@ -356,8 +374,17 @@ def patient_claims(
         )
         for cpt, units in codes:
             lines.append(
-                _line(month.episode, cpt, mods, units, dos, month.month_start,
-                      month.month_end, status, minutes=month.minutes)
+                _line(
+                    month.episode,
+                    cpt,
+                    mods,
+                    units,
+                    dos,
+                    month.month_start,
+                    month.month_end,
+                    status,
+                    minutes=month.minutes,
+                )
             )
     return lines
 
@@ -481,7 +508,9 @@ def billing_progress(state: PatientBillingState, day: dt.date) -> BillingProgres
         earned=tuple(c for c, _ in treatment_codes(minutes, interactive)),
         minutes_to_next=to_next,
     )
-    return BillingProgress(patient_id=state.patient_id, day=day, period=period_progress, month=month)
+    return BillingProgress(
+        patient_id=state.patient_id, day=day, period=period_progress, month=month
+    )
 
 
 def billing_at_risk(state: PatientBillingState, day: dt.date) -> bool:

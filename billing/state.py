@@ -25,6 +25,7 @@ from schemas.events import (
     is_patient_data,
 )
 
+
 class TimeLog(BaseModel):
     """One ``clinician.time_logged``, reduced to what billing needs."""
 
@@ -37,6 +38,7 @@ class TimeLog(BaseModel):
     clinician_role: ClinicianRole
     interactive: bool
     episode_id: str | None = None
+
 
 class PatientBillingState(BaseModel):
     """Billing facts of one patient: data dates, time logs and episode events.
@@ -61,9 +63,7 @@ class PatientBillingState(BaseModel):
         """Fold one event; True if the state changed (False for a duplicate or an
         event billing ignores, e.g. ``program.updated`` already seen)."""
         if event.patient_id != self.patient_id:
-            raise ValueError(
-                f"event {event.event_id} is for another patient than this state's"
-            )
+            raise ValueError(f"event {event.event_id} is for another patient than this state's")
         if is_patient_data(event):
             key = (event.local_date, getattr(event, "episode_id", None))
             if key in self.data_dates:
@@ -117,6 +117,7 @@ class PatientBillingState(BaseModel):
         """event_id -> reason for episode.started events the book refused (409-style)."""
         _ = self.book
         return dict(self._rejected)
+
 
 def fold_events(
     events: Iterable[Event], states: dict[str, PatientBillingState] | None = None

@@ -37,9 +37,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["ServiceError", "ServiceStatus", "up", "down", "status"]
 
@@ -81,6 +82,7 @@ class Settings(Protocol):
     def pg_database(self) -> str: ...
     @property
     def timescaledb_version(self) -> str: ...
+
 
 HERE = Path(__file__).resolve().parent
 KAFKA_POM = HERE / "kafka" / "pom.xml"
@@ -305,7 +307,11 @@ def _kafka_classpath(settings: Settings, log: Log) -> Path:
     tmp.mkdir(parents=True)
     _run(
         [
-            "mvn", "-B", "-q", "-f", str(KAFKA_POM),
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(KAFKA_POM),
             f"-Dkafka.version={settings.kafka_version}",
             DEPENDENCY_PLUGIN,
             "-DincludeScope=runtime",
@@ -320,17 +326,25 @@ def _kafka_classpath(settings: Settings, log: Log) -> Path:
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     stamp.write_text(f"{settings.kafka_version}\n")
-    log(f"kafka: classpath ready ({len(list(libs.glob('*.jar')))} jars, "
-        f"{time.monotonic() - t0:.1f} s)")
+    log(
+        f"kafka: classpath ready ({len(list(libs.glob('*.jar')))} jars, "
+        f"{time.monotonic() - t0:.1f} s)"
+    )
     return libs
 
 
 def _java_cmd(libs: Path, log4j: Path, main: str, *args: str, heap: str = "-Xmx1g") -> list[str]:
     java = _require("java", "install OpenJDK 17: apt-get install openjdk-17-jre-headless")
     return [
-        java, heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        java,
+        heap,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{log4j}",
-        "-cp", f"{libs}/*", main, *args,
+        "-cp",
+        f"{libs}/*",
+        main,
+        *args,
     ]
 
 
@@ -377,9 +391,18 @@ def _kafka_start(settings: Settings, log: Log) -> int | None:
         cid = cid_file.read_text().strip()
         log(f"kafka: formatting storage in {kdir / 'data'} (cluster id {cid})")
         _run(
-            _java_cmd(libs, log4j, "kafka.tools.StorageTool",
-                      "format", "-t", cid, "-c", str(props), "--ignore-formatted",
-                      heap="-Xmx256m"),
+            _java_cmd(
+                libs,
+                log4j,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cid,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+                heap="-Xmx256m",
+            ),
             timeout=120,
             what="kafka storage format",
             log_file=kdir / "format.log",
@@ -392,12 +415,17 @@ def _kafka_start(settings: Settings, log: Log) -> int | None:
     with log_file.open("a") as fh:
         fh.write(f"\n===== rtm up {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n")
     launcher = subprocess.run(
-        ["sh", "-c", 'log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!', "sh",
-         str(log_file), *cmd],
+        [
+            "sh",
+            "-c",
+            'log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!',
+            "sh",
+            str(log_file),
+            *cmd,
+        ],
         cwd=kdir,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         timeout=30,
         start_new_session=True,
@@ -467,10 +495,12 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
     if pid is None:
         return ServiceStatus("kafka", False, address, "not running")
     if not _kafka_answers(settings):
-        return ServiceStatus("kafka", False, address,
-                             f"pid {pid} alive but metadata not answered; see {log_file}")
-    return ServiceStatus("kafka", True, address,
-                         f"pid {pid}, Kafka {settings.kafka_version} KRaft, log {log_file}")
+        return ServiceStatus(
+            "kafka", False, address, f"pid {pid} alive but metadata not answered; see {log_file}"
+        )
+    return ServiceStatus(
+        "kafka", True, address, f"pid {pid}, Kafka {settings.kafka_version} KRaft, log {log_file}"
+    )
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -479,8 +509,10 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
 def _pg_local_dsn(settings: Settings) -> str:
     """DSN of the local cluster; equals settings.dsn unless RTM_DATABASE_URL overrides it."""
     pw = settings.pg_password.get_secret_value()
-    return (f"postgresql://{settings.pg_user}:{pw}@{settings.pg_host}:{settings.pg_port}/"
-            f"{settings.pg_database}")
+    return (
+        f"postgresql://{settings.pg_user}:{pw}@{settings.pg_host}:{settings.pg_port}/"
+        f"{settings.pg_database}"
+    )
 
 
 def _pg_base(settings: Settings) -> Path:
@@ -533,8 +565,12 @@ class _Apt:
         self._check()
         self.log("apt: apt-get update")
         t0 = time.monotonic()
-        _run(["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"],
-             timeout=600, what="apt-get update", env=self.env())
+        _run(
+            ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300", "update"],
+            timeout=600,
+            what="apt-get update",
+            env=self.env(),
+        )
         self.updated = True
         self.log(f"apt: updated ({time.monotonic() - t0:.1f} s)")
 
@@ -546,10 +582,21 @@ class _Apt:
         self.log(f"apt: installing {' '.join(missing)}")
         t0 = time.monotonic()
         _run(
-            ["apt-get", "-q", "-y", "--no-install-recommends",
-             "-o", "DPkg::Lock::Timeout=300", "-o", "Dpkg::Options::=--force-confold",
-             "install", *missing],
-            timeout=900, what=f"apt-get install {' '.join(missing)}", env=self.env(),
+            [
+                "apt-get",
+                "-q",
+                "-y",
+                "--no-install-recommends",
+                "-o",
+                "DPkg::Lock::Timeout=300",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "install",
+                *missing,
+            ],
+            timeout=900,
+            what=f"apt-get install {' '.join(missing)}",
+            env=self.env(),
         )
         self.log(f"apt: installed ({time.monotonic() - t0:.1f} s)")
 
@@ -558,7 +605,10 @@ def _dpkg_installed(package: str) -> bool:
     try:
         out = subprocess.run(
             ["dpkg-query", "-W", "-f=${db:Status-Status}", package],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=30,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            timeout=30,
         )
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return False
@@ -612,20 +662,30 @@ def _tsdb_install(settings: Settings, apt: _Apt, log: Log) -> None:
     if not stamp.exists():
         _tsdb_build(settings, apt, cache, log)
     log(f"timescaledb: installing {version} from cache {root}")
-    _run(["cp", "-a", "--no-preserve=ownership", f"{root}/.", "/"], timeout=120,
-         what="copy the TimescaleDB build into /")
+    _run(
+        ["cp", "-a", "--no-preserve=ownership", f"{root}/.", "/"],
+        timeout=120,
+        what="copy the TimescaleDB build into /",
+    )
     if not _tsdb_installed(settings):
-        raise ServiceError(f"timescaledb: {PG_LIB}/timescaledb-{version}.so missing after install"
-                           f" (cache {root} incomplete? remove {cache} and rerun)")
+        raise ServiceError(
+            f"timescaledb: {PG_LIB}/timescaledb-{version}.so missing after install"
+            f" (cache {root} incomplete? remove {cache} and rerun)"
+        )
 
 
 def _tsdb_build(settings: Settings, apt: _Apt, cache: Path, log: Log) -> None:
     version = settings.timescaledb_version
-    for tool, hint in (("cmake", "apt-get install cmake"), ("gcc", "apt-get install gcc"),
-                       ("make", "apt-get install make")):
+    for tool, hint in (
+        ("cmake", "apt-get install cmake"),
+        ("gcc", "apt-get install gcc"),
+        ("make", "apt-get install make"),
+    ):
         _require(tool, hint)
-    log(f"timescaledb: building {version} for PostgreSQL {PG_MAJOR} from Debian's source "
-        f"package (once; cached in {cache})")
+    log(
+        f"timescaledb: building {version} for PostgreSQL {PG_MAJOR} from Debian's source "
+        f"package (once; cached in {cache})"
+    )
     t0 = time.monotonic()
     if not TSDB_SOURCES_FILE.exists():
         _tsdb_add_sources(log)
@@ -637,8 +697,14 @@ def _tsdb_build(settings: Settings, apt: _Apt, cache: Path, log: Log) -> None:
     src = cache / "src"
     src.mkdir(parents=True)
     build_log = cache / "build.log"
-    _run(["apt-get", "source", "--download-only", "timescaledb"], cwd=src, timeout=600,
-         what="apt-get source timescaledb", log_file=build_log, env=apt.env())
+    _run(
+        ["apt-get", "source", "--download-only", "timescaledb"],
+        cwd=src,
+        timeout=600,
+        what="apt-get source timescaledb",
+        log_file=build_log,
+        env=apt.env(),
+    )
     dscs = sorted(src.glob("timescaledb_*.dsc"))
     if not dscs:
         raise ServiceError(f"timescaledb: no .dsc downloaded into {src}")
@@ -647,19 +713,41 @@ def _tsdb_build(settings: Settings, apt: _Apt, cache: Path, log: Log) -> None:
         raise ServiceError(
             f"timescaledb: Debian serves {dsc.name}, not {version}; set RTM_TIMESCALEDB_VERSION"
         )
-    _run(["dpkg-source", "--no-check", "-x", dsc.name, "tree"], cwd=src, timeout=300,
-         what="dpkg-source -x", log_file=build_log)
+    _run(
+        ["dpkg-source", "--no-check", "-x", dsc.name, "tree"],
+        cwd=src,
+        timeout=300,
+        what="dpkg-source -x",
+        log_file=build_log,
+    )
     tree = src / "tree"
     env = {**os.environ, "PATH": f"{PG_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    _run(["./bootstrap", *TSDB_CMAKE_FLAGS, f"-DPG_CONFIG={PG_BIN / 'pg_config'}"],
-         cwd=tree, timeout=600, what="timescaledb ./bootstrap (cmake)", env=env,
-         log_file=build_log)
+    _run(
+        ["./bootstrap", *TSDB_CMAKE_FLAGS, f"-DPG_CONFIG={PG_BIN / 'pg_config'}"],
+        cwd=tree,
+        timeout=600,
+        what="timescaledb ./bootstrap (cmake)",
+        env=env,
+        log_file=build_log,
+    )
     jobs = str(max(2, os.cpu_count() or 2))
-    _run(["make", "-C", "build", f"-j{jobs}"], cwd=tree, timeout=1800,
-         what="timescaledb make", env=env, log_file=build_log)
+    _run(
+        ["make", "-C", "build", f"-j{jobs}"],
+        cwd=tree,
+        timeout=1800,
+        what="timescaledb make",
+        env=env,
+        log_file=build_log,
+    )
     root = cache / "root"
-    _run(["make", "-C", "build", "install", f"DESTDIR={root}"], cwd=tree, timeout=600,
-         what="timescaledb make install", env=env, log_file=build_log)
+    _run(
+        ["make", "-C", "build", "install", f"DESTDIR={root}"],
+        cwd=tree,
+        timeout=600,
+        what="timescaledb make install",
+        env=env,
+        log_file=build_log,
+    )
     so = root / PG_LIB.relative_to("/") / f"timescaledb-{version}.so"
     if not so.exists():
         raise ServiceError(f"timescaledb: build produced no {so}; see {build_log}")
@@ -723,12 +811,23 @@ def _pg_init(settings: Settings, log: Log) -> None:
     try:
         _pg_chown(base, data, pwfile)
         _run(
-            _as_postgres([
-                str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                "--encoding=UTF8", "--no-locale", "--auth-local=peer",
-                "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-            ]),
-            timeout=300, what="initdb", cwd=base,
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--auth-local=peer",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                ]
+            ),
+            timeout=300,
+            what="initdb",
+            cwd=base,
         )
     finally:
         pwfile.unlink(missing_ok=True)
@@ -745,8 +844,9 @@ def _pg_chown(*paths: Path) -> None:
     try:
         pw = pwd.getpwnam("postgres")
     except KeyError as exc:
-        raise ServiceError("postgres: system user `postgres` missing (install postgresql-15)") \
-            from exc
+        raise ServiceError(
+            "postgres: system user `postgres` missing (install postgresql-15)"
+        ) from exc
     for path in paths:
         if path.exists():
             os.lchown(path, pw.pw_uid, pw.pw_gid)
@@ -772,14 +872,29 @@ async def _pg_query(dsn: str, timeout: float) -> dict[str, str | None]:
 
 def _pg_psql(settings: Settings, database: str, sql: str, variables: dict[str, str]) -> None:
     cmd = [
-        str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-        "-h", str(_pg_socket_dir(settings)), "-p", str(settings.pg_port),
-        "-U", "postgres", "-d", database,
+        str(PG_BIN / "psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        str(_pg_socket_dir(settings)),
+        "-p",
+        str(settings.pg_port),
+        "-U",
+        "postgres",
+        "-d",
+        database,
     ]
     for key, value in variables.items():
         cmd += ["-v", f"{key}={value}"]
-    _run(_as_postgres(cmd + ["-f", "-"]), input=sql, timeout=120, cwd=_pg_base(settings),
-         what=f"psql setup of database {database}")
+    _run(
+        _as_postgres(cmd + ["-f", "-"]),
+        input=sql,
+        timeout=120,
+        cwd=_pg_base(settings),
+        what=f"psql setup of database {database}",
+    )
 
 
 def _pg_provision(settings: Settings, log: Log) -> None:
@@ -789,17 +904,23 @@ def _pg_provision(settings: Settings, log: Log) -> None:
         "pw": settings.pg_password.get_secret_value(),
         "db": settings.pg_database,
     }
-    _pg_psql(settings, "postgres", """\
+    _pg_psql(
+        settings,
+        "postgres",
+        """\
 SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec
 SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec
-""", variables)
-    _pg_psql(settings, settings.pg_database,
-             "CREATE EXTENSION IF NOT EXISTS timescaledb;\n", {})
-    log(f"postgres: role {settings.pg_user}, database {settings.pg_database} and extension "
-        f"timescaledb in place")
+""",
+        variables,
+    )
+    _pg_psql(settings, settings.pg_database, "CREATE EXTENSION IF NOT EXISTS timescaledb;\n", {})
+    log(
+        f"postgres: role {settings.pg_user}, database {settings.pg_database} and extension "
+        f"timescaledb in place"
+    )
 
 
 def _pg_wait_ready(settings: Settings, log: Log, timeout: float = 30.0) -> dict[str, str | None]:
@@ -812,9 +933,11 @@ def _pg_wait_ready(settings: Settings, log: Log, timeout: float = 30.0) -> dict[
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last = exc
             time.sleep(0.5)
-    raise ServiceError(f"postgres: SELECT 1 over {settings.pg_host}:{settings.pg_port} failed "
-                       f"after {timeout:.0f} s ({type(last).__name__}: {last}); "
-                       f"see {_pg_log(settings)}")
+    raise ServiceError(
+        f"postgres: SELECT 1 over {settings.pg_host}:{settings.pg_port} failed "
+        f"after {timeout:.0f} s ({type(last).__name__}: {last}); "
+        f"see {_pg_log(settings)}"
+    )
 
 
 def _pg_up(settings: Settings, log: Log) -> None:
@@ -822,12 +945,16 @@ def _pg_up(settings: Settings, log: Log) -> None:
     pid = _pg_pid(settings)
     if pid is not None:
         info = _pg_wait_ready(settings, log, timeout=10)
-        log(f"postgres: already running (pid {pid}) on {address}, timescaledb "
-            f"{info['timescaledb']} ({info['license']})")
+        log(
+            f"postgres: already running (pid {pid}) on {address}, timescaledb "
+            f"{info['timescaledb']} ({info['license']})"
+        )
         return
     if _port_open(settings.pg_host, settings.pg_port):
-        raise ServiceError(f"postgres: port {address} is taken by another process (not the "
-                           f"cluster in {settings.pg_data_path}); stop it or set RTM_PG_PORT")
+        raise ServiceError(
+            f"postgres: port {address} is taken by another process (not the "
+            f"cluster in {settings.pg_data_path}); stop it or set RTM_PG_PORT"
+        )
     apt = _Apt(log)
     if not _tsdb_installed(settings) and not _tsdb_cache(settings).joinpath(".complete").exists():
         _tsdb_add_sources(log)  # before the one `apt-get update`
@@ -844,8 +971,19 @@ def _pg_up(settings: Settings, log: Log) -> None:
     _pg_chown(pg_log)
     log(f"postgres: starting on {address}, log {pg_log}")
     t0 = time.monotonic()
-    cmd = _as_postgres([str(PG_BIN / "pg_ctl"), "start", "-D", str(settings.pg_data_path),
-                        "-l", str(pg_log), "-w", "-t", str(PG_START_TIMEOUT_S)])
+    cmd = _as_postgres(
+        [
+            str(PG_BIN / "pg_ctl"),
+            "start",
+            "-D",
+            str(settings.pg_data_path),
+            "-l",
+            str(pg_log),
+            "-w",
+            "-t",
+            str(PG_START_TIMEOUT_S),
+        ]
+    )
     size = pg_log.stat().st_size
     try:
         _run(cmd, timeout=PG_START_TIMEOUT_S + 30, what="pg_ctl start", cwd=_pg_base(settings))
@@ -855,8 +993,10 @@ def _pg_up(settings: Settings, log: Log) -> None:
         raise ServiceError(f"{exc}; see {pg_log}: {_tail(pg_log, 3)}") from exc
     _pg_provision(settings, log)
     info = _pg_wait_ready(settings, log)
-    log(f"postgres: ready on {address} ({time.monotonic() - t0:.1f} s), PostgreSQL "
-        f"{info['server']}, timescaledb {info['timescaledb']} ({info['license']})")
+    log(
+        f"postgres: ready on {address} ({time.monotonic() - t0:.1f} s), PostgreSQL "
+        f"{info['server']}, timescaledb {info['timescaledb']} ({info['license']})"
+    )
 
 
 def _pg_down(settings: Settings, log: Log) -> None:
@@ -866,9 +1006,22 @@ def _pg_down(settings: Settings, log: Log) -> None:
     log("postgres: stopping (pg_ctl stop -m fast)")
     t0 = time.monotonic()
     _run(
-        _as_postgres([str(PG_BIN / "pg_ctl"), "stop", "-D", str(settings.pg_data_path),
-                      "-m", "fast", "-w", "-t", "60"]),
-        timeout=90, what="pg_ctl stop", cwd=_pg_base(settings),
+        _as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "stop",
+                "-D",
+                str(settings.pg_data_path),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+            ]
+        ),
+        timeout=90,
+        what="pg_ctl stop",
+        cwd=_pg_base(settings),
     )
     log(f"postgres: stopped ({time.monotonic() - t0:.1f} s)")
 
@@ -881,10 +1034,16 @@ def _pg_status(settings: Settings) -> ServiceStatus:
     try:
         info = _run_async(lambda: _pg_query(dsn, 5.0))
     except Exception as exc:  # noqa: BLE001
-        return ServiceStatus("timescaledb", False, dsn,
-                             f"pid {pid} alive but SELECT 1 failed: {type(exc).__name__}: {exc}")
+        return ServiceStatus(
+            "timescaledb",
+            False,
+            dsn,
+            f"pid {pid} alive but SELECT 1 failed: {type(exc).__name__}: {exc}",
+        )
     return ServiceStatus(
-        "timescaledb", True, dsn,
+        "timescaledb",
+        True,
+        dsn,
         f"pid {pid}, PostgreSQL {info['server']}, timescaledb {info['timescaledb']} "
         f"({info['license']}), data {settings.pg_data_path}, log {_pg_log(settings)}",
     )
@@ -917,8 +1076,10 @@ def up(settings: Settings, log: Log = print) -> None:
         if kafka_pid is not None:
             _kafka_wait_ready(settings, kafka_pid, log)
         elif not _kafka_answers(settings):
-            raise ServiceError(f"kafka: process runs but {_kafka_address(settings)} answers no "
-                               f"metadata; see {_kafka_dir(settings) / 'kafka.log'}")
+            raise ServiceError(
+                f"kafka: process runs but {_kafka_address(settings)} answers no "
+                f"metadata; see {_kafka_dir(settings) / 'kafka.log'}"
+            )
     log(f"up: done in {time.monotonic() - t0:.1f} s")
 
 

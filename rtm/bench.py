@@ -68,6 +68,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def summarize_ms(seconds: Sequence[float]) -> dict[str, float | int | None]:
     """count, p50/p95/p99 and max of latencies given in seconds, reported in milliseconds."""
+
     def ms(v: float | None) -> float | None:
         return None if v is None else round(v * 1000.0, 1)
 
@@ -118,14 +119,15 @@ def lane_of(patient_id: Any, lanes: int) -> int:
     return zlib.crc32(str(patient_id).encode()) % lanes
 
 
-def paced_schedule(events: Sequence[dict[str, Any]], rate: float, tick_s: float,
-                   lanes: int) -> list[tuple[float, int, list[dict[str, Any]]]]:
+def paced_schedule(
+    events: Sequence[dict[str, Any]], rate: float, tick_s: float, lanes: int
+) -> list[tuple[float, int, list[dict[str, Any]]]]:
     """(send offset s, lane, events): `rate` events/s, a tick every `tick_s`, per-patient lanes."""
     per_tick = max(1, round(rate * tick_s))
     out: list[tuple[float, int, list[dict[str, Any]]]] = []
     for k, start in enumerate(range(0, len(events), per_tick)):
         split: dict[int, list[dict[str, Any]]] = {}
-        for ev in events[start:start + per_tick]:
+        for ev in events[start : start + per_tick]:
             split.setdefault(lane_of(ev.get("patient_id"), lanes), []).append(ev)
         for lane in sorted(split):
             out.append((k * tick_s, lane, split[lane]))
@@ -170,8 +172,9 @@ def cohort_start(days: int, today: dt.date, margin_days: int = 7) -> dt.date:
     return (today - dt.timedelta(days=days + margin_days)).replace(day=1)
 
 
-def history_blocks(start: dt.date, days: int, block_days: int = 90,
-                   gap_days: int = 2) -> list[tuple[dt.date, int]]:
+def history_blocks(
+    start: dt.date, days: int, block_days: int = 90, gap_days: int = 2
+) -> list[tuple[dt.date, int]]:
     """Tile `days` calendar days from `start` into simulated blocks: [(block start, days)].
 
     simulate() puts a patient's episodes into the first ~60 % of the days it is given, so a
@@ -224,23 +227,31 @@ class OpenEpisodes:
     def close(self, on: dt.date, reason: str = "discharged") -> list[dict[str, Any]]:
         """episode.ended for each open episode at 12:00 UTC on `on`: the morning of that
         local date in every US zone, after all data of the day before."""
-        out = [{
-            "event_id": f"{ep}.end",
-            "schema_version": 1,
-            "type": "episode.ended",
-            "patient_id": pid,
-            "occurred_at": f"{on.isoformat()}T12:00:00+00:00",
-            "source": {"kind": "clinician_portal", "id": "portal-web"},
-            "episode_id": ep,
-            "reason": reason,
-        } for ep, pid in self.open.items()]
+        out = [
+            {
+                "event_id": f"{ep}.end",
+                "schema_version": 1,
+                "type": "episode.ended",
+                "patient_id": pid,
+                "occurred_at": f"{on.isoformat()}T12:00:00+00:00",
+                "source": {"kind": "clinician_portal", "id": "portal-web"},
+                "episode_id": ep,
+                "reason": reason,
+            }
+            for ep, pid in self.open.items()
+        ]
         self.open.clear()
         return out
 
 
-def auto_history_patients(pipeline_events_per_s: float | None, history_days: int,
-                          budget_s: float = 45.0, events_per_patient_day: float = 1.55,
-                          lo: int = 100, hi: int = 2000) -> int:
+def auto_history_patients(
+    pipeline_events_per_s: float | None,
+    history_days: int,
+    budget_s: float = 45.0,
+    events_per_patient_day: float = 1.55,
+    lo: int = 100,
+    hi: int = 2000,
+) -> int:
     """Patients per history cohort so that posting the long cohort's history takes about
     `budget_s` at the pipeline's rate (clamped): the timed windows then last ~2 s whatever
     the worker's speed, long enough to time, short enough for the default run."""
@@ -257,6 +268,7 @@ def like_prefix(prefix: str) -> str:
 
 def size_stats(sizes: Sequence[float]) -> dict[str, Any]:
     """n, median, p99, mean and max of byte sizes (linear-interpolated percentiles)."""
+
     def r(v: float | None) -> int | None:
         return None if v is None else round(v)
 
@@ -305,10 +317,13 @@ def machine_cpu_ticks(stat: str) -> tuple[int, int]:
 
 PROJECT_PACKAGES = ("agents", "streams", "alerts", "billing", "schemas", "rtm")
 LIBRARY_GROUPS = {
-    "faust": "faust", "mode": "faust",  # mode: faust's service/timer library
-    "aiokafka": "aiokafka", "kafka": "aiokafka",
+    "faust": "faust",
+    "mode": "faust",  # mode: faust's service/timer library
+    "aiokafka": "aiokafka",
+    "kafka": "aiokafka",
     "asyncpg": "asyncpg",
-    "pydantic": "pydantic", "pydantic_core": "pydantic",
+    "pydantic": "pydantic",
+    "pydantic_core": "pydantic",
     "asyncio": "asyncio",
 }
 ENTRY_FILES = ("rtm/cli.py",)  # the root of every stack: not an inclusive share
@@ -332,7 +347,7 @@ def module_of(path: str | None, project_root: str | None = None) -> str:
             break
     else:
         if project_root and p.startswith(project_root.rstrip("/") + "/"):
-            p = p[len(project_root.rstrip("/")) + 1:]
+            p = p[len(project_root.rstrip("/")) + 1 :]
         elif p.startswith("/"):
             m = re.search(r"/python3(?:\.\d+)?/(.*)$", p)
             p = m.group(1) if m else p.lstrip("/")
@@ -353,8 +368,9 @@ def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
     return out
 
 
-def cpu_split(stacks: Iterable[tuple[list[str], int]], top: int = 10,
-              project_root: str | None = None) -> dict[str, Any] | None:
+def cpu_split(
+    stacks: Iterable[tuple[list[str], int]], top: int = 10, project_root: str | None = None
+) -> dict[str, Any] | None:
     """Where the samples go: `self` by the leaf frame's module (sums to 1), `inclusive` per
     project package (share of samples with a frame of it on the stack below the event
     loop; overlapping), and the `top` leaf functions."""
@@ -372,8 +388,11 @@ def cpu_split(stacks: Iterable[tuple[list[str], int]], top: int = 10,
         # frames before the event loop are the entry (rtm/cli.py, agents/worker.py's
         # run_worker, ...): every stack has them, they are not where the work is
         loop = next((i for i, m in enumerate(mods) if m == "asyncio"), 0)
-        for mod in {m for m, f in zip(mods[loop:], files[loop:], strict=True)
-                    if m.endswith("/") and (f or "") not in ENTRY_FILES}:
+        for mod in {
+            m
+            for m, f in zip(mods[loop:], files[loop:], strict=True)
+            if m.endswith("/") and (f or "") not in ENTRY_FILES
+        }:
             incl[mod] += n
         leaf = frames[-1].strip()
         funcs[re.sub(r":\d+\)$", ")", leaf)] += n
@@ -387,8 +406,9 @@ def cpu_split(stacks: Iterable[tuple[list[str], int]], top: int = 10,
         "samples": total,
         "self": share(selfs),
         "inclusive": share(incl),
-        "top_functions": [{"function": f, "share": round(v / total, 4)}
-                          for f, v in funcs.most_common(top)],
+        "top_functions": [
+            {"function": f, "share": round(v / total, 4)} for f, v in funcs.most_common(top)
+        ],
     }
 
 
@@ -441,15 +461,17 @@ class Bench:
     # infrastructure ------------------------------------------------------------------------
 
     def phase_settings(self, name: str, **overrides: Any) -> Any:
-        return self.base.model_copy(update={
-            "topic_events": f"bench.{self.tag}.{name}.events",
-            "topic_dead": f"bench.{self.tag}.{name}.dead",
-            "topic_alerts": f"bench.{self.tag}.{name}.alerts",
-            "app_id": f"bench-{self.tag}-{name}",
-            "api_port": _free_port(),
-            "worker_web_port": _free_port(),
-            **overrides,
-        })
+        return self.base.model_copy(
+            update={
+                "topic_events": f"bench.{self.tag}.{name}.events",
+                "topic_dead": f"bench.{self.tag}.{name}.dead",
+                "topic_alerts": f"bench.{self.tag}.{name}.alerts",
+                "app_id": f"bench-{self.tag}-{name}",
+                "api_port": _free_port(),
+                "worker_web_port": _free_port(),
+                **overrides,
+            }
+        )
 
     def start_stack(self, name: str, **overrides: Any) -> Phase:
         """Topics, worker and gateway of a phase; `overrides` are Settings fields (e.g.
@@ -494,8 +516,11 @@ class Bench:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.base.bootstrap_servers)
         await admin.start()
         try:
-            mine = [t for t in await admin.list_topics()
-                    if t.startswith((f"bench.{self.tag}.", f"bench-{self.tag}-"))]
+            mine = [
+                t
+                for t in await admin.list_topics()
+                if t.startswith((f"bench.{self.tag}.", f"bench-{self.tag}-"))
+            ]
             if mine:
                 await admin.delete_topics(mine)
         finally:
@@ -520,8 +545,9 @@ class Bench:
         resp = await client.get(ph.metrics_url, timeout=10.0)
         return parse_metrics(resp.text)
 
-    async def wait_stored(self, client: Any, ph: Phase, expect: int, timeout: float,
-                          poll: float = 0.1) -> tuple[float, int]:
+    async def wait_stored(
+        self, client: Any, ph: Phase, expect: int, timeout: float, poll: float = 0.1
+    ) -> tuple[float, int]:
         """Poll the worker's events_stored counter; (monotonic time reached, count)."""
         deadline = time.monotonic() + timeout
         n = 0
@@ -560,9 +586,17 @@ class Bench:
         now = now.astimezone(dt.UTC)
         out: dict[str, Any] = {"now": now.isoformat()}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtm.cli", "alerts", "tick", "--now", now.isoformat(),
-            env=settings_env(ph.settings), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "rtm.cli",
+            "alerts",
+            "tick",
+            "--now",
+            now.isoformat(),
+            env=settings_env(ph.settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         text, _ = await proc.communicate()
         if proc.returncode != 0:
             out.update(ok=False, error=text.decode(errors="replace")[-500:])
@@ -583,7 +617,8 @@ class Bench:
             try:
                 rows = await conn.fetch(
                     "SELECT octet_length(state) AS n FROM alert_state WHERE patient_id LIKE $1",
-                    like_prefix(prefix))
+                    like_prefix(prefix),
+                )
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
@@ -598,8 +633,9 @@ class Bench:
 
     # profiling -------------------------------------------------------------------------------
 
-    def start_profile(self, ph: Phase, split: bool = False
-                      ) -> tuple[list[subprocess.Popen[bytes]], Path | None]:
+    def start_profile(
+        self, ph: Phase, split: bool = False
+    ) -> tuple[list[subprocess.Popen[bytes]], Path | None]:
         """py-spy on worker and gateway into --profile DIR (100 Hz); or, with `split` only,
         on the worker at 50 Hz into the scratch folder. Returns the processes and the
         worker's collapsed-stack file (None without py-spy)."""
@@ -611,21 +647,40 @@ class Bench:
             return [], None
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
-            targets = [(c, self.profile_dir / f"{ph.name}-{c.name.rsplit('-', 1)[-1]}.txt",
-                        "100") for c in ph.children]
+            targets = [
+                (c, self.profile_dir / f"{ph.name}-{c.name.rsplit('-', 1)[-1]}.txt", "100")
+                for c in ph.children
+            ]
         else:
-            targets = [(c, self.workdir / f"{ph.name}-worker-split.txt", "50")
-                       for c in ph.children if c.name.endswith("-worker")]
+            targets = [
+                (c, self.workdir / f"{ph.name}-worker-split.txt", "50")
+                for c in ph.children
+                if c.name.endswith("-worker")
+            ]
         procs = []
         worker_out: Path | None = None
         for child, out, rate in targets:
             if child.name.endswith("-worker"):
                 worker_out = out
-            procs.append(subprocess.Popen(
-                [spy, "record", "-p", str(child.proc.pid), "-r", rate, "-f", "raw",
-                 "-o", str(out), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "-p",
+                        str(child.proc.pid),
+                        "-r",
+                        rate,
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         return procs, worker_out
 
     @staticmethod
@@ -652,8 +707,9 @@ async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int
 
     tps = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -681,16 +737,19 @@ class CpuSnapshot:
 def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot | None:
     try:
         clk = os.sysconf("SC_CLK_TCK")
-        procs = {role: proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), clk)
-                 for role, pid in pids.items()}
+        procs = {
+            role: proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), clk)
+            for role, pid in pids.items()
+        }
         machine = machine_cpu_ticks(Path("/proc/stat").read_text())
     except (OSError, ValueError, IndexError):
         return None  # not Linux, or a process gone
     return CpuSnapshot(time.monotonic(), procs, machine)
 
 
-def cpu_usage(a: CpuSnapshot | None, b: CpuSnapshot | None,
-              clk_tck: int | None = None) -> dict[str, Any] | None:
+def cpu_usage(
+    a: CpuSnapshot | None, b: CpuSnapshot | None, clk_tck: int | None = None
+) -> dict[str, Any] | None:
     """Per role: CPU seconds and the share of one core over the wall time between two
     snapshots; `machine_busy_cores`: how many of the machine's cores were busy on average."""
     if a is None or b is None or b.at <= a.at:
@@ -727,13 +786,15 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=s.topic_partitions,
-                                            replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=s.topic_partitions, replication_factor=1)]
+        )
     finally:
         await admin.close()
 
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
-                                linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await producer.start()
     t0 = time.perf_counter()
     try:
@@ -752,11 +813,17 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
             patient_id text NOT NULL, occurred_at timestamptz NOT NULL,
             received_at timestamptz, payload jsonb NOT NULL)""")
     await conn.execute(
-        f"SELECT create_hypertable('{table}', by_range('occurred_at', INTERVAL '7 days'))")
+        f"SELECT create_hypertable('{table}', by_range('occurred_at', INTERVAL '7 days'))"
+    )
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=s.bootstrap_servers, group_id=f"bench-{b.tag}-floor",
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+        topic,
+        bootstrap_servers=s.bootstrap_servers,
+        group_id=f"bench-{b.tag}-floor",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
     fromiso = dt.datetime.fromisoformat
@@ -773,8 +840,16 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
             for recs in batch.values():
                 for r in recs:
                     d = orjson.loads(r.value)  # columns only: no validation, no rules
-                    records.append((d["event_id"], d["type"], d["patient_id"],
-                                    fromiso(d["occurred_at"]), None, r.value.decode()))
+                    records.append(
+                        (
+                            d["event_id"],
+                            d["type"],
+                            d["patient_id"],
+                            fromiso(d["occurred_at"]),
+                            None,
+                            r.value.decode(),
+                        )
+                    )
             await conn.copy_records_to_table(table, records=records)
             await consumer.commit()
             n += len(records)
@@ -790,8 +865,15 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def post_and_wait(b: Bench, ph: Phase, client: Any, path: Path, expect: int,
-                        timeout: float = 900.0, poll: float = 0.1) -> dict[str, Any]:
+async def post_and_wait(
+    b: Bench,
+    ph: Phase,
+    client: Any,
+    path: Path,
+    expect: int,
+    timeout: float = 900.0,
+    poll: float = 0.1,
+) -> dict[str, Any]:
     """Post a JSONL file with `rtm produce`'s poster at full speed; first request sent ->
     the worker's events_stored counter grew by the `expect` distinct events."""
     from rtm.produce import produce_file
@@ -803,8 +885,10 @@ async def post_and_wait(b: Bench, ph: Phase, client: Any, path: Path, expect: in
     result = await produce_file(ph.settings, path, url=ph.url, batch_size=500, concurrency=4)
     t_posted = time.monotonic()
     if result.rejected:  # refused at the gateway: never stored, do not wait for them
-        b.log(f"{ph.name}: the gateway rejected {result.rejected:,} events, e.g. "
-              f"{result.rejections[:1]}")
+        b.log(
+            f"{ph.name}: the gateway rejected {result.rejected:,} events, e.g. "
+            f"{result.rejections[:1]}"
+        )
         expect = max(0, expect - result.rejected)
     t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
     cpu1 = cpu_snapshot(b.pids(ph))
@@ -824,9 +908,13 @@ async def post_and_wait(b: Bench, ph: Phase, client: Any, path: Path, expect: in
         "gateway_accept_events_per_s": round(result.accepted / (t_posted - t0), 1),
         "worker_db_write_s_total": round(
             after.get("rtm_worker_db_write_seconds_sum", 0.0)
-            - before.get("rtm_worker_db_write_seconds_sum", 0.0), 3),
-        "worker_db_batches": int(after.get("rtm_worker_db_write_seconds_count", 0.0)
-                                 - before.get("rtm_worker_db_write_seconds_count", 0.0)),
+            - before.get("rtm_worker_db_write_seconds_sum", 0.0),
+            3,
+        ),
+        "worker_db_batches": int(
+            after.get("rtm_worker_db_write_seconds_count", 0.0)
+            - before.get("rtm_worker_db_write_seconds_count", 0.0)
+        ),
         "cpu": cpu_usage(cpu0, cpu1),
     }
 
@@ -836,8 +924,12 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
     gateway does; `received_at` = now), acks=all; (records, seconds)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                linger_ms=5, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
     await producer.start()
     n = 0
     t0 = time.monotonic()
@@ -849,8 +941,11 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
                     continue
                 ev = orjson.loads(line)
                 ev["received_at"] = dt.datetime.now(dt.UTC).isoformat()
-                futs.append(await producer.send(settings.topic_events, orjson.dumps(ev),
-                                                key=str(ev["patient_id"]).encode()))
+                futs.append(
+                    await producer.send(
+                        settings.topic_events, orjson.dumps(ev), key=str(ev["patient_id"]).encode()
+                    )
+                )
                 n += 1
                 if len(futs) >= chunk:
                     await asyncio.gather(*futs)
@@ -861,8 +956,15 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
     return n, time.monotonic() - t0
 
 
-async def produce_and_wait(b: Bench, ph: Phase, client: Any, path: Path, expect: int,
-                           timeout: float = 900.0, poll: float = 0.1) -> dict[str, Any]:
+async def produce_and_wait(
+    b: Bench,
+    ph: Phase,
+    client: Any,
+    path: Path,
+    expect: int,
+    timeout: float = 900.0,
+    poll: float = 0.1,
+) -> dict[str, Any]:
     """`path` straight to Kafka, the worker draining the backlog: first record sent -> the
     worker's events_stored counter grew by the `expect` distinct events."""
     before = await b.metrics(client, ph)
@@ -882,14 +984,17 @@ async def produce_and_wait(b: Bench, ph: Phase, client: Any, path: Path, expect:
         "seconds": round(elapsed, 3),
         "produce_seconds": round(produce_s, 3),
         "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
-        "worker_db_batches": int(after.get("rtm_worker_db_write_seconds_count", 0.0)
-                                 - before.get("rtm_worker_db_write_seconds_count", 0.0)),
+        "worker_db_batches": int(
+            after.get("rtm_worker_db_write_seconds_count", 0.0)
+            - before.get("rtm_worker_db_write_seconds_count", 0.0)
+        ),
         "cpu": cpu_usage(cpu0, cpu1),
     }
 
 
-async def run_pipeline(b: Bench, ph: Phase, path: Path, expect: int,
-                       warm: list[dict[str, Any]], split: bool = False) -> dict[str, Any]:
+async def run_pipeline(
+    b: Bench, ph: Phase, path: Path, expect: int, warm: list[dict[str, Any]], split: bool = False
+) -> dict[str, Any]:
     """Warm-up, then `path` at full speed; with `split`, py-spy on the worker meanwhile and
     the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
     import httpx
@@ -908,8 +1013,10 @@ async def run_pipeline(b: Bench, ph: Phase, path: Path, expect: int,
 
 def read_split(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
     if path is None:
-        return None, ("py-spy not found (e.g. .venv/bin/pip install py-spy): worker CPU "
-                      "utilisation from /proc only")
+        return None, (
+            "py-spy not found (e.g. .venv/bin/pip install py-spy): worker CPU "
+            "utilisation from /proc only"
+        )
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -926,6 +1033,7 @@ def read_split(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
 class HistoryCohort:
     """A history cohort written to two files: what is posted first (untimed) and the new
     events that are timed."""
+
     name: str
     history_days: int
     patient_prefix: str
@@ -939,8 +1047,15 @@ class HistoryCohort:
     new_newest: dt.datetime | None = None
 
 
-def write_history_cohort(c: HistoryCohort, patients: int, seed: int, start: dt.date,
-                         long_days: int, short_days: int, new_days: int) -> HistoryCohort:
+def write_history_cohort(
+    c: HistoryCohort,
+    patients: int,
+    seed: int,
+    start: dt.date,
+    long_days: int,
+    short_days: int,
+    new_days: int,
+) -> HistoryCohort:
     """Compose `c.history_days` of history per patient, then `new_days` of new events.
 
     Every cohort ends with the same recent block R = simulate(patients, short_days +
@@ -962,10 +1077,13 @@ def write_history_cohort(c: HistoryCohort, patients: int, seed: int, start: dt.d
         return at if cur is None or at > cur else cur
 
     opt = orjson.OPT_APPEND_NEWLINE
-    with c.seed_path.open("wb", buffering=1 << 20) as seed_fh, \
-            c.new_path.open("wb", buffering=1 << 20) as new_fh:
-        for k, (b_start, b_days) in enumerate(history_blocks(r_start - dt.timedelta(days=prepend),
-                                                             prepend)):
+    with (
+        c.seed_path.open("wb", buffering=1 << 20) as seed_fh,
+        c.new_path.open("wb", buffering=1 << 20) as new_fh,
+    ):
+        for k, (b_start, b_days) in enumerate(
+            history_blocks(r_start - dt.timedelta(days=prepend), prepend)
+        ):
             episodes = OpenEpisodes()
             block: Iterable[dict[str, Any]] = simulate(patients, b_days, seed, start=b_start)
             for raw in block:
@@ -996,8 +1114,14 @@ def write_history_cohort(c: HistoryCohort, patients: int, seed: int, start: dt.d
     return c
 
 
-async def run_history_cohort(b: Bench, ph: Phase, c: HistoryCohort, warm: list[dict[str, Any]],
-                             warm_path: Path, warm_distinct: int) -> dict[str, Any]:
+async def run_history_cohort(
+    b: Bench,
+    ph: Phase,
+    c: HistoryCohort,
+    warm: list[dict[str, Any]],
+    warm_path: Path,
+    warm_distinct: int,
+) -> dict[str, Any]:
     """A warm-up cohort (the same for every history stack, so both workers have run their
     code paths and filled their pools before anything differs), the history (untimed), one
     tick at its newest event, the state size, then the new events timed. All but the
@@ -1008,48 +1132,64 @@ async def run_history_cohort(b: Bench, ph: Phase, c: HistoryCohort, warm: list[d
     async with httpx.AsyncClient(timeout=60.0) as client:
         await b.warm_up(client, ph, warm)
         await produce_and_wait(b, ph, client, warm_path, warm_distinct)
-        seed = await produce_and_wait(b, ph, client, c.seed_path, c.seed_distinct,
-                                      timeout=3600.0, poll=0.25)
-        tick = await b.tick(ph, (c.seed_newest or dt.datetime.now(dt.UTC))
-                            + dt.timedelta(seconds=1))
+        seed = await produce_and_wait(
+            b, ph, client, c.seed_path, c.seed_distinct, timeout=3600.0, poll=0.25
+        )
+        tick = await b.tick(
+            ph, (c.seed_newest or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=1)
+        )
         state = await b.state_bytes(c.patient_prefix)
-        b.log(f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
-              f"{seed['seconds']:.1f} s), state median {state['median']} B; timing "
-              f"{c.new_distinct:,} new events ...")
+        b.log(
+            f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
+            f"{seed['seconds']:.1f} s), state median {state['median']} B; timing "
+            f"{c.new_distinct:,} new events ..."
+        )
         new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
     cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
     return {
         "history_days": c.history_days,
         "events_per_s": new["events_per_s"],
         # CPU time per new event: less sensitive than events/s to whatever else runs
-        "worker_cpu_us_per_event": (round(1e6 * cpu_s / new["events_stored"], 1)
-                                    if cpu_s and new["events_stored"] else None),
+        "worker_cpu_us_per_event": (
+            round(1e6 * cpu_s / new["events_stored"], 1) if cpu_s and new["events_stored"] else None
+        ),
         "new": new,
-        "history": {**seed, "file_events": c.seed_events,
-                    "newest_occurred_at": c.seed_newest.isoformat() if c.seed_newest else None},
+        "history": {
+            **seed,
+            "file_events": c.seed_events,
+            "newest_occurred_at": c.seed_newest.isoformat() if c.seed_newest else None,
+        },
         "tick": tick,
         "state_bytes": state,
     }
 
 
-async def run_latency(b: Bench, ph: Phase, events: list[dict[str, Any]], rate: float,
-                      warm: list[dict[str, Any]]) -> dict[str, Any]:
+async def run_latency(
+    b: Bench, ph: Phase, events: list[dict[str, Any]], rate: float, warm: list[dict[str, Any]]
+) -> dict[str, Any]:
     import asyncpg
     import httpx
     from aiokafka import AIOKafkaConsumer
 
     s = ph.settings
     schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)
-    bodies = [(off, lane, [e["event_id"] for e in evs], b"\n".join(orjson.dumps(e) for e in evs))
-              for off, lane, evs in schedule]
-    red_ids = {e["event_id"] for e in events
-               if e["type"] == "symptom.reported" and e.get("red_flags")}
+    bodies = [
+        (off, lane, [e["event_id"] for e in evs], b"\n".join(orjson.dumps(e) for e in evs))
+        for off, lane, evs in schedule
+    ]
+    red_ids = {
+        e["event_id"] for e in events if e["type"] == "symptom.reported" and e.get("red_flags")
+    }
     received: dict[str, float] = {}
     alerts: list[tuple[float, str | None, list[str]]] = []
 
-    consumer = AIOKafkaConsumer(s.topic_alerts, bootstrap_servers=s.bootstrap_servers,
-                                group_id=None, auto_offset_reset="latest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        s.topic_alerts,
+        bootstrap_servers=s.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     # "latest" must be resolved before anything is published
     await consumer.seek_to_end()
@@ -1081,8 +1221,7 @@ async def run_latency(b: Bench, ph: Phase, events: list[dict[str, Any]], rate: f
                     await asyncio.sleep(delay)
                 else:
                     late[0] = max(late[0], -delay)
-                resp = await client.post(f"{ph.url}/v1/events", content=body,
-                                         headers=b.headers)
+                resp = await client.post(f"{ph.url}/v1/events", content=body, headers=b.headers)
                 resp.raise_for_status()
                 data = resp.json()
                 at = dt.datetime.fromisoformat(data["received_at"]).timestamp()
@@ -1108,7 +1247,9 @@ async def run_latency(b: Bench, ph: Phase, events: list[dict[str, Any]], rate: f
     try:
         rows = await conn.fetch(
             "SELECT extract(epoch FROM stored_at - received_at)::float8 AS lag"
-            " FROM events WHERE event_id = ANY($1::text[])", list(received))
+            " FROM events WHERE event_id = ANY($1::text[])",
+            list(received),
+        )
     finally:
         await conn.close()
     persisted = [r["lag"] for r in rows if r["lag"] is not None]
@@ -1128,18 +1269,26 @@ async def run_latency(b: Bench, ph: Phase, events: list[dict[str, Any]], rate: f
         alert_summary.update(p50_ms=None, p95_ms=None, p99_ms=None, max_ms=None)
         alert_summary["note"] = (
             "no alerts agent in this worker (agents/alerts.py absent): accept->alert not measured"
-            if not agent else
-            f"alerts agent present but no alert for the {len(red_ids)} red-flag events on "
-            f"{s.topic_alerts} ({len(alerts)} alert records seen)")
+            if not agent
+            else f"alerts agent present but no alert for the {len(red_ids)} red-flag events on "
+            f"{s.topic_alerts} ({len(alerts)} alert records seen)"
+        )
     else:
         alert_summary["red_flag_events"] = len(red_ids)
         alert_summary["alerts_seen"] = len(alerts)
     hist = {
-        name: {f"p{q}_ms": (None if (v := histogram_quantile(m.get(f"{metric}_bucket", []),
-                                                                q / 100)) is None
-                            else round(v * 1000, 1)) for q in (50, 95, 99)}
-        for name, metric in (("persisted", "rtm_worker_accept_to_persisted_seconds"),
-                             ("alert", "rtm_worker_accept_to_alert_seconds"))
+        name: {
+            f"p{q}_ms": (
+                None
+                if (v := histogram_quantile(m.get(f"{metric}_bucket", []), q / 100)) is None
+                else round(v * 1000, 1)
+            )
+            for q in (50, 95, 99)
+        }
+        for name, metric in (
+            ("persisted", "rtm_worker_accept_to_persisted_seconds"),
+            ("alert", "rtm_worker_accept_to_alert_seconds"),
+        )
     }
     return {
         "target_events_per_s": rate,
@@ -1184,7 +1333,8 @@ async def machine_info(settings: Any) -> dict[str, Any]:
     try:
         pg = await conn.fetchval("SHOW server_version")
         ts = await conn.fetchval(
-            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        )
     finally:
         await conn.close()
     return {
@@ -1283,104 +1433,179 @@ def render_table(r: dict[str, Any]) -> str:
     per, al = lat["accept_to_persisted"], lat["accept_to_alert"]
     par = r.get("parameters", {})
     rows: list[tuple[str, str, str, str, str]] = [
-        ("floor (Kafka -> COPY)", f"{_fmt(r['floor_events_per_s'])} ev/s", "", "",
-         f"{r['floor']['events']:,} events in {r['floor']['seconds']:.1f} s"),
-        ("pipeline (gateway -> worker)", f"{_fmt(r['pipeline_events_per_s'])} ev/s",
-         f">= {TARGET_PIPELINE_EV_S:,.0f} ev/s",
-         _verdict(check(r["pipeline_events_per_s"], ">=", TARGET_PIPELINE_EV_S)),
-         f"{r['pipeline']['events_stored']:,} events in {r['pipeline']['seconds']:.1f} s"),
-        ("pipeline / floor", _fmt(None if r["ratio"] is None else 100 * r["ratio"], " %"),
-         f">= {100 * TARGET_RATIO:.0f} %", _verdict(check(r["ratio"], ">=", TARGET_RATIO)), ""),
+        (
+            "floor (Kafka -> COPY)",
+            f"{_fmt(r['floor_events_per_s'])} ev/s",
+            "",
+            "",
+            f"{r['floor']['events']:,} events in {r['floor']['seconds']:.1f} s",
+        ),
+        (
+            "pipeline (gateway -> worker)",
+            f"{_fmt(r['pipeline_events_per_s'])} ev/s",
+            f">= {TARGET_PIPELINE_EV_S:,.0f} ev/s",
+            _verdict(check(r["pipeline_events_per_s"], ">=", TARGET_PIPELINE_EV_S)),
+            f"{r['pipeline']['events_stored']:,} events in {r['pipeline']['seconds']:.1f} s",
+        ),
+        (
+            "pipeline / floor",
+            _fmt(None if r["ratio"] is None else 100 * r["ratio"], " %"),
+            f">= {100 * TARGET_RATIO:.0f} %",
+            _verdict(check(r["ratio"], ">=", TARGET_RATIO)),
+            "",
+        ),
     ]
-    cpu = (r["pipeline"].get("cpu") or {})
+    cpu = r["pipeline"].get("cpu") or {}
     if cpu.get("worker"):
         gw = cpu.get("gateway") or {}
-        detail = (f"gateway {100 * gw.get('core_share', 0.0):.0f} %, machine "
-                  f"{cpu.get('machine_busy_cores', 0.0):.1f} of {r['machine'].get('cores')}"
-                  " cores busy")
-        rows.append(("worker CPU (pipeline)",
-                     f"{100 * cpu['worker']['core_share']:.0f} % of a core", "", "", detail))
+        detail = (
+            f"gateway {100 * gw.get('core_share', 0.0):.0f} %, machine "
+            f"{cpu.get('machine_busy_cores', 0.0):.1f} of {r['machine'].get('cores')}"
+            " cores busy"
+        )
+        rows.append(
+            (
+                "worker CPU (pipeline)",
+                f"{100 * cpu['worker']['core_share']:.0f} % of a core",
+                "",
+                "",
+                detail,
+            )
+        )
     rate = lat.get("target_events_per_s") or par.get("rate")
     alert_ok = check(al["p99_ms"], "<", TARGET_ALERT_P99_MS)
-    if alert_ok is not None and (not rate or rate < TARGET_ALERT_RATE
-                                 or (lat["achieved_events_per_s"] or 0) < 0.95 * rate):
+    if alert_ok is not None and (
+        not rate or rate < TARGET_ALERT_RATE or (lat["achieved_events_per_s"] or 0) < 0.95 * rate
+    ):
         alert_ok = False if not alert_ok else None  # met only under the target's load
     rows += [
-        ("latency load", f"{_fmt(lat['achieved_events_per_s'])} ev/s",
-         "" if not rate else f"{rate:,.0f} ev/s", "",
-         f"{lat['events_sent']:,} events over {lat['seconds']:.1f} s"),
-        ("accept -> persisted p50/p95/p99",
-         f"{_fmt(per['p50_ms'])} / {_fmt(per['p95_ms'])} / {_fmt(per['p99_ms'])} ms", "", "",
-         f"n={per['count']:,}"),
-        ("accept -> alert p50/p95/p99",
-         f"{_fmt(al['p50_ms'])} / {_fmt(al['p95_ms'])} / {_fmt(al['p99_ms'])} ms",
-         f"p99 < {TARGET_ALERT_P99_MS:.0f} ms at {TARGET_ALERT_RATE:,.0f} ev/s",
-         _verdict(alert_ok), al.get("note", f"n={al['count']:,}")),
+        (
+            "latency load",
+            f"{_fmt(lat['achieved_events_per_s'])} ev/s",
+            "" if not rate else f"{rate:,.0f} ev/s",
+            "",
+            f"{lat['events_sent']:,} events over {lat['seconds']:.1f} s",
+        ),
+        (
+            "accept -> persisted p50/p95/p99",
+            f"{_fmt(per['p50_ms'])} / {_fmt(per['p95_ms'])} / {_fmt(per['p99_ms'])} ms",
+            "",
+            "",
+            f"n={per['count']:,}",
+        ),
+        (
+            "accept -> alert p50/p95/p99",
+            f"{_fmt(al['p50_ms'])} / {_fmt(al['p95_ms'])} / {_fmt(al['p99_ms'])} ms",
+            f"p99 < {TARGET_ALERT_P99_MS:.0f} ms at {TARGET_ALERT_RATE:,.0f} ev/s",
+            _verdict(alert_ok),
+            al.get("note", f"n={al['count']:,}"),
+        ),
     ]
     rp, rd = par.get("replay_patients"), par.get("replay_days")
     rep = r["replay"]
-    rep_ok = check(r["replay_seconds"] if not rep.get("skipped") else None, "<",
-                   TARGET_REPLAY_S)
-    rows.append((
-        f"replay {_fmt(rp)} x {_fmt(rd)} d (file -> pipeline)",
-        "n/a" if rep.get("skipped") else f"{rep['seconds']:.1f} s",
-        f"< {TARGET_REPLAY_S:.0f} s (2,000 x 90 d)",
-        _verdict(rep_ok) if (rp, rd) == (2000, 90) else "",
-        "" if rep.get("skipped") else
-        f"{_fmt(r['replay_events_per_s'])} ev/s, {rep['events_stored']:,} events"))
+    rep_ok = check(r["replay_seconds"] if not rep.get("skipped") else None, "<", TARGET_REPLAY_S)
+    rows.append(
+        (
+            f"replay {_fmt(rp)} x {_fmt(rd)} d (file -> pipeline)",
+            "n/a" if rep.get("skipped") else f"{rep['seconds']:.1f} s",
+            f"< {TARGET_REPLAY_S:.0f} s (2,000 x 90 d)",
+            _verdict(rep_ok) if (rp, rd) == (2000, 90) else "",
+            ""
+            if rep.get("skipped")
+            else f"{_fmt(r['replay_events_per_s'])} ev/s, {rep['events_stored']:,} events",
+        )
+    )
     h = r.get("history") or {}
     if h and not h.get("skipped"):
         for key in ("short", "long"):
             c = h[key]
-            detail = (f"{c['new']['events_stored']:,} new events, {h['patients']:,} patients; "
-                      f"history {c['history']['events_stored']:,} events")
-            rows.append((f"history {c['history_days']} d (+{h['new_days']} d new)",
-                         f"{_fmt(c['events_per_s'])} ev/s", "", "", detail))
-        rows.append((
-            f"history {h['long']['history_days']} d / {h['short']['history_days']} d",
-            _fmt2(h.get("ratio")), f">= {TARGET_HISTORY_RATIO}",
-            _verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
-            f"events/s ratio; worker CPU per event {_fmt2(h.get('cpu_ratio'))}"))
-    for label, st in sorted((r.get("state_bytes") or {}).items(),
-                            key=lambda kv: kv[1].get("days", 0)):
+            detail = (
+                f"{c['new']['events_stored']:,} new events, {h['patients']:,} patients; "
+                f"history {c['history']['events_stored']:,} events"
+            )
+            rows.append(
+                (
+                    f"history {c['history_days']} d (+{h['new_days']} d new)",
+                    f"{_fmt(c['events_per_s'])} ev/s",
+                    "",
+                    "",
+                    detail,
+                )
+            )
+        rows.append(
+            (
+                f"history {h['long']['history_days']} d / {h['short']['history_days']} d",
+                _fmt2(h.get("ratio")),
+                f">= {TARGET_HISTORY_RATIO}",
+                _verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
+                f"events/s ratio; worker CPU per event {_fmt2(h.get('cpu_ratio'))}",
+            )
+        )
+    for label, st in sorted(
+        (r.get("state_bytes") or {}).items(), key=lambda kv: kv[1].get("days", 0)
+    ):
         value = f"{_fmt(st.get('median'))} / {_fmt(st.get('p99'))} B"
-        rows.append((
-            f"state bytes {label} median / p99", value, "median ~2 KB",
-            _verdict(check(st.get("median"), "<=", TARGET_STATE_MEDIAN_B)),
-            st.get("note") or f"n={st['n']:,} patients ({st.get('source', '')})"))
+        rows.append(
+            (
+                f"state bytes {label} median / p99",
+                value,
+                "median ~2 KB",
+                _verdict(check(st.get("median"), "<=", TARGET_STATE_MEDIAN_B)),
+                st.get("note") or f"n={st['n']:,} patients ({st.get('source', '')})",
+            )
+        )
     g = r.get("state_growth")
     if g:
-        worst = None if g["median_x"] is None or g["p99_x"] is None else max(
-            g["median_x"], g["p99_x"])
-        rows.append((
-            f"state growth {g['from']} -> {g['to']}",
-            f"x{_fmt2(g['median_x'])} / x{_fmt2(g['p99_x'])}",
-            f"not growing (<= x{TARGET_STATE_GROWTH})",
-            _verdict(check(worst, "<=", TARGET_STATE_GROWTH)), "median / p99"))
+        worst = (
+            None if g["median_x"] is None or g["p99_x"] is None else max(g["median_x"], g["p99_x"])
+        )
+        rows.append(
+            (
+                f"state growth {g['from']} -> {g['to']}",
+                f"x{_fmt2(g['median_x'])} / x{_fmt2(g['p99_x'])}",
+                f"not growing (<= x{TARGET_STATE_GROWTH})",
+                _verdict(check(worst, "<=", TARGET_STATE_GROWTH)),
+                "median / p99",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:<{widths[3]}}  {e}"
-             .rstrip() for a, b, c, d, e in rows]
+    lines = [
+        f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
+        for a, b, c, d, e in rows
+    ]
     split = r.get("cpu_split")
     if split:
         lines.append(f"worker CPU by module (py-spy, self): {shares_line(split['self'])}")
-        lines.append("worker CPU by project package (inclusive): "
-                     f"{shares_line(split['inclusive'])}")
-        lines.append("top functions (self): " + "; ".join(
-            f"{f['function']} {100 * f['share']:.0f} %" for f in split["top_functions"][:5]))
+        lines.append(
+            f"worker CPU by project package (inclusive): {shares_line(split['inclusive'])}"
+        )
+        lines.append(
+            "top functions (self): "
+            + "; ".join(
+                f"{f['function']} {100 * f['share']:.0f} %" for f in split["top_functions"][:5]
+            )
+        )
     elif r.get("cpu_split_note"):
         lines.append(f"worker CPU split: {r['cpu_split_note']}")
     m = r["machine"]
-    lines.append(f"machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu']}; Python "
-                 f"{m['python']}, Kafka {m['kafka']}, PostgreSQL {m['postgres']}, "
-                 f"TimescaleDB {m['timescaledb']}")
+    lines.append(
+        f"machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu']}; Python "
+        f"{m['python']}, Kafka {m['kafka']}, PostgreSQL {m['postgres']}, "
+        f"TimescaleDB {m['timescaledb']}"
+    )
     return "\n".join(lines)
 
 
 def _skipped_latency() -> dict[str, Any]:
     empty = {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    return {"skipped": True, "achieved_events_per_s": None, "events_sent": 0, "seconds": 0.0,
-            "accept_to_persisted": dict(empty),
-            "accept_to_alert": {**empty, "note": "latency phase skipped"}}
+    return {
+        "skipped": True,
+        "achieved_events_per_s": None,
+        "events_sent": 0,
+        "seconds": 0.0,
+        "accept_to_persisted": dict(empty),
+        "accept_to_alert": {**empty, "note": "latency phase skipped"},
+    }
 
 
 def _skipped_replay() -> dict[str, Any]:
@@ -1390,27 +1615,48 @@ def _skipped_replay() -> dict[str, Any]:
 HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS = 40, 60  # ~3,700 events before each history
 
 
-def run_history(b: Bench, prefix: str, patients: int, long_days: int, short_days: int,
-                new_days: int, seed: int, warm: list[dict[str, Any]]) -> dict[str, Any]:
+def run_history(
+    b: Bench,
+    prefix: str,
+    patients: int,
+    long_days: int,
+    short_days: int,
+    new_days: int,
+    seed: int,
+    warm: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks)."""
     start = cohort_start(long_days + new_days, _today())
-    out: dict[str, Any] = {"patients": patients, "new_days": new_days,
-                           "start": start.isoformat()}
+    out: dict[str, Any] = {"patients": patients, "new_days": new_days, "start": start.isoformat()}
     warm_cohort = _cohort(HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS, seed + 1, "")
     for key, days in (("short", short_days), ("long", long_days)):
         name = f"h{days}"
-        c = HistoryCohort(name, days, f"{prefix}.{name}.", b.workdir / f"{name}-history.jsonl",
-                          b.workdir / f"{name}-new.jsonl")
+        c = HistoryCohort(
+            name,
+            days,
+            f"{prefix}.{name}.",
+            b.workdir / f"{name}-history.jsonl",
+            b.workdir / f"{name}-new.jsonl",
+        )
         write_history_cohort(c, patients, seed, start, long_days, short_days, new_days)
         warm_path = b.workdir / f"{name}-warm.jsonl"
         _write_jsonl((namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_path)
         ph = b.start_stack(name, tick_interval_s=0)
         try:
-            b.log(f"history {days} d: {c.seed_events:,} history events ({patients} patients), "
-                  f"then {c.new_events:,} new events ({new_days} d) timed ...")
-            out[key] = asyncio.run(run_history_cohort(
-                b, ph, c, [namespace_event(e, name) for e in warm], warm_path,
-                len(_ids(warm_cohort))))
+            b.log(
+                f"history {days} d: {c.seed_events:,} history events ({patients} patients), "
+                f"then {c.new_events:,} new events ({new_days} d) timed ..."
+            )
+            out[key] = asyncio.run(
+                run_history_cohort(
+                    b,
+                    ph,
+                    c,
+                    [namespace_event(e, name) for e in warm],
+                    warm_path,
+                    len(_ids(warm_cohort)),
+                )
+            )
         finally:
             b.stop_stack(ph)
         for path in (c.seed_path, c.new_path, warm_path):
@@ -1419,16 +1665,29 @@ def run_history(b: Bench, prefix: str, patients: int, long_days: int, short_days
     s, lg = out["short"]["events_per_s"], out["long"]["events_per_s"]
     out["ratio"] = round(lg / s, 3) if s and lg else None
     # the same question asked of the worker's CPU per event (short / long: >= 0.9 is good)
-    out["cpu_ratio"] = growth(out["long"]["worker_cpu_us_per_event"],
-                              out["short"]["worker_cpu_us_per_event"])
+    out["cpu_ratio"] = growth(
+        out["long"]["worker_cpu_us_per_event"], out["short"]["worker_cpu_us_per_event"]
+    )
     return out
 
 
-def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patients: int,
-              replay_days: int, latency_seconds: float, rate: float,
-              profile_dir: Path | None, log: Any, history_patients: int | None = None,
-              history_days: int = 365, history_short_days: int = 30,
-              history_new_days: int = 14, split: bool = True) -> dict[str, Any]:
+def run_bench(
+    settings: Any,
+    patients: int,
+    days: int,
+    seed: int,
+    replay_patients: int,
+    replay_days: int,
+    latency_seconds: float,
+    rate: float,
+    profile_dir: Path | None,
+    log: Any,
+    history_patients: int | None = None,
+    history_days: int = 365,
+    history_short_days: int = 30,
+    history_new_days: int = 14,
+    split: bool = True,
+) -> dict[str, Any]:
     from rtm.local import prepare
 
     if history_patients != 0 and not 0 < history_short_days < history_days:
@@ -1445,8 +1704,10 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
         main_path = b.workdir / "pipeline.jsonl"
         _write_jsonl(main_events, main_path)
         expect_main = len(_ids(main_events))
-        log(f"bench {b.tag}: {len(main_events):,} events ({patients} patients x {days} days, "
-            f"{expect_main:,} distinct)")
+        log(
+            f"bench {b.tag}: {len(main_events):,} events ({patients} patients x {days} days, "
+            f"{expect_main:,} distinct)"
+        )
         warm = [namespace_event(e, f"{prefix}.w.") for e in _cohort(5, 3, seed, "")][:200]
 
         log("floor: pre-producing, then consuming + COPY ...")
@@ -1465,13 +1726,15 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
         lat = _skipped_latency()
         if latency_seconds > 0:
             n_lat = int(rate * latency_seconds)
-            lat_events = _latency_events(max(200, int(rate * latency_seconds / 400)),
-                                         seed + 1, f"{prefix}.l.", n_lat)
+            lat_events = _latency_events(
+                max(200, int(rate * latency_seconds / 400)), seed + 1, f"{prefix}.l.", n_lat
+            )
             ph = b.start_stack("lat")
             try:
                 log(f"latency: {len(lat_events):,} events at {rate:,.0f} ev/s ...")
-                lat = asyncio.run(run_latency(b, ph, lat_events, rate,
-                                              [namespace_event(e, "l") for e in warm]))
+                lat = asyncio.run(
+                    run_latency(b, ph, lat_events, rate, [namespace_event(e, "l") for e in warm])
+                )
             finally:
                 b.stop_stack(ph)
             del lat_events
@@ -1488,8 +1751,12 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
 
             def replay_events() -> Iterator[dict[str, Any]]:
                 top: dt.datetime | None = None
-                for e in simulate(replay_patients, replay_days, seed + 2,
-                                  start=cohort_start(replay_days, _today())):
+                for e in simulate(
+                    replay_patients,
+                    replay_days,
+                    seed + 2,
+                    start=cohort_start(replay_days, _today()),
+                ):
                     e = namespace_event(e, rp)
                     ids.add(e["event_id"])
                     at = dt.datetime.fromisoformat(e["occurred_at"])
@@ -1502,13 +1769,18 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
             # would call every patient inactive. One tick at the end instead (untimed).
             ph = b.start_stack("replay", tick_interval_s=0)
             try:
-                log(f"replay: {n_replay:,} events ({replay_patients} patients x {replay_days} days)"
-                    " from a file ...")
-                replay = asyncio.run(run_pipeline(b, ph, replay_path, len(ids),
-                                                  [namespace_event(e, "r") for e in warm]))
+                log(
+                    f"replay: {n_replay:,} events ({replay_patients} patients x {replay_days} days)"
+                    " from a file ..."
+                )
+                replay = asyncio.run(
+                    run_pipeline(
+                        b, ph, replay_path, len(ids), [namespace_event(e, "r") for e in warm]
+                    )
+                )
 
                 async def settle() -> tuple[dict[str, Any], dict[str, Any]]:
-                    when = (newest[0] if newest else dt.datetime.now(dt.UTC))
+                    when = newest[0] if newest else dt.datetime.now(dt.UTC)
                     tick = await b.tick(ph, when + dt.timedelta(seconds=1))
                     return tick, await b.state_bytes(rp)
 
@@ -1521,36 +1793,54 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
 
         history: dict[str, Any] = {"skipped": True}
         if history_patients != 0:
-            n_hist = history_patients or auto_history_patients(pipe["events_per_s"],
-                                                               history_days)
-            history = run_history(b, prefix, n_hist, history_days, history_short_days,
-                                  history_new_days, seed + 4, warm)
+            n_hist = history_patients or auto_history_patients(pipe["events_per_s"], history_days)
+            history = run_history(
+                b,
+                prefix,
+                n_hist,
+                history_days,
+                history_short_days,
+                history_new_days,
+                seed + 4,
+                warm,
+            )
             history["patients_auto"] = history_patients is None
             for key in ("short", "long"):
                 c = history[key]
-                state.setdefault(f"{c['history_days']}d", {
-                    **c["state_bytes"], "days": c["history_days"], "source": "history"})
+                state.setdefault(
+                    f"{c['history_days']}d",
+                    {**c["state_bytes"], "days": c["history_days"], "source": "history"},
+                )
         machine = asyncio.run(machine_info(settings))
     finally:
         b.cleanup()
 
-    ratio = (pipe["events_per_s"] / floor["events_per_s"]
-             if pipe["events_per_s"] and floor["events_per_s"] else None)
+    ratio = (
+        pipe["events_per_s"] / floor["events_per_s"]
+        if pipe["events_per_s"] and floor["events_per_s"]
+        else None
+    )
     per, al = lat["accept_to_persisted"], lat["accept_to_alert"]
     worker_cpu = ((pipe.get("cpu") or {}).get("worker") or {}).get("core_share")
     result: dict[str, Any] = {
         "run": b.tag,
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
-        "parameters": {"patients": patients, "days": days, "seed": seed,
-                       "replay_patients": replay_patients, "replay_days": replay_days,
-                       "latency_seconds": latency_seconds, "rate": rate,
-                       "history_patients": history.get("patients", 0),
-                       "history_days": history_days,
-                       "history_short_days": history_short_days,
-                       "history_new_days": history_new_days,
-                       "cpu_split": split,
-                       "partitions": settings.topic_partitions,
-                       "worker_batch_size": settings.worker_batch_size},
+        "parameters": {
+            "patients": patients,
+            "days": days,
+            "seed": seed,
+            "replay_patients": replay_patients,
+            "replay_days": replay_days,
+            "latency_seconds": latency_seconds,
+            "rate": rate,
+            "history_patients": history.get("patients", 0),
+            "history_days": history_days,
+            "history_short_days": history_short_days,
+            "history_new_days": history_new_days,
+            "cpu_split": split,
+            "partitions": settings.topic_partitions,
+            "worker_batch_size": settings.worker_batch_size,
+        },
         "floor_events_per_s": floor["events_per_s"],
         "pipeline_events_per_s": pipe["events_per_s"],
         "ratio": None if ratio is None else round(ratio, 4),
@@ -1577,70 +1867,134 @@ def run_bench(settings: Any, patients: int, days: int, seed: int, replay_patient
     result["cpu_split"] = pipe.get("cpu_split")
     if result["cpu_split"] is None:
         result["cpu_split_note"] = pipe.get("cpu_split_note") or "CPU split off (--no-cpu-split)"
-    result.update({
-        "total_seconds": round(time.perf_counter() - t_all, 1),
-        "floor": floor,
-        "pipeline": pipe,
-        "latency": lat,
-        "replay": replay,
-        "history": history,
-        "machine": machine,
-    })
+    result.update(
+        {
+            "total_seconds": round(time.perf_counter() - t_all, 1),
+            "floor": floor,
+            "pipeline": pipe,
+            "latency": lat,
+            "replay": replay,
+            "history": history,
+            "machine": machine,
+        }
+    )
     return result
 
 
-def _state_growth(state: Mapping[str, Mapping[str, Any]], from_days: int,
-                  to_days: int) -> dict[str, Any] | None:
+def _state_growth(
+    state: Mapping[str, Mapping[str, Any]], from_days: int, to_days: int
+) -> dict[str, Any] | None:
     """median and p99 state bytes after `to_days` over those after `from_days`."""
     a, b = state.get(f"{from_days}d"), state.get(f"{to_days}d")
     if not a or not b or from_days == to_days:
         return None
-    return {"from": f"{from_days}d", "to": f"{to_days}d",
-            "median_x": growth(a.get("median"), b.get("median")),
-            "p99_x": growth(a.get("p99"), b.get("p99"))}
+    return {
+        "from": f"{from_days}d",
+        "to": f"{to_days}d",
+        "median_x": growth(a.get("median"), b.get("median")),
+        "p99_x": growth(a.get("p99"), b.get("p99")),
+    }
 
 
 @click.command("bench")
-@click.option("--patients", type=int, default=400, show_default=True,
-              help="cohort for floor and pipeline")
+@click.option(
+    "--patients", type=int, default=400, show_default=True, help="cohort for floor and pipeline"
+)
 @click.option("--days", type=int, default=90, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--replay-patients", type=int, default=2000, show_default=True)
 @click.option("--replay-days", type=int, default=90, show_default=True)
 @click.option("--latency-seconds", type=float, default=25.0, show_default=True)
-@click.option("--rate", type=float, default=2000.0, show_default=True,
-              help="events/s posted during the latency phase")
-@click.option("--history-patients", type=int, default=None,
-              help="patients per history cohort; default: sized from the pipeline rate "
-                   "(about 45 s of history posting, 100-2000); 0 skips the phase")
-@click.option("--history-days", type=int, default=365, show_default=True,
-              help="days of history of the long cohort")
-@click.option("--history-short-days", type=int, default=30, show_default=True,
-              help="days of history of the short cohort")
-@click.option("--history-new-days", type=int, default=14, show_default=True,
-              help="days of new events timed after each cohort's history")
-@click.option("--cpu-split/--no-cpu-split", "split", default=True, show_default=True,
-              help="py-spy (if installed) on the worker during the pipeline phase, 50 Hz")
-@click.option("--profile", "profile_dir", type=click.Path(path_type=Path), default=None,
-              help="py-spy the worker and gateway during pipeline/replay into this folder")
+@click.option(
+    "--rate",
+    type=float,
+    default=2000.0,
+    show_default=True,
+    help="events/s posted during the latency phase",
+)
+@click.option(
+    "--history-patients",
+    type=int,
+    default=None,
+    help="patients per history cohort; default: sized from the pipeline rate "
+    "(about 45 s of history posting, 100-2000); 0 skips the phase",
+)
+@click.option(
+    "--history-days",
+    type=int,
+    default=365,
+    show_default=True,
+    help="days of history of the long cohort",
+)
+@click.option(
+    "--history-short-days",
+    type=int,
+    default=30,
+    show_default=True,
+    help="days of history of the short cohort",
+)
+@click.option(
+    "--history-new-days",
+    type=int,
+    default=14,
+    show_default=True,
+    help="days of new events timed after each cohort's history",
+)
+@click.option(
+    "--cpu-split/--no-cpu-split",
+    "split",
+    default=True,
+    show_default=True,
+    help="py-spy (if installed) on the worker during the pipeline phase, 50 Hz",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="py-spy the worker and gateway during pipeline/replay into this folder",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write JSON here")
 @click.pass_context
-def command(ctx: click.Context, patients: int, days: int, seed: int, replay_patients: int,
-            replay_days: int, latency_seconds: float, rate: float,
-            history_patients: int | None, history_days: int, history_short_days: int,
-            history_new_days: int, split: bool, profile_dir: Path | None,
-            out: Path | None) -> None:
+def command(
+    ctx: click.Context,
+    patients: int,
+    days: int,
+    seed: int,
+    replay_patients: int,
+    replay_days: int,
+    latency_seconds: float,
+    rate: float,
+    history_patients: int | None,
+    history_days: int,
+    history_short_days: int,
+    history_new_days: int,
+    split: bool,
+    profile_dir: Path | None,
+    out: Path | None,
+) -> None:
     """Benchmark the pipeline against a bare Kafka->COPY floor (prints a table)."""
     from infra.services import ServiceError
 
     settings = ctx.obj
     try:
-        result = run_bench(settings, patients, days, seed, replay_patients, replay_days,
-                           latency_seconds, rate, profile_dir,
-                           log=lambda m: click.echo(m, err=True),
-                           history_patients=history_patients, history_days=history_days,
-                           history_short_days=history_short_days,
-                           history_new_days=history_new_days, split=split)
+        result = run_bench(
+            settings,
+            patients,
+            days,
+            seed,
+            replay_patients,
+            replay_days,
+            latency_seconds,
+            rate,
+            profile_dir,
+            log=lambda m: click.echo(m, err=True),
+            history_patients=history_patients,
+            history_days=history_days,
+            history_short_days=history_short_days,
+            history_new_days=history_new_days,
+            split=split,
+        )
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render_table(result))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
+
 import click
 import orjson
 
@@ -21,7 +23,9 @@ def _settings(ctx: click.Context) -> Settings:
 def _parse_ts(value: str) -> dt.datetime:
     ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if ts.tzinfo is None:
-        raise click.BadParameter("timestamp needs an explicit UTC offset, e.g. 2027-03-01T00:00:00Z")
+        raise click.BadParameter(
+            "timestamp needs an explicit UTC offset, e.g. 2027-03-01T00:00:00Z"
+        )
     return ts
 
 
@@ -131,12 +135,21 @@ def api(ctx: click.Context, port: int | None) -> None:
     if (cert is None) != (key is None):
         raise click.ClickException("set both RTM_API_TLS_CERTFILE and RTM_API_TLS_KEYFILE")
     if cert is None and settings.env != "dev":
-        click.echo(f"warning: RTM_ENV={settings.env} without TLS; terminate TLS in front of "
-                   "the gateway or set RTM_API_TLS_CERTFILE/RTM_API_TLS_KEYFILE", err=True)
+        click.echo(
+            f"warning: RTM_ENV={settings.env} without TLS; terminate TLS in front of "
+            "the gateway or set RTM_API_TLS_CERTFILE/RTM_API_TLS_KEYFILE",
+            err=True,
+        )
     app = create_app(settings)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False,
-                ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
+    )
 
 
 @main.command()
@@ -160,23 +173,36 @@ def worker(ctx: click.Context, loglevel: str | None) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--invalid-ratio", type=float, default=0.0, show_default=True)
-@click.option("--demographics-out", type=click.Path(path_type=Path), default=None,
-              help="also write clearly synthetic demographics of the cohort (CSV for"
-                   " `rtm billing demographics load`)")
-def simulate(patients: int, days: int, seed: int, out: Path, invalid_ratio: float,
-             demographics_out: Path | None) -> None:
+@click.option(
+    "--demographics-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write clearly synthetic demographics of the cohort (CSV for"
+    " `rtm billing demographics load`)",
+)
+def simulate(
+    patients: int,
+    days: int,
+    seed: int,
+    out: Path,
+    invalid_ratio: float,
+    demographics_out: Path | None,
+) -> None:
     """Write a synthetic cohort as JSONL, in arrival order."""
-    from rtm.simulate import demographics_csv, simulate as run, synthetic_demographics, write_jsonl
+    from rtm.simulate import demographics_csv, synthetic_demographics, write_jsonl
+    from rtm.simulate import simulate as run
 
     events = list(run(patients, days, seed, invalid_ratio=invalid_ratio))
     n = write_jsonl(events, out)
     click.echo(f"wrote {n} events to {out}", err=True)
     if demographics_out is not None:
         ids = {e["patient_id"] for e in events if isinstance(e.get("patient_id"), str)}
-        demographics_out.write_text(demographics_csv(synthetic_demographics(ids, seed)),
-                                    encoding="utf-8")
-        click.echo(f"wrote synthetic demographics of {len(ids)} patients to {demographics_out}",
-                   err=True)
+        demographics_out.write_text(
+            demographics_csv(synthetic_demographics(ids, seed)), encoding="utf-8"
+        )
+        click.echo(
+            f"wrote synthetic demographics of {len(ids)} patients to {demographics_out}", err=True
+        )
 
 
 @main.command()
@@ -215,14 +241,16 @@ def alerts() -> None:
 
 
 @alerts.command("tick")
-@click.option("--now", "now", default=None, help="'now' for the time-driven rules (default: wall clock)")
+@click.option(
+    "--now", "now", default=None, help="'now' for the time-driven rules (default: wall clock)"
+)
 @click.pass_context
 def alerts_tick(ctx: click.Context, now: str | None) -> None:
     """Send a timer tick to every partition (replays, backfills, tests)."""
     from streams.producer import EventProducer
 
     settings = _settings(ctx)
-    when = _parse_ts(now) if now else dt.datetime.now(dt.timezone.utc)
+    when = _parse_ts(now) if now else dt.datetime.now(dt.UTC)
 
     async def send() -> int:
         producer = EventProducer(settings)
@@ -239,16 +267,27 @@ def alerts_tick(ctx: click.Context, now: str | None) -> None:
 @click.option("--clinician-id", default=None, help="a clinician id, or '*' for the organisation")
 @click.option("--org", "org_id", default="default", show_default=True, help="organisation")
 @click.option("--url", default=None, help="http(s) URL the alert changes are POSTed to")
-@click.option("--secret", default=None,
-              help="shared secret for the HMAC-SHA256 signature (visible in ps: prefer --secret-stdin)")
+@click.option(
+    "--secret",
+    default=None,
+    help="shared secret for the HMAC-SHA256 signature (visible in ps: prefer --secret-stdin)",
+)
 @click.option("--secret-stdin", is_flag=True, help="read the shared secret from stdin")
 @click.option("--test", "test", is_flag=True, help="POST a signed ping and report the answer")
 @click.option("--remove", is_flag=True, help="remove the webhook (its queue is dropped)")
 @click.option("--list", "list_", is_flag=True, help="list the webhooks (never the secrets)")
 @click.pass_context
-def alerts_webhook(ctx: click.Context, clinician_id: str | None, org_id: str, url: str | None,
-                   secret: str | None, secret_stdin: bool, test: bool, remove: bool,
-                   list_: bool) -> None:
+def alerts_webhook(
+    ctx: click.Context,
+    clinician_id: str | None,
+    org_id: str,
+    url: str | None,
+    secret: str | None,
+    secret_stdin: bool,
+    test: bool,
+    remove: bool,
+    list_: bool,
+) -> None:
     """Set, test, list or remove where a clinician's (or, with '*', the organisation's)
     alerts are POSTed. A new webhook receives the alert changes from now on, not history."""
     from agents.delivery import validate_url
@@ -310,8 +349,7 @@ def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[_T]]) -> _T:
     return asyncio.run(run())
 
 
-def _set_webhook(settings: Settings, org_id: str, clinician_id: str, url: str,
-                 secret: str) -> None:
+def _set_webhook(settings: Settings, org_id: str, clinician_id: str, url: str, secret: str) -> None:
     import asyncpg
 
     from streams.db.alerts import set_webhook
@@ -323,8 +361,10 @@ def _set_webhook(settings: Settings, org_id: str, clinician_id: str, url: str,
     except asyncpg.ForeignKeyViolationError:
         raise click.ClickException(f"unknown organisation {org_id!r}") from None
     who = "the organisation (clinic-wide)" if clinician_id == "*" else clinician_id
-    click.echo(f"webhook {'added' if new else 'changed'} for {who} in {org_id}"
-               + (": alert changes from now on are sent there (no history)" if new else ""))
+    click.echo(
+        f"webhook {'added' if new else 'changed'} for {who} in {org_id}"
+        + (": alert changes from now on are sent there (no history)" if new else "")
+    )
 
 
 def _remove_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
@@ -333,8 +373,10 @@ def _remove_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
     dropped = _with_db(settings, lambda c: remove_webhook(c, clinician_id, org_id))
     if dropped is None:
         raise click.ClickException(f"no webhook for {clinician_id} in {org_id}")
-    click.echo(f"webhook removed for {clinician_id} in {org_id}"
-               f" ({dropped} undelivered changes dropped, marked no_webhook)")
+    click.echo(
+        f"webhook removed for {clinician_id} in {org_id}"
+        f" ({dropped} undelivered changes dropped, marked no_webhook)"
+    )
 
 
 def _ping_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
@@ -347,8 +389,9 @@ def _ping_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
     from streams.secrets import secret_box
 
     url, stored = hook
-    result = asyncio.run(send_ping(url, secret_box(settings).open(stored),
-                                   settings.webhook_timeout_s))
+    result = asyncio.run(
+        send_ping(url, secret_box(settings).open(stored), settings.webhook_timeout_s)
+    )
     answer = f"HTTP {result.status_code}" if result.status_code is not None else result.error
     click.echo(f"ping {redact_url(url)}: {answer} in {result.seconds * 1000:.0f} ms")
     if not result.ok:
@@ -366,14 +409,20 @@ def _print_webhooks(settings: Settings, org_id: str) -> None:
     click.echo("org\tclinician\turl\tadded\tundelivered\toldest undelivered\tfailures")
     for h in hooks:
         oldest = h.oldest_undelivered.isoformat(timespec="seconds") if h.oldest_undelivered else "-"
-        click.echo(f"{h.org_id}\t{h.clinician_id}\t{redact_url(h.url)}"
-                   f"\t{h.created_at.isoformat(timespec='seconds')}\t{h.undelivered}"
-                   f"\t{oldest}\t{h.failures}")
+        click.echo(
+            f"{h.org_id}\t{h.clinician_id}\t{redact_url(h.url)}"
+            f"\t{h.created_at.isoformat(timespec='seconds')}\t{h.undelivered}"
+            f"\t{oldest}\t{h.failures}"
+        )
 
 
 @alerts.command("evaluate")
-@click.option("--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--as-of", "as_of", required=True, help="'now' for the rules, e.g. 2027-01-01T00:00:00Z")
+@click.option(
+    "--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+@click.option(
+    "--as-of", "as_of", required=True, help="'now' for the rules, e.g. 2027-01-01T00:00:00Z"
+)
 def alerts_evaluate(events_path: Path, as_of: str) -> None:
     """Print one JSON object per alert fired by the rules over a JSONL file."""
     from alerts.evaluate import run_alerts_evaluate
@@ -387,7 +436,9 @@ def adherence() -> None:
 
 
 @adherence.command("evaluate")
-@click.option("--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True
+)
 def adherence_evaluate(events_path: Path) -> None:
     """Print daily adherence rows (CSV) for a JSONL file."""
     from alerts.evaluate import run_adherence_evaluate
@@ -401,7 +452,9 @@ def billing() -> None:
 
 
 @billing.command("evaluate")
-@click.option("--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True
+)
 @click.option("--as-of", "as_of", required=True)
 @click.option("--include-open", is_flag=True)
 def billing_evaluate(events_path: Path, as_of: str, include_open: bool) -> None:

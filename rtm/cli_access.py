@@ -39,6 +39,7 @@ def _run(ctx: click.Context, body: Callable[[asyncpg.Connection], Awaitable[T]])
                 return await body(conn)
         finally:
             await conn.close()
+
     return asyncio.run(go())
 
 
@@ -46,11 +47,18 @@ def _cli_actor() -> str:
     return f"cli:{os.environ.get('USER') or getpass.getuser()}"
 
 
-async def _audit_change(conn: asyncpg.Connection, org_id: str, action: str,
-                        detail: dict[str, Any]) -> None:
-    await db.audit(conn, org_id=org_id, actor=_cli_actor(), role="cli", action=action,
-                   resource="rtm " + action.replace("access.", "").replace("_", " "),
-                   detail=detail)
+async def _audit_change(
+    conn: asyncpg.Connection, org_id: str, action: str, detail: dict[str, Any]
+) -> None:
+    await db.audit(
+        conn,
+        org_id=org_id,
+        actor=_cli_actor(),
+        role="cli",
+        action=action,
+        resource="rtm " + action.replace("access.", "").replace("_", " "),
+        detail=detail,
+    )
 
 
 def _check_id(value: str, what: str) -> str:
@@ -92,6 +100,7 @@ def register(main: click.Group) -> None:
             if added:
                 await _audit_change(conn, org_id, "access.org_add", {"name": name})
             return added
+
         click.echo(f"organisation {org_id} " + ("added" if _run(ctx, body) else "exists already"))
 
     @orgs.command("list")
@@ -108,16 +117,27 @@ def register(main: click.Group) -> None:
     @click.argument("username")
     @click.option("--org", "org_id", required=True)
     @click.option("--role", type=click.Choice(ROLES), required=True)
-    @click.option("--clinician-id", default=None,
-                  help="the clinician id episodes name (required for the clinician role)")
+    @click.option(
+        "--clinician-id",
+        default=None,
+        help="the clinician id episodes name (required for the clinician role)",
+    )
     @click.option("--password-stdin", is_flag=True, help="read the password from stdin")
     @click.pass_context
-    def users_add(ctx: click.Context, username: str, org_id: str, role: str,
-                  clinician_id: str | None, password_stdin: bool) -> None:
+    def users_add(
+        ctx: click.Context,
+        username: str,
+        org_id: str,
+        role: str,
+        clinician_id: str | None,
+        password_stdin: bool,
+    ) -> None:
         """Add a local account (the password is stored as an argon2id hash)."""
         _check_id(username, "USERNAME")
         if role == "clinician" and not clinician_id:
-            raise click.BadParameter("a clinician needs --clinician-id", param_hint="--clinician-id")
+            raise click.BadParameter(
+                "a clinician needs --clinician-id", param_hint="--clinician-id"
+            )
         if clinician_id:
             _check_id(clinician_id, "--clinician-id")
         if password_stdin:
@@ -130,13 +150,18 @@ def register(main: click.Group) -> None:
         async def body(conn: asyncpg.Connection) -> None:
             await _require_org(conn, org_id)
             try:
-                await db.add_user(conn, org_id, username, role, hash_password(password),
-                                  clinician_id)
+                await db.add_user(
+                    conn, org_id, username, role, hash_password(password), clinician_id
+                )
             except asyncpg.UniqueViolationError:
                 raise click.ClickException(f"user {username!r} exists already") from None
-            await _audit_change(conn, org_id, "access.user_add",
-                                {"username": username, "role": role,
-                                 "clinician_id": clinician_id})
+            await _audit_change(
+                conn,
+                org_id,
+                "access.user_add",
+                {"username": username, "role": role, "clinician_id": clinician_id},
+            )
+
         _run(ctx, body)
         click.echo(f"user {username} ({role}) added to {org_id}")
 
@@ -145,20 +170,31 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def users_list(ctx: click.Context, org_id: str | None) -> None:
         rows = _run(ctx, lambda c: db.list_users(c, org_id))
-        _table([{"username": r["username"], "org_id": r["org_id"], "role": r["role"],
-                 "clinician_id": r["clinician_id"] or "", "disabled": r["disabled"]}
-                for r in rows])
+        _table(
+            [
+                {
+                    "username": r["username"],
+                    "org_id": r["org_id"],
+                    "role": r["role"],
+                    "clinician_id": r["clinician_id"] or "",
+                    "disabled": r["disabled"],
+                }
+                for r in rows
+            ]
+        )
 
     @users.command("disable")
     @click.argument("username")
     @click.pass_context
     def users_disable(ctx: click.Context, username: str) -> None:
         """Disable an account and end its sessions at once."""
+
         async def body(conn: asyncpg.Connection) -> str | None:
             org = await db.disable_user(conn, username)
             if org is not None:
                 await _audit_change(conn, org, "access.user_disable", {"username": username})
             return org
+
         if _run(ctx, body) is None:
             raise click.ClickException(f"no user {username!r}")
         click.echo(f"user {username} disabled")
@@ -179,11 +215,17 @@ def register(main: click.Group) -> None:
         async def body(conn: asyncpg.Connection) -> None:
             await _require_org(conn, org_id)
             await db.add_key(conn, key_id, org_id, sorted(set(scopes)), label, salt, digest)
-            await _audit_change(conn, org_id, "access.key_add",
-                                {"key_id": key_id, "scopes": sorted(set(scopes)), "label": label})
+            await _audit_change(
+                conn,
+                org_id,
+                "access.key_add",
+                {"key_id": key_id, "scopes": sorted(set(scopes)), "label": label},
+            )
+
         _run(ctx, body)
-        click.echo(f"key {key_id} ({','.join(sorted(set(scopes)))}) for {org_id}; shown once:",
-                   err=True)
+        click.echo(
+            f"key {key_id} ({','.join(sorted(set(scopes)))}) for {org_id}; shown once:", err=True
+        )
         click.echo(key)
 
     @keys.command("list")
@@ -191,8 +233,18 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def keys_list(ctx: click.Context, org_id: str | None) -> None:
         rows = _run(ctx, lambda c: db.list_keys(c, org_id))
-        _table([{"key_id": r["key_id"], "org_id": r["org_id"], "scopes": ",".join(r["scopes"]),
-                 "label": r["label"], "disabled": r["disabled"]} for r in rows])
+        _table(
+            [
+                {
+                    "key_id": r["key_id"],
+                    "org_id": r["org_id"],
+                    "scopes": ",".join(r["scopes"]),
+                    "label": r["label"],
+                    "disabled": r["disabled"],
+                }
+                for r in rows
+            ]
+        )
 
     @keys.command("disable")
     @click.argument("key_id")
@@ -203,6 +255,7 @@ def register(main: click.Group) -> None:
             if org is not None:
                 await _audit_change(conn, org, "access.key_disable", {"key_id": key_id})
             return org
+
         if _run(ctx, body) is None:
             raise click.ClickException(f"no key {key_id!r}")
         click.echo(f"key {key_id} disabled")
@@ -223,8 +276,10 @@ def register(main: click.Group) -> None:
         async def body(conn: asyncpg.Connection) -> None:
             await _require_org(conn, org_id)
             await db.add_team_member(conn, org_id, team, clinician_id)
-            await _audit_change(conn, org_id, "access.team_add",
-                                {"team": team, "clinician_id": clinician_id})
+            await _audit_change(
+                conn, org_id, "access.team_add", {"team": team, "clinician_id": clinician_id}
+            )
+
         _run(ctx, body)
         click.echo(f"{clinician_id} is on team {team} of {org_id}")
 
@@ -237,9 +292,11 @@ def register(main: click.Group) -> None:
         async def body(conn: asyncpg.Connection) -> bool:
             gone = await db.remove_team_member(conn, org_id, team, clinician_id)
             if gone:
-                await _audit_change(conn, org_id, "access.team_remove",
-                                    {"team": team, "clinician_id": clinician_id})
+                await _audit_change(
+                    conn, org_id, "access.team_remove", {"team": team, "clinician_id": clinician_id}
+                )
             return gone
+
         if not _run(ctx, body):
             raise click.ClickException(f"{clinician_id} is not on team {team} of {org_id}")
         click.echo(f"{clinician_id} removed from team {team} of {org_id}")
@@ -253,25 +310,50 @@ def register(main: click.Group) -> None:
     @click.option("--limit", type=int, default=100, show_default=True)
     @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
     @click.pass_context
-    def audit_cmd(ctx: click.Context, org_id: str | None, actor: str | None,
-                  patient_id: str | None, action: str | None, since: str | None, limit: int,
-                  as_json: bool) -> None:
+    def audit_cmd(
+        ctx: click.Context,
+        org_id: str | None,
+        actor: str | None,
+        patient_id: str | None,
+        action: str | None,
+        since: str | None,
+        limit: int,
+        as_json: bool,
+    ) -> None:
         """The audit log, newest first: who read or changed what, when, which patients."""
         when = dt.datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
         if when is not None and when.tzinfo is None:
             raise click.BadParameter("needs a UTC offset", param_hint="--since")
-        rows = _run(ctx, lambda c: db.query_audit(c, org_id=org_id, actor=actor,
-                                                  patient_id=patient_id, action=action,
-                                                  since=when, limit=limit))
+        rows = _run(
+            ctx,
+            lambda c: db.query_audit(
+                c,
+                org_id=org_id,
+                actor=actor,
+                patient_id=patient_id,
+                action=action,
+                since=when,
+                limit=limit,
+            ),
+        )
         if as_json:
             for r in rows:
                 click.echo(json.dumps(r, sort_keys=True))
             return
-        _table([{"at": r["at"][:19], "org": r["org_id"], "actor": r["actor"],
-                 "action": r["action"], "resource": r["resource"],
-                 "patients": ",".join(r["patient_ids"][:5])
-                 + (f" (+{len(r['patient_ids']) - 5})" if len(r["patient_ids"]) > 5 else "")}
-                for r in rows])
+        _table(
+            [
+                {
+                    "at": r["at"][:19],
+                    "org": r["org_id"],
+                    "actor": r["actor"],
+                    "action": r["action"],
+                    "resource": r["resource"],
+                    "patients": ",".join(r["patient_ids"][:5])
+                    + (f" (+{len(r['patient_ids']) - 5})" if len(r["patient_ids"]) > 5 else ""),
+                }
+                for r in rows
+            ]
+        )
 
 
 # --- local development -------------------------------------------------------------------------
@@ -296,18 +378,28 @@ async def provision_dev(settings: Settings, dev_key: str) -> dict[str, Any]:
             if await db.key_record(conn, key_id) is None:
                 salt = secrets.token_bytes(16)
                 await conn.execute("DELETE FROM api_keys WHERE key_id = $1", key_id)
-                await db.add_key(conn, key_id, DEV_ORG, ["integration", "producer", "reader"],
-                                 "development key (RTM_ENV=dev)", salt, key_digest(salt, secret))
+                await db.add_key(
+                    conn,
+                    key_id,
+                    DEV_ORG,
+                    ["integration", "producer", "reader"],
+                    "development key (RTM_ENV=dev)",
+                    salt,
+                    key_digest(salt, secret),
+                )
             for username, role, clinician in (
-                ("clinician", "clinician", "c-01"), ("billing", "billing", None),
-                ("admin", "admin", None), ("operator", "operator", None),
+                ("clinician", "clinician", "c-01"),
+                ("billing", "billing", None),
+                ("admin", "admin", None),
+                ("operator", "operator", None),
             ):
                 entry = users.get(username) or {"password": secrets.token_urlsafe(12)}
                 entry.update(role=role, org_id=DEV_ORG, clinician_id=clinician)
                 users[username] = entry
                 if not await db.set_password(conn, username, hash_password(entry["password"])):
-                    await db.add_user(conn, DEV_ORG, username, role,
-                                      hash_password(entry["password"]), clinician)
+                    await db.add_user(
+                        conn, DEV_ORG, username, role, hash_password(entry["password"]), clinician
+                    )
     finally:
         await conn.close()
     _write_private(path, json.dumps(users, indent=2, sort_keys=True) + "\n")

@@ -26,8 +26,10 @@ def _parse_ts(value: str | None) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
     ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if ts.tzinfo is None or ts.utcoffset() is None:
-        raise click.BadParameter("timestamp needs an explicit UTC offset, e.g. 2027-03-01T00:00:00Z",
-                                 param_hint="--as-of")
+        raise click.BadParameter(
+            "timestamp needs an explicit UTC offset, e.g. 2027-03-01T00:00:00Z",
+            param_hint="--as-of",
+        )
     return ts
 
 
@@ -83,15 +85,32 @@ async def run_export(
     conn = await _connect(dsn)
     try:
         result = await export_claims(
-            conn, date_from=date_from, date_to=date_to, as_of=as_of, include_open=include_open,
-            record=record, created_by=created_by, fmt=fmt, org_id=org_id)
-        await audit(conn, org_id=org_id or "*", actor=f"cli:{created_by}", role="cli",
-                    action="export" if result.export_id is not None else "read",
-                    resource="rtm billing export",
-                    patient_ids=[ln.patient_id for ln in result.lines],
-                    detail={"from": date_from.isoformat(), "to": date_to.isoformat(),
-                            "format": fmt, "lines": len(result.lines),
-                            "export_id": result.export_id})
+            conn,
+            date_from=date_from,
+            date_to=date_to,
+            as_of=as_of,
+            include_open=include_open,
+            record=record,
+            created_by=created_by,
+            fmt=fmt,
+            org_id=org_id,
+        )
+        await audit(
+            conn,
+            org_id=org_id or "*",
+            actor=f"cli:{created_by}",
+            role="cli",
+            action="export" if result.export_id is not None else "read",
+            resource="rtm billing export",
+            patient_ids=[ln.patient_id for ln in result.lines],
+            detail={
+                "from": date_from.isoformat(),
+                "to": date_to.isoformat(),
+                "format": fmt,
+                "lines": len(result.lines),
+                "export_id": result.export_id,
+            },
+        )
     finally:
         await conn.close()
     return render_export(result.lines, fmt, as_of), result
@@ -101,23 +120,50 @@ def _export_command(group: click.Group) -> None:
     @group.command("export")
     @click.option("--from", "date_from", required=True, help="first date of service (YYYY-MM-DD)")
     @click.option("--to", "date_to", required=True, help="last date of service (YYYY-MM-DD)")
-    @click.option("--format", "fmt", type=click.Choice(["csv", "x12", "fhir"]), default="csv",
-                  show_default=True)
-    @click.option("--include-open", is_flag=True,
-                  help="preview open periods/months too (status preview); nothing is recorded")
-    @click.option("--as-of", "as_of", default=None, help="'now' for closing periods (default: clock)")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "x12", "fhir"]),
+        default="csv",
+        show_default=True,
+    )
+    @click.option(
+        "--include-open",
+        is_flag=True,
+        help="preview open periods/months too (status preview); nothing is recorded",
+    )
+    @click.option(
+        "--as-of", "as_of", default=None, help="'now' for closing periods (default: clock)"
+    )
     @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
     @click.option("--by", "by", default=None, help="who exports (recorded); default: OS user")
-    @click.option("--dry-run", is_flag=True, hidden=True,
-                  help="accepted for compatibility: every export is a preview now")
-    @click.option("--org", "org_id", default=None,
-                  help="this organisation's patients only (default: every organisation)")
+    @click.option(
+        "--dry-run",
+        is_flag=True,
+        hidden=True,
+        help="accepted for compatibility: every export is a preview now",
+    )
+    @click.option(
+        "--org",
+        "org_id",
+        default=None,
+        help="this organisation's patients only (default: every organisation)",
+    )
     @click.option("--dsn", default=None, help="database URL (default: settings)")
     @click.pass_context
-    def billing_export(ctx: click.Context, date_from: str, date_to: str, fmt: str,
-                       include_open: bool, as_of: str | None, out: Path | None,
-                       by: str | None, dry_run: bool, org_id: str | None,
-                       dsn: str | None) -> None:
+    def billing_export(
+        ctx: click.Context,
+        date_from: str,
+        date_to: str,
+        fmt: str,
+        include_open: bool,
+        as_of: str | None,
+        out: Path | None,
+        by: str | None,
+        dry_run: bool,
+        org_id: str | None,
+        dsn: str | None,
+    ) -> None:
         """Preview claim lines with a date of service in [--from, --to] (nothing recorded).
 
         Lines already submitted unchanged are left out; a changed period/month shows whole
@@ -132,10 +178,19 @@ def _export_command(group: click.Group) -> None:
         if d_to < d_from:
             raise click.BadParameter("--to is before --from", param_hint="--to")
         ts = _parse_ts(as_of)
-        text, result = asyncio.run(run_export(
-            _dsn(ctx, dsn), date_from=d_from, date_to=d_to, fmt=fmt, as_of=ts,
-            include_open=include_open, record=False, created_by=by or _default_user(),
-            org_id=org_id))
+        text, result = asyncio.run(
+            run_export(
+                _dsn(ctx, dsn),
+                date_from=d_from,
+                date_to=d_to,
+                fmt=fmt,
+                as_of=ts,
+                include_open=include_open,
+                record=False,
+                created_by=by or _default_user(),
+                org_id=org_id,
+            )
+        )
         if out is not None:
             out.write_text(text, encoding="utf-8")
             if fmt != "csv":
@@ -143,20 +198,30 @@ def _export_command(group: click.Group) -> None:
         else:
             sys.stdout.write(text)
         counts = Counter(f"{ln.cpt}/{ln.status}" for ln in result.lines)
-        recorded = (f"recorded as export {result.export_id}" if result.export_id is not None
-                    else "not recorded (a preview; `rtm billing submit` records)")
-        click.echo(f"{len(result.lines)} lines ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}),"
-                   f" {recorded}, {result.elapsed_s:.2f}s", err=True)
+        recorded = (
+            f"recorded as export {result.export_id}"
+            if result.export_id is not None
+            else "not recorded (a preview; `rtm billing submit` records)"
+        )
+        by_code = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+        click.echo(
+            f"{len(result.lines)} lines ({by_code}), {recorded}, {result.elapsed_s:.2f}s",
+            err=True,
+        )
         for ln in result.withdrawn:
-            click.echo("WITHDRAWN (billed earlier, no longer billable; void it): "
-                       + ",".join(csv_row(ln)), err=True)
+            click.echo(
+                "WITHDRAWN (billed earlier, no longer billable; void it): " + ",".join(csv_row(ln)),
+                err=True,
+            )
 
 
 # --- reconcile --------------------------------------------------------------------------------
 
 
-async def events_states(conn: asyncpg.Connection, patient_prefix: str | None = None,
-                        ) -> dict[str, Any]:
+async def events_states(
+    conn: asyncpg.Connection,
+    patient_prefix: str | None = None,
+) -> dict[str, Any]:
     """Fold the raw events hypertable with the pure reducer (received_at dropped)."""
     from billing.ledger import BILLING_EVENT_TYPES, fold_for_billing
     from schemas.events import parse_event_json
@@ -168,14 +233,15 @@ async def events_states(conn: asyncpg.Connection, patient_prefix: str | None = N
     return states
 
 
-async def reconcile(dsn: str, as_of: dt.datetime, patient_prefix: str | None = None,
-                    out: TextIO | None = None) -> int:
+async def reconcile(
+    dsn: str, as_of: dt.datetime, patient_prefix: str | None = None, out: TextIO | None = None
+) -> int:
     """Compare ledger states and claims with a recomputation from raw events; returns the
     number of differences (each printed)."""
-    from streams.db.billing import load_states
+    from billing.export import csv_row
     from billing.ledger import state_differences
     from billing.rules import compute_claims
-    from billing.export import csv_row
+    from streams.db.billing import load_states
 
     out = out or sys.stdout
     conn = await _connect(dsn)
@@ -200,8 +266,10 @@ async def reconcile(dsn: str, as_of: dt.datetime, patient_prefix: str | None = N
     for row in sorted(got - want):
         out.write("claim only in the ledger's claims: " + ",".join(row) + "\n")
         n += 1
-    out.write(f"reconciled {len(truth.keys() | ledger.keys())} patients, {len(want)} claim lines"
-              f" as of {as_of.isoformat()}: {n} difference{'s' if n != 1 else ''}\n")
+    out.write(
+        f"reconciled {len(truth.keys() | ledger.keys())} patients, {len(want)} claim lines"
+        f" as of {as_of.isoformat()}: {n} difference{'s' if n != 1 else ''}\n"
+    )
     return n
 
 
@@ -211,8 +279,9 @@ def _reconcile_command(group: click.Group) -> None:
     @click.option("--patient-prefix", default=None, help="only patients whose id starts so")
     @click.option("--dsn", default=None, help="database URL (default: settings)")
     @click.pass_context
-    def billing_reconcile(ctx: click.Context, as_of: str | None, patient_prefix: str | None,
-                          dsn: str | None) -> None:
+    def billing_reconcile(
+        ctx: click.Context, as_of: str | None, patient_prefix: str | None, dsn: str | None
+    ) -> None:
         """Recompute every period and month from the raw events and compare with the ledger.
         Prints each difference; exits 1 on any."""
         n = asyncio.run(reconcile(_dsn(ctx, dsn), _parse_ts(as_of), patient_prefix))
@@ -225,17 +294,17 @@ def _reconcile_command(group: click.Group) -> None:
 async def backfill(dsn: str, patient_prefix: str | None = None) -> tuple[int, int, int]:
     """Write the ledger from the raw events hypertable (idempotent): for events stored
     before the billing agent ran. Returns the rows newly inserted."""
-    from streams.db.billing import write_ledger
-    from streams.db.events import event_payloads
     from billing.ledger import BILLING_EVENT_TYPES, ledger_rows
     from schemas.events import parse_event_json
+    from streams.db.billing import write_ledger
+    from streams.db.events import event_payloads
 
     conn = await _connect(dsn)
     totals = [0, 0, 0]
     try:
         async for payloads in event_payloads(conn, BILLING_EVENT_TYPES, patient_prefix):
             new = await write_ledger(conn, ledger_rows([parse_event_json(p) for p in payloads]))
-            totals = [a + b for a, b in zip(totals, new)]
+            totals = [a + b for a, b in zip(totals, new, strict=True)]
     finally:
         await conn.close()
     return totals[0], totals[1], totals[2]
@@ -272,8 +341,16 @@ async def _with_conn(dsn: str, fn: Any) -> Any:
 
 
 async def run_submit(
-    dsn: str, *, org_id: str, date_from: dt.date, date_to: dt.date, fmt: str,
-    as_of: dt.datetime, created_by: str, test: bool = False, dry_run: bool = False,
+    dsn: str,
+    *,
+    org_id: str,
+    date_from: dt.date,
+    date_to: dt.date,
+    fmt: str,
+    as_of: dt.datetime,
+    created_by: str,
+    test: bool = False,
+    dry_run: bool = False,
     created: dt.datetime | None = None,
 ) -> Any:
     """Submit body shared by the command and tests (audited); returns the SubmissionResult."""
@@ -282,17 +359,35 @@ async def run_submit(
 
     async def go(conn: asyncpg.Connection) -> Any:
         result = await submit_export(
-            conn, org_id=org_id, date_from=date_from, date_to=date_to, as_of=as_of, fmt=fmt,
-            created_by=created_by, usage="T" if test else "P", created=created,
-            dry_run=dry_run)
-        await audit(conn, org_id=org_id, actor=f"cli:{created_by}", role="cli",
-                    action="export" if result.submission_id is not None else "read",
-                    resource="rtm billing submit",
-                    patient_ids=[c.first.patient_id for c in result.claims],
-                    detail={"from": date_from.isoformat(), "to": date_to.isoformat(),
-                            "format": fmt, "submission_id": result.submission_id,
-                            "control_number": result.control_number,
-                            "claims": len(result.claims), "problems": len(result.problems)})
+            conn,
+            org_id=org_id,
+            date_from=date_from,
+            date_to=date_to,
+            as_of=as_of,
+            fmt=fmt,
+            created_by=created_by,
+            usage="T" if test else "P",
+            created=created,
+            dry_run=dry_run,
+        )
+        await audit(
+            conn,
+            org_id=org_id,
+            actor=f"cli:{created_by}",
+            role="cli",
+            action="export" if result.submission_id is not None else "read",
+            resource="rtm billing submit",
+            patient_ids=[c.first.patient_id for c in result.claims],
+            detail={
+                "from": date_from.isoformat(),
+                "to": date_to.isoformat(),
+                "format": fmt,
+                "submission_id": result.submission_id,
+                "control_number": result.control_number,
+                "claims": len(result.claims),
+                "problems": len(result.problems),
+            },
+        )
         return result
 
     return await _with_conn(dsn, go)
@@ -308,12 +403,16 @@ def _claims_commands(group: click.Group) -> None:
     @profile.command("set")
     @click.option("--org", "org_id", required=True)
     @click.option("--npi", "npi", required=True, help="the billing NPI")
-    @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                  required=True, help="profile JSON (fields of billing.profile.BillingProfile)")
+    @click.option(
+        "--file",
+        "file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="profile JSON (fields of billing.profile.BillingProfile)",
+    )
     @click.option("--dsn", default=None)
     @click.pass_context
-    def profile_set(ctx: click.Context, org_id: str, npi: str, file: Path,
-                    dsn: str | None) -> None:
+    def profile_set(ctx: click.Context, org_id: str, npi: str, file: Path, dsn: str | None) -> None:
         """Set (replace) a billing profile; reports the fields a production 837P still needs."""
         import orjson
         from pydantic import ValidationError
@@ -331,14 +430,22 @@ def _claims_commands(group: click.Group) -> None:
 
         async def go(conn: asyncpg.Connection) -> None:
             await set_profile(conn, prof, f"cli:{user}")
-            await audit(conn, org_id=org_id, actor=f"cli:{user}", role="cli",
-                        action="billing.profile_set", resource="rtm billing profile set",
-                        detail={"billing_npi": npi})
+            await audit(
+                conn,
+                org_id=org_id,
+                actor=f"cli:{user}",
+                role="cli",
+                action="billing.profile_set",
+                resource="rtm billing profile set",
+                detail={"billing_npi": npi},
+            )
 
         asyncio.run(_with_conn(_dsn(ctx, dsn), go))
         missing = missing_fields(prof, prof.payers, prof.rendering_providers, npi)
-        click.echo(f"billing profile of {org_id} / {npi} stored"
-                   + (f"; still missing for production: {', '.join(missing)}" if missing else ""))
+        click.echo(
+            f"billing profile of {org_id} / {npi} stored"
+            + (f"; still missing for production: {', '.join(missing)}" if missing else "")
+        )
 
     @profile.command("show")
     @click.option("--org", "org_id", required=True)
@@ -351,8 +458,11 @@ def _claims_commands(group: click.Group) -> None:
         from streams.db.billing import get_profiles
 
         profiles = asyncio.run(_with_conn(_dsn(ctx, dsn), lambda c: get_profiles(c, org_id)))
-        click.echo(orjson.dumps([p.model_dump(mode="json") for p in profiles.values()],
-                                option=orjson.OPT_INDENT_2).decode())
+        click.echo(
+            orjson.dumps(
+                [p.model_dump(mode="json") for p in profiles.values()], option=orjson.OPT_INDENT_2
+            ).decode()
+        )
 
     @group.group("demographics")
     def demographics() -> None:
@@ -375,11 +485,16 @@ def _claims_commands(group: click.Group) -> None:
 
         async def go(conn: asyncpg.Connection) -> int:
             n = await load_demographics(conn, org_id, rows, f"cli:{user}")
-            await audit(conn, org_id=org_id, actor=f"cli:{user}", role="cli",
-                        action="billing.demographics_load",
-                        resource="rtm billing demographics load",
-                        patient_ids=[r.patient_id for r in rows],
-                        detail={"rows": n, "errors": len(errors)})
+            await audit(
+                conn,
+                org_id=org_id,
+                actor=f"cli:{user}",
+                role="cli",
+                action="billing.demographics_load",
+                resource="rtm billing demographics load",
+                patient_ids=[r.patient_id for r in rows],
+                detail={"rows": n, "errors": len(errors)},
+            )
             return n
 
         n = asyncio.run(_with_conn(_dsn(ctx, dsn), go))
@@ -408,19 +523,27 @@ def _claims_commands(group: click.Group) -> None:
             raise click.ClickException(f"{file}: {exc}") from None
         user = _default_user()
         try:
-            n = asyncio.run(_with_conn(_dsn(ctx, dsn),
-                                       lambda c: load_fee_schedule(c, entries, f"cli:{user}")))
+            n = asyncio.run(
+                _with_conn(_dsn(ctx, dsn), lambda c: load_fee_schedule(c, entries, f"cli:{user}"))
+            )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         versions = sorted({e.version for e in entries})
-        click.echo(f"{n} new fee entries ({len(entries)} in the file; versions {', '.join(versions)})")
+        click.echo(
+            f"{n} new fee entries ({len(entries)} in the file; versions {', '.join(versions)})"
+        )
 
     @group.command("submit")
     @click.option("--org", "org_id", required=True)
     @click.option("--from", "date_from", required=True)
     @click.option("--to", "date_to", required=True)
-    @click.option("--format", "fmt", type=click.Choice(["x12", "csv", "fhir"]), default="x12",
-                  show_default=True)
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["x12", "csv", "fhir"]),
+        default="x12",
+        show_default=True,
+    )
     @click.option("--test", "test", is_flag=True, help="a test interchange (ISA15=T)")
     @click.option("--dry-run", is_flag=True, help="the file that would go, not recorded")
     @click.option("--as-of", "as_of", default=None)
@@ -428,9 +551,19 @@ def _claims_commands(group: click.Group) -> None:
     @click.option("--by", "by", default=None, help="who submits (recorded); default: OS user")
     @click.option("--dsn", default=None)
     @click.pass_context
-    def submit(ctx: click.Context, org_id: str, date_from: str, date_to: str, fmt: str,
-               test: bool, dry_run: bool, as_of: str | None, out: Path | None, by: str | None,
-               dsn: str | None) -> None:
+    def submit(
+        ctx: click.Context,
+        org_id: str,
+        date_from: str,
+        date_to: str,
+        fmt: str,
+        test: bool,
+        dry_run: bool,
+        as_of: str | None,
+        out: Path | None,
+        by: str | None,
+        dsn: str | None,
+    ) -> None:
         """Submit the next claims: originals, whole-claim replacements, voids. This records
         the lines as billed and keeps the file (`rtm billing submissions`). A claim that
         lacks demographics, a fee or the payer's claim control number is listed and left
@@ -441,15 +574,25 @@ def _claims_commands(group: click.Group) -> None:
         if d_to < d_from:
             raise click.BadParameter("--to is before --from", param_hint="--to")
         try:
-            result = asyncio.run(run_submit(
-                _dsn(ctx, dsn), org_id=org_id, date_from=d_from, date_to=d_to, fmt=fmt,
-                as_of=_parse_ts(as_of), created_by=by or _default_user(), test=test,
-                dry_run=dry_run))
+            result = asyncio.run(
+                run_submit(
+                    _dsn(ctx, dsn),
+                    org_id=org_id,
+                    date_from=d_from,
+                    date_to=d_to,
+                    fmt=fmt,
+                    as_of=_parse_ts(as_of),
+                    created_by=by or _default_user(),
+                    test=test,
+                    dry_run=dry_run,
+                )
+            )
         except SubmissionRefused as exc:
             for p in exc.problems:
                 click.echo(f"missing: {p}", err=True)
-            raise click.ClickException("submission refused: the billing profile is incomplete"
-                                       " (rtm billing profile set)") from None
+            raise click.ClickException(
+                "submission refused: the billing profile is incomplete (rtm billing profile set)"
+            ) from None
         for p in result.problems:
             click.echo(f"NOT SUBMITTED: {p.text()}", err=True)
         if not result.claims:
@@ -461,11 +604,16 @@ def _claims_commands(group: click.Group) -> None:
             sys.stdout.write(result.text)
         kinds = Counter(FREQUENCY_NAMES[c.frequency] for c in result.claims)
         what = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
-        where = (f"submission {result.submission_id} ({result.file_name})"
-                 if result.submission_id is not None else "dry run, not recorded")
+        where = (
+            f"submission {result.submission_id} ({result.file_name})"
+            if result.submission_id is not None
+            else "dry run, not recorded"
+        )
         ctl = f", ISA13 {result.control_number:09d}" if result.control_number else ""
-        click.echo(f"{len(result.claims)} claims ({what}), {len(result.lines)} lines{ctl},"
-                   f" {where}", err=True)
+        click.echo(
+            f"{len(result.claims)} claims ({what}), {len(result.lines)} lines{ctl}, {where}",
+            err=True,
+        )
 
     @group.command("submissions")
     @click.option("--org", "org_id", required=True)
@@ -483,10 +631,12 @@ def _claims_commands(group: click.Group) -> None:
             click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
             return
         for r in rows:
-            click.echo(f"{r['submission_id']:>6}  {r['created_at'][:19]}  {r['created_by']:<16}"
-                       f" {r['format']:<4} {r['usage'] or '-'}  {r['date_from']}..{r['date_to']}"
-                       f"  {r['line_count']} lines  {r['claim_count'] or '-'} claims"
-                       f"  ISA13 {r['control_number'] or '-'}  {r['file_name'] or '(no file)'}")
+            click.echo(
+                f"{r['submission_id']:>6}  {r['created_at'][:19]}  {r['created_by']:<16}"
+                f" {r['format']:<4} {r['usage'] or '-'}  {r['date_from']}..{r['date_to']}"
+                f"  {r['line_count']} lines  {r['claim_count'] or '-'} claims"
+                f"  ISA13 {r['control_number'] or '-'}  {r['file_name'] or '(no file)'}"
+            )
 
     @group.command("submission-file")
     @click.argument("submission_id", type=int)
@@ -494,8 +644,9 @@ def _claims_commands(group: click.Group) -> None:
     @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
     @click.option("--dsn", default=None)
     @click.pass_context
-    def submission_file_cmd(ctx: click.Context, submission_id: int, org_id: str,
-                            out: Path | None, dsn: str | None) -> None:
+    def submission_file_cmd(
+        ctx: click.Context, submission_id: int, org_id: str, out: Path | None, dsn: str | None
+    ) -> None:
         """Download a submitted file again (byte for byte what was submitted)."""
         from streams.db.access import audit
         from streams.db.billing import submission_file, submission_patients
@@ -505,10 +656,16 @@ def _claims_commands(group: click.Group) -> None:
         async def go(conn: asyncpg.Connection) -> Any:
             found = await submission_file(conn, org_id, submission_id)
             if found is not None:
-                await audit(conn, org_id=org_id, actor=f"cli:{user}", role="cli",
-                            action="read", resource="rtm billing submission-file",
-                            patient_ids=await submission_patients(conn, submission_id),
-                            detail={"submission_id": submission_id})
+                await audit(
+                    conn,
+                    org_id=org_id,
+                    actor=f"cli:{user}",
+                    role="cli",
+                    action="read",
+                    resource="rtm billing submission-file",
+                    patient_ids=await submission_patients(conn, submission_id),
+                    detail={"submission_id": submission_id},
+                )
             return found
 
         found = asyncio.run(_with_conn(_dsn(ctx, dsn), go))
@@ -531,13 +688,20 @@ def _claims_commands(group: click.Group) -> None:
     @click.option("--org", "org_id", required=True)
     @click.option("--dsn", default=None)
     @click.pass_context
-    def set_icn(ctx: click.Context, claim_id: str, payer_claim_number: str, org_id: str,
-                dsn: str | None) -> None:
+    def set_icn(
+        ctx: click.Context, claim_id: str, payer_claim_number: str, org_id: str, dsn: str | None
+    ) -> None:
         """Record the payer's claim control number (ICN/DCN) of a submitted claim."""
         from streams.db.billing import set_payer_claim_number
 
-        ok = asyncio.run(_with_conn(_dsn(ctx, dsn), lambda c: set_payer_claim_number(
-            c, org_id, claim_id, payer_claim_number, f"cli:{_default_user()}")))
+        ok = asyncio.run(
+            _with_conn(
+                _dsn(ctx, dsn),
+                lambda c: set_payer_claim_number(
+                    c, org_id, claim_id, payer_claim_number, f"cli:{_default_user()}"
+                ),
+            )
+        )
         if not ok:
             raise click.ClickException(f"{org_id} submitted no claim {claim_id}")
         click.echo(f"claim {claim_id}: payer claim control number {payer_claim_number}")
@@ -564,8 +728,9 @@ def _claims_commands(group: click.Group) -> None:
         async def go(conn: asyncpg.Connection) -> list[str]:
             unknown = []
             for p in payments:
-                if not await set_payer_claim_number(conn, org_id, p.claim_id,
-                                                    p.payer_claim_number, f"835:{file.name}"):
+                if not await set_payer_claim_number(
+                    conn, org_id, p.claim_id, p.payer_claim_number, f"835:{file.name}"
+                ):
                     unknown.append(p.claim_id)
             return unknown
 
@@ -578,10 +743,11 @@ def _claims_commands(group: click.Group) -> None:
 # --- demo summary -----------------------------------------------------------------------------
 
 
-async def summary(dsn: str, now: dt.datetime | None = None,
-                  patient_ids: list[str] | None = None) -> dict[str, Any]:
-    from streams.db.billing import load_states
+async def summary(
+    dsn: str, now: dt.datetime | None = None, patient_ids: list[str] | None = None
+) -> dict[str, Any]:
     from billing.rules import billing_progress, compute_claims, patient_local_date
+    from streams.db.billing import load_states
 
     now = now or dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()

@@ -15,12 +15,12 @@ import orjson
 
 from rtm.local import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.produce import produce_file
-from streams.settings import Settings
 from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
+from schemas.events import validate_event
 from streams.db.alerts import alert_counts, alert_progress
 from streams.db.events import count_by_type, count_stored, patients_events
 from streams.producer import EventProducer
-from schemas.events import validate_event
+from streams.settings import Settings
 
 
 def _cohort_ids(path: Path) -> tuple[list[str], list[str], int]:
@@ -61,20 +61,23 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)
     # Each run is a new cohort under its own ids: simulate() repeats ids across runs.
-    run = dt.datetime.now(dt.timezone.utc).strftime("d%Y%m%dT%H%M%S-")
+    run = dt.datetime.now(dt.UTC).strftime("d%Y%m%dT%H%M%S-")
     cohort = settings.state_dir / f"demo-cohort-{run}{patients}x{days}-s{seed}.jsonl"
     # The cohort ends yesterday in every patient's zone, so the timer's "now" (the wall clock)
     # meets live data and no event is dated ahead of its arrival (the gateway refuses those).
     today = min(dt.datetime.now(ZoneInfo(tz)).date() for tz, _ in TIMEZONES)
     start = today - dt.timedelta(days=days)
     n = write_jsonl(
-        namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort)
+        namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort
+    )
     ids, patient_ids, _invalid = _cohort_ids(cohort)
     say(f"simulated {n} events for {patients} patients x {days} days -> {cohort}")
     demo_csv = cohort.with_name(cohort.stem + ".demographics.csv")
     loaded = asyncio.run(_load_synthetic_demographics(settings, patient_ids, seed, demo_csv))
-    say(f"synthetic demographics (all named SYNTHETIC) of {loaded} patients -> {demo_csv},"
-        " loaded for the default organisation's 837P")
+    say(
+        f"synthetic demographics (all named SYNTHETIC) of {loaded} patients -> {demo_csv},"
+        " loaded for the default organisation's 837P"
+    )
     worker = start_worker(settings)
     gateway = start_gateway(settings)
     try:
@@ -119,7 +122,7 @@ async def _tick_and_settle(settings: Settings) -> None:
     producer = EventProducer(settings)
     await producer.start()
     try:
-        await producer.send_ticks(dt.datetime.now(dt.timezone.utc))
+        await producer.send_ticks(dt.datetime.now(dt.UTC))
     finally:
         await producer.stop()
     conn = await asyncpg.connect(settings.dsn)
@@ -134,8 +137,9 @@ async def _tick_and_settle(settings: Settings) -> None:
         await conn.close()
 
 
-async def _load_synthetic_demographics(settings: Settings, patient_ids: list[str], seed: int,
-                                       path: Path) -> int:
+async def _load_synthetic_demographics(
+    settings: Settings, patient_ids: list[str], seed: int, path: Path
+) -> int:
     """Clearly fake demographics for the cohort, as billing staff would load theirs."""
     from billing.demographics import parse_demographics_csv
     from rtm.simulate import demographics_csv, synthetic_demographics
@@ -234,12 +238,17 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
 def _dashboard_text(settings: Settings) -> str:
     from rtm.cli_access import DEV_USERS_FILE
 
-    lines = ["", "Dashboard (the gateway and the worker keep running; `make down` stops them)",
-             f"  http://{settings.api_host}:{settings.api_port}/ui/"]
+    lines = [
+        "",
+        "Dashboard (the gateway and the worker keep running; `make down` stops them)",
+        f"  http://{settings.api_host}:{settings.api_port}/ui/",
+    ]
     path = settings.state_dir / DEV_USERS_FILE
     if path.exists():
         users = orjson.loads(path.read_bytes())
         lines.append("  sign in as (RTM_ENV=dev demo users):")
-        lines.extend(f"    {name:<10} {users[name]['password']:<20} {users[name]['role']}"
-                     for name in sorted(users))
+        lines.extend(
+            f"    {name:<10} {users[name]['password']:<20} {users[name]['role']}"
+            for name in sorted(users)
+        )
     return "\n".join(lines)

@@ -10,9 +10,9 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import httpx
 
@@ -22,15 +22,17 @@ from streams.settings import Settings
 def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     """Services up (idempotent), schema migrated, topics declared, dev key provisioned."""
     from infra import services
-    from streams.gateway import ensure_dev_key
     from streams.db.events import migrate
+    from streams.gateway import ensure_dev_key
     from streams.topics import ensure_topics
 
     services.up(settings, log=log)
     from streams.webassets import ensure_vendor
 
-    log(f"dashboard libraries (npm ci, pinned by streams/web/package-lock.json):"
-        f" {ensure_vendor(settings)}")
+    log(
+        f"dashboard libraries (npm ci, pinned by streams/web/package-lock.json):"
+        f" {ensure_vendor(settings)}"
+    )
     applied = asyncio.run(migrate(settings.dsn))
     created = asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
@@ -40,8 +42,10 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
         from rtm.cli_access import DEV_USERS_FILE, provision_dev
 
         users = asyncio.run(provision_dev(settings, key))
-        log(f"dev sign-ins (RTM_ENV=dev only): {', '.join(sorted(users))};"
-            f" passwords in {settings.state_dir / DEV_USERS_FILE}")
+        log(
+            f"dev sign-ins (RTM_ENV=dev only): {', '.join(sorted(users))};"
+            f" passwords in {settings.state_dir / DEV_USERS_FILE}"
+        )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -77,8 +81,9 @@ class Child:
             self.proc.wait(10)
 
 
-def spawn(settings: Settings, name: str, args: list[str],
-          extra_env: Mapping[str, str] | None = None) -> Child:
+def spawn(
+    settings: Settings, name: str, args: list[str], extra_env: Mapping[str, str] | None = None
+) -> Child:
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
@@ -87,17 +92,23 @@ def spawn(settings: Settings, name: str, args: list[str],
     out = log_path.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtm.cli", *args],
-        stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     return Child(name, proc, log_path)
 
 
-def wait_http(url: str, child: Child, timeout: float = 60.0,
-              verify: bool | ssl.SSLContext = True) -> None:
+def wait_http(
+    url: str, child: Child, timeout: float = 60.0, verify: bool | ssl.SSLContext = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
-            raise RuntimeError(f"{child.name} exited ({child.proc.returncode}); see {child.log_path}")
+            raise RuntimeError(
+                f"{child.name} exited ({child.proc.returncode}); see {child.log_path}"
+            )
         try:
             if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
                 return
@@ -110,9 +121,11 @@ def wait_http(url: str, child: Child, timeout: float = 60.0,
 def start_gateway(settings: Settings) -> Child:
     child = spawn(settings, "gateway", ["api"])
     tls = settings.api_tls_certfile is not None
-    wait_http(f"{'https' if tls else 'http'}://{settings.api_host}:{settings.api_port}/readyz",
-              child, verify=(ssl.create_default_context(cafile=str(settings.api_tls_certfile))
-                             if tls else True))
+    wait_http(
+        f"{'https' if tls else 'http'}://{settings.api_host}:{settings.api_port}/readyz",
+        child,
+        verify=(ssl.create_default_context(cafile=str(settings.api_tls_certfile)) if tls else True),
+    )
     return child
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import orjson
 from tqdm import tqdm
 
-from streams.settings import Settings
 from streams.gateway import dev_key_path
+from streams.settings import Settings
 
 
 @dataclass
@@ -76,8 +77,10 @@ async def produce_file(
 ) -> ProduceResult:
     """Post NDJSON batches with bounded concurrency; a failed request is retried, not skipped."""
     base = url or f"http://{settings.api_host}:{settings.api_port}"
-    headers = {"Authorization": f"Bearer {api_key(settings)}",
-               "Content-Type": "application/x-ndjson"}
+    headers = {
+        "Authorization": f"Bearer {api_key(settings)}",
+        "Content-Type": "application/x-ndjson",
+    }
     result = ProduceResult()
     total = sum(1 for line in path.open("rb") if line.strip())
     bar = tqdm(total=total, unit="ev", disable=not progress, file=None)

@@ -64,45 +64,86 @@ TIMEZONES: tuple[tuple[str, int], ...] = (
 REGIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lumbar": (
         ("M54.50", "M54.51", "M54.59", "M54.16", "M51.26"),
-        ("bridge", "bird-dog", "cat-cow", "pelvic-tilt", "dead-bug", "prone-press-up",
-         "knee-to-chest"),
+        (
+            "bridge",
+            "bird-dog",
+            "cat-cow",
+            "pelvic-tilt",
+            "dead-bug",
+            "prone-press-up",
+            "knee-to-chest",
+        ),
     ),
     "knee": (
         ("M25.561", "M25.562", "M17.11", "M17.12", "S83.511A", "Z96.651"),
-        ("quad-set", "straight-leg-raise", "heel-slide", "mini-squat", "step-up",
-         "terminal-knee-extension", "clamshell"),
+        (
+            "quad-set",
+            "straight-leg-raise",
+            "heel-slide",
+            "mini-squat",
+            "step-up",
+            "terminal-knee-extension",
+            "clamshell",
+        ),
     ),
     "shoulder": (
         ("M25.511", "M25.512", "M75.101", "M75.41", "M19.011"),
-        ("pendulum", "wall-slide", "band-external-rotation", "scapular-retraction",
-         "sleeper-stretch", "doorway-stretch"),
+        (
+            "pendulum",
+            "wall-slide",
+            "band-external-rotation",
+            "scapular-retraction",
+            "sleeper-stretch",
+            "doorway-stretch",
+        ),
     ),
     "neck": (
         ("M54.2", "M50.30", "M54.12"),
-        ("chin-tuck", "upper-trap-stretch", "scapular-retraction", "cervical-isometrics",
-         "thoracic-extension"),
+        (
+            "chin-tuck",
+            "upper-trap-stretch",
+            "scapular-retraction",
+            "cervical-isometrics",
+            "thoracic-extension",
+        ),
     ),
     "hip": (
         ("M25.551", "M25.552", "M16.11", "M16.12", "M70.61"),
-        ("clamshell", "side-lying-abduction", "hip-bridge", "sit-to-stand",
-         "standing-hip-extension"),
+        (
+            "clamshell",
+            "side-lying-abduction",
+            "hip-bridge",
+            "sit-to-stand",
+            "standing-hip-extension",
+        ),
     ),
     "hand": (
         ("G56.01", "G56.02", "M65.311", "M79.641", "S52.501D"),
-        ("tendon-glides", "wrist-flexor-stretch", "putty-grip", "median-nerve-glide",
-         "finger-opposition"),
+        (
+            "tendon-glides",
+            "wrist-flexor-stretch",
+            "putty-grip",
+            "median-nerve-glide",
+            "finger-opposition",
+        ),
     ),
     "swallow": (
         ("R13.12", "R13.10", "I69.391"),
-        ("chin-tuck-against-resistance", "shaker", "effortful-swallow", "masako",
-         "mendelsohn"),
+        ("chin-tuck-against-resistance", "shaker", "effortful-swallow", "masako", "mendelsohn"),
     ),
 }
 MSK_REGIONS = ("lumbar", "lumbar", "lumbar", "knee", "knee", "shoulder", "neck", "hip")
 
 ROLE_WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("PT", 68), ("PTA", 10), ("OT", 8), ("OTA", 4), ("SLP", 3),
-    ("MD", 4), ("DO", 1), ("NP", 1), ("PA", 1),
+    ("PT", 68),
+    ("PTA", 10),
+    ("OT", 8),
+    ("OTA", 4),
+    ("SLP", 3),
+    ("MD", 4),
+    ("DO", 1),
+    ("NP", 1),
+    ("PA", 1),
 )
 POOL_ROLES = {"PT": 20, "PTA": 8, "OT": 6, "OTA": 3, "SLP": 3, "MD": 4, "DO": 1, "NP": 2, "PA": 1}
 N_ORGS = 6
@@ -111,8 +152,14 @@ COMMERCIAL_PAYERS = ("aetna", "bcbs", "uhc", "cigna", "humana")
 PLACES_OF_SERVICE = (("11", 70), ("02", 15), ("10", 15))
 END_REASONS = ("discharged", "goals_met", "discharged", "goals_met", "surgery", "insurance")
 RED_FLAGS = (
-    "saddle_anesthesia", "bladder_dysfunction", "bowel_incontinence", "bilateral_leg_symptoms",
-    "progressive_weakness", "fever", "unexplained_weight_loss", "constant_night_pain",
+    "saddle_anesthesia",
+    "bladder_dysfunction",
+    "bowel_incontinence",
+    "bilateral_leg_symptoms",
+    "progressive_weakness",
+    "fever",
+    "unexplained_weight_loss",
+    "constant_night_pain",
     "major_trauma",
 )
 PROFILES = (("high", 40), ("medium", 30), ("declining", 17), ("dropout", 13))
@@ -145,11 +192,21 @@ def _npi(rng: random.Random, first: str) -> str:
 
 def _mbi(rng: random.Random) -> str:
     c = rng.choice
-    return "".join((
-        c("123456789"), c(MBI_ALPHA), c(MBI_ALNUM), c("0123456789"), c(MBI_ALPHA),
-        c(MBI_ALNUM), c("0123456789"), c(MBI_ALPHA), c(MBI_ALPHA), c("0123456789"),
-        c("0123456789"),
-    ))
+    return "".join(
+        (
+            c("123456789"),
+            c(MBI_ALPHA),
+            c(MBI_ALNUM),
+            c("0123456789"),
+            c(MBI_ALPHA),
+            c(MBI_ALNUM),
+            c("0123456789"),
+            c(MBI_ALPHA),
+            c(MBI_ALPHA),
+            c("0123456789"),
+            c("0123456789"),
+        )
+    )
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[Any, int], ...]) -> Any:
@@ -237,8 +294,16 @@ class _Cohort:
 
 
 class _Episode:
-    def __init__(self, pat: _Patient, k: int, s: int, e: int | None, profile: str,
-                 stop: int | None, reason: str | None) -> None:
+    def __init__(
+        self,
+        pat: _Patient,
+        k: int,
+        s: int,
+        e: int | None,
+        profile: str,
+        stop: int | None,
+        reason: str | None,
+    ) -> None:
         rng = pat.rng
         world = pat.world
         self.k = k
@@ -287,7 +352,8 @@ class _Episode:
         }
         self.setup_done = rng.random() < 0.92
         self.started_source = (
-            {"kind": "ehr", "id": f"ehr-org-{renderer.org + 1}"} if rng.random() < 0.4
+            {"kind": "ehr", "id": f"ehr-org-{renderer.org + 1}"}
+            if rng.random() < 0.4
             else {"kind": "clinician_portal", "id": "portal-web"}
         )
 
@@ -321,8 +387,9 @@ class _Episode:
             for _ in range(rng.choice((1, 1, 2))):
                 ws = s + rng.randint(2, horizon)
                 sync_day = ws + rng.randint(1, 5)
-                sync_iso, sync_ep = _stamp(pat.tz, world.dates[sync_day],
-                                           rng.randint(7 * 3600, 21 * 3600))
+                sync_iso, sync_ep = _stamp(
+                    pat.tz, world.dates[sync_day], rng.randint(7 * 3600, 21 * 3600)
+                )
                 w0 = _stamp(pat.tz, world.dates[ws], 0)[1]
                 self.windows.append([w0, sync_ep, sync_iso, rng.random() < 0.3, 0])
         self.month_plans: dict[tuple[int, int], dict[int, list[tuple]]] = {}
@@ -451,8 +518,9 @@ class _Patient:
     def day(self, i: int) -> list[tuple[float, dict]]:
         """Events whose patient-local date is cohort day i, with their arrival instants."""
         eps = self.episodes
-        while self.ep_idx < len(eps) and eps[self.ep_idx].end is not None \
-                and eps[self.ep_idx].end < i:
+        while (
+            self.ep_idx < len(eps) and eps[self.ep_idx].end is not None and eps[self.ep_idx].end < i
+        ):
             self.ep_idx += 1
         if self.ep_idx >= len(eps):
             return []
@@ -467,18 +535,37 @@ class _Patient:
         ep_ref = None if self.legacy_app else ep.id
 
         if i == ep.start:
-            items.append((ep.start_secs, "episode.started", {
-                "episode_id": ep.id,
-                "clinician_id": ep.clin.id,
-                "clinician_role": ep.clin.role,
-                "timezone": self.tz,
-                "program": {"sessions_per_week": ep.spw, "exercise_ids": list(ep.exercises)},
-                "billing": {**ep.billing, "diagnosis_codes": list(ep.billing["diagnosis_codes"])},
-                "setup_education_completed": ep.setup_done,
-            }, False))
+            items.append(
+                (
+                    ep.start_secs,
+                    "episode.started",
+                    {
+                        "episode_id": ep.id,
+                        "clinician_id": ep.clin.id,
+                        "clinician_role": ep.clin.role,
+                        "timezone": self.tz,
+                        "program": {
+                            "sessions_per_week": ep.spw,
+                            "exercise_ids": list(ep.exercises),
+                        },
+                        "billing": {
+                            **ep.billing,
+                            "diagnosis_codes": list(ep.billing["diagnosis_codes"]),
+                        },
+                        "setup_education_completed": ep.setup_done,
+                    },
+                    False,
+                )
+            )
             base_secs = min(DAY_END, ep.start_secs + rng.randint(300, 1800))
-            items.append((base_secs, "pain.reported",
-                          _body(ep_ref, score=ep.pain(0, rng), context="rest"), True))
+            items.append(
+                (
+                    base_secs,
+                    "pain.reported",
+                    _body(ep_ref, score=ep.pain(0, rng), context="rest"),
+                    True,
+                )
+            )
 
         if ep.update_day == i:
             ep.spw = max(3, min(7, ep.spw + rng.choice((-2, -1, 1, 2))))
@@ -488,15 +575,32 @@ class _Patient:
                 exs[rng.randrange(len(exs))] = rng.choice(extra)
             ep.exercises = exs
             secs = rng.randint(9 * 3600, 17 * 3600)
-            items.append((secs, "program.updated", {
-                "episode_id": ep.id,
-                "program": {"sessions_per_week": ep.spw, "exercise_ids": list(exs)},
-            }, False))
-            items.append((secs + 60, "clinician.time_logged", {
-                "episode_id": ep.id, "clinician_id": ep.clin.id,
-                "clinician_role": ep.clin.role, "minutes": rng.randint(3, 8),
-                "activity": "program_edit", "interactive": False,
-            }, False))
+            items.append(
+                (
+                    secs,
+                    "program.updated",
+                    {
+                        "episode_id": ep.id,
+                        "program": {"sessions_per_week": ep.spw, "exercise_ids": list(exs)},
+                    },
+                    False,
+                )
+            )
+            items.append(
+                (
+                    secs + 60,
+                    "clinician.time_logged",
+                    {
+                        "episode_id": ep.id,
+                        "clinician_id": ep.clin.id,
+                        "clinician_role": ep.clin.role,
+                        "minutes": rng.randint(3, 8),
+                        "activity": "program_edit",
+                        "interactive": False,
+                    },
+                    False,
+                )
+            )
 
         active = (ep.stop is None or i < ep.stop) and not any(a <= i < b for a, b in ep.breaks)
         if active:
@@ -509,34 +613,66 @@ class _Patient:
             for slot in slots[:n_sess]:
                 items.extend(self._session(ep, ep_ref, t, slot))
             if not n_sess and rng.random() < 0.2:
-                items.append((rng.randint(7 * 3600, 22 * 3600), "pain.reported",
-                              _body(ep_ref, score=ep.pain(t, rng),
-                                    context=rng.choice(("rest", "activity", None))), True))
+                items.append(
+                    (
+                        rng.randint(7 * 3600, 22 * 3600),
+                        "pain.reported",
+                        _body(
+                            ep_ref,
+                            score=ep.pain(t, rng),
+                            context=rng.choice(("rest", "activity", None)),
+                        ),
+                        True,
+                    )
+                )
             if ep.checkin_dow is not None and d.weekday() == ep.checkin_dow:
-                items.append((rng.randint(8 * 3600, 20 * 3600), "symptom.reported",
-                              _body(ep_ref, red_flags=[], fall=False), True))
+                items.append(
+                    (
+                        rng.randint(8 * 3600, 20 * 3600),
+                        "symptom.reported",
+                        _body(ep_ref, red_flags=[], fall=False),
+                        True,
+                    )
+                )
             if ep.red_flag_day == i:
                 flags = rng.sample(RED_FLAGS, rng.choice((1, 1, 2)))
-                items.append((rng.randint(7 * 3600, 22 * 3600), "symptom.reported",
-                              _body(ep_ref, red_flags=flags, fall=False), True))
+                items.append(
+                    (
+                        rng.randint(7 * 3600, 22 * 3600),
+                        "symptom.reported",
+                        _body(ep_ref, red_flags=flags, fall=False),
+                        True,
+                    )
+                )
             if ep.fall_day == i:
                 flags = ["major_trauma"] if rng.random() < 0.2 else []
-                items.append((rng.randint(7 * 3600, 22 * 3600), "symptom.reported",
-                              _body(ep_ref, red_flags=flags, fall=True), True))
+                items.append(
+                    (
+                        rng.randint(7 * 3600, 22 * 3600),
+                        "symptom.reported",
+                        _body(ep_ref, red_flags=flags, fall=True),
+                        True,
+                    )
+                )
 
         for secs, m, act, inter, clin in ep.month_plan(self, i).get(i, ()):
             body = {"episode_id": ep.id} if rng.random() < 0.95 else {}
-            body.update(clinician_id=clin.id, clinician_role=clin.role, minutes=m,
-                        activity=act, interactive=inter)
+            body.update(
+                clinician_id=clin.id,
+                clinician_role=clin.role,
+                minutes=m,
+                activity=act,
+                interactive=inter,
+            )
             items.append((secs, "clinician.time_logged", body, False))
 
         if i == ep.start:
-            items = [it for it in items
-                     if it[1] == "episode.started" or it[0] > ep.start_secs]
+            items = [it for it in items if it[1] == "episode.started" or it[0] > ep.start_secs]
         if i == ep.end:
             items = [it for it in items if it[0] < ep.end_secs]
-            items.append((ep.end_secs, "episode.ended",
-                          {"episode_id": ep.id, "reason": ep.reason}, False))
+            items.append(
+                (ep.end_secs, "episode.ended", {"episode_id": ep.id, "reason": ep.reason}, False)
+            )
         items.sort(key=lambda it: it[0])
         return self._envelope(ep, d, items)
 
@@ -548,8 +684,7 @@ class _Patient:
         sid = None
         if not self.no_session_ids and rng.random() > 0.05:
             sid = f"{self.id}-s{self.n_sess}"
-        chosen = rng.sample(ep.exercises, rng.randint(min(2, len(ep.exercises)),
-                                                       len(ep.exercises)))
+        chosen = rng.sample(ep.exercises, rng.randint(min(2, len(ep.exercises)), len(ep.exercises)))
         raw: list[tuple[int, dict]] = []
         off = 0
         for ex in chosen:
@@ -571,13 +706,18 @@ class _Patient:
             off += dur + rng.randint(20, 90)
         pain_body = None
         if rng.random() < ep.pain_prob:
-            pain_body = _body(ep_ref, score=ep.pain(t, rng),
-                              context="exercise" if rng.random() < 0.7 else "activity")
+            pain_body = _body(
+                ep_ref,
+                score=ep.pain(t, rng),
+                context="exercise" if rng.random() < 0.7 else "activity",
+            )
             raw.append((off + rng.randint(30, 240), pain_body))
         span = raw[-1][0]
         start = max(EARLIEST, min(start, DAY_END - span))
-        return [(start + o, "pain.reported" if body is pain_body else "exercise.completed",
-                 body, True) for o, body in raw]
+        return [
+            (start + o, "pain.reported" if body is pain_body else "exercise.completed", body, True)
+            for o, body in raw
+        ]
 
     def _envelope(self, ep: _Episode, d: date, items: list[tuple]) -> list[tuple[float, dict]]:
         rng = self.rng
@@ -604,8 +744,9 @@ class _Patient:
                         break
                 if arrival is None:
                     r = rng.random()
-                    arrival = epoch + (rng.uniform(0.2, 8.0) if r < 0.96
-                                       else rng.uniform(60.0, 5400.0))
+                    arrival = epoch + (
+                        rng.uniform(0.2, 8.0) if r < 0.96 else rng.uniform(60.0, 5400.0)
+                    )
                 if self.source is not None:
                     ev["source"] = self.source
             elif typ == "episode.started":
@@ -682,8 +823,7 @@ def simulate(
     return _run(patients, days, seed, start, invalid_ratio)
 
 
-def _run(patients: int, days: int, seed: int, start: date,
-         invalid_ratio: float) -> Iterator[dict]:
+def _run(patients: int, days: int, seed: int, start: date, invalid_ratio: float) -> Iterator[dict]:
     world = _Cohort(seed, start, days)
     pats = [_Patient(world, k, seed, invalid_ratio) for k in range(patients)]
     heap: list[tuple[float, int, dict]] = []
@@ -735,11 +875,39 @@ def namespaced(events: Iterable[dict], prefix: str) -> Iterator[dict]:
 
 # --------------------------------------------------------------------------- demographics
 
-_SYNTH_FIRST = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL",
-                "INDIA", "JULIETT", "KILO", "LIMA", "MIKE", "NOVEMBER", "OSCAR", "PAPA")
+_SYNTH_FIRST = (
+    "ALPHA",
+    "BRAVO",
+    "CHARLIE",
+    "DELTA",
+    "ECHO",
+    "FOXTROT",
+    "GOLF",
+    "HOTEL",
+    "INDIA",
+    "JULIETT",
+    "KILO",
+    "LIMA",
+    "MIKE",
+    "NOVEMBER",
+    "OSCAR",
+    "PAPA",
+)
 _SYNTH_STATES = ("CO", "IL", "NY", "TX", "AZ", "CA", "WA", "FL")
-DEMOGRAPHICS_COLUMNS = ("patient_id", "last_name", "first_name", "middle_name", "birth_date",
-                        "sex", "address1", "address2", "city", "state", "zip", "member_id")
+DEMOGRAPHICS_COLUMNS = (
+    "patient_id",
+    "last_name",
+    "first_name",
+    "middle_name",
+    "birth_date",
+    "sex",
+    "address1",
+    "address2",
+    "city",
+    "state",
+    "zip",
+    "member_id",
+)
 
 
 def synthetic_demographics(patient_ids: Iterable[str], seed: int = 1) -> list[dict[str, str]]:
@@ -750,13 +918,22 @@ def synthetic_demographics(patient_ids: Iterable[str], seed: int = 1) -> list[di
     for pid in sorted(set(patient_ids)):
         rng = random.Random(f"{seed}:{pid}")
         born = date(1938, 1, 1) + timedelta(days=rng.randrange(0, 365 * 27))
-        out.append({
-            "patient_id": pid, "last_name": "SYNTHETIC", "first_name": rng.choice(_SYNTH_FIRST),
-            "middle_name": "", "birth_date": born.isoformat(), "sex": rng.choice("MF"),
-            "address1": f"{rng.randrange(1, 9999)} TEST ST", "address2": "",
-            "city": "TESTVILLE", "state": rng.choice(_SYNTH_STATES),
-            "zip": f"99{rng.randrange(0, 1000):03d}", "member_id": "",
-        })
+        out.append(
+            {
+                "patient_id": pid,
+                "last_name": "SYNTHETIC",
+                "first_name": rng.choice(_SYNTH_FIRST),
+                "middle_name": "",
+                "birth_date": born.isoformat(),
+                "sex": rng.choice("MF"),
+                "address1": f"{rng.randrange(1, 9999)} TEST ST",
+                "address2": "",
+                "city": "TESTVILLE",
+                "state": rng.choice(_SYNTH_STATES),
+                "zip": f"99{rng.randrange(0, 1000):03d}",
+                "member_id": "",
+            }
+        )
     return out
 
 

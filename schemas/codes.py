@@ -16,8 +16,33 @@ ICD10_CM_PATTERN = r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$"
 # the assigned codes as of 2025; 28-30, 35-40, 43-48, 59, 63-64, 67-70, 73-80, 82-98 are unassigned.
 PLACE_OF_SERVICE_CODES: frozenset[str] = frozenset(
     [f"{n:02d}" for n in range(1, 28)]
-    + ["31", "32", "33", "34", "41", "42", "49", "50", "51", "52", "53", "54", "55", "56",
-       "57", "58", "60", "61", "62", "65", "66", "71", "72", "81", "99"]
+    + [
+        "31",
+        "32",
+        "33",
+        "34",
+        "41",
+        "42",
+        "49",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "55",
+        "56",
+        "57",
+        "58",
+        "60",
+        "61",
+        "62",
+        "65",
+        "66",
+        "71",
+        "72",
+        "81",
+        "99",
+    ]
 )
 
 _TEN_DIGITS = re.compile(r"[0-9]{10}").fullmatch
@@ -46,6 +71,8 @@ def npi_problem(npi: str) -> str | None:
     if not _TEN_DIGITS(npi):
         return "an NPI is 10 digits"
     if npi_check_digit(npi[:9]) != npi[9]:
-        return (f"NPI check digit wrong: {npi[:9]} gives check digit {npi_check_digit(npi[:9])}"
-                f" (Luhn with the 80840 prefix), not {npi[9]}")
+        return (
+            f"NPI check digit wrong: {npi[:9]} gives check digit {npi_check_digit(npi[:9])}"
+            f" (Luhn with the 80840 prefix), not {npi[9]}"
+        )
     return None

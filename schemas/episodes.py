@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Iterable
+from typing import Annotated
 
 from pydantic import Field
 
@@ -26,9 +27,12 @@ from schemas.events import (
 )
 
 # The events that shape episodes, as one validated type (kept by alerts and billing states).
-EpisodeEvent = Annotated[EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")]
+EpisodeEvent = Annotated[
+    EpisodeStarted | ProgramUpdated | EpisodeEnded, Field(discriminator="type")
+]
 EPISODE_EVENT_TYPES: tuple[str, ...] = tuple(
-    type_of(m) for m in typing.get_args(typing.get_args(EpisodeEvent)[0]))
+    type_of(m) for m in typing.get_args(typing.get_args(EpisodeEvent)[0])
+)
 
 
 @dataclass(frozen=True)

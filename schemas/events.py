@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -89,18 +89,22 @@ def _timestamp_schema() -> core_schema.CoreSchema:
     see the JSON value (a str, or a number, ...). Python callers may also pass an aware
     ``datetime`` (year checked). All in pydantic-core but the rare datetime branch.
     """
-    from_string = core_schema.chain_schema([
-        core_schema.str_schema(pattern=TIMESTAMP_PATTERN, strict=True),
-        core_schema.datetime_schema(tz_constraint="aware"),
-    ])
+    from_string = core_schema.chain_schema(
+        [
+            core_schema.str_schema(pattern=TIMESTAMP_PATTERN, strict=True),
+            core_schema.datetime_schema(tz_constraint="aware"),
+        ]
+    )
     instance = core_schema.no_info_after_validator_function(
         _sane_year, core_schema.datetime_schema(strict=True, tz_constraint="aware")
     )
     return core_schema.json_or_python_schema(
         json_schema=from_string,
         python_schema=core_schema.union_schema(
-            [from_string, instance], mode="left_to_right",
-            custom_error_type="timestamp_invalid", custom_error_message="invalid timestamp",
+            [from_string, instance],
+            mode="left_to_right",
+            custom_error_type="timestamp_invalid",
+            custom_error_message="invalid timestamp",
         ),
     )
 
@@ -157,10 +161,14 @@ def _place_of_service(v: str) -> str:
 # 10 digits with a valid check digit (Luhn over 80840 + the NPI).
 Npi = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$"), AfterValidator(_npi)]
 Icd10 = Annotated[str, StringConstraints(pattern=ICD10_CM_PATTERN)]
-PlaceOfService = Annotated[str, StringConstraints(pattern=r"^[0-9]{2}$"),
-                           AfterValidator(_place_of_service),
-                           WithJsonSchema({"type": "string", "pattern": r"^[0-9]{2}$",
-                                           "enum": sorted(PLACE_OF_SERVICE_CODES)})]
+PlaceOfService = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{2}$"),
+    AfterValidator(_place_of_service),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^[0-9]{2}$", "enum": sorted(PLACE_OF_SERVICE_CODES)}
+    ),
+]
 
 ClinicianRole = Literal["PT", "PTA", "OT", "OTA", "SLP", "MD", "DO", "NP", "PA"]
 RedFlag = Literal[
@@ -299,15 +307,13 @@ class EpisodeEnded(_Envelope):
 
 
 Event = Annotated[
-    Union[
-        EpisodeStarted,
-        ProgramUpdated,
-        ExerciseCompleted,
-        PainReported,
-        SymptomReported,
-        ClinicianTimeLogged,
-        EpisodeEnded,
-    ],
+    EpisodeStarted
+    | ProgramUpdated
+    | ExerciseCompleted
+    | PainReported
+    | SymptomReported
+    | ClinicianTimeLogged
+    | EpisodeEnded,
     Field(discriminator="type"),
 ]
 EVENT_MODELS: tuple[type[_Envelope], ...] = typing.get_args(typing.get_args(Event)[0])
@@ -321,7 +327,8 @@ def type_of(model: type[_Envelope]) -> str:
 # The type sets every layer uses, read off the union above (one place to add a type).
 EVENT_TYPES: tuple[str, ...] = tuple(type_of(m) for m in EVENT_MODELS)
 PATIENT_DATA_TYPES: frozenset[str] = frozenset(
-    type_of(m) for m in EVENT_MODELS if issubclass(m, _PatientData))
+    type_of(m) for m in EVENT_MODELS if issubclass(m, _PatientData)
+)
 # What an EHR integration sends: episodes, programs, clinician time (everything else).
 INTEGRATION_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - PATIENT_DATA_TYPES
 # The organisation of events that name none (before tenancy, or written straight to Kafka).
@@ -372,9 +379,7 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
     return out
 
 
-def future_skew_error(
-    event: Event, reference: dt.datetime, max_skew_s: float
-) -> FieldError | None:
+def future_skew_error(event: Event, reference: dt.datetime, max_skew_s: float) -> FieldError | None:
     """The error for an ``occurred_at`` more than ``max_skew_s`` seconds after ``reference``.
 
     ``reference`` is when the event was received (the gateway's ``received_at``; the

@@ -37,14 +37,14 @@ KEY_SCOPES: tuple[KeyScope, ...] = ("producer", "integration", "reader")
 
 # What each permission needs: user roles, key scopes.
 Permission = Literal[
-    "post_patient_data",   # exercise, pain, symptom events
-    "post_integration",    # episodes, programs, clinician time
-    "read_clinical",       # alerts, adherence, pain, worklist
-    "acknowledge",         # acknowledge an alert (in the principal's own name)
-    "read_billing",        # billing progress, claim lines (a look: nothing recorded)
-    "record_export",       # record an export: the lines are billed
-    "read_audit",          # the audit log of the organisation
-    "operate",             # metrics and health (no patient data)
+    "post_patient_data",  # exercise, pain, symptom events
+    "post_integration",  # episodes, programs, clinician time
+    "read_clinical",  # alerts, adherence, pain, worklist
+    "acknowledge",  # acknowledge an alert (in the principal's own name)
+    "read_billing",  # billing progress, claim lines (a look: nothing recorded)
+    "record_export",  # record an export: the lines are billed
+    "read_audit",  # the audit log of the organisation
+    "operate",  # metrics and health (no patient data)
 ]
 PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "post_patient_data": (frozenset(), frozenset({"producer"})),
@@ -66,12 +66,12 @@ CSRF_HEADER = "X-CSRF-Token"
 @dataclass(frozen=True)
 class Principal:
     kind: Literal["user", "key"]
-    name: str                       # username or key_id
+    name: str  # username or key_id
     org_id: str
-    roles: frozenset[str]           # a user's role, or a key's scopes
+    roles: frozenset[str]  # a user's role, or a key's scopes
     clinician_id: str | None = None  # a clinician user's own clinician id
     team_clinicians: frozenset[str] = frozenset()  # own id and care-team members' ids
-    csrf_token: str | None = None   # sessions only
+    csrf_token: str | None = None  # sessions only
 
     @property
     def actor(self) -> str:

@@ -21,10 +21,10 @@ from alerts.models import AlertKind, Severity
 from alerts.state import PatientState
 from schemas.events import parse_event_json
 from streams.access import Principal
+from streams.auth import require
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
 from streams.db.events import pain_reports, patient_payloads
-from streams.auth import require
 
 router = APIRouter()
 PatientId = Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
@@ -64,12 +64,26 @@ async def get_alerts(
     if since is not None and not 2000 <= since.year <= 2100:  # the contract's range
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "year outside 2000-2100"}])
     async with request.app.state.store.acquire() as conn:
-        items = await list_alerts(conn, who.scope(), clinician_id=clinician_id, status=status,
-                                  severity=severity, kind=kind, patient_id=patient_id,
-                                  since=since, limit=limit, before=_cursor(before))
-        await audit_principal(conn, who, "read", "GET /v1/alerts",
-                              [a["patient_id"] for a in items],
-                              {"count": len(items), "query": dict(request.query_params)})
+        items = await list_alerts(
+            conn,
+            who.scope(),
+            clinician_id=clinician_id,
+            status=status,
+            severity=severity,
+            kind=kind,
+            patient_id=patient_id,
+            since=since,
+            limit=limit,
+            before=_cursor(before),
+        )
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            "GET /v1/alerts",
+            [a["patient_id"] for a in items],
+            {"count": len(items), "query": dict(request.query_params)},
+        )
     next_before = None
     if len(items) == limit:
         last = items[-1]
@@ -83,18 +97,28 @@ async def get_worklist(
     who: Principal = require("read_clinical"),
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    """"Who needs me today?": patients in scope with open alerts, by need (open critical,
+    """ "Who needs me today?": patients in scope with open alerts, by need (open critical,
     then high, then low adherence, inactivity, billing at risk; longest waiting first)."""
     async with request.app.state.store.acquire() as conn:
         rows = await worklist(conn, who.scope(), limit)
-        await audit_principal(conn, who, "read", "GET /v1/worklist",
-                              [r["patient_id"] for r in rows], {"count": len(rows)})
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            "GET /v1/worklist",
+            [r["patient_id"] for r in rows],
+            {"count": len(rows)},
+        )
     return {"patients": rows}
 
 
 @router.post("/v1/alerts/{alert_id}/ack")
-async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None,
-                    who: Principal = require("acknowledge")) -> dict[str, Any]:
+async def ack_alert(
+    request: Request,
+    alert_id: str,
+    body: AckBody | None = None,
+    who: Principal = require("acknowledge"),
+) -> dict[str, Any]:
     """Acknowledge, in the caller's own name, with an optional note: recorded at once, and
     sent to the stream so the cool-down applies."""
     note = (body or AckBody()).note
@@ -104,15 +128,21 @@ async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None
         alert = await alert_in_scope(conn, who.scope(), alert_id)
         if alert is None:
             raise HTTPException(404, f"unknown alert {alert_id}")
-        at = dt.datetime.now(dt.timezone.utc)
+        at = dt.datetime.now(dt.UTC)
         if alert.status == "open":
             acked = alert.model_copy(
                 update={"status": "acknowledged", "acknowledged_at": at, "acknowledged_by": by}
             )
             await acknowledge(conn, acked, note)
             alert = acked
-        await audit_principal(conn, who, "acknowledge", f"POST /v1/alerts/{alert_id}/ack",
-                              [alert.patient_id], {"alert_id": alert_id, "note": note})
+        await audit_principal(
+            conn,
+            who,
+            "acknowledge",
+            f"POST /v1/alerts/{alert_id}/ack",
+            [alert.patient_id],
+            {"alert_id": alert_id, "note": note},
+        )
     if alert.status == "acknowledged":
         await request.app.state.producer.send_ack(alert_id, alert.patient_id, at, by)
     out: dict[str, Any] = orjson.loads(alert.model_dump_json())
@@ -123,11 +153,15 @@ async def ack_alert(request: Request, alert_id: str, body: AckBody | None = None
 async def _patient_state(request: Request, who: Principal, patient_id: str) -> PatientState:
     """Fold the patient's stored events in arrival order (stored_at, then event time)."""
     async with request.app.state.store.acquire() as conn:
-        rows = await patient_payloads(conn, patient_id) if await in_scope(
-            conn, who.scope(), patient_id) else []
+        rows = (
+            await patient_payloads(conn, patient_id)
+            if await in_scope(conn, who.scope(), patient_id)
+            else []
+        )
         if rows:
-            await audit_principal(conn, who, "read", f"{request.method} {request.url.path}",
-                                  [patient_id])
+            await audit_principal(
+                conn, who, "read", f"{request.method} {request.url.path}", [patient_id]
+            )
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
     states, _ = fold(parse_event_json(p) for p in rows)
@@ -183,12 +217,19 @@ async def pain(
         if not await in_scope(conn, who.scope(), patient_id):
             raise HTTPException(404, f"unknown patient {patient_id}")
         rows = await pain_reports(conn, patient_id, frm, to)
-        await audit_principal(conn, who, "read", f"GET /v1/patients/{patient_id}/pain",
-                              [patient_id])
+        await audit_principal(
+            conn, who, "read", f"GET /v1/patients/{patient_id}/pain", [patient_id]
+        )
     reports = []
     for r in rows:
         p = orjson.loads(r["payload"])
-        reports.append({"event_id": r["event_id"], "date": r["local_date"].isoformat(),
-                        "occurred_at": p["occurred_at"], "score": p["score"],
-                        "context": p.get("context")})
+        reports.append(
+            {
+                "event_id": r["event_id"],
+                "date": r["local_date"].isoformat(),
+                "occurred_at": p["occurred_at"],
+                "score": p["score"],
+                "context": p.get("context"),
+            }
+        )
     return {"patient_id": patient_id, "reports": reports}

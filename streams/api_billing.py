@@ -38,14 +38,27 @@ from streams.db.access import audit_principal, in_scope
 
 router = APIRouter()
 
-_MEDIA = {"csv": "text/csv; charset=utf-8", "x12": "application/edi-x12",
-          "fhir": "application/fhir+json"}
+_MEDIA = {
+    "csv": "text/csv; charset=utf-8",
+    "x12": "application/edi-x12",
+    "fhir": "application/fhir+json",
+}
+
+
 def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
     if value is None:
         return dt.datetime.now(dt.UTC)
     if value.tzinfo is None or value.utcoffset() is None:
-        raise HTTPException(422, [{"loc": ["query", field], "type": "timezone_aware",
-                                   "msg": f"{field} must carry a UTC offset, e.g. 2027-03-01T00:00:00Z"}])
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", field],
+                    "type": "timezone_aware",
+                    "msg": f"{field} must carry a UTC offset, e.g. 2027-03-01T00:00:00Z",
+                }
+            ],
+        )
     return value
 
 
@@ -66,24 +79,43 @@ async def billing_claims(
     if record and not who.may("record_export"):
         raise HTTPException(403, f"{who.role_text} may look at claim lines, not record an export")
     if date_to < date_from:
-        raise HTTPException(422, [{"loc": ["query", "to"], "type": "value_error",
-                                   "msg": "to is before from"}])
+        raise HTTPException(
+            422, [{"loc": ["query", "to"], "type": "value_error", "msg": "to is before from"}]
+        )
     when = _aware(as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
         result = await export_claims(
-            conn, date_from=date_from, date_to=date_to, as_of=when, include_open=include_open,
-            record=record, created_by=who.actor, fmt=fmt, org_id=who.org_id)
+            conn,
+            date_from=date_from,
+            date_to=date_to,
+            as_of=when,
+            include_open=include_open,
+            record=record,
+            created_by=who.actor,
+            fmt=fmt,
+            org_id=who.org_id,
+        )
         await audit_principal(
-            conn, who, "export" if result.export_id is not None else "read",
-            "GET /v1/billing/claims", [ln.patient_id for ln in result.lines],
-            {"from": date_from.isoformat(), "to": date_to.isoformat(), "format": fmt,
-             "lines": len(result.lines), "export_id": result.export_id})
-    headers = {"X-Billing-Lines": str(len(result.lines)),
-               "X-Billing-Withdrawn": str(len(result.withdrawn))}
+            conn,
+            who,
+            "export" if result.export_id is not None else "read",
+            "GET /v1/billing/claims",
+            [ln.patient_id for ln in result.lines],
+            {
+                "from": date_from.isoformat(),
+                "to": date_to.isoformat(),
+                "format": fmt,
+                "lines": len(result.lines),
+                "export_id": result.export_id,
+            },
+        )
+    headers = {
+        "X-Billing-Lines": str(len(result.lines)),
+        "X-Billing-Withdrawn": str(len(result.withdrawn)),
+    }
     if result.export_id is not None:
         headers["X-Billing-Export-Id"] = str(result.export_id)
-    return Response(render_export(result.lines, fmt, when), media_type=_MEDIA[fmt],
-                    headers=headers)
+    return Response(render_export(result.lines, fmt, when), media_type=_MEDIA[fmt], headers=headers)
 
 
 class SubmissionBody(BaseModel):
@@ -99,64 +131,102 @@ class SubmissionBody(BaseModel):
 def _claim_summary(c: Any) -> dict[str, Any]:
     from billing.claims837 import FREQUENCY_NAMES
 
-    return {"claim_id": c.claim_id, "frequency": c.frequency,
-            "kind": FREQUENCY_NAMES[c.frequency], "patient_id": c.first.patient_id,
-            "lines": [{"cpt": ln.cpt, "date_of_service": ln.date_of_service.isoformat(),
-                       "status": ln.status} for ln in c.lines]}
+    return {
+        "claim_id": c.claim_id,
+        "frequency": c.frequency,
+        "kind": FREQUENCY_NAMES[c.frequency],
+        "patient_id": c.first.patient_id,
+        "lines": [
+            {"cpt": ln.cpt, "date_of_service": ln.date_of_service.isoformat(), "status": ln.status}
+            for ln in c.lines
+        ],
+    }
 
 
 @router.post("/v1/billing/submissions", status_code=201)
-async def submit(request: Request, body: SubmissionBody,
-                 who: Principal = require("record_export")) -> JSONResponse:
+async def submit(
+    request: Request, body: SubmissionBody, who: Principal = require("record_export")
+) -> JSONResponse:
     """Submit the organisation's next claims (billing staff and admins): records the lines
     as billed and keeps the file. 201 with the submission; 200 with ``submission_id``
     null when there is nothing to send; 422 naming the profile fields a submission lacks."""
     from streams.db.billing import SubmissionRefused, submit_export
 
     if body.date_to < body.date_from:
-        raise HTTPException(422, [{"loc": ["body", "to"], "type": "value_error",
-                                   "msg": "to is before from"}])
+        raise HTTPException(
+            422, [{"loc": ["body", "to"], "type": "value_error", "msg": "to is before from"}]
+        )
     when = _aware(body.as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
         try:
             result = await submit_export(
-                conn, org_id=who.org_id, date_from=body.date_from, date_to=body.date_to,
-                as_of=when, fmt=body.format, created_by=who.actor,
-                usage="T" if body.test else "P")
+                conn,
+                org_id=who.org_id,
+                date_from=body.date_from,
+                date_to=body.date_to,
+                as_of=when,
+                fmt=body.format,
+                created_by=who.actor,
+                usage="T" if body.test else "P",
+            )
         except SubmissionRefused as exc:
-            raise HTTPException(422, [{"loc": ["profile", p], "type": "missing",
-                                       "msg": f"billing profile: {p}"}
-                                      for p in exc.problems]) from None
+            raise HTTPException(
+                422,
+                [
+                    {"loc": ["profile", p], "type": "missing", "msg": f"billing profile: {p}"}
+                    for p in exc.problems
+                ],
+            ) from None
         await audit_principal(
-            conn, who, "export" if result.submission_id is not None else "read",
-            "POST /v1/billing/submissions", [c.first.patient_id for c in result.claims],
-            {"from": body.date_from.isoformat(), "to": body.date_to.isoformat(),
-             "format": body.format, "submission_id": result.submission_id,
-             "control_number": result.control_number, "claims": len(result.claims)})
-    answer = {"submission_id": result.submission_id, "control_number": result.control_number,
-              "file_name": result.file_name or None,
-              "claims": [_claim_summary(c) for c in result.claims],
-              "problems": [{"claim_id": p.claim_id, "patient_id": p.patient_id,
-                            "field": p.field, "message": p.message} for p in result.problems]}
+            conn,
+            who,
+            "export" if result.submission_id is not None else "read",
+            "POST /v1/billing/submissions",
+            [c.first.patient_id for c in result.claims],
+            {
+                "from": body.date_from.isoformat(),
+                "to": body.date_to.isoformat(),
+                "format": body.format,
+                "submission_id": result.submission_id,
+                "control_number": result.control_number,
+                "claims": len(result.claims),
+            },
+        )
+    answer = {
+        "submission_id": result.submission_id,
+        "control_number": result.control_number,
+        "file_name": result.file_name or None,
+        "claims": [_claim_summary(c) for c in result.claims],
+        "problems": [
+            {
+                "claim_id": p.claim_id,
+                "patient_id": p.patient_id,
+                "field": p.field,
+                "message": p.message,
+            }
+            for p in result.problems
+        ],
+    }
     return JSONResponse(answer, status_code=201 if result.submission_id is not None else 200)
 
 
 @router.get("/v1/billing/submissions")
-async def submissions(request: Request,
-                      who: Principal = require("record_export")) -> JSONResponse:
+async def submissions(request: Request, who: Principal = require("record_export")) -> JSONResponse:
     """The organisation's export history, newest first (no file bodies)."""
     from streams.db.billing import list_submissions
 
     async with request.app.state.store.acquire() as conn:
         rows = await list_submissions(conn, who.org_id)
-        await audit_principal(conn, who, "read", "GET /v1/billing/submissions", [],
-                              {"submissions": len(rows)})
+        await audit_principal(
+            conn, who, "read", "GET /v1/billing/submissions", [], {"submissions": len(rows)}
+        )
     return JSONResponse({"submissions": rows})
 
 
 @router.get("/v1/billing/submissions/{submission_id}/file")
 async def submission_file_route(
-    request: Request, submission_id: Annotated[int, Path(ge=1)],
+    request: Request,
+    submission_id: Annotated[int, Path(ge=1)],
     who: Principal = require("record_export"),
 ) -> Response:
     """The file as submitted, byte for byte; 404 for another organisation's submission."""
@@ -166,13 +236,20 @@ async def submission_file_route(
         found = await submission_file(conn, who.org_id, submission_id)
         if found is None:
             raise HTTPException(404, f"no submission file {submission_id}")
-        await audit_principal(conn, who, "read",
-                              f"GET /v1/billing/submissions/{submission_id}/file",
-                              await submission_patients(conn, submission_id),
-                              {"submission_id": submission_id})
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            f"GET /v1/billing/submissions/{submission_id}/file",
+            await submission_patients(conn, submission_id),
+            {"submission_id": submission_id},
+        )
     name, fmt, text = found
-    return Response(text, media_type=_MEDIA[fmt],
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        text,
+        media_type=_MEDIA[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/v1/billing/conventions")
@@ -194,12 +271,14 @@ async def patient_billing(
 
     now = _aware(as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
-        if not (await in_scope(conn, who.scope(), patient_id)
-                and await patient_known(conn, patient_id)):
+        if not (
+            await in_scope(conn, who.scope(), patient_id) and await patient_known(conn, patient_id)
+        ):
             raise HTTPException(404, f"no billing data for patient {patient_id}")
         state = (await load_states(conn, [patient_id]))[patient_id]
-        await audit_principal(conn, who, "read", f"GET /v1/patients/{patient_id}/billing",
-                              [patient_id])
+        await audit_principal(
+            conn, who, "read", f"GET /v1/patients/{patient_id}/billing", [patient_id]
+        )
     progress = billing_progress(state, patient_local_date(state, now))
     body: dict[str, Any] = progress.model_dump(mode="json")
     body["as_of"] = now.isoformat()

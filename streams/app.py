@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
+from schemas.codec import register as register_codec
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from schemas.codec import register as register_codec
 
 
 @dataclass

@@ -97,14 +97,23 @@ class Authenticator:
             raise
         except Exception as exc:
             raise _unavailable(exc) from None
-        return Principal("user", row["username"], row["org_id"], frozenset({row["role"]}),
-                         clinician_id=row["clinician_id"], team_clinicians=team,
-                         csrf_token=row["csrf_token"])
+        return Principal(
+            "user",
+            row["username"],
+            row["org_id"],
+            frozenset({row["role"]}),
+            clinician_id=row["clinician_id"],
+            team_clinicians=team,
+            csrf_token=row["csrf_token"],
+        )
 
 
 def _unavailable(exc: Exception) -> HTTPException:
-    return HTTPException(503, f"cannot check credentials now ({type(exc).__name__}); retry",
-                         headers={"Retry-After": "5"})
+    return HTTPException(
+        503,
+        f"cannot check credentials now ({type(exc).__name__}); retry",
+        headers={"Retry-After": "5"},
+    )
 
 
 UNAUTHENTICATED = {"error": "sign in, or send a machine key (Authorization: Bearer <key>)"}
@@ -117,8 +126,11 @@ async def principal(request: Request) -> Principal:
     who: Principal | None = await request.app.state.authenticate(request)
     if who is None:
         raise HTTPException(401, UNAUTHENTICATED["error"], headers={"WWW-Authenticate": "Bearer"})
-    if (who.kind == "user" and request.method not in _SAFE_METHODS
-            and not hmac.compare_digest(await _csrf_sent(request), who.csrf_token or "")):
+    if (
+        who.kind == "user"
+        and request.method not in _SAFE_METHODS
+        and not hmac.compare_digest(await _csrf_sent(request), who.csrf_token or "")
+    ):
         raise HTTPException(403, f"missing or wrong {CSRF_HEADER}")
     return who
 
@@ -140,17 +152,18 @@ def form_fields(body: bytes) -> dict[str, str]:
     repeated fields; parsed here so the gateway needs no multipart library)."""
     from urllib.parse import parse_qs
 
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
-                      max_num_fields=50)
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
     return {k: v[0] for k, v in parsed.items()}
 
 
 def require(*permissions: Permission) -> Any:
     """A dependency: the caller, if it holds any of ``permissions``; else 403."""
+
     async def dependency(who: Principal = Depends(principal)) -> Principal:
         if not any(who.may(p) for p in permissions):
             raise HTTPException(403, f"{who.role_text or 'this principal'} may not do this")
         return who
+
     return Depends(dependency)
 
 
@@ -169,24 +182,45 @@ def reject_unknown_query(request: Request) -> None:
         todo.extend(d.dependencies)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        raise HTTPException(422, [{"loc": ["query", name], "type": "unknown_parameter",
-                                   "msg": f"unknown query parameter {name!r}"}
-                                  for name in unknown])
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", name],
+                    "type": "unknown_parameter",
+                    "msg": f"unknown query parameter {name!r}",
+                }
+                for name in unknown
+            ],
+        )
 
 
-async def start_session(conn: Any, username: str, password: str, ttl_s: float,
-                        resource: str) -> tuple[Any, str, str] | None:
+async def start_session(
+    conn: Any, username: str, password: str, ttl_s: float, resource: str
+) -> tuple[Any, str, str] | None:
     """Check a local account's password and open a session: (user row, cookie value, CSRF
     token), or None (a failed attempt on a known user is audited). Shared by the JSON
     sign-in and the sign-in page."""
     row = await user_for_login(conn, username)
     if row is None or not verify_password(row["password_hash"], password):
         if row is not None:
-            await audit(conn, org_id=row["org_id"], actor=f"user:{username}",
-                        role=row["role"], action="access.sign_in_failed", resource=resource)
+            await audit(
+                conn,
+                org_id=row["org_id"],
+                actor=f"user:{username}",
+                role=row["role"],
+                action="access.sign_in_failed",
+                resource=resource,
+            )
         return None
     token, digest, csrf = new_session_token()
     await create_session(conn, digest, row["user_id"], csrf, dt.timedelta(seconds=ttl_s))
-    await audit(conn, org_id=row["org_id"], actor=f"user:{row['username']}",
-                role=row["role"], action="access.sign_in", resource=resource)
+    await audit(
+        conn,
+        org_id=row["org_id"],
+        actor=f"user:{row['username']}",
+        role=row["role"],
+        action="access.sign_in",
+        resource=resource,
+    )
     return row, token, csrf

@@ -28,8 +28,14 @@ def tick(now: dt.datetime) -> bytes:
 
 def ack(alert_id: str, patient_id: str, at: dt.datetime, by: str) -> bytes:
     return orjson.dumps(
-        {"rtm_ack": {"alert_id": alert_id, "patient_id": patient_id, "at": at.isoformat(),
-                     "by": by}}
+        {
+            "rtm_ack": {
+                "alert_id": alert_id,
+                "patient_id": patient_id,
+                "at": at.isoformat(),
+                "by": by,
+            }
+        }
     )
 
 

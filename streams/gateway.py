@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -163,19 +164,33 @@ def create_app(
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
         SameSite=Lax) and returns the CSRF token for state-changing requests."""
         async with state["store"].acquire() as conn:
-            started = await start_session(conn, body.username, body.password,
-                                          settings.session_ttl_s, "POST /v1/session")
+            started = await start_session(
+                conn, body.username, body.password, settings.session_ttl_s, "POST /v1/session"
+            )
         if started is None:
             raise HTTPException(401, "unknown user or wrong password")
         row, token, csrf = started
-        response.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_ttl_s),
-                            httponly=True, secure=True, samesite="lax", path="/")
-        return {"username": row["username"], "role": row["role"], "org_id": row["org_id"],
-                "clinician_id": row["clinician_id"], "csrf_token": csrf}
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=int(settings.session_ttl_s),
+            httponly=True,
+            secure=True,
+            samesite="lax",
+            path="/",
+        )
+        return {
+            "username": row["username"],
+            "role": row["role"],
+            "org_id": row["org_id"],
+            "clinician_id": row["clinician_id"],
+            "csrf_token": csrf,
+        }
 
     @app.delete("/v1/session", dependencies=[Depends(reject_unknown_query)])
-    async def sign_out(request: Request, response: Response,
-                       who: Principal = Depends(principal)) -> dict[str, str]:
+    async def sign_out(
+        request: Request, response: Response, who: Principal = Depends(principal)
+    ) -> dict[str, str]:
         cookie = request.cookies.get(SESSION_COOKIE)
         if who.kind == "user" and cookie:
             async with state["store"].acquire() as conn:
@@ -185,25 +200,32 @@ def create_app(
 
     @app.get("/v1/me", dependencies=[Depends(reject_unknown_query)])
     async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
-        return {"actor": who.actor, "org_id": who.org_id, "roles": sorted(who.roles),
-                "clinician_id": who.clinician_id, "csrf_token": who.csrf_token,
-                "may": sorted(p for p in PERMISSIONS if who.may(p))}
+        return {
+            "actor": who.actor,
+            "org_id": who.org_id,
+            "roles": sorted(who.roles),
+            "clinician_id": who.clinician_id,
+            "csrf_token": who.csrf_token,
+            "may": sorted(p for p in PERMISSIONS if who.may(p)),
+        }
 
     from streams.openapi import ingest_operation, install
 
     install(app)
 
-    @app.post("/v1/events", openapi_extra=ingest_operation(settings.max_batch_events,
-                                                          settings.max_body_bytes))
+    @app.post(
+        "/v1/events",
+        openapi_extra=ingest_operation(settings.max_batch_events, settings.max_body_bytes),
+    )
     async def post_events(request: Request) -> JSONResponse:
         who = await request.app.state.authenticate(request)
         if who is None:
-            return JSONResponse(UNAUTHENTICATED, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                UNAUTHENTICATED, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         allowed = who.postable_types()
         if not allowed:
-            return JSONResponse({"error": f"{who.role_text} may not post events"},
-                                status_code=403)
+            return JSONResponse({"error": f"{who.role_text} may not post events"}, status_code=403)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
             return _too_large(settings)
@@ -223,14 +245,24 @@ def create_app(
             )
         # Scope before anything is produced: one event of a type the key may not send and
         # the whole request is refused (a patient app cannot post clinician time).
-        refused_types = sorted({t for item in items if isinstance(item, dict)
-                                and (t := item.get("type")) in EVENT_TYPES
-                                and t not in allowed})
+        refused_types = sorted(
+            {
+                t
+                for item in items
+                if isinstance(item, dict)
+                and (t := item.get("type")) in EVENT_TYPES
+                and t not in allowed
+            }
+        )
         if refused_types:
             return JSONResponse(
-                {"error": f"this key may not post {', '.join(refused_types)}"
-                          f" (scopes: {who.role_text})"}, status_code=403)
-        received_at = dt.datetime.now(dt.timezone.utc)
+                {
+                    "error": f"this key may not post {', '.join(refused_types)}"
+                    f" (scopes: {who.role_text})"
+                },
+                status_code=403,
+            )
+        received_at = dt.datetime.now(dt.UTC)
         foreign = await _foreign_patients(state["store"], items, who.org_id)
         valid: list[tuple[int, Event]] = []
         rejected: list[dict[str, Any]] = []
@@ -244,11 +276,16 @@ def create_app(
                 if not isinstance(result, list):
                     skew = future_skew_error(result, received_at, settings.max_future_skew_s)
                     if result.patient_id in foreign:
-                        result = [FieldError(field="patient_id", message=(
-                            "patient_id: a patient of another organisation"))]
+                        result = [
+                            FieldError(
+                                field="patient_id",
+                                message=("patient_id: a patient of another organisation"),
+                            )
+                        ]
                     elif skew is None:
                         event = result.model_copy(
-                            update={"received_at": received_at, "org_id": who.org_id})
+                            update={"received_at": received_at, "org_id": who.org_id}
+                        )
                         valid.append((index, event))
                         continue
                     else:
@@ -259,10 +296,12 @@ def create_app(
             err_dicts = [e.model_dump() for e in errors]
             rejected.append({"index": index, "event_id": event_id, "errors": err_dicts})
             key = raw.get("patient_id") if isinstance(raw, dict) else None
-            dead.append((
-                key.encode() if isinstance(key, str) else None,
-                dead_letter_payload(raw, err_dicts, "gateway", index),
-            ))
+            dead.append(
+                (
+                    key.encode() if isinstance(key, str) else None,
+                    dead_letter_payload(raw, err_dicts, "gateway", index),
+                )
+            )
             metrics.events_rejected.labels(etype if etype in EVENT_TYPES else "unknown").inc()
 
         duplicates, to_send = await _split_duplicates(state["store"], valid)
@@ -275,18 +314,19 @@ def create_app(
         for e in to_send:
             metrics.events_accepted.labels(e.type).inc()
         metrics.events_duplicate.inc(len(duplicates))
-        return JSONResponse({
-            "accepted": len(to_send),
-            "duplicates": duplicates,
-            "rejected": rejected,
-            "received_at": received_at.isoformat(),
-        })
+        return JSONResponse(
+            {
+                "accepted": len(to_send),
+                "duplicates": duplicates,
+                "rejected": rejected,
+                "received_at": received_at.isoformat(),
+            }
+        )
 
     from streams import api_alerts, api_billing
 
     for router in (api_alerts.router, api_billing.router):
-        app.include_router(router, dependencies=[Depends(principal),
-                                                 Depends(reject_unknown_query)])
+        app.include_router(router, dependencies=[Depends(principal), Depends(reject_unknown_query)])
     from streams import pages
 
     pages.mount(app, settings)  # the dashboard (HTML pages, the live stream, static files)
@@ -301,8 +341,13 @@ class SignIn(BaseModel):
 async def _foreign_patients(store: EventStore | None, items: list[Any], org_id: str) -> set[str]:
     """Patients of the batch that belong to another organisation (best effort, like the
     duplicate check: with the database away the worker still refuses them)."""
-    pids = sorted({p for item in items if isinstance(item, dict)
-                   and isinstance(p := item.get("patient_id"), str)})
+    pids = sorted(
+        {
+            p
+            for item in items
+            if isinstance(item, dict) and isinstance(p := item.get("patient_id"), str)
+        }
+    )
     if store is None or not pids:
         return set()
     try:
@@ -340,6 +385,4 @@ async def _split_duplicates(
 
 
 def _too_large(settings: Settings) -> JSONResponse:
-    return JSONResponse(
-        {"error": f"body exceeds {settings.max_body_bytes} bytes"}, status_code=413
-    )
+    return JSONResponse({"error": f"body exceeds {settings.max_body_bytes} bytes"}, status_code=413)

@@ -14,24 +14,33 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "rtm_gateway_requests_total", "HTTP requests by route and status",
-            ["route", "status"], registry=registry,
+            "rtm_gateway_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=registry,
         )
         self.events_accepted = Counter(
-            "rtm_gateway_events_accepted_total", "Valid events produced to Kafka",
-            ["type"], registry=registry,
+            "rtm_gateway_events_accepted_total",
+            "Valid events produced to Kafka",
+            ["type"],
+            registry=registry,
         )
         self.events_rejected = Counter(
-            "rtm_gateway_events_rejected_total", "Invalid events sent to the dead-letter topic",
-            ["type"], registry=registry,
+            "rtm_gateway_events_rejected_total",
+            "Invalid events sent to the dead-letter topic",
+            ["type"],
+            registry=registry,
         )
         self.events_duplicate = Counter(
-            "rtm_gateway_events_duplicate_total", "Events acknowledged as already stored",
+            "rtm_gateway_events_duplicate_total",
+            "Events acknowledged as already stored",
             registry=registry,
         )
         self.produce_latency = Histogram(
-            "rtm_gateway_produce_seconds", "Time to produce one request's events (acks=all)",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "rtm_gateway_produce_seconds",
+            "Time to produce one request's events (acks=all)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
 
 
@@ -39,20 +48,26 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events_processed = Counter(
-            "rtm_worker_events_processed_total", "Events taken from rtm.events",
-            ["type"], registry=registry,
+            "rtm_worker_events_processed_total",
+            "Events taken from rtm.events",
+            ["type"],
+            registry=registry,
         )
         self.events_stored = Counter(
-            "rtm_worker_events_stored_total", "Events newly stored in TimescaleDB",
+            "rtm_worker_events_stored_total",
+            "Events newly stored in TimescaleDB",
             registry=registry,
         )
         self.duplicates = Counter(
-            "rtm_worker_duplicates_ignored_total", "Re-delivered or re-sent events ignored",
+            "rtm_worker_duplicates_ignored_total",
+            "Re-delivered or re-sent events ignored",
             registry=registry,
         )
         self.dead_letters = Counter(
-            "rtm_worker_dead_letters_total", "Events the worker refused, by reason",
-            ["reason"], registry=registry,
+            "rtm_worker_dead_letters_total",
+            "Events the worker refused, by reason",
+            ["reason"],
+            registry=registry,
         )
         self.ingest_halted = Gauge(
             "rtm_worker_ingest_halted",
@@ -60,39 +75,56 @@ class WorkerMetrics:
             registry=registry,
         )
         self.batch_size = Histogram(
-            "rtm_worker_db_batch_size", "Events per database batch",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=registry,
+            "rtm_worker_db_batch_size",
+            "Events per database batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
         )
         self.write_latency = Histogram(
-            "rtm_worker_db_write_seconds", "Database batch write latency",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "rtm_worker_db_write_seconds",
+            "Database batch write latency",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.e2e_persisted = Histogram(
-            "rtm_worker_accept_to_persisted_seconds", "Gateway accept to persisted",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "rtm_worker_accept_to_persisted_seconds",
+            "Gateway accept to persisted",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.e2e_alert = Histogram(
-            "rtm_worker_accept_to_alert_seconds", "Gateway accept to alert published",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "rtm_worker_accept_to_alert_seconds",
+            "Gateway accept to alert published",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.consumer_lag = Gauge(
-            "rtm_worker_consumer_lag", "Messages behind the log end, per partition",
-            ["topic", "partition"], registry=registry,
+            "rtm_worker_consumer_lag",
+            "Messages behind the log end, per partition",
+            ["topic", "partition"],
+            registry=registry,
         )
         self.alerts_fired = Counter(
-            "rtm_worker_alerts_fired_total", "Alerts fired", ["kind", "severity"],
+            "rtm_worker_alerts_fired_total",
+            "Alerts fired",
+            ["kind", "severity"],
             registry=registry,
         )
         self.alerts_unrouted = Counter(
             "rtm_worker_alerts_unrouted_total",
             "Red flags / falls that belonged to no episode after the grace period, sent to the"
-            " clinic-wide recipient", ["kind"], registry=registry,
+            " clinic-wide recipient",
+            ["kind"],
+            registry=registry,
         )
         self.deliveries = Counter(
-            "rtm_worker_webhook_deliveries_total", "Webhook delivery attempts by outcome",
-            ["outcome"], registry=registry,
+            "rtm_worker_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome",
+            ["outcome"],
+            registry=registry,
         )
         self.billing_days = Counter(
-            "rtm_worker_billing_data_dates_total", "New (episode, date) data days",
+            "rtm_worker_billing_data_dates_total",
+            "New (episode, date) data days",
             registry=registry,
         )

@@ -27,8 +27,13 @@ def _rewrite(node: Any) -> Any:
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             out["$ref"] = "#/components/schemas/" + _PREFIX + ref.removeprefix("#/$defs/")
         if "discriminator" in out and isinstance(out["discriminator"].get("mapping"), dict):
-            out["discriminator"] = {**out["discriminator"], "mapping": {
-                k: _rewrite({"$ref": v})["$ref"] for k, v in out["discriminator"]["mapping"].items()}}
+            out["discriminator"] = {
+                **out["discriminator"],
+                "mapping": {
+                    k: _rewrite({"$ref": v})["$ref"]
+                    for k, v in out["discriminator"]["mapping"].items()
+                },
+            }
         return out
     if isinstance(node, list):
         return [_rewrite(v) for v in node]
@@ -44,15 +49,27 @@ def event_components() -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"error": {"type": "string"}}}}}}
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+            }
+        },
+    }
 
 
 def ingest_operation(max_events: int, max_bytes: int) -> dict[str, Any]:
-    events = {"type": "array", "maxItems": max_events,
-              "items": {"$ref": f"#/components/schemas/{EVENT_SCHEMA}"}}
-    field_error = {"type": "object", "required": ["field", "message"], "properties": {
-        "field": {"type": "string"}, "message": {"type": "string"}}}
+    events = {
+        "type": "array",
+        "maxItems": max_events,
+        "items": {"$ref": f"#/components/schemas/{EVENT_SCHEMA}"},
+    }
+    field_error = {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+    }
     return {
         "summary": "Post events",
         "description": (
@@ -60,28 +77,51 @@ def ingest_operation(max_events: int, max_bytes: int) -> dict[str, Any]:
             f" {max_bytes} bytes. Each event is validated on its own against the contract"
             " (`rtm schema`): valid ones are produced to Kafka, invalid ones listed in"
             " `rejected` (naming the field) and dead-lettered. An event type outside the"
-            " key's scope anywhere in the body refuses the whole request (403)."),
+            " key's scope anywhere in the body refuses the whole request (403)."
+        ),
         "security": [{"bearerKey": []}],
-        "requestBody": {"required": True, "content": {
-            "application/json": {"schema": events},
-            "application/x-ndjson": {"schema": {
-                "type": "string", "description": "one event (RtmEvent) per line"}},
-        }},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": events},
+                "application/x-ndjson": {
+                    "schema": {"type": "string", "description": "one event (RtmEvent) per line"}
+                },
+            },
+        },
         "responses": {
-            "200": {"description": "Per-event result", "content": {"application/json": {
-                "schema": {"type": "object",
-                           "required": ["accepted", "duplicates", "rejected", "received_at"],
-                           "properties": {
-                               "accepted": {"type": "integer", "minimum": 0},
-                               "duplicates": {"type": "array", "items": {"type": "string"},
-                                              "description": "event ids already stored"},
-                               "rejected": {"type": "array", "items": {
-                                   "type": "object", "required": ["index", "errors"],
-                                   "properties": {
-                                       "index": {"type": "integer"},
-                                       "event_id": {"type": ["string", "null"]},
-                                       "errors": {"type": "array", "items": field_error}}}},
-                               "received_at": {"type": "string", "format": "date-time"}}}}}},
+            "200": {
+                "description": "Per-event result",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["accepted", "duplicates", "rejected", "received_at"],
+                            "properties": {
+                                "accepted": {"type": "integer", "minimum": 0},
+                                "duplicates": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "event ids already stored",
+                                },
+                                "rejected": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["index", "errors"],
+                                        "properties": {
+                                            "index": {"type": "integer"},
+                                            "event_id": {"type": ["string", "null"]},
+                                            "errors": {"type": "array", "items": field_error},
+                                        },
+                                    },
+                                },
+                                "received_at": {"type": "string", "format": "date-time"},
+                            },
+                        }
+                    }
+                },
+            },
             "400": _error("The body is not a JSON array or NDJSON of objects"),
             "401": _error("No key or a wrong key: nothing is produced"),
             "403": _error("An event type outside the key's scope: nothing is produced"),
@@ -106,11 +146,18 @@ def install(app: FastAPI) -> None:
                 raise RuntimeError(f"OpenAPI component {name} defined twice")
             schemas[name] = schema
         comps["securitySchemes"] = {
-            "bearerKey": {"type": "http", "scheme": "bearer",
-                          "description": "a machine key: rtm_<key id>_<secret>"},
-            "session": {"type": "apiKey", "in": "cookie", "name": "rtm_session",
-                        "description": "a signed-in user (POST /v1/session); state-changing"
-                                       " requests also send X-CSRF-Token"},
+            "bearerKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a machine key: rtm_<key id>_<secret>",
+            },
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "rtm_session",
+                "description": "a signed-in user (POST /v1/session); state-changing"
+                " requests also send X-CSRF-Token",
+            },
         }
         for path, ops in doc.get("paths", {}).items():
             for method, op in ops.items():

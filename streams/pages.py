@@ -24,8 +24,13 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -38,19 +43,29 @@ from streams.settings import Settings
 from streams.webassets import VENDOR_FILES, WEB_DIR, node_modules
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
-KINDS: tuple[AlertKind, ...] = ("red_flag", "fall", "pain_high", "pain_increase",
-                                "inactivity", "adherence_low", "billing_at_risk")
+KINDS: tuple[AlertKind, ...] = (
+    "red_flag",
+    "fall",
+    "pain_high",
+    "pain_increase",
+    "inactivity",
+    "adherence_low",
+    "billing_at_risk",
+)
 PAGE_SIZE = 50
 STREAM_POLL_S = 1.0
 # A change is read again for this long after the cursor passed it: a batch transaction
 # stamps updated_at when it starts and may commit after a poll has moved on.
 STREAM_OVERLAP = dt.timedelta(seconds=10)
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
-       " script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
 PatientId = Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 
-templates = Environment(loader=FileSystemLoader(WEB_DIR / "templates"),
-                        autoescape=select_autoescape(["html"]))
+templates = Environment(
+    loader=FileSystemLoader(WEB_DIR / "templates"), autoescape=select_autoescape(["html"])
+)
 
 
 class PageError(Exception):
@@ -61,8 +76,11 @@ class PageError(Exception):
 
 
 def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=code,
-                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+    return HTMLResponse(
+        templates.get_template(name).render(**context),
+        status_code=code,
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
+    )
 
 
 async def page_user(request: Request) -> Principal:
@@ -77,8 +95,7 @@ async def page_user(request: Request) -> Principal:
 
 def need(who: Principal, *permissions: Permission) -> None:
     if not any(who.may(p) for p in permissions):
-        raise PageError(403, "Not permitted",
-                        f"Your role ({who.role_text}) may not see this page.")
+        raise PageError(403, "Not permitted", f"Your role ({who.role_text}) may not see this page.")
 
 
 def sparkline(values: list[float | None], width: int = 84, height: int = 22) -> Markup:
@@ -89,9 +106,10 @@ def sparkline(values: list[float | None], width: int = 84, height: int = 22) -> 
         return Markup('<span class="muted sr-only">{}</span>').format(label)
     step = width / max(len(values) - 1, 1)
     coords = " ".join(f"{i * step:.1f},{height - 2 - v * (height - 4):.1f}" for i, v in points)
-    return Markup('<svg class="spark" width="{w}" height="{h}" role="img" aria-label='
-                  '"7-day adherence, last days: {label}"><polyline points="{c}"/></svg>'
-                  ).format(w=width, h=height, label=label, c=coords)
+    return Markup(
+        '<svg class="spark" width="{w}" height="{h}" role="img" aria-label='
+        '"7-day adherence, last days: {label}"><polyline points="{c}"/></svg>'
+    ).format(w=width, h=height, label=label, c=coords)
 
 
 def _ago(at: dt.datetime | None, now: dt.datetime) -> str:
@@ -143,15 +161,24 @@ async def sign_in_form(request: Request) -> Response:
     started = None
     if username and password:
         async with request.app.state.store.acquire() as conn:
-            started = await start_session(conn, username, password, settings.session_ttl_s,
-                                          "POST /ui/sign-in")
+            started = await start_session(
+                conn, username, password, settings.session_ttl_s, "POST /ui/sign-in"
+            )
     if started is None:
-        return render("sign_in.html", 401, error="Unknown user or wrong password.",
-                      username=username)
+        return render(
+            "sign_in.html", 401, error="Unknown user or wrong password.", username=username
+        )
     _, token, _ = started
     response = RedirectResponse("/ui/", 303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_ttl_s),
-                        httponly=True, secure=True, samesite="lax", path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.session_ttl_s),
+        httponly=True,
+        secure=True,
+        samesite="lax",
+        path="/",
+    )
     return response
 
 
@@ -185,15 +212,26 @@ async def worklist_page(
     need(who, "read_clinical")
     async with request.app.state.store.acquire() as conn:
         now = await db_now(conn)
-        rows = await rows_by_need(conn, who.scope(), severity=severity or None,
-                                  kind=kind or None, only_open=status == "open",
-                                  search=q.strip() or None, limit=PAGE_SIZE + 1,
-                                  offset=(page - 1) * PAGE_SIZE)
+        rows = await rows_by_need(
+            conn,
+            who.scope(),
+            severity=severity or None,
+            kind=kind or None,
+            only_open=status == "open",
+            search=q.strip() or None,
+            limit=PAGE_SIZE + 1,
+            offset=(page - 1) * PAGE_SIZE,
+        )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
         ledgers = await load_states(conn, [r["patient_id"] for r in rows])
-        await audit_principal(conn, who, "read", "GET /ui/worklist",
-                              [r["patient_id"] for r in rows],
-                              {"count": len(rows), "query": dict(request.query_params)})
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            "GET /ui/worklist",
+            [r["patient_id"] for r in rows],
+            {"count": len(rows), "query": dict(request.query_params)},
+        )
     for r in rows:
         r["last_activity"] = _ago(r["last_activity_at"], now)
         latest = r["spark"][-1] if r["spark"] else None
@@ -201,40 +239,58 @@ async def worklist_page(
         r["sparkline"] = sparkline(r["spark"])
         r["pain_text"] = _pain_text(r)
         ledger = ledgers.get(r["patient_id"])
-        progress = (billing_progress(ledger, patient_local_date(ledger, now))
-                    if ledger is not None else None)
-        r["progress"] = (progress.period.summary if progress and progress.period
-                         else "no active period")
+        progress = (
+            billing_progress(ledger, patient_local_date(ledger, now))
+            if ledger is not None
+            else None
+        )
+        r["progress"] = (
+            progress.period.summary if progress and progress.period else "no active period"
+        )
     f = {"severity": severity, "kind": kind, "status": status, "q": q}
 
     def url(p: int) -> str:
         return "/ui/worklist?" + urlencode({**{k: v for k, v in f.items() if v}, "page": p})
 
-    return render("worklist.html", who=who, nav="worklist", live=True, since=now.isoformat(),
-                  rows=rows, f=f, severities=SEVERITIES, kinds=KINDS,
-                  prev_url=url(page - 1) if page > 1 else None,
-                  next_url=url(page + 1) if more else None)
+    return render(
+        "worklist.html",
+        who=who,
+        nav="worklist",
+        live=True,
+        since=now.isoformat(),
+        rows=rows,
+        f=f,
+        severities=SEVERITIES,
+        kinds=KINDS,
+        prev_url=url(page - 1) if page > 1 else None,
+        next_url=url(page + 1) if more else None,
+    )
 
 
-async def _alert_panel_context(conn: Any, who: Principal, patient_id: str,
-                               status: str | None) -> dict[str, Any]:
+async def _alert_panel_context(
+    conn: Any, who: Principal, patient_id: str, status: str | None
+) -> dict[str, Any]:
     from streams.db.alerts import list_alerts
 
-    alerts = await list_alerts(conn, who.scope(), patient_id=patient_id, status=status,
-                               limit=500)
+    alerts = await list_alerts(conn, who.scope(), patient_id=patient_id, status=status, limit=500)
     for a in alerts:
-        a["fired_at_text"] = dt.datetime.fromisoformat(a["fired_at"]).strftime(
-            "%Y-%m-%d %H:%M %z")
+        a["fired_at_text"] = dt.datetime.fromisoformat(a["fired_at"]).strftime("%Y-%m-%d %H:%M %z")
     # open first (most severe first), then the rest newest first
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     alerts.sort(key=lambda a: (0, rank[a["severity"]]) if a["status"] == "open" else (1, 0))
-    return {"alerts": alerts, "patient_id": patient_id, "status": status or "",
-            "may_ack": who.may("acknowledge"), "csrf": who.csrf_token}
+    return {
+        "alerts": alerts,
+        "patient_id": patient_id,
+        "status": status or "",
+        "may_ack": who.may("acknowledge"),
+        "csrf": who.csrf_token,
+    }
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 async def patient_page(
-    request: Request, patient_id: str,
+    request: Request,
+    patient_id: str,
     status: Literal["open", "acknowledged", "resolved", ""] = "",
 ) -> HTMLResponse:
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
@@ -267,36 +323,70 @@ async def patient_page(
         last = max((r.local_date for r in state.data.values()), default=None)
         for row in daily_rows(patient_id, state.completions, state.book, last)[-90:]:
             pct = None if row.adherence_7d is None else round(float(row.adherence_7d) * 100, 1)
-            adherence.append({"date": row.date.isoformat(), "completed": row.completed,
-                              "prescribed": float(row.prescribed), "pct": pct})
+            adherence.append(
+                {
+                    "date": row.date.isoformat(),
+                    "completed": row.completed,
+                    "prescribed": float(row.prescribed),
+                    "pct": pct,
+                }
+            )
         for ep in sorted(state.book.episodes.values(), key=lambda e: e.start_date):
             program = f"{ep.sessions_per_week}"
             for day, spw in ep.program_changes:
                 program += f", {spw} from {day}"
-            episodes.append({"episode_id": ep.episode_id, "clinician_id": ep.clinician_id,
-                             "start_date": ep.start_date, "end_date": ep.end_date,
-                             "program": program, "payer": ep.billing.payer})
-    reports = [(dt.datetime.fromisoformat(orjson.loads(r["payload"])["occurred_at"]),
-                int(orjson.loads(r["payload"])["score"])) for r in pains]
+            episodes.append(
+                {
+                    "episode_id": ep.episode_id,
+                    "clinician_id": ep.clinician_id,
+                    "start_date": ep.start_date,
+                    "end_date": ep.end_date,
+                    "program": program,
+                    "payer": ep.billing.payer,
+                }
+            )
+    reports = [
+        (
+            dt.datetime.fromisoformat(orjson.loads(r["payload"])["occurred_at"]),
+            int(orjson.loads(r["payload"])["score"]),
+        )
+        for r in pains
+    ]
     baselines = pain_baselines(reports)
-    pain = [{"occurred_at": at.isoformat(), "score": s, "baseline": b}
-            for (at, s), b in zip(reports, baselines)]
-    progress = (billing_progress(ledger, patient_local_date(ledger, now))
-                if ledger is not None else None)
+    pain = [
+        {"occurred_at": at.isoformat(), "score": s, "baseline": b}
+        for (at, s), b in zip(reports, baselines, strict=True)
+    ]
+    progress = (
+        billing_progress(ledger, patient_local_date(ledger, now)) if ledger is not None else None
+    )
 
     def epoch(day: str) -> int:
         return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp())
 
-    chart = {"adherence": {"x": [epoch(d["date"]) for d in adherence],
-                           "pct": [d["pct"] for d in adherence],
-                           "done": [d["completed"] for d in adherence]},
-             "pain": {"x": [int(at.timestamp()) for at, _ in reports],
-                      "score": [s for _, s in reports], "baseline": baselines}}
+    chart = {
+        "adherence": {
+            "x": [epoch(d["date"]) for d in adherence],
+            "pct": [d["pct"] for d in adherence],
+            "done": [d["completed"] for d in adherence],
+        },
+        "pain": {
+            "x": [int(at.timestamp()) for at, _ in reports],
+            "score": [s for _, s in reports],
+            "baseline": baselines,
+        },
+    }
     for d in adherence:
         d["pct"] = "—" if d["pct"] is None else f"{d['pct']:.0f}%"
     return render(
-        "patient.html", who=who, nav="worklist", live=True, since=now.isoformat(),
-        adherence=adherence, pain=pain, episodes=episodes,
+        "patient.html",
+        who=who,
+        nav="worklist",
+        live=True,
+        since=now.isoformat(),
+        adherence=adherence,
+        pain=pain,
+        episodes=episodes,
         adherence_latest=adherence[-1]["pct"] if adherence else "no data",
         pain_latest=f"{reports[-1][1]}/10" if reports else "no reports",
         # JSON inside <script>: "</" must not close the element
@@ -304,14 +394,15 @@ async def patient_page(
         minutes=progress.month.minutes if progress else 0,
         minutes_to_next=progress.month.minutes_to_next if progress else None,
         earned=list(progress.month.earned) if progress else [],
-        progress=(progress.period.summary if progress and progress.period
-                  else "no active period"),
-        **panel)
+        progress=(progress.period.summary if progress and progress.period else "no active period"),
+        **panel,
+    )
 
 
 @router.post("/alerts/{alert_id}/ack", response_class=HTMLResponse)
-async def ack_form(request: Request, alert_id: str,
-                   who: Principal = Depends(principal)) -> Response:
+async def ack_form(
+    request: Request, alert_id: str, who: Principal = Depends(principal)
+) -> Response:
     """Acknowledge from the patient page (the JSON route's rules: scope, the caller's own
     name, the note stored, audited, sent to the stream); htmx gets the alert panel back,
     a plain form post a redirect to the patient page."""
@@ -330,8 +421,7 @@ async def ack_form(request: Request, alert_id: str,
         return RedirectResponse(f"/ui/patients/{patient_id}", 303)
     async with request.app.state.store.acquire() as conn:
         panel = await _alert_panel_context(conn, who, patient_id, None)
-        await audit_principal(conn, who, "read", f"POST /ui/alerts/{alert_id}/ack",
-                              [patient_id])
+        await audit_principal(conn, who, "read", f"POST /ui/alerts/{alert_id}/ack", [patient_id])
     return render("_alerts.html", **panel)
 
 
@@ -359,16 +449,26 @@ async def stream(request: Request, since: dt.datetime | None = None) -> Streamin
         while not await request.is_disconnected():
             async with store.acquire() as conn:
                 changed = await alerts_changed_since(conn, who.scope(), cursor - STREAM_OVERLAP)
-                fresh = [(at, a) for at, a in changed if at >= since
-                         and (a["id"], a["status"]) not in sent]
+                fresh = [
+                    (at, a)
+                    for at, a in changed
+                    if at >= since and (a["id"], a["status"]) not in sent
+                ]
                 if fresh:
-                    await audit_principal(conn, who, "read", "GET /ui/stream",
-                                          [a["patient_id"] for _, a in fresh],
-                                          {"count": len(fresh)})
+                    await audit_principal(
+                        conn,
+                        who,
+                        "read",
+                        "GET /ui/stream",
+                        [a["patient_id"] for _, a in fresh],
+                        {"count": len(fresh)},
+                    )
             for at, a in fresh:
                 sent[(a["id"], a["status"])] = at
-                body = {k: a.get(k) for k in ("id", "patient_id", "kind", "severity",
-                                              "status", "fired_at")}
+                body = {
+                    k: a.get(k)
+                    for k in ("id", "patient_id", "kind", "severity", "status", "fired_at")
+                }
                 yield b"event: alert\ndata: " + orjson.dumps(body) + b"\n\n"
             if changed:
                 cursor = max(cursor, changed[-1][0])
@@ -381,8 +481,11 @@ async def stream(request: Request, since: dt.datetime | None = None) -> Streamin
                 yield b": keep-alive\n\n"
             await asyncio.sleep(STREAM_POLL_S)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -396,13 +499,29 @@ async def audit_page(
     who = await page_user(request)
     need(who, "read_audit")
     async with request.app.state.store.acquire() as conn:
-        rows = await query_audit(conn, org_id=who.org_id, actor=actor or None,
-                                 patient_id=patient or None, action=action or None, limit=200)
-        await audit_principal(conn, who, "read_audit", "GET /ui/audit",
-                              {p for r in rows for p in r["patient_ids"]},
-                              {"actor": actor, "patient": patient, "action": action})
-    return render("audit.html", who=who, nav="audit", rows=rows,
-                  f={"actor": actor, "patient": patient, "action": action})
+        rows = await query_audit(
+            conn,
+            org_id=who.org_id,
+            actor=actor or None,
+            patient_id=patient or None,
+            action=action or None,
+            limit=200,
+        )
+        await audit_principal(
+            conn,
+            who,
+            "read_audit",
+            "GET /ui/audit",
+            {p for r in rows for p in r["patient_ids"]},
+            {"actor": actor, "patient": patient, "action": action},
+        )
+    return render(
+        "audit.html",
+        who=who,
+        nav="audit",
+        rows=rows,
+        f={"actor": actor, "patient": patient, "action": action},
+    )
 
 
 def mount(app: FastAPI, settings: Settings) -> None:
@@ -416,8 +535,9 @@ def mount(app: FastAPI, settings: Settings) -> None:
     async def page_error(request: Request, exc: PageError) -> Response:
         if exc.status == 401:
             return RedirectResponse("/ui/sign-in", 303)
-        return render("error.html", exc.status, status=exc.status, title=exc.title,
-                      message=exc.message)
+        return render(
+            "error.html", exc.status, status=exc.status, title=exc.title, message=exc.message
+        )
 
     vendor = node_modules(settings)
 

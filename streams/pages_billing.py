@@ -26,8 +26,11 @@ from streams.pages import PageError, need, page_user, render
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
 Month = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
-_MEDIA = {"csv": ("text/csv; charset=utf-8", "csv"), "x12": ("application/edi-x12", "x12"),
-          "fhir": ("application/fhir+json", "json")}
+_MEDIA = {
+    "csv": ("text/csv; charset=utf-8", "csv"),
+    "x12": ("application/edi-x12", "x12"),
+    "fhir": ("application/fhir+json", "json"),
+}
 CLOSE_LIMIT = 100
 
 
@@ -45,11 +48,18 @@ def month_range(month: str | None, today: dt.date) -> tuple[str, dt.date, dt.dat
 def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
     """Patients whose current period can still reach 16 data days but has not yet, least
     slack first (days left minus days still needed), then fewest days left."""
-    rows = [{"patient_id": p.patient_id, "period_start": p.period.period_start,
-             "period_end": p.period.period_end, "days_needed": p.period.days_needed,
-             "days_left": p.period.days_left, "summary": p.period.summary}
-            for p in progress
-            if p.period is not None and 0 < p.period.days_needed <= p.period.days_left]
+    rows = [
+        {
+            "patient_id": p.patient_id,
+            "period_start": p.period.period_start,
+            "period_end": p.period.period_end,
+            "days_needed": p.period.days_needed,
+            "days_left": p.period.days_left,
+            "summary": p.period.summary,
+        }
+        for p in progress
+        if p.period is not None and 0 < p.period.days_needed <= p.period.days_left
+    ]
     rows.sort(key=lambda r: (r["days_left"] - r["days_needed"], r["days_left"], r["patient_id"]))
     return rows[:CLOSE_LIMIT]
 
@@ -66,20 +76,41 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
         states = await load_states(conn, await patients_in_scope(conn, who.scope()))
-        close = close_to_full([billing_progress(s, patient_local_date(s, now))
-                               for s in states.values()])
-        result = await export_claims(conn, date_from=first, date_to=last, as_of=now,
-                                     record=False, created_by=who.actor, org_id=who.org_id)
+        close = close_to_full(
+            [billing_progress(s, patient_local_date(s, now)) for s in states.values()]
+        )
+        result = await export_claims(
+            conn,
+            date_from=first,
+            date_to=last,
+            as_of=now,
+            record=False,
+            created_by=who.actor,
+            org_id=who.org_id,
+        )
         history = await export_history(conn, who.org_id)
-        await audit_principal(conn, who, "read", "GET /ui/billing",
-                              {*(c["patient_id"] for c in close),
-                               *(ln.patient_id for ln in result.lines)},
-                              {"month": month, "lines": len(result.lines)})
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            "GET /ui/billing",
+            {*(c["patient_id"] for c in close), *(ln.patient_id for ln in result.lines)},
+            {"month": month, "lines": len(result.lines)},
+        )
     per_code = sorted(Counter(ln.cpt for ln in result.lines).items())
-    return render("billing.html", who=who, nav="billing", month=month,
-                  month_label=first.strftime("%B %Y"), close=close, lines=result.lines,
-                  per_code=per_code, history=history, may_export=who.may("record_export"),
-                  csrf=who.csrf_token)
+    return render(
+        "billing.html",
+        who=who,
+        nav="billing",
+        month=month,
+        month_label=first.strftime("%B %Y"),
+        close=close,
+        lines=result.lines,
+        per_code=per_code,
+        history=history,
+        may_export=who.may("record_export"),
+        csrf=who.csrf_token,
+    )
 
 
 @router.post("/export")
@@ -98,18 +129,40 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
     async with request.app.state.store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(fields.get("month"), now.date())
-        result = await export_claims(conn, date_from=first, date_to=last, as_of=now,
-                                     record=True, created_by=who.actor, fmt=fmt,
-                                     org_id=who.org_id)
-        await audit_principal(conn, who, "export", "POST /ui/billing/export",
-                              [ln.patient_id for ln in result.lines],
-                              {"from": first.isoformat(), "to": last.isoformat(),
-                               "format": fmt, "lines": len(result.lines),
-                               "export_id": result.export_id})
+        result = await export_claims(
+            conn,
+            date_from=first,
+            date_to=last,
+            as_of=now,
+            record=True,
+            created_by=who.actor,
+            fmt=fmt,
+            org_id=who.org_id,
+        )
+        await audit_principal(
+            conn,
+            who,
+            "export",
+            "POST /ui/billing/export",
+            [ln.patient_id for ln in result.lines],
+            {
+                "from": first.isoformat(),
+                "to": last.isoformat(),
+                "format": fmt,
+                "lines": len(result.lines),
+                "export_id": result.export_id,
+            },
+        )
     media, ext = _MEDIA[fmt]
-    return Response(render_export(result.lines, fmt, now), media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="rtm-{month}-{result.export_id}.{ext}"',
-        "X-Billing-Export-Id": str(result.export_id), "X-Billing-Lines": str(len(result.lines))})
+    return Response(
+        render_export(result.lines, fmt, now),
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="rtm-{month}-{result.export_id}.{ext}"',
+            "X-Billing-Export-Id": str(result.export_id),
+            "X-Billing-Lines": str(len(result.lines)),
+        },
+    )
 
 
 @router.get("/exports/{export_id}")
@@ -124,9 +177,17 @@ async def export_again(request: Request, export_id: int) -> Response:
         if found is None:
             raise PageError(404, "Unknown export", f"No export #{export_id}.")
         head, lines = found
-        await audit_principal(conn, who, "read", f"GET /ui/billing/exports/{export_id}",
-                              [ln.patient_id for ln in lines], {"export_id": export_id})
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            f"GET /ui/billing/exports/{export_id}",
+            [ln.patient_id for ln in lines],
+            {"export_id": export_id},
+        )
     media, ext = _MEDIA[head["format"]]
-    return Response(render_export(lines, head["format"], head["as_of"]), media_type=media,
-                    headers={"Content-Disposition":
-                             f'attachment; filename="rtm-export-{export_id}.{ext}"'})
+    return Response(
+        render_export(lines, head["format"], head["as_of"]),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="rtm-export-{export_id}.{ext}"'},
+    )

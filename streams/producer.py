@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.settings import Settings
 from schemas.events import Event
 from streams import control
+from streams.settings import Settings
 
 
 def event_payload(event: Event) -> bytes:
@@ -123,7 +124,8 @@ class EventProducer:
 
     async def send_ack(self, alert_id: str, patient_id: str, at: dt.datetime, by: str) -> None:
         fut = await self._producer.send(
-            self.settings.topic_events, control.ack(alert_id, patient_id, at, by),
+            self.settings.topic_events,
+            control.ack(alert_id, patient_id, at, by),
             key=patient_id.encode(),
         )
         await fut

@@ -31,7 +31,7 @@ class SecretBox:
         if not stored.startswith(PREFIX):
             return stored  # stored before encryption at rest
         try:
-            return self._fernet.decrypt(stored[len(PREFIX):].encode()).decode()
+            return self._fernet.decrypt(stored[len(PREFIX) :].encode()).decode()
         except InvalidToken:
             raise ValueError("webhook secret sealed with another RTM_WEBHOOK_SECRET_KEY") from None
 
@@ -41,9 +41,11 @@ def secret_box(settings: Settings) -> SecretBox:
     if settings.webhook_secret_key is not None:
         return SecretBox(settings.webhook_secret_key.get_secret_value().encode())
     if settings.env != "dev":
-        raise RuntimeError("set RTM_WEBHOOK_SECRET_KEY (a Fernet key: "
-                           "python -c 'from cryptography.fernet import Fernet; "
-                           "print(Fernet.generate_key().decode())')")
+        raise RuntimeError(
+            "set RTM_WEBHOOK_SECRET_KEY (a Fernet key: "
+            "python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())')"
+        )
     path: Path = settings.state_dir / DEV_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

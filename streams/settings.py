@@ -55,11 +55,13 @@ class Settings(BaseSettings):
     # Machine keys live in the database (`rtm keys add`), stored salted and hashed.
     api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
     session_ttl_s: float = Field(
-        8 * 3600.0, gt=0, description="how long a signed-in session lasts (a clinic shift)")
+        8 * 3600.0, gt=0, description="how long a signed-in session lasts (a clinic shift)"
+    )
     max_batch_events: int = 1000
     max_body_bytes: int = 1024 * 1024
     max_future_skew_s: float = Field(
-        600.0, ge=0,
+        600.0,
+        ge=0,
         description="an occurred_at more than this ahead of received_at is rejected",
     )
 
@@ -73,12 +75,15 @@ class Settings(BaseSettings):
     # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
     # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).
     dead_letter_max_consecutive: int = Field(
-        1000, ge=0, description="dead letters in a row that halt ingestion (0: no limit)")
+        1000, ge=0, description="dead letters in a row that halt ingestion (0: no limit)"
+    )
     dead_letter_max_ratio: float = Field(
-        0.5, gt=0, le=1, description="dead-letter share over the window that halts (1: no limit)")
+        0.5, gt=0, le=1, description="dead-letter share over the window that halts (1: no limit)"
+    )
     dead_letter_window_s: float = Field(60.0, gt=0)
     dead_letter_min_records: int = Field(
-        2000, ge=1, description="records the window needs before the ratio is judged")
+        2000, ge=1, description="records the window needs before the ratio is judged"
+    )
     worker_lag_interval_s: float = Field(
         2.0, description="how often rtm_worker_consumer_lag is refreshed; 0 disables"
     )
@@ -95,16 +100,18 @@ class Settings(BaseSettings):
     # single POST each; after a failure the endpoint waits backoff * 2^(failures - 1),
     # capped by the severity of the most urgent delivery waiting for it.
     webhook_secret_key: SecretStr | None = Field(
-        None, description="Fernet key that encrypts webhook secrets at rest (dev: generated)")
+        None, description="Fernet key that encrypts webhook secrets at rest (dev: generated)"
+    )
     webhook_max_attempts: int = Field(
         5, ge=1, description="attempts before a delivery shows 'failed' (it is still retried)"
     )
     webhook_backoff_s: float = Field(0.5, gt=0, description="delay after the first failure")
     webhook_timeout_s: float = Field(5.0, gt=0, description="one attempt, connect to answer")
     webhook_retry_interval_s: float = Field(
-        60.0, ge=0,
+        60.0,
+        ge=0,
         description="least delay between retries of a 'failed' delivery (then growing), at"
-                    " most the severity's cap",
+        " most the severity's cap",
     )
     webhook_poll_s: float = Field(0.1, gt=0, description="how often due deliveries are claimed")
     # The bound on the delay between two attempts, by alert severity: a critical alert

@@ -20,8 +20,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
         missing = [t for t in topic_names(settings) if t not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-                 for t in missing]
+                [
+                    NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+                    for t in missing
+                ]
             )
         return missing
     finally:

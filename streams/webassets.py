@@ -42,12 +42,18 @@ def ensure_vendor(settings: Settings) -> Path:
         return root
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is needed to install the dashboard's libraries (apt-get install npm)")
+        raise RuntimeError(
+            "npm is needed to install the dashboard's libraries (apt-get install npm)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(WEB_DIR / name, root / name)
-    subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-                   cwd=root, check=True, timeout=600)
+    subprocess.run(
+        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=root,
+        check=True,
+        timeout=600,
+    )
     if not installed(settings):
         raise RuntimeError(f"npm ci in {root} did not install {sorted(VENDOR_FILES.values())}")
     return root

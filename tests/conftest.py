@@ -23,36 +23,65 @@ class EventFactory:
     def patient(self, i: int) -> str:
         return f"{self.prefix}-p{i}"
 
-    def episode_started(self, patient: str, at: str = "2026-11-02T09:00:00-06:00",
-                        **over: Any) -> dict[str, Any]:
+    def episode_started(
+        self, patient: str, at: str = "2026-11-02T09:00:00-06:00", **over: Any
+    ) -> dict[str, Any]:
         ev = {
-            "event_id": self._next(), "schema_version": 1, "type": "episode.started",
-            "patient_id": patient, "occurred_at": at, "episode_id": f"{patient}-ep1",
-            "clinician_id": "c-01", "clinician_role": "PT", "timezone": "America/Chicago",
+            "event_id": self._next(),
+            "schema_version": 1,
+            "type": "episode.started",
+            "patient_id": patient,
+            "occurred_at": at,
+            "episode_id": f"{patient}-ep1",
+            "clinician_id": "c-01",
+            "clinician_role": "PT",
+            "timezone": "America/Chicago",
             "program": {"sessions_per_week": 5, "exercise_ids": ["bridge"]},
-            "billing": {"rendering_npi": "1234567893", "billing_npi": "1234567893",
-                        "payer": "medicare", "member_id": "MBI1", "diagnosis_codes": ["M54.50"],
-                        "place_of_service": "11"},
+            "billing": {
+                "rendering_npi": "1234567893",
+                "billing_npi": "1234567893",
+                "payer": "medicare",
+                "member_id": "MBI1",
+                "diagnosis_codes": ["M54.50"],
+                "place_of_service": "11",
+            },
             "setup_education_completed": True,
         }
         ev.update(over)
         return ev
 
     def pain(self, patient: str, score: int, at: str, **over: Any) -> dict[str, Any]:
-        ev = {"event_id": self._next(), "schema_version": 1, "type": "pain.reported",
-              "patient_id": patient, "occurred_at": at, "score": score}
+        ev = {
+            "event_id": self._next(),
+            "schema_version": 1,
+            "type": "pain.reported",
+            "patient_id": patient,
+            "occurred_at": at,
+            "score": score,
+        }
         ev.update(over)
         return ev
 
     def exercise(self, patient: str, at: str, **over: Any) -> dict[str, Any]:
-        ev = {"event_id": self._next(), "schema_version": 1, "type": "exercise.completed",
-              "patient_id": patient, "occurred_at": at, "exercise_id": "bridge"}
+        ev = {
+            "event_id": self._next(),
+            "schema_version": 1,
+            "type": "exercise.completed",
+            "patient_id": patient,
+            "occurred_at": at,
+            "exercise_id": "bridge",
+        }
         ev.update(over)
         return ev
 
     def symptom(self, patient: str, at: str, **over: Any) -> dict[str, Any]:
-        ev = {"event_id": self._next(), "schema_version": 1, "type": "symptom.reported",
-              "patient_id": patient, "occurred_at": at}
+        ev = {
+            "event_id": self._next(),
+            "schema_version": 1,
+            "type": "symptom.reported",
+            "patient_id": patient,
+            "occurred_at": at,
+        }
         ev.update(over)
         return ev
 

@@ -16,7 +16,8 @@ from streams.access import Principal, Scope
 
 async def add_org(conn: asyncpg.Connection, org_id: str, name: str) -> bool:
     status = await conn.execute(
-        "INSERT INTO orgs (org_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", org_id, name)
+        "INSERT INTO orgs (org_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", org_id, name
+    )
     return bool(status.endswith(" 1"))
 
 
@@ -28,110 +29,174 @@ async def org_exists(conn: asyncpg.Connection, org_id: str) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM orgs WHERE org_id = $1)", org_id))
 
 
-async def add_user(conn: asyncpg.Connection, org_id: str, username: str, role: str,
-                   password_hash: str, clinician_id: str | None) -> None:
+async def add_user(
+    conn: asyncpg.Connection,
+    org_id: str,
+    username: str,
+    role: str,
+    password_hash: str,
+    clinician_id: str | None,
+) -> None:
     await conn.execute(
         "INSERT INTO users (org_id, username, role, clinician_id, password_hash)"
-        " VALUES ($1, $2, $3, $4, $5)", org_id, username, role, clinician_id, password_hash)
+        " VALUES ($1, $2, $3, $4, $5)",
+        org_id,
+        username,
+        role,
+        clinician_id,
+        password_hash,
+    )
 
 
 async def set_password(conn: asyncpg.Connection, username: str, password_hash: str) -> bool:
     status = await conn.execute(
         "UPDATE users SET password_hash = $2, disabled = false WHERE username = $1",
-        username, password_hash)
+        username,
+        password_hash,
+    )
     return bool(status.endswith(" 1"))
 
 
 async def user_for_login(conn: asyncpg.Connection, username: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT user_id, org_id, username, role, clinician_id, password_hash FROM users"
-        " WHERE username = $1 AND NOT disabled", username)
+        " WHERE username = $1 AND NOT disabled",
+        username,
+    )
     return row
 
 
 async def list_users(conn: asyncpg.Connection, org_id: str | None) -> list[asyncpg.Record]:
-    return list(await conn.fetch(
-        "SELECT username, org_id, role, clinician_id, disabled, created_at FROM users"
-        " WHERE $1::text IS NULL OR org_id = $1 ORDER BY org_id, username", org_id))
+    return list(
+        await conn.fetch(
+            "SELECT username, org_id, role, clinician_id, disabled, created_at FROM users"
+            " WHERE $1::text IS NULL OR org_id = $1 ORDER BY org_id, username",
+            org_id,
+        )
+    )
 
 
 async def disable_user(conn: asyncpg.Connection, username: str) -> str | None:
     """Disable and sign out; returns the user's organisation (None: no such user)."""
     org: str | None = await conn.fetchval(
-        "UPDATE users SET disabled = true WHERE username = $1 RETURNING org_id", username)
+        "UPDATE users SET disabled = true WHERE username = $1 RETURNING org_id", username
+    )
     if org is not None:
         await conn.execute(
             "DELETE FROM sessions WHERE user_id = (SELECT user_id FROM users WHERE username = $1)",
-            username)
+            username,
+        )
     return org
 
 
-async def add_key(conn: asyncpg.Connection, key_id: str, org_id: str, scopes: Sequence[str],
-                  label: str, salt: bytes, key_hash: bytes) -> None:
+async def add_key(
+    conn: asyncpg.Connection,
+    key_id: str,
+    org_id: str,
+    scopes: Sequence[str],
+    label: str,
+    salt: bytes,
+    key_hash: bytes,
+) -> None:
     await conn.execute(
         "INSERT INTO api_keys (key_id, org_id, scopes, label, salt, key_hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6)", key_id, org_id, list(scopes), label, salt, key_hash)
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        key_id,
+        org_id,
+        list(scopes),
+        label,
+        salt,
+        key_hash,
+    )
 
 
 async def key_record(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT key_id, org_id, scopes, salt, key_hash FROM api_keys"
-        " WHERE key_id = $1 AND NOT disabled", key_id)
+        " WHERE key_id = $1 AND NOT disabled",
+        key_id,
+    )
     return row
 
 
 async def list_keys(conn: asyncpg.Connection, org_id: str | None) -> list[asyncpg.Record]:
-    return list(await conn.fetch(
-        "SELECT key_id, org_id, scopes, label, disabled, created_at FROM api_keys"
-        " WHERE $1::text IS NULL OR org_id = $1 ORDER BY org_id, created_at", org_id))
+    return list(
+        await conn.fetch(
+            "SELECT key_id, org_id, scopes, label, disabled, created_at FROM api_keys"
+            " WHERE $1::text IS NULL OR org_id = $1 ORDER BY org_id, created_at",
+            org_id,
+        )
+    )
 
 
 async def disable_key(conn: asyncpg.Connection, key_id: str) -> str | None:
     org: str | None = await conn.fetchval(
-        "UPDATE api_keys SET disabled = true WHERE key_id = $1 RETURNING org_id", key_id)
+        "UPDATE api_keys SET disabled = true WHERE key_id = $1 RETURNING org_id", key_id
+    )
     return org
 
 
-async def add_team_member(conn: asyncpg.Connection, org_id: str, team: str,
-                          clinician_id: str) -> None:
+async def add_team_member(
+    conn: asyncpg.Connection, org_id: str, team: str, clinician_id: str
+) -> None:
     await conn.execute(
         "INSERT INTO care_team_members (org_id, team, clinician_id) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING", org_id, team, clinician_id)
+        " ON CONFLICT DO NOTHING",
+        org_id,
+        team,
+        clinician_id,
+    )
 
 
-async def remove_team_member(conn: asyncpg.Connection, org_id: str, team: str,
-                             clinician_id: str) -> bool:
+async def remove_team_member(
+    conn: asyncpg.Connection, org_id: str, team: str, clinician_id: str
+) -> bool:
     status = await conn.execute(
         "DELETE FROM care_team_members WHERE org_id = $1 AND team = $2 AND clinician_id = $3",
-        org_id, team, clinician_id)
+        org_id,
+        team,
+        clinician_id,
+    )
     return bool(status.endswith(" 1"))
 
 
-async def team_clinicians(conn: asyncpg.Connection, org_id: str, clinician_id: str
-                          ) -> frozenset[str]:
+async def team_clinicians(
+    conn: asyncpg.Connection, org_id: str, clinician_id: str
+) -> frozenset[str]:
     """The clinician's own id and every member of a care team they are on."""
     rows = await conn.fetch(
         "SELECT DISTINCT m.clinician_id FROM care_team_members m"
         " JOIN care_team_members me ON me.org_id = m.org_id AND me.team = m.team"
-        " WHERE me.org_id = $1 AND me.clinician_id = $2", org_id, clinician_id)
+        " WHERE me.org_id = $1 AND me.clinician_id = $2",
+        org_id,
+        clinician_id,
+    )
     return frozenset({clinician_id, *(r["clinician_id"] for r in rows)})
 
 
 # --- sessions -------------------------------------------------------------------------------------
 
 
-async def create_session(conn: asyncpg.Connection, token_hash: bytes, user_id: int, csrf: str,
-                         ttl: dt.timedelta) -> None:
+async def create_session(
+    conn: asyncpg.Connection, token_hash: bytes, user_id: int, csrf: str, ttl: dt.timedelta
+) -> None:
     await conn.execute(
         "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at)"
-        " VALUES ($1, $2, $3, now() + $4::interval)", token_hash, user_id, csrf, ttl)
+        " VALUES ($1, $2, $3, now() + $4::interval)",
+        token_hash,
+        user_id,
+        csrf,
+        ttl,
+    )
 
 
 async def session_user(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT u.user_id, u.org_id, u.username, u.role, u.clinician_id, s.csrf_token"
         " FROM sessions s JOIN users u USING (user_id)"
-        " WHERE s.token_hash = $1 AND s.expires_at > now() AND NOT u.disabled", token_hash)
+        " WHERE s.token_hash = $1 AND s.expires_at > now() AND NOT u.disabled",
+        token_hash,
+    )
     return row
 
 
@@ -139,11 +204,12 @@ async def delete_session(conn: asyncpg.Connection, token_hash: bytes) -> None:
     await conn.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
 
-# --- tenancy and scope ------------------------------------------------------------------------------
+# --- tenancy and scope ----------------------------------------------------------------------
 
 
-async def claim_patients(conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
-                         ) -> dict[str, str]:
+async def claim_patients(
+    conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
+) -> dict[str, str]:
     """Record (patient, organisation) for patients not seen before (first come) and return
     every given patient's organisation."""
     first: dict[str, str] = {}
@@ -154,40 +220,51 @@ async def claim_patients(conn: asyncpg.Connection, pairs: Iterable[tuple[str, st
     await conn.execute(
         "INSERT INTO patient_orgs (patient_id, org_id)"
         " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-        list(first), list(first.values()))
+        list(first),
+        list(first.values()),
+    )
     rows = await conn.fetch(
         "SELECT patient_id, org_id FROM patient_orgs WHERE patient_id = ANY($1::text[])",
-        list(first))
+        list(first),
+    )
     return {r["patient_id"]: r["org_id"] for r in rows}
 
 
 async def patient_orgs(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT patient_id, org_id FROM patient_orgs WHERE patient_id = ANY($1::text[])",
-        list(patient_ids))
+        list(patient_ids),
+    )
     return {r["patient_id"]: r["org_id"] for r in rows}
 
 
-async def record_patient_clinicians(conn: asyncpg.Connection,
-                                    pairs: Iterable[tuple[str, str]]) -> None:
+async def record_patient_clinicians(
+    conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
+) -> None:
     """(patient, clinician) from episode.started: whom a clinician's scope covers."""
     unique = sorted(set(pairs))
     if unique:
         await conn.execute(
             "INSERT INTO patient_clinicians (patient_id, clinician_id)"
             " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            [p for p, _ in unique], [c for _, c in unique])
+            [p for p, _ in unique],
+            [c for _, c in unique],
+        )
 
 
 def scope_sql(scope: Scope, patient_col: str, first_arg: int) -> tuple[str, list[Any]]:
     """A WHERE fragment restricting ``patient_col`` to the scope, and its arguments."""
-    sql = (f"EXISTS (SELECT 1 FROM patient_orgs po WHERE po.patient_id = {patient_col}"
-           f" AND po.org_id = ${first_arg})")
+    sql = (
+        f"EXISTS (SELECT 1 FROM patient_orgs po WHERE po.patient_id = {patient_col}"
+        f" AND po.org_id = ${first_arg})"
+    )
     args: list[Any] = [scope.org_id]
     if scope.clinician_ids is not None:
-        sql += (f" AND EXISTS (SELECT 1 FROM patient_clinicians pc"
-                f" WHERE pc.patient_id = {patient_col}"
-                f" AND pc.clinician_id = ANY(${first_arg + 1}::text[]))")
+        sql += (
+            f" AND EXISTS (SELECT 1 FROM patient_clinicians pc"
+            f" WHERE pc.patient_id = {patient_col}"
+            f" AND pc.clinician_id = ANY(${first_arg + 1}::text[]))"
+        )
         args.append(sorted(scope.clinician_ids))
     return sql, args
 
@@ -200,34 +277,68 @@ async def in_scope(conn: asyncpg.Connection, scope: Scope, patient_id: str) -> b
 async def patients_in_scope(conn: asyncpg.Connection, scope: Scope) -> list[str]:
     where, args = scope_sql(scope, "p.patient_id", 1)
     rows = await conn.fetch(
-        f"SELECT p.patient_id FROM patient_orgs p WHERE {where} ORDER BY 1", *args)
+        f"SELECT p.patient_id FROM patient_orgs p WHERE {where} ORDER BY 1", *args
+    )
     return [r["patient_id"] for r in rows]
 
 
-# --- audit ------------------------------------------------------------------------------------------
+# --- audit ---------------------------------------------------------------------------------
 
 
-async def audit(conn: asyncpg.Connection, *, org_id: str, actor: str, role: str, action: str,
-                resource: str, patient_ids: Iterable[str] = (),
-                detail: dict[str, Any] | None = None) -> None:
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    org_id: str,
+    actor: str,
+    role: str,
+    action: str,
+    resource: str,
+    patient_ids: Iterable[str] = (),
+    detail: dict[str, Any] | None = None,
+) -> None:
     await conn.execute(
         "INSERT INTO audit_log (org_id, actor, role, action, resource, patient_ids, detail)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-        org_id, actor, role, action, resource, sorted(set(patient_ids)),
-        orjson.dumps(detail or {}).decode())
+        org_id,
+        actor,
+        role,
+        action,
+        resource,
+        sorted(set(patient_ids)),
+        orjson.dumps(detail or {}).decode(),
+    )
 
 
-async def audit_principal(conn: asyncpg.Connection, who: Principal, action: str, resource: str,
-                          patient_ids: Iterable[str] = (),
-                          detail: dict[str, Any] | None = None) -> None:
-    await audit(conn, org_id=who.org_id, actor=who.actor, role=who.role_text, action=action,
-                resource=resource, patient_ids=patient_ids, detail=detail)
+async def audit_principal(
+    conn: asyncpg.Connection,
+    who: Principal,
+    action: str,
+    resource: str,
+    patient_ids: Iterable[str] = (),
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await audit(
+        conn,
+        org_id=who.org_id,
+        actor=who.actor,
+        role=who.role_text,
+        action=action,
+        resource=resource,
+        patient_ids=patient_ids,
+        detail=detail,
+    )
 
 
-async def query_audit(conn: asyncpg.Connection, *, org_id: str | None, actor: str | None = None,
-                      patient_id: str | None = None, action: str | None = None,
-                      since: dt.datetime | None = None, limit: int = 100
-                      ) -> list[dict[str, Any]]:
+async def query_audit(
+    conn: asyncpg.Connection,
+    *,
+    org_id: str | None,
+    actor: str | None = None,
+    patient_id: str | None = None,
+    action: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     """Newest first."""
     rows = await conn.fetch(
         "SELECT audit_id, at, org_id, actor, role, action, resource, patient_ids,"
@@ -236,8 +347,24 @@ async def query_audit(conn: asyncpg.Connection, *, org_id: str | None, actor: st
         " AND ($3::text IS NULL OR patient_ids @> ARRAY[$3::text])"
         " AND ($4::text IS NULL OR action = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
         " ORDER BY audit_id DESC LIMIT $6",
-        org_id, actor, patient_id, action, since, limit)
-    return [{"audit_id": r["audit_id"], "at": r["at"].isoformat(), "org_id": r["org_id"],
-             "actor": r["actor"], "role": r["role"], "action": r["action"],
-             "resource": r["resource"], "patient_ids": list(r["patient_ids"]),
-             "detail": orjson.loads(r["detail"])} for r in rows]
+        org_id,
+        actor,
+        patient_id,
+        action,
+        since,
+        limit,
+    )
+    return [
+        {
+            "audit_id": r["audit_id"],
+            "at": r["at"].isoformat(),
+            "org_id": r["org_id"],
+            "actor": r["actor"],
+            "role": r["role"],
+            "action": r["action"],
+            "resource": r["resource"],
+            "patient_ids": list(r["patient_ids"]),
+            "detail": orjson.loads(r["detail"]),
+        }
+        for r in rows
+    ]

@@ -4,8 +4,9 @@ webhooks and deliveries."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import asyncpg
 import orjson
@@ -54,15 +55,23 @@ async def upsert_alerts(conn: asyncpg.Connection, changes: Sequence[AlertChange]
         return
     alerts = list(latest.values())
     cols: list[list[Any]] = [
-        [a.id for a in alerts], [a.patient_id for a in alerts], [a.episode_id for a in alerts],
-        [a.clinician_id for a in alerts], [a.kind for a in alerts],
-        [a.severity for a in alerts], [a.status for a in alerts],
+        [a.id for a in alerts],
+        [a.patient_id for a in alerts],
+        [a.episode_id for a in alerts],
+        [a.clinician_id for a in alerts],
+        [a.kind for a in alerts],
+        [a.severity for a in alerts],
+        [a.status for a in alerts],
         [STATUS_RANK[a.status] for a in alerts],
         # a text[] per row cannot ride in unnest; store it comma-joined, split below
         [",".join(a.event_ids) for a in alerts],
-        [a.value for a in alerts], [a.threshold for a in alerts], [a.fired_at for a in alerts],
-        [a.acknowledged_at for a in alerts], [a.acknowledged_by for a in alerts],
-        [a.resolved_at for a in alerts], [a.resolved_by_event_id for a in alerts],
+        [a.value for a in alerts],
+        [a.threshold for a in alerts],
+        [a.fired_at for a in alerts],
+        [a.acknowledged_at for a in alerts],
+        [a.acknowledged_by for a in alerts],
+        [a.resolved_at for a in alerts],
+        [a.resolved_by_event_id for a in alerts],
         [alert_json(a) for a in alerts],
     ]
     await conn.execute(
@@ -116,7 +125,8 @@ async def list_alerts(
         " (SELECT jsonb_agg(jsonb_build_object('change', d.change, 'status', d.status,"
         "   'attempts', d.attempts, 'last_error', d.last_error))"
         "  FROM alert_deliveries d WHERE d.alert_id = a.id) AS deliveries"
-        " FROM alerts a WHERE " + " AND ".join(conds)
+        " FROM alerts a WHERE "
+        + " AND ".join(conds)
         + f" ORDER BY a.fired_at DESC, a.id DESC LIMIT ${len(args)}"
     )
     rows = await conn.fetch(sql, *args)
@@ -129,8 +139,9 @@ async def list_alerts(
     return out
 
 
-async def worklist(conn: asyncpg.Connection, scope: Scope, limit: int = 200
-                   ) -> list[dict[str, Any]]:
+async def worklist(
+    conn: asyncpg.Connection, scope: Scope, limit: int = 200
+) -> list[dict[str, Any]]:
     """Patients in the scope with open alerts, sorted by need: open critical, then high,
     then low adherence, then inactivity, then billing at risk (each: more first), then the
     oldest open alert first (who has waited longest)."""
@@ -145,23 +156,33 @@ async def worklist(conn: asyncpg.Connection, scope: Scope, limit: int = 200
         " count(*) FILTER (WHERE a.kind = 'billing_at_risk') AS billing_at_risk,"
         " count(*) AS open_alerts, min(a.fired_at) AS oldest_open,"
         " array_agg(DISTINCT a.kind ORDER BY a.kind) AS kinds"
-        " FROM alerts a WHERE a.status = 'open' AND " + where
-        + " GROUP BY a.patient_id"
+        " FROM alerts a WHERE a.status = 'open' AND " + where + " GROUP BY a.patient_id"
         " ORDER BY critical DESC, high DESC, adherence_low DESC, inactivity DESC,"
         " billing_at_risk DESC, oldest_open, a.patient_id"
-        f" LIMIT ${len(args)}", *args)
-    return [{"patient_id": r["patient_id"], "open_critical": r["critical"],
-             "open_high": r["high"], "adherence_low": r["adherence_low"] > 0,
-             "inactivity": r["inactivity"] > 0, "billing_at_risk": r["billing_at_risk"] > 0,
-             "open_alerts": r["open_alerts"], "oldest_open": r["oldest_open"].isoformat(),
-             "kinds": list(r["kinds"])} for r in rows]
+        f" LIMIT ${len(args)}",
+        *args,
+    )
+    return [
+        {
+            "patient_id": r["patient_id"],
+            "open_critical": r["critical"],
+            "open_high": r["high"],
+            "adherence_low": r["adherence_low"] > 0,
+            "inactivity": r["inactivity"] > 0,
+            "billing_at_risk": r["billing_at_risk"] > 0,
+            "open_alerts": r["open_alerts"],
+            "oldest_open": r["oldest_open"].isoformat(),
+            "kinds": list(r["kinds"]),
+        }
+        for r in rows
+    ]
 
 
-async def alert_in_scope(conn: asyncpg.Connection, scope: Scope, alert_id: str
-                         ) -> Alert | None:
+async def alert_in_scope(conn: asyncpg.Connection, scope: Scope, alert_id: str) -> Alert | None:
     where, args = scope_sql(scope, "a.patient_id", 2)
     raw = await conn.fetchval(
-        f"SELECT a.payload FROM alerts a WHERE a.id = $1 AND {where}", alert_id, *args)
+        f"SELECT a.payload FROM alerts a WHERE a.id = $1 AND {where}", alert_id, *args
+    )
     return Alert.model_validate_json(raw) if raw is not None else None
 
 
@@ -204,43 +225,57 @@ class Claimed:
     failures: int  # the endpoint's failure streak when claimed
 
 
-async def set_webhook(conn: asyncpg.Connection, clinician_id: str, url: str, secret: str,
-                      org_id: str = "default") -> bool:
+async def set_webhook(
+    conn: asyncpg.Connection, clinician_id: str, url: str, secret: str, org_id: str = "default"
+) -> bool:
     """Add or change an endpoint; True if it is new. A changed URL or secret keeps the
     endpoint's queue and clears its failure streak (the new address gets a fresh start)."""
-    return bool(await conn.fetchval(
-        "INSERT INTO clinician_webhooks (org_id, clinician_id, url, secret)"
-        " VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (org_id, clinician_id) DO UPDATE SET url = EXCLUDED.url,"
-        " secret = EXCLUDED.secret, failures = 0, retry_at = NULL, updated_at = now()"
-        " RETURNING xmax = 0",
-        org_id, clinician_id, url, secret,
-    ))
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO clinician_webhooks (org_id, clinician_id, url, secret)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (org_id, clinician_id) DO UPDATE SET url = EXCLUDED.url,"
+            " secret = EXCLUDED.secret, failures = 0, retry_at = NULL, updated_at = now()"
+            " RETURNING xmax = 0",
+            org_id,
+            clinician_id,
+            url,
+            secret,
+        )
+    )
 
 
-async def remove_webhook(conn: asyncpg.Connection, clinician_id: str,
-                         org_id: str = "default") -> int | None:
+async def remove_webhook(
+    conn: asyncpg.Connection, clinician_id: str, org_id: str = "default"
+) -> int | None:
     """Remove an endpoint; its undelivered deliveries become 'no_webhook' (visible on the
     alert) rather than waiting for an endpoint that is gone. None if there was none, else
     how many deliveries were dropped."""
     async with conn.transaction():
         wid = await conn.fetchval(
             "DELETE FROM clinician_webhooks WHERE org_id = $1 AND clinician_id = $2"
-            " RETURNING webhook_id", org_id, clinician_id)
+            " RETURNING webhook_id",
+            org_id,
+            clinician_id,
+        )
         if wid is None:
             return None
         status = await conn.execute(
             "UPDATE alert_deliveries SET status = 'no_webhook', last_error = 'webhook removed',"
-            f" updated_at = now() WHERE webhook_id = $1 AND status IN {_UNDELIVERED_SQL}", wid)
+            f" updated_at = now() WHERE webhook_id = $1 AND status IN {_UNDELIVERED_SQL}",
+            wid,
+        )
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def webhook_for(conn: asyncpg.Connection, clinician_id: str,
-                      org_id: str = "default") -> tuple[str, str] | None:
+async def webhook_for(
+    conn: asyncpg.Connection, clinician_id: str, org_id: str = "default"
+) -> tuple[str, str] | None:
     """(url, secret) of exactly this endpoint (no fall-back to '*': for `--test`)."""
     row = await conn.fetchrow(
         "SELECT url, secret FROM clinician_webhooks WHERE org_id = $1 AND clinician_id = $2",
-        org_id, clinician_id,
+        org_id,
+        clinician_id,
     )
     return (row["url"], row["secret"]) if row else None
 
@@ -256,9 +291,19 @@ async def list_webhooks(conn: asyncpg.Connection, org_id: str | None) -> list[We
         " GROUP BY w.org_id, w.clinician_id ORDER BY w.org_id, w.clinician_id",
         org_id,
     )
-    return [Webhook(int(r["webhook_id"]), r["org_id"], r["clinician_id"], r["url"],
-                    r["created_at"], int(r["failures"]), int(r["undelivered"]), r["oldest"])
-            for r in rows]
+    return [
+        Webhook(
+            int(r["webhook_id"]),
+            r["org_id"],
+            r["clinician_id"],
+            r["url"],
+            r["created_at"],
+            int(r["failures"]),
+            int(r["undelivered"]),
+            r["oldest"],
+        )
+        for r in rows
+    ]
 
 
 async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChange]) -> None:
@@ -290,10 +335,13 @@ async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChan
         # seq (queue order) follows the order of the changes: fired before resolved
         " ORDER BY r.ord"
         " ON CONFLICT (alert_id, change) DO NOTHING",
-        [c.alert.id for c in items], [c.change for c in items],
-        [c.alert.clinician_id for c in items], [c.model_dump_json() for c in items],
+        [c.alert.id for c in items],
+        [c.change for c in items],
+        [c.alert.clinician_id for c in items],
+        [c.model_dump_json() for c in items],
         [c.alert.patient_id for c in items],
-        [SEVERITY_RANK.get(c.alert.severity, 3) for c in items], list(range(len(items))),
+        [SEVERITY_RANK.get(c.alert.severity, 3) for c in items],
+        list(range(len(items))),
     )
 
 
@@ -335,7 +383,10 @@ RETURNING d.alert_id, d.change, d.payload::text AS payload, d.attempts, d.severi
 
 
 async def claim_deliveries(
-    conn: asyncpg.Connection, busy: Sequence[int], limit: int, lease_s: float,
+    conn: asyncpg.Connection,
+    busy: Sequence[int],
+    limit: int,
+    lease_s: float,
     only: int | None = None,
 ) -> list[Claimed]:
     """Claim the head of up to `limit` endpoints' queues for one attempt each.
@@ -349,9 +400,20 @@ async def claim_deliveries(
     """
     rows = await conn.fetch(_CLAIM, list(busy), only, limit, lease_s)
     rows = sorted(rows, key=lambda r: (r["severity_rank"], r["seq"]))
-    return [Claimed(r["alert_id"], r["change"], r["payload"], int(r["attempts"]),
-                    int(r["severity_rank"]), int(r["webhook_id"]), r["url"], r["secret"],
-                    int(r["failures"])) for r in rows]
+    return [
+        Claimed(
+            r["alert_id"],
+            r["change"],
+            r["payload"],
+            int(r["attempts"]),
+            int(r["severity_rank"]),
+            int(r["webhook_id"]),
+            r["url"],
+            r["secret"],
+            int(r["failures"]),
+        )
+        for r in rows
+    ]
 
 
 async def mark_delivered(conn: asyncpg.Connection, c: Claimed, pull_forward: bool) -> None:
@@ -363,19 +425,28 @@ async def mark_delivered(conn: asyncpg.Connection, c: Claimed, pull_forward: boo
             "UPDATE alert_deliveries SET status = 'delivered', attempts = attempts + 1,"
             " last_error = NULL, delivered_at = now(), updated_at = now()"
             " WHERE alert_id = $1 AND change = $2",
-            c.alert_id, c.change)
+            c.alert_id,
+            c.change,
+        )
         await conn.execute(
             "UPDATE clinician_webhooks SET failures = 0, retry_at = NULL"
-            " WHERE webhook_id = $1 AND failures <> 0", c.webhook_id)
+            " WHERE webhook_id = $1 AND failures <> 0",
+            c.webhook_id,
+        )
         if pull_forward:
             await conn.execute(
                 "UPDATE alert_deliveries SET next_attempt_at = now()"
                 " WHERE webhook_id = $1 AND status = 'failed' AND next_attempt_at > now()",
-                c.webhook_id)
+                c.webhook_id,
+            )
 
 
 async def mark_attempt_failed(
-    conn: asyncpg.Connection, c: Claimed, error: str, exhausted: bool, retry_in_s: float,
+    conn: asyncpg.Connection,
+    c: Claimed,
+    error: str,
+    exhausted: bool,
+    retry_in_s: float,
     endpoint_retry_in_s: Sequence[float],
 ) -> None:
     """A failed attempt. The delivery shows 'failed' once `exhausted` (it is still retried,
@@ -388,13 +459,21 @@ async def mark_attempt_failed(
             " updated_at = now()"
             # a delivery the endpoint's removal (or another worker) settled stays settled
             " WHERE alert_id = $1 AND change = $2 AND status = 'sending'",
-            c.alert_id, c.change, "failed" if exhausted else "pending", error, retry_in_s)
+            c.alert_id,
+            c.change,
+            "failed" if exhausted else "pending",
+            error,
+            retry_in_s,
+        )
         await conn.execute(
             "UPDATE clinician_webhooks SET failures = $2,"
             " retry_at = ARRAY(SELECT now() + make_interval(secs => x)"
             "                  FROM unnest($3::float8[]) WITH ORDINALITY AS t(x, i) ORDER BY i)"
             " WHERE webhook_id = $1",
-            c.webhook_id, c.failures + 1, list(endpoint_retry_in_s))
+            c.webhook_id,
+            c.failures + 1,
+            list(endpoint_retry_in_s),
+        )
 
 
 # --- rule states -------------------------------------------------------------------------------
@@ -407,7 +486,11 @@ async def acknowledge(conn: asyncpg.Connection, acked: Alert, note: str | None) 
         "UPDATE alerts SET status = 'acknowledged', status_rank = 1,"
         " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb, ack_note = $5,"
         " updated_at = now() WHERE id = $1 AND status_rank < 1",
-        acked.id, acked.acknowledged_at, acked.acknowledged_by, acked.model_dump_json(), note,
+        acked.id,
+        acked.acknowledged_at,
+        acked.acknowledged_by,
+        acked.model_dump_json(),
+        note,
     )
 
 
@@ -416,14 +499,17 @@ async def alert_progress(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) + coalesce(sum(status_rank), 0) FROM alerts"))
 
 
-async def alert_counts(conn: asyncpg.Connection, patient_ids: Sequence[str]
-                       ) -> list[asyncpg.Record]:
+async def alert_counts(
+    conn: asyncpg.Connection, patient_ids: Sequence[str]
+) -> list[asyncpg.Record]:
     """kind, severity, n (all), o (open) of these patients' alerts, largest first."""
-    return list(await conn.fetch(
-        "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
-        " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
-        list(patient_ids),
-    ))
+    return list(
+        await conn.fetch(
+            "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
+            " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
+            list(patient_ids),
+        )
+    )
 
 
 class StateConflict(Exception):
@@ -442,8 +528,9 @@ class StateStore:
         self._saved: dict[str, tuple[int, PatientState]] = {}  # written, not yet committed
         self._loaded: dict[str, int] = {}  # rev of each state handed out by load (0: new)
 
-    async def load(self, conn: asyncpg.Connection, patient_ids: Sequence[str]
-                   ) -> dict[str, PatientState]:
+    async def load(
+        self, conn: asyncpg.Connection, patient_ids: Sequence[str]
+    ) -> dict[str, PatientState]:
         if not patient_ids:
             return {}
         revs = {
@@ -456,8 +543,7 @@ class StateStore:
         stale = [p for p, rev in revs.items() if self._cache.get(p, (-1,))[0] != rev]
         if stale:
             for r in await conn.fetch(
-                "SELECT patient_id, rev, state FROM alert_state"
-                " WHERE patient_id = ANY($1::text[])",
+                "SELECT patient_id, rev, state FROM alert_state WHERE patient_id = ANY($1::text[])",
                 stale,
             ):
                 self._cache[r["patient_id"]] = (int(r["rev"]), decode_state(r["state"]))
@@ -475,8 +561,9 @@ class StateStore:
         rows = await conn.fetch("SELECT patient_id FROM alert_state WHERE part = $1", part)
         return [r["patient_id"] for r in rows]
 
-    async def save(self, conn: asyncpg.Connection, states: dict[str, PatientState],
-                   partitions: dict[str, int]) -> None:
+    async def save(
+        self, conn: asyncpg.Connection, states: dict[str, PatientState], partitions: dict[str, int]
+    ) -> None:
         """Write the given (touched) states; the cache learns them only after the commit
         (``commit_saved``), so a rolled-back batch cannot leave a state the table lacks."""
         self._saved = {}
@@ -514,8 +601,9 @@ class StateStore:
 
 
 async def alerts_by_id(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Alert]:
-    rows = await conn.fetch("SELECT id, payload::text AS payload FROM alerts"
-                            " WHERE id = ANY($1::text[])", list(ids))
+    rows = await conn.fetch(
+        "SELECT id, payload::text AS payload FROM alerts WHERE id = ANY($1::text[])", list(ids)
+    )
     return {r["id"]: Alert.model_validate_json(r["payload"]) for r in rows}
 
 
@@ -529,37 +617,43 @@ async def queue_publish(conn: asyncpg.Connection, changes: Sequence[AlertChange]
     rows = await conn.fetch(
         "INSERT INTO alert_publish (patient_id, payload)"
         " SELECT * FROM unnest($1::text[], $2::text[]) RETURNING seq",
-        [c.alert.patient_id for c in changes], [c.model_dump_json() for c in changes],
+        [c.alert.patient_id for c in changes],
+        [c.model_dump_json() for c in changes],
     )
     return [int(r["seq"]) for r in rows]
 
 
-async def unpublished(conn: asyncpg.Connection, older_than_s: float, limit: int
-                      ) -> list[tuple[int, str, str]]:
+async def unpublished(
+    conn: asyncpg.Connection, older_than_s: float, limit: int
+) -> list[tuple[int, str, str]]:
     """(seq, patient_id, payload) of queued changes left behind (e.g. by a crash)."""
     rows = await conn.fetch(
         "SELECT seq, patient_id, payload FROM alert_publish"
         " WHERE queued_at <= now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
-        older_than_s, limit,
+        older_than_s,
+        limit,
     )
     return [(int(r["seq"]), r["patient_id"], r["payload"]) for r in rows]
 
 
 async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
     if seqs:
-        await conn.execute("DELETE FROM alert_publish WHERE seq = ANY($1::bigint[])",
-                           list(seqs))
+        await conn.execute("DELETE FROM alert_publish WHERE seq = ANY($1::bigint[])", list(seqs))
 
 
-async def alerts_changed_since(conn: asyncpg.Connection, scope: Scope, since: dt.datetime,
-                               limit: int = 200) -> list[tuple[dt.datetime, dict[str, Any]]]:
+async def alerts_changed_since(
+    conn: asyncpg.Connection, scope: Scope, since: dt.datetime, limit: int = 200
+) -> list[tuple[dt.datetime, dict[str, Any]]]:
     """(updated_at, alert) of alerts in the scope changed at or after ``since``, oldest
     change first (the dashboard's live stream)."""
     where, args = scope_sql(scope, "a.patient_id", 3)
     rows = await conn.fetch(
         "SELECT a.updated_at, a.payload::text AS payload FROM alerts a"
         f" WHERE a.updated_at >= $1 AND {where} ORDER BY a.updated_at, a.id LIMIT $2",
-        since, limit, *args)
+        since,
+        limit,
+        *args,
+    )
     return [(r["updated_at"], orjson.loads(r["payload"])) for r in rows]
 
 

@@ -47,7 +47,7 @@ ON CONFLICT DO NOTHING
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(c) for c in zip(*rows)] if rows else [[] for _ in range(width)]
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def _count(status: str) -> int:
@@ -58,11 +58,13 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
     """Write one batch in one transaction; returns newly inserted (days, logs, episode events)."""
     new = [0, 0, 0]
     async with conn.transaction():
-        for i, (sql, data, width) in enumerate((
-            (_INSERT_DAYS, rows.data_days, 4),
-            (_INSERT_LOGS, rows.time_logs, 9),
-            (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
-        )):
+        for i, (sql, data, width) in enumerate(
+            (
+                (_INSERT_DAYS, rows.data_days, 4),
+                (_INSERT_LOGS, rows.time_logs, 9),
+                (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
+            )
+        ):
             if data:
                 new[i] = _count(await conn.execute(sql, *_columns(data, width)))
     return new[0], new[1], new[2]
@@ -76,24 +78,35 @@ async def load_states(
     if isinstance(source, EventStore):
         async with source.acquire() as conn:
             return await load_states(conn, patient_ids)
-    where, args = ("", []) if patient_ids is None else (" WHERE patient_id = ANY($1::text[])",
-                                                        [list(patient_ids)])
+    where, args = (
+        ("", [])
+        if patient_ids is None
+        else (" WHERE patient_id = ANY($1::text[])", [list(patient_ids)])
+    )
     days = await source.fetch(
-        "SELECT patient_id, local_date, episode_id FROM billing_data_days" + where, *args)
+        "SELECT patient_id, local_date, episode_id FROM billing_data_days" + where, *args
+    )
     logs = await source.fetch(
         "SELECT event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
-        " minutes, clinician_role, interactive FROM billing_time_logs" + where, *args)
+        " minutes, clinician_role, interactive FROM billing_time_logs" + where,
+        *args,
+    )
     eps = await source.fetch(
-        "SELECT event_id, patient_id, payload::text AS payload FROM billing_episode_events"
-        + where, *args)
+        "SELECT event_id, patient_id, payload::text AS payload FROM billing_episode_events" + where,
+        *args,
+    )
     return states_from_rows(days, logs, eps)
 
 
 async def patient_known(conn: asyncpg.Connection, patient_id: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM billing_episode_events WHERE patient_id = $1)"
-        " OR EXISTS (SELECT 1 FROM billing_data_days WHERE patient_id = $1)"
-        " OR EXISTS (SELECT 1 FROM billing_time_logs WHERE patient_id = $1)", patient_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM billing_episode_events WHERE patient_id = $1)"
+            " OR EXISTS (SELECT 1 FROM billing_data_days WHERE patient_id = $1)"
+            " OR EXISTS (SELECT 1 FROM billing_time_logs WHERE patient_id = $1)",
+            patient_id,
+        )
+    )
 
 
 # --- record of exports ----------------------------------------------------------------------
@@ -132,12 +145,21 @@ async def record_export(
     keep = [i for i, ln in enumerate(lines) if ln.status != "preview"]
     billed = [lines[i] for i in keep]
     ids = [None if claim_ids is None else claim_ids[i] for i in keep]
-    export_id = int(await conn.fetchval(
-        "INSERT INTO billing_exports (created_by, as_of, date_from, date_to, format,"
-        " line_count, conventions, org_id) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-        " coalesce($8, 'default')) RETURNING export_id",
-        created_by, as_of, date_from, date_to, fmt, len(billed), conventions, org_id,
-    ))
+    export_id = int(
+        await conn.fetchval(
+            "INSERT INTO billing_exports (created_by, as_of, date_from, date_to, format,"
+            " line_count, conventions, org_id) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " coalesce($8, 'default')) RETURNING export_id",
+            created_by,
+            as_of,
+            date_from,
+            date_to,
+            fmt,
+            len(billed),
+            conventions,
+            org_id,
+        )
+    )
     if billed:
         await conn.execute(
             "INSERT INTO billing_export_lines (export_id, line_no, patient_id, episode_id, cpt,"
@@ -165,9 +187,15 @@ async def lock_exports(conn: asyncpg.Connection) -> None:
 
 # --- export (shared by `rtm billing export` and GET /v1/billing/claims) ---------------------
 
+
 class ExportResult:
-    def __init__(self, lines: list[ClaimLine], withdrawn: list[ClaimLine],
-                 export_id: int | None, elapsed_s: float) -> None:
+    def __init__(
+        self,
+        lines: list[ClaimLine],
+        withdrawn: list[ClaimLine],
+        export_id: int | None,
+        elapsed_s: float,
+    ) -> None:
         self.lines = lines
         self.withdrawn = withdrawn
         self.export_id = export_id
@@ -207,11 +235,18 @@ async def export_claims(
             await lock_exports(conn)
         patient_ids = None
         if org_id is not None:
-            patient_ids = [r["patient_id"] for r in await conn.fetch(
-                "SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id)]
+            patient_ids = [
+                r["patient_id"]
+                for r in await conn.fetch(
+                    "SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id
+                )
+            ]
         states = await load_states(conn, patient_ids)
-        claims = [ln for ln in compute_claims(states.values(), as_of, config, include_open)
-                  if date_from <= ln.date_of_service <= date_to]
+        claims = [
+            ln
+            for ln in compute_claims(states.values(), as_of, config, include_open)
+            if date_from <= ln.date_of_service <= date_to
+        ]
         patients = sorted(states)
         standing = standing_lines(await previous_exports(conn, patients))
         lines = lines_to_export(standing, claims)
@@ -228,47 +263,75 @@ async def export_claims(
             planned = plan_claims(history, claims, date_from, date_to, await _taken(conn, patients))
             claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
             export_id = await record_export(
-                conn, lines, created_by=created_by, as_of=as_of, date_from=date_from,
-                date_to=date_to, fmt=fmt, conventions=config.header_text(),
-                org_id=org_id, claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of
-                                          else None for ln in lines])
-            await _record_claims(conn, org_id or "default", export_id,
-                                 {c.claim_id: c for c in claim_of.values()}.values())
+                conn,
+                lines,
+                created_by=created_by,
+                as_of=as_of,
+                date_from=date_from,
+                date_to=date_to,
+                fmt=fmt,
+                conventions=config.header_text(),
+                org_id=org_id,
+                claim_ids=[
+                    claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in lines
+                ],
+            )
+            await _record_claims(
+                conn,
+                org_id or "default",
+                export_id,
+                {c.claim_id: c for c in claim_of.values()}.values(),
+            )
     return ExportResult(lines, withdrawn, export_id, time.perf_counter() - t0)
 
 
-async def export_history(conn: asyncpg.Connection, org_id: str, limit: int = 50
-                         ) -> list[asyncpg.Record]:
+async def export_history(
+    conn: asyncpg.Connection, org_id: str, limit: int = 50
+) -> list[asyncpg.Record]:
     """The organisation's recorded exports, newest first (who, when, what)."""
-    return list(await conn.fetch(
-        "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
-        " line_count FROM billing_exports WHERE org_id = $1 ORDER BY export_id DESC LIMIT $2",
-        org_id, limit))
+    return list(
+        await conn.fetch(
+            "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
+            " line_count FROM billing_exports WHERE org_id = $1 ORDER BY export_id DESC LIMIT $2",
+            org_id,
+            limit,
+        )
+    )
 
 
-async def exported_lines(conn: asyncpg.Connection, org_id: str, export_id: int
-                         ) -> tuple[asyncpg.Record, list[ClaimLine]] | None:
+async def exported_lines(
+    conn: asyncpg.Connection, org_id: str, export_id: int
+) -> tuple[asyncpg.Record, list[ClaimLine]] | None:
     """A recorded export of the organisation and its lines as billed (to download again);
     None for an export of another organisation or none at all."""
     head = await conn.fetchrow(
         "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
         " line_count FROM billing_exports WHERE export_id = $1 AND org_id = $2",
-        export_id, org_id)
+        export_id,
+        org_id,
+    )
     if head is None:
         return None
-    rows = await conn.fetch("SELECT line::text AS line FROM billing_export_lines"
-                            " WHERE export_id = $1 ORDER BY line_no", export_id)
+    rows = await conn.fetch(
+        "SELECT line::text AS line FROM billing_export_lines WHERE export_id = $1 ORDER BY line_no",
+        export_id,
+    )
     return head, [ClaimLine.model_validate_json(r["line"]) for r in rows]
 
 
 async def _taken(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> list[str]:
-    return [r["claim_id"] for r in await conn.fetch(
-        "SELECT claim_id FROM billing_claims WHERE patient_id = ANY($1::text[])",
-        list(patient_ids))]
+    return [
+        r["claim_id"]
+        for r in await conn.fetch(
+            "SELECT claim_id FROM billing_claims WHERE patient_id = ANY($1::text[])",
+            list(patient_ids),
+        )
+    ]
 
 
-async def _record_claims(conn: asyncpg.Connection, org_id: str, export_id: int,
-                         claims: Any) -> None:
+async def _record_claims(
+    conn: asyncpg.Connection, org_id: str, export_id: int, claims: Any
+) -> None:
     for c in claims:
         await conn.execute(
             "INSERT INTO billing_claims (claim_id, org_id, patient_id, billing_npi, payer,"
@@ -276,11 +339,18 @@ async def _record_claims(conn: asyncpg.Connection, org_id: str, export_id: int,
             " VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (claim_id) DO UPDATE"
             " SET last_export_id = EXCLUDED.last_export_id,"
             " last_frequency = EXCLUDED.last_frequency",
-            c.claim_id, org_id, c.first.patient_id, c.first.billing_npi, c.first.payer,
-            export_id, c.frequency)
+            c.claim_id,
+            org_id,
+            c.first.patient_id,
+            c.first.billing_npi,
+            c.first.payer,
+            export_id,
+            c.frequency,
+        )
 
 
 # --- issue 12: billing profile, demographics, fee schedule, submissions ----------------------
+
 
 class SubmissionRefused(ValueError):
     """A submission that cannot go out at all (e.g. a required profile field is missing):
@@ -297,20 +367,27 @@ async def set_profile(conn: asyncpg.Connection, profile: Any, updated_by: str) -
         "INSERT INTO billing_profiles (org_id, billing_npi, profile, updated_by)"
         " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (org_id, billing_npi) DO UPDATE"
         " SET profile = EXCLUDED.profile, updated_by = EXCLUDED.updated_by, updated_at = now()",
-        profile.org_id, profile.billing_npi, profile.model_dump_json(), updated_by)
+        profile.org_id,
+        profile.billing_npi,
+        profile.model_dump_json(),
+        updated_by,
+    )
 
 
 async def get_profiles(conn: asyncpg.Connection, org_id: str) -> dict[str, Any]:
     """The organisation's billing profiles by billing NPI."""
     from billing.profile import BillingProfile
 
-    rows = await conn.fetch("SELECT billing_npi, profile::text AS profile FROM billing_profiles"
-                            " WHERE org_id = $1", org_id)
+    rows = await conn.fetch(
+        "SELECT billing_npi, profile::text AS profile FROM billing_profiles WHERE org_id = $1",
+        org_id,
+    )
     return {r["billing_npi"]: BillingProfile.model_validate_json(r["profile"]) for r in rows}
 
 
-async def load_demographics(conn: asyncpg.Connection, org_id: str, rows: Sequence[Any],
-                            loaded_by: str) -> int:
+async def load_demographics(
+    conn: asyncpg.Connection, org_id: str, rows: Sequence[Any], loaded_by: str
+) -> int:
     """Upsert ``billing.demographics.Demographics`` rows for the organisation."""
     if not rows:
         return 0
@@ -319,22 +396,31 @@ async def load_demographics(conn: asyncpg.Connection, org_id: str, rows: Sequenc
         " SELECT $1, p, d::jsonb, $4 FROM unnest($2::text[], $3::text[]) AS u(p, d)"
         " ON CONFLICT (org_id, patient_id) DO UPDATE SET demographics = EXCLUDED.demographics,"
         " loaded_by = EXCLUDED.loaded_by, loaded_at = now()",
-        org_id, [r.patient_id for r in rows], [r.model_dump_json() for r in rows], loaded_by)
+        org_id,
+        [r.patient_id for r in rows],
+        [r.model_dump_json() for r in rows],
+        loaded_by,
+    )
     return len(rows)
 
 
-async def demographics_for(conn: asyncpg.Connection, org_id: str,
-                           patient_ids: Sequence[str]) -> dict[str, Any]:
+async def demographics_for(
+    conn: asyncpg.Connection, org_id: str, patient_ids: Sequence[str]
+) -> dict[str, Any]:
     from billing.demographics import Demographics
 
     rows = await conn.fetch(
         "SELECT patient_id, demographics::text AS d FROM billing_demographics"
-        " WHERE org_id = $1 AND patient_id = ANY($2::text[])", org_id, list(patient_ids))
+        " WHERE org_id = $1 AND patient_id = ANY($2::text[])",
+        org_id,
+        list(patient_ids),
+    )
     return {r["patient_id"]: Demographics.model_validate_json(r["d"]) for r in rows}
 
 
-async def load_fee_schedule(conn: asyncpg.Connection, entries: Sequence[Any],
-                            loaded_by: str) -> int:
+async def load_fee_schedule(
+    conn: asyncpg.Connection, entries: Sequence[Any], loaded_by: str
+) -> int:
     """Add fee-schedule entries (``billing.fees.FeeEntry``). A version is immutable: an
     entry already loaded with another amount or end date is refused (ValueError)."""
     from billing.fees import check_overlaps
@@ -345,18 +431,30 @@ async def load_fee_schedule(conn: asyncpg.Connection, entries: Sequence[Any],
             old = await conn.fetchrow(
                 "SELECT effective_to, amount FROM billing_fee_schedule WHERE version = $1"
                 " AND cpt = $2 AND locality = $3 AND effective_from = $4",
-                e.version, e.cpt, e.locality, e.effective_from)
+                e.version,
+                e.cpt,
+                e.locality,
+                e.effective_from,
+            )
             if old is not None:
                 if (old["effective_to"], old["amount"]) != (e.effective_to, e.amount):
-                    raise ValueError(f"fee schedule version {e.version} is already loaded with"
-                                     f" another {e.cpt}/{e.locality} entry; a correction is a"
-                                     " new version")
+                    raise ValueError(
+                        f"fee schedule version {e.version} is already loaded with"
+                        f" another {e.cpt}/{e.locality} entry; a correction is a"
+                        " new version"
+                    )
                 continue
             await conn.execute(
                 "INSERT INTO billing_fee_schedule (version, cpt, locality, effective_from,"
                 " effective_to, amount, loaded_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                e.version, e.cpt, e.locality, e.effective_from, e.effective_to, e.amount,
-                loaded_by)
+                e.version,
+                e.cpt,
+                e.locality,
+                e.effective_from,
+                e.effective_to,
+                e.amount,
+                loaded_by,
+            )
             new += 1
         check_overlaps(await fee_entries(conn))
     return new
@@ -365,8 +463,10 @@ async def load_fee_schedule(conn: asyncpg.Connection, entries: Sequence[Any],
 async def fee_entries(conn: asyncpg.Connection) -> list[Any]:
     from billing.fees import FeeEntry
 
-    rows = await conn.fetch("SELECT version, cpt, locality, effective_from, effective_to, amount"
-                            " FROM billing_fee_schedule")
+    rows = await conn.fetch(
+        "SELECT version, cpt, locality, effective_from, effective_to, amount"
+        " FROM billing_fee_schedule"
+    )
     return [FeeEntry.model_validate(dict(r)) for r in rows]
 
 
@@ -376,14 +476,19 @@ async def next_control_number(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT nextval('billing_x12_control_seq')"))
 
 
-async def set_payer_claim_number(conn: asyncpg.Connection, org_id: str, claim_id: str,
-                                 payer_claim_number: str, source: str) -> bool:
+async def set_payer_claim_number(
+    conn: asyncpg.Connection, org_id: str, claim_id: str, payer_claim_number: str, source: str
+) -> bool:
     """Record the payer's claim control number of a submitted claim (REF*F8 of its
     replacements and voids); False for a claim the organisation never submitted."""
     status = await conn.execute(
         "UPDATE billing_claims SET payer_claim_number = $3, payer_claim_number_source = $4,"
         " payer_claim_number_at = now() WHERE org_id = $1 AND claim_id = $2",
-        org_id, claim_id, payer_claim_number, source)
+        org_id,
+        claim_id,
+        payer_claim_number,
+        source,
+    )
     return _count(status) == 1
 
 
@@ -393,18 +498,30 @@ async def recorded_history(conn: asyncpg.Connection, patient_ids: Sequence[str])
 
     rows = await conn.fetch(
         "SELECT export_id, claim_id, line::text AS line FROM billing_export_lines"
-        " WHERE patient_id = ANY($1::text[]) ORDER BY export_id, line_no", list(patient_ids))
-    return [RecordedLine(r["export_id"], r["claim_id"], ClaimLine.model_validate_json(r["line"]))
-            for r in rows]
+        " WHERE patient_id = ANY($1::text[]) ORDER BY export_id, line_no",
+        list(patient_ids),
+    )
+    return [
+        RecordedLine(r["export_id"], r["claim_id"], ClaimLine.model_validate_json(r["line"]))
+        for r in rows
+    ]
 
 
 class SubmissionResult:
     """What ``submit_export`` did: ``submission_id`` None when nothing was recorded (dry
     run, or nothing to send). ``problems``: claims left out, each naming its field."""
 
-    def __init__(self, *, submission_id: int | None, control_number: int | None, text: str,
-                 file_name: str, claims: list[Any], problems: list[Any],
-                 withdrawn: list[ClaimLine]) -> None:
+    def __init__(
+        self,
+        *,
+        submission_id: int | None,
+        control_number: int | None,
+        text: str,
+        file_name: str,
+        claims: list[Any],
+        problems: list[Any],
+        withdrawn: list[ClaimLine],
+    ) -> None:
         self.submission_id = submission_id
         self.control_number = control_number
         self.text = text
@@ -420,8 +537,10 @@ class SubmissionResult:
 
 
 async def _org_patients(conn: asyncpg.Connection, org_id: str) -> list[str]:
-    return [r["patient_id"] for r in await conn.fetch(
-        "SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id)]
+    return [
+        r["patient_id"]
+        for r in await conn.fetch("SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id)
+    ]
 
 
 async def submit_export(
@@ -466,16 +585,21 @@ async def submit_export(
         await lock_exports(conn)
         patient_ids = await _org_patients(conn, org_id)
         states = await load_states(conn, patient_ids)
-        current = [ln for ln in compute_claims(states.values(), as_of, config, False)
-                   if date_from <= ln.date_of_service <= date_to]
+        current = [
+            ln
+            for ln in compute_claims(states.values(), as_of, config, False)
+            if date_from <= ln.date_of_service <= date_to
+        ]
         history = await recorded_history(conn, sorted(states))
-        planned = plan_claims(history, current, date_from, date_to,
-                              await _taken(conn, sorted(states)))
+        planned = plan_claims(
+            history, current, date_from, date_to, await _taken(conn, sorted(states))
+        )
         from billing.amend import standing_lines, withdrawn_lines
 
         standing = standing_lines([[r.line for r in history]])
         withdrawn = withdrawn_lines(
-            [ln for ln in standing if date_from <= ln.date_of_service <= date_to], current)
+            [ln for ln in standing if date_from <= ln.date_of_service <= date_to], current
+        )
         problems: list[Any] = []
         ready: list[Any] = []
         profiles: dict[str, Any] = {}
@@ -484,52 +608,101 @@ async def submit_export(
             refused = envelope_problems(planned, profiles)
             if refused:
                 raise SubmissionRefused(refused)
-            pcns = {r["claim_id"]: r["payer_claim_number"] for r in await conn.fetch(
-                "SELECT claim_id, payer_claim_number FROM billing_claims WHERE org_id = $1"
-                " AND claim_id = ANY($2::text[]) AND payer_claim_number IS NOT NULL",
-                org_id, [c.claim_id for c in planned])}
+            pcns = {
+                r["claim_id"]: r["payer_claim_number"]
+                for r in await conn.fetch(
+                    "SELECT claim_id, payer_claim_number FROM billing_claims WHERE org_id = $1"
+                    " AND claim_id = ANY($2::text[]) AND payer_claim_number IS NOT NULL",
+                    org_id,
+                    [c.claim_id for c in planned],
+                )
+            }
             ready, problems = prepare_837p(
-                planned, profiles, await demographics_for(conn, org_id, sorted(states)),
-                await fee_entries(conn), pcns)
+                planned,
+                profiles,
+                await demographics_for(conn, org_id, sorted(states)),
+                await fee_entries(conn),
+                pcns,
+            )
             sendable = [r.claim for r in ready]
         else:
             sendable = list(planned)
         if not sendable:
-            return SubmissionResult(submission_id=None, control_number=None, text="",
-                                    file_name="", claims=[], problems=problems,
-                                    withdrawn=withdrawn)
+            return SubmissionResult(
+                submission_id=None,
+                control_number=None,
+                text="",
+                file_name="",
+                claims=[],
+                problems=problems,
+                withdrawn=withdrawn,
+            )
         control: int | None = None
         if fmt == "x12":
             control = 0 if dry_run else await next_control_number(conn)
-            text = render_837p(ready, profiles, control, "T" if dry_run else usage,  # type: ignore[arg-type]
-                               created)
+            text = render_837p(
+                ready,
+                profiles,
+                control,
+                "T" if dry_run else usage,  # type: ignore[arg-type]
+                created,
+            )
         elif fmt == "csv":
             text = render_csv([ln for c in sendable for ln in c.record], config)
         else:
             text = render_fhir([ln for c in sendable for ln in c.record], created)
         if dry_run:
-            return SubmissionResult(submission_id=None, control_number=control, text=text,
-                                    file_name="", claims=sendable, problems=problems,
-                                    withdrawn=withdrawn)
+            return SubmissionResult(
+                submission_id=None,
+                control_number=control,
+                text=text,
+                file_name="",
+                claims=sendable,
+                problems=problems,
+                withdrawn=withdrawn,
+            )
         record = [(c.claim_id, ln) for c in sendable for ln in c.record]
         export_id = await record_export(
-            conn, [ln for _, ln in record], created_by=created_by, as_of=as_of,
-            date_from=date_from, date_to=date_to, fmt=fmt, conventions=config.header_text(),
-            org_id=org_id, claim_ids=[cid for cid, _ in record])
+            conn,
+            [ln for _, ln in record],
+            created_by=created_by,
+            as_of=as_of,
+            date_from=date_from,
+            date_to=date_to,
+            fmt=fmt,
+            conventions=config.header_text(),
+            org_id=org_id,
+            claim_ids=[cid for cid, _ in record],
+        )
         ext = {"x12": "x12", "csv": "csv", "fhir": "json"}[fmt]
-        name = f"{org_id}-submission-{export_id:06d}" + (
-            f"-isa{control:09d}" if control else "") + f".{ext}"
+        name = (
+            f"{org_id}-submission-{export_id:06d}"
+            + (f"-isa{control:09d}" if control else "")
+            + f".{ext}"
+        )
         await conn.execute(
             "UPDATE billing_exports SET usage = $2, control_number = $3, claim_count = $4,"
             " file_name = $5, file_body = $6, file_sha256 = $7, problems = $8::jsonb"
             " WHERE export_id = $1",
-            export_id, usage if fmt == "x12" else None, control, len(sendable), name, text,
+            export_id,
+            usage if fmt == "x12" else None,
+            control,
+            len(sendable),
+            name,
+            text,
             hashlib.sha256(text.encode()).hexdigest(),
-            orjson.dumps([p.text() for p in problems]).decode())
+            orjson.dumps([p.text() for p in problems]).decode(),
+        )
         await _record_claims(conn, org_id, export_id, sendable)
-    return SubmissionResult(submission_id=export_id, control_number=control, text=text,
-                            file_name=name, claims=sendable, problems=problems,
-                            withdrawn=withdrawn)
+    return SubmissionResult(
+        submission_id=export_id,
+        control_number=control,
+        text=text,
+        file_name=name,
+        claims=sendable,
+        problems=problems,
+        withdrawn=withdrawn,
+    )
 
 
 async def list_submissions(conn: asyncpg.Connection, org_id: str) -> list[dict[str, Any]]:
@@ -542,7 +715,9 @@ async def list_submissions(conn: asyncpg.Connection, org_id: str) -> list[dict[s
         " problems::text AS problems, file_body IS NOT NULL AS has_file,"
         " (SELECT count(DISTINCT patient_id) FROM billing_export_lines l"
         "  WHERE l.export_id = e.export_id) AS patients"
-        " FROM billing_exports e WHERE org_id = $1 ORDER BY export_id DESC", org_id)
+        " FROM billing_exports e WHERE org_id = $1 ORDER BY export_id DESC",
+        org_id,
+    )
     out = []
     for r in rows:
         d = dict(r)
@@ -554,17 +729,25 @@ async def list_submissions(conn: asyncpg.Connection, org_id: str) -> list[dict[s
     return out
 
 
-async def submission_file(conn: asyncpg.Connection, org_id: str,
-                          submission_id: int) -> tuple[str, str, str] | None:
+async def submission_file(
+    conn: asyncpg.Connection, org_id: str, submission_id: int
+) -> tuple[str, str, str] | None:
     """(file name, format, text) of one of the organisation's submissions; None if it is
     not theirs or kept no file (exports recorded before submissions stored files)."""
     row = await conn.fetchrow(
         "SELECT file_name, format, file_body FROM billing_exports WHERE org_id = $1"
-        " AND export_id = $2 AND file_body IS NOT NULL", org_id, submission_id)
+        " AND export_id = $2 AND file_body IS NOT NULL",
+        org_id,
+        submission_id,
+    )
     return None if row is None else (row["file_name"], row["format"], row["file_body"])
 
 
 async def submission_patients(conn: asyncpg.Connection, submission_id: int) -> list[str]:
-    return [r["p"] for r in await conn.fetch(
-        "SELECT DISTINCT patient_id AS p FROM billing_export_lines WHERE export_id = $1",
-        submission_id)]
+    return [
+        r["p"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT patient_id AS p FROM billing_export_lines WHERE export_id = $1",
+            submission_id,
+        )
+    ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib.resources
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -90,16 +90,23 @@ FROM batch b JOIN fresh f USING (event_id)
 _INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING event_id\n"
 
 
-def event_columns(events: Sequence[Event], orgs: Mapping[str, str] | None = None
-                  ) -> list[list[Any]]:
+def event_columns(
+    events: Sequence[Event], orgs: Mapping[str, str] | None = None
+) -> list[list[Any]]:
     """Columns for the insert; the organisation is the patient's (``orgs``), else the
     event's own stamp, else DEFAULT_ORG."""
-    return [list(c) for c in zip(*(
-        _row(e, (orgs or {}).get(e.patient_id) or e.org_id or DEFAULT_ORG) for e in events))]
+    return [
+        list(c)
+        for c in zip(
+            *(_row(e, (orgs or {}).get(e.patient_id) or e.org_id or DEFAULT_ORG) for e in events),
+            strict=True,
+        )
+    ]
 
 
-async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event],
-                            orgs: Mapping[str, str] | None = None) -> set[str]:
+async def insert_new_events(
+    conn: asyncpg.Connection, events: Sequence[Event], orgs: Mapping[str, str] | None = None
+) -> set[str]:
     """Store each event_id once (inside the caller's transaction); returns the ids that
     were new, i.e. the events every derived effect must take (the rest are re-deliveries).
     (A COPY into a staging table first was slower than this unnest CTE: docs/benchmarks.md.)"""
@@ -117,8 +124,7 @@ async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event],
 CONTENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, ValueError, OverflowError)
 
 
-async def refused_for_content(conn: asyncpg.Connection, events: Sequence[Event]
-                              ) -> dict[str, str]:
+async def refused_for_content(conn: asyncpg.Connection, events: Sequence[Event]) -> dict[str, str]:
     """event_id -> the database's reason, for each event it refuses on its own. Each event
     is tried in a savepoint that is always rolled back: nothing is written."""
 
@@ -148,25 +154,36 @@ async def patient_payloads(conn: asyncpg.Connection, patient_id: str) -> list[st
 
 
 async def patient_has_events(conn: asyncpg.Connection, patient_id: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE patient_id = $1)", patient_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE patient_id = $1)", patient_id
+        )
+    )
 
 
-async def pain_reports(conn: asyncpg.Connection, patient_id: str, frm: dt.date | None,
-                       to: dt.date | None) -> list[asyncpg.Record]:
+async def pain_reports(
+    conn: asyncpg.Connection, patient_id: str, frm: dt.date | None, to: dt.date | None
+) -> list[asyncpg.Record]:
     """event_id, local_date, payload of the patient's pain reports in [frm, to], by time."""
-    return list(await conn.fetch(
-        "SELECT event_id, local_date, payload FROM events"
-        " WHERE patient_id = $1 AND type = 'pain.reported'"
-        " AND ($2::date IS NULL OR local_date >= $2) AND ($3::date IS NULL OR local_date <= $3)"
-        " ORDER BY occurred_at",
-        patient_id, frm, to,
-    ))
+    return list(
+        await conn.fetch(
+            "SELECT event_id, local_date, payload FROM events"
+            " WHERE patient_id = $1 AND type = 'pain.reported'"
+            " AND ($2::date IS NULL OR local_date >= $2) AND ($3::date IS NULL OR local_date <= $3)"
+            " ORDER BY occurred_at",
+            patient_id,
+            frm,
+            to,
+        )
+    )
 
 
-async def event_payloads(conn: asyncpg.Connection, types: Iterable[str],
-                         patient_prefix: str | None = None, batch: int = 5000,
-                         ) -> AsyncIterator[list[str]]:
+async def event_payloads(
+    conn: asyncpg.Connection,
+    types: Iterable[str],
+    patient_prefix: str | None = None,
+    batch: int = 5000,
+) -> AsyncIterator[list[str]]:
     """Stored events (JSON) of these types, optionally of patients whose id starts with
     ``patient_prefix``, in lists of ``batch`` (a server-side cursor: memory stays flat)."""
     where, args = "type = ANY($1::text[])", [sorted(types)]
@@ -175,8 +192,9 @@ async def event_payloads(conn: asyncpg.Connection, types: Iterable[str],
         args.append(patient_prefix)  # type: ignore[arg-type]
     async with conn.transaction():
         out: list[str] = []
-        async for r in conn.cursor(f"SELECT payload::text AS p FROM events WHERE {where}",
-                                   *args, prefetch=batch):
+        async for r in conn.cursor(
+            f"SELECT payload::text AS p FROM events WHERE {where}", *args, prefetch=batch
+        ):
             out.append(r["p"])
             if len(out) >= batch:
                 yield out
@@ -187,8 +205,11 @@ async def event_payloads(conn: asyncpg.Connection, types: Iterable[str],
 
 async def count_stored(conn: asyncpg.Connection, ids: Sequence[str]) -> int:
     """How many of these event ids are stored (the idempotency ledger)."""
-    return int(await conn.fetchval(
-        "SELECT count(*) FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)))
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)
+        )
+    )
 
 
 async def count_by_type(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, int]:
@@ -199,14 +220,17 @@ async def count_by_type(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[st
     return {r["type"]: int(r["n"]) for r in rows}
 
 
-async def patients_events(conn: asyncpg.Connection, patient_ids: Sequence[str]
-                          ) -> list[asyncpg.Record]:
+async def patients_events(
+    conn: asyncpg.Connection, patient_ids: Sequence[str]
+) -> list[asyncpg.Record]:
     """patient_id, payload of these patients' events, per patient in arrival order."""
-    return list(await conn.fetch(
-        "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
-        " ORDER BY patient_id, stored_at, occurred_at",
-        list(patient_ids),
-    ))
+    return list(
+        await conn.fetch(
+            "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
+            " ORDER BY patient_id, stored_at, occurred_at",
+            list(patient_ids),
+        )
+    )
 
 
 class EventStore:
@@ -223,7 +247,7 @@ class EventStore:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, dsn: str, max_size: int = 5) -> "EventStore":
+    async def connect(cls, dsn: str, max_size: int = 5) -> EventStore:
         store = cls(dsn, max_size)
         await store.pool()
         return store
@@ -272,7 +296,7 @@ class EventStore:
 
 def utc_now() -> dt.datetime:
     """The wall clock, for adapters only (domain code receives time as an argument)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class _Acquire:

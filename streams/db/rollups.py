@@ -34,8 +34,9 @@ ON CONFLICT (patient_id) DO UPDATE SET
     latest_pain = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL AND (patient_rollups.latest_pain_at
         IS NULL OR EXCLUDED.latest_pain_at >= patient_rollups.latest_pain_at)
         THEN EXCLUDED.latest_pain ELSE patient_rollups.latest_pain END,
-    pain_baseline = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL AND (patient_rollups.latest_pain_at
-        IS NULL OR EXCLUDED.latest_pain_at >= patient_rollups.latest_pain_at)
+    pain_baseline = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL
+        AND (patient_rollups.latest_pain_at IS NULL
+             OR EXCLUDED.latest_pain_at >= patient_rollups.latest_pain_at)
         THEN EXCLUDED.pain_baseline ELSE patient_rollups.pain_baseline END,
     latest_pain_at = GREATEST(patient_rollups.latest_pain_at, EXCLUDED.latest_pain_at),
     -- open alerts are the engine state's, which is complete for the patient: replaced
@@ -56,8 +57,9 @@ ON CONFLICT (patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescri
 """
 
 
-async def write_rollups(conn: asyncpg.Connection, states: Mapping[str, PatientState],
-                        new_events: Sequence[Event]) -> None:
+async def write_rollups(
+    conn: asyncpg.Connection, states: Mapping[str, PatientState], new_events: Sequence[Event]
+) -> None:
     """The batch's rollups (``alerts.rollup.rollups`` over the touched states), two
     round trips, inside the caller's transaction."""
     await write(conn, rollups(states, new_events))
@@ -68,30 +70,53 @@ async def write(conn: asyncpg.Connection, r: Rollups) -> None:
         ps = r.patients
         await conn.execute(
             _UPSERT_PATIENTS,
-            [p.patient_id for p in ps], [p.last_activity_at for p in ps],
-            [p.latest_pain for p in ps], [p.latest_pain_at for p in ps],
-            [p.pain_baseline for p in ps], [p.open_critical for p in ps],
-            [p.open_high for p in ps], [p.open_medium for p in ps], [p.open_low for p in ps],
-            [p.open_adherence_low for p in ps], [p.open_inactivity for p in ps],
-            [p.open_billing_at_risk for p in ps], [p.open_alerts for p in ps],
+            [p.patient_id for p in ps],
+            [p.last_activity_at for p in ps],
+            [p.latest_pain for p in ps],
+            [p.latest_pain_at for p in ps],
+            [p.pain_baseline for p in ps],
+            [p.open_critical for p in ps],
+            [p.open_high for p in ps],
+            [p.open_medium for p in ps],
+            [p.open_low for p in ps],
+            [p.open_adherence_low for p in ps],
+            [p.open_inactivity for p in ps],
+            [p.open_billing_at_risk for p in ps],
+            [p.open_alerts for p in ps],
             [p.oldest_open for p in ps],
             # a text[] per row cannot ride in unnest: comma-joined, split in the SQL
-            [",".join(p.open_kinds) for p in ps])
+            [",".join(p.open_kinds) for p in ps],
+        )
     if r.days:
         ds = r.days
         await conn.execute(
-            _UPSERT_DAYS, [d.patient_id for d in ds], [d.date for d in ds],
-            [d.prescribed for d in ds], [d.completed for d in ds], [d.adherence_7d for d in ds])
+            _UPSERT_DAYS,
+            [d.patient_id for d in ds],
+            [d.date for d in ds],
+            [d.prescribed for d in ds],
+            [d.completed for d in ds],
+            [d.adherence_7d for d in ds],
+        )
 
 
-_SEVERITY_COLUMN = {"critical": "open_critical", "high": "open_high",
-                    "medium": "open_medium", "low": "open_low"}
+_SEVERITY_COLUMN = {
+    "critical": "open_critical",
+    "high": "open_high",
+    "medium": "open_medium",
+    "low": "open_low",
+}
 
 
 async def worklist_page(
-    conn: asyncpg.Connection, scope: Scope, *, severity: str | None = None,
-    kind: str | None = None, only_open: bool = True, search: str | None = None,
-    limit: int = 50, offset: int = 0,
+    conn: asyncpg.Connection,
+    scope: Scope,
+    *,
+    severity: str | None = None,
+    kind: str | None = None,
+    only_open: bool = True,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Patients in the scope by need: open critical, then high alerts, then open low
     adherence, inactivity, billing at risk (each: more first), then who has waited longest
@@ -117,10 +142,13 @@ async def worklist_page(
         "   array_agg(x.local_date ORDER BY x.local_date) AS spark_dates"
         "   FROM (SELECT local_date, adherence_7d FROM patient_daily_adherence"
         "         WHERE patient_id = r.patient_id ORDER BY local_date DESC LIMIT 7) x) d ON true"
-        " WHERE " + " AND ".join(conds) +
-        " ORDER BY r.open_critical DESC, r.open_high DESC, r.open_adherence_low DESC,"
+        " WHERE "
+        + " AND ".join(conds)
+        + " ORDER BY r.open_critical DESC, r.open_high DESC, r.open_adherence_low DESC,"
         " r.open_inactivity DESC, r.open_billing_at_risk DESC, r.oldest_open NULLS LAST,"
-        f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args)
+        f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+        *args,
+    )
     return [_row(r) for r in rows]
 
 
@@ -133,15 +161,24 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
 
 
 async def patient_rollup(conn: asyncpg.Connection, patient_id: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow("SELECT r.*, NULL::real[] AS spark, NULL::date[] AS spark_dates"
-                              " FROM patient_rollups r WHERE r.patient_id = $1", patient_id)
+    row = await conn.fetchrow(
+        "SELECT r.*, NULL::real[] AS spark, NULL::date[] AS spark_dates"
+        " FROM patient_rollups r WHERE r.patient_id = $1",
+        patient_id,
+    )
     return _row(row) if row is not None else None
 
 
-async def daily_adherence(conn: asyncpg.Connection, patient_id: str,
-                          since: dt.date | None = None) -> list[asyncpg.Record]:
+async def daily_adherence(
+    conn: asyncpg.Connection, patient_id: str, since: dt.date | None = None
+) -> list[asyncpg.Record]:
     """The patient's daily rows, oldest first."""
-    return list(await conn.fetch(
-        "SELECT local_date, prescribed, completed, adherence_7d FROM patient_daily_adherence"
-        " WHERE patient_id = $1 AND ($2::date IS NULL OR local_date >= $2)"
-        " ORDER BY local_date", patient_id, since))
+    return list(
+        await conn.fetch(
+            "SELECT local_date, prescribed, completed, adherence_7d FROM patient_daily_adherence"
+            " WHERE patient_id = $1 AND ($2::date IS NULL OR local_date >= $2)"
+            " ORDER BY local_date",
+            patient_id,
+            since,
+        )
+    )

@@ -21,8 +21,10 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy
 
 
 def missing_tools() -> str | None:
-    for tool, hint in (("java", "apt-get install openjdk-17-jre-headless"),
-                       ("mvn", "apt-get install maven")):
+    for tool, hint in (
+        ("java", "apt-get install openjdk-17-jre-headless"),
+        ("mvn", "apt-get install maven"),
+    ):
         if shutil.which(tool) is None:
             return f"{tool} not on PATH ({hint})"
     return None
@@ -38,12 +40,27 @@ def classpath() -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     proc = subprocess.run(
-        ["mvn", "-B", "-q", "-f", str(HERE / "pom.xml"), f"-Dhapi.version={HAPI_VERSION}",
-         DEPENDENCY_PLUGIN, "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
-        capture_output=True, text=True, timeout=900)
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(HERE / "pom.xml"),
+            f"-Dhapi.version={HAPI_VERSION}",
+            DEPENDENCY_PLUGIN,
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0 or not any(tmp.glob("hapi-fhir-validation-*.jar")):
-        raise RuntimeError("maven could not resolve the HAPI validator:\n"
-                           + proc.stdout[-2000:] + proc.stderr[-2000:])
+        raise RuntimeError(
+            "maven could not resolve the HAPI validator:\n"
+            + proc.stdout[-2000:]
+            + proc.stderr[-2000:]
+        )
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     stamp.write_text(HAPI_VERSION + "\n")
@@ -68,7 +85,10 @@ def validate(resources: dict[str, dict[str, Any]]) -> dict[str, list[Message]]:
             files[str(path)] = name
         proc = subprocess.run(
             ["java", "-Xmx1g", "-cp", f"{libs}/*", str(HERE / "FhirValidate.java"), *files],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     if proc.returncode != 0 or not proc.stdout.rstrip().endswith("done"):
         raise RuntimeError("HAPI validator failed:\n" + proc.stdout[-2000:] + proc.stderr[-2000:])
     out: dict[str, list[Message]] = {name: [] for name in resources}

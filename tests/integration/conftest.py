@@ -10,8 +10,9 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -21,8 +22,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.local import Child, prepare, start_gateway, start_worker
-from streams.settings import Settings
 from streams.gateway import ensure_dev_key
+from streams.settings import Settings
 from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -43,15 +44,17 @@ def base_settings() -> Settings:
 
 def isolated_settings(base: Settings, partitions: int = 4) -> Settings:
     tag = uuid.uuid4().hex[:8]
-    return base.model_copy(update={
-        "topic_events": f"it.{tag}.events",
-        "topic_dead": f"it.{tag}.dead",
-        "topic_alerts": f"it.{tag}.alerts",
-        "topic_partitions": partitions,
-        "app_id": f"it-{tag}",
-        "api_port": free_port(),
-        "worker_web_port": free_port(),
-    })
+    return base.model_copy(
+        update={
+            "topic_events": f"it.{tag}.events",
+            "topic_dead": f"it.{tag}.dead",
+            "topic_alerts": f"it.{tag}.alerts",
+            "topic_partitions": partitions,
+            "app_id": f"it-{tag}",
+            "api_port": free_port(),
+            "worker_web_port": free_port(),
+        }
+    )
 
 
 @dataclass
@@ -79,14 +82,20 @@ class Stack:
         from streams.access import CSRF_HEADER, SESSION_COOKIE
 
         users = json.loads((self.settings.state_dir / DEV_USERS_FILE).read_text())
-        resp = httpx.post(f"{self.url}/v1/session", timeout=30, json={
-            "username": username, "password": users[username]["password"]})
+        resp = httpx.post(
+            f"{self.url}/v1/session",
+            timeout=30,
+            json={"username": username, "password": users[username]["password"]},
+        )
         resp.raise_for_status()
-        return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
-                CSRF_HEADER: resp.json()["csrf_token"]}
+        return {
+            "Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
+            CSRF_HEADER: resp.json()["csrf_token"],
+        }
 
-    def post(self, events: list[Any], key: str | None = "default",
-             content: bytes | None = None) -> httpx.Response:
+    def post(
+        self, events: list[Any], key: str | None = "default", content: bytes | None = None
+    ) -> httpx.Response:
         headers = {}
         if key is not None:
             headers["Authorization"] = f"Bearer {self.key if key == 'default' else key}"
@@ -133,8 +142,9 @@ async def db(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0,
-                   what: str = "condition") -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition"
+) -> None:
     """Poll an async predicate until true; fail with a message after the timeout."""
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -143,12 +153,16 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 60
         await asyncio.sleep(0.25)
 
 
-async def read_topic(settings: Settings, topic: str, expect: int,
-                     timeout: float = 30.0) -> list[dict[str, Any]]:
+async def read_topic(
+    settings: Settings, topic: str, expect: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Read a topic from the beginning until `expect` records arrived (or time out)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     out: list[dict[str, Any]] = []

@@ -44,7 +44,7 @@ class World:
     tag: str
     org_a: str
     org_b: str
-    keys: dict[str, str] = field(default_factory=dict)       # name -> full key
+    keys: dict[str, str] = field(default_factory=dict)  # name -> full key
     sessions: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> cookie, csrf
     patients: dict[str, str] = field(default_factory=dict)
     alert_id: str = ""
@@ -64,20 +64,32 @@ class World:
         return out
 
     def call(self, who: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(method, self.stack.url + path,
-                             headers=self.headers(who, method not in ("GET", "HEAD")),
-                             timeout=30, **kw)
+        return httpx.request(
+            method,
+            self.stack.url + path,
+            headers=self.headers(who, method not in ("GET", "HEAD")),
+            timeout=30,
+            **kw,
+        )
 
 
 USERS = {  # name -> (org letter, role, clinician id)
-    "a-clin1": ("a", "clinician", "cA1"), "a-clin2": ("a", "clinician", "cA2"),
-    "a-clin3": ("a", "clinician", "cA3"), "a-billing": ("a", "billing", None),
-    "a-admin": ("a", "admin", None), "a-operator": ("a", "operator", None),
-    "b-admin": ("b", "admin", None), "b-billing": ("b", "billing", None),
+    "a-clin1": ("a", "clinician", "cA1"),
+    "a-clin2": ("a", "clinician", "cA2"),
+    "a-clin3": ("a", "clinician", "cA3"),
+    "a-billing": ("a", "billing", None),
+    "a-admin": ("a", "admin", None),
+    "a-operator": ("a", "operator", None),
+    "b-admin": ("b", "admin", None),
+    "b-billing": ("b", "billing", None),
 }
-KEYS = {"a-producer": ("a", ["producer"]), "a-integration": ("a", ["integration"]),
-        "a-reader": ("a", ["reader"]), "b-reader": ("b", ["reader"]),
-        "b-producer": ("b", ["producer"])}
+KEYS = {
+    "a-producer": ("a", ["producer"]),
+    "a-integration": ("a", ["integration"]),
+    "a-reader": ("a", ["reader"]),
+    "b-reader": ("b", ["reader"]),
+    "b-producer": ("b", ["producer"]),
+}
 PASSWORD = "correct horse battery staple"
 EVERYONE = ["anonymous", *USERS, *KEYS]
 
@@ -89,12 +101,19 @@ async def _provision(settings: Settings, w: World) -> None:
             await db.add_org(conn, org, f"Clinic {org}")
         pw_hash = hash_password(PASSWORD)
         for name, (org, role, clin) in USERS.items():
-            await db.add_user(conn, w.org_a if org == "a" else w.org_b, f"{w.tag}-{name}",
-                              role, pw_hash, f"{w.tag}-{clin}" if clin else None)
+            await db.add_user(
+                conn,
+                w.org_a if org == "a" else w.org_b,
+                f"{w.tag}-{name}",
+                role,
+                pw_hash,
+                f"{w.tag}-{clin}" if clin else None,
+            )
         for name, (org, scopes) in KEYS.items():
             key, key_id, salt, digest = new_key()
-            await db.add_key(conn, key_id, w.org_a if org == "a" else w.org_b, scopes, name,
-                             salt, digest)
+            await db.add_key(
+                conn, key_id, w.org_a if org == "a" else w.org_b, scopes, name, salt, digest
+            )
             w.keys[name] = key
         await db.add_team_member(conn, w.org_a, "knee", f"{w.tag}-cA1")
         await db.add_team_member(conn, w.org_a, "knee", f"{w.tag}-cA3")
@@ -103,8 +122,11 @@ async def _provision(settings: Settings, w: World) -> None:
 
 
 def _sign_in(w: World, name: str) -> None:
-    resp = httpx.post(f"{w.stack.url}/v1/session", timeout=30,
-                      json={"username": f"{w.tag}-{name}", "password": PASSWORD})
+    resp = httpx.post(
+        f"{w.stack.url}/v1/session",
+        timeout=30,
+        json={"username": f"{w.tag}-{name}", "password": PASSWORD},
+    )
     assert resp.status_code == 200, resp.text
     cookie = resp.cookies[SESSION_COOKIE]
     set_cookie = resp.headers["set-cookie"].lower()
@@ -124,33 +146,52 @@ def world(base_settings: Settings) -> Iterator[World]:
         p1, p2 = f.patient(1), f.patient(2)
         w.patients = {"pA1": p1, "pA2": p2}
         episodes = [
-            f.episode_started(p1, at="2026-10-01T09:00:00-05:00", clinician_id=f"{tag}-cA1",
-                              episode_id=f"{p1}-ep1"),
-            f.episode_started(p2, at="2026-10-01T09:00:00-05:00", clinician_id=f"{tag}-cA2",
-                              episode_id=f"{p2}-ep1"),
+            f.episode_started(
+                p1,
+                at="2026-10-01T09:00:00-05:00",
+                clinician_id=f"{tag}-cA1",
+                episode_id=f"{p1}-ep1",
+            ),
+            f.episode_started(
+                p2,
+                at="2026-10-01T09:00:00-05:00",
+                clinician_id=f"{tag}-cA2",
+                episode_id=f"{p2}-ep1",
+            ),
         ]
         assert w.call("a-integration", "POST", "/v1/events", json=episodes).json()["accepted"] == 2
-        data = [*f.daily_exercises(p1, dt.date(2026, 10, 1), 20),
-                *f.daily_exercises(p2, dt.date(2026, 10, 1), 20),
-                f.pain(p1, 9, "2026-10-21T10:00:00-05:00", episode_id=f"{p1}-ep1")]
+        data = [
+            *f.daily_exercises(p1, dt.date(2026, 10, 1), 20),
+            *f.daily_exercises(p2, dt.date(2026, 10, 1), 20),
+            f.pain(p1, 9, "2026-10-21T10:00:00-05:00", episode_id=f"{p1}-ep1"),
+        ]
         body = w.call("a-producer", "POST", "/v1/events", json=data).json()
         assert body["accepted"] == len(data), body
 
         async def alert_stored() -> bool:
             conn = await asyncpg.connect(stack.settings.dsn)
             try:
-                w.alert_id = await conn.fetchval(
-                    "SELECT id FROM alerts WHERE patient_id = $1 AND kind = 'pain_high'", p1) or ""
+                w.alert_id = (
+                    await conn.fetchval(
+                        "SELECT id FROM alerts WHERE patient_id = $1 AND kind = 'pain_high'", p1
+                    )
+                    or ""
+                )
                 n = await conn.fetchval(
-                    "SELECT count(*) FROM events WHERE patient_id = ANY($1::text[])", [p1, p2])
+                    "SELECT count(*) FROM events WHERE patient_id = ANY($1::text[])", [p1, p2]
+                )
             finally:
                 await conn.close()
             return bool(w.alert_id) and n == len(data) + 2
 
         run_in_thread(wait_for(alert_stored, 90, "events stored and the pain alert"))
         # a recorded export of A (a month without lines: the export tests below bill October)
-        resp = w.call("a-billing", "GET", "/v1/billing/claims", params={
-            "from": "2026-01-01", "to": "2026-01-31", "as_of": AS_OF, "record": "true"})
+        resp = w.call(
+            "a-billing",
+            "GET",
+            "/v1/billing/claims",
+            params={"from": "2026-01-01", "to": "2026-01-31", "as_of": AS_OF, "record": "true"},
+        )
         w.export_id = resp.headers["X-Billing-Export-Id"]
         yield w
 
@@ -167,8 +208,7 @@ CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # page
 BILLING_USERS = {"a-billing", "a-admin", "b-admin", "b-billing"}
 
 
-def _expected(who: str, permitted: set[str], in_scope: set[str] | None,
-              path: str = "") -> int:
+def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: str = "") -> int:
     if who == "anonymous":
         return 303 if path.startswith("/ui/") else 401  # a page sends you to sign in
     if who not in permitted:
@@ -184,20 +224,20 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/worklist"): (CLINICAL, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
-    ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING,
-                                                   SEES_PA1 | {"a-billing"}),
+    ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
     ("POST", "/v1/billing/submissions"): (SUBMITTERS, None),  # tested below
     ("GET", "/v1/billing/submissions"): (SUBMITTERS, None),
     # A's submission: B's billing staff get 404, as for an unknown one
-    ("GET", "/v1/billing/submissions/{submission_id}/file"): (SUBMITTERS,
-                                                              {"a-billing", "a-admin"}),
-    ("POST", "/v1/alerts/{alert_id}/ack"): ({"a-clin1", "a-clin2", "a-clin3", "a-admin",
-                                            "b-admin"}, {"a-clin1", "a-clin3", "a-admin"}),
+    ("GET", "/v1/billing/submissions/{submission_id}/file"): (SUBMITTERS, {"a-billing", "a-admin"}),
+    ("POST", "/v1/alerts/{alert_id}/ack"): (
+        {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"},
+        {"a-clin1", "a-clin3", "a-admin"},
+    ),
     ("POST", "/v1/events"): ({"a-producer", "a-integration", "b-producer"}, None),
     ("GET", "/v1/me"): (set(EVERYONE) - {"anonymous"}, None),
-    ("POST", "/v1/session"): (set(), None),    # sign-in: tested below
+    ("POST", "/v1/session"): (set(), None),  # sign-in: tested below
     ("DELETE", "/v1/session"): (set(), None),  # sign-out: tested below
     # the dashboard (streams/pages*.py): signed-in users only, keys 403
     ("GET", "/ui/worklist"): (CLINICAL_USERS, None),
@@ -206,15 +246,22 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/ui/billing"): (BILLING_USERS, None),
     ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
     ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
-    ("GET", "/ui/"): (set(), None),                      # a redirect by role: tested below
-    ("POST", "/ui/sign-in"): (set(), None),              # tested below and in test_pages
-    ("POST", "/ui/sign-out"): (set(), None),             # test_pages
+    ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
+    ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
+    ("POST", "/ui/sign-out"): (set(), None),  # test_pages
     ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
-    ("POST", "/ui/billing/export"): (set(), None),       # tested below and in test_pages
+    ("POST", "/ui/billing/export"): (set(), None),  # tested below and in test_pages
 }
-OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
-               ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-               ("GET", "/redoc"), ("GET", "/ui/sign-in")}
+OPEN_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/ui/sign-in"),
+}
 
 
 def test_every_route_of_the_gateway_is_in_the_access_matrix(world: World) -> None:
@@ -239,25 +286,32 @@ def _a_submission(world: World) -> int:
 def _url(world: World, path: str, patient: str = "pA1") -> str:
     if "{submission_id}" in path:
         path = path.replace("{submission_id}", str(_a_submission(world)))
-    return (path.replace("{patient_id}", world.patients[patient])
-            .replace("{alert_id}", world.alert_id).replace("{export_id}", world.export_id))
+    return (
+        path.replace("{patient_id}", world.patients[patient])
+        .replace("{alert_id}", world.alert_id)
+        .replace("{export_id}", world.export_id)
+    )
 
 
 def _stream_status(world: World, who: str, path: str) -> int:
     """The live stream never ends: its status is all the matrix reads."""
-    with httpx.stream("GET", world.stack.url + path, headers=world.headers(who),
-                      timeout=30) as resp:
+    with httpx.stream(
+        "GET", world.stack.url + path, headers=world.headers(who), timeout=30
+    ) as resp:
         return resp.status_code
 
 
-@pytest.mark.parametrize("route", [r for r in ROUTES if r[0] == "GET" and ROUTES[r][0]],
-                         ids=lambda r: f"{r[0]} {r[1]}")
-def test_reads_answer_by_role_scope_and_organisation(world: World,
-                                                     route: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r[0] == "GET" and ROUTES[r][0]], ids=lambda r: f"{r[0]} {r[1]}"
+)
+def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[str, str]) -> None:
     method, path = route
     permitted, sees = ROUTES[route]
-    params = ({"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
-              if path == "/v1/billing/claims" else {})
+    params = (
+        {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
+        if path == "/v1/billing/claims"
+        else {}
+    )
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -267,8 +321,10 @@ def test_reads_answer_by_role_scope_and_organisation(world: World,
         assert resp.status_code == _expected(who, permitted, sees, path), (who, resp.text[:200])
         if resp.status_code == 200:
             text = resp.text
-            sees_a1 = who in SEES_PA1 or (path.startswith(("/v1/billing", "/ui/billing"))
-                                          and who in {"a-billing", "a-admin", "a-reader"})
+            sees_a1 = who in SEES_PA1 or (
+                path.startswith(("/v1/billing", "/ui/billing"))
+                and who in {"a-billing", "a-admin", "a-reader"}
+            )
             if path in ("/v1/alerts", "/v1/worklist", "/v1/billing/claims", "/ui/worklist"):
                 # only the organisation's (and for a clinician, the team's) patients
                 assert (world.patients["pA1"] in text) == sees_a1, (who, text[:300])
@@ -290,30 +346,44 @@ def test_unknown_query_parameters_are_refused_by_name(world: World) -> None:
     resp = world.call("a-clin1", "GET", "/v1/alerts", params={"clinician": "x"})
     assert resp.status_code == 422
     assert "clinician" in resp.text
-    ok = world.call("a-clin1", "GET", "/v1/alerts",
-                    params={"severity": "critical", "kind": "pain_high",
-                            "patient_id": world.patients["pA1"]}).json()["alerts"]
+    ok = world.call(
+        "a-clin1",
+        "GET",
+        "/v1/alerts",
+        params={"severity": "critical", "kind": "pain_high", "patient_id": world.patients["pA1"]},
+    ).json()["alerts"]
     assert [a["id"] for a in ok] == [world.alert_id]
-    none = world.call("a-clin1", "GET", "/v1/alerts",
-                      params={"severity": "high", "kind": "pain_high"}).json()
+    none = world.call(
+        "a-clin1", "GET", "/v1/alerts", params={"severity": "high", "kind": "pain_high"}
+    ).json()
     assert none["alerts"] == []
 
 
 def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: World) -> None:
     f = EventFactory()
     pid = world.patients["pA1"]
-    time_log = {"event_id": f"{f.prefix}-t1", "schema_version": 1,
-                "type": "clinician.time_logged", "patient_id": pid,
-                "occurred_at": "2026-10-10T10:00:00-05:00", "clinician_id": "cX",
-                "clinician_role": "PT", "minutes": 240, "activity": "call", "interactive": True}
+    time_log = {
+        "event_id": f"{f.prefix}-t1",
+        "schema_version": 1,
+        "type": "clinician.time_logged",
+        "patient_id": pid,
+        "occurred_at": "2026-10-10T10:00:00-05:00",
+        "clinician_id": "cX",
+        "clinician_role": "PT",
+        "minutes": 240,
+        "activity": "call",
+        "interactive": True,
+    }
     episode = f.episode_started(f.patient(9), at="2026-10-01T09:00:00-05:00")
     settings = world.stack.settings
     before = run_in_thread(end_offsets(settings, settings.topic_events))
-    for who, batch in (("a-producer", [f.pain(pid, 3, "2026-10-10T10:00:00-05:00"), time_log]),
-                       ("a-producer", [episode]),
-                       ("a-integration", [f.pain(pid, 3, "2026-10-10T11:00:00-05:00")]),
-                       ("a-reader", [f.pain(pid, 3, "2026-10-10T12:00:00-05:00")]),
-                       ("a-clin1", [time_log])):
+    for who, batch in (
+        ("a-producer", [f.pain(pid, 3, "2026-10-10T10:00:00-05:00"), time_log]),
+        ("a-producer", [episode]),
+        ("a-integration", [f.pain(pid, 3, "2026-10-10T11:00:00-05:00")]),
+        ("a-reader", [f.pain(pid, 3, "2026-10-10T12:00:00-05:00")]),
+        ("a-clin1", [time_log]),
+    ):
         resp = world.call(who, "POST", "/v1/events", json=batch)
         assert resp.status_code == 403, (who, resp.text)
     assert run_in_thread(end_offsets(settings, settings.topic_events)) == before
@@ -331,29 +401,44 @@ def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world:
     for who in ("a-reader", "a-billing", "a-operator", "a-producer"):
         assert world.call(who, "POST", path, json={"note": "x"}).status_code == 403
     cookie, _ = world.sessions["a-clin1"]
-    no_csrf = httpx.post(world.stack.url + path, json={"note": "x"}, timeout=30,
-                         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    no_csrf = httpx.post(
+        world.stack.url + path,
+        json={"note": "x"},
+        timeout=30,
+        headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+    )
     assert no_csrf.status_code == 403 and CSRF_HEADER in no_csrf.text
     resp = world.call("a-clin1", "POST", path, json={"note": "called the patient, resting"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["acknowledged_by"] == f"{world.tag}-a-clin1"
-    shown = world.call("a-clin3", "GET", "/v1/alerts",
-                       params={"patient_id": world.patients["pA1"]}).json()["alerts"]
+    shown = world.call(
+        "a-clin3", "GET", "/v1/alerts", params={"patient_id": world.patients["pA1"]}
+    ).json()["alerts"]
     assert [(a["status"], a["ack_note"]) for a in shown if a["id"] == world.alert_id] == [
-        ("acknowledged", "called the patient, resting")]
+        ("acknowledged", "called the patient, resting")
+    ]
 
 
-def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(
-        world: World) -> None:
+def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(world: World) -> None:
     # runs before the record=true test below, which bills the rest of October
     path = "/v1/billing/submissions"
-    for who, code in (("anonymous", 401), ("a-reader", 403), ("a-clin1", 403),
-                      ("a-producer", 403), ("a-operator", 403), ("b-reader", 403)):
+    for who, code in (
+        ("anonymous", 401),
+        ("a-reader", 403),
+        ("a-clin1", 403),
+        ("a-producer", 403),
+        ("a-operator", 403),
+        ("b-reader", 403),
+    ):
         assert world.call(who, "POST", path, json=SUBMISSION).status_code == code, who
     # a signed-in user without the CSRF token: refused, nothing recorded
     cookie, _ = world.sessions["a-billing"]
-    no_csrf = httpx.post(world.stack.url + path, json=SUBMISSION, timeout=30,
-                         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    no_csrf = httpx.post(
+        world.stack.url + path,
+        json=SUBMISSION,
+        timeout=30,
+        headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+    )
     assert no_csrf.status_code == 403
     sid = _a_submission(world)
     history = world.call("a-admin", "GET", path).json()["submissions"]
@@ -369,18 +454,23 @@ def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(
     assert again.status_code == 200 and again.json()["submission_id"] is None
     b = world.call("b-billing", "POST", path, json=SUBMISSION)
     assert b.status_code == 200 and b.json()["claims"] == []
-    assert all(h["submission_id"] != sid
-               for h in world.call("b-admin", "GET", path).json()["submissions"])
+    assert all(
+        h["submission_id"] != sid for h in world.call("b-admin", "GET", path).json()["submissions"]
+    )
     assert world.call("b-admin", "GET", f"{path}/{sid}/file").status_code == 404
     # x12 without a billing profile: refused naming the field, nothing recorded
-    x12 = world.call("a-billing", "POST", path, json={**SUBMISSION, "to": "2026-10-31",
-                                                      "format": "x12"})
-    assert x12.status_code == 422 and any("profile" in d["msg"] for d in x12.json()["detail"]), x12.text
+    x12 = world.call(
+        "a-billing", "POST", path, json={**SUBMISSION, "to": "2026-10-31", "format": "x12"}
+    )
+    assert x12.status_code == 422 and any("profile" in d["msg"] for d in x12.json()["detail"]), (
+        x12.text
+    )
     assert len(world.call("a-admin", "GET", path).json()["submissions"]) == len(history)
 
 
 def test_billing_export_is_scoped_to_the_organisation_and_recording_needs_billing(
-        world: World) -> None:
+    world: World,
+) -> None:
     params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF, "record": "true"}
     assert world.call("a-reader", "GET", "/v1/billing/claims", params=params).status_code == 403
     b = world.call("b-billing", "GET", "/v1/billing/claims", params=params)
@@ -392,8 +482,11 @@ def test_billing_export_is_scoped_to_the_organisation_and_recording_needs_billin
 
 
 def test_sign_out_ends_the_session_and_a_wrong_password_gets_nothing(world: World) -> None:
-    bad = httpx.post(f"{world.stack.url}/v1/session", timeout=30,
-                     json={"username": f"{world.tag}-a-admin", "password": "wrong"})
+    bad = httpx.post(
+        f"{world.stack.url}/v1/session",
+        timeout=30,
+        json={"username": f"{world.tag}-a-admin", "password": "wrong"},
+    )
     assert bad.status_code == 401 and SESSION_COOKIE not in bad.cookies
     _sign_in(world, "a-operator")
     assert world.call("a-operator", "GET", "/v1/me").status_code == 200
@@ -404,13 +497,36 @@ def test_sign_out_ends_the_session_and_a_wrong_password_gets_nothing(world: Worl
 def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: World) -> None:
     pa1 = world.patients["pA1"]
     assert world.call("a-clin1", "GET", f"/v1/patients/{pa1}/pain").status_code == 200
-    assert world.call("a-billing", "GET", "/v1/billing/claims",
-                      params={"from": "2026-10-01", "to": "2026-10-31",
-                              "as_of": AS_OF}).status_code == 200
+    assert (
+        world.call(
+            "a-billing",
+            "GET",
+            "/v1/billing/claims",
+            params={"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF},
+        ).status_code
+        == 200
+    )
     env = settings_env(world.stack.settings)
-    out = subprocess.run([sys.executable, "-m", "rtm.cli", "audit", "--org", world.org_a,
-                          "--patient", pa1, "--json", "--limit", "500"],
-                         env=env, capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rtm.cli",
+            "audit",
+            "--org",
+            world.org_a,
+            "--patient",
+            pa1,
+            "--json",
+            "--limit",
+            "500",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     seen = {(r["actor"], r["action"], r["resource"]) for r in rows}
     tag = world.tag
@@ -419,10 +535,26 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
     assert (f"user:{tag}-a-clin1", "acknowledge", f"POST /v1/alerts/{world.alert_id}/ack") in seen
     assert all(pa1 in r["patient_ids"] and r["org_id"] == world.org_a for r in rows)
     # B's audit shows none of A's patients
-    b_rows = subprocess.run([sys.executable, "-m", "rtm.cli", "audit", "--org", world.org_b,
-                             "--json", "--limit", "500"], env=env, capture_output=True,
-                            text=True, timeout=60, check=True).stdout
+    b_rows = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rtm.cli",
+            "audit",
+            "--org",
+            world.org_b,
+            "--json",
+            "--limit",
+            "500",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert pa1 not in b_rows
+
     # the log is append-only
     async def tamper() -> str:
         conn = await asyncpg.connect(world.stack.settings.dsn)
@@ -433,11 +565,13 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
         finally:
             await conn.close()
         return "deleted"
+
     assert "append-only" in run_in_thread(tamper())
 
 
 def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to_kafka(
-        world: World) -> None:
+    world: World,
+) -> None:
     from aiokafka import AIOKafkaProducer
 
     from tests.integration.conftest import read_topic
@@ -453,8 +587,9 @@ def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to
         await producer.start()
         try:
             for ev in (foreign, own):
-                await producer.send_and_wait(settings.topic_events, json.dumps(ev).encode(),
-                                             key=pa1.encode())
+                await producer.send_and_wait(
+                    settings.topic_events, json.dumps(ev).encode(), key=pa1.encode()
+                )
         finally:
             await producer.stop()
 
@@ -463,8 +598,10 @@ def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to
     async def stored() -> dict[str, str]:
         conn = await asyncpg.connect(settings.dsn)
         try:
-            rows = await conn.fetch("SELECT event_id, org_id FROM events WHERE event_id = ANY($1)",
-                                    [foreign["event_id"], own["event_id"]])
+            rows = await conn.fetch(
+                "SELECT event_id, org_id FROM events WHERE event_id = ANY($1)",
+                [foreign["event_id"], own["event_id"]],
+            )
         finally:
             await conn.close()
         return {r["event_id"]: r["org_id"] for r in rows}
@@ -475,8 +612,11 @@ def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to
     run_in_thread(wait_for(own_stored, 60, "the unstamped event stored"))
     assert run_in_thread(stored()) == {own["event_id"]: world.org_a}
     # everything on the dead-letter topic so far (sent before the batch committed)
-    dead = [d for d in run_in_thread(read_topic(settings, settings.topic_dead, 10**6, timeout=8))
-            if d.get("event", {}).get("event_id") == foreign["event_id"]]
+    dead = [
+        d
+        for d in run_in_thread(read_topic(settings, settings.topic_dead, 10**6, timeout=8))
+        if d.get("event", {}).get("event_id") == foreign["event_id"]
+    ]
     assert dead and dead[0]["errors"][0]["field"] == "patient_id"
 
 
@@ -495,26 +635,39 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
     path = f"/ui/alerts/{world.alert_id}/ack"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     cookie, csrf = world.sessions["a-clin2"]
-    other = httpx.post(world.stack.url + path, timeout=30, content=f"note=x&csrf_token={csrf}",
-                       headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+    other = httpx.post(
+        world.stack.url + path,
+        timeout=30,
+        content=f"note=x&csrf_token={csrf}",
+        headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
+    )
     assert other.status_code == 404  # outside a-clin2's scope, as an unknown alert
     cookie, csrf = world.sessions["a-clin1"]
     for body in ("note=x", "note=x&csrf_token=wrong"):
-        resp = httpx.post(world.stack.url + path, timeout=30, content=body,
-                          headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+        resp = httpx.post(
+            world.stack.url + path,
+            timeout=30,
+            content=body,
+            headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
+        )
         assert resp.status_code == 403, body
     cookie, csrf = world.sessions["a-clin1"]
-    export = httpx.post(world.stack.url + "/ui/billing/export", timeout=30,
-                        content=f"month=2026-02&format=csv&csrf_token={csrf}",
-                        headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+    export = httpx.post(
+        world.stack.url + "/ui/billing/export",
+        timeout=30,
+        content=f"month=2026-02&format=csv&csrf_token={csrf}",
+        headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
+    )
     assert export.status_code == 403  # a clinician may not record an export
 
     async def stored_note() -> str | None:
         conn = await asyncpg.connect(world.stack.settings.dsn)
         try:
             note: str | None = await conn.fetchval(
-                "SELECT ack_note FROM alerts WHERE id = $1", world.alert_id)
+                "SELECT ack_note FROM alerts WHERE id = $1", world.alert_id
+            )
             return note
         finally:
             await conn.close()
+
     assert run_in_thread(stored_note()) != "x"  # no refused form wrote its note

@@ -15,21 +15,24 @@ import pytest
 from alerts.evaluate import run_alerts_evaluate
 from alerts.models import EVENT_DRIVEN_KINDS
 from rtm.produce import produce_file
-from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.alerts import set_webhook
 from streams.producer import EventProducer
+from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for
 from tests.integration.test_alerts_stream import Receiver, _alerts_api, _now, db_alerts
 
 pytestmark = pytest.mark.integration
-AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
 
 def _event_driven(alerts: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
-    return {k: (kind, status, dt.datetime.fromisoformat(fired.replace("Z", "+00:00")), ids)
-            for k, (kind, status, fired, ids) in alerts.items() if kind in EVENT_DRIVEN_KINDS}
+    return {
+        k: (kind, status, dt.datetime.fromisoformat(fired.replace("Z", "+00:00")), ids)
+        for k, (kind, status, fired, ids) in alerts.items()
+        if kind in EVENT_DRIVEN_KINDS
+    }
 
 
 async def test_episode_arriving_last_gives_the_alerts_of_in_order_arrival(
@@ -41,9 +44,12 @@ async def test_episode_arriving_last_gives_the_alerts_of_in_order_arrival(
     write_jsonl(events, in_order)
     buf = io.StringIO()
     run_alerts_evaluate(in_order, AS_OF, buf, err=io.StringIO())
-    expected = _event_driven({
-        a["id"]: (a["kind"], a["status"], a["fired_at"], tuple(a["event_ids"]))
-        for a in map(json.loads, buf.getvalue().splitlines())})
+    expected = _event_driven(
+        {
+            a["id"]: (a["kind"], a["status"], a["fired_at"], tuple(a["event_ids"]))
+            for a in map(json.loads, buf.getvalue().splitlines())
+        }
+    )
     assert {v[0] for v in expected.values()} >= {"pain_high", "red_flag"}
     # Every patient's enrolment reaches the worker after all of its other events (an EHR
     # feed sending it late), everything else in its own order.
@@ -58,7 +64,8 @@ async def test_episode_arriving_last_gives_the_alerts_of_in_order_arrival(
 
         async def stored() -> bool:
             n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")
+                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
+            )
             return bool(n >= n_ids)
 
         await wait_for(stored, timeout=300, what="cohort stored")
@@ -88,14 +95,18 @@ async def test_red_flag_with_no_episode_reaches_the_clinic_wide_recipient(
     await set_webhook(db, "*", clinic.url, "clinic-secret")
     try:
         # No retry timer: older failed deliveries of other tests stay where they are.
-        with running_stack(base_settings, tick_interval_s=0,
-                           webhook_retry_interval_s=3600) as stack:
+        with running_stack(
+            base_settings, tick_interval_s=0, webhook_retry_interval_s=3600
+        ) as stack:
             flag = factory.symptom(p, _now(-1), red_flags=["saddle_anesthesia"])
             assert stack.post([flag]).json()["accepted"] == 1
 
             async def stored() -> bool:
-                return bool(await db.fetchval(
-                    "SELECT count(*) FROM event_ids WHERE event_id = $1", flag["event_id"]))
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM event_ids WHERE event_id = $1", flag["event_id"]
+                    )
+                )
 
             await wait_for(stored, what="red flag stored")
             assert all(a["patient_id"] != p for a in await _alerts_api(stack, clinician_id="*"))
@@ -103,14 +114,16 @@ async def test_red_flag_with_no_episode_reaches_the_clinic_wide_recipient(
             producer = EventProducer(stack.settings)
             await producer.start()
             try:
-                await producer.send_ticks(dt.datetime.now(dt.timezone.utc)
-                                          + dt.timedelta(hours=25))
+                await producer.send_ticks(dt.datetime.now(dt.UTC) + dt.timedelta(hours=25))
             finally:
                 await producer.stop()
 
             def mine() -> list[dict[str, Any]]:
-                return [json.loads(body) for _, body in clinic.requests
-                        if json.loads(body)["alert"]["patient_id"] == p]
+                return [
+                    json.loads(body)
+                    for _, body in clinic.requests
+                    if json.loads(body)["alert"]["patient_id"] == p
+                ]
 
             async def delivered() -> bool:
                 return bool(mine())
@@ -118,13 +131,16 @@ async def test_red_flag_with_no_episode_reaches_the_clinic_wide_recipient(
             await wait_for(delivered, what="unrouted red flag at the clinic-wide webhook")
             [change] = mine()
             alert = change["alert"]
-            assert (change["change"], alert["kind"], alert["unrouted"], alert["clinician_id"],
-                    alert["event_ids"]) == ("fired", "red_flag", True, "*", [flag["event_id"]])
-            listed = [a for a in await _alerts_api(stack, clinician_id="*")
-                      if a["patient_id"] == p]
+            assert (
+                change["change"],
+                alert["kind"],
+                alert["unrouted"],
+                alert["clinician_id"],
+                alert["event_ids"],
+            ) == ("fired", "red_flag", True, "*", [flag["event_id"]])
+            listed = [a for a in await _alerts_api(stack, clinician_id="*") if a["patient_id"] == p]
             assert [a["unrouted"] for a in listed] == [True]
-            metrics = httpx.get(
-                f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
             assert 'rtm_worker_alerts_unrouted_total{kind="red_flag"} 1.0' in metrics
     finally:
         await db.execute("DELETE FROM clinician_webhooks WHERE clinician_id = '*'")

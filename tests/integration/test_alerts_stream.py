@@ -9,8 +9,8 @@ import hmac
 import io
 import json
 import os
-import time
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,16 @@ import pytest
 
 from alerts.evaluate import run_alerts_evaluate
 from rtm.produce import produce_file
-from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.alerts import set_webhook
-from streams.secrets import secret_box
 from streams.producer import EventProducer
+from streams.secrets import secret_box
+from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
-AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
 
 async def db_alerts(db: asyncpg.Connection, prefix: str) -> dict[str, tuple[Any, ...]]:
@@ -77,11 +77,12 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
     with running_stack(base_settings, tick_interval_s=0) as stack:
         result = await produce_file(stack.settings, path, stack.url, 500, 4)
         assert result.rejected == 0
-        n_ids = len({json.loads(l)["event_id"] for l in path.read_text().splitlines()})
+        n_ids = len({json.loads(line)["event_id"] for line in path.read_text().splitlines()})
 
         async def stored() -> bool:
             n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")
+                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
+            )
             return bool(n >= n_ids)
 
         t0 = time.monotonic()
@@ -104,8 +105,10 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
         by_kind: dict[str, int] = {}
         for kind, *_ in got.values():
             by_kind[kind] = by_kind.get(kind, 0) + 1
-        print(f"cohort {patients}x{days}: {n_ids} events, alerts {by_kind},"
-              f" streamed and settled in {time.monotonic() - t0:.1f}s")
+        print(
+            f"cohort {patients}x{days}: {n_ids} events, alerts {by_kind},"
+            f" streamed and settled in {time.monotonic() - t0:.1f}s"
+        )
 
         # The same file again (and the tick again): nothing new fires, nothing changes.
         again = await produce_file(stack.settings, path, stack.url, 500, 4)
@@ -151,13 +154,17 @@ class Receiver:
 
 
 def _now(hours: float = 0) -> str:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours)
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
     return t.replace(microsecond=0).isoformat()
 
 
 async def _alerts_api(stack: Stack, **params: Any) -> list[dict[str, Any]]:
-    resp = httpx.get(f"{stack.url}/v1/alerts", params=params,
-                     headers={"Authorization": f"Bearer {stack.key}"}, timeout=10)
+    resp = httpx.get(
+        f"{stack.url}/v1/alerts",
+        params=params,
+        headers={"Authorization": f"Bearer {stack.key}"},
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     return list(resp.json()["alerts"])
 
@@ -172,8 +179,12 @@ async def test_signed_webhook_delivery_and_visible_failure(
     await set_webhook(db, bad_c, failing.url, box.seal("other"))
     p1, p2 = factory.patient(1), factory.patient(2)
     try:
-        with running_stack(base_settings, webhook_max_attempts=3, webhook_backoff_s=0.1,
-                           webhook_retry_interval_s=3600) as stack:
+        with running_stack(
+            base_settings,
+            webhook_max_attempts=3,
+            webhook_backoff_s=0.1,
+            webhook_retry_interval_s=3600,
+        ) as stack:
             events = [
                 factory.episode_started(p1, at=_now(-48), clinician_id=good_c),
                 factory.episode_started(p2, at=_now(-48), clinician_id=bad_c),
@@ -187,8 +198,9 @@ async def test_signed_webhook_delivery_and_visible_failure(
 
             await wait_for(delivered, what="signed delivery")
             headers, body = ok.requests[0]
-            mac = hmac.new(b"s3cret", headers["X-RTM-Timestamp"].encode() + b"." + body,
-                           hashlib.sha256).hexdigest()
+            mac = hmac.new(
+                b"s3cret", headers["X-RTM-Timestamp"].encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
             assert headers["X-RTM-Signature"] == "sha256=" + mac
             payload = json.loads(body)
             assert payload["change"] == "fired" and payload["alert"]["kind"] == "red_flag"
@@ -198,12 +210,12 @@ async def test_signed_webhook_delivery_and_visible_failure(
             async def failed_visible() -> bool:
                 alerts = await _alerts_api(stack, clinician_id=bad_c)
                 return bool(alerts) and any(
-                    d["status"] == "failed" for d in alerts[0]["deliveries"])
+                    d["status"] == "failed" for d in alerts[0]["deliveries"]
+                )
 
             await wait_for(failed_visible, what="failed delivery visible on the alert")
             assert len(failing.requests) == 3  # every attempt made, none silently dropped
-            metrics = httpx.get(
-                f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
             assert 'rtm_worker_webhook_deliveries_total{outcome="failed"} 1.0' in metrics
     finally:
         ok.close()
@@ -215,8 +227,12 @@ async def test_ack_silences_the_kind_for_the_cooldown(
 ) -> None:
     p = factory.patient(1)
     clinician = f"{factory.prefix}-c"
-    stack.post([factory.episode_started(p, at=_now(-72), clinician_id=clinician),
-                factory.pain(p, 8, _now(-2))])
+    stack.post(
+        [
+            factory.episode_started(p, at=_now(-72), clinician_id=clinician),
+            factory.pain(p, 8, _now(-2)),
+        ]
+    )
 
     async def fired() -> bool:
         return len(await _alerts_api(stack, clinician_id=clinician)) == 1
@@ -226,8 +242,9 @@ async def test_ack_silences_the_kind_for_the_cooldown(
     assert alert["kind"] == "pain_high" and alert["status"] == "open"
     headers = {"Authorization": f"Bearer {stack.key}"}
     admin = stack.user_headers("admin")
-    resp = httpx.post(f"{stack.url}/v1/alerts/{alert['id']}/ack", json={"note": "seen"},
-                      headers=admin)
+    resp = httpx.post(
+        f"{stack.url}/v1/alerts/{alert['id']}/ack", json={"note": "seen"}, headers=admin
+    )
     assert resp.status_code == 200 and resp.json()["status"] == "acknowledged"
     assert resp.json()["acknowledged_by"] == "admin"
     assert httpx.post(f"{stack.url}/v1/alerts/nope/ack", headers=admin).status_code == 404
@@ -238,7 +255,9 @@ async def test_ack_silences_the_kind_for_the_cooldown(
     stack.post([marker])
 
     async def marker_seen() -> bool:
-        return any(a["kind"] == "red_flag" for a in await _alerts_api(stack, clinician_id=clinician))
+        return any(
+            a["kind"] == "red_flag" for a in await _alerts_api(stack, clinician_id=clinician)
+        )
 
     await wait_for(marker_seen, what="later events processed")
     kinds = [a["kind"] for a in await _alerts_api(stack, clinician_id=clinician)]
@@ -257,9 +276,11 @@ async def test_future_dated_report_is_refused_and_a_real_one_after_it_still_aler
     clinician = f"{factory.prefix}-fut"
     headers = {"Authorization": f"Bearer {stack.key}"}
     future = factory.pain(p, 9, "2027-06-01T10:00:00-05:00")
-    resp = httpx.post(f"{stack.url}/v1/events", headers=headers,
-                      json=[factory.episode_started(p, at=_now(-72), clinician_id=clinician),
-                            future])
+    resp = httpx.post(
+        f"{stack.url}/v1/events",
+        headers=headers,
+        json=[factory.episode_started(p, at=_now(-72), clinician_id=clinician), future],
+    )
     body = resp.json()
     assert resp.status_code == 200 and body["accepted"] == 1
     [rejected] = body["rejected"]
@@ -269,7 +290,9 @@ async def test_future_dated_report_is_refused_and_a_real_one_after_it_still_aler
     stack.post([real])
 
     async def fired() -> bool:
-        return any(a["kind"] == "pain_high" and a["event_ids"] == [real["event_id"]]
-                   for a in await _alerts_api(stack, clinician_id=clinician))
+        return any(
+            a["kind"] == "pain_high" and a["event_ids"] == [real["event_id"]]
+            for a in await _alerts_api(stack, clinician_id=clinician)
+        )
 
     await wait_for(fired, what="pain_high for the real report")

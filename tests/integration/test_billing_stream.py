@@ -11,8 +11,9 @@ import asyncio
 import datetime as dt
 import io
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -21,20 +22,20 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.db.billing import load_states
 from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
 from billing.evaluate import fold_jsonl, run_evaluate
 from billing.rules import ClaimLine
+from rtm.cli_access import provision_dev
 from rtm.cli_billing import reconcile, run_export
 from rtm.local import start_gateway
 from rtm.produce import produce_file
-from streams.settings import Settings
 from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import validate_event
-from rtm.cli_access import provision_dev
-from streams.gateway import ensure_dev_key
+from streams.db.billing import load_states
 from streams.db.events import migrate
+from streams.gateway import ensure_dev_key
+from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, isolated_settings, wait_for
@@ -100,20 +101,26 @@ async def ledger_counts(conn: asyncpg.Connection) -> tuple[int, int, int]:
     row = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM billing_data_days) AS d,"
         " (SELECT count(*) FROM billing_time_logs) AS t,"
-        " (SELECT count(*) FROM billing_episode_events) AS e")
+        " (SELECT count(*) FROM billing_episode_events) AS e"
+    )
     return int(row["d"]), int(row["t"]), int(row["e"])
 
 
 def expected_counts(states: dict[str, Any]) -> tuple[int, int, int]:
-    return (sum(len(s.data_dates) for s in states.values()),
-            sum(len(s.time_logs) for s in states.values()),
-            sum(len(s.episode_events) for s in states.values()))
+    return (
+        sum(len(s.data_dates) for s in states.values()),
+        sum(len(s.time_logs) for s in states.values()),
+        sum(len(s.episode_events) for s in states.values()),
+    )
 
 
 async def committed_everything(settings: Settings) -> bool:
     """Every record of the events topic acked by every agent of the worker's group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                group_id=settings.app_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(settings.topic_events) or set()
@@ -178,8 +185,9 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     assert want_csv.count("\n") > 100
     for code in ("98975", "98977", "98985", "98980"):
         assert f",{code}," in want_csv
-    text, first = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
-                                   fmt="csv", as_of=AS_OF, created_by="it")
+    text, first = await run_export(
+        dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1], fmt="csv", as_of=AS_OF, created_by="it"
+    )
     assert text == DEFAULT_CONFIG.header_text() + want_csv
     assert first.export_id is not None
     late_pid = extra[0]["patient_id"]
@@ -200,9 +208,13 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     await wait_for(lambda: committed_everything(settings), timeout=60, what="re-delivery acked")
     assert await ledger_counts(bdb) == want_counts
     assert await reconcile(dsn, AS_OF, out=io.StringIO()) == 0
-    text2, nothing = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
-                                      fmt="csv", as_of=AS_OF, created_by="it")
-    assert nothing.lines == [] and text2 == DEFAULT_CONFIG.header_text() + want_csv.split("\n")[0] + "\n"
+    text2, nothing = await run_export(
+        dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1], fmt="csv", as_of=AS_OF, created_by="it"
+    )
+    assert (
+        nothing.lines == []
+        and text2 == DEFAULT_CONFIG.header_text() + want_csv.split("\n")[0] + "\n"
+    )
 
     # A late data day after the export: the next export amends 98985 -> 98977, once.
     assert billing_stack.post([late]).json()["accepted"] == 1
@@ -213,16 +225,19 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     await wait_for(late_landed, what="late data day in the ledger")
     out = io.StringIO()
     assert await reconcile(dsn, AS_OF, out=out) == 0, out.getvalue()
-    _, amended = await run_export(dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1],
-                                  fmt="csv", as_of=AS_OF, created_by="it")
+    _, amended = await run_export(
+        dsn, date_from=EVERYTHING[0], date_to=EVERYTHING[1], fmt="csv", as_of=AS_OF, created_by="it"
+    )
     assert [(ln.patient_id, ln.cpt, ln.status, ln.data_days) for ln in amended.lines] == [
-        (late_pid, "98977", "amended", 16)]
+        (late_pid, "98977", "amended", 16)
+    ]
     with_late = fold_jsonl([*path.open("rb"), orjson.dumps(late)])[0]
     assert ",98977," in evaluate_csv_of(with_late, late_pid)
 
     # No code billed twice for one period/month across all recorded exports.
-    rows = await bdb.fetch("SELECT export_id, line::text AS line FROM billing_export_lines"
-                           " ORDER BY export_id, line_no")
+    rows = await bdb.fetch(
+        "SELECT export_id, line::text AS line FROM billing_export_lines ORDER BY export_id, line_no"
+    )
     exports: dict[int, list[ClaimLine]] = {}
     for r in rows:
         exports.setdefault(r["export_id"], []).append(ClaimLine.model_validate_json(r["line"]))
@@ -246,10 +261,18 @@ async def test_gateway_billing_routes(
 ) -> None:
     extra, late = late_patient(factory)
     p = extra[0]["patient_id"]
-    tl = {"event_id": f"{factory.prefix}-tl", "schema_version": 1,
-          "type": "clinician.time_logged", "patient_id": p,
-          "occurred_at": "2026-09-18T10:00:00-05:00", "clinician_id": "c-01",
-          "clinician_role": "PT", "minutes": 25, "activity": "call", "interactive": True}
+    tl = {
+        "event_id": f"{factory.prefix}-tl",
+        "schema_version": 1,
+        "type": "clinician.time_logged",
+        "patient_id": p,
+        "occurred_at": "2026-09-18T10:00:00-05:00",
+        "clinician_id": "c-01",
+        "clinician_role": "PT",
+        "minutes": 25,
+        "activity": "call",
+        "interactive": True,
+    }
     assert billing_stack.post(extra + [tl]).json()["accepted"] == len(extra) + 1
 
     async def landed() -> bool:
@@ -258,8 +281,9 @@ async def test_gateway_billing_routes(
     await wait_for(landed, what="ledger rows")
     auth = {"Authorization": f"Bearer {billing_stack.key}"}
     url = billing_stack.url
-    r = httpx.get(f"{url}/v1/patients/{p}/billing",
-                  params={"as_of": "2026-09-20T17:00:00Z"}, headers=auth)
+    r = httpx.get(
+        f"{url}/v1/patients/{p}/billing", params={"as_of": "2026-09-20T17:00:00Z"}, headers=auth
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["summary"] == "15 of 16 days, 11 days left"
@@ -267,8 +291,10 @@ async def test_gateway_billing_routes(
     assert body["month"]["minutes"] == 25 and body["month"]["interactive"] is True
     assert body["month"]["earned"] == ["98980"]
     assert httpx.get(f"{url}/v1/patients/{p}/billing").status_code == 401
-    assert httpx.get(f"{url}/v1/patients/{factory.prefix}-nobody/billing",
-                     headers=auth).status_code == 404
+    assert (
+        httpx.get(f"{url}/v1/patients/{factory.prefix}-nobody/billing", headers=auth).status_code
+        == 404
+    )
     bad = httpx.get(f"{url}/v1/patients/{p}/billing", params={"as_of": "yesterday"}, headers=auth)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "as_of"
     bad = httpx.get(f"{url}/v1/patients/bad%20id/billing", headers=auth)
@@ -283,10 +309,10 @@ async def test_gateway_billing_routes(
     assert httpx.get(f"{url}/v1/billing/claims", params=q, headers=auth).text == r.text
     recording = {**q, "record": "true", "format": "fhir"}
     # a reader key may look, not bill; billing staff record
-    assert httpx.get(f"{url}/v1/billing/claims", params=recording,
-                     headers=auth).status_code == 403
-    r = httpx.get(f"{url}/v1/billing/claims", params=recording,
-                  headers=billing_stack.user_headers("billing"))
+    assert httpx.get(f"{url}/v1/billing/claims", params=recording, headers=auth).status_code == 403
+    r = httpx.get(
+        f"{url}/v1/billing/claims", params=recording, headers=billing_stack.user_headers("billing")
+    )
     assert r.status_code == 200 and "x-billing-export-id" in r.headers
     assert r.json()["resourceType"] == "Bundle"
     r = httpx.get(f"{url}/v1/billing/claims", params={**q, "format": "x12"}, headers=auth)
@@ -340,28 +366,61 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
 
     asyncio.run(seed())
     runner = CliRunner()
-    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
-                               "--as-of", AS_OF.isoformat()])
+    res = runner.invoke(
+        main, ["billing", "reconcile", "--dsn", schema_dsn, "--as-of", AS_OF.isoformat()]
+    )
     assert res.exit_code == 1 and "missing from the ledger" in res.output
     res = runner.invoke(main, ["billing", "backfill", "--dsn", schema_dsn])
     assert res.exit_code == 0 and "16 data days, 0 time logs, 1 episode events" in res.output
-    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
-                               "--as-of", AS_OF.isoformat()])
+    res = runner.invoke(
+        main, ["billing", "reconcile", "--dsn", schema_dsn, "--as-of", AS_OF.isoformat()]
+    )
     assert res.exit_code == 0, res.output
 
     out = tmp_path / "claims.x12"
-    res = runner.invoke(main, ["billing", "export", "--dsn", schema_dsn, "--from", "2026-09-01",
-                               "--to", "2026-09-30", "--format", "x12", "--as-of",
-                               AS_OF.isoformat(), "--out", str(out), "--by", "alice"])
+    res = runner.invoke(
+        main,
+        [
+            "billing",
+            "export",
+            "--dsn",
+            schema_dsn,
+            "--from",
+            "2026-09-01",
+            "--to",
+            "2026-09-30",
+            "--format",
+            "x12",
+            "--as-of",
+            AS_OF.isoformat(),
+            "--out",
+            str(out),
+            "--by",
+            "alice",
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "SV1*HC:98977:GP" in text and "SV1*HC:98975:GP" in text
     assert (tmp_path / "claims.x12.conventions.txt").read_text() == DEFAULT_CONFIG.header_text()
     assert "not recorded" in res.output
     assert text.splitlines()[0].split("*")[15] == "T"  # a draft is never a production file
-    res = runner.invoke(main, ["billing", "export", "--dsn", schema_dsn, "--from", "2026-09-01",
-                               "--to", "2026-12-31", "--include-open", "--as-of",
-                               AS_OF.isoformat()])
+    res = runner.invoke(
+        main,
+        [
+            "billing",
+            "export",
+            "--dsn",
+            schema_dsn,
+            "--from",
+            "2026-09-01",
+            "--to",
+            "2026-12-31",
+            "--include-open",
+            "--as-of",
+            AS_OF.isoformat(),
+        ],
+    )
     assert res.exit_code == 0 and "not recorded" in res.output
 
     async def check() -> None:
@@ -374,8 +433,9 @@ def test_cli_export_backfill_and_reconcile_need_only_the_database(
             await conn.close()
 
     asyncio.run(check())
-    res = runner.invoke(main, ["billing", "reconcile", "--dsn", schema_dsn,
-                               "--as-of", AS_OF.isoformat()])
+    res = runner.invoke(
+        main, ["billing", "reconcile", "--dsn", schema_dsn, "--as-of", AS_OF.isoformat()]
+    )
     assert res.exit_code == 1
     assert "data day 2026-09-20 (episode -) missing from the ledger" in res.output
     assert "claim missing from the ledger's claims" in res.output

@@ -8,7 +8,6 @@ for what pyx12 does not check."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import uuid
 from collections.abc import Iterator
@@ -82,14 +81,33 @@ def rtm(dsn: str, *args: str) -> Result:
 
 
 def time_log(f: EventFactory, p: str, at: str, minutes: int) -> dict[str, Any]:
-    return {"event_id": f"{p}-tl-{at[:10]}", "schema_version": 1, "type": "clinician.time_logged",
-            "patient_id": p, "occurred_at": at, "clinician_id": "c-01", "clinician_role": "PT",
-            "minutes": minutes, "activity": "call", "interactive": True}
+    return {
+        "event_id": f"{p}-tl-{at[:10]}",
+        "schema_version": 1,
+        "type": "clinician.time_logged",
+        "patient_id": p,
+        "occurred_at": at,
+        "clinician_id": "c-01",
+        "clinician_role": "PT",
+        "minutes": minutes,
+        "activity": "call",
+        "interactive": True,
+    }
 
 
 def setup_org(dsn: str, org: str, tmp_path: Path, patients: list[str]) -> None:
-    res = rtm(dsn, "billing", "profile", "set", "--org", org, "--npi", NPI, "--file",
-              str(FIXTURES / "profile.synthetic.json"))
+    res = rtm(
+        dsn,
+        "billing",
+        "profile",
+        "set",
+        "--org",
+        org,
+        "--npi",
+        NPI,
+        "--file",
+        str(FIXTURES / "profile.synthetic.json"),
+    )
     assert res.exit_code == 0 and "stored" in res.output and "missing" not in res.output, res.output
     demo = tmp_path / f"{org}-demographics.csv"
     demo.write_text(demographics_csv(synthetic_demographics(patients, seed=3)))
@@ -100,8 +118,24 @@ def setup_org(dsn: str, org: str, tmp_path: Path, patients: list[str]) -> None:
 
 
 def submit(dsn: str, org: str, out: Path, *extra: str, to: str = "2026-10-31") -> Result:
-    return rtm(dsn, "billing", "submit", "--org", org, "--from", "2026-09-01", "--to", to,
-               "--as-of", AS_OF, "--out", str(out), "--by", "bea", *extra)
+    return rtm(
+        dsn,
+        "billing",
+        "submit",
+        "--org",
+        org,
+        "--from",
+        "2026-09-01",
+        "--to",
+        to,
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(out),
+        "--by",
+        "bea",
+        *extra,
+    )
 
 
 def isa13(text: str) -> str:
@@ -109,37 +143,63 @@ def isa13(text: str) -> str:
 
 
 def test_csv_review_then_x12_submission_replacement_from_an_835_and_history(
-        dsn: str, factory: EventFactory, tmp_path: Path) -> None:
+    dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
     org = factory.prefix + "-org"
     p, nodemo = factory.patient(1), factory.patient(2)
-    events = [factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
-              *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 16)],
-              time_log(factory, p, "2026-09-18T10:00:00-05:00", 25),
-              factory.episode_started(nodemo, at="2026-09-01T09:00:00-05:00"),
-              *[factory.exercise(nodemo, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 5)]]
+    events = [
+        factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
+        *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 16)],
+        time_log(factory, p, "2026-09-18T10:00:00-05:00", 25),
+        factory.episode_started(nodemo, at="2026-09-01T09:00:00-05:00"),
+        *[factory.exercise(nodemo, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 5)],
+    ]
     seed(dsn, events, org)
     setup_org(dsn, org, tmp_path, [p])  # no demographics for `nodemo`
 
     # review in CSV: a preview, nothing recorded
-    res = rtm(dsn, "billing", "export", "--org", org, "--from", "2026-09-01", "--to",
-              "2026-10-31", "--as-of", AS_OF)
+    res = rtm(
+        dsn,
+        "billing",
+        "export",
+        "--org",
+        org,
+        "--from",
+        "2026-09-01",
+        "--to",
+        "2026-10-31",
+        "--as-of",
+        AS_OF,
+    )
     assert res.exit_code == 0 and "not recorded" in res.output
-    reviewed = sorted((row.split(",")[0], row.split(",")[2]) for row in res.stdout.splitlines()
-                      if row.startswith(factory.prefix))
-    assert reviewed == [(p, "98975"), (p, "98980"), (p, "98985"),
-                        (nodemo, "98975"), (nodemo, "98985")]
+    reviewed = sorted(
+        (row.split(",")[0], row.split(",")[2])
+        for row in res.stdout.splitlines()
+        if row.startswith(factory.prefix)
+    )
+    assert reviewed == [
+        (p, "98975"),
+        (p, "98980"),
+        (p, "98985"),
+        (nodemo, "98975"),
+        (nodemo, "98985"),
+    ]
 
     # then submit in X12: the reviewed lines of patients with demographics are in it
     first = tmp_path / "first.x12"
     res = submit(dsn, org, first)
     assert res.exit_code == 0, res.output
-    assert f"NOT SUBMITTED: claim" in res.output and f"(patient {nodemo}): demographics" in res.output
+    assert (
+        "NOT SUBMITTED: claim" in res.output and f"(patient {nodemo}): demographics" in res.output
+    )
     text1 = first.read_text()
     assert pyx12_errors(text1) == []
     [claim] = claims_of(text1)
     assert claim["clm"][5] == "11:B:1"  # type: ignore[index]
     assert sorted(sv[1].split(":")[1] for sv in claim["sv1"]) == ["98975", "98980", "98985"]  # type: ignore[union-attr]
-    assert Decimal(claim["clm"][2]) == sum(Decimal(sv[2]) for sv in claim["sv1"]) == Decimal("110.75")  # type: ignore[index,union-attr]
+    assert (
+        Decimal(claim["clm"][2]) == sum(Decimal(sv[2]) for sv in claim["sv1"]) == Decimal("110.75")
+    )  # type: ignore[index,union-attr]
     assert claim["ref"]["EA"] == p and nodemo not in text1  # type: ignore[index]
     assert segments(text1)[0][15] == "P"
     assert any(s[:3] == ["NM1", "IL", "1"] and s[3] == "SYNTHETIC" for s in segments(text1))
@@ -160,7 +220,8 @@ def test_csv_review_then_x12_submission_replacement_from_an_835_and_history(
     remit.write_text(
         "ISA*00*          *00*          *ZZ*04412          *ZZ*SUBM12345      *261101*1200*^*00501*000000777*0*P*:~"
         "GS*HP*04412*SUBM12345*20261101*1200*777*X*005010X221A1~ST*835*0001~"
-        f"CLP*{clm01}*1*110.75*80.00**MB*22026305123400~SE*3*0001~GE*1*777~IEA*1*000000777~")
+        f"CLP*{clm01}*1*110.75*80.00**MB*22026305123400~SE*3*0001~GE*1*777~IEA*1*000000777~"
+    )
     res = rtm(dsn, "billing", "remit", "load", str(remit), "--org", org)
     assert res.exit_code == 0 and "1 payer claim control numbers recorded" in res.output, res.output
     second = tmp_path / "second.x12"
@@ -188,25 +249,58 @@ def test_csv_review_then_x12_submission_replacement_from_an_835_and_history(
 
 
 def test_control_numbers_are_unique_across_exports_and_a_void_for_a_withdrawn_claim(
-        dsn: str, factory: EventFactory, tmp_path: Path) -> None:
+    dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
     org = factory.prefix + "-org"
     ps = [factory.patient(i) for i in range(3)]
     events = []
     for p in ps:
-        events += [factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
-                   *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 4)]]
+        events += [
+            factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
+            *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 4)],
+        ]
     seed(dsn, events, org)
     setup_org(dsn, org, tmp_path, ps)
     texts = []
-    res = rtm(dsn, "billing", "submit", "--org", org, "--from", "2026-09-01", "--to",
-              "2026-09-30", "--as-of", AS_OF, "--out", str(tmp_path / "sep.x12"))
+    res = rtm(
+        dsn,
+        "billing",
+        "submit",
+        "--org",
+        org,
+        "--from",
+        "2026-09-01",
+        "--to",
+        "2026-09-30",
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(tmp_path / "sep.x12"),
+    )
     assert res.exit_code == 0 and "original: 3" in res.output, res.output
     texts.append((tmp_path / "sep.x12").read_text())
     # a second export after more data (two days in period 2 of two patients): new claims
-    seed(dsn, [factory.exercise(p, f"2026-10-{d:02d}T18:00:00-05:00")
-               for p in ps[1:] for d in (5, 6)], org)
-    res = rtm(dsn, "billing", "submit", "--org", org, "--from", "2026-10-01", "--to",
-              "2026-10-31", "--as-of", AS_OF, "--out", str(tmp_path / "oct.x12"), "--test")
+    seed(
+        dsn,
+        [factory.exercise(p, f"2026-10-{d:02d}T18:00:00-05:00") for p in ps[1:] for d in (5, 6)],
+        org,
+    )
+    res = rtm(
+        dsn,
+        "billing",
+        "submit",
+        "--org",
+        org,
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-10-31",
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(tmp_path / "oct.x12"),
+        "--test",
+    )
     assert res.exit_code == 0 and "original: 2" in res.output, res.output
     texts.append((tmp_path / "oct.x12").read_text())
     assert segments(texts[-1])[0][15] == "T"
@@ -225,13 +319,38 @@ def test_control_numbers_are_unique_across_exports_and_a_void_for_a_withdrawn_cl
     [claim] = [c for c in claims_of(texts[0]) if c["ref"]["EA"] == p]  # type: ignore[index]
     clm01 = claim["clm"][1]  # type: ignore[index]
     assert len({c["clm"][1] for t in texts for c in claims_of(t)}) == 5  # type: ignore[index]
-    seed(dsn, [{"event_id": f"{p}-end", "schema_version": 1, "type": "episode.ended",
-                "patient_id": p, "occurred_at": "2026-09-01T20:00:00-05:00",
-                "episode_id": f"{p}-ep1", "reason": "insurance"}], org)
+    seed(
+        dsn,
+        [
+            {
+                "event_id": f"{p}-end",
+                "schema_version": 1,
+                "type": "episode.ended",
+                "patient_id": p,
+                "occurred_at": "2026-09-01T20:00:00-05:00",
+                "episode_id": f"{p}-ep1",
+                "reason": "insurance",
+            }
+        ],
+        org,
+    )
     res = rtm(dsn, "billing", "claims", "set-icn", clm01, "ICN-P0-1", "--org", org)
     assert res.exit_code == 0, res.output
-    res = rtm(dsn, "billing", "submit", "--org", org, "--from", "2026-09-01", "--to",
-              "2026-10-31", "--as-of", AS_OF, "--out", str(tmp_path / "void.x12"))
+    res = rtm(
+        dsn,
+        "billing",
+        "submit",
+        "--org",
+        org,
+        "--from",
+        "2026-09-01",
+        "--to",
+        "2026-10-31",
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(tmp_path / "void.x12"),
+    )
     assert res.exit_code == 0 and "void: 1" in res.output, res.output
     text = (tmp_path / "void.x12").read_text()
     assert pyx12_errors(text) == []
@@ -241,18 +360,37 @@ def test_control_numbers_are_unique_across_exports_and_a_void_for_a_withdrawn_cl
     assert sorted(sv[1].split(":")[1] for sv in void["sv1"]) == ["98975", "98985"]  # type: ignore[union-attr]
     assert isa13(text) not in numbers
     # voided: nothing stands, nothing more to send
-    res = rtm(dsn, "billing", "submit", "--org", org, "--from", "2026-09-01", "--to",
-              "2026-10-31", "--as-of", AS_OF, "--out", str(tmp_path / "after.x12"))
+    res = rtm(
+        dsn,
+        "billing",
+        "submit",
+        "--org",
+        org,
+        "--from",
+        "2026-09-01",
+        "--to",
+        "2026-10-31",
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(tmp_path / "after.x12"),
+    )
     assert "nothing to submit" in res.output
 
 
 def test_a_production_submission_with_an_incomplete_profile_is_refused_naming_the_field(
-        dsn: str, factory: EventFactory, tmp_path: Path) -> None:
+    dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
     org = factory.prefix + "-org"
     p = factory.patient(1)
-    seed(dsn, [factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
-               *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 4)]],
-         org)
+    seed(
+        dsn,
+        [
+            factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
+            *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 4)],
+        ],
+        org,
+    )
     res = submit(dsn, org, tmp_path / "x.x12")
     assert res.exit_code != 0 and "refused" in res.output
     assert f"missing: billing NPI {NPI}: profile" in res.output
@@ -262,16 +400,23 @@ def test_a_production_submission_with_an_incomplete_profile_is_refused_naming_th
     assert "still missing for production: submitter_id" in res.output
     res = submit(dsn, org, tmp_path / "x.x12")
     assert res.exit_code != 0
-    for field in ("submitter_id", "receiver_id", "provider_tax_id", "provider_address.zip",
-                  "payers.medicare.payer_id"):
+    for field in (
+        "submitter_id",
+        "receiver_id",
+        "provider_tax_id",
+        "provider_address.zip",
+        "payers.medicare.payer_id",
+    ):
         assert f"missing: billing NPI {NPI}: {field}" in res.output
     assert not (tmp_path / "x.x12").exists()
 
     async def recorded() -> tuple[int, int]:
         conn = await asyncpg.connect(dsn)
         try:
-            return (await conn.fetchval("SELECT count(*) FROM billing_exports"),
-                    await conn.fetchval("SELECT count(*) FROM billing_export_lines"))
+            return (
+                await conn.fetchval("SELECT count(*) FROM billing_exports"),
+                await conn.fetchval("SELECT count(*) FROM billing_export_lines"),
+            )
         finally:
             await conn.close()
 

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration
 
 def _halted(settings: Settings) -> float | None:
     try:
-        text = httpx.get(f"http://{settings.worker_web_host}:{settings.worker_web_port}"
-                         "/metrics", timeout=5).text
+        text = httpx.get(
+            f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", timeout=5
+        ).text
     except httpx.HTTPError:
         return None
     for line in text.splitlines():
@@ -40,11 +41,21 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
     base_settings: Settings, factory: EventFactory
 ) -> None:
     p = factory.patient(1)
-    bad = [json.dumps({"event_id": f"{factory.prefix}-bad{i}", "type": "pain.reported",
-                       "patient_id": p, "score": "lots"}).encode() for i in range(300)]
+    bad = [
+        json.dumps(
+            {
+                "event_id": f"{factory.prefix}-bad{i}",
+                "type": "pain.reported",
+                "patient_id": p,
+                "score": "lots",
+            }
+        ).encode()
+        for i in range(300)
+    ]
     good = [factory.episode_started(p), factory.pain(p, 4, "2026-11-03T10:00:00-06:00")]
-    with running_stack(base_settings, dead_letter_max_consecutive=100,
-                       dead_letter_min_records=100_000) as stack:
+    with running_stack(
+        base_settings, dead_letter_max_consecutive=100, dead_letter_min_records=100_000
+    ) as stack:
         settings = stack.settings
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
@@ -86,7 +97,9 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
         await wait_for(everything, 90, "the good records stored after the restart")
         dead = await read_topic(settings, settings.topic_dead, len(bad), timeout=30)
         # the worker keeps a record it cannot decode as the text it received
-        ids = {(json.loads(d["event"]) if isinstance(d["event"], str) else d["event"])
-               ["event_id"] for d in dead}
+        ids = {
+            (json.loads(d["event"]) if isinstance(d["event"], str) else d["event"])["event_id"]
+            for d in dead
+        }
         assert {f"{factory.prefix}-bad{i}" for i in range(300)} <= ids
         assert await end_offsets(settings, settings.topic_events) == len(bad) + len(good)

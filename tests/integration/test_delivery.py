@@ -32,7 +32,7 @@ from streams.db.alerts import (
 )
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, free_port, running_stack, wait_for
+from tests.integration.conftest import free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,14 +87,16 @@ class Receiver:
 
 
 def _now(hours: float = 0) -> str:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours)
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
     return t.replace(microsecond=0).isoformat()
 
 
 async def _statuses(db: asyncpg.Connection, clinician_id: str) -> list[tuple[str, str, str]]:
     rows = await db.fetch(
         "SELECT payload->'alert'->>'kind' AS kind, change, status FROM alert_deliveries"
-        " WHERE clinician_id = $1 ORDER BY seq", clinician_id)
+        " WHERE clinician_id = $1 ORDER BY seq",
+        clinician_id,
+    )
     return [(r["kind"], r["change"], r["status"]) for r in rows]
 
 
@@ -112,14 +114,22 @@ async def test_a_failing_receiver_does_not_delay_another_receivers_critical_aler
     p_hang, p_fail, p_good = factory.patient(1), factory.patient(2), factory.patient(3)
     try:
         with running_stack(base_settings, tick_interval_s=0, webhook_timeout_s=5.0) as stack:
-            assert stack.post([
-                factory.episode_started(p_hang, at=_now(-48), clinician_id=c_hang),
-                factory.episode_started(p_fail, at=_now(-48), clinician_id=c_fail),
-                factory.episode_started(p_good, at=_now(-48), clinician_id=c_good),
-            ]).json()["accepted"] == 3
+            assert (
+                stack.post(
+                    [
+                        factory.episode_started(p_hang, at=_now(-48), clinician_id=c_hang),
+                        factory.episode_started(p_fail, at=_now(-48), clinician_id=c_fail),
+                        factory.episode_started(p_good, at=_now(-48), clinician_id=c_good),
+                    ]
+                ).json()["accepted"]
+                == 3
+            )
             # A backlog of red flags for the two bad receivers (every report fires).
-            backlog = [factory.symptom(p, _now(-2 + i / 60), red_flags=["fever"])
-                       for i in range(15) for p in (p_hang, p_fail)]
+            backlog = [
+                factory.symptom(p, _now(-2 + i / 60), red_flags=["fever"])
+                for i in range(15)
+                for p in (p_hang, p_fail)
+            ]
             assert stack.post(backlog).json()["accepted"] == len(backlog)
 
             async def both_bad_ones_busy() -> bool:
@@ -138,9 +148,11 @@ async def test_a_failing_receiver_does_not_delay_another_receivers_critical_aler
             [(_, change)] = good.delivered()
             assert change["alert"]["event_ids"] == [flag["event_id"]]
             assert change["alert"]["severity"] == "critical"
-            print(f"critical alert at the good receiver {took * 1000:.0f} ms after it was"
-                  f" posted (hanging receiver: {len(hanging.requests)} requests, failing:"
-                  f" {len(failing.requests)})")
+            print(
+                f"critical alert at the good receiver {took * 1000:.0f} ms after it was"
+                f" posted (hanging receiver: {len(hanging.requests)} requests, failing:"
+                f" {len(failing.requests)})"
+            )
             assert took < 1.0, f"{took:.2f}s"
             # The hanging one was still in its attempt: one in flight, not one per alert.
             assert len(hanging.requests) == 1
@@ -162,25 +174,39 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
     await set_webhook(db, clinician, receiver.url, "s-rec")
     p1, p2 = factory.patient(1), factory.patient(2)
     try:
-        with running_stack(base_settings, tick_interval_s=0, webhook_max_attempts=3,
-                           webhook_max_delay_critical_s=cap, webhook_max_delay_high_s=30.0,
-                           webhook_retry_interval_s=60.0) as stack:
+        with running_stack(
+            base_settings,
+            tick_interval_s=0,
+            webhook_max_attempts=3,
+            webhook_max_delay_critical_s=cap,
+            webhook_max_delay_high_s=30.0,
+            webhook_retry_interval_s=60.0,
+        ) as stack:
             history = []
             for p in (p1, p2):
-                history += [factory.episode_started(p, at=_now(-120), clinician_id=clinician),
-                            factory.pain(p, 2, _now(-72)), factory.pain(p, 2, _now(-50))]
+                history += [
+                    factory.episode_started(p, at=_now(-120), clinician_id=clinician),
+                    factory.pain(p, 2, _now(-72)),
+                    factory.pain(p, 2, _now(-50)),
+                ]
             assert stack.post(history).json()["accepted"] == 6
             # Two 'high' alerts (pain up by 3 over the baseline, below the critical 7)
             # queued first, then two critical ones: the queue must not be first come.
-            assert stack.post([factory.pain(p1, 5, _now(-3)),
-                               factory.pain(p2, 5, _now(-3))]).json()["accepted"] == 2
+            assert (
+                stack.post([factory.pain(p1, 5, _now(-3)), factory.pain(p2, 5, _now(-3))]).json()[
+                    "accepted"
+                ]
+                == 2
+            )
 
             async def highs_tried() -> bool:
                 return len(receiver.requests) >= 2
 
             await wait_for(highs_tried, what="the high alerts tried (and refused)")
-            crit = [factory.symptom(p1, _now(-1), red_flags=["saddle_anesthesia"]),
-                    factory.symptom(p2, _now(-1), fall=True)]
+            crit = [
+                factory.symptom(p1, _now(-1), red_flags=["saddle_anesthesia"]),
+                factory.symptom(p2, _now(-1), fall=True),
+            ]
             assert stack.post(crit).json()["accepted"] == 2
 
             async def queued() -> bool:
@@ -195,9 +221,12 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
             # While it was down, a critical alert was never left waiting more than the cap:
             # the gaps between attempts (to this endpoint) once one was queued.
             with receiver._lock:
-                times = [t for t, _, h, b in receiver.requests
-                         if json.loads(b)["alert"]["severity"] == "critical"]
-            gaps = [b - a for a, b in zip(times, times[1:])]
+                times = [
+                    t
+                    for t, _, h, b in receiver.requests
+                    if json.loads(b)["alert"]["severity"] == "critical"
+                ]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
             assert len(times) >= 3 and max(gaps) <= cap + 1.0, gaps
 
             receiver.mode = "ok"
@@ -211,18 +240,23 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
             severities = [c["alert"]["severity"] for _, c in got]
             first = got[0][0] - t_up
             last = got[-1][0] - t_up
-            print(f"recovered receiver: first delivery {first:.2f}s, backlog of {len(got)}"
-                  f" done {last:.2f}s after recovery (critical cap {cap:.0f}s); order"
-                  f" {severities}")
+            print(
+                f"recovered receiver: first delivery {first:.2f}s, backlog of {len(got)}"
+                f" done {last:.2f}s after recovery (critical cap {cap:.0f}s); order"
+                f" {severities}"
+            )
             assert severities == ["critical", "critical", "high", "high"]
             assert first <= cap + 1.0
             # the rest follows at once, not each after its own backoff
             assert last - first < 1.0
             assert sorted(h for _, c in got for h in [c["alert"]["kind"]]) == [
-                "fall", "pain_increase", "pain_increase", "red_flag"]
+                "fall",
+                "pain_increase",
+                "pain_increase",
+                "red_flag",
+            ]
             assert {s for _, _, s in await _statuses(db, clinician)} == {"delivered"}
-            metrics = httpx.get(
-                f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
             assert 'rtm_worker_webhook_deliveries_total{outcome="delivered"} 4.0' in metrics
             assert 'rtm_worker_webhook_deliveries_total{outcome="failed"}' in metrics
     finally:
@@ -238,9 +272,11 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
     p = factory.patient(1)
     try:
         with running_stack(base_settings, tick_interval_s=0) as stack:
-            old = [factory.episode_started(p, at=_now(-72), clinician_id=clinician),
-                   factory.pain(p, 8, _now(-3)),  # pain_high
-                   factory.symptom(p, _now(-2), fall=True)]
+            old = [
+                factory.episode_started(p, at=_now(-72), clinician_id=clinician),
+                factory.pain(p, 8, _now(-3)),  # pain_high
+                factory.symptom(p, _now(-2), fall=True),
+            ]
             assert stack.post(old).json()["accepted"] == 3
 
             async def history_made() -> bool:
@@ -261,10 +297,8 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
 
             await wait_for(two_arrived, what="the changes after the webhook was added")
             await asyncio.sleep(1.0)  # and nothing else comes
-            got = sorted((c["change"], c["alert"]["event_ids"][0])
-                         for _, c in receiver.delivered())
-            assert got == sorted([("resolved", old[1]["event_id"]),
-                                  ("fired", new["event_id"])])
+            got = sorted((c["change"], c["alert"]["event_ids"][0]) for _, c in receiver.delivered())
+            assert got == sorted([("resolved", old[1]["event_id"]), ("fired", new["event_id"])])
             assert len(receiver.requests) == 2
     finally:
         await remove_webhook(db, clinician)
@@ -275,9 +309,15 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
 
 
 def _change(patient: str, clinician: str, kind: AlertKind, change: str = "fired") -> AlertChange:
-    alert = Alert(id=str(uuid.uuid4()), patient_id=patient, episode_id=f"{patient}-ep",
-                  clinician_id=clinician, kind=kind, severity=SEVERITY[kind],
-                  fired_at=dt.datetime.now(dt.timezone.utc))
+    alert = Alert(
+        id=str(uuid.uuid4()),
+        patient_id=patient,
+        episode_id=f"{patient}-ep",
+        clinician_id=clinician,
+        kind=kind,
+        severity=SEVERITY[kind],
+        fired_at=dt.datetime.now(dt.UTC),
+    )
     return AlertChange.model_validate({"change": change, "alert": alert.model_dump()})
 
 
@@ -286,8 +326,13 @@ async def _org(db: asyncpg.Connection, org_id: str) -> None:
 
 
 async def _wid(db: asyncpg.Connection, org_id: str, clinician_id: str) -> int:
-    return int(await db.fetchval("SELECT webhook_id FROM clinician_webhooks"
-                                 " WHERE org_id = $1 AND clinician_id = $2", org_id, clinician_id))
+    return int(
+        await db.fetchval(
+            "SELECT webhook_id FROM clinician_webhooks WHERE org_id = $1 AND clinician_id = $2",
+            org_id,
+            clinician_id,
+        )
+    )
 
 
 async def test_routing_is_per_organisation_and_fixed_when_queued(
@@ -297,30 +342,44 @@ async def test_routing_is_per_organisation_and_fixed_when_queued(
     await _org(db, org_a)
     await _org(db, org_b)
     pa, pb, p_none = factory.patient(1), factory.patient(2), factory.patient(3)
-    await db.execute("INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2), ($3, $4)",
-                     pa, org_a, pb, org_b)
+    await db.execute(
+        "INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2), ($3, $4)",
+        pa,
+        org_a,
+        pb,
+        org_b,
+    )
     own = f"{factory.prefix}-own"
     await set_webhook(db, "*", "http://127.0.0.1:9/a", "sa", org_a)
     await set_webhook(db, own, "http://127.0.0.1:9/own", "so", org_a)
     # org_b has no webhook at all; the same clinician id there is a different recipient
-    changes = [_change(pa, own, "red_flag"), _change(pa, "other", "fall"),
-               _change(pb, own, "red_flag"), _change(pb, "*", "fall"),
-               _change(p_none, own, "pain_high")]
+    changes = [
+        _change(pa, own, "red_flag"),
+        _change(pa, "other", "fall"),
+        _change(pb, own, "red_flag"),
+        _change(pb, "*", "fall"),
+        _change(p_none, own, "pain_high"),
+    ]
     async with db.transaction():
         await queue_deliveries(db, changes)
-    rows = {r["alert_id"]: r for r in await db.fetch(
-        "SELECT alert_id, org_id, webhook_id, status, severity_rank FROM alert_deliveries"
-        " WHERE alert_id = ANY($1::text[])", [c.alert.id for c in changes])}
+    rows = {
+        r["alert_id"]: r
+        for r in await db.fetch(
+            "SELECT alert_id, org_id, webhook_id, status, severity_rank FROM alert_deliveries"
+            " WHERE alert_id = ANY($1::text[])",
+            [c.alert.id for c in changes],
+        )
+    }
     star_a, own_a = await _wid(db, org_a, "*"), await _wid(db, org_a, own)
 
     def of(i: int) -> tuple[Any, ...]:
         r = rows[changes[i].alert.id]
         return (r["org_id"], r["webhook_id"], r["status"])
 
-    assert of(0) == (org_a, own_a, "pending")       # the clinician's own webhook
-    assert of(1) == (org_a, star_a, "pending")      # no own one: the organisation's '*'
-    assert of(2) == (org_b, None, "no_webhook")     # org_a's webhooks are not org_b's
-    assert of(3) == (org_b, None, "no_webhook")     # nor its clinic-wide one
+    assert of(0) == (org_a, own_a, "pending")  # the clinician's own webhook
+    assert of(1) == (org_a, star_a, "pending")  # no own one: the organisation's '*'
+    assert of(2) == (org_b, None, "no_webhook")  # org_a's webhooks are not org_b's
+    assert of(3) == (org_b, None, "no_webhook")  # nor its clinic-wide one
     assert of(4) == ("default", None, "no_webhook")  # unknown patient: default org
     assert rows[changes[4].alert.id]["severity_rank"] == 0
 
@@ -332,12 +391,19 @@ async def test_routing_is_per_organisation_and_fixed_when_queued(
     await queue_deliveries(db, [later])
     [claimed] = await claim_deliveries(db, [], 10, 30.0, only=star_b)
     assert (claimed.alert_id, claimed.url, claimed.secret) == (
-        later.alert.id, "http://127.0.0.1:9/b", "sb")
+        later.alert.id,
+        "http://127.0.0.1:9/b",
+        "sb",
+    )
 
     # Removing a webhook settles its queue as no_webhook; adding it again starts empty.
     assert await remove_webhook(db, own, org_a) == 1
-    assert await db.fetchval("SELECT status FROM alert_deliveries WHERE alert_id = $1",
-                             changes[0].alert.id) == "no_webhook"
+    assert (
+        await db.fetchval(
+            "SELECT status FROM alert_deliveries WHERE alert_id = $1", changes[0].alert.id
+        )
+        == "no_webhook"
+    )
     assert await remove_webhook(db, own, org_a) is None
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await set_webhook(db, "c", "http://127.0.0.1:9/x", "s", f"{factory.prefix}-nope")
@@ -356,8 +422,14 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     await db.execute("INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2)", p, org)
     await set_webhook(db, "*", "http://127.0.0.1:9/q", "sq", org)
     wid = await _wid(db, org, "*")
-    kinds: list[AlertKind] = ["billing_at_risk", "inactivity", "pain_increase", "red_flag",
-                              "fall", "pain_increase"]
+    kinds: list[AlertKind] = [
+        "billing_at_risk",
+        "inactivity",
+        "pain_increase",
+        "red_flag",
+        "fall",
+        "pain_increase",
+    ]
     changes = [_change(p, "*", k) for k in kinds]
     await queue_deliveries(db, changes)
 
@@ -379,21 +451,30 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     # place; a busy endpoint (in flight in this worker) is skipped.
     [c] = await claim_deliveries(db, [], 10, 30.0, only=wid)
     assert c.alert_id == changes[5].alert.id
-    await mark_attempt_failed(db, c, "HTTP 500", exhausted=False, retry_in_s=0.0,
-                              endpoint_retry_in_s=[0.0, 1.5, 100.0, 100.0])
+    await mark_attempt_failed(
+        db,
+        c,
+        "HTTP 500",
+        exhausted=False,
+        retry_in_s=0.0,
+        endpoint_retry_in_s=[0.0, 1.5, 100.0, 100.0],
+    )
     assert await claim_deliveries(db, [], 10, 30.0, only=wid) == []  # backing off
     await asyncio.sleep(1.7)
     assert await claim_deliveries(db, [wid], 10, 30.0, only=wid) == []  # busy here
     [again] = await claim_deliveries(db, [], 10, 30.0, only=wid)
     assert (again.alert_id, again.attempts, again.failures) == (c.alert_id, 1, 1)
     # a lapsed claim (a worker that died mid-attempt) is taken again
-    await db.execute("UPDATE alert_deliveries SET next_attempt_at = now() - interval '1 s'"
-                     " WHERE alert_id = $1", again.alert_id)
+    await db.execute(
+        "UPDATE alert_deliveries SET next_attempt_at = now() - interval '1 s' WHERE alert_id = $1",
+        again.alert_id,
+    )
     [retaken] = await claim_deliveries(db, [], 10, 30.0, only=wid)
     assert retaken.alert_id == again.alert_id
     await mark_delivered(db, retaken, pull_forward=True)
-    assert await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1",
-                             wid) == 0
+    assert (
+        await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1", wid) == 0
+    )
     await remove_webhook(db, "*", org)
 
 
@@ -404,16 +485,29 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
     runner = CliRunner()
     clinician = f"{factory.prefix}-cli"
     try:
-        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician,
-                                 "--url", receiver.url + "?token=t0p", "--secret-stdin"],
-                          input="hush-123\n")
+        r = runner.invoke(
+            main,
+            [
+                "alerts",
+                "webhook",
+                "--clinician-id",
+                clinician,
+                "--url",
+                receiver.url + "?token=t0p",
+                "--secret-stdin",
+            ],
+            input="hush-123\n",
+        )
         assert r.exit_code == 0 and "added" in r.output, r.output
 
         async def stored_secret() -> str:
             conn = await asyncpg.connect(base_settings.dsn)
             try:
-                return str(await conn.fetchval(
-                    "SELECT secret FROM clinician_webhooks WHERE clinician_id = $1", clinician))
+                return str(
+                    await conn.fetchval(
+                        "SELECT secret FROM clinician_webhooks WHERE clinician_id = $1", clinician
+                    )
+                )
             finally:
                 await conn.close()
 
@@ -422,8 +516,9 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
         assert r.exit_code == 0 and "HTTP 200" in r.output, r.output
         [(_, _, headers, body)] = receiver.requests
-        mac = hmac.new(b"hush-123", headers["X-RTM-Timestamp"].encode() + b"." + body,
-                       hashlib.sha256).hexdigest()
+        mac = hmac.new(
+            b"hush-123", headers["X-RTM-Timestamp"].encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
         assert headers["X-RTM-Signature"] == "sha256=" + mac
         assert json.loads(body)["change"] == "ping"
         for args in (["alerts", "webhooks"], ["alerts", "webhook", "--list"]):
@@ -437,12 +532,35 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
         assert r.exit_code == 0 and "removed" in r.output, r.output
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
         assert r.exit_code == 1 and "no webhook" in r.output, r.output
-        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician,
-                                 "--url", "not-a-url", "--secret", "s"])
+        r = runner.invoke(
+            main,
+            [
+                "alerts",
+                "webhook",
+                "--clinician-id",
+                clinician,
+                "--url",
+                "not-a-url",
+                "--secret",
+                "s",
+            ],
+        )
         assert r.exit_code == 2 and "http:// or https://" in r.output, r.output
-        r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--org",
-                                 f"{factory.prefix}-nope", "--url", receiver.url,
-                                 "--secret", "s"])
+        r = runner.invoke(
+            main,
+            [
+                "alerts",
+                "webhook",
+                "--clinician-id",
+                clinician,
+                "--org",
+                f"{factory.prefix}-nope",
+                "--url",
+                receiver.url,
+                "--secret",
+                "s",
+            ],
+        )
         assert r.exit_code == 1 and "unknown organisation" in r.output, r.output
     finally:
         receiver.close()

@@ -28,8 +28,13 @@ async def test_mixed_batch_stores_good_events_exactly_once(
     bad = [
         factory.pain(p, 11, "2026-11-04T10:00:00-06:00"),  # out of range
         factory.pain(p, 3, "2026-11-04T10:00:00"),  # naive timestamp
-        {"event_id": f"{factory.prefix}-x", "schema_version": 1, "type": "nope",
-         "patient_id": p, "occurred_at": "2026-11-04T10:00:00Z"},
+        {
+            "event_id": f"{factory.prefix}-x",
+            "schema_version": 1,
+            "type": "nope",
+            "patient_id": p,
+            "occurred_at": "2026-11-04T10:00:00Z",
+        },
     ]
     batch = good[:5] + bad[:1] + good[5:15] + bad[1:] + good[15:]
     resp = stack.post(batch)
@@ -58,8 +63,8 @@ async def test_mixed_batch_stores_good_events_exactly_once(
     assert stack.post(shuffled).json()["accepted"] == 0
 
     # Duplicates the gateway cannot see (straight re-delivery) are absorbed by the worker.
-    from streams.producer import EventProducer
     from schemas.events import validate_event
+    from streams.producer import EventProducer
 
     producer = EventProducer(stack.settings)
     await producer.start()
@@ -75,8 +80,11 @@ async def test_mixed_batch_stores_good_events_exactly_once(
         text = httpx.get(
             f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics", timeout=5
         ).text
-        line = next(l for l in text.splitlines()
-                    if l.startswith("rtm_worker_duplicates_ignored_total"))
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("rtm_worker_duplicates_ignored_total")
+        )
         return float(line.split()[-1]) >= len(good)
 
     await wait_for(worker_saw_redelivery, what="re-delivered events ignored")
@@ -91,13 +99,16 @@ async def test_rejected_events_reach_the_dead_letter_topic_with_reason(
     stack: Stack, factory: EventFactory
 ) -> None:
     p = factory.patient(1)
-    bad = [factory.pain(p, 12, "2026-11-04T10:00:00-06:00"),
-           factory.pain(p, 3, "2026-11-04T10:00:00", event_id=f"{factory.prefix}-naive")]
+    bad = [
+        factory.pain(p, 12, "2026-11-04T10:00:00-06:00"),
+        factory.pain(p, 3, "2026-11-04T10:00:00", event_id=f"{factory.prefix}-naive"),
+    ]
     resp = stack.post([factory.episode_started(p), *bad])
     assert len(resp.json()["rejected"]) == 2
     dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=2)
-    assert [d["event"]["event_id"] for d in dead if d["event"]] == [e["event_id"] for e in bad] \
-        or sorted(d["event"]["event_id"] for d in dead) == sorted(e["event_id"] for e in bad)
+    assert [d["event"]["event_id"] for d in dead if d["event"]] == [
+        e["event_id"] for e in bad
+    ] or sorted(d["event"]["event_id"] for d in dead) == sorted(e["event_id"] for e in bad)
     reasons = {d["event"]["event_id"]: d["errors"][0]["field"] for d in dead}
     assert reasons[bad[0]["event_id"]] == "score"
     assert reasons[bad[1]["event_id"]] == "occurred_at"
@@ -122,9 +133,7 @@ async def test_future_dated_event_is_rejected_and_the_good_one_accepted(
     assert err["message"].startswith("occurred_at: more than 600 s ahead of received_at")
 
     dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=1)
-    assert [(d["stage"], d["event"]["event_id"]) for d in dead] == [
-        ("gateway", future["event_id"])
-    ]
+    assert [(d["stage"], d["event"]["event_id"]) for d in dead] == [("gateway", future["event_id"])]
     assert dead[0]["errors"] == rejected["errors"]
 
     async def good_stored() -> bool:
@@ -172,7 +181,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     want = len(events)
     half = want // 2
     for i in range(0, half, 500):
-        assert stack.post(events[i:min(i + 500, half)]).status_code == 200
+        assert stack.post(events[i : min(i + 500, half)]).status_code == 200
 
     async def some_stored() -> bool:
         return len(await stored_ids(db, factory.prefix)) > 0
@@ -180,7 +189,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     await wait_for(some_stored, what="first batches stored")
     stack.workers[0].kill()  # SIGKILL: no clean shutdown, no final commit
     for i in range(half, want, 500):
-        assert stack.post(events[i:i + 500]).status_code == 200
+        assert stack.post(events[i : i + 500]).status_code == 200
     stack.start_worker()
 
     async def all_stored() -> bool:

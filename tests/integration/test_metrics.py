@@ -4,14 +4,15 @@ relies on move, and no label carries a patient or clinician id."""
 from __future__ import annotations
 
 import datetime as dt
+
 import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.settings import Settings
 from schemas.events import validate_event
 from streams.producer import EventProducer
+from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for
 
@@ -53,8 +54,13 @@ async def test_metrics_move_and_carry_no_ids(
     bad = [
         factory.pain(p1, 11, "2026-11-04T10:00:00-06:00"),  # out of range
         factory.pain(p1, 3, "2026-11-04T10:00:00"),  # naive timestamp
-        {"event_id": f"{prefix}-x", "schema_version": 1, "type": "nope",
-         "patient_id": p1, "occurred_at": "2026-11-04T10:00:00Z"},
+        {
+            "event_id": f"{prefix}-x",
+            "schema_version": 1,
+            "type": "nope",
+            "patient_id": p1,
+            "occurred_at": "2026-11-04T10:00:00Z",
+        },
     ]
     types: dict[str, int] = {}
     for e in good:
@@ -69,9 +75,9 @@ async def test_metrics_move_and_carry_no_ids(
 
         async def stored_and_fired() -> bool:
             n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "-%")
-            fired = await db.fetchval(
-                "SELECT count(*) FROM alerts WHERE patient_id = $1", p2)
+                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "-%"
+            )
+            fired = await db.fetchval("SELECT count(*) FROM alerts WHERE patient_id = $1", p2)
             return bool(n >= len(good) and fired >= 1)
 
         await wait_for(stored_and_fired, what="events stored and the red flag fired")
@@ -88,9 +94,11 @@ async def test_metrics_move_and_carry_no_ids(
         async def settled() -> bool:
             w = scrape(worker_url)
             lag = labelled(w, "rtm_worker_consumer_lag")
-            return (value(w, "rtm_worker_duplicates_ignored_total") >= len(good)
-                    and len(lag) == stack.settings.topic_partitions
-                    and all(v == 0 for v in lag.values()))
+            return (
+                value(w, "rtm_worker_duplicates_ignored_total") >= len(good)
+                and len(lag) == stack.settings.topic_partitions
+                and all(v == 0 for v in lag.values())
+            )
 
         await wait_for(settled, timeout=30, what="duplicates ignored and lag back to 0")
         g, w = scrape(gateway_url), scrape(worker_url)
@@ -120,10 +128,12 @@ async def test_metrics_move_and_carry_no_ids(
     lag = labelled(w, "rtm_worker_consumer_lag")
     assert {dict(k)["topic"] for k in lag} == {stack.settings.topic_events}
     assert sorted(int(dict(k)["partition"]) for k in lag) == list(
-        range(stack.settings.topic_partitions))
+        range(stack.settings.topic_partitions)
+    )
     assert set(lag.values()) == {0.0}
     days = await db.fetchval(
-        "SELECT count(*) FROM billing_data_days WHERE patient_id LIKE $1", prefix + "-%")
+        "SELECT count(*) FROM billing_data_days WHERE patient_id LIKE $1", prefix + "-%"
+    )
     assert days >= 3  # p1's three exercise days at least
     assert value(w, "rtm_worker_billing_data_dates_total") == days
 

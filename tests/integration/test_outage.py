@@ -29,15 +29,20 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
     stack: Stack, base_settings: Settings, factory: EventFactory
 ) -> None:
     p = factory.patient(1)
-    first = [factory.episode_started(p, at="2026-11-02T09:00:00-06:00"),
-             *factory.daily_exercises(p, dt.date(2026, 11, 2), 5)]
+    first = [
+        factory.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+        *factory.daily_exercises(p, dt.date(2026, 11, 2), 5),
+    ]
     assert stack.post(first).json()["accepted"] == len(first)
 
     async def count(ids: list[str]) -> int:
         conn = await asyncpg.connect(base_settings.dsn)
         try:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM events WHERE event_id = ANY($1::text[])", ids))
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM events WHERE event_id = ANY($1::text[])", ids
+                )
+            )
         finally:
             await conn.close()
 
@@ -54,8 +59,10 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
 
     services._pg_down(base_settings, log=print)
     try:
-        second = [factory.pain(p, 9, "2026-11-08T10:00:00-06:00"),
-                  *factory.daily_exercises(p, dt.date(2026, 11, 8), 3)]
+        second = [
+            factory.pain(p, 9, "2026-11-08T10:00:00-06:00"),
+            *factory.daily_exercises(p, dt.date(2026, 11, 8), 3),
+        ]
         resp = stack.post(second)  # the key was verified before: accepted from the cache
         assert resp.status_code == 200, resp.text
         assert resp.json()["accepted"] == len(second)
@@ -77,7 +84,8 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
     try:
         alerts = await conn.fetch("SELECT kind FROM alerts WHERE patient_id = $1", p)
         dupes = await conn.fetchval(
-            "SELECT count(*) - count(DISTINCT event_id) FROM events WHERE patient_id = $1", p)
+            "SELECT count(*) - count(DISTINCT event_id) FROM events WHERE patient_id = $1", p
+        )
     finally:
         await conn.close()
     assert "pain_high" in {r["kind"] for r in alerts}

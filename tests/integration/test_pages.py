@@ -51,8 +51,12 @@ class Dash:
         return f"{self.tag}-{name}"
 
     def post(self, events: list[dict[str, Any]], key: str) -> dict[str, Any]:
-        resp = httpx.post(f"{self.stack.url}/v1/events", json=events, timeout=30,
-                          headers={"Authorization": f"Bearer {self.keys[key]}"})
+        resp = httpx.post(
+            f"{self.stack.url}/v1/events",
+            json=events,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.keys[key]}"},
+        )
         resp.raise_for_status()
         body: dict[str, Any] = resp.json()
         assert body["accepted"] == len(events), body
@@ -70,13 +74,17 @@ async def _provision(settings: Settings, d: Dash) -> None:
     try:
         await db.add_org(conn, d.org, "Browser clinic")
         pw = hash_password(PASSWORD)
-        for name, role, clin in (("c1", "clinician", "cid1"), ("c2", "clinician", "cid2"),
-                                 ("billing", "billing", None), ("admin", "admin", None)):
-            await db.add_user(conn, d.org, d.user(name), role, pw,
-                              f"{d.tag}-{clin}" if clin else None)
+        for name, role, clin in (
+            ("c1", "clinician", "cid1"),
+            ("c2", "clinician", "cid2"),
+            ("billing", "billing", None),
+            ("admin", "admin", None),
+        ):
+            await db.add_user(
+                conn, d.org, d.user(name), role, pw, f"{d.tag}-{clin}" if clin else None
+            )
         key, key_id, salt, digest = new_key()
-        await db.add_key(conn, key_id, d.org, ["producer", "integration"], "browser", salt,
-                         digest)
+        await db.add_key(conn, key_id, d.org, ["producer", "integration"], "browser", salt, digest)
         d.keys["feed"] = key
     finally:
         await conn.close()
@@ -85,8 +93,11 @@ async def _provision(settings: Settings, d: Dash) -> None:
 async def _rollups(settings: Settings, pids: list[str]) -> dict[str, Any]:
     conn = await asyncpg.connect(settings.dsn)
     try:
-        rows = await conn.fetch("SELECT patient_id, open_critical, open_high FROM"
-                                " patient_rollups WHERE patient_id = ANY($1::text[])", pids)
+        rows = await conn.fetch(
+            "SELECT patient_id, open_critical, open_high FROM"
+            " patient_rollups WHERE patient_id = ANY($1::text[])",
+            pids,
+        )
         return {r["patient_id"]: (r["open_critical"], r["open_high"]) for r in rows}
     finally:
         await conn.close()
@@ -104,27 +115,44 @@ def dash(base_settings: Settings) -> Iterator[Dash]:
         names = ("pCrit", "pHigh", "pCalm", "pOther")
         d.patients = {n: f.patient(i) for i, n in enumerate(names, 1)}
         clin = {"pCrit": "cid1", "pHigh": "cid1", "pCalm": "cid1", "pOther": "cid2"}
-        d.post([f.episode_started(d.patients[n], at=local(12, 8), clinician_id=f"{tag}-{clin[n]}",
-                                  episode_id=f"{d.patients[n]}-ep1") for n in names], "feed")
+        d.post(
+            [
+                f.episode_started(
+                    d.patients[n],
+                    at=local(12, 8),
+                    clinician_id=f"{tag}-{clin[n]}",
+                    episode_id=f"{d.patients[n]}-ep1",
+                )
+                for n in names
+            ],
+            "feed",
+        )
         data: list[dict[str, Any]] = []
         for n in names:
             pid = d.patients[n]
-            data += [f.exercise(pid, local(day, 18)) for day in range(11, 0, -1)
-                     if n != "pHigh" or day % 3 == 0]
+            data += [
+                f.exercise(pid, local(day, 18))
+                for day in range(11, 0, -1)
+                if n != "pHigh" or day % 3 == 0
+            ]
             data += [f.pain(pid, 3, local(day, 9)) for day in (6, 4, 3)]
         # pCrit: a red flag (critical); pHigh: pain up 3 over its baseline (high);
         # pOther: a red flag, but c2's patient
-        data += [f.symptom(d.patients["pCrit"], local(2, 11), red_flags=["saddle_anesthesia"]),
-                 f.pain(d.patients["pHigh"], 6, local(1, 9)),
-                 f.symptom(d.patients["pOther"], local(2, 11), red_flags=["progressive_weakness"])]
+        data += [
+            f.symptom(d.patients["pCrit"], local(2, 11), red_flags=["saddle_anesthesia"]),
+            f.pain(d.patients["pHigh"], 6, local(1, 9)),
+            f.symptom(d.patients["pOther"], local(2, 11), red_flags=["progressive_weakness"]),
+        ]
         d.post(data, "feed")
         pids = [d.patients[n] for n in ("pCrit", "pHigh", "pOther")]
 
         async def rolled_up() -> bool:
             r = await _rollups(stack.settings, pids)
-            return (r.get(d.patients["pCrit"], (0, 0))[0] >= 1
-                    and r.get(d.patients["pHigh"], (0, 0))[1] >= 1
-                    and r.get(d.patients["pOther"], (0, 0))[0] >= 1)
+            return (
+                r.get(d.patients["pCrit"], (0, 0))[0] >= 1
+                and r.get(d.patients["pHigh"], (0, 0))[1] >= 1
+                and r.get(d.patients["pOther"], (0, 0))[0] >= 1
+            )
 
         run_in_thread(wait_for(rolled_up, 90, "the rollups of the alerts"))
         yield d
@@ -159,24 +187,32 @@ def sign_in(browser: Any, dash: Dash, name: str) -> Any:
 
 
 def api_headers(dash: Dash, name: str) -> dict[str, str]:
-    resp = httpx.post(f"{dash.stack.url}/v1/session", timeout=30,
-                      json={"username": dash.user(name), "password": PASSWORD})
+    resp = httpx.post(
+        f"{dash.stack.url}/v1/session",
+        timeout=30,
+        json={"username": dash.user(name), "password": PASSWORD},
+    )
     resp.raise_for_status()
-    return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
-            CSRF_HEADER: resp.json()["csrf_token"]}
+    return {
+        "Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}",
+        CSRF_HEADER: resp.json()["csrf_token"],
+    }
 
 
 def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
-        dash: Dash, browser: Any) -> None:
+    dash: Dash, browser: Any
+) -> None:
     p = dash.patients
     page = sign_in(browser, dash, "c1")
     assert page.url.endswith("/ui/worklist")
     order = page.locator("table.worklist tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.patient)")
+        "rows => rows.map(r => r.dataset.patient)"
+    )
     assert order[:2] == [p["pCrit"], p["pHigh"]], order
     assert p["pOther"] not in order and p["pCalm"] not in order  # c2's; no open alert
-    api = httpx.get(f"{dash.stack.url}/v1/worklist", headers=api_headers(dash, "c1"),
-                    timeout=30).json()["patients"]
+    api = httpx.get(
+        f"{dash.stack.url}/v1/worklist", headers=api_headers(dash, "c1"), timeout=30
+    ).json()["patients"]
     assert [r["patient_id"] for r in api] == order  # the page's order is the API's
     row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
     assert "1 critical" in row.inner_text() and "of 16 days" in row.inner_text()
@@ -189,13 +225,15 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     page.select_option("#f-severity", "high")
     page.wait_for_function(
         "() => [...document.querySelectorAll('table.worklist tbody tr')]"
-        ".map(r => r.dataset.patient).join() === '" + p["pHigh"] + "'")
+        ".map(r => r.dataset.patient).join() === '" + p["pHigh"] + "'"
+    )
     page.goto("/ui/worklist")
 
     # a new red flag arrives while the page is open: it shows up without a reload
     page.evaluate("window.__still_here = true")
     page.wait_for_function(
-        "() => document.getElementById('live-status').textContent.startsWith('Connected')")
+        "() => document.getElementById('live-status').textContent.startsWith('Connected')"
+    )
     f = EventFactory()
     dash.post([f.symptom(p["pHigh"], local(0, 0), red_flags=["bladder_dysfunction"])], "feed")
     page.wait_for_selector(f'#live-list li:has-text("{p["pHigh"]}")', timeout=30_000)
@@ -220,7 +258,8 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
 
 
 def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
-        dash: Dash, browser: Any) -> None:
+    dash: Dash, browser: Any
+) -> None:
     pid = dash.patients["pCrit"]
     page = sign_in(browser, dash, "c1")
     page.goto(f"/ui/patients/{pid}")
@@ -239,24 +278,27 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.keyboard.press("Enter")
     page.wait_for_selector(f'#alert-history li[data-alert="{alert_id}"]')
     assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 0
-    assert "Note: called, sent to ED" in page.inner_text(f'#alert-history li[data-alert="{alert_id}"]')
+    assert "Note: called, sent to ED" in page.inner_text(
+        f'#alert-history li[data-alert="{alert_id}"]'
+    )
     assert page.evaluate("document.activeElement.id") == "alert-panel"
     page.screenshot(path=str(dash.shots / "patient-acknowledged.png"), full_page=True)
 
     async def stored() -> tuple[str, str, str]:
         conn = await asyncpg.connect(dash.stack.settings.dsn)
         try:
-            r = await conn.fetchrow("SELECT status, ack_note, acknowledged_by FROM alerts"
-                                    " WHERE id = $1", alert_id)
+            r = await conn.fetchrow(
+                "SELECT status, ack_note, acknowledged_by FROM alerts WHERE id = $1", alert_id
+            )
             return r["status"], r["ack_note"], r["acknowledged_by"]
         finally:
             await conn.close()
+
     assert run_in_thread(stored()) == ("acknowledged", "called, sent to ED", dash.user("c1"))
     page.close()
 
 
-def test_another_clinician_sees_none_of_the_first_ones_patients(dash: Dash,
-                                                                browser: Any) -> None:
+def test_another_clinician_sees_none_of_the_first_ones_patients(dash: Dash, browser: Any) -> None:
     p = dash.patients
     page = sign_in(browser, dash, "c2")
     text = page.inner_text("main")
@@ -270,7 +312,8 @@ def test_another_clinician_sees_none_of_the_first_ones_patients(dash: Dash,
 
 
 def test_billing_exports_and_finds_it_in_the_history_and_admin_audits(
-        dash: Dash, browser: Any) -> None:
+    dash: Dash, browser: Any
+) -> None:
     page = sign_in(browser, dash, "billing")
     assert page.url.endswith("/ui/billing")
     assert "Close to 16 data days" in page.inner_text("main")

@@ -18,12 +18,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.produce import produce_file
-from streams.settings import Settings
-from rtm.simulate import simulate, write_jsonl
+from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.producer import EventProducer
+from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, wait_for
-from rtm.simulate import namespaced
 from tests.integration.test_alerts_stream import AS_OF, offline_alerts
 
 pytestmark = pytest.mark.integration
@@ -48,8 +47,12 @@ def _strip(value: Any, prefix: str) -> Any:
 
 
 def _alert_key(kind: str, status: str, fired_at: str, event_ids: Any) -> tuple[Any, ...]:
-    return (kind, status, dt.datetime.fromisoformat(fired_at.replace("Z", "+00:00")),
-            tuple(event_ids))
+    return (
+        kind,
+        status,
+        dt.datetime.fromisoformat(fired_at.replace("Z", "+00:00")),
+        tuple(event_ids),
+    )
 
 
 def assigned_partitions(settings: Settings, port: int) -> set[int]:
@@ -73,8 +76,7 @@ async def wait_split(stack: Stack, ports: list[int]) -> list[set[int]]:
 
     async def split() -> bool:
         held[:] = [assigned_partitions(stack.settings, p) for p in ports]
-        return (all(held) and sum(len(h) for h in held) == len(every)
-                and set().union(*held) == every)
+        return all(held) and sum(len(h) for h in held) == len(every) and set().union(*held) == every
 
     await wait_for(split, timeout=30, what=f"partitions split between workers {ports}")
     return held
@@ -88,10 +90,12 @@ class GroupOffsets:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id,
-            enable_auto_commit=False)
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=settings.app_id,
+            enable_auto_commit=False,
+        )
 
-    async def __aenter__(self) -> "GroupOffsets":
+    async def __aenter__(self) -> GroupOffsets:
         await self.consumer.start()
         return self
 
@@ -99,8 +103,10 @@ class GroupOffsets:
         await self.consumer.stop()
 
     async def caught_up(self) -> bool:
-        tps = [TopicPartition(self.settings.topic_events, p)
-               for p in range(self.settings.topic_partitions)]
+        tps = [
+            TopicPartition(self.settings.topic_events, p)
+            for p in range(self.settings.topic_partitions)
+        ]
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
             if (await self.consumer.committed(tp) or 0) != ends[tp]:
@@ -109,8 +115,12 @@ class GroupOffsets:
 
 
 async def stream_cohort(
-    base: Settings, db: asyncpg.Connection, halves: tuple[Path, Path], prefix: str,
-    n_ids: int, scale_out: bool,
+    base: Settings,
+    db: asyncpg.Connection,
+    halves: tuple[Path, Path],
+    prefix: str,
+    n_ids: int,
+    scale_out: bool,
 ) -> Outcome:
     t0 = time.monotonic()
     with running_stack(base, tick_interval_s=0, worker_lag_interval_s=0.5) as stack:
@@ -135,7 +145,8 @@ async def stream_cohort(
 
         async def stored() -> bool:
             n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")
+                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
+            )
             return bool(n >= n_ids)
 
         await wait_for(stored, timeout=60, what="cohort stored")
@@ -151,15 +162,21 @@ async def stream_cohort(
     like = prefix + "%"
     events = await db.fetch(
         "SELECT event_id, type, patient_id, episode_id, occurred_at, local_date, utc_offset_s"
-        " FROM events WHERE event_id LIKE $1", like)
+        " FROM events WHERE event_id LIKE $1",
+        like,
+    )
     alerts = await db.fetch("SELECT payload FROM alerts WHERE patient_id LIKE $1", like)
     days = await db.fetch(
         "SELECT patient_id, local_date, episode_id, first_event_id FROM billing_data_days"
-        " WHERE patient_id LIKE $1", like)
+        " WHERE patient_id LIKE $1",
+        like,
+    )
     logs = await db.fetch(
         "SELECT event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
         " minutes, clinician_role, interactive FROM billing_time_logs"
-        " WHERE patient_id LIKE $1", like)
+        " WHERE patient_id LIKE $1",
+        like,
+    )
 
     def rows(records: list[asyncpg.Record]) -> list[tuple[Any, ...]]:
         return sorted((_strip(tuple(r), prefix) for r in records), key=repr)
@@ -169,7 +186,8 @@ async def stream_cohort(
         events=rows(events),
         alerts=Counter(
             _alert_key(a["kind"], a["status"], a["fired_at"], _strip(a["event_ids"], prefix))
-            for a in payloads),
+            for a in payloads
+        ),
         data_days=rows(days),
         time_logs=rows(logs),
         seconds=time.monotonic() - t0,
@@ -196,15 +214,23 @@ async def test_two_workers_and_a_rebalance_equal_one_worker(
         write_jsonl(events[half:], halves[1])
         outcomes.append(await stream_cohort(base_settings, db, halves, prefix, n_ids, scale_out))
     one, two = outcomes
-    print(f"cohort {PATIENTS}x{DAYS}: {n_ids} events, {sum(expected.values())} alerts;"
-          f" one worker {one.seconds:.1f}s, two workers with a rebalance {two.seconds:.1f}s")
+    print(
+        f"cohort {PATIENTS}x{DAYS}: {n_ids} events, {sum(expected.values())} alerts;"
+        f" one worker {one.seconds:.1f}s, two workers with a rebalance {two.seconds:.1f}s"
+    )
 
     # Scale-out first (the property under test), then both against the offline rules.
-    assert two.alerts == one.alerts, ("two workers vs one",
-                                      two.alerts - one.alerts, one.alerts - two.alerts)
+    assert two.alerts == one.alerts, (
+        "two workers vs one",
+        two.alerts - one.alerts,
+        one.alerts - two.alerts,
+    )
     assert two.events == one.events
     assert two.data_days == one.data_days and one.data_days
     assert two.time_logs == one.time_logs and one.time_logs
     assert len(one.events) == n_ids
-    assert one.alerts == expected, ("streamed vs offline",
-                                    one.alerts - expected, expected - one.alerts)
+    assert one.alerts == expected, (
+        "streamed vs offline",
+        one.alerts - expected,
+        expected - one.alerts,
+    )

@@ -19,14 +19,35 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not on the PATH")
 def test_gateway_serves_https_only_with_a_configured_certificate(
-        base_settings: Settings, tmp_path: Path) -> None:
+    base_settings: Settings, tmp_path: Path
+) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    settings = base_settings.model_copy(update={
-        "api_port": free_port(), "api_tls_certfile": cert, "api_tls_keyfile": key})
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    settings = base_settings.model_copy(
+        update={"api_port": free_port(), "api_tls_certfile": cert, "api_tls_keyfile": key}
+    )
     child = start_gateway(settings)
     try:
         url = f"127.0.0.1:{settings.api_port}"

@@ -14,25 +14,47 @@ from alerts.state import PatientState, encode_state, new_state
 from schemas.events import EVENT_ADAPTER, Event
 
 P = "p-1"
-BILLING = {"rendering_npi": "1234567893", "billing_npi": "1234567893", "payer": "medicare",
-           "member_id": "M-1", "diagnosis_codes": ["M54.50"], "place_of_service": "11"}
+BILLING = {
+    "rendering_npi": "1234567893",
+    "billing_npi": "1234567893",
+    "payer": "medicare",
+    "member_id": "M-1",
+    "diagnosis_codes": ["M54.50"],
+    "place_of_service": "11",
+}
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-6)))
 
 
 def mk(type_: str, at: dt.datetime, eid: str, **fields: Any) -> Event:
-    return EVENT_ADAPTER.validate_python({"event_id": eid, "schema_version": 1, "type": type_,
-                                          "patient_id": P, "occurred_at": at.isoformat(),
-                                          **fields})
+    return EVENT_ADAPTER.validate_python(
+        {
+            "event_id": eid,
+            "schema_version": 1,
+            "type": type_,
+            "patient_id": P,
+            "occurred_at": at.isoformat(),
+            **fields,
+        }
+    )
 
 
 def start(at: dt.datetime = T0, episode_id: str = "ep-1") -> Event:
-    return mk("episode.started", at, "start", episode_id=episode_id, clinician_id="c-1",
-              clinician_role="PT", timezone="America/Chicago",
-              program={"sessions_per_week": 3}, billing=BILLING)
+    return mk(
+        "episode.started",
+        at,
+        "start",
+        episode_id=episode_id,
+        clinician_id="c-1",
+        clinician_role="PT",
+        timezone="America/Chicago",
+        program={"sessions_per_week": 3},
+        billing=BILLING,
+    )
 
 
-def feed(events: list[Event], state: PatientState | None = None
-         ) -> tuple[PatientState, list[AlertChange]]:
+def feed(
+    events: list[Event], state: PatientState | None = None
+) -> tuple[PatientState, list[AlertChange]]:
     s = state if state is not None else new_state(P)
     out: list[AlertChange] = []
     for e in events:
@@ -46,8 +68,17 @@ def event_driven_history(changes: list[AlertChange]) -> dict[str, tuple[Any, ...
     for c in changes:
         a = c.alert
         if a.kind in EVENT_DRIVEN_KINDS:
-            latest[a.id] = (a.kind, a.event_ids, a.fired_at, a.episode_id, a.clinician_id,
-                            a.status, a.resolved_by_event_id, a.value, a.threshold)
+            latest[a.id] = (
+                a.kind,
+                a.event_ids,
+                a.fired_at,
+                a.episode_id,
+                a.clinician_id,
+                a.status,
+                a.resolved_by_event_id,
+                a.value,
+                a.threshold,
+            )
     return latest
 
 
@@ -77,8 +108,7 @@ def build(reports: list[tuple[str, int, Any]], named: bool) -> list[Event]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(reports=st.lists(report, min_size=1, max_size=25), named=st.booleans(),
-       data=st.data())
+@given(reports=st.lists(report, min_size=1, max_size=25), named=st.booleans(), data=st.data())
 def test_any_arrival_of_the_episode_gives_the_alerts_of_in_order_arrival(
     reports: list[tuple[str, int, Any]], named: bool, data: st.DataObject
 ) -> None:
@@ -87,10 +117,12 @@ def test_any_arrival_of_the_episode_gives_the_alerts_of_in_order_arrival(
     # Pain reports keep their order among themselves (a late, older report changes no pain
     # state, by rule); everything else, the episode included, arrives anywhere.
     pains = [e for e in events if e.type == "pain.reported"]
-    others = data.draw(st.permutations([e for e in events if e.type != "pain.reported"]
-                                       + [start()]))
-    slots = sorted(data.draw(st.lists(st.integers(0, len(others)), min_size=len(pains),
-                                      max_size=len(pains))))
+    others = data.draw(
+        st.permutations([e for e in events if e.type != "pain.reported"] + [start()])
+    )
+    slots = sorted(
+        data.draw(st.lists(st.integers(0, len(others)), min_size=len(pains), max_size=len(pains)))
+    )
     arrival: list[Event] = []
     j = 0
     for i, e in enumerate(others):
@@ -110,7 +142,11 @@ def test_pain_before_its_episode_fires_when_the_episode_arrives_with_its_own_tim
     s, ch = feed([start()], s)
     [c] = ch
     assert (c.change, c.alert.kind, c.alert.event_ids, c.alert.fired_at) == (
-        "fired", "pain_high", ("p8",), p.occurred_at)
+        "fired",
+        "pain_high",
+        ("p8",),
+        p.occurred_at,
+    )
     assert (c.alert.clinician_id, c.alert.unrouted) == ("c-1", False) and not s.pending
 
 
@@ -124,7 +160,13 @@ def test_red_flag_with_no_episode_goes_unrouted_after_the_grace_period() -> None
     [c] = ch
     a = c.alert
     assert (a.kind, a.severity, a.unrouted, a.clinician_id, a.episode_id, a.event_ids) == (
-        "red_flag", "critical", True, "*", "", ("rf",))
+        "red_flag",
+        "critical",
+        True,
+        "*",
+        "",
+        ("rf",),
+    )
     assert a.fired_at == flag.occurred_at and not s.pending
     # The episode arriving later raises no second alert for the same report.
     s, ch = feed([start()], s)
@@ -132,10 +174,17 @@ def test_red_flag_with_no_episode_goes_unrouted_after_the_grace_period() -> None
 
 
 def test_grace_counts_from_when_the_report_was_received() -> None:
-    late = EVENT_ADAPTER.validate_python({
-        "event_id": "f", "schema_version": 1, "type": "symptom.reported", "patient_id": P,
-        "occurred_at": T0.isoformat(), "fall": True,
-        "received_at": (T0 + dt.timedelta(days=3)).isoformat()})
+    late = EVENT_ADAPTER.validate_python(
+        {
+            "event_id": "f",
+            "schema_version": 1,
+            "type": "symptom.reported",
+            "patient_id": P,
+            "occurred_at": T0.isoformat(),
+            "fall": True,
+            "received_at": (T0 + dt.timedelta(days=3)).isoformat(),
+        }
+    )
     s, _ = feed([late])
     s, ch = on_tick(s, T0 + dt.timedelta(days=3, hours=1))
     assert ch == []  # synced 3 days late: its episode may still be on the way
@@ -144,13 +193,19 @@ def test_grace_counts_from_when_the_report_was_received() -> None:
 
 
 def test_named_episode_not_started_yet_waits_for_it_instead_of_another_clinician() -> None:
-    second = EVENT_ADAPTER.validate_python({
-        **start().model_dump(mode="json", exclude_none=True), "event_id": "start2",
-        "episode_id": "ep-2", "clinician_id": "c-2",
-        "occurred_at": (T0 + dt.timedelta(days=20)).isoformat()})
+    second = EVENT_ADAPTER.validate_python(
+        {
+            **start().model_dump(mode="json", exclude_none=True),
+            "event_id": "start2",
+            "episode_id": "ep-2",
+            "clinician_id": "c-2",
+            "occurred_at": (T0 + dt.timedelta(days=20)).isoformat(),
+        }
+    )
     end = mk("episode.ended", T0 + dt.timedelta(days=19), "end", episode_id="ep-1")
-    flag = mk("symptom.reported", T0 + dt.timedelta(days=21), "rf", red_flags=["fever"],
-              episode_id="ep-2")
+    flag = mk(
+        "symptom.reported", T0 + dt.timedelta(days=21), "rf", red_flags=["fever"], episode_id="ep-2"
+    )
     s, ch = feed([start(), end, flag])
     assert ch == [] and "rf" in s.pending
     s, ch = feed([second], s)
@@ -170,8 +225,16 @@ def _year_of_history(days: int) -> list[int]:
     sizes = []
     for d in range(days):
         day = T0 + dt.timedelta(days=d)
-        evs = [mk("exercise.completed", day + dt.timedelta(minutes=m), f"x{d}-{m}",
-                  exercise_id="bridge", session_id=f"s{d}") for m in range(3)]
+        evs = [
+            mk(
+                "exercise.completed",
+                day + dt.timedelta(minutes=m),
+                f"x{d}-{m}",
+                exercise_id="bridge",
+                session_id=f"s{d}",
+            )
+            for m in range(3)
+        ]
         evs.append(mk("pain.reported", day + dt.timedelta(hours=1), f"p{d}", score=3 + d % 5))
         if d % 30 == 7:
             evs.append(mk("symptom.reported", day + dt.timedelta(hours=2), f"f{d}", fall=True))

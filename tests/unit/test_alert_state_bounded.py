@@ -35,22 +35,43 @@ from alerts.state import (
 from schemas.events import EVENT_ADAPTER, Event
 
 P = "p-1"
-BILLING = {"rendering_npi": "1234567893", "billing_npi": "1234567893", "payer": "medicare",
-           "member_id": "M-1", "diagnosis_codes": ["M54.50"], "place_of_service": "11"}
+BILLING = {
+    "rendering_npi": "1234567893",
+    "billing_npi": "1234567893",
+    "payer": "medicare",
+    "member_id": "M-1",
+    "diagnosis_codes": ["M54.50"],
+    "place_of_service": "11",
+}
 TZ = dt.timezone(dt.timedelta(hours=-6))
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=TZ)
 
 
 def mk(type_: str, at: dt.datetime, eid: str, **fields: Any) -> Event:
-    return EVENT_ADAPTER.validate_python({"event_id": eid, "schema_version": 1, "type": type_,
-                                          "patient_id": P, "occurred_at": at.isoformat(),
-                                          **fields})
+    return EVENT_ADAPTER.validate_python(
+        {
+            "event_id": eid,
+            "schema_version": 1,
+            "type": type_,
+            "patient_id": P,
+            "occurred_at": at.isoformat(),
+            **fields,
+        }
+    )
 
 
 def start(at: dt.datetime, episode_id: str, eid: str, clinician: str = "c-1") -> Event:
-    return mk("episode.started", at, eid, episode_id=episode_id, clinician_id=clinician,
-              clinician_role="PT", timezone="America/Chicago",
-              program={"sessions_per_week": 3}, billing=BILLING)
+    return mk(
+        "episode.started",
+        at,
+        eid,
+        episode_id=episode_id,
+        clinician_id=clinician,
+        clinician_role="PT",
+        timezone="America/Chicago",
+        program={"sessions_per_week": 3},
+        billing=BILLING,
+    )
 
 
 @contextmanager
@@ -67,8 +88,10 @@ def full_state() -> Iterator[None]:
 
 # --- a year of successive episodes -----------------------------------------------------------
 
-def _episodes_history(days: int, checkpoints: tuple[int, ...],
-                      log: list[AlertChange] | None = None) -> dict[int, PatientState]:
+
+def _episodes_history(
+    days: int, checkpoints: tuple[int, ...], log: list[AlertChange] | None = None
+) -> dict[int, PatientState]:
     """An episode of 30-60 days every ~2 months, daily sessions and pain, a fall a month
     (acknowledged), a program change, a break (inactivity), a tick every evening."""
     rng = random.Random(7)
@@ -88,28 +111,65 @@ def _episodes_history(days: int, checkpoints: tuple[int, ...],
             if day == first:
                 evs.append(start(at, ep, f"start-{k}", clinician=f"c-{k % 3}"))
             if day == first + 10:
-                evs.append(mk("program.updated", at, f"prog-{k}", episode_id=ep,
-                              program={"sessions_per_week": 5}))
+                evs.append(
+                    mk(
+                        "program.updated",
+                        at,
+                        f"prog-{k}",
+                        episode_id=ep,
+                        program={"sessions_per_week": 5},
+                    )
+                )
             if first <= day <= last and not (first + 15 <= day < first + 20):
-                evs += [mk("exercise.completed", at + dt.timedelta(minutes=m), f"x{day}-{m}",
-                           exercise_id="bridge", session_id=f"s{day}", episode_id=ep)
-                        for m in range(3)]
-                evs.append(mk("pain.reported", at + dt.timedelta(hours=1), f"p{day}",
-                              score=3 + day % 5, episode_id=ep))
+                evs += [
+                    mk(
+                        "exercise.completed",
+                        at + dt.timedelta(minutes=m),
+                        f"x{day}-{m}",
+                        exercise_id="bridge",
+                        session_id=f"s{day}",
+                        episode_id=ep,
+                    )
+                    for m in range(3)
+                ]
+                evs.append(
+                    mk(
+                        "pain.reported",
+                        at + dt.timedelta(hours=1),
+                        f"p{day}",
+                        score=3 + day % 5,
+                        episode_id=ep,
+                    )
+                )
                 if day % 30 == 7:
-                    evs.append(mk("symptom.reported", at + dt.timedelta(hours=2), f"f{day}",
-                                  fall=True, episode_id=ep))
+                    evs.append(
+                        mk(
+                            "symptom.reported",
+                            at + dt.timedelta(hours=2),
+                            f"f{day}",
+                            fall=True,
+                            episode_id=ep,
+                        )
+                    )
             if day == last:
-                evs.append(mk("episode.ended", at + dt.timedelta(hours=4), f"end-{k}",
-                              episode_id=ep, reason="discharged"))
+                evs.append(
+                    mk(
+                        "episode.ended",
+                        at + dt.timedelta(hours=4),
+                        f"end-{k}",
+                        episode_id=ep,
+                        reason="discharged",
+                    )
+                )
         log = [] if log is None else log
         for e in evs:
             s, ch = on_event(s, e)
             log += ch
             for c in ch:  # the clinician acknowledges what fires within the hour
                 if c.change == "fired":
-                    s, acked = acknowledge(s, c.alert.id, e.occurred_at + dt.timedelta(hours=1),
-                                           "c")
+                    s, acked = acknowledge(
+                        s, c.alert.id, e.occurred_at + dt.timedelta(hours=1), "c"
+                    )
                     log += acked
         s, ch = on_tick(s, at + dt.timedelta(hours=11))
         log += ch
@@ -154,6 +214,7 @@ def test_the_year_gives_the_alerts_of_a_state_that_keeps_everything() -> None:
 
 # --- random histories with late events: the same alerts as keeping everything --------------
 
+
 def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
     """Successive episodes, late-synced data, late episode.ended, and reports for old
     episodes arriving up to 200 days late (named, unnamed, after the episode's end)."""
@@ -161,8 +222,7 @@ def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
     out: list[tuple[dt.datetime, Event]] = []
     n = 0
 
-    def add(type_: str, at: dt.datetime, arrive: dt.datetime | None = None,
-            **f: Any) -> None:
+    def add(type_: str, at: dt.datetime, arrive: dt.datetime | None = None, **f: Any) -> None:
         nonlocal n
         n += 1
         out.append((arrive or at, mk(type_, at, f"e{n}", **f)))
@@ -174,11 +234,17 @@ def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
         ep, length = f"ep-{k}", rng.randint(20, 50)
         # Started on the day the previous one ended: after its end (20:00), so every
         # episode exists and a late second start inside one is refused by both engines.
-        begin = T0 + dt.timedelta(days=day, hours=0 if gap else 12,
-                                  minutes=rng.randint(0, 120))
-        add("episode.started", begin, episode_id=ep, clinician_id=f"c-{k}",
-            clinician_role="PT", timezone="America/Chicago",
-            program={"sessions_per_week": rng.choice([3, 5, 7])}, billing=BILLING)
+        begin = T0 + dt.timedelta(days=day, hours=0 if gap else 12, minutes=rng.randint(0, 120))
+        add(
+            "episode.started",
+            begin,
+            episode_id=ep,
+            clinician_id=f"c-{k}",
+            clinician_role="PT",
+            timezone="America/Chicago",
+            program={"sessions_per_week": rng.choice([3, 5, 7])},
+            billing=BILLING,
+        )
         gap_from = rng.randint(5, length)
         for d in range(length + 1):
             at = T0 + dt.timedelta(days=day + d, hours=rng.randint(0, 10))
@@ -187,18 +253,39 @@ def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
             arrive = at + dt.timedelta(days=rng.randint(1, 20)) if rng.random() < 0.05 else None
             named = {"episode_id": ep} if rng.random() < 0.8 else {}
             if rng.random() < 0.85:
-                add("exercise.completed", at, arrive, exercise_id="bridge",
-                    session_id=f"s{k}-{d}", **named)
+                add(
+                    "exercise.completed",
+                    at,
+                    arrive,
+                    exercise_id="bridge",
+                    session_id=f"s{k}-{d}",
+                    **named,
+                )
             if rng.random() < 0.7:
-                add("pain.reported", at + dt.timedelta(hours=1), arrive,
-                    score=min(10, max(0, int(rng.gauss(4 + (d % 9 == 0) * 4, 1.5)))), **named)
+                add(
+                    "pain.reported",
+                    at + dt.timedelta(hours=1),
+                    arrive,
+                    score=min(10, max(0, int(rng.gauss(4 + (d % 9 == 0) * 4, 1.5)))),
+                    **named,
+                )
             if rng.random() < 0.04:
-                add("symptom.reported", at + dt.timedelta(hours=2), arrive,
-                    red_flags=["fever"], **named)
+                add(
+                    "symptom.reported",
+                    at + dt.timedelta(hours=2),
+                    arrive,
+                    red_flags=["fever"],
+                    **named,
+                )
         end_at = T0 + dt.timedelta(days=day + length, hours=11)
         late = rng.randint(1, 10) if rng.random() < 0.3 else 0
-        add("episode.ended", end_at, end_at + dt.timedelta(days=late) if late else None,
-            episode_id=ep, reason="discharged")
+        add(
+            "episode.ended",
+            end_at,
+            end_at + dt.timedelta(days=late) if late else None,
+            episode_id=ep,
+            reason="discharged",
+        )
         eps.append((ep, day, day + length, begin))
         # The next start arrives after this end (else it is refused and "ep-x" below
         # could land in no episode: see the known difference in alerts.rules.prune).
@@ -217,13 +304,29 @@ def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
         elif r < 0.75:
             add("pain.reported", at, arrive, score=rng.randint(0, 10), **named)
         elif r < 0.85:  # re-sent under a new event_id
-            add("episode.started", begin, arrive, episode_id=ep, clinician_id=f"c-{ep[3:]}",
-                clinician_role="PT", timezone="America/Chicago",
-                program={"sessions_per_week": 3}, billing=BILLING)
+            add(
+                "episode.started",
+                begin,
+                arrive,
+                episode_id=ep,
+                clinician_id=f"c-{ep[3:]}",
+                clinician_role="PT",
+                timezone="America/Chicago",
+                program={"sessions_per_week": 3},
+                billing=BILLING,
+            )
         elif r < 0.92:  # a second active episode, sent late: refused
-            add("episode.started", begin + dt.timedelta(days=2), arrive, episode_id="ep-x",
-                clinician_id="c-x", clinician_role="PT", timezone="America/Chicago",
-                program={"sessions_per_week": 3}, billing=BILLING)
+            add(
+                "episode.started",
+                begin + dt.timedelta(days=2),
+                arrive,
+                episode_id="ep-x",
+                clinician_id="c-x",
+                clinician_role="PT",
+                timezone="America/Chicago",
+                program={"sessions_per_week": 3},
+                billing=BILLING,
+            )
         else:
             add("episode.ended", at, arrive, episode_id=ep, reason="discharged")
     return sorted(out, key=lambda x: (x[0], x[1].event_id))
@@ -242,9 +345,12 @@ def _run(seed: int) -> tuple[list[Any], int]:
     biggest, i = 0, 0
     now = T0.replace(hour=23)
     while now < T0 + dt.timedelta(days=420):
-        items: list[Item] = [a if P in states and a.alert_id in states[P].alerts
-                             else AckItem(P, a.alert_id, a.at, a.by, table[a.alert_id])
-                             for a in acks]
+        items: list[Item] = [
+            a
+            if P in states and a.alert_id in states[P].alerts
+            else AckItem(P, a.alert_id, a.at, a.by, table[a.alert_id])
+            for a in acks
+        ]
         acks = []
         new: list[Event] = []
         while i < len(arrivals) and arrivals[i][0] <= now:
@@ -264,8 +370,9 @@ def _run(seed: int) -> tuple[list[Any], int]:
             table[c.alert.id] = c.alert
             out.append((c.change, c.alert.model_dump(mode="json")))
             if c.change == "fired" and rng.random() < 0.6:
-                acks.append(AckItem(P, c.alert.id, now + dt.timedelta(hours=rng.randint(0, 40)),
-                                    "c"))
+                acks.append(
+                    AckItem(P, c.alert.id, now + dt.timedelta(hours=rng.randint(0, 40)), "c")
+                )
         out += [("refused", e.event_id, reason) for e, reason in result.refused]
         now += dt.timedelta(days=1)
     return out, biggest
@@ -280,8 +387,9 @@ def test_retiring_episodes_and_compacting_cooldowns_change_no_alert(seed: int) -
     changes = [c for c in compact if isinstance(c[1], (dict, str))]
     assert changes == [c for c in full if isinstance(c[1], (dict, str))]
     assert any(c[0] == "fired" for c in changes)
-    for (day, mine), (_, ref) in zip(*([r for r in x if isinstance(r[1], Rollups)]
-                                      for x in (compact, full)), strict=True):
+    for (day, mine), (_, ref) in zip(
+        *([r for r in x if isinstance(r[1], Rollups)] for x in (compact, full)), strict=True
+    ):
         assert mine.patients == ref.patients
         # The one difference: with everything kept, the rollup goes on rewriting the last
         # days of an episode that ended more than a month ago, from completions already
@@ -293,12 +401,16 @@ def test_retiring_episodes_and_compacting_cooldowns_change_no_alert(seed: int) -
 
 # --- routing to a retired episode, refusals, the stored form ----------------------------------
 
+
 def _retired_first_episode() -> PatientState:
     """ep-1 (c-1) 30 days, ended; ep-2 (c-2) running; ticked 38 days into ep-2."""
     s = new_state(P)
     end = T0 + dt.timedelta(days=30)
-    for e in [start(T0, "ep-1", "s1"), mk("episode.ended", end, "end1", episode_id="ep-1"),
-              start(end + dt.timedelta(days=2), "ep-2", "s2", clinician="c-2")]:
+    for e in [
+        start(T0, "ep-1", "s1"),
+        mk("episode.ended", end, "end1", episode_id="ep-1"),
+        start(end + dt.timedelta(days=2), "ep-2", "s2", clinician="c-2"),
+    ]:
         s, _ = on_event(s, e)
     s, _ = on_tick(s, end + dt.timedelta(days=40))  # ep-1 ended a month before ep-2's cursor
     assert "ep-1" in s.past and "ep-1" not in s.book.episodes
@@ -306,26 +418,31 @@ def _retired_first_episode() -> PatientState:
     return s
 
 
-@pytest.mark.parametrize("fields, clinician", [
-    ({"episode_id": "ep-1"}, "c-1"),  # names the retired episode, inside its dates
-    ({}, "c-1"),  # unnamed, dated inside the retired episode
-])
+@pytest.mark.parametrize(
+    "fields, clinician",
+    [
+        ({"episode_id": "ep-1"}, "c-1"),  # names the retired episode, inside its dates
+        ({}, "c-1"),  # unnamed, dated inside the retired episode
+    ],
+)
 def test_a_late_red_flag_of_a_retired_episode_goes_to_its_clinician(
     fields: dict[str, str], clinician: str
 ) -> None:
     s = _retired_first_episode()
     flag = mk("symptom.reported", T0 + dt.timedelta(days=10), "rf", red_flags=["fever"], **fields)
     s, ch = on_event(s, flag)
-    assert [(c.alert.kind, c.alert.episode_id, c.alert.clinician_id) for c in ch
-            if c.change == "fired"] == [("red_flag", "ep-1", clinician)]
+    assert [
+        (c.alert.kind, c.alert.episode_id, c.alert.clinician_id) for c in ch if c.change == "fired"
+    ] == [("red_flag", "ep-1", clinician)]
 
 
 def test_a_report_naming_a_retired_episode_after_its_end_goes_to_the_latest_episode() -> None:
     s = _retired_first_episode()
     flag = mk("symptom.reported", T0 + dt.timedelta(days=45), "rf", fall=True, episode_id="ep-1")
     s, ch = on_event(s, flag)
-    assert [(c.alert.kind, c.alert.episode_id, c.alert.clinician_id) for c in ch
-            if c.change == "fired"] == [("fall", "ep-2", "c-2")]
+    assert [
+        (c.alert.kind, c.alert.episode_id, c.alert.clinician_id) for c in ch if c.change == "fired"
+    ] == [("fall", "ep-2", "c-2")]
     assert not s.pending  # it exists: nothing to wait for
 
 
@@ -335,13 +452,14 @@ def test_late_starts_against_a_retired_episode() -> None:
     s2, ch = on_event(s, start(T0, "ep-1", "s1-again"))
     assert ch == [] and s2.episode_events == s.episode_events
     # Another episode started while ep-1 was active: refused, as the fold refuses it.
-    _, reason = rules.apply_event_outcome(s.copy_for_update(),
-                                          start(T0 + dt.timedelta(days=5), "ep-9", "s9"))
-    assert reason == ("patient already has an active episode ep-1; "
-                      "end it before starting another")
+    _, reason = rules.apply_event_outcome(
+        s.copy_for_update(), start(T0 + dt.timedelta(days=5), "ep-9", "s9")
+    )
+    assert reason == ("patient already has an active episode ep-1; end it before starting another")
     # Started after ep-1's episode.ended occurred: accepted.
     after = rules.apply_event_outcome(
-        s.copy_for_update(), start(T0 + dt.timedelta(days=30, minutes=1), "ep-8", "s8"))
+        s.copy_for_update(), start(T0 + dt.timedelta(days=30, minutes=1), "ep-8", "s8")
+    )
     assert after == ([], None)
 
 
@@ -353,7 +471,8 @@ def test_an_earlier_late_end_moves_a_retired_episode_end() -> None:
     _, ch = on_event(s, flag)
     # outside every episode now: the latest episode's clinician
     assert [(c.alert.kind, c.alert.clinician_id) for c in ch if c.change == "fired"] == [
-        ("red_flag", "c-2")]
+        ("red_flag", "c-2")
+    ]
     s = decode_state(encode_state(s))
     assert s.day_cursor["ep-1"] == (T0 + dt.timedelta(days=31)).date()  # kept as it was
 

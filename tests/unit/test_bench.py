@@ -74,8 +74,13 @@ def test_histogram_quantile_like_promql() -> None:
 
 
 def test_namespace_event_prefixes_ids_only() -> None:
-    ev = {"event_id": "p-1-1", "patient_id": "p-1", "episode_id": "ep-1", "type": "x",
-          "clinician_id": "c-1"}
+    ev = {
+        "event_id": "p-1-1",
+        "patient_id": "p-1",
+        "episode_id": "ep-1",
+        "type": "x",
+        "clinician_id": "c-1",
+    }
     out = namespace_event(ev, "b1234.m.")
     assert out["event_id"] == "b1234.m.p-1-1"
     assert out["patient_id"] == "b1234.m.p-1"
@@ -151,8 +156,14 @@ def test_history_blocks_tile_the_days_with_gaps() -> None:
 
 
 def test_rebase_event_keeps_patient_apart_from_block_ids() -> None:
-    ev = {"event_id": "p-1-3", "patient_id": "p-1", "episode_id": "ep-1-1",
-          "session_id": "p-1-s2", "clinician_id": "c-001", "type": "exercise.completed"}
+    ev = {
+        "event_id": "p-1-3",
+        "patient_id": "p-1",
+        "episode_id": "ep-1-1",
+        "session_id": "p-1-s2",
+        "clinician_id": "c-001",
+        "type": "exercise.completed",
+    }
     out = rebase_event(ev, "bX.h365.", "bX.h365.k0.")
     assert out["patient_id"] == "bX.h365.p-1"
     assert out["event_id"] == "bX.h365.k0.p-1-3"
@@ -185,8 +196,13 @@ def test_closing_events_pass_the_contract() -> None:
     from schemas.events import parse_event_json  # the gateway's and worker's parser
 
     eps = OpenEpisodes()
-    eps.see({"type": "episode.started", "patient_id": "b1.h365.p-000001",
-             "episode_id": "b1.h365.k0.ep-000001-1"})
+    eps.see(
+        {
+            "type": "episode.started",
+            "patient_id": "b1.h365.p-000001",
+            "episode_id": "b1.h365.k0.ep-000001-1",
+        }
+    )
     ev = parse_event_json(orjson.dumps(eps.close(dt.date(2026, 2, 3))[0]))
     assert ev.type == "episode.ended"
 
@@ -195,8 +211,13 @@ def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
     start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
     cohorts = {}
     for days in (short_days, long_days):
-        c = HistoryCohort(f"h{days}", days, f"bT.h{days}.", tmp_path / f"{days}-h.jsonl",
-                          tmp_path / f"{days}-n.jsonl")
+        c = HistoryCohort(
+            f"h{days}",
+            days,
+            f"bT.h{days}.",
+            tmp_path / f"{days}-h.jsonl",
+            tmp_path / f"{days}-n.jsonl",
+        )
         cohorts[days] = write_history_cohort(c, 4, 7, start, long_days, short_days, new_days)
     short, long_ = cohorts[short_days], cohorts[long_days]
 
@@ -208,8 +229,7 @@ def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
     assert new_s and len(new_s) == short.new_events == long_.new_events
     assert [e["occurred_at"] for e in new_s] == [e["occurred_at"] for e in new_l]
     assert all(e["occurred_at"][:10] >= cut for e in new_s)
-    assert {e["patient_id"].split(".", 2)[2] for e in new_s} <= {f"p-{i:06d}" for i in
-                                                                  range(1, 5)}
+    assert {e["patient_id"].split(".", 2)[2] for e in new_s} <= {f"p-{i:06d}" for i in range(1, 5)}
     hist_s, hist_l = read(short.seed_path), read(long_.seed_path)
     assert all(e["occurred_at"][:10] < cut for e in hist_s + hist_l)
     assert len(hist_l) == long_.seed_events > 3 * len(hist_s)
@@ -245,8 +265,7 @@ def test_size_stats_median_and_p99() -> None:
     sizes = [float(v) for v in range(1, 101)]
     st = size_stats(sizes)
     assert st == {"n": 100, "median": 50, "p99": 99, "mean": 50, "max": 100}
-    assert size_stats([2048]) == {"n": 1, "median": 2048, "p99": 2048, "mean": 2048,
-                                  "max": 2048}
+    assert size_stats([2048]) == {"n": 1, "median": 2048, "p99": 2048, "mean": 2048, "max": 2048}
     assert size_stats([]) == {"n": 0, "median": None, "p99": None, "mean": None, "max": None}
 
 
@@ -275,8 +294,10 @@ def test_group_lag_counts_uncommitted_records() -> None:
 
 
 def test_proc_cpu_seconds_reads_utime_and_stime() -> None:
-    stat = ("4242 (python -m rtm.cli (x)) S 1 4242 4242 0 -1 4194304 125 0 0 0 "
-            "1500 250 0 0 20 0 9 0 65017 3133440 393")
+    stat = (
+        "4242 (python -m rtm.cli (x)) S 1 4242 4242 0 -1 4194304 125 0 0 0 "
+        "1500 250 0 0 20 0 9 0 65017 3133440 393"
+    )
     assert proc_cpu_seconds(stat, 100) == pytest.approx(17.5)
 
 
@@ -286,8 +307,12 @@ def test_machine_cpu_ticks_and_usage() -> None:
     a = CpuSnapshot(10.0, {"worker": 5.0, "gateway": 1.0}, (150, 1000))
     b = CpuSnapshot(20.0, {"worker": 14.5, "gateway": 2.0}, (150 + 1700, 3000))
     u = cpu_usage(a, b, clk_tck=100)
-    assert u == {"wall_s": 10.0, "worker": {"cpu_s": 9.5, "core_share": 0.95},
-                 "gateway": {"cpu_s": 1.0, "core_share": 0.1}, "machine_busy_cores": 1.7}
+    assert u == {
+        "wall_s": 10.0,
+        "worker": {"cpu_s": 9.5, "core_share": 0.95},
+        "gateway": {"cpu_s": 1.0, "core_share": 0.1},
+        "machine_busy_cores": 1.7,
+    }
     assert cpu_usage(None, b) is None
 
 
@@ -330,14 +355,24 @@ def test_cpu_split_self_inclusive_and_top_functions() -> None:
     split = cpu_split(parse_collapsed(COLLAPSED), top=3)
     assert split is not None
     assert split["samples"] == 110
-    assert split["self"] == {"alerts/": 0.2727, "pydantic": 0.1818, "faust": 0.1818,
-                             "asyncio": 0.1364, "asyncpg": 0.0909, "schemas/": 0.0909,
-                             "aiokafka": 0.0455}
+    assert split["self"] == {
+        "alerts/": 0.2727,
+        "pydantic": 0.1818,
+        "faust": 0.1818,
+        "asyncio": 0.1364,
+        "asyncpg": 0.0909,
+        "schemas/": 0.0909,
+        "aiokafka": 0.0455,
+    }
     assert sum(split["self"].values()) == pytest.approx(1.0, abs=1e-3)
     # inclusive: share of samples with the package on the stack below the event loop; the
     # entry (rtm/cli.py, agents/worker.py before asyncio) does not count
-    assert split["inclusive"] == {"agents/": 0.6364, "streams/": 0.2727, "alerts/": 0.2727,
-                                  "schemas/": 0.0909}
+    assert split["inclusive"] == {
+        "agents/": 0.6364,
+        "streams/": 0.2727,
+        "alerts/": 0.2727,
+        "schemas/": 0.0909,
+    }
     assert split["top_functions"][0] == {"function": "step (alerts/rules.py)", "share": 0.2727}
     assert len(split["top_functions"]) == 3
     assert cpu_split([]) is None
@@ -352,36 +387,70 @@ def _result() -> dict:
     lat_sum = {"count": 613, "p50_ms": 77.7, "p95_ms": 138.8, "p99_ms": 242.0, "max_ms": 300.0}
     return {
         "parameters": {"rate": 2000.0, "replay_patients": 2000, "replay_days": 90},
-        "floor_events_per_s": 73489.6, "pipeline_events_per_s": 3748.5, "ratio": 0.051,
-        "replay_events_per_s": 1659.2, "replay_seconds": 160.5,
+        "floor_events_per_s": 73489.6,
+        "pipeline_events_per_s": 3748.5,
+        "ratio": 0.051,
+        "replay_events_per_s": 1659.2,
+        "replay_seconds": 160.5,
         "floor": {"events": 54118, "seconds": 0.7},
-        "pipeline": {"events_stored": 53564, "seconds": 14.3,
-                     "cpu": {"wall_s": 14.3, "worker": {"cpu_s": 14.0, "core_share": 0.98},
-                             "gateway": {"cpu_s": 2.0, "core_share": 0.14},
-                             "machine_busy_cores": 1.7}},
-        "latency": {"target_events_per_s": 2000.0, "achieved_events_per_s": 1998.0,
-                    "events_sent": 50000, "seconds": 25.0,
-                    "accept_to_persisted": dict(lat_sum, count=49000),
-                    "accept_to_alert": lat_sum},
+        "pipeline": {
+            "events_stored": 53564,
+            "seconds": 14.3,
+            "cpu": {
+                "wall_s": 14.3,
+                "worker": {"cpu_s": 14.0, "core_share": 0.98},
+                "gateway": {"cpu_s": 2.0, "core_share": 0.14},
+                "machine_busy_cores": 1.7,
+            },
+        },
+        "latency": {
+            "target_events_per_s": 2000.0,
+            "achieved_events_per_s": 1998.0,
+            "events_sent": 50000,
+            "seconds": 25.0,
+            "accept_to_persisted": dict(lat_sum, count=49000),
+            "accept_to_alert": lat_sum,
+        },
         "replay": {"seconds": 160.5, "events_stored": 266366},
-        "history": {"patients": 300, "new_days": 14, "ratio": 0.42, "cpu_ratio": 0.4,
-                    "short": {"history_days": 30, "events_per_s": 3500.0,
-                              "new": {"events_stored": 8500},
-                              "history": {"events_stored": 17000}},
-                    "long": {"history_days": 365, "events_per_s": 1470.0,
-                             "new": {"events_stored": 8500},
-                             "history": {"events_stored": 169000}}},
+        "history": {
+            "patients": 300,
+            "new_days": 14,
+            "ratio": 0.42,
+            "cpu_ratio": 0.4,
+            "short": {
+                "history_days": 30,
+                "events_per_s": 3500.0,
+                "new": {"events_stored": 8500},
+                "history": {"events_stored": 17000},
+            },
+            "long": {
+                "history_days": 365,
+                "events_per_s": 1470.0,
+                "new": {"events_stored": 8500},
+                "history": {"events_stored": 169000},
+            },
+        },
         "state_bytes": {
             "90d": {"n": 2000, "median": 33000, "p99": 61000, "days": 90, "source": "replay"},
             "30d": {"n": 300, "median": 12000, "p99": 20000, "days": 30, "source": "history"},
-            "365d": {"n": 300, "median": 130000, "p99": 200000, "days": 365,
-                     "source": "history"}},
+            "365d": {"n": 300, "median": 130000, "p99": 200000, "days": 365, "source": "history"},
+        },
         "state_growth": {"from": "90d", "to": "365d", "median_x": 3.939, "p99_x": 3.279},
-        "cpu_split": {"samples": 100, "self": {"pydantic": 0.21, "faust": 0.18},
-                      "inclusive": {"agents/": 0.8, "alerts/": 0.36},
-                      "top_functions": [{"function": "f (alerts/rules.py)", "share": 0.1}]},
-        "machine": {"cores": 2, "memory_gb": 23.5, "cpu": "AMD EPYC", "python": "3.11.7",
-                    "kafka": "3.9.1", "postgres": "15.20", "timescaledb": "2.19.3"},
+        "cpu_split": {
+            "samples": 100,
+            "self": {"pydantic": 0.21, "faust": 0.18},
+            "inclusive": {"agents/": 0.8, "alerts/": 0.36},
+            "top_functions": [{"function": "f (alerts/rules.py)", "share": 0.1}],
+        },
+        "machine": {
+            "cores": 2,
+            "memory_gb": 23.5,
+            "cpu": "AMD EPYC",
+            "python": "3.11.7",
+            "kafka": "3.9.1",
+            "postgres": "15.20",
+            "timescaledb": "2.19.3",
+        },
     }
 
 

@@ -32,9 +32,21 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "billing"
 NPI = "1234567893"
 EVERYTHING = (dt.date(2000, 1, 1), dt.date(2100, 12, 31))
 # the draft's placeholder values (billing.export.X12Options), as whole elements
-PLACEHOLDERS = {"RTMSTREAM", "CLEARINGHOUSE", "RTM STREAM", "BILLING OFFICE", "5555550100",
-                "RTM BILLING PROVIDER", "1 MAIN ST", "ANYTOWN", "800000000", "000000000",
-                "RENDERING", "PROVIDER", "MEDICARE"}
+PLACEHOLDERS = {
+    "RTMSTREAM",
+    "CLEARINGHOUSE",
+    "RTM STREAM",
+    "BILLING OFFICE",
+    "5555550100",
+    "RTM BILLING PROVIDER",
+    "1 MAIN ST",
+    "ANYTOWN",
+    "800000000",
+    "000000000",
+    "RENDERING",
+    "PROVIDER",
+    "MEDICARE",
+}
 
 
 def profile(**over: object) -> BillingProfile:
@@ -70,7 +82,8 @@ def pyx12_errors(text: str) -> list[str]:
     logger.addHandler(handler)
     try:
         ok = pyx12.x12n_document.x12n_document(
-            pyx12.params.params(), io.StringIO(text), io.StringIO(), None)
+            pyx12.params.params(), io.StringIO(text), io.StringIO(), None
+        )
     finally:
         logger.removeHandler(handler)
     return records + ([] if ok else ["pyx12: not valid"])
@@ -97,11 +110,17 @@ def claims_of(text: str) -> list[dict[str, object]]:
     return out
 
 
-def submit(claims: list[PlannedClaim], icns: dict[str, str] | None = None,
-           control: int = 41, usage: str = "P") -> tuple[str, list[str]]:
+def submit(
+    claims: list[PlannedClaim],
+    icns: dict[str, str] | None = None,
+    control: int = 41,
+    usage: str = "P",
+) -> tuple[str, list[str]]:
     ready, problems = prepare_837p(claims, {NPI: profile()}, demographics(), FEES, icns or {})
-    return (render_837p(ready, {NPI: profile()}, control, usage, CREATED),  # type: ignore[arg-type]
-            [p.text() for p in problems])
+    return (
+        render_837p(ready, {NPI: profile()}, control, usage, CREATED),  # type: ignore[arg-type]
+        [p.text() for p in problems],
+    )
 
 
 def history_of(claims: list[PlannedClaim], submission_id: int) -> list[RecordedLine]:
@@ -126,7 +145,11 @@ def test_original_837p_validates_and_carries_profile_demographics_and_fees() -> 
     assert isa[6].strip() == "SUBM12345" and isa[8].strip() == "CLRHSE01"
     assert isa[13] == "000000041" and isa[15] == "P"
     assert [s[6] for s in segs if s[0] == "GS"] == ["41"]
-    assert [s[2] for s in segs if s[0] == "ST"] == [s[2] for s in segs if s[0] == "SE"] == ["000000041"]
+    assert (
+        [s[2] for s in segs if s[0] == "ST"]
+        == [s[2] for s in segs if s[0] == "SE"]
+        == ["000000041"]
+    )
     assert [s[2] for s in segs if s[0] == "GE"] == ["41"]
     assert [s[2] for s in segs if s[0] == "IEA"] == ["000000041"]
     assert ["NM1", "IL", "1", "SYNTHETIC", "ALPHA", "", "", "", "MI", "MBIex-a"] in segs
@@ -143,9 +166,12 @@ def test_charges_come_from_the_fee_schedule_version_in_force_and_clm02_is_their_
     # expected by hand from the synthetic file: 98980 in Nov 2026 is the 2026-03-12 correction,
     # 98985 in Jan 2027 the 2027 version
     want = {
-        ("HC:98975:GP", "20261110"): "19.50", ("HC:98980:GP", "20261130"): "50.25",
-        ("HC:98985:GP", "20261209"): "41.00", ("HC:98985:GP", "20270108"): "42.00",
-        ("HC:98975:GP:CQ", "20261110"): "19.50", ("HC:98979:GP:CQ", "20261231"): "27.00",
+        ("HC:98975:GP", "20261110"): "19.50",
+        ("HC:98980:GP", "20261130"): "50.25",
+        ("HC:98985:GP", "20261209"): "41.00",
+        ("HC:98985:GP", "20270108"): "42.00",
+        ("HC:98975:GP:CQ", "20261110"): "19.50",
+        ("HC:98979:GP:CQ", "20261231"): "27.00",
     }
     got: dict[tuple[str, str], str] = {}
     segs = segments(text)
@@ -165,8 +191,9 @@ def test_fee_schedule_versions_and_refusals() -> None:
     assert fee_for(FEES, "98980", "OTHER", nov) is None
     head = "version,cpt,locality,effective_from,effective_to,amount\n"
     with pytest.raises(FeeScheduleError, match="overlapping"):
-        parse_fee_schedule(head + "v1,98977,L,2026-01-01,2026-06-30,1.00\n"
-                           "v1,98977,L,2026-06-01,,1.00\n")
+        parse_fee_schedule(
+            head + "v1,98977,L,2026-01-01,2026-06-30,1.00\nv1,98977,L,2026-06-01,,1.00\n"
+        )
     with pytest.raises(FeeScheduleError, match="row 2: amount"):
         parse_fee_schedule(head + "v1,98977,L,2026-01-01,,abc\n")
     with pytest.raises(FeeScheduleError, match="header"):
@@ -189,9 +216,14 @@ def test_clm01_is_stable_and_line_control_numbers_unique() -> None:
 
 def _late_16th_day(lines: list[ClaimLine]) -> list[ClaimLine]:
     """p-ex-a's first period turns from 98985 into 98977 (a late data day)."""
-    return [ln.model_copy(update={"cpt": "98977", "data_days": 16})
-            if ln.patient_id == "p-ex-a" and ln.cpt == "98985"
-            and ln.date_of_service == dt.date(2026, 12, 9) else ln for ln in lines]
+    return [
+        ln.model_copy(update={"cpt": "98977", "data_days": 16})
+        if ln.patient_id == "p-ex-a"
+        and ln.cpt == "98985"
+        and ln.date_of_service == dt.date(2026, 12, 9)
+        else ln
+        for ln in lines
+    ]
 
 
 def test_replacement_carries_the_whole_corrected_claim_and_ref_f8() -> None:
@@ -214,18 +246,24 @@ def test_replacement_carries_the_whole_corrected_claim_and_ref_f8() -> None:
     assert claim["clm"][5] == "11:B:7"  # type: ignore[index]
     assert claim["ref"] == {"F8": "22026339000101", "EA": "p-ex-a"}
     assert sorted(sv[1] for sv in claim["sv1"]) == [  # type: ignore[union-attr]
-        "HC:98975:GP", "HC:98977:GP", "HC:98980:GP", "HC:98985:GP"]
+        "HC:98975:GP",
+        "HC:98977:GP",
+        "HC:98980:GP",
+        "HC:98985:GP",
+    ]
     # after recording it, nothing is left to send
-    assert plan_claims(history + history_of(again, 2), _late_16th_day(ab_claims()),
-                       *EVERYTHING) == []
+    assert (
+        plan_claims(history + history_of(again, 2), _late_16th_day(ab_claims()), *EVERYTHING) == []
+    )
 
 
 def test_withdrawn_group_voids_a_claim_that_had_only_it_and_replaces_one_with_more() -> None:
     first = plan_claims([], ab_claims(), *EVERYTHING)
     history = history_of(first, 1)
     claim_b = next(c for c in first if c.first.patient_id == "p-ex-b")
-    without_b_device = [ln for ln in ab_claims()
-                        if not (ln.patient_id == "p-ex-b" and ln.cpt == "98985")]
+    without_b_device = [
+        ln for ln in ab_claims() if not (ln.patient_id == "p-ex-b" and ln.cpt == "98985")
+    ]
     [repl] = plan_claims(history, without_b_device, *EVERYTHING)
     assert (repl.claim_id, repl.frequency) == (claim_b.claim_id, "7")
     assert [ln.cpt for ln in repl.lines] == ["98975", "98979"]
@@ -251,8 +289,11 @@ def test_withdrawn_group_voids_a_claim_that_had_only_it_and_replaces_one_with_mo
 
 def test_every_replacement_and_void_in_a_file_has_ref_f8() -> None:
     first = plan_claims([], ab_claims(), *EVERYTHING)
-    changed = [ln for ln in _late_16th_day(ab_claims())
-               if not (ln.patient_id == "p-ex-b" and ln.cpt == "98985")]
+    changed = [
+        ln
+        for ln in _late_16th_day(ab_claims())
+        if not (ln.patient_id == "p-ex-b" and ln.cpt == "98985")
+    ]
     again = plan_claims(history_of(first, 1), changed, *EVERYTHING)
     assert sorted(c.frequency for c in again) == ["7", "7"]
     text, problems = submit(again, {c.claim_id: f"ICN{i}" for i, c in enumerate(again)})
@@ -288,26 +329,38 @@ def test_a_production_file_has_no_placeholder_and_an_incomplete_profile_is_refus
     claims = plan_claims([], ab_claims(), *EVERYTHING)
     thin = profile(submitter_id="", provider_tax_id="", payers={})
     assert envelope_problems(claims, {NPI: thin}) == [
-        f"billing NPI {NPI}: submitter_id", f"billing NPI {NPI}: provider_tax_id",
-        f"billing NPI {NPI}: payers.medicare.payer_id", f"billing NPI {NPI}: payers.medicare.name"]
+        f"billing NPI {NPI}: submitter_id",
+        f"billing NPI {NPI}: provider_tax_id",
+        f"billing NPI {NPI}: payers.medicare.payer_id",
+        f"billing NPI {NPI}: payers.medicare.name",
+    ]
     assert envelope_problems(claims, {}) == [
-        f"billing NPI {NPI}: profile (no billing profile for billing NPI {NPI})"]
+        f"billing NPI {NPI}: profile (no billing profile for billing NPI {NPI})"
+    ]
     with pytest.raises(ValueError, match="submitter_id"):
         render_837p(
             prepare_837p(claims, {NPI: profile()}, demographics(), FEES, {})[0],
-            {NPI: thin}, 1, "P", CREATED)
+            {NPI: thin},
+            1,
+            "P",
+            CREATED,
+        )
 
 
 def test_a_test_file_says_t_and_a_rendering_provider_needs_a_name() -> None:
     line = next(ln for ln in ab_claims() if ln.cpt == "98980").model_copy(
-        update={"rendering_npi": "1245319599"})
+        update={"rendering_npi": "1245319599"}
+    )
     claims = plan_claims([], [line], *EVERYTHING)
     text, problems = submit(claims, usage="T")
     assert problems == [] and pyx12_errors(text) == []
     assert segments(text)[0][15] == "T"
-    assert ["NM1", "82", "1", "TESTPROVIDER", "ROBIN", "", "", "", "XX", "1245319599"] in segments(text)
+    assert ["NM1", "82", "1", "TESTPROVIDER", "ROBIN", "", "", "", "XX", "1245319599"] in segments(
+        text
+    )
     assert missing_fields(profile(rendering_providers={}), ["medicare"], ["1245319599"]) == [
-        "rendering_providers.1245319599.last_name"]
+        "rendering_providers.1245319599.last_name"
+    ]
 
 
 def test_profile_and_demographics_refuse_bad_values_by_field() -> None:
@@ -321,7 +374,8 @@ def test_profile_and_demographics_refuse_bad_values_by_field() -> None:
         "patient_id,last_name,first_name,birth_date,sex,address1,city,state,zip\n"
         "p1,DOE*X,A,1950-01-01,F,1 A ST,C,CO,80000\n"
         "p2,DOE,B,1950-02-30,X,1 A ST,C,CO,8000\n"
-        "p3,DOE,C,1950-01-01,U,1 A ST,C,CO,80000\n")
+        "p3,DOE,C,1950-01-01,U,1 A ST,C,CO,80000\n"
+    )
     assert [r.patient_id for r in rows] == ["p3"]
     assert errors[0].startswith("line 2 (patient_id p1): last_name")
     assert {e.split(": ")[1] for e in errors[1:]} == {"birth_date", "sex", "zip"}
@@ -335,4 +389,6 @@ def test_the_simulators_demographics_are_clearly_synthetic_and_load() -> None:
     assert errors == [] and sorted(r.patient_id for r in rows) == sorted(ids)
     assert {r.last_name for r in rows} == {"SYNTHETIC"} and {r.city for r in rows} == {"TESTVILLE"}
     assert all(r.zip.startswith("99") for r in rows)
-    assert synthetic_demographics(ids, seed=5) == synthetic_demographics(list(reversed(ids)), seed=5)
+    assert synthetic_demographics(ids, seed=5) == synthetic_demographics(
+        list(reversed(ids)), seed=5
+    )

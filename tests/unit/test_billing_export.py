@@ -20,11 +20,14 @@ from billing.export import (
 )
 from billing.rules import ClaimLine
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"  # copied from the design examples
+EXAMPLES = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "examples"
+)  # copied from the design examples
 EVENTS = EXAMPLES / "billing-example.jsonl"
 EXPECTED = EXAMPLES / "billing-example.expected.csv"
 AS_OF = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
 CREATED = dt.datetime(2027, 3, 2, 10, 30, tzinfo=dt.UTC)
+
 
 def example_claims() -> list[ClaimLine]:
     with EVENTS.open("rb") as fh:
@@ -57,10 +60,26 @@ def test_evaluate_skips_and_reports_bad_lines(tmp_path: Path) -> None:
     good = json.loads(EVENTS.read_text().splitlines()[0])
     lines = [
         "not json",
-        json.dumps({"event_id": "x1", "schema_version": 1, "type": "pain.reported",
-                    "patient_id": "p", "occurred_at": "2026-11-10T08:00:00", "score": 3}),
-        json.dumps({"event_id": "x2", "schema_version": 2, "type": "pain.reported",
-                    "patient_id": "p", "occurred_at": "2026-11-10T08:00:00Z", "score": 3}),
+        json.dumps(
+            {
+                "event_id": "x1",
+                "schema_version": 1,
+                "type": "pain.reported",
+                "patient_id": "p",
+                "occurred_at": "2026-11-10T08:00:00",
+                "score": 3,
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "x2",
+                "schema_version": 2,
+                "type": "pain.reported",
+                "patient_id": "p",
+                "occurred_at": "2026-11-10T08:00:00Z",
+                "score": 3,
+            }
+        ),
         "[1, 2]",
         "",
     ]
@@ -78,14 +97,27 @@ def test_evaluate_skips_and_reports_bad_lines(tmp_path: Path) -> None:
 
 
 def test_evaluate_reports_a_refused_second_episode() -> None:
-    base = {"schema_version": 1, "type": "episode.started", "patient_id": "p",
-            "clinician_id": "c", "clinician_role": "PT", "timezone": "UTC",
-            "program": {"sessions_per_week": 3},
-            "billing": {"rendering_npi": "1234567893", "billing_npi": "1234567893",
-                        "payer": "medicare", "member_id": "M1",
-                        "diagnosis_codes": ["M54.50"], "place_of_service": "11"}}
-    rows = [dict(base, event_id="s1", episode_id="a", occurred_at="2026-11-01T09:00:00Z"),
-            dict(base, event_id="s2", episode_id="b", occurred_at="2026-11-02T09:00:00Z")]
+    base = {
+        "schema_version": 1,
+        "type": "episode.started",
+        "patient_id": "p",
+        "clinician_id": "c",
+        "clinician_role": "PT",
+        "timezone": "UTC",
+        "program": {"sessions_per_week": 3},
+        "billing": {
+            "rendering_npi": "1234567893",
+            "billing_npi": "1234567893",
+            "payer": "medicare",
+            "member_id": "M1",
+            "diagnosis_codes": ["M54.50"],
+            "place_of_service": "11",
+        },
+    }
+    rows = [
+        dict(base, event_id="s1", episode_id="a", occurred_at="2026-11-01T09:00:00Z"),
+        dict(base, event_id="s2", episode_id="b", occurred_at="2026-11-02T09:00:00Z"),
+    ]
     claims, errors = evaluate([json.dumps(r) for r in rows], AS_OF)
     assert claims == []
     assert [(e.line_no, e.event_id) for e in errors] == [(2, "s2")]
@@ -96,8 +128,12 @@ def test_run_evaluate_exit_codes(tmp_path: Path) -> None:
     assert run_evaluate(tmp_path / "missing.jsonl", AS_OF, False, io.StringIO(), err=err) == 2
     assert "cannot read" in err.getvalue()
     (tmp_path / "e.jsonl").write_text("")
-    assert run_evaluate(tmp_path / "e.jsonl", dt.datetime(2027, 3, 1), False, io.StringIO(),
-                        err=io.StringIO()) == 2
+    assert (
+        run_evaluate(
+            tmp_path / "e.jsonl", dt.datetime(2027, 3, 1), False, io.StringIO(), err=io.StringIO()
+        )
+        == 2
+    )
 
 
 def test_evaluate_as_of_before_the_grace_ends_leaves_periods_out() -> None:
@@ -135,8 +171,11 @@ def _pyx12_validate(text: str) -> bool:
     import pyx12.params  # type: ignore[import-untyped]
     import pyx12.x12n_document  # type: ignore[import-untyped]
 
-    return bool(pyx12.x12n_document.x12n_document(
-        pyx12.params.params(), io.StringIO(text), io.StringIO(), None))
+    return bool(
+        pyx12.x12n_document.x12n_document(
+            pyx12.params.params(), io.StringIO(text), io.StringIO(), None
+        )
+    )
 
 
 def _service_lines(text: str) -> list[tuple[str, str, str, str]]:
@@ -145,13 +184,20 @@ def _service_lines(text: str) -> list[tuple[str, str, str, str]]:
     import pyx12.x12context  # type: ignore[import-untyped]
 
     reader = pyx12.x12context.X12ContextReader(
-        pyx12.params.params(), pyx12.error_handler.err_handler(), io.StringIO(text))
+        pyx12.params.params(), pyx12.error_handler.err_handler(), io.StringIO(text)
+    )
     out = []
     for node in reader.iter_segments("2300"):
         patient = node.get_value("REF[EA]02") or ""
         for line in node.select("2400"):
-            out.append((patient, line.get_value("SV101") or "", line.get_value("SV104") or "",
-                        line.get_value("DTP[472]03") or ""))
+            out.append(
+                (
+                    patient,
+                    line.get_value("SV101") or "",
+                    line.get_value("SV104") or "",
+                    line.get_value("DTP[472]03") or "",
+                )
+            )
     return out
 
 
@@ -180,12 +226,23 @@ def test_x12_validator_catches_a_broken_interchange() -> None:
 
 def test_x12_amended_claim_units_four_modifiers_and_unsafe_ids() -> None:
     line = ClaimLine(
-        patient_id="urn:p:7", episode_id="ep~1", cpt="98981", modifiers=("GP", "CQ", "KX", "59"),
-        units=2, date_of_service=dt.date(2026, 11, 30), period_start=dt.date(2026, 11, 1),
-        period_end=dt.date(2026, 11, 30), minutes=60, rendering_npi="1234567893",
-        billing_npi="1245319599", payer="Acme*Health", member_id="M1",
+        patient_id="urn:p:7",
+        episode_id="ep~1",
+        cpt="98981",
+        modifiers=("GP", "CQ", "KX", "59"),
+        units=2,
+        date_of_service=dt.date(2026, 11, 30),
+        period_start=dt.date(2026, 11, 1),
+        period_end=dt.date(2026, 11, 30),
+        minutes=60,
+        rendering_npi="1234567893",
+        billing_npi="1245319599",
+        payer="Acme*Health",
+        member_id="M1",
         diagnosis_codes=("M54.50", "M25.561", "M79.1", "R26.2", "M62.81"),
-        place_of_service="02", status="amended")
+        place_of_service="02",
+        status="amended",
+    )
     text = render_x12_837p([line], CREATED)
     assert _pyx12_validate(text)
     assert "SV1*HC:98981:GP:CQ:KX:59*0.00*UN*2***1:2:3:4~" in text
@@ -197,11 +254,23 @@ def test_x12_amended_claim_units_four_modifiers_and_unsafe_ids() -> None:
 
 def test_x12_preview_makes_a_test_interchange() -> None:
     line = ClaimLine(
-        patient_id="p", episode_id="e", cpt="98985", modifiers=("GP",), units=1,
-        date_of_service=dt.date(2026, 12, 9), period_start=dt.date(2026, 11, 10),
-        period_end=dt.date(2026, 12, 9), data_days=3, rendering_npi="1234567893",
-        billing_npi="1234567893", payer="medicare", member_id="M1",
-        diagnosis_codes=("M54.50",), place_of_service="11", status="preview")
+        patient_id="p",
+        episode_id="e",
+        cpt="98985",
+        modifiers=("GP",),
+        units=1,
+        date_of_service=dt.date(2026, 12, 9),
+        period_start=dt.date(2026, 11, 10),
+        period_end=dt.date(2026, 12, 9),
+        data_days=3,
+        rendering_npi="1234567893",
+        billing_npi="1234567893",
+        payer="medicare",
+        member_id="M1",
+        diagnosis_codes=("M54.50",),
+        place_of_service="11",
+        status="preview",
+    )
     text = render_x12_837p([line], CREATED)
     assert text.splitlines()[0].split("*")[15] == "T"
     assert _pyx12_validate(text)
@@ -221,14 +290,16 @@ def test_fhir_bundle_validates_one_claim_per_patient_and_date() -> None:
     claims = [e["resource"] for e in json.loads(bundle.model_dump_json())["entry"]]
     keys = [(c["patient"]["identifier"]["value"], c["item"][0]["servicedDate"]) for c in claims]
     assert len(set(keys)) == 7
-    setup_b = dict(zip(keys, claims))[("p-ex-b", "2026-11-10")]
+    setup_b = dict(zip(keys, claims, strict=True))[("p-ex-b", "2026-11-10")]
     item = setup_b["item"][0]
     assert item["productOrService"]["coding"][0]["code"] == "98975"
     assert [m["coding"][0]["code"] for m in item["modifier"]] == ["GP", "CQ"]
     assert item["quantity"]["value"] == 1
     assert item["diagnosisSequence"] == [1, 2]
     assert [d["diagnosisCodeableConcept"]["coding"][0]["code"] for d in setup_b["diagnosis"]] == [
-        "M54.50", "M25.561"]
+        "M54.50",
+        "M25.561",
+    ]
     assert setup_b["provider"]["identifier"]["value"] == "1234567893"
     assert setup_b["type"]["coding"][0]["code"] == "professional"
 
@@ -239,11 +310,22 @@ def test_fhir_rejects_what_r4_rejects() -> None:
     from pydantic import ValidationError
 
     line = ClaimLine(
-        patient_id="p", episode_id="e", cpt="98985", modifiers=(), units=1,
-        date_of_service=dt.date(2026, 12, 9), period_start=dt.date(2026, 11, 10),
-        period_end=dt.date(2026, 12, 9), data_days=3, rendering_npi="1234567893",
-        billing_npi="1234567893", payer="medicare", member_id="M1",
-        diagnosis_codes=("M54.50",), place_of_service="11")
+        patient_id="p",
+        episode_id="e",
+        cpt="98985",
+        modifiers=(),
+        units=1,
+        date_of_service=dt.date(2026, 12, 9),
+        period_start=dt.date(2026, 11, 10),
+        period_end=dt.date(2026, 12, 9),
+        data_days=3,
+        rendering_npi="1234567893",
+        billing_npi="1234567893",
+        payer="medicare",
+        member_id="M1",
+        diagnosis_codes=("M54.50",),
+        place_of_service="11",
+    )
     raw = fhir_bundle([line], CREATED)["entry"][0]["resource"]
     Claim.model_validate(raw)
     del raw["patient"]

@@ -31,28 +31,51 @@ def _events(patients: int = 12, days: int = 75) -> list:
 
 
 def _as_records(rows) -> tuple[list[dict], list[dict], list[dict]]:
-    days = [dict(zip(("patient_id", "local_date", "episode_id", "first_event_id"), r))
-            for r in rows.data_days]
-    logs = [dict(zip(("event_id", "patient_id", "episode_id", "local_date", "occurred_at",
-                      "utc_offset_s", "minutes", "clinician_role", "interactive"), r))
-            for r in rows.time_logs]
+    days = [
+        dict(zip(("patient_id", "local_date", "episode_id", "first_event_id"), r, strict=True))
+        for r in rows.data_days
+    ]
+    logs = [
+        dict(
+            zip(
+                (
+                    "event_id",
+                    "patient_id",
+                    "episode_id",
+                    "local_date",
+                    "occurred_at",
+                    "utc_offset_s",
+                    "minutes",
+                    "clinician_role",
+                    "interactive",
+                ),
+                r,
+                strict=True,
+            )
+        )
+        for r in rows.time_logs
+    ]
     # the database hands occurred_at back in UTC and the payload as jsonb text
     for r in logs:
         r["occurred_at"] = r["occurred_at"].astimezone(dt.UTC)
-    eps = [{"event_id": r[0], "patient_id": r[1],
-            "payload": orjson.dumps(orjson.loads(r[5])).decode()} for r in rows.episode_events]
+    eps = [
+        {"event_id": r[0], "patient_id": r[1], "payload": orjson.dumps(orjson.loads(r[5])).decode()}
+        for r in rows.episode_events
+    ]
     return days, logs, eps
 
 
 def test_rows_rebuild_the_offline_fold_in_any_batching_and_order() -> None:
     events = _events()
-    lines = [orjson.dumps(validate_event_obj) for validate_event_obj in
-             (e.model_dump(mode="json", exclude_none=True) for e in events)]
+    lines = [
+        orjson.dumps(validate_event_obj)
+        for validate_event_obj in (e.model_dump(mode="json", exclude_none=True) for e in events)
+    ]
     offline, errors = fold_jsonl(lines)
     assert not errors
     shuffled = events[:] + events[: len(events) // 3]  # re-deliveries
     random.Random(5).shuffle(shuffled)
-    all_rows = [ledger_rows(shuffled[i:i + 97]) for i in range(0, len(shuffled), 97)]
+    all_rows = [ledger_rows(shuffled[i : i + 97]) for i in range(0, len(shuffled), 97)]
     days, logs, eps = [], [], []
     for rows in all_rows:
         d, lg, ep = _as_records(rows)
@@ -70,8 +93,9 @@ def test_rows_rebuild_the_offline_fold_in_any_batching_and_order() -> None:
         # field by field: BaseModel.__eq__ also compares the cached episode book
         for name in ("patient_id", "data_dates", "time_logs", "episode_events"):
             assert getattr(ledger[pid], name) == getattr(offline[pid], name)
-    assert compute_claims(ledger.values(), AS_OF, include_open=True) == \
-        compute_claims(offline.values(), AS_OF, include_open=True)
+    assert compute_claims(ledger.values(), AS_OF, include_open=True) == compute_claims(
+        offline.values(), AS_OF, include_open=True
+    )
 
 
 def test_received_at_is_not_part_of_the_ledger() -> None:

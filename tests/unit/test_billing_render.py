@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from billing.export import render_export
 from billing.config import DEFAULT_CONFIG
+from billing.export import render_export
 from billing.ledger import fold_for_billing
 from billing.rules import compute_claims
 from rtm.simulate import simulate
@@ -17,8 +17,9 @@ AS_OF = dt.datetime(2026, 12, 15, tzinfo=dt.UTC)
 
 
 def _claims(include_open: bool = False):
-    events = [e for e in (validate_event(o) for o in simulate(25, 90, seed=8))
-              if not isinstance(e, list)]
+    events = [
+        e for e in (validate_event(o) for o in simulate(25, 90, seed=8)) if not isinstance(e, list)
+    ]
     return compute_claims(fold_for_billing(events).values(), AS_OF, include_open=include_open)
 
 
@@ -32,13 +33,20 @@ def test_cohort_x12_parses_with_pyx12() -> None:
     assert len(lines) > 50
     text = render_export(lines, "x12", AS_OF)
     assert pyx12.x12n_document.x12n_document(
-        pyx12.params.params(), io.StringIO(text), io.StringIO(), None)
+        pyx12.params.params(), io.StringIO(text), io.StringIO(), None
+    )
     reader = pyx12.x12context.X12ContextReader(
-        pyx12.params.params(), pyx12.error_handler.err_handler(), io.StringIO(text))
-    sv1 = [(line.get_value("SV101") or "", line.get_value("DTP[472]03") or "")
-           for node in reader.iter_segments("2300") for line in node.select("2400")]
-    want = [("HC:" + ":".join((ln.cpt, *ln.modifiers)), ln.date_of_service.strftime("%Y%m%d"))
-            for ln in lines]
+        pyx12.params.params(), pyx12.error_handler.err_handler(), io.StringIO(text)
+    )
+    sv1 = [
+        (line.get_value("SV101") or "", line.get_value("DTP[472]03") or "")
+        for node in reader.iter_segments("2300")
+        for line in node.select("2400")
+    ]
+    want = [
+        ("HC:" + ":".join((ln.cpt, *ln.modifiers)), ln.date_of_service.strftime("%Y%m%d"))
+        for ln in lines
+    ]
     assert sorted(sv1) == sorted(want)
 
 

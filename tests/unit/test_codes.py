@@ -34,8 +34,14 @@ def test_cms_worked_example_and_the_luhn_oracle_agree() -> None:
 
 
 def _billing(**over: Any) -> dict[str, Any]:
-    b = {"rendering_npi": "1234567893", "billing_npi": "1245319599", "payer": "medicare",
-         "member_id": "1EG4TE5MK73", "diagnosis_codes": ["M54.50"], "place_of_service": "11"}
+    b = {
+        "rendering_npi": "1234567893",
+        "billing_npi": "1245319599",
+        "payer": "medicare",
+        "member_id": "1EG4TE5MK73",
+        "diagnosis_codes": ["M54.50"],
+        "place_of_service": "11",
+    }
     return {**b, **over}
 
 
@@ -48,8 +54,7 @@ def _errors(**billing: Any) -> dict[str, str]:
 def test_valid_codes_are_accepted() -> None:
     assert not isinstance(validate_event(episode(billing=_billing())), list)
     for pos in ("02", "10", "11", "12", "99"):
-        assert not isinstance(validate_event(episode(billing=_billing(place_of_service=pos))),
-                              list)
+        assert not isinstance(validate_event(episode(billing=_billing(place_of_service=pos))), list)
 
 
 @pytest.mark.parametrize("field", ["rendering_npi", "billing_npi"])
@@ -59,8 +64,9 @@ def test_an_npi_with_a_wrong_check_digit_is_refused_naming_the_field(field: str)
     assert "check digit" in errs[f"billing.{field}"]
 
 
-@pytest.mark.parametrize("code", ["M5450.", "m54.50", "M54.50000", "54.50", "MM4.5", "M5",
-                                  "M54-50"])
+@pytest.mark.parametrize(
+    "code", ["M5450.", "m54.50", "M54.50000", "54.50", "MM4.5", "M5", "M54-50"]
+)
 def test_icd10_cm_format(code: str) -> None:
     assert list(_errors(diagnosis_codes=["M25.561", code])) == ["billing.diagnosis_codes.1"]
 

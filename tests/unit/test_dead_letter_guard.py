@@ -11,17 +11,21 @@ def guard() -> DeadLetterGuard:
     return DeadLetterGuard(max_consecutive=100, max_ratio=0.5, window_s=60.0, min_records=200)
 
 
-@pytest.mark.parametrize(("batches", "halts_at"), [
-    # (records, dead) per batch, one second apart
-    ([(50, 50), (40, 40)], None),              # 90 in a row: under 100, and under 200 seen
-    ([(50, 50), (60, 60)], 1),                 # 110 in a row
-    ([(50, 50), (10, 9), (60, 60)], None),     # a good record ends the run; 119/120 < 200 seen
-    ([(100, 40), (100, 40), (100, 40)], None),  # 40 % over the window
-    ([(100, 40), (100, 50), (100, 80)], 2),    # 90 of 200 is 45 %; then 170 of 300 > 50 %
-    ([(1000, 0), (300, 60)], None),            # a few bad records in a healthy stream
-])
-def test_halts_on_a_run_or_a_share_of_dead_letters(batches: list[tuple[int, int]],
-                                                   halts_at: int | None) -> None:
+@pytest.mark.parametrize(
+    ("batches", "halts_at"),
+    [
+        # (records, dead) per batch, one second apart
+        ([(50, 50), (40, 40)], None),  # 90 in a row: under 100, and under 200 seen
+        ([(50, 50), (60, 60)], 1),  # 110 in a row
+        ([(50, 50), (10, 9), (60, 60)], None),  # a good record ends the run; 119/120 < 200 seen
+        ([(100, 40), (100, 40), (100, 40)], None),  # 40 % over the window
+        ([(100, 40), (100, 50), (100, 80)], 2),  # 90 of 200 is 45 %; then 170 of 300 > 50 %
+        ([(1000, 0), (300, 60)], None),  # a few bad records in a healthy stream
+    ],
+)
+def test_halts_on_a_run_or_a_share_of_dead_letters(
+    batches: list[tuple[int, int]], halts_at: int | None
+) -> None:
     g = guard()
     reasons = [g.check(float(i), n, d) for i, (n, d) in enumerate(batches)]
     halted = [i for i, r in enumerate(reasons) if r is not None]
@@ -30,13 +34,13 @@ def test_halts_on_a_run_or_a_share_of_dead_letters(batches: list[tuple[int, int]
 
 def test_the_window_forgets_old_batches() -> None:
     g = guard()
-    assert g.check(0.0, 150, 140) is None       # 140/150: not judged under 200 records
-    assert g.check(61.0, 100, 60) is None       # the first batch left the window
+    assert g.check(0.0, 150, 140) is None  # 140/150: not judged under 200 records
+    assert g.check(61.0, 100, 60) is None  # the first batch left the window
     assert g.check(62.0, 100, 0) is None
 
 
 def test_a_halting_batch_is_not_counted() -> None:
     g = guard()
-    assert g.check(0.0, 120, 120) is not None   # would be 120 in a row
-    assert g.check(1.0, 10, 0) is None          # state unchanged by the refused batch
+    assert g.check(0.0, 120, 120) is not None  # would be 120 in a row
+    assert g.check(1.0, 10, 0) is None  # state unchanged by the refused batch
     assert g.consecutive == 0

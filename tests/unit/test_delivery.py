@@ -19,8 +19,9 @@ from agents.delivery import (
 from rtm.cli import main
 from streams.settings import Settings
 
-POLICY = RetryPolicy(backoff_s=0.5, max_attempts=5, retry_interval_s=60.0,
-                     caps=(60.0, 300.0, 900.0, 3600.0))
+POLICY = RetryPolicy(
+    backoff_s=0.5, max_attempts=5, retry_interval_s=60.0, caps=(60.0, 300.0, 900.0, 3600.0)
+)
 
 
 def test_defaults_bound_a_critical_alert_to_a_minute() -> None:
@@ -55,41 +56,63 @@ def test_a_delivery_keeps_its_place_until_its_quick_attempts_are_used_up() -> No
 
 
 def test_a_cap_below_the_retry_interval_wins() -> None:
-    p = RetryPolicy(backoff_s=0.1, max_attempts=3, retry_interval_s=3600.0,
-                    caps=(5.0, 30.0, 30.0, 30.0))
+    p = RetryPolicy(
+        backoff_s=0.1, max_attempts=3, retry_interval_s=3600.0, caps=(5.0, 30.0, 30.0, 30.0)
+    )
     assert p.delivery_delay(3, 0) == 5.0
     assert p.delivery_delay(3, 2) == 30.0
 
 
 def test_queue_order_is_severity_then_age() -> None:
-    queued = [("low", 1), ("critical", 4), ("medium", 2), ("critical", 3), ("high", 5),
-              ("bogus", 0)]
+    queued = [
+        ("low", 1),
+        ("critical", 4),
+        ("medium", 2),
+        ("critical", 3),
+        ("high", 5),
+        ("bogus", 0),
+    ]
     order = sorted(queued, key=lambda d: (severity_rank(d[0]), d[1]))
-    assert order == [("critical", 3), ("critical", 4), ("high", 5), ("medium", 2),
-                     ("bogus", 0), ("low", 1)]
+    assert order == [
+        ("critical", 3),
+        ("critical", 4),
+        ("high", 5),
+        ("medium", 2),
+        ("bogus", 0),
+        ("low", 1),
+    ]
     assert [severity_rank(s) for s in ("critical", "high", "medium", "low")] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8080/hook", "https://hooks.example.org/rtm?token=abc",
-    "https://[::1]:9000/x", "HTTPS://Example.COM", "http://localhost",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "https://hooks.example.org/rtm?token=abc",
+        "https://[::1]:9000/x",
+        "HTTPS://Example.COM",
+        "http://localhost",
+    ],
+)
 def test_valid_urls(url: str) -> None:
     assert validate_url(url) == url
 
 
-@pytest.mark.parametrize("url, why", [
-    ("not-a-url", "http:// or https://"),
-    ("ftp://example.org/x", "http:// or https://"),
-    ("http://", "no host"),
-    ("https:///path", "no host"),
-    ("http://exa mple.org", "without spaces"),
-    (" http://example.org", "without spaces"),
-    ("http://example.org:99999/", "not a valid URL"),
-    ("http://user:pw@example.org/", "credentials"),
-    ("http://exa_mple.org/", "invalid host"),
-    ("", "absolute"),
-])
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("not-a-url", "http:// or https://"),
+        ("ftp://example.org/x", "http:// or https://"),
+        ("http://", "no host"),
+        ("https:///path", "no host"),
+        ("http://exa mple.org", "without spaces"),
+        (" http://example.org", "without spaces"),
+        ("http://example.org:99999/", "not a valid URL"),
+        ("http://user:pw@example.org/", "credentials"),
+        ("http://exa_mple.org/", "invalid host"),
+        ("", "absolute"),
+    ],
+)
 def test_invalid_urls_say_why(url: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         validate_url(url)
@@ -97,9 +120,11 @@ def test_invalid_urls_say_why(url: str, why: str) -> None:
 
 def test_cli_refuses_a_bad_url_before_touching_the_database() -> None:
     # RTM_PG_PORT=1: had the command tried to connect, it would fail differently
-    result = CliRunner().invoke(main, ["alerts", "webhook", "--clinician-id", "c1",
-                                       "--url", "not-a-url", "--secret", "s"],
-                                env={"RTM_PG_PORT": "1"})
+    result = CliRunner().invoke(
+        main,
+        ["alerts", "webhook", "--clinician-id", "c1", "--url", "not-a-url", "--secret", "s"],
+        env={"RTM_PG_PORT": "1"},
+    )
     assert result.exit_code == 2, result.output
     assert "--url" in result.output and "http:// or https://" in result.output
 
@@ -119,10 +144,14 @@ def test_cli_options_that_do_not_go_together() -> None:
 def test_signature_and_headers() -> None:
     body = b'{"change":"fired"}'
     headers = signed_headers("s3cret", body, "a1:fired")
-    mac = hmac.new(b"s3cret", headers["X-RTM-Timestamp"].encode() + b"." + body,
-                   hashlib.sha256).hexdigest()
-    assert headers["X-RTM-Signature"] == "sha256=" + mac == sign("s3cret",
-                                                                 headers["X-RTM-Timestamp"], body)
+    mac = hmac.new(
+        b"s3cret", headers["X-RTM-Timestamp"].encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    assert (
+        headers["X-RTM-Signature"]
+        == "sha256=" + mac
+        == sign("s3cret", headers["X-RTM-Timestamp"], body)
+    )
     assert headers["Idempotency-Key"] == "a1:fired"
 
 

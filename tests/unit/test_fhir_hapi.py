@@ -19,22 +19,28 @@ from schemas.events import validate_event
 from tests.fhir import hapi
 from tests.unit.test_billing_export import CREATED, example_claims
 
-pytestmark = pytest.mark.skipif(hapi.missing_tools() is not None,
-                                reason=hapi.missing_tools() or "")
+pytestmark = pytest.mark.skipif(hapi.missing_tools() is not None, reason=hapi.missing_tools() or "")
 
 
 def _cohort_lines() -> list[ClaimLine]:
-    events = [e for e in (validate_event(o) for o in simulate(12, 75, seed=4))
-              if not isinstance(e, list)]
-    return compute_claims(fold_for_billing(events).values(), dt.datetime(2026, 12, 15, tzinfo=dt.UTC),
-                          include_open=True)
+    events = [
+        e for e in (validate_event(o) for o in simulate(12, 75, seed=4)) if not isinstance(e, list)
+    ]
+    return compute_claims(
+        fold_for_billing(events).values(),
+        dt.datetime(2026, 12, 15, tzinfo=dt.UTC),
+        include_open=True,
+    )
 
 
 def _mixed() -> list[ClaimLine]:
     lines = example_claims()
-    return [lines[0].model_copy(update={"status": "amended"}),
-            lines[1].model_copy(update={"status": "void"}),
-            lines[2].model_copy(update={"status": "preview"}), *lines[3:]]
+    return [
+        lines[0].model_copy(update={"status": "amended"}),
+        lines[1].model_copy(update={"status": "void"}),
+        lines[2].model_copy(update={"status": "preview"}),
+        *lines[3:],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +53,20 @@ def results() -> dict[str, Any]:
     amended_status["entry"][0]["resource"]["status"] = "amended"
     no_patient = copy.deepcopy(example)
     del no_patient["entry"][0]["resource"]["patient"]
-    resources = {"example": example, "mixed": mixed, "cohort": cohort,
-                 "amended_status": amended_status, "no_patient": no_patient}
+    resources = {
+        "example": example,
+        "mixed": mixed,
+        "cohort": cohort,
+        "amended_status": amended_status,
+        "no_patient": no_patient,
+    }
     return {"bundles": resources, "messages": hapi.validate(resources)}
 
 
 @pytest.mark.parametrize("name", ["example", "mixed", "cohort"])
-def test_claim_bundles_have_no_errors_and_no_unknown_extensions(results: dict[str, Any],
-                                                                name: str) -> None:
+def test_claim_bundles_have_no_errors_and_no_unknown_extensions(
+    results: dict[str, Any], name: str
+) -> None:
     messages = results["messages"][name]
     assert hapi.errors(messages) == []
     assert not [m for m in messages if "Unknown extension" in m.text]
@@ -62,7 +74,8 @@ def test_claim_bundles_have_no_errors_and_no_unknown_extensions(results: dict[st
 
 
 def test_the_validator_refuses_a_status_outside_the_value_set_and_a_claim_without_patient(
-        results: dict[str, Any]) -> None:
+    results: dict[str, Any],
+) -> None:
     bad = hapi.errors(results["messages"]["amended_status"])
     assert any("amended" in m.text for m in bad), bad
     assert any("patient" in m.text for m in hapi.errors(results["messages"]["no_patient"]))
@@ -76,12 +89,20 @@ def test_statuses_and_related_claims(results: dict[str, Any]) -> None:
     amended = lines[0]
     [repl] = [c for c in claims if "related" in c]
     group = billing_group_id(amended)
-    assert repl["related"] == [{"claim": {"identifier": {"system": BILLING_GROUP_SYSTEM,
-                                                         "value": group}},
-                                "relationship": {"coding": [{
-                                    "system": "http://terminology.hl7.org/CodeSystem/"
-                                              "ex-relatedclaimrelationship",
-                                    "code": "prior"}]}}]
+    assert repl["related"] == [
+        {
+            "claim": {"identifier": {"system": BILLING_GROUP_SYSTEM, "value": group}},
+            "relationship": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/"
+                        "ex-relatedclaimrelationship",
+                        "code": "prior",
+                    }
+                ]
+            },
+        }
+    ]
     # the earlier Claim of that group (in the first export) carries the same identifier
     first = [e["resource"] for e in results["bundles"]["example"]["entry"]]
     assert any({"system": BILLING_GROUP_SYSTEM, "value": group} in c["identifier"] for c in first)

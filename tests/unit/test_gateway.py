@@ -52,25 +52,38 @@ class FakeStore:
 
 
 def pain(event_id: str, occurred_at: dt.datetime, score: int = 4) -> dict[str, Any]:
-    return {"event_id": event_id, "schema_version": 1, "type": "pain.reported",
-            "patient_id": "p-1", "occurred_at": occurred_at.isoformat(), "score": score}
+    return {
+        "event_id": event_id,
+        "schema_version": 1,
+        "type": "pain.reported",
+        "patient_id": "p-1",
+        "occurred_at": occurred_at.isoformat(),
+        "score": score,
+    }
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> tuple[FastAPI, FakeProducer, CollectorRegistry]:
     settings = Settings(state_dir=tmp_path, max_future_skew_s=600.0)
     producer, registry = FakeProducer(), CollectorRegistry()
-    app = create_app(settings, producer=producer, store=FakeStore(),  # type: ignore[arg-type]
-                     registry=registry, authenticate=_as_app_key)
+    app = create_app(
+        settings,
+        producer=producer,
+        store=FakeStore(),  # type: ignore[arg-type]
+        registry=registry,
+        authenticate=_as_app_key,
+    )
     return app, producer, registry
 
 
 async def post(app: FastAPI, events: list[dict[str, Any]]) -> dict[str, Any]:
     # Producer and store are injected: the lifespan has nothing to start.
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://gateway") as client:
-        resp = await client.post("/v1/events", content=orjson.dumps(events),
-                                 headers={"Authorization": f"Bearer {KEY}"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        resp = await client.post(
+            "/v1/events", content=orjson.dumps(events), headers={"Authorization": f"Bearer {KEY}"}
+        )
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
@@ -106,15 +119,17 @@ async def test_future_dated_event_is_rejected_beside_accepted_ones(
     assert dead[0]["stage"] == "gateway" and dead[0]["index"] == 1
     assert dead[0]["errors"] == rejected[1]["errors"]
     assert all(key == b"p-1" for key, _ in producer.dead)
-    assert registry.get_sample_value(
-        "rtm_gateway_events_rejected_total", {"type": "pain.reported"}) == 3.0
+    assert (
+        registry.get_sample_value("rtm_gateway_events_rejected_total", {"type": "pain.reported"})
+        == 3.0
+    )
 
 
 async def test_events_are_stamped_with_the_keys_organisation_whatever_the_producer_says(
     gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
 ) -> None:
     app, producer, _ = gateway
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     body = await post(app, [pain("own-1", now), {**pain("claim-1", now), "org_id": "org-b"}])
     assert body["accepted"] == 2
     assert [e.org_id for e in producer.events] == ["org-a", "org-a"]
@@ -124,14 +139,27 @@ async def test_a_patient_app_key_cannot_post_clinician_time_and_nothing_of_the_b
     gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
 ) -> None:
     app, producer, _ = gateway
-    now = dt.datetime.now(dt.timezone.utc)
-    time_log = {"event_id": "t-1", "schema_version": 1, "type": "clinician.time_logged",
-                "patient_id": "p-1", "occurred_at": now.isoformat(), "clinician_id": "c-1",
-                "clinician_role": "PT", "minutes": 240, "activity": "call", "interactive": True}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://gateway") as client:
-        resp = await client.post("/v1/events", content=orjson.dumps([pain("ok-1", now), time_log]),
-                                 headers={"Authorization": f"Bearer {KEY}"})
+    now = dt.datetime.now(dt.UTC)
+    time_log = {
+        "event_id": "t-1",
+        "schema_version": 1,
+        "type": "clinician.time_logged",
+        "patient_id": "p-1",
+        "occurred_at": now.isoformat(),
+        "clinician_id": "c-1",
+        "clinician_role": "PT",
+        "minutes": 240,
+        "activity": "call",
+        "interactive": True,
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        resp = await client.post(
+            "/v1/events",
+            content=orjson.dumps([pain("ok-1", now), time_log]),
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
         assert resp.status_code == 403
         assert "clinician.time_logged" in resp.json()["error"]
         anonymous = await client.post("/v1/events", content=orjson.dumps([pain("ok-2", now)]))
@@ -143,14 +171,21 @@ async def test_an_item_nested_too_deep_to_re_encode_is_dead_lettered_and_the_bat
     gateway: tuple[FastAPI, FakeProducer, CollectorRegistry],
 ) -> None:
     app, producer, _ = gateway
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     deep = "[" * 600 + '"x"' + "]" * 600  # orjson re-encodes at most 255 levels
-    content = ("[" + orjson.dumps(pain("ok-deep", now)).decode()
-               + ',{"type":"pain.reported","extra":' + deep + "}]").encode()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://gateway") as client:
-        resp = await client.post("/v1/events", content=content,
-                                 headers={"Authorization": f"Bearer {KEY}"})
+    content = (
+        "["
+        + orjson.dumps(pain("ok-deep", now)).decode()
+        + ',{"type":"pain.reported","extra":'
+        + deep
+        + "}]"
+    ).encode()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        resp = await client.post(
+            "/v1/events", content=content, headers={"Authorization": f"Bearer {KEY}"}
+        )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [1]

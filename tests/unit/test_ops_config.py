@@ -92,9 +92,13 @@ def test_alert_rule_uses_existing_metrics(rule: dict[str, Any]) -> None:
 
 def test_alerts_cover_the_operator_cases() -> None:
     exprs = " ".join(r["expr"] for r in alert_rules())
-    for needle in ("rtm_worker_consumer_lag", "rtm_worker_dead_letters_total",
-                   "rtm_worker_webhook_deliveries_total", 'up{job="rtm-worker"} == 0',
-                   'rtm_gateway_requests_total{status=~"5.."}'):
+    for needle in (
+        "rtm_worker_consumer_lag",
+        "rtm_worker_dead_letters_total",
+        "rtm_worker_webhook_deliveries_total",
+        'up{job="rtm-worker"} == 0',
+        'rtm_gateway_requests_total{status=~"5.."}',
+    ):
         assert needle in exprs, needle
 
 
@@ -105,7 +109,8 @@ def test_scrape_config_targets_the_gateway_and_worker() -> None:
     defaults = Settings()
     assert jobs["rtm-gateway"]["static_configs"][0]["targets"] == [f"gateway:{defaults.api_port}"]
     assert jobs["rtm-worker"]["static_configs"][0]["targets"] == [
-        f"worker:{defaults.worker_web_port}"]
+        f"worker:{defaults.worker_web_port}"
+    ]
     # Jobs the rules select on must be scraped.
     for rule in alert_rules():
         for job in re.findall(r'job="([^"]+)"', rule["expr"]):
@@ -148,7 +153,8 @@ def test_compose_topology_matches_the_local_path() -> None:
     defaults = Settings()
     assert services["kafka"]["image"] == f"apache/kafka:{defaults.kafka_version}"
     assert services["timescaledb"]["image"] == (
-        f"timescale/timescaledb:{defaults.timescaledb_version}-pg15")
+        f"timescale/timescaledb:{defaults.timescaledb_version}-pg15"
+    )
     kafka_env = services["kafka"]["environment"]
     assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == defaults.topic_partitions
@@ -159,7 +165,10 @@ def test_compose_topology_matches_the_local_path() -> None:
     assert f"127.0.0.1:{defaults.worker_web_port}:6066" in ports["worker"]
     pg = services["timescaledb"]["environment"]
     assert (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]) == (
-        defaults.pg_user, defaults.pg_password.get_secret_value(), defaults.pg_database)
+        defaults.pg_user,
+        defaults.pg_password.get_secret_value(),
+        defaults.pg_database,
+    )
     # Every RTM_* variable the app services set is a real Settings field.
     fields = {f"RTM_{name.upper()}" for name in Settings.model_fields}
     for name in ("topics", "migrate", "gateway", "worker"):
@@ -175,12 +184,18 @@ def test_compose_topology_matches_the_local_path() -> None:
 PROMTOOL = shutil.which("promtool")
 
 
-@pytest.mark.skipif(PROMTOOL is None,
-                    reason="promtool not on PATH (Debian: apt-get install prometheus)")
-@pytest.mark.parametrize("args", [["check", "rules", str(PROM / "alerts.yml")],
-                                  ["check", "config", str(PROM / "prometheus.yml")],
-                                  ["test", "rules", str(PROM / "alerts.test.yml")]],
-                         ids=["check-rules", "check-config", "test-rules"])
+@pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not on PATH (Debian: apt-get install prometheus)"
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "rules", str(PROM / "alerts.yml")],
+        ["check", "config", str(PROM / "prometheus.yml")],
+        ["test", "rules", str(PROM / "alerts.test.yml")],
+    ],
+    ids=["check-rules", "check-config", "test-rules"],
+)
 def test_promtool_accepts(args: list[str]) -> None:
     assert PROMTOOL is not None
     proc = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)

@@ -15,14 +15,16 @@ from streams.metrics import GatewayMetrics, WorkerMetrics
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not on PATH (Debian: apt-get install prometheus)")
+    PROMTOOL is None, reason="promtool not on PATH (Debian: apt-get install prometheus)"
+)
 
 
 def promtool_problems(text: str) -> str:
     """What `promtool check metrics` says about an exposition (empty: it passes)."""
     assert PROMTOOL is not None
-    proc = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
     return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).strip() or "failed"
 
 
@@ -50,4 +52,5 @@ def test_promtool_check_metrics_flags_a_non_base_unit() -> None:
     registry = CollectorRegistry()
     Counter("rtm_worker_billing_data_days_recorded_total", "x", registry=registry).inc()
     assert 'base unit "seconds" instead of "days"' in promtool_problems(
-        generate_latest(registry).decode())
+        generate_latest(registry).decode()
+    )

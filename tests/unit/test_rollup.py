@@ -20,12 +20,15 @@ def _events(raw: list[dict]) -> list:
 def test_rollup_counts_open_alerts_pain_and_adherence_like_the_engine() -> None:
     f = EventFactory()
     p = f.patient(1)
-    raw = [f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
-           *f.daily_exercises(p, dt.date(2026, 11, 2), 5),
-           f.pain(p, 3, "2026-11-03T10:00:00-06:00"), f.pain(p, 4, "2026-11-04T10:00:00-06:00"),
-           # >= 7: pain_high (critical); +4.5 over the baseline: pain_increase (high)
-           f.pain(p, 8, "2026-11-06T10:00:00-06:00"),
-           f.symptom(p, "2026-11-06T11:00:00-06:00", red_flags=["saddle_anesthesia"])]
+    raw = [
+        f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+        *f.daily_exercises(p, dt.date(2026, 11, 2), 5),
+        f.pain(p, 3, "2026-11-03T10:00:00-06:00"),
+        f.pain(p, 4, "2026-11-04T10:00:00-06:00"),
+        # >= 7: pain_high (critical); +4.5 over the baseline: pain_increase (high)
+        f.pain(p, 8, "2026-11-06T10:00:00-06:00"),
+        f.symptom(p, "2026-11-06T11:00:00-06:00", red_flags=["saddle_anesthesia"]),
+    ]
     events = _events(raw)
     states, fired = fold(iter(events))
     r = rollups(states, events)
@@ -37,9 +40,8 @@ def test_rollup_counts_open_alerts_pain_and_adherence_like_the_engine() -> None:
     assert row.last_activity_at == dt.datetime.fromisoformat("2026-11-06T18:00:00-06:00")
     # the adherence rows equal the API's (daily_rows) on the days written
     state = states[p]
-    full = {d.date: d for d in daily_rows(p, state.completions, state.book,
-                                          dt.date(2026, 11, 6))}
-    assert [d.date for d in r.days] == sorted(full)[-len(r.days):]
+    full = {d.date: d for d in daily_rows(p, state.completions, state.book, dt.date(2026, 11, 6))}
+    assert [d.date for d in r.days] == sorted(full)[-len(r.days) :]
     for d in r.days:
         ref = full[d.date]
         assert d.completed == ref.completed
@@ -51,8 +53,12 @@ def test_acknowledged_alerts_are_not_open() -> None:
 
     f = EventFactory()
     p = f.patient(1)
-    events = _events([f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
-                      f.symptom(p, "2026-11-03T11:00:00-06:00", red_flags=["saddle_anesthesia"])])
+    events = _events(
+        [
+            f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+            f.symptom(p, "2026-11-03T11:00:00-06:00", red_flags=["saddle_anesthesia"]),
+        ]
+    )
     states, fired = fold(iter(events))
     (alert_id,) = [a for _, a in fired]
     at = dt.datetime(2026, 11, 3, 18, tzinfo=dt.UTC)
@@ -64,4 +70,4 @@ def test_acknowledged_alerts_are_not_open() -> None:
 def test_pain_baseline_is_the_median_of_the_week_before_each_report() -> None:
     tz = dt.timezone(dt.timedelta(hours=-6))
     at = [dt.datetime(2026, 11, d, 10, tzinfo=tz) for d in (1, 2, 3, 12)]
-    assert pain_baselines(list(zip(at, [2, 4, 9, 5]))) == [None, 2.0, 3.0, None]
+    assert pain_baselines(list(zip(at, [2, 4, 9, 5], strict=True))) == [None, 2.0, 3.0, None]

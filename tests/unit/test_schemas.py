@@ -11,7 +11,6 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings
 from schemas.events import (
     TIMESTAMP_PATTERN,
     EpisodeStarted,
@@ -23,8 +22,11 @@ from schemas.events import (
     parse_event_json,
     validate_event,
 )
+from streams.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "examples"  # copied from the design examples
+EXAMPLES = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "examples"
+)  # copied from the design examples
 
 
 def base(**over: Any) -> dict[str, Any]:
@@ -42,13 +44,23 @@ def base(**over: Any) -> dict[str, Any]:
 
 
 def episode(**over: Any) -> dict[str, Any]:
-    ev = base(type="episode.started", score=None, clinician_id="c-01", clinician_role="PT",
-              timezone="America/Chicago",
-              program={"sessions_per_week": 5, "exercise_ids": ["bridge"]},
-              billing={"rendering_npi": "1234567893", "billing_npi": "1234567893",
-                       "payer": "medicare", "member_id": "1EG4TE5MK73",
-                       "diagnosis_codes": ["M54.50"], "place_of_service": "11"},
-              setup_education_completed=True)
+    ev = base(
+        type="episode.started",
+        score=None,
+        clinician_id="c-01",
+        clinician_role="PT",
+        timezone="America/Chicago",
+        program={"sessions_per_week": 5, "exercise_ids": ["bridge"]},
+        billing={
+            "rendering_npi": "1234567893",
+            "billing_npi": "1234567893",
+            "payer": "medicare",
+            "member_id": "1EG4TE5MK73",
+            "diagnosis_codes": ["M54.50"],
+            "place_of_service": "11",
+        },
+        setup_education_completed=True,
+    )
     ev.update(over)
     return ev
 
@@ -125,19 +137,51 @@ def test_bad_episode_started(override: dict[str, Any], field: str) -> None:
     [
         ({"type": "exercise.completed", "exercise_id": "bridge", "sets": 51}, "sets"),
         ({"type": "exercise.completed", "exercise_id": "bridge", "reps": 1001}, "reps"),
-        ({"type": "exercise.completed", "exercise_id": "bridge", "duration_s": 14401}, "duration_s"),
+        (
+            {"type": "exercise.completed", "exercise_id": "bridge", "duration_s": 14401},
+            "duration_s",
+        ),
         ({"type": "exercise.completed", "exercise_id": "bridge", "sets": -1}, "sets"),
         ({"type": "exercise.completed"}, "exercise_id"),
         ({"type": "symptom.reported", "red_flags": ["headache"]}, "red_flags.0"),
         ({"type": "symptom.reported", "fall": "yes"}, "fall"),
-        ({"type": "clinician.time_logged", "clinician_id": "c", "clinician_role": "PT",
-          "minutes": 0, "activity": "call", "interactive": True}, "minutes"),
-        ({"type": "clinician.time_logged", "clinician_id": "c", "clinician_role": "PT",
-          "minutes": 241, "activity": "call", "interactive": True}, "minutes"),
-        ({"type": "clinician.time_logged", "clinician_id": "c", "clinician_role": "PT",
-          "minutes": 10, "activity": "email", "interactive": True}, "activity"),
-        ({"type": "program.updated", "episode_id": None,
-          "program": {"sessions_per_week": 3}}, "episode_id"),
+        (
+            {
+                "type": "clinician.time_logged",
+                "clinician_id": "c",
+                "clinician_role": "PT",
+                "minutes": 0,
+                "activity": "call",
+                "interactive": True,
+            },
+            "minutes",
+        ),
+        (
+            {
+                "type": "clinician.time_logged",
+                "clinician_id": "c",
+                "clinician_role": "PT",
+                "minutes": 241,
+                "activity": "call",
+                "interactive": True,
+            },
+            "minutes",
+        ),
+        (
+            {
+                "type": "clinician.time_logged",
+                "clinician_id": "c",
+                "clinician_role": "PT",
+                "minutes": 10,
+                "activity": "email",
+                "interactive": True,
+            },
+            "activity",
+        ),
+        (
+            {"type": "program.updated", "episode_id": None, "program": {"sessions_per_week": 3}},
+            "episode_id",
+        ),
         ({"type": "episode.ended", "episode_id": None}, "episode_id"),
     ],
 )
@@ -154,8 +198,14 @@ def test_not_an_object() -> None:
     [
         {"type": "symptom.reported"},  # an empty report is a valid check-in
         {"type": "exercise.completed", "exercise_id": "bridge", "episode_id": None},
-        {"type": "clinician.time_logged", "clinician_id": "c-01", "clinician_role": "PTA",
-         "minutes": 240, "activity": "video", "interactive": True},
+        {
+            "type": "clinician.time_logged",
+            "clinician_id": "c-01",
+            "clinician_role": "PTA",
+            "minutes": 240,
+            "activity": "video",
+            "interactive": True,
+        },
         {"type": "episode.ended", "reason": "discharged"},
         {"type": "program.updated", "program": {"sessions_per_week": 3, "exercise_ids": []}},
         {"occurred_at": "2026-11-03T10:00:00Z"},
@@ -179,8 +229,15 @@ def test_shared_examples_validate() -> None:
 def test_json_schema_covers_every_type() -> None:
     schema = json_schema()
     text = json.dumps(schema)
-    for t in ("episode.started", "program.updated", "exercise.completed", "pain.reported",
-              "symptom.reported", "clinician.time_logged", "episode.ended"):
+    for t in (
+        "episode.started",
+        "program.updated",
+        "exercise.completed",
+        "pain.reported",
+        "symptom.reported",
+        "clinician.time_logged",
+        "episode.ended",
+    ):
         assert t in text
 
 
@@ -216,19 +273,43 @@ def accepted(obj: dict[str, Any]) -> None:
 
 def full_events() -> list[dict[str, Any]]:
     """One event of every type with every optional field filled (string leaves everywhere)."""
-    env = {"source": {"kind": "app", "id": "ios-app 4.2"},
-           "recorded_at": "2026-11-03T23:31:00-05:00", "received_at": "2026-11-04T04:31:02Z"}
+    env = {
+        "source": {"kind": "app", "id": "ios-app 4.2"},
+        "recorded_at": "2026-11-03T23:31:00-05:00",
+        "received_at": "2026-11-04T04:31:02Z",
+    }
     program = {"sessions_per_week": 5, "exercise_ids": ["bridge", "bird-dog"]}
     return [
         episode(**env),
         base(type="program.updated", score=None, program=program, **env),
-        base(type="exercise.completed", score=None, exercise_id="bridge", session_id="s-17",
-             sets=3, reps=10, duration_s=240, **env),
+        base(
+            type="exercise.completed",
+            score=None,
+            exercise_id="bridge",
+            session_id="s-17",
+            sets=3,
+            reps=10,
+            duration_s=240,
+            **env,
+        ),
         base(context="activity", **env),
-        base(type="symptom.reported", score=None, red_flags=["fever", "major_trauma"],
-             fall=True, **env),
-        base(type="clinician.time_logged", score=None, clinician_id="c-01",
-             clinician_role="PT", minutes=12, activity="call", interactive=True, **env),
+        base(
+            type="symptom.reported",
+            score=None,
+            red_flags=["fever", "major_trauma"],
+            fall=True,
+            **env,
+        ),
+        base(
+            type="clinician.time_logged",
+            score=None,
+            clinician_id="c-01",
+            clinician_role="PT",
+            minutes=12,
+            activity="call",
+            interactive=True,
+            **env,
+        ),
         base(type="episode.ended", score=None, reason="discharged", **env),
     ]
 
@@ -251,7 +332,7 @@ def with_nul(obj: Any, path: tuple[str | int, ...]) -> Any:
     for p in head:
         parent = parent[p]
     text = parent[last]
-    parent[last] = text[: len(text) // 2] + "\u0000" + text[len(text) // 2:]
+    parent[last] = text[: len(text) // 2] + "\u0000" + text[len(text) // 2 :]
     return copy
 
 
@@ -261,13 +342,16 @@ def test_full_events_are_valid() -> None:
 
 
 NUL_CASES = [
-    (ev["type"], path) for ev in full_events() for path in string_leaves(ev)
+    (ev["type"], path)
+    for ev in full_events()
+    for path in string_leaves(ev)
     if path != ("type",)  # the discriminator: refused as an unknown type, naming "type"
 ]
 
 
-@pytest.mark.parametrize("etype, path", NUL_CASES, ids=[f"{t}:{'.'.join(map(str, p))}"
-                                                        for t, p in NUL_CASES])
+@pytest.mark.parametrize(
+    "etype, path", NUL_CASES, ids=[f"{t}:{'.'.join(map(str, p))}" for t, p in NUL_CASES]
+)
 def test_nul_in_any_string_is_rejected_naming_the_field(
     etype: str, path: tuple[str | int, ...]
 ) -> None:
@@ -287,20 +371,22 @@ def test_nul_in_any_string_is_rejected_naming_the_field(
         ({"episode_id": "ep\x00-001"}, "episode_id"),
         ({"occurred_at": "2026-11-03T23:30:00\x00-05:00"}, "occurred_at"),
         ({"recorded_at": "2026-11-03T23:30:00-05:00\x00"}, "recorded_at"),
-        ({"type": "symptom.reported", "score": None, "red_flags": ["fever\x00"]},
-         "red_flags.0"),
+        ({"type": "symptom.reported", "score": None, "red_flags": ["fever\x00"]}, "red_flags.0"),
     ],
 )
 def test_nul_message(override: dict[str, Any], field: str) -> None:
-    assert rejected_naming(base(**override), field) == [
-        f"{field}: must not contain NUL characters"
-    ]
+    assert rejected_naming(base(**override), field) == [f"{field}: must not contain NUL characters"]
 
 
 @pytest.mark.parametrize(
     "path",
-    [("billing", "payer"), ("billing", "member_id"), ("timezone",),
-     ("program", "exercise_ids", 0), ("billing", "diagnosis_codes", 0)],
+    [
+        ("billing", "payer"),
+        ("billing", "member_id"),
+        ("timezone",),
+        ("program", "exercise_ids", 0),
+        ("billing", "diagnosis_codes", 0),
+    ],
 )
 def test_nul_in_episode_started(path: tuple[str | int, ...]) -> None:
     field = ".".join(map(str, path))
@@ -316,9 +402,15 @@ YEAR_MESSAGE = "timestamp must be between 2000 and 2100"
 @pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
 @pytest.mark.parametrize(
     "value",
-    ["1999-12-31T23:59:59Z", "1999-12-31T23:59:59.999999+14:00", "2101-01-01T00:00:00Z",
-     "2101-06-01T12:00:00-05:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
-     "9999-12-31T23:59:59-05:00"],
+    [
+        "1999-12-31T23:59:59Z",
+        "1999-12-31T23:59:59.999999+14:00",
+        "2101-01-01T00:00:00Z",
+        "2101-06-01T12:00:00-05:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-05:00",
+    ],
 )
 def test_years_outside_2000_2100_are_rejected(field: str, value: str) -> None:
     assert rejected_naming(base(**{field: value}), field) == [f"{field}: {YEAR_MESSAGE}"]
@@ -327,8 +419,12 @@ def test_years_outside_2000_2100_are_rejected(field: str, value: str) -> None:
 @pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
 @pytest.mark.parametrize(
     "value",
-    ["2000-01-01T00:00:00Z", "2000-01-01T00:00:00+01:00",  # 1999 in UTC: the year as written
-     "2100-12-31T23:59:59.999999Z", "2100-12-31T23:59:59-05:00"],
+    [
+        "2000-01-01T00:00:00Z",
+        "2000-01-01T00:00:00+01:00",  # 1999 in UTC: the year as written
+        "2100-12-31T23:59:59.999999Z",
+        "2100-12-31T23:59:59-05:00",
+    ],
 )
 def test_years_2000_and_2100_are_accepted(field: str, value: str) -> None:
     accepted(base(**{field: value}))
@@ -357,9 +453,17 @@ def test_numbers_and_epoch_strings_are_not_timestamps(field: str, value: Any, wh
 
 @pytest.mark.parametrize(
     "value",
-    ["2026-11-03 10:00:00Z", "2026-11-03T10:00Z", "2026-11-03T10:00:00+0000",
-     "2026-11-03T10:00:00+05", "20261103T100000Z", "2026-11-03", "yesterday", "",
-     "\uff12\uff10\uff12\uff16-11-03T10:00:00Z"],  # fullwidth digits
+    [
+        "2026-11-03 10:00:00Z",
+        "2026-11-03T10:00Z",
+        "2026-11-03T10:00:00+0000",
+        "2026-11-03T10:00:00+05",
+        "20261103T100000Z",
+        "2026-11-03",
+        "yesterday",
+        "",
+        "\uff12\uff10\uff12\uff16-11-03T10:00:00Z",
+    ],  # fullwidth digits
 )
 def test_lax_datetime_forms_are_refused(value: str) -> None:
     (message,) = rejected_naming(base(occurred_at=value), "occurred_at")
@@ -382,15 +486,19 @@ def test_timestamp_messages(value: str, message: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["2026-11-03T10:00:00Z", "2026-11-03t10:00:00z", "2026-11-03T10:00:00.123456789+05:30",
-     "2026-11-03T10:00:00-00:00"],
+    [
+        "2026-11-03T10:00:00Z",
+        "2026-11-03t10:00:00z",
+        "2026-11-03T10:00:00.123456789+05:30",
+        "2026-11-03T10:00:00-00:00",
+    ],
 )
 def test_rfc3339_forms_accepted(value: str) -> None:
     accepted(base(occurred_at=value))
 
 
 def test_python_callers_may_pass_aware_datetimes() -> None:
-    utc = dt.timezone.utc
+    utc = dt.UTC
     ev = validate_event(base(occurred_at=dt.datetime(2026, 11, 3, 10, tzinfo=utc)))
     assert isinstance(ev, PainReported) and ev.occurred_at.year == 2026
     assert fields(validate_event(base(occurred_at=dt.datetime(2026, 11, 3)))) == {"occurred_at"}
@@ -411,11 +519,11 @@ def test_json_schema_states_the_timestamp_rule() -> None:
 def test_gateway_stamped_events_round_trip() -> None:
     ev = validate_event(base())
     assert not isinstance(ev, list)
-    stamped = ev.model_copy(update={"received_at": dt.datetime.now(dt.timezone.utc)})
+    stamped = ev.model_copy(update={"received_at": dt.datetime.now(dt.UTC)})
     assert parse_event_json(stamped.model_dump_json()) == stamped
 
 
-RECEIVED = dt.datetime(2026, 11, 4, 4, 30, tzinfo=dt.timezone.utc)  # 2026-11-03T23:30-05:00
+RECEIVED = dt.datetime(2026, 11, 4, 4, 30, tzinfo=dt.UTC)  # 2026-11-03T23:30-05:00
 
 
 @pytest.mark.parametrize(

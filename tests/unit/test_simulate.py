@@ -62,8 +62,13 @@ def test_counts_by_type_plausible(cohort: list[dict]) -> None:
     assert c["program.updated"] > 10
     assert c["symptom.reported"] > 50
     assert set(c) == {
-        "episode.started", "program.updated", "exercise.completed", "pain.reported",
-        "symptom.reported", "clinician.time_logged", "episode.ended",
+        "episode.started",
+        "program.updated",
+        "exercise.completed",
+        "pain.reported",
+        "symptom.reported",
+        "clinician.time_logged",
+        "episode.ended",
     }
 
 
@@ -122,7 +127,7 @@ def test_episode_started_arrives_first_and_episodes_never_overlap(
     seconds = 0
     for eps in per_patient.values():
         eps.sort(key=lambda s: _dt(s["occurred_at"]))
-        for a, b in zip(eps, eps[1:]):
+        for a, b in zip(eps, eps[1:], strict=False):
             seconds += 1
             end = ended[a["episode_id"]]
             assert _dt(end["occurred_at"]).date() < _dt(b["occurred_at"]).date()
@@ -143,8 +148,7 @@ def test_patient_data_inside_its_episode(cohort: list[dict], started: dict[str, 
             continue
         at = _dt(e["occurred_at"])
         owners = [
-            eid for eid, s, en in spans[e["patient_id"]]
-            if s < at and (en is None or at < en)
+            eid for eid, s, en in spans[e["patient_id"]] if s < at and (en is None or at < en)
         ]
         assert len(owners) == 1, e
         if "episode_id" in e:
@@ -170,14 +174,13 @@ def test_offsets_are_local_with_dst_change(cohort: list[dict], started: dict[str
 
 def test_late_evening_events_cross_utc_midnight(cohort: list[dict]) -> None:
     late = [
-        e for e in cohort
-        if e["type"] == "exercise.completed" and _dt(e["occurred_at"]).hour == 23
+        e for e in cohort if e["type"] == "exercise.completed" and _dt(e["occurred_at"]).hour == 23
     ]
     assert len(late) > 50
     crossing = [
-        e for e in late
-        if _dt(e["occurred_at"]).astimezone(ZoneInfo("UTC")).date()
-        != _dt(e["occurred_at"]).date()
+        e
+        for e in late
+        if _dt(e["occurred_at"]).astimezone(ZoneInfo("UTC")).date() != _dt(e["occurred_at"]).date()
     ]
     assert crossing
     assert any(_dt(e["occurred_at"]).strftime("%H:%M") >= "23:30" for e in late)
@@ -186,12 +189,11 @@ def test_late_evening_events_cross_utc_midnight(cohort: list[dict]) -> None:
 def test_late_synced_batches_and_out_of_order(cohort: list[dict]) -> None:
     late = [e for e in cohort if "recorded_at" in e]
     assert len(late) > 50
-    lag_days = [
-        (_dt(e["recorded_at"]) - _dt(e["occurred_at"])) / timedelta(days=1) for e in late
-    ]
+    lag_days = [(_dt(e["recorded_at"]) - _dt(e["occurred_at"])) / timedelta(days=1) for e in late]
     assert min(lag_days) > 0 and max(lag_days) > 2
-    assert all(e["type"] in ("exercise.completed", "pain.reported", "symptom.reported")
-               for e in late)
+    assert all(
+        e["type"] in ("exercise.completed", "pain.reported", "symptom.reported") for e in late
+    )
     # Arrival order is roughly chronological, yet many events arrive after a newer one.
     newest: dict[str, datetime] = {}
     behind = 0
@@ -204,7 +206,7 @@ def test_late_synced_batches_and_out_of_order(cohort: list[dict]) -> None:
             newest[e["patient_id"]] = at
     assert len(late) < behind < len(cohort) * 0.1
     days = [_dt(e["occurred_at"]).date() for e in cohort if "recorded_at" not in e]
-    inversions = sum(1 for a, b in zip(days, days[1:]) if b < a - timedelta(days=1))
+    inversions = sum(1 for a, b in zip(days, days[1:], strict=False) if b < a - timedelta(days=1))
     assert inversions < len(days) * 0.02
 
 
@@ -220,7 +222,7 @@ def test_adherence_pain_and_symptoms_vary(cohort: list[dict], started: dict[str,
     gaps = 0
     for ds in data_days.values():
         s = sorted(ds)
-        gaps += any((b - a).days >= 4 for a, b in zip(s, s[1:]))
+        gaps += any((b - a).days >= 4 for a, b in zip(s, s[1:], strict=False))
     assert gaps > 20
     # Pain: high scores, and jumps of >= 2 over the median of the previous 7 local days.
     scores = [sc for v in pains.values() for _, sc in v]
