@@ -33,7 +33,10 @@ demo: up  ## the main job end to end; leaves the dashboard running (make down st
 unit: install  ## fast unit tests only (no services)
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
 
-lint: install  ## the layering contract (import-linter)
+lint: install  ## the CI gates: ruff check, ruff format --check, mypy --strict, import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
 test: up  ## the whole suite: unit + integration against the real services

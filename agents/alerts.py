@@ -25,7 +25,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from streams import control
-from streams.app import Topology
+from streams.app import Topology, timer
 from streams.db.alerts import published, unpublished
 from streams.db.events import EventStore, utc_now
 from streams.settings import Settings
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (the gateway's producer uses the same)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Publisher:
@@ -78,7 +78,7 @@ class Publisher:
 def register_publisher(topology: Topology, store: EventStore, settings: Settings) -> Publisher:
     publisher = Publisher(topology, store)
 
-    @topology.app.timer(settings.alert_publish_retry_s)
+    @timer(topology.app, settings.alert_publish_retry_s)
     async def publish_left_behind() -> None:
         try:
             while await publisher.publish_left_behind(settings.alert_publish_retry_s) == 1000:
@@ -90,7 +90,7 @@ def register_publisher(topology: Topology, store: EventStore, settings: Settings
 
 
 def register_clock(topology: Topology, settings: Settings) -> None:
-    @topology.app.timer(settings.tick_interval_s or 3600.0, on_leader=True)
+    @timer(topology.app, settings.tick_interval_s or 3600.0, on_leader=True)
     async def clock() -> None:
         """Tick every partition with 'now' (the wall clock, or the fixed RTM_CLOCK_NOW)."""
         if not settings.tick_interval_s:

@@ -41,7 +41,7 @@ import asyncpg
 import httpx
 import orjson
 
-from streams.app import Topology
+from streams.app import Topology, timer
 from streams.db.alerts import (
     SEVERITY_RANK,
     Claimed,
@@ -299,11 +299,12 @@ class Deliverer:
     async def attempt(self, c: Claimed) -> bool:
         """One POST and its bookkeeping; True on a 2xx."""
         body = orjson.dumps(orjson.loads(c.payload))
+        error: str | None
         try:
-            secret: str | None = self.secrets.open(c.secret)
+            secret = self.secrets.open(c.secret)
         except ValueError as exc:  # sealed with another key: visible as a failed delivery
-            secret, error = None, str(exc)
-        if secret is not None:
+            error = str(exc)
+        else:
             error = await post_signed(self.client, c.url, secret, body, f"{c.alert_id}:{c.change}")
         async with self.store.acquire() as conn:
             if error is None:
@@ -347,7 +348,7 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     app = topology.app
     deliverer = Deliverer(store, settings, topology.metrics)
 
-    @app.timer(settings.webhook_poll_s)
+    @timer(app, settings.webhook_poll_s)
     async def deliver_due() -> None:
         """Start deliveries for the endpoints whose queue has something due."""
         await deliverer.tick()

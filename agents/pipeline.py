@@ -46,7 +46,7 @@ from schemas.events import (
     parse_event_json,
 )
 from streams import control
-from streams.app import Topology
+from streams.app import Topology, task, timer
 from streams.db.access import claim_patients, record_patient_clinicians
 from streams.db.alerts import (
     StateStore,
@@ -353,7 +353,7 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     register_clock(topology, settings)
     consumer = IngestConsumer(settings, step, topology.metrics)
 
-    @app.task
+    @task(app)
     async def ingest() -> None:
         """rtm.events, whole fetches at a time (agents/ingest.py says why not an agent)."""
         await consumer.run()
@@ -371,7 +371,7 @@ def register_lag(topology: Topology, settings: Settings, consumer: IngestConsume
     topic = settings.topic_events
     shown: set[int] = set()
 
-    @app.timer(settings.worker_lag_interval_s, name="consumer_lag")
+    @timer(app, settings.worker_lag_interval_s, name="consumer_lag")
     async def consumer_lag() -> None:
         try:
             lags = await consumer.lag()

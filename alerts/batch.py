@@ -96,9 +96,10 @@ def apply_batch(
                     owned[pid] = ticked
                 out.changes += changes
         else:
-            s = owned.get(item.patient_id) or states.get(item.patient_id)
-            if s is None:
+            known = owned.get(item.patient_id) or states.get(item.patient_id)
+            if known is None:
                 continue  # unknown patient: the API answered 404 already
+            s = known
             try:
                 acked, changes = acknowledge(
                     s, item.alert_id, item.at, item.by, item.stored, config

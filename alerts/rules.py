@@ -897,10 +897,10 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
             del s.alerts[aid]
         elif a.status == "resolved" and a.acknowledged_at is not None:
             _to_cooldown(s, a)
-    for aid, c in list(s.cooldowns.items()):
+    for aid, cool in list(s.cooldowns.items()):
         if not (
-            _cooling(s, c.acknowledged_at, config)
-            or (c.last_data is not None and _gap_may_recur(s, c.episode_id, c.last_data))
+            _cooling(s, cool.acknowledged_at, config)
+            or (cool.last_data is not None and _gap_may_recur(s, cool.episode_id, cool.last_data))
         ):
             del s.cooldowns[aid]
 

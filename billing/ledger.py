@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from billing.state import EpisodeEvent, PatientBillingState, TimeLog
+from billing.state import PatientBillingState, TimeLog
+from schemas.episodes import EpisodeEvent
 from schemas.events import (
     EVENT_TYPES,
     ClinicianTimeLogged,

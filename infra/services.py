@@ -48,6 +48,10 @@ Log = Callable[[str], None]
 T = TypeVar("T")
 
 
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
 class Settings(Protocol):
     """What provisioning reads of the project's settings (``streams.settings.Settings``
     has these): infra imports no project package, the CLI passes its settings in."""
@@ -77,7 +81,7 @@ class Settings(Protocol):
     @property
     def pg_user(self) -> str: ...
     @property
-    def pg_password(self) -> str: ...
+    def pg_password(self) -> _Secret: ...
     @property
     def pg_database(self) -> str: ...
     @property
@@ -197,7 +201,8 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:

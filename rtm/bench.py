@@ -158,7 +158,8 @@ def alert_trigger_ids(obj: Any) -> tuple[str | None, list[str]]:
     if not isinstance(obj, dict):
         return None, []
     change = obj.get("change") if isinstance(obj.get("change"), str) else None
-    alert = obj.get("alert") if isinstance(obj.get("alert"), dict) else obj
+    inner = obj.get("alert")
+    alert: dict[str, Any] = inner if isinstance(inner, dict) else obj
     ids = alert.get("event_ids") or []
     return change, [i for i in ids if isinstance(i, str)]
 

@@ -56,7 +56,9 @@ async def _wait_stored(dsn: str, ids: list[str], timeout: float) -> dict[str, in
 
 
 def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
-    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    def say(m: str) -> None:
+        click.echo(m, err=True)
+
     t_start = time.perf_counter()
     stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)

@@ -392,7 +392,7 @@ class _Episode:
                 )
                 w0 = _stamp(pat.tz, world.dates[ws], 0)[1]
                 self.windows.append([w0, sync_ep, sync_iso, rng.random() < 0.3, 0])
-        self.month_plans: dict[tuple[int, int], dict[int, list[tuple]]] = {}
+        self.month_plans: dict[tuple[int, int], dict[int, list[tuple[Any, ...]]]] = {}
 
     # ------------------------------------------------------------------ per-day pieces
 
@@ -417,7 +417,7 @@ class _Episode:
                 base += self.flare_amp * (1.0 - 0.5 * (t - self.flare_day) / self.flare_len)
         return max(0, min(10, round(base + rng.gauss(0.0, self.pain_sd))))
 
-    def month_plan(self, pat: _Patient, i: int) -> dict[int, list[tuple]]:
+    def month_plan(self, pat: _Patient, i: int) -> dict[int, list[tuple[Any, ...]]]:
         d = pat.world.dates[i]
         key = (d.year, d.month)
         plan = self.month_plans.get(key)
@@ -500,7 +500,7 @@ class _Patient:
             stop = None
             if profile == "dropout":
                 stop = s + rng.randint(4, 25)
-                if rng.random() < 0.5:
+                if rng.random() < 0.5 and e is not None:
                     e = min(e, stop + rng.randint(8, 20))
                     reason = "non_adherence"
             if e is not None and e >= days:
@@ -515,12 +515,13 @@ class _Patient:
 
     # ------------------------------------------------------------------ generation
 
-    def day(self, i: int) -> list[tuple[float, dict]]:
+    def day(self, i: int) -> list[tuple[float, dict[str, Any]]]:
         """Events whose patient-local date is cohort day i, with their arrival instants."""
         eps = self.episodes
-        while (
-            self.ep_idx < len(eps) and eps[self.ep_idx].end is not None and eps[self.ep_idx].end < i
-        ):
+        while self.ep_idx < len(eps):
+            end = eps[self.ep_idx].end
+            if end is None or end >= i:
+                break
             self.ep_idx += 1
         if self.ep_idx >= len(eps):
             return []
@@ -531,7 +532,7 @@ class _Patient:
         d = self.world.dates[i]
         t = i - ep.start
         # items: (local secs, type, body, patient_data)
-        items: list[tuple[int, str, dict, bool]] = []
+        items: list[tuple[int, str, dict[str, Any], bool]] = []
         ep_ref = None if self.legacy_app else ep.id
 
         if i == ep.start:
@@ -676,7 +677,9 @@ class _Patient:
         items.sort(key=lambda it: it[0])
         return self._envelope(ep, d, items)
 
-    def _session(self, ep: _Episode, ep_ref: str | None, t: int, slot: str) -> list[tuple]:
+    def _session(
+        self, ep: _Episode, ep_ref: str | None, t: int, slot: str
+    ) -> list[tuple[Any, ...]]:
         rng = self.rng
         a, b = SLOTS[slot]
         start = rng.randint(a, b)
@@ -685,7 +688,7 @@ class _Patient:
         if not self.no_session_ids and rng.random() > 0.05:
             sid = f"{self.id}-s{self.n_sess}"
         chosen = rng.sample(ep.exercises, rng.randint(min(2, len(ep.exercises)), len(ep.exercises)))
-        raw: list[tuple[int, dict]] = []
+        raw: list[tuple[int, dict[str, Any]]] = []
         off = 0
         for ex in chosen:
             body: dict[str, Any] = {} if ep_ref is None else {"episode_id": ep_ref}
@@ -719,9 +722,11 @@ class _Patient:
             for o, body in raw
         ]
 
-    def _envelope(self, ep: _Episode, d: date, items: list[tuple]) -> list[tuple[float, dict]]:
+    def _envelope(
+        self, ep: _Episode, d: date, items: list[tuple[Any, ...]]
+    ) -> list[tuple[float, dict[str, Any]]]:
         rng = self.rng
-        out: list[tuple[float, dict]] = []
+        out: list[tuple[float, dict[str, Any]]] = []
         pid = self.id
         tz = self.tz
         for secs, typ, body, patient_data in items:
@@ -763,7 +768,7 @@ class _Patient:
                 out.append((arrival + 0.25, self._invalid(ev)))
         return out
 
-    def _invalid(self, ev: dict) -> dict:
+    def _invalid(self, ev: dict[str, Any]) -> dict[str, Any]:
         rng = self.bad_rng
         assert rng is not None
         self.n_bad += 1
@@ -791,7 +796,7 @@ class _Patient:
         return bad
 
 
-def _body(ep_ref: str | None, **fields: Any) -> dict:
+def _body(ep_ref: str | None, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {} if ep_ref is None else {"episode_id": ep_ref}
     for k, v in fields.items():
         if v is not None:
@@ -808,7 +813,7 @@ def simulate(
     seed: int,
     start: date = date(2026, 9, 1),
     invalid_ratio: float = 0.0,
-) -> Iterator[dict]:
+) -> Iterator[dict[str, Any]]:
     """Yield a synthetic cohort's events (contract v1 dicts) in gateway arrival order.
 
     ``invalid_ratio``: after each valid event, with this probability, an invalid event
@@ -823,10 +828,12 @@ def simulate(
     return _run(patients, days, seed, start, invalid_ratio)
 
 
-def _run(patients: int, days: int, seed: int, start: date, invalid_ratio: float) -> Iterator[dict]:
+def _run(
+    patients: int, days: int, seed: int, start: date, invalid_ratio: float
+) -> Iterator[dict[str, Any]]:
     world = _Cohort(seed, start, days)
     pats = [_Patient(world, k, seed, invalid_ratio) for k in range(patients)]
-    heap: list[tuple[float, int, dict]] = []
+    heap: list[tuple[float, int, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop
     seq = 0
     start_ord = start.toordinal() - _EPOCH_ORDINAL
@@ -844,7 +851,7 @@ def _run(patients: int, days: int, seed: int, start: date, invalid_ratio: float)
         yield pop(heap)[2]
 
 
-def write_jsonl(events: Iterable[dict], path: Path) -> int:
+def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> int:
     """Write events as JSON Lines (orjson, one object per line); return how many."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -862,7 +869,7 @@ def write_jsonl(events: Iterable[dict], path: Path) -> int:
 NAMESPACED_FIELDS = ("event_id", "patient_id", "episode_id", "clinician_id")
 
 
-def namespaced(events: Iterable[dict], prefix: str) -> Iterator[dict]:
+def namespaced(events: Iterable[dict[str, Any]], prefix: str) -> Iterator[dict[str, Any]]:
     """The same cohort under other ids: ``simulate`` gives the same ids for every seed and
     size, so a demo run, a test or a bench phase prefixes them to stay apart."""
     for ev in events:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
@@ -79,3 +81,17 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
 
     return topology
+
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
+
+
+def timer(app: faust.App, interval: float, **options: Any) -> Callable[[_F], _F]:
+    """``app.timer`` with its type (Faust's decorators are untyped): the function is
+    returned as it is, registered to run every ``interval`` seconds."""
+    return cast(Callable[[_F], _F], app.timer(interval, **options))
+
+
+def task(app: faust.App) -> Callable[[_F], _F]:
+    """``app.task`` with its type: run once when the worker starts."""
+    return cast(Callable[[_F], _F], app.task)

@@ -58,13 +58,12 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
     """Write one batch in one transaction; returns newly inserted (days, logs, episode events)."""
     new = [0, 0, 0]
     async with conn.transaction():
-        for i, (sql, data, width) in enumerate(
-            (
-                (_INSERT_DAYS, rows.data_days, 4),
-                (_INSERT_LOGS, rows.time_logs, 9),
-                (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
-            )
-        ):
+        tables: tuple[tuple[str, Sequence[tuple[Any, ...]], int], ...] = (
+            (_INSERT_DAYS, rows.data_days, 4),
+            (_INSERT_LOGS, rows.time_logs, 9),
+            (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
+        )
+        for i, (sql, data, width) in enumerate(tables):
             if data:
                 new[i] = _count(await conn.execute(sql, *_columns(data, width)))
     return new[0], new[1], new[2]

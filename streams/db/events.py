@@ -18,7 +18,7 @@ MIGRATION_LOCK_KEY = 7_270_501  # pg_advisory_lock id: one migrator at a time
 
 def _migrations() -> list[tuple[str, str]]:
     folder = importlib.resources.files("infra") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name, p.read_text()) for p in files]
 
 
