@@ -79,12 +79,16 @@ def status(ctx: click.Context) -> None:
 
 def _print_status(settings: Settings) -> bool:
     from infra import services
+    from rtm.local import kept_status
 
     ok = True
     for s in services.status(settings):
         state = "running" if s.running else "stopped"
         ok = ok and s.running
         click.echo(f"{s.name:<12} {state:<8} {s.address}  {s.detail}".rstrip())
+    for name, pid, alive, health in kept_status(settings):  # what `rtm demo` left running
+        ok = ok and alive
+        click.echo(f"{name:<12} {'running' if alive else 'stopped':<8} pid {pid}  {health}")
     return ok
 
 

@@ -144,6 +144,34 @@ def keep_running(settings: Settings, children: list[Child]) -> None:
     path.write_text(json.dumps({c.name: c.proc.pid for c in children}) + "\n")
 
 
+def kept_status(settings: Settings) -> list[tuple[str, int, bool, str]]:
+    """(name, pid, running, health) of what `rtm demo` left running: the worker's and the
+    gateway's /readyz answer beside whether the process is alive."""
+    path = settings.state_dir / KEPT_FILE
+    if not path.exists():
+        return []
+    out = []
+    for name, pid in json.loads(path.read_text() or "{}").items():
+        try:
+            alive = b"rtm.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            alive = False
+        url = (
+            f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz"
+            if "worker" in name
+            else f"http://{settings.api_host}:{settings.api_port}/readyz"
+        )
+        health = "-"
+        if alive:
+            try:
+                resp = httpx.get(url, timeout=2.0)
+                health = "ready" if resp.status_code == 200 else f"not ready ({resp.text[:80]})"
+            except httpx.HTTPError as exc:
+                health = f"not answering ({type(exc).__name__})"
+        out.append((name, int(pid), alive, health))
+    return out
+
+
 def stop_kept(settings: Settings, log: Callable[[str], None]) -> None:
     """Stop what `keep_running` recorded: SIGTERM, then SIGKILL after 20 s. A recorded pid
     is signalled only while it still runs `rtm.cli` (a pid can be reused after a reboot)."""
