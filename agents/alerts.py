@@ -100,6 +100,8 @@ def register_clock(topology: Topology, settings: Settings) -> None:
             await send_ticks(topology, settings, now)
         except Exception as exc:  # broker away: the next tick catches up (rules use 'now')
             log.warning("clock tick not sent (%s); next interval", type(exc).__name__)
+            return
+        topology.metrics.clock_last_tick.set_to_current_time()
 
 
 async def send_ticks(topology: Topology, settings: Settings, now: dt.datetime) -> None:

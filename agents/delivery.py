@@ -46,6 +46,7 @@ from streams.db.alerts import (
     SEVERITY_RANK,
     Claimed,
     claim_deliveries,
+    delivery_backlog,
     mark_attempt_failed,
     mark_delivered,
 )
@@ -353,4 +354,23 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
         """Start deliveries for the endpoints whose queue has something due."""
         await deliverer.tick()
 
+    metrics = topology.metrics
+
+    @timer(app, settings.webhook_backlog_interval_s)
+    async def measure_backlog() -> None:
+        """What operators page on: an undelivered critical alert, a growing backlog."""
+        try:
+            async with store.acquire() as conn:
+                backlog = await delivery_backlog(conn)
+        except DB_UNAVAILABLE as exc:
+            log.debug("webhook backlog not measured (%s)", type(exc).__name__)
+            return
+        for rank, severity in enumerate(SEVERITIES):
+            n, oldest = backlog.get(rank, (0, 0.0))
+            metrics.webhook_backlog.labels(severity).set(n)
+            metrics.webhook_oldest_undelivered.labels(severity).set(oldest)
+
     return deliver_due
+
+
+SEVERITIES = ("critical", "high", "medium", "low")  # severity_rank 0..3

@@ -117,6 +117,23 @@ class WorkerMetrics:
             ["kind"],
             registry=registry,
         )
+        self.webhook_backlog = Gauge(
+            "rtm_worker_webhook_backlog",
+            "Alert changes routed to a webhook and not delivered yet, by severity",
+            ["severity"],
+            registry=registry,
+        )
+        self.webhook_oldest_undelivered = Gauge(
+            "rtm_worker_webhook_oldest_undelivered_seconds",
+            "Age of the oldest undelivered alert change, by severity (0: none)",
+            ["severity"],
+            registry=registry,
+        )
+        self.clock_last_tick = Gauge(
+            "rtm_worker_clock_last_tick_timestamp_seconds",
+            "When this worker last sent the time-driven rules their tick (leader only)",
+            registry=registry,
+        )
         self.deliveries = Counter(
             "rtm_worker_webhook_deliveries_total",
             "Webhook delivery attempts by outcome",

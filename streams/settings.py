@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # Delivery is per endpoint (agents/delivery.py): one attempt in flight per webhook, a
     # single POST each; after a failure the endpoint waits backoff * 2^(failures - 1),
     # capped by the severity of the most urgent delivery waiting for it.
+    webhook_backlog_interval_s: float = Field(
+        15.0, gt=0, description="how often the undelivered-webhook gauges are measured"
+    )
     webhook_secret_key: SecretStr | None = Field(
         None, description="Fernet key that encrypts webhook secrets at rest (dev: generated)"
     )

@@ -494,6 +494,17 @@ async def acknowledge(conn: asyncpg.Connection, acked: Alert, note: str | None) 
     )
 
 
+async def delivery_backlog(conn: asyncpg.Connection) -> dict[int, tuple[int, float]]:
+    """severity rank -> (undelivered changes routed to a webhook, age of the oldest in s)."""
+    rows = await conn.fetch(
+        "SELECT severity_rank, count(*) AS n,"
+        " extract(epoch FROM now() - min(queued_at))::float8 AS oldest"
+        " FROM alert_deliveries WHERE webhook_id IS NOT NULL"
+        " AND status IN ('pending', 'sending', 'failed') GROUP BY severity_rank"
+    )
+    return {int(r["severity_rank"]): (int(r["n"]), float(r["oldest"])) for r in rows}
+
+
 async def alert_progress(conn: asyncpg.Connection) -> int:
     """A number that rises with every alert written or changed (to wait for quiet)."""
     return int(await conn.fetchval("SELECT count(*) + coalesce(sum(status_rank), 0) FROM alerts"))

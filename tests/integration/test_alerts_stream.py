@@ -184,6 +184,7 @@ async def test_signed_webhook_delivery_and_visible_failure(
             webhook_max_attempts=3,
             webhook_backoff_s=0.1,
             webhook_retry_interval_s=3600,
+            webhook_backlog_interval_s=1.0,
         ) as stack:
             events = [
                 factory.episode_started(p1, at=_now(-48), clinician_id=good_c),
@@ -217,6 +218,23 @@ async def test_signed_webhook_delivery_and_visible_failure(
             assert len(failing.requests) == 3  # every attempt made, none silently dropped
             metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
             assert 'rtm_worker_webhook_deliveries_total{outcome="failed"} 1.0' in metrics
+
+            def gauge(text: str, name: str) -> float:
+                line = next(ln for ln in text.splitlines() if ln.startswith(name + " "))
+                return float(line.split()[-1])
+
+            async def backlog_seen() -> bool:  # what RTMCriticalAlertUndelivered pages on
+                text = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+                return (
+                    'rtm_worker_webhook_backlog{severity="critical"}' in text
+                    and gauge(text, 'rtm_worker_webhook_backlog{severity="critical"}') >= 1
+                    and gauge(
+                        text, 'rtm_worker_webhook_oldest_undelivered_seconds{severity="critical"}'
+                    )
+                    > 0
+                )
+
+            await wait_for(backlog_seen, 30, "the undelivered fall in the backlog gauges")
     finally:
         ok.close()
         failing.close()
