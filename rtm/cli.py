@@ -470,10 +470,11 @@ def billing_evaluate(events_path: Path, as_of: str, include_open: bool) -> None:
 
 def _register_plugins() -> None:
     """Command groups that live beside their adapters (billing export, reconcile, bench)."""
-    from rtm import bench, cli_access, cli_billing
+    from rtm import bench, cli_access, cli_billing, cli_fhir
 
     cli_billing.register(billing)
     cli_access.register(main)
+    cli_fhir.register(main)
     main.add_command(bench.command)
 
 

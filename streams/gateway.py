@@ -323,9 +323,9 @@ def create_app(
             }
         )
 
-    from streams import api_alerts, api_billing
+    from streams import api_alerts, api_billing, api_fhir
 
-    for router in (api_alerts.router, api_billing.router):
+    for router in (api_alerts.router, api_billing.router, api_fhir.router):
         app.include_router(router, dependencies=[Depends(principal), Depends(reject_unknown_query)])
     from streams import pages
 

@@ -132,7 +132,7 @@ def ingest_operation(max_events: int, max_bytes: int) -> dict[str, Any]:
 
 def install(app: FastAPI) -> None:
     """Wrap ``app.openapi`` to add the event components and the security schemes; routes
-    under /v1 (other than sign-in) accept a bearer key or a session cookie."""
+    under /v1 (other than sign-in) and /fhir accept a bearer key or a session cookie."""
     base = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -161,7 +161,10 @@ def install(app: FastAPI) -> None:
         }
         for path, ops in doc.get("paths", {}).items():
             for method, op in ops.items():
-                if path.startswith("/v1/") and (method, path) != ("post", "/v1/session"):
+                if path.startswith(("/v1/", "/fhir/")) and (method, path) != (
+                    "post",
+                    "/v1/session",
+                ):
                     op.setdefault("security", [{"bearerKey": []}, {"session": []}])
         app.openapi_schema = doc
         return doc

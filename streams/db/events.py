@@ -178,6 +178,28 @@ async def pain_reports(
     )
 
 
+async def clinical_payloads(
+    conn: asyncpg.Connection,
+    patient_id: str,
+    types: Sequence[str],
+    frm: dt.date | None,
+    to: dt.date | None,
+) -> list[str]:
+    """The patient's stored events (JSON) of these types with a patient-local date in
+    [frm, to] (either end open), by event time then event id (FHIR Observation export)."""
+    rows = await conn.fetch(
+        "SELECT payload::text AS p FROM events"
+        " WHERE patient_id = $1 AND type = ANY($2::text[])"
+        " AND ($3::date IS NULL OR local_date >= $3) AND ($4::date IS NULL OR local_date <= $4)"
+        " ORDER BY occurred_at, event_id",
+        patient_id,
+        list(types),
+        frm,
+        to,
+    )
+    return [r["p"] for r in rows]
+
+
 async def event_payloads(
     conn: asyncpg.Connection,
     types: Iterable[str],

@@ -224,6 +224,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/worklist"): (CLINICAL, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
+    # FHIR R4 search (streams/api_fhir.py): the patient is a query parameter; outside scope 404
+    ("GET", "/fhir/Observation"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
@@ -307,11 +309,11 @@ def _stream_status(world: World, who: str, path: str) -> int:
 def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[str, str]) -> None:
     method, path = route
     permitted, sees = ROUTES[route]
-    params = (
-        {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
-        if path == "/v1/billing/claims"
-        else {}
-    )
+    params: dict[str, str] = {}
+    if path == "/v1/billing/claims":
+        params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
+    if path == "/fhir/Observation":
+        params = {"patient": world.patients["pA1"]}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -497,6 +499,8 @@ def test_sign_out_ends_the_session_and_a_wrong_password_gets_nothing(world: Worl
 def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: World) -> None:
     pa1 = world.patients["pA1"]
     assert world.call("a-clin1", "GET", f"/v1/patients/{pa1}/pain").status_code == 200
+    fhir = world.call("a-clin1", "GET", "/fhir/Observation", params={"patient": pa1})
+    assert fhir.status_code == 200 and fhir.json()["total"] == 21  # 20 sessions, 1 pain
     assert (
         world.call(
             "a-billing",
@@ -531,6 +535,7 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
     seen = {(r["actor"], r["action"], r["resource"]) for r in rows}
     tag = world.tag
     assert (f"user:{tag}-a-clin1", "read", f"GET /v1/patients/{pa1}/pain") in seen
+    assert (f"user:{tag}-a-clin1", "read", "GET /fhir/Observation") in seen
     assert (f"user:{tag}-a-billing", "read", "GET /v1/billing/claims") in seen
     assert (f"user:{tag}-a-clin1", "acknowledge", f"POST /v1/alerts/{world.alert_id}/ack") in seen
     assert all(pa1 in r["patient_ids"] and r["org_id"] == world.org_a for r in rows)
