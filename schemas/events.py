@@ -14,15 +14,16 @@ mode would take, are refused), timestamps outside the years 2000-2100, and, thro
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import re
 import typing
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetPydanticSchema,
@@ -141,6 +142,21 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}),
 ]
 
+
+def _integral(v: object) -> object:
+    """JSON has one number type: 6.0 is the number 6, as JSON Schema's ``integer`` says,
+    so an integral float is taken as that integer (6.5, true and "6" are still refused)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+# An integer of the contract: a JSON number without a fractional part (6 or 6.0), never a
+# boolean or a string. Placed after the bounds (Annotated[StrictInt, Field(...), INTEGRAL])
+# so the published schema keeps minimum/maximum.
+INTEGRAL = BeforeValidator(_integral)
+JsonInt = Annotated[StrictInt, INTEGRAL]
+
 Id128 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 Id64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 
@@ -159,7 +175,22 @@ def _place_of_service(v: str) -> str:
 
 
 # 10 digits with a valid check digit (Luhn over 80840 + the NPI).
-Npi = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$"), AfterValidator(_npi)]
+# The check digit is no JSON Schema keyword: the published schema names it as the format
+# "npi" (a validator that asserts formats can register it; see the description).
+Npi = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{10}$"),
+    AfterValidator(_npi),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{10}$",
+            "format": "npi",
+            "description": "an NPI: 10 digits, the last a Luhn check digit over 80840 and"
+            " the first 9 (format 'npi')",
+        }
+    ),
+]
 Icd10 = Annotated[str, StringConstraints(pattern=ICD10_CM_PATTERN)]
 PlaceOfService = Annotated[
     str,
@@ -184,6 +215,14 @@ RedFlag = Literal[
 ]
 
 
+# The IANA zones of the pinned tzdata package (not the host's zoneinfo, which differs
+# between machines and has entries such as "localtime" or "right/..."): the gateway and
+# the published schema (an enum) take the same names, and each loads with ZoneInfo.
+TIME_ZONES: frozenset[str] = frozenset(
+    importlib.resources.files("tzdata").joinpath("zones").read_text().split()
+)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -194,7 +233,7 @@ class Source(_Frozen):
 
 
 class Program(_Frozen):
-    sessions_per_week: Annotated[StrictInt, Field(ge=0, le=28)]
+    sessions_per_week: Annotated[StrictInt, Field(ge=0, le=28), INTEGRAL]
     exercise_ids: list[Id64] = Field(default_factory=list)
 
 
@@ -209,7 +248,7 @@ class BillingInfo(_Frozen):
 
 class _Envelope(_Frozen):
     event_id: Id128
-    schema_version: StrictInt
+    schema_version: Annotated[JsonInt, WithJsonSchema({"type": "integer", "const": SCHEMA_VERSION})]
     patient_id: Id64
     occurred_at: Timestamp
     source: Source | None = None
@@ -240,7 +279,7 @@ class EpisodeStarted(_Envelope):
     episode_id: Id64
     clinician_id: Id64
     clinician_role: ClinicianRole
-    timezone: Annotated[str, StringConstraints(pattern=NO_NUL)]
+    timezone: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(TIME_ZONES)})]
     program: Program
     billing: BillingInfo
     setup_education_completed: StrictBool = False
@@ -248,10 +287,8 @@ class EpisodeStarted(_Envelope):
     @field_validator("timezone")
     @classmethod
     def _iana_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        if v not in TIME_ZONES:
+            raise ValueError(f"unknown IANA time zone {v!r}")
         return v
 
 
@@ -271,15 +308,15 @@ class ExerciseCompleted(_PatientData):
     episode_id: Id64 | None = None
     exercise_id: Id64
     session_id: Id128 | None = None
-    sets: Annotated[StrictInt, Field(ge=0, le=50)] | None = None
-    reps: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
-    duration_s: Annotated[StrictInt, Field(ge=0, le=14400)] | None = None
+    sets: Annotated[StrictInt, Field(ge=0, le=50), INTEGRAL] | None = None
+    reps: Annotated[StrictInt, Field(ge=0, le=1000), INTEGRAL] | None = None
+    duration_s: Annotated[StrictInt, Field(ge=0, le=14400), INTEGRAL] | None = None
 
 
 class PainReported(_PatientData):
     type: Literal["pain.reported"]
     episode_id: Id64 | None = None
-    score: Annotated[StrictInt, Field(ge=0, le=10)]
+    score: Annotated[StrictInt, Field(ge=0, le=10), INTEGRAL]
     context: Literal["rest", "activity", "exercise"] | None = None
 
 
@@ -295,7 +332,7 @@ class ClinicianTimeLogged(_Envelope):
     episode_id: Id64 | None = None
     clinician_id: Id64
     clinician_role: ClinicianRole
-    minutes: Annotated[StrictInt, Field(ge=1, le=240)]
+    minutes: Annotated[StrictInt, Field(ge=1, le=240), INTEGRAL]
     activity: Literal["review", "call", "video", "message", "program_edit"]
     interactive: StrictBool
 
@@ -420,8 +457,37 @@ def dump_event(event: Event) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
+def published_pattern(pattern: str) -> str:
+    r"""A contract pattern as the published schema states it. The contract's regexes run in
+    pydantic-core (Rust: ``$`` is the end of the text); Python's ``re``, which Python
+    JSON Schema validators use, also lets ``$`` match before a final newline, so an id
+    "p-1" followed by a newline would pass there. ``(?!\n)$`` means the end with no
+    newline left in ECMA-262, in Python and in Rust alike."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "(?!\\n)$"
+    return pattern
+
+
+def _publish(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: published_pattern(v) if k == "pattern" and isinstance(v, str) else _publish(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_publish(v) for v in node]
+    return node
+
+
 def json_schema() -> dict[str, Any]:
-    schema = EVENT_ADAPTER.json_schema()
+    """The contract as JSON Schema 2020-12 (``rtm schema``, the OpenAPI request body). It
+    accepts and refuses what ``validate_event`` does when formats are asserted: date-time
+    (RFC 3339: calendar dates, e.g. no February 30) and npi (the check digit)."""
+    schema: dict[str, Any] = _publish(EVENT_ADAPTER.json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "RTM event (contract v1)"
+    schema["description"] = (
+        "One event. Assert formats: date-time (RFC 3339) and npi (10 digits, the last a"
+        " Luhn check digit over the prefix 80840 and the first 9 digits)."
+    )
     return schema

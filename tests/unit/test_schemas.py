@@ -20,6 +20,7 @@ from schemas.events import (
     future_skew_error,
     json_schema,
     parse_event_json,
+    published_pattern,
     validate_event,
 )
 from streams.settings import Settings
@@ -510,10 +511,14 @@ def test_json_schema_states_the_timestamp_rule() -> None:
     import re
 
     props = json_schema()["$defs"]["PainReported"]["properties"]
-    assert props["occurred_at"]["pattern"] == TIMESTAMP_PATTERN
-    is_ok = re.compile(TIMESTAMP_PATTERN).fullmatch
+    # the contract's pattern, its end anchored for Python's re too (no final newline)
+    assert props["occurred_at"]["pattern"] == published_pattern(TIMESTAMP_PATTERN)
+    assert published_pattern(TIMESTAMP_PATTERN) == TIMESTAMP_PATTERN[:-1] + r"(?!\n)$"
+    is_ok = re.compile(published_pattern(TIMESTAMP_PATTERN)).search
     assert is_ok("2100-12-31T23:59:59-05:00") and is_ok("2000-01-01T00:00:00Z")
     assert not is_ok("2101-01-01T00:00:00Z") and not is_ok("1735689600")
+    assert re.search(TIMESTAMP_PATTERN, "2000-01-01T00:00:00Z\n")  # what the anchor is for
+    assert not is_ok("2000-01-01T00:00:00Z\n")
 
 
 def test_gateway_stamped_events_round_trip() -> None:
