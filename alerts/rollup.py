@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from alerts.adherence import adherence_on, prescribed_on, sessions_by_day
-from alerts.state import PatientState
-from schemas.events import PATIENT_DATA_TYPES, Event
+from alerts.adherence import Completion, adherence_on, daily_rows, prescribed_on, sessions_by_day
+from alerts.state import PatientState, completion_key
+from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeEvent, fold_book
+from schemas.events import (
+    PATIENT_DATA_TYPES,
+    EpisodeEnded,
+    EpisodeStarted,
+    Event,
+    ExerciseCompleted,
+    ProgramUpdated,
+)
 
 ADHERENCE_DAYS = 8  # today and the 7 days before: enough for a 7-point sparkline
 
@@ -143,6 +151,46 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
             )
         )
     return out
+
+
+# What adherence_history reads of the stored events.
+HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES}))
+
+
+def adherence_history(patient_id: str, events: Iterable[Event]) -> list[DailyAdherence]:
+    """Every episode day's row of one patient from all their stored events (the backfill
+    of ``patient_daily_adherence``): the same functions as the stream's rows and ``GET
+    /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``), from the episode
+    start up to its end, or for an open episode up to the patient's newest data day.
+    Arrival order does not matter (completions by key, episodes folded by event time)."""
+    completions: dict[str, Completion] = {}
+    episode_events: list[EpisodeEvent] = []
+    last: dt.date | None = None
+    for e in events:
+        if e.patient_id != patient_id:
+            continue
+        if isinstance(e, ExerciseCompleted):
+            c = Completion.of(e)
+            key = completion_key(c)
+            prev = completions.get(key)
+            if prev is None or c.occurred_at < prev.occurred_at:  # as alerts.rules keeps it
+                completions[key] = c
+        if isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded):
+            episode_events.append(e)
+        if e.type in PATIENT_DATA_TYPES:
+            day = e.occurred_at.date()
+            last = day if last is None or day > last else last
+    book, _ = fold_book(episode_events)
+    return [
+        DailyAdherence(
+            patient_id,
+            r.date,
+            float(r.prescribed),
+            r.completed,
+            None if r.adherence_7d is None else float(r.adherence_7d),
+        )
+        for r in daily_rows(patient_id, completions, book, last)
+    ]
 
 
 def rollups(states: Mapping[str, PatientState], new_events: Sequence[Event]) -> Rollups:

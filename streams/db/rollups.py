@@ -182,3 +182,71 @@ async def daily_adherence(
             since,
         )
     )
+
+
+# --- backfill of patient_daily_adherence from the stored events -----------------------------
+
+_BACKFILL_DAYS = """
+INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed, adherence_7d)
+SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[])
+ON CONFLICT (patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
+    completed = EXCLUDED.completed, adherence_7d = EXCLUDED.adherence_7d
+WHERE (patient_daily_adherence.prescribed, patient_daily_adherence.completed,
+       patient_daily_adherence.adherence_7d)
+      IS DISTINCT FROM (EXCLUDED.prescribed, EXCLUDED.completed, EXCLUDED.adherence_7d)
+"""
+
+
+async def backfill_patients(conn: asyncpg.Connection, patient_prefix: str | None) -> list[str]:
+    """Every stored patient (``patient_orgs``: each patient the worker has seen), by id."""
+    rows = await conn.fetch(
+        "SELECT patient_id FROM patient_orgs"
+        " WHERE $1::text IS NULL OR starts_with(patient_id, $1) ORDER BY patient_id",
+        patient_prefix,
+    )
+    return [r["patient_id"] for r in rows]
+
+
+async def backfill_adherence_chunk(
+    conn: asyncpg.Connection, patient_ids: Sequence[str], attempts: int = 5
+) -> tuple[int, int]:
+    """Recompute these patients' daily adherence from their stored events
+    (``alerts.rollup.adherence_history``) and write the rows that are missing or differ;
+    (rows computed, rows written). Read and write share one REPEATABLE READ snapshot: a row
+    the worker writes meanwhile (from an event this read did not see) makes the write fail
+    to serialise instead of being overwritten, and the chunk is read again."""
+    from alerts.rollup import HISTORY_EVENT_TYPES, adherence_history
+    from schemas.events import parse_event_json
+
+    for attempt in range(attempts):
+        try:
+            async with conn.transaction(isolation="repeatable_read"):
+                rows = await conn.fetch(
+                    "SELECT patient_id, payload::text AS p FROM events"
+                    " WHERE patient_id = ANY($1::text[]) AND type = ANY($2::text[])",
+                    list(patient_ids),
+                    list(HISTORY_EVENT_TYPES),
+                )
+                by_patient: dict[str, list[str]] = {}
+                for r in rows:
+                    by_patient.setdefault(r["patient_id"], []).append(r["p"])
+                days = [
+                    d
+                    for pid, payloads in sorted(by_patient.items())
+                    for d in adherence_history(pid, [parse_event_json(p) for p in payloads])
+                ]
+                if not days:
+                    return 0, 0
+                status = await conn.execute(
+                    _BACKFILL_DAYS,
+                    [d.patient_id for d in days],
+                    [d.date for d in days],
+                    [d.prescribed for d in days],
+                    [d.completed for d in days],
+                    [d.adherence_7d for d in days],
+                )
+                return len(days), int(status.rsplit(" ", 1)[-1])
+        except asyncpg.SerializationError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -71,3 +71,36 @@ def test_pain_baseline_is_the_median_of_the_week_before_each_report() -> None:
     tz = dt.timezone(dt.timedelta(hours=-6))
     at = [dt.datetime(2026, 11, d, 10, tzinfo=tz) for d in (1, 2, 3, 12)]
     assert pain_baselines(list(zip(at, [2, 4, 9, 5], strict=True))) == [None, 2.0, 3.0, None]
+
+
+def test_adherence_history_is_the_api_rows_in_any_arrival_order() -> None:
+    """The backfill's rows (adherence_history) are the rows of GET
+    /v1/patients/{id}/adherence (daily_rows over the folded state), in any order of the
+    stored events, and the stream's last days agree with them."""
+    import random
+
+    from alerts.rollup import adherence_history, daily_adherence
+    from rtm.simulate import simulate
+
+    events = _events(list(simulate(12, 60, 3, start=dt.date(2026, 8, 1))))
+    states, _ = fold(iter(events))
+    shuffled = list(events)
+    random.Random(5).shuffle(shuffled)
+    compared = 0
+    for pid, state in states.items():
+        last = max((r.local_date for r in state.data.values()), default=None)
+        want = [
+            (r.date, float(r.prescribed), r.completed, r.adherence_7d)
+            for r in daily_rows(pid, state.completions, state.book, last)
+        ]
+        got = adherence_history(pid, shuffled)
+        assert [(d.date, d.prescribed, d.completed, d.adherence_7d) for d in got] == [
+            (day, p, c, None if a is None else float(a)) for day, p, c, a in want
+        ]
+        by_day = {d.date: d for d in got}
+        for d in daily_adherence(state):  # the stream's rows of its newest days
+            if d.date in by_day:
+                assert d == by_day[d.date]
+                compared += 1
+    assert compared > 0
+    assert any(adherence_history(pid, events) for pid in states)
