@@ -1,9 +1,9 @@
 """`rtm bench`: floor vs pipeline throughput, latency under load, replay, history.
 
-Runs on the local services (``rtm up``), in one process, in five phases. Every phase gets its
-own topics, consumer group (Faust app id) and ports (the integration tests' isolation idea),
-and every run namespaces its event/patient/episode ids, so the bench never touches the demo's
-topics and a rerun is not a run of duplicates.
+Runs on the local services (``rtm up``), in one process, in five phases (six with
+``--pages``). Every phase gets its own topics, consumer group (Faust app id) and ports (the
+integration tests' isolation idea), and every run namespaces its event/patient/episode ids,
+so the bench never touches the demo's topics and a rerun is not a run of duplicates.
 
 * floor     bare aiokafka producer -> bench topic -> bare aiokafka consumer -> COPY
             (asyncpg ``copy_records_to_table``) into a scratch hypertable; no validation,
@@ -20,6 +20,9 @@ topics and a rerun is not a run of duplicates.
 * history   two cohorts of the same size whose patients already have 365 resp. 30 days of
             history (written to Kafka and processed first, untimed, then ticked), then the next
             days of new events timed for each: does the per-event cost grow with history?
+* pages     (``--pages``, off by default; ``--pages-only`` alone) the dashboard over a seeded
+            clinic (default 5,000 patients x 90 days straight to Kafka): the worklist's
+            first page and patient pages, p50/p95 over 50 requests (rtm/bench_pages.py).
 
 Nothing here asserts a speed; it measures and reports.
 """
@@ -1569,11 +1572,12 @@ def render_table(r: dict[str, Any]) -> str:
                 "median / p99",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
-        for a, b, c, d, e in rows
-    ]
+    pages = r.get("pages") or {"skipped": True}
+    if not pages.get("skipped"):
+        from rtm.bench_pages import pages_rows
+
+        rows.extend(pages_rows(pages))
+    lines = _table_lines(rows)
     split = r.get("cpu_split")
     if split:
         lines.append(f"worker CPU by module (py-spy, self): {shares_line(split['self'])}")
@@ -1588,13 +1592,77 @@ def render_table(r: dict[str, Any]) -> str:
         )
     elif r.get("cpu_split_note"):
         lines.append(f"worker CPU split: {r['cpu_split_note']}")
-    m = r["machine"]
-    lines.append(
+    lines.append(_machine_line(r["machine"]))
+    return "\n".join(lines)
+
+
+def _table_lines(rows: Sequence[tuple[str, str, str, str, str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return [
+        f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
+        for a, b, c, d, e in rows
+    ]
+
+
+def _machine_line(m: Mapping[str, Any]) -> str:
+    return (
         f"machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu']}; Python "
         f"{m['python']}, Kafka {m['kafka']}, PostgreSQL {m['postgres']}, "
         f"TimescaleDB {m['timescaledb']}"
     )
-    return "\n".join(lines)
+
+
+def render_pages_table(r: dict[str, Any]) -> str:
+    """The table of a ``--pages-only`` run."""
+    from rtm.bench_pages import pages_rows
+
+    return "\n".join([*_table_lines(list(pages_rows(r["pages"]))), _machine_line(r["machine"])])
+
+
+@dataclass(frozen=True)
+class PagesOptions:
+    patients: int = 5000
+    days: int = 90
+    requests: int = 50
+
+
+def _run_pages(b: Bench, prefix: str, o: PagesOptions, seed: int) -> dict[str, Any]:
+    from rtm.bench_pages import run_pages
+
+    return run_pages(b, prefix, o.patients, o.days, seed, o.requests)
+
+
+def run_pages_only(settings: Any, o: PagesOptions, seed: int, log: Any) -> dict[str, Any]:
+    """Only the pages phase (``rtm bench --pages-only``)."""
+    from rtm.bench_pages import pages_keys
+    from rtm.local import prepare
+    from rtm.produce import api_key
+
+    prepare(settings, log=log)
+    b = Bench(settings, log)
+    b.key = api_key(settings)
+    t_all = time.perf_counter()
+    try:
+        pages = _run_pages(b, f"b{b.tag}", o, seed + 5)
+        machine = asyncio.run(machine_info(settings))
+    finally:
+        b.cleanup()
+    return {
+        "run": b.tag,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        "parameters": {
+            "pages_patients": o.patients,
+            "pages_days": o.days,
+            "pages_requests": o.requests,
+            "seed": seed,
+            "partitions": settings.topic_partitions,
+            "worker_batch_size": settings.worker_batch_size,
+        },
+        **pages_keys(pages),
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "pages": pages,
+        "machine": machine,
+    }
 
 
 def _skipped_latency() -> dict[str, Any]:
@@ -1688,6 +1756,7 @@ def run_bench(
     history_short_days: int = 30,
     history_new_days: int = 14,
     split: bool = True,
+    pages: PagesOptions | None = None,
 ) -> dict[str, Any]:
     from rtm.local import prepare
 
@@ -1812,6 +1881,7 @@ def run_bench(
                     f"{c['history_days']}d",
                     {**c["state_bytes"], "days": c["history_days"], "source": "history"},
                 )
+        pages_out = _run_pages(b, prefix, pages, seed + 5) if pages is not None else None
         machine = asyncio.run(machine_info(settings))
     finally:
         b.cleanup()
@@ -1868,9 +1938,14 @@ def run_bench(
     result["cpu_split"] = pipe.get("cpu_split")
     if result["cpu_split"] is None:
         result["cpu_split_note"] = pipe.get("cpu_split_note") or "CPU split off (--no-cpu-split)"
+    if pages_out is not None:
+        from rtm.bench_pages import pages_keys
+
+        result.update(pages_keys(pages_out))
     result.update(
         {
             "total_seconds": round(time.perf_counter() - t_all, 1),
+            "pages": pages_out or {"skipped": True},
             "floor": floor,
             "pipeline": pipe,
             "latency": lat,
@@ -1955,6 +2030,25 @@ def _state_growth(
     default=None,
     help="py-spy the worker and gateway during pipeline/replay into this folder",
 )
+@click.option(
+    "--pages/--no-pages",
+    "pages",
+    default=False,
+    show_default=True,
+    help="also time the dashboard (worklist, patient page) over a seeded cohort (~4-5 min)",
+)
+@click.option(
+    "--pages-only", is_flag=True, default=False, help="run only the pages phase (implies --pages)"
+)
+@click.option("--pages-patients", type=int, default=5000, show_default=True)
+@click.option("--pages-days", type=int, default=90, show_default=True)
+@click.option(
+    "--pages-requests",
+    type=int,
+    default=50,
+    show_default=True,
+    help="timed requests per page and user (patient pages: as many distinct patients)",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write JSON here")
 @click.pass_context
 def command(
@@ -1972,12 +2066,31 @@ def command(
     history_new_days: int,
     split: bool,
     profile_dir: Path | None,
+    pages: bool,
+    pages_only: bool,
+    pages_patients: int,
+    pages_days: int,
+    pages_requests: int,
     out: Path | None,
 ) -> None:
     """Benchmark the pipeline against a bare Kafka->COPY floor (prints a table)."""
     from infra.services import ServiceError
 
     settings = ctx.obj
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    opts = PagesOptions(pages_patients, pages_days, pages_requests)
+    if (pages or pages_only) and min(pages_patients, pages_days, pages_requests) < 1:
+        raise click.BadParameter("--pages-patients, --pages-days, --pages-requests must be >= 1")
+    if pages_only:
+        try:
+            result = run_pages_only(settings, opts, seed, log)
+        except ServiceError as exc:
+            raise click.ClickException(str(exc)) from None
+        _emit(render_pages_table(result), result, out)
+        return
     try:
         result = run_bench(
             settings,
@@ -1989,16 +2102,21 @@ def command(
             latency_seconds,
             rate,
             profile_dir,
-            log=lambda m: click.echo(m, err=True),
+            log=log,
             history_patients=history_patients,
             history_days=history_days,
             history_short_days=history_short_days,
             history_new_days=history_new_days,
             split=split,
+            pages=opts if pages else None,
         )
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(render_table(result))
+    _emit(render_table(result), result, out)
+
+
+def _emit(table: str, result: dict[str, Any], out: Path | None) -> None:
+    click.echo(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

@@ -490,3 +490,63 @@ def test_render_table_without_new_phases() -> None:
     assert "worker CPU split: py-spy not found" in text
     alert = next(ln for ln in text.splitlines() if ln.startswith("accept -> alert"))
     assert " met " not in alert  # under the target only at 2,000 ev/s
+
+
+def _pages(worklist_p95: float, patient_p95: float) -> dict[str, object]:
+    def s(p95: float) -> dict[str, object]:
+        return {"count": 50, "p50_ms": p95 / 2, "p95_ms": p95, "mean_bytes": 37_000}
+
+    return {
+        "patients": 5000,
+        "days": 90,
+        "clinician": {"worklist": s(worklist_p95), "patient": s(patient_p95)},
+        "admin": {"worklist": s(worklist_p95 + 1), "patient": s(patient_p95 + 1)},
+    }
+
+
+def test_pages_rows_judge_each_page_against_its_goal() -> None:
+    from rtm.bench import render_pages_table
+    from rtm.bench_pages import pages_keys
+
+    r = _result()
+    r["pages"] = _pages(100.9, 150.0)  # 150 is not < 150
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    wl = lines["worklist page 1 p50/p95 (clinician)"]
+    assert "50.5 / 100.9 ms" in wl and "p95 < 300 ms" in wl and " met " in wl
+    assert "5,000 x 90 d, n=50, 37,000 B" in wl
+    pt = lines["patient page p50/p95 (clinician)"]
+    assert "p95 < 150 ms" in pt and "not met" in pt
+    assert "patient page p50/p95 (admin)" in lines
+    assert pages_keys(r["pages"]) == {
+        "worklist_p50_ms": 50.45,
+        "worklist_p95_ms": 100.9,
+        "patient_page_p50_ms": 75.0,
+        "patient_page_p95_ms": 150.0,
+    }
+    only = render_pages_table({"pages": _pages(400.0, 20.0), "machine": r["machine"]})
+    assert only.splitlines()[0].startswith("worklist page 1") and "not met" in only.splitlines()[0]
+    assert only.splitlines()[-1].startswith("machine: 2 cores")
+    assert "pages" not in render_table(_result())  # off by default: no rows
+
+
+def test_spread_picks_distinct_patients_across_the_cohort() -> None:
+    from rtm.bench_pages import spread
+
+    items = [f"p{i}" for i in range(5000)]
+    picked = spread(items, 50)
+    assert len(set(picked)) == 50 and picked[0] == "p0" and picked[1] == "p100"
+    assert spread(items[:3], 50) == items[:3]
+
+
+def test_pages_cohort_names_its_clinicians_and_patients(tmp_path: Path) -> None:
+    from rtm.bench_pages import write_pages_cohort
+
+    c = write_pages_cohort(tmp_path / "c.jsonl", 20, 15, 1, dt.date(2026, 9, 1), "bX.pg.")
+    lines = [orjson.loads(x) for x in (tmp_path / "c.jsonl").read_bytes().splitlines()]
+    assert c.events == len(lines) and c.distinct == len({e["event_id"] for e in lines})
+    assert all(e["patient_id"].startswith("bX.pg.") for e in lines)
+    started = [e for e in lines if e["type"] == "episode.started"]
+    assert c.clinicians == {e["clinician_id"] for e in started}
+    assert all(x.startswith("bX.pg.") for x in c.clinicians)
+    assert set(c.patients) == {e["patient_id"] for e in started}
+    assert c.newest == max(dt.datetime.fromisoformat(e["occurred_at"]) for e in lines)
