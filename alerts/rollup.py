@@ -13,8 +13,11 @@ Choices:
   are handled, resolved ones have left the state).
 - Adherence rows are written for the last ``ADHERENCE_DAYS`` patient-local days up to the
   newest day the state knows (its newest data day, or the day of its clock in the latest
-  episode's zone once ticks move it on): the state keeps completions only for the adherence
-  window, so older days keep the value they had when they were inside it.
+  episode's zone once ticks move it on), each only while its whole trailing window is in
+  the state: prune keeps completions only from ``alerts.rules.completions_kept_from`` on
+  (the adherence window before the day cursor), so once a tick moves the cursor, older
+  days keep the value they had when they were inside it (``rtm rollups backfill``
+  recomputes every day from the stored events).
 - Pain trend: the latest report against the median of the state's other reports within
   the baseline horizon (the engine keeps 7 local days before the newest report).
 """
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from alerts.adherence import Completion, adherence_on, daily_rows, prescribed_on, sessions_by_day
+from alerts.models import DEFAULT_CONFIG
+from alerts.rules import completions_kept_from
 from alerts.state import PatientState, completion_key
 from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeEvent, fold_book
 from schemas.events import (
@@ -135,11 +140,17 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
         return []
     book = state.book
     counts = sessions_by_day(state.completions, book)
+    # prune has dropped the completions before this: a window reaching before it would
+    # count too few (the row keeps what it was written with while it was computable)
+    kept = completions_kept_from(state, DEFAULT_CONFIG)
+    window = dt.timedelta(days=DEFAULT_CONFIG.adherence_window_days - 1)
     out = []
     for i in range(days - 1, -1, -1):
         day = last - dt.timedelta(days=i)
         if book.resolve(None, day) is None:
             continue  # outside every episode: nothing prescribed, no row (as daily_rows)
+        if kept is not None and day - window < kept:
+            continue
         ratio = adherence_on(counts, book, day)
         out.append(
             DailyAdherence(

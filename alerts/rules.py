@@ -847,15 +847,32 @@ _DATA_DAYS_KEPT = 31
 _PAST_EPISODE_DAYS = 365
 
 
+def _running_cursors(s: PatientState) -> list[dt.date]:
+    lows: list[dt.date] = []
+    for ep in s.book.episodes.values():
+        cursor = s.day_cursor.get(ep.episode_id, ep.start_date)
+        if ep.end_date is None or cursor <= ep.end_date:
+            lows.append(cursor)  # boundaries from cursor + 1 on are still to be evaluated
+    return lows
+
+
+def completions_kept_from(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> dt.date | None:
+    """The oldest local date whose completions ``prune`` keeps (None: it keeps them all).
+    A trailing adherence window reaching before it can no longer be computed from the
+    state (``alerts.rollup.daily_adherence`` leaves such days as they were written)."""
+    lows = _running_cursors(s)
+    if lows:
+        return min(lows) - dt.timedelta(days=config.adherence_window_days)
+    if s.clock is not None:
+        return s.clock.date() - dt.timedelta(days=_DATA_DAYS_KEPT)
+    return None
+
+
 def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
     """Drop, in place, what no future event or day boundary can need (module docstring of
     ``alerts.state``). Every rule gives the same answers after a prune as before it."""
     book = s.book
-    lows: list[dt.date] = []
-    for ep in book.episodes.values():
-        cursor = s.day_cursor.get(ep.episode_id, ep.start_date)
-        if ep.end_date is None or cursor <= ep.end_date:
-            lows.append(cursor)  # boundaries from cursor + 1 on are still to be evaluated
+    lows = _running_cursors(s)
     if lows:
         low = min(lows)
         data_cut = low - dt.timedelta(days=_DATA_DAYS_KEPT)

@@ -104,3 +104,33 @@ def test_adherence_history_is_the_api_rows_in_any_arrival_order() -> None:
                 compared += 1
     assert compared > 0
     assert any(adherence_history(pid, events) for pid in states)
+
+
+def test_rows_after_a_tick_are_only_days_the_pruned_state_can_compute() -> None:
+    """A tick moves the day cursor and prune drops completions older than the adherence
+    window before it; the rollup must not rewrite older days from that state (it used to:
+    their trailing windows lost completions and the sparkline dropped to 0 %)."""
+    from alerts.rules import completions_kept_from, on_tick
+
+    f = EventFactory()
+    p = f.patient(1)
+    events = _events(
+        [
+            f.episode_started(p, at="2026-10-01T09:00:00-05:00"),
+            *f.daily_exercises(p, dt.date(2026, 10, 1), 20),
+        ]
+    )
+    states, _ = fold(iter(events))
+    full = {
+        d.date: d
+        for d in daily_rows(p, states[p].completions, states[p].book, dt.date(2026, 10, 26))
+    }
+    state, _ = on_tick(states[p], dt.datetime(2026, 10, 26, 6, tzinfo=dt.UTC))
+    kept = completions_kept_from(state)
+    assert kept is not None and min(c.local_date for c in state.completions.values()) >= kept
+    days = rollups({p: state}, []).days
+    assert days, "the newest days are still written"
+    for d in days:
+        ref = full[d.date]
+        assert d.completed == ref.completed, d
+        assert d.adherence_7d == (None if ref.adherence_7d is None else float(ref.adherence_7d)), d
