@@ -2035,7 +2035,7 @@ def _state_growth(
     "pages",
     default=False,
     show_default=True,
-    help="also time the dashboard (worklist, patient page) over a seeded cohort (~4-5 min)",
+    help="also time the dashboard (worklist, patient page) over a seeded clinic (5-10 min)",
 )
 @click.option(
     "--pages-only", is_flag=True, default=False, help="run only the pages phase (implies --pages)"
