@@ -6,6 +6,7 @@ before the response, the invalid ones go to the dead-letter topic with their rea
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import orjson
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -42,6 +44,7 @@ from streams.producer import EventProducer, dead_letter_payload
 from streams.settings import Settings
 
 DEV_KEY_FILE = "dev-api-key"
+RETRY_AFTER_S = 5  # a 503 while Kafka cannot take the events
 
 
 def dev_key_path(settings: Settings) -> Path:
@@ -306,10 +309,21 @@ def create_app(
 
         duplicates, to_send = await _split_duplicates(state["store"], valid)
         t0 = time.perf_counter()
-        if to_send:
-            await state["producer"].send_events(to_send)
-        if dead:
-            await state["producer"].send_dead(dead)
+        try:
+            # Never a 200 for an event Kafka has not acked (acks=all): while the broker is
+            # away the client hears 503 and re-posts; the worker stores each id once.
+            async with asyncio.timeout(settings.produce_timeout_s):
+                if to_send:
+                    await state["producer"].send_events(to_send)
+                if dead:
+                    await state["producer"].send_dead(dead)
+        except (TimeoutError, KafkaError) as exc:
+            metrics.produce_failures.inc()
+            return JSONResponse(
+                {"error": f"events not accepted: Kafka unavailable ({type(exc).__name__})"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         metrics.produce_latency.observe(time.perf_counter() - t0)
         for e in to_send:
             metrics.events_accepted.labels(e.type).inc()

@@ -36,6 +36,11 @@ class GatewayMetrics:
             "Events acknowledged as already stored",
             registry=registry,
         )
+        self.produce_failures = Counter(
+            "rtm_gateway_produce_failures_total",
+            "Requests answered 503 because Kafka did not ack their events in time",
+            registry=registry,
+        )
         self.produce_latency = Histogram(
             "rtm_gateway_produce_seconds",
             "Time to produce one request's events (acks=all)",

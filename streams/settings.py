@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     )
     max_batch_events: int = 1000
     max_body_bytes: int = 1024 * 1024
+    produce_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="how long the gateway waits for Kafka's acks (acks=all) before it "
+        "answers 503 with Retry-After (the client re-posts; the worker stores each id once)",
+    )
     max_future_skew_s: float = Field(
         600.0,
         ge=0,

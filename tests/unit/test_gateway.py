@@ -192,3 +192,47 @@ async def test_an_item_nested_too_deep_to_re_encode_is_dead_lettered_and_the_bat
     (record,) = [orjson.loads(v) for _, v in producer.dead]
     assert record["event"] is None and record["event_text"].startswith('{"type":"pain.reported"')
     assert record["event_text"].count("[") == 600
+
+
+class UnavailableProducer(FakeProducer):
+    """Kafka away: the producer's batch expires (aiokafka), or the ack never comes."""
+
+    def __init__(self, hang: bool) -> None:
+        super().__init__()
+        self.hang = hang
+
+    async def send_events(self, events: list[Event]) -> None:
+        import asyncio
+
+        from aiokafka.errors import KafkaTimeoutError
+
+        if self.hang:
+            await asyncio.sleep(3600)
+        raise KafkaTimeoutError("Batch for TopicPartition(rtm.events, 0) expired")
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["kafka-error", "no-ack-in-time"])
+async def test_kafka_unavailable_is_503_with_retry_after_never_200(
+    tmp_path: Path, hang: bool
+) -> None:
+    settings = Settings(state_dir=tmp_path, produce_timeout_s=0.5)
+    app = create_app(
+        settings,
+        producer=UnavailableProducer(hang),
+        store=FakeStore(),  # type: ignore[arg-type]
+        registry=CollectorRegistry(),
+        authenticate=_as_app_key,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        resp = await client.post(
+            "/v1/events",
+            content=orjson.dumps([pain("kafka-away", dt.datetime.now(dt.UTC))]),
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["retry-after"].isdigit()
+        assert "Kafka unavailable" in resp.json()["error"]
+        text = (await client.get("/metrics")).text
+    assert "rtm_gateway_produce_failures_total 1.0" in text
