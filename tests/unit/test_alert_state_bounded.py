@@ -378,7 +378,10 @@ def _run(seed: int) -> tuple[list[Any], int]:
     return out, biggest
 
 
-@settings(max_examples=20, deadline=None)
+# derandomize: the same 20 generated histories every run (CI must not pass or fail by the
+# draw); the one known history where the two disagree is pinned below as an expected
+# failure, so a change in either direction shows.
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10**6))
 def test_retiring_episodes_and_compacting_cooldowns_change_no_alert(seed: int) -> None:
     compact, compact_max = _run(seed)
@@ -514,3 +517,15 @@ def test_version_2_states_decode_and_are_compacted_by_the_next_prune() -> None:
         ref, ref_ch = on_event(on_tick(old, tick)[0], nxt)
     _, ch = on_event(compacted, nxt)
     assert ch == ref_ch and ch[0].alert.clinician_id == "c-0"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known difference (alerts.rules.prune, alerts/state.py docstring): with a late "
+    "second start (ep-x) in the history, the keep-everything reference routes a red flag "
+    "to ep-x's clinician, the retired state to ep-4's; both fire it at once to a clinician",
+)
+def test_known_difference_a_late_second_start_routes_a_red_flag_differently() -> None:
+    test_retiring_episodes_and_compacting_cooldowns_change_no_alert.hypothesis.inner_test(  # type: ignore[attr-defined]
+        seed=4958
+    )
