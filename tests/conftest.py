@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI runs the same generated cases every time (derandomize): a property test there passes
+# or fails by the code, not by the draw. Locally hypothesis explores new cases each run.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 class EventFactory:
