@@ -377,7 +377,7 @@ async def provision_dev(settings: Settings, dev_key: str) -> dict[str, Any]:
         async with conn.transaction():
             if await db.key_record(conn, key_id) is None:
                 salt = secrets.token_bytes(16)
-                await conn.execute("DELETE FROM api_keys WHERE key_id = $1", key_id)
+                await db.delete_key(conn, key_id)  # a disabled dev key is made anew
                 await db.add_key(
                     conn,
                     key_id,

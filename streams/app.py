@@ -9,7 +9,6 @@ from typing import Any, TypeVar, cast
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
-from schemas.codec import register as register_codec
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -27,7 +26,6 @@ class Topology:
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
     registry = registry or CollectorRegistry()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    register_codec()  # value_serializer="rtm_event" for topics that want decoded events
     app = faust.App(
         # Faust's own consumer group (timers' leader election) is apart from the ingest
         # consumer's group, which keeps the plain app id (agents/ingest.py).

@@ -129,6 +129,10 @@ async def list_keys(conn: asyncpg.Connection, org_id: str | None) -> list[asyncp
     )
 
 
+async def delete_key(conn: asyncpg.Connection, key_id: str) -> None:
+    await conn.execute("DELETE FROM api_keys WHERE key_id = $1", key_id)
+
+
 async def disable_key(conn: asyncpg.Connection, key_id: str) -> str | None:
     org: str | None = await conn.fetchval(
         "UPDATE api_keys SET disabled = true WHERE key_id = $1 RETURNING org_id", key_id
@@ -217,17 +221,22 @@ async def claim_patients(
         first.setdefault(pid, org)
     if not first:
         return {}
-    await conn.execute(
-        "INSERT INTO patient_orgs (patient_id, org_id)"
-        " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-        list(first),
-        list(first.values()),
-    )
-    rows = await conn.fetch(
-        "SELECT patient_id, org_id FROM patient_orgs WHERE patient_id = ANY($1::text[])",
-        list(first),
-    )
+    # One round trip on the ingest path: the statement's own snapshot does not see the rows
+    # it inserts, so the new claims come from RETURNING and the earlier ones from the table.
+    rows = await conn.fetch(_CLAIM_PATIENTS, list(first), list(first.values()))
     return {r["patient_id"]: r["org_id"] for r in rows}
+
+
+_CLAIM_PATIENTS = """
+WITH b AS (SELECT * FROM unnest($1::text[], $2::text[]) AS t(patient_id, org_id)),
+ins AS (
+    INSERT INTO patient_orgs (patient_id, org_id) SELECT patient_id, org_id FROM b
+    ON CONFLICT DO NOTHING RETURNING patient_id, org_id
+)
+SELECT patient_id, org_id FROM ins
+UNION ALL
+SELECT p.patient_id, p.org_id FROM patient_orgs p JOIN b USING (patient_id)
+"""
 
 
 async def patient_orgs(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, str]:

@@ -20,6 +20,8 @@ import orjson
 from billing.ledger import LedgerRows, states_from_rows
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
+from streams.access import Scope
+from streams.db.access import patients_in_scope
 from streams.db.events import EventStore
 
 log = logging.getLogger(__name__)
@@ -234,12 +236,7 @@ async def export_claims(
             await lock_exports(conn)
         patient_ids = None
         if org_id is not None:
-            patient_ids = [
-                r["patient_id"]
-                for r in await conn.fetch(
-                    "SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id
-                )
-            ]
+            patient_ids = await patients_in_scope(conn, Scope(org_id, None))
         states = await load_states(conn, patient_ids)
         claims = [
             ln

@@ -190,3 +190,23 @@ async def end_offsets(settings: Settings, topic: str) -> int:
         return int(sum(offsets.values()))
     finally:
         await consumer.stop()
+
+
+async def stored_then_tick(
+    db: asyncpg.Connection, settings: Settings, prefix: str, n_ids: int, now: Any, timeout: float
+) -> None:
+    """Wait until the `n_ids` events whose ids start with `prefix` are stored, then tick
+    every partition at `now` (the time-driven rules' catch-up, as the worker's clock would)."""
+    from streams.producer import EventProducer
+
+    async def stored() -> bool:
+        n = await db.fetchval("SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")
+        return bool(n >= n_ids)
+
+    await wait_for(stored, timeout=timeout, what="cohort stored")
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        await producer.send_ticks(now)
+    finally:
+        await producer.stop()

@@ -20,7 +20,7 @@ from streams.db.alerts import set_webhook
 from streams.producer import EventProducer
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import running_stack, wait_for
+from tests.integration.conftest import running_stack, stored_then_tick, wait_for
 from tests.integration.test_alerts_stream import Receiver, _alerts_api, _now, db_alerts
 
 pytestmark = pytest.mark.integration
@@ -62,19 +62,7 @@ async def test_episode_arriving_last_gives_the_alerts_of_in_order_arrival(
         n_ids = len({e["event_id"] for e in events})
         assert before.accepted == n_ids > 1000
 
-        async def stored() -> bool:
-            n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
-            )
-            return bool(n >= n_ids)
-
-        await wait_for(stored, timeout=300, what="cohort stored")
-        producer = EventProducer(stack.settings)
-        await producer.start()
-        try:
-            await producer.send_ticks(AS_OF)
-        finally:
-            await producer.stop()
+        await stored_then_tick(db, stack.settings, prefix, n_ids, AS_OF, 300)
 
         async def settled() -> bool:
             return _event_driven(await db_alerts(db, prefix)) == expected

@@ -28,7 +28,7 @@ from streams.producer import EventProducer
 from streams.secrets import secret_box
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, free_port, running_stack, wait_for
+from tests.integration.conftest import Stack, free_port, running_stack, stored_then_tick, wait_for
 
 pytestmark = pytest.mark.integration
 AS_OF = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
@@ -79,20 +79,8 @@ async def test_streamed_alerts_equal_offline_and_replay_fires_nothing(
         assert result.rejected == 0
         n_ids = len({json.loads(line)["event_id"] for line in path.read_text().splitlines()})
 
-        async def stored() -> bool:
-            n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
-            )
-            return bool(n >= n_ids)
-
         t0 = time.monotonic()
-        await wait_for(stored, timeout=600, what="cohort stored")
-        producer = EventProducer(stack.settings)
-        await producer.start()
-        try:
-            await producer.send_ticks(AS_OF)
-        finally:
-            await producer.stop()
+        await stored_then_tick(db, stack.settings, prefix, n_ids, AS_OF, 600)
 
         async def settled() -> bool:
             return _normalise(await db_alerts(db, prefix)) == expected

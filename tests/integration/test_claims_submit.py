@@ -336,21 +336,7 @@ def test_control_numbers_are_unique_across_exports_and_a_void_for_a_withdrawn_cl
     )
     res = rtm(dsn, "billing", "claims", "set-icn", clm01, "ICN-P0-1", "--org", org)
     assert res.exit_code == 0, res.output
-    res = rtm(
-        dsn,
-        "billing",
-        "submit",
-        "--org",
-        org,
-        "--from",
-        "2026-09-01",
-        "--to",
-        "2026-10-31",
-        "--as-of",
-        AS_OF,
-        "--out",
-        str(tmp_path / "void.x12"),
-    )
+    res = submit(dsn, org, tmp_path / "void.x12")
     assert res.exit_code == 0 and "void: 1" in res.output, res.output
     text = (tmp_path / "void.x12").read_text()
     assert pyx12_errors(text) == []
@@ -360,21 +346,7 @@ def test_control_numbers_are_unique_across_exports_and_a_void_for_a_withdrawn_cl
     assert sorted(sv[1].split(":")[1] for sv in void["sv1"]) == ["98975", "98985"]  # type: ignore[union-attr]
     assert isa13(text) not in numbers
     # voided: nothing stands, nothing more to send
-    res = rtm(
-        dsn,
-        "billing",
-        "submit",
-        "--org",
-        org,
-        "--from",
-        "2026-09-01",
-        "--to",
-        "2026-10-31",
-        "--as-of",
-        AS_OF,
-        "--out",
-        str(tmp_path / "after.x12"),
-    )
+    res = submit(dsn, org, tmp_path / "after.x12")
     assert "nothing to submit" in res.output
 
 

@@ -19,10 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.producer import EventProducer
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, free_port, running_stack, wait_for
+from tests.integration.conftest import Stack, free_port, running_stack, stored_then_tick, wait_for
 from tests.integration.test_alerts_stream import AS_OF, offline_alerts
 
 pytestmark = pytest.mark.integration
@@ -143,19 +142,7 @@ async def stream_cohort(
             await wait_split(stack, [stack.settings.worker_web_port, port])
         assert first.rejected == second.rejected == 0
 
-        async def stored() -> bool:
-            n = await db.fetchval(
-                "SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%"
-            )
-            return bool(n >= n_ids)
-
-        await wait_for(stored, timeout=60, what="cohort stored")
-        producer = EventProducer(stack.settings)
-        await producer.start()
-        try:
-            await producer.send_ticks(AS_OF)
-        finally:
-            await producer.stop()
+        await stored_then_tick(db, stack.settings, prefix, n_ids, AS_OF, 60)
         async with GroupOffsets(stack.settings) as offsets:
             await wait_for(offsets.caught_up, timeout=60, what="every record committed")
 
