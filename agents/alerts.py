@@ -78,29 +78,24 @@ class Publisher:
 def register_publisher(topology: Topology, store: EventStore, settings: Settings) -> Publisher:
     publisher = Publisher(topology, store)
 
-    @timer(topology.app, settings.alert_publish_retry_s)
+    @timer(topology, settings.alert_publish_retry_s)
     async def publish_left_behind() -> None:
-        try:
-            while await publisher.publish_left_behind(settings.alert_publish_retry_s) == 1000:
-                pass
-        except Exception as exc:  # database or broker away: the rows wait for next time
-            log.warning("alert outbox not drained (%s); retrying", type(exc).__name__)
+        # database or broker away: the supervisor logs it, the rows wait for next time
+        while await publisher.publish_left_behind(settings.alert_publish_retry_s) == 1000:
+            pass
 
     return publisher
 
 
 def register_clock(topology: Topology, settings: Settings) -> None:
-    @timer(topology.app, settings.tick_interval_s or 3600.0, on_leader=True)
+    @timer(topology, settings.tick_interval_s or 3600.0, on_leader=True)
     async def clock() -> None:
         """Tick every partition with 'now' (the wall clock, or the fixed RTM_CLOCK_NOW)."""
         if not settings.tick_interval_s:
             return
         now = settings.clock_now or utc_now()
-        try:
-            await send_ticks(topology, settings, now)
-        except Exception as exc:  # broker away: the next tick catches up (rules use 'now')
-            log.warning("clock tick not sent (%s); next interval", type(exc).__name__)
-            return
+        # broker away: the supervisor logs it; the next tick catches up (rules use 'now')
+        await send_ticks(topology, settings, now)
         topology.metrics.clock_last_tick.set_to_current_time()
 
 

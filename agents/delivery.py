@@ -31,13 +31,13 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import orjson
 
@@ -54,19 +54,10 @@ from streams.db.events import EventStore
 from streams.metrics import WorkerMetrics
 from streams.secrets import secret_box
 from streams.settings import Settings
+from streams.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-RTM-Signature"
-# Errors of a database that is briefly away (restart, failover, network): a timer logs them
-# and carries on at its next tick instead of taking the worker down.
-DB_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.TooManyConnectionsError,
-)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -111,6 +102,102 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class DestinationRefused(ValueError):
+    """A webhook URL whose host is (or resolves to) an address the policy refuses."""
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """Where webhooks may go: public addresses only (no loopback, link-local, private,
+    carrier-grade NAT, metadata or other non-global ranges), unless an allow-list setting
+    (``RTM_WEBHOOK_ALLOW_NETWORKS``) names the network. Checked when a webhook is set and
+    again on the resolved address at every delivery, which then connects to that checked
+    address (a name that resolves elsewhere between the two cannot redirect it)."""
+
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Destinations:
+        return cls(parse_networks(s.webhook_allow_networks))
+
+    def refused(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if any(ip in net for net in self.allow):
+            return False
+        return not ip.is_global or ip.is_multicast
+
+    def check_ips(self, host: str, ips: list[str]) -> str:
+        """The first address if every one is allowed, else DestinationRefused."""
+        if not ips:
+            raise DestinationRefused(f"host {host!r} has no address")
+        for raw in ips:
+            if self.refused(ipaddress.ip_address(raw.split("%", 1)[0])):
+                raise DestinationRefused(
+                    f"host {host!r} is a loopback, private, link-local or other non-public"
+                    " address (allow it with RTM_WEBHOOK_ALLOW_NETWORKS)"
+                )
+        return ips[0]
+
+    async def resolve(self, url: str) -> str:
+        """The address to connect to for ``url``, every resolved address checked."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if _is_ip(host):
+            return self.check_ips(host, [host])
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            raise DestinationRefused(f"host {host!r} does not resolve") from None
+        return self.check_ips(host, sorted({str(info[4][0]) for info in infos}, key=_v4_first))
+
+    def check_now(self, url: str) -> None:
+        """When a webhook is set: an address literal is checked; a name that resolves is
+        checked on what it resolves to (one that does not resolve yet is checked at
+        delivery)."""
+        host = urlsplit(url).hostname or ""
+        if _is_ip(host):
+            self.check_ips(host, [host])
+            return
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return
+        self.check_ips(host, [str(info[4][0]) for info in infos])
+
+
+def _v4_first(ip: str) -> tuple[int, str]:
+    return (0 if ":" not in ip else 1, ip)
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"127.0.0.1/32, 10.0.0.0/8"`` -> networks (a bare address is its /32 or /128)."""
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    )
+
+
+def pinned(url: str, ip: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL with its host replaced by the checked address, the Host header and the TLS
+    server name to send: the connection goes where the check looked, HTTPS still verifies
+    the certificate against the name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if _is_ip(host):
+        return url, {}, {}
+    netloc = f"[{ip}]" if ":" in ip else ip
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions: dict[str, Any] = {}
+    if parts.scheme.lower() == "https":
+        extensions["sni_hostname"] = host
+    return parts._replace(netloc=netloc).geturl(), headers, extensions
 
 
 def redact_url(url: str) -> str:
@@ -187,60 +274,68 @@ def signed_headers(secret: str, body: bytes, idempotency_key: str) -> dict[str, 
 
 
 async def post_signed(
-    client: httpx.AsyncClient, url: str, secret: str, body: bytes, idempotency_key: str
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    body: bytes,
+    idempotency_key: str,
+    destinations: Destinations,
 ) -> str | None:
     """One attempt: None on a 2xx, else what went wrong (no URL, no body: those may carry
-    patient data or tokens and the error ends up in logs and the API)."""
+    patient data or tokens and the error ends up in logs and the API). The destination is
+    checked on its resolved address first, and the POST goes to that address."""
+    try:
+        ip = await destinations.resolve(url)
+    except DestinationRefused:
+        return "destination refused"
+    target, host, extensions = pinned(url, ip)
     try:
         resp = await client.post(
-            url, content=body, headers=signed_headers(secret, body, idempotency_key)
+            target,
+            content=body,
+            headers={**signed_headers(secret, body, idempotency_key), **host},
+            extensions=extensions,
         )
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
 
 
-@dataclass(frozen=True)
-class PingResult:
-    status_code: int | None
-    error: str | None
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-async def send_ping(url: str, secret: str, timeout_s: float) -> PingResult:
-    """A signed test POST (`rtm alerts webhook --test`): {"change": "ping", ...}."""
+async def send_ping(url: str, secret: str, timeout_s: float, destinations: Destinations) -> bool:
+    """A signed test POST (`rtm alerts webhook --test`): {"change": "ping", ...}; True when
+    it was delivered (a 2xx). Nothing else is told (no status, no error, no time): the
+    command must not work as a port scanner."""
+    ping_id = str(uuid.uuid4())
     body = orjson.dumps(
         {
             "change": "ping",
-            "ping_id": str(uuid.uuid4()),
+            "ping_id": ping_id,
             "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
-    t0 = time.monotonic()
     async with httpx.AsyncClient(timeout=timeout_s) as client:
-        try:
-            resp = await client.post(
-                url,
-                content=body,
-                headers=signed_headers(secret, body, f"ping:{orjson.loads(body)['ping_id']}"),
-            )
-        except httpx.HTTPError as exc:
-            return PingResult(None, type(exc).__name__, time.monotonic() - t0)
-    return PingResult(resp.status_code, None, time.monotonic() - t0)
+        error = await post_signed(client, url, secret, body, f"ping:{ping_id}", destinations)
+    return error is None
 
 
 class Deliverer:
     """Posts the worker's share of the queue, one attempt in flight per endpoint."""
 
-    def __init__(self, store: EventStore, settings: Settings, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.store = store
+        # runs each endpoint's loop: an exception there (a database going down mid-claim
+        # included) is logged and counted, the claim lapses and the delivery is taken again
+        self.supervisor = supervisor or Supervisor()
         self.settings = settings
         self.metrics = metrics
         self.policy = RetryPolicy.from_settings(settings)
+        self.destinations = Destinations.from_settings(settings)
         # Long enough for one attempt and its bookkeeping; a worker that dies mid-attempt
         # holds its endpoint this long, then another worker takes the delivery again.
         self.lease_s = settings.webhook_timeout_s + 10.0
@@ -264,21 +359,10 @@ class Deliverer:
             claimed = await claim_deliveries(conn, sorted(self.in_flight), free, self.lease_s)
         for c in claimed:
             self.in_flight.add(c.webhook_id)
-            task = asyncio.create_task(self._endpoint(c))
+            task = self.supervisor.spawn("webhook_endpoint", self._endpoint(c))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
-
-    async def tick(self) -> int:
-        """The timer's body: a database that is briefly away is logged, not raised (an
-        exception would stop the worker); the next tick tries again."""
-        try:
-            return await self.dispatch()
-        except DB_UNAVAILABLE as exc:
-            log.warning(
-                "webhook delivery: database unavailable (%s); next tick", type(exc).__name__
-            )
-            return 0
 
     async def _endpoint(self, first: Claimed) -> None:
         """Deliver to one endpoint until its queue is empty or an attempt fails."""
@@ -291,9 +375,6 @@ class Deliverer:
                     busy = sorted(self.in_flight - {c.webhook_id})
                     nxt = await claim_deliveries(conn, busy, 1, self.lease_s, only=c.webhook_id)
                 c = nxt[0] if nxt else None
-        except DB_UNAVAILABLE as exc:
-            # the claim lapses and the delivery is taken again: at-least-once
-            log.warning("webhook delivery: database unavailable (%s)", type(exc).__name__)
         finally:
             self.in_flight.discard(first.webhook_id)
 
@@ -306,7 +387,9 @@ class Deliverer:
         except ValueError as exc:  # sealed with another key: visible as a failed delivery
             error = str(exc)
         else:
-            error = await post_signed(self.client, c.url, secret, body, f"{c.alert_id}:{c.change}")
+            error = await post_signed(
+                self.client, c.url, secret, body, f"{c.alert_id}:{c.change}", self.destinations
+            )
         async with self.store.acquire() as conn:
             if error is None:
                 # Back after an outage of more than one attempt (a single failure is as
@@ -346,25 +429,20 @@ class Deliverer:
 
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
-    app = topology.app
-    deliverer = Deliverer(store, settings, topology.metrics)
+    deliverer = Deliverer(store, settings, topology.metrics, topology.supervisor)
 
-    @timer(app, settings.webhook_poll_s)
+    @timer(topology, settings.webhook_poll_s)
     async def deliver_due() -> None:
         """Start deliveries for the endpoints whose queue has something due."""
-        await deliverer.tick()
+        await deliverer.dispatch()
 
     metrics = topology.metrics
 
-    @timer(app, settings.webhook_backlog_interval_s)
+    @timer(topology, settings.webhook_backlog_interval_s)
     async def measure_backlog() -> None:
         """What operators page on: an undelivered critical alert, a growing backlog."""
-        try:
-            async with store.acquire() as conn:
-                backlog = await delivery_backlog(conn)
-        except DB_UNAVAILABLE as exc:
-            log.debug("webhook backlog not measured (%s)", type(exc).__name__)
-            return
+        async with store.acquire() as conn:
+            backlog = await delivery_backlog(conn)
         for rank, severity in enumerate(SEVERITIES):
             n, oldest = backlog.get(rank, (0, 0.0))
             metrics.webhook_backlog.labels(severity).set(n)

@@ -347,13 +347,12 @@ class IngestStep:
 
 
 def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
-    app = topology.app
     publisher = register_publisher(topology, store, settings)
     step = IngestStep(topology, store, settings, publisher)
     register_clock(topology, settings)
     consumer = IngestConsumer(settings, step, topology.metrics)
 
-    @task(app)
+    @task(topology)
     async def ingest() -> None:
         """rtm.events, whole fetches at a time (agents/ingest.py says why not an agent)."""
         await consumer.run()
@@ -367,11 +366,11 @@ def register_lag(topology: Topology, settings: Settings, consumer: IngestConsume
     partition of rtm.events this worker holds; partitions it no longer holds are dropped."""
     if not settings.worker_lag_interval_s:
         return
-    app, gauge = topology.app, topology.metrics.consumer_lag
+    gauge = topology.metrics.consumer_lag
     topic = settings.topic_events
     shown: set[int] = set()
 
-    @timer(app, settings.worker_lag_interval_s, name="consumer_lag")
+    @timer(topology, settings.worker_lag_interval_s, name="consumer_lag")
     async def consumer_lag() -> None:
         try:
             lags = await consumer.lag()

@@ -21,6 +21,8 @@ STALE_POLL_S = 120.0
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     topology = build_app(settings)
     store = EventStore(settings.dsn, max_size=8)
+    if settings.worker_restarts:  # set by the process restarter (rtm worker --restart)
+        topology.metrics.restarts.inc(settings.worker_restarts)
     consumer = pipeline.register(topology, store, settings)  # rtm.events: the batch step
     delivery.register(topology, store, settings)  # the webhook outbox
     register_health(topology, store, consumer)
@@ -36,8 +38,12 @@ def register_health(topology: Topology, store: EventStore, consumer: IngestConsu
 
     @app.page("/readyz")
     async def readyz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Ready: the database answers, the ingest loop comes round, not halted."""
+        """Ready: the database answers, the ingest loop comes round, not halted.
+        ``tasks_failing`` names the timers and tasks whose last run raised (error type,
+        failures in a row); they are retried, so they report without making the worker
+        unready (a timer that failed during an outage stays listed until its next run)."""
         checks: dict[str, Any] = dict(consumer.health(STALE_POLL_S))
+        checks["tasks_failing"] = topology.supervisor.failing()
         try:
             await asyncio.wait_for(store.ping(), timeout=2.0)
             checks["database"] = "ok"

@@ -80,7 +80,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         f"synthetic demographics (all named SYNTHETIC) of {loaded} patients -> {demo_csv},"
         " loaded for the default organisation's 837P"
     )
-    worker = start_worker(settings)
+    worker = start_worker(settings, restart=True)
     gateway = start_gateway(settings)
     try:
         if settings.env == "dev":

@@ -129,8 +129,11 @@ def start_gateway(settings: Settings) -> Child:
     return child
 
 
-def start_worker(settings: Settings, name: str = "worker") -> Child:
-    child = spawn(settings, name, ["worker", "--loglevel", settings.worker_loglevel])
+def start_worker(settings: Settings, name: str = "worker", restart: bool = False) -> Child:
+    """A worker process; with ``restart`` under `rtm worker --restart`, which starts it
+    again whenever it exits (the demo's worker: it outlives this command)."""
+    args = ["worker", "--loglevel", settings.worker_loglevel]
+    child = spawn(settings, name, [*args, "--restart"] if restart else args)
     wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
     return child
 

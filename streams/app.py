@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.supervise import Supervisor
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Topology:
     alerts: faust.TopicT
     metrics: WorkerMetrics
     registry: CollectorRegistry
+    supervisor: Supervisor
 
 
 def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
@@ -64,13 +66,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             partitions=settings.topic_partitions,
         )
 
+    metrics = WorkerMetrics(registry)
     topology = Topology(
         app=app,
         events=raw_topic(settings.topic_events),
         dead=raw_topic(settings.topic_dead),
         alerts=raw_topic(settings.topic_alerts),
-        metrics=WorkerMetrics(registry),
+        metrics=metrics,
         registry=registry,
+        supervisor=Supervisor(metrics.task_failures),
     )
 
     @app.page("/metrics")
@@ -81,15 +85,30 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     return topology
 
 
-_F = TypeVar("_F", bound=Callable[..., Awaitable[None]])
+_F = TypeVar("_F", bound=Callable[[], Awaitable[None]])
 
 
-def timer(app: faust.App, interval: float, **options: Any) -> Callable[[_F], _F]:
-    """``app.timer`` with its type (Faust's decorators are untyped): the function is
-    returned as it is, registered to run every ``interval`` seconds."""
-    return cast(Callable[[_F], _F], app.timer(interval, **options))
+def timer(topology: Topology, interval: float, **options: Any) -> Callable[[_F], _F]:
+    """``app.timer`` with its type (Faust's decorators are untyped), run under the
+    topology's supervisor: an exception is logged, counted and retried with backoff instead
+    of crashing the worker. The function is returned as it is."""
+
+    def register(fn: _F) -> _F:
+        name = str(options.pop("name", fn.__name__))
+        body = topology.supervisor.timer_body(name, fn)
+        topology.app.timer(interval, name=name, **options)(body)
+        return fn
+
+    return register
 
 
-def task(app: faust.App) -> Callable[[_F], _F]:
-    """``app.task`` with its type: run once when the worker starts."""
-    return cast(Callable[[_F], _F], app.task)
+def task(topology: Topology, name: str | None = None) -> Callable[[_F], _F]:
+    """``app.task`` with its type, run under the supervisor: started once when the worker
+    starts, and again after a backoff whenever it raises."""
+
+    def register(fn: _F) -> _F:
+        label = name or fn.__name__
+        topology.app.task(topology.supervisor.task_body(label, fn))
+        return fn
+
+    return register

@@ -134,6 +134,17 @@ class WorkerMetrics:
             ["severity"],
             registry=registry,
         )
+        self.task_failures = Counter(
+            "rtm_worker_task_failures_total",
+            "Exceptions in the worker's timers and background tasks (logged and retried)",
+            ["task"],
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "rtm_worker_restarts_total",
+            "Times the process restarter started this worker again after it exited",
+            registry=registry,
+        )
         self.clock_last_tick = Gauge(
             "rtm_worker_clock_last_tick_timestamp_seconds",
             "When this worker last sent the time-driven rules their tick (leader only)",

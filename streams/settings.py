@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     dead_letter_min_records: int = Field(
         2000, ge=1, description="records the window needs before the ratio is judged"
     )
+    worker_restarts: int = Field(
+        0,
+        ge=0,
+        description="set by the process restarter (rtm worker --restart) for its child:"
+        " how many times it started the worker again (rtm_worker_restarts_total)",
+    )
     worker_lag_interval_s: float = Field(
         2.0, description="how often rtm_worker_consumer_lag is refreshed; 0 disables"
     )
@@ -131,6 +137,12 @@ class Settings(BaseSettings):
     webhook_max_delay_high_s: float = Field(300.0, gt=0)
     webhook_max_delay_medium_s: float = Field(900.0, gt=0)
     webhook_max_delay_low_s: float = Field(3600.0, gt=0)
+    webhook_allow_networks: str = Field(
+        "",
+        description="comma-separated networks (CIDR) webhooks may reach although they are"
+        " loopback, private or link-local, e.g. '10.20.0.0/16' for a receiver inside the"
+        " clinic's network; empty: public addresses only",
+    )
     webhook_max_in_flight: int = Field(
         32, ge=1, description="endpoints one worker posts to at the same time"
     )

@@ -53,6 +53,8 @@ def isolated_settings(base: Settings, partitions: int = 4) -> Settings:
             "app_id": f"it-{tag}",
             "api_port": free_port(),
             "worker_web_port": free_port(),
+            # the tests' webhook receivers listen on loopback (refused by default)
+            "webhook_allow_networks": "127.0.0.1/32",
         }
     )
 

@@ -482,7 +482,8 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
     base_settings: Settings, factory: EventFactory
 ) -> None:
     receiver = Receiver("ok")
-    runner = CliRunner()
+    # the receiver is on loopback: allowed by the setting, as a clinic allows its own network
+    runner = CliRunner(env={"RTM_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32"})
     clinician = f"{factory.prefix}-cli"
     try:
         r = runner.invoke(
@@ -514,7 +515,7 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
         at_rest = asyncio.run(stored_secret())  # encrypted at rest, opened to sign
         assert at_rest.startswith("fernet:") and "hush-123" not in at_rest
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
-        assert r.exit_code == 0 and "HTTP 200" in r.output, r.output
+        assert r.exit_code == 0 and r.output.rstrip().endswith(": delivered"), r.output
         [(_, _, headers, body)] = receiver.requests
         mac = hmac.new(
             b"hush-123", headers["X-RTM-Timestamp"].encode() + b"." + body, hashlib.sha256
@@ -527,7 +528,9 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
             assert "hush-123" not in r.output and "t0p" not in r.output
         receiver.mode = "fail"
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
-        assert r.exit_code == 1 and "HTTP 500" in r.output, r.output
+        # "not delivered" and nothing else: no status, error or time to scan ports with
+        assert r.exit_code == 1 and r.output.rstrip().endswith(": not delivered"), r.output
+        assert "500" not in r.output and " ms" not in r.output
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--remove"])
         assert r.exit_code == 0 and "removed" in r.output, r.output
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
@@ -569,24 +572,108 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
 async def test_delivery_timer_survives_the_database_going_away(
     base_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The worker's delivery timer body against a database that is not there: logged, no
-    exception (which would stop the worker), and it works again once the database is."""
+    """The worker's delivery timer body, run by the worker's supervisor, against a database
+    that is not there: logged and counted, no exception (which would stop the worker), and
+    it works again once the database is."""
     from prometheus_client import CollectorRegistry
 
     from agents.delivery import Deliverer
     from streams.db.events import EventStore
     from streams.metrics import WorkerMetrics
+    from streams.supervise import Supervisor
 
+    metrics = WorkerMetrics(CollectorRegistry())
+    now = [0.0]
+    supervisor = Supervisor(metrics.task_failures, monotonic=lambda: now[0])
     dead = base_settings.model_copy(update={"pg_port": free_port(), "database_url": None})
-    deliverer = Deliverer(EventStore(dead.dsn), dead, WorkerMetrics(CollectorRegistry()))
-    with caplog.at_level("WARNING", logger="agents.delivery"):
-        assert await deliverer.tick() == 0
-        assert await deliverer.tick() == 0
-    assert "database unavailable" in caplog.text
+    deliverer = Deliverer(EventStore(dead.dsn), dead, metrics, supervisor)
+
+    async def deliver_due() -> None:
+        await deliverer.dispatch()
+
+    with caplog.at_level("WARNING", logger="streams.supervise"):
+        assert await supervisor.run_once("deliver_due", deliver_due) is False
+        now[0] += 60.0  # past the backoff
+        assert await supervisor.run_once("deliver_due", deliver_due) is False
+    assert "deliver_due failed" in caplog.text
+    assert list(supervisor.failing()) == ["deliver_due"]
+    assert (
+        metrics.registry.get_sample_value("rtm_worker_task_failures_total", {"task": "deliver_due"})
+        == 2.0
+    )
     # the same object recovers when the database is reachable (a pool opened lazily)
     deliverer.store = EventStore(base_settings.dsn)
     try:
-        assert await deliverer.tick() >= 0
+        now[0] += 60.0
+        assert await supervisor.run_once("deliver_due", deliver_due) is True
+        assert supervisor.failing() == {}
     finally:
         await deliverer.store.close()
         await deliverer.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6066/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]:9000/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://100.100.100.200/",
+    ],
+)
+def test_webhooks_to_loopback_private_and_metadata_addresses_are_refused(
+    base_settings: Settings, factory: EventFactory, url: str
+) -> None:
+    """Without the allow-list setting nothing is stored; with it naming the network, the
+    same URL is accepted (a clinic's own receiver)."""
+    clinician = f"{factory.prefix}-ssrf"
+    runner = CliRunner(env={"RTM_WEBHOOK_ALLOW_NETWORKS": ""})
+    args = ["alerts", "webhook", "--clinician-id", clinician, "--url", url, "--secret", "s"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 2 and "non-public" in r.output, r.output
+
+    async def count() -> int:
+        conn = await asyncpg.connect(base_settings.dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM clinician_webhooks WHERE clinician_id = $1", clinician
+                )
+            )
+        finally:
+            await conn.close()
+
+    assert asyncio.run(count()) == 0
+
+
+async def test_delivery_rechecks_the_resolved_address(base_settings: Settings) -> None:
+    """A stored URL whose name resolves to a refused address is not posted to at delivery
+    (a webhook set before the policy, or a name that changed its address since)."""
+    from agents.delivery import Destinations, post_signed
+
+    receiver = Receiver("ok")
+    try:
+        port = httpx.URL(receiver.url).port
+        url = f"http://localhost:{port}/hook"
+        async with httpx.AsyncClient(timeout=5) as client:
+            refused = await post_signed(client, url, "s", b"{}", "k", Destinations())
+            allowed = await post_signed(
+                client,
+                url,
+                "s",
+                b"{}",
+                "k",
+                Destinations.from_settings(
+                    base_settings.model_copy(update={"webhook_allow_networks": "127.0.0.0/8"})
+                ),
+            )
+        assert refused == "destination refused"
+        assert allowed is None
+        assert len(receiver.requests) == 1  # only the allowed one reached it
+        [(_, _, headers, _)] = receiver.requests
+        assert headers["Host"] == f"localhost:{port}"  # pinned to the checked address
+    finally:
+        receiver.close()

@@ -71,6 +71,10 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
         assert httpx.get(f"{health}/healthz", timeout=10).status_code == 200
         down = httpx.get(f"{health}/readyz", timeout=10)
         assert down.status_code == 503 and down.json()["database"].startswith("unavailable")
+        # the delivery timer met the outage: supervised (named, counted), not a crash
+        assert "deliver_due" in down.json()["tasks_failing"], down.text
+        metrics = httpx.get(f"{health}/metrics", timeout=10).text
+        assert 'rtm_worker_task_failures_total{task="deliver_due"}' in metrics
     finally:
         services._pg_up(base_settings, log=print)
 
@@ -92,6 +96,11 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
     assert dupes == 0
     assert worker.proc.poll() is None, "the worker exited after the outage"
     assert httpx.get(f"{health}/readyz", timeout=10).status_code == 200
+
+    async def tasks_recovered() -> bool:
+        return not httpx.get(f"{health}/readyz", timeout=10).json()["tasks_failing"]
+
+    await wait_for(tasks_recovered, 60, "every supervised task running again")
     t0 = time.monotonic()
     worker.stop(timeout=20)  # SIGTERM, then SIGKILL after 20 s
     stopped_in = time.monotonic() - t0
