@@ -12,7 +12,12 @@ evaluators:
 - ``gateway_kills``: the gateway SIGKILLed with requests in flight, the client re-posting
   the same batches;
 - ``rebalance``: a second worker joins mid-stream and one of the two is killed during the
-  rebalance.
+  rebalance;
+- ``db_restarts``: PostgreSQL restarted N times at random moments while the rule clock
+  ticks every second and every alert change is delivered to a local signed webhook
+  receiver (the faults that used to kill the worker through its delivery timer); every
+  routed alert change must reach the receiver;
+- ``kafka_sigkill``: the broker SIGKILLed (no clean shutdown), then started again.
 
 Figures per scenario: events acknowledged but never stored (must be 0), events stored
 twice, alerts missing / extra / differing against ``alerts.evaluate`` (after one tick at
@@ -46,7 +51,15 @@ from rtm.bench import Bench, Phase, wait_consumed
 from rtm.local import Child, spawn, wait_http
 from streams.settings import Settings
 
-SCENARIOS = ("worker_kills", "db_outage", "kafka_outage", "gateway_kills", "rebalance")
+SCENARIOS = (
+    "worker_kills",
+    "db_outage",
+    "kafka_outage",
+    "gateway_kills",
+    "rebalance",
+    "db_restarts",
+    "kafka_sigkill",
+)
 COHORT_START = dt.date(2026, 9, 1)
 Log = Callable[[str], None]
 
@@ -60,6 +73,7 @@ class ChaosConfig:
     db_outage_s: float = 60.0
     kafka_outage_s: float = 30.0
     gateway_kills: int = 5
+    db_restarts: int = 10
     batch_size: int = 50
     lanes: int = 4
     scenarios: tuple[str, ...] = SCENARIOS
@@ -79,6 +93,7 @@ QUICK = ChaosConfig(
     db_outage_s=8.0,
     kafka_outage_s=8.0,
     gateway_kills=2,
+    db_restarts=10,
     batch_size=25,
     settle_timeout_s=120.0,
 )
@@ -103,6 +118,9 @@ class Figures:
     http_5xx_other: int = 0
     ok_while_broker_down: int = 0
     transport_errors: int = 0
+    webhooks_expected: int = 0
+    webhooks_undelivered: int = 0
+    task_failures: int = 0  # supervised (logged, retried) exceptions in the worker's tasks
     unexpected_exits: int = 0
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -117,6 +135,7 @@ class Figures:
         "retry_after_missing",
         "http_5xx_other",
         "ok_while_broker_down",
+        "webhooks_undelivered",
         "unexpected_exits",
     )
 
@@ -241,6 +260,25 @@ class Run:
     # processes ---------------------------------------------------------------------------
 
     def start(self, name: str) -> Phase:
+        if name == "db_restarts":
+            # ticks every second, at a 'now' before the cohort's first day: the timer, the
+            # broker and the worker's tick path all run, the rules' outcome stays the
+            # offline evaluator's (one tick at as-of, in settle); webhooks to the local
+            # receiver on loopback
+            return self.bench.start_stack(
+                name,
+                tick_interval_s=1.0,
+                clock_now=dt.datetime(
+                    COHORT_START.year, COHORT_START.month, COHORT_START.day, tzinfo=dt.UTC
+                ),
+                webhook_allow_networks="127.0.0.1/32",
+                webhook_backoff_s=0.2,
+                webhook_max_delay_critical_s=2.0,
+                webhook_max_delay_high_s=2.0,
+                webhook_max_delay_medium_s=2.0,
+                webhook_max_delay_low_s=2.0,
+                webhook_retry_interval_s=2.0,
+            )
         return self.bench.start_stack(name, tick_interval_s=0)
 
     def worker(self, ph: Phase) -> Child:
@@ -381,8 +419,12 @@ class Run:
         fig = Figures(name)
         t0 = time.monotonic()
         ph = await asyncio.to_thread(self.start, name)
+        receiver: Receiver | None = None
         try:
             events, path, prefix = self.cohort(ph)
+            if name == "db_restarts":
+                receiver = Receiver()
+                await self.org_webhook(receiver.url)
             fault = getattr(self, f"_{name}")
             duration = self._duration(name)
             poster = Poster(
@@ -400,7 +442,13 @@ class Run:
                 fault_end = time.monotonic()
                 await posting
             await self.settle(ph, fig, poster, path, prefix, fault_end)
+            if receiver is not None:
+                await self.delivered(fig, receiver, prefix)
+            fig.task_failures = await asyncio.to_thread(self.task_failures, ph)
         finally:
+            if receiver is not None:
+                receiver.close()
+                await self.org_webhook(None)
             await asyncio.to_thread(self.bench.stop_stack, ph)
         fig.elapsed_s = round(time.monotonic() - t0, 1)
         return fig
@@ -413,6 +461,8 @@ class Run:
             "kafka_outage": c.kafka_outage_s + 8.0,
             "gateway_kills": 6.0 + 4.0 * c.gateway_kills,
             "rebalance": 16.0,
+            "db_restarts": 6.0 + 3.0 * c.db_restarts,
+            "kafka_sigkill": c.kafka_outage_s + 8.0,
         }[name]
 
     async def _worker_kills(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
@@ -482,6 +532,152 @@ class Run:
         ph.children.remove(victim)
         self.log(f"rebalance: SIGKILL {victim.name} at {poster.posted}/{poster.total} posted")
         return f"2nd worker joined, {'2nd' if victim is second else '1st'} killed mid-rebalance"
+
+    async def _db_restarts(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
+        from infra import services
+
+        n = 0
+        for _ in range(self.config.db_restarts):
+            await asyncio.sleep(self.rng.uniform(0.3, 2.5))
+            await asyncio.to_thread(services._pg_down, self.base, self.log)
+            await asyncio.sleep(self.rng.uniform(0.0, 1.5))
+            await asyncio.to_thread(services._pg_up, self.base, self.log)
+            n += 1
+            self.log(f"db_restarts: restart {n} at {poster.posted}/{poster.total} posted")
+        return f"{n} PostgreSQL restarts, ticks every 1 s, webhooks delivered"
+
+    async def _kafka_sigkill(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
+        import os
+        import signal
+
+        from infra import services
+
+        await asyncio.sleep(3.0)
+        pid = services._kafka_pid(self.base)
+        if pid is None:
+            raise RuntimeError("kafka_sigkill: no broker running")
+        os.kill(pid, signal.SIGKILL)
+        t_down = time.monotonic()
+        poster.broker_down = True
+        try:
+            while services._pid_alive(pid):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(self.config.kafka_outage_s)
+        finally:
+            poster.broker_down = False
+            (services._kafka_dir(self.base) / "kafka.pid").unlink(missing_ok=True)
+            new = await asyncio.to_thread(services._kafka_start, self.base, self.log)
+            if new is not None:
+                await asyncio.to_thread(services._kafka_wait_ready, self.base, new, self.log)
+        return f"Kafka SIGKILLed, down {time.monotonic() - t_down:.0f} s"
+
+    # webhooks ------------------------------------------------------------------------------
+
+    async def org_webhook(self, url: str | None) -> None:
+        """The organisation-wide webhook of the dev key's organisation: the receiver
+        (every alert of the cohort routes there), or removed."""
+        import asyncpg
+
+        from streams.db.alerts import remove_webhook, set_webhook
+        from streams.secrets import secret_box
+
+        conn = await asyncpg.connect(self.base.dsn)
+        try:
+            if url is None:
+                await remove_webhook(conn, "*", "default")
+            else:
+                sealed = secret_box(self.base).seal(Receiver.SECRET)
+                await set_webhook(conn, "*", url, sealed, "default")
+        finally:
+            await conn.close()
+
+    async def delivered(self, fig: Figures, receiver: Receiver, prefix: str) -> None:
+        """Every alert change of the cohort queued for the receiver reached it (at least
+        once, signed); waits for the outbox to drain."""
+        import asyncpg
+
+        async def queued() -> set[str]:
+            conn = await asyncpg.connect(self.base.dsn)
+            try:
+                rows = await conn.fetch(
+                    "SELECT alert_id || ':' || change AS k FROM alert_deliveries"
+                    " WHERE payload->'alert'->>'patient_id' LIKE $1 AND status <> 'no_webhook'",
+                    prefix + "%",
+                )
+            finally:
+                await conn.close()
+            return {str(r["k"]) for r in rows}
+
+        want = await queued()
+        deadline = time.monotonic() + 120
+        while not want <= receiver.keys and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            want = await queued()
+        fig.webhooks_expected = len(want)
+        fig.webhooks_undelivered = len(want - receiver.keys)
+        if receiver.bad_signatures:
+            fig.notes.append(f"{receiver.bad_signatures} deliveries with a bad signature")
+            fig.webhooks_undelivered += receiver.bad_signatures
+
+    def task_failures(self, ph: Phase) -> int:
+        """Supervised failures the worker(s) counted (informative: each was retried)."""
+        total = 0
+        for child in ph.children:
+            if not child.name.endswith(("-worker", "-worker2")) or child.proc.poll() is not None:
+                continue
+            port = self.ports.get(child.name, ph.settings.worker_web_port)
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("rtm_worker_task_failures_total{"):
+                    total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+
+class Receiver:
+    """A local webhook receiver: records each delivery's Idempotency-Key and checks the
+    signature; answers 200."""
+
+    SECRET = "chaos-receiver-secret"
+
+    def __init__(self) -> None:
+        import hashlib
+        import hmac
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.keys: set[str] = set()
+        self.bad_signatures = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                ts = self.headers.get("X-RTM-Timestamp", "")
+                mac = hmac.new(owner.SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256)
+                if self.headers.get("X-RTM-Signature") == "sha256=" + mac.hexdigest():
+                    owner.keys.add(self.headers.get("Idempotency-Key", ""))
+                else:
+                    owner.bad_signatures += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/rtm"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _ids(batch: Sequence[dict[str, Any]]) -> list[str]:
@@ -563,6 +759,9 @@ COLUMNS = (
     ("http_503", "503s"),
     ("http_5xx_other", "other 5xx"),
     ("ok_while_broker_down", "200 w/o broker"),
+    ("webhooks_expected", "webhooks"),
+    ("webhooks_undelivered", "undelivered"),
+    ("task_failures", "task failures (retried)"),
     ("unexpected_exits", "exits"),
 )
 
@@ -588,6 +787,7 @@ def render_table(result: dict[str, Any]) -> str:
 @click.option("--db-outage-s", type=float, default=None, help="default 60")
 @click.option("--kafka-outage-s", type=float, default=None, help="default 30")
 @click.option("--gateway-kills", type=int, default=None, help="default 5")
+@click.option("--db-restarts", type=int, default=None, help="default 10")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON report")
 @click.pass_context
 def command(
@@ -601,6 +801,7 @@ def command(
     db_outage_s: float | None,
     kafka_outage_s: float | None,
     gateway_kills: int | None,
+    db_restarts: int | None,
     out: Path | None,
 ) -> None:
     """Inject faults through the real services and report what was lost or doubled
@@ -617,6 +818,7 @@ def command(
         "db_outage_s": db_outage_s,
         "kafka_outage_s": kafka_outage_s,
         "gateway_kills": gateway_kills,
+        "db_restarts": db_restarts,
     }
     config = replace(config, **{k: v for k, v in over.items() if v is not None})
     try:

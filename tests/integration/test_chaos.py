@@ -35,6 +35,8 @@ def test_chaos_sample_loses_nothing_and_doubles_nothing(restored: Settings) -> N
         "kafka_outage",
         "gateway_kills",
         "rebalance",
+        "db_restarts",
+        "kafka_sigkill",
     }
     for name, s in by_name.items():
         assert s["acked"] == s["events"] > 0, (name, s)  # every event was acknowledged
@@ -49,10 +51,17 @@ def test_chaos_sample_loses_nothing_and_doubles_nothing(restored: Settings) -> N
             "http_5xx_other",
             "retry_after_missing",
             "ok_while_broker_down",
+            "webhooks_undelivered",
             "unexpected_exits",
         ):
             assert s[figure] == 0, (name, figure, s)
         assert s["catch_up_s"] is not None, (name, s)
     # the broker outage was felt: the gateway said 503 (with Retry-After), not 200 or 500
     assert by_name["kafka_outage"]["http_503"] > 0, by_name["kafka_outage"]
+    assert by_name["kafka_sigkill"]["http_503"] > 0, by_name["kafka_sigkill"]
+    # the restarts met the worker's timers (supervised, retried) and webhooks reached the
+    # receiver anyway
+    restarts = by_name["db_restarts"]
+    assert restarts["faults"].startswith("10 PostgreSQL restarts"), restarts
+    assert restarts["webhooks_expected"] > 0 and restarts["task_failures"] > 0, restarts
     assert result["ok"]
