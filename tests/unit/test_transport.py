@@ -281,3 +281,21 @@ def test_every_kafka_client_takes_the_security_arguments() -> None:
     assert missing == []
     app = (ROOT / "streams" / "app.py").read_text()
     assert "broker_credentials=faust_credentials(settings)" in app
+
+
+TRANSPORT_FIELDS = [
+    name for name in Settings.model_fields if name.startswith(("kafka_s", "pg_ssl"))
+]
+
+
+def test_the_transport_settings_are_documented() -> None:
+    """Each field is a row of the README's configuration table and a (commented) entry of
+    docker-compose.yml's application environment."""
+    assert len(TRANSPORT_FIELDS) == 12
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Encrypted transport")]
+    compose = (ROOT / "docker-compose.yml").read_text()
+    for name in TRANSPORT_FIELDS:
+        variable = f"RTM_{name.upper()}"
+        assert f"`{variable}`" in table, variable
+        assert f"# {variable}: " in compose, variable
