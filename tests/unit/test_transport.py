@@ -299,3 +299,18 @@ def test_the_transport_settings_are_documented() -> None:
         variable = f"RTM_{name.upper()}"
         assert f"`{variable}`" in table, variable
         assert f"# {variable}: " in compose, variable
+
+
+def test_rtm_up_refuses_to_ask_the_plaintext_local_stack_for_tls(ca: ThrowawayCA) -> None:
+    from rtm.local import _refuse_tls_to_the_local_stack
+
+    _refuse_tls_to_the_local_stack(make(), RuntimeError)  # the defaults: fine
+    _refuse_tls_to_the_local_stack(make(pg_sslmode="disable"), RuntimeError)
+    for over in (
+        {"kafka_security_protocol": "SSL"},
+        {"pg_sslmode": "verify-full", "pg_sslrootcert": ca.cert},
+    ):
+        with pytest.raises(RuntimeError, match="plaintext"):
+            _refuse_tls_to_the_local_stack(make(**over), RuntimeError)
+    external = make(kafka_bootstrap="kafka.internal:9093", kafka_security_protocol="SSL")
+    _refuse_tls_to_the_local_stack(external, RuntimeError)
