@@ -102,9 +102,16 @@ def cleartext_warnings(settings: Settings) -> list[str]:
             f"{s.bootstrap_servers}: events cross the network unencrypted (use SSL or SASL_SSL)"
         )
     host = (urlsplit(s.database_url).hostname or "") if s.database_url else s.pg_host
-    if s.pg_sslmode != "verify-full" and not _loopback(host):
+    risk = {
+        "disable": "unencrypted",
+        "allow": "unencrypted unless the server insists, and the server is not authenticated",
+        "prefer": "unencrypted if the server offers no TLS, and the server is not authenticated",
+        "require": "encrypted, but the server is not authenticated",
+        "verify-ca": "encrypted, but the certificate's host name is not checked",
+    }.get(s.pg_sslmode)
+    if risk is not None and not _loopback(host):
         out.append(
-            f"warning: RTM_PG_SSLMODE={s.pg_sslmode} to {host}: the database server is not "
-            "authenticated and may be read in transit (use verify-full with RTM_PG_SSLROOTCERT)"
+            f"warning: RTM_PG_SSLMODE={s.pg_sslmode} to {host}: database traffic is {risk} "
+            "(use verify-full with RTM_PG_SSLROOTCERT)"
         )
     return out
