@@ -30,6 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.transport import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class IngestConsumer:
     def _make_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **kafka_client_kwargs(s),
             group_id=group_id(s),
             client_id=f"{s.app_id}-ingest",
             enable_auto_commit=False,

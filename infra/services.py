@@ -18,6 +18,12 @@ Public API (used by ``rtm up`` / ``rtm down`` / ``rtm status``)::
     down(settings, log=print) -> None
     status(settings) -> list[ServiceStatus]
 
+and, for a variant with encrypted listeners on its own ports and state dir (the transport
+test; ``rtm up`` itself stays plaintext on 127.0.0.1)::
+
+    kafka_up(settings, log=print, security=BrokerSecurity(...)) / kafka_down(settings)
+    postgres_up(settings, log=print, tls=PostgresTls(...)) / postgres_down(settings)
+
 Errors are raised as :class:`ServiceError` with a one-line message.
 """
 
@@ -36,13 +42,26 @@ import string
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["ServiceError", "ServiceStatus", "up", "down", "status"]
+__all__ = [
+    "BrokerSecurity",
+    "PostgresTls",
+    "ServiceError",
+    "ServiceStatus",
+    "down",
+    "kafka_down",
+    "kafka_up",
+    "postgres_down",
+    "postgres_up",
+    "status",
+    "up",
+]
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -84,6 +103,8 @@ class Settings(Protocol):
     def pg_password(self) -> _Secret: ...
     @property
     def pg_database(self) -> str: ...
+    @property
+    def pg_ssl_params(self) -> Mapping[str, str]: ...
     @property
     def timescaledb_version(self) -> str: ...
 
@@ -132,6 +153,39 @@ class ServiceStatus:
     running: bool
     address: str
     detail: str
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """How the broker's client listeners speak. The default is the local stack's: one
+    PLAINTEXT listener on ``settings.kafka_port``. ``protocol`` is the listener on
+    ``kafka_port`` (also the inter-broker one); ``more_listeners`` adds listeners by
+    protocol name and port (e.g. ``{"SASL_SSL": 19096}``); ``properties`` go into
+    server.properties (``ssl.keystore.*``, ``sasl.enabled.mechanisms``, ...); ``scram``
+    entries create SCRAM users when the storage is formatted (KRaft: ``--add-scram``, e.g.
+    ``SCRAM-SHA-256=[name=rtm,password=...]``); ``client`` are the aiokafka keyword
+    arguments (``security_protocol``, ``ssl_context``, ...) of the readiness poll."""
+
+    protocol: str = "PLAINTEXT"
+    more_listeners: Mapping[str, int] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    scram: Sequence[str] = ()
+    client: Mapping[str, Any] = field(default_factory=dict)
+
+
+PLAINTEXT_BROKER = BrokerSecurity()
+
+
+@dataclass(frozen=True)
+class PostgresTls:
+    """TLS for a cluster: ``ssl = on`` with this server certificate and key (PEM), and
+    TCP connections only over TLS (``hostssl`` lines in pg_hba.conf, no ``host`` ones).
+    With ``client_cafile`` a client certificate signed by that CA is required as well
+    (``clientcert=verify-ca``) besides the password."""
+
+    certfile: Path
+    keyfile: Path
+    client_cafile: Path | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -269,23 +323,26 @@ def _kafka_pid(settings: Settings) -> int | None:
     return pid
 
 
-async def _kafka_metadata(bootstrap: str, timeout: float) -> int:
-    """Ask the cluster for its metadata; return the number of brokers."""
+async def _kafka_metadata(bootstrap: str, timeout: float, **client: Any) -> int:
+    """Ask the cluster for its metadata; return the number of brokers. ``client``: the
+    security arguments of aiokafka's client (a broker with TLS or SASL listeners)."""
     from aiokafka import AIOKafkaClient
 
     # aiokafka logs every refused connection at ERROR; while polling that is expected noise.
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    kafka = AIOKafkaClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client
+    )
     try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        brokers = client.cluster.brokers()
+        await asyncio.wait_for(kafka.bootstrap(), timeout)
+        brokers = kafka.cluster.brokers()
         if not brokers:
             raise ConnectionError("metadata lists no broker yet")
         return len(brokers)
     finally:
-        await client.close()
+        await kafka.close()
         quiet.setLevel(level)
 
 
@@ -353,29 +410,45 @@ def _java_cmd(libs: Path, log4j: Path, main: str, *args: str, heap: str = "-Xmx1
     ]
 
 
-def _kafka_write_config(settings: Settings, kdir: Path) -> Path:
+def _kafka_listeners(settings: Settings, security: BrokerSecurity) -> dict[str, int]:
+    return {security.protocol: settings.kafka_port, **security.more_listeners}
+
+
+def _kafka_write_config(
+    settings: Settings, kdir: Path, security: BrokerSecurity = PLAINTEXT_BROKER
+) -> Path:
     template = string.Template(KAFKA_PROPS_TEMPLATE.read_text())
+    listeners = _kafka_listeners(settings, security)
     props = template.substitute(
         host=settings.kafka_host,
-        port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
         data_dir=kdir / "data",
         partitions=settings.topic_partitions,
+        listeners=",".join(f"{p}://{settings.kafka_host}:{port}" for p, port in listeners.items()),
+        inter_broker=security.protocol,
+        protocol_map=",".join(f"{p}:{p}" for p in listeners),
     )
+    if security.properties:
+        props += "\n# Listener security (infra.services.BrokerSecurity)\n" + "".join(
+            f"{key}={value}\n" for key, value in security.properties.items()
+        )
     path = kdir / "server.properties"
     path.write_text(props)
     shutil.copyfile(KAFKA_LOG4J, kdir / "log4j.properties")
     return path
 
 
-def _kafka_start(settings: Settings, log: Log) -> int | None:
+def _kafka_start(
+    settings: Settings, log: Log, security: BrokerSecurity = PLAINTEXT_BROKER
+) -> int | None:
     """Start the broker detached; return its pid, or None if it was already running."""
     address = _kafka_address(settings)
     pid = _kafka_pid(settings)
     if pid is not None:
         log(f"kafka: already running (pid {pid}) on {address}")
         return None
-    for port in (settings.kafka_port, settings.kafka_controller_port):
+    ports = [*_kafka_listeners(settings, security).values(), settings.kafka_controller_port]
+    for port in ports:
         if _port_open(settings.kafka_host, port):
             raise ServiceError(
                 f"kafka: port {settings.kafka_host}:{port} is taken by another process "
@@ -385,7 +458,7 @@ def _kafka_start(settings: Settings, log: Log) -> int | None:
     libs = _kafka_classpath(settings, log)
     kdir = _kafka_dir(settings)
     (kdir / "data").mkdir(parents=True, exist_ok=True)
-    props = _kafka_write_config(settings, kdir)
+    props = _kafka_write_config(settings, kdir, security)
     log4j = kdir / "log4j.properties"
 
     if not (kdir / "data" / "meta.properties").exists():
@@ -406,6 +479,7 @@ def _kafka_start(settings: Settings, log: Log) -> int | None:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *[arg for entry in security.scram for arg in ("--add-scram", entry)],
                 heap="-Xmx256m",
             ),
             timeout=120,
@@ -446,7 +520,9 @@ def _kafka_start(settings: Settings, log: Log) -> int | None:
     return pid
 
 
-def _kafka_wait_ready(settings: Settings, pid: int, log: Log) -> None:
+def _kafka_wait_ready(
+    settings: Settings, pid: int, log: Log, client: Mapping[str, Any] | None = None
+) -> None:
     address = _kafka_address(settings)
     log_file = _kafka_dir(settings) / "kafka.log"
     deadline = time.monotonic() + KAFKA_READY_TIMEOUT_S
@@ -458,7 +534,7 @@ def _kafka_wait_ready(settings: Settings, pid: int, log: Log) -> None:
                 f"kafka: broker exited during startup; see {log_file}: {_tail(log_file, 3)}"
             )
         try:
-            n = _run_async(lambda: _kafka_metadata(address, 5.0))
+            n = _run_async(lambda: _kafka_metadata(address, 5.0, **(client or {})))
             log(f"kafka: ready on {address} ({n} broker, {time.monotonic() - t0:.1f} s)")
             return
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
@@ -512,11 +588,12 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
 
 
 def _pg_local_dsn(settings: Settings) -> str:
-    """DSN of the local cluster; equals settings.dsn unless RTM_DATABASE_URL overrides it."""
+    """DSN of the local cluster; equals settings.dsn unless RTM_DATABASE_URL overrides it
+    (with the same TLS parameters: sslmode, sslrootcert, ...)."""
     pw = settings.pg_password.get_secret_value()
     return (
         f"postgresql://{settings.pg_user}:{pw}@{settings.pg_host}:{settings.pg_port}/"
-        f"{settings.pg_database}"
+        f"{settings.pg_database}?{urllib.parse.urlencode(settings.pg_ssl_params, safe='/')}"
     )
 
 
@@ -801,6 +878,38 @@ log_line_prefix = '%m [%p] %q%u@%d '
 """
 
 
+def _pg_tls_setup(settings: Settings, tls: PostgresTls) -> str:
+    """Copy the certificate files into the cluster (PostgreSQL wants its key owned by it,
+    mode 0600), allow TCP only over TLS; the rtm.conf lines that switch TLS on."""
+    data = settings.pg_data_path
+    files = {"server.crt": tls.certfile, "server.key": tls.keyfile}
+    if tls.client_cafile is not None:
+        files["client-ca.crt"] = tls.client_cafile
+    for name, source in files.items():
+        shutil.copyfile(source, data / name)
+        os.chmod(data / name, 0o600)
+        _pg_chown(data / name)
+    client = " clientcert=verify-ca" if tls.client_cafile is not None else ""
+    hba = data / "pg_hba.conf"
+    hba.write_text(
+        "# Written by rtm-stream infra/services.py (PostgresTls): TCP only over TLS.\n"
+        "local all all peer\n"
+        f"hostssl all all 127.0.0.1/32 scram-sha-256{client}\n"
+        f"hostssl all all ::1/128 scram-sha-256{client}\n"
+    )
+    _pg_chown(hba)
+    conf = (
+        "\n# TLS (infra.services.PostgresTls)\n"
+        "ssl = on\n"
+        "ssl_cert_file = 'server.crt'\n"
+        "ssl_key_file = 'server.key'\n"
+        "ssl_min_protocol_version = 'TLSv1.2'\n"
+    )
+    if tls.client_cafile is not None:
+        conf += "ssl_ca_file = 'client-ca.crt'\n"
+    return conf
+
+
 def _pg_init(settings: Settings, log: Log) -> None:
     data = settings.pg_data_path
     base = _pg_base(settings)
@@ -945,7 +1054,7 @@ def _pg_wait_ready(settings: Settings, log: Log, timeout: float = 30.0) -> dict[
     )
 
 
-def _pg_up(settings: Settings, log: Log) -> None:
+def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None:
     address = f"{settings.pg_host}:{settings.pg_port}"
     pid = _pg_pid(settings)
     if pid is not None:
@@ -969,7 +1078,7 @@ def _pg_up(settings: Settings, log: Log) -> None:
     sock = _pg_socket_dir(settings)
     sock.mkdir(parents=True, exist_ok=True)
     conf = settings.pg_data_path / "rtm.conf"
-    conf.write_text(_pg_conf(settings))
+    conf.write_text(_pg_conf(settings) + (_pg_tls_setup(settings, tls) if tls else ""))
     _pg_chown(sock, conf)
     pg_log = _pg_log(settings)
     pg_log.touch()
@@ -1086,6 +1195,35 @@ def up(settings: Settings, log: Log = print) -> None:
                 f"metadata; see {_kafka_dir(settings) / 'kafka.log'}"
             )
     log(f"up: done in {time.monotonic() - t0:.1f} s")
+
+
+def kafka_up(
+    settings: Settings, log: Log = print, security: BrokerSecurity = PLAINTEXT_BROKER
+) -> None:
+    """Start only the broker, with these listeners (a variant on its own ports and state
+    dir: the transport test's TLS and SASL_SSL broker); waits until it answers metadata."""
+    with _lock(settings, log):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        pid = _kafka_start(settings, log, security)
+    if pid is not None:
+        _kafka_wait_ready(settings, pid, log, security.client)
+
+
+def kafka_down(settings: Settings, log: Log = print) -> None:
+    with _lock(settings, log):
+        _kafka_stop(settings, log)
+
+
+def postgres_up(settings: Settings, log: Log = print, tls: PostgresTls | None = None) -> None:
+    """Start only a PostgreSQL + TimescaleDB cluster (``settings.pg_data_path``), with TLS
+    when given; role, database and extension provisioned as by ``up``."""
+    with _lock(settings, log):
+        _pg_up(settings, log, tls)
+
+
+def postgres_down(settings: Settings, log: Log = print) -> None:
+    with _lock(settings, log):
+        _pg_down(settings, log)
 
 
 def down(settings: Settings, log: Log = print) -> None:

@@ -517,7 +517,9 @@ class Bench:
     async def _delete_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.base.bootstrap_servers)
+        from streams.transport import kafka_client_kwargs
+
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.base))
         await admin.start()
         try:
             mine = [
@@ -709,10 +711,12 @@ async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from streams.transport import kafka_client_kwargs
+
     tps = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        **kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False
     )
     await admin.start()
     await consumer.start()
@@ -785,9 +789,11 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from streams.transport import kafka_client_kwargs
+
     s = b.base
     topic = f"bench.{b.tag}.floor.events"
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(s))
     await admin.start()
     try:
         await admin.create_topics(
@@ -797,7 +803,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
         await admin.close()
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        **kafka_client_kwargs(s), acks="all", linger_ms=5, max_batch_size=256 * 1024
     )
     await producer.start()
     t0 = time.perf_counter()
@@ -821,7 +827,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     )
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=s.bootstrap_servers,
+        **kafka_client_kwargs(s),
         group_id=f"bench-{b.tag}-floor",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -928,8 +934,10 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
     gateway does; `received_at` = now), acks=all; (records, seconds)."""
     from aiokafka import AIOKafkaProducer
 
+    from streams.transport import kafka_client_kwargs
+
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         acks="all",
         linger_ms=5,
         max_batch_size=256 * 1024,
@@ -1175,6 +1183,8 @@ async def run_latency(
     import httpx
     from aiokafka import AIOKafkaConsumer
 
+    from streams.transport import kafka_client_kwargs
+
     s = ph.settings
     schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)
     bodies = [
@@ -1189,7 +1199,7 @@ async def run_latency(
 
     consumer = AIOKafkaConsumer(
         s.topic_alerts,
-        bootstrap_servers=s.bootstrap_servers,
+        **kafka_client_kwargs(s),
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,

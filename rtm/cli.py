@@ -20,6 +20,14 @@ def _settings(ctx: click.Context) -> Settings:
     return obj
 
 
+def _warn_cleartext(settings: Settings) -> None:
+    """Outside RTM_ENV=dev, say where Kafka or PostgreSQL traffic would go unencrypted."""
+    from streams.transport import cleartext_warnings
+
+    for line in cleartext_warnings(settings):
+        click.echo(line, err=True)
+
+
 def _parse_ts(value: str) -> dt.datetime:
     ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if ts.tzinfo is None:
@@ -135,6 +143,7 @@ def api(ctx: click.Context, port: int | None) -> None:
     settings = _settings(ctx)
     if port is not None:
         settings = settings.model_copy(update={"api_port": port})
+    _warn_cleartext(settings)
     cert, key = settings.api_tls_certfile, settings.api_tls_keyfile
     if (cert is None) != (key is None):
         raise click.ClickException("set both RTM_API_TLS_CERTFILE and RTM_API_TLS_KEYFILE")
@@ -170,6 +179,7 @@ def worker(ctx: click.Context, loglevel: str | None, restart: bool) -> None:
     from agents.worker import run_worker
 
     settings = _settings(ctx)
+    _warn_cleartext(settings)
     if restart:
         from rtm.local import settings_env
         from rtm.restarter import run_restarting, worker_argv

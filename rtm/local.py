@@ -26,6 +26,7 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     from streams.gateway import ensure_dev_key
     from streams.topics import ensure_topics
 
+    _refuse_tls_to_the_local_stack(settings, services.ServiceError)
     services.up(settings, log=log)
     from streams.webassets import ensure_vendor
 
@@ -45,6 +46,26 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
         log(
             f"dev sign-ins (RTM_ENV=dev only): {', '.join(sorted(users))};"
             f" passwords in {settings.state_dir / DEV_USERS_FILE}"
+        )
+
+
+def _refuse_tls_to_the_local_stack(settings: Settings, error: type[Exception]) -> None:
+    """`rtm up` runs Kafka and PostgreSQL in plaintext on 127.0.0.1: settings that demand
+    TLS of them would fail later with a handshake error; say so now."""
+    wrong = []
+    if settings.kafka_bootstrap is None and settings.kafka_security_protocol != "PLAINTEXT":
+        wrong.append(f"RTM_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+    if settings.database_url is None and settings.pg_sslmode in (
+        "require",
+        "verify-ca",
+        "verify-full",
+    ):
+        wrong.append(f"RTM_PG_SSLMODE={settings.pg_sslmode}")
+    if wrong:
+        raise error(
+            f"the local stack of `rtm up` is plaintext on {settings.kafka_host}: "
+            f"{', '.join(wrong)} asks it for TLS; unset it, or point RTM_KAFKA_BOOTSTRAP / "
+            "RTM_DATABASE_URL at servers with TLS"
         )
 
 

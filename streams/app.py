@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.supervise import Supervisor
+from streams.transport import faust_credentials
 
 
 @dataclass
@@ -33,6 +34,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # consumer's group, which keeps the plain app id (agents/ingest.py).
         f"{settings.app_id}-faust",
         broker=f"kafka://{settings.bootstrap_servers}",
+        # TLS / SASL as for every other Kafka client (RTM_KAFKA_SECURITY_PROTOCOL, ...)
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         # Faust's per-app folder, under the state dir rather than the working directory

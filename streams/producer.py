@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from schemas.events import Event
 from streams import control
 from streams.settings import Settings
+from streams.transport import kafka_client_kwargs
 
 
 def event_payload(event: Event) -> bytes:
@@ -81,7 +82,7 @@ class EventProducer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_kwargs(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

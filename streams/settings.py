@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Written by `rtm up` into the state folder; refused outside RTM_ENV=dev.
@@ -19,7 +21,11 @@ def _project_root() -> Path:
 class Settings(BaseSettings):
     """Frozen configuration; build once with ``Settings()`` and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="RTM_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a configuration error must not print the environment's
+    # passwords (pydantic shows the input beside the message otherwise)
+    model_config = SettingsConfigDict(
+        env_prefix="RTM_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     env: str = Field("dev", description="dev | prod; prod refuses the dev API key")
 
@@ -39,6 +45,26 @@ class Settings(BaseSettings):
     pg_data_dir: Path | None = None  # default: outside the clone, readable by user postgres
     database_url: str | None = None  # overrides the pg_* fields
     timescaledb_version: str = "2.19.3"
+
+    # Encrypted transport (README "Encrypted transport"). Kafka: every client (gateway
+    # producer, ingest consumer, Faust, admin and CLI clients) takes its security arguments
+    # from streams.transport; the defaults suit the local stack (plaintext on 127.0.0.1).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: Path | None = None  # PEM CA bundle; unset: the system's trust store
+    kafka_ssl_certfile: Path | None = None  # PEM client certificate (mutual TLS), optional
+    kafka_ssl_keyfile: Path | None = None  # its private key (unset: in the certfile)
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # PostgreSQL: libpq's sslmode and files, carried in the DSN (`dsn`), so every asyncpg
+    # connection and pool gets them; verify-full checks the chain and the host name.
+    pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
+        "prefer"
+    )
+    pg_sslrootcert: Path | None = None  # PEM CA that signed the server's certificate
+    pg_sslcert: Path | None = None  # PEM client certificate, optional
+    pg_sslkey: Path | None = None  # its private key
 
     # Topics
     topic_events: str = "rtm.events"
@@ -147,16 +173,53 @@ class Settings(BaseSettings):
         32, ge=1, description="endpoints one worker posts to at the same time"
     )
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("pg_sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Settings:
+        """Refuse TLS/SASL combinations that would connect differently than configured."""
+        errors = transport_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
 
     @property
+    def pg_ssl_params(self) -> dict[str, str]:
+        """libpq's TLS parameters (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``) as
+        ``dsn`` carries them; asyncpg builds the connection's SSLContext from them."""
+        params: dict[str, str] = {"sslmode": self.pg_sslmode}
+        for key, path in (
+            ("sslrootcert", self.pg_sslrootcert),
+            ("sslcert", self.pg_sslcert),
+            ("sslkey", self.pg_sslkey),
+        ):
+            if path is not None:
+                params[key] = str(path)
+        return params
+
+    @property
     def dsn(self) -> str:
+        """The DSN of every database connection, with the TLS parameters (pg_ssl_params)."""
         if self.database_url:
-            return self.database_url
-        pw = self.pg_password.get_secret_value()
-        return f"postgresql://{self.pg_user}:{pw}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+            base = self.database_url
+        else:
+            pw = self.pg_password.get_secret_value()
+            base = (
+                f"postgresql://{self.pg_user}:{pw}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+            )
+        return with_query(base, self.pg_ssl_params)
 
     @property
     def pg_data_path(self) -> Path:
@@ -165,3 +228,98 @@ class Settings(BaseSettings):
         # The postgres user must reach the folder; /root (and CI's clone) may not be traversable.
         tag = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
         return Path("/var/tmp/rtm-stream") / tag / "pgdata"
+
+
+PG_SSL_DSN_KEYS = ("ssl", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword")
+
+
+def with_query(dsn: str, params: dict[str, str]) -> str:
+    """The DSN with these query parameters added (after the ones it has)."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def transport_errors(s: Settings) -> list[str]:
+    """What is wrong with the Kafka and PostgreSQL transport settings (empty: nothing)."""
+    errors: list[str] = []
+    protocol = s.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol in ("SSL", "SASL_SSL")
+    if sasl:
+        missing = [
+            f"RTM_KAFKA_SASL_{name.upper()}"
+            for name, value in (
+                ("mechanism", s.kafka_sasl_mechanism),
+                ("username", s.kafka_sasl_username),
+                ("password", s.kafka_sasl_password),
+            )
+            if not value
+        ]
+        if missing:
+            errors.append(f"RTM_KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+    else:
+        stray = [
+            f"RTM_KAFKA_SASL_{name.upper()}"
+            for name, value in (
+                ("mechanism", s.kafka_sasl_mechanism),
+                ("username", s.kafka_sasl_username),
+                ("password", s.kafka_sasl_password),
+            )
+            if value is not None
+        ]
+        if stray:
+            errors.append(
+                f"{', '.join(stray)} set but RTM_KAFKA_SECURITY_PROTOCOL={protocol} sends no "
+                "credentials (use SASL_SSL)"
+            )
+    kafka_files = {
+        "RTM_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+        "RTM_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+        "RTM_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
+    }
+    if not tls:
+        stray = [name for name, value in kafka_files.items() if value is not None]
+        if s.kafka_ssl_key_password is not None:
+            stray.append("RTM_KAFKA_SSL_KEY_PASSWORD")
+        if stray:
+            errors.append(
+                f"{', '.join(stray)} set but RTM_KAFKA_SECURITY_PROTOCOL={protocol} uses no "
+                "TLS (use SSL or SASL_SSL)"
+            )
+    elif s.kafka_ssl_certfile is None and (
+        s.kafka_ssl_keyfile is not None or s.kafka_ssl_key_password is not None
+    ):
+        errors.append("RTM_KAFKA_SSL_KEYFILE / _KEY_PASSWORD need RTM_KAFKA_SSL_CERTFILE")
+
+    mode = s.pg_sslmode
+    if mode in ("verify-ca", "verify-full") and s.pg_sslrootcert is None:
+        errors.append(f"RTM_PG_SSLMODE={mode} needs RTM_PG_SSLROOTCERT (the CA's PEM file)")
+    if mode in ("disable", "allow", "prefer") and s.pg_sslrootcert is not None:
+        errors.append(
+            f"RTM_PG_SSLROOTCERT set but RTM_PG_SSLMODE={mode} checks no certificate "
+            "(use verify-full)"
+        )
+    if mode == "disable" and (s.pg_sslcert is not None or s.pg_sslkey is not None):
+        errors.append("RTM_PG_SSLCERT / RTM_PG_SSLKEY set but RTM_PG_SSLMODE=disable")
+    if s.pg_sslkey is not None and s.pg_sslcert is None:
+        errors.append("RTM_PG_SSLKEY needs RTM_PG_SSLCERT")
+    if s.database_url:
+        query = {k for k, _ in parse_qsl(urlsplit(s.database_url).query)}
+        inline = sorted(query & set(PG_SSL_DSN_KEYS))
+        if inline:
+            errors.append(
+                f"RTM_DATABASE_URL carries {', '.join(inline)}: set TLS with RTM_PG_SSLMODE / "
+                "RTM_PG_SSLROOTCERT / RTM_PG_SSLCERT / RTM_PG_SSLKEY instead (one place)"
+            )
+
+    files = {
+        **kafka_files,
+        "RTM_PG_SSLROOTCERT": s.pg_sslrootcert,
+        "RTM_PG_SSLCERT": s.pg_sslcert,
+        "RTM_PG_SSLKEY": s.pg_sslkey,
+    }
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            errors.append(f"{name}: no such file {path}")
+    return errors

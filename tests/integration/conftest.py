@@ -25,6 +25,7 @@ from rtm.local import Child, prepare, start_gateway, start_worker
 from streams.gateway import ensure_dev_key
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.transport import kafka_client_kwargs
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +162,7 @@ async def read_topic(
     """Read a topic from the beginning until `expect` records arrived (or time out)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -180,7 +181,7 @@ async def read_topic(
 
 
 async def end_offsets(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings))
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()

@@ -30,6 +30,7 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.gateway import create_app
 from streams.settings import Settings
+from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, end_offsets, run_in_thread, running_stack, wait_for
 
@@ -588,7 +589,7 @@ def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to
     own = {**f.pain(pa1, 2, "2026-10-23T11:00:00-05:00")}  # no stamp: the patient's org
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
         await producer.start()
         try:
             for ev in (foreign, own):

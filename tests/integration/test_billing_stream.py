@@ -37,6 +37,7 @@ from streams.db.events import migrate
 from streams.gateway import ensure_dev_key
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, isolated_settings, wait_for
 
@@ -117,7 +118,7 @@ def expected_counts(states: dict[str, Any]) -> tuple[int, int, int]:
 async def committed_everything(settings: Settings) -> bool:
     """Every record of the events topic acked by every agent of the worker's group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=settings.app_id,
         enable_auto_commit=False,
     )

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings
+from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import end_offsets, read_topic, running_stack, wait_for
 
@@ -57,7 +58,7 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
         base_settings, dead_letter_max_consecutive=100, dead_letter_min_records=100_000
     ) as stack:
         settings = stack.settings
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
         await producer.start()
         try:
             for value in [*bad, *(json.dumps(e).encode() for e in good)]:

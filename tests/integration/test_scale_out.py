@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.settings import Settings
+from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, stored_then_tick, wait_for
 from tests.integration.test_alerts_stream import AS_OF, offline_alerts
@@ -89,7 +90,7 @@ class GroupOffsets:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_kwargs(settings),
             group_id=settings.app_id,
             enable_auto_commit=False,
         )
