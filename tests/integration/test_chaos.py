@@ -58,7 +58,8 @@ def test_chaos_sample_loses_nothing_and_doubles_nothing(restored: Settings) -> N
         assert s["catch_up_s"] is not None, (name, s)
     # the broker outage was felt: the gateway said 503 (with Retry-After), not 200 or 500
     assert by_name["kafka_outage"]["http_503"] > 0, by_name["kafka_outage"]
-    assert by_name["kafka_sigkill"]["http_503"] > 0, by_name["kafka_sigkill"]
+    # (after the broker's SIGKILL a 503 depends on whether a request outwaited the produce
+    # timeout before the broker answered again: not asserted; nothing lost or doubled is)
     # the restarts met the worker's timers (supervised, retried) and webhooks reached the
     # receiver anyway
     restarts = by_name["db_restarts"]
