@@ -255,9 +255,10 @@ def test_far_dates_are_refused_at_once_and_the_widest_request_leaves_healthz_fre
 
 
 def _cases() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(who, method, path, request keywords): each answered 500 before issue 16 (or, for
-    the NUL in a password and in unknown ids, 401/404 only by luck: the value never reached
-    the database). ``{p}`` is the seeded patient, ``{a}`` its open alert."""
+    """(who, method, path, request keywords). 27 of them answered 500 before issue 16; the
+    rest were refused by an earlier check (a query pattern, a 401 before the password
+    reached the database, a 404 page) or the route did not exist, and must stay 4xx.
+    ``{p}`` is the seeded patient, ``{a}`` its open alert."""
     nul = "%00"
     return [
         (
