@@ -129,15 +129,56 @@ def daily_rows(
     book: EpisodeBook,
     last_day: dt.date | None,
     length: int = 7,
+    *,
+    first: dt.date | None = None,
+    until: dt.date | None = None,
 ) -> list[AdherenceRow]:
     """One row per date covered by an episode, from its start to its end date (or, for an
-    open episode, to ``last_day``; an open episode yields no rows if ``last_day`` is None)."""
+    open episode, to ``last_day``; an open episode yields no rows if ``last_day`` is None),
+    only those in [``first``, ``until``] when given (and only those are computed)."""
+    days = covered_days(book, last_day, first, until)
+    return rows_on(patient_id, completions, book, days, length)
+
+
+def covered_days(
+    book: EpisodeBook,
+    last_day: dt.date | None,
+    first: dt.date | None = None,
+    until: dt.date | None = None,
+) -> list[dt.date]:
+    """The dates covered by an episode (open ones up to ``last_day``), oldest first, only
+    those in [``first``, ``until``]: each episode's range is clipped before it is walked."""
     days: set[dt.date] = set()
     for ep in book.episodes.values():
         end = ep.end_date if ep.end_date is not None else last_day
         if end is None:
             continue
-        days.update(_date_range(ep.start_date, end))
+        start = ep.start_date if first is None else max(ep.start_date, first)
+        if until is not None:
+            end = min(end, until)
+        days.update(_date_range(start, end))
+    return sorted(days)
+
+
+def last_covered(book: EpisodeBook, last_day: dt.date | None) -> dt.date | None:
+    """The latest date ``covered_days`` would give (None: no rows)."""
+    ends = [
+        end
+        for ep in book.episodes.values()
+        if (end := ep.end_date if ep.end_date is not None else last_day) is not None
+        and end >= ep.start_date
+    ]
+    return max(ends, default=None)
+
+
+def rows_on(
+    patient_id: str,
+    completions: Mapping[str, Completion],
+    book: EpisodeBook,
+    days: Iterable[dt.date],
+    length: int = 7,
+) -> list[AdherenceRow]:
+    """The adherence rows of the given dates (as ``daily_rows`` computes each)."""
     counts = sessions_by_day(completions, book)
     return [
         AdherenceRow(
@@ -147,7 +188,7 @@ def daily_rows(
             completed=counts.get(day, 0),
             adherence_7d=adherence_on(counts, book, day, length),
         )
-        for day in sorted(days)
+        for day in days
     ]
 
 

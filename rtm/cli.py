@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from rtm.files import write_private
 from streams.settings import Settings
 
 
@@ -228,9 +229,7 @@ def simulate(
     click.echo(f"wrote {n} events to {out}", err=True)
     if demographics_out is not None:
         ids = {e["patient_id"] for e in events if isinstance(e.get("patient_id"), str)}
-        demographics_out.write_text(
-            demographics_csv(synthetic_demographics(ids, seed)), encoding="utf-8"
-        )
+        write_private(demographics_out, demographics_csv(synthetic_demographics(ids, seed)))
         click.echo(
             f"wrote synthetic demographics of {len(ids)} patients to {demographics_out}", err=True
         )

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import asyncpg
 import click
 
+from rtm.files import write_private
 from streams.settings import Settings
 
 
@@ -192,7 +193,7 @@ def _export_command(group: click.Group) -> None:
             )
         )
         if out is not None:
-            out.write_text(text, encoding="utf-8")
+            write_private(out, text)
             if fmt != "csv":
                 write_sidecar(out, DEFAULT_CONFIG)
         else:
@@ -599,7 +600,7 @@ def _claims_commands(group: click.Group) -> None:
             click.echo("nothing to submit", err=True)
             sys.exit(1 if result.problems else 0)
         if out is not None:
-            out.write_text(result.text, encoding="utf-8")
+            write_private(out, result.text)
         else:
             sys.stdout.write(result.text)
         kinds = Counter(FREQUENCY_NAMES[c.frequency] for c in result.claims)
@@ -673,7 +674,7 @@ def _claims_commands(group: click.Group) -> None:
             raise click.ClickException(f"no file for submission {submission_id} of {org_id}")
         name, _, text = found
         if out is not None:
-            out.write_text(text, encoding="utf-8")
+            write_private(out, text)
             click.echo(f"wrote {name} to {out}", err=True)
         else:
             sys.stdout.write(text)

@@ -18,6 +18,7 @@ import click
 import orjson
 
 from alerts.fhir import CLINICAL_TYPES, observation_bundle
+from rtm.files import write_private
 from schemas.events import parse_event_json
 from streams.access import Scope
 from streams.db.access import audit, in_scope
@@ -119,5 +120,5 @@ def register(main: click.Group) -> None:
         if out is None:
             click.echo(text, nl=False)
         else:
-            out.write_text(text)
+            write_private(out, text)
             click.echo(f"wrote {bundle['total']} observations to {out}", err=True)

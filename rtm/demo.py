@@ -13,6 +13,7 @@ import asyncpg
 import click
 import orjson
 
+from rtm.files import write_private
 from rtm.local import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.produce import produce_file
 from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
@@ -147,7 +148,7 @@ async def _load_synthetic_demographics(
     from rtm.simulate import demographics_csv, synthetic_demographics
     from streams.db.billing import load_demographics
 
-    path.write_text(demographics_csv(synthetic_demographics(patient_ids, seed)), encoding="utf-8")
+    write_private(path, demographics_csv(synthetic_demographics(patient_ids, seed)))
     rows, errors = parse_demographics_csv(path.read_text(encoding="utf-8"))
     assert not errors, errors[:3]
     conn = await asyncpg.connect(settings.dsn)

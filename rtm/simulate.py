@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from rtm.files import open_private
 from schemas.codes import is_valid_npi, npi_check_digit
 
 __all__ = ["simulate", "write_jsonl", "npi_check_digit", "is_valid_npi", "TIMEZONES"]
@@ -858,7 +859,7 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> int:
     n = 0
     dumps = orjson.dumps
     opt = orjson.OPT_APPEND_NEWLINE
-    with path.open("wb", buffering=1 << 20) as fh:
+    with open_private(path, buffering=1 << 20) as fh:
         write = fh.write
         for ev in events:
             write(dumps(ev, option=opt))

@@ -8,14 +8,16 @@ hypertable with the same pure functions the stream and the offline evaluators us
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from alerts.adherence import daily_rows
+from alerts.adherence import daily_rows, last_covered
 from alerts.evaluate import fold
 from alerts.models import AlertKind, Severity
 from alerts.state import PatientState
@@ -25,23 +27,30 @@ from streams.auth import require
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
 from streams.db.events import pain_reports, patient_payloads
+from streams.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
 
 router = APIRouter()
-PatientId = Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+PatientId = Annotated[str, Query(pattern=ID_REGEX)]
+PatientPath = Annotated[str, Path(pattern=ID_REGEX)]
 
 
 class AckBody(BaseModel):
-    note: Annotated[str, Field(max_length=2000)] | None = None
+    note: Annotated[NoNul, Field(max_length=2000)] | None = None
 
 
 def _cursor(value: str | None) -> tuple[dt.datetime, str] | None:
+    """``<fired_at>|<alert id>`` as next_before gave it."""
     if value is None:
         return None
+    bad = HTTPException(422, [{"loc": ["query", "before"], "msg": "bad cursor"}])
+    ts, _, alert_id = value.partition("|")
     try:
-        ts, _, alert_id = value.partition("|")
-        return dt.datetime.fromisoformat(ts), alert_id
+        at = dt.datetime.fromisoformat(ts)
     except ValueError:
-        raise HTTPException(422, [{"loc": ["query", "before"], "msg": "bad cursor"}]) from None
+        raise bad from None
+    if at.tzinfo is None or not in_years(at.date()) or not re.fullmatch(ID_REGEX, alert_id):
+        raise bad
+    return at, alert_id
 
 
 @router.get("/v1/alerts")
@@ -63,6 +72,7 @@ async def get_alerts(
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "needs a UTC offset"}])
     if since is not None and not 2000 <= since.year <= 2100:  # the contract's range
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "year outside 2000-2100"}])
+    cursor = _cursor(before)
     async with request.app.state.store.acquire() as conn:
         items = await list_alerts(
             conn,
@@ -74,7 +84,7 @@ async def get_alerts(
             patient_id=patient_id,
             since=since,
             limit=limit,
-            before=_cursor(before),
+            before=cursor,
         )
         await audit_principal(
             conn,
@@ -115,7 +125,7 @@ async def get_worklist(
 @router.post("/v1/alerts/{alert_id}/ack")
 async def ack_alert(
     request: Request,
-    alert_id: str,
+    alert_id: Annotated[str, Path(pattern=ID_REGEX)],
     body: AckBody | None = None,
     who: Principal = require("acknowledge"),
 ) -> dict[str, Any]:
@@ -151,7 +161,8 @@ async def ack_alert(
 
 
 async def _patient_state(request: Request, who: Principal, patient_id: str) -> PatientState:
-    """Fold the patient's stored events in arrival order (stored_at, then event time)."""
+    """Fold the patient's stored events in arrival order (stored_at, then event time), in
+    a worker thread: a patient's whole history must not hold the event loop."""
     async with request.app.state.store.acquire() as conn:
         rows = (
             await patient_payloads(conn, patient_id)
@@ -164,51 +175,67 @@ async def _patient_state(request: Request, who: Principal, patient_id: str) -> P
             )
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
-    states, _ = fold(parse_event_json(p) for p in rows)
+    states, _ = await asyncio.to_thread(lambda: fold(parse_event_json(p) for p in rows))
     return states[patient_id]
 
 
 def _range(frm: dt.date | None, to: dt.date | None) -> None:
     if frm is not None and to is not None and frm > to:
         raise HTTPException(422, [{"loc": ["query", "from"], "msg": "from is after to"}])
+    check_span(frm, to)
+
+
+def adherence_days(
+    patient_id: str, state: PatientState, frm: dt.date | None, to: dt.date | None
+) -> list[dict[str, Any]]:
+    """The rows of [frm, to] (at most MAX_SPAN_DAYS + 1 days), and only those computed.
+    Open episodes run to the latest data date, or to ``to`` when later. Without ``to`` the
+    window ends on the last covered date; without ``from`` it starts MAX_SPAN_DAYS before
+    its end (without ``to`` but with ``from``, it ends MAX_SPAN_DAYS after ``from``)."""
+    span = dt.timedelta(days=MAX_SPAN_DAYS)
+    last = max((r.local_date for r in state.data.values()), default=None)
+    if to is not None and (last is None or to > last):
+        last = to
+    end = to if to is not None else last_covered(state.book, last)
+    if end is None:
+        return []
+    if frm is not None and to is None:
+        end = min(end, frm + span)
+    start = frm if frm is not None else end - span
+    rows = daily_rows(patient_id, state.completions, state.book, last, first=start, until=end)
+    return [
+        {
+            "date": r.date.isoformat(),
+            "prescribed": round(float(r.prescribed), 4),
+            "completed": r.completed,
+            "adherence_7d": None if r.adherence_7d is None else round(float(r.adherence_7d), 4),
+        }
+        for r in rows
+    ]
 
 
 @router.get("/v1/patients/{patient_id}/adherence")
 async def adherence(
     request: Request,
-    patient_id: str,
-    frm: Annotated[dt.date | None, Query(alias="from")] = None,
-    to: dt.date | None = None,
+    patient_id: PatientPath,
+    frm: Annotated[Day | None, Query(alias="from")] = None,
+    to: Day | None = None,
     who: Principal = require("read_clinical"),
 ) -> dict[str, Any]:
-    """Daily prescribed and completed sessions and trailing 7-day adherence."""
+    """Daily prescribed and completed sessions and trailing 7-day adherence, for at most
+    MAX_SPAN_DAYS + 1 days (see ``adherence_days``)."""
     _range(frm, to)
     state = await _patient_state(request, who, patient_id)
-    last = max((r.local_date for r in state.data.values()), default=None)
-    if to is not None and (last is None or to > last):
-        last = to
-    rows = daily_rows(patient_id, state.completions, state.book, last)
-    return {
-        "patient_id": patient_id,
-        "days": [
-            {
-                "date": r.date.isoformat(),
-                "prescribed": round(float(r.prescribed), 4),
-                "completed": r.completed,
-                "adherence_7d": None if r.adherence_7d is None else round(float(r.adherence_7d), 4),
-            }
-            for r in rows
-            if (frm is None or r.date >= frm) and (to is None or r.date <= to)
-        ],
-    }
+    days = await asyncio.to_thread(adherence_days, patient_id, state, frm, to)
+    return {"patient_id": patient_id, "days": days}
 
 
 @router.get("/v1/patients/{patient_id}/pain")
 async def pain(
     request: Request,
-    patient_id: str,
-    frm: Annotated[dt.date | None, Query(alias="from")] = None,
-    to: dt.date | None = None,
+    patient_id: PatientPath,
+    frm: Annotated[Day | None, Query(alias="from")] = None,
+    to: Day | None = None,
     who: Principal = require("read_clinical"),
 ) -> dict[str, Any]:
     """Pain reports (NPRS 0-10) by patient-local date, oldest first."""

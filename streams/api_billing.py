@@ -1,19 +1,23 @@
 """Billing endpoints on the gateway: claims export and per-patient progress.
 
 Claim lines carry member ids: billing staff, admins and reader keys of the organisation
-see its patients only; recording an export (``record=true``) is for billing staff and
-admins. A clinician sees a patient's billing progress within their scope (the patient
-page's treatment minutes). Every answer leaves an audit row naming its patients.
+see its patients only; recording an export is for billing staff and admins, and only
+through a POST (a GET never changes anything: a cross-site link cannot bill). A clinician
+sees a patient's billing progress within their scope (the patient page's treatment
+minutes). Every answer leaves an audit row naming its patients. Dates are 2000-2100 and a
+range spans at most ``streams.hardening.MAX_SPAN_DAYS`` days (422 otherwise).
 
 - ``GET /v1/billing/claims?from=YYYY-MM-DD&to=YYYY-MM-DD&format=csv|x12|fhir``
-  ``[&include_open=true][&as_of=TS][&record=true]``: the same lines as
-  ``rtm billing export``. By default it is a **read-only look** (nothing recorded, so a
-  GET stays safe to repeat: lines already recorded as billed are left out, changed ones
-  show as ``amended``, the rest as ``new``). With ``record=true`` the export is recorded
-  like the command's (``include_open`` is never recorded: previews bill nothing); the
-  response carries ``X-Billing-Export-Id``. CSV starts with the conventions as ``#``
-  lines; for X12/FHIR they are at ``GET /v1/billing/conventions``. The X12 of a look is a
-  draft (test interchange, placeholder parties).
+  ``[&include_open=true][&as_of=TS]``: the same lines as ``rtm billing export``, a
+  **read-only look** (nothing recorded, so a GET stays safe to repeat: lines already
+  recorded as billed are left out, changed ones show as ``amended``, the rest as ``new``).
+  CSV starts with the conventions as ``#`` lines; for X12/FHIR they are at ``GET
+  /v1/billing/conventions``. The X12 of a look is a draft (test interchange, placeholder
+  parties). ``record`` is no longer taken (422, as any unknown parameter).
+- ``POST /v1/billing/exports`` (billing staff, admins; CSRF) ``{"from", "to", "format",
+  "as_of"}``: the same lines, **recorded** as an export with claim ids (what ``GET
+  ?record=true`` did; the dashboard's export button is ``POST /ui/billing/export``); the
+  response carries ``X-Billing-Export-Id``.
 - ``POST /v1/billing/submissions`` (billing staff, admins; CSRF) ``{"from", "to",
   "format": "x12", "test": false}``: **submits** (``streams.db.billing.submit_export``):
   the real 837P, recorded with its file; ``GET /v1/billing/submissions`` the export
@@ -25,6 +29,7 @@ page's treatment minutes). Every answer leaves an audit row naming its patients.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any, Literal
 
@@ -35,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streams.access import Principal
 from streams.auth import require
 from streams.db.access import audit_principal, in_scope
+from streams.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
 
 router = APIRouter()
 
@@ -62,27 +68,70 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
     return value
 
 
+def _dates(date_from: dt.date, date_to: dt.date, where: str) -> None:
+    if date_to < date_from:
+        raise HTTPException(
+            422, [{"loc": [where, "to"], "type": "value_error", "msg": "to is before from"}]
+        )
+    check_span(date_from, date_to, where)
+
+
+Format = Literal["csv", "x12", "fhir"]
+
+
 @router.get("/v1/billing/claims")
 async def billing_claims(
     request: Request,
-    date_from: Annotated[dt.date, Query(alias="from")],
-    date_to: Annotated[dt.date, Query(alias="to")],
-    fmt: Annotated[Literal["csv", "x12", "fhir"], Query(alias="format")] = "csv",
+    date_from: Annotated[Day, Query(alias="from")],
+    date_to: Annotated[Day, Query(alias="to")],
+    fmt: Annotated[Format, Query(alias="format")] = "csv",
     include_open: bool = False,
-    as_of: dt.datetime | None = None,
-    record: bool = False,
+    as_of: Instant | None = None,
     who: Principal = require("read_billing"),
+) -> Response:
+    """The claim lines of [from, to], a look: nothing is recorded (POST /v1/billing/exports
+    records)."""
+    _dates(date_from, date_to, "query")
+    return await _claims(
+        request, who, date_from, date_to, fmt, _aware(as_of, "as_of"), include_open, False
+    )
+
+
+class ExportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    date_from: Day = Field(alias="from")
+    date_to: Day = Field(alias="to")
+    format: Format = "csv"
+    as_of: Instant | None = None
+
+
+@router.post("/v1/billing/exports")
+async def record_claims_export(
+    request: Request, body: ExportBody, who: Principal = require("record_export")
+) -> Response:
+    """Record an export of the organisation's claim lines of [from, to] (billing staff and
+    admins; a signed-in user sends X-CSRF-Token): the lines count as billed, with the claim
+    ids a submission would give them. Answers the lines, with X-Billing-Export-Id."""
+    _dates(body.date_from, body.date_to, "body")
+    when = _aware(body.as_of, "as_of")
+    return await _claims(request, who, body.date_from, body.date_to, body.format, when, False, True)
+
+
+async def _claims(
+    request: Request,
+    who: Principal,
+    date_from: dt.date,
+    date_to: dt.date,
+    fmt: Format,
+    when: dt.datetime,
+    include_open: bool,
+    record: bool,
 ) -> Response:
     from billing.export import render_export
     from streams.db.billing import export_claims
 
-    if record and not who.may("record_export"):
-        raise HTTPException(403, f"{who.role_text} may look at claim lines, not record an export")
-    if date_to < date_from:
-        raise HTTPException(
-            422, [{"loc": ["query", "to"], "type": "value_error", "msg": "to is before from"}]
-        )
-    when = _aware(as_of, "as_of")
+    resource = "POST /v1/billing/exports" if record else "GET /v1/billing/claims"
     async with request.app.state.store.acquire() as conn:
         result = await export_claims(
             conn,
@@ -99,7 +148,7 @@ async def billing_claims(
             conn,
             who,
             "export" if result.export_id is not None else "read",
-            "GET /v1/billing/claims",
+            resource,
             [ln.patient_id for ln in result.lines],
             {
                 "from": date_from.isoformat(),
@@ -115,17 +164,18 @@ async def billing_claims(
     }
     if result.export_id is not None:
         headers["X-Billing-Export-Id"] = str(result.export_id)
-    return Response(render_export(result.lines, fmt, when), media_type=_MEDIA[fmt], headers=headers)
+    text = await asyncio.to_thread(render_export, result.lines, fmt, when)
+    return Response(text, media_type=_MEDIA[fmt], headers=headers)
 
 
 class SubmissionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    date_from: dt.date = Field(alias="from")
-    date_to: dt.date = Field(alias="to")
+    date_from: Day = Field(alias="from")
+    date_to: Day = Field(alias="to")
     format: Literal["x12", "csv", "fhir"] = "x12"
     test: bool = False  # ISA15 = T
-    as_of: dt.datetime | None = None
+    as_of: Instant | None = None
 
 
 def _claim_summary(c: Any) -> dict[str, Any]:
@@ -152,10 +202,7 @@ async def submit(
     null when there is nothing to send; 422 naming the profile fields a submission lacks."""
     from streams.db.billing import SubmissionRefused, submit_export
 
-    if body.date_to < body.date_from:
-        raise HTTPException(
-            422, [{"loc": ["body", "to"], "type": "value_error", "msg": "to is before from"}]
-        )
+    _dates(body.date_from, body.date_to, "body")
     when = _aware(body.as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
         try:
@@ -226,7 +273,7 @@ async def submissions(request: Request, who: Principal = require("record_export"
 @router.get("/v1/billing/submissions/{submission_id}/file")
 async def submission_file_route(
     request: Request,
-    submission_id: Annotated[int, Path(ge=1)],
+    submission_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
     who: Principal = require("record_export"),
 ) -> Response:
     """The file as submitted, byte for byte; 404 for another organisation's submission."""
@@ -262,8 +309,8 @@ async def billing_conventions(who: Principal = require("read_billing")) -> Plain
 @router.get("/v1/patients/{patient_id}/billing")
 async def patient_billing(
     request: Request,
-    patient_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,64}$")],
-    as_of: dt.datetime | None = None,
+    patient_id: Annotated[str, Path(pattern=ID_REGEX)],
+    as_of: Instant | None = None,
     who: Principal = require("read_billing", "read_clinical"),
 ) -> JSONResponse:
     from billing.rules import billing_progress, patient_local_date

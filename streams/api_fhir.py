@@ -7,11 +7,13 @@ Scoped and audited like the JSON patient routes (``/v1/patients/{id}/pain``): th
 ``OperationOutcome``), as an unknown one does, rather than an empty Bundle: an empty
 Bundle would answer the same for "no data in these dates" and "not yours", and the
 gateway's rule everywhere is 404. ``date`` values are patient-local dates with the
-prefixes ``eq`` (or none), ``ge``, ``le``, ``gt``, ``lt``; anything else answers 422.
+prefixes ``eq`` (or none), ``ge``, ``le``, ``gt``, ``lt``; anything else, a date outside
+2000-2100 or a range of more than ``MAX_SPAN_DAYS`` days answers 422.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -20,11 +22,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from alerts.fhir import CLINICAL_TYPES, date_range, observation_bundle
-from schemas.events import parse_event_json
+from schemas.events import YEAR_MAX, YEAR_MIN, parse_event_json
 from streams.access import Principal
 from streams.auth import require
 from streams.db.access import audit_principal, in_scope
 from streams.db.events import clinical_payloads
+from streams.hardening import MAX_SPAN_DAYS, in_years
 
 router = APIRouter()
 FHIR_JSON = "application/fhir+json"
@@ -65,6 +68,10 @@ async def search_observations(
         frm, to = date_range(date or [])
     except ValueError as exc:
         return outcome(422, "value", str(exc), "date")
+    if any(d is not None and not in_years(d) for d in (frm, to)):
+        return outcome(422, "value", f"date: must be between {YEAR_MIN} and {YEAR_MAX}", "date")
+    if frm is not None and to is not None and (to - frm).days > MAX_SPAN_DAYS:
+        return outcome(422, "value", f"date: at most {MAX_SPAN_DAYS} days per search", "date")
     async with request.app.state.store.acquire() as conn:
         if not await in_scope(conn, who.scope(), patient_id):
             return outcome(404, "not-found", f"unknown patient {patient_id}")
@@ -81,7 +88,8 @@ async def search_observations(
             [patient_id],
             {"count": len(rows), "date": date or []},
         )
-    bundle = observation_bundle(
-        (parse_event_json(p) for p in rows), dt.datetime.now(dt.UTC), self_url=str(request.url)
+    now, self_url = dt.datetime.now(dt.UTC), str(request.url)
+    bundle = await asyncio.to_thread(  # a patient's whole history: off the event loop
+        lambda: observation_bundle((parse_event_json(p) for p in rows), now, self_url=self_url)
     )
     return Response(orjson.dumps(bundle), media_type=FHIR_JSON)

@@ -147,12 +147,25 @@ async def _csrf_sent(request: Request) -> str:
     return ""
 
 
+MAX_FORM_FIELDS = 50  # the pages' forms send at most 5; more is 413
+
+
 def form_fields(body: bytes) -> dict[str, str]:
     """An urlencoded form body, first value of each field (the pages' forms send no
-    repeated fields; parsed here so the gateway needs no multipart library)."""
+    repeated fields; parsed here so the gateway needs no multipart library). More than
+    MAX_FORM_FIELDS fields: 413; a NUL character in a name or value: 422."""
     from urllib.parse import parse_qs
 
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
+    try:
+        parsed = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise HTTPException(413, f"more than {MAX_FORM_FIELDS} form fields") from None
+    for name, values in parsed.items():
+        if "\x00" in name or any("\x00" in v for v in values):
+            shown = name.replace("\x00", "\\x00")
+            raise HTTPException(422, [{"loc": ["form", shown], "msg": "must not contain NUL"}])
     return {k: v[0] for k, v in parsed.items()}
 
 

@@ -39,6 +39,7 @@ from streams.auth import (
 )
 from streams.db.access import delete_session, patient_orgs
 from streams.db.events import EventStore
+from streams.hardening import Hardening, NoNul, refuse_cross_site
 from streams.metrics import GatewayMetrics
 from streams.producer import EventProducer, dead_letter_payload
 from streams.settings import Settings
@@ -129,18 +130,21 @@ def create_app(
             for o in owned:
                 await (o.stop() if isinstance(o, EventProducer) else o.close())
 
-    app = FastAPI(title="RTM ingest gateway and clinician API", lifespan=lifespan)
+    # The docs UIs are FastAPI's CDN pages: off; in dev streams.pages serves Swagger UI
+    # from the vendored, pinned assets (no third-party script on the patient pages' origin).
+    app = FastAPI(
+        title="RTM ingest gateway and clinician API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.registry = registry
     app.state.authenticate = authenticate or Authenticator(state)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
+    # requests counted by route and status (500s included), NUL refused, security headers
+    app.add_middleware(
+        Hardening, requests=metrics.requests, tls=settings.api_tls_certfile is not None
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -162,7 +166,9 @@ def create_app(
     async def metrics_endpoint() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/session", dependencies=[Depends(reject_unknown_query)])
+    @app.post(
+        "/v1/session", dependencies=[Depends(reject_unknown_query), Depends(refuse_cross_site)]
+    )
     async def sign_in(body: SignIn, response: Response) -> dict[str, Any]:
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
         SameSite=Lax) and returns the CSRF token for state-changing requests."""
@@ -348,8 +354,8 @@ def create_app(
 
 
 class SignIn(BaseModel):
-    username: Annotated[str, Field(min_length=1, max_length=64)]
-    password: Annotated[str, Field(min_length=1, max_length=256)]
+    username: Annotated[NoNul, Field(min_length=1, max_length=64)]
+    password: Annotated[NoNul, Field(min_length=1, max_length=256)]
 
 
 async def _foreign_patients(store: EventStore | None, items: list[Any], org_id: str) -> set[str]:

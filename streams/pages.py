@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +40,7 @@ from alerts.models import AlertKind, Severity
 from streams.access import SESSION_COOKIE, Permission, Principal, session_digest
 from streams.auth import form_fields, principal, reject_unknown_query, start_session
 from streams.db.access import audit_principal, delete_session, in_scope, query_audit
+from streams.hardening import ID_REGEX, Instant, cross_site
 from streams.settings import Settings
 from streams.webassets import VENDOR_FILES, WEB_DIR, node_modules
 
@@ -61,7 +63,8 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
     " script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
 )
-PatientId = Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+PatientId = Annotated[str, Query(pattern=ID_REGEX)]
+ID_RE = re.compile(ID_REGEX)
 
 templates = Environment(
     loader=FileSystemLoader(WEB_DIR / "templates"), autoescape=select_autoescape(["html"])
@@ -154,7 +157,11 @@ async def sign_in_page() -> HTMLResponse:
 
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in_form(request: Request) -> Response:
-    """The form's sign-in: same accounts, cookie and audit as POST /v1/session."""
+    """The form's sign-in: same accounts, cookie and audit as POST /v1/session. A sign-in
+    posted from another site is refused (login CSRF: it would sign the browser in to the
+    attacker's account)."""
+    if cross_site(request):
+        raise PageError(403, "Sign-in refused", "Sign in from this site's own sign-in page.")
     fields = form_fields(await request.body())
     username, password = fields.get("username", "")[:64], fields.get("password", "")[:256]
     settings: Settings = request.app.state.settings
@@ -295,17 +302,14 @@ async def patient_page(
 ) -> HTMLResponse:
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
     episodes and programs, this month's treatment minutes."""
-    from alerts.adherence import daily_rows
-    from alerts.evaluate import fold
-    from alerts.rollup import pain_baselines
-    from billing.rules import billing_progress, patient_local_date
-    from schemas.events import parse_event_json
     from streams.db.alerts import db_now
     from streams.db.billing import load_states
     from streams.db.events import pain_reports, patient_payloads
 
     who = await page_user(request)
     need(who, "read_clinical")
+    if not ID_RE.fullmatch(patient_id):  # no id of the contract: no patient
+        raise PageError(404, "Unknown patient", "No such patient in your care.")
     async with request.app.state.store.acquire() as conn:
         if not await in_scope(conn, who.scope(), patient_id):
             raise PageError(404, "Unknown patient", f"No patient {patient_id} in your care.")
@@ -315,13 +319,38 @@ async def patient_page(
         panel = await _alert_panel_context(conn, who, patient_id, status or None)
         ledger = (await load_states(conn, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
+    # the fold of the patient's whole history and the charts: in a worker thread
+    view = await asyncio.to_thread(_patient_view, patient_id, payloads, pains, ledger, now)
+    return render(
+        "patient.html",
+        who=who,
+        nav="worklist",
+        live=True,
+        since=now.isoformat(),
+        **view,
+        **panel,
+    )
+
+
+def _patient_view(
+    patient_id: str, payloads: list[Any], pains: list[Any], ledger: Any, now: dt.datetime
+) -> dict[str, Any]:
+    """The patient page's data (pure: the fold, the last 90 adherence days, pain with its
+    baselines, episodes, billing progress)."""
+    from alerts.adherence import covered_days, rows_on
+    from alerts.evaluate import fold
+    from alerts.rollup import pain_baselines
+    from billing.rules import billing_progress, patient_local_date
+    from schemas.events import parse_event_json
+
     states, _ = fold(parse_event_json(p) for p in payloads)
     state = states.get(patient_id)
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
     if state is not None:
         last = max((r.local_date for r in state.data.values()), default=None)
-        for row in daily_rows(patient_id, state.completions, state.book, last)[-90:]:
+        days = covered_days(state.book, last)[-90:]  # only these 90 are computed
+        for row in rows_on(patient_id, state.completions, state.book, days):
             pct = None if row.adherence_7d is None else round(float(row.adherence_7d) * 100, 1)
             adherence.append(
                 {
@@ -378,25 +407,21 @@ async def patient_page(
     }
     for d in adherence:
         d["pct"] = "—" if d["pct"] is None else f"{d['pct']:.0f}%"
-    return render(
-        "patient.html",
-        who=who,
-        nav="worklist",
-        live=True,
-        since=now.isoformat(),
-        adherence=adherence,
-        pain=pain,
-        episodes=episodes,
-        adherence_latest=adherence[-1]["pct"] if adherence else "no data",
-        pain_latest=f"{reports[-1][1]}/10" if reports else "no reports",
+    return {
+        "adherence": adherence,
+        "pain": pain,
+        "episodes": episodes,
+        "adherence_latest": adherence[-1]["pct"] if adherence else "no data",
+        "pain_latest": f"{reports[-1][1]}/10" if reports else "no reports",
         # JSON inside <script>: "</" must not close the element
-        chart_json=Markup(orjson.dumps(chart).decode().replace("</", "<\\/")),
-        minutes=progress.month.minutes if progress else 0,
-        minutes_to_next=progress.month.minutes_to_next if progress else None,
-        earned=list(progress.month.earned) if progress else [],
-        progress=(progress.period.summary if progress and progress.period else "no active period"),
-        **panel,
-    )
+        "chart_json": Markup(orjson.dumps(chart).decode().replace("</", "<\\/")),
+        "minutes": progress.month.minutes if progress else 0,
+        "minutes_to_next": progress.month.minutes_to_next if progress else None,
+        "earned": list(progress.month.earned) if progress else [],
+        "progress": (
+            progress.period.summary if progress and progress.period else "no active period"
+        ),
+    }
 
 
 @router.post("/alerts/{alert_id}/ack", response_class=HTMLResponse)
@@ -411,6 +436,8 @@ async def ack_form(
     if who.kind != "user":
         raise PageError(403, "Not for machine keys")
     need(who, "acknowledge")
+    if not ID_RE.fullmatch(alert_id):
+        raise PageError(404, "Unknown alert", "No such alert.")
     note = form_fields(await request.body()).get("note", "").strip()[:2000] or None
     try:
         acked = await ack_alert(request, alert_id, AckBody(note=note), who)
@@ -426,7 +453,7 @@ async def ack_form(
 
 
 @router.get("/stream")
-async def stream(request: Request, since: dt.datetime | None = None) -> StreamingResponse:
+async def stream(request: Request, since: Instant | None = None) -> StreamingResponse:
     """Server-sent events: ``event: alert`` with the alert (id, patient, kind, severity,
     status) for each change in the user's scope after ``since`` (default: now; at most an
     hour back). Each batch sent is audited like a read."""
@@ -540,6 +567,13 @@ def mount(app: FastAPI, settings: Settings) -> None:
         )
 
     vendor = node_modules(settings)
+
+    if settings.env == "dev":  # outside dev /docs (and /redoc, always) answer 404
+
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs() -> HTMLResponse:
+            """Swagger UI over /openapi.json, from the vendored pinned assets (no CDN)."""
+            return render("docs.html")
 
     @app.get("/ui/static/vendor/{name}", include_in_schema=False)
     async def vendor_file(name: str) -> FileResponse:

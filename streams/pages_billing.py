@@ -5,27 +5,33 @@
   and payer (the same choice of lines as ``rtm billing export``: already-billed lines are
   left out, changed ones shown as ``amended``), export buttons and the export history;
 - ``POST /ui/billing/export`` (form: month, format, csrf_token): records the export, like
-  ``GET /v1/billing/claims?record=true``, and downloads it;
+  ``POST /v1/billing/exports``, and downloads it (a month that is not YYYY-MM in 2000-2100
+  is 422 before anything is recorded; the file name is built from the parsed month);
 - ``GET /ui/billing/exports/{id}``: a recorded export again, its lines as billed then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import datetime as dt
+import re
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from schemas.events import YEAR_MAX, YEAR_MIN
 from streams.access import Principal
 from streams.auth import form_fields, principal, reject_unknown_query
 from streams.db.access import audit_principal, patients_in_scope
+from streams.hardening import INT64_MAX, in_years
 from streams.pages import PageError, need, page_user, render
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
-Month = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
+Month = Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")]
+MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}")
 _MEDIA = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "x12": ("application/edi-x12", "x12"),
@@ -35,14 +41,23 @@ CLOSE_LIMIT = 100
 
 
 def month_range(month: str | None, today: dt.date) -> tuple[str, dt.date, dt.date]:
+    """(YYYY-MM, first day, last day) of a month given as YYYY-MM (default: today's), in
+    2000-2100; anything else is 422. The text returned is rebuilt from the parsed date,
+    never the input (it goes into a Content-Disposition header)."""
     if not month:
         month = today.strftime("%Y-%m")
     try:
-        year, mon = int(month[:4]), int(month[5:7])
-        first = dt.date(year, mon, 1)
+        if not MONTH_RE.fullmatch(month):
+            raise ValueError(month)
+        first = dt.date(int(month[:4]), int(month[5:7]), 1)
+        if not in_years(first):
+            raise ValueError(month)
     except ValueError:
-        raise PageError(422, "Bad month", f"{month!r} is not a month (YYYY-MM)") from None
-    return month, first, first.replace(day=calendar.monthrange(year, mon)[1])
+        raise PageError(
+            422, "Bad month", f"month must be YYYY-MM between {YEAR_MIN} and {YEAR_MAX}"
+        ) from None
+    last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return first.strftime("%Y-%m"), first, last
 
 
 def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
@@ -76,8 +91,10 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
         states = await load_states(conn, await patients_in_scope(conn, who.scope()))
-        close = close_to_full(
-            [billing_progress(s, patient_local_date(s, now)) for s in states.values()]
+        close = await asyncio.to_thread(  # every patient of the organisation: off the loop
+            lambda: close_to_full(
+                [billing_progress(s, patient_local_date(s, now)) for s in states.values()]
+            )
         )
         result = await export_claims(
             conn,
@@ -126,6 +143,8 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
     fmt = fields.get("format", "")
     if fmt not in _MEDIA:
         raise PageError(422, "Bad format", "format must be csv, x12 or fhir")
+    if fields.get("month"):  # a bad month is refused before anything is read or recorded
+        month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
     async with request.app.state.store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(fields.get("month"), now.date())
@@ -166,7 +185,9 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
 
 
 @router.get("/exports/{export_id}")
-async def export_again(request: Request, export_id: int) -> Response:
+async def export_again(
+    request: Request, export_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
+) -> Response:
     from billing.export import render_export
     from streams.db.billing import exported_lines
 

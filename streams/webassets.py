@@ -1,7 +1,7 @@
-"""The dashboard's browser libraries (htmx, uPlot): pinned in streams/web/package.json and
-package-lock.json, installed by ``npm ci`` into the cache (never into the repository),
-under a folder named by the lock file's hash, so a changed lock installs anew and an
-unchanged one is reused by every clone and test run."""
+"""The dashboard's browser libraries (htmx, uPlot; Swagger UI for the dev /docs): pinned
+in streams/web/package.json and package-lock.json, installed by ``npm ci`` into the cache
+(never into the repository), under a folder named by the lock file's hash, so a changed
+lock installs anew and an unchanged one is reused by every clone and test run."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ VENDOR_FILES = {
     "htmx.min.js": "htmx.org/dist/htmx.min.js",
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    # Swagger UI for /docs (RTM_ENV=dev only): served from here, never from a CDN
+    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }
 
 

@@ -189,9 +189,9 @@ def world(base_settings: Settings) -> Iterator[World]:
         # a recorded export of A (a month without lines: the export tests below bill October)
         resp = w.call(
             "a-billing",
-            "GET",
-            "/v1/billing/claims",
-            params={"from": "2026-01-01", "to": "2026-01-31", "as_of": AS_OF, "record": "true"},
+            "POST",
+            "/v1/billing/exports",
+            json={"from": "2026-01-01", "to": "2026-01-31", "as_of": AS_OF},
         )
         w.export_id = resp.headers["X-Billing-Export-Id"]
         yield w
@@ -231,6 +231,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
     ("POST", "/v1/billing/submissions"): (SUBMITTERS, None),  # tested below
+    ("POST", "/v1/billing/exports"): (SUBMITTERS, None),  # tested below
     ("GET", "/v1/billing/submissions"): (SUBMITTERS, None),
     # A's submission: B's billing staff get 404, as for an unknown one
     ("GET", "/v1/billing/submissions/{submission_id}/file"): (SUBMITTERS, {"a-billing", "a-admin"}),
@@ -278,7 +279,7 @@ SUBMISSION = {"from": "2026-10-01", "to": "2026-10-01", "format": "csv", "as_of"
 
 def _a_submission(world: World) -> int:
     """A's submission of 2026-10-01 (98975 of pA1 and pA2); the later October lines stay
-    for the record=true test."""
+    for the recorded-export test."""
     if not world.submission_id:
         resp = world.call("a-billing", "POST", "/v1/billing/submissions", json=SUBMISSION)
         assert resp.status_code == 201, resp.text
@@ -423,7 +424,7 @@ def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world:
 
 
 def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(world: World) -> None:
-    # runs before the record=true test below, which bills the rest of October
+    # runs before the recorded-export test below, which bills the rest of October
     path = "/v1/billing/submissions"
     for who, code in (
         ("anonymous", 401),
@@ -474,14 +475,28 @@ def test_submitting_needs_billing_staff_csrf_and_stays_in_the_organisation(world
 def test_billing_export_is_scoped_to_the_organisation_and_recording_needs_billing(
     world: World,
 ) -> None:
-    params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF, "record": "true"}
-    assert world.call("a-reader", "GET", "/v1/billing/claims", params=params).status_code == 403
-    b = world.call("b-billing", "GET", "/v1/billing/claims", params=params)
+    body = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
+    path = "/v1/billing/exports"
+    for who, code in (("anonymous", 401), ("a-reader", 403), ("a-clin1", 403), ("b-reader", 403)):
+        assert world.call(who, "POST", path, json=body).status_code == code, who
+    # a signed-in user without the CSRF token: refused, nothing recorded
+    cookie, _ = world.sessions["a-billing"]
+    no_csrf = httpx.post(
+        world.stack.url + path,
+        json=body,
+        timeout=30,
+        headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+    )
+    assert no_csrf.status_code == 403
+    b = world.call("b-billing", "POST", path, json=body)
     assert b.status_code == 200 and b.headers["X-Billing-Lines"] == "0"
-    a = world.call("a-billing", "GET", "/v1/billing/claims", params=params)
+    a = world.call("a-billing", "POST", path, json=body)
     assert a.status_code == 200 and int(a.headers["X-Billing-Lines"]) > 0
     assert world.patients["pA1"] in a.text and world.patients["pA2"] in a.text
     assert "X-Billing-Export-Id" in a.headers
+    # a GET never records: `record` is no parameter of the look
+    params = {**body, "record": "true"}
+    assert world.call("a-billing", "GET", "/v1/billing/claims", params=params).status_code == 422
 
 
 def test_sign_out_ends_the_session_and_a_wrong_password_gets_nothing(world: World) -> None:

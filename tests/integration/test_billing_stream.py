@@ -308,11 +308,11 @@ async def test_gateway_billing_routes(
     assert [ln.split(",")[2] for ln in csv_lines[1:]] == ["98975", "98980", "98985"]
     # not recorded unless asked: the same look again gives the same lines
     assert httpx.get(f"{url}/v1/billing/claims", params=q, headers=auth).text == r.text
-    recording = {**q, "record": "true", "format": "fhir"}
-    # a reader key may look, not bill; billing staff record
-    assert httpx.get(f"{url}/v1/billing/claims", params=recording, headers=auth).status_code == 403
-    r = httpx.get(
-        f"{url}/v1/billing/claims", params=recording, headers=billing_stack.user_headers("billing")
+    recording = {**q, "format": "fhir"}
+    # a reader key may look, not bill; billing staff record (a POST: a GET never records)
+    assert httpx.post(f"{url}/v1/billing/exports", json=recording, headers=auth).status_code == 403
+    r = httpx.post(
+        f"{url}/v1/billing/exports", json=recording, headers=billing_stack.user_headers("billing")
     )
     assert r.status_code == 200 and "x-billing-export-id" in r.headers
     assert r.json()["resourceType"] == "Bundle"

@@ -54,6 +54,7 @@ def test_gateway_serves_https_only_with_a_configured_certificate(
         trust = ssl.create_default_context(cafile=str(cert))
         resp = httpx.get(f"https://{url}/healthz", verify=trust, timeout=10)
         assert resp.status_code == 200
+        assert resp.headers["strict-transport-security"] == "max-age=31536000"  # issue 16
         with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
             httpx.get(f"http://{url}/healthz", timeout=5)
         with pytest.raises(httpx.ConnectError):  # and an unknown certificate is refused
