@@ -40,15 +40,15 @@ def dsn(base_settings: Settings) -> Iterator[str]:
     schema = "it_claims_" + uuid.uuid4().hex[:8]
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.owner_dsn)  # DDL: the owner
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
-    try:
-        yield base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    try:  # the owner's connection: the test migrates and seeds it, then runs the CLI on it
+        yield base_settings.owner_dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 
