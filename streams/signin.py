@@ -146,6 +146,7 @@ class PasswordChecker:
         )
         self._dummy: str | None = None
         self._lock = threading.Lock()
+        self._pool.submit(self._dummy_hash)  # made now, before the first unknown name
 
     def _dummy_hash(self) -> str:
         with self._lock:

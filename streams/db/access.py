@@ -183,7 +183,7 @@ async def create_session(
 ) -> None:
     await conn.execute(
         "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, last_seen, expires_at)"
-        " VALUES ($1, $2, $3, $4, $4, $4 + $5::interval)",
+        " VALUES ($1, $2, $3, $4::timestamptz, $4, $4::timestamptz + $5::interval)",
         token_hash,
         user_id,
         csrf,
@@ -199,7 +199,8 @@ async def session_user(
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT u.user_id, u.org_id, u.username, u.role, u.clinician_id, s.csrf_token,"
         " s.last_seen FROM sessions s JOIN users u USING (user_id)"
-        " WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_seen > $2 - $3::interval"
+        " WHERE s.token_hash = $1 AND s.expires_at > $2"
+        " AND s.last_seen > $2::timestamptz - $3::interval"
         " AND NOT u.disabled",
         token_hash,
         now,
@@ -224,7 +225,7 @@ async def trim_sessions(
     least recently used live ones beyond ``keep``; returns how many live ones were ended."""
     await conn.execute(
         "DELETE FROM sessions WHERE user_id = $1"
-        " AND (expires_at <= $2 OR last_seen <= $2 - $3::interval)",
+        " AND (expires_at <= $2 OR last_seen <= $2::timestamptz - $3::interval)",
         user_id,
         now,
         idle,
@@ -393,11 +394,12 @@ async def denial_due(
     row = await conn.fetchrow(
         "INSERT INTO audit_denials AS d (subject, logged_at) VALUES ($1, $2)"
         " ON CONFLICT (subject) DO UPDATE SET"
-        " carried = CASE WHEN d.logged_at <= $2 - $3::interval THEN d.suppressed"
+        " carried = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN d.suppressed"
         "  ELSE d.carried END,"
-        " suppressed = CASE WHEN d.logged_at <= $2 - $3::interval THEN 0"
+        " suppressed = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN 0"
         "  ELSE d.suppressed + 1 END,"
-        " logged_at = CASE WHEN d.logged_at <= $2 - $3::interval THEN $2 ELSE d.logged_at END"
+        " logged_at = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN $2"
+        "  ELSE d.logged_at END"
         " RETURNING logged_at = $2 AS due, carried",
         subject,
         now,

@@ -10,6 +10,7 @@ from argon2 import extract_parameters
 
 from streams.access import hash_password
 from streams.denials import denial_target
+from streams.settings import Settings
 from streams.signin import (
     PasswordChecker,
     Policy,
@@ -21,7 +22,6 @@ from streams.signin import (
     touch_interval,
     username_digest,
 )
-from streams.settings import Settings
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 POLICY = Policy(
