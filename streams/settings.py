@@ -177,8 +177,9 @@ class Settings(BaseSettings):
     @property
     def owner_dsn(self) -> str:
         """The schema owner's DSN: migrations, and nothing the app runs."""
-        if self.database_owner_url is not None:
-            return self.database_owner_url.get_secret_value()
+        owner = self.database_owner_url
+        if owner is not None:  # a str too when set by model_copy (tests)
+            return owner.get_secret_value() if isinstance(owner, SecretStr) else str(owner)
         if self.database_url:
             return self.database_url
         pw = self.pg_owner_password.get_secret_value()

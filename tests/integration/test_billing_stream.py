@@ -21,6 +21,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
@@ -62,7 +63,7 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
     dsn = base_settings.dsn.split("?")[0] + path  # the app role, as in production
     owner_dsn = base_settings.owner_dsn.split("?")[0] + path
     settings = isolated_settings(base_settings).model_copy(
-        update={"database_url": dsn, "database_owner_url": owner_dsn}
+        update={"database_url": dsn, "database_owner_url": SecretStr(owner_dsn)}
     )
     asyncio.run(migrate(owner_dsn, settings.app_role))
     asyncio.run(ensure_topics(settings))

@@ -167,8 +167,16 @@ def test_twenty_wrong_passwords_lock_the_account_and_the_lock_ends(gw: Gateway) 
     during = sign_in(gw, name, PASSWORD, client)
     assert during.status_code == 429 and SESSION_COOKIE not in during.cookies
     assert 1 <= int(during.headers["Retry-After"]) <= LOCK_S
-    # from another address as well: the account is what is locked
+    # from another address as well: the account is what is locked; the sign-in page too
     assert sign_in(gw, name, PASSWORD, new_client()).status_code == 429
+    page = httpx.post(
+        f"{gw.url}/ui/sign-in",
+        data={"username": name, "password": PASSWORD},
+        headers={"X-Forwarded-For": client},
+        timeout=30,
+    )
+    assert page.status_code == 429 and "Too many sign-in attempts" in page.text
+    assert 1 <= int(page.headers["Retry-After"]) <= LOCK_S
     rows = audit_rows(gw.settings, "actor = $1", f"user:{name}")
     actions = [r["action"] for r in rows]
     assert actions.count("access.sign_in_failed") == 5
