@@ -163,7 +163,14 @@ def create_app(
     async def metrics_endpoint() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/session", dependencies=[Depends(reject_unknown_query)])
+    @app.post(
+        "/v1/session",
+        dependencies=[Depends(reject_unknown_query)],
+        responses={
+            401: {"description": "unknown user or wrong password"},
+            429: {"description": "too many attempts: locked for Retry-After seconds"},
+        },
+    )
     async def sign_in(request: Request, body: SignIn, response: Response) -> dict[str, Any]:
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
         SameSite=Lax) and returns the CSRF token for state-changing requests. Too many
