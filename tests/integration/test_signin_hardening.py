@@ -364,8 +364,10 @@ def test_the_application_role_cannot_erase_or_change_the_audit_log(
                 except asyncpg.InsufficientPrivilegeError as exc:
                     out[sql] = str(exc)
             # it still appends and reads
-            await db.audit(app, org_id="-", actor="test", role="-", action="probe", resource="test")
-            assert await app.fetchval("SELECT count(*) FROM audit_log WHERE action = 'probe'")
+            await db.audit(
+                app, org_id="-", actor="test", role="-", action="test.append", resource="test"
+            )
+            assert await app.fetchval("SELECT count(*) FROM audit_log WHERE action = 'test.append'")
             # the owner's accidental TRUNCATE hits the append-only trigger too
             try:
                 await owner.execute("TRUNCATE audit_log")
