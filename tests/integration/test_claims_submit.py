@@ -47,8 +47,11 @@ def dsn(base_settings: Settings) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
-    try:  # the owner's connection: the test migrates and seeds it, then runs the CLI on it
-        yield base_settings.owner_dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    path = f"?search_path={schema}%2Cpublic"
+    # migrated by the owner, then used (seeded, the CLI run) as the application role
+    asyncio.run(migrate(base_settings.owner_dsn.split("?")[0] + path, base_settings.app_role))
+    try:
+        yield base_settings.dsn.split("?")[0] + path
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 
