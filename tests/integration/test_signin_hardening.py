@@ -368,6 +368,22 @@ def test_the_application_role_cannot_erase_or_change_the_audit_log(
                 app, org_id="-", actor="test", role="-", action="test.append", resource="test"
             )
             assert await app.fetchval("SELECT count(*) FROM audit_log WHERE action = 'test.append'")
+            # a hypertable chunk that the application's own insert creates is its to use
+            tr = app.transaction()
+            await tr.start()
+            try:
+                await app.execute(
+                    "INSERT INTO events (org_id, event_id, type, patient_id, occurred_at,"
+                    " local_date, utc_offset_s, received_at, payload) VALUES ('-', $1,"
+                    " 'pain.reported', $1, '2099-06-01T00:00:00Z', '2099-06-01', 0, now(), '{}')",
+                    f"chunk-probe-{uuid.uuid4().hex}",
+                )
+                assert await app.fetchval(
+                    "SELECT count(*) FROM events WHERE occurred_at >= '2099-06-01'"
+                    " AND occurred_at < '2099-06-02'"
+                )
+            finally:
+                await tr.rollback()
             # the owner's accidental TRUNCATE hits the append-only trigger too
             try:
                 await owner.execute("TRUNCATE audit_log")
