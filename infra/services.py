@@ -102,6 +102,10 @@ class Settings(Protocol):
     @property
     def pg_password(self) -> _Secret: ...
     @property
+    def pg_owner_user(self) -> str: ...
+    @property
+    def pg_owner_password(self) -> _Secret: ...
+    @property
     def pg_database(self) -> str: ...
     @property
     def pg_ssl_params(self) -> Mapping[str, str]: ...
@@ -1011,29 +1015,35 @@ def _pg_psql(settings: Settings, database: str, sql: str, variables: dict[str, s
     )
 
 
+_PG_ROLE_SQL = """\
+SELECT format('CREATE ROLE %I LOGIN', :'role')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec
+SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \\gexec
+"""
+
+
 def _pg_provision(settings: Settings, log: Log) -> None:
-    """Role with password, database owned by it, timescaledb extension (idempotent)."""
-    variables = {
-        "role": settings.pg_user,
-        "pw": settings.pg_password.get_secret_value(),
-        "db": settings.pg_database,
-    }
+    """The owner role (runs the migrations, owns the database) and the application role
+    (gateway, worker, CLI: granted by each migration run, streams/db/roles.py), each with
+    its password; the database; the timescaledb extension. Idempotent."""
+    roles = [(settings.pg_owner_user, settings.pg_owner_password.get_secret_value())]
+    if settings.pg_user != settings.pg_owner_user:
+        roles.append((settings.pg_user, settings.pg_password.get_secret_value()))
+    for role, pw in roles:
+        _pg_psql(settings, "postgres", _PG_ROLE_SQL, {"role": role, "pw": pw})
     _pg_psql(
         settings,
         "postgres",
         """\
-SELECT format('CREATE ROLE %I LOGIN', :'role')
- WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \\gexec
-SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'role', :'pw') \\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec
 """,
-        variables,
+        {"db": settings.pg_database, "role": settings.pg_owner_user},
     )
     _pg_psql(settings, settings.pg_database, "CREATE EXTENSION IF NOT EXISTS timescaledb;\n", {})
     log(
-        f"postgres: role {settings.pg_user}, database {settings.pg_database} and extension "
-        f"timescaledb in place"
+        f"postgres: roles {' and '.join(r for r, _ in roles)} (owner first), database "
+        f"{settings.pg_database} and extension timescaledb in place"
     )
 
 
@@ -1058,6 +1068,7 @@ def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None
     address = f"{settings.pg_host}:{settings.pg_port}"
     pid = _pg_pid(settings)
     if pid is not None:
+        _pg_provision(settings, log)  # roles added since the cluster was made (idempotent)
         info = _pg_wait_ready(settings, log, timeout=10)
         log(
             f"postgres: already running (pid {pid}) on {address}, timescaledb "

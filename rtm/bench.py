@@ -539,7 +539,7 @@ class Bench:
     async def _drop_scratch(self) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(self.base.dsn)
+        conn = await asyncpg.connect(self.base.owner_dsn)  # its scratch table: DDL
         try:
             await conn.execute(f"DROP TABLE IF EXISTS {self.scratch_table}")
         finally:
@@ -816,7 +816,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
         await producer.stop()
     produce_s = time.perf_counter() - t0
 
-    conn = await asyncpg.connect(s.dsn)
+    conn = await asyncpg.connect(s.owner_dsn)  # a scratch hypertable: DDL, so the owner
     table = b.scratch_table
     await conn.execute(f"""
         CREATE TABLE {table} (event_id text NOT NULL, type text NOT NULL,

@@ -112,7 +112,8 @@ def db_migrate(ctx: click.Context) -> None:
     """Apply the versioned SQL migrations under infra/migrations (idempotent)."""
     from streams.db.events import migrate
 
-    applied = asyncio.run(migrate(_settings(ctx).dsn))
+    settings = _settings(ctx)
+    applied = asyncio.run(migrate(settings.owner_dsn, settings.app_role))
     click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
 
 

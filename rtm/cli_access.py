@@ -199,6 +199,28 @@ def register(main: click.Group) -> None:
             raise click.ClickException(f"no user {username!r}")
         click.echo(f"user {username} disabled")
 
+    @users.command("sign-out")
+    @click.argument("username")
+    @click.pass_context
+    def users_sign_out(ctx: click.Context, username: str) -> None:
+        """End every session of a user at once (the account stays usable)."""
+
+        async def body(conn: asyncpg.Connection) -> tuple[str, int] | None:
+            ended = await db.end_user_sessions(conn, username)
+            if ended is not None:
+                await _audit_change(
+                    conn,
+                    ended[0],
+                    "access.user_sign_out",
+                    {"username": username, "sessions": ended[1]},
+                )
+            return ended
+
+        ended = _run(ctx, body)
+        if ended is None:
+            raise click.ClickException(f"no user {username!r}")
+        click.echo(f"user {username} signed out ({ended[1]} session(s) ended)")
+
     @main.group()
     def keys() -> None:
         """Machine keys: producer (patient app), integration (EHR), reader (API reads)."""

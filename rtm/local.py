@@ -34,7 +34,7 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
         f"dashboard libraries (npm ci, pinned by streams/web/package-lock.json):"
         f" {ensure_vendor(settings)}"
     )
-    applied = asyncio.run(migrate(settings.dsn))
+    applied = asyncio.run(migrate(settings.owner_dsn, settings.app_role))
     created = asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
     log(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")

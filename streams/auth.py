@@ -21,19 +21,11 @@ from streams.access import (
     Permission,
     Principal,
     key_matches,
-    new_session_token,
     parse_key,
     session_digest,
-    verify_password,
 )
-from streams.db.access import (
-    audit,
-    create_session,
-    key_record,
-    session_user,
-    team_clinicians,
-    user_for_login,
-)
+from streams.db.access import key_record, session_user, team_clinicians, touch_session
+from streams.signin import Clock, Refused, SignInService, Started, touch_interval, wall_clock
 
 KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
 
@@ -51,13 +43,18 @@ class Authenticator:
         self._keys: dict[bytes, tuple[float, Principal | None]] = {}
 
     async def __call__(self, request: Request) -> Principal | None:
+        who = await self._identify(request)
+        request.state.principal = who  # for the denial audit (streams/denials.py)
+        return who
+
+    async def _identify(self, request: Request) -> Principal | None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return await self._key(token.strip())
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
-            return await self._session(cookie)
+            return await self._session(cookie, clock_of(request), request.app.state.settings)
         return None
 
     async def _key(self, token: str) -> Principal | None:
@@ -84,12 +81,19 @@ class Authenticator:
         self._keys[cache_key] = (time.monotonic() + KEY_CACHE_S, who)
         return who
 
-    async def _session(self, cookie: str) -> Principal | None:
+    async def _session(self, cookie: str, clock: Clock, settings: Any) -> Principal | None:
+        """A live session's user. Idle for ``RTM_SESSION_IDLE_S``: over. Use slides the
+        idle timeout, writing ``last_seen`` at most once a minute per session."""
+        now = clock()
+        idle = dt.timedelta(seconds=settings.session_idle_s)
+        digest = session_digest(cookie)
         try:
             async with self.state["store"].acquire() as conn:
-                row = await session_user(conn, session_digest(cookie))
+                row = await session_user(conn, digest, now, idle)
                 if row is None:
                     return None
+                if now - row["last_seen"] >= touch_interval(idle):
+                    await touch_session(conn, digest, now)
                 team: frozenset[str] = frozenset()
                 if row["role"] == "clinician" and row["clinician_id"]:
                     team = await team_clinicians(conn, row["org_id"], row["clinician_id"])
@@ -208,32 +212,28 @@ def reject_unknown_query(request: Request) -> None:
         )
 
 
+def clock_of(request: Request) -> Clock:
+    """The gateway's clock: ``app.state.clock`` when a test sets one, else the wall clock."""
+    clock: Clock = getattr(request.app.state, "clock", wall_clock)
+    return clock
+
+
+def sign_in_service(request: Request) -> SignInService:
+    """The process's sign-in service (made on first use, from the app's settings)."""
+    service: SignInService | None = getattr(request.app.state, "sign_in", None)
+    if service is None:
+        service = SignInService(request.app.state.settings)
+        request.app.state.sign_in = service
+    return service
+
+
 async def start_session(
-    conn: Any, username: str, password: str, ttl_s: float, resource: str
-) -> tuple[Any, str, str] | None:
-    """Check a local account's password and open a session: (user row, cookie value, CSRF
-    token), or None (a failed attempt on a known user is audited). Shared by the JSON
-    sign-in and the sign-in page."""
-    row = await user_for_login(conn, username)
-    if row is None or not verify_password(row["password_hash"], password):
-        if row is not None:
-            await audit(
-                conn,
-                org_id=row["org_id"],
-                actor=f"user:{username}",
-                role=row["role"],
-                action="access.sign_in_failed",
-                resource=resource,
-            )
-        return None
-    token, digest, csrf = new_session_token()
-    await create_session(conn, digest, row["user_id"], csrf, dt.timedelta(seconds=ttl_s))
-    await audit(
-        conn,
-        org_id=row["org_id"],
-        actor=f"user:{row['username']}",
-        role=row["role"],
-        action="access.sign_in",
-        resource=resource,
+    request: Request, username: str, password: str, resource: str
+) -> Started | Refused:
+    """Check a local account's password and open a session (streams/signin.py: throttled,
+    equal work for unknown and disabled names, argon2 off the event loop, audited).
+    Shared by the JSON sign-in and the sign-in page."""
+    client = request.client.host if request.client else "unknown"
+    return await sign_in_service(request).sign_in(
+        request.app.state.store, clock_of(request), username, password, client, resource
     )
-    return row, token, csrf

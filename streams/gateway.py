@@ -43,6 +43,7 @@ from streams.hardening import Hardening, NoNul, refuse_cross_site
 from streams.metrics import GatewayMetrics
 from streams.producer import EventProducer, dead_letter_payload
 from streams.settings import Settings
+from streams.signin import Refused
 
 DEV_KEY_FILE = "dev-api-key"
 RETRY_AFTER_S = 5  # a 503 while Kafka cannot take the events
@@ -167,18 +168,22 @@ def create_app(
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
-        "/v1/session", dependencies=[Depends(reject_unknown_query), Depends(refuse_cross_site)]
+        "/v1/session",
+        dependencies=[Depends(reject_unknown_query), Depends(refuse_cross_site)],
+        responses={
+            401: {"description": "unknown user or wrong password"},
+            403: {"description": "a cross-site sign-in (login CSRF)"},
+            429: {"description": "too many attempts: locked for Retry-After seconds"},
+        },
     )
-    async def sign_in(body: SignIn, response: Response) -> dict[str, Any]:
+    async def sign_in(request: Request, body: SignIn, response: Response) -> dict[str, Any]:
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
-        SameSite=Lax) and returns the CSRF token for state-changing requests."""
-        async with state["store"].acquire() as conn:
-            started = await start_session(
-                conn, body.username, body.password, settings.session_ttl_s, "POST /v1/session"
-            )
-        if started is None:
-            raise HTTPException(401, "unknown user or wrong password")
-        row, token, csrf = started
+        SameSite=Lax) and returns the CSRF token for state-changing requests. Too many
+        attempts: 429 with Retry-After (streams/signin.py)."""
+        started = await start_session(request, body.username, body.password, "POST /v1/session")
+        if isinstance(started, Refused):
+            raise HTTPException(started.status, started.message, headers=started.headers)
+        row, token, csrf = started.user, started.cookie, started.csrf
         response.set_cookie(
             SESSION_COOKIE,
             token,
@@ -350,6 +355,9 @@ def create_app(
     from streams import pages
 
     pages.mount(app, settings)  # the dashboard (HTML pages, the live stream, static files)
+    from streams.denials import DenialAudit
+
+    app.add_middleware(DenialAudit)  # refused patient reads and acks leave an audit row
     return app
 
 

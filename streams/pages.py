@@ -42,6 +42,7 @@ from streams.auth import form_fields, principal, reject_unknown_query, start_ses
 from streams.db.access import audit_principal, delete_session, in_scope, query_audit
 from streams.hardening import ID_REGEX, Instant, cross_site
 from streams.settings import Settings
+from streams.signin import WRONG, Refused, Started
 from streams.webassets import VENDOR_FILES, WEB_DIR, node_modules
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -165,17 +166,19 @@ async def sign_in_form(request: Request) -> Response:
     fields = form_fields(await request.body())
     username, password = fields.get("username", "")[:64], fields.get("password", "")[:256]
     settings: Settings = request.app.state.settings
-    started = None
+    started: Started | Refused = WRONG
     if username and password:
-        async with request.app.state.store.acquire() as conn:
-            started = await start_session(
-                conn, username, password, settings.session_ttl_s, "POST /ui/sign-in"
-            )
-    if started is None:
-        return render(
-            "sign_in.html", 401, error="Unknown user or wrong password.", username=username
+        started = await start_session(request, username, password, "POST /ui/sign-in")
+    if isinstance(started, Refused):
+        error = (
+            "Unknown user or wrong password."
+            if started.status == 401
+            else f"Too many sign-in attempts. Try again in {started.retry_after_s} s."
         )
-    _, token, _ = started
+        page = render("sign_in.html", started.status, error=error, username=username)
+        page.headers.update(started.headers)
+        return page
+    token = started.cookie
     response = RedirectResponse("/ui/", 303)
     response.set_cookie(
         SESSION_COOKIE,

@@ -39,11 +39,18 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None  # overrides host:port, e.g. for docker-compose
     pg_host: str = "127.0.0.1"
     pg_port: int = 15432
-    pg_user: str = "rtm"
-    pg_password: SecretStr = SecretStr("rtm")
+    # The application's role (gateway, worker, CLI at run time): no DDL, and on audit_log
+    # only INSERT and SELECT. The owner role owns the schema and runs the migrations.
+    pg_user: str = "rtm_app"
+    pg_password: SecretStr = SecretStr("rtm_app")
+    pg_owner_user: str = "rtm"
+    pg_owner_password: SecretStr = SecretStr("rtm")
     pg_database: str = "rtm"
     pg_data_dir: Path | None = None  # default: outside the clone, readable by user postgres
-    database_url: str | None = None  # overrides the pg_* fields
+    database_url: str | None = None  # the app's DSN; overrides the pg_* fields
+    # the owner's DSN for migrations; default: the pg_owner_* fields, or database_url when
+    # that is set (one role for both: the audit log is then not protected from the app)
+    database_owner_url: SecretStr | None = None
     timescaledb_version: str = "2.19.3"
 
     # Encrypted transport (README "Encrypted transport"). Kafka: every client (gateway
@@ -82,6 +89,27 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="key used by rtm produce / demo")
     session_ttl_s: float = Field(
         8 * 3600.0, gt=0, description="how long a signed-in session lasts (a clinic shift)"
+    )
+    session_idle_s: float = Field(
+        1800.0, gt=0, description="a session unused this long is over (sliding expiry)"
+    )
+    session_max_per_user: int = Field(
+        3, ge=1, description="sessions a user may hold; a new sign-in ends the oldest beyond"
+    )
+    # Sign-in throttle (streams/signin.py): attempts per account name and per client address
+    # within the window; past the limit the key is locked, the lock doubling each time.
+    signin_max_failures: int = Field(5, ge=1, description="attempts per account per window")
+    signin_client_max_failures: int = Field(
+        30, ge=1, description="attempts per client address per window (a clinic's NAT)"
+    )
+    signin_window_s: float = Field(900.0, gt=0)
+    signin_lock_s: float = Field(60.0, gt=0, description="the first lock; doubles after")
+    signin_lock_max_s: float = Field(3600.0, gt=0, description="longest lock")
+    signin_hash_workers: int = Field(
+        2, ge=1, description="threads that verify passwords (off the event loop)"
+    )
+    audit_denied_window_s: float = Field(
+        60.0, ge=0, description="at most one 'denied' audit row per actor, route and patient"
     )
     max_batch_events: int = 1000
     max_body_bytes: int = 1024 * 1024
@@ -222,6 +250,33 @@ class Settings(BaseSettings):
         return with_query(base, self.pg_ssl_params)
 
     @property
+    def owner_dsn(self) -> str:
+        """The schema owner's DSN: migrations, and nothing the app runs (with the same TLS
+        parameters as ``dsn``)."""
+        owner = self.database_owner_url
+        if owner is not None:  # a str too when set by model_copy (tests)
+            base = owner.get_secret_value() if isinstance(owner, SecretStr) else str(owner)
+        elif self.database_url:
+            base = self.database_url
+        else:
+            pw = self.pg_owner_password.get_secret_value()
+            base = (
+                f"postgresql://{self.pg_owner_user}:{pw}@{self.pg_host}:{self.pg_port}/"
+                f"{self.pg_database}"
+            )
+        return with_query(base, self.pg_ssl_params)
+
+    @property
+    def app_role(self) -> str | None:
+        """The role the app connects as (granted its privileges by each migration run);
+        None when it is the owner itself."""
+        from urllib.parse import unquote, urlsplit
+
+        app = unquote(urlsplit(self.dsn).username or "")
+        owner = unquote(urlsplit(self.owner_dsn).username or "")
+        return app if app and app != owner else None
+
+    @property
     def pg_data_path(self) -> Path:
         if self.pg_data_dir is not None:
             return self.pg_data_dir
@@ -234,9 +289,12 @@ PG_SSL_DSN_KEYS = ("ssl", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpas
 
 
 def with_query(dsn: str, params: dict[str, str]) -> str:
-    """The DSN with these query parameters added (after the ones it has)."""
+    """The DSN with these query parameters added after the ones it has (one it has
+    already is kept as it is)."""
     parts = urlsplit(dsn)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    have = {k for k, _ in query}
+    query += [(k, v) for k, v in params.items() if k not in have]
     return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 

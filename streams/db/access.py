@@ -57,15 +57,6 @@ async def set_password(conn: asyncpg.Connection, username: str, password_hash: s
     return bool(status.endswith(" 1"))
 
 
-async def user_for_login(conn: asyncpg.Connection, username: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT user_id, org_id, username, role, clinician_id, password_hash FROM users"
-        " WHERE username = $1 AND NOT disabled",
-        username,
-    )
-    return row
-
-
 async def list_users(conn: asyncpg.Connection, org_id: str | None) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
@@ -182,26 +173,82 @@ async def team_clinicians(
 
 
 async def create_session(
-    conn: asyncpg.Connection, token_hash: bytes, user_id: int, csrf: str, ttl: dt.timedelta
+    conn: asyncpg.Connection,
+    token_hash: bytes,
+    user_id: int,
+    csrf: str,
+    *,
+    now: dt.datetime,
+    ttl: dt.timedelta,
 ) -> None:
     await conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at)"
-        " VALUES ($1, $2, $3, now() + $4::interval)",
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, last_seen, expires_at)"
+        " VALUES ($1, $2, $3, $4::timestamptz, $4, $4::timestamptz + $5::interval)",
         token_hash,
         user_id,
         csrf,
+        now,
         ttl,
     )
 
 
-async def session_user(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+async def session_user(
+    conn: asyncpg.Connection, token_hash: bytes, now: dt.datetime, idle: dt.timedelta
+) -> asyncpg.Record | None:
+    """The signed-in user of a live session: not past its lifetime, used within ``idle``."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT u.user_id, u.org_id, u.username, u.role, u.clinician_id, s.csrf_token"
-        " FROM sessions s JOIN users u USING (user_id)"
-        " WHERE s.token_hash = $1 AND s.expires_at > now() AND NOT u.disabled",
+        "SELECT u.user_id, u.org_id, u.username, u.role, u.clinician_id, s.csrf_token,"
+        " s.last_seen FROM sessions s JOIN users u USING (user_id)"
+        " WHERE s.token_hash = $1 AND s.expires_at > $2"
+        " AND s.last_seen > $2::timestamptz - $3::interval"
+        " AND NOT u.disabled",
         token_hash,
+        now,
+        idle,
     )
     return row
+
+
+async def touch_session(conn: asyncpg.Connection, token_hash: bytes, now: dt.datetime) -> None:
+    """Slide the idle timeout (called at most once a minute per session)."""
+    await conn.execute(
+        "UPDATE sessions SET last_seen = $2 WHERE token_hash = $1 AND last_seen < $2",
+        token_hash,
+        now,
+    )
+
+
+async def trim_sessions(
+    conn: asyncpg.Connection, user_id: int, *, keep: int, now: dt.datetime, idle: dt.timedelta
+) -> int:
+    """Before a new sign-in: delete the user's dead sessions (expired or idle) and end the
+    least recently used live ones beyond ``keep``; returns how many live ones were ended."""
+    await conn.execute(
+        "DELETE FROM sessions WHERE user_id = $1"
+        " AND (expires_at <= $2 OR last_seen <= $2::timestamptz - $3::interval)",
+        user_id,
+        now,
+        idle,
+    )
+    status = await conn.execute(
+        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions"
+        " WHERE user_id = $1 ORDER BY last_seen DESC, created_at DESC OFFSET $2)",
+        user_id,
+        keep,
+    )
+    return int(status.split()[-1])
+
+
+async def end_user_sessions(conn: asyncpg.Connection, username: str) -> tuple[str, int] | None:
+    """Sign a user out everywhere: (their organisation, sessions ended), or None."""
+    org: str | None = await conn.fetchval("SELECT org_id FROM users WHERE username = $1", username)
+    if org is None:
+        return None
+    status = await conn.execute(
+        "DELETE FROM sessions WHERE user_id = (SELECT user_id FROM users WHERE username = $1)",
+        username,
+    )
+    return org, int(status.split()[-1])
 
 
 async def delete_session(conn: asyncpg.Connection, token_hash: bytes) -> None:
@@ -336,6 +383,35 @@ async def audit_principal(
         patient_ids=patient_ids,
         detail=detail,
     )
+
+
+async def denial_due(
+    conn: asyncpg.Connection, subject: bytes, now: dt.datetime, window: dt.timedelta
+) -> int | None:
+    """Whether a 'denied' row for this actor, route and target is due: None within the
+    window of the last one (the attempt is counted), else the attempts the window
+    swallowed since that row (0 for the first)."""
+    row = await conn.fetchrow(
+        "INSERT INTO audit_denials AS d (subject, logged_at) VALUES ($1, $2)"
+        " ON CONFLICT (subject) DO UPDATE SET"
+        " carried = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN d.suppressed"
+        "  ELSE d.carried END,"
+        " suppressed = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN 0"
+        "  ELSE d.suppressed + 1 END,"
+        " logged_at = CASE WHEN d.logged_at <= $2::timestamptz - $3::interval THEN $2"
+        "  ELSE d.logged_at END"
+        " RETURNING logged_at = $2 AS due, carried",
+        subject,
+        now,
+        window,
+    )
+    if row is None or not row["due"]:
+        return None
+    return int(row["carried"])  # 0 for a new subject
+
+
+async def prune_denials(conn: asyncpg.Connection, before: dt.datetime) -> None:
+    await conn.execute("DELETE FROM audit_denials WHERE logged_at < $1", before)
 
 
 async def query_audit(

@@ -22,10 +22,20 @@ def _migrations() -> list[tuple[str, str]]:
     return [(p.name, p.read_text()) for p in files]
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply the versioned SQL files under infra/migrations once each; returns the new ones."""
+async def migrate(dsn: str, app_role: str | None = None) -> list[str]:
+    """Apply the versioned SQL files under infra/migrations once each; returns the new ones.
+
+    Run as the owner; with ``app_role`` it then grants the application role its privileges
+    (streams/db/roles.py). As the application role (which may not create anything) it only
+    checks that nothing is pending."""
+    from streams.db.roles import applied_versions, grant_app_role
+
     conn = await asyncpg.connect(dsn)
     try:
+        done_before = await applied_versions(conn)
+        if app_role is None and done_before is not None:
+            if not {name for name, _ in _migrations()} - done_before:
+                return []
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -40,6 +50,8 @@ async def migrate(dsn: str) -> list[str]:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
             applied.append(name)
+        if app_role is not None:
+            await grant_app_role(conn, app_role)
         return applied
     finally:
         await conn.close()

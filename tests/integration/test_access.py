@@ -576,9 +576,9 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
     ).stdout
     assert pa1 not in b_rows
 
-    # the log is append-only
-    async def tamper() -> str:
-        conn = await asyncpg.connect(world.stack.settings.dsn)
+    # the log is append-only: the app's role may not delete, and the owner hits the trigger
+    async def tamper(dsn: str) -> str:
+        conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("DELETE FROM audit_log WHERE org_id = $1", world.org_a)
         except asyncpg.PostgresError as exc:
@@ -587,7 +587,9 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
             await conn.close()
         return "deleted"
 
-    assert "append-only" in run_in_thread(tamper())
+    settings = world.stack.settings
+    assert run_in_thread(tamper(settings.dsn)) == "permission denied for table audit_log"
+    assert "append-only" in run_in_thread(tamper(settings.owner_dsn))
 
 
 def test_the_worker_refuses_a_record_of_another_organisation_written_straight_to_kafka(

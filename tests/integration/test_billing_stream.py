@@ -21,6 +21,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
@@ -52,16 +53,20 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
     schema = "it_billing_" + uuid.uuid4().hex[:8]
 
     async def create() -> None:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.owner_dsn)
         try:
             await conn.execute(f"CREATE SCHEMA {schema}")
         finally:
             await conn.close()
 
     asyncio.run(create())
-    dsn = base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
-    settings = isolated_settings(base_settings).model_copy(update={"database_url": dsn})
-    asyncio.run(migrate(dsn))
+    path = f"?search_path={schema}%2Cpublic"
+    dsn = base_settings.dsn.split("?")[0] + path  # the app role, as in production
+    owner_dsn = base_settings.owner_dsn.split("?")[0] + path
+    settings = isolated_settings(base_settings).model_copy(
+        update={"database_url": dsn, "database_owner_url": SecretStr(owner_dsn)}
+    )
+    asyncio.run(migrate(owner_dsn, settings.app_role))
     asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
     asyncio.run(provision_dev(settings, key))  # the dev key and users, in this schema too
@@ -76,7 +81,7 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
                 child.stop()
 
         async def drop() -> None:
-            conn = await asyncpg.connect(base_settings.dsn)
+            conn = await asyncpg.connect(base_settings.owner_dsn)
             try:
                 await conn.execute(f"DROP SCHEMA {schema} CASCADE")
             finally:
@@ -329,15 +334,18 @@ def schema_dsn(base_settings: Settings) -> Iterator[str]:
     schema = "it_billing_" + uuid.uuid4().hex[:8]
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.owner_dsn)  # DDL: the owner
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
+    path = f"?search_path={schema}%2Cpublic"
+    # migrated by the owner, then used (seeded, the CLI run) as the application role
+    asyncio.run(migrate(base_settings.owner_dsn.split("?")[0] + path, base_settings.app_role))
     try:
-        yield base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+        yield base_settings.dsn.split("?")[0] + path
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 

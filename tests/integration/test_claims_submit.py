@@ -40,15 +40,18 @@ def dsn(base_settings: Settings) -> Iterator[str]:
     schema = "it_claims_" + uuid.uuid4().hex[:8]
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.owner_dsn)  # DDL: the owner
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
+    path = f"?search_path={schema}%2Cpublic"
+    # migrated by the owner, then used (seeded, the CLI run) as the application role
+    asyncio.run(migrate(base_settings.owner_dsn.split("?")[0] + path, base_settings.app_role))
     try:
-        yield base_settings.dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+        yield base_settings.dsn.split("?")[0] + path
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 

@@ -165,17 +165,30 @@ def test_compose_topology_matches_the_local_path() -> None:
     assert f"127.0.0.1:{defaults.worker_web_port}:6066" in ports["worker"]
     pg = services["timescaledb"]["environment"]
     assert (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]) == (
-        defaults.pg_user,
-        defaults.pg_password.get_secret_value(),
+        defaults.pg_owner_user,
+        defaults.pg_owner_password.get_secret_value(),
         defaults.pg_database,
     )
+    # the application role is made on a new volume, and only the migrations run as the owner
+    app_role_sql = ROOT / "infra" / "docker" / "10-app-role.sql"
+    assert (
+        "./infra/docker/10-app-role.sql:/docker-entrypoint-initdb.d/10-app-role.sql:ro"
+        in (services["timescaledb"]["volumes"])
+    )
+    assert f"CREATE ROLE {defaults.pg_user} LOGIN PASSWORD" in app_role_sql.read_text()
+    owner_url = (
+        f"postgresql://{defaults.pg_owner_user}:{defaults.pg_owner_password.get_secret_value()}@"
+    )
+    assert services["migrate"]["environment"]["RTM_DATABASE_OWNER_URL"].startswith(owner_url)
+    for name in ("topics", "gateway", "worker"):
+        assert "RTM_DATABASE_OWNER_URL" not in services[name]["environment"], name
     # Every RTM_* variable the app services set is a real Settings field.
     fields = {f"RTM_{name.upper()}" for name in Settings.model_fields}
     for name in ("topics", "migrate", "gateway", "worker"):
         env = services[name]["environment"]
         assert not {k for k in env if k.startswith("RTM_")} - fields, name
         assert env["RTM_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["RTM_DATABASE_URL"].startswith("postgresql://rtm:rtm@timescaledb:5432/")
+        assert env["RTM_DATABASE_URL"].startswith("postgresql://rtm_app:rtm_app@timescaledb:5432/")
     assert services["migrate"]["command"] == ["rtm", "db", "migrate"]
     assert services["gateway"]["environment"]["RTM_API_HOST"] == "0.0.0.0"
     assert services["worker"]["environment"]["RTM_WORKER_WEB_HOST"] == "0.0.0.0"
