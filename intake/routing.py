@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from intake.rules import INTAKE_FLAGS, SBST_TIERS, IntakeRules, Route
 from intake.sbst import SbstScore, score_sbst
-from schemas.events import IntakeSubmitted
+from schemas.events import SBST_REGION, IntakeSubmitted
 
 REASON_CODES: frozenset[str] = frozenset(
     {
@@ -29,7 +29,6 @@ REASON_CODES: frozenset[str] = frozenset(
         "default",
     }
 )
-SBST_REGION = "low_back"
 
 
 class Routing(BaseModel):

@@ -422,9 +422,9 @@ IntakeRedFlags = Annotated[
     AfterValidator(_unique_flags),
     Field(json_schema_extra={"uniqueItems": True}),
 ]
-_SBST_REGION = "low_back"
-_SBST_REGION_MESSAGE = (
-    f"the STarT Back tool is only for body_region {_SBST_REGION!r}"
+SBST_REGION = "low_back"
+SBST_REGION_MESSAGE = (
+    f"the STarT Back tool is only for body_region {SBST_REGION!r}"
     " (Keele does not recommend it for other regions)"
 )
 
@@ -440,12 +440,12 @@ class IntakeSubmitted(_SelfReported):
         # the region rule in the published schema: without low_back, no (non-null) sbst
         json_schema_extra={
             "if": {
-                "properties": {"body_region": {"not": {"const": _SBST_REGION}}},
+                "properties": {"body_region": {"not": {"const": SBST_REGION}}},
                 "required": ["body_region"],
             },
             "then": {
                 "properties": {"answers": {"properties": {"sbst": {"type": "null"}}}},
-                "description": _SBST_REGION_MESSAGE,
+                "description": SBST_REGION_MESSAGE,
             },
         },
     )
@@ -461,12 +461,12 @@ class IntakeSubmitted(_SelfReported):
 
     @model_validator(mode="after")
     def _sbst_only_for_low_back(self) -> IntakeSubmitted:
-        if self.answers.sbst is not None and self.body_region != _SBST_REGION:
+        if self.answers.sbst is not None and self.body_region != SBST_REGION:
             raise ValidationError.from_exception_data(
                 "IntakeSubmitted",
                 [
                     InitErrorDetails(
-                        type=PydanticCustomError("sbst_region", _SBST_REGION_MESSAGE),
+                        type=PydanticCustomError("sbst_region", SBST_REGION_MESSAGE),
                         loc=("answers", "sbst"),
                         input=self.answers.sbst.model_dump(),
                     )

@@ -8,6 +8,7 @@ import datetime as dt
 import itertools
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -313,6 +314,13 @@ def test_rules_round_trip_through_json_and_a_file_may_give_only_what_differs() -
     assert load_rules(rules.model_dump_json()) == rules
     dumped = json.loads(rules.model_dump_json())
     assert dumped["calendar"]["weekdays"] == ["mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+def test_the_documented_rule_set_is_the_default() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "intake-rules.md").read_text()
+    section = doc.split("## The rule set as data", 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    assert load_rules(block) == DEFAULT_RULES
 
 
 def test_changed_rules_need_their_own_version() -> None:
