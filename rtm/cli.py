@@ -503,11 +503,12 @@ def billing_evaluate(events_path: Path, as_of: str, include_open: bool) -> None:
 
 def _register_plugins() -> None:
     """Command groups that live beside their adapters (billing export, reconcile, bench)."""
-    from rtm import bench, chaos, cli_access, cli_billing, cli_fhir, cli_rollups
+    from rtm import bench, chaos, cli_access, cli_billing, cli_fhir, cli_intake, cli_rollups
 
     cli_billing.register(billing)
     cli_access.register(main)
     cli_fhir.register(main)
+    cli_intake.register(main)
     cli_rollups.register(main)
     main.add_command(bench.command)
     main.add_command(chaos.command)

@@ -34,8 +34,9 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
-from pydantic_core import core_schema
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from schemas.codes import ICD10_CM_PATTERN, PLACE_OF_SERVICE_CODES, npi_problem
 
@@ -213,6 +214,22 @@ RedFlag = Literal[
     "constant_night_pain",
     "major_trauma",
 ]
+# Intake screening (intake.submitted) asks one more: a history of cancer, a serious-pathology
+# flag of the intake only (it is history, not a symptom to report during an episode).
+IntakeRedFlag = Literal[RedFlag, "cancer_history"]
+BodyRegion = Literal[
+    "low_back",
+    "neck",
+    "thoracic",
+    "shoulder",
+    "elbow_wrist_hand",
+    "hip",
+    "knee",
+    "ankle_foot",
+    "other",
+]
+ReferralSource = Literal["self", "primary_care", "specialist", "employer", "payer", "other"]
+ContactChannel = Literal["phone", "video", "message", "in_person"]
 
 
 # The IANA zones of the pinned tzdata package (not the host's zoneinfo, which differs
@@ -221,6 +238,19 @@ RedFlag = Literal[
 TIME_ZONES: frozenset[str] = frozenset(
     importlib.resources.files("tzdata").joinpath("zones").read_text().split()
 )
+
+
+def _iana_zone(v: str) -> str:
+    if v not in TIME_ZONES:
+        raise ValueError(f"unknown IANA time zone {v!r}")
+    return v
+
+
+TimeZone = Annotated[
+    str,
+    AfterValidator(_iana_zone),
+    WithJsonSchema({"type": "string", "enum": sorted(TIME_ZONES)}),
+]
 
 
 class _Frozen(BaseModel):
@@ -279,17 +309,12 @@ class EpisodeStarted(_Envelope):
     episode_id: Id64
     clinician_id: Id64
     clinician_role: ClinicianRole
-    timezone: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(TIME_ZONES)})]
+    timezone: TimeZone
     program: Program
     billing: BillingInfo
     setup_education_completed: StrictBool = False
-
-    @field_validator("timezone")
-    @classmethod
-    def _iana_zone(cls, v: str) -> str:
-        if v not in TIME_ZONES:
-            raise ValueError(f"unknown IANA time zone {v!r}")
-        return v
+    # The intake this episode answers (intake.submitted): its start is also a first contact.
+    intake_id: Id64 | None = None
 
 
 class ProgramUpdated(_Envelope):
@@ -298,7 +323,12 @@ class ProgramUpdated(_Envelope):
     program: Program
 
 
-class _PatientData(_Envelope):
+class _SelfReported(_Envelope):
+    """What a patient app may post (key scope ``producer``): the patient's own reports. A
+    base class so the producer's types are read off the contract, not listed."""
+
+
+class _PatientData(_SelfReported):
     """What the patient sends about themself: a data day for RTM (98977), the alert rules'
     input. A base class so the set of such types is read off the contract, not listed."""
 
@@ -343,6 +373,118 @@ class EpisodeEnded(_Envelope):
     reason: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)] | None = None
 
 
+# --- intake (issue 18): screening before any episode; see docs/intake-rules.md ----------------
+
+SBST_ITEMS = 9
+
+
+class SbstAnswers(_Frozen):
+    """The Keele STarT Back Screening Tool's answers, by item id "1"-"9" (the project ships
+    item ids and scoring only, never the item text: (c) Keele University). Items 1-8: 0
+    disagree, 1 agree; item 9 (bothersomeness): 0 not at all .. 4 extremely."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
+
+    item1: Annotated[StrictInt, Field(alias="1", ge=0, le=1), INTEGRAL]
+    item2: Annotated[StrictInt, Field(alias="2", ge=0, le=1), INTEGRAL]
+    item3: Annotated[StrictInt, Field(alias="3", ge=0, le=1), INTEGRAL]
+    item4: Annotated[StrictInt, Field(alias="4", ge=0, le=1), INTEGRAL]
+    item5: Annotated[StrictInt, Field(alias="5", ge=0, le=1), INTEGRAL]
+    item6: Annotated[StrictInt, Field(alias="6", ge=0, le=1), INTEGRAL]
+    item7: Annotated[StrictInt, Field(alias="7", ge=0, le=1), INTEGRAL]
+    item8: Annotated[StrictInt, Field(alias="8", ge=0, le=1), INTEGRAL]
+    item9: Annotated[StrictInt, Field(alias="9", ge=0, le=4), INTEGRAL]
+
+    @property
+    def items(self) -> tuple[int, ...]:
+        """The nine answers, item 1 first."""
+        return tuple(getattr(self, f"item{i}") for i in range(1, SBST_ITEMS + 1))
+
+
+class IntakeAnswers(_Frozen):
+    # Numeric Pain Rating Scale now, 0-10 (as pain.reported's score)
+    nprs: Annotated[StrictInt, Field(ge=0, le=10), INTEGRAL]
+    # STarT Back, only for low_back (Keele does not recommend it for other regions)
+    sbst: SbstAnswers | None = None
+
+
+def _unique_flags(v: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for flag in v:
+        if flag in seen:
+            raise ValueError(f"{flag!r} is listed twice; each red flag at most once")
+        seen.add(flag)
+    return v
+
+
+IntakeRedFlags = Annotated[
+    list[IntakeRedFlag],
+    AfterValidator(_unique_flags),
+    Field(json_schema_extra={"uniqueItems": True}),
+]
+SBST_REGION = "low_back"
+SBST_REGION_MESSAGE = (
+    f"the STarT Back tool is only for body_region {SBST_REGION!r}"
+    " (Keele does not recommend it for other regions)"
+)
+
+
+class IntakeSubmitted(_SelfReported):
+    """A screening: from a patient app's self-screen (``producer``) or a scheduling system's
+    screening script (``integration``). Keyed by (patient_id, intake_id); a later version
+    (a later occurred_at) amends it."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # the region rule in the published schema: without low_back, no (non-null) sbst
+        json_schema_extra={
+            "if": {
+                "properties": {"body_region": {"not": {"const": SBST_REGION}}},
+                "required": ["body_region"],
+            },
+            "then": {
+                "properties": {"answers": {"properties": {"sbst": {"type": "null"}}}},
+                "description": SBST_REGION_MESSAGE,
+            },
+        },
+    )
+
+    type: Literal["intake.submitted"]
+    intake_id: Id64
+    timezone: TimeZone
+    body_region: BodyRegion
+    referral_source: ReferralSource | None = None
+    # the flags answered yes; may be empty
+    red_flags: IntakeRedFlags
+    answers: IntakeAnswers
+
+    @model_validator(mode="after")
+    def _sbst_only_for_low_back(self) -> IntakeSubmitted:
+        if self.answers.sbst is not None and self.body_region != SBST_REGION:
+            raise ValidationError.from_exception_data(
+                "IntakeSubmitted",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("sbst_region", SBST_REGION_MESSAGE),
+                        loc=("answers", "sbst"),
+                        input=self.answers.sbst.model_dump(),
+                    )
+                ],
+            )
+        return self
+
+
+class IntakeContacted(_Envelope):
+    """The first contact with the patient about an intake (integration keys): a call, a
+    video visit, a message or a visit. ``episode.started`` with ``intake_id`` counts too."""
+
+    type: Literal["intake.contacted"]
+    intake_id: Id64
+    channel: ContactChannel
+    clinician_id: Id64 | None = None
+
+
 Event = Annotated[
     EpisodeStarted
     | ProgramUpdated
@@ -350,7 +492,9 @@ Event = Annotated[
     | PainReported
     | SymptomReported
     | ClinicianTimeLogged
-    | EpisodeEnded,
+    | EpisodeEnded
+    | IntakeSubmitted
+    | IntakeContacted,
     Field(discriminator="type"),
 ]
 EVENT_MODELS: tuple[type[_Envelope], ...] = typing.get_args(typing.get_args(Event)[0])
@@ -366,7 +510,12 @@ EVENT_TYPES: tuple[str, ...] = tuple(type_of(m) for m in EVENT_MODELS)
 PATIENT_DATA_TYPES: frozenset[str] = frozenset(
     type_of(m) for m in EVENT_MODELS if issubclass(m, _PatientData)
 )
-# What an EHR integration sends: episodes, programs, clinician time (everything else).
+# What a patient app sends: its patient-data reports and its intake self-screens.
+PRODUCER_TYPES: frozenset[str] = frozenset(
+    type_of(m) for m in EVENT_MODELS if issubclass(m, _SelfReported)
+)
+# What an EHR or scheduling integration sends: episodes, programs, clinician time, intakes
+# and their contacts (everything but patient data).
 INTEGRATION_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - PATIENT_DATA_TYPES
 # The organisation of events that name none (before tenancy, or written straight to Kafka).
 DEFAULT_ORG = "default"

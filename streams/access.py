@@ -5,9 +5,10 @@ Two kinds of principal reach the gateway:
   and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a per-session CSRF token
   must come back in ``X-CSRF-Token`` on every state-changing request);
 - a **machine key** ``rtm_<key_id>_<secret>`` with scopes: ``producer`` (a patient app:
-  posts patient-data events only), ``integration`` (an EHR: episodes, programs, clinician
-  time), ``reader`` (reads the API within its organisation). Only ``sha256(salt||secret)``
-  is stored: the secret is 256 random bits, so a slow hash would add latency to every
+  posts patient-data events and intake self-screens only), ``integration`` (an EHR or a
+  scheduling system: episodes, programs, clinician time, intakes and their contacts),
+  ``reader`` (reads the API within its organisation). Only ``sha256(salt||secret)`` is
+  stored: the secret is 256 random bits, so a slow hash would add latency to every
   request without adding safety; passwords, which people choose, get argon2id.
 
 Every principal belongs to one organisation. What it may read is a ``Scope``: the
@@ -28,7 +29,7 @@ from typing import Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from schemas.events import INTEGRATION_TYPES, PATIENT_DATA_TYPES
+from schemas.events import INTEGRATION_TYPES, PRODUCER_TYPES
 
 Role = Literal["clinician", "billing", "admin", "operator"]
 KeyScope = Literal["producer", "integration", "reader"]
@@ -37,8 +38,8 @@ KEY_SCOPES: tuple[KeyScope, ...] = ("producer", "integration", "reader")
 
 # What each permission needs: user roles, key scopes.
 Permission = Literal[
-    "post_patient_data",  # exercise, pain, symptom events
-    "post_integration",  # episodes, programs, clinician time
+    "post_patient_data",  # exercise, pain, symptom events; intake self-screens
+    "post_integration",  # episodes, programs, clinician time; intakes and their contacts
     "read_clinical",  # alerts, adherence, pain, worklist
     "acknowledge",  # acknowledge an alert (in the principal's own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
@@ -89,7 +90,7 @@ class Principal:
     def postable_types(self) -> frozenset[str]:
         out: frozenset[str] = frozenset()
         if self.may("post_patient_data"):
-            out |= PATIENT_DATA_TYPES
+            out |= PRODUCER_TYPES
         if self.may("post_integration"):
             out |= INTEGRATION_TYPES
         return out

@@ -3,7 +3,9 @@ part 8): a hypothesis property over generated events, each a valid event of some
 with a few fields replaced by values from the edges (integral floats, booleans, schema
 versions, timestamps with a space, lower-case or missing separators, calendar and offset
 errors, trailing newlines, unknown and host-only time zones, NPIs with a wrong check
-digit, ids with spaces, NUL, unicode, a missing or an unknown field).
+digit, ids with spaces, NUL, unicode, a missing or an unknown field; for intakes, red flags
+out of the vocabulary or repeated, STarT Back answers with wrong keys or values, and the
+questionnaire on a body region other than low_back).
 
 The schema side is jsonschema's Draft 2020-12 validator over the JSON the CLI prints, with
 formats asserted: date-time (RFC 3339, via rfc3339-validator) and the schema's own "npi"
@@ -98,6 +100,15 @@ VALID: dict[str, dict[str, Any]] = {
         "interactive": True,
     },
     "episode.ended": {"episode_id": "ep-1", "reason": "discharged"},
+    "intake.submitted": {
+        "intake_id": "in-1",
+        "timezone": "America/Chicago",
+        "body_region": "low_back",
+        "referral_source": "primary_care",
+        "red_flags": ["cancer_history"],
+        "answers": {"nprs": 7, "sbst": {**{str(i): 1 for i in range(1, 9)}, "9": 3}},
+    },
+    "intake.contacted": {"intake_id": "in-1", "channel": "video", "clinician_id": "c-01"},
 }
 
 
@@ -161,6 +172,41 @@ time_zones = st.one_of(
     ),
     st.text(max_size=30),
 )
+INTAKE_FLAGS = [
+    "saddle_anesthesia",
+    "fever",
+    "major_trauma",
+    "cancer_history",  # an intake flag, not a symptom's
+    "headache",
+    "",
+    "fever\x00",
+]
+red_flag_lists = st.one_of(
+    st.lists(st.sampled_from(INTAKE_FLAGS[:4]), max_size=3, unique=True),
+    st.lists(st.sampled_from(INTAKE_FLAGS), max_size=4),  # repeats too
+    st.sampled_from(["fever", None, {}, [None]]),
+)
+SBST_KEYS = [str(i) for i in range(1, 10)]
+
+
+@st.composite
+def sbst_answers(draw: st.DrawFn) -> Any:
+    """STarT Back answers: valid ones, and valid ones with a key or a value changed."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from([None, [0] * 9, "low", 1, {}]))
+    answers: dict[str, Any] = {k: draw(st.integers(0, 4 if k == "9" else 1)) for k in SBST_KEYS}
+    for _ in range(draw(st.integers(0, 2))):
+        k = draw(st.sampled_from(SBST_KEYS))
+        change = draw(st.sampled_from(["value", "drop", "extra"]))
+        if change == "value":
+            answers[k] = draw(integers)
+        elif change == "drop":
+            answers.pop(k, None)
+        else:
+            answers[draw(st.sampled_from(["0", "10", "01", " 1", "item1", "9\n"]))] = 0
+    return answers
+
+
 MISSING = object()  # delete the field
 
 # field -> values it may take (None too: an explicit null)
@@ -183,6 +229,11 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "fall": st.sampled_from([True, False, 0, 1, "true", None]),
     "interactive": st.sampled_from([True, False, 0, None]),
     "type": st.sampled_from([*VALID, "pain.unknown", "", None, 1]),
+    "intake_id": st.one_of(ids, st.none()),
+    "body_region": st.sampled_from(["low_back", "neck", "knee", "other", "lower_back", None, 1]),
+    "referral_source": st.sampled_from(["self", "payer", "friend", None]),
+    "red_flags": red_flag_lists,
+    "channel": st.sampled_from(["phone", "in_person", "email", None]),
 }
 NESTED: dict[str, st.SearchStrategy[Any]] = {
     "billing.rendering_npi": npis,
@@ -194,6 +245,8 @@ NESTED: dict[str, st.SearchStrategy[Any]] = {
     ),
     "program.sessions_per_week": integers,
     "program.exercise_ids": st.lists(ids, max_size=3),
+    "answers.nprs": integers,
+    "answers.sbst": sbst_answers(),
 }
 
 
@@ -230,7 +283,40 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 @example(event("pain.reported", patient_id="p-001\n"))
 @example(event("episode.started", billing={**BILLING, "billing_npi": "1234567890"}))
 @example(event("pain.reported", occurred_at="2026-02-30T10:00:00Z"))
+@example(event("intake.submitted", body_region="neck"))
+@example(event("intake.submitted", red_flags=["fever", "fever"]))
+@example(event("symptom.reported", red_flags=["cancer_history"]))
 def test_the_cli_schema_and_the_gateway_agree(ev: dict[str, Any]) -> None:
+    assert schema_accepts(ev) == gateway_accepts(ev), (ev, validate_event(ev))
+
+
+@st.composite
+def intake_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Intakes with every intake field drawn at once (the generic draw above changes at
+    most three of ~30 fields, so it rarely pairs a region with the questionnaire)."""
+    ev = event("intake.submitted")
+    answers: dict[str, Any] = {}
+    if draw(st.integers(0, 9)):
+        answers["nprs"] = draw(st.one_of(st.integers(0, 10), integers))
+    if draw(st.booleans()):
+        answers["sbst"] = draw(sbst_answers())
+    ev["answers"] = answers
+    ev["body_region"] = draw(FIELDS["body_region"])
+    ev["red_flags"] = draw(red_flag_lists)
+    for name in ("intake_id", "referral_source", "timezone"):
+        if draw(st.integers(0, 3)) == 0:
+            value = draw(st.one_of(FIELDS[name], st.just(MISSING)))
+            if value is MISSING:
+                ev.pop(name)
+            else:
+                ev[name] = value
+    return ev
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(intake_events())
+@example(event("intake.submitted", body_region="knee", answers={"nprs": 3}))
+def test_the_cli_schema_and_the_gateway_agree_on_intakes(ev: dict[str, Any]) -> None:
     assert schema_accepts(ev) == gateway_accepts(ev), (ev, validate_event(ev))
 
 
@@ -249,6 +335,14 @@ def test_the_cli_schema_and_the_gateway_agree(ev: dict[str, Any]) -> None:
         (event("episode.started", timezone="America/Chicago"), True),
         (event("pain.reported", patient_id="p-001\n"), False),
         (event("episode.started", billing={**BILLING, "billing_npi": "1234567890"}), False),
+        (event("episode.started", intake_id="in-1"), True),
+        (event("intake.submitted", body_region="neck"), False),  # STarT Back: low back only
+        (event("intake.submitted", body_region="neck", answers={"nprs": 7}), True),
+        (event("intake.submitted", body_region="neck", answers={"nprs": 7, "sbst": None}), True),
+        (event("intake.submitted", red_flags=["fever", "fever"]), False),
+        (event("intake.submitted", red_flags=[]), True),
+        (event("symptom.reported", red_flags=["cancer_history"]), False),
+        (event("intake.contacted", channel="email"), False),
     ],
 )
 def test_the_known_disagreements_now_agree(ev: dict[str, Any], accepted: bool) -> None:
@@ -276,5 +370,11 @@ def test_negative_controls_the_property_can_fail() -> None:
     raw = jsonschema.Draft202012Validator(EVENT_ADAPTER.json_schema(), format_checker=_checker())
     newline = event("pain.reported", patient_id="p-001\n")
     assert schema_accepts(newline, raw) and not gateway_accepts(newline)
+    # without its if/then, the schema would take the STarT Back tool on any body region
+    no_region_rule = json.loads(json.dumps(CLI_SCHEMA))
+    del no_region_rule["$defs"]["IntakeSubmitted"]["if"]
+    neck = event("intake.submitted", body_region="neck")
+    assert schema_accepts(neck, jsonschema.Draft202012Validator(no_region_rule))
+    assert not gateway_accepts(neck)
     # the independent check digit agrees with the contract's on known NPIs
     assert _npi_ok("1234567893") and not _npi_ok("1234567890")
