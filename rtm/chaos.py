@@ -60,6 +60,15 @@ SCENARIOS = (
     "db_restarts",
     "kafka_sigkill",
 )
+SCENARIO_CODES = {
+    "worker_kills": "wk",
+    "db_outage": "do",
+    "kafka_outage": "ko",
+    "gateway_kills": "gk",
+    "rebalance": "rb",
+    "db_restarts": "dr",
+    "kafka_sigkill": "ks",
+}
 COHORT_START = dt.date(2026, 9, 1)
 Log = Callable[[str], None]
 
@@ -317,7 +326,9 @@ class Run:
     def cohort(self, ph: Phase) -> tuple[list[dict[str, Any]], Path, str]:
         from rtm.simulate import namespaced, simulate, write_jsonl
 
-        prefix = f"ch{self.bench.tag}{ph.name[:2]}-"
+        # a code per scenario (not the name's first letters: db_outage and db_restarts
+        # would share patient and event ids, and the second would replay the first's)
+        prefix = f"ch{self.bench.tag}{SCENARIO_CODES[ph.name]}-"
         c = self.config
         events = list(namespaced(simulate(c.patients, c.days, c.seed, start=COHORT_START), prefix))
         path = self.bench.workdir / f"{ph.name}.jsonl"

@@ -139,7 +139,7 @@ def encrypted() -> Iterator[Encrypted]:
         services.postgres_up(
             settings, tls=services.PostgresTls(db_cert.cert, db_cert.key, client_cafile=ca.cert)
         )
-        run_in_thread(migrate(settings.dsn))
+        run_in_thread(migrate(settings.owner_dsn, settings.app_role))  # the owner migrates
         run_in_thread(ensure_topics(settings))  # over SASL_SSL
         key = ensure_dev_key(settings)
         run_in_thread(provision_dev(settings, key))
