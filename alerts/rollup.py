@@ -177,10 +177,11 @@ HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISO
 def adherence_history(
     patient_id: str, events: Iterable[Event], org_id: str = DEFAULT_ORG
 ) -> list[DailyAdherence]:
-    """Every episode day's row of one patient (of ``org_id``) from all their stored events (the backfill
-    of ``patient_daily_adherence``): the same functions as the stream's rows and ``GET
-    /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``), from the episode
-    start up to its end, or for an open episode up to the patient's newest data day.
+    """Every episode day's row of one patient (of ``org_id``) from all their stored
+    events (the backfill of ``patient_daily_adherence``): the same functions as the
+    stream's rows and ``GET /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``),
+    from the episode start up to its end, or for an open episode up to the patient's newest
+    data day.
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []

@@ -4,8 +4,9 @@ Claim identity. A *claim* is what one submission sent for one billing NPI, patie
 member id and episode; its id (CLM01, the patient control number) is fixed when it is first
 submitted and never changes. A patient is (organisation, patient_id): the ids of claims and
 of their lines (REF*6R) name the organisation too (DEFAULT_ORG's as they always were), so
-one patient_id in two organisations never gives both the same ones. Each recorded line carries its claim id, so the history says
-which claim holds which period/month (``ClaimLine.key``).
+one patient_id in two organisations never gives both the same ones. Each recorded line
+carries its claim id, so the history says which claim holds which period/month
+(``ClaimLine.key``).
 
 Lifecycle (``plan_claims``), against what stands after earlier submissions:
 - a group never submitted goes on a new claim, frequency 1 (original);
@@ -108,9 +109,7 @@ def _org_part(org_id: str) -> tuple[str, ...]:
     return () if org_id == DEFAULT_ORG else ("org", org_id)
 
 
-def new_claim_id(
-    lines: Sequence[ClaimLine], taken: set[str], org_id: str = DEFAULT_ORG
-) -> str:
+def new_claim_id(lines: Sequence[ClaimLine], taken: set[str], org_id: str = DEFAULT_ORG) -> str:
     """A stable id for a new claim of ``org_id``: the same lines give the same id (a
     preview shows the id the submission will use); never one already ``taken``."""
     keys = sorted(repr(ln.key) for ln in lines)

@@ -26,10 +26,10 @@ from pydantic import TypeAdapter
 from billing.state import PatientBillingState, TimeLog
 from schemas.episodes import EpisodeEvent
 from schemas.events import (
+    DEFAULT_ORG,
     EVENT_TYPES,
     ClinicianTimeLogged,
     EpisodeEnded,
-    DEFAULT_ORG,
     EpisodeStarted,
     Event,
     PatientKey,
@@ -148,9 +148,7 @@ def states_from_rows(
     states: dict[PatientKey, PatientBillingState] = {}
     for r in data_days:
         ep = r["episode_id"]
-        _state(states, _key(r)).data_dates.add(
-            (r["local_date"], ep if ep != NO_EPISODE else None)
-        )
+        _state(states, _key(r)).data_dates.add((r["local_date"], ep if ep != NO_EPISODE else None))
     for r in time_logs:
         tz = dt.timezone(dt.timedelta(seconds=r["utc_offset_s"]))
         _state(states, _key(r)).time_logs[r["event_id"]] = TimeLog(

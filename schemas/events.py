@@ -385,6 +385,8 @@ def key_text(key: PatientKey) -> str:
     """``<org>/<patient_id>``: the text form of a patient key (the Kafka key of the
     patient's records). Unambiguous: ids never contain ``/``."""
     return f"{key[0]}/{key[1]}"
+
+
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
