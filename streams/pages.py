@@ -223,7 +223,7 @@ async def worklist_page(
             offset=(page - 1) * PAGE_SIZE,
         )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
-        ledgers = await load_states(conn, [r["patient_id"] for r in rows])
+        ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
         await audit_principal(
             conn,
             who,
@@ -310,13 +310,15 @@ async def patient_page(
         if not await in_scope(conn, who.scope(), patient_id):
             raise PageError(404, "Unknown patient", f"No patient {patient_id} in your care.")
         now = await db_now(conn)
-        payloads = await patient_payloads(conn, patient_id)
-        pains = await pain_reports(conn, patient_id, (now - dt.timedelta(days=90)).date(), None)
+        payloads = await patient_payloads(conn, who.org_id, patient_id)
+        pains = await pain_reports(
+            conn, who.org_id, patient_id, (now - dt.timedelta(days=90)).date(), None
+        )
         panel = await _alert_panel_context(conn, who, patient_id, status or None)
-        ledger = (await load_states(conn, [patient_id])).get(patient_id)
+        ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     states, _ = fold(parse_event_json(p) for p in payloads)
-    state = states.get(patient_id)
+    state = states.get((who.org_id, patient_id))
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
     if state is not None:
