@@ -32,7 +32,7 @@ from alerts.state import (
     new_state,
     state_to_dict,
 )
-from schemas.events import EVENT_ADAPTER, Event
+from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event, PatientKey
 
 P = "p-1"
 BILLING = {
@@ -338,7 +338,8 @@ def _run(seed: int) -> tuple[list[Any], int]:
     stored snapshot (agents/pipeline.py). Returns the changes, refusals and rollups."""
     arrivals = _history(seed)
     rng = random.Random(seed)
-    states: dict[str, PatientState] = {}
+    states: dict[PatientKey, PatientState] = {}
+    key = (DEFAULT_ORG, P)
     table: dict[str, Alert] = {}
     out: list[Any] = []
     acks: list[AckItem] = []
@@ -347,7 +348,7 @@ def _run(seed: int) -> tuple[list[Any], int]:
     while now < T0 + dt.timedelta(days=420):
         items: list[Item] = [
             a
-            if P in states and a.alert_id in states[P].alerts
+            if key in states and a.alert_id in states[key].alerts
             else AckItem(P, a.alert_id, a.at, a.by, table[a.alert_id])
             for a in acks
         ]
