@@ -46,8 +46,8 @@ class Publisher:
     async def publish(
         self, rows: Sequence[tuple[int, str, str]], received: dict[str, dt.datetime] | None = None
     ) -> None:
-        """Send (seq, patient_id, change JSON) to rtm.alerts, wait for Kafka's acks, then
-        delete the rows. A failure leaves them for the timer (at-least-once)."""
+        """Send (seq, key ``<org>/<patient_id>``, change JSON) to rtm.alerts, wait for
+        Kafka's acks, then delete the rows. A failure leaves them for the timer."""
         if not rows:
             return
         futures = [

@@ -12,6 +12,11 @@ rtm.alerts outbox rows of the batch are published. A SIGKILL anywhere loses noth
 batch is re-delivered and its effects were all or nothing) and doubles nothing (the events
 table says which events are new; the outbox re-sends, consumers dedupe by id + change).
 
+A patient is (organisation, patient_id): the gateway's stamp (``org_id``; a record written
+straight to Kafka without one is DEFAULT_ORG's) and the patient id together key the state,
+the events (an event id is unique per organisation), the ledger, alerts and rollups, so two
+organisations sending one patient_id never meet. The Kafka key is ``<org>/<patient_id>``.
+
 Dead letters (``rtm.events.dead``, with the reason): records the contract refuses, events
 dated more than ``RTM_MAX_FUTURE_SKEW_S`` after their receipt, records the database refuses
 for their content (the batch goes on without them) and a second active ``episode.started``.
@@ -41,13 +46,15 @@ from schemas.events import (
     EpisodeStarted,
     Event,
     FieldError,
+    PatientKey,
     errors_of,
     future_skew_error,
+    key_text,
     parse_event_json,
 )
 from streams import control
 from streams.app import Topology, task, timer
-from streams.db.access import claim_patients, record_patient_clinicians
+from streams.db.access import record_patient_clinicians, record_patients
 from streams.db.alerts import (
     StateStore,
     alerts_by_id,
@@ -59,6 +66,7 @@ from streams.db.billing import write_ledger
 from streams.db.events import (
     CONTENT_ERRORS,
     EventStore,
+    event_key,
     insert_new_events,
     refused_for_content,
     utc_now,
@@ -93,7 +101,15 @@ def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float
             continue
         if raw.startswith(control.ACK_PREFIX):
             ack = control.parse(raw)[1]
-            out.items.append(AckItem(ack["patient_id"], ack["alert_id"], ack["at"], ack["by"]))
+            out.items.append(
+                AckItem(
+                    ack["patient_id"],
+                    ack["alert_id"],
+                    ack["at"],
+                    ack["by"],
+                    org_id=ack.get("org_id", DEFAULT_ORG),
+                )
+            )
             continue
         try:
             event = parse_event_json(raw)
@@ -116,9 +132,11 @@ def _dead(
     raw: bytes | dict[str, Any], errors: list[FieldError], reason: str
 ) -> tuple[bytes, bytes, str]:
     body: Any = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    key = raw.get("patient_id", "") if isinstance(raw, dict) else ""
+    key = ""
+    if isinstance(raw, dict):
+        key = key_text((str(raw.get("org_id") or DEFAULT_ORG), str(raw.get("patient_id", ""))))
     return (
-        str(key).encode(),
+        key.encode(),
         dead_letter_payload(body, [e.model_dump() for e in errors], "worker"),
         reason,
     )
@@ -143,9 +161,11 @@ class IngestStep:
             settings.dead_letter_window_s,
             settings.dead_letter_min_records,
         )
+        self.partitions_assigned = False  # states stored without one (013) given theirs
 
-    def partition_of(self, patient_id: str) -> int:
-        return partition_of(patient_id.encode(), self.partitions)
+    def partition_of(self, key: PatientKey) -> int:
+        """The rtm.events partition of a patient: the one its Kafka key hashes to."""
+        return partition_of(key_text(key).encode(), self.partitions)
 
     async def __call__(self, records: Sequence[tuple[bytes, int, float | None]]) -> None:
         batch = decode(records, self.settings.max_future_skew_s)
@@ -170,7 +190,7 @@ class IngestStep:
         m.events_stored.inc(len(new_events))
         m.duplicates.inc(len(events) - len(new_events))
         now = utc_now()
-        received: dict[str, dt.datetime] = {}
+        received: dict[str, dt.datetime] = {}  # by event_id, for the alert latency only
         for e in events:
             m.events_processed.labels(e.type).inc()  # taken, new or re-delivered
         for e in new_events:
@@ -183,7 +203,7 @@ class IngestStep:
                 if ch.alert.unrouted:
                     m.alerts_unrouted.labels(ch.alert.kind).inc()
         rows = [
-            (seq, ch.alert.patient_id, ch.model_dump_json())
+            (seq, key_text((ch.alert.org_id, ch.alert.patient_id)), ch.model_dump_json())
             for seq, ch in zip(seqs, result.changes, strict=True)
         ]
         try:
@@ -212,13 +232,13 @@ class IngestStep:
                             "database",
                         )
                         for i in items
-                        if isinstance(i, EventItem) and (why := refused.get(i.event.event_id))
+                        if isinstance(i, EventItem) and (why := refused.get(event_key(i.event)))
                     ]
                 )
                 items = [
                     i
                     for i in items
-                    if not (isinstance(i, EventItem) and i.event.event_id in refused)
+                    if not (isinstance(i, EventItem) and event_key(i.event) in refused)
                 ]
             except BaseException:
                 self.states.forget()  # the cache may hold states the rollback undid
@@ -230,22 +250,24 @@ class IngestStep:
         events = [i.event for i in items if isinstance(i, EventItem)]
         async with self.store.acquire() as conn:
             async with conn.transaction():
-                items, events, orgs = await self._tenancy(conn, items, events)
-                new_ids = await insert_new_events(conn, events, orgs)
+                if not self.partitions_assigned:
+                    await self.states.assign_partitions(conn, self.partition_of)
+                new_keys = await insert_new_events(conn, events)
                 new_events: list[Event] = []
                 fresh: list[Item] = []
                 for item in items:
                     if isinstance(item, EventItem):
-                        eid = item.event.event_id
-                        if eid not in new_ids:
+                        key = event_key(item.event)
+                        if key not in new_keys:
                             continue  # re-delivered: its effects are stored already
-                        new_ids.discard(eid)  # a repeat inside the batch counts once
+                        new_keys.discard(key)  # a repeat inside the batch counts once
                         new_events.append(item.event)
                     fresh.append(item)
+                await record_patients(conn, (e.patient_key for e in new_events))
                 await record_patient_clinicians(
                     conn,
                     (
-                        (e.patient_id, e.clinician_id)
+                        (*e.patient_key, e.clinician_id)
                         for e in new_events
                         if isinstance(e, EpisodeStarted)
                     ),
@@ -254,10 +276,10 @@ class IngestStep:
                 if len(rows):
                     days, _, _ = await write_ledger(conn, rows)
                     self.topology.metrics.billing_days.inc(days)
-                pids = {i.patient_id for i in fresh if not isinstance(i, TickItem)}
+                keys = {i.key for i in fresh if not isinstance(i, TickItem)}
                 for part in {i.partition for i in fresh if isinstance(i, TickItem)}:
-                    pids.update(await self.states.patients_of_partition(conn, part))
-                states = await self.states.load(conn, sorted(pids))
+                    keys.update(await self.states.patients_of_partition(conn, part))
+                states = await self.states.load(conn, sorted(keys))
                 fresh = await self._with_stored_alerts(conn, fresh, states)
                 result = apply_batch(states, fresh, self.config, self.partition_of)
                 await upsert_alerts(conn, result.changes)
@@ -284,56 +306,23 @@ class IngestStep:
                     ]
                 )
         self.states.commit_saved()
+        self.partitions_assigned = True
         return new_events, result, seqs
 
-    async def _tenancy(
-        self, conn: Any, items: Sequence[Item], events: list[Event]
-    ) -> tuple[Sequence[Item], list[Event], dict[str, str]]:
-        """A patient belongs to the organisation that first sent an event for it; an
-        event stamped with another organisation is dead-lettered, never merged into that
-        patient (the gateway refuses most of them up front; this is the guarantee). An
-        event without a stamp (written straight to Kafka) takes the patient's."""
-        orgs = await claim_patients(conn, ((e.patient_id, e.org_id or DEFAULT_ORG) for e in events))
-        foreign = [
-            e
-            for e in events
-            if e.org_id is not None and orgs.get(e.patient_id, e.org_id) != e.org_id
-        ]
-        if not foreign:
-            return items, events, orgs
-        await self._send_dead(
-            [
-                _dead(
-                    orjson.loads(e.model_dump_json()),
-                    [
-                        FieldError(
-                            field="patient_id",
-                            message="patient_id: a patient of another organisation",
-                        )
-                    ],
-                    "tenancy",
-                )
-                for e in foreign
-            ]
-        )
-        ids = {e.event_id for e in foreign}
-        kept = [i for i in items if not (isinstance(i, EventItem) and i.event.event_id in ids)]
-        return kept, [e for e in events if e.event_id not in ids], orgs
-
     async def _with_stored_alerts(
-        self, conn: Any, items: list[Item], states: dict[str, Any]
+        self, conn: Any, items: list[Item], states: dict[PatientKey, Any]
     ) -> list[Item]:
         """Acks of alerts no longer in the state (resolved) carry the stored snapshot."""
         missing = [
             i.alert_id
             for i in items
-            if isinstance(i, AckItem) and i.alert_id not in states[i.patient_id].alerts
+            if isinstance(i, AckItem) and i.alert_id not in states[i.key].alerts
         ]
         if not missing:
             return items
         stored = await alerts_by_id(conn, missing)
         return [
-            AckItem(i.patient_id, i.alert_id, i.at, i.by, stored.get(i.alert_id))
+            AckItem(i.patient_id, i.alert_id, i.at, i.by, stored.get(i.alert_id), i.org_id)
             if isinstance(i, AckItem) and i.alert_id in stored
             else i
             for i in items

@@ -1,7 +1,8 @@
 """The batch engine (pure): one worker batch of events, ticks and acknowledgements.
 
 ``apply_batch(states, items, config, partition_of)`` folds the items in arrival order into
-the patients' states and returns only what changed: the states it touched, every alert
+the patients' states (keyed by ``PatientKey``: (organisation, patient_id)) and returns only
+what changed: the states it touched, every alert
 change in order, and the ``episode.started`` events it refused. The worker's agent loads the
 states, calls it, writes the result in the batch's transaction and publishes; the offline
 evaluator runs the same rules through ``alerts.rules`` one event at a time.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from alerts.models import DEFAULT_CONFIG, Alert, AlertChange, AlertConfig
 from alerts.rules import acknowledge, apply_event_outcome, on_tick, prune
 from alerts.state import PatientState, new_state
-from schemas.events import EpisodeStarted, Event
+from schemas.events import DEFAULT_ORG, EpisodeStarted, Event, PatientKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,10 @@ class EventItem:
     @property
     def patient_id(self) -> str:
         return self.event.patient_id
+
+    @property
+    def key(self) -> PatientKey:
+        return self.event.patient_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,11 @@ class AckItem:
     by: str
     # The stored alert, for one that already left the state (resolved); None if unknown.
     stored: Alert | None = None
+    org_id: str = DEFAULT_ORG
+
+    @property
+    def key(self) -> PatientKey:
+        return (self.org_id, self.patient_id)
 
 
 Item = EventItem | TickItem | AckItem
@@ -53,33 +63,35 @@ Item = EventItem | TickItem | AckItem
 
 @dataclass
 class BatchResult:
-    states: dict[str, PatientState] = field(default_factory=dict)  # touched ones only
+    states: dict[PatientKey, PatientState] = field(default_factory=dict)  # touched ones only
     changes: list[AlertChange] = field(default_factory=list)
     refused: list[tuple[EpisodeStarted, str]] = field(default_factory=list)
 
 
 def apply_batch(
-    states: Mapping[str, PatientState],
+    states: Mapping[PatientKey, PatientState],
     items: Sequence[Item],
     config: AlertConfig = DEFAULT_CONFIG,
-    partition_of: Callable[[str], int] | None = None,
+    partition_of: Callable[[PatientKey], int] | None = None,
 ) -> BatchResult:
     """Fold ``items`` in order. ``states`` holds every patient an item names (missing ones
     start empty) and, for a tick, every patient of its partition; it is not modified.
     ``partition_of`` maps a patient to its partition (needed only with ticks)."""
     out = BatchResult()
-    owned: dict[str, PatientState] = {}  # one copy per patient and batch, folded in place
+    owned: dict[PatientKey, PatientState] = {}  # one copy per patient and batch, in place
 
-    def mine(pid: str) -> PatientState:
-        s = owned.get(pid)
+    def mine(key: PatientKey) -> PatientState:
+        s = owned.get(key)
         if s is None:
-            base = states.get(pid)
-            s = owned[pid] = base.copy_for_update() if base is not None else new_state(pid)
+            base = states.get(key)
+            s = owned[key] = (
+                base.copy_for_update() if base is not None else new_state(key[1], key[0])
+            )
         return s
 
     for item in items:
         if isinstance(item, EventItem):
-            s = mine(item.patient_id)
+            s = mine(item.key)
             changes, reason = apply_event_outcome(s, item.event, config)
             out.changes += changes
             if reason is not None and isinstance(item.event, EpisodeStarted):
@@ -87,16 +99,16 @@ def apply_batch(
         elif isinstance(item, TickItem):
             if partition_of is None:
                 raise ValueError("ticks need partition_of")
-            pids = {p for p in states if partition_of(p) == item.partition}
-            pids |= {p for p in owned if partition_of(p) == item.partition}
-            for pid in sorted(pids):
-                current = owned.get(pid) or states[pid]
+            keys = {k for k in states if partition_of(k) == item.partition}
+            keys |= {k for k in owned if partition_of(k) == item.partition}
+            for key in sorted(keys):
+                current = owned.get(key) or states[key]
                 ticked, changes = on_tick(current, item.now, config)
                 if ticked is not current:
-                    owned[pid] = ticked
+                    owned[key] = ticked
                 out.changes += changes
         else:
-            known = owned.get(item.patient_id) or states.get(item.patient_id)
+            known = owned.get(item.key) or states.get(item.key)
             if known is None:
                 continue  # unknown patient: the API answered 404 already
             s = known
@@ -107,9 +119,9 @@ def apply_batch(
             except KeyError:
                 continue  # unknown alert id: the API answered 404 already
             if acked is not s:
-                owned[item.patient_id] = acked
+                owned[item.key] = acked
             out.changes += changes
-    for pid, s in owned.items():
+    for key, s in owned.items():
         prune(s, config)
-        out.states[pid] = s
+        out.states[key] = s
     return out

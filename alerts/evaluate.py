@@ -6,6 +6,8 @@
   as a streaming timer that ticked all along, provided the events had arrived on time.
 - ``run_adherence_evaluate``: the adherence CSV from the same per-patient state.
 
+Events key their patient by (organisation, patient_id) as the worker does; a line without
+an ``org_id`` stamp belongs to DEFAULT_ORG (as a record written straight to Kafka does).
 Invalid lines are reported on stderr (line number and the field-naming messages) and
 skipped. Return code: 0 if every line was valid, 1 if some were skipped (the output is
 still complete for the valid ones).
@@ -24,7 +26,7 @@ from alerts.adherence import CSV_HEADER, daily_rows
 from alerts.models import DEFAULT_CONFIG, Alert, AlertChange, AlertConfig
 from alerts.rules import on_event, on_tick
 from alerts.state import PatientState, new_state
-from schemas.events import Event, validate_event
+from schemas.events import Event, PatientKey, validate_event
 
 
 class _Reader:
@@ -56,7 +58,7 @@ class _Reader:
 
 def fold(
     events: Iterator[Event] | _Reader, config: AlertConfig = DEFAULT_CONFIG
-) -> tuple[dict[str, PatientState], list[tuple[str, str]]]:
+) -> tuple[dict[PatientKey, PatientState], list[tuple[str, str]]]:
     """Fold events in order; return the states and (patient_id, alert_id) in firing order."""
     states, changes = fold_changes(events, config)
     return states, [(c.alert.patient_id, c.alert.id) for c in changes if c.change == "fired"]
@@ -64,18 +66,20 @@ def fold(
 
 def fold_changes(
     events: Iterator[Event] | _Reader, config: AlertConfig = DEFAULT_CONFIG
-) -> tuple[dict[str, PatientState], list[AlertChange]]:
-    """Fold events in order, each event_id once (as the worker, whose ``events`` table
-    tells it which are new); return the states and every alert change in order."""
-    states: dict[str, PatientState] = {}
-    seen: set[str] = set()
+) -> tuple[dict[PatientKey, PatientState], list[AlertChange]]:
+    """Fold events in order, each event_id once per organisation (as the worker, whose
+    ``events`` table tells it which are new); return the states by (organisation,
+    patient_id) and every alert change in order."""
+    states: dict[PatientKey, PatientState] = {}
+    seen: set[tuple[str, str]] = set()
     out: list[AlertChange] = []
     for event in events:
-        if event.event_id in seen:
+        key = event.patient_key
+        if (key[0], event.event_id) in seen:
             continue
-        seen.add(event.event_id)
-        state = states.get(event.patient_id) or new_state(event.patient_id)
-        states[event.patient_id], changes = on_event(state, event, config)
+        seen.add((key[0], event.event_id))
+        state = states.get(key) or new_state(event.patient_id, key[0])
+        states[key], changes = on_event(state, event, config)
         out += changes
     return states, out
 
@@ -95,8 +99,8 @@ def run_alerts_evaluate(
         return 2
     reader = _Reader(events_path, err)
     states, changes = fold_changes(reader, config)
-    for patient_id in states:
-        states[patient_id], ch = on_tick(states[patient_id], as_of, config)
+    for key in states:
+        states[key], ch = on_tick(states[key], as_of, config)
         changes += ch
     latest: dict[str, Alert] = {}  # firing order, last snapshot of each
     for c in changes:
@@ -117,24 +121,24 @@ def run_adherence_evaluate(
     in the file (there is no clock offline)."""
     err = err if err is not None else sys.stderr
     reader = _Reader(events_path, err)
-    newest: dict[str, dt.date] = {}
+    newest: dict[PatientKey, dt.date] = {}
 
     def tracked() -> Iterator[Event]:
         for event in reader:
-            day = event.local_date
-            if event.patient_id not in newest or day > newest[event.patient_id]:
-                newest[event.patient_id] = day
+            day, key = event.local_date, event.patient_key
+            if key not in newest or day > newest[key]:
+                newest[key] = day
             yield event
 
     states, _ = fold(tracked(), config)
     out.write(CSV_HEADER + "\n")
-    for patient_id in sorted(states):
-        state = states[patient_id]
+    for key in sorted(states):
+        state = states[key]
         rows = daily_rows(
-            patient_id,
+            state.patient_id,
             state.completions,
             state.book,
-            newest.get(patient_id),
+            newest.get(key),
             config.adherence_window_days,
         )
         out.writelines(row.csv() + "\n" for row in rows)

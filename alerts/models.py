@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.events import DEFAULT_ORG
+
 AlertKind = Literal[
     "red_flag",
     "fall",
@@ -54,14 +56,21 @@ CLINIC_WIDE = "*"
 _ALERT_NS = uuid.UUID("6f1d7c2e-3b7a-5e0c-9a51-2f4c8d0b7e11")
 
 
-def alert_id(patient_id: str, kind: AlertKind, trigger: str) -> str:
-    """Deterministic id: the same (patient, kind, trigger) always yields the same id.
+def alert_id(
+    patient_id: str, kind: AlertKind, trigger: str, org_id: str | None = DEFAULT_ORG
+) -> str:
+    """Deterministic id: the same (organisation, patient, kind, trigger) always yields the
+    same id, and two organisations' patients with one patient_id never share one.
 
     ``trigger`` is the triggering event_id (event-driven kinds), ``episode_id:date``
     (inactivity, adherence_low) or ``episode_id:period-k`` (billing_at_risk, once per
     30-day period), so a replay upserts the same row instead of firing again.
+    ``org_id=None``: the id as it was before patients were scoped by organisation
+    (``PatientState.legacy_ids``: states stored then keep their alerts' ids). Ids hold no
+    ``|``, so the two forms cannot produce the same name.
     """
-    return str(uuid.uuid5(_ALERT_NS, f"{patient_id}|{kind}|{trigger}"))
+    name = f"{patient_id}|{kind}|{trigger}"
+    return str(uuid.uuid5(_ALERT_NS, name if org_id is None else f"{org_id}|{name}"))
 
 
 class Alert(BaseModel):
@@ -71,6 +80,8 @@ class Alert(BaseModel):
 
     id: str
     patient_id: str
+    # the patient's organisation: (org_id, patient_id) is the patient
+    org_id: str = DEFAULT_ORG
     episode_id: str
     clinician_id: str
     kind: AlertKind

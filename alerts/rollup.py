@@ -36,11 +36,13 @@ from alerts.rules import completions_kept_from
 from alerts.state import PatientState, completion_key
 from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeEvent, fold_book
 from schemas.events import (
+    DEFAULT_ORG,
     PATIENT_DATA_TYPES,
     EpisodeEnded,
     EpisodeStarted,
     Event,
     ExerciseCompleted,
+    PatientKey,
     ProgramUpdated,
 )
 
@@ -64,6 +66,7 @@ class PatientRollup:
     open_alerts: int
     oldest_open: dt.datetime | None
     open_kinds: tuple[str, ...]
+    org_id: str = DEFAULT_ORG
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class DailyAdherence:
     prescribed: float
     completed: int
     adherence_7d: float | None
+    org_id: str = DEFAULT_ORG
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         open_alerts=len(open_),
         oldest_open=min((a.fired_at for a in open_), default=None),
         open_kinds=tuple(sorted({a.kind for a in open_})),
+        org_id=state.org_id,
     )
 
 
@@ -159,6 +164,7 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
                 float(prescribed_on(book, day)),
                 counts.get(day, 0),
                 None if ratio is None else float(ratio),
+                state.org_id,
             )
         )
     return out
@@ -168,17 +174,20 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
 HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES}))
 
 
-def adherence_history(patient_id: str, events: Iterable[Event]) -> list[DailyAdherence]:
-    """Every episode day's row of one patient from all their stored events (the backfill
-    of ``patient_daily_adherence``): the same functions as the stream's rows and ``GET
-    /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``), from the episode
-    start up to its end, or for an open episode up to the patient's newest data day.
+def adherence_history(
+    patient_id: str, events: Iterable[Event], org_id: str = DEFAULT_ORG
+) -> list[DailyAdherence]:
+    """Every episode day's row of one patient (of ``org_id``) from all their stored
+    events (the backfill of ``patient_daily_adherence``): the same functions as the
+    stream's rows and ``GET /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``),
+    from the episode start up to its end, or for an open episode up to the patient's newest
+    data day.
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []
     last: dt.date | None = None
     for e in events:
-        if e.patient_id != patient_id:
+        if e.patient_key != (org_id, patient_id):
             continue
         if isinstance(e, ExerciseCompleted):
             c = Completion.of(e)
@@ -199,20 +208,21 @@ def adherence_history(patient_id: str, events: Iterable[Event]) -> list[DailyAdh
             float(r.prescribed),
             r.completed,
             None if r.adherence_7d is None else float(r.adherence_7d),
+            org_id,
         )
         for r in daily_rows(patient_id, completions, book, last)
     ]
 
 
-def rollups(states: Mapping[str, PatientState], new_events: Sequence[Event]) -> Rollups:
+def rollups(states: Mapping[PatientKey, PatientState], new_events: Sequence[Event]) -> Rollups:
     """Rollups of every patient whose state the batch touched."""
-    by_patient: dict[str, list[Event]] = {}
+    by_patient: dict[PatientKey, list[Event]] = {}
     for e in new_events:
-        by_patient.setdefault(e.patient_id, []).append(e)
+        by_patient.setdefault(e.patient_key, []).append(e)
     patients, days = [], []
-    for pid in sorted(states):
-        state = states[pid]
-        patients.append(patient_rollup(state, by_patient.get(pid, [])))
+    for key in sorted(states):
+        state = states[key]
+        patients.append(patient_rollup(state, by_patient.get(key, [])))
         days.extend(daily_adherence(state))
     return Rollups(tuple(patients), tuple(days))
 

@@ -16,7 +16,8 @@ modifies its input:
 - ``acknowledge``: a clinician's acknowledgement (starts the cool-down).
 
 Time-driven alerts carry the boundary instant as ``fired_at`` (not the tick time), and all
-alert ids are derived from (patient, kind, trigger), so a replay gives identical alerts.
+alert ids are derived from (organisation, patient, kind, trigger), so a replay gives
+identical alerts.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
-    alert_id,
 )
 from alerts.state import (
     Cooldown,
@@ -101,7 +101,7 @@ def apply_event_outcome(
 ) -> tuple[list[AlertChange], str | None]:
     """``apply_event``, also telling why an ``episode.started`` was refused (a second
     active episode, 409-style; it is not kept), else None."""
-    if event.patient_id != s.patient_id:
+    if event.patient_key != s.key:
         raise ValueError(f"event {event.event_id} belongs to another patient than this state")
     if s.clock is None or event.occurred_at > s.clock:
         s.clock = event.occurred_at
@@ -624,7 +624,7 @@ def _billing_rule(
     period = period_of(ep, day)
     if period is None:
         return []
-    aid = alert_id(s.patient_id, "billing_at_risk", _period_trigger(ep, period.index))
+    aid = s.alert_id("billing_at_risk", _period_trigger(ep, period.index))
     if day == period.end:
         current = s.alerts.get(aid)
         if current is None or current.status == "resolved":
@@ -735,7 +735,11 @@ def acknowledge(
     if current is None:
         # Resolved alerts leave the state; the adapter passes the stored snapshot so an
         # acknowledgement still records and starts the cool-down.
-        if stored is None or stored.id != alert_id_ or stored.patient_id != state.patient_id:
+        if (
+            stored is None
+            or stored.id != alert_id_
+            or (stored.org_id, stored.patient_id) != state.key
+        ):
             raise KeyError(alert_id_)
         current = stored
     if current.acknowledged_at is not None:
@@ -782,12 +786,13 @@ def _fire(
     threshold: float | None = None,
     details: tuple[str, ...] = (),
 ) -> list[AlertChange]:
-    aid = alert_id(s.patient_id, kind, trigger)
+    aid = s.alert_id(kind, trigger)
     if aid in s.alerts or aid in s.cooldowns or not _may_fire(s, kind, at, config):
         return []  # the id check is what makes a replay harmless
     alert = Alert(
         id=aid,
         patient_id=s.patient_id,
+        org_id=s.org_id,
         # No episode: unrouted, for the clinic-wide recipient ('*').
         episode_id=episode.episode_id if episode is not None else "",
         clinician_id=episode.clinician_id if episode is not None else CLINIC_WIDE,

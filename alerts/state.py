@@ -46,17 +46,21 @@ import orjson
 from pydantic import TypeAdapter
 
 from alerts.adherence import Completion
-from alerts.models import Alert, AlertKind
+from alerts.models import Alert, AlertKind, alert_id
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
+from schemas.events import DEFAULT_ORG, PatientKey
 
 _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 _ALERT_JSON: TypeAdapter[Alert] = TypeAdapter(Alert)
 # 3: adds past episodes ("pe"), cool-down entries ("cd") and the retired horizon ("rt");
 # every other key is encoded as in 2, so a version-2 state decodes as it is (and is
 # compacted by the next prune).
-STATE_VERSION = 3
+# 4: adds the organisation ("o", omitted for DEFAULT_ORG) and "li" (legacy alert ids).
+# States of versions 2 and 3 were written when alert ids named no organisation: they
+# decode with ``legacy_ids`` (infra/migrations/013 adds their "o").
+STATE_VERSION = 4
 _ONE_DAY = dt.timedelta(days=1)
-_DECODABLE_VERSIONS = (2, 3)
+_DECODABLE_VERSIONS = (2, 3, 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,12 @@ class PatientState:
     """
 
     patient_id: str
+    # the patient is (org_id, patient_id): the same patient_id in another organisation has
+    # a state of its own
+    org_id: str = DEFAULT_ORG
+    # alert ids as they were before patients were scoped by organisation (states stored
+    # then): kept so that their open alerts, cool-downs and periods keep their ids
+    legacy_ids: bool = False
     episode_events: dict[str, EpisodeEvent] = field(default_factory=dict)
     data: dict[str, DataRecord] = field(default_factory=dict)
     # per episode: the newest data date no longer in ``data`` (pruned)
@@ -208,9 +218,19 @@ class PatientState:
     def invalidate_book(self) -> None:
         self._book = None
 
+    @property
+    def key(self) -> PatientKey:
+        return (self.org_id, self.patient_id)
+
+    def alert_id(self, kind: AlertKind, trigger: str) -> str:
+        """The id of this patient's alert of ``kind`` for ``trigger``."""
+        return alert_id(self.patient_id, kind, trigger, None if self.legacy_ids else self.org_id)
+
     def _facts(self) -> tuple[Any, ...]:
         return (
             self.patient_id,
+            self.org_id,
+            self.legacy_ids,
             self.episode_events,
             self.data,
             self.data_floor,
@@ -241,6 +261,8 @@ class PatientState:
         """
         new = PatientState(
             patient_id=self.patient_id,
+            org_id=self.org_id,
+            legacy_ids=self.legacy_ids,
             episode_events=dict(self.episode_events),
             data=dict(self.data),
             data_floor=dict(self.data_floor),
@@ -258,8 +280,8 @@ class PatientState:
         return new
 
 
-def new_state(patient_id: str) -> PatientState:
-    return PatientState(patient_id=patient_id)
+def new_state(patient_id: str, org_id: str = DEFAULT_ORG) -> PatientState:
+    return PatientState(patient_id=patient_id, org_id=org_id)
 
 
 # --- stored form ------------------------------------------------------------------------------
@@ -281,6 +303,10 @@ def _seconds(v: dt.timedelta) -> int | float:
 def state_to_dict(state: PatientState) -> dict[str, Any]:
     """A JSON-able dict of compact arrays; round-trips with ``state_from_dict``."""
     out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
+    if state.org_id != DEFAULT_ORG:
+        out["o"] = state.org_id
+    if state.legacy_ids:
+        out["li"] = 1
     if state.episode_events:
         out["ep"] = [
             e.model_dump(mode="json", exclude_none=True) for e in state.episode_events.values()
@@ -301,8 +327,8 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             [_ts(c.occurred_at), c.session_id, c.episode_id] for c in state.completions.values()
         ]
     if state.alerts:
-        out["a"] = [
-            a.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        out["a"] = [  # each alert's org_id is the state's
+            a.model_dump(mode="json", exclude_none=True, exclude_defaults=True, exclude={"org_id"})
             for a in state.alerts.values()
         ]
     # A past episode's cursor is the day after its end date unless an earlier
@@ -358,9 +384,14 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
 
 
 def state_from_dict(data: dict[str, Any]) -> PatientState:
-    if data.get("v") not in _DECODABLE_VERSIONS:
-        raise ValueError(f"unknown alert state version {data.get('v')!r}")
-    s = PatientState(patient_id=data["p"])
+    version = data.get("v")
+    if version not in _DECODABLE_VERSIONS:
+        raise ValueError(f"unknown alert state version {version!r}")
+    s = PatientState(
+        patient_id=data["p"],
+        org_id=data.get("o", DEFAULT_ORG),
+        legacy_ids=bool(data.get("li", version < 4)),
+    )
     for e in data.get("ep", ()):
         ev = _EPISODE_EVENT.validate_python(e)
         s.episode_events[ev.event_id] = ev
@@ -379,7 +410,7 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         c = Completion(occurred_at=_pts(at), session_id=session, episode_id=ep)
         s.completions[completion_key(c)] = c
     for a in data.get("a", ()):
-        alert = _ALERT_JSON.validate_python(a)
+        alert = _ALERT_JSON.validate_python({**a, "org_id": s.org_id})
         s.alerts[alert.id] = alert
     s.day_cursor = {k: dt.date.fromisoformat(v) for k, v in data.get("dc", {}).items()}
     for eid, typ, at, known, ep, score, stale, baseline, flags, fall in data.get("pd", ()):

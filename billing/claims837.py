@@ -2,8 +2,11 @@
 
 Claim identity. A *claim* is what one submission sent for one billing NPI, patient, payer,
 member id and episode; its id (CLM01, the patient control number) is fixed when it is first
-submitted and never changes. Each recorded line carries its claim id, so the history says
-which claim holds which period/month (``ClaimLine.key``).
+submitted and never changes. A patient is (organisation, patient_id): the ids of claims and
+of their lines (REF*6R) name the organisation too (DEFAULT_ORG's as they always were), so
+one patient_id in two organisations never gives both the same ones. Each recorded line
+carries its claim id, so the history says which claim holds which period/month
+(``ClaimLine.key``).
 
 Lifecycle (``plan_claims``), against what stands after earlier submissions:
 - a group never submitted goes on a new claim, frequency 1 (original);
@@ -38,6 +41,7 @@ from billing.demographics import Demographics
 from billing.fees import FeeEntry, fee_for
 from billing.profile import BillingProfile, missing_fields
 from billing.rules import ClaimLine
+from schemas.events import DEFAULT_ORG
 
 Frequency = Literal["1", "7", "8"]
 Usage = Literal["P", "T"]
@@ -99,13 +103,19 @@ def standing_claims(history: Iterable[RecordedLine]) -> dict[GroupKey, tuple[str
     return standing
 
 
-def new_claim_id(lines: Sequence[ClaimLine], taken: set[str]) -> str:
-    """A stable id for a new claim: the same lines give the same id (a preview shows the id
-    the submission will use); never one already ``taken``."""
+def _org_part(org_id: str) -> tuple[str, ...]:
+    """What an id adds for the organisation: nothing for DEFAULT_ORG (its ids stay as they
+    were before patients were scoped by organisation), the org id otherwise."""
+    return () if org_id == DEFAULT_ORG else ("org", org_id)
+
+
+def new_claim_id(lines: Sequence[ClaimLine], taken: set[str], org_id: str = DEFAULT_ORG) -> str:
+    """A stable id for a new claim of ``org_id``: the same lines give the same id (a
+    preview shows the id the submission will use); never one already ``taken``."""
     keys = sorted(repr(ln.key) for ln in lines)
     n = 0
     while True:
-        cid = "RTM" + _short_id(*_claim_of(lines[0]), *keys, str(n))
+        cid = "RTM" + _short_id(*_org_part(org_id), *_claim_of(lines[0]), *keys, str(n))
         if cid not in taken:
             return cid
         n += 1
@@ -117,11 +127,12 @@ def plan_claims(
     date_from: dt.date,
     date_to: dt.date,
     taken_ids: Iterable[str] = (),
+    org_id: str = DEFAULT_ORG,
 ) -> list[PlannedClaim]:
-    """The claims of the next submission: replacements and voids of standing claims that
-    changed, then new claims. ``current``: the claims the rules give now with a date of
-    service in [date_from, date_to], over the patients of ``history``; withdrawn groups
-    are looked for in that range only."""
+    """The claims of the next submission of ``org_id``: replacements and voids of standing
+    claims that changed, then new claims. ``current``: the claims the rules give now with a
+    date of service in [date_from, date_to], over the patients of ``history`` (all of one
+    organisation); withdrawn groups are looked for in that range only."""
     standing = standing_claims(history)
     flat = [ln for _, lines in standing.values() for ln in lines]
     pending = lines_to_export(flat, current)
@@ -164,7 +175,7 @@ def plan_claims(
     )
     for _, grp in groupby(fresh, key=_claim_of):
         lines = tuple(grp)
-        cid = new_claim_id(lines, taken)
+        cid = new_claim_id(lines, taken, org_id)
         taken.add(cid)
         out.append(PlannedClaim(cid, "1", lines, lines))
     return out
@@ -306,10 +317,16 @@ def _seg(*elements: str) -> str:
     return ELEMENT.join(elements).rstrip(ELEMENT) + SEGMENT
 
 
-def line_control_number(line: ClaimLine) -> str:
-    """REF*6R: stable per line (patient, episode, code, period) and unique in a claim."""
+def line_control_number(line: ClaimLine, org_id: str = DEFAULT_ORG) -> str:
+    """REF*6R: stable per line (organisation, patient, episode, code, period) and unique in
+    a claim."""
     return _short_id(
-        line.patient_id, line.episode_id, line.cpt, line.period_start.isoformat(), length=20
+        *_org_part(org_id),
+        line.patient_id,
+        line.episode_id,
+        line.cpt,
+        line.period_start.isoformat(),
+        length=20,
     )
 
 
@@ -494,6 +511,6 @@ def _claim_segments(ready: ReadyClaim, profile: BillingProfile) -> list[str]:
                 pointers,
             ),
             _seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
-            _seg("REF", "6R", line_control_number(ln)),
+            _seg("REF", "6R", line_control_number(ln, profile.org_id)),
         ]
     return out

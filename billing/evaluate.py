@@ -20,7 +20,7 @@ from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.export import write_csv
 from billing.rules import ClaimLine, compute_claims
 from billing.state import PatientBillingState
-from schemas.events import validate_event
+from schemas.events import PatientKey, validate_event
 
 
 class LineError(NamedTuple):
@@ -40,9 +40,11 @@ class Evaluation(NamedTuple):
 
 def fold_jsonl(
     lines_of_jsonl: Iterable[str | bytes],
-) -> tuple[dict[str, PatientBillingState], list[LineError]]:
-    """Validate each line on its own and fold the valid events into per-patient states."""
-    states: dict[str, PatientBillingState] = {}
+) -> tuple[dict[PatientKey, PatientBillingState], list[LineError]]:
+    """Validate each line on its own and fold the valid events into per-patient states,
+    by (organisation, patient_id) as the worker keys them (a line without an ``org_id``
+    stamp belongs to DEFAULT_ORG)."""
+    states: dict[PatientKey, PatientBillingState] = {}
     errors: list[LineError] = []
     episode_lines: dict[str, int] = {}  # to report a refused episode.started by line
     for n, raw in enumerate(lines_of_jsonl, start=1):
@@ -60,9 +62,10 @@ def fold_jsonl(
         if isinstance(result, list):
             errors.append(LineError(n, event_id, "; ".join(e.message for e in result)))
             continue
-        state = states.get(result.patient_id)
+        key = result.patient_key
+        state = states.get(key)
         if state is None:
-            state = states[result.patient_id] = PatientBillingState(patient_id=result.patient_id)
+            state = states[key] = PatientBillingState(patient_id=result.patient_id)
         state.apply(result)
         if result.type == "episode.started":
             episode_lines.setdefault(result.event_id, n)

@@ -1,8 +1,9 @@
 """The billing ledger as rows (pure): events -> rows for the TimescaleDB tables, and rows
 -> ``PatientBillingState`` objects equal to what the offline fold builds.
 
-The ledger has three sets, mirroring ``PatientBillingState``:
-- data days ``(patient_id, local_date, episode_id or "")`` (``""`` stands for "no episode
+The ledger has three sets, mirroring ``PatientBillingState``, each row starting with the
+patient's organisation (a patient is (org_id, patient_id); states come back keyed so):
+- data days ``(org_id, patient_id, local_date, episode_id or "")`` (``""`` stands for "no episode
   named"; contract ids are never empty);
 - time logs keyed by ``event_id``;
 - episode events (``episode.started`` / ``program.updated`` / ``episode.ended``) keyed
@@ -25,11 +26,13 @@ from pydantic import TypeAdapter
 from billing.state import PatientBillingState, TimeLog
 from schemas.episodes import EpisodeEvent
 from schemas.events import (
+    DEFAULT_ORG,
     EVENT_TYPES,
     ClinicianTimeLogged,
     EpisodeEnded,
     EpisodeStarted,
     Event,
+    PatientKey,
     ProgramUpdated,
     is_patient_data,
 )
@@ -39,12 +42,13 @@ NO_EPISODE = ""
 BILLING_EVENT_TYPES = EVENT_TYPES
 _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 
-DataDayRow = tuple[str, dt.date, str, str]  # patient_id, local_date, episode_id|"", event_id
-# event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s, minutes, role,
-# interactive
-TimeLogRow = tuple[str, str, str | None, dt.date, dt.datetime, int, int, str, bool]
-# event_id, patient_id, type, episode_id, occurred_at, payload (JSON text)
-EpisodeEventRow = tuple[str, str, str, str, dt.datetime, str]
+# org_id, patient_id, local_date, episode_id|"", event_id
+DataDayRow = tuple[str, str, dt.date, str, str]
+# org_id, event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s, minutes,
+# role, interactive
+TimeLogRow = tuple[str, str, str, str | None, dt.date, dt.datetime, int, int, str, bool]
+# org_id, event_id, patient_id, type, episode_id, occurred_at, payload (JSON text)
+EpisodeEventRow = tuple[str, str, str, str, str, dt.datetime, str]
 
 
 @dataclass
@@ -64,7 +68,7 @@ def _offset_s(when: dt.datetime) -> int:
 
 def strip_received(event: Event) -> Event:
     """The event as billing keeps it: without the gateway's stamps (``received_at``, and
-    ``org_id``, which the ledger's scope takes from ``patient_orgs``)."""
+    ``org_id``, which the ledger keeps in its own column)."""
     if event.received_at is None and event.org_id is None:
         return event
     return event.model_copy(update={"received_at": None, "org_id": None})
@@ -73,19 +77,26 @@ def strip_received(event: Event) -> Event:
 def ledger_rows(events: Iterable[Event]) -> LedgerRows:
     """Rows for the ledger tables, deduplicated within the batch (first occurrence wins)."""
     rows = LedgerRows()
-    seen_days: set[tuple[str, dt.date, str]] = set()
-    seen_ids: set[str] = set()
+    seen_days: set[tuple[str, str, dt.date, str]] = set()
+    seen_ids: set[tuple[str, str]] = set()  # (org_id, event_id): event ids are per organisation
     for ev in events:
+        org = ev.patient_key[0]
         if is_patient_data(ev):
-            key = (ev.patient_id, ev.local_date, getattr(ev, "episode_id", None) or NO_EPISODE)
+            key = (
+                org,
+                ev.patient_id,
+                ev.local_date,
+                getattr(ev, "episode_id", None) or NO_EPISODE,
+            )
             if key not in seen_days:
                 seen_days.add(key)
                 rows.data_days.append((*key, ev.event_id))
         elif isinstance(ev, ClinicianTimeLogged):
-            if ev.event_id not in seen_ids:
-                seen_ids.add(ev.event_id)
+            if (org, ev.event_id) not in seen_ids:
+                seen_ids.add((org, ev.event_id))
                 rows.time_logs.append(
                     (
+                        org,
                         ev.event_id,
                         ev.patient_id,
                         ev.episode_id,
@@ -98,10 +109,11 @@ def ledger_rows(events: Iterable[Event]) -> LedgerRows:
                     )
                 )
         elif isinstance(ev, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
-            if ev.event_id not in seen_ids:
-                seen_ids.add(ev.event_id)
+            if (org, ev.event_id) not in seen_ids:
+                seen_ids.add((org, ev.event_id))
                 rows.episode_events.append(
                     (
+                        org,
                         ev.event_id,
                         ev.patient_id,
                         ev.type,
@@ -113,29 +125,33 @@ def ledger_rows(events: Iterable[Event]) -> LedgerRows:
     return rows
 
 
-def _state(states: dict[str, PatientBillingState], patient_id: str) -> PatientBillingState:
-    st = states.get(patient_id)
+def _state(states: dict[PatientKey, PatientBillingState], key: PatientKey) -> PatientBillingState:
+    st = states.get(key)
     if st is None:
-        st = states[patient_id] = PatientBillingState(patient_id=patient_id)
+        st = states[key] = PatientBillingState(patient_id=key[1])
     return st
+
+
+def _key(row: Any) -> PatientKey:
+    org = row.get("org_id")
+    return (org if org is not None else DEFAULT_ORG, row["patient_id"])
 
 
 def states_from_rows(
     data_days: Iterable[Any],
     time_logs: Iterable[Any],
     episode_events: Iterable[Any],
-) -> dict[str, PatientBillingState]:
-    """Rebuild per-patient states from ledger rows (mappings or records with the column
-    names of infra/migrations/003_billing.sql)."""
-    states: dict[str, PatientBillingState] = {}
+) -> dict[PatientKey, PatientBillingState]:
+    """Rebuild per-patient states, by (organisation, patient_id), from ledger rows
+    (mappings or records with the column names of infra/migrations/003_billing.sql and
+    ``org_id``; a row without one is DEFAULT_ORG's)."""
+    states: dict[PatientKey, PatientBillingState] = {}
     for r in data_days:
         ep = r["episode_id"]
-        _state(states, r["patient_id"]).data_dates.add(
-            (r["local_date"], ep if ep != NO_EPISODE else None)
-        )
+        _state(states, _key(r)).data_dates.add((r["local_date"], ep if ep != NO_EPISODE else None))
     for r in time_logs:
         tz = dt.timezone(dt.timedelta(seconds=r["utc_offset_s"]))
-        _state(states, r["patient_id"]).time_logs[r["event_id"]] = TimeLog(
+        _state(states, _key(r)).time_logs[r["event_id"]] = TimeLog(
             event_id=r["event_id"],
             local_date=r["local_date"],
             occurred_at=r["occurred_at"].astimezone(tz),
@@ -151,19 +167,19 @@ def states_from_rows(
             if isinstance(payload, (str, bytes))
             else _EPISODE_EVENT.validate_python(payload)
         )
-        _state(states, r["patient_id"]).episode_events[r["event_id"]] = ev
+        _state(states, _key(r)).episode_events[r["event_id"]] = ev
     return states
 
 
 def fold_for_billing(
-    events: Iterable[Event], states: dict[str, PatientBillingState] | None = None
-) -> dict[str, PatientBillingState]:
-    """The offline fold as the ledger sees it (``received_at`` dropped): what
-    ``states_from_rows`` must give back for the same events."""
+    events: Iterable[Event], states: dict[PatientKey, PatientBillingState] | None = None
+) -> dict[PatientKey, PatientBillingState]:
+    """The offline fold as the ledger sees it (``received_at`` dropped), by (organisation,
+    patient_id): what ``states_from_rows`` must give back for the same events."""
     out = states if states is not None else {}
     for ev in events:
         if ev.type in BILLING_EVENT_TYPES:
-            _state(out, ev.patient_id).apply(strip_received(ev))
+            _state(out, ev.patient_key).apply(strip_received(ev))
     return out
 
 

@@ -21,6 +21,7 @@ from schemas.events import (
     EpisodeEnded,
     EpisodeStarted,
     Event,
+    PatientKey,
     ProgramUpdated,
     is_patient_data,
 )
@@ -120,13 +121,15 @@ class PatientBillingState(BaseModel):
 
 
 def fold_events(
-    events: Iterable[Event], states: dict[str, PatientBillingState] | None = None
-) -> dict[str, PatientBillingState]:
-    """Fold events into per-patient states (new dict unless ``states`` is given)."""
+    events: Iterable[Event], states: dict[PatientKey, PatientBillingState] | None = None
+) -> dict[PatientKey, PatientBillingState]:
+    """Fold events into per-patient states by (organisation, patient_id) (new dict unless
+    ``states`` is given): one patient_id in two organisations is two patients."""
     out = states if states is not None else {}
     for event in events:
-        state = out.get(event.patient_id)
+        key = event.patient_key
+        state = out.get(key)
         if state is None:
-            state = out[event.patient_id] = PatientBillingState(patient_id=event.patient_id)
+            state = out[key] = PatientBillingState(patient_id=event.patient_id)
         state.apply(event)
     return out

@@ -930,10 +930,11 @@ async def post_and_wait(
 
 
 async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tuple[int, float]:
-    """Write a JSONL file straight to `settings.topic_events` (key = patient_id, as the
-    gateway does; `received_at` = now), acks=all; (records, seconds)."""
+    """Write a JSONL file straight to `settings.topic_events` (key = `<org>/<patient_id>`,
+    as the gateway does; `received_at` = now), acks=all; (records, seconds)."""
     from aiokafka import AIOKafkaProducer
 
+    from schemas.events import DEFAULT_ORG, key_text
     from streams.transport import kafka_client_kwargs
 
     producer = AIOKafkaProducer(
@@ -953,10 +954,10 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
                     continue
                 ev = orjson.loads(line)
                 ev["received_at"] = dt.datetime.now(dt.UTC).isoformat()
+                # the gateway's key: <org>/<patient> (unstamped: the default organisation)
+                key = key_text((str(ev.get("org_id") or DEFAULT_ORG), str(ev["patient_id"])))
                 futs.append(
-                    await producer.send(
-                        settings.topic_events, orjson.dumps(ev), key=str(ev["patient_id"]).encode()
-                    )
+                    await producer.send(settings.topic_events, orjson.dumps(ev), key=key.encode())
                 )
                 n += 1
                 if len(futs) >= chunk:

@@ -77,12 +77,15 @@ async def run_export(
     created_by: str = "unknown",
     org_id: str | None = None,
 ) -> tuple[str, Any]:
-    """Export body shared by the command and tests: returns (text, ExportResult). With
-    ``org_id``, that organisation's patients only; audited either way."""
+    """Export body shared by the command and tests: returns (text, ExportResult). An
+    export is one organisation's (``org_id``, default DEFAULT_ORG: a patient_id means a
+    patient only within an organisation); audited either way."""
     from billing.export import render_export
+    from schemas.events import DEFAULT_ORG
     from streams.db.access import audit
     from streams.db.billing import export_claims
 
+    org_id = org_id or DEFAULT_ORG
     conn = await _connect(dsn)
     try:
         result = await export_claims(
@@ -98,7 +101,7 @@ async def run_export(
         )
         await audit(
             conn,
-            org_id=org_id or "*",
+            org_id=org_id,
             actor=f"cli:{created_by}",
             role="cli",
             action="export" if result.export_id is not None else "read",
@@ -148,7 +151,7 @@ def _export_command(group: click.Group) -> None:
         "--org",
         "org_id",
         default=None,
-        help="this organisation's patients only (default: every organisation)",
+        help="the organisation whose patients to export (default: the default organisation)",
     )
     @click.option("--dsn", default=None, help="database URL (default: settings)")
     @click.pass_context
@@ -222,13 +225,14 @@ def _export_command(group: click.Group) -> None:
 async def events_states(
     conn: asyncpg.Connection,
     patient_prefix: str | None = None,
-) -> dict[str, Any]:
-    """Fold the raw events hypertable with the pure reducer (received_at dropped)."""
+) -> dict[Any, Any]:
+    """Fold the raw events hypertable with the pure reducer (received_at dropped), by
+    (organisation, patient_id)."""
     from billing.ledger import BILLING_EVENT_TYPES, fold_for_billing
     from schemas.events import parse_event_json
     from streams.db.events import event_payloads
 
-    states: dict[str, Any] = {}
+    states: dict[Any, Any] = {}
     async for payloads in event_payloads(conn, BILLING_EVENT_TYPES, patient_prefix):
         fold_for_billing([parse_event_json(p) for p in payloads], states)
     return states
@@ -242,22 +246,22 @@ async def reconcile(
     from billing.export import csv_row
     from billing.ledger import state_differences
     from billing.rules import compute_claims
-    from streams.db.billing import load_states
+    from streams.db.billing import ledger_states
 
     out = out or sys.stdout
     conn = await _connect(dsn)
     try:
         truth = await events_states(conn, patient_prefix)
-        ledger = await load_states(conn)
+        ledger = await ledger_states(conn)
     finally:
         await conn.close()
     if patient_prefix:
-        ledger = {k: v for k, v in ledger.items() if k.startswith(patient_prefix)}
+        ledger = {k: v for k, v in ledger.items() if k[1].startswith(patient_prefix)}
     n = 0
-    for pid in sorted(truth.keys() | ledger.keys()):
-        exp, act = truth.get(pid), ledger.get(pid)
+    for key in sorted(truth.keys() | ledger.keys()):
+        exp, act = truth.get(key), ledger.get(key)
         for diff in state_differences(exp, act):
-            out.write(f"{pid}: {diff}\n")
+            out.write(f"{key[0]}/{key[1]}: {diff}\n")
             n += 1
     want = {tuple(csv_row(ln)) for ln in compute_claims(truth.values(), as_of, include_open=True)}
     got = {tuple(csv_row(ln)) for ln in compute_claims(ledger.values(), as_of, include_open=True)}
@@ -748,13 +752,13 @@ async def summary(
     dsn: str, now: dt.datetime | None = None, patient_ids: list[str] | None = None
 ) -> dict[str, Any]:
     from billing.rules import billing_progress, compute_claims, patient_local_date
-    from streams.db.billing import load_states
+    from streams.db.billing import ledger_states
 
     now = now or dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     conn = await _connect(dsn)
     try:
-        states = await load_states(conn, patient_ids)
+        states = await ledger_states(conn, None, patient_ids)
     finally:
         await conn.close()
     lines = compute_claims(states.values(), now, include_open=True)

@@ -57,7 +57,7 @@ async def export_observations(
     try:
         if not await in_scope(conn, Scope(org_id, None), patient_id):
             return None
-        rows = await clinical_payloads(conn, patient_id, CLINICAL_TYPES, frm, to)
+        rows = await clinical_payloads(conn, org_id, patient_id, CLINICAL_TYPES, frm, to)
         await audit(
             conn,
             org_id=org_id,

@@ -189,7 +189,7 @@ def _latest_adherence(rows: list[Any]) -> dict[str, float]:
 
     states, _ = fold(parse_event_json(r["payload"]) for r in rows)
     out: dict[str, float] = {}
-    for pid, state in states.items():
+    for (_, pid), state in states.items():
         if not state.data:
             continue
         last = max(rec.local_date for rec in state.data.values())

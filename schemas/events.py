@@ -303,6 +303,12 @@ class _Envelope(_Frozen):
         """The patient-local date: the calendar date of occurred_at in its own offset."""
         return self.occurred_at.date()
 
+    @property
+    def patient_key(self) -> PatientKey:
+        """Who the event is about: (organisation, patient_id). A patient id means a patient
+        only within an organisation; an event without a stamp belongs to DEFAULT_ORG."""
+        return (self.org_id or DEFAULT_ORG, self.patient_id)
+
 
 class EpisodeStarted(_Envelope):
     type: Literal["episode.started"]
@@ -519,6 +525,17 @@ PRODUCER_TYPES: frozenset[str] = frozenset(
 INTEGRATION_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - PATIENT_DATA_TYPES
 # The organisation of events that name none (before tenancy, or written straight to Kafka).
 DEFAULT_ORG = "default"
+# A patient is (organisation, patient_id): the same patient_id in two organisations is two
+# patients (their states, events, alerts, ledger and rollups never meet).
+PatientKey = tuple[str, str]
+
+
+def key_text(key: PatientKey) -> str:
+    """``<org>/<patient_id>``: the text form of a patient key (the Kafka key of the
+    patient's records). Unambiguous: ids never contain ``/``."""
+    return f"{key[0]}/{key[1]}"
+
+
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

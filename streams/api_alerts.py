@@ -1,9 +1,11 @@
 """Clinician API on the gateway: alerts, acknowledgement, worklist, adherence and pain.
 
 Every route takes the caller (``streams.gateway.principal``), reads only inside its scope
-(a patient outside it answers 404, as an unknown one does) and leaves an audit row naming
-the patients whose data it returned. Adherence and pain are recomputed from the events
-hypertable with the same pure functions the stream and the offline evaluators use.
+(a patient outside it answers 404, as an unknown one does; ``{patient_id}`` names a patient
+of the caller's own organisation, whatever another organisation calls by that id) and
+leaves an audit row naming the patients whose data it returned. Adherence and pain are
+recomputed from the events hypertable with the same pure functions the stream and the
+offline evaluators use.
 """
 
 from __future__ import annotations
@@ -154,18 +156,19 @@ async def ack_alert(
             {"alert_id": alert_id, "note": note},
         )
     if alert.status == "acknowledged":
-        await request.app.state.producer.send_ack(alert_id, alert.patient_id, at, by)
+        await request.app.state.producer.send_ack(alert_id, alert.org_id, alert.patient_id, at, by)
     out: dict[str, Any] = orjson.loads(alert.model_dump_json())
     out["ack_note"] = note
     return out
 
 
 async def _patient_state(request: Request, who: Principal, patient_id: str) -> PatientState:
-    """Fold the patient's stored events in arrival order (stored_at, then event time), in
-    a worker thread: a patient's whole history must not hold the event loop."""
+    """Fold the patient's (of the caller's organisation) stored events in arrival order
+    (stored_at, then event time), in a worker thread: a patient's whole history must not
+    hold the event loop."""
     async with request.app.state.store.acquire() as conn:
         rows = (
-            await patient_payloads(conn, patient_id)
+            await patient_payloads(conn, who.org_id, patient_id)
             if await in_scope(conn, who.scope(), patient_id)
             else []
         )
@@ -176,7 +179,7 @@ async def _patient_state(request: Request, who: Principal, patient_id: str) -> P
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
     states, _ = await asyncio.to_thread(lambda: fold(parse_event_json(p) for p in rows))
-    return states[patient_id]
+    return states[(who.org_id, patient_id)]
 
 
 def _range(frm: dt.date | None, to: dt.date | None) -> None:
@@ -243,7 +246,7 @@ async def pain(
     async with request.app.state.store.acquire() as conn:
         if not await in_scope(conn, who.scope(), patient_id):
             raise HTTPException(404, f"unknown patient {patient_id}")
-        rows = await pain_reports(conn, patient_id, frm, to)
+        rows = await pain_reports(conn, who.org_id, patient_id, frm, to)
         await audit_principal(
             conn, who, "read", f"GET /v1/patients/{patient_id}/pain", [patient_id]
         )

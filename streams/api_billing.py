@@ -319,10 +319,11 @@ async def patient_billing(
     now = _aware(as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
         if not (
-            await in_scope(conn, who.scope(), patient_id) and await patient_known(conn, patient_id)
+            await in_scope(conn, who.scope(), patient_id)
+            and await patient_known(conn, who.org_id, patient_id)
         ):
             raise HTTPException(404, f"no billing data for patient {patient_id}")
-        state = (await load_states(conn, [patient_id]))[patient_id]
+        state = (await load_states(conn, who.org_id, [patient_id]))[patient_id]
         await audit_principal(
             conn, who, "read", f"GET /v1/patients/{patient_id}/billing", [patient_id]
         )

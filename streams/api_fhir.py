@@ -78,7 +78,7 @@ async def search_observations(
         rows = (
             []
             if frm is not None and to is not None and frm > to
-            else await clinical_payloads(conn, patient_id, CLINICAL_TYPES, frm, to)
+            else await clinical_payloads(conn, who.org_id, patient_id, CLINICAL_TYPES, frm, to)
         )
         await audit_principal(
             conn,

@@ -78,7 +78,7 @@ class DenialAudit:
             audit_principal,
             denial_due,
             in_scope,
-            patient_orgs,
+            patient_known,
             prune_denials,
         )
         from streams.db.alerts import alert_in_scope
@@ -95,8 +95,8 @@ class DenialAudit:
             if kind == "patient" and ident:
                 if status == 404 and await in_scope(conn, who.scope(), ident):
                     return  # the principal may see this patient: not found, not denied
-                if (await patient_orgs(conn, [ident])).get(ident) == who.org_id:
-                    patients = [ident]
+                if await patient_known(conn, who.org_id, ident):
+                    patients = [ident]  # a patient of the caller's organisation
             elif kind == "alert":
                 if status == 404 and await alert_in_scope(conn, who.scope(), ident):
                     return

@@ -21,7 +21,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
-from schemas.events import EVENT_TYPES, Event, FieldError, future_skew_error, validate_event
+from schemas.events import (
+    EVENT_TYPES,
+    Event,
+    FieldError,
+    future_skew_error,
+    key_text,
+    validate_event,
+)
 from streams.access import (
     PERMISSIONS,
     SESSION_COOKIE,
@@ -37,7 +44,7 @@ from streams.auth import (
     reject_unknown_query,
     start_session,
 )
-from streams.db.access import delete_session, patient_orgs
+from streams.db.access import delete_session
 from streams.db.events import EventStore
 from streams.hardening import Hardening, NoNul, refuse_cross_site
 from streams.metrics import GatewayMetrics
@@ -277,7 +284,8 @@ def create_app(
                 status_code=403,
             )
         received_at = dt.datetime.now(dt.UTC)
-        foreign = await _foreign_patients(state["store"], items, who.org_id)
+        # A patient is (organisation, patient_id): the key's organisation is stamped on
+        # each event, and nothing here depends on what another organisation has sent.
         valid: list[tuple[int, Event]] = []
         rejected: list[dict[str, Any]] = []
         dead: list[tuple[bytes | None, bytes]] = []
@@ -289,14 +297,7 @@ def create_app(
                 result = validate_event(item)
                 if not isinstance(result, list):
                     skew = future_skew_error(result, received_at, settings.max_future_skew_s)
-                    if result.patient_id in foreign:
-                        result = [
-                            FieldError(
-                                field="patient_id",
-                                message=("patient_id: a patient of another organisation"),
-                            )
-                        ]
-                    elif skew is None:
+                    if skew is None:
                         event = result.model_copy(
                             update={"received_at": received_at, "org_id": who.org_id}
                         )
@@ -312,13 +313,13 @@ def create_app(
             key = raw.get("patient_id") if isinstance(raw, dict) else None
             dead.append(
                 (
-                    key.encode() if isinstance(key, str) else None,
+                    key_text((who.org_id, key)).encode() if isinstance(key, str) else None,
                     dead_letter_payload(raw, err_dicts, "gateway", index),
                 )
             )
             metrics.events_rejected.labels(etype if etype in EVENT_TYPES else "unknown").inc()
 
-        duplicates, to_send = await _split_duplicates(state["store"], valid)
+        duplicates, to_send = await _split_duplicates(state["store"], valid, who.org_id)
         t0 = time.perf_counter()
         try:
             # Never a 200 for an event Kafka has not acked (acks=all): while the broker is
@@ -366,30 +367,12 @@ class SignIn(BaseModel):
     password: Annotated[NoNul, Field(min_length=1, max_length=256)]
 
 
-async def _foreign_patients(store: EventStore | None, items: list[Any], org_id: str) -> set[str]:
-    """Patients of the batch that belong to another organisation (best effort, like the
-    duplicate check: with the database away the worker still refuses them)."""
-    pids = sorted(
-        {
-            p
-            for item in items
-            if isinstance(item, dict) and isinstance(p := item.get("patient_id"), str)
-        }
-    )
-    if store is None or not pids:
-        return set()
-    try:
-        async with store.acquire() as conn:
-            owners = await patient_orgs(conn, pids)
-    except Exception:  # the database being down must not block ingest
-        return set()
-    return {p for p, org in owners.items() if org != org_id}
-
-
 async def _split_duplicates(
-    store: EventStore | None, valid: list[tuple[int, Event]]
+    store: EventStore | None, valid: list[tuple[int, Event]], org_id: str
 ) -> tuple[list[dict[str, Any]], list[Event]]:
-    """Acknowledge already-stored (or repeated-in-batch) event_ids as duplicates.
+    """Acknowledge event_ids the organisation already stored (or repeated in the batch) as
+    duplicates. Event ids are unique per organisation: another organisation's event with
+    the same id is neither a duplicate nor told.
 
     Best effort: an event still in flight is not yet in the ledger, so the worker's own
     idempotent write remains the guarantee.
@@ -397,7 +380,7 @@ async def _split_duplicates(
     known: set[str] = set()
     if store is not None and valid:
         try:
-            known = await store.known_event_ids([e.event_id for _, e in valid])
+            known = await store.known_event_ids(org_id, [e.event_id for _, e in valid])
         except Exception:  # the database being down must not block ingest
             known = set()
     seen: set[str] = set()

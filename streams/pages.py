@@ -233,7 +233,7 @@ async def worklist_page(
             offset=(page - 1) * PAGE_SIZE,
         )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
-        ledgers = await load_states(conn, [r["patient_id"] for r in rows])
+        ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
         await audit_principal(
             conn,
             who,
@@ -317,13 +317,17 @@ async def patient_page(
         if not await in_scope(conn, who.scope(), patient_id):
             raise PageError(404, "Unknown patient", f"No patient {patient_id} in your care.")
         now = await db_now(conn)
-        payloads = await patient_payloads(conn, patient_id)
-        pains = await pain_reports(conn, patient_id, (now - dt.timedelta(days=90)).date(), None)
+        payloads = await patient_payloads(conn, who.org_id, patient_id)
+        pains = await pain_reports(
+            conn, who.org_id, patient_id, (now - dt.timedelta(days=90)).date(), None
+        )
         panel = await _alert_panel_context(conn, who, patient_id, status or None)
-        ledger = (await load_states(conn, [patient_id])).get(patient_id)
+        ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
-    view = await asyncio.to_thread(_patient_view, patient_id, payloads, pains, ledger, now)
+    view = await asyncio.to_thread(
+        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now
+    )
     return render(
         "patient.html",
         who=who,
@@ -336,7 +340,12 @@ async def patient_page(
 
 
 def _patient_view(
-    patient_id: str, payloads: list[Any], pains: list[Any], ledger: Any, now: dt.datetime
+    org_id: str,
+    patient_id: str,
+    payloads: list[Any],
+    pains: list[Any],
+    ledger: Any,
+    now: dt.datetime,
 ) -> dict[str, Any]:
     """The patient page's data (pure: the fold, the last 90 adherence days, pain with its
     baselines, episodes, billing progress)."""
@@ -347,7 +356,7 @@ def _patient_view(
     from schemas.events import parse_event_json
 
     states, _ = fold(parse_event_json(p) for p in payloads)
-    state = states.get(patient_id)
+    state = states.get((org_id, patient_id))
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
     if state is not None:

@@ -90,7 +90,7 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
     async with request.app.state.store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
-        states = await load_states(conn, await patients_in_scope(conn, who.scope()))
+        states = await load_states(conn, who.org_id, await patients_in_scope(conn, who.scope()))
         close = await asyncio.to_thread(  # every patient of the organisation: off the loop
             lambda: close_to_full(
                 [billing_progress(s, patient_local_date(s, now)) for s in states.values()]

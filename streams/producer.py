@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from schemas.events import Event
+from schemas.events import Event, key_text
 from streams import control
 from streams.settings import Settings
 from streams.transport import kafka_client_kwargs
@@ -97,10 +97,12 @@ class EventProducer:
         await self._producer.stop()
 
     async def send_events(self, events: Sequence[Event]) -> None:
-        """Produce and wait for every ack (acks=all) before returning."""
+        """Produce and wait for every ack (acks=all) before returning. The key is
+        ``<org>/<patient_id>``: a patient's events stay in order on one partition, and one
+        patient_id of two organisations is two patients."""
         futures = [
             await self._producer.send(
-                self.settings.topic_events, event_payload(e), key=e.patient_id.encode()
+                self.settings.topic_events, event_payload(e), key=key_text(e.patient_key).encode()
             )
             for e in events
         ]
@@ -123,11 +125,13 @@ class EventProducer:
         await asyncio.gather(*futures)
         return len(futures)
 
-    async def send_ack(self, alert_id: str, patient_id: str, at: dt.datetime, by: str) -> None:
+    async def send_ack(
+        self, alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str
+    ) -> None:
         fut = await self._producer.send(
             self.settings.topic_events,
-            control.ack(alert_id, patient_id, at, by),
-            key=patient_id.encode(),
+            control.ack(alert_id, org_id, patient_id, at, by),
+            key=key_text((org_id, patient_id)).encode(),
         )
         await fut
 

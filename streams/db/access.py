@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from schemas.events import PatientKey
 from streams.access import Principal, Scope
 
 # --- organisations, users, keys, teams ----------------------------------------------------------
@@ -255,83 +256,88 @@ async def delete_session(conn: asyncpg.Connection, token_hash: bytes) -> None:
     await conn.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
 
-# --- tenancy and scope ----------------------------------------------------------------------
+# --- tenancy and scope: a patient is (org_id, patient_id) ---------------------------------
 
 
-async def claim_patients(
-    conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
-) -> dict[str, str]:
-    """Record (patient, organisation) for patients not seen before (first come) and return
-    every given patient's organisation."""
-    first: dict[str, str] = {}
-    for pid, org in pairs:
-        first.setdefault(pid, org)
-    if not first:
-        return {}
-    # One round trip on the ingest path: the statement's own snapshot does not see the rows
-    # it inserts, so the new claims come from RETURNING and the earlier ones from the table.
-    rows = await conn.fetch(_CLAIM_PATIENTS, list(first), list(first.values()))
-    return {r["patient_id"]: r["org_id"] for r in rows}
-
-
-_CLAIM_PATIENTS = """
-WITH b AS (SELECT * FROM unnest($1::text[], $2::text[]) AS t(patient_id, org_id)),
-ins AS (
-    INSERT INTO patient_orgs (patient_id, org_id) SELECT patient_id, org_id FROM b
-    ON CONFLICT DO NOTHING RETURNING patient_id, org_id
-)
-SELECT patient_id, org_id FROM ins
-UNION ALL
-SELECT p.patient_id, p.org_id FROM patient_orgs p JOIN b USING (patient_id)
-"""
-
-
-async def patient_orgs(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> dict[str, str]:
-    rows = await conn.fetch(
-        "SELECT patient_id, org_id FROM patient_orgs WHERE patient_id = ANY($1::text[])",
-        list(patient_ids),
-    )
-    return {r["patient_id"]: r["org_id"] for r in rows}
-
-
-async def record_patient_clinicians(
-    conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
-) -> None:
-    """(patient, clinician) from episode.started: whom a clinician's scope covers."""
-    unique = sorted(set(pairs))
+async def record_patients(conn: asyncpg.Connection, keys: Iterable[PatientKey]) -> None:
+    """Record (organisation, patient) pairs as known (in the ingest batch's transaction).
+    A patient is (org_id, patient_id): the same patient_id sent by another organisation is
+    another patient, so there is nothing to claim or refuse."""
+    unique = sorted(set(keys))
     if unique:
         await conn.execute(
-            "INSERT INTO patient_clinicians (patient_id, clinician_id)"
+            "INSERT INTO patient_orgs (org_id, patient_id)"
             " SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            [p for p, _ in unique],
-            [c for _, c in unique],
+            [o for o, _ in unique],
+            [p for _, p in unique],
         )
 
 
-def scope_sql(scope: Scope, patient_col: str, first_arg: int) -> tuple[str, list[Any]]:
-    """A WHERE fragment restricting ``patient_col`` to the scope, and its arguments."""
-    sql = (
-        f"EXISTS (SELECT 1 FROM patient_orgs po WHERE po.patient_id = {patient_col}"
-        f" AND po.org_id = ${first_arg})"
-    )
+async def record_patient_clinicians(
+    conn: asyncpg.Connection, triples: Iterable[tuple[str, str, str]]
+) -> None:
+    """(organisation, patient, clinician) from episode.started: whom a clinician's scope
+    covers."""
+    unique = sorted(set(triples))
+    if unique:
+        await conn.execute(
+            "INSERT INTO patient_clinicians (org_id, patient_id, clinician_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+            [o for o, _, _ in unique],
+            [p for _, p, _ in unique],
+            [c for _, _, c in unique],
+        )
+
+
+def scope_sql(
+    scope: Scope, patient_col: str, first_arg: int, org_col: str | None = None
+) -> tuple[str, list[Any]]:
+    """A WHERE fragment restricting rows to the scope, and its arguments: ``org_col`` (the
+    row's organisation) is the scope's and ``patient_col`` one of its patients (for a
+    clinician: of their care teams). Without ``org_col`` (a bare patient id), the patient
+    must be known in the scope's organisation."""
+    if org_col is None:
+        sql = (
+            f"EXISTS (SELECT 1 FROM patient_orgs po WHERE po.org_id = ${first_arg}"
+            f" AND po.patient_id = {patient_col})"
+        )
+        org_ref = f"${first_arg}"
+    else:
+        sql = f"{org_col} = ${first_arg}"
+        org_ref = org_col
     args: list[Any] = [scope.org_id]
     if scope.clinician_ids is not None:
         sql += (
             f" AND EXISTS (SELECT 1 FROM patient_clinicians pc"
-            f" WHERE pc.patient_id = {patient_col}"
+            f" WHERE pc.org_id = {org_ref} AND pc.patient_id = {patient_col}"
             f" AND pc.clinician_id = ANY(${first_arg + 1}::text[]))"
         )
         args.append(sorted(scope.clinician_ids))
     return sql, args
 
 
+async def patient_known(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
+    """Whether the organisation has a patient with this id (ids are per organisation)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM patient_orgs WHERE org_id = $1 AND patient_id = $2)",
+            org_id,
+            patient_id,
+        )
+    )
+
+
 async def in_scope(conn: asyncpg.Connection, scope: Scope, patient_id: str) -> bool:
+    """Whether ``patient_id`` names a patient of the scope's organisation (and, for a
+    clinician, of their care teams). Another organisation's patient with this id answers
+    exactly as an unknown one does."""
     where, args = scope_sql(scope, "$1", 2)
     return bool(await conn.fetchval(f"SELECT {where}", patient_id, *args))
 
 
 async def patients_in_scope(conn: asyncpg.Connection, scope: Scope) -> list[str]:
-    where, args = scope_sql(scope, "p.patient_id", 1)
+    """The scope's patients (of its one organisation), by id."""
+    where, args = scope_sql(scope, "p.patient_id", 1, "p.org_id")
     rows = await conn.fetch(
         f"SELECT p.patient_id FROM patient_orgs p WHERE {where} ORDER BY 1", *args
     )

@@ -4,7 +4,7 @@ webhooks and deliveries."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ import orjson
 
 from alerts.models import Alert, AlertChange
 from alerts.state import PatientState, decode_state, encode_state, new_state
+from schemas.events import DEFAULT_ORG, PatientKey, key_text
 from streams.access import Scope
 from streams.db.access import scope_sql
 
@@ -25,14 +26,12 @@ INSERT INTO alerts (id, patient_id, episode_id, clinician_id, kind, severity, st
                     org_id)
 SELECT t.c1, t.c2, t.c3, t.c4, t.c5, t.c6, t.c7, t.c8,
        CASE WHEN t.c9 = '' THEN '{}'::text[] ELSE string_to_array(t.c9, ',') END,
-       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now(),
-       -- the patient's organisation (claimed in this batch's transaction, before alerts)
-       coalesce((SELECT po.org_id FROM patient_orgs po WHERE po.patient_id = t.c2), 'default')
+       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now(), t.c18
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::smallint[], $9::text[], $10::float8[], $11::float8[],
             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[],
-            $16::text[], $17::jsonb[])
-     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17)
+            $16::text[], $17::jsonb[], $18::text[])
+     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, status_rank = EXCLUDED.status_rank,
     acknowledged_at = EXCLUDED.acknowledged_at, acknowledged_by = EXCLUDED.acknowledged_by,
@@ -73,6 +72,7 @@ async def upsert_alerts(conn: asyncpg.Connection, changes: Sequence[AlertChange]
         [a.resolved_at for a in alerts],
         [a.resolved_by_event_id for a in alerts],
         [alert_json(a) for a in alerts],
+        [a.org_id for a in alerts],  # the patient's organisation: (org_id, patient_id)
     ]
     await conn.execute(
         _UPSERT,
@@ -103,7 +103,7 @@ async def list_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts in the scope, newest first (fired_at, id), keyset-paginated with ``before``.
     Each carries its acknowledgement note and delivery attempts."""
-    where, args = scope_sql(scope, "a.patient_id", 1)
+    where, args = scope_sql(scope, "a.patient_id", 1, "a.org_id")
     conds = [where]
     for cond, value in (
         ("a.clinician_id = ${}", clinician_id),
@@ -145,7 +145,7 @@ async def worklist(
     """Patients in the scope with open alerts, sorted by need: open critical, then high,
     then low adherence, then inactivity, then billing at risk (each: more first), then the
     oldest open alert first (who has waited longest)."""
-    where, args = scope_sql(scope, "a.patient_id", 1)
+    where, args = scope_sql(scope, "a.patient_id", 1, "a.org_id")
     args.append(limit)
     rows = await conn.fetch(
         "SELECT a.patient_id,"
@@ -179,7 +179,7 @@ async def worklist(
 
 
 async def alert_in_scope(conn: asyncpg.Connection, scope: Scope, alert_id: str) -> Alert | None:
-    where, args = scope_sql(scope, "a.patient_id", 2)
+    where, args = scope_sql(scope, "a.patient_id", 2, "a.org_id")
     raw = await conn.fetchval(
         f"SELECT a.payload FROM alerts a WHERE a.id = $1 AND {where}", alert_id, *args
     )
@@ -311,8 +311,8 @@ async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChan
     that is stored is also delivered, whatever happens after the commit.
 
     Routed here, to the webhook in effect now: the clinician's own in the patient's
-    organisation (patient_orgs; 'default' if unknown), else that organisation's '*'. With
-    neither the row is 'no_webhook' for good: a webhook added later does not get it.
+    organisation (the alert's org_id), else that organisation's '*'. With neither the row
+    is 'no_webhook' for good: a webhook added later does not get it.
     """
     unique = {(c.alert.id, c.change): c for c in changes}
     if not unique:
@@ -324,14 +324,11 @@ async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChan
         " SELECT r.a, r.c, r.cl, CASE WHEN r.wid IS NULL THEN 'no_webhook' ELSE 'pending' END,"
         "        CASE WHEN r.wid IS NULL THEN 'no webhook configured' END,"
         "        r.p::jsonb, r.org, r.wid, r.rank"
-        " FROM (SELECT t.*, o.org, (SELECT w.webhook_id FROM clinician_webhooks w"
-        "                           WHERE w.org_id = o.org AND w.clinician_id IN (t.cl, '*')"
-        "                           ORDER BY w.clinician_id = '*' LIMIT 1) AS wid"
+        " FROM (SELECT t.*, (SELECT w.webhook_id FROM clinician_webhooks w"
+        "                    WHERE w.org_id = t.org AND w.clinician_id IN (t.cl, '*')"
+        "                    ORDER BY w.clinician_id = '*' LIMIT 1) AS wid"
         "       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        "                   $6::smallint[], $7::int[]) AS t(a, c, cl, p, pid, rank, ord)"
-        "       CROSS JOIN LATERAL (SELECT coalesce((SELECT po.org_id FROM patient_orgs po"
-        "                                            WHERE po.patient_id = t.pid), 'default')"
-        "                           AS org) o) r"
+        "                   $6::smallint[], $7::int[]) AS t(a, c, cl, p, org, rank, ord)) r"
         # seq (queue order) follows the order of the changes: fired before resolved
         " ORDER BY r.ord"
         " ON CONFLICT (alert_id, change) DO NOTHING",
@@ -339,7 +336,7 @@ async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChan
         [c.change for c in items],
         [c.alert.clinician_id for c in items],
         [c.model_dump_json() for c in items],
-        [c.alert.patient_id for c in items],
+        [c.alert.org_id for c in items],
         [SEVERITY_RANK.get(c.alert.severity, 3) for c in items],
         list(range(len(items))),
     )
@@ -511,14 +508,17 @@ async def alert_progress(conn: asyncpg.Connection) -> int:
 
 
 async def alert_counts(
-    conn: asyncpg.Connection, patient_ids: Sequence[str]
+    conn: asyncpg.Connection, patient_ids: Sequence[str], org_id: str = DEFAULT_ORG
 ) -> list[asyncpg.Record]:
-    """kind, severity, n (all), o (open) of these patients' alerts, largest first."""
+    """kind, severity, n (all), o (open) of these patients' (of ``org_id``) alerts, largest
+    first."""
     return list(
         await conn.fetch(
             "SELECT kind, severity, count(*) AS n, count(*) FILTER (WHERE status = 'open') AS o"
-            " FROM alerts WHERE patient_id = ANY($1::text[]) GROUP BY 1, 2 ORDER BY 3 DESC",
+            " FROM alerts WHERE org_id = $2 AND patient_id = ANY($1::text[])"
+            " GROUP BY 1, 2 ORDER BY 3 DESC",
             list(patient_ids),
+            org_id,
         )
     )
 
@@ -528,78 +528,116 @@ class StateConflict(Exception):
 
 
 class StateStore:
-    """Per-patient rule states, with decoded copies kept in memory.
+    """Per-patient rule states, by (organisation, patient_id), with decoded copies kept in
+    memory.
 
     A cached state is used only while its revision equals the stored one, so a patient
     whose partition moved to another worker and back is re-read, never stale.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[int, PatientState]] = {}
-        self._saved: dict[str, tuple[int, PatientState]] = {}  # written, not yet committed
-        self._loaded: dict[str, int] = {}  # rev of each state handed out by load (0: new)
+        self._cache: dict[PatientKey, tuple[int, PatientState]] = {}
+        # written, not yet committed
+        self._saved: dict[PatientKey, tuple[int, PatientState]] = {}
+        self._loaded: dict[PatientKey, int] = {}  # rev of each state handed out (0: new)
 
     async def load(
-        self, conn: asyncpg.Connection, patient_ids: Sequence[str]
-    ) -> dict[str, PatientState]:
-        if not patient_ids:
+        self, conn: asyncpg.Connection, keys: Sequence[PatientKey]
+    ) -> dict[PatientKey, PatientState]:
+        if not keys:
             return {}
-        revs = {
-            r["patient_id"]: int(r["rev"])
+        orgs, pids = [k[0] for k in keys], [k[1] for k in keys]
+        revs: dict[PatientKey, int] = {
+            (r["org_id"], r["patient_id"]): int(r["rev"])
             for r in await conn.fetch(
-                "SELECT patient_id, rev FROM alert_state WHERE patient_id = ANY($1::text[])",
-                list(patient_ids),
+                "SELECT s.org_id, s.patient_id, s.rev FROM alert_state s"
+                " JOIN unnest($1::text[], $2::text[]) AS k(o, p)"
+                " ON s.org_id = k.o AND s.patient_id = k.p",
+                orgs,
+                pids,
             )
         }
-        stale = [p for p, rev in revs.items() if self._cache.get(p, (-1,))[0] != rev]
+        stale = [k for k, rev in revs.items() if self._cache.get(k, (-1,))[0] != rev]
         if stale:
             for r in await conn.fetch(
-                "SELECT patient_id, rev, state FROM alert_state WHERE patient_id = ANY($1::text[])",
-                stale,
+                "SELECT s.org_id, s.patient_id, s.rev, s.state FROM alert_state s"
+                " JOIN unnest($1::text[], $2::text[]) AS k(o, p)"
+                " ON s.org_id = k.o AND s.patient_id = k.p",
+                [k[0] for k in stale],
+                [k[1] for k in stale],
             ):
-                self._cache[r["patient_id"]] = (int(r["rev"]), decode_state(r["state"]))
+                key = (r["org_id"], r["patient_id"])
+                self._cache[key] = (int(r["rev"]), decode_state(r["state"]))
         out = {}
-        self._loaded = {pid: revs.get(pid, 0) for pid in patient_ids}
-        for pid in patient_ids:
-            if pid in revs:
-                out[pid] = self._cache[pid][1]
+        self._loaded = {k: revs.get(k, 0) for k in keys}
+        for k in keys:
+            if k in revs:
+                out[k] = self._cache[k][1]
             else:
-                self._cache.pop(pid, None)
-                out[pid] = new_state(pid)
+                self._cache.pop(k, None)
+                out[k] = new_state(k[1], k[0])
         return out
 
-    async def patients_of_partition(self, conn: asyncpg.Connection, part: int) -> list[str]:
-        rows = await conn.fetch("SELECT patient_id FROM alert_state WHERE part = $1", part)
-        return [r["patient_id"] for r in rows]
+    async def patients_of_partition(self, conn: asyncpg.Connection, part: int) -> list[PatientKey]:
+        rows = await conn.fetch("SELECT org_id, patient_id FROM alert_state WHERE part = $1", part)
+        return [(r["org_id"], r["patient_id"]) for r in rows]
+
+    async def assign_partitions(
+        self, conn: asyncpg.Connection, partition_of: Callable[[PatientKey], int]
+    ) -> int:
+        """Give states stored without a partition (``part`` -1: infra/migrations/013, when
+        the Kafka key became ``<org>/<patient>``) the partition of their key, so that the
+        ticks of that partition reach them; returns how many."""
+        rows = await conn.fetch("SELECT org_id, patient_id FROM alert_state WHERE part < 0")
+        if not rows:
+            return 0
+        keys = [(r["org_id"], r["patient_id"]) for r in rows]
+        status = await conn.execute(
+            "UPDATE alert_state s SET part = k.part"
+            " FROM unnest($1::text[], $2::text[], $3::int[]) AS k(o, p, part)"
+            " WHERE s.org_id = k.o AND s.patient_id = k.p AND s.part < 0",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [partition_of(k) for k in keys],
+        )
+        return int(status.rsplit(" ", 1)[-1])
 
     async def save(
-        self, conn: asyncpg.Connection, states: dict[str, PatientState], partitions: dict[str, int]
+        self,
+        conn: asyncpg.Connection,
+        states: dict[PatientKey, PatientState],
+        partitions: dict[PatientKey, int],
     ) -> None:
         """Write the given (touched) states; the cache learns them only after the commit
         (``commit_saved``), so a rolled-back batch cannot leave a state the table lacks."""
         self._saved = {}
         if not states:
             return
-        pids = list(states)
+        keys = list(states)
         # Optimistic concurrency: a state is written only over the revision it was read
         # at. During a rebalance the old owner of a partition may still be committing
         # while the new one starts; without this, one of them would overwrite the other.
         rows = await conn.fetch(
-            "INSERT INTO alert_state (patient_id, part, rev, state)"
-            " SELECT p, part, r + 1, st"
-            " FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) AS t(p, part, st, r)"
-            " ON CONFLICT (patient_id) DO UPDATE SET rev = EXCLUDED.rev,"
-            " state = EXCLUDED.state, updated_at = now()"
+            "INSERT INTO alert_state (org_id, patient_id, part, rev, state)"
+            " SELECT o, p, part, r + 1, st"
+            " FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[])"
+            "   AS t(o, p, part, st, r)"
+            " ON CONFLICT (org_id, patient_id) DO UPDATE SET rev = EXCLUDED.rev,"
+            " state = EXCLUDED.state, part = EXCLUDED.part, updated_at = now()"
             " WHERE alert_state.rev = EXCLUDED.rev - 1"
-            " RETURNING patient_id, rev",
-            pids,
-            [partitions[p] for p in pids],
-            [encode_state(states[p]).decode() for p in pids],
-            [self._loaded.get(p, 0) for p in pids],
+            " RETURNING org_id, patient_id, rev",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [partitions[k] for k in keys],
+            [encode_state(states[k]).decode() for k in keys],
+            [self._loaded.get(k, 0) for k in keys],
         )
-        if len(rows) != len(pids):
-            raise StateConflict(f"{len(pids) - len(rows)} states changed since read")
-        self._saved = {r["patient_id"]: (int(r["rev"]), states[r["patient_id"]]) for r in rows}
+        if len(rows) != len(keys):
+            raise StateConflict(f"{len(keys) - len(rows)} states changed since read")
+        self._saved = {
+            (r["org_id"], r["patient_id"]): (int(r["rev"]), states[(r["org_id"], r["patient_id"])])
+            for r in rows
+        }
 
     def commit_saved(self) -> None:
         self._cache.update(self._saved)
@@ -626,8 +664,9 @@ async def queue_publish(conn: asyncpg.Connection, changes: Sequence[AlertChange]
     if not changes:
         return []
     rows = await conn.fetch(
-        "INSERT INTO alert_publish (patient_id, payload)"
-        " SELECT * FROM unnest($1::text[], $2::text[]) RETURNING seq",
+        "INSERT INTO alert_publish (org_id, patient_id, payload)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) RETURNING seq",
+        [c.alert.org_id for c in changes],
         [c.alert.patient_id for c in changes],
         [c.model_dump_json() for c in changes],
     )
@@ -637,14 +676,15 @@ async def queue_publish(conn: asyncpg.Connection, changes: Sequence[AlertChange]
 async def unpublished(
     conn: asyncpg.Connection, older_than_s: float, limit: int
 ) -> list[tuple[int, str, str]]:
-    """(seq, patient_id, payload) of queued changes left behind (e.g. by a crash)."""
+    """(seq, Kafka key ``<org>/<patient>``, payload) of queued changes left behind (e.g. by
+    a crash)."""
     rows = await conn.fetch(
-        "SELECT seq, patient_id, payload FROM alert_publish"
+        "SELECT seq, org_id, patient_id, payload FROM alert_publish"
         " WHERE queued_at <= now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
         older_than_s,
         limit,
     )
-    return [(int(r["seq"]), r["patient_id"], r["payload"]) for r in rows]
+    return [(int(r["seq"]), key_text((r["org_id"], r["patient_id"])), r["payload"]) for r in rows]
 
 
 async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
@@ -657,7 +697,7 @@ async def alerts_changed_since(
 ) -> list[tuple[dt.datetime, dict[str, Any]]]:
     """(updated_at, alert) of alerts in the scope changed at or after ``since``, oldest
     change first (the dashboard's live stream)."""
-    where, args = scope_sql(scope, "a.patient_id", 3)
+    where, args = scope_sql(scope, "a.patient_id", 3, "a.org_id")
     rows = await conn.fetch(
         "SELECT a.updated_at, a.payload::text AS payload FROM alerts a"
         f" WHERE a.updated_at >= $1 AND {where} ORDER BY a.updated_at, a.id LIMIT $2",

@@ -20,30 +20,32 @@ import orjson
 from billing.ledger import LedgerRows, states_from_rows
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
-from streams.access import Scope
-from streams.db.access import patients_in_scope
+from schemas.events import DEFAULT_ORG, PatientKey
 from streams.db.events import EventStore
 
 log = logging.getLogger(__name__)
 EXPORT_LOCK_KEY = 7_270_503  # pg_advisory_xact_lock id: one export recorded at a time
 
+# Every row names the patient's organisation first (a patient is (org_id, patient_id)).
 _INSERT_DAYS = """
-INSERT INTO billing_data_days (patient_id, local_date, episode_id, first_event_id)
-SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[])
+INSERT INTO billing_data_days (org_id, patient_id, local_date, episode_id, first_event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[])
 ON CONFLICT DO NOTHING
 """
 _INSERT_LOGS = """
-INSERT INTO billing_time_logs (event_id, patient_id, episode_id, local_date, occurred_at,
-                               utc_offset_s, minutes, clinician_role, interactive)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::timestamptz[],
-                     $6::int[], $7::int[], $8::text[], $9::bool[])
+INSERT INTO billing_time_logs (org_id, event_id, patient_id, episode_id, local_date,
+                               occurred_at, utc_offset_s, minutes, clinician_role, interactive)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[],
+                     $6::timestamptz[], $7::int[], $8::int[], $9::text[], $10::bool[])
 ON CONFLICT DO NOTHING
 """
 _INSERT_EPISODE_EVENTS = """
-INSERT INTO billing_episode_events (event_id, patient_id, type, episode_id, occurred_at, payload)
-SELECT e, p, t, ep, o, pl::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-    AS u(e, p, t, ep, o, pl)
+INSERT INTO billing_episode_events (org_id, event_id, patient_id, type, episode_id,
+                                    occurred_at, payload)
+SELECT org, e, p, t, ep, o, pl::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::text[])
+    AS u(org, e, p, t, ep, o, pl)
 ON CONFLICT DO NOTHING
 """
 
@@ -61,9 +63,9 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
     new = [0, 0, 0]
     async with conn.transaction():
         tables: tuple[tuple[str, Sequence[tuple[Any, ...]], int], ...] = (
-            (_INSERT_DAYS, rows.data_days, 4),
-            (_INSERT_LOGS, rows.time_logs, 9),
-            (_INSERT_EPISODE_EVENTS, rows.episode_events, 6),
+            (_INSERT_DAYS, rows.data_days, 5),
+            (_INSERT_LOGS, rows.time_logs, 10),
+            (_INSERT_EPISODE_EVENTS, rows.episode_events, 7),
         )
         for i, (sql, data, width) in enumerate(tables):
             if data:
@@ -71,40 +73,59 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
     return new[0], new[1], new[2]
 
 
-async def load_states(
-    source: asyncpg.Connection | EventStore, patient_ids: Sequence[str] | None = None
-) -> dict[str, PatientBillingState]:
-    """The ledger as per-patient states (all patients, or those given), equal to what
+async def ledger_states(
+    source: asyncpg.Connection | EventStore,
+    org_id: str | None = None,
+    patient_ids: Sequence[str] | None = None,
+) -> dict[PatientKey, PatientBillingState]:
+    """The ledger as per-patient states by (organisation, patient_id): of every
+    organisation or of ``org_id``, all its patients or those given; equal to what
     ``billing.ledger.fold_for_billing`` gives over the same events."""
     if isinstance(source, EventStore):
         async with source.acquire() as conn:
-            return await load_states(conn, patient_ids)
-    where, args = (
-        ("", [])
-        if patient_ids is None
-        else (" WHERE patient_id = ANY($1::text[])", [list(patient_ids)])
-    )
+            return await ledger_states(conn, org_id, patient_ids)
+    conds: list[str] = []
+    args: list[Any] = []
+    if org_id is not None:
+        args.append(org_id)
+        conds.append(f"org_id = ${len(args)}")
+    if patient_ids is not None:
+        args.append(list(patient_ids))
+        conds.append(f"patient_id = ANY(${len(args)}::text[])")
+    where = " WHERE " + " AND ".join(conds) if conds else ""
     days = await source.fetch(
-        "SELECT patient_id, local_date, episode_id FROM billing_data_days" + where, *args
+        "SELECT org_id, patient_id, local_date, episode_id FROM billing_data_days" + where, *args
     )
     logs = await source.fetch(
-        "SELECT event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
+        "SELECT org_id, event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
         " minutes, clinician_role, interactive FROM billing_time_logs" + where,
         *args,
     )
     eps = await source.fetch(
-        "SELECT event_id, patient_id, payload::text AS payload FROM billing_episode_events" + where,
+        "SELECT org_id, event_id, patient_id, payload::text AS payload"
+        " FROM billing_episode_events" + where,
         *args,
     )
     return states_from_rows(days, logs, eps)
 
 
-async def patient_known(conn: asyncpg.Connection, patient_id: str) -> bool:
+async def load_states(
+    source: asyncpg.Connection | EventStore,
+    org_id: str,
+    patient_ids: Sequence[str] | None = None,
+) -> dict[str, PatientBillingState]:
+    """The ledger of one organisation's patients (all, or those given) by patient_id."""
+    return {pid: st for (_, pid), st in (await ledger_states(source, org_id, patient_ids)).items()}
+
+
+async def patient_known(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM billing_episode_events WHERE patient_id = $1)"
-            " OR EXISTS (SELECT 1 FROM billing_data_days WHERE patient_id = $1)"
-            " OR EXISTS (SELECT 1 FROM billing_time_logs WHERE patient_id = $1)",
+            "SELECT EXISTS (SELECT 1 FROM billing_episode_events"
+            "               WHERE org_id = $1 AND patient_id = $2)"
+            " OR EXISTS (SELECT 1 FROM billing_data_days WHERE org_id = $1 AND patient_id = $2)"
+            " OR EXISTS (SELECT 1 FROM billing_time_logs WHERE org_id = $1 AND patient_id = $2)",
+            org_id,
             patient_id,
         )
     )
@@ -114,13 +135,14 @@ async def patient_known(conn: asyncpg.Connection, patient_id: str) -> bool:
 
 
 async def previous_exports(
-    conn: asyncpg.Connection, patient_ids: Sequence[str]
+    conn: asyncpg.Connection, org_id: str, patient_ids: Sequence[str]
 ) -> list[list[ClaimLine]]:
-    """Recorded exports touching these patients, oldest first, each as its lines of those
-    patients (feed to ``billing.amend.standing_lines``)."""
+    """Recorded exports touching these patients of ``org_id``, oldest first, each as its
+    lines of those patients (feed to ``billing.amend.standing_lines``)."""
     rows = await conn.fetch(
         "SELECT export_id, line::text AS line FROM billing_export_lines"
-        " WHERE patient_id = ANY($1::text[]) ORDER BY export_id, line_no",
+        " WHERE org_id = $1 AND patient_id = ANY($2::text[]) ORDER BY export_id, line_no",
+        org_id,
         list(patient_ids),
     )
     out: dict[int, list[ClaimLine]] = {}
@@ -163,10 +185,11 @@ async def record_export(
     )
     if billed:
         await conn.execute(
-            "INSERT INTO billing_export_lines (export_id, line_no, patient_id, episode_id, cpt,"
-            " date_of_service, period_start, status, line, claim_id)"
-            " SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[],"
-            " $6::date[], $7::date[], $8::text[], $9::jsonb[], $10::text[])",
+            "INSERT INTO billing_export_lines (export_id, org_id, line_no, patient_id,"
+            " episode_id, cpt, date_of_service, period_start, status, line, claim_id)"
+            " SELECT $1, coalesce($11::text, 'default'), * FROM unnest($2::int[], $3::text[],"
+            " $4::text[], $5::text[], $6::date[], $7::date[], $8::text[], $9::jsonb[],"
+            " $10::text[])",
             export_id,
             list(range(1, len(billed) + 1)),
             [ln.patient_id for ln in billed],
@@ -177,6 +200,7 @@ async def record_export(
             [ln.status for ln in billed],
             [orjson.dumps(ln.model_dump(mode="json")).decode() for ln in billed],
             ids,
+            org_id,
         )
     return export_id
 
@@ -220,8 +244,9 @@ async def export_claims(
     [date_from, date_to], less what earlier recorded exports already billed unchanged,
     changed groups marked ``amended``. Recorded (when ``record``) in the same transaction,
     under an advisory lock, so two exports cannot bill one group twice. A preview
-    (``include_open``) is never recorded: it bills nothing. With ``org_id``, only that
-    organisation's patients (``patient_orgs``), and the export is recorded as its own."""
+    (``include_open``) is never recorded: it bills nothing. An export is one
+    organisation's (``org_id``; None: DEFAULT_ORG's): its patients, its history, recorded
+    as its own."""
     import time
 
     from billing.amend import lines_to_export, standing_lines, withdrawn_lines
@@ -231,20 +256,18 @@ async def export_claims(
     config = config or DEFAULT_CONFIG
     t0 = time.perf_counter()
     record = record and not include_open
+    org_id = org_id or DEFAULT_ORG
     async with conn.transaction():
         if record:
             await lock_exports(conn)
-        patient_ids = None
-        if org_id is not None:
-            patient_ids = await patients_in_scope(conn, Scope(org_id, None))
-        states = await load_states(conn, patient_ids)
+        states = await load_states(conn, org_id)  # the organisation's ledger, every patient
         claims = [
             ln
             for ln in compute_claims(states.values(), as_of, config, include_open)
             if date_from <= ln.date_of_service <= date_to
         ]
         patients = sorted(states)
-        standing = standing_lines(await previous_exports(conn, patients))
+        standing = standing_lines(await previous_exports(conn, org_id, patients))
         lines = lines_to_export(standing, claims)
         in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
         withdrawn = withdrawn_lines(in_range, claims)
@@ -255,8 +278,15 @@ async def export_claims(
             # not voided, on this path: `submit_export` voids them)
             from billing.claims837 import plan_claims
 
-            history = await recorded_history(conn, patients)
-            planned = plan_claims(history, claims, date_from, date_to, await _taken(conn, patients))
+            history = await recorded_history(conn, org_id, patients)
+            planned = plan_claims(
+                history,
+                claims,
+                date_from,
+                date_to,
+                await _taken(conn, org_id, patients),
+                org_id,
+            )
             claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
             export_id = await record_export(
                 conn,
@@ -274,7 +304,7 @@ async def export_claims(
             )
             await _record_claims(
                 conn,
-                org_id or "default",
+                org_id,
                 export_id,
                 {c.claim_id: c for c in claim_of.values()}.values(),
             )
@@ -315,11 +345,13 @@ async def exported_lines(
     return head, [ClaimLine.model_validate_json(r["line"]) for r in rows]
 
 
-async def _taken(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> list[str]:
+async def _taken(conn: asyncpg.Connection, org_id: str, patient_ids: Sequence[str]) -> list[str]:
     return [
         r["claim_id"]
         for r in await conn.fetch(
-            "SELECT claim_id FROM billing_claims WHERE patient_id = ANY($1::text[])",
+            "SELECT claim_id FROM billing_claims WHERE org_id = $1"
+            " AND patient_id = ANY($2::text[])",
+            org_id,
             list(patient_ids),
         )
     ]
@@ -332,7 +364,7 @@ async def _record_claims(
         await conn.execute(
             "INSERT INTO billing_claims (claim_id, org_id, patient_id, billing_npi, payer,"
             " first_export_id, last_export_id, last_frequency)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (claim_id) DO UPDATE"
+            " VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (org_id, claim_id) DO UPDATE"
             " SET last_export_id = EXCLUDED.last_export_id,"
             " last_frequency = EXCLUDED.last_frequency",
             c.claim_id,
@@ -488,13 +520,17 @@ async def set_payer_claim_number(
     return _count(status) == 1
 
 
-async def recorded_history(conn: asyncpg.Connection, patient_ids: Sequence[str]) -> list[Any]:
-    """Recorded lines of these patients with their claim ids (``RecordedLine``), oldest first."""
+async def recorded_history(
+    conn: asyncpg.Connection, org_id: str, patient_ids: Sequence[str]
+) -> list[Any]:
+    """Recorded lines of these patients of ``org_id`` with their claim ids
+    (``RecordedLine``), oldest first."""
     from billing.claims837 import RecordedLine
 
     rows = await conn.fetch(
         "SELECT export_id, claim_id, line::text AS line FROM billing_export_lines"
-        " WHERE patient_id = ANY($1::text[]) ORDER BY export_id, line_no",
+        " WHERE org_id = $1 AND patient_id = ANY($2::text[]) ORDER BY export_id, line_no",
+        org_id,
         list(patient_ids),
     )
     return [
@@ -530,13 +566,6 @@ class SubmissionResult:
     def lines(self) -> list[ClaimLine]:
         """The recorded lines (new, amended, void), as the history keeps them."""
         return [ln for c in self.claims for ln in c.record]
-
-
-async def _org_patients(conn: asyncpg.Connection, org_id: str) -> list[str]:
-    return [
-        r["patient_id"]
-        for r in await conn.fetch("SELECT patient_id FROM patient_orgs WHERE org_id = $1", org_id)
-    ]
 
 
 async def submit_export(
@@ -579,16 +608,20 @@ async def submit_export(
     created = created or dt.datetime.now(dt.UTC)
     async with conn.transaction():
         await lock_exports(conn)
-        patient_ids = await _org_patients(conn, org_id)
-        states = await load_states(conn, patient_ids)
+        states = await load_states(conn, org_id)
         current = [
             ln
             for ln in compute_claims(states.values(), as_of, config, False)
             if date_from <= ln.date_of_service <= date_to
         ]
-        history = await recorded_history(conn, sorted(states))
+        history = await recorded_history(conn, org_id, sorted(states))
         planned = plan_claims(
-            history, current, date_from, date_to, await _taken(conn, sorted(states))
+            history,
+            current,
+            date_from,
+            date_to,
+            await _taken(conn, org_id, sorted(states)),
+            org_id,
         )
         from billing.amend import standing_lines, withdrawn_lines
 

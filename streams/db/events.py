@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib.resources
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +63,10 @@ class WriteResult:
     duplicates: int
 
 
-def _row(event: Event, org_id: str) -> tuple[Any, ...]:
+def _row(event: Event) -> tuple[Any, ...]:
     off = event.occurred_at.utcoffset()
     return (
-        org_id,
+        event.patient_key[0],
         event.event_id,
         event.type,
         event.patient_id,
@@ -86,49 +86,48 @@ WITH batch AS (
         AS t(org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
              utc_offset_s, received_at, payload)
 ), fresh AS (
-    INSERT INTO event_ids (event_id, occurred_at)
-    SELECT event_id, occurred_at FROM batch
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
+    INSERT INTO event_ids (org_id, event_id, occurred_at)
+    SELECT org_id, event_id, occurred_at FROM batch
+    ON CONFLICT (org_id, event_id) DO NOTHING
+    RETURNING org_id, event_id
 )
 INSERT INTO events (org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
                     utc_offset_s, received_at, payload)
 SELECT b.org_id, b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
        b.utc_offset_s, b.received_at, b.payload::jsonb
-FROM batch b JOIN fresh f USING (event_id)
+FROM batch b JOIN fresh f USING (org_id, event_id)
 """
 
 
-_INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING event_id\n"
+_INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING org_id, event_id\n"
+
+# An event's identity: (organisation, event_id). Event ids are the producers' idempotency
+# keys and unique per organisation only: another organisation's event with the same id is
+# a new event, never a duplicate of it.
+EventKey = tuple[str, str]
 
 
-def event_columns(
-    events: Sequence[Event], orgs: Mapping[str, str] | None = None
-) -> list[list[Any]]:
-    """Columns for the insert; the organisation is the patient's (``orgs``), else the
-    event's own stamp, else DEFAULT_ORG."""
-    return [
-        list(c)
-        for c in zip(
-            *(_row(e, (orgs or {}).get(e.patient_id) or e.org_id or DEFAULT_ORG) for e in events),
-            strict=True,
-        )
-    ]
+def event_key(event: Event) -> EventKey:
+    return (event.patient_key[0], event.event_id)
 
 
-async def insert_new_events(
-    conn: asyncpg.Connection, events: Sequence[Event], orgs: Mapping[str, str] | None = None
-) -> set[str]:
-    """Store each event_id once (inside the caller's transaction); returns the ids that
-    were new, i.e. the events every derived effect must take (the rest are re-deliveries).
-    (A COPY into a staging table first was slower than this unnest CTE: docs/benchmarks.md.)"""
-    unique: dict[str, Event] = {}
+def event_columns(events: Sequence[Event]) -> list[list[Any]]:
+    """Columns for the insert; the organisation is the event's stamp, else DEFAULT_ORG."""
+    return [list(c) for c in zip(*(_row(e) for e in events), strict=True)]
+
+
+async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -> set[EventKey]:
+    """Store each (organisation, event_id) once (inside the caller's transaction); returns
+    the keys that were new, i.e. the events every derived effect must take (the rest are
+    re-deliveries). (A COPY into a staging table first was slower than this unnest CTE:
+    docs/benchmarks.md.)"""
+    unique: dict[EventKey, Event] = {}
     for ev in events:
-        unique.setdefault(ev.event_id, ev)
+        unique.setdefault(event_key(ev), ev)
     if not unique:
         return set()
-    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values()), orgs))
-    return {r["event_id"] for r in rows}
+    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values())))
+    return {(r["org_id"], r["event_id"]) for r in rows}
 
 
 # A record the database refuses for what it contains (not a transient fault): SQLSTATE
@@ -136,14 +135,16 @@ async def insert_new_events(
 CONTENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, ValueError, OverflowError)
 
 
-async def refused_for_content(conn: asyncpg.Connection, events: Sequence[Event]) -> dict[str, str]:
-    """event_id -> the database's reason, for each event it refuses on its own. Each event
-    is tried in a savepoint that is always rolled back: nothing is written."""
+async def refused_for_content(
+    conn: asyncpg.Connection, events: Sequence[Event]
+) -> dict[EventKey, str]:
+    """(organisation, event_id) -> the database's reason, for each event it refuses on its
+    own. Each event is tried in a savepoint that is always rolled back: nothing is written."""
 
     class _Rollback(Exception):
         pass
 
-    refused: dict[str, str] = {}
+    refused: dict[EventKey, str] = {}
     for ev in events:
         try:
             async with conn.transaction():
@@ -152,37 +153,47 @@ async def refused_for_content(conn: asyncpg.Connection, events: Sequence[Event])
         except _Rollback:
             pass
         except CONTENT_ERRORS as exc:
-            refused[ev.event_id] = f"{type(exc).__name__}: {exc}"[:500]
+            refused[event_key(ev)] = f"{type(exc).__name__}: {exc}"[:500]
     return refused
 
 
-async def patient_payloads(conn: asyncpg.Connection, patient_id: str) -> list[str]:
-    """The patient's stored events (JSON) in arrival order (stored_at, then event time)."""
+async def patient_payloads(conn: asyncpg.Connection, org_id: str, patient_id: str) -> list[str]:
+    """The patient's (of ``org_id``) stored events (JSON) in arrival order (stored_at, then
+    event time)."""
     rows = await conn.fetch(
-        "SELECT payload FROM events WHERE patient_id = $1 ORDER BY stored_at, occurred_at",
+        "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2"
+        " ORDER BY stored_at, occurred_at",
+        org_id,
         patient_id,
     )
     return [r["payload"] for r in rows]
 
 
-async def patient_has_events(conn: asyncpg.Connection, patient_id: str) -> bool:
+async def patient_has_events(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE patient_id = $1)", patient_id
+            "SELECT EXISTS (SELECT 1 FROM events WHERE org_id = $1 AND patient_id = $2)",
+            org_id,
+            patient_id,
         )
     )
 
 
 async def pain_reports(
-    conn: asyncpg.Connection, patient_id: str, frm: dt.date | None, to: dt.date | None
+    conn: asyncpg.Connection,
+    org_id: str,
+    patient_id: str,
+    frm: dt.date | None,
+    to: dt.date | None,
 ) -> list[asyncpg.Record]:
     """event_id, local_date, payload of the patient's pain reports in [frm, to], by time."""
     return list(
         await conn.fetch(
             "SELECT event_id, local_date, payload FROM events"
-            " WHERE patient_id = $1 AND type = 'pain.reported'"
-            " AND ($2::date IS NULL OR local_date >= $2) AND ($3::date IS NULL OR local_date <= $3)"
+            " WHERE org_id = $1 AND patient_id = $2 AND type = 'pain.reported'"
+            " AND ($3::date IS NULL OR local_date >= $3) AND ($4::date IS NULL OR local_date <= $4)"
             " ORDER BY occurred_at",
+            org_id,
             patient_id,
             frm,
             to,
@@ -192,6 +203,7 @@ async def pain_reports(
 
 async def clinical_payloads(
     conn: asyncpg.Connection,
+    org_id: str,
     patient_id: str,
     types: Sequence[str],
     frm: dt.date | None,
@@ -201,9 +213,10 @@ async def clinical_payloads(
     [frm, to] (either end open), by event time then event id (FHIR Observation export)."""
     rows = await conn.fetch(
         "SELECT payload::text AS p FROM events"
-        " WHERE patient_id = $1 AND type = ANY($2::text[])"
-        " AND ($3::date IS NULL OR local_date >= $3) AND ($4::date IS NULL OR local_date <= $4)"
+        " WHERE org_id = $1 AND patient_id = $2 AND type = ANY($3::text[])"
+        " AND ($4::date IS NULL OR local_date >= $4) AND ($5::date IS NULL OR local_date <= $5)"
         " ORDER BY occurred_at, event_id",
+        org_id,
         patient_id,
         list(types),
         frm,
@@ -218,8 +231,9 @@ async def event_payloads(
     patient_prefix: str | None = None,
     batch: int = 5000,
 ) -> AsyncIterator[list[str]]:
-    """Stored events (JSON) of these types, optionally of patients whose id starts with
-    ``patient_prefix``, in lists of ``batch`` (a server-side cursor: memory stays flat)."""
+    """Stored events (JSON) of these types, of every organisation (each payload names its
+    own), optionally of patients whose id starts with ``patient_prefix``, in lists of
+    ``batch`` (a server-side cursor: memory stays flat)."""
     where, args = "type = ANY($1::text[])", [sorted(types)]
     if patient_prefix:
         where += " AND starts_with(patient_id, $2)"
@@ -237,32 +251,42 @@ async def event_payloads(
             yield out
 
 
-async def count_stored(conn: asyncpg.Connection, ids: Sequence[str]) -> int:
-    """How many of these event ids are stored (the idempotency ledger)."""
+async def count_stored(
+    conn: asyncpg.Connection, ids: Sequence[str], org_id: str = DEFAULT_ORG
+) -> int:
+    """How many of these event ids of ``org_id`` are stored (the idempotency ledger)."""
     return int(
         await conn.fetchval(
-            "SELECT count(*) FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)
+            "SELECT count(*) FROM event_ids WHERE org_id = $2 AND event_id = ANY($1::text[])",
+            list(ids),
+            org_id,
         )
     )
 
 
-async def count_by_type(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, int]:
+async def count_by_type(
+    conn: asyncpg.Connection, ids: Sequence[str], org_id: str = DEFAULT_ORG
+) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT type, count(*) AS n FROM events WHERE event_id = ANY($1::text[]) GROUP BY type",
+        "SELECT type, count(*) AS n FROM events WHERE org_id = $2"
+        " AND event_id = ANY($1::text[]) GROUP BY type",
         list(ids),
+        org_id,
     )
     return {r["type"]: int(r["n"]) for r in rows}
 
 
 async def patients_events(
-    conn: asyncpg.Connection, patient_ids: Sequence[str]
+    conn: asyncpg.Connection, patient_ids: Sequence[str], org_id: str = DEFAULT_ORG
 ) -> list[asyncpg.Record]:
-    """patient_id, payload of these patients' events, per patient in arrival order."""
+    """patient_id, payload of these patients' (of ``org_id``) events, per patient in
+    arrival order."""
     return list(
         await conn.fetch(
-            "SELECT patient_id, payload FROM events WHERE patient_id = ANY($1::text[])"
-            " ORDER BY patient_id, stored_at, occurred_at",
+            "SELECT patient_id, payload FROM events WHERE org_id = $2"
+            " AND patient_id = ANY($1::text[]) ORDER BY patient_id, stored_at, occurred_at",
             list(patient_ids),
+            org_id,
         )
     )
 
@@ -305,10 +329,11 @@ class EventStore:
             self._pool = None
 
     async def insert_events(self, events: Sequence[Event]) -> WriteResult:
-        """Store each event_id once, however often it is delivered (one round trip)."""
-        unique: dict[str, Event] = {}
+        """Store each (organisation, event_id) once, however often it is delivered (one
+        round trip)."""
+        unique: dict[EventKey, Event] = {}
         for ev in events:
-            unique.setdefault(ev.event_id, ev)
+            unique.setdefault(event_key(ev), ev)
         if not unique:
             return WriteResult(0, len(events))
         async with self.acquire() as conn:
@@ -316,10 +341,14 @@ class EventStore:
         stored = int(status.rsplit(" ", 1)[-1])
         return WriteResult(stored=stored, duplicates=len(events) - stored)
 
-    async def known_event_ids(self, ids: Sequence[str]) -> set[str]:
+    async def known_event_ids(self, org_id: str, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids ``org_id`` has stored (another organisation's are not
+        its duplicates, and are not told)."""
         async with self.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT event_id FROM event_ids WHERE event_id = ANY($1::text[])", list(ids)
+                "SELECT event_id FROM event_ids WHERE org_id = $1 AND event_id = ANY($2::text[])",
+                org_id,
+                list(ids),
             )
         return {r["event_id"] for r in rows}
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from alerts.rollup import Rollups, rollups
 from alerts.state import PatientState
-from schemas.events import Event
+from schemas.events import Event, PatientKey
 from streams.access import Scope
 from streams.db.access import scope_sql
 
@@ -19,16 +19,14 @@ _UPSERT_PATIENTS = """
 INSERT INTO patient_rollups (patient_id, org_id, last_activity_at, latest_pain, latest_pain_at,
     pain_baseline, open_critical, open_high, open_medium, open_low, open_adherence_low,
     open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, updated_at)
-SELECT t.p,
-       -- the patient's organisation (claimed earlier in the same transaction)
-       coalesce((SELECT po.org_id FROM patient_orgs po WHERE po.patient_id = t.p), 'default'),
+SELECT t.p, t.org,
        t.la, t.lp, t.lpa, t.pb, t.c, t.h, t.m, t.l, t.al, t.ia, t.br, t.o, t.oo,
        CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::smallint[], $4::timestamptz[], $5::real[],
             $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[],
-            $13::int[], $14::timestamptz[], $15::text[])
-     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k)
-ON CONFLICT (patient_id) DO UPDATE SET
+            $13::int[], $14::timestamptz[], $15::text[], $16::text[])
+     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org)
+ON CONFLICT (org_id, patient_id) DO UPDATE SET
     -- activity and pain only move forward: a late-synced old event must not hide newer ones
     last_activity_at = GREATEST(patient_rollups.last_activity_at, EXCLUDED.last_activity_at),
     latest_pain = CASE WHEN EXCLUDED.latest_pain_at IS NOT NULL AND (patient_rollups.latest_pain_at
@@ -50,15 +48,18 @@ ON CONFLICT (patient_id) DO UPDATE SET
 """
 
 _UPSERT_DAYS = """
-INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed, adherence_7d)
-SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[])
-ON CONFLICT (patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
+INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed,
+                                     adherence_7d, org_id)
+SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[], $6::text[])
+ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
     completed = EXCLUDED.completed, adherence_7d = EXCLUDED.adherence_7d
 """
 
 
 async def write_rollups(
-    conn: asyncpg.Connection, states: Mapping[str, PatientState], new_events: Sequence[Event]
+    conn: asyncpg.Connection,
+    states: Mapping[PatientKey, PatientState],
+    new_events: Sequence[Event],
 ) -> None:
     """The batch's rollups (``alerts.rollup.rollups`` over the touched states), two
     round trips, inside the caller's transaction."""
@@ -86,6 +87,7 @@ async def write(conn: asyncpg.Connection, r: Rollups) -> None:
             [p.oldest_open for p in ps],
             # a text[] per row cannot ride in unnest: comma-joined, split in the SQL
             [",".join(p.open_kinds) for p in ps],
+            [p.org_id for p in ps],
         )
     if r.days:
         ds = r.days
@@ -96,6 +98,7 @@ async def write(conn: asyncpg.Connection, r: Rollups) -> None:
             [d.prescribed for d in ds],
             [d.completed for d in ds],
             [d.adherence_7d for d in ds],
+            [d.org_id for d in ds],
         )
 
 
@@ -122,9 +125,8 @@ async def worklist_page(
     adherence, inactivity, billing at risk (each: more first), then who has waited longest
     (the order of GET /v1/worklist), then the rest by id. Each row carries its last 7
     days of 7-day adherence (oldest first) for the sparkline."""
-    where, args = scope_sql(scope, "r.patient_id", 2)
-    conds = ["r.org_id = $1", where]
-    args = [scope.org_id, *args]
+    where, args = scope_sql(scope, "r.patient_id", 1, "r.org_id")
+    conds = [where]
     if severity is not None:
         conds.append(f"r.{_SEVERITY_COLUMN[severity]} > 0")
     if kind is not None:
@@ -141,7 +143,8 @@ async def worklist_page(
         " LEFT JOIN LATERAL (SELECT array_agg(x.adherence_7d ORDER BY x.local_date) AS spark,"
         "   array_agg(x.local_date ORDER BY x.local_date) AS spark_dates"
         "   FROM (SELECT local_date, adherence_7d FROM patient_daily_adherence"
-        "         WHERE patient_id = r.patient_id ORDER BY local_date DESC LIMIT 7) x) d ON true"
+        "         WHERE org_id = r.org_id AND patient_id = r.patient_id"
+        "         ORDER BY local_date DESC LIMIT 7) x) d ON true"
         " WHERE "
         + " AND ".join(conds)
         + " ORDER BY r.open_critical DESC, r.open_high DESC, r.open_adherence_low DESC,"
@@ -160,24 +163,28 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-async def patient_rollup(conn: asyncpg.Connection, patient_id: str) -> dict[str, Any] | None:
+async def patient_rollup(
+    conn: asyncpg.Connection, org_id: str, patient_id: str
+) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT r.*, NULL::real[] AS spark, NULL::date[] AS spark_dates"
-        " FROM patient_rollups r WHERE r.patient_id = $1",
+        " FROM patient_rollups r WHERE r.org_id = $1 AND r.patient_id = $2",
+        org_id,
         patient_id,
     )
     return _row(row) if row is not None else None
 
 
 async def daily_adherence(
-    conn: asyncpg.Connection, patient_id: str, since: dt.date | None = None
+    conn: asyncpg.Connection, org_id: str, patient_id: str, since: dt.date | None = None
 ) -> list[asyncpg.Record]:
     """The patient's daily rows, oldest first."""
     return list(
         await conn.fetch(
             "SELECT local_date, prescribed, completed, adherence_7d FROM patient_daily_adherence"
-            " WHERE patient_id = $1 AND ($2::date IS NULL OR local_date >= $2)"
+            " WHERE org_id = $1 AND patient_id = $2 AND ($3::date IS NULL OR local_date >= $3)"
             " ORDER BY local_date",
+            org_id,
             patient_id,
             since,
         )
@@ -187,9 +194,10 @@ async def daily_adherence(
 # --- backfill of patient_daily_adherence from the stored events -----------------------------
 
 _BACKFILL_DAYS = """
-INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed, adherence_7d)
-SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[])
-ON CONFLICT (patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
+INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, completed,
+                                     adherence_7d, org_id)
+SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[], $6::text[])
+ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
     completed = EXCLUDED.completed, adherence_7d = EXCLUDED.adherence_7d
 WHERE (patient_daily_adherence.prescribed, patient_daily_adherence.completed,
        patient_daily_adherence.adherence_7d)
@@ -197,18 +205,21 @@ WHERE (patient_daily_adherence.prescribed, patient_daily_adherence.completed,
 """
 
 
-async def backfill_patients(conn: asyncpg.Connection, patient_prefix: str | None) -> list[str]:
-    """Every stored patient (``patient_orgs``: each patient the worker has seen), by id."""
+async def backfill_patients(
+    conn: asyncpg.Connection, patient_prefix: str | None
+) -> list[PatientKey]:
+    """Every stored patient (``patient_orgs``: each (organisation, patient) the worker has
+    seen), by organisation and id."""
     rows = await conn.fetch(
-        "SELECT patient_id FROM patient_orgs"
-        " WHERE $1::text IS NULL OR starts_with(patient_id, $1) ORDER BY patient_id",
+        "SELECT org_id, patient_id FROM patient_orgs"
+        " WHERE $1::text IS NULL OR starts_with(patient_id, $1) ORDER BY org_id, patient_id",
         patient_prefix,
     )
-    return [r["patient_id"] for r in rows]
+    return [(r["org_id"], r["patient_id"]) for r in rows]
 
 
 async def backfill_adherence_chunk(
-    conn: asyncpg.Connection, patient_ids: Sequence[str], attempts: int = 5
+    conn: asyncpg.Connection, keys: Sequence[PatientKey], attempts: int = 5
 ) -> tuple[int, int]:
     """Recompute these patients' daily adherence from their stored events
     (``alerts.rollup.adherence_history``) and write the rows that are missing or differ;
@@ -222,18 +233,21 @@ async def backfill_adherence_chunk(
         try:
             async with conn.transaction(isolation="repeatable_read"):
                 rows = await conn.fetch(
-                    "SELECT patient_id, payload::text AS p FROM events"
-                    " WHERE patient_id = ANY($1::text[]) AND type = ANY($2::text[])",
-                    list(patient_ids),
+                    "SELECT e.org_id, e.patient_id, e.payload::text AS p FROM events e"
+                    " JOIN unnest($1::text[], $2::text[]) AS k(o, pid)"
+                    "   ON e.org_id = k.o AND e.patient_id = k.pid"
+                    " WHERE e.type = ANY($3::text[])",
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
                     list(HISTORY_EVENT_TYPES),
                 )
-                by_patient: dict[str, list[str]] = {}
+                by_patient: dict[PatientKey, list[str]] = {}
                 for r in rows:
-                    by_patient.setdefault(r["patient_id"], []).append(r["p"])
+                    by_patient.setdefault((r["org_id"], r["patient_id"]), []).append(r["p"])
                 days = [
                     d
-                    for pid, payloads in sorted(by_patient.items())
-                    for d in adherence_history(pid, [parse_event_json(p) for p in payloads])
+                    for (org, pid), payloads in sorted(by_patient.items())
+                    for d in adherence_history(pid, [parse_event_json(p) for p in payloads], org)
                 ]
                 if not days:
                     return 0, 0
@@ -244,6 +258,7 @@ async def backfill_adherence_chunk(
                     [d.prescribed for d in days],
                     [d.completed for d in days],
                     [d.adherence_7d for d in days],
+                    [d.org_id for d in days],
                 )
                 return len(days), int(status.rsplit(" ", 1)[-1])
         except asyncpg.SerializationError:

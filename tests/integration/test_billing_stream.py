@@ -32,8 +32,8 @@ from rtm.cli_billing import reconcile, run_export
 from rtm.local import start_gateway
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
-from schemas.events import validate_event
-from streams.db.billing import load_states
+from schemas.events import DEFAULT_ORG, validate_event
+from streams.db.billing import ledger_states
 from streams.db.events import migrate
 from streams.gateway import ensure_dev_key
 from streams.settings import Settings
@@ -180,7 +180,7 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     await wait_for(ledger_complete, timeout=90, what="billing ledger filled")
 
     # The ledger loads back into exactly the states the offline fold gives.
-    ledger = await load_states(bdb)
+    ledger = await ledger_states(bdb)  # by (organisation, patient): the dev key's 'default'
     assert ledger.keys() == offline.keys()
     for pid, st in offline.items():
         for name in ("data_dates", "time_logs", "episode_events"):
@@ -259,7 +259,7 @@ def evaluate_csv_of(states: dict[str, Any], patient_id: str) -> str:
     from billing.export import render_csv
     from billing.rules import compute_claims
 
-    return render_csv(compute_claims([states[patient_id]], AS_OF))
+    return render_csv(compute_claims([states[(DEFAULT_ORG, patient_id)]], AS_OF))
 
 
 async def test_gateway_billing_routes(

@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 from rtm.cli import main
 from rtm.simulate import demographics_csv, synthetic_demographics
 from schemas.events import validate_event
-from streams.db.access import claim_patients
+from streams.db.access import record_patients
 from streams.db.events import EventStore, migrate
 from streams.settings import Settings
 from tests.conftest import EventFactory
@@ -57,8 +57,13 @@ def dsn(base_settings: Settings) -> Iterator[str]:
 
 
 def seed(dsn: str, events: list[dict[str, Any]], org: str) -> None:
-    """Raw events in the table, the ledger backfilled, the patients in ``org``."""
-    valid = [e for e in (validate_event(o) for o in events) if not isinstance(e, list)]
+    """Raw events of ``org`` (stamped, as its key's gateway would) in the table, the ledger
+    backfilled, the patients known in ``org``."""
+    valid = [
+        e.model_copy(update={"org_id": org})
+        for e in (validate_event(o) for o in events)
+        if not isinstance(e, list)
+    ]
     assert len(valid) == len(events)
 
     async def go() -> None:
@@ -70,7 +75,7 @@ def seed(dsn: str, events: list[dict[str, Any]], org: str) -> None:
             await store.close()
         conn = await asyncpg.connect(dsn)
         try:
-            await claim_patients(conn, [(e.patient_id, org) for e in valid])
+            await record_patients(conn, [e.patient_key for e in valid])
         finally:
             await conn.close()
 

@@ -308,10 +308,13 @@ async def test_a_new_webhook_gets_no_history_only_what_changes_after_it_was_adde
 # --- the queue against the real database (no worker) ---------------------------------------
 
 
-def _change(patient: str, clinician: str, kind: AlertKind, change: str = "fired") -> AlertChange:
+def _change(
+    patient: str, clinician: str, kind: AlertKind, change: str = "fired", org: str = "default"
+) -> AlertChange:
     alert = Alert(
         id=str(uuid.uuid4()),
         patient_id=patient,
+        org_id=org,
         episode_id=f"{patient}-ep",
         clinician_id=clinician,
         kind=kind,
@@ -341,23 +344,19 @@ async def test_routing_is_per_organisation_and_fixed_when_queued(
     org_a, org_b = f"{factory.prefix}-a", f"{factory.prefix}-b"
     await _org(db, org_a)
     await _org(db, org_b)
-    pa, pb, p_none = factory.patient(1), factory.patient(2), factory.patient(3)
-    await db.execute(
-        "INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2), ($3, $4)",
-        pa,
-        org_a,
-        pb,
-        org_b,
-    )
+    # the same patient_id in org_a and org_b: two patients, routed each by its own alert's
+    # organisation
+    pa = pb = factory.patient(1)
+    p_none = factory.patient(3)
     own = f"{factory.prefix}-own"
     await set_webhook(db, "*", "http://127.0.0.1:9/a", "sa", org_a)
     await set_webhook(db, own, "http://127.0.0.1:9/own", "so", org_a)
     # org_b has no webhook at all; the same clinician id there is a different recipient
     changes = [
-        _change(pa, own, "red_flag"),
-        _change(pa, "other", "fall"),
-        _change(pb, own, "red_flag"),
-        _change(pb, "*", "fall"),
+        _change(pa, own, "red_flag", org=org_a),
+        _change(pa, "other", "fall", org=org_a),
+        _change(pb, own, "red_flag", org=org_b),
+        _change(pb, "*", "fall", org=org_b),
         _change(p_none, own, "pain_high"),
     ]
     async with db.transaction():
@@ -380,14 +379,14 @@ async def test_routing_is_per_organisation_and_fixed_when_queued(
     assert of(1) == (org_a, star_a, "pending")  # no own one: the organisation's '*'
     assert of(2) == (org_b, None, "no_webhook")  # org_a's webhooks are not org_b's
     assert of(3) == (org_b, None, "no_webhook")  # nor its clinic-wide one
-    assert of(4) == ("default", None, "no_webhook")  # unknown patient: default org
+    assert of(4) == ("default", None, "no_webhook")  # the default organisation's alert
     assert rows[changes[4].alert.id]["severity_rank"] == 0
 
     # A '*' webhook added to org_b now does not take what was queued before.
     await set_webhook(db, "*", "http://127.0.0.1:9/b", "sb", org_b)
     star_b = await _wid(db, org_b, "*")
     assert await claim_deliveries(db, [], 10, 30.0, only=star_b) == []
-    later = _change(pb, own, "pain_increase")
+    later = _change(pb, own, "pain_increase", org=org_b)
     await queue_deliveries(db, [later])
     [claimed] = await claim_deliveries(db, [], 10, 30.0, only=star_b)
     assert (claimed.alert_id, claimed.url, claimed.secret) == (
@@ -419,7 +418,6 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     org = f"{factory.prefix}-q"
     await _org(db, org)
     p = factory.patient(1)
-    await db.execute("INSERT INTO patient_orgs (patient_id, org_id) VALUES ($1, $2)", p, org)
     await set_webhook(db, "*", "http://127.0.0.1:9/q", "sq", org)
     wid = await _wid(db, org, "*")
     kinds: list[AlertKind] = [
@@ -430,7 +428,7 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
         "fall",
         "pain_increase",
     ]
-    changes = [_change(p, "*", k) for k in kinds]
+    changes = [_change(p, "*", k, org=org) for k in kinds]
     await queue_deliveries(db, changes)
 
     # the head: most severe, then first queued; one per endpoint (the next is held back

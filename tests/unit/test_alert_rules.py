@@ -12,7 +12,7 @@ import pytest
 from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
 from alerts.rules import acknowledge, local_midnight, on_event, on_tick
 from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
-from schemas.events import EVENT_ADAPTER, Event
+from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event
 
 P = "p-1"
 BILLING = {
@@ -623,7 +623,7 @@ def test_billing_at_risk_fires_on_the_first_day_billing_says_at_risk() -> None:
             ["2026-11-03", "2026-11-04", "2026-11-09", "2026-11-15", "2026-11-16", "2026-11-20"]
         ),
     ]
-    bstate = fold_events(events)[P]
+    bstate = fold_events(events)[(DEFAULT_ORG, P)]
     first_at_risk = next(
         d for d in dates("2026-11-02", 29) if billing_at_risk(bstate, dt.date.fromisoformat(d))
     )

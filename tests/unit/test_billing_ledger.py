@@ -32,13 +32,20 @@ def _events(patients: int = 12, days: int = 75) -> list:
 
 def _as_records(rows) -> tuple[list[dict], list[dict], list[dict]]:
     days = [
-        dict(zip(("patient_id", "local_date", "episode_id", "first_event_id"), r, strict=True))
+        dict(
+            zip(
+                ("org_id", "patient_id", "local_date", "episode_id", "first_event_id"),
+                r,
+                strict=True,
+            )
+        )
         for r in rows.data_days
     ]
     logs = [
         dict(
             zip(
                 (
+                    "org_id",
                     "event_id",
                     "patient_id",
                     "episode_id",
@@ -59,7 +66,12 @@ def _as_records(rows) -> tuple[list[dict], list[dict], list[dict]]:
     for r in logs:
         r["occurred_at"] = r["occurred_at"].astimezone(dt.UTC)
     eps = [
-        {"event_id": r[0], "patient_id": r[1], "payload": orjson.dumps(orjson.loads(r[5])).decode()}
+        {
+            "org_id": r[0],
+            "event_id": r[1],
+            "patient_id": r[2],
+            "payload": orjson.dumps(orjson.loads(r[6])).decode(),
+        }
         for r in rows.episode_events
     ]
     return days, logs, eps
@@ -83,9 +95,9 @@ def test_rows_rebuild_the_offline_fold_in_any_batching_and_order() -> None:
         logs += lg
         eps += ep
     # the database keeps one row per key (first wins; all copies are equal here)
-    uniq_days = {(r["patient_id"], r["local_date"], r["episode_id"]): r for r in days}
-    uniq_logs = {r["event_id"]: r for r in logs}
-    uniq_eps = {r["event_id"]: r for r in eps}
+    uniq_days = {(r["org_id"], r["patient_id"], r["local_date"], r["episode_id"]): r for r in days}
+    uniq_logs = {(r["org_id"], r["event_id"]): r for r in logs}
+    uniq_eps = {(r["org_id"], r["event_id"]): r for r in eps}
     ledger = states_from_rows(uniq_days.values(), uniq_logs.values(), uniq_eps.values())
     assert ledger.keys() == offline.keys()
     for pid in offline:
@@ -103,7 +115,7 @@ def test_received_at_is_not_part_of_the_ledger() -> None:
     stamped = [e.model_copy(update={"received_at": AS_OF}) for e in events]
     assert fold_for_billing(stamped) == fold_for_billing(events)
     rows = ledger_rows(stamped)
-    assert all(b"received_at" not in r[5].encode() for r in rows.episode_events)
+    assert all(b"received_at" not in r[6].encode() for r in rows.episode_events)
 
 
 def test_state_differences_name_what_is_missing() -> None:

@@ -20,7 +20,7 @@ from billing.rules import (
     treatment_codes,
 )
 from billing.state import PatientBillingState, fold_events
-from schemas.events import EVENT_ADAPTER, Event
+from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event
 
 _ids = itertools.count(1)
 D = dt.date.fromisoformat
@@ -396,7 +396,7 @@ def test_second_episode_after_the_first_ended() -> None:
 
 def test_a_second_concurrent_episode_is_refused() -> None:
     events = [start("2026-11-01", ep="ep1"), start("2026-11-05", ep="ep2")]
-    state = fold_events(events)["p1"]
+    state = fold_events(events)[(DEFAULT_ORG, "p1")]
     assert set(state.book.episodes) == {"ep1"}
     assert list(state.rejected_episode_events) == [events[1].event_id]
 
@@ -458,7 +458,7 @@ def test_arrival_order_does_not_matter() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    state = fold_events(_mixed_history())["p1"]
+    state = fold_events(_mixed_history())[(DEFAULT_ORG, "p1")]
     again = PatientBillingState.model_validate_json(state.model_dump_json())
     as_of = dt.datetime.fromisoformat(FAR)
     assert compute_claims([again], as_of) == compute_claims([state], as_of)
@@ -539,7 +539,7 @@ def test_progress_twelve_of_sixteen_nine_left() -> None:
     dates = days_from("2026-11-10", 11, step=2) + ["2026-11-11"]
     state = fold_events(
         [start(), *[data(d) for d in dates], log("2026-11-12", 12), data("2026-12-05")]
-    )["p1"]  # a future-dated day is not "so far"
+    )[(DEFAULT_ORG, "p1")]  # a future-dated day is not "so far"
     p = billing_progress(state, D("2026-11-30"))
     assert p.period is not None
     assert p.period.summary == "12 of 16 days, 9 days left"
@@ -553,7 +553,7 @@ def test_progress_twelve_of_sixteen_nine_left() -> None:
 
 
 def test_progress_counts_today_as_left_until_it_has_data() -> None:
-    state = fold_events([start(), data("2026-11-10")])["p1"]
+    state = fold_events([start(), data("2026-11-10")])[(DEFAULT_ORG, "p1")]
     p = billing_progress(state, D("2026-12-09"))  # last day of period 1, no data yet
     assert p.period is not None and p.period.days_left == 1
     assert p.period.on_track_for == "98985" and p.period.earned is None
@@ -575,10 +575,10 @@ def test_progress_counts_today_as_left_until_it_has_data() -> None:
 )
 def test_billing_at_risk(n_data_days: int, day: str, at_risk: bool) -> None:
     events = [start(), *[data(d) for d in days_from("2026-11-10", n_data_days)]]
-    state = fold_events(events)["p1"]
+    state = fold_events(events)[(DEFAULT_ORG, "p1")]
     assert billing_at_risk(state, D(day)) is at_risk
 
 
 def test_billing_at_risk_outside_episode_is_false() -> None:
-    state = fold_events([start()])["p1"]
+    state = fold_events([start()])[(DEFAULT_ORG, "p1")]
     assert billing_at_risk(state, D("2026-11-01")) is False

@@ -44,7 +44,7 @@ class FakeProducer:
 
 
 class FakeStore:
-    async def known_event_ids(self, ids: list[str]) -> set[str]:
+    async def known_event_ids(self, org_id: str, ids: list[str]) -> set[str]:
         return set()
 
     async def ping(self) -> bool:
@@ -118,7 +118,7 @@ async def test_future_dated_event_is_rejected_beside_accepted_ones(
     assert [d["event"]["event_id"] for d in dead] == ["future-1", "future-2", "bad-1"]
     assert dead[0]["stage"] == "gateway" and dead[0]["index"] == 1
     assert dead[0]["errors"] == rejected[1]["errors"]
-    assert all(key == b"p-1" for key, _ in producer.dead)
+    assert all(key == b"org-a/p-1" for key, _ in producer.dead)  # <org>/<patient>
     assert (
         registry.get_sample_value("rtm_gateway_events_rejected_total", {"type": "pain.reported"})
         == 3.0
@@ -236,3 +236,32 @@ async def test_kafka_unavailable_is_503_with_retry_after_never_200(
         assert "Kafka unavailable" in resp.json()["error"]
         text = (await client.get("/metrics")).text
     assert "rtm_gateway_produce_failures_total 1.0" in text
+
+
+async def test_another_organisations_event_ids_are_neither_duplicates_nor_told(
+    tmp_path: Path,
+) -> None:
+    """Event ids are unique per organisation: an id org-b stored is new for org-a's key,
+    and the duplicate check asks only about org-a's ids."""
+
+    class OrgStore(FakeStore):
+        def __init__(self) -> None:
+            self.stored = {("org-b", "e-1"), ("org-a", "e-2")}
+            self.asked: list[str] = []
+
+        async def known_event_ids(self, org_id: str, ids: list[str]) -> set[str]:
+            self.asked.append(org_id)
+            return {i for i in ids if (org_id, i) in self.stored}
+
+    producer, store = FakeProducer(), OrgStore()
+    app = create_app(
+        Settings(state_dir=tmp_path),
+        producer=producer,
+        store=store,  # type: ignore[arg-type]
+        registry=CollectorRegistry(),
+        authenticate=_as_app_key,
+    )
+    now = dt.datetime.now(dt.UTC)
+    body = await post(app, [pain("e-1", now), pain("e-2", now)])
+    assert body["accepted"] == 1 and body["duplicates"] == [{"index": 1, "event_id": "e-2"}]
+    assert [e.event_id for e in producer.events] == ["e-1"] and store.asked == ["org-a"]

@@ -7,7 +7,7 @@ import datetime as dt
 from alerts.adherence import daily_rows
 from alerts.evaluate import fold
 from alerts.rollup import pain_baselines, rollups
-from schemas.events import validate_event
+from schemas.events import DEFAULT_ORG, validate_event
 from tests.conftest import EventFactory
 
 
@@ -39,7 +39,7 @@ def test_rollup_counts_open_alerts_pain_and_adherence_like_the_engine() -> None:
     assert row.latest_pain == 8 and row.pain_baseline == 3.5
     assert row.last_activity_at == dt.datetime.fromisoformat("2026-11-06T18:00:00-06:00")
     # the adherence rows equal the API's (daily_rows) on the days written
-    state = states[p]
+    state = states[(DEFAULT_ORG, p)]
     full = {d.date: d for d in daily_rows(p, state.completions, state.book, dt.date(2026, 11, 6))}
     assert [d.date for d in r.days] == sorted(full)[-len(r.days) :]
     for d in r.days:
@@ -62,8 +62,8 @@ def test_acknowledged_alerts_are_not_open() -> None:
     states, fired = fold(iter(events))
     (alert_id,) = [a for _, a in fired]
     at = dt.datetime(2026, 11, 3, 18, tzinfo=dt.UTC)
-    state, _ = acknowledge(states[p], alert_id, at, "c")
-    (row,) = rollups({p: state}, []).patients
+    state, _ = acknowledge(states[(DEFAULT_ORG, p)], alert_id, at, "c")
+    (row,) = rollups({state.key: state}, []).patients
     assert (row.open_critical, row.open_alerts, row.last_activity_at) == (0, 0, None)
 
 
@@ -87,7 +87,7 @@ def test_adherence_history_is_the_api_rows_in_any_arrival_order() -> None:
     shuffled = list(events)
     random.Random(5).shuffle(shuffled)
     compared = 0
-    for pid, state in states.items():
+    for (_, pid), state in states.items():
         last = max((r.local_date for r in state.data.values()), default=None)
         want = [
             (r.date, float(r.prescribed), r.completed, r.adherence_7d)
@@ -103,7 +103,7 @@ def test_adherence_history_is_the_api_rows_in_any_arrival_order() -> None:
                 assert d == by_day[d.date]
                 compared += 1
     assert compared > 0
-    assert any(adherence_history(pid, events) for pid in states)
+    assert any(adherence_history(pid, events) for _, pid in states)
 
 
 def test_rows_after_a_tick_are_only_days_the_pruned_state_can_compute() -> None:
@@ -121,14 +121,15 @@ def test_rows_after_a_tick_are_only_days_the_pruned_state_can_compute() -> None:
         ]
     )
     states, _ = fold(iter(events))
+    key = (DEFAULT_ORG, p)
     full = {
         d.date: d
-        for d in daily_rows(p, states[p].completions, states[p].book, dt.date(2026, 10, 26))
+        for d in daily_rows(p, states[key].completions, states[key].book, dt.date(2026, 10, 26))
     }
-    state, _ = on_tick(states[p], dt.datetime(2026, 10, 26, 6, tzinfo=dt.UTC))
+    state, _ = on_tick(states[key], dt.datetime(2026, 10, 26, 6, tzinfo=dt.UTC))
     kept = completions_kept_from(state)
     assert kept is not None and min(c.local_date for c in state.completions.values()) >= kept
-    days = rollups({p: state}, []).days
+    days = rollups({key: state}, []).days
     assert days, "the newest days are still written"
     for d in days:
         ref = full[d.date]
