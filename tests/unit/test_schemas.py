@@ -582,12 +582,28 @@ def test_max_future_skew_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_event_type_sets_are_read_off_the_contract_union() -> None:
     from schemas.episodes import EPISODE_EVENT_TYPES
-    from schemas.events import EVENT_ADAPTER, EVENT_TYPES, PATIENT_DATA_TYPES
+    from schemas.events import (
+        EVENT_ADAPTER,
+        EVENT_TYPES,
+        INTEGRATION_TYPES,
+        PATIENT_DATA_TYPES,
+        READINESS_FACT_TYPES,
+    )
 
     # every listed type is one the contract decodes, each once, and only those
-    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 7
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 12
     schema = EVENT_ADAPTER.json_schema()
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
     assert PATIENT_DATA_TYPES == {"exercise.completed", "pain.reported", "symptom.reported"}
     assert set(EPISODE_EVENT_TYPES) == {"episode.started", "program.updated", "episode.ended"}
     assert not PATIENT_DATA_TYPES & set(EPISODE_EVENT_TYPES)
+    # claim-readiness facts (issue 20): posted by EHR integrations, never by a patient app
+    assert READINESS_FACT_TYPES == {
+        "consent.recorded",
+        "plan_of_care.certified",
+        "procedure.recorded",
+        "rpm.enrolled",
+        "therapy_spend.reported",
+    }
+    assert READINESS_FACT_TYPES <= INTEGRATION_TYPES
+    assert not READINESS_FACT_TYPES & (PATIENT_DATA_TYPES | set(EPISODE_EVENT_TYPES))
