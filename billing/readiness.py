@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import importlib.resources
 import io
 from collections import defaultdict
@@ -176,8 +177,10 @@ class ThresholdTable:
         return by_year[max(earlier) if earlier else min(by_year)]
 
 
+@functools.cache
 def default_thresholds() -> ThresholdTable:
-    """The project's thresholds file (``billing/therapy_thresholds.csv``, package data)."""
+    """The project's thresholds file (``billing/therapy_thresholds.csv``, package data, read
+    once like tzdata's zone list)."""
     text = importlib.resources.files("billing").joinpath("therapy_thresholds.csv").read_text()
     return ThresholdTable(parse_thresholds(text))
 

@@ -718,6 +718,18 @@ def test_the_billing_example_with_no_fact_stream_is_never_blocked() -> None:
         }
 
 
+def test_every_code_of_the_simulator_and_the_fixtures_is_billable() -> None:
+    from rtm.simulate import REGIONS
+    from schemas.codes import icd10_cm_billable
+
+    codes = {c for dx, _ in REGIONS.values() for c in dx}
+    for path in (FIXTURES / "examples").glob("*.jsonl"):
+        for ev in _fixture_events(path):
+            codes |= set(ev.get("billing", {}).get("diagnosis_codes", []))
+    assert len(codes) > 10
+    assert {c for c in codes if not icd10_cm_billable(c)} == set()
+
+
 def test_a_simulated_cohort_with_no_fact_stream_is_never_blocked() -> None:
     from rtm.simulate import simulate
 
