@@ -118,3 +118,121 @@ def run_evaluate(
         err.write(f"skipped {e}\n")
     write_csv(claims, out, config if conventions else None)
     return 0
+
+
+# --- rtm billing readiness (issue 20; docs/billing-readiness.md) -----------------------------
+
+
+def run_readiness(
+    events_path: Path,
+    as_of: dt.datetime,
+    fees_path: Path,
+    out: TextIO,
+    *,
+    locality: str | None = None,
+    include_open: bool = False,
+    err: TextIO | None = None,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> int:
+    """CLI body of ``rtm billing readiness``: the rows, order and columns of ``rtm billing
+    evaluate`` (KX in ``modifiers``), then ``readiness,checks``. Every stream ``auto``.
+
+    Returns the exit code: 0 with the CSV written; 2, with nothing on ``out``, when a file
+    cannot be read, an events line is not a valid event or the fee file is invalid (each
+    named on ``err``), ``as_of`` has no UTC offset, the locality is ambiguous (no
+    ``locality`` and the fee file has several, or none) or not in the fee file, or a
+    therapy line has no fee (each named). A refused second ``episode.started`` is reported
+    as by ``rtm billing evaluate`` and does not stop the command.
+    """
+    from billing.fees import FeeScheduleError, parse_fee_schedule
+    from billing.readiness import MissingFees, ReadinessFacts, assess, write_readiness_csv
+
+    err = err if err is not None else sys.stderr
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        err.write("error: --as-of must carry a UTC offset, e.g. 2027-03-01T00:00:00Z\n")
+        return 2
+    try:
+        fee_text = fees_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        err.write(f"error: cannot read {fees_path}: {exc.strerror or exc}\n")
+        return 2
+    except UnicodeDecodeError:
+        err.write(f"error: {fees_path}: not UTF-8 text\n")
+        return 2
+    try:
+        fees = parse_fee_schedule(fee_text)
+    except FeeScheduleError as exc:
+        err.write(f"error: {fees_path}: {exc}\n")
+        return 2
+    localities = sorted({e.locality for e in fees})
+    if locality is None:
+        if len(localities) != 1:
+            found = ", ".join(localities) or "none"
+            err.write(
+                f"error: locality ambiguous: {fees_path} has {found}; name one with --locality\n"
+            )
+            return 2
+        locality = localities[0]
+    elif locality not in localities:
+        err.write(
+            f"error: locality {locality} is not in {fees_path}"
+            f" (it has {', '.join(localities) or 'none'})\n"
+        )
+        return 2
+
+    states: dict[str, PatientBillingState] = {}
+    facts = ReadinessFacts()
+    invalid: list[LineError] = []
+    episode_lines: dict[str, int] = {}
+    try:
+        with events_path.open("rb") as fh:
+            for n, raw in enumerate(fh, start=1):
+                text = raw.decode("utf-8", errors="replace")
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    invalid.append(LineError(n, None, f"not JSON: {exc.msg}"))
+                    continue
+                event_id = obj.get("event_id") if isinstance(obj, dict) else None
+                event_id = event_id if isinstance(event_id, str) else None
+                result = validate_event(obj)
+                if isinstance(result, list):
+                    invalid.append(LineError(n, event_id, "; ".join(e.message for e in result)))
+                    continue
+                state = states.get(result.patient_id)
+                if state is None:
+                    state = states[result.patient_id] = PatientBillingState(
+                        patient_id=result.patient_id
+                    )
+                state.apply(result)
+                facts.apply(result)
+                if result.type == "episode.started":
+                    episode_lines.setdefault(result.event_id, n)
+    except OSError as exc:
+        err.write(f"error: cannot read {events_path}: {exc.strerror or exc}\n")
+        return 2
+    if invalid:
+        for e in invalid:
+            err.write(f"invalid {e}\n")
+        err.write(f"error: {len(invalid)} invalid line(s) in {events_path}; nothing assessed\n")
+        return 2
+    for state in states.values():
+        for eid, reason in state.rejected_episode_events.items():
+            line = LineError(episode_lines.get(eid, 0), eid, f"episode.started refused: {reason}")
+            err.write(f"skipped {line}\n")
+
+    claims = compute_claims(states.values(), as_of, config, include_open)
+    chosen = locality
+    try:
+        assessed = assess(claims, states, facts, as_of, fees, lambda _org, _line: chosen)
+    except MissingFees as exc:
+        for ln, loc in exc.lines:
+            err.write(
+                f"error: no fee for therapy line {ln.patient_id} {ln.episode_id} {ln.cpt}"
+                f" {ln.date_of_service.isoformat()} in {fees_path} (locality {loc})\n"
+            )
+        return 2
+    write_readiness_csv(assessed, out)
+    return 0

@@ -327,11 +327,64 @@ def _backfill_command(group: click.Group) -> None:
 
 
 def register(group: click.Group) -> None:
-    """Attach the billing commands that need the database to the `rtm billing` group."""
+    """Attach the billing commands that need the database to the `rtm billing` group (and
+    the offline `rtm billing readiness`)."""
     _export_command(group)
     _reconcile_command(group)
     _backfill_command(group)
     _claims_commands(group)
+    _readiness_command(group)
+
+
+# --- issue 20: claim readiness, offline ---------------------------------------------------------
+
+
+def _readiness_command(group: click.Group) -> None:
+    @group.command("readiness")
+    @click.option("--events", "events_path", type=click.Path(path_type=Path), required=True)
+    @click.option(
+        "--as-of",
+        "as_of",
+        required=True,
+        help="closes periods and drops later facts, with its UTC offset (2027-01-05T00:00:00Z)",
+    )
+    @click.option(
+        "--fees",
+        "fees_path",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="fee-schedule CSV (version,cpt,locality,effective_from,effective_to,amount)",
+    )
+    @click.option("--locality", default=None, help="default: the fee file's only locality")
+    @click.option("--include-open", is_flag=True, help="open periods/months too (preview)")
+    def billing_readiness(
+        events_path: Path,
+        as_of: str,
+        fees_path: Path,
+        locality: str | None,
+        include_open: bool,
+    ) -> None:
+        """The claims CSV of `rtm billing evaluate` (KX in modifiers) with each line's
+        readiness (blocked, warn, ready) and the checks that fired. Offline: reads the
+        files only. Exit 2 on unreadable or invalid input, --as-of without offset, an
+        ambiguous locality or a therapy line without fee."""
+        from billing.evaluate import run_readiness
+
+        try:
+            ts = dt.datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            click.echo(f"error: --as-of: not a timestamp: {as_of!r}", err=True)
+            sys.exit(2)
+        sys.exit(
+            run_readiness(
+                events_path,
+                ts,
+                fees_path,
+                sys.stdout,
+                locality=locality,
+                include_open=include_open,
+            )
+        )
 
 
 # --- issue 12: profile, demographics, fees, submit, history, payer claim numbers ---------------

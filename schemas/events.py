@@ -17,6 +17,7 @@ import datetime as dt
 import importlib.resources
 import re
 import typing
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,18 +28,26 @@ from pydantic import (
     ConfigDict,
     Field,
     GetPydanticSchema,
+    PlainSerializer,
     StrictBool,
     StrictInt,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
-from schemas.codes import ICD10_CM_PATTERN, PLACE_OF_SERVICE_CODES, npi_problem
+from schemas.codes import (
+    ICD10_CM_PATTERN,
+    PLACE_OF_SERVICE_CODES,
+    icd10_cm_problem,
+    icd10_cm_release,
+    npi_problem,
+)
 
 SCHEMA_VERSION = 1
 YEAR_MIN, YEAR_MAX = 2000, 2100  # inclusive, the year as written (in the event's own offset)
@@ -192,7 +201,34 @@ Npi = Annotated[
         }
     ),
 ]
-Icd10 = Annotated[str, StringConstraints(pattern=ICD10_CM_PATTERN)]
+
+
+def _icd10_cm(v: str) -> str:
+    problem = icd10_cm_problem(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+# An ICD-10-CM code of the tabular (schemas.codes): the format, then existence. A code that
+# exists but is no billable leaf (the header M54.5) is accepted here and caught by the
+# claim-readiness gate ICD10_NOT_BILLABLE; one that does not exist at all (M54.9X9) is
+# refused. Existence is no JSON Schema keyword: the published schema names it as the format
+# "icd-10-cm" (see the description), as it does the NPI check digit.
+Icd10 = Annotated[
+    str,
+    StringConstraints(pattern=ICD10_CM_PATTERN),
+    AfterValidator(_icd10_cm),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": ICD10_CM_PATTERN,
+            "format": "icd-10-cm",
+            "description": "an ICD-10-CM code of the tabular (format 'icd-10-cm'), with its dot"
+            " after the category, e.g. M54.50",
+        }
+    ),
+]
 PlaceOfService = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9]{2}$"),
@@ -491,6 +527,154 @@ class IntakeContacted(_Envelope):
     clinician_id: Id64 | None = None
 
 
+# --- claim-readiness facts (issue 20; docs/billing-readiness.md) ---------------------------
+# What an EHR integration tells about a patient that billing cannot see in the RTM stream:
+# consent, therapy plans of care, surgeries, RPM enrolment, therapy spend billed elsewhere.
+# Each is a fact the claim-readiness gates (billing.readiness) read; none shapes episodes.
+
+_ISO_DATE = re.compile(r"(?:20[0-9]{2}|2100)-[0-9]{2}-[0-9]{2}").fullmatch
+DATE_PATTERN = "^(?:20[0-9]{2}|2100)-[0-9]{2}-[0-9]{2}$"
+AMOUNT_MAX = Decimal(1_000_000_000)
+
+
+def _iso_date(v: object) -> object:
+    """A calendar date written YYYY-MM-DD (years 2000-2100), nothing else (no timestamps,
+    numbers or other ISO 8601 spellings, which pydantic's lax date would take)."""
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        if not YEAR_MIN <= v.year <= YEAR_MAX:
+            raise ValueError(f"date must be between {YEAR_MIN} and {YEAR_MAX}")
+        return v
+    if not isinstance(v, str) or not _ISO_DATE(v):
+        if isinstance(v, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
+            raise ValueError(f"date must be between {YEAR_MIN} and {YEAR_MAX}")
+        kind = "another string" if isinstance(v, str) else _json_kind(v)
+        raise ValueError(f"a date is a string YYYY-MM-DD, not {kind}")
+    try:
+        return dt.date.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a calendar date") from None
+
+
+# A patient-local calendar date (the JSON Schema's "date" format, RFC 3339 full-date).
+IsoDate = Annotated[
+    dt.date,
+    BeforeValidator(_iso_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": DATE_PATTERN}),
+]
+
+
+def _amount(v: object) -> Decimal:
+    """A JSON number >= 0 with at most 2 decimals, kept exact (Decimal of its shortest
+    spelling); at most AMOUNT_MAX, so that it stays exact as a JSON number again."""
+    if isinstance(v, Decimal):
+        amount = v
+    elif isinstance(v, bool) or not isinstance(v, (int, float)):
+        kind = "a string" if isinstance(v, str) else _json_kind(v)
+        raise ValueError(f"an amount is a JSON number, not {kind}")
+    else:
+        amount = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+    if not amount.is_finite() or amount < 0 or amount > AMOUNT_MAX:
+        raise ValueError(f"an amount is a number from 0 to {AMOUNT_MAX}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2 and amount != amount.quantize(Decimal("0.01")):
+        raise ValueError("an amount has at most 2 decimals (dollars and cents)")
+    return amount
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": 0,
+            "maximum": int(AMOUNT_MAX),
+            "format": "amount",
+            "description": "US dollars: a number >= 0 with at most 2 decimals (format"
+            " 'amount'; JSON Schema's multipleOf 0.01 is inexact on binary floats)",
+        }
+    ),
+]
+# The certifier's NPI: 10 digits. A wrong check digit is not refused (staff must see it, it
+# must not vanish into the dead letters): the gate CERTIFIER_NPI_INVALID blocks the line.
+CertifierNpi = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$")]
+GLOBAL_DAYS = (0, 10, 90)
+
+
+def _global_days(v: int) -> int:
+    if v not in GLOBAL_DAYS:
+        raise ValueError("must be 0, 10 or 90 (the CMS global surgery periods)")
+    return v
+
+
+class _ReadinessFact(_Envelope):
+    """A fact the claim-readiness gates read. A base class so the set of such types is read
+    off the contract, not listed."""
+
+
+class ConsentRecorded(_ReadinessFact):
+    """The patient's consent to RTM for one episode (its date: the local date)."""
+
+    type: Literal["consent.recorded"]
+    episode_id: Id64
+    method: Literal["written", "verbal", "electronic"]
+    scope: Literal["rtm"]
+
+
+class PlanOfCareCertified(_ReadinessFact):
+    """A therapy plan of care certified for one episode: covers its local date C through
+    C + duration_days - 1 (Medicare: at most 90 days)."""
+
+    type: Literal["plan_of_care.certified"]
+    episode_id: Id64
+    certifier_npi: CertifierNpi
+    duration_days: Annotated[StrictInt, Field(ge=1, le=90), INTEGRAL]
+
+
+class ProcedureRecorded(_ReadinessFact):
+    """A surgery of the patient (its date: the local date) with its global period."""
+
+    type: Literal["procedure.recorded"]
+    surgeon_npi: Npi
+    global_days: Annotated[
+        StrictInt,
+        INTEGRAL,
+        AfterValidator(_global_days),
+        WithJsonSchema({"type": "integer", "enum": list(GLOBAL_DAYS)}),
+    ]
+
+
+class RpmEnrolled(_ReadinessFact):
+    """Remote physiologic monitoring of the patient from period_start to period_end
+    (patient-local dates, inclusive)."""
+
+    type: Literal["rpm.enrolled"]
+    period_start: IsoDate
+    period_end: IsoDate
+
+    @field_validator("period_end")
+    @classmethod
+    def _not_before_start(cls, v: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("period_start")
+        if isinstance(start, dt.date) and v < start:
+            raise ValueError(f"must be on or after period_start ({start.isoformat()})")
+        return v
+
+
+class TherapySpendReported(_ReadinessFact):
+    """What the patient's outpatient therapy of one bucket was allowed in ``year`` through
+    other billers (not this system), year to date. The latest report wins."""
+
+    type: Literal["therapy_spend.reported"]
+    year: Annotated[StrictInt, Field(ge=YEAR_MIN, le=YEAR_MAX), INTEGRAL]
+    amount_allowed_ytd: Amount
+    bucket: Literal["pt_slp", "ot"]
+
+
+# --- end of claim-readiness facts ------------------------------------------------------------
+
+
 Event = Annotated[
     EpisodeStarted
     | ProgramUpdated
@@ -500,7 +684,13 @@ Event = Annotated[
     | ClinicianTimeLogged
     | EpisodeEnded
     | IntakeSubmitted
-    | IntakeContacted,
+    | IntakeContacted
+    # claim-readiness facts (issue 20)
+    | ConsentRecorded
+    | PlanOfCareCertified
+    | ProcedureRecorded
+    | RpmEnrolled
+    | TherapySpendReported,
     Field(discriminator="type"),
 ]
 EVENT_MODELS: tuple[type[_Envelope], ...] = typing.get_args(typing.get_args(Event)[0])
@@ -521,8 +711,15 @@ PRODUCER_TYPES: frozenset[str] = frozenset(
     type_of(m) for m in EVENT_MODELS if issubclass(m, _SelfReported)
 )
 # What an EHR or scheduling integration sends: episodes, programs, clinician time, intakes
-# and their contacts (everything but patient data).
+# and their contacts, the claim-readiness facts (everything but patient data).
 INTEGRATION_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - PATIENT_DATA_TYPES
+# The claim-readiness facts (consent, plans of care, procedures, RPM, therapy spend).
+READINESS_FACT_TYPES: frozenset[str] = frozenset(
+    type_of(m) for m in EVENT_MODELS if issubclass(m, _ReadinessFact)
+)
+ReadinessFact = (
+    ConsentRecorded | PlanOfCareCertified | ProcedureRecorded | RpmEnrolled | TherapySpendReported
+)
 # The organisation of events that name none (before tenancy, or written straight to Kafka).
 DEFAULT_ORG = "default"
 # A patient is (organisation, patient_id): the same patient_id in two organisations is two
@@ -653,7 +850,11 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "RTM event (contract v1)"
     schema["description"] = (
-        "One event. Assert formats: date-time (RFC 3339) and npi (10 digits, the last a"
-        " Luhn check digit over the prefix 80840 and the first 9 digits)."
+        "One event. Assert formats: date-time (RFC 3339), date (RFC 3339 full-date), npi"
+        " (10 digits, the last a Luhn check digit over the prefix 80840 and the first 9"
+        " digits), icd-10-cm (a code of the ICD-10-CM tabular, release "
+        + icd10_cm_release()
+        + ") and amount (a number with at most 2 decimals). One rule no keyword states:"
+        " rpm.enrolled's period_end is on or after its period_start."
     )
     return schema

@@ -6,10 +6,11 @@ Two kinds of principal reach the gateway:
   must come back in ``X-CSRF-Token`` on every state-changing request);
 - a **machine key** ``rtm_<key_id>_<secret>`` with scopes: ``producer`` (a patient app:
   posts patient-data events and intake self-screens only), ``integration`` (an EHR or a
-  scheduling system: episodes, programs, clinician time, intakes and their contacts),
-  ``reader`` (reads the API within its organisation). Only ``sha256(salt||secret)`` is
-  stored: the secret is 256 random bits, so a slow hash would add latency to every
-  request without adding safety; passwords, which people choose, get argon2id.
+  scheduling system: episodes, programs, clinician time, intakes and their contacts,
+  claim-readiness facts), ``reader`` (reads the API within its organisation). Only
+  ``sha256(salt||secret)`` is stored: the secret is 256 random bits, so a slow hash would
+  add latency to every request without adding safety; passwords, which people choose, get
+  argon2id.
 
 Every principal belongs to one organisation. What it may read is a ``Scope``: the
 organisation, and for a clinician the clinician ids whose patients they see (their own
@@ -39,7 +40,7 @@ KEY_SCOPES: tuple[KeyScope, ...] = ("producer", "integration", "reader")
 # What each permission needs: user roles, key scopes.
 Permission = Literal[
     "post_patient_data",  # exercise, pain, symptom events; intake self-screens
-    "post_integration",  # episodes, programs, clinician time; intakes and their contacts
+    "post_integration",  # episodes, programs, clinician time; intakes, contacts; readiness facts
     "read_clinical",  # alerts, adherence, pain, worklist
     "acknowledge",  # acknowledge an alert (in the principal's own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)

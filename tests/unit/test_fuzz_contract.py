@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from rtm.simulate import simulate
 from schemas.events import (
+    READINESS_FACT_TYPES,
     TIMESTAMP_FIELDS,
     TIMESTAMP_PATTERN,
     Event,
@@ -41,6 +42,7 @@ from streams.gateway import create_app
 from streams.producer import event_payload
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
+from tests.unit.test_readiness_contract import fact
 
 
 def _accepted(result: Event | list[Any]) -> bool:
@@ -58,6 +60,8 @@ _TS = re.compile(TIMESTAMP_PATTERN).fullmatch
 
 # Valid events of every type the patient-app key posts (and the others, for the contract).
 BASE = [e for e in simulate(8, 40, seed=5) if _accepted(validate_event(e))]
+# and one of each claim-readiness fact (issue 20), which the simulator does not send
+BASE += [fact(t) for t in sorted(READINESS_FACT_TYPES)]
 APP_TYPES = {"exercise.completed", "pain.reported", "symptom.reported"}
 APP_BASE = [e for e in BASE if e["type"] in APP_TYPES]
 assert len({e["type"] for e in BASE}) >= 4 and len(APP_BASE) > 10

@@ -8,13 +8,19 @@ out of the vocabulary or repeated, STarT Back answers with wrong keys or values,
 questionnaire on a body region other than low_back).
 
 The schema side is jsonschema's Draft 2020-12 validator over the JSON the CLI prints, with
-formats asserted: date-time (RFC 3339, via rfc3339-validator) and the schema's own "npi"
-(a Luhn check written here, not the contract's). The known disagreements of the issue are
-pinned as examples; negative controls show the property can fail."""
+formats asserted: date-time (RFC 3339, via rfc3339-validator), date, and the schema's own
+"npi" (a Luhn check written here, not the contract's), "icd-10-cm" (the library's own tree,
+``simple_icd_10_cm.is_valid_item``, not the contract's reading of its code list) and
+"amount" (2 decimals, written here). The known disagreements of the issue are pinned as
+examples; negative controls show the property can fail. One rule no JSON Schema keyword
+can state (rpm.enrolled's period_end on or after its period_start, two fields compared) is
+the one allowed difference, checked on its own."""
 
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -25,6 +31,7 @@ from hypothesis import strategies as st
 
 from rtm.cli import main
 from schemas.events import EVENT_ADAPTER, TIME_ZONES, validate_event
+from tests.unit.test_codes import simple_icd_10_cm
 
 
 def _npi_ok(value: object) -> bool:
@@ -43,11 +50,39 @@ def _npi_ok(value: object) -> bool:
     return (10 - total % 10) % 10 == int(value[9])
 
 
-def _checker(npi: bool = True) -> jsonschema.FormatChecker:
+def _icd_ok(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    return bool(simple_icd_10_cm.is_valid_item(value))
+
+
+def _amount_ok(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True  # not this format's business: the type refuses it
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return Decimal(repr(value)) % Decimal("0.01") == 0
+
+
+def _checker(npi: bool = True, icd: bool = True) -> jsonschema.FormatChecker:
     checker = jsonschema.FormatChecker()
     if npi:
         checker.checks("npi")(_npi_ok)
+    if icd:
+        checker.checks("icd-10-cm")(_icd_ok)
+    checker.checks("amount")(_amount_ok)
     return checker
+
+
+def rpm_order_ok(event: Any) -> bool:
+    """The rule no keyword states: an rpm.enrolled ends on or after it starts (ISO dates
+    compare as strings)."""
+    if not isinstance(event, dict) or event.get("type") != "rpm.enrolled":
+        return True
+    start, end = event.get("period_start"), event.get("period_end")
+    if not (isinstance(start, str) and isinstance(end, str)):
+        return True
+    return end >= start
 
 
 CLI_SCHEMA: dict[str, Any] = json.loads(CliRunner().invoke(main, ["schema"]).output)
@@ -60,6 +95,10 @@ def gateway_accepts(event: Any) -> bool:
 
 def schema_accepts(event: Any, validator: Any = SCHEMA) -> bool:
     return bool(validator.is_valid(event))
+
+
+def schema_and_cross_field_accept(event: Any) -> bool:
+    return schema_accepts(event) and rpm_order_ok(event)
 
 
 # --- valid events of each type -------------------------------------------------------------
@@ -109,6 +148,16 @@ VALID: dict[str, dict[str, Any]] = {
         "answers": {"nprs": 7, "sbst": {**{str(i): 1 for i in range(1, 9)}, "9": 3}},
     },
     "intake.contacted": {"intake_id": "in-1", "channel": "video", "clinician_id": "c-01"},
+    # claim-readiness facts (issue 20)
+    "consent.recorded": {"episode_id": "ep-1", "method": "written", "scope": "rtm"},
+    "plan_of_care.certified": {
+        "episode_id": "ep-1",
+        "certifier_npi": "1234567890",  # a wrong check digit is a gate, not a refusal
+        "duration_days": 90,
+    },
+    "procedure.recorded": {"surgeon_npi": "1234567893", "global_days": 90},
+    "rpm.enrolled": {"period_start": "2026-11-01", "period_end": "2026-11-30"},
+    "therapy_spend.reported": {"year": 2026, "amount_allowed_ytd": 1234.56, "bucket": "pt_slp"},
 }
 
 
@@ -234,13 +283,39 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "referral_source": st.sampled_from(["self", "payer", "friend", None]),
     "red_flags": red_flag_lists,
     "channel": st.sampled_from(["phone", "in_person", "email", None]),
+    # claim-readiness facts
+    "method": st.sampled_from(["written", "verbal", "electronic", "Written", "fax", None]),
+    "scope": st.sampled_from(["rtm", "rpm", "RTM", "", None]),
+    "certifier_npi": npis,
+    "surgeon_npi": npis,
+    "duration_days": st.one_of(integers, st.sampled_from([1, 90, 91, 90.0])),
+    "global_days": st.one_of(integers, st.sampled_from([0, 10, 90, 10.0, 30, 91])),
+    "period_start": st.one_of(
+        st.sampled_from(["2026-11-01", "2026-11-30", "2026-02-30", "1999-12-31", "2101-01-01"]),
+        st.sampled_from(["2026-11-1", "20261101", "2026-11-01T00:00:00Z", "2026-11-01\n"]),
+        st.sampled_from([20261101, None, "2100-12-31", "2000-01-01"]),
+    ),
+    "period_end": st.sampled_from(
+        ["2026-11-30", "2026-11-01", "2026-10-31", "2026-13-01", "2026-11-30 ", None, 1]
+    ),
+    "year": st.one_of(integers, st.sampled_from([1999, 2000, 2026, 2100, 2101, 2026.0])),
+    "amount_allowed_ytd": st.one_of(
+        st.sampled_from([0, 0.0, 0.07, 0.1, 2480, 2480.005, -0.01, 1e-7, 1e9, 1e9 + 0.01]),
+        st.sampled_from(["12.34", True, None, 1e20, float("nan"), float("inf"), 10**12]),
+        st.decimals(min_value=-1, max_value=10**6, places=2, allow_nan=False).map(float),
+        st.floats(min_value=-1, max_value=1e10, allow_nan=False),
+    ),
+    "bucket": st.sampled_from(["pt_slp", "ot", "pt", "slp", "OT", None]),
 }
 NESTED: dict[str, st.SearchStrategy[Any]] = {
     "billing.rendering_npi": npis,
     "billing.billing_npi": npis,
     "billing.place_of_service": st.sampled_from(["11", "02", "10", "99", "1", "011", 11]),
     "billing.diagnosis_codes": st.lists(
-        st.sampled_from(["M54.50", "M17.11", "m54.50", "M545", "Z00", "M54.5X", "U07.1"]),
+        st.sampled_from(
+            ["M54.50", "M17.11", "m54.50", "M545", "Z00", "M54.5X", "U07.1", "M54.5"]
+            + ["M54.9X9", "S83.511", "S83.511A", "S83.511X", "A00-A09", "M54.59"]
+        ),
         max_size=13,
     ),
     "program.sessions_per_week": integers,
@@ -286,8 +361,13 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 @example(event("intake.submitted", body_region="neck"))
 @example(event("intake.submitted", red_flags=["fever", "fever"]))
 @example(event("symptom.reported", red_flags=["cancer_history"]))
+@example(event("episode.started", billing={**BILLING, "diagnosis_codes": ["M54.9X9"]}))
+@example(event("episode.started", billing={**BILLING, "diagnosis_codes": ["M54.5"]}))
+@example(event("therapy_spend.reported", amount_allowed_ytd=0.07))
+@example(event("therapy_spend.reported", amount_allowed_ytd=0.001))
+@example(event("rpm.enrolled", period_end="2026-10-31"))
 def test_the_cli_schema_and_the_gateway_agree(ev: dict[str, Any]) -> None:
-    assert schema_accepts(ev) == gateway_accepts(ev), (ev, validate_event(ev))
+    assert schema_and_cross_field_accept(ev) == gateway_accepts(ev), (ev, validate_event(ev))
 
 
 @st.composite
@@ -343,11 +423,29 @@ def test_the_cli_schema_and_the_gateway_agree_on_intakes(ev: dict[str, Any]) -> 
         (event("intake.submitted", red_flags=[]), True),
         (event("symptom.reported", red_flags=["cancer_history"]), False),
         (event("intake.contacted", channel="email"), False),
+        # issue 20: a code that does not exist is refused; a header is accepted (a gate)
+        (event("episode.started", billing={**BILLING, "diagnosis_codes": ["M54.9X9"]}), False),
+        (event("episode.started", billing={**BILLING, "diagnosis_codes": ["M54.5"]}), True),
+        (event("therapy_spend.reported", amount_allowed_ytd=0.07), True),  # 0.07/0.01 in floats
+        (event("therapy_spend.reported", amount_allowed_ytd=0.001), False),
+        (event("plan_of_care.certified", certifier_npi="1234567890"), True),
+        (event("plan_of_care.certified", duration_days=91), False),
+        (event("procedure.recorded", surgeon_npi="1234567890"), False),
+        (event("rpm.enrolled", period_start="2026-11-30", period_end="2026-11-30"), True),
     ],
 )
 def test_the_known_disagreements_now_agree(ev: dict[str, Any], accepted: bool) -> None:
     assert gateway_accepts(ev) is accepted
     assert schema_accepts(ev) is accepted
+
+
+def test_the_one_rule_the_schema_cannot_state() -> None:
+    # two fields compared: the gateway refuses an RPM period ending before it starts, a
+    # JSON Schema validator cannot (the schema's description says so)
+    backwards = event("rpm.enrolled", period_start="2026-11-30", period_end="2026-11-29")
+    assert schema_accepts(backwards) and not gateway_accepts(backwards)
+    assert not rpm_order_ok(backwards)
+    assert "period_end" in CLI_SCHEMA["description"]
 
 
 def test_an_integral_float_is_stored_as_the_integer() -> None:
@@ -365,6 +463,10 @@ def test_negative_controls_the_property_can_fail() -> None:
     bad_npi = event("episode.started", billing={**BILLING, "rendering_npi": "1234567890"})
     assert schema_accepts(feb30, lax) and not gateway_accepts(feb30)
     assert schema_accepts(bad_npi, no_npi) and not gateway_accepts(bad_npi)
+    # without the icd-10-cm format asserted, a code that does not exist would pass
+    no_icd = jsonschema.Draft202012Validator(CLI_SCHEMA, format_checker=_checker(icd=False))
+    absent = event("episode.started", billing={**BILLING, "diagnosis_codes": ["M54.9X9"]})
+    assert schema_accepts(absent, no_icd) and not gateway_accepts(absent)
     # pydantic's own schema, without the published anchors: Python's re lets "$" match
     # before a final newline, which the gateway (Rust regex) refuses
     raw = jsonschema.Draft202012Validator(EVENT_ADAPTER.json_schema(), format_checker=_checker())

@@ -588,10 +588,11 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
         INTEGRATION_TYPES,
         PATIENT_DATA_TYPES,
         PRODUCER_TYPES,
+        READINESS_FACT_TYPES,
     )
 
     # every listed type is one the contract decodes, each once, and only those
-    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 9
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 14
     schema = EVENT_ADAPTER.json_schema()
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
     assert PATIENT_DATA_TYPES == {"exercise.completed", "pain.reported", "symptom.reported"}
@@ -604,6 +605,21 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
         "clinician.time_logged",
         "intake.submitted",
         "intake.contacted",
+        "consent.recorded",
+        "plan_of_care.certified",
+        "procedure.recorded",
+        "rpm.enrolled",
+        "therapy_spend.reported",
     }
     assert set(EPISODE_EVENT_TYPES) == {"episode.started", "program.updated", "episode.ended"}
     assert not PATIENT_DATA_TYPES & set(EPISODE_EVENT_TYPES)
+    # claim-readiness facts (issue 20): posted by EHR integrations, never by a patient app
+    assert READINESS_FACT_TYPES == {
+        "consent.recorded",
+        "plan_of_care.certified",
+        "procedure.recorded",
+        "rpm.enrolled",
+        "therapy_spend.reported",
+    }
+    assert READINESS_FACT_TYPES <= INTEGRATION_TYPES
+    assert not READINESS_FACT_TYPES & (PATIENT_DATA_TYPES | set(EPISODE_EVENT_TYPES))
