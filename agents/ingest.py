@@ -62,16 +62,27 @@ class DeadLetterGuard:
     consecutive: int = 0
     window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, records, dead)
 
-    def check(self, now: float, records: int, dead: int) -> str | None:
+    def check(
+        self, now: float, records: int, dead: int, runs: tuple[int, int, int] | None = None
+    ) -> str | None:
         """The reason to halt, or None (and the batch is counted). ``records``: the batch's
-        event records (controls aside); a batch with one good record ends a run of dead
-        letters."""
-        consecutive = self.consecutive + dead if dead == records else 0
+        event records (controls aside). ``runs``: (dead letters before the batch's first good
+        record, the longest run between good ones, after its last good record), in record
+        order; a good record ends a run, and without ``runs`` a batch with one good record
+        ends the run and starts none. The runs matter: 300 bad records then 2 good ones in one
+        fetch are 300 in a row, whether the worker fetched them at once or in pieces."""
+        if dead == records:
+            longest = self.consecutive + dead
+            consecutive = longest
+        else:
+            leading, inner, trailing = runs if runs is not None else (0, 0, 0)
+            longest = max(self.consecutive + leading, inner, trailing)
+            consecutive = trailing
         window = [w for w in self.window if w[0] > now - self.window_s]
         seen = sum(w[1] for w in window) + records
         bad = sum(w[2] for w in window) + dead
-        if self.max_consecutive and consecutive >= self.max_consecutive:
-            return f"{consecutive} records dead-lettered in a row (limit {self.max_consecutive})"
+        if self.max_consecutive and longest >= self.max_consecutive:
+            return f"{longest} records dead-lettered in a row (limit {self.max_consecutive})"
         if self.max_ratio < 1.0 and seen >= self.min_records and bad / seen > self.max_ratio:
             return (
                 f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "

@@ -82,10 +82,23 @@ log = logging.getLogger(__name__)
 class Decoded:
     items: list[Item] = field(default_factory=list)  # arrival order
     dead: list[tuple[bytes, bytes, str]] = field(default_factory=list)  # key, payload, reason
+    dead_flags: list[bool] = field(default_factory=list)  # per event record, in record order
 
     @property
     def events(self) -> list[Event]:
         return [i.event for i in self.items if isinstance(i, EventItem)]
+
+    def dead_runs(self) -> tuple[int, int, int]:
+        """Dead letters before the first good record, the longest run between good ones,
+        and after the last good one (DeadLetterGuard.check's ``runs``)."""
+        runs: list[int] = [0]
+        for is_dead in self.dead_flags:
+            if is_dead:
+                runs[-1] += 1
+            else:
+                runs.append(0)
+        inner = max(runs[1:-1], default=0)
+        return runs[0], inner, runs[-1] if len(runs) > 1 else 0
 
 
 def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float) -> Decoded:
@@ -115,6 +128,7 @@ def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float
             event = parse_event_json(raw)
         except ValidationError as exc:
             out.dead.append(_dead(raw, errors_of(exc), "contract"))
+            out.dead_flags.append(True)
             continue
         reference = event.received_at
         if reference is None and kafka_ts is not None:
@@ -123,8 +137,10 @@ def decode(records: Sequence[tuple[bytes, int, float | None]], max_skew_s: float
             err = future_skew_error(event, reference, max_skew_s)
             if err is not None:
                 out.dead.append(_dead(raw, [err], "future"))
+                out.dead_flags.append(True)
                 continue
         out.items.append(EventItem(event))
+        out.dead_flags.append(False)
     return out
 
 
@@ -172,7 +188,9 @@ class IngestStep:
         if batch.dead:
             # before a dead letter is sent or an offset moves: a bad deploy halts here
             n_events = len(batch.events) + len(batch.dead)
-            reason = self.guard.check(time.monotonic(), n_events, len(batch.dead))
+            reason = self.guard.check(
+                time.monotonic(), n_events, len(batch.dead), batch.dead_runs()
+            )
             if reason is not None:
                 raise DeadLetterLimit(reason)
         elif batch.events:

@@ -82,8 +82,8 @@ async def _provision(gw: Gateway) -> None:
                 conn, gw.org, gw.user(name), role, pw, f"{gw.tag}-{clin}" if clin else None
             )
         await db.disable_user(conn, gw.user("off"))
-        await db.claim_patients(conn, [(f"{gw.tag}-p1", gw.org)])
-        await db.record_patient_clinicians(conn, [(f"{gw.tag}-p1", f"{gw.tag}-cid1")])
+        await db.record_patients(conn, [(gw.org, f"{gw.tag}-p1")])
+        await db.record_patient_clinicians(conn, [(gw.org, f"{gw.tag}-p1", f"{gw.tag}-cid1")])
     finally:
         await conn.close()
 

@@ -44,3 +44,35 @@ def test_a_halting_batch_is_not_counted() -> None:
     assert g.check(0.0, 120, 120) is not None  # would be 120 in a row
     assert g.check(1.0, 10, 0) is None  # state unchanged by the refused batch
     assert g.consecutive == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "halts"),
+    [
+        # one fetch holding a storm and the good records after it: still a run of 300
+        ([True] * 300 + [False] * 2, True),
+        ([False] * 2 + [True] * 300, True),  # the run at the end
+        ([True] * 60 + [False] + [True] * 60, False),  # two runs of 60
+        ([False] + [True] * 150 + [False], True),  # a run between good records
+        ([True] * 99 + [False] * 5, False),
+    ],
+)
+def test_a_run_counts_in_record_order_whatever_the_fetch(flags: list[bool], halts: bool) -> None:
+    """The run is in record order: the worker may fetch a storm and the good records after it
+    in one batch (a busy box: everything arrives before the first poll) or in pieces."""
+    from agents.pipeline import Decoded
+
+    batch = Decoded(dead_flags=flags)
+    g = guard()
+    reason = g.check(0.0, len(flags), sum(flags), batch.dead_runs())
+    assert (reason is not None) == halts, reason
+
+
+def test_a_run_carries_over_into_the_next_batch() -> None:
+    from agents.pipeline import Decoded
+
+    g = guard()
+    first = Decoded(dead_flags=[False] + [True] * 60)
+    assert g.check(0.0, 61, 60, first.dead_runs()) is None
+    second = Decoded(dead_flags=[True] * 50 + [False])
+    assert g.check(1.0, 51, 50, second.dead_runs()) is not None  # 60 + 50 in a row
