@@ -67,6 +67,9 @@ class PatientRollup:
     oldest_open: dt.datetime | None
     open_kinds: tuple[str, ...]
     org_id: str = DEFAULT_ORG
+    # the flags of the open red_flag alerts (their details), so a red flag is named on the
+    # worklist, not only "red flag"
+    open_red_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         oldest_open=min((a.fired_at for a in open_), default=None),
         open_kinds=tuple(sorted({a.kind for a in open_})),
         org_id=state.org_id,
+        open_red_flags=tuple(sorted({d for a in open_ if a.kind == "red_flag" for d in a.details})),
     )
 
 

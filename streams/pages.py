@@ -283,6 +283,12 @@ async def _alert_panel_context(
     from streams.db.alerts import list_alerts
 
     alerts = await list_alerts(conn, who.scope(), patient_id=patient_id, status=status, limit=500)
+    if status not in (None, "open"):
+        # the filter applies to the history: the open alerts are always listed
+        open_ = await list_alerts(
+            conn, who.scope(), patient_id=patient_id, status="open", limit=500
+        )
+        alerts = open_ + [a for a in alerts if a["status"] != "open"]
     for a in alerts:
         a["fired_at_text"] = dt.datetime.fromisoformat(a["fired_at"]).strftime("%Y-%m-%d %H:%M %z")
     # open first (most severe first), then the rest newest first
@@ -506,7 +512,16 @@ async def stream(request: Request, since: Instant | None = None) -> StreamingRes
                 sent[(a["id"], a["status"])] = at
                 body = {
                     k: a.get(k)
-                    for k in ("id", "patient_id", "kind", "severity", "status", "fired_at")
+                    # details: the red flags by name (a banner must not say only "red flag")
+                    for k in (
+                        "id",
+                        "patient_id",
+                        "kind",
+                        "severity",
+                        "status",
+                        "fired_at",
+                        "details",
+                    )
                 }
                 yield b"event: alert\ndata: " + orjson.dumps(body) + b"\n\n"
             if changed:

@@ -18,14 +18,16 @@ from streams.db.access import scope_sql
 _UPSERT_PATIENTS = """
 INSERT INTO patient_rollups (patient_id, org_id, last_activity_at, latest_pain, latest_pain_at,
     pain_baseline, open_critical, open_high, open_medium, open_low, open_adherence_low,
-    open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, updated_at)
+    open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, open_red_flags,
+    updated_at)
 SELECT t.p, t.org,
        t.la, t.lp, t.lpa, t.pb, t.c, t.h, t.m, t.l, t.al, t.ia, t.br, t.o, t.oo,
-       CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END, now()
+       CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END,
+       CASE WHEN t.rf = '' THEN '{}'::text[] ELSE string_to_array(t.rf, ',') END, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::smallint[], $4::timestamptz[], $5::real[],
             $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[],
-            $13::int[], $14::timestamptz[], $15::text[], $16::text[])
-     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org)
+            $13::int[], $14::timestamptz[], $15::text[], $16::text[], $17::text[])
+     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org, rf)
 ON CONFLICT (org_id, patient_id) DO UPDATE SET
     -- activity and pain only move forward: a late-synced old event must not hide newer ones
     last_activity_at = GREATEST(patient_rollups.last_activity_at, EXCLUDED.last_activity_at),
@@ -44,7 +46,8 @@ ON CONFLICT (org_id, patient_id) DO UPDATE SET
     open_inactivity = EXCLUDED.open_inactivity,
     open_billing_at_risk = EXCLUDED.open_billing_at_risk,
     open_alerts = EXCLUDED.open_alerts, oldest_open = EXCLUDED.oldest_open,
-    open_kinds = EXCLUDED.open_kinds, updated_at = now()
+    open_kinds = EXCLUDED.open_kinds, open_red_flags = EXCLUDED.open_red_flags,
+    updated_at = now()
 """
 
 _UPSERT_DAYS = """
@@ -88,6 +91,7 @@ async def write(conn: asyncpg.Connection, r: Rollups) -> None:
             # a text[] per row cannot ride in unnest: comma-joined, split in the SQL
             [",".join(p.open_kinds) for p in ps],
             [p.org_id for p in ps],
+            [",".join(p.open_red_flags) for p in ps],  # flag names hold no commas
         )
     if r.days:
         ds = r.days
@@ -158,6 +162,7 @@ async def worklist_page(
 def _row(r: asyncpg.Record) -> dict[str, Any]:
     out = dict(r)
     out["open_kinds"] = list(r["open_kinds"])
+    out["open_red_flags"] = list(r["open_red_flags"])
     out["spark"] = list(r["spark"] or [])
     out["spark_dates"] = list(r["spark_dates"] or [])
     return out

@@ -216,6 +216,7 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     assert [r["patient_id"] for r in api] == order  # the page's order is the API's
     row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
     assert "1 critical" in row.inner_text() and "of 16 days" in row.inner_text()
+    assert "saddle anesthesia" in row.inner_text()  # the red flag named, not only "red flag"
     assert row.locator("svg.spark").count() == 1
     page.screenshot(path=str(dash.shots / "worklist.png"), full_page=True)
 
@@ -238,6 +239,7 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     dash.post([f.symptom(p["pHigh"], local(0, 0), red_flags=["bladder_dysfunction"])], "feed")
     page.wait_for_selector(f'#live-list li:has-text("{p["pHigh"]}")', timeout=30_000)
     assert "critical" in page.locator("#live-list li").first.inner_text()
+    assert "bladder dysfunction" in page.locator("#live-list li").first.inner_text()
     assert page.evaluate("window.__still_here") is True
     page.screenshot(path=str(dash.shots / "worklist-live.png"), full_page=True)
 
@@ -271,6 +273,11 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     open_alert = page.locator("#open-alerts li.alert").first
     alert_id = open_alert.get_attribute("data-alert")
     assert "red flag" in open_alert.inner_text()
+    assert "saddle anesthesia" in open_alert.inner_text()  # named on the patient page
+    # filtering the history to resolved alerts still lists the open ones
+    page.goto(f"/ui/patients/{pid}?status=resolved")
+    assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 1
+    page.goto(f"/ui/patients/{pid}")
     # keyboard: into the note, type, Tab to the button, Enter
     page.focus(f"#note-{alert_id}")
     page.keyboard.type("called, sent to ED")

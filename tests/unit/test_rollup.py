@@ -36,6 +36,7 @@ def test_rollup_counts_open_alerts_pain_and_adherence_like_the_engine() -> None:
     assert row.patient_id == p
     assert (row.open_critical, row.open_high, row.open_alerts) == (2, 1, len(fired))
     assert row.open_kinds == ("pain_high", "pain_increase", "red_flag")
+    assert row.open_red_flags == ("saddle_anesthesia",)  # named, not only "red flag"
     assert row.latest_pain == 8 and row.pain_baseline == 3.5
     assert row.last_activity_at == dt.datetime.fromisoformat("2026-11-06T18:00:00-06:00")
     # the adherence rows equal the API's (daily_rows) on the days written
@@ -65,6 +66,27 @@ def test_acknowledged_alerts_are_not_open() -> None:
     state, _ = acknowledge(states[(DEFAULT_ORG, p)], alert_id, at, "c")
     (row,) = rollups({state.key: state}, []).patients
     assert (row.open_critical, row.open_alerts, row.last_activity_at) == (0, 0, None)
+    assert row.open_red_flags == ()  # an acknowledged red flag leaves the worklist's names
+
+
+def test_every_open_red_flag_is_named_once() -> None:
+    f = EventFactory()
+    p = f.patient(1)
+    events = _events(
+        [
+            f.episode_started(p, at="2026-11-02T09:00:00-06:00"),
+            f.symptom(
+                p,
+                "2026-11-03T11:00:00-06:00",
+                red_flags=["saddle_anesthesia", "bladder_dysfunction"],
+            ),
+            f.symptom(p, "2026-11-04T11:00:00-06:00", red_flags=["major_trauma"]),
+            f.symptom(p, "2026-11-05T11:00:00-06:00", red_flags=["saddle_anesthesia"]),
+        ]
+    )
+    states, _ = fold(iter(events))
+    (row,) = rollups(states, events).patients
+    assert row.open_red_flags == ("bladder_dysfunction", "major_trauma", "saddle_anesthesia")
 
 
 def test_pain_baseline_is_the_median_of_the_week_before_each_report() -> None:

@@ -24,7 +24,8 @@
       const li = document.createElement("li");
       li.dataset.alert = a.id;
       li.appendChild(text("span", a.severity, "badge " + a.severity));
-      li.appendChild(document.createTextNode(" " + a.kind.replace(/_/g, " ") + " (" + a.status + ") · "));
+      const named = (a.details && a.details.length) ? ": " + a.details.join(", ").replace(/_/g, " ") : "";
+      li.appendChild(document.createTextNode(" " + a.kind.replace(/_/g, " ") + named + " (" + a.status + ") · "));
       const link = text("a", a.patient_id);
       link.href = "/ui/patients/" + encodeURIComponent(a.patient_id);
       li.appendChild(link);
