@@ -48,6 +48,45 @@ from schemas.events import (
 
 ADHERENCE_DAYS = 8  # today and the 7 days before: enough for a 7-point sparkline
 
+# The worklist's triage tiers (issue 17): a red flag or a fall above every other critical
+# alert (pain >= 7), then the other criticals, then high, then the need kinds; a patient's
+# tier is that of their most urgent open alert, and inside a tier who has waited longest
+# (the oldest open alert of that tier) comes first. One mapping, used by the stream's
+# rollups and by GET /v1/worklist's query (tier_sql).
+TIER_URGENT_KINDS = ("red_flag", "fall")
+TIER_NAMES = (
+    "red flag or fall",
+    "critical",
+    "high",
+    "adherence low",
+    "inactivity",
+    "billing at risk",
+    "other",
+)
+NO_TIER = len(TIER_NAMES)  # no open alert
+_TIER_KINDS = {"adherence_low": 3, "inactivity": 4, "billing_at_risk": 5}
+
+
+def alert_tier(kind: str, severity: str) -> int:
+    """The triage tier of one open alert (0 most urgent)."""
+    if kind in TIER_URGENT_KINDS:
+        return 0
+    if severity == "critical":
+        return 1
+    if severity == "high":
+        return 2
+    return _TIER_KINDS.get(kind, 6)
+
+
+def tier_sql(kind: str, severity: str) -> str:
+    """``alert_tier`` as a SQL CASE over two column expressions (the same mapping)."""
+    urgent = ", ".join(f"'{k}'" for k in TIER_URGENT_KINDS)
+    kinds = " ".join(f"WHEN {kind} = '{k}' THEN {t}" for k, t in _TIER_KINDS.items())
+    return (
+        f"CASE WHEN {kind} IN ({urgent}) THEN 0 WHEN {severity} = 'critical' THEN 1"
+        f" WHEN {severity} = 'high' THEN 2 {kinds} ELSE 6 END"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class PatientRollup:
@@ -70,6 +109,8 @@ class PatientRollup:
     # the flags of the open red_flag alerts (their details), so a red flag is named on the
     # worklist, not only "red flag"
     open_red_flags: tuple[str, ...] = ()
+    tier: int = NO_TIER  # the triage tier of the most urgent open alert
+    tier_since: dt.datetime | None = None  # the oldest open alert of that tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +143,7 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
     by_sev = {
         s: sum(1 for a in open_ if a.severity == s) for s in ("critical", "high", "medium", "low")
     }
+    tier = min((alert_tier(a.kind, a.severity) for a in open_), default=NO_TIER)
     by_kind = {
         k: sum(1 for a in open_ if a.kind == k)
         for k in ("adherence_low", "inactivity", "billing_at_risk")
@@ -124,6 +166,10 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         open_kinds=tuple(sorted({a.kind for a in open_})),
         org_id=state.org_id,
         open_red_flags=tuple(sorted({d for a in open_ if a.kind == "red_flag" for d in a.details})),
+        tier=tier,
+        tier_since=min(
+            (a.fired_at for a in open_ if alert_tier(a.kind, a.severity) == tier), default=None
+        ),
     )
 
 

@@ -127,6 +127,18 @@ def _ago(at: dt.datetime | None, now: dt.datetime) -> str:
     return f"{int(hours // 24)} days ago"
 
 
+def _waiting(since: dt.datetime | None, now: dt.datetime) -> str:
+    """How long the patient's most urgent open alert has waited: "2 min", "5 h", "33 days"."""
+    if since is None:
+        return "—"
+    minutes = max(int((now - since).total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} days"
+
+
 def _pain_text(r: dict[str, Any]) -> str:
     if r["latest_pain"] is None:
         return "—"
@@ -213,9 +225,11 @@ async def worklist_page(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     """My patients by need (the rollups the stream keeps; one page of PAGE_SIZE)."""
+    from alerts.rollup import TIER_NAMES
     from billing.rules import billing_progress, patient_local_date
     from streams.db.alerts import db_now
     from streams.db.billing import load_states
+    from streams.db.rollups import tier_counts
     from streams.db.rollups import worklist_page as rows_by_need
 
     who = await page_user(request)
@@ -233,6 +247,7 @@ async def worklist_page(
             offset=(page - 1) * PAGE_SIZE,
         )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
+        counts = await tier_counts(conn, who.scope())
         ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
         await audit_principal(
             conn,
@@ -243,6 +258,7 @@ async def worklist_page(
             {"count": len(rows), "query": dict(request.query_params)},
         )
     for r in rows:
+        r["waiting"] = _waiting(r["tier_since"], now)
         r["last_activity"] = _ago(r["last_activity_at"], now)
         latest = r["spark"][-1] if r["spark"] else None
         r["adherence_text"] = "—" if latest is None else f"{latest:.0%}"
@@ -269,6 +285,7 @@ async def worklist_page(
         live=True,
         since=now.isoformat(),
         rows=rows,
+        tiers=[(name, counts[i]) for i, name in enumerate(TIER_NAMES) if counts.get(i)],
         f=f,
         severities=SEVERITIES,
         kinds=KINDS,

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from alerts.models import Alert, AlertChange
+from alerts.rollup import tier_sql
 from alerts.state import PatientState, decode_state, encode_state, new_state
 from schemas.events import DEFAULT_ORG, PatientKey, key_text
 from streams.access import Scope
@@ -142,9 +143,10 @@ async def list_alerts(
 async def worklist(
     conn: asyncpg.Connection, scope: Scope, limit: int = 200
 ) -> list[dict[str, Any]]:
-    """Patients in the scope with open alerts, sorted by need: open critical, then high,
-    then low adherence, then inactivity, then billing at risk (each: more first), then the
-    oldest open alert first (who has waited longest)."""
+    """Patients in the scope with open alerts in triage order: the tier of their most
+    urgent open alert (a red flag or fall, other critical, high, low adherence, inactivity,
+    billing at risk: alerts.rollup.alert_tier), then who has waited longest in that tier
+    (its oldest open alert), then the patient id."""
     where, args = scope_sql(scope, "a.patient_id", 1, "a.org_id")
     args.append(limit)
     rows = await conn.fetch(
@@ -155,10 +157,11 @@ async def worklist(
         " count(*) FILTER (WHERE a.kind = 'inactivity') AS inactivity,"
         " count(*) FILTER (WHERE a.kind = 'billing_at_risk') AS billing_at_risk,"
         " count(*) AS open_alerts, min(a.fired_at) AS oldest_open,"
-        " array_agg(DISTINCT a.kind ORDER BY a.kind) AS kinds"
-        " FROM alerts a WHERE a.status = 'open' AND " + where + " GROUP BY a.patient_id"
-        " ORDER BY critical DESC, high DESC, adherence_low DESC, inactivity DESC,"
-        " billing_at_risk DESC, oldest_open, a.patient_id"
+        " array_agg(DISTINCT a.kind ORDER BY a.kind) AS kinds,"
+        " min(a.t) AS tier, (array_agg(a.fired_at ORDER BY a.t, a.fired_at))[1] AS tier_since"
+        f" FROM (SELECT a.*, {tier_sql('a.kind', 'a.severity')} AS t FROM alerts a"
+        "       WHERE a.status = 'open' AND " + where + ") a GROUP BY a.patient_id"
+        " ORDER BY tier, tier_since, a.patient_id"
         f" LIMIT ${len(args)}",
         *args,
     )
@@ -173,6 +176,8 @@ async def worklist(
             "open_alerts": r["open_alerts"],
             "oldest_open": r["oldest_open"].isoformat(),
             "kinds": list(r["kinds"]),
+            "tier": r["tier"],
+            "waiting_since": r["tier_since"].isoformat(),
         }
         for r in rows
     ]

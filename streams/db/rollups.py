@@ -19,15 +19,17 @@ _UPSERT_PATIENTS = """
 INSERT INTO patient_rollups (patient_id, org_id, last_activity_at, latest_pain, latest_pain_at,
     pain_baseline, open_critical, open_high, open_medium, open_low, open_adherence_low,
     open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, open_red_flags,
-    updated_at)
+    tier, tier_since, updated_at)
 SELECT t.p, t.org,
        t.la, t.lp, t.lpa, t.pb, t.c, t.h, t.m, t.l, t.al, t.ia, t.br, t.o, t.oo,
        CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END,
-       CASE WHEN t.rf = '' THEN '{}'::text[] ELSE string_to_array(t.rf, ',') END, now()
+       CASE WHEN t.rf = '' THEN '{}'::text[] ELSE string_to_array(t.rf, ',') END,
+       t.tr, t.ts, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::smallint[], $4::timestamptz[], $5::real[],
             $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[],
-            $13::int[], $14::timestamptz[], $15::text[], $16::text[], $17::text[])
-     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org, rf)
+            $13::int[], $14::timestamptz[], $15::text[], $16::text[], $17::text[],
+            $18::smallint[], $19::timestamptz[])
+     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org, rf, tr, ts)
 ON CONFLICT (org_id, patient_id) DO UPDATE SET
     -- activity and pain only move forward: a late-synced old event must not hide newer ones
     last_activity_at = GREATEST(patient_rollups.last_activity_at, EXCLUDED.last_activity_at),
@@ -47,7 +49,7 @@ ON CONFLICT (org_id, patient_id) DO UPDATE SET
     open_billing_at_risk = EXCLUDED.open_billing_at_risk,
     open_alerts = EXCLUDED.open_alerts, oldest_open = EXCLUDED.oldest_open,
     open_kinds = EXCLUDED.open_kinds, open_red_flags = EXCLUDED.open_red_flags,
-    updated_at = now()
+    tier = EXCLUDED.tier, tier_since = EXCLUDED.tier_since, updated_at = now()
 """
 
 _UPSERT_DAYS = """
@@ -92,6 +94,8 @@ async def write(conn: asyncpg.Connection, r: Rollups) -> None:
             [",".join(p.open_kinds) for p in ps],
             [p.org_id for p in ps],
             [",".join(p.open_red_flags) for p in ps],  # flag names hold no commas
+            [p.tier for p in ps],
+            [p.tier_since for p in ps],
         )
     if r.days:
         ds = r.days
@@ -125,10 +129,10 @@ async def worklist_page(
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Patients in the scope by need: open critical, then high alerts, then open low
-    adherence, inactivity, billing at risk (each: more first), then who has waited longest
-    (the order of GET /v1/worklist), then the rest by id. Each row carries its last 7
-    days of 7-day adherence (oldest first) for the sparkline."""
+    """Patients in the scope by triage tier (a red flag or fall, other critical, high, low
+    adherence, inactivity, billing at risk: alerts.rollup.alert_tier), inside a tier who
+    has waited longest first (the order of GET /v1/worklist), then the rest by id. Each
+    row carries its last 7 days of 7-day adherence (oldest first) for the sparkline."""
     where, args = scope_sql(scope, "r.patient_id", 1, "r.org_id")
     conds = [where]
     if severity is not None:
@@ -151,8 +155,8 @@ async def worklist_page(
         "         ORDER BY local_date DESC LIMIT 7) x) d ON true"
         " WHERE "
         + " AND ".join(conds)
-        + " ORDER BY r.open_critical DESC, r.open_high DESC, r.open_adherence_low DESC,"
-        " r.open_inactivity DESC, r.open_billing_at_risk DESC, r.oldest_open NULLS LAST,"
+        # triage: the tier of the most urgent open alert, then who has waited longest in it
+        + " ORDER BY r.tier, r.tier_since NULLS LAST,"
         f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
         *args,
     )
@@ -270,3 +274,14 @@ async def backfill_adherence_chunk(
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def tier_counts(conn: asyncpg.Connection, scope: Scope) -> dict[int, int]:
+    """Patients in the scope per triage tier (open alerts only), for the worklist's head."""
+    where, args = scope_sql(scope, "r.patient_id", 1, "r.org_id")
+    rows = await conn.fetch(
+        f"SELECT r.tier, count(*) AS n FROM patient_rollups r WHERE {where} AND r.open_alerts > 0"
+        " GROUP BY r.tier",
+        *args,
+    )
+    return {int(r["tier"]): int(r["n"]) for r in rows}

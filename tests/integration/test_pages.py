@@ -217,6 +217,8 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
     assert "1 critical" in row.inner_text() and "of 16 days" in row.inner_text()
     assert "saddle anesthesia" in row.inner_text()  # the red flag named, not only "red flag"
+    assert row.locator("td.waiting").inner_text().endswith(("min", " h", "days"))
+    assert "red flag or fall: 1" in page.inner_text("#tier-counts")  # counts per tier
     assert row.locator("svg.spark").count() == 1
     page.screenshot(path=str(dash.shots / "worklist.png"), full_page=True)
 

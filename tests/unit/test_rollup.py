@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import typing
 
 from alerts.adherence import daily_rows
 from alerts.evaluate import fold
@@ -157,3 +158,46 @@ def test_rows_after_a_tick_are_only_days_the_pruned_state_can_compute() -> None:
         ref = full[d.date]
         assert d.completed == ref.completed, d
         assert d.adherence_7d == (None if ref.adherence_7d is None else float(ref.adherence_7d)), d
+
+
+def test_triage_tier_puts_a_red_flag_or_fall_above_older_criticals() -> None:
+    """A red flag posted now outranks a pain_high that fired weeks ago (both critical);
+    inside a tier the oldest open alert of that tier says how long the patient waited."""
+    f = EventFactory()
+    old, new, fall = f.patient(1), f.patient(2), f.patient(3)
+    events = _events(
+        [
+            f.episode_started(old, at="2026-10-01T09:00:00-06:00"),
+            f.pain(old, 8, "2026-10-02T10:00:00-06:00"),  # pain_high, weeks ago
+            f.episode_started(new, at="2026-10-01T09:00:00-06:00"),
+            f.pain(new, 8, "2026-10-03T10:00:00-06:00"),
+            f.symptom(new, "2026-11-06T11:00:00-06:00", red_flags=["saddle_anesthesia"]),
+            f.episode_started(fall, at="2026-10-01T09:00:00-06:00"),
+            f.symptom(fall, "2026-11-05T11:00:00-06:00", fall=True),
+        ]
+    )
+    states, _ = fold(iter(events))
+    rows = {r.patient_id: r for r in rollups(states, events).patients}
+    assert (rows[old].tier, rows[new].tier, rows[fall].tier) == (1, 0, 0)
+    # the red flag's own time, not the older pain_high's: the tier's oldest alert
+    assert rows[new].tier_since == dt.datetime.fromisoformat("2026-11-06T11:00:00-06:00")
+    assert rows[fall].tier_since < rows[new].tier_since  # the fall has waited longer
+    order = sorted(rows.values(), key=lambda r: (r.tier, r.tier_since, r.patient_id))
+    assert [r.patient_id for r in order] == [fall, new, old]
+
+
+def test_the_tier_sql_is_the_same_mapping_as_the_domain() -> None:
+    """GET /v1/worklist orders in SQL (tier_sql): every kind and severity maps as
+    alert_tier does (checked with SQLite, which evaluates the same CASE)."""
+    import itertools
+    import sqlite3
+
+    from alerts.models import AlertKind, Severity
+    from alerts.rollup import alert_tier, tier_sql
+
+    kinds = typing.get_args(AlertKind) + ("unknown_kind",)
+    severities = typing.get_args(Severity)
+    db = sqlite3.connect(":memory:")
+    for kind, severity in itertools.product(kinds, severities):
+        (got,) = db.execute(f"SELECT {tier_sql('?1', '?2')}", (kind, severity)).fetchone()
+        assert got == alert_tier(kind, severity), (kind, severity)
