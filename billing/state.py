@@ -92,18 +92,6 @@ class PatientBillingState(BaseModel):
             return True
         return False
 
-    def merge(self, other: PatientBillingState) -> None:
-        """Union with another state of the same patient (e.g. two replays)."""
-        if other.patient_id != self.patient_id:
-            raise ValueError("cannot merge states of different patients")
-        self.data_dates |= other.data_dates
-        for key, log in other.time_logs.items():
-            self.time_logs.setdefault(key, log)
-        for key, ev in other.episode_events.items():
-            if key not in self.episode_events:
-                self.episode_events[key] = ev
-                self._book = None
-
     @property
     def book(self) -> EpisodeBook:
         """The patient's episodes, folded in (occurred_at, end-before-start, event_id)

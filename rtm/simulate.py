@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import typing
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -48,6 +49,7 @@ import orjson
 
 from rtm.files import open_private
 from schemas.codes import is_valid_npi, npi_check_digit
+from schemas.events import RedFlag
 
 __all__ = ["simulate", "write_jsonl", "npi_check_digit", "is_valid_npi", "TIMEZONES"]
 
@@ -152,17 +154,7 @@ N_ORGS = 6
 COMMERCIAL_PAYERS = ("aetna", "bcbs", "uhc", "cigna", "humana")
 PLACES_OF_SERVICE = (("11", 70), ("02", 15), ("10", 15))
 END_REASONS = ("discharged", "goals_met", "discharged", "goals_met", "surgery", "insurance")
-RED_FLAGS = (
-    "saddle_anesthesia",
-    "bladder_dysfunction",
-    "bowel_incontinence",
-    "bilateral_leg_symptoms",
-    "progressive_weakness",
-    "fever",
-    "unexplained_weight_loss",
-    "constant_night_pain",
-    "major_trauma",
-)
+RED_FLAGS: tuple[str, ...] = typing.get_args(RedFlag)  # the contract's vocabulary, in its order
 PROFILES = (("high", 40), ("medium", 30), ("declining", 17), ("dropout", 13))
 PAIN_TRENDS = (("improve", 55), ("plateau", 25), ("flare", 20))
 # (low, high, weight) monthly clinician minutes: none, <10, 98979, 98980, 98980+98981 x1, x2+

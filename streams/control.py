@@ -19,10 +19,6 @@ TICK_PREFIX = b'{"rtm_tick"'
 ACK_PREFIX = b'{"rtm_ack"'
 
 
-def is_control(raw: bytes) -> bool:
-    return raw.startswith(TICK_PREFIX) or raw.startswith(ACK_PREFIX)
-
-
 def tick(now: dt.datetime) -> bytes:
     return orjson.dumps({"rtm_tick": now.isoformat()})
 

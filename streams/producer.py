@@ -10,14 +10,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from schemas.events import Event, key_text
+from schemas.events import Event, dump_event, key_text
 from streams import control
 from streams.settings import Settings
 from streams.transport import kafka_client_kwargs
-
-
-def event_payload(event: Event) -> bytes:
-    return event.model_dump_json(exclude_none=True).encode()
 
 
 def dead_letter_payload(
@@ -102,7 +98,7 @@ class EventProducer:
         patient_id of two organisations is two patients."""
         futures = [
             await self._producer.send(
-                self.settings.topic_events, event_payload(e), key=key_text(e.patient_key).encode()
+                self.settings.topic_events, dump_event(e), key=key_text(e.patient_key).encode()
             )
             for e in events
         ]

@@ -39,7 +39,6 @@ from schemas.events import (
     validate_event,
 )
 from streams.gateway import create_app
-from streams.producer import event_payload
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
 from tests.unit.test_readiness_contract import fact
@@ -304,7 +303,7 @@ def test_the_gateway_never_fails_a_batch_for_its_bad_items(
         assert resp.status_code == 413
         return
     for e in producer.events:  # nothing produced that the contract rejects
-        assert _accepted(validate_event(orjson.loads(event_payload(e))))
+        assert _accepted(validate_event(orjson.loads(dump_event(e))))
     for _, value in producer.dead:
         record = orjson.loads(value)
         assert record["errors"] and record["stage"] == "gateway"
