@@ -113,74 +113,60 @@ class Supervisor:
             if h.failures
         }
 
-    async def run_once(self, name: str, fn: Callable[[], Awaitable[None]]) -> bool:
-        """One timer tick: skipped while backing off; True when it ran and succeeded."""
-        h = self._health(name)
-        if h.failures and self.monotonic() < h.retry_at:
-            return False
+    async def _attempt(self, name: str, work: Awaitable[None]) -> float | None:
+        """Run ``work`` once under the policy: None when it succeeded, else the delay
+        before the next try (cancellation and a configuration error pass through)."""
         try:
-            await fn()
+            await work
         except asyncio.CancelledError:
             raise
         except ConfigurationError as exc:
             self.on_configuration_error(name, exc)
             raise
         except Exception as exc:
-            self.failed(name, exc)
-            return False
+            return self.failed(name, exc)
         self.succeeded(name)
-        return True
+        return None
+
+    async def run_once(self, name: str, fn: Callable[[], Awaitable[None]]) -> bool:
+        """One timer tick: skipped while backing off; True when it ran and succeeded."""
+        h = self._health(name)
+        if h.failures and self.monotonic() < h.retry_at:
+            return False
+        return await self._attempt(name, fn()) is None
 
     async def run_forever(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """A task: started again after a backoff whenever it raises; done when it returns."""
-        while True:
-            try:
-                await fn()
-            except asyncio.CancelledError:
-                raise
-            except ConfigurationError as exc:
-                self.on_configuration_error(name, exc)
-                raise
-            except Exception as exc:
-                await asyncio.sleep(self.failed(name, exc))
-                continue
-            self.succeeded(name)
-            return
+        while (delay := await self._attempt(name, fn())) is not None:
+            await asyncio.sleep(delay)
+
+    def _body(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[None]],
+        run: Callable[[str, Callable[[], Awaitable[None]]], Awaitable[object]],
+    ) -> Callable[[], Awaitable[None]]:
+        @functools.wraps(fn)
+        async def body() -> None:
+            await run(name, fn)
+
+        self.bodies.append(body)
+        return body
 
     def timer_body(
         self, name: str, fn: Callable[[], Awaitable[None]]
     ) -> Callable[[], Awaitable[None]]:
-        @functools.wraps(fn)
-        async def body() -> None:
-            await self.run_once(name, fn)
-
-        self.bodies.append(body)
-        return body
+        return self._body(name, fn, self.run_once)
 
     def task_body(
         self, name: str, fn: Callable[[], Awaitable[None]]
     ) -> Callable[[], Awaitable[None]]:
-        @functools.wraps(fn)
-        async def body() -> None:
-            await self.run_forever(name, fn)
-
-        self.bodies.append(body)
-        return body
+        return self._body(name, fn, self.run_forever)
 
     def spawn(self, name: str, coro: Awaitable[None]) -> asyncio.Task[None]:
         """A one-off background task whose exception is logged and counted, never lost."""
 
         async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except ConfigurationError as exc:
-                self.on_configuration_error(name, exc)
-                raise
-            except Exception as exc:
-                self.failed(name, exc)
-            else:
-                self.succeeded(name)
+            await self._attempt(name, coro)
 
         return asyncio.ensure_future(guarded())
