@@ -9,11 +9,11 @@ PYTEST_ARGS ?=
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml streams/web/package-lock.json
+$(VENV)/.installed: pyproject.toml streams/http/web/package-lock.json
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
-	$(VENV)/bin/python -m streams.webassets  # npm ci of the dashboard's libraries, into the cache
+	$(VENV)/bin/python -m streams.http.webassets  # npm ci of the dashboard's libraries, into the cache
 	touch $@
 
 install: $(VENV)/.installed  ## create the venv and install rtm-stream with test deps

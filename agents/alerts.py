@@ -24,10 +24,10 @@ from collections.abc import Sequence
 import orjson
 from aiokafka.partitioner import murmur2
 
-from streams import control
-from streams.app import Topology, timer
 from streams.db.alerts import published, unpublished
 from streams.db.events import EventStore, utc_now
+from streams.kafka import control
+from streams.kafka.app import Topology, timer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from streams.app import Topology, timer
 from streams.db.alerts import (
     SEVERITY_RANK,
     Claimed,
@@ -51,10 +50,11 @@ from streams.db.alerts import (
     mark_delivered,
 )
 from streams.db.events import EventStore
+from streams.kafka.app import Topology, timer
+from streams.kafka.supervise import Supervisor
 from streams.metrics import WorkerMetrics
 from streams.secrets import secret_box
 from streams.settings import Settings
-from streams.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-RTM-Signature"

@@ -28,9 +28,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from streams.kafka.transport import kafka_client_kwargs
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 

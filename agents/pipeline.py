@@ -52,8 +52,6 @@ from schemas.events import (
     key_text,
     parse_event_json,
 )
-from streams import control
-from streams.app import Topology, task, timer
 from streams.db.access import record_patient_clinicians, record_patients
 from streams.db.alerts import (
     StateStore,
@@ -72,7 +70,9 @@ from streams.db.events import (
     utc_now,
 )
 from streams.db.rollups import write_rollups
-from streams.producer import dead_letter_payload
+from streams.kafka import control
+from streams.kafka.app import Topology, task, timer
+from streams.kafka.producer import dead_letter_payload
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import faust
 
 from agents import delivery, pipeline
 from agents.ingest import IngestConsumer
-from streams.app import Topology, build_app
 from streams.db.events import EventStore
+from streams.kafka.app import Topology, build_app
 from streams.settings import Settings
 
 # A batch may legitimately take long (a database outage is retried inside it); past this

@@ -481,7 +481,7 @@ class Bench:
         """Topics, worker and gateway of a phase; `overrides` are Settings fields (e.g.
         ``tick_interval_s=0``: no wall-clock timer, the bench ticks)."""
         from rtm.local import spawn, wait_http
-        from streams.topics import ensure_topics
+        from streams.kafka.topics import ensure_topics
 
         ph = Phase(name, self.phase_settings(name, **overrides))
         self.phases.append(ph)
@@ -517,7 +517,7 @@ class Bench:
     async def _delete_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from streams.transport import kafka_client_kwargs
+        from streams.kafka.transport import kafka_client_kwargs
 
         admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.base))
         await admin.start()
@@ -711,7 +711,7 @@ async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.transport import kafka_client_kwargs
+    from streams.kafka.transport import kafka_client_kwargs
 
     tps = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
@@ -789,7 +789,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from streams.transport import kafka_client_kwargs
+    from streams.kafka.transport import kafka_client_kwargs
 
     s = b.base
     topic = f"bench.{b.tag}.floor.events"
@@ -935,7 +935,7 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
     from aiokafka import AIOKafkaProducer
 
     from schemas.events import DEFAULT_ORG, key_text
-    from streams.transport import kafka_client_kwargs
+    from streams.kafka.transport import kafka_client_kwargs
 
     producer = AIOKafkaProducer(
         **kafka_client_kwargs(settings),
@@ -1184,7 +1184,7 @@ async def run_latency(
     import httpx
     from aiokafka import AIOKafkaConsumer
 
-    from streams.transport import kafka_client_kwargs
+    from streams.kafka.transport import kafka_client_kwargs
 
     s = ph.settings
     schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)

@@ -261,7 +261,7 @@ class Run:
         self.base, self.config, self.log = settings, config, log
         self.rng = random.Random(config.seed)
         self.bench = Bench(settings, log)
-        from streams.gateway import ensure_dev_key
+        from streams.http.app import ensure_dev_key
 
         self.bench.key = ensure_dev_key(settings)
         self.ports: dict[str, int] = {}  # web ports of extra workers, by name
@@ -378,7 +378,7 @@ class Run:
     ) -> None:
         """Wait for every acknowledged event to be stored, tick once at as-of, compare."""
         from rtm.cli_billing import reconcile
-        from streams.producer import EventProducer
+        from streams.kafka.producer import EventProducer
 
         c = self.config
         fig.events, fig.acked = (

@@ -23,7 +23,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _warn_cleartext(settings: Settings) -> None:
     """Outside RTM_ENV=dev, say where Kafka or PostgreSQL traffic would go unencrypted."""
-    from streams.transport import cleartext_warnings
+    from streams.kafka.transport import cleartext_warnings
 
     for line in cleartext_warnings(settings):
         click.echo(line, err=True)
@@ -140,7 +140,7 @@ def api(ctx: click.Context, port: int | None) -> None:
     """Run the ingest gateway and clinician API."""
     import uvicorn
 
-    from streams.gateway import create_app
+    from streams.http.app import create_app
 
     settings = _settings(ctx)
     if port is not None:
@@ -278,7 +278,7 @@ def alerts() -> None:
 @click.pass_context
 def alerts_tick(ctx: click.Context, now: str | None) -> None:
     """Send a timer tick to every partition (replays, backfills, tests)."""
-    from streams.producer import EventProducer
+    from streams.kafka.producer import EventProducer
 
     settings = _settings(ctx)
     when = _parse_ts(now) if now else dt.datetime.now(dt.UTC)

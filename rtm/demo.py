@@ -20,7 +20,7 @@ from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
 from schemas.events import validate_event
 from streams.db.alerts import alert_counts, alert_progress
 from streams.db.events import count_by_type, count_stored, patients_events
-from streams.producer import EventProducer
+from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 
 

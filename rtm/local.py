@@ -23,15 +23,15 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     """Services up (idempotent), schema migrated, topics declared, dev key provisioned."""
     from infra import services
     from streams.db.events import migrate
-    from streams.gateway import ensure_dev_key
-    from streams.topics import ensure_topics
+    from streams.http.app import ensure_dev_key
+    from streams.kafka.topics import ensure_topics
 
     _refuse_tls_to_the_local_stack(settings, services.ServiceError)
     services.up(settings, log=log)
-    from streams.webassets import ensure_vendor
+    from streams.http.webassets import ensure_vendor
 
     log(
-        f"dashboard libraries (npm ci, pinned by streams/web/package-lock.json):"
+        f"dashboard libraries (npm ci, pinned by streams/http/web/package-lock.json):"
         f" {ensure_vendor(settings)}"
     )
     applied = asyncio.run(migrate(settings.owner_dsn, settings.app_role))

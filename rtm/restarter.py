@@ -1,6 +1,6 @@
 """`rtm worker --restart`: start the worker again whenever it exits, and count it.
 
-Inside the worker every timer and task runs under ``streams.supervise.Supervisor``, so an
+Inside the worker every timer and task runs under ``streams.kafka.supervise.Supervisor``, so an
 exception does not end it; this is the layer below that: a process that exits for any
 other reason (a crash in a library, an out-of-memory kill, ``os._exit`` after a write it
 could not finish) is started again after a backoff, and the child is told how many times
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from streams.supervise import EX_CONFIG
+from streams.kafka.supervise import EX_CONFIG
 
 Log = Callable[[str], None]
 

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     # Encrypted transport (README "Encrypted transport"). Kafka: every client (gateway
     # producer, ingest consumer, Faust, admin and CLI clients) takes its security arguments
-    # from streams.transport; the defaults suit the local stack (plaintext on 127.0.0.1).
+    # from streams.kafka.transport; the defaults suit the local stack (plaintext on 127.0.0.1).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_ssl_cafile: Path | None = None  # PEM CA bundle; unset: the system's trust store
     kafka_ssl_certfile: Path | None = None  # PEM client certificate (mutual TLS), optional
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     session_max_per_user: int = Field(
         3, ge=1, description="sessions a user may hold; a new sign-in ends the oldest beyond"
     )
-    # Sign-in throttle (streams/signin.py): attempts per account name and per client address
+    # Sign-in throttle (streams/throttle.py): attempts per account name and per client address
     # within the window; past the limit the key is locked, the lock doubling each time.
     signin_max_failures: int = Field(5, ge=1, description="attempts per account per window")
     signin_client_max_failures: int = Field(

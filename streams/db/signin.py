@@ -7,7 +7,7 @@ import datetime as dt
 
 import asyncpg
 
-from streams.signin import Throttle
+from streams.throttle import Throttle
 
 
 async def sign_in_key(conn: asyncpg.Connection) -> bytes:

@@ -22,10 +22,10 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.local import Child, prepare, start_gateway, start_worker
-from streams.gateway import ensure_dev_key
+from streams.http.app import ensure_dev_key
+from streams.kafka.topics import ensure_topics
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.topics import ensure_topics
-from streams.transport import kafka_client_kwargs
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +200,7 @@ async def stored_then_tick(
 ) -> None:
     """Wait until the `n_ids` events whose ids start with `prefix` are stored, then tick
     every partition at `now` (the time-driven rules' catch-up, as the worker's clock would)."""
-    from streams.producer import EventProducer
+    from streams.kafka.producer import EventProducer
 
     async def stored() -> bool:
         n = await db.fetchval("SELECT count(*) FROM event_ids WHERE event_id LIKE $1", prefix + "%")

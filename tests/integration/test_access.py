@@ -28,9 +28,9 @@ import pytest
 from rtm.local import settings_env
 from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
-from streams.gateway import create_app
+from streams.http.app import create_app
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, end_offsets, run_in_thread, running_stack, wait_for
 
@@ -225,7 +225,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/worklist"): (CLINICAL, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
-    # FHIR R4 search (streams/api_fhir.py): the patient is a query parameter; outside scope 404
+    # FHIR R4 search (streams/http/routes/fhir.py): the patient is a query parameter; outside scope 404
     ("GET", "/fhir/Observation"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),

@@ -17,7 +17,7 @@ from alerts.models import EVENT_DRIVEN_KINDS
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.alerts import set_webhook
-from streams.producer import EventProducer
+from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, stored_then_tick, wait_for

@@ -35,10 +35,10 @@ from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import DEFAULT_ORG, validate_event
 from streams.db.billing import ledger_states
 from streams.db.events import migrate
-from streams.gateway import ensure_dev_key
+from streams.http.app import ensure_dev_key
+from streams.kafka.topics import ensure_topics
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.topics import ensure_topics
-from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, isolated_settings, wait_for
 
@@ -202,7 +202,7 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     # Posting the file again, then re-delivering past the gateway: nothing changes.
     again = await produce_file(settings, path, url=billing_stack.url)
     assert again.accepted == 0
-    from streams.producer import EventProducer
+    from streams.kafka.producer import EventProducer
 
     producer = EventProducer(settings)
     await producer.start()

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import end_offsets, read_topic, running_stack, wait_for
 

@@ -577,8 +577,8 @@ async def test_delivery_timer_survives_the_database_going_away(
 
     from agents.delivery import Deliverer
     from streams.db.events import EventStore
+    from streams.kafka.supervise import Supervisor
     from streams.metrics import WorkerMetrics
-    from streams.supervise import Supervisor
 
     metrics = WorkerMetrics(CollectorRegistry())
     now = [0.0]
@@ -589,7 +589,7 @@ async def test_delivery_timer_survives_the_database_going_away(
     async def deliver_due() -> None:
         await deliverer.dispatch()
 
-    with caplog.at_level("WARNING", logger="streams.supervise"):
+    with caplog.at_level("WARNING", logger="streams.kafka.supervise"):
         assert await supervisor.run_once("deliver_due", deliver_due) is False
         now[0] += 60.0  # past the backoff
         assert await supervisor.run_once("deliver_due", deliver_due) is False

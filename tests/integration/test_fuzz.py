@@ -1,7 +1,7 @@
 """Fuzzing the real gateway and worker (issue 11 part 2).
 
 - schemathesis generates requests for every operation of the gateway's OpenAPI document
-  (``POST /v1/events`` documents its body: streams/openapi.py), valid and invalid ones,
+  (``POST /v1/events`` documents its body: streams/http/openapi.py), valid and invalid ones,
   with the development key: no answer may be a 5xx;
 - hypothesis posts batches of two valid events around bad items (deeply nested, huge
   strings, NUL characters, broken UTF-8 and NDJSON lines, timestamps as numbers, epoch

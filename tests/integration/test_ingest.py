@@ -64,7 +64,7 @@ async def test_mixed_batch_stores_good_events_exactly_once(
 
     # Duplicates the gateway cannot see (straight re-delivery) are absorbed by the worker.
     from schemas.events import validate_event
-    from streams.producer import EventProducer
+    from streams.kafka.producer import EventProducer
 
     producer = EventProducer(stack.settings)
     await producer.start()

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import validate_event
-from streams.producer import EventProducer
+from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for

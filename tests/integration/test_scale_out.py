@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, free_port, running_stack, stored_then_tick, wait_for
 from tests.integration.test_alerts_stream import AS_OF, offline_alerts

@@ -35,10 +35,10 @@ from infra import services
 from rtm.cli_access import provision_dev
 from rtm.local import Child, start_gateway, start_worker, wait_http
 from streams.db.events import migrate
-from streams.gateway import ensure_dev_key
+from streams.http.app import ensure_dev_key
+from streams.kafka.topics import ensure_topics
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.topics import ensure_topics
-from streams.transport import kafka_client_kwargs
 from tests.certs import ThrowawayCA
 from tests.conftest import EventFactory
 from tests.integration.conftest import free_port, read_topic, run_in_thread, wait_for

@@ -38,7 +38,7 @@ from schemas.events import (
     parse_event_json,
     validate_event,
 )
-from streams.gateway import create_app
+from streams.http.app import create_app
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
 from tests.unit.test_readiness_contract import fact

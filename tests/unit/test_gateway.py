@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.events import Event
 from streams.access import Principal
-from streams.gateway import create_app
+from streams.http.app import create_app
 from streams.settings import Settings
 
 KEY = "unit-test-key"

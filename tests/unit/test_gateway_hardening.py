@@ -23,11 +23,11 @@ from prometheus_client import CollectorRegistry
 from alerts.adherence import covered_days, daily_rows
 from alerts.state import PatientState
 from streams.access import Principal
-from streams.auth import form_fields
-from streams.gateway import create_app
-from streams.hardening import MAX_SPAN_DAYS, check_span, cross_site
-from streams.pages import PageError
-from streams.pages_billing import month_range
+from streams.http.app import create_app
+from streams.http.auth import form_fields
+from streams.http.hardening import MAX_SPAN_DAYS, check_span, cross_site
+from streams.http.pages.billing import month_range
+from streams.http.pages.clinic import PageError
 from streams.settings import Settings
 from tests.unit.test_adherence import ex, fold, start
 from tests.unit.test_gateway import FakeProducer

@@ -26,7 +26,7 @@ from schemas.events import (
     validate_event,
 )
 from streams.access import Principal
-from streams.gateway import create_app
+from streams.http.app import create_app
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
 

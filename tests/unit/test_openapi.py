@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.events import validate_event
-from streams.gateway import create_app
+from streams.http.app import create_app
 from streams.settings import Settings
 from tests.unit.test_schemas import base, episode
 

@@ -1,4 +1,4 @@
-"""The sign-in throttle's policy (streams/signin.py), driven by an injected clock: no
+"""The sign-in throttle's policy (streams/services/signin.py), driven by an injected clock: no
 sleeping, no database."""
 
 from __future__ import annotations
@@ -9,19 +9,10 @@ import datetime as dt
 from argon2 import extract_parameters
 
 from streams.access import hash_password
-from streams.denials import denial_target
+from streams.http.denials import denial_target
+from streams.services.signin import PasswordChecker, subject, username_digest
 from streams.settings import Settings
-from streams.signin import (
-    PasswordChecker,
-    Policy,
-    Throttle,
-    admit,
-    after_success,
-    policies,
-    subject,
-    touch_interval,
-    username_digest,
-)
+from streams.throttle import Policy, Throttle, admit, after_success, policies, touch_interval
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 POLICY = Policy(

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rtm.restarter import RestartPolicy, run_restarting
+from streams.kafka.supervise import EX_CONFIG, ConfigurationError, Supervisor
 from streams.metrics import WorkerMetrics
-from streams.supervise import EX_CONFIG, ConfigurationError, Supervisor
 
 
 def _supervisor() -> tuple[Supervisor, WorkerMetrics, list[float]]:

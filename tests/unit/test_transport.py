@@ -1,6 +1,6 @@
 """Encrypted transport settings (issue 16 item 9): what each Kafka client and the database
 connections get, the combinations refused at startup, and that every client in the
-repository takes its arguments from the one place (streams.transport, Settings.dsn)."""
+repository takes its arguments from the one place (streams.kafka.transport, Settings.dsn)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr, ValidationError
 
 from rtm.local import settings_env
+from streams.kafka.transport import cleartext_warnings, faust_credentials, kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import cleartext_warnings, faust_credentials, kafka_client_kwargs
 from tests.certs import ThrowawayCA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,7 +279,7 @@ def test_every_kafka_client_takes_the_security_arguments() -> None:
                     line = source.count("\n", 0, match.start()) + 1
                     missing.append(f"{path.relative_to(ROOT)}:{line}")
     assert missing == []
-    app = (ROOT / "streams" / "app.py").read_text()
+    app = (ROOT / "streams" / "kafka" / "app.py").read_text()
     assert "broker_credentials=faust_credentials(settings)" in app
 
 

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import faust
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streams.kafka.supervise import Supervisor
+from streams.kafka.transport import faust_credentials
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.supervise import Supervisor
-from streams.transport import faust_credentials
 
 
 @dataclass

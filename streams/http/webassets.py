@@ -1,5 +1,5 @@
 """The dashboard's browser libraries (htmx, uPlot; Swagger UI for the dev /docs): pinned
-in streams/web/package.json and package-lock.json, installed by ``npm ci`` into the cache
+in streams/http/web/package.json and package-lock.json, installed by ``npm ci`` into the cache
 (never into the repository), under a folder named by the lock file's hash, so a changed
 lock installs anew and an unchanged one is reused by every clone and test run."""
 
@@ -62,5 +62,5 @@ def ensure_vendor(settings: Settings) -> Path:
     return root
 
 
-if __name__ == "__main__":  # `make install`: python -m streams.webassets
+if __name__ == "__main__":  # `make install`: python -m streams.http.webassets
     print(ensure_vendor(Settings()))

@@ -24,10 +24,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from schemas.events import YEAR_MAX, YEAR_MIN
 from streams.access import Principal
-from streams.auth import form_fields, principal, reject_unknown_query
 from streams.db.access import audit_principal, patients_in_scope
-from streams.hardening import INT64_MAX, in_years
-from streams.pages import PageError, need, page_user, render
+from streams.http.auth import form_fields, principal, reject_unknown_query
+from streams.http.hardening import INT64_MAX, in_years
+from streams.http.pages.clinic import PageError, need, page_user, render
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
 Month = Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")]

@@ -5,7 +5,7 @@ see its patients only; recording an export is for billing staff and admins, and 
 through a POST (a GET never changes anything: a cross-site link cannot bill). A clinician
 sees a patient's billing progress within their scope (the patient page's treatment
 minutes). Every answer leaves an audit row naming its patients. Dates are 2000-2100 and a
-range spans at most ``streams.hardening.MAX_SPAN_DAYS`` days (422 otherwise).
+range spans at most ``streams.http.hardening.MAX_SPAN_DAYS`` days (422 otherwise).
 
 - ``GET /v1/billing/claims?from=YYYY-MM-DD&to=YYYY-MM-DD&format=csv|x12|fhir``
   ``[&include_open=true][&as_of=TS]``: the same lines as ``rtm billing export``, a
@@ -38,9 +38,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.access import Principal
-from streams.auth import require
 from streams.db.access import audit_principal, in_scope
-from streams.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
+from streams.http.auth import require
+from streams.http.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
 
 router = APIRouter()
 

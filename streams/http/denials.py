@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streams.access import Principal
 from streams.access import Scope as AccessScope
-from streams.signin import Clock, wall_clock
+from streams.services.signin import Clock, wall_clock
 
 log = logging.getLogger(__name__)
 DENIED_STATUSES = frozenset({403, 404})

@@ -37,20 +37,20 @@ from streams.access import (
     parse_key,
     session_digest,
 )
-from streams.auth import (
+from streams.db.access import delete_session
+from streams.db.events import EventStore
+from streams.http.auth import (
     UNAUTHENTICATED,
     Authenticator,
     principal,
     reject_unknown_query,
     start_session,
 )
-from streams.db.access import delete_session
-from streams.db.events import EventStore
-from streams.hardening import Hardening, NoNul, refuse_cross_site
+from streams.http.hardening import Hardening, NoNul, refuse_cross_site
+from streams.kafka.producer import EventProducer, dead_letter_payload
 from streams.metrics import GatewayMetrics
-from streams.producer import EventProducer, dead_letter_payload
+from streams.services.signin import Refused
 from streams.settings import Settings
-from streams.signin import Refused
 
 DEV_KEY_FILE = "dev-api-key"
 RETRY_AFTER_S = 5  # a 503 while Kafka cannot take the events
@@ -138,7 +138,7 @@ def create_app(
             for o in owned:
                 await (o.stop() if isinstance(o, EventProducer) else o.close())
 
-    # The docs UIs are FastAPI's CDN pages: off; in dev streams.pages serves Swagger UI
+    # The docs UIs are FastAPI's CDN pages: off; in dev streams.http.pages.clinic serves Swagger UI
     # from the vendored, pinned assets (no third-party script on the patient pages' origin).
     app = FastAPI(
         title="RTM ingest gateway and clinician API",
@@ -186,7 +186,7 @@ def create_app(
     async def sign_in(request: Request, body: SignIn, response: Response) -> dict[str, Any]:
         """Sign in with a local account: sets the session cookie (HTTP-only, Secure,
         SameSite=Lax) and returns the CSRF token for state-changing requests. Too many
-        attempts: 429 with Retry-After (streams/signin.py)."""
+        attempts: 429 with Retry-After (streams/services/signin.py)."""
         started = await start_session(request, body.username, body.password, "POST /v1/session")
         if isinstance(started, Refused):
             raise HTTPException(started.status, started.message, headers=started.headers)
@@ -230,7 +230,7 @@ def create_app(
             "may": sorted(p for p in PERMISSIONS if who.may(p)),
         }
 
-    from streams.openapi import ingest_operation, install
+    from streams.http.openapi import ingest_operation, install
 
     install(app)
 
@@ -349,14 +349,16 @@ def create_app(
             }
         )
 
-    from streams import api_alerts, api_billing, api_fhir
+    from streams.http.routes import alerts as api_alerts
+    from streams.http.routes import billing as api_billing
+    from streams.http.routes import fhir as api_fhir
 
     for router in (api_alerts.router, api_billing.router, api_fhir.router):
         app.include_router(router, dependencies=[Depends(principal), Depends(reject_unknown_query)])
-    from streams import pages
+    from streams.http.pages import clinic as pages
 
     pages.mount(app, settings)  # the dashboard (HTML pages, the live stream, static files)
-    from streams.denials import DenialAudit
+    from streams.http.denials import DenialAudit
 
     app.add_middleware(DenialAudit)  # refused patient reads and acks leave an audit row
     return app

@@ -1,6 +1,6 @@
 """Clinician API on the gateway: alerts, acknowledgement, worklist, adherence and pain.
 
-Every route takes the caller (``streams.gateway.principal``), reads only inside its scope
+Every route takes the caller (``streams.http.app.principal``), reads only inside its scope
 (a patient outside it answers 404, as an unknown one does; ``{patient_id}`` names a patient
 of the caller's own organisation, whatever another organisation calls by that id) and
 leaves an audit row naming the patients whose data it returned. Adherence and pain are
@@ -25,11 +25,11 @@ from alerts.models import AlertKind, Severity
 from alerts.state import PatientState
 from schemas.events import parse_event_json
 from streams.access import Principal
-from streams.auth import require
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
 from streams.db.events import pain_reports, patient_payloads
-from streams.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
+from streams.http.auth import require
+from streams.http.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
 
 router = APIRouter()
 PatientId = Annotated[str, Query(pattern=ID_REGEX)]

@@ -5,12 +5,12 @@ Same access boundary as the JSON routes (streams.access): pages are for signed-i
 outside the user's permissions answers 403, a patient outside their scope 404, both
 before anything is read; every page that shows patient data, the live stream included,
 leaves an audit row naming the patients it showed. State-changing forms carry the
-session's CSRF token in a ``csrf_token`` field (``streams.auth.principal`` checks it).
+session's CSRF token in a ``csrf_token`` field (``streams.http.auth.principal`` checks it).
 
 - ``/ui/worklist``: "My patients" by need, from the stream's rollups (streams/db/rollups.py);
 - ``/ui/patients/{id}``: charts, alert timeline with acknowledge + note, episodes, minutes;
 - ``/ui/stream``: server-sent events, one ``alert`` event per alert change in scope;
-- ``/ui/billing`` (streams/pages_billing.py) and ``/ui/audit`` (admins).
+- ``/ui/billing`` (streams/http/pages/billing.py) and ``/ui/audit`` (admins).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from markupsafe import Markup
 
 from alerts.models import AlertKind, Severity
 from streams.access import SESSION_COOKIE, Permission, Principal, session_digest
-from streams.auth import form_fields, principal, reject_unknown_query, start_session
 from streams.db.access import audit_principal, delete_session, in_scope, query_audit
-from streams.hardening import ID_REGEX, Instant, cross_site
+from streams.http.auth import form_fields, principal, reject_unknown_query, start_session
+from streams.http.hardening import ID_REGEX, Instant, cross_site
+from streams.http.webassets import VENDOR_FILES, WEB_DIR, node_modules
+from streams.services.signin import WRONG, Refused, Started
 from streams.settings import Settings
-from streams.signin import WRONG, Refused, Started
-from streams.webassets import VENDOR_FILES, WEB_DIR, node_modules
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
 KINDS: tuple[AlertKind, ...] = (
@@ -466,7 +466,7 @@ async def ack_form(
     """Acknowledge from the patient page (the JSON route's rules: scope, the caller's own
     name, the note stored, audited, sent to the stream); htmx gets the alert panel back,
     a plain form post a redirect to the patient page."""
-    from streams.api_alerts import AckBody, ack_alert
+    from streams.http.routes.alerts import AckBody, ack_alert
 
     if who.kind != "user":
         raise PageError(403, "Not for machine keys")
@@ -597,7 +597,7 @@ async def audit_page(
 
 def mount(app: FastAPI, settings: Settings) -> None:
     """The dashboard's routes, its static files and its HTML error pages."""
-    from streams import pages_billing
+    from streams.http.pages import billing as pages_billing
 
     app.include_router(router)
     app.include_router(pages_billing.router)
@@ -621,7 +621,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/ui/static/vendor/{name}", include_in_schema=False)
     async def vendor_file(name: str) -> FileResponse:
-        """The pinned npm libraries (streams/webassets.py), by a fixed list of names."""
+        """The pinned npm libraries (streams/http/webassets.py), by a fixed list of names."""
         rel = VENDOR_FILES.get(name)
         path = vendor / rel if rel else None
         if path is None or not path.is_file():

@@ -24,10 +24,10 @@ from fastapi.responses import Response
 from alerts.fhir import CLINICAL_TYPES, date_range, observation_bundle
 from schemas.events import YEAR_MAX, YEAR_MIN, parse_event_json
 from streams.access import Principal
-from streams.auth import require
 from streams.db.access import audit_principal, in_scope
 from streams.db.events import clinical_payloads
-from streams.hardening import MAX_SPAN_DAYS, in_years
+from streams.http.auth import require
+from streams.http.hardening import MAX_SPAN_DAYS, in_years
 
 router = APIRouter()
 FHIR_JSON = "application/fhir+json"

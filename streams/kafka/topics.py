@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 
 
 def topic_names(settings: Settings) -> list[str]:

@@ -7,7 +7,7 @@
 - **Ids.** Path ids carry the contract's id pattern (``ID_REGEX``); integer ids are
   bounded to PostgreSQL's ``bigint`` (``INT64_MAX``).
 - **NUL.** PostgreSQL text cannot hold ``\\x00``: ``Hardening`` refuses it in the path and
-  every query value (422), ``NoNul`` in JSON body fields, ``streams.auth.form_fields`` in
+  every query value (422), ``NoNul`` in JSON body fields, ``streams.http.auth.form_fields`` in
   form fields.
 - **One 500.** ``Hardening`` is the outermost handler of the application: an exception no
   route handled answers ``{"error": "internal error"}`` (no traceback, no message: either

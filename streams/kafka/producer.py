@@ -11,9 +11,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from schemas.events import Event, dump_event, key_text
-from streams import control
+from streams.kafka import control
+from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
-from streams.transport import kafka_client_kwargs
 
 
 def dead_letter_payload(
@@ -112,7 +112,7 @@ class EventProducer:
         await asyncio.gather(*futures)
 
     async def send_ticks(self, now: dt.datetime) -> int:
-        """A timer tick on every partition of rtm.events (see streams/control.py)."""
+        """A timer tick on every partition of rtm.events (see streams/kafka/control.py)."""
         partitions = await self._producer.partitions_for(self.settings.topic_events)
         futures = [
             await self._producer.send(self.settings.topic_events, control.tick(now), partition=p)

@@ -25,7 +25,14 @@ from streams.access import (
     session_digest,
 )
 from streams.db.access import key_record, session_user, team_clinicians, touch_session
-from streams.signin import Clock, Refused, SignInService, Started, touch_interval, wall_clock
+from streams.services.signin import (
+    Clock,
+    Refused,
+    SignInService,
+    Started,
+    wall_clock,
+)
+from streams.throttle import touch_interval
 
 KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
 
@@ -44,7 +51,7 @@ class Authenticator:
 
     async def __call__(self, request: Request) -> Principal | None:
         who = await self._identify(request)
-        request.state.principal = who  # for the denial audit (streams/denials.py)
+        request.state.principal = who  # for the denial audit (streams/http/denials.py)
         return who
 
     async def _identify(self, request: Request) -> Principal | None:
@@ -230,7 +237,7 @@ def sign_in_service(request: Request) -> SignInService:
 async def start_session(
     request: Request, username: str, password: str, resource: str
 ) -> Started | Refused:
-    """Check a local account's password and open a session (streams/signin.py: throttled,
+    """Check a local account's password and open a session (streams/services/signin.py: throttled,
     equal work for unknown and disabled names, argon2 off the event loop, audited).
     Shared by the JSON sign-in and the sign-in page."""
     client = request.client.host if request.client else "unknown"
