@@ -1,37 +1,34 @@
-"""The gateway's authentication and authorisation for HTTP routes (FastAPI dependencies).
+"""The gateway's authentication: who is calling, and the checks around it.
 
-``principal`` finds the caller (a machine key or a session cookie) or answers 401, and
-checks the CSRF token on a signed-in user's state-changing request; ``require`` adds the
-permission (``streams.access.PERMISSIONS``) or answers 403; ``reject_unknown_query``
-answers 422 naming query parameters a route does not take.
+``Authenticator`` finds the caller (a machine key or a session cookie) and remembers it on
+the request for the denial audit (``remember``/``remembered``); the dependencies that
+answer 401/403 (``principal``, ``require``) are in ``streams.http.deps``, built on
+``csrf_sent``; ``reject_unknown_query`` answers 422 naming query parameters a route does
+not take; ``form_fields`` reads the pages' urlencoded forms.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import time
-from typing import Any
+from collections.abc import Callable
+from urllib.parse import parse_qs
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
+from starlette.types import Scope
 
 from streams.access import (
     CSRF_HEADER,
     SESSION_COOKIE,
-    Permission,
     Principal,
     key_matches,
     parse_key,
     session_digest,
 )
+from streams.clock import Clock
 from streams.db.access import key_record, session_user, team_clinicians, touch_session
-from streams.services.signin import (
-    Clock,
-    Refused,
-    SignInService,
-    Started,
-    wall_clock,
-)
+from streams.db.events import EventStore
+from streams.settings import Settings
 from streams.throttle import touch_interval
 
 KEY_CACHE_S = 5.0  # a disabled key stops working within this many seconds
@@ -45,13 +42,15 @@ class Authenticator:
     With the database away, a key verified before keeps working from the cache (ingest
     must go on: events go to Kafka, not the database); anything else answers 503."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
+    def __init__(self, settings: Settings, clock: Clock, store: Callable[[], EventStore]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store  # the gateway's store, once its lifespan opened it
         self._keys: dict[bytes, tuple[float, Principal | None]] = {}
 
     async def __call__(self, request: Request) -> Principal | None:
         who = await self._identify(request)
-        request.state.principal = who  # for the denial audit (streams/http/denials.py)
+        remember(request, who)
         return who
 
     async def _identify(self, request: Request) -> Principal | None:
@@ -61,7 +60,7 @@ class Authenticator:
             return await self._key(token.strip())
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
-            return await self._session(cookie, clock_of(request), request.app.state.settings)
+            return await self._session(cookie)
         return None
 
     async def _key(self, token: str) -> Principal | None:
@@ -74,7 +73,7 @@ class Authenticator:
             return hit[1]
         key_id, secret = parsed
         try:
-            async with self.state["store"].acquire() as conn:
+            async with self.store().acquire() as conn:
                 row = await key_record(conn, key_id)
         except Exception as exc:  # database away: the last verdict, else 503
             if hit is not None:
@@ -88,14 +87,14 @@ class Authenticator:
         self._keys[cache_key] = (time.monotonic() + KEY_CACHE_S, who)
         return who
 
-    async def _session(self, cookie: str, clock: Clock, settings: Any) -> Principal | None:
+    async def _session(self, cookie: str) -> Principal | None:
         """A live session's user. Idle for ``RTM_SESSION_IDLE_S``: over. Use slides the
         idle timeout, writing ``last_seen`` at most once a minute per session."""
-        now = clock()
-        idle = dt.timedelta(seconds=settings.session_idle_s)
+        now = self.clock.now()
+        idle = dt.timedelta(seconds=self.settings.session_idle_s)
         digest = session_digest(cookie)
         try:
-            async with self.state["store"].acquire() as conn:
+            async with self.store().acquire() as conn:
                 row = await session_user(conn, digest, now, idle)
                 if row is None:
                     return None
@@ -128,25 +127,24 @@ def _unavailable(exc: Exception) -> HTTPException:
 
 
 UNAUTHENTICATED = {"error": "sign in, or send a machine key (Authorization: Bearer <key>)"}
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def principal(request: Request) -> Principal:
-    """The caller, or 401. A signed-in user's state-changing request must carry the
-    session's CSRF token in X-CSRF-Token (a cross-site form cannot read it)."""
-    who: Principal | None = await request.app.state.authenticate(request)
-    if who is None:
-        raise HTTPException(401, UNAUTHENTICATED["error"], headers={"WWW-Authenticate": "Bearer"})
-    if (
-        who.kind == "user"
-        and request.method not in _SAFE_METHODS
-        and not hmac.compare_digest(await _csrf_sent(request), who.csrf_token or "")
-    ):
-        raise HTTPException(403, f"missing or wrong {CSRF_HEADER}")
-    return who
+def remember(request: Request, who: Principal | None) -> None:
+    """Keep the caller on the request for the denial audit (streams/http/denials.py)."""
+    request.state.principal = who
 
 
-async def _csrf_sent(request: Request) -> str:
+def remembered(scope: Scope) -> Principal | None:
+    """The caller ``remember`` kept on this request, if any."""
+    who = (scope.get("state") or {}).get("principal")
+    return who if isinstance(who, Principal) else None
+
+
+def client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def csrf_sent(request: Request) -> str:
     """The CSRF token of the request: the X-CSRF-Token header, or for a plain HTML form
     post (urlencoded, which a page cannot give headers) its ``csrf_token`` field. A
     cross-site form can send the field but cannot know its value, so the rule is the same."""
@@ -165,8 +163,6 @@ def form_fields(body: bytes) -> dict[str, str]:
     """An urlencoded form body, first value of each field (the pages' forms send no
     repeated fields; parsed here so the gateway needs no multipart library). More than
     MAX_FORM_FIELDS fields: 413; a NUL character in a name or value: 422."""
-    from urllib.parse import parse_qs
-
     try:
         parsed = parse_qs(
             body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
@@ -178,17 +174,6 @@ def form_fields(body: bytes) -> dict[str, str]:
             shown = name.replace("\x00", "\\x00")
             raise HTTPException(422, [{"loc": ["form", shown], "msg": "must not contain NUL"}])
     return {k: v[0] for k, v in parsed.items()}
-
-
-def require(*permissions: Permission) -> Any:
-    """A dependency: the caller, if it holds any of ``permissions``; else 403."""
-
-    async def dependency(who: Principal = Depends(principal)) -> Principal:
-        if not any(who.may(p) for p in permissions):
-            raise HTTPException(403, f"{who.role_text or 'this principal'} may not do this")
-        return who
-
-    return Depends(dependency)
 
 
 def reject_unknown_query(request: Request) -> None:
@@ -217,30 +202,3 @@ def reject_unknown_query(request: Request) -> None:
                 for name in unknown
             ],
         )
-
-
-def clock_of(request: Request) -> Clock:
-    """The gateway's clock: ``app.state.clock`` when a test sets one, else the wall clock."""
-    clock: Clock = getattr(request.app.state, "clock", wall_clock)
-    return clock
-
-
-def sign_in_service(request: Request) -> SignInService:
-    """The process's sign-in service (made on first use, from the app's settings)."""
-    service: SignInService | None = getattr(request.app.state, "sign_in", None)
-    if service is None:
-        service = SignInService(request.app.state.settings)
-        request.app.state.sign_in = service
-    return service
-
-
-async def start_session(
-    request: Request, username: str, password: str, resource: str
-) -> Started | Refused:
-    """Check a local account's password and open a session (streams/services/signin.py: throttled,
-    equal work for unknown and disabled names, argon2 off the event loop, audited).
-    Shared by the JSON sign-in and the sign-in page."""
-    client = request.client.host if request.client else "unknown"
-    return await sign_in_service(request).sign_in(
-        request.app.state.store, clock_of(request), username, password, client, resource
-    )

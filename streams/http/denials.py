@@ -27,9 +27,17 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streams.access import Principal
 from streams.access import Scope as AccessScope
-from streams.services.signin import Clock, wall_clock
+from streams.db.access import (
+    audit_principal,
+    denial_due,
+    in_scope,
+    patient_known,
+    prune_denials,
+)
+from streams.db.alerts import alert_in_scope
+from streams.http.auth import remembered
+from streams.http.deps import Gateway
 
 log = logging.getLogger(__name__)
 DENIED_STATUSES = frozenset({403, 404})
@@ -50,8 +58,11 @@ def denial_target(scope: Scope) -> tuple[str, str] | None:
 
 
 class DenialAudit:
-    def __init__(self, app: ASGIApp) -> None:
+    """The middleware; ``gateway`` gives it the settings, the clock and the store."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
+        self.gateway = gateway
         self._written = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,26 +81,15 @@ class DenialAudit:
         await self.app(scope, receive, send_and_audit)
 
     async def _audit(self, scope: Scope, status: int) -> None:
-        who = (scope.get("state") or {}).get("principal")
+        who = remembered(scope)
         target = denial_target(scope)
-        if not isinstance(who, Principal) or target is None:
+        if who is None or target is None:
             return
-        from streams.db.access import (
-            audit_principal,
-            denial_due,
-            in_scope,
-            patient_known,
-            prune_denials,
-        )
-        from streams.db.alerts import alert_in_scope
-
-        app = scope["app"]
-        settings = app.state.settings
-        clock: Clock = getattr(app.state, "clock", wall_clock)
+        settings, clock = self.gateway.settings, self.gateway.clock
         route = getattr(scope.get("route"), "path", scope.get("path", ""))
         resource = f"{scope['method']} {route}"
         kind, ident = target
-        async with app.state.store.acquire() as conn:
+        async with self.gateway.store.acquire() as conn:
             patients: list[str] = []
             detail: dict[str, Any] = {"status": status}
             if kind == "patient" and ident:
@@ -104,7 +104,7 @@ class DenialAudit:
                 if alert is not None:
                     patients = [alert.patient_id]
                     detail["alert_id"] = ident
-            now = clock()
+            now = clock.now()
             window = dt.timedelta(seconds=settings.audit_denied_window_s)
             key = hashlib.sha256(f"{who.actor}\n{resource}\n{kind}:{ident}".encode()).digest()
             async with conn.transaction():

@@ -39,6 +39,7 @@ from schemas.events import (
     validate_event,
 )
 from streams.http.app import create_app
+from streams.http.deps import Deps
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
 from tests.unit.test_readiness_contract import fact
@@ -230,10 +231,12 @@ def _app(tmp: Path) -> tuple[Any, FakeProducer]:
     producer = FakeProducer()
     app = create_app(
         Settings(state_dir=tmp, max_future_skew_s=600.0),
-        producer=producer,
-        store=FakeStore(),  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        authenticate=_as_app_key,
+        Deps(
+            producer=producer,
+            store=FakeStore(),  # type: ignore[arg-type]
+            registry=CollectorRegistry(),
+            authenticate=_as_app_key,
+        ),
     )
     return app, producer
 

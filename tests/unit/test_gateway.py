@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from schemas.events import Event
 from streams.access import Principal
 from streams.http.app import create_app
+from streams.http.deps import Deps
 from streams.settings import Settings
 
 KEY = "unit-test-key"
@@ -68,10 +69,12 @@ def gateway(tmp_path: Path) -> tuple[FastAPI, FakeProducer, CollectorRegistry]:
     producer, registry = FakeProducer(), CollectorRegistry()
     app = create_app(
         settings,
-        producer=producer,
-        store=FakeStore(),  # type: ignore[arg-type]
-        registry=registry,
-        authenticate=_as_app_key,
+        Deps(
+            producer=producer,
+            store=FakeStore(),  # type: ignore[arg-type]
+            registry=registry,
+            authenticate=_as_app_key,
+        ),
     )
     return app, producer, registry
 
@@ -218,10 +221,12 @@ async def test_kafka_unavailable_is_503_with_retry_after_never_200(
     settings = Settings(state_dir=tmp_path, produce_timeout_s=0.5)
     app = create_app(
         settings,
-        producer=UnavailableProducer(hang),
-        store=FakeStore(),  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        authenticate=_as_app_key,
+        Deps(
+            producer=UnavailableProducer(hang),
+            store=FakeStore(),  # type: ignore[arg-type]
+            registry=CollectorRegistry(),
+            authenticate=_as_app_key,
+        ),
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
@@ -256,10 +261,12 @@ async def test_another_organisations_event_ids_are_neither_duplicates_nor_told(
     producer, store = FakeProducer(), OrgStore()
     app = create_app(
         Settings(state_dir=tmp_path),
-        producer=producer,
-        store=store,  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        authenticate=_as_app_key,
+        Deps(
+            producer=producer,
+            store=store,  # type: ignore[arg-type]
+            registry=CollectorRegistry(),
+            authenticate=_as_app_key,
+        ),
     )
     now = dt.datetime.now(dt.UTC)
     body = await post(app, [pain("e-1", now), pain("e-2", now)])

@@ -25,9 +25,10 @@ from alerts.state import PatientState
 from streams.access import Principal
 from streams.http.app import create_app
 from streams.http.auth import form_fields
+from streams.http.deps import Deps
 from streams.http.hardening import MAX_SPAN_DAYS, check_span, cross_site
 from streams.http.pages.billing import month_range
-from streams.http.pages.clinic import PageError
+from streams.http.pages.common import PageError
 from streams.settings import Settings
 from tests.unit.test_adherence import ex, fold, start
 from tests.unit.test_gateway import FakeProducer
@@ -59,10 +60,12 @@ def build(
     registry = CollectorRegistry()
     app = create_app(
         Settings(state_dir=tmp_path, **settings),
-        producer=FakeProducer(),
-        store=NoDatabase(),  # type: ignore[arg-type]
-        registry=registry,
-        authenticate=authenticate,
+        Deps(
+            producer=FakeProducer(),
+            store=NoDatabase(),  # type: ignore[arg-type]
+            registry=registry,
+            authenticate=authenticate,
+        ),
     )
     return app, registry
 

@@ -27,6 +27,7 @@ from schemas.events import (
 )
 from streams.access import Principal
 from streams.http.app import create_app
+from streams.http.deps import Deps
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key
 
@@ -305,10 +306,12 @@ async def test_a_patient_app_posts_an_intake_but_not_a_contact(tmp_path: Path) -
     producer = FakeProducer()
     app = create_app(
         Settings(state_dir=tmp_path),
-        producer=producer,
-        store=FakeStore(),  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        authenticate=_as_app_key,
+        Deps(
+            producer=producer,
+            store=FakeStore(),  # type: ignore[arg-type]
+            registry=CollectorRegistry(),
+            authenticate=_as_app_key,
+        ),
     )
     now = dt.datetime.now(dt.UTC).isoformat()
     good = intake(event_id="i-ok", occurred_at=now)

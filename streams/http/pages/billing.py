@@ -23,11 +23,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from schemas.events import YEAR_MAX, YEAR_MIN
-from streams.access import Principal
 from streams.db.access import audit_principal, patients_in_scope
-from streams.http.auth import form_fields, principal, reject_unknown_query
+from streams.http.auth import form_fields, reject_unknown_query
+from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.hardening import INT64_MAX, in_years
-from streams.http.pages.clinic import PageError, need, page_user, render
+from streams.http.pages.common import PageError, need, page_user, render
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
 Month = Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")]
@@ -80,14 +80,16 @@ def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.get("", response_class=HTMLResponse)
-async def billing_page(request: Request, month: Month | None = None) -> HTMLResponse:
+async def billing_page(
+    request: Request, authenticate: AuthenticateDep, store: StoreDep, month: Month | None = None
+) -> HTMLResponse:
     from billing.rules import billing_progress, patient_local_date
     from streams.db.alerts import db_now
     from streams.db.billing import export_claims, export_history, load_states
 
-    who = await page_user(request)
+    who = await page_user(request, authenticate)
     need(who, "read_billing")
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
         states = await load_states(conn, who.org_id, await patients_in_scope(conn, who.scope()))
@@ -131,7 +133,7 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
 
 
 @router.post("/export")
-async def export_form(request: Request, who: Principal = Depends(principal)) -> Response:
+async def export_form(request: Request, who: PrincipalDep, store: StoreDep) -> Response:
     from billing.export import render_export
     from streams.db.alerts import db_now
     from streams.db.billing import export_claims
@@ -145,7 +147,7 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
         raise PageError(422, "Bad format", "format must be csv, x12 or fhir")
     if fields.get("month"):  # a bad month is refused before anything is read or recorded
         month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(fields.get("month"), now.date())
         result = await export_claims(
@@ -186,14 +188,17 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
 
 @router.get("/exports/{export_id}")
 async def export_again(
-    request: Request, export_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
+    request: Request,
+    export_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
+    authenticate: AuthenticateDep,
+    store: StoreDep,
 ) -> Response:
     from billing.export import render_export
     from streams.db.billing import exported_lines
 
-    who = await page_user(request)
+    who = await page_user(request, authenticate)
     need(who, "read_billing")
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         found = await exported_lines(conn, who.org_id, export_id)
         if found is None:
             raise PageError(404, "Unknown export", f"No export #{export_id}.")

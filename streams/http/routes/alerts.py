@@ -1,6 +1,6 @@
 """Clinician API on the gateway: alerts, acknowledgement, worklist, adherence and pain.
 
-Every route takes the caller (``streams.http.app.principal``), reads only inside its scope
+Every route takes the caller (``streams.http.deps.principal``), reads only inside its scope
 (a patient outside it answers 404, as an unknown one does; ``{patient_id}`` names a patient
 of the caller's own organisation, whatever another organisation calls by that id) and
 leaves an audit row naming the patients whose data it returned. Adherence and pain are
@@ -27,8 +27,8 @@ from schemas.events import parse_event_json
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
-from streams.db.events import pain_reports, patient_payloads
-from streams.http.auth import require
+from streams.db.events import EventStore, pain_reports, patient_payloads
+from streams.http.deps import ClockDep, ProducerDep, StoreDep, require
 from streams.http.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
 
 router = APIRouter()
@@ -58,6 +58,7 @@ def _cursor(value: str | None) -> tuple[dt.datetime, str] | None:
 @router.get("/v1/alerts")
 async def get_alerts(
     request: Request,
+    store: StoreDep,
     who: Principal = require("read_clinical"),
     clinician_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Literal["open", "acknowledged", "resolved"] | None = None,
@@ -75,7 +76,7 @@ async def get_alerts(
     if since is not None and not 2000 <= since.year <= 2100:  # the contract's range
         raise HTTPException(422, [{"loc": ["query", "since"], "msg": "year outside 2000-2100"}])
     cursor = _cursor(before)
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         items = await list_alerts(
             conn,
             who.scope(),
@@ -105,13 +106,13 @@ async def get_alerts(
 
 @router.get("/v1/worklist")
 async def get_worklist(
-    request: Request,
+    store: StoreDep,
     who: Principal = require("read_clinical"),
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """ "Who needs me today?": patients in scope with open alerts, by need (open critical,
     then high, then low adherence, inactivity, billing at risk; longest waiting first)."""
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         rows = await worklist(conn, who.scope(), limit)
         await audit_principal(
             conn,
@@ -126,8 +127,10 @@ async def get_worklist(
 
 @router.post("/v1/alerts/{alert_id}/ack")
 async def ack_alert(
-    request: Request,
     alert_id: Annotated[str, Path(pattern=ID_REGEX)],
+    store: StoreDep,
+    producer: ProducerDep,
+    clock: ClockDep,
     body: AckBody | None = None,
     who: Principal = require("acknowledge"),
 ) -> dict[str, Any]:
@@ -135,12 +138,11 @@ async def ack_alert(
     sent to the stream so the cool-down applies."""
     note = (body or AckBody()).note
     by = who.name
-    store = request.app.state.store
     async with store.acquire() as conn:
         alert = await alert_in_scope(conn, who.scope(), alert_id)
         if alert is None:
             raise HTTPException(404, f"unknown alert {alert_id}")
-        at = dt.datetime.now(dt.UTC)
+        at = clock.now()
         if alert.status == "open":
             acked = alert.model_copy(
                 update={"status": "acknowledged", "acknowledged_at": at, "acknowledged_by": by}
@@ -156,26 +158,26 @@ async def ack_alert(
             {"alert_id": alert_id, "note": note},
         )
     if alert.status == "acknowledged":
-        await request.app.state.producer.send_ack(alert_id, alert.org_id, alert.patient_id, at, by)
+        await producer.send_ack(alert_id, alert.org_id, alert.patient_id, at, by)
     out: dict[str, Any] = orjson.loads(alert.model_dump_json())
     out["ack_note"] = note
     return out
 
 
-async def _patient_state(request: Request, who: Principal, patient_id: str) -> PatientState:
+async def _patient_state(
+    store: EventStore, who: Principal, patient_id: str, resource: str
+) -> PatientState:
     """Fold the patient's (of the caller's organisation) stored events in arrival order
     (stored_at, then event time), in a worker thread: a patient's whole history must not
-    hold the event loop."""
-    async with request.app.state.store.acquire() as conn:
+    hold the event loop. ``resource`` names the request in the audit row."""
+    async with store.acquire() as conn:
         rows = (
             await patient_payloads(conn, who.org_id, patient_id)
             if await in_scope(conn, who.scope(), patient_id)
             else []
         )
         if rows:
-            await audit_principal(
-                conn, who, "read", f"{request.method} {request.url.path}", [patient_id]
-            )
+            await audit_principal(conn, who, "read", resource, [patient_id])
     if not rows:
         raise HTTPException(404, f"unknown patient {patient_id}")
     states, _ = await asyncio.to_thread(lambda: fold(parse_event_json(p) for p in rows))
@@ -221,6 +223,7 @@ def adherence_days(
 async def adherence(
     request: Request,
     patient_id: PatientPath,
+    store: StoreDep,
     frm: Annotated[Day | None, Query(alias="from")] = None,
     to: Day | None = None,
     who: Principal = require("read_clinical"),
@@ -228,22 +231,23 @@ async def adherence(
     """Daily prescribed and completed sessions and trailing 7-day adherence, for at most
     MAX_SPAN_DAYS + 1 days (see ``adherence_days``)."""
     _range(frm, to)
-    state = await _patient_state(request, who, patient_id)
+    resource = f"{request.method} {request.url.path}"
+    state = await _patient_state(store, who, patient_id, resource)
     days = await asyncio.to_thread(adherence_days, patient_id, state, frm, to)
     return {"patient_id": patient_id, "days": days}
 
 
 @router.get("/v1/patients/{patient_id}/pain")
 async def pain(
-    request: Request,
     patient_id: PatientPath,
+    store: StoreDep,
     frm: Annotated[Day | None, Query(alias="from")] = None,
     to: Day | None = None,
     who: Principal = require("read_clinical"),
 ) -> dict[str, Any]:
     """Pain reports (NPRS 0-10) by patient-local date, oldest first."""
     _range(frm, to)
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         if not await in_scope(conn, who.scope(), patient_id):
             raise HTTPException(404, f"unknown patient {patient_id}")
         rows = await pain_reports(conn, who.org_id, patient_id, frm, to)

@@ -33,13 +33,15 @@ import asyncio
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.access import Principal
+from streams.clock import Clock
 from streams.db.access import audit_principal, in_scope
-from streams.http.auth import require
+from streams.db.events import EventStore
+from streams.http.deps import ClockDep, StoreDep, require
 from streams.http.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
 
 router = APIRouter()
@@ -51,9 +53,9 @@ _MEDIA = {
 }
 
 
-def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
+def _aware(value: dt.datetime | None, field: str, clock: Clock) -> dt.datetime:
     if value is None:
-        return dt.datetime.now(dt.UTC)
+        return clock.now()
     if value.tzinfo is None or value.utcoffset() is None:
         raise HTTPException(
             422,
@@ -81,7 +83,8 @@ Format = Literal["csv", "x12", "fhir"]
 
 @router.get("/v1/billing/claims")
 async def billing_claims(
-    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
     date_from: Annotated[Day, Query(alias="from")],
     date_to: Annotated[Day, Query(alias="to")],
     fmt: Annotated[Format, Query(alias="format")] = "csv",
@@ -93,7 +96,7 @@ async def billing_claims(
     records)."""
     _dates(date_from, date_to, "query")
     return await _claims(
-        request, who, date_from, date_to, fmt, _aware(as_of, "as_of"), include_open, False
+        store, who, date_from, date_to, fmt, _aware(as_of, "as_of", clock), include_open, False
     )
 
 
@@ -108,18 +111,18 @@ class ExportBody(BaseModel):
 
 @router.post("/v1/billing/exports")
 async def record_claims_export(
-    request: Request, body: ExportBody, who: Principal = require("record_export")
+    body: ExportBody, store: StoreDep, clock: ClockDep, who: Principal = require("record_export")
 ) -> Response:
     """Record an export of the organisation's claim lines of [from, to] (billing staff and
     admins; a signed-in user sends X-CSRF-Token): the lines count as billed, with the claim
     ids a submission would give them. Answers the lines, with X-Billing-Export-Id."""
     _dates(body.date_from, body.date_to, "body")
-    when = _aware(body.as_of, "as_of")
-    return await _claims(request, who, body.date_from, body.date_to, body.format, when, False, True)
+    when = _aware(body.as_of, "as_of", clock)
+    return await _claims(store, who, body.date_from, body.date_to, body.format, when, False, True)
 
 
 async def _claims(
-    request: Request,
+    store: EventStore,
     who: Principal,
     date_from: dt.date,
     date_to: dt.date,
@@ -132,7 +135,7 @@ async def _claims(
     from streams.db.billing import export_claims
 
     resource = "POST /v1/billing/exports" if record else "GET /v1/billing/claims"
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         result = await export_claims(
             conn,
             date_from=date_from,
@@ -195,7 +198,10 @@ def _claim_summary(c: Any) -> dict[str, Any]:
 
 @router.post("/v1/billing/submissions", status_code=201)
 async def submit(
-    request: Request, body: SubmissionBody, who: Principal = require("record_export")
+    body: SubmissionBody,
+    store: StoreDep,
+    clock: ClockDep,
+    who: Principal = require("record_export"),
 ) -> JSONResponse:
     """Submit the organisation's next claims (billing staff and admins): records the lines
     as billed and keeps the file. 201 with the submission; 200 with ``submission_id``
@@ -203,8 +209,8 @@ async def submit(
     from streams.db.billing import SubmissionRefused, submit_export
 
     _dates(body.date_from, body.date_to, "body")
-    when = _aware(body.as_of, "as_of")
-    async with request.app.state.store.acquire() as conn:
+    when = _aware(body.as_of, "as_of", clock)
+    async with store.acquire() as conn:
         try:
             result = await submit_export(
                 conn,
@@ -258,11 +264,11 @@ async def submit(
 
 
 @router.get("/v1/billing/submissions")
-async def submissions(request: Request, who: Principal = require("record_export")) -> JSONResponse:
+async def submissions(store: StoreDep, who: Principal = require("record_export")) -> JSONResponse:
     """The organisation's export history, newest first (no file bodies)."""
     from streams.db.billing import list_submissions
 
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         rows = await list_submissions(conn, who.org_id)
         await audit_principal(
             conn, who, "read", "GET /v1/billing/submissions", [], {"submissions": len(rows)}
@@ -272,14 +278,14 @@ async def submissions(request: Request, who: Principal = require("record_export"
 
 @router.get("/v1/billing/submissions/{submission_id}/file")
 async def submission_file_route(
-    request: Request,
+    store: StoreDep,
     submission_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
     who: Principal = require("record_export"),
 ) -> Response:
     """The file as submitted, byte for byte; 404 for another organisation's submission."""
     from streams.db.billing import submission_file, submission_patients
 
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         found = await submission_file(conn, who.org_id, submission_id)
         if found is None:
             raise HTTPException(404, f"no submission file {submission_id}")
@@ -308,7 +314,8 @@ async def billing_conventions(who: Principal = require("read_billing")) -> Plain
 
 @router.get("/v1/patients/{patient_id}/billing")
 async def patient_billing(
-    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
     patient_id: Annotated[str, Path(pattern=ID_REGEX)],
     as_of: Instant | None = None,
     who: Principal = require("read_billing", "read_clinical"),
@@ -316,8 +323,8 @@ async def patient_billing(
     from billing.rules import billing_progress, patient_local_date
     from streams.db.billing import load_states, patient_known
 
-    now = _aware(as_of, "as_of")
-    async with request.app.state.store.acquire() as conn:
+    now = _aware(as_of, "as_of", clock)
+    async with store.acquire() as conn:
         if not (
             await in_scope(conn, who.scope(), patient_id)
             and await patient_known(conn, who.org_id, patient_id)

@@ -14,7 +14,6 @@ prefixes ``eq`` (or none), ``ge``, ``le``, ``gt``, ``lt``; anything else, a date
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Annotated, Any
 
 import orjson
@@ -26,7 +25,7 @@ from schemas.events import YEAR_MAX, YEAR_MIN, parse_event_json
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.events import clinical_payloads
-from streams.http.auth import require
+from streams.http.deps import ClockDep, StoreDep, require
 from streams.http.hardening import MAX_SPAN_DAYS, in_years
 
 router = APIRouter()
@@ -54,6 +53,8 @@ def outcome(status: int, code: str, text: str, expression: str | None = None) ->
 )
 async def search_observations(
     request: Request,
+    store: StoreDep,
+    clock: ClockDep,
     patient: Annotated[str, Query(pattern=_PATIENT, description="<id> or Patient/<id>")],
     date: Annotated[
         list[str] | None,
@@ -72,7 +73,7 @@ async def search_observations(
         return outcome(422, "value", f"date: must be between {YEAR_MIN} and {YEAR_MAX}", "date")
     if frm is not None and to is not None and (to - frm).days > MAX_SPAN_DAYS:
         return outcome(422, "value", f"date: at most {MAX_SPAN_DAYS} days per search", "date")
-    async with request.app.state.store.acquire() as conn:
+    async with store.acquire() as conn:
         if not await in_scope(conn, who.scope(), patient_id):
             return outcome(404, "not-found", f"unknown patient {patient_id}")
         rows = (
@@ -88,7 +89,7 @@ async def search_observations(
             [patient_id],
             {"count": len(rows), "date": date or []},
         )
-    now, self_url = dt.datetime.now(dt.UTC), str(request.url)
+    now, self_url = clock.now(), str(request.url)
     bundle = await asyncio.to_thread(  # a patient's whole history: off the event loop
         lambda: observation_bundle((parse_event_json(p) for p in rows), now, self_url=self_url)
     )

@@ -1,0 +1,141 @@
+"""``/ui/worklist``: "My patients" by need, from the stream's rollups
+(streams/db/rollups.py), one page of ``PAGE_SIZE``, with filters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import Query, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from alerts.models import AlertKind, Severity
+from alerts.rollup import TIER_NAMES
+from billing.rules import billing_progress, patient_local_date
+from streams.db.access import audit_principal
+from streams.db.alerts import db_now
+from streams.db.billing import load_states
+from streams.db.rollups import tier_counts
+from streams.db.rollups import worklist_page as rows_by_need
+from streams.http.deps import AuthenticateDep, StoreDep
+from streams.http.pages.common import SEVERITIES, elapsed, need, page_router, page_user, render
+
+KINDS: tuple[AlertKind, ...] = (
+    "red_flag",
+    "fall",
+    "pain_high",
+    "pain_increase",
+    "inactivity",
+    "adherence_low",
+    "billing_at_risk",
+)
+PAGE_SIZE = 50
+
+router = page_router()
+
+
+def sparkline(values: list[float | None], width: int = 84, height: int = 22) -> Markup:
+    """An inline SVG of the last days' 7-day adherence (0-100%), with a text label."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    label = ", ".join("—" if v is None else f"{v:.0%}" for v in values) or "no data"
+    if len(points) < 2:
+        return Markup('<span class="muted sr-only">{}</span>').format(label)
+    step = width / max(len(values) - 1, 1)
+    coords = " ".join(f"{i * step:.1f},{height - 2 - v * (height - 4):.1f}" for i, v in points)
+    return Markup(
+        '<svg class="spark" width="{w}" height="{h}" role="img" aria-label='
+        '"7-day adherence, last days: {label}"><polyline points="{c}"/></svg>'
+    ).format(w=width, h=height, label=label, c=coords)
+
+
+def _pain_text(r: dict[str, Any]) -> str:
+    if r["latest_pain"] is None:
+        return "—"
+    base = r["pain_baseline"]
+    if base is None:
+        return f"{r['latest_pain']}/10"
+    delta = r["latest_pain"] - base
+    trend = "rising" if delta >= 1 else ("falling" if delta <= -1 else "steady")
+    return f"{r['latest_pain']}/10, {trend} (baseline {base:g})"
+
+
+@router.get("/worklist", response_class=HTMLResponse)
+async def worklist_page(
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    severity: Severity | Literal[""] = "",
+    kind: AlertKind | Literal[""] = "",
+    status: Literal["open", "all"] = "open",
+    q: Annotated[str, Query(max_length=64)] = "",
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> HTMLResponse:
+    """My patients by need (the rollups the stream keeps; one page of PAGE_SIZE)."""
+    who = await page_user(request, authenticate)
+    need(who, "read_clinical")
+    async with store.acquire() as conn:
+        now = await db_now(conn)
+        rows = await rows_by_need(
+            conn,
+            who.scope(),
+            severity=severity or None,
+            kind=kind or None,
+            only_open=status == "open",
+            search=q.strip() or None,
+            limit=PAGE_SIZE + 1,
+            offset=(page - 1) * PAGE_SIZE,
+        )
+        more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
+        counts = await tier_counts(conn, who.scope())
+        ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
+        await audit_principal(
+            conn,
+            who,
+            "read",
+            "GET /ui/worklist",
+            [r["patient_id"] for r in rows],
+            {"count": len(rows), "query": dict(request.query_params)},
+        )
+    for r in rows:
+        r["waiting"] = elapsed(r["tier_since"], now, absent="—")
+        r["last_activity"] = elapsed(
+            r["last_activity_at"],
+            now,
+            absent="no activity",
+            within_hour="within the hour",
+            suffix=" ago",
+        )
+        latest = r["spark"][-1] if r["spark"] else None
+        r["adherence_text"] = "—" if latest is None else f"{latest:.0%}"
+        r["sparkline"] = sparkline(r["spark"])
+        r["pain_text"] = _pain_text(r)
+        ledger = ledgers.get(r["patient_id"])
+        progress = (
+            billing_progress(ledger, patient_local_date(ledger, now))
+            if ledger is not None
+            else None
+        )
+        r["progress"] = (
+            progress.period.summary if progress and progress.period else "no active period"
+        )
+    f = {"severity": severity, "kind": kind, "status": status, "q": q}
+    return render(
+        "worklist.html",
+        who=who,
+        nav="worklist",
+        live=True,
+        since=now.isoformat(),
+        rows=rows,
+        tiers=[(name, counts[i]) for i, name in enumerate(TIER_NAMES) if counts.get(i)],
+        f=f,
+        severities=SEVERITIES,
+        kinds=KINDS,
+        prev_url=_page_url(f, page - 1) if page > 1 else None,
+        next_url=_page_url(f, page + 1) if more else None,
+    )
+
+
+def _page_url(filters: dict[str, str], page: int) -> str:
+    """The worklist with these filters (the ones set) on another page."""
+    return "/ui/worklist?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": page})
