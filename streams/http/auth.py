@@ -176,9 +176,10 @@ def form_fields(body: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """422 naming query parameters the route does not take (a misspelled filter must not
-    silently widen the answer)."""
+    silently widen the answer). ``async``: FastAPI would run a plain ``def`` dependency in
+    its thread pool, on every API request and page."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:

@@ -115,7 +115,7 @@ def cross_site(request: Request) -> bool:
     return origin.strip().lower() == "null" or urlsplit(origin.strip()).netloc.lower() != host
 
 
-def refuse_cross_site(request: Request) -> None:
+async def refuse_cross_site(request: Request) -> None:
     """A dependency for the JSON sign-in: a cross-site sign-in (login CSRF) is 403."""
     if cross_site(request):
         raise HTTPException(403, "cross-site sign-in refused")
