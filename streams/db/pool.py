@@ -1,17 +1,19 @@
-"""TimescaleDB adapter (asyncpg): migrations and idempotent batch writes."""
+"""The connection pool (``EventStore``) and the migrations runner.
+
+Every process opens one ``EventStore`` (a lazily opened asyncpg pool) and hands it, or a
+connection acquired from it, to the table modules beside this one; ``migrate`` applies
+infra/migrations once each, as the owner, and grants the application role.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import importlib.resources
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
-from schemas.events import DEFAULT_ORG, Event
+from streams.db.roles import applied_versions, grant_app_role
 
 MIGRATION_LOCK_KEY = 7_270_501  # pg_advisory_lock id: one migrator at a time
 
@@ -28,8 +30,6 @@ async def migrate(dsn: str, app_role: str | None = None) -> list[str]:
     Run as the owner; with ``app_role`` it then grants the application role its privileges
     (streams/db/roles.py). As the application role (which may not create anything) it only
     checks that nothing is pending."""
-    from streams.db.roles import applied_versions, grant_app_role
-
     conn = await asyncpg.connect(dsn)
     try:
         done_before = await applied_versions(conn)
@@ -57,246 +57,10 @@ async def migrate(dsn: str, app_role: str | None = None) -> list[str]:
         await conn.close()
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    stored: int
-    duplicates: int
-
-
-def _row(event: Event) -> tuple[Any, ...]:
-    off = event.occurred_at.utcoffset()
-    return (
-        event.patient_key[0],
-        event.event_id,
-        event.type,
-        event.patient_id,
-        getattr(event, "episode_id", None),
-        event.occurred_at,
-        event.local_date,
-        int(off.total_seconds()) if off is not None else 0,
-        event.received_at,
-        event.model_dump_json(exclude_none=True),
-    )
-
-
-_INSERT_EVENTS = """
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::date[], $8::int[], $9::timestamptz[], $10::text[])
-        AS t(org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
-             utc_offset_s, received_at, payload)
-), fresh AS (
-    INSERT INTO event_ids (org_id, event_id, occurred_at)
-    SELECT org_id, event_id, occurred_at FROM batch
-    ON CONFLICT (org_id, event_id) DO NOTHING
-    RETURNING org_id, event_id
-)
-INSERT INTO events (org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
-                    utc_offset_s, received_at, payload)
-SELECT b.org_id, b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
-       b.utc_offset_s, b.received_at, b.payload::jsonb
-FROM batch b JOIN fresh f USING (org_id, event_id)
-"""
-
-
-_INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING org_id, event_id\n"
-
-# An event's identity: (organisation, event_id). Event ids are the producers' idempotency
-# keys and unique per organisation only: another organisation's event with the same id is
-# a new event, never a duplicate of it.
-EventKey = tuple[str, str]
-
-
-def event_key(event: Event) -> EventKey:
-    return (event.patient_key[0], event.event_id)
-
-
-def event_columns(events: Sequence[Event]) -> list[list[Any]]:
-    """Columns for the insert; the organisation is the event's stamp, else DEFAULT_ORG."""
-    return [list(c) for c in zip(*(_row(e) for e in events), strict=True)]
-
-
-async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -> set[EventKey]:
-    """Store each (organisation, event_id) once (inside the caller's transaction); returns
-    the keys that were new, i.e. the events every derived effect must take (the rest are
-    re-deliveries). (A COPY into a staging table first was slower than this unnest CTE:
-    docs/benchmarks.md.)"""
-    unique: dict[EventKey, Event] = {}
-    for ev in events:
-        unique.setdefault(event_key(ev), ev)
-    if not unique:
-        return set()
-    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values())))
-    return {(r["org_id"], r["event_id"]) for r in rows}
-
-
-# A record the database refuses for what it contains (not a transient fault): SQLSTATE
-# class 22 (data exception: bad text, NUL, out-of-range datetime) and client-side encoding.
-CONTENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, ValueError, OverflowError)
-
-
-async def refused_for_content(
-    conn: asyncpg.Connection, events: Sequence[Event]
-) -> dict[EventKey, str]:
-    """(organisation, event_id) -> the database's reason, for each event it refuses on its
-    own. Each event is tried in a savepoint that is always rolled back: nothing is written."""
-
-    class _Rollback(Exception):
-        pass
-
-    refused: dict[EventKey, str] = {}
-    for ev in events:
-        try:
-            async with conn.transaction():
-                await conn.execute(_INSERT_EVENTS, *event_columns([ev]))
-                raise _Rollback
-        except _Rollback:
-            pass
-        except CONTENT_ERRORS as exc:
-            refused[event_key(ev)] = f"{type(exc).__name__}: {exc}"[:500]
-    return refused
-
-
-async def patient_payloads(conn: asyncpg.Connection, org_id: str, patient_id: str) -> list[str]:
-    """The patient's (of ``org_id``) stored events (JSON) in arrival order (stored_at, then
-    event time)."""
-    rows = await conn.fetch(
-        "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2"
-        " ORDER BY stored_at, occurred_at",
-        org_id,
-        patient_id,
-    )
-    return [r["payload"] for r in rows]
-
-
-async def patient_has_events(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE org_id = $1 AND patient_id = $2)",
-            org_id,
-            patient_id,
-        )
-    )
-
-
-async def pain_reports(
-    conn: asyncpg.Connection,
-    org_id: str,
-    patient_id: str,
-    frm: dt.date | None,
-    to: dt.date | None,
-) -> list[asyncpg.Record]:
-    """event_id, local_date, payload of the patient's pain reports in [frm, to], by time."""
-    return list(
-        await conn.fetch(
-            "SELECT event_id, local_date, payload FROM events"
-            " WHERE org_id = $1 AND patient_id = $2 AND type = 'pain.reported'"
-            " AND ($3::date IS NULL OR local_date >= $3) AND ($4::date IS NULL OR local_date <= $4)"
-            " ORDER BY occurred_at",
-            org_id,
-            patient_id,
-            frm,
-            to,
-        )
-    )
-
-
-async def clinical_payloads(
-    conn: asyncpg.Connection,
-    org_id: str,
-    patient_id: str,
-    types: Sequence[str],
-    frm: dt.date | None,
-    to: dt.date | None,
-) -> list[str]:
-    """The patient's stored events (JSON) of these types with a patient-local date in
-    [frm, to] (either end open), by event time then event id (FHIR Observation export)."""
-    rows = await conn.fetch(
-        "SELECT payload::text AS p FROM events"
-        " WHERE org_id = $1 AND patient_id = $2 AND type = ANY($3::text[])"
-        " AND ($4::date IS NULL OR local_date >= $4) AND ($5::date IS NULL OR local_date <= $5)"
-        " ORDER BY occurred_at, event_id",
-        org_id,
-        patient_id,
-        list(types),
-        frm,
-        to,
-    )
-    return [r["p"] for r in rows]
-
-
-async def event_payloads(
-    conn: asyncpg.Connection,
-    types: Iterable[str],
-    patient_prefix: str | None = None,
-    batch: int = 5000,
-) -> AsyncIterator[list[str]]:
-    """Stored events (JSON) of these types, of every organisation (each payload names its
-    own), optionally of patients whose id starts with ``patient_prefix``, in lists of
-    ``batch`` (a server-side cursor: memory stays flat)."""
-    where, args = "type = ANY($1::text[])", [sorted(types)]
-    if patient_prefix:
-        where += " AND starts_with(patient_id, $2)"
-        args.append(patient_prefix)  # type: ignore[arg-type]
-    async with conn.transaction():
-        out: list[str] = []
-        async for r in conn.cursor(
-            f"SELECT payload::text AS p FROM events WHERE {where}", *args, prefetch=batch
-        ):
-            out.append(r["p"])
-            if len(out) >= batch:
-                yield out
-                out = []
-        if out:
-            yield out
-
-
-async def count_stored(
-    conn: asyncpg.Connection, ids: Sequence[str], org_id: str = DEFAULT_ORG
-) -> int:
-    """How many of these event ids of ``org_id`` are stored (the idempotency ledger)."""
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM event_ids WHERE org_id = $2 AND event_id = ANY($1::text[])",
-            list(ids),
-            org_id,
-        )
-    )
-
-
-async def count_by_type(
-    conn: asyncpg.Connection, ids: Sequence[str], org_id: str = DEFAULT_ORG
-) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT type, count(*) AS n FROM events WHERE org_id = $2"
-        " AND event_id = ANY($1::text[]) GROUP BY type",
-        list(ids),
-        org_id,
-    )
-    return {r["type"]: int(r["n"]) for r in rows}
-
-
-async def patients_events(
-    conn: asyncpg.Connection, patient_ids: Sequence[str], org_id: str = DEFAULT_ORG
-) -> list[asyncpg.Record]:
-    """patient_id, payload of these patients' (of ``org_id``) events, per patient in
-    arrival order."""
-    return list(
-        await conn.fetch(
-            "SELECT patient_id, payload FROM events WHERE org_id = $2"
-            " AND patient_id = ANY($1::text[]) ORDER BY patient_id, stored_at, occurred_at",
-            list(patient_ids),
-            org_id,
-        )
-    )
-
-
-class EventStore:
-    """Writes and reads the events hypertable through a pool.
-
-    The pool is opened on first use, inside the loop of whoever uses it (Faust's worker
-    creates its loop after the agents are registered).
-    """
+class Pool:
+    """A pool of connections to the database, opened on first use, inside the loop of
+    whoever uses it (Faust's worker creates its loop after the agents are registered).
+    ``streams.db.events.EventStore`` is this pool with the gateway's two event writes."""
 
     def __init__(self, dsn: str, max_size: int = 5) -> None:
         self.dsn = dsn
@@ -305,7 +69,7 @@ class EventStore:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, dsn: str, max_size: int = 5) -> EventStore:
+    async def connect(cls, dsn: str, max_size: int = 5) -> Self:
         store = cls(dsn, max_size)
         await store.pool()
         return store
@@ -328,44 +92,15 @@ class EventStore:
             await self._pool.close()
             self._pool = None
 
-    async def insert_events(self, events: Sequence[Event]) -> WriteResult:
-        """Store each (organisation, event_id) once, however often it is delivered (one
-        round trip)."""
-        unique: dict[EventKey, Event] = {}
-        for ev in events:
-            unique.setdefault(event_key(ev), ev)
-        if not unique:
-            return WriteResult(0, len(events))
-        async with self.acquire() as conn:
-            status = await conn.execute(_INSERT_EVENTS, *event_columns(list(unique.values())))
-        stored = int(status.rsplit(" ", 1)[-1])
-        return WriteResult(stored=stored, duplicates=len(events) - stored)
-
-    async def known_event_ids(self, org_id: str, ids: Sequence[str]) -> set[str]:
-        """Which of these event ids ``org_id`` has stored (another organisation's are not
-        its duplicates, and are not told)."""
-        async with self.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT event_id FROM event_ids WHERE org_id = $1 AND event_id = ANY($2::text[])",
-                org_id,
-                list(ids),
-            )
-        return {r["event_id"] for r in rows}
-
     async def ping(self) -> bool:
         async with self.acquire() as conn:
             return bool(await conn.fetchval("SELECT 1") == 1)
 
 
-def utc_now() -> dt.datetime:
-    """The wall clock, for adapters only (domain code receives time as an argument)."""
-    return dt.datetime.now(dt.UTC)
-
-
 class _Acquire:
     """`async with store.acquire() as conn`, opening the pool lazily."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: Pool) -> None:
         self.store = store
         self._ctx: Any = None
 
