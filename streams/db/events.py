@@ -16,6 +16,7 @@ from schemas.events import DEFAULT_ORG, Event
 from streams.db.pool import Pool
 from streams.db.pool import migrate as migrate  # its callers import it from here
 
+
 @dataclass(frozen=True)
 class WriteResult:
     stored: int
