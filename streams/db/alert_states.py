@@ -10,6 +10,9 @@ import asyncpg
 from alerts.state import PatientState, decode_state, encode_state, new_state
 from schemas.events import PatientKey
 
+# a state as cached: the revision and partition it is stored at, and the decoded state
+Cached = tuple[int, int, PatientState]
+
 
 class StateConflict(Exception):
     """Another worker wrote a state this batch read: roll back and redo the batch."""
@@ -39,11 +42,11 @@ class StateStore:
     whose partition moved to another worker and back is re-read, never stale.
     """
 
-    def __init__(self) -> None:
-        # rev, partition, state
-        self._cache: dict[PatientKey, tuple[int, int, PatientState]] = {}
+    def __init__(self, cache: dict[PatientKey, Cached] | None = None) -> None:
+        # shared by the stores given the same dict (the PostgreSQL store's sessions)
+        self._cache = cache if cache is not None else {}
         # written, not yet committed
-        self._saved: dict[PatientKey, tuple[int, int, PatientState]] = {}
+        self._saved: dict[PatientKey, Cached] = {}
         self._loaded: dict[PatientKey, int] = {}  # rev of each state handed out (0: new)
 
     async def load(

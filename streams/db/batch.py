@@ -32,7 +32,7 @@ from alerts.state import PatientState
 from billing.ledger import LedgerRows
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
-from streams.db.alert_states import StateStore
+from streams.db.alert_states import Cached, StateStore
 from streams.db.alerts import (
     Queued,
     alerts_by_id,
@@ -86,7 +86,14 @@ class BatchWrite:
 
     @property
     def empty(self) -> bool:
-        return not (self.events or self.changes or self.states)
+        return not (
+            self.events
+            or len(self.ledger)
+            or self.changes
+            or self.rollups.patients
+            or self.rollups.days
+            or self.states
+        )
 
 
 @dataclass(frozen=True)
@@ -126,19 +133,21 @@ class PgIngestStore:
     def __init__(self, pool: Pool, partition_of: Callable[[PatientKey], int]) -> None:
         self.pool = pool
         self.partition_of = partition_of
-        self.states = StateStore()
+        # decoded states by patient, with the revision and partition they were stored at
+        self.cache: dict[PatientKey, Cached] = {}
         self.partitions_assigned = False  # states stored without one (013) given theirs
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[PgSession]:
+        states = StateStore(self.cache)  # the revisions this session read, the cache shared
         async with self.pool.acquire() as conn:
             try:
                 if not self.partitions_assigned:
-                    await self.states.assign_partitions(conn, self.partition_of)
+                    await states.assign_partitions(conn, self.partition_of)
                     self.partitions_assigned = True
-                yield PgSession(conn, self.states)
+                yield PgSession(conn, states)
             except BaseException:
-                self.states.forget()  # the cache may hold states a rollback undid
+                states.forget()  # the cache may hold states a rollback undid
                 raise
 
     async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]:

@@ -59,31 +59,15 @@ class MemoryIngestStore:
     # (org, patient) -> (rev, partition, encoded state), as alert_state
     states: dict[PatientKey, tuple[int, int, bytes]] = field(default_factory=dict)
     _seq: int = 0
-    _loaded: dict[PatientKey, int] = field(default_factory=dict)  # revs of the last load
 
     # --- the port --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[MemoryIngestStore]:
-        yield self  # one batch's reads and write: the store itself
+    async def session(self) -> AsyncIterator[MemorySession]:
+        yield MemorySession(self)
 
-    async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]:
-        return {k for k in keys if k in self.events}
-
-    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]:
-        parts = set(wanted.partitions)
-        ticked = sorted(k for k, (_, part, _) in self.states.items() if part in parts)
-        states: dict[PatientKey, PatientState] = {}
-        for key in [*wanted.patients, *ticked]:
-            stored = self.states.get(key)
-            states[key] = decode_state(stored[2]) if stored else new_state(key[1], key[0])
-        self._loaded = {k: self.states[k][0] if k in self.states else 0 for k in states}
-        return states
-
-    async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
-        return {i: self.alerts[i] for i in ids if i in self.alerts}
-
-    async def write(self, batch: BatchWrite) -> Written:
+    async def write(self, batch: BatchWrite, loaded: dict[PatientKey, int]) -> Written:
+        """Write one batch whose states were read at ``loaded`` revisions."""
         if batch.empty:
             return Written()
         stored = [e for e in batch.events if event_key(e) in self.events]
@@ -92,7 +76,7 @@ class MemoryIngestStore:
         changed = [
             k
             for k in batch.states
-            if (self.states[k][0] if k in self.states else 0) != self._loaded.get(k, 0)
+            if (self.states[k][0] if k in self.states else 0) != loaded.get(k, 0)
         ]
         if changed:
             raise StateConflict(f"{len(changed)} states changed since read")
@@ -185,6 +169,35 @@ class MemoryIngestStore:
             self.outbox[self._seq] = (now, Queued(self._seq, key, ch.model_dump_json()))
             seqs.append(self._seq)
         return seqs
+
+
+class MemorySession:
+    """One batch's reads and write (``streams.services.ingest.IngestSession``), with the
+    revisions of the states it read."""
+
+    def __init__(self, store: MemoryIngestStore) -> None:
+        self.store = store
+        self.loaded: dict[PatientKey, int] = {}
+
+    async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        return {k for k in keys if k in self.store.events}
+
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]:
+        stored_states = self.store.states
+        parts = set(wanted.partitions)
+        ticked = sorted(k for k, (_, part, _) in stored_states.items() if part in parts)
+        states: dict[PatientKey, PatientState] = {}
+        for key in [*wanted.patients, *ticked]:
+            stored = stored_states.get(key)
+            states[key] = decode_state(stored[2]) if stored else new_state(key[1], key[0])
+        self.loaded = {k: stored_states[k][0] if k in stored_states else 0 for k in states}
+        return states
+
+    async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
+        return {i: self.store.alerts[i] for i in ids if i in self.store.alerts}
+
+    async def write(self, batch: BatchWrite) -> Written:
+        return await self.store.write(batch, self.loaded)
 
 
 def _greatest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
