@@ -228,13 +228,14 @@ async def events_states(
 ) -> dict[Any, Any]:
     """Fold the raw events hypertable with the pure reducer (received_at dropped), by
     (organisation, patient_id)."""
-    from billing.ledger import BILLING_EVENT_TYPES, fold_for_billing
+    from billing.ledger import BILLING_EVENT_TYPES
+    from billing.state import fold_events
     from schemas.events import parse_event_json
     from streams.db.events import event_payloads
 
     states: dict[Any, Any] = {}
     async for payloads in event_payloads(conn, BILLING_EVENT_TYPES, patient_prefix):
-        fold_for_billing([parse_event_json(p) for p in payloads], states)
+        fold_events([parse_event_json(p) for p in payloads], states)
     return states
 
 

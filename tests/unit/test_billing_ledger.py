@@ -9,12 +9,12 @@ import orjson
 
 from billing.evaluate import fold_jsonl
 from billing.ledger import (
-    fold_for_billing,
     ledger_rows,
     state_differences,
     states_from_rows,
 )
 from billing.rules import compute_claims
+from billing.state import fold_events
 from rtm.simulate import simulate
 from schemas.events import validate_event
 
@@ -113,14 +113,14 @@ def test_rows_rebuild_the_offline_fold_in_any_batching_and_order() -> None:
 def test_received_at_is_not_part_of_the_ledger() -> None:
     events = _events(3, 20)
     stamped = [e.model_copy(update={"received_at": AS_OF}) for e in events]
-    assert fold_for_billing(stamped) == fold_for_billing(events)
+    assert fold_events(stamped) == fold_events(events)
     rows = ledger_rows(stamped)
     assert all(b"received_at" not in r[6].encode() for r in rows.episode_events)
 
 
 def test_state_differences_name_what_is_missing() -> None:
     events = _events(2, 20)
-    full = fold_for_billing(events)
+    full = fold_events(events)
     pid = sorted(full)[0]
     partial = full[pid].model_copy(deep=True)
     day = sorted(partial.data_dates, key=lambda k: (k[0], k[1] or ""))[0]
