@@ -127,3 +127,14 @@ def test_state_differences_name_what_is_missing() -> None:
     partial.data_dates.discard(day)
     diffs = state_differences(full[pid], partial)
     assert diffs == [f"data day {day[0]} (episode {day[1] or '-'}) missing from the ledger"]
+
+
+def test_a_batchs_rows_are_one_per_fact_of_the_one_fold() -> None:
+    events = _events(4, 30)
+    rows = ledger_rows(events)
+    assert ledger_rows([e for e in events for _ in (0, 1)]) == rows  # a re-sent event adds none
+    folded = fold_events(events).values()
+    assert len(rows.data_days) == sum(len(st.data_dates) for st in folded)
+    assert len(rows.time_logs) == sum(len(st.time_logs) for st in folded)
+    assert len(rows.episode_events) == sum(len(st.episode_events) for st in folded)
+    assert rows.time_logs and rows.episode_events
