@@ -41,9 +41,9 @@ from streams.db.alerts import (
     unpublished,
     upsert_alerts,
 )
-from streams.db.billing import write_ledger
 from streams.db.deliveries import queue_deliveries
 from streams.db.events import EventKey, insert_new_events, known_events, refused_for_content
+from streams.db.ledger import write_ledger
 from streams.db.pool import Pool
 from streams.db.rollups import write_rollups
 
