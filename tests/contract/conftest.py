@@ -191,24 +191,30 @@ class PgProbe:
 
 @pytest_asyncio.fixture(scope="session")
 async def contract_dsn(base_settings: Settings) -> AsyncIterator[str]:  # noqa: F811
-    """A scratch schema with every migration applied (as the owner), dropped at the end."""
+    """A scratch schema with every migration applied (as the owner), dropped at the end (on
+    a connection of its own: the session's other tests may restart the database)."""
     schema = "contract_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect(base_settings.owner_dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    dsn = base_settings.owner_dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    owner = base_settings.owner_dsn
+    dsn = owner.split("?")[0] + f"?search_path={schema}%2Cpublic"
+    conn = await asyncpg.connect(owner)
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL search_path = {schema}, public")
             for _, sql in _migrations():
                 await conn.execute(sql)
             for org in ORGS:
                 await add_org(conn, org, org)
-        finally:
-            await conn.close()
+    finally:
+        await conn.close()
+    try:
         yield dsn
     finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+        conn = await asyncpg.connect(owner)
+        try:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            await conn.close()
 
 
 @pytest_asyncio.fixture
