@@ -146,7 +146,7 @@ async def _load_synthetic_demographics(
     """Clearly fake demographics for the cohort, as billing staff would load theirs."""
     from billing.demographics import parse_demographics_csv
     from rtm.simulate import demographics_csv, synthetic_demographics
-    from streams.db.billing import load_demographics
+    from streams.db.claims import load_demographics
 
     write_private(path, demographics_csv(synthetic_demographics(patient_ids, seed)))
     rows, errors = parse_demographics_csv(path.read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ import re
 from typing import Any, Literal
 
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
@@ -22,8 +22,8 @@ from schemas.events import parse_event_json
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import db_now, list_alerts
-from streams.db.billing import load_states
 from streams.db.events import pain_reports, patient_payloads
+from streams.db.ledger import load_states
 from streams.http.auth import form_fields
 from streams.http.deps import (
     AuthenticateDep,
@@ -34,7 +34,7 @@ from streams.http.deps import (
 )
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
-from streams.http.routes.alerts import AckBody, ack_alert
+from streams.services.alerts import acknowledge
 
 ID_RE = re.compile(ID_REGEX)
 
@@ -214,11 +214,12 @@ async def ack_form(
     if not ID_RE.fullmatch(alert_id):
         raise PageError(404, "Unknown alert", "No such alert.")
     note = form_fields(await request.body()).get("note", "").strip()[:2000] or None
-    try:
-        acked = await ack_alert(alert_id, store, producer, clock, body=AckBody(note=note), who=who)
-    except HTTPException as exc:
-        raise PageError(exc.status_code, "Unknown alert", str(exc.detail)) from None
-    patient_id = acked["patient_id"]
+    # audited as the JSON route's acknowledgement, which this form is
+    source = f"POST /v1/alerts/{alert_id}/ack"
+    acked = await acknowledge(store, producer, clock, who, alert_id, note, source=source)
+    if acked is None:
+        raise PageError(404, "Unknown alert", f"unknown alert {alert_id}")
+    patient_id = acked.patient_id
     if request.headers.get("HX-Request") != "true":
         return RedirectResponse(f"/ui/patients/{patient_id}", 303)
     async with store.acquire() as conn:

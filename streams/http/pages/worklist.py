@@ -10,26 +10,18 @@ from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from alerts.models import AlertKind, Severity
+from alerts.models import ALERT_KINDS, AlertKind, Severity
 from alerts.rollup import TIER_NAMES
 from billing.rules import billing_progress, patient_local_date
 from streams.db.access import audit_principal
 from streams.db.alerts import db_now
-from streams.db.billing import load_states
+from streams.db.ledger import load_states
 from streams.db.rollups import tier_counts
 from streams.db.rollups import worklist_page as rows_by_need
 from streams.http.deps import AuthenticateDep, StoreDep
 from streams.http.pages.common import SEVERITIES, elapsed, need, page_router, page_user, render
 
-KINDS: tuple[AlertKind, ...] = (
-    "red_flag",
-    "fall",
-    "pain_high",
-    "pain_increase",
-    "inactivity",
-    "adherence_low",
-    "billing_at_risk",
-)
+KINDS: tuple[AlertKind, ...] = ALERT_KINDS
 PAGE_SIZE = 50
 
 router = page_router()
