@@ -480,7 +480,7 @@ class Bench:
     def start_stack(self, name: str, **overrides: Any) -> Phase:
         """Topics, worker and gateway of a phase; `overrides` are Settings fields (e.g.
         ``tick_interval_s=0``: no wall-clock timer, the bench ticks)."""
-        from rtm.local import spawn, wait_http
+        from rtm.devstack import spawn, wait_http
         from streams.kafka.topics import ensure_topics
 
         ph = Phase(name, self.phase_settings(name, **overrides))
@@ -586,7 +586,7 @@ class Bench:
     async def tick(self, ph: Phase, now: dt.datetime, timeout: float = 600.0) -> dict[str, Any]:
         """`rtm alerts tick --now` for this phase's topics, then wait until the worker's
         consumer group has committed everything on them (the tick included)."""
-        from rtm.local import settings_env
+        from rtm.devstack import settings_env
 
         t0 = time.monotonic()
         now = now.astimezone(dt.UTC)
@@ -1646,7 +1646,7 @@ def _run_pages(b: Bench, prefix: str, o: PagesOptions, seed: int) -> dict[str, A
 def run_pages_only(settings: Any, o: PagesOptions, seed: int, log: Any) -> dict[str, Any]:
     """Only the pages phase (``rtm bench --pages-only``)."""
     from rtm.bench_pages import pages_keys
-    from rtm.local import prepare
+    from rtm.devstack import prepare
     from rtm.produce import api_key
 
     prepare(settings, log=log)
@@ -1769,7 +1769,7 @@ def run_bench(
     split: bool = True,
     pages: PagesOptions | None = None,
 ) -> dict[str, Any]:
-    from rtm.local import prepare
+    from rtm.devstack import prepare
 
     if history_patients != 0 and not 0 < history_short_days < history_days:
         raise click.BadParameter("need 0 < --history-short-days < --history-days")

@@ -48,7 +48,7 @@ import httpx
 import orjson
 
 from rtm.bench import Bench, Phase, wait_consumed
-from rtm.local import Child, spawn, wait_http
+from rtm.devstack import Child, ensure_dev_key, spawn, wait_http
 from streams.settings import Settings
 
 SCENARIOS = (
@@ -261,8 +261,6 @@ class Run:
         self.base, self.config, self.log = settings, config, log
         self.rng = random.Random(config.seed)
         self.bench = Bench(settings, log)
-        from streams.http.app import ensure_dev_key
-
         self.bench.key = ensure_dev_key(settings)
         self.ports: dict[str, int] = {}  # web ports of extra workers, by name
 
@@ -721,7 +719,7 @@ def _cwd(path: Path) -> Any:
 
 
 def run_chaos(settings: Settings, config: ChaosConfig, log: Log) -> dict[str, Any]:
-    from rtm.local import prepare
+    from rtm.devstack import prepare
 
     prepare(settings, log)
     run = Run(settings, config, log)

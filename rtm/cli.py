@@ -56,7 +56,7 @@ def main(ctx: click.Context) -> None:
 def up(ctx: click.Context) -> None:
     """Start Kafka and TimescaleDB locally (idempotent), migrate, create topics, dev key."""
     from infra.services import ServiceError
-    from rtm.local import prepare
+    from rtm.devstack import prepare
 
     settings = _settings(ctx)
     try:
@@ -71,7 +71,7 @@ def up(ctx: click.Context) -> None:
 def down(ctx: click.Context) -> None:
     """Stop the gateway and worker `rtm demo` left running, then Kafka and TimescaleDB."""
     from infra import services
-    from rtm.local import stop_kept
+    from rtm.devstack import stop_kept
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     stop_kept(_settings(ctx), log=log)
@@ -88,7 +88,7 @@ def status(ctx: click.Context) -> None:
 
 def _print_status(settings: Settings) -> bool:
     from infra import services
-    from rtm.local import kept_status
+    from rtm.devstack import kept_status
 
     ok = True
     for s in services.status(settings):
@@ -183,7 +183,7 @@ def worker(ctx: click.Context, loglevel: str | None, restart: bool) -> None:
     settings = _settings(ctx)
     _warn_cleartext(settings)
     if restart:
-        from rtm.local import settings_env
+        from rtm.devstack import settings_env
         from rtm.restarter import run_restarting, worker_argv
 
         ctx.exit(

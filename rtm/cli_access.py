@@ -8,10 +8,8 @@ import datetime as dt
 import getpass
 import json
 import os
-import secrets
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -22,8 +20,6 @@ from streams.db import access as db
 from streams.settings import Settings
 
 T = TypeVar("T")
-DEV_USERS_FILE = "dev-users.json"
-DEV_ORG = "default"
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -376,60 +372,3 @@ def register(main: click.Group) -> None:
                 for r in rows
             ]
         )
-
-
-# --- local development -------------------------------------------------------------------------
-
-
-async def provision_dev(settings: Settings, dev_key: str) -> dict[str, Any]:
-    """RTM_ENV=dev only: register the development key (producer, integration, reader in
-    the default organisation) and demo users with generated passwords, kept in
-    ``<state dir>/dev-users.json`` (0600). Idempotent."""
-    from streams.access import key_digest, parse_key
-
-    if settings.env != "dev":
-        raise RuntimeError("demo users and the development key exist only with RTM_ENV=dev")
-    parsed = parse_key(dev_key)
-    assert parsed is not None, "the dev key file holds a key of the current format"
-    key_id, secret = parsed
-    path = settings.state_dir / DEV_USERS_FILE
-    users: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    conn = await asyncpg.connect(settings.dsn)
-    try:
-        async with conn.transaction():
-            if await db.key_record(conn, key_id) is None:
-                salt = secrets.token_bytes(16)
-                await db.delete_key(conn, key_id)  # a disabled dev key is made anew
-                await db.add_key(
-                    conn,
-                    key_id,
-                    DEV_ORG,
-                    ["integration", "producer", "reader"],
-                    "development key (RTM_ENV=dev)",
-                    salt,
-                    key_digest(salt, secret),
-                )
-            for username, role, clinician in (
-                ("clinician", "clinician", "c-01"),
-                ("billing", "billing", None),
-                ("admin", "admin", None),
-                ("operator", "operator", None),
-            ):
-                entry = users.get(username) or {"password": secrets.token_urlsafe(12)}
-                entry.update(role=role, org_id=DEV_ORG, clinician_id=clinician)
-                users[username] = entry
-                if not await db.set_password(conn, username, hash_password(entry["password"])):
-                    await db.add_user(
-                        conn, DEV_ORG, username, role, hash_password(entry["password"]), clinician
-                    )
-    finally:
-        await conn.close()
-    _write_private(path, json.dumps(users, indent=2, sort_keys=True) + "\n")
-    return users
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)

@@ -13,8 +13,8 @@ import asyncpg
 import click
 import orjson
 
+from rtm.devstack import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.files import write_private
-from rtm.local import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.produce import produce_file
 from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
 from schemas.events import validate_event
@@ -220,7 +220,7 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
     """Let the demo's clinician user see this run's patients: the cohort's (namespaced)
     clinician ids and the user's own (c-01) form the care team "demo" of the default
     organisation (clinicians see their own and their care teams' patients)."""
-    from rtm.cli_access import DEV_ORG
+    from rtm.devstack import DEV_ORG
     from streams.db.access import add_team_member
 
     clinicians = {"c-01"}
@@ -239,7 +239,7 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
 
 
 def _dashboard_text(settings: Settings) -> str:
-    from rtm.cli_access import DEV_USERS_FILE
+    from rtm.devstack import DEV_USERS_FILE
 
     lines = [
         "",
