@@ -30,17 +30,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rtm.bench.cohorts import like_prefix
 from rtm.bench.cpu import py_spy_path
 from rtm.bench.stats import group_lag, parse_metrics, size_stats
-from rtm.devstack import settings_env, spawn, wait_http
+from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
+from streams.settings import Settings
 
 
 @dataclass
 class Phase:
     name: str
-    settings: Any  # streams.settings.Settings
-    children: list[Any] = field(default_factory=list)
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
 
     @property
     def url(self) -> str:
