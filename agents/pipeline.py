@@ -60,7 +60,6 @@ from streams.db.alerts import (
     queue_publish,
     upsert_alerts,
 )
-from streams.db.billing import write_ledger
 from streams.db.events import (
     CONTENT_ERRORS,
     EventStore,
@@ -69,6 +68,7 @@ from streams.db.events import (
     refused_for_content,
     utc_now,
 )
+from streams.db.ledger import write_ledger
 from streams.db.rollups import write_rollups
 from streams.kafka import control
 from streams.kafka.app import Topology, task, timer

@@ -21,14 +21,16 @@ Lifecycle (``plan_claims``), against what stands after earlier submissions:
 fee schedule: a claim that lacks any of them (or a replacement/void without the payer's
 claim control number) is a ``ClaimProblem`` naming the field, left out of the file and not
 recorded, so it comes back on the next submission. ``envelope_problems`` names the profile
-fields a file needs; a submission with any is refused. ``render_837p`` writes the
-005010X222A1 interchange; the control number (ISA13/GS06/ST02) and the time are arguments.
+fields a file needs; a submission with any is refused. ``render_837p`` gives the
+005010X222A1 interchange of ready claims; the control number (ISA13/GS06/ST02) and the time
+are arguments. ``render_draft_837p`` is the free preview of claim lines: placeholder parties,
+charges 0.00, always a test interchange (ISA15 = T). Both only fill in a
+``billing.x12.Interchange``: ``billing.x12.write_837p`` is the one writer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,20 +38,17 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Literal
 
+from billing import x12
 from billing.amend import GroupKey, lines_to_export, withdrawn_lines
 from billing.demographics import Demographics
 from billing.fees import FeeEntry, fee_for
-from billing.profile import BillingProfile, missing_fields
+from billing.profile import Address, BillingProfile, missing_fields
 from billing.rules import ClaimLine
+from billing.x12 import Usage, short_id
 from schemas.events import DEFAULT_ORG
 
 Frequency = Literal["1", "7", "8"]
-Usage = Literal["P", "T"]
 FREQUENCY_NAMES: dict[str, str] = {"1": "original", "7": "replacement", "8": "void"}
-
-
-def _short_id(*parts: str, length: int = 17) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length].upper()
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def _claim_of(line: ClaimLine) -> tuple[str, str, str, str, str]:
 
 
 def legacy_claim_id(submission_id: int, line: ClaimLine) -> str:
-    return "RTM" + _short_id("export", str(submission_id), *_claim_of(line))
+    return "RTM" + short_id("export", str(submission_id), *_claim_of(line), length=17)
 
 
 def standing_claims(history: Iterable[RecordedLine]) -> dict[GroupKey, tuple[str, list[ClaimLine]]]:
@@ -115,7 +114,7 @@ def new_claim_id(lines: Sequence[ClaimLine], taken: set[str], org_id: str = DEFA
     keys = sorted(repr(ln.key) for ln in lines)
     n = 0
     while True:
-        cid = "RTM" + _short_id(*_org_part(org_id), *_claim_of(lines[0]), *keys, str(n))
+        cid = "RTM" + short_id(*_org_part(org_id), *_claim_of(lines[0]), *keys, str(n), length=17)
         if cid not in taken:
             return cid
         n += 1
@@ -297,30 +296,13 @@ def prepare_837p(
     return ready, problems
 
 
-# --- the 837P ---------------------------------------------------------------------------------
-
-ELEMENT, COMPONENT, REPETITION, SEGMENT = "*", ":", "^", "~"
-
-
-def _clean(value: str) -> str:
-    for sep in (ELEMENT, COMPONENT, REPETITION, SEGMENT):
-        value = value.replace(sep, "-")
-    return value
-
-
-def _up(value: str) -> str:
-    """Names and addresses: cleaned and upper case (ids keep their case)."""
-    return _clean(value).upper()
-
-
-def _seg(*elements: str) -> str:
-    return ELEMENT.join(elements).rstrip(ELEMENT) + SEGMENT
+# --- the 837P: both files are billing.x12's one writer -----------------------------------------
 
 
 def line_control_number(line: ClaimLine, org_id: str = DEFAULT_ORG) -> str:
     """REF*6R: stable per line (organisation, patient, episode, code, period) and unique in
     a claim."""
-    return _short_id(
+    return short_id(
         *_org_part(org_id),
         line.patient_id,
         line.episode_id,
@@ -330,8 +312,8 @@ def line_control_number(line: ClaimLine, org_id: str = DEFAULT_ORG) -> str:
     )
 
 
-def _money(amount: Decimal) -> str:
-    return f"{amount:.2f}"
+def _upper_address(a: Address) -> x12.Address:
+    return x12.Address(a.line1.upper(), a.city.upper(), a.state, a.zip, a.line2.upper())
 
 
 def render_837p(
@@ -351,166 +333,216 @@ def render_837p(
     problems = envelope_problems([c.claim for c in claims], profiles)
     if problems:
         raise ValueError("billing profile incomplete: " + "; ".join(problems))
-    head_profile = profiles[sorted({c.claim.first.billing_npi for c in claims})[0]]
-    sender, receiver = head_profile.submitter_id, head_profile.receiver_id
-    ctl9 = f"{control_number:09d}"
-    head = [
-        _seg(
-            "ISA",
-            "00",
-            " " * 10,
-            "00",
-            " " * 10,
-            "ZZ",
-            sender.ljust(15),
-            "ZZ",
-            receiver.ljust(15),
-            created.strftime("%y%m%d"),
-            created.strftime("%H%M"),
-            REPETITION,
-            "00501",
-            ctl9,
-            "0",
-            usage,
-            COMPONENT,
-        ),
-        _seg(
-            "GS",
-            "HC",
-            sender,
-            receiver,
-            created.strftime("%Y%m%d"),
-            created.strftime("%H%M"),
-            str(control_number),
-            "X",
-            "005010X222A1",
-        ),
-    ]
-    per = ["PER", "IC", _up(head_profile.submitter_contact), "TE", head_profile.submitter_phone]
-    if head_profile.submitter_email:
-        per += ["EM", head_profile.submitter_email]
-    body = [
-        _seg("ST", "837", ctl9, "005010X222A1"),
-        _seg("BHT", "0019", "00", ctl9, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"),
-        _seg("NM1", "41", "2", _up(head_profile.submitter_name), "", "", "", "", "46", sender),
-        _seg(*per),
-        _seg("NM1", "40", "2", _up(head_profile.receiver_name), "", "", "", "", "46", receiver),
-    ]
-    hl = 0
+    head = profiles[sorted({c.claim.first.billing_npi for c in claims})[0]]
     ordered = sorted(claims, key=lambda c: (_claim_of(c.claim.first)[:4], c.claim.claim_id))
+    providers: list[x12.BillingProvider] = []
     for npi, by_provider in groupby(ordered, key=lambda c: c.claim.first.billing_npi):
         p = profiles[npi]
-        hl += 1
-        provider_hl = hl
-        a = p.provider_address
-        body += [
-            _seg("HL", str(provider_hl), "", "20", "1"),
-            _seg("PRV", "BI", "PXC", p.provider_taxonomy),
-            _seg("NM1", "85", "2", _up(p.provider_name), "", "", "", "", "XX", npi),
-            _seg("N3", _up(a.line1), *([_up(a.line2)] if a.line2 else [])),
-            _seg("N4", _up(a.city), a.state, a.zip),
-            _seg("REF", "EI", p.provider_tax_id),
+        subscribers = [
+            _subscriber(list(by_sub), p)
+            for _, by_sub in groupby(list(by_provider), key=lambda c: _claim_of(c.claim.first)[:4])
         ]
-        if p.pay_to_address is not None and p.pay_to_address != a:
-            t = p.pay_to_address
-            body += [
-                _seg("NM1", "87", "2"),
-                _seg("N3", _up(t.line1), *([_up(t.line2)] if t.line2 else [])),
-                _seg("N4", _up(t.city), t.state, t.zip),
-            ]
-        for (_, _patient_id, payer, member_id), by_sub in groupby(
-            list(by_provider), key=lambda c: _claim_of(c.claim.first)[:4]
-        ):
-            hl += 1
-            group = list(by_sub)
-            d = group[0].demographics
-            info = p.payer(payer)
-            assert info is not None  # envelope_problems checked it
-            body += [
-                _seg("HL", str(hl), str(provider_hl), "22", "0"),
-                _seg("SBR", "P", "18", "", "", "", "", "", "", info.claim_filing),
-                _seg(
-                    "NM1",
-                    "IL",
-                    "1",
-                    _up(d.last_name),
-                    _up(d.first_name),
-                    _up(d.middle_name),
-                    "",
-                    "",
-                    "MI",
-                    _clean(member_id),
+        providers.append(
+            x12.BillingProvider(
+                npi=npi,
+                name=p.provider_name.upper(),
+                address=_upper_address(p.provider_address),
+                tax_id=p.provider_tax_id,
+                subscribers=tuple(subscribers),
+                taxonomy=p.provider_taxonomy,
+                pay_to=(
+                    _upper_address(p.pay_to_address)
+                    if p.pay_to_address is not None and p.pay_to_address != p.provider_address
+                    else None
                 ),
-                _seg("N3", _up(d.address1), *([_up(d.address2)] if d.address2 else [])),
-                _seg("N4", _up(d.city), d.state, d.zip),
-                _seg("DMG", "D8", d.birth_date.strftime("%Y%m%d"), d.sex),
-                _seg("NM1", "PR", "2", _up(info.name), "", "", "", "", "PI", info.payer_id),
-            ]
-            for ready in group:
-                body += _claim_segments(ready, p)
-    body.append(_seg("SE", str(len(body) + 1), ctl9))
-    tail = [_seg("GE", "1", str(control_number)), _seg("IEA", "1", ctl9)]
-    return "\n".join(head + body + tail) + "\n"
-
-
-def _claim_segments(ready: ReadyClaim, profile: BillingProfile) -> list[str]:
-    c = ready.claim
-    first = c.first
-    dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
-    out = [
-        _seg(
-            "CLM",
-            c.claim_id,
-            _money(ready.total),
-            "",
-            "",
-            COMPONENT.join((first.place_of_service, "B", c.frequency)),
-            "Y",
-            "A",
-            "Y",
-            "Y",
-        )
-    ]
-    if c.frequency != "1":
-        out.append(_seg("REF", "F8", _clean(ready.payer_claim_number)))
-    out += [
-        # medical record number: the pseudonymous patient id, to find the patient again
-        _seg("REF", "EA", _clean(first.patient_id)[:50]),
-        _seg(
-            "HI", *(COMPONENT.join(("ABK" if i == 0 else "ABF", code)) for i, code in enumerate(dx))
-        ),
-    ]
-    if first.rendering_npi != first.billing_npi:
-        rp = profile.rendering_providers[first.rendering_npi]
-        out.append(
-            _seg(
-                "NM1",
-                "82",
-                "1",
-                _up(rp.last_name),
-                _up(rp.first_name),
-                "",
-                "",
-                "",
-                "XX",
-                first.rendering_npi,
             )
         )
-    pointers = COMPONENT.join(str(i + 1) for i in range(min(4, len(dx))))
-    for n, (ln, amount) in enumerate(zip(c.lines, ready.charges, strict=True), start=1):
-        out += [
-            _seg("LX", str(n)),
-            _seg(
-                "SV1",
-                COMPONENT.join(("HC", ln.cpt, *ln.modifiers[:4])),
-                _money(amount),
-                "UN",
-                str(ln.units),
-                "",
-                "",
-                pointers,
-            ),
-            _seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
-            _seg("REF", "6R", line_control_number(ln, profile.org_id)),
+    return x12.write_837p(
+        x12.Interchange(
+            sender_id=head.submitter_id,
+            receiver_id=head.receiver_id,
+            submitter_name=head.submitter_name.upper(),
+            submitter_contact=head.submitter_contact.upper(),
+            submitter_phone=head.submitter_phone,
+            submitter_email=head.submitter_email,
+            receiver_name=head.receiver_name.upper(),
+            control_number=control_number,
+            usage=usage,
+            created=created,
+            providers=tuple(providers),
+        )
+    )
+
+
+def _subscriber(group: list[ReadyClaim], p: BillingProfile) -> x12.Subscriber:
+    first = group[0].claim.first
+    d = group[0].demographics
+    info = p.payer(first.payer)
+    assert info is not None  # envelope_problems checked it
+    return x12.Subscriber(
+        filing_code=info.claim_filing,
+        last_name=d.last_name.upper(),
+        first_name=d.first_name.upper(),
+        middle_name=d.middle_name.upper(),
+        member_id=first.member_id,
+        address=x12.Address(d.address1.upper(), d.city.upper(), d.state, d.zip, d.address2.upper()),
+        birth_date=d.birth_date,
+        sex=d.sex,
+        payer_name=info.name.upper(),
+        payer_id=info.payer_id,
+        claims=tuple(_ready_claim(r, p) for r in group),
+    )
+
+
+def _ready_claim(ready: ReadyClaim, profile: BillingProfile) -> x12.Claim:
+    c = ready.claim
+    first = c.first
+    rendering = None
+    if first.rendering_npi != first.billing_npi:
+        rp = profile.rendering_providers[first.rendering_npi]
+        rendering = x12.Rendering(first.rendering_npi, rp.last_name.upper(), rp.first_name.upper())
+    return x12.Claim(
+        claim_id=c.claim_id,
+        place_of_service=first.place_of_service,
+        frequency=c.frequency,
+        patient_id=first.patient_id,
+        diagnosis_codes=first.diagnosis_codes,
+        payer_claim_number=ready.payer_claim_number if c.frequency != "1" else None,
+        rendering=rendering,
+        lines=tuple(
+            _service_line(ln, amount, line_control_number(ln, profile.org_id))
+            for ln, amount in zip(c.lines, ready.charges, strict=True)
+        ),
+    )
+
+
+def _service_line(ln: ClaimLine, charge: Decimal, control_number: str) -> x12.ServiceLine:
+    return x12.ServiceLine(
+        cpt=ln.cpt,
+        modifiers=ln.modifiers,
+        charge=charge,
+        units=ln.units,
+        date_of_service=ln.date_of_service,
+        control_number=control_number,
+    )
+
+
+# --- the draft: the same writer with placeholder parties, a test interchange ------------------
+
+
+@dataclass(frozen=True)
+class DraftParties:
+    """Envelope and party data of a draft, which the events do not carry: placeholders,
+    good for a test interchange only (a draft is always ISA15 = T)."""
+
+    sender_id: str = "RTMSTREAM"
+    receiver_id: str = "CLEARINGHOUSE"
+    submitter_name: str = "RTM STREAM"
+    submitter_contact: str = "BILLING OFFICE"
+    submitter_phone: str = "5555550100"
+    receiver_name: str = "CLEARINGHOUSE"
+    billing_provider_name: str = "RTM BILLING PROVIDER"
+    billing_provider_address: str = "1 MAIN ST"
+    billing_provider_city: str = "ANYTOWN"
+    billing_provider_state: str = "CO"
+    billing_provider_zip: str = "800000000"
+    billing_provider_tax_id: str = "000000000"
+    control_number: int = 1  # ISA13/GS06; the caller increments it per interchange
+    delimiters: x12.Delimiters = x12.Delimiters()
+
+
+def render_draft_837p(
+    lines: Sequence[ClaimLine],
+    created: dt.datetime,
+    parties: DraftParties = DraftParties(),
+    charges: Mapping[str, Decimal] | None = None,
+) -> str:
+    """The free preview's 837P: one service line per claim line, one claim per patient and
+    episode (CLM05-3 = 7 replacement when it carries amended lines), one billing-provider
+    HL per billing NPI, one subscriber HL per patient and payer. Parties are placeholders
+    (``parties``), the patient id stands for the name (the stream holds no PHI) and
+    ``charges`` maps a CPT code to the charge per unit (default 0.00): always a test
+    interchange (ISA15 = T). What is submitted is ``render_837p`` (rtm billing submit)."""
+    charges = charges or {}
+    ordered = sorted(lines, key=lambda ln: (*_claim_of(ln), ln.sort_key()))
+    providers: list[x12.BillingProvider] = []
+    for npi, by_provider in groupby(ordered, key=lambda ln: ln.billing_npi):
+        subscribers = [
+            _draft_subscriber(list(by_sub), charges, parties.delimiters)
+            for _, by_sub in groupby(list(by_provider), key=lambda ln: _claim_of(ln)[1:4])
         ]
-    return out
+        providers.append(
+            x12.BillingProvider(
+                npi=npi,
+                name=parties.billing_provider_name,
+                address=x12.Address(
+                    parties.billing_provider_address,
+                    parties.billing_provider_city,
+                    parties.billing_provider_state,
+                    parties.billing_provider_zip,
+                ),
+                tax_id=parties.billing_provider_tax_id,
+                subscribers=tuple(subscribers),
+            )
+        )
+    return x12.write_837p(
+        x12.Interchange(
+            sender_id=parties.sender_id,
+            receiver_id=parties.receiver_id,
+            submitter_name=parties.submitter_name,
+            submitter_contact=parties.submitter_contact,
+            submitter_phone=parties.submitter_phone,
+            receiver_name=parties.receiver_name,
+            control_number=parties.control_number,
+            usage="T",
+            created=created,
+            providers=tuple(providers),
+            transaction_set_id="0001",
+            delimiters=parties.delimiters,
+        )
+    )
+
+
+def _draft_subscriber(
+    lines: list[ClaimLine], charges: Mapping[str, Decimal], d: x12.Delimiters
+) -> x12.Subscriber:
+    first = lines[0]
+    payer = first.payer.upper()
+    return x12.Subscriber(
+        # MB = Medicare Part B; any other payer is sent as CI (commercial).
+        filing_code="MB" if first.payer.lower() == "medicare" else "CI",
+        last_name=first.patient_id,  # pseudonymous patient id as the name: no PHI
+        member_id=first.member_id,
+        payer_name=payer,
+        payer_id=d.clean(payer)[:80],
+        claims=tuple(
+            _draft_claim(sorted(grp, key=ClaimLine.sort_key), charges)
+            for _, grp in groupby(lines, key=lambda ln: ln.episode_id)
+        ),
+    )
+
+
+def _draft_claim(claim: list[ClaimLine], charges: Mapping[str, Decimal]) -> x12.Claim:
+    first = claim[0]
+    claim_id = "RTM" + short_id(
+        first.patient_id,
+        first.episode_id,
+        *(ln.date_of_service.isoformat() for ln in claim),
+        length=17,
+    )
+    return x12.Claim(
+        claim_id=claim_id,
+        place_of_service=first.place_of_service,
+        frequency="7" if any(ln.status == "amended" for ln in claim) else "1",
+        patient_id=first.patient_id,
+        diagnosis_codes=first.diagnosis_codes,
+        rendering=(
+            x12.Rendering(first.rendering_npi, "RENDERING", "PROVIDER")
+            if first.rendering_npi != first.billing_npi
+            else None
+        ),
+        lines=tuple(
+            _service_line(ln, charges.get(ln.cpt, Decimal(0)) * ln.units, line_control_number(ln))
+            for ln in claim
+        ),
+    )

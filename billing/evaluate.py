@@ -18,6 +18,8 @@ from typing import NamedTuple, TextIO
 
 from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.export import write_csv
+from billing.fees import FeeScheduleError, parse_fee_schedule
+from billing.readiness import MissingFees, ReadinessFacts, assess, write_readiness_csv
 from billing.rules import ClaimLine, compute_claims
 from billing.state import PatientBillingState
 from schemas.events import PatientKey, validate_event
@@ -144,9 +146,6 @@ def run_readiness(
     therapy line has no fee (each named). A refused second ``episode.started`` is reported
     as by ``rtm billing evaluate`` and does not stop the command.
     """
-    from billing.fees import FeeScheduleError, parse_fee_schedule
-    from billing.readiness import MissingFees, ReadinessFacts, assess, write_readiness_csv
-
     err = err if err is not None else sys.stderr
     if as_of.tzinfo is None or as_of.utcoffset() is None:
         err.write("error: --as-of must carry a UTC offset, e.g. 2027-03-01T00:00:00Z\n")

@@ -8,12 +8,13 @@ Conventions in the output:
   ``config`` the conventions are written first as ``#`` comment lines; without one the
   output is the bare CSV (what ``rtm billing evaluate`` prints, matching the shared
   example). For X12 and FHIR the conventions go to a sidecar file (``write_sidecar``).
-- X12: one 2000A billing-provider HL per billing NPI, one 2000B subscriber HL per
-  patient and payer, one CLM per patient and episode (CLM05-3 = 7 replacement when it
-  carries amended lines), one LX/SV1/DTP*472 per line. This is the *draft* look of the
-  free preview: parties are placeholders and charges 0.00, so it is always a test
-  interchange (ISA15 = T). What is submitted is ``billing.claims837.render_837p``: billing
-  profile, demographics, fee schedule, control numbers from the database.
+- X12 (``billing.claims837.render_draft_837p``, the one writer ``billing.x12``): one 2000A
+  billing-provider HL per billing NPI, one 2000B subscriber HL per patient and payer, one
+  CLM per patient and episode (CLM05-3 = 7 replacement when it carries amended lines), one
+  LX/SV1/DTP*472 per line. This is the *draft* look of the free preview: parties are
+  placeholders and charges 0.00, so it is always a test interchange (ISA15 = T). What is
+  submitted is ``billing.claims837.render_837p``: billing profile, demographics, fee
+  schedule, control numbers from the database.
 - FHIR: a ``collection`` Bundle of R4 Claims, one per patient, date of service and status
   (``fhir_claims``: fm-status codes only, ``Claim.related`` for amendments, no extensions);
   identifiers (patient id, NPI, member id) are references by identifier, since the
@@ -24,18 +25,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TextIO
 
-from billing.config import BillingConfig
+from billing.claims837 import render_draft_837p
+from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.rules import ClaimLine
+from billing.x12 import short_id
 
 CSV_COLUMNS: tuple[str, ...] = (
     "patient_id",
@@ -113,260 +113,6 @@ def write_sidecar(export_path: Path, config: BillingConfig) -> Path:
     return path
 
 
-def _short_id(*parts: str, length: int = 20) -> str:
-    # Deterministic ids so that a re-export of the same lines yields the same identifiers.
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length].upper()
-
-
-# --- X12 837P ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class X12Options:
-    """Envelope and party data the events do not carry (the billing office's settings).
-
-    The defaults are placeholders good for a test interchange only.
-    """
-
-    sender_id: str = "RTMSTREAM"
-    receiver_id: str = "CLEARINGHOUSE"
-    submitter_name: str = "RTM STREAM"
-    submitter_contact: str = "BILLING OFFICE"
-    submitter_phone: str = "5555550100"
-    receiver_name: str = "CLEARINGHOUSE"
-    billing_provider_name: str = "RTM BILLING PROVIDER"
-    billing_provider_address: str = "1 MAIN ST"
-    billing_provider_city: str = "ANYTOWN"
-    billing_provider_state: str = "CO"
-    billing_provider_zip: str = "800000000"
-    billing_provider_tax_id: str = "000000000"
-    control_number: int = 1  # ISA13/GS06; the caller increments it per interchange
-    element_sep: str = "*"
-    component_sep: str = ":"
-    repetition_sep: str = "^"
-    segment_term: str = "~"
-
-
-def _x12_clean(value: str, opts: X12Options) -> str:
-    # X12 has no escape mechanism: a delimiter inside a value must not reach the output.
-    for sep in (opts.element_sep, opts.component_sep, opts.repetition_sep, opts.segment_term):
-        value = value.replace(sep, "-")
-    return value
-
-
-def render_x12_837p(
-    lines: Sequence[ClaimLine],
-    created: dt.datetime,
-    opts: X12Options = X12Options(),
-    charges: Mapping[str, Decimal] | None = None,
-) -> str:
-    """An 837P (005010X222A1) interchange with one service line per claim line.
-
-    SV1: ``HC:<cpt>:<mod>...`` (up to four modifiers), charge, ``UN``, units, place of
-    service, diagnosis pointers 1-4; DTP*472 the date of service. ``charges`` maps a CPT
-    code to the charge per unit (default 0.00). ``created`` stamps the envelope. Segments
-    end with ``~`` and a newline, which X12 readers accept between segments.
-    """
-    charges = charges or {}
-    e, c = opts.element_sep, opts.component_sep
-
-    def seg(*elements: str) -> str:
-        return e.join(elements).rstrip(e) + opts.segment_term
-
-    def clean(v: str) -> str:
-        return _x12_clean(v, opts)
-
-    ctl = f"{opts.control_number:09d}"
-    # A draft: its parties are placeholders, so it is always a test interchange (ISA15 = T).
-    # The 837P a clearinghouse takes is billing.claims837.render_837p (rtm billing submit).
-    test = True
-    head = [
-        seg(
-            "ISA",
-            "00",
-            " " * 10,
-            "00",
-            " " * 10,
-            "ZZ",
-            opts.sender_id[:15].ljust(15),
-            "ZZ",
-            opts.receiver_id[:15].ljust(15),
-            created.strftime("%y%m%d"),
-            created.strftime("%H%M"),
-            opts.repetition_sep,
-            "00501",
-            ctl,
-            "0",
-            "T" if test else "P",
-            c,
-        ),
-        seg(
-            "GS",
-            "HC",
-            opts.sender_id,
-            opts.receiver_id,
-            created.strftime("%Y%m%d"),
-            created.strftime("%H%M"),
-            str(opts.control_number),
-            "X",
-            "005010X222A1",
-        ),
-    ]
-    body: list[str] = [
-        seg("ST", "837", "0001", "005010X222A1"),
-        seg("BHT", "0019", "00", ctl, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"),
-        seg("NM1", "41", "2", clean(opts.submitter_name), "", "", "", "", "46", opts.sender_id),
-        seg("PER", "IC", clean(opts.submitter_contact), "TE", opts.submitter_phone),
-        seg("NM1", "40", "2", clean(opts.receiver_name), "", "", "", "", "46", opts.receiver_id),
-    ]
-    hl = 0
-    ordered = sorted(
-        lines,
-        key=lambda ln: (
-            ln.billing_npi,
-            ln.patient_id,
-            ln.payer,
-            ln.member_id,
-            ln.episode_id,
-            ln.sort_key(),
-        ),
-    )
-    for billing_npi, by_provider in groupby(ordered, key=lambda ln: ln.billing_npi):
-        hl += 1
-        provider_hl = hl
-        body += [
-            seg("HL", str(provider_hl), "", "20", "1"),
-            seg(
-                "NM1",
-                "85",
-                "2",
-                clean(opts.billing_provider_name),
-                "",
-                "",
-                "",
-                "",
-                "XX",
-                billing_npi,
-            ),
-            seg("N3", clean(opts.billing_provider_address)),
-            seg(
-                "N4",
-                clean(opts.billing_provider_city),
-                opts.billing_provider_state,
-                opts.billing_provider_zip,
-            ),
-            seg("REF", "EI", opts.billing_provider_tax_id),
-        ]
-        subscribers = groupby(
-            list(by_provider), key=lambda ln: (ln.patient_id, ln.payer, ln.member_id)
-        )
-        for (patient_id, payer, member_id), by_subscriber in subscribers:
-            hl += 1
-            body += [
-                seg("HL", str(hl), str(provider_hl), "22", "0"),
-                # MB = Medicare Part B; any other payer is sent as CI (commercial).
-                seg(
-                    "SBR",
-                    "P",
-                    "18",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "MB" if payer.lower() == "medicare" else "CI",
-                ),
-                # Pseudonymous patient id as the name: the system holds no PHI.
-                seg("NM1", "IL", "1", clean(patient_id), "", "", "", "", "MI", clean(member_id)),
-                seg(
-                    "NM1",
-                    "PR",
-                    "2",
-                    clean(payer.upper()),
-                    "",
-                    "",
-                    "",
-                    "",
-                    "PI",
-                    clean(payer.upper())[:80],
-                ),
-            ]
-            for episode_id, claim_iter in groupby(
-                list(by_subscriber), key=lambda ln: ln.episode_id
-            ):
-                claim = sorted(claim_iter, key=ClaimLine.sort_key)
-                body += _x12_claim(claim, patient_id, episode_id, charges, seg, clean, c)
-    body.append(seg("SE", str(len(body) + 1), "0001"))
-    tail = [seg("GE", "1", str(opts.control_number)), seg("IEA", "1", ctl)]
-    return "\n".join(head + body + tail) + "\n"
-
-
-def _x12_claim(
-    claim: list[ClaimLine],
-    patient_id: str,
-    episode_id: str,
-    charges: Mapping[str, Decimal],
-    seg: Any,
-    clean: Any,
-    c: str,
-) -> list[str]:
-    first = claim[0]
-    amounts = [charges.get(ln.cpt, Decimal(0)) * ln.units for ln in claim]
-    freq = "7" if any(ln.status == "amended" for ln in claim) else "1"
-    claim_id = "RTM" + _short_id(
-        patient_id, episode_id, *(ln.date_of_service.isoformat() for ln in claim), length=17
-    )
-    dx = [d.replace(".", "") for d in first.diagnosis_codes[:12]]
-    out = [
-        seg(
-            "CLM",
-            claim_id,
-            _money(sum(amounts, Decimal(0))),
-            "",
-            "",
-            c.join((first.place_of_service, "B", freq)),
-            "Y",
-            "A",
-            "Y",
-            "Y",
-        ),
-        # Medical record number: links the claim back to the pseudonymous patient id.
-        seg("REF", "EA", clean(patient_id)[:50]),
-        seg("HI", *(c.join(("ABK" if i == 0 else "ABF", code)) for i, code in enumerate(dx))),
-    ]
-    if first.rendering_npi != first.billing_npi:
-        out.append(
-            seg("NM1", "82", "1", "RENDERING", "PROVIDER", "", "", "", "XX", first.rendering_npi)
-        )
-    pointers = c.join(str(i + 1) for i in range(min(4, len(dx))))
-    for n, (ln, amount) in enumerate(zip(claim, amounts, strict=True), start=1):
-        out += [
-            seg("LX", str(n)),
-            seg(
-                "SV1",
-                c.join(("HC", ln.cpt, *ln.modifiers[:4])),
-                _money(amount),
-                "UN",
-                str(ln.units),
-                "",
-                "",
-                pointers,
-            ),
-            seg("DTP", "472", "D8", ln.date_of_service.strftime("%Y%m%d")),
-            seg(
-                "REF",
-                "6R",
-                _short_id(ln.patient_id, ln.episode_id, ln.cpt, ln.period_start.isoformat()),
-            ),
-        ]
-    return out
-
-
-def _money(amount: Decimal) -> str:
-    return f"{amount:.2f}"
-
-
 # --- FHIR R4 Claim --------------------------------------------------------------------------
 
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
@@ -429,7 +175,7 @@ def fhir_claims(lines: Iterable[ClaimLine], created: dt.datetime) -> list[dict[s
         groups = sorted({billing_group_id(ln) for ln in claim_lines})
         claim: dict[str, Any] = {
             "resourceType": "Claim",
-            "id": _short_id(
+            "id": short_id(
                 patient_id, dos.isoformat(), status, str(amended), *groups, length=32
             ).lower(),
             "identifier": [{"system": BILLING_GROUP_SYSTEM, "value": g} for g in groups],
@@ -554,13 +300,12 @@ FORMATS = ("csv", "x12", "fhir")
 def render_export(
     lines: Sequence[ClaimLine], fmt: str, created: dt.datetime, config: BillingConfig | None = None
 ) -> str:
-    """CSV (conventions as a ``#`` header block), X12 837P or a FHIR R4 Claim bundle."""
-    from billing.config import DEFAULT_CONFIG
-
+    """CSV (conventions as a ``#`` header block), the draft X12 837P or a FHIR R4 Claim
+    bundle."""
     if fmt == "csv":
         return render_csv(lines, config or DEFAULT_CONFIG)
     if fmt == "x12":
-        return render_x12_837p(list(lines), created)
+        return render_draft_837p(list(lines), created)
     if fmt == "fhir":
         return render_fhir(lines, created)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

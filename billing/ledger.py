@@ -10,8 +10,10 @@ patient's organisation (a patient is (org_id, patient_id); states come back keye
   by ``event_id``, kept as contract JSON without ``received_at`` (set by the gateway, not
   part of what billing depends on; dropping it makes the ledger equal to a JSONL fold).
 
-Within one batch the first occurrence of a key wins, as ``PatientBillingState.apply`` does,
-and the database keeps the first row written (``ON CONFLICT DO NOTHING``).
+The rows of a batch are derived from the one reducer, ``PatientBillingState.apply``: an
+event it takes as new gives its row, a duplicate none (the first occurrence wins), and the
+database keeps the first row written (``ON CONFLICT DO NOTHING``). ``states_from_rows``
+loads the rows back into the states ``billing.state.fold_events`` gives for the same events.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from billing.state import PatientBillingState, TimeLog
+from billing.state import PatientBillingState, TimeLog, strip_received
 from schemas.episodes import EpisodeEvent
 from schemas.events import (
     DEFAULT_ORG,
@@ -34,7 +36,6 @@ from schemas.events import (
     Event,
     PatientKey,
     ProgramUpdated,
-    is_patient_data,
 )
 
 NO_EPISODE = ""
@@ -66,62 +67,46 @@ def _offset_s(when: dt.datetime) -> int:
     return int(off.total_seconds()) if off is not None else 0
 
 
-def strip_received(event: Event) -> Event:
-    """The event as billing keeps it: without the gateway's stamps (``received_at``, and
-    ``org_id``, which the ledger keeps in its own column)."""
-    if event.received_at is None and event.org_id is None:
-        return event
-    return event.model_copy(update={"received_at": None, "org_id": None})
-
-
 def ledger_rows(events: Iterable[Event]) -> LedgerRows:
-    """Rows for the ledger tables, deduplicated within the batch (first occurrence wins)."""
+    """Rows for the ledger tables: the events the one reducer (``PatientBillingState.apply``,
+    over this batch) takes as new, each as its row, so a duplicate within the batch adds
+    none (first occurrence wins) and the rows load back into the fold's states."""
     rows = LedgerRows()
-    seen_days: set[tuple[str, str, dt.date, str]] = set()
-    seen_ids: set[tuple[str, str]] = set()  # (org_id, event_id): event ids are per organisation
+    batch: dict[PatientKey, PatientBillingState] = {}
     for ev in events:
+        if not _state(batch, ev.patient_key).apply(ev):
+            continue
         org = ev.patient_key[0]
-        if is_patient_data(ev):
-            key = (
-                org,
-                ev.patient_id,
-                ev.local_date,
-                getattr(ev, "episode_id", None) or NO_EPISODE,
+        if isinstance(ev, ClinicianTimeLogged):
+            rows.time_logs.append(
+                (
+                    org,
+                    ev.event_id,
+                    ev.patient_id,
+                    ev.episode_id,
+                    ev.local_date,
+                    ev.occurred_at,
+                    _offset_s(ev.occurred_at),
+                    ev.minutes,
+                    ev.clinician_role,
+                    ev.interactive,
+                )
             )
-            if key not in seen_days:
-                seen_days.add(key)
-                rows.data_days.append((*key, ev.event_id))
-        elif isinstance(ev, ClinicianTimeLogged):
-            if (org, ev.event_id) not in seen_ids:
-                seen_ids.add((org, ev.event_id))
-                rows.time_logs.append(
-                    (
-                        org,
-                        ev.event_id,
-                        ev.patient_id,
-                        ev.episode_id,
-                        ev.local_date,
-                        ev.occurred_at,
-                        _offset_s(ev.occurred_at),
-                        ev.minutes,
-                        ev.clinician_role,
-                        ev.interactive,
-                    )
-                )
         elif isinstance(ev, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
-            if (org, ev.event_id) not in seen_ids:
-                seen_ids.add((org, ev.event_id))
-                rows.episode_events.append(
-                    (
-                        org,
-                        ev.event_id,
-                        ev.patient_id,
-                        ev.type,
-                        ev.episode_id,
-                        ev.occurred_at,
-                        strip_received(ev).model_dump_json(exclude_none=True),
-                    )
+            rows.episode_events.append(
+                (
+                    org,
+                    ev.event_id,
+                    ev.patient_id,
+                    ev.type,
+                    ev.episode_id,
+                    ev.occurred_at,
+                    strip_received(ev).model_dump_json(exclude_none=True),
                 )
+            )
+        else:  # what else the reducer takes is a data day
+            episode = getattr(ev, "episode_id", None) or NO_EPISODE
+            rows.data_days.append((org, ev.patient_id, ev.local_date, episode, ev.event_id))
     return rows
 
 
@@ -169,18 +154,6 @@ def states_from_rows(
         )
         _state(states, _key(r)).episode_events[r["event_id"]] = ev
     return states
-
-
-def fold_for_billing(
-    events: Iterable[Event], states: dict[PatientKey, PatientBillingState] | None = None
-) -> dict[PatientKey, PatientBillingState]:
-    """The offline fold as the ledger sees it (``received_at`` dropped), by (organisation,
-    patient_id): what ``states_from_rows`` must give back for the same events."""
-    out = states if states is not None else {}
-    for ev in events:
-        if ev.type in BILLING_EVENT_TYPES:
-            _state(out, ev.patient_key).apply(strip_received(ev))
-    return out
 
 
 def state_differences(

@@ -1,16 +1,20 @@
-"""Per-patient billing state: a set-based reducer over contract events (pure).
+"""Per-patient billing state: the one billing reducer over contract events (pure).
 
-The streaming worker keeps one ``PatientBillingState`` per patient (it serialises with
-``model_dump_json`` / ``model_validate_json``); the offline evaluator folds a JSONL file
-into the same objects. Everything is stored as sets or dicts keyed by ``event_id`` and
-resolved to episodes only when claims are computed, so duplicates count once and any
-arrival order of the same events yields the same claims.
+``PatientBillingState.apply`` is the only fold of events into billing facts: the offline
+evaluator folds a JSONL file with it (``fold_events``), the worker's ledger rows are the
+events it takes as new (``billing.ledger.ledger_rows``), and the ledger's rows load back
+into the same objects (``billing.ledger.states_from_rows``). Everything is stored as sets
+or dicts keyed by ``event_id`` and resolved to episodes only when claims are computed, so
+duplicates count once and any arrival order of the same events yields the same claims.
+Episode events are kept as billing sees them: without the gateway's stamps
+(``strip_received``), so a fold of stamped events equals a fold of the same events unstamped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -25,6 +29,14 @@ from schemas.events import (
     ProgramUpdated,
     is_patient_data,
 )
+
+
+def strip_received(event: Event) -> Event:
+    """The event as billing keeps it: without the gateway's stamps (``received_at``, and
+    ``org_id``, which the ledger keeps in its own column and the state in its key)."""
+    if event.received_at is None and event.org_id is None:
+        return event
+    return event.model_copy(update={"received_at": None, "org_id": None})
 
 
 class TimeLog(BaseModel):
@@ -87,7 +99,7 @@ class PatientBillingState(BaseModel):
         if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
             if event.event_id in self.episode_events:
                 return False
-            self.episode_events[event.event_id] = event
+            self.episode_events[event.event_id] = cast(EpisodeEvent, strip_received(event))
             self._book = None
             return True
         return False
@@ -112,7 +124,8 @@ def fold_events(
     events: Iterable[Event], states: dict[PatientKey, PatientBillingState] | None = None
 ) -> dict[PatientKey, PatientBillingState]:
     """Fold events into per-patient states by (organisation, patient_id) (new dict unless
-    ``states`` is given): one patient_id in two organisations is two patients."""
+    ``states`` is given): one patient_id in two organisations is two patients. What the
+    ledger gives back for the same events (``billing.ledger.states_from_rows``)."""
     out = states if states is not None else {}
     for event in events:
         key = event.patient_key

@@ -40,7 +40,7 @@ from schemas.events import parse_event_json, validate_event
 from streams.clock import Clock, clock_for
 from streams.db.access import add_team_member
 from streams.db.alerts import alert_counts, alert_progress
-from streams.db.billing import load_demographics
+from streams.db.claims import load_demographics
 from streams.db.events import count_by_type, count_stored, patients_events
 from streams.kafka.producer import EventProducer
 from streams.settings import Settings

@@ -8,6 +8,7 @@ for what pyx12 does not check."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -405,3 +406,60 @@ def test_a_production_submission_with_an_incomplete_profile_is_refused_naming_th
     bad.write_text('{"payers": {"medicare": {"payer_id": "MEDICARE"}}}')
     res = rtm(dsn, "billing", "profile", "set", "--org", org, "--npi", NPI, "--file", str(bad))
     assert res.exit_code != 0 and "payer_id" in res.output
+
+
+def test_each_claims_use_case_leaves_its_one_audit_row(
+    dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
+    """The services write the audit rows (streams/services/claims.py): one per profile
+    set, demographics load, preview, submission, empty submission and file download."""
+    org = factory.prefix + "-org"
+    p = factory.patient(1)
+    events = [
+        factory.episode_started(p, at="2026-09-01T09:00:00-05:00"),
+        *[factory.exercise(p, f"2026-09-{d:02d}T18:00:00-05:00") for d in range(1, 17)],
+    ]
+    seed(dsn, events, org)
+    setup_org(dsn, org, tmp_path, [p])
+    window = ["--from", "2026-09-01", "--to", "2026-10-31", "--as-of", AS_OF]
+    res = rtm(dsn, "billing", "export", "--org", org, *window, "--by", "bea")
+    assert res.exit_code == 0, res.output
+    assert submit(dsn, org, tmp_path / "one.x12").exit_code == 0
+    assert "nothing to submit" in submit(dsn, org, tmp_path / "none.x12").output
+    res = rtm(dsn, "billing", "submissions", "--org", org, "--json")
+    [row] = json.loads(res.output)
+    res = rtm(dsn, "billing", "submission-file", str(row["submission_id"]), "--org", org)
+    assert res.exit_code == 0 and res.output.startswith("ISA*")
+
+    async def audit_rows() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT actor, role, action, resource, patient_ids, detail::text AS d"
+                " FROM audit_log WHERE org_id = $1 ORDER BY audit_id",
+                org,
+            )
+        finally:
+            await conn.close()
+        return [(*tuple(r)[:5], json.loads(r["d"])) for r in rows]
+
+    rows = asyncio.run(audit_rows())
+    assert [(r[2], r[3], r[4]) for r in rows] == [
+        ("billing.profile_set", "rtm billing profile set", []),
+        ("billing.demographics_load", "rtm billing demographics load", [p]),
+        ("read", "rtm billing export", [p]),
+        ("export", "rtm billing submit", [p]),
+        ("read", "rtm billing submit", []),
+        ("read", "rtm billing submission-file", [p]),
+    ]
+    assert {r[1] for r in rows} == {"cli"} and rows[2][0] == rows[3][0] == "cli:bea"
+    assert rows[2][5] == {
+        "from": "2026-09-01",
+        "to": "2026-10-31",
+        "format": "csv",
+        "lines": 2,
+        "export_id": None,
+    }
+    sub = rows[3][5]
+    assert sub["submission_id"] == row["submission_id"] and sub["control_number"] > 0
+    assert (sub["claims"], sub["problems"], rows[4][5]["submission_id"]) == (1, 0, None)

@@ -21,6 +21,7 @@ from billing.claims837 import (
     plan_claims,
     prepare_837p,
     render_837p,
+    render_draft_837p,
 )
 from billing.demographics import Demographics, parse_demographics_csv
 from billing.fees import FeeScheduleError, fee_for, parse_fee_schedule
@@ -31,7 +32,7 @@ from tests.unit.test_billing_export import CREATED, example_claims
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "billing"
 NPI = "1234567893"
 EVERYTHING = (dt.date(2000, 1, 1), dt.date(2100, 12, 31))
-# the draft's placeholder values (billing.export.X12Options), as whole elements
+# the draft's placeholder values (billing.claims837.DraftParties), as whole elements
 PLACEHOLDERS = {
     "RTMSTREAM",
     "CLEARINGHOUSE",
@@ -322,9 +323,7 @@ def test_a_production_file_has_no_placeholder_and_an_incomplete_profile_is_refus
     assert elements & PLACEHOLDERS == set()
     assert all(len(s[9]) == 5 for s in segments(text) if s[:2] == ["NM1", "PR"])
     # the negative control: the draft renderer's file is caught by the same check
-    from billing.export import render_x12_837p
-
-    draft = {e.strip() for seg in segments(render_x12_837p(ab_claims(), CREATED)) for e in seg}
+    draft = {e.strip() for seg in segments(render_draft_837p(ab_claims(), CREATED)) for e in seg}
     assert draft & PLACEHOLDERS
     claims = plan_claims([], ab_claims(), *EVERYTHING)
     thin = profile(submitter_id="", provider_tax_id="", payers={})

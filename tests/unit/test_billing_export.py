@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from billing.claims837 import render_draft_837p
 from billing.config import BillingConfig
 from billing.evaluate import evaluate, run_evaluate
 from billing.export import (
     CSV_COLUMNS,
     fhir_bundle,
     render_csv,
-    render_x12_837p,
     write_sidecar,
 )
 from billing.rules import ClaimLine
@@ -202,7 +202,7 @@ def _service_lines(text: str) -> list[tuple[str, str, str, str]]:
 
 
 def test_x12_837p_is_valid_for_a_standard_reader() -> None:
-    text = render_x12_837p(example_claims(), CREATED)
+    text = render_draft_837p(example_claims(), CREATED)
     assert _pyx12_validate(text)
     assert _service_lines(text) == [
         ("p-ex-a", "HC:98975:GP", "1", "20261110"),
@@ -219,7 +219,7 @@ def test_x12_837p_is_valid_for_a_standard_reader() -> None:
 
 def test_x12_validator_catches_a_broken_interchange() -> None:
     # negative control: the validator really checks (a missing DTP*472 is an error)
-    text = render_x12_837p(example_claims(), CREATED)
+    text = render_draft_837p(example_claims(), CREATED)
     broken = text.replace("DTP*472*D8*20261110~\n", "", 1)
     assert broken != text and not _pyx12_validate(broken)
 
@@ -243,7 +243,7 @@ def test_x12_amended_claim_units_four_modifiers_and_unsafe_ids() -> None:
         place_of_service="02",
         status="amended",
     )
-    text = render_x12_837p([line], CREATED)
+    text = render_draft_837p([line], CREATED)
     assert _pyx12_validate(text)
     assert "SV1*HC:98981:GP:CQ:KX:59*0.00*UN*2***1:2:3:4~" in text
     assert "*02:B:7*" in text  # CLM05: place of service, claim frequency 7 = replacement
@@ -271,7 +271,7 @@ def test_x12_preview_makes_a_test_interchange() -> None:
         place_of_service="11",
         status="preview",
     )
-    text = render_x12_837p([line], CREATED)
+    text = render_draft_837p([line], CREATED)
     assert text.splitlines()[0].split("*")[15] == "T"
     assert _pyx12_validate(text)
 

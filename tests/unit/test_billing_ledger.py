@@ -9,12 +9,12 @@ import orjson
 
 from billing.evaluate import fold_jsonl
 from billing.ledger import (
-    fold_for_billing,
     ledger_rows,
     state_differences,
     states_from_rows,
 )
 from billing.rules import compute_claims
+from billing.state import fold_events
 from rtm.simulate import simulate
 from schemas.events import validate_event
 
@@ -113,17 +113,28 @@ def test_rows_rebuild_the_offline_fold_in_any_batching_and_order() -> None:
 def test_received_at_is_not_part_of_the_ledger() -> None:
     events = _events(3, 20)
     stamped = [e.model_copy(update={"received_at": AS_OF}) for e in events]
-    assert fold_for_billing(stamped) == fold_for_billing(events)
+    assert fold_events(stamped) == fold_events(events)
     rows = ledger_rows(stamped)
     assert all(b"received_at" not in r[6].encode() for r in rows.episode_events)
 
 
 def test_state_differences_name_what_is_missing() -> None:
     events = _events(2, 20)
-    full = fold_for_billing(events)
+    full = fold_events(events)
     pid = sorted(full)[0]
     partial = full[pid].model_copy(deep=True)
     day = sorted(partial.data_dates, key=lambda k: (k[0], k[1] or ""))[0]
     partial.data_dates.discard(day)
     diffs = state_differences(full[pid], partial)
     assert diffs == [f"data day {day[0]} (episode {day[1] or '-'}) missing from the ledger"]
+
+
+def test_a_batchs_rows_are_one_per_fact_of_the_one_fold() -> None:
+    events = _events(4, 30)
+    rows = ledger_rows(events)
+    assert ledger_rows([e for e in events for _ in (0, 1)]) == rows  # a re-sent event adds none
+    folded = fold_events(events).values()
+    assert len(rows.data_days) == sum(len(st.data_dates) for st in folded)
+    assert len(rows.time_logs) == sum(len(st.time_logs) for st in folded)
+    assert len(rows.episode_events) == sum(len(st.episode_events) for st in folded)
+    assert rows.time_logs and rows.episode_events

@@ -8,8 +8,8 @@ import io
 
 from billing.config import DEFAULT_CONFIG
 from billing.export import render_export
-from billing.ledger import fold_for_billing
 from billing.rules import compute_claims
+from billing.state import fold_events
 from rtm.simulate import simulate
 from schemas.events import validate_event
 
@@ -20,7 +20,7 @@ def _claims(include_open: bool = False):
     events = [
         e for e in (validate_event(o) for o in simulate(25, 90, seed=8)) if not isinstance(e, list)
     ]
-    return compute_claims(fold_for_billing(events).values(), AS_OF, include_open=include_open)
+    return compute_claims(fold_events(events).values(), AS_OF, include_open=include_open)
 
 
 def test_cohort_x12_parses_with_pyx12() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from billing.export import BILLING_GROUP_SYSTEM, billing_group_id, fhir_bundle
-from billing.ledger import fold_for_billing
 from billing.rules import ClaimLine, compute_claims
+from billing.state import fold_events
 from rtm.simulate import simulate
 from schemas.events import validate_event
 from tests.fhir import hapi
@@ -27,7 +27,7 @@ def _cohort_lines() -> list[ClaimLine]:
         e for e in (validate_event(o) for o in simulate(12, 75, seed=4)) if not isinstance(e, list)
     ]
     return compute_claims(
-        fold_for_billing(events).values(),
+        fold_events(events).values(),
         dt.datetime(2026, 12, 15, tzinfo=dt.UTC),
         include_open=True,
     )

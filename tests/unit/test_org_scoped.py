@@ -21,8 +21,9 @@ from alerts.rules import acknowledge, on_event
 from alerts.state import decode_state, encode_state, new_state, state_to_dict
 from billing.claims837 import line_control_number, plan_claims
 from billing.evaluate import fold_jsonl
-from billing.ledger import fold_for_billing, ledger_rows, states_from_rows
+from billing.ledger import ledger_rows, states_from_rows
 from billing.rules import compute_claims
+from billing.state import fold_events
 from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event, key_text
 from tests.conftest import EventFactory
 
@@ -125,7 +126,7 @@ def test_ledger_rows_and_billing_folds_key_by_organisation() -> None:
     rows = ledger_rows([*a, *b])
     assert {r[0] for r in rows.data_days} == {"org-a", "org-b"}
     assert len(rows.episode_events) == 2  # one event id, two organisations: two rows
-    folded = fold_for_billing([*a, *b])
+    folded = fold_events([*a, *b])
     assert sorted(folded) == [("org-a", "p-1"), ("org-b", "p-1")]
     names = (
         ("org_id", "patient_id", "local_date", "episode_id", "first_event_id"),
@@ -159,7 +160,7 @@ def test_ledger_rows_and_billing_folds_key_by_organisation() -> None:
 
 def test_claim_and_line_ids_name_a_non_default_organisation() -> None:
     f = EventFactory()
-    (state,) = fold_for_billing(_events(_history(f, "p-1"))).values()
+    (state,) = fold_events(_events(_history(f, "p-1"))).values()
     claims = compute_claims([state], AS_OF)
     assert claims
     ids = {

@@ -8,6 +8,9 @@
   ``POST /v1/billing/exports``, and downloads it (a month that is not YYYY-MM in 2000-2100
   is 422 before anything is recorded; the file name is built from the parsed month);
 - ``GET /ui/billing/exports/{id}``: a recorded export again, its lines as billed then.
+
+The lines are ``streams.services.claims.preview`` and ``export`` (which writes the export's
+audit row), at the database's "now"; the page audits what it shows.
 """
 
 from __future__ import annotations
@@ -22,12 +25,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from billing.export import render_export
+from billing.rules import billing_progress, patient_local_date
+from billing.submission import FORMATS
 from schemas.events import YEAR_MAX, YEAR_MIN
 from streams.access import Principal
+from streams.clock import FixedClock
 from streams.db.access import audit_principal, patients_in_scope
+from streams.db.alerts import db_now
+from streams.db.claims import export_history, exported_lines
+from streams.db.ledger import load_states
 from streams.http.auth import form_fields, principal, reject_unknown_query
 from streams.http.hardening import INT64_MAX, in_years
 from streams.http.pages.clinic import PageError, need, page_user, render
+from streams.services import claims
+from streams.services.claims import Requester
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
 Month = Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")]
@@ -81,10 +93,6 @@ def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
 
 @router.get("", response_class=HTMLResponse)
 async def billing_page(request: Request, month: Month | None = None) -> HTMLResponse:
-    from billing.rules import billing_progress, patient_local_date
-    from streams.db.alerts import db_now
-    from streams.db.billing import export_claims, export_history, load_states
-
     who = await page_user(request)
     need(who, "read_billing")
     async with request.app.state.store.acquire() as conn:
@@ -96,14 +104,9 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
                 [billing_progress(s, patient_local_date(s, now)) for s in states.values()]
             )
         )
-        result = await export_claims(
-            conn,
-            date_from=first,
-            date_to=last,
-            as_of=now,
-            record=False,
-            created_by=who.actor,
-            org_id=who.org_id,
+        # a look (nothing recorded), audited below with the page's other patients
+        result = await claims.preview(
+            conn, FixedClock(now), org_id=who.org_id, date_from=first, date_to=last
         )
         history = await export_history(conn, who.org_id)
         await audit_principal(
@@ -132,45 +135,25 @@ async def billing_page(request: Request, month: Month | None = None) -> HTMLResp
 
 @router.post("/export")
 async def export_form(request: Request, who: Principal = Depends(principal)) -> Response:
-    from billing.export import render_export
-    from streams.db.alerts import db_now
-    from streams.db.billing import export_claims
-
     if who.kind != "user":
         raise PageError(403, "Not for machine keys")
     need(who, "record_export")
     fields = form_fields(await request.body())
-    fmt = fields.get("format", "")
-    if fmt not in _MEDIA:
+    fmt = next((f for f in FORMATS if f == fields.get("format")), None)
+    if fmt is None:
         raise PageError(422, "Bad format", "format must be csv, x12 or fhir")
     if fields.get("month"):  # a bad month is refused before anything is read or recorded
         month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
     async with request.app.state.store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(fields.get("month"), now.date())
-        result = await export_claims(
+        result = await claims.export(
             conn,
+            FixedClock(now),  # the page's "now" is the database's
+            Requester.of(who, "POST /ui/billing/export"),
             date_from=first,
             date_to=last,
-            as_of=now,
-            record=True,
-            created_by=who.actor,
             fmt=fmt,
-            org_id=who.org_id,
-        )
-        await audit_principal(
-            conn,
-            who,
-            "export",
-            "POST /ui/billing/export",
-            [ln.patient_id for ln in result.lines],
-            {
-                "from": first.isoformat(),
-                "to": last.isoformat(),
-                "format": fmt,
-                "lines": len(result.lines),
-                "export_id": result.export_id,
-            },
         )
     media, ext = _MEDIA[fmt]
     return Response(
@@ -188,9 +171,6 @@ async def export_form(request: Request, who: Principal = Depends(principal)) -> 
 async def export_again(
     request: Request, export_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
 ) -> Response:
-    from billing.export import render_export
-    from streams.db.billing import exported_lines
-
     who = await page_user(request)
     need(who, "read_billing")
     async with request.app.state.store.acquire() as conn:

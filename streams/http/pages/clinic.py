@@ -228,7 +228,7 @@ async def worklist_page(
     from alerts.rollup import TIER_NAMES
     from billing.rules import billing_progress, patient_local_date
     from streams.db.alerts import db_now
-    from streams.db.billing import load_states
+    from streams.db.ledger import load_states
     from streams.db.rollups import tier_counts
     from streams.db.rollups import worklist_page as rows_by_need
 
@@ -329,8 +329,8 @@ async def patient_page(
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
     episodes and programs, this month's treatment minutes."""
     from streams.db.alerts import db_now
-    from streams.db.billing import load_states
     from streams.db.events import pain_reports, patient_payloads
+    from streams.db.ledger import load_states
 
     who = await page_user(request)
     need(who, "read_clinical")

@@ -1,10 +1,12 @@
 """Billing endpoints on the gateway: claims export and per-patient progress.
 
-Claim lines carry member ids: billing staff, admins and reader keys of the organisation
-see its patients only; recording an export is for billing staff and admins, and only
-through a POST (a GET never changes anything: a cross-site link cannot bill). A clinician
-sees a patient's billing progress within their scope (the patient page's treatment
-minutes). Every answer leaves an audit row naming its patients. Dates are 2000-2100 and a
+Each job is a use case of ``streams.services.claims`` (preview, export, submit, a file
+again), which writes its audit row; the routes parse, call it and answer. Claim lines
+carry member ids: billing staff, admins and reader keys of the organisation see its
+patients only; recording an export is for billing staff and admins, and only through a
+POST (a GET never changes anything: a cross-site link cannot bill). A clinician sees a
+patient's billing progress within their scope (the patient page's treatment minutes).
+Every answer leaves an audit row naming its patients. Dates are 2000-2100 and a
 range spans at most ``streams.http.hardening.MAX_SPAN_DAYS`` days (422 otherwise).
 
 - ``GET /v1/billing/claims?from=YYYY-MM-DD&to=YYYY-MM-DD&format=csv|x12|fhir``
@@ -19,7 +21,7 @@ range spans at most ``streams.http.hardening.MAX_SPAN_DAYS`` days (422 otherwise
   ?record=true`` did; the dashboard's export button is ``POST /ui/billing/export``); the
   response carries ``X-Billing-Export-Id``.
 - ``POST /v1/billing/submissions`` (billing staff, admins; CSRF) ``{"from", "to",
-  "format": "x12", "test": false}``: **submits** (``streams.db.billing.submit_export``):
+  "format": "x12", "test": false}``: **submits** (``streams.services.claims.submit``):
   the real 837P, recorded with its file; ``GET /v1/billing/submissions`` the export
   history; ``GET /v1/billing/submissions/{id}/file`` the file again.
 - ``GET /v1/patients/{patient_id}/billing[?as_of=TS]``: progress of the current 30-day
@@ -37,10 +39,20 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.claims837 import FREQUENCY_NAMES, PlannedClaim
+from billing.config import DEFAULT_CONFIG
+from billing.export import render_export
+from billing.rules import billing_progress, patient_local_date
+from billing.submission import SubmissionRefused
 from streams.access import Principal
+from streams.clock import Clock, clock_for
 from streams.db.access import audit_principal, in_scope
+from streams.db.claims import list_submissions
+from streams.db.ledger import load_states, patient_known
 from streams.http.auth import require
 from streams.http.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
+from streams.services import claims
+from streams.services.claims import Requester
 
 router = APIRouter()
 
@@ -51,9 +63,16 @@ _MEDIA = {
 }
 
 
-def _aware(value: dt.datetime | None, field: str) -> dt.datetime:
+def _clock(request: Request) -> Clock:
+    # the gateway's clock (RTM_CLOCK_NOW when set); the http room's typed dependency
+    # replaces this lookup
+    return clock_for(request.app.state.settings)
+
+
+def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
+    """``value`` when it carries a UTC offset (422 otherwise); None: the clock's now."""
     if value is None:
-        return dt.datetime.now(dt.UTC)
+        return None
     if value.tzinfo is None or value.utcoffset() is None:
         raise HTTPException(
             422,
@@ -92,9 +111,20 @@ async def billing_claims(
     """The claim lines of [from, to], a look: nothing is recorded (POST /v1/billing/exports
     records)."""
     _dates(date_from, date_to, "query")
-    return await _claims(
-        request, who, date_from, date_to, fmt, _aware(as_of, "as_of"), include_open, False
-    )
+    when = _aware(as_of, "as_of")
+    async with request.app.state.store.acquire() as conn:
+        result = await claims.preview(
+            conn,
+            _clock(request),
+            org_id=who.org_id,
+            date_from=date_from,
+            date_to=date_to,
+            as_of=when,
+            include_open=include_open,
+            fmt=fmt,
+            audit_as=Requester.of(who, "GET /v1/billing/claims"),
+        )
+    return await _claims_file(result, fmt)
 
 
 class ExportBody(BaseModel):
@@ -115,56 +145,27 @@ async def record_claims_export(
     ids a submission would give them. Answers the lines, with X-Billing-Export-Id."""
     _dates(body.date_from, body.date_to, "body")
     when = _aware(body.as_of, "as_of")
-    return await _claims(request, who, body.date_from, body.date_to, body.format, when, False, True)
-
-
-async def _claims(
-    request: Request,
-    who: Principal,
-    date_from: dt.date,
-    date_to: dt.date,
-    fmt: Format,
-    when: dt.datetime,
-    include_open: bool,
-    record: bool,
-) -> Response:
-    from billing.export import render_export
-    from streams.db.billing import export_claims
-
-    resource = "POST /v1/billing/exports" if record else "GET /v1/billing/claims"
     async with request.app.state.store.acquire() as conn:
-        result = await export_claims(
+        result = await claims.export(
             conn,
-            date_from=date_from,
-            date_to=date_to,
+            _clock(request),
+            Requester.of(who, "POST /v1/billing/exports"),
+            date_from=body.date_from,
+            date_to=body.date_to,
             as_of=when,
-            include_open=include_open,
-            record=record,
-            created_by=who.actor,
-            fmt=fmt,
-            org_id=who.org_id,
+            fmt=body.format,
         )
-        await audit_principal(
-            conn,
-            who,
-            "export" if result.export_id is not None else "read",
-            resource,
-            [ln.patient_id for ln in result.lines],
-            {
-                "from": date_from.isoformat(),
-                "to": date_to.isoformat(),
-                "format": fmt,
-                "lines": len(result.lines),
-                "export_id": result.export_id,
-            },
-        )
+    return await _claims_file(result, body.format)
+
+
+async def _claims_file(result: claims.ExportResult, fmt: Format) -> Response:
     headers = {
         "X-Billing-Lines": str(len(result.lines)),
         "X-Billing-Withdrawn": str(len(result.withdrawn)),
     }
     if result.export_id is not None:
         headers["X-Billing-Export-Id"] = str(result.export_id)
-    text = await asyncio.to_thread(render_export, result.lines, fmt, when)
+    text = await asyncio.to_thread(render_export, result.lines, fmt, result.as_of)
     return Response(text, media_type=_MEDIA[fmt], headers=headers)
 
 
@@ -178,9 +179,7 @@ class SubmissionBody(BaseModel):
     as_of: Instant | None = None
 
 
-def _claim_summary(c: Any) -> dict[str, Any]:
-    from billing.claims837 import FREQUENCY_NAMES
-
+def _claim_summary(c: PlannedClaim) -> dict[str, Any]:
     return {
         "claim_id": c.claim_id,
         "frequency": c.frequency,
@@ -200,20 +199,18 @@ async def submit(
     """Submit the organisation's next claims (billing staff and admins): records the lines
     as billed and keeps the file. 201 with the submission; 200 with ``submission_id``
     null when there is nothing to send; 422 naming the profile fields a submission lacks."""
-    from streams.db.billing import SubmissionRefused, submit_export
-
     _dates(body.date_from, body.date_to, "body")
     when = _aware(body.as_of, "as_of")
     async with request.app.state.store.acquire() as conn:
         try:
-            result = await submit_export(
+            result = await claims.submit(
                 conn,
-                org_id=who.org_id,
+                _clock(request),
+                Requester.of(who, "POST /v1/billing/submissions"),
                 date_from=body.date_from,
                 date_to=body.date_to,
                 as_of=when,
                 fmt=body.format,
-                created_by=who.actor,
                 usage="T" if body.test else "P",
             )
         except SubmissionRefused as exc:
@@ -224,21 +221,6 @@ async def submit(
                     for p in exc.problems
                 ],
             ) from None
-        await audit_principal(
-            conn,
-            who,
-            "export" if result.submission_id is not None else "read",
-            "POST /v1/billing/submissions",
-            [c.first.patient_id for c in result.claims],
-            {
-                "from": body.date_from.isoformat(),
-                "to": body.date_to.isoformat(),
-                "format": body.format,
-                "submission_id": result.submission_id,
-                "control_number": result.control_number,
-                "claims": len(result.claims),
-            },
-        )
     answer = {
         "submission_id": result.submission_id,
         "control_number": result.control_number,
@@ -260,8 +242,6 @@ async def submit(
 @router.get("/v1/billing/submissions")
 async def submissions(request: Request, who: Principal = require("record_export")) -> JSONResponse:
     """The organisation's export history, newest first (no file bodies)."""
-    from streams.db.billing import list_submissions
-
     async with request.app.state.store.acquire() as conn:
         rows = await list_submissions(conn, who.org_id)
         await audit_principal(
@@ -277,20 +257,11 @@ async def submission_file_route(
     who: Principal = require("record_export"),
 ) -> Response:
     """The file as submitted, byte for byte; 404 for another organisation's submission."""
-    from streams.db.billing import submission_file, submission_patients
-
+    by = Requester.of(who, f"GET /v1/billing/submissions/{submission_id}/file")
     async with request.app.state.store.acquire() as conn:
-        found = await submission_file(conn, who.org_id, submission_id)
-        if found is None:
-            raise HTTPException(404, f"no submission file {submission_id}")
-        await audit_principal(
-            conn,
-            who,
-            "read",
-            f"GET /v1/billing/submissions/{submission_id}/file",
-            await submission_patients(conn, submission_id),
-            {"submission_id": submission_id},
-        )
+        found = await claims.submission_file(conn, by, submission_id)
+    if found is None:
+        raise HTTPException(404, f"no submission file {submission_id}")
     name, fmt, text = found
     return Response(
         text,
@@ -301,8 +272,6 @@ async def submission_file_route(
 
 @router.get("/v1/billing/conventions")
 async def billing_conventions(who: Principal = require("read_billing")) -> PlainTextResponse:
-    from billing.config import DEFAULT_CONFIG
-
     return PlainTextResponse(DEFAULT_CONFIG.header_text())
 
 
@@ -313,10 +282,7 @@ async def patient_billing(
     as_of: Instant | None = None,
     who: Principal = require("read_billing", "read_clinical"),
 ) -> JSONResponse:
-    from billing.rules import billing_progress, patient_local_date
-    from streams.db.billing import load_states, patient_known
-
-    now = _aware(as_of, "as_of")
+    now = _aware(as_of, "as_of") or _clock(request).now()
     async with request.app.state.store.acquire() as conn:
         if not (
             await in_scope(conn, who.scope(), patient_id)

@@ -1,0 +1,245 @@
+"""What the next export or submission of an organisation is (pure): the decisions of
+``streams.services.claims``, made on what it read, before it writes anything.
+
+- ``preview_lines``: the lines a look at [date_from, date_to] shows: the claims the rules
+  give as of ``as_of``, less what earlier recorded exports already billed unchanged,
+  changed groups marked ``amended``, and the groups billed earlier that the rules no
+  longer bill (``withdrawn``).
+- ``plan_export``: the same lines, each with the claim id a submission would give it
+  (``billing.claims837.plan_claims``), so that later replacements and voids find their
+  claim; withdrawn groups are reported, not voided, on this path.
+- ``plan_submission``: the claims of the next submission (new originals, whole-claim
+  replacements, voids of withdrawn groups), for X12 checked against the billing profile
+  (a missing field refuses the whole file: ``SubmissionRefused``), the demographics, the
+  fee schedule and the payer's claim control numbers (a claim lacking one is left out and
+  named in ``problems``). ``render_submission`` writes its file once the control number is
+  known; ``submission_file_name`` names it.
+
+The history is what the database recorded, oldest first (``RecordedLine``); ``taken`` are
+the claim ids the organisation ever used for these patients (a claim id is never reused).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Literal
+
+from billing.amend import lines_to_export, standing_lines, withdrawn_lines
+from billing.claims837 import (
+    ClaimProblem,
+    PlannedClaim,
+    ReadyClaim,
+    RecordedLine,
+    envelope_problems,
+    plan_claims,
+    prepare_837p,
+    render_837p,
+)
+from billing.config import DEFAULT_CONFIG, BillingConfig
+from billing.demographics import Demographics
+from billing.export import render_csv, render_fhir
+from billing.fees import FeeEntry
+from billing.profile import BillingProfile
+from billing.rules import ClaimLine, compute_claims
+from billing.state import PatientBillingState
+from billing.x12 import Usage
+
+Format = Literal["csv", "x12", "fhir"]
+FORMATS: tuple[Format, ...] = ("csv", "x12", "fhir")
+FILE_EXTENSIONS: dict[str, str] = {"x12": "x12", "csv": "csv", "fhir": "json"}
+
+
+class SubmissionRefused(ValueError):
+    """A submission that cannot go out at all (e.g. a required profile field is missing):
+    nothing is recorded and no control number is used. ``problems`` names each field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("submission refused: " + "; ".join(problems))
+        self.problems = list(problems)
+
+
+def check_submission_request(fmt: str, usage: str) -> None:
+    """ValueError for a format or usage no submission has (before anything is read)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    if usage not in ("P", "T"):
+        raise ValueError("usage must be P or T")
+
+
+def claims_in_range(
+    states: Iterable[PatientBillingState],
+    as_of: dt.datetime,
+    date_from: dt.date,
+    date_to: dt.date,
+    config: BillingConfig = DEFAULT_CONFIG,
+    include_open: bool = False,
+) -> list[ClaimLine]:
+    """The claims the rules give as of ``as_of`` with a date of service in the range."""
+    return [
+        ln
+        for ln in compute_claims(states, as_of, config, include_open)
+        if date_from <= ln.date_of_service <= date_to
+    ]
+
+
+def exports_of(history: Iterable[RecordedLine]) -> list[list[ClaimLine]]:
+    """The recorded lines per export, oldest export first (for ``standing_lines``)."""
+    ordered = sorted(history, key=lambda r: r.submission_id)
+    return [[r.line for r in rows] for _, rows in groupby(ordered, key=lambda r: r.submission_id)]
+
+
+# --- a look, and a recorded export ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    lines: list[ClaimLine]  # the lines of the export (a look's, or what gets recorded)
+    withdrawn: list[ClaimLine]  # billed earlier, no longer billable (void them)
+    claims: list[ClaimLine] = field(default_factory=list)  # what the rules give now
+    claim_ids: list[str | None] = field(default_factory=list)  # per line, when recorded
+    planned: list[PlannedClaim] = field(default_factory=list)  # the claims of those ids
+
+
+def preview_lines(
+    states: Mapping[str, PatientBillingState],
+    history: Sequence[RecordedLine],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    config: BillingConfig = DEFAULT_CONFIG,
+    include_open: bool = False,
+) -> ExportPlan:
+    """The lines of a look at [date_from, date_to] (``states``: every patient of the
+    organisation; ``history``: their recorded lines) and the withdrawn ones."""
+    claims = claims_in_range(states.values(), as_of, date_from, date_to, config, include_open)
+    standing = standing_lines(exports_of(history))
+    in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
+    return ExportPlan(
+        lines=lines_to_export(standing, claims),
+        withdrawn=withdrawn_lines(in_range, claims),
+        claims=claims,
+    )
+
+
+def plan_export(
+    org_id: str,
+    states: Mapping[str, PatientBillingState],
+    history: Sequence[RecordedLine],
+    taken: Collection[str],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> ExportPlan:
+    """The lines of a recorded export (closed periods/months only), each with the claim id
+    a submission would give it, and the claims of those ids (to record)."""
+    look = preview_lines(states, history, date_from, date_to, as_of, config)
+    planned = plan_claims(history, look.claims, date_from, date_to, taken, org_id)
+    claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
+    return ExportPlan(
+        lines=look.lines,
+        withdrawn=look.withdrawn,
+        claims=look.claims,
+        claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in look.lines],
+        planned=list({c.claim_id: c for c in claim_of.values()}.values()),
+    )
+
+
+# --- a submission --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parties:
+    """What an X12 file needs besides the claims, as read for the organisation."""
+
+    profiles: Mapping[str, BillingProfile]
+    demographics: Mapping[str, Demographics]
+    fees: Sequence[FeeEntry]
+    payer_claim_numbers: Mapping[str, str]  # claim id -> the payer's claim control number
+
+
+@dataclass(frozen=True)
+class SubmissionPlan:
+    fmt: Format
+    claims: list[PlannedClaim]  # what goes out (for X12: the ready claims' claims)
+    ready: list[ReadyClaim]  # X12 only: the claims with demographics and charges
+    problems: list[ClaimProblem]  # claims left out, each naming its field
+    withdrawn: list[ClaimLine]
+    profiles: Mapping[str, BillingProfile] = field(default_factory=dict)
+
+    @property
+    def record(self) -> list[tuple[str, ClaimLine]]:
+        """(claim id, line) of every line submitting adds to the history."""
+        return [(c.claim_id, ln) for c in self.claims for ln in c.record]
+
+
+def plan_submission(
+    org_id: str,
+    states: Mapping[str, PatientBillingState],
+    history: Sequence[RecordedLine],
+    taken: Collection[str],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    fmt: Format,
+    parties: Parties | None = None,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> SubmissionPlan:
+    """The organisation's next submission (closed periods/months with a date of service in
+    [date_from, date_to]). X12 needs ``parties``: a claim lacking demographics, a fee or
+    the payer's claim control number is left out (``problems``); a profile lacking a field
+    the file needs refuses it all (``SubmissionRefused``)."""
+    current = claims_in_range(states.values(), as_of, date_from, date_to, config)
+    planned = plan_claims(history, current, date_from, date_to, taken, org_id)
+    # one sequence of every recorded line, as submissions always folded it
+    standing = standing_lines([[r.line for r in history]])
+    withdrawn = withdrawn_lines(
+        [ln for ln in standing if date_from <= ln.date_of_service <= date_to], current
+    )
+    if fmt != "x12" or not planned:
+        return SubmissionPlan(fmt, list(planned), [], [], withdrawn)
+    if parties is None:
+        raise ValueError("an X12 submission needs the billing profiles, demographics and fees")
+    refused = envelope_problems(planned, parties.profiles)
+    if refused:
+        raise SubmissionRefused(refused)
+    ready, problems = prepare_837p(
+        planned,
+        parties.profiles,
+        parties.demographics,
+        parties.fees,
+        parties.payer_claim_numbers,
+    )
+    return SubmissionPlan(
+        fmt, [r.claim for r in ready], ready, problems, withdrawn, parties.profiles
+    )
+
+
+def render_submission(
+    plan: SubmissionPlan,
+    control_number: int | None,
+    usage: Usage,
+    created: dt.datetime,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> str:
+    """The file of a submission with claims: X12 (``control_number``: 0 for a dry run,
+    usage T), CSV with the conventions, or a FHIR bundle."""
+    if plan.fmt == "x12":
+        if control_number is None:
+            raise ValueError("an X12 submission needs a control number")
+        return render_837p(plan.ready, plan.profiles, control_number, usage, created)
+    lines = [ln for c in plan.claims for ln in c.record]
+    if plan.fmt == "csv":
+        return render_csv(lines, config)
+    return render_fhir(lines, created)
+
+
+def submission_file_name(org_id: str, submission_id: int, control: int | None, fmt: str) -> str:
+    return (
+        f"{org_id}-submission-{submission_id:06d}"
+        + (f"-isa{control:09d}" if control else "")
+        + f".{FILE_EXTENSIONS[fmt]}"
+    )

@@ -1,0 +1,389 @@
+"""The claims use cases, each written once: read, decide (``billing.submission``), write,
+and leave the audit row, in one place for the gateway's routes, the dashboard and the CLI.
+
+- ``preview``: a look at the next export's lines (nothing recorded, so a GET stays safe to
+  repeat); audited as a ``read`` when the caller names who asks (``audit_as``).
+- ``export``: the same lines recorded as an export, with the claim ids a submission would
+  give them, under the export lock so two exports cannot bill one group twice; audited as
+  an ``export``.
+- ``submit``: the next submission (originals, replacements, voids), its file rendered with
+  a control number from the database and kept with it; audited as an ``export`` (a dry
+  run or nothing to send: a ``read``). A profile lacking a field refuses it
+  (``billing.submission.SubmissionRefused``) and nothing is written.
+- ``submission_file``: a submitted file again, byte for byte (audited as a ``read``).
+- ``set_profile``, ``load_demographics`` (audited), ``load_fee_schedule``,
+  ``record_payer_claim_numbers``: the parties and numbers a submission needs.
+
+Each takes a connection (its transaction is the use case's), a ``Clock`` for "now" when the
+caller gives no ``as_of``, and a ``Requester``: who asks, as the audit log names them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from billing.claims837 import ClaimProblem, PlannedClaim
+from billing.config import DEFAULT_CONFIG, BillingConfig
+from billing.demographics import Demographics
+from billing.fees import FeeEntry, check_overlaps
+from billing.profile import BillingProfile
+from billing.rules import ClaimLine
+from billing.submission import (
+    Format,
+    Parties,
+    check_submission_request,
+    plan_export,
+    plan_submission,
+    preview_lines,
+    render_submission,
+    submission_file_name,
+)
+from billing.x12 import Usage
+from schemas.events import DEFAULT_ORG
+from streams.access import Principal
+from streams.clock import Clock
+from streams.db import claims as db
+from streams.db.access import audit
+from streams.db.ledger import load_states
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks (the audit row's organisation, actor and role; ``created_by`` is the name
+    an export records) and where (the audit row's resource: a route or a command)."""
+
+    org_id: str
+    actor: str
+    role: str
+    resource: str
+    created_by: str
+
+    @classmethod
+    def of(cls, who: Principal, resource: str) -> Requester:
+        return cls(who.org_id, who.actor, who.role_text, resource, who.actor)
+
+    @classmethod
+    def cli(cls, user: str, org_id: str | None, resource: str) -> Requester:
+        return cls(org_id or DEFAULT_ORG, f"cli:{user}", "cli", resource, user)
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    by: Requester,
+    action: str,
+    patient_ids: Iterable[str],
+    detail: dict[str, object],
+) -> None:
+    await audit(
+        conn,
+        org_id=by.org_id,
+        actor=by.actor,
+        role=by.role,
+        action=action,
+        resource=by.resource,
+        patient_ids=patient_ids,
+        detail=detail,
+    )
+
+
+# --- preview and export ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    lines: list[ClaimLine]
+    withdrawn: list[ClaimLine]
+    export_id: int | None  # None: a look, nothing recorded
+    as_of: dt.datetime  # the "now" the claims were computed at (render the file with it)
+    elapsed_s: float
+
+
+async def _audit_export(
+    conn: asyncpg.Connection,
+    by: Requester,
+    result: ExportResult,
+    fmt: str,
+    date_from: dt.date,
+    date_to: dt.date,
+) -> None:
+    await _audit(
+        conn,
+        by,
+        "export" if result.export_id is not None else "read",
+        [ln.patient_id for ln in result.lines],
+        {
+            "from": date_from.isoformat(),
+            "to": date_to.isoformat(),
+            "format": fmt,
+            "lines": len(result.lines),
+            "export_id": result.export_id,
+        },
+    )
+
+
+async def preview(
+    conn: asyncpg.Connection,
+    clock: Clock,
+    *,
+    org_id: str | None,
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime | None = None,
+    include_open: bool = False,
+    fmt: Format = "csv",
+    audit_as: Requester | None = None,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> ExportResult:
+    """The lines of the next export of ``org_id`` (None: DEFAULT_ORG's) with a date of
+    service in [date_from, date_to] as of ``as_of`` (default: the clock), less what
+    earlier recorded exports billed unchanged; open periods too with ``include_open``
+    (status ``preview``). Nothing is recorded. Audited as a read of ``audit_as`` when given
+    (the dashboard's page audits its whole view itself)."""
+    t0 = time.perf_counter()
+    org = org_id or DEFAULT_ORG
+    when = as_of or clock.now()
+    async with conn.transaction():
+        states = await load_states(conn, org)  # the organisation's ledger, every patient
+        history = await db.recorded_history(conn, org, sorted(states))
+        look = preview_lines(states, history, date_from, date_to, when, config, include_open)
+        result = ExportResult(look.lines, look.withdrawn, None, when, time.perf_counter() - t0)
+        if audit_as is not None:
+            await _audit_export(conn, audit_as, result, fmt, date_from, date_to)
+    return result
+
+
+async def export(
+    conn: asyncpg.Connection,
+    clock: Clock,
+    by: Requester,
+    *,
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime | None = None,
+    fmt: Format = "csv",
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> ExportResult:
+    """Record the next export of ``by``'s organisation: the lines of ``preview`` (closed
+    periods/months only), each with the claim id a submission would give it, under the
+    export lock, with its audit row, in one transaction."""
+    t0 = time.perf_counter()
+    org = by.org_id
+    when = as_of or clock.now()
+    async with conn.transaction():
+        await db.lock_exports(conn)
+        states = await load_states(conn, org)
+        patients = sorted(states)
+        history = await db.recorded_history(conn, org, patients)
+        taken = await db.claim_ids(conn, org, patients)
+        plan = plan_export(org, states, history, taken, date_from, date_to, when, config)
+        export_id = await db.record_export(
+            conn,
+            plan.lines,
+            created_by=by.created_by,
+            as_of=when,
+            date_from=date_from,
+            date_to=date_to,
+            fmt=fmt,
+            conventions=config.header_text(),
+            org_id=org,
+            claim_ids=plan.claim_ids,
+        )
+        await db.record_claims(conn, org, export_id, plan.planned)
+        result = ExportResult(plan.lines, plan.withdrawn, export_id, when, time.perf_counter() - t0)
+        await _audit_export(conn, by, result, fmt, date_from, date_to)
+    return result
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """What ``submit`` did: ``submission_id`` None when nothing was recorded (dry run, or
+    nothing to send). ``problems``: claims left out, each naming its field."""
+
+    submission_id: int | None
+    control_number: int | None
+    text: str
+    file_name: str
+    claims: list[PlannedClaim]
+    problems: list[ClaimProblem]
+    withdrawn: list[ClaimLine]
+
+    @property
+    def lines(self) -> list[ClaimLine]:
+        """The recorded lines (new, amended, void), as the history keeps them."""
+        return [ln for c in self.claims for ln in c.record]
+
+
+async def submit(
+    conn: asyncpg.Connection,
+    clock: Clock,
+    by: Requester,
+    *,
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime | None = None,
+    fmt: Format = "x12",
+    usage: Usage = "P",
+    dry_run: bool = False,
+    created: dt.datetime | None = None,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> SubmissionResult:
+    """Submit the next claims of ``by``'s organisation: this is what records lines as
+    billed. Under the export lock, in one transaction: the plan
+    (``billing.submission.plan_submission``), the file (X12: control number from the
+    database sequence; ``created`` stamps it, default the clock), the file stored with the
+    recorded lines and claims, and the audit row. Nothing to send: nothing recorded.
+    ``dry_run``: the same file (X12 control number 0, usage T), not recorded."""
+    check_submission_request(fmt, usage)
+    now = clock.now()
+    when, created = as_of or now, created or now
+    org = by.org_id
+    async with conn.transaction():
+        await db.lock_exports(conn)
+        states = await load_states(conn, org)
+        patients = sorted(states)
+        history = await db.recorded_history(conn, org, patients)
+        taken = await db.claim_ids(conn, org, patients)
+        parties = await _parties(conn, org, patients) if fmt == "x12" else None
+        plan = plan_submission(
+            org, states, history, taken, date_from, date_to, when, fmt, parties, config
+        )
+        control: int | None = None
+        submission_id: int | None = None
+        text = name = ""
+        if plan.claims:
+            if fmt == "x12":
+                control = 0 if dry_run else await db.next_control_number(conn)
+            text = render_submission(plan, control, "T" if dry_run else usage, created, config)
+        if plan.claims and not dry_run:
+            submission_id = await db.record_export(
+                conn,
+                [ln for _, ln in plan.record],
+                created_by=by.created_by,
+                as_of=when,
+                date_from=date_from,
+                date_to=date_to,
+                fmt=fmt,
+                conventions=config.header_text(),
+                org_id=org,
+                claim_ids=[cid for cid, _ in plan.record],
+            )
+            name = submission_file_name(org, submission_id, control, fmt)
+            await db.store_submission_file(
+                conn,
+                submission_id,
+                usage=usage if fmt == "x12" else None,
+                control_number=control,
+                claim_count=len(plan.claims),
+                file_name=name,
+                text=text,
+                problems=[p.text() for p in plan.problems],
+            )
+            await db.record_claims(conn, org, submission_id, plan.claims)
+        result = SubmissionResult(
+            submission_id, control, text, name, plan.claims, plan.problems, plan.withdrawn
+        )
+        await _audit(
+            conn,
+            by,
+            "export" if result.submission_id is not None else "read",
+            [c.first.patient_id for c in result.claims],
+            {
+                "from": date_from.isoformat(),
+                "to": date_to.isoformat(),
+                "format": fmt,
+                "submission_id": result.submission_id,
+                "control_number": result.control_number,
+                "claims": len(result.claims),
+                "problems": len(result.problems),
+            },
+        )
+    return result
+
+
+async def _parties(conn: asyncpg.Connection, org_id: str, patients: Sequence[str]) -> Parties:
+    return Parties(
+        profiles=await db.get_profiles(conn, org_id),
+        demographics=await db.demographics_for(conn, org_id, patients),
+        fees=await db.fee_entries(conn),
+        payer_claim_numbers=await db.payer_claim_numbers(conn, org_id, patients),
+    )
+
+
+# --- a submitted file again ----------------------------------------------------------------------
+
+
+async def submission_file(
+    conn: asyncpg.Connection, by: Requester, submission_id: int
+) -> tuple[str, str, str] | None:
+    """(file name, format, text) of one of ``by``'s organisation's submissions, audited as
+    a read of its patients; None (nothing audited) for another organisation's or none."""
+    found = await db.submission_file(conn, by.org_id, submission_id)
+    if found is not None:
+        await _audit(
+            conn,
+            by,
+            "read",
+            await db.submission_patients(conn, submission_id),
+            {"submission_id": submission_id},
+        )
+    return found
+
+
+# --- the parties and numbers a submission needs ----------------------------------------------
+
+
+async def set_profile(conn: asyncpg.Connection, by: Requester, profile: BillingProfile) -> None:
+    """Store (replace) a billing profile of ``by``'s organisation, audited."""
+    async with conn.transaction():
+        await db.set_profile(conn, profile, by.actor)
+        await _audit(conn, by, "billing.profile_set", (), {"billing_npi": profile.billing_npi})
+
+
+async def load_demographics(
+    conn: asyncpg.Connection, by: Requester, rows: Sequence[Demographics], errors: int = 0
+) -> int:
+    """Upsert demographics of ``by``'s organisation, audited with the patients (``errors``:
+    rows of the file that were refused, for the audit row)."""
+    async with conn.transaction():
+        n = await db.load_demographics(conn, by.org_id, rows, by.actor)
+        await _audit(
+            conn,
+            by,
+            "billing.demographics_load",
+            [r.patient_id for r in rows],
+            {"rows": n, "errors": errors},
+        )
+    return n
+
+
+async def load_fee_schedule(
+    conn: asyncpg.Connection, entries: Sequence[FeeEntry], loaded_by: str
+) -> int:
+    """Add fee-schedule entries; returns how many were new. A version is immutable and
+    the schedule must stay free of overlaps (``billing.fees.check_overlaps``): either
+    refusal (ValueError) leaves nothing loaded."""
+    async with conn.transaction():
+        new = await db.add_fee_entries(conn, entries, loaded_by)
+        check_overlaps(await db.fee_entries(conn))
+    return new
+
+
+async def record_payer_claim_numbers(
+    conn: asyncpg.Connection, org_id: str, numbers: Iterable[tuple[str, str]], source: str
+) -> list[str]:
+    """Record the payer's claim control numbers (claim id, number) of submitted claims
+    (REF*F8 of their replacements and voids); returns the claim ids the organisation
+    never submitted (skipped)."""
+    unknown = []
+    for claim_id, number in numbers:
+        if not await db.set_payer_claim_number(conn, org_id, claim_id, number, source):
+            unknown.append(claim_id)
+    return unknown
