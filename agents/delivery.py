@@ -27,12 +27,12 @@ Delivery is at-least-once: receivers dedupe on the ``Idempotency-Key`` header
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import ipaddress
 import logging
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -41,15 +41,16 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from streams.db.alerts import (
-    SEVERITY_RANK,
+from alerts.models import SEVERITY_RANK
+from streams.clock import SYSTEM_CLOCK, Clock, clock_for
+from streams.db.deliveries import (
     Claimed,
     claim_deliveries,
     delivery_backlog,
     mark_attempt_failed,
     mark_delivered,
 )
-from streams.db.events import EventStore
+from streams.db.pool import Pool
 from streams.kafka.app import Topology, timer
 from streams.kafka.supervise import Supervisor
 from streams.metrics import WorkerMetrics
@@ -260,11 +261,17 @@ class RetryPolicy:
 
 def severity_rank(severity: str) -> int:
     """0 (critical) .. 3 (low): the queue order; an unknown severity goes last."""
-    return SEVERITY_RANK.get(severity, len(SEVERITY_RANK) - 1)
+    return _RANKS.get(severity, len(_RANKS) - 1)
 
 
-def signed_headers(secret: str, body: bytes, idempotency_key: str) -> dict[str, str]:
-    ts = str(int(time.time()))
+_RANKS: dict[str, int] = {severity: rank for severity, rank in SEVERITY_RANK.items()}
+
+
+def signed_headers(
+    secret: str, body: bytes, idempotency_key: str, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, str]:
+    """The POST's headers: the signature over ``clock``'s time (seconds) and the body."""
+    ts = str(int(clock.now().timestamp()))
     return {
         "Content-Type": "application/json",
         "Idempotency-Key": idempotency_key,
@@ -280,6 +287,7 @@ async def post_signed(
     body: bytes,
     idempotency_key: str,
     destinations: Destinations,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> str | None:
     """One attempt: None on a 2xx, else what went wrong (no URL, no body: those may carry
     patient data or tokens and the error ends up in logs and the API). The destination is
@@ -293,7 +301,7 @@ async def post_signed(
         resp = await client.post(
             target,
             content=body,
-            headers={**signed_headers(secret, body, idempotency_key), **host},
+            headers={**signed_headers(secret, body, idempotency_key, clock), **host},
             extensions=extensions,
         )
     except httpx.HTTPError as exc:
@@ -301,20 +309,27 @@ async def post_signed(
     return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
 
 
-async def send_ping(url: str, secret: str, timeout_s: float, destinations: Destinations) -> bool:
+async def send_ping(
+    url: str,
+    secret: str,
+    timeout_s: float,
+    destinations: Destinations,
+    clock: Clock = SYSTEM_CLOCK,
+) -> bool:
     """A signed test POST (`rtm alerts webhook --test`): {"change": "ping", ...}; True when
     it was delivered (a 2xx). Nothing else is told (no status, no error, no time): the
     command must not work as a port scanner."""
     ping_id = str(uuid.uuid4())
+    now = clock.now()
     body = orjson.dumps(
         {
             "change": "ping",
             "ping_id": ping_id,
-            "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sent_at": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     )
     async with httpx.AsyncClient(timeout=timeout_s) as client:
-        error = await post_signed(client, url, secret, body, f"ping:{ping_id}", destinations)
+        error = await post_signed(client, url, secret, body, f"ping:{ping_id}", destinations, clock)
     return error is None
 
 
@@ -323,12 +338,15 @@ class Deliverer:
 
     def __init__(
         self,
-        store: EventStore,
+        store: Pool,
         settings: Settings,
         metrics: WorkerMetrics,
         supervisor: Supervisor | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
+        # the signatures' time: the process's clock (RTM_CLOCK_NOW when set)
+        self.clock = clock if clock is not None else clock_for(settings)
         # runs each endpoint's loop: an exception there (a database going down mid-claim
         # included) is logged and counted, the claim lapses and the delivery is taken again
         self.supervisor = supervisor or Supervisor()
@@ -388,7 +406,13 @@ class Deliverer:
             error = str(exc)
         else:
             error = await post_signed(
-                self.client, c.url, secret, body, f"{c.alert_id}:{c.change}", self.destinations
+                self.client,
+                c.url,
+                secret,
+                body,
+                f"{c.alert_id}:{c.change}",
+                self.destinations,
+                self.clock,
             )
         async with self.store.acquire() as conn:
             if error is None:
@@ -428,7 +452,7 @@ class Deliverer:
             self._client = None
 
 
-def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
+def register(topology: Topology, store: Pool, settings: Settings) -> Any:
     deliverer = Deliverer(store, settings, topology.metrics, topology.supervisor)
 
     @timer(topology, settings.webhook_poll_s)
@@ -451,4 +475,4 @@ def register(topology: Topology, store: EventStore, settings: Settings) -> Any:
     return deliver_due
 
 
-SEVERITIES = ("critical", "high", "medium", "low")  # severity_rank 0..3
+SEVERITIES = tuple(SEVERITY_RANK)  # severity_rank 0..3: critical, high, medium, low

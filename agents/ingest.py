@@ -13,7 +13,7 @@ web server, ticks and the producer.
 Rebalance: a partition is given up only between batches (``on_partitions_revoked`` waits for
 the batch in flight, whose offsets are then committed), so a batch is never half-owned.
 A SIGKILL anywhere re-delivers from the last commit; the step's effects are all or nothing
-and idempotent (agents/pipeline.py).
+and idempotent (streams/services/ingest.py).
 """
 
 from __future__ import annotations
@@ -22,19 +22,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from streams.kafka.control import Record
 from streams.kafka.transport import kafka_client_kwargs
 from streams.metrics import WorkerMetrics
+from streams.services.ingest import DeadLetterLimit
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[Sequence[tuple[bytes, int, float | None]]], Awaitable[None]]
+# One fetch's records, in partition order then offset order (streams.services.ingest).
+Step = Callable[[Sequence[Record]], Awaitable[None]]
 
 
 def group_id(settings: Settings) -> str:
@@ -43,55 +45,10 @@ def group_id(settings: Settings) -> str:
     return settings.app_id
 
 
-class DeadLetterLimit(Exception):
-    """Too many records dead-lettered: probably a bad deploy (a producer or this worker),
-    not bad input. Consumption stops before the offsets move past them."""
-
-
-@dataclass
-class DeadLetterGuard:
-    """Counts records and dead letters; says when a batch would cross the limit (pure:
-    the caller passes the time). Limits: ``max_consecutive`` dead letters in a row, or a
-    dead-letter ratio above ``max_ratio`` over the last ``window_s`` once at least
-    ``min_records`` records were seen in it."""
-
-    max_consecutive: int
-    max_ratio: float
-    window_s: float
-    min_records: int
-    consecutive: int = 0
-    window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, records, dead)
-
-    def check(
-        self, now: float, records: int, dead: int, runs: tuple[int, int, int] | None = None
-    ) -> str | None:
-        """The reason to halt, or None (and the batch is counted). ``records``: the batch's
-        event records (controls aside). ``runs``: (dead letters before the batch's first good
-        record, the longest run between good ones, after its last good record), in record
-        order; a good record ends a run, and without ``runs`` a batch with one good record
-        ends the run and starts none. The runs matter: 300 bad records then 2 good ones in one
-        fetch are 300 in a row, whether the worker fetched them at once or in pieces."""
-        if dead == records:
-            longest = self.consecutive + dead
-            consecutive = longest
-        else:
-            leading, inner, trailing = runs if runs is not None else (0, 0, 0)
-            longest = max(self.consecutive + leading, inner, trailing)
-            consecutive = trailing
-        window = [w for w in self.window if w[0] > now - self.window_s]
-        seen = sum(w[1] for w in window) + records
-        bad = sum(w[2] for w in window) + dead
-        if self.max_consecutive and longest >= self.max_consecutive:
-            return f"{longest} records dead-lettered in a row (limit {self.max_consecutive})"
-        if self.max_ratio < 1.0 and seen >= self.min_records and bad / seen > self.max_ratio:
-            return (
-                f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "
-                f"(limit {self.max_ratio:.0%})"
-            )
-        self.consecutive = consecutive
-        window.append((now, records, dead))
-        self.window = window
-        return None
+def record(r: ConsumerRecord[Any, Any]) -> Record:
+    """aiokafka's record as the step takes it (Kafka's time in seconds)."""
+    ts = r.timestamp / 1000.0 if r.timestamp is not None else None
+    return Record(r.value, r.partition, ts)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -189,17 +146,7 @@ class IngestConsumer:
                     fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
                     if not fetched:
                         continue
-                    await self.step(
-                        [
-                            (
-                                r.value,
-                                tp.partition,
-                                r.timestamp / 1000.0 if r.timestamp is not None else None,
-                            )
-                            for tp, rs in fetched.items()
-                            for r in rs
-                        ]
-                    )
+                    await self.step([record(r) for rs in fetched.values() for r in rs])
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
                     await consumer.commit(
                         {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}

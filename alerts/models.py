@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -27,6 +27,14 @@ AlertKind = Literal[
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 ChangeKind = Literal["fired", "acknowledged", "resolved"]
+
+# Every kind, in the order pages list them.
+ALERT_KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
+# A status only rises (open -> acknowledged -> resolved): a snapshot of a lower rank never
+# overwrites a higher one, whatever order the writes arrive in.
+STATUS_RANK: dict[AlertStatus, int] = {"open": 0, "acknowledged": 1, "resolved": 2}
+# Most urgent first: the webhook queue's order and the triage's.
+SEVERITY_RANK: dict[Severity, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 SEVERITY: dict[AlertKind, Severity] = {
     "red_flag": "critical",
@@ -104,6 +112,22 @@ class Alert(BaseModel):
     # A red flag or fall that belongs to no episode after the grace period: for the
     # clinic-wide recipient (clinician_id '*', episode_id '').
     unrouted: bool = False
+
+    def acknowledged(self, at: dt.datetime, by: str) -> Alert:
+        """The alert once a clinician acknowledged it at ``at``: the one acknowledgement
+        transition (the API's and the rules'). An open alert becomes ``acknowledged``; a
+        resolved one keeps its status but records who and when (its kind's cool-down starts
+        then). Already acknowledged: the alert itself, unchanged (the first one counts).
+        The clinician's note is not part of the snapshot (the stream and the webhooks carry
+        no notes); the service stores it beside the alert."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("at must be timezone-aware")
+        if self.acknowledged_at is not None:
+            return self
+        status: AlertStatus = "acknowledged" if self.status == "open" else self.status
+        return self.model_copy(
+            update={"status": status, "acknowledged_at": at, "acknowledged_by": by}
+        )
 
 
 class AlertChange(BaseModel):

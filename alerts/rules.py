@@ -724,8 +724,8 @@ def acknowledge(
     """Record a clinician's acknowledgement. Idempotent: a second one changes nothing.
 
     An open alert becomes ``acknowledged``; a resolved one keeps its status but records the
-    acknowledgement. Either way the cool-down of its kind starts at ``at``.
-    Raises KeyError for an alert id this patient does not have.
+    acknowledgement (``Alert.acknowledged``, the one transition). Either way the cool-down
+    of its kind starts at ``at``. Raises KeyError for an alert id this patient does not have.
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at must be timezone-aware")
@@ -745,10 +745,7 @@ def acknowledge(
     if current.acknowledged_at is not None:
         return state, []
     s = state.copy_for_update()
-    status = "acknowledged" if current.status == "open" else current.status
-    updated = current.model_copy(
-        update={"status": status, "acknowledged_at": at, "acknowledged_by": by}
-    )
+    updated = current.acknowledged(at, by)
     s.alerts[alert_id_] = updated
     prune(s, DEFAULT_CONFIG if config is None else config)
     return s, [AlertChange(change="acknowledged", alert=updated)]

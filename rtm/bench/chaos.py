@@ -63,7 +63,7 @@ from rtm.bench.receiver import Receiver
 from rtm.cli_billing import reconcile
 from rtm.devstack import Child, ensure_dev_key, prepare, spawn, wait_http
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.db.alerts import remove_webhook, set_webhook
+from streams.db.deliveries import remove_webhook, set_webhook
 from streams.kafka.producer import EventProducer
 from streams.secrets import secret_box
 from streams.settings import Settings

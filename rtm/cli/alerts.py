@@ -15,7 +15,7 @@ import click
 from alerts.evaluate import run_adherence_evaluate, run_alerts_evaluate
 from rtm.cli.options import parse_instant, settings_of
 from streams.clock import clock_for
-from streams.db.alerts import list_webhooks, remove_webhook, set_webhook, webhook_for
+from streams.db.deliveries import list_webhooks, remove_webhook, set_webhook, webhook_for
 from streams.secrets import secret_box
 from streams.settings import Settings
 

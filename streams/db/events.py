@@ -1,10 +1,11 @@
-"""TimescaleDB adapter (asyncpg): migrations and idempotent batch writes."""
+"""The events hypertable and its idempotency ledger (``event_ids``): the batch's reads and
+writes of them, the dead-letter refusal probe, and the reads of raw events (patient
+history, exports, demo). ``EventStore`` is the pool (streams/db/pool.py) with the gateway's
+two event writes; ``migrate`` is re-exported from there for its callers."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import importlib.resources
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,49 +13,8 @@ from typing import Any
 import asyncpg
 
 from schemas.events import DEFAULT_ORG, Event
-
-MIGRATION_LOCK_KEY = 7_270_501  # pg_advisory_lock id: one migrator at a time
-
-
-def _migrations() -> list[tuple[str, str]]:
-    folder = importlib.resources.files("infra") / "migrations"
-    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
-    return [(p.name, p.read_text()) for p in files]
-
-
-async def migrate(dsn: str, app_role: str | None = None) -> list[str]:
-    """Apply the versioned SQL files under infra/migrations once each; returns the new ones.
-
-    Run as the owner; with ``app_role`` it then grants the application role its privileges
-    (streams/db/roles.py). As the application role (which may not create anything) it only
-    checks that nothing is pending."""
-    from streams.db.roles import applied_versions, grant_app_role
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        done_before = await applied_versions(conn)
-        if app_role is None and done_before is not None:
-            if not {name for name, _ in _migrations()} - done_before:
-                return []
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        applied: list[str] = []
-        for name, sql in _migrations():
-            if name in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
-            applied.append(name)
-        if app_role is not None:
-            await grant_app_role(conn, app_role)
-        return applied
-    finally:
-        await conn.close()
+from streams.db.pool import Pool
+from streams.db.pool import migrate as migrate  # its callers import it from here
 
 
 @dataclass(frozen=True)
@@ -127,6 +87,20 @@ async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -
     if not unique:
         return set()
     rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values())))
+    return {(r["org_id"], r["event_id"]) for r in rows}
+
+
+async def known_events(conn: asyncpg.Connection, keys: Iterable[EventKey]) -> set[EventKey]:
+    """Which of these (organisation, event_id) keys are stored already (re-deliveries)."""
+    unique = sorted(set(keys))
+    if not unique:
+        return set()
+    rows = await conn.fetch(
+        "SELECT i.org_id, i.event_id FROM event_ids i"
+        " JOIN unnest($1::text[], $2::text[]) AS k(o, e) ON i.org_id = k.o AND i.event_id = k.e",
+        [k[0] for k in unique],
+        [k[1] for k in unique],
+    )
     return {(r["org_id"], r["event_id"]) for r in rows}
 
 
@@ -291,42 +265,8 @@ async def patients_events(
     )
 
 
-class EventStore:
-    """Writes and reads the events hypertable through a pool.
-
-    The pool is opened on first use, inside the loop of whoever uses it (Faust's worker
-    creates its loop after the agents are registered).
-    """
-
-    def __init__(self, dsn: str, max_size: int = 5) -> None:
-        self.dsn = dsn
-        self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    async def connect(cls, dsn: str, max_size: int = 5) -> EventStore:
-        store = cls(dsn, max_size)
-        await store.pool()
-        return store
-
-    async def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.max_size
-                    )
-        assert self._pool is not None
-        return self._pool
-
-    def acquire(self) -> Any:
-        return _Acquire(self)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+class EventStore(Pool):
+    """The pool, with the gateway's writes and reads of the events table."""
 
     async def insert_events(self, events: Sequence[Event]) -> WriteResult:
         """Store each (organisation, event_id) once, however often it is delivered (one
@@ -351,28 +291,3 @@ class EventStore:
                 list(ids),
             )
         return {r["event_id"] for r in rows}
-
-    async def ping(self) -> bool:
-        async with self.acquire() as conn:
-            return bool(await conn.fetchval("SELECT 1") == 1)
-
-
-def utc_now() -> dt.datetime:
-    """The wall clock, for adapters only (domain code receives time as an argument)."""
-    return dt.datetime.now(dt.UTC)
-
-
-class _Acquire:
-    """`async with store.acquire() as conn`, opening the pool lazily."""
-
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
-        self._ctx: Any = None
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        pool = await self.store.pool()
-        self._ctx = pool.acquire()
-        return await self._ctx.__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self._ctx.__aexit__(*exc)

@@ -1,17 +1,17 @@
 """Per-patient rollups (patient_rollups, patient_daily_adherence): written in the worker's
-batch transaction, read by the dashboard's worklist and patient page."""
+batch transaction (streams/db/batch.py), read by the dashboard's worklist and patient page,
+and backfilled from the stored events."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from alerts.rollup import Rollups, rollups
-from alerts.state import PatientState
-from schemas.events import Event, PatientKey
+from alerts.rollup import HISTORY_EVENT_TYPES, Rollups, adherence_history
+from schemas.events import PatientKey, parse_event_json
 from streams.access import Scope
 from streams.db.access import scope_sql
 
@@ -61,17 +61,9 @@ ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED
 """
 
 
-async def write_rollups(
-    conn: asyncpg.Connection,
-    states: Mapping[PatientKey, PatientState],
-    new_events: Sequence[Event],
-) -> None:
-    """The batch's rollups (``alerts.rollup.rollups`` over the touched states), two
-    round trips, inside the caller's transaction."""
-    await write(conn, rollups(states, new_events))
-
-
-async def write(conn: asyncpg.Connection, r: Rollups) -> None:
+async def write_rollups(conn: asyncpg.Connection, r: Rollups) -> None:
+    """The batch's rollups (``alerts.rollup.rollups`` over the touched states, decided by
+    the step), two round trips, inside the caller's transaction."""
     if r.patients:
         ps = r.patients
         await conn.execute(
@@ -235,9 +227,6 @@ async def backfill_adherence_chunk(
     (rows computed, rows written). Read and write share one REPEATABLE READ snapshot: a row
     the worker writes meanwhile (from an event this read did not see) makes the write fail
     to serialise instead of being overwritten, and the chunk is read again."""
-    from alerts.rollup import HISTORY_EVENT_TYPES, adherence_history
-    from schemas.events import parse_event_json
-
     for attempt in range(attempts):
         try:
             async with conn.transaction(isolation="repeatable_read"):

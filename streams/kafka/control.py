@@ -1,4 +1,6 @@
-"""In-band control records on rtm.events: timer ticks and acknowledgements.
+"""What the worker reads off rtm.events, and the in-band control records: ticks and acks.
+
+A ``Record`` is one consumed record (value, partition, Kafka timestamp): the step's input.
 
 A tick is written to every partition, so it is ordered with the events of that
 partition: "evaluate the time-driven rules as of `now`, after everything before me".
@@ -6,42 +8,110 @@ That makes the streamed alerts equal the offline ones for the same events and "n
 replay of the topic replays the ticks. An acknowledgement is keyed by patient (``<org>/<patient
 id>``, as the patient's events) so that it reaches the partition holding its alert state; it
 names the organisation (a record without one, written before, is DEFAULT_ORG's).
+
+``Tick`` and ``Ack`` encode themselves; ``decode`` is the one decoder (None: not a control
+record, i.e. an event); ``send_ticks`` is the one tick fan-out (the worker's timer and the
+CLI's producer both call it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import orjson
+from aiokafka.partitioner import murmur2
+
+from schemas.events import DEFAULT_ORG, PatientKey, key_text
 
 TICK_PREFIX = b'{"rtm_tick"'
 ACK_PREFIX = b'{"rtm_ack"'
 
 
-def tick(now: dt.datetime) -> bytes:
-    return orjson.dumps({"rtm_tick": now.isoformat()})
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record consumed from rtm.events."""
+
+    value: bytes
+    partition: int
+    timestamp: float | None = None  # Kafka's record time, in seconds since the epoch
 
 
-def ack(alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str) -> bytes:
-    return orjson.dumps(
-        {
-            "rtm_ack": {
-                "alert_id": alert_id,
-                "org_id": org_id,
-                "patient_id": patient_id,
-                "at": at.isoformat(),
-                "by": by,
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """'Evaluate the time-driven rules as of ``now``' (for every patient of the partition
+    it is read from)."""
+
+    now: dt.datetime
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"rtm_tick": self.now.isoformat()})
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A clinician's acknowledgement of one alert, for the rules (its cool-down)."""
+
+    alert_id: str
+    org_id: str
+    patient_id: str
+    at: dt.datetime
+    by: str
+
+    @property
+    def patient_key(self) -> PatientKey:
+        return (self.org_id, self.patient_id)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "rtm_ack": {
+                    "alert_id": self.alert_id,
+                    "org_id": self.org_id,
+                    "patient_id": self.patient_id,
+                    "at": self.at.isoformat(),
+                    "by": self.by,
+                }
             }
-        }
-    )
+        )
 
 
-def parse(raw: bytes) -> tuple[str, Any]:
-    """('tick', now) or ('ack', dict)."""
-    obj = orjson.loads(raw)
-    if "rtm_tick" in obj:
-        return "tick", dt.datetime.fromisoformat(obj["rtm_tick"])
-    data = obj["rtm_ack"]
-    data["at"] = dt.datetime.fromisoformat(data["at"])
-    return "ack", data
+def decode(raw: bytes) -> Tick | Ack | None:
+    """The control record ``raw`` holds, or None when it is not one (an event)."""
+    if raw.startswith(TICK_PREFIX):
+        return Tick(dt.datetime.fromisoformat(orjson.loads(raw)["rtm_tick"]))
+    if raw.startswith(ACK_PREFIX):
+        data = orjson.loads(raw)["rtm_ack"]
+        return Ack(
+            alert_id=data["alert_id"],
+            org_id=data.get("org_id", DEFAULT_ORG),
+            patient_id=data["patient_id"],
+            at=dt.datetime.fromisoformat(data["at"]),
+            by=data["by"],
+        )
+    return None
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (the gateway's producer uses the same)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def patient_partition(key: PatientKey, partitions: int) -> int:
+    """The rtm.events partition of a patient: the one its Kafka key ``<org>/<patient>``
+    hashes to (and so the one whose ticks reach its state)."""
+    return partition_of(key_text(key).encode(), partitions)
+
+
+# (value, partition) -> what the client's send returns: an awaitable of the broker's ack
+SendTo = Callable[[bytes, int], Awaitable[Awaitable[object]]]
+
+
+async def send_ticks(send: SendTo, partitions: Iterable[int], now: dt.datetime) -> int:
+    """A tick at ``now`` on each of ``partitions``, waiting for every ack; how many."""
+    value = Tick(now).encode()
+    acks = [await send(value, p) for p in partitions]
+    await asyncio.gather(*acks)
+    return len(acks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -113,21 +113,21 @@ class EventProducer:
 
     async def send_ticks(self, now: dt.datetime) -> int:
         """A timer tick on every partition of rtm.events (see streams/kafka/control.py)."""
-        partitions = await self._producer.partitions_for(self.settings.topic_events)
-        futures = [
-            await self._producer.send(self.settings.topic_events, control.tick(now), partition=p)
-            for p in sorted(partitions)
-        ]
-        await asyncio.gather(*futures)
-        return len(futures)
+        topic = self.settings.topic_events
+        partitions = await self._producer.partitions_for(topic)
+
+        async def send(value: bytes, partition: int) -> Awaitable[object]:
+            ack: Awaitable[object] = await self._producer.send(topic, value, partition=partition)
+            return ack
+
+        return await control.send_ticks(send, sorted(partitions), now)
 
     async def send_ack(
         self, alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str
     ) -> None:
+        ack = control.Ack(alert_id, org_id, patient_id, at, by)
         fut = await self._producer.send(
-            self.settings.topic_events,
-            control.ack(alert_id, org_id, patient_id, at, by),
-            key=key_text((org_id, patient_id)).encode(),
+            self.settings.topic_events, ack.encode(), key=key_text(ack.patient_key).encode()
         )
         await fut
 

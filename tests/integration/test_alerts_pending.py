@@ -16,7 +16,7 @@ from alerts.evaluate import run_alerts_evaluate
 from alerts.models import EVENT_DRIVEN_KINDS
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.db.alerts import set_webhook
+from streams.db.deliveries import set_webhook
 from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 from tests.conftest import EventFactory

@@ -23,7 +23,7 @@ import pytest
 from alerts.evaluate import run_alerts_evaluate
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.db.alerts import set_webhook
+from streams.db.deliveries import set_webhook
 from streams.kafka.producer import EventProducer
 from streams.secrets import secret_box
 from streams.settings import Settings

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from alerts.models import SEVERITY, Alert, AlertChange, AlertKind
 from rtm.bench.receiver import Receiver
 from rtm.cli import main
-from streams.db.alerts import (
+from streams.db.deliveries import (
     claim_deliveries,
     mark_attempt_failed,
     mark_delivered,

@@ -335,7 +335,8 @@ def _history(seed: int) -> list[tuple[dt.datetime, Event]]:
 def _run(seed: int) -> tuple[list[Any], int]:
     """Daily batches (arrivals, acks of yesterday's alerts, a tick), states stored and read
     back between batches as the worker does; acks of alerts that left the state carry the
-    stored snapshot (agents/pipeline.py). Returns the changes, refusals and rollups."""
+    stored snapshot (streams/services/ingest.py decide). Returns the changes, refusals and
+    rollups."""
     arrivals = _history(seed)
     rng = random.Random(seed)
     states: dict[PatientKey, PatientState] = {}

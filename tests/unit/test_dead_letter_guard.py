@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.ingest import DeadLetterGuard
+from streams.services.ingest import DeadLetterGuard, Decoded
 
 
 def guard() -> DeadLetterGuard:
@@ -60,8 +60,6 @@ def test_a_halting_batch_is_not_counted() -> None:
 def test_a_run_counts_in_record_order_whatever_the_fetch(flags: list[bool], halts: bool) -> None:
     """The run is in record order: the worker may fetch a storm and the good records after it
     in one batch (a busy box: everything arrives before the first poll) or in pieces."""
-    from agents.pipeline import Decoded
-
     batch = Decoded(dead_flags=flags)
     g = guard()
     reason = g.check(0.0, len(flags), sum(flags), batch.dead_runs())
@@ -69,8 +67,6 @@ def test_a_run_counts_in_record_order_whatever_the_fetch(flags: list[bool], halt
 
 
 def test_a_run_carries_over_into_the_next_batch() -> None:
-    from agents.pipeline import Decoded
-
     g = guard()
     first = Decoded(dead_flags=[False] + [True] * 60)
     assert g.check(0.0, 61, 60, first.dead_runs()) is None

@@ -36,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from alerts.models import AlertKind, Severity
+from alerts.models import ALERT_KINDS, AlertKind, Severity
 from streams.access import SESSION_COOKIE, Permission, Principal, session_digest
 from streams.db.access import audit_principal, delete_session, in_scope, query_audit
 from streams.http.auth import form_fields, principal, reject_unknown_query, start_session
@@ -46,15 +46,7 @@ from streams.services.signin import WRONG, Refused, Started
 from streams.settings import Settings
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
-KINDS: tuple[AlertKind, ...] = (
-    "red_flag",
-    "fall",
-    "pain_high",
-    "pain_increase",
-    "inactivity",
-    "adherence_low",
-    "billing_at_risk",
-)
+KINDS: tuple[AlertKind, ...] = ALERT_KINDS
 PAGE_SIZE = 50
 STREAM_POLL_S = 1.0
 # A change is read again for this long after the cursor passed it: a batch transaction

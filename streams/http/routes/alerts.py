@@ -25,11 +25,13 @@ from alerts.models import AlertKind, Severity
 from alerts.state import PatientState
 from schemas.events import parse_event_json
 from streams.access import Principal
+from streams.clock import clock_for
 from streams.db.access import audit_principal, in_scope
-from streams.db.alerts import acknowledge, alert_in_scope, list_alerts, worklist
+from streams.db.alerts import list_alerts, worklist
 from streams.db.events import pain_reports, patient_payloads
 from streams.http.auth import require
 from streams.http.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
+from streams.services.alerts import acknowledge
 
 router = APIRouter()
 PatientId = Annotated[str, Query(pattern=ID_REGEX)]
@@ -134,29 +136,18 @@ async def ack_alert(
     """Acknowledge, in the caller's own name, with an optional note: recorded at once, and
     sent to the stream so the cool-down applies."""
     note = (body or AckBody()).note
-    by = who.name
-    store = request.app.state.store
-    async with store.acquire() as conn:
-        alert = await alert_in_scope(conn, who.scope(), alert_id)
-        if alert is None:
-            raise HTTPException(404, f"unknown alert {alert_id}")
-        at = dt.datetime.now(dt.UTC)
-        if alert.status == "open":
-            acked = alert.model_copy(
-                update={"status": "acknowledged", "acknowledged_at": at, "acknowledged_by": by}
-            )
-            await acknowledge(conn, acked, note)
-            alert = acked
-        await audit_principal(
-            conn,
-            who,
-            "acknowledge",
-            f"POST /v1/alerts/{alert_id}/ack",
-            [alert.patient_id],
-            {"alert_id": alert_id, "note": note},
-        )
-    if alert.status == "acknowledged":
-        await request.app.state.producer.send_ack(alert_id, alert.org_id, alert.patient_id, at, by)
+    state = request.app.state
+    alert = await acknowledge(
+        state.store,
+        state.producer,
+        clock_for(state.settings),
+        who,
+        alert_id,
+        note,
+        source=f"POST /v1/alerts/{alert_id}/ack",
+    )
+    if alert is None:
+        raise HTTPException(404, f"unknown alert {alert_id}")
     out: dict[str, Any] = orjson.loads(alert.model_dump_json())
     out["ack_note"] = note
     return out

@@ -1,0 +1,150 @@
+"""Per-patient rule states (``alert_state``): loaded and saved by the ingest batch, with
+optimistic concurrency (a state is written only over the revision it was read at)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from alerts.state import PatientState, decode_state, encode_state, new_state
+from schemas.events import PatientKey
+
+# a state as cached: the revision and partition it is stored at, and the decoded state
+Cached = tuple[int, int, PatientState]
+
+
+class StateConflict(Exception):
+    """Another worker wrote a state this batch read: roll back and redo the batch."""
+
+
+_LOAD = """
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(o, p, rev)
+), wanted AS (
+    SELECT o, p FROM k
+    UNION
+    SELECT org_id, patient_id FROM alert_state WHERE part = ANY($4::int[])
+)
+SELECT s.org_id, s.patient_id, s.rev, s.part,
+       CASE WHEN k.rev IS DISTINCT FROM s.rev THEN s.state END AS state
+FROM wanted w
+JOIN alert_state s ON s.org_id = w.o AND s.patient_id = w.p
+LEFT JOIN k ON k.o = w.o AND k.p = w.p
+"""
+
+
+class StateStore:
+    """Per-patient rule states, by (organisation, patient_id), with decoded copies kept in
+    memory.
+
+    A cached state is used only while its revision equals the stored one, so a patient
+    whose partition moved to another worker and back is re-read, never stale.
+    """
+
+    def __init__(self, cache: dict[PatientKey, Cached] | None = None) -> None:
+        # shared by the stores given the same dict (the PostgreSQL store's sessions)
+        self._cache = cache if cache is not None else {}
+        # written, not yet committed
+        self._saved: dict[PatientKey, Cached] = {}
+        self._loaded: dict[PatientKey, int] = {}  # rev of each state handed out (0: new)
+
+    async def load(
+        self,
+        conn: asyncpg.Connection,
+        keys: Sequence[PatientKey],
+        partitions: Sequence[int] = (),
+    ) -> dict[PatientKey, PatientState]:
+        """The states of ``keys`` (a new one for a patient not stored) and every stored
+        state of ``partitions`` (a tick's), in one query; a state's body is read only when
+        the cache does not hold its revision."""
+        if not keys and not partitions:
+            return {}
+        parts = set(partitions)
+        asked = dict.fromkeys(keys)
+        asked.update(dict.fromkeys(k for k, (_, p, _) in self._cache.items() if p in parts))
+        cached = [self._cache[k][0] if k in self._cache else None for k in asked]
+        rows = await conn.fetch(
+            _LOAD, [k[0] for k in asked], [k[1] for k in asked], cached, sorted(parts)
+        )
+        revs: dict[PatientKey, int] = {}
+        for r in rows:
+            key, rev, part = (r["org_id"], r["patient_id"]), int(r["rev"]), int(r["part"])
+            revs[key] = rev
+            state = decode_state(r["state"]) if r["state"] is not None else self._cache[key][2]
+            self._cache[key] = (rev, part, state)
+        out = {}
+        self._loaded = {k: revs.get(k, 0) for k in [*keys, *revs]}
+        for k in [*keys, *revs]:
+            if k in revs:
+                out[k] = self._cache[k][2]
+            else:
+                self._cache.pop(k, None)
+                out[k] = new_state(k[1], k[0])
+        return out
+
+    async def assign_partitions(
+        self, conn: asyncpg.Connection, partition_of: Callable[[PatientKey], int]
+    ) -> int:
+        """Give states stored without a partition (``part`` -1: infra/migrations/013, when
+        the Kafka key became ``<org>/<patient>``) the partition of their key, so that the
+        ticks of that partition reach them; returns how many."""
+        rows = await conn.fetch("SELECT org_id, patient_id FROM alert_state WHERE part < 0")
+        if not rows:
+            return 0
+        keys = [(r["org_id"], r["patient_id"]) for r in rows]
+        status = await conn.execute(
+            "UPDATE alert_state s SET part = k.part"
+            " FROM unnest($1::text[], $2::text[], $3::int[]) AS k(o, p, part)"
+            " WHERE s.org_id = k.o AND s.patient_id = k.p AND s.part < 0",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [partition_of(k) for k in keys],
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def save(
+        self,
+        conn: asyncpg.Connection,
+        states: dict[PatientKey, PatientState],
+        partitions: dict[PatientKey, int],
+    ) -> None:
+        """Write the given (touched) states; the cache learns them only after the commit
+        (``commit_saved``), so a rolled-back batch cannot leave a state the table lacks."""
+        self._saved = {}
+        if not states:
+            return
+        keys = list(states)
+        # Optimistic concurrency: a state is written only over the revision it was read
+        # at. During a rebalance the old owner of a partition may still be committing
+        # while the new one starts; without this, one of them would overwrite the other.
+        rows = await conn.fetch(
+            "INSERT INTO alert_state (org_id, patient_id, part, rev, state)"
+            " SELECT o, p, part, r + 1, st"
+            " FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[])"
+            "   AS t(o, p, part, st, r)"
+            " ON CONFLICT (org_id, patient_id) DO UPDATE SET rev = EXCLUDED.rev,"
+            " state = EXCLUDED.state, part = EXCLUDED.part, updated_at = now()"
+            " WHERE alert_state.rev = EXCLUDED.rev - 1"
+            " RETURNING org_id, patient_id, rev",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [partitions[k] for k in keys],
+            [encode_state(states[k]).decode() for k in keys],
+            [self._loaded.get(k, 0) for k in keys],
+        )
+        if len(rows) != len(keys):
+            raise StateConflict(f"{len(keys) - len(rows)} states changed since read")
+        self._saved = {}
+        for r in rows:
+            key = (r["org_id"], r["patient_id"])
+            self._saved[key] = (int(r["rev"]), partitions[key], states[key])
+
+    def commit_saved(self) -> None:
+        self._cache.update(self._saved)
+        self._saved = {}
+
+    def forget(self) -> None:
+        """After a failed batch: drop everything, re-read from the table next time."""
+        self._cache.clear()
+        self._saved = {}

@@ -1,0 +1,207 @@
+"""The ingest step's store in memory: the tables ``write_batch`` writes, as dicts.
+
+Same interface as ``streams.db.batch.PgIngestStore`` (``streams.services.ingest.IngestStore``)
+and the same behaviour where the step can tell: an event is stored once, a state is written
+only over the revision it was read at (``StateConflict``), an event decided new that is
+stored meanwhile is refused (``EventConflict``), an alert's status only rises, a delivery is
+queued once per (alert, change) and routed to the clinician's webhook else the
+organisation's ``*``, outbox rows get rising sequence numbers, rollups keep the newest
+activity and pain. A write is all or nothing: it checks before it changes anything. The
+suite in tests/contract runs the same tests against both stores.
+
+For tests and in-process runs (``tests/unit/test_step_in_process.py``); nothing in the
+worker uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from alerts.models import STATUS_RANK, Alert
+from alerts.rollup import DailyAdherence, PatientRollup
+from alerts.state import PatientState, decode_state, encode_state, new_state
+from schemas.events import Event, PatientKey, key_text
+from streams.clock import SYSTEM_CLOCK, Clock
+from streams.db.alert_states import StateConflict
+from streams.db.alerts import Queued
+from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
+from streams.db.events import EventKey, event_key
+
+
+@dataclass
+class Delivery:
+    change_json: str
+    status: str  # 'pending', or 'no_webhook' when no endpoint was configured
+    webhook_id: int | None
+
+
+@dataclass
+class MemoryIngestStore:
+    """Every table of one ingest batch, in memory (see the module)."""
+
+    clock: Clock = SYSTEM_CLOCK  # the outbox's queued_at (the database's now() in PostgreSQL)
+    events: dict[EventKey, Event] = field(default_factory=dict)
+    patients: set[PatientKey] = field(default_factory=set)
+    clinicians: set[tuple[str, str, str]] = field(default_factory=set)
+    data_days: dict[tuple[str, str, dt.date, str], str] = field(default_factory=dict)
+    time_logs: dict[tuple[str, str], tuple[object, ...]] = field(default_factory=dict)
+    episode_events: dict[tuple[str, str], tuple[object, ...]] = field(default_factory=dict)
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    rollups: dict[PatientKey, PatientRollup] = field(default_factory=dict)
+    adherence: dict[tuple[str, str, dt.date], DailyAdherence] = field(default_factory=dict)
+    webhooks: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, clinician) -> id
+    deliveries: dict[tuple[str, str], Delivery] = field(default_factory=dict)
+    outbox: dict[int, tuple[dt.datetime, Queued]] = field(default_factory=dict)
+    # (org, patient) -> (rev, partition, encoded state), as alert_state
+    states: dict[PatientKey, tuple[int, int, bytes]] = field(default_factory=dict)
+    _seq: int = 0
+
+    # --- the port --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[MemorySession]:
+        yield MemorySession(self)
+
+    async def write(self, batch: BatchWrite, loaded: dict[PatientKey, int]) -> Written:
+        """Write one batch whose states were read at ``loaded`` revisions."""
+        if batch.empty:
+            return Written()
+        stored = [e for e in batch.events if event_key(e) in self.events]
+        if stored:
+            raise EventConflict(f"{len(stored)} events stored meanwhile")
+        changed = [
+            k
+            for k in batch.states
+            if (self.states[k][0] if k in self.states else 0) != loaded.get(k, 0)
+        ]
+        if changed:
+            raise StateConflict(f"{len(changed)} states changed since read")
+        # checked: from here on nothing refuses, so the write is all or nothing
+        for e in batch.events:
+            self.events[event_key(e)] = e
+        self.patients.update(batch.patients)
+        self.clinicians.update(batch.clinicians)
+        days_before = len(self.data_days)
+        for d in batch.ledger.data_days:
+            self.data_days.setdefault((d[0], d[1], d[2], d[3]), d[4])
+        for t in batch.ledger.time_logs:
+            self.time_logs.setdefault((t[0], t[1]), t)
+        for ep in batch.ledger.episode_events:
+            self.episode_events.setdefault((ep[0], ep[1]), ep)
+        self._upsert_alerts(batch)
+        self._write_rollups(batch)
+        self._queue_deliveries(batch)
+        seqs = self._queue_publish(batch)
+        for key, state in batch.states.items():
+            rev = self.states[key][0] + 1 if key in self.states else 1
+            self.states[key] = (rev, batch.partitions[key], encode_state(state))
+        return Written(tuple(seqs), len(self.data_days) - days_before)
+
+    async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]:
+        return {}  # memory holds any text; PostgreSQL's refusals have no equivalent here
+
+    async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]:
+        before = self.clock.now() - dt.timedelta(seconds=older_than_s)
+        rows = [q for seq, (at, q) in sorted(self.outbox.items()) if at <= before]
+        return rows[:limit]
+
+    async def published(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self.outbox.pop(seq, None)
+
+    # --- what tests set and read ----------------------------------------------------------
+
+    def set_webhook(self, org_id: str, clinician_id: str) -> int:
+        return self.webhooks.setdefault((org_id, clinician_id), len(self.webhooks) + 1)
+
+    def state(self, key: PatientKey) -> PatientState | None:
+        stored = self.states.get(key)
+        return decode_state(stored[2]) if stored else None
+
+    # --- the tables ------------------------------------------------------------------------
+
+    def _upsert_alerts(self, batch: BatchWrite) -> None:
+        for ch in batch.changes:  # the last snapshot of an id wins, a status only rises
+            old = self.alerts.get(ch.alert.id)
+            if old is None or STATUS_RANK[old.status] <= STATUS_RANK[ch.alert.status]:
+                self.alerts[ch.alert.id] = ch.alert
+
+    def _write_rollups(self, batch: BatchWrite) -> None:
+        for r in batch.rollups.patients:
+            key = (r.org_id, r.patient_id)
+            old = self.rollups.get(key)
+            if old is not None:
+                # activity and pain only move forward (a late-synced event hides nothing)
+                newer_pain = r.latest_pain_at is not None and (
+                    old.latest_pain_at is None or r.latest_pain_at >= old.latest_pain_at
+                )
+                r = dataclasses.replace(
+                    r,
+                    last_activity_at=_greatest(old.last_activity_at, r.last_activity_at),
+                    latest_pain=r.latest_pain if newer_pain else old.latest_pain,
+                    pain_baseline=r.pain_baseline if newer_pain else old.pain_baseline,
+                    latest_pain_at=_greatest(old.latest_pain_at, r.latest_pain_at),
+                )
+            self.rollups[key] = r
+        for d in batch.rollups.days:
+            self.adherence[(d.org_id, d.patient_id, d.date)] = d
+
+    def _queue_deliveries(self, batch: BatchWrite) -> None:
+        for ch in batch.changes:
+            a = ch.alert
+            own = self.webhooks.get((a.org_id, a.clinician_id))
+            webhook = own if own is not None else self.webhooks.get((a.org_id, "*"))
+            status = "pending" if webhook is not None else "no_webhook"
+            self.deliveries.setdefault(
+                (a.id, ch.change), Delivery(ch.model_dump_json(), status, webhook)
+            )
+
+    def _queue_publish(self, batch: BatchWrite) -> list[int]:
+        now = self.clock.now()
+        seqs = []
+        for ch in batch.changes:
+            self._seq += 1
+            key = key_text((ch.alert.org_id, ch.alert.patient_id))
+            self.outbox[self._seq] = (now, Queued(self._seq, key, ch.model_dump_json()))
+            seqs.append(self._seq)
+        return seqs
+
+
+class MemorySession:
+    """One batch's reads and write (``streams.services.ingest.IngestSession``), with the
+    revisions of the states it read."""
+
+    def __init__(self, store: MemoryIngestStore) -> None:
+        self.store = store
+        self.loaded: dict[PatientKey, int] = {}
+
+    async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        return {k for k in keys if k in self.store.events}
+
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]:
+        stored_states = self.store.states
+        parts = set(wanted.partitions)
+        ticked = sorted(k for k, (_, part, _) in stored_states.items() if part in parts)
+        states: dict[PatientKey, PatientState] = {}
+        for key in [*wanted.patients, *ticked]:
+            stored = stored_states.get(key)
+            states[key] = decode_state(stored[2]) if stored else new_state(key[1], key[0])
+        self.loaded = {k: stored_states[k][0] if k in stored_states else 0 for k in states}
+        return states
+
+    async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
+        return {i: self.store.alerts[i] for i in ids if i in self.store.alerts}
+
+    async def write(self, batch: BatchWrite) -> Written:
+        return await self.store.write(batch, self.loaded)
+
+
+def _greatest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    """PostgreSQL's GREATEST: the larger, NULLs ignored."""
+    if a is None or b is None:
+        return a if b is None else b
+    return max(a, b)

@@ -1,0 +1,468 @@
+"""The ingest step: one batch of rtm.events records, decided, then written, then published.
+
+``Ingest.record_batch(records)`` is the use case the worker runs per fetch
+(agents/ingest.py consumes, agents/pipeline.py wires it):
+
+1. **decode** (``decode``): records to typed items (events, ticks, acks) and dead letters;
+   the dead-letter guard halts a bad deploy before anything is sent or an offset moves;
+2. **load** (an ``IngestSession``, one query per table): which events are stored already
+   (``fresh_items`` drops them), then the states of the patients the rest name (and, for a
+   tick, every state of its partition), and the stored snapshots of the alerts it
+   acknowledges that left their state (``acked_elsewhere``);
+3. **decide** (``decide``, pure): ``alerts.batch.apply_batch``, the billing ledger rows and
+   the rollups, as one ``BatchWrite``;
+4. **write** (``IngestSession.write``: ``streams.db.batch.write_batch``): every table, in
+   order, in one transaction; a decision another worker made stale is refused there and the
+   batch runs again from the load;
+5. **publish** the batch's alert changes to rtm.alerts (``streams.services.alerts``);
+6. **metrics**.
+
+A SIGKILL anywhere loses nothing (the batch is re-delivered; its write was all or nothing)
+and doubles nothing (``event_ids`` says which events are new; the outbox re-sends, consumers
+dedupe by id + change).
+
+A patient is (organisation, patient_id): the gateway's stamp (``org_id``; a record written
+straight to Kafka without one is DEFAULT_ORG's) and the patient id together key the state,
+the events (an event id is unique per organisation), the ledger, alerts and rollups, so two
+organisations sending one patient_id never meet. The Kafka key is ``<org>/<patient_id>``.
+
+Dead letters (``rtm.events.dead``, with the reason): records the contract refuses, events
+dated more than ``RTM_MAX_FUTURE_SKEW_S`` after their receipt, records the database refuses
+for their content (the batch goes on without them) and a second active ``episode.started``.
+They are sent before the write, so a crash can repeat one but never lose one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
+from alerts.models import DEFAULT_CONFIG, Alert, AlertConfig
+from alerts.rollup import rollups
+from alerts.state import PatientState
+from billing.ledger import ledger_rows
+from schemas.events import (
+    DEFAULT_ORG,
+    Event,
+    FieldError,
+    PatientKey,
+    errors_of,
+    future_skew_error,
+    key_text,
+    parse_event_json,
+)
+from streams.clock import Clock
+from streams.db.alerts import Queued
+from streams.db.batch import BatchWrite, Wanted, Written
+from streams.db.events import CONTENT_ERRORS, EventKey, event_key
+from streams.kafka import control
+from streams.kafka.control import Record
+from streams.kafka.producer import dead_letter_payload
+from streams.metrics import WorkerMetrics
+from streams.services.alerts import Publisher
+from streams.services.persist import write_until_done
+
+log = logging.getLogger(__name__)
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+
+class IngestSession(Protocol):
+    """One batch's reads and its write (in PostgreSQL: on one connection)."""
+
+    async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]: ...
+
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]: ...
+
+    async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]: ...
+
+    async def write(self, batch: BatchWrite) -> Written: ...
+
+
+class IngestStore(Protocol):
+    """Where a batch is read and written: ``streams.db.batch.PgIngestStore`` (PostgreSQL)
+    and ``streams.db.memory.MemoryIngestStore`` (tests/contract holds both to one suite)."""
+
+    def session(self) -> AbstractAsyncContextManager[IngestSession]: ...
+
+    async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]: ...
+
+    async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]: ...
+
+    async def published(self, seqs: Sequence[int]) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """rtm.events.dead."""
+
+    async def dead_letter(self, key: bytes, value: bytes) -> None: ...
+
+
+# --- decode --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    key: bytes
+    value: bytes  # streams.kafka.producer.dead_letter_payload: the input and why
+    reason: str  # the metric's label: contract, future, database, episode_conflict
+
+
+@dataclass
+class Decoded:
+    items: list[Item] = field(default_factory=list)  # arrival order
+    dead: list[DeadLetter] = field(default_factory=list)
+    dead_flags: list[bool] = field(default_factory=list)  # per event record, in record order
+
+    @property
+    def events(self) -> list[Event]:
+        return [i.event for i in self.items if isinstance(i, EventItem)]
+
+    def dead_runs(self) -> tuple[int, int, int]:
+        """Dead letters before the first good record, the longest run between good ones,
+        and after the last good one (DeadLetterGuard.check's ``runs``)."""
+        runs: list[int] = [0]
+        for is_dead in self.dead_flags:
+            if is_dead:
+                runs[-1] += 1
+            else:
+                runs.append(0)
+        inner = max(runs[1:-1], default=0)
+        return runs[0], inner, runs[-1] if len(runs) > 1 else 0
+
+
+def decode(records: Sequence[Record], max_skew_s: float) -> Decoded:
+    """Records to typed items and dead letters.
+
+    Producers may write straight to Kafka, so the worker checks the contract again, and the
+    future-date rule against the gateway's received_at or, without one, the record's time.
+    """
+    out = Decoded()
+    for record in records:
+        raw = record.value
+        ctl = control.decode(raw)
+        if isinstance(ctl, control.Tick):
+            out.items.append(TickItem(ctl.now, record.partition))
+            continue
+        if isinstance(ctl, control.Ack):
+            ack = AckItem(ctl.patient_id, ctl.alert_id, ctl.at, ctl.by, None, ctl.org_id)
+            out.items.append(ack)
+            continue
+        try:
+            event = parse_event_json(raw)
+        except ValidationError as exc:
+            out.dead.append(dead_letter(raw, errors_of(exc), "contract"))
+            out.dead_flags.append(True)
+            continue
+        reference = event.received_at
+        if reference is None and record.timestamp is not None:
+            reference = dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
+        if reference is not None:
+            err = future_skew_error(event, reference, max_skew_s)
+            if err is not None:
+                out.dead.append(dead_letter(raw, [err], "future"))
+                out.dead_flags.append(True)
+                continue
+        out.items.append(EventItem(event))
+        out.dead_flags.append(False)
+    return out
+
+
+def dead_letter(raw: bytes | dict[str, Any], errors: list[FieldError], reason: str) -> DeadLetter:
+    body: Any = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    key = ""
+    if isinstance(raw, dict):
+        key = key_text((str(raw.get("org_id") or DEFAULT_ORG), str(raw.get("patient_id", ""))))
+    return DeadLetter(
+        key.encode(), dead_letter_payload(body, [e.model_dump() for e in errors], "worker"), reason
+    )
+
+
+def _event_dead_letter(event: Event, message: str, field_: str, reason: str) -> DeadLetter:
+    return dead_letter(
+        orjson.loads(event.model_dump_json()), [FieldError(field=field_, message=message)], reason
+    )
+
+
+# --- the dead-letter limit -----------------------------------------------------------------
+
+
+class DeadLetterLimit(Exception):
+    """Too many records dead-lettered: probably a bad deploy (a producer or this worker),
+    not bad input. Consumption stops before the offsets move past them."""
+
+
+@dataclass
+class DeadLetterGuard:
+    """Counts records and dead letters; says when a batch would cross the limit (pure:
+    the caller passes the time). Limits: ``max_consecutive`` dead letters in a row, or a
+    dead-letter ratio above ``max_ratio`` over the last ``window_s`` once at least
+    ``min_records`` records were seen in it."""
+
+    max_consecutive: int
+    max_ratio: float
+    window_s: float
+    min_records: int
+    consecutive: int = 0
+    window: list[tuple[float, int, int]] = field(default_factory=list)  # (t, records, dead)
+
+    def check(
+        self, now: float, records: int, dead: int, runs: tuple[int, int, int] | None = None
+    ) -> str | None:
+        """The reason to halt, or None (and the batch is counted). ``records``: the batch's
+        event records (controls aside). ``runs``: (dead letters before the batch's first good
+        record, the longest run between good ones, after its last good record), in record
+        order; a good record ends a run, and without ``runs`` a batch with one good record
+        ends the run and starts none. The runs matter: 300 bad records then 2 good ones in one
+        fetch are 300 in a row, whether the worker fetched them at once or in pieces."""
+        if dead == records:
+            longest = self.consecutive + dead
+            consecutive = longest
+        else:
+            leading, inner, trailing = runs if runs is not None else (0, 0, 0)
+            longest = max(self.consecutive + leading, inner, trailing)
+            consecutive = trailing
+        window = [w for w in self.window if w[0] > now - self.window_s]
+        seen = sum(w[1] for w in window) + records
+        bad = sum(w[2] for w in window) + dead
+        if self.max_consecutive and longest >= self.max_consecutive:
+            return f"{longest} records dead-lettered in a row (limit {self.max_consecutive})"
+        if self.max_ratio < 1.0 and seen >= self.min_records and bad / seen > self.max_ratio:
+            return (
+                f"{bad} of {seen} records dead-lettered in {self.window_s:g} s "
+                f"(limit {self.max_ratio:.0%})"
+            )
+        self.consecutive = consecutive
+        window.append((now, records, dead))
+        self.window = window
+        return None
+
+
+# --- decide (pure) -------------------------------------------------------------------------
+
+
+def fresh_items(items: Sequence[Item], known: set[EventKey]) -> list[Item]:
+    """The items without the events stored already (re-deliveries) and without a repeat of
+    an event inside the batch (the first counts)."""
+    seen = set(known)
+    out: list[Item] = []
+    for item in items:
+        if isinstance(item, EventItem):
+            key = event_key(item.event)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(item)
+    return out
+
+
+def wanted(items: Sequence[Item]) -> Wanted:
+    """The states the (fresh) items need: of their patients and of their ticks'
+    partitions."""
+    return Wanted(
+        patients=tuple(sorted({i.key for i in items if not isinstance(i, TickItem)})),
+        partitions=tuple(sorted({i.partition for i in items if isinstance(i, TickItem)})),
+    )
+
+
+def acked_elsewhere(items: Sequence[Item], states: Mapping[PatientKey, PatientState]) -> list[str]:
+    """The alerts the items acknowledge that are no longer in their patient's state
+    (resolved): their stored snapshots are read."""
+    return list(
+        dict.fromkeys(
+            i.alert_id
+            for i in items
+            if isinstance(i, AckItem) and i.alert_id not in states[i.key].alerts
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    write: BatchWrite
+    result: BatchResult  # the alert changes in order, the episodes refused
+
+
+def decide(
+    states: Mapping[PatientKey, PatientState],
+    stored: Mapping[str, Alert],
+    fresh: Sequence[Item],
+    config: AlertConfig,
+    partition_of: Callable[[PatientKey], int],
+) -> Decision:
+    """What the batch's fresh items do, from what was read (pure): the rules over the new
+    events, the ticks and the acks (``apply_batch``; an ack of an alert that left its
+    patient's state carries the stored snapshot), the new events' ledger rows and the
+    touched patients' rollups."""
+    items = [
+        AckItem(i.patient_id, i.alert_id, i.at, i.by, stored[i.alert_id], i.org_id)
+        if isinstance(i, AckItem) and i.alert_id in stored
+        else i
+        for i in fresh
+    ]
+    new_events = [i.event for i in items if isinstance(i, EventItem)]
+    result = apply_batch(states, items, config, partition_of)
+    write = BatchWrite(
+        events=tuple(new_events),
+        ledger=ledger_rows(new_events),
+        changes=tuple(result.changes),
+        rollups=rollups(result.states, new_events),
+        states=result.states,
+        partitions={k: partition_of(k) for k in result.states},
+    )
+    return Decision(write, result)
+
+
+# --- the step ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    decision: Decision
+    written: Written
+
+
+class Ingest:
+    """The step, on its ports: a store, rtm.events.dead, the rtm.alerts publisher."""
+
+    def __init__(
+        self,
+        store: IngestStore,
+        dead_letters: DeadLetters,
+        publisher: Publisher,
+        metrics: WorkerMetrics,
+        clock: Clock,
+        *,
+        partitions: int,
+        max_future_skew_s: float,
+        guard: DeadLetterGuard,
+        config: AlertConfig = DEFAULT_CONFIG,
+    ) -> None:
+        self.store = store
+        self.dead_letters = dead_letters
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock = clock
+        self.partitions = partitions
+        self.max_future_skew_s = max_future_skew_s
+        self.guard = guard
+        self.config = config
+
+    def partition_of(self, key: PatientKey) -> int:
+        """The rtm.events partition of a patient: the one its Kafka key hashes to."""
+        return control.patient_partition(key, self.partitions)
+
+    async def record_batch(self, records: Sequence[Record]) -> None:
+        """One fetch of rtm.events: decode, load, decide, write, publish, metrics."""
+        batch = decode(records, self.max_future_skew_s)
+        if batch.dead:
+            # before a dead letter is sent or an offset moves: a bad deploy halts here
+            n_events = len(batch.events) + len(batch.dead)
+            reason = self.guard.check(
+                time.monotonic(), n_events, len(batch.dead), batch.dead_runs()
+            )
+            if reason is not None:
+                raise DeadLetterLimit(reason)
+        elif batch.events:
+            self.guard.check(time.monotonic(), len(batch.events), 0)
+        await self._send_dead(batch.dead)
+        if not batch.items:
+            return
+        t0 = time.perf_counter()
+        recorded = await write_until_done(lambda: self._record(batch.items), "batch")
+        self.metrics.write_latency.observe(time.perf_counter() - t0)
+        received = self._measure(batch.events, recorded)
+        changes = recorded.decision.result.changes
+        rows = [
+            Queued(seq, key_text((ch.alert.org_id, ch.alert.patient_id)), ch.model_dump_json())
+            for seq, ch in zip(recorded.written.seqs, changes, strict=True)
+        ]
+        try:
+            await self.publisher.publish(rows, received)
+        except Exception as exc:  # committed and queued: the outbox timer sends them
+            log.warning("alert changes left in the outbox (%s)", type(exc).__name__)
+
+    async def _record(self, items: Sequence[Item]) -> Recorded:
+        """Load, decide, write; the events the database refuses for their content are
+        dead-lettered and the batch goes on without them."""
+        while True:
+            try:
+                return await self._once(items)
+            except CONTENT_ERRORS:
+                events = [i.event for i in items if isinstance(i, EventItem)]
+                refused = await self.store.refused_for_content(events)
+                if not refused:
+                    raise  # not one event's content: a fault of the batch, retried
+                await self._send_dead(
+                    [
+                        _event_dead_letter(e, f"refused by the database: {why}", "", "database")
+                        for e in events
+                        if (why := refused.get(event_key(e)))
+                    ]
+                )
+                items = [
+                    i
+                    for i in items
+                    if not (isinstance(i, EventItem) and event_key(i.event) in refused)
+                ]
+
+    async def _once(self, items: Sequence[Item]) -> Recorded:
+        async with self.store.session() as session:
+            events = [event_key(i.event) for i in items if isinstance(i, EventItem)]
+            fresh = fresh_items(items, await session.known_events(events))
+            states = await session.load(wanted(fresh)) if fresh else {}
+            stored = await session.stored_alerts(acked_elsewhere(fresh, states))
+            decision = decide(states, stored, fresh, self.config, self.partition_of)
+            # events.md: a second active episode is rejected (409-style) with a clear
+            # reason; the log keeps the event, every derived number ignores it. Sent
+            # before the write commits, so a crash can repeat one but never lose one.
+            await self._send_dead(
+                [
+                    _event_dead_letter(
+                        ev, f"episode_id: {reason} (conflict)", "episode_id", "episode_conflict"
+                    )
+                    for ev, reason in decision.result.refused
+                ]
+            )
+            written = await session.write(decision.write)
+        return Recorded(decision, written)
+
+    def _measure(self, events: Sequence[Event], recorded: Recorded) -> dict[str, dt.datetime]:
+        """The batch's metrics; returns received_at by event id of the new events (the
+        alert latency's start)."""
+        m = self.metrics
+        new_events = recorded.decision.write.events
+        if recorded.written.billing_days:
+            m.billing_days.inc(recorded.written.billing_days)
+        m.batch_size.observe(len(events))
+        m.events_stored.inc(len(new_events))
+        m.duplicates.inc(len(events) - len(new_events))
+        now = self.clock.now()
+        received: dict[str, dt.datetime] = {}
+        for e in events:
+            m.events_processed.labels(e.type).inc()  # taken, new or re-delivered
+        for e in new_events:
+            if e.received_at is not None:
+                m.e2e_persisted.observe((now - e.received_at).total_seconds())
+                received[e.event_id] = e.received_at
+        for ch in recorded.decision.result.changes:
+            if ch.change == "fired":
+                m.alerts_fired.labels(ch.alert.kind, ch.alert.severity).inc()
+                if ch.alert.unrouted:
+                    m.alerts_unrouted.labels(ch.alert.kind).inc()
+        return received
+
+    async def _send_dead(self, dead: Sequence[DeadLetter]) -> None:
+        for letter in dead:
+            await self.dead_letters.dead_letter(letter.key, letter.value)
+            self.metrics.dead_letters.labels(letter.reason).inc()
