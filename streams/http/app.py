@@ -11,7 +11,6 @@ import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import orjson
@@ -33,8 +32,6 @@ from streams.access import (
     PERMISSIONS,
     SESSION_COOKIE,
     Principal,
-    new_key,
-    parse_key,
     session_digest,
 )
 from streams.db.access import delete_session
@@ -52,27 +49,7 @@ from streams.metrics import GatewayMetrics
 from streams.services.signin import Refused
 from streams.settings import Settings
 
-DEV_KEY_FILE = "dev-api-key"
 RETRY_AFTER_S = 5  # a 503 while Kafka cannot take the events
-
-
-def dev_key_path(settings: Settings) -> Path:
-    return settings.state_dir / DEV_KEY_FILE
-
-
-def ensure_dev_key(settings: Settings) -> str:
-    """The local development key that `rtm produce`, the demo and the tests use (a file in
-    the state dir, made once; `rtm up` registers it in the database, in dev only)."""
-    path = dev_key_path(settings)
-    if path.exists():
-        key = path.read_text().strip()
-        if parse_key(key) is not None:
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = new_key()[0]
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
 
 
 class Producer(Protocol):
