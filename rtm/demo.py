@@ -13,12 +13,34 @@ import asyncpg
 import click
 import orjson
 
+from alerts.adherence import adherence_on, sessions_by_day
+from alerts.evaluate import fold
+from billing.demographics import parse_demographics_csv
+from rtm.cli_billing import billing_summary
+from rtm.devstack import (
+    DEV_ORG,
+    DEV_USERS_FILE,
+    keep_running,
+    prepare,
+    start_gateway,
+    start_worker,
+    stop_kept,
+)
 from rtm.files import write_private
-from rtm.local import keep_running, prepare, start_gateway, start_worker, stop_kept
 from rtm.produce import produce_file
-from rtm.simulate import TIMEZONES, namespaced, simulate, write_jsonl
-from schemas.events import validate_event
+from rtm.simulate import (
+    TIMEZONES,
+    demographics_csv,
+    namespaced,
+    simulate,
+    synthetic_demographics,
+    write_jsonl,
+)
+from schemas.events import parse_event_json, validate_event
+from streams.clock import Clock, clock_for
+from streams.db.access import add_team_member
 from streams.db.alerts import alert_counts, alert_progress
+from streams.db.claims import load_demographics
 from streams.db.events import count_by_type, count_stored, patients_events
 from streams.kafka.producer import EventProducer
 from streams.settings import Settings
@@ -63,12 +85,14 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     t_start = time.perf_counter()
     stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)
+    clock = clock_for(settings)  # RTM_CLOCK_NOW, when set, dates the cohort and the tick
+    now = clock.now()
     # Each run is a new cohort under its own ids: simulate() repeats ids across runs.
-    run = dt.datetime.now(dt.UTC).strftime("d%Y%m%dT%H%M%S-")
+    run = now.strftime("d%Y%m%dT%H%M%S-")
     cohort = settings.state_dir / f"demo-cohort-{run}{patients}x{days}-s{seed}.jsonl"
     # The cohort ends yesterday in every patient's zone, so the timer's "now" (the wall clock)
     # meets live data and no event is dated ahead of its arrival (the gateway refuses those).
-    today = min(dt.datetime.now(ZoneInfo(tz)).date() for tz, _ in TIMEZONES)
+    today = min(now.astimezone(ZoneInfo(tz)).date() for tz, _ in TIMEZONES)
     start = today - dt.timedelta(days=days)
     n = write_jsonl(
         namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort
@@ -90,7 +114,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         result = asyncio.run(produce_file(settings, cohort, progress=True))
         stored = asyncio.run(_wait_stored(settings.dsn, ids, timeout=600))
         elapsed = time.perf_counter() - t0
-        asyncio.run(_tick_and_settle(settings))
+        asyncio.run(_tick_and_settle(settings, clock))
         extra = _extra_sections(settings, patient_ids)
     except BaseException:
         gateway.stop()
@@ -120,12 +144,12 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     return 0
 
 
-async def _tick_and_settle(settings: Settings) -> None:
+async def _tick_and_settle(settings: Settings, clock: Clock) -> None:
     """Evaluate the time-driven rules now, and wait until the alerts table is quiet."""
     producer = EventProducer(settings)
     await producer.start()
     try:
-        await producer.send_ticks(dt.datetime.now(dt.UTC))
+        await producer.send_ticks(clock.now())
     finally:
         await producer.stop()
     conn = await asyncpg.connect(settings.dsn)
@@ -144,10 +168,6 @@ async def _load_synthetic_demographics(
     settings: Settings, patient_ids: list[str], seed: int, path: Path
 ) -> int:
     """Clearly fake demographics for the cohort, as billing staff would load theirs."""
-    from billing.demographics import parse_demographics_csv
-    from rtm.simulate import demographics_csv, synthetic_demographics
-    from streams.db.claims import load_demographics
-
     write_private(path, demographics_csv(synthetic_demographics(patient_ids, seed)))
     rows, errors = parse_demographics_csv(path.read_text(encoding="utf-8"))
     assert not errors, errors[:3]
@@ -159,8 +179,6 @@ async def _load_synthetic_demographics(
 
 
 def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any]:
-    from rtm.cli_billing import billing_summary
-
     out = asyncio.run(_alert_sections(settings.dsn, patient_ids))
     out.update(billing_summary(settings, patient_ids))
     return out
@@ -183,10 +201,6 @@ async def _alert_sections(dsn: str, patient_ids: list[str]) -> dict[str, Any]:
 
 def _latest_adherence(rows: list[Any]) -> dict[str, float]:
     """Trailing 7-day adherence on each patient's newest data day (same pure engine)."""
-    from alerts.adherence import adherence_on, sessions_by_day
-    from alerts.evaluate import fold
-    from schemas.events import parse_event_json
-
     states, _ = fold(parse_event_json(r["payload"]) for r in rows)
     out: dict[str, float] = {}
     for (_, pid), state in states.items():
@@ -220,9 +234,6 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
     """Let the demo's clinician user see this run's patients: the cohort's (namespaced)
     clinician ids and the user's own (c-01) form the care team "demo" of the default
     organisation (clinicians see their own and their care teams' patients)."""
-    from rtm.cli_access import DEV_ORG
-    from streams.db.access import add_team_member
-
     clinicians = {"c-01"}
     with cohort.open("rb") as f:
         for line in f:
@@ -239,8 +250,6 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
 
 
 def _dashboard_text(settings: Settings) -> str:
-    from rtm.cli_access import DEV_USERS_FILE
-
     lines = [
         "",
         "Dashboard (the gateway and the worker keep running; `make down` stops them)",

@@ -14,7 +14,7 @@ import httpx
 import orjson
 from tqdm import tqdm
 
-from streams.http.app import dev_key_path
+from rtm.devstack import dev_key_path
 from streams.settings import Settings
 
 

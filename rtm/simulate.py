@@ -35,7 +35,9 @@ stream so the valid events are the same, in the same order, whatever ``invalid_r
 
 from __future__ import annotations
 
+import csv
 import heapq
+import io
 import math
 import random
 import typing
@@ -510,156 +512,22 @@ class _Patient:
 
     def day(self, i: int) -> list[tuple[float, dict[str, Any]]]:
         """Events whose patient-local date is cohort day i, with their arrival instants."""
-        eps = self.episodes
-        while self.ep_idx < len(eps):
-            end = eps[self.ep_idx].end
-            if end is None or end >= i:
-                break
-            self.ep_idx += 1
-        if self.ep_idx >= len(eps):
+        ep = self._episode_on(i)
+        if ep is None:
             return []
-        ep = eps[self.ep_idx]
-        if i < ep.start:
-            return []
-        rng = self.rng
         d = self.world.dates[i]
         t = i - ep.start
         # items: (local secs, type, body, patient_data)
         items: list[tuple[int, str, dict[str, Any], bool]] = []
         ep_ref = None if self.legacy_app else ep.id
-
         if i == ep.start:
-            items.append(
-                (
-                    ep.start_secs,
-                    "episode.started",
-                    {
-                        "episode_id": ep.id,
-                        "clinician_id": ep.clin.id,
-                        "clinician_role": ep.clin.role,
-                        "timezone": self.tz,
-                        "program": {
-                            "sessions_per_week": ep.spw,
-                            "exercise_ids": list(ep.exercises),
-                        },
-                        "billing": {
-                            **ep.billing,
-                            "diagnosis_codes": list(ep.billing["diagnosis_codes"]),
-                        },
-                        "setup_education_completed": ep.setup_done,
-                    },
-                    False,
-                )
-            )
-            base_secs = min(DAY_END, ep.start_secs + rng.randint(300, 1800))
-            items.append(
-                (
-                    base_secs,
-                    "pain.reported",
-                    _body(ep_ref, score=ep.pain(0, rng), context="rest"),
-                    True,
-                )
-            )
-
+            items.extend(self._start_items(ep, ep_ref))
         if ep.update_day == i:
-            ep.spw = max(3, min(7, ep.spw + rng.choice((-2, -1, 1, 2))))
-            exs = list(ep.exercises)
-            extra = [x for x in ep.exercise_pool if x not in exs]
-            if extra and rng.random() < 0.7:
-                exs[rng.randrange(len(exs))] = rng.choice(extra)
-            ep.exercises = exs
-            secs = rng.randint(9 * 3600, 17 * 3600)
-            items.append(
-                (
-                    secs,
-                    "program.updated",
-                    {
-                        "episode_id": ep.id,
-                        "program": {"sessions_per_week": ep.spw, "exercise_ids": list(exs)},
-                    },
-                    False,
-                )
-            )
-            items.append(
-                (
-                    secs + 60,
-                    "clinician.time_logged",
-                    {
-                        "episode_id": ep.id,
-                        "clinician_id": ep.clin.id,
-                        "clinician_role": ep.clin.role,
-                        "minutes": rng.randint(3, 8),
-                        "activity": "program_edit",
-                        "interactive": False,
-                    },
-                    False,
-                )
-            )
-
+            items.extend(self._program_update(ep))
         active = (ep.stop is None or i < ep.stop) and not any(a <= i < b for a, b in ep.breaks)
         if active:
-            n_sess = 1 if rng.random() < ep.session_prob(t) else 0
-            if n_sess and ep.spw >= 5 and rng.random() < 0.06:
-                n_sess = 2
-            slots = [self.slot if rng.random() < 0.8 else rng.choice(tuple(SLOTS))]
-            if n_sess == 2:
-                slots.append("evening" if slots[0] in ("morning", "midday") else "morning")
-            for slot in slots[:n_sess]:
-                items.extend(self._session(ep, ep_ref, t, slot))
-            if not n_sess and rng.random() < 0.2:
-                items.append(
-                    (
-                        rng.randint(7 * 3600, 22 * 3600),
-                        "pain.reported",
-                        _body(
-                            ep_ref,
-                            score=ep.pain(t, rng),
-                            context=rng.choice(("rest", "activity", None)),
-                        ),
-                        True,
-                    )
-                )
-            if ep.checkin_dow is not None and d.weekday() == ep.checkin_dow:
-                items.append(
-                    (
-                        rng.randint(8 * 3600, 20 * 3600),
-                        "symptom.reported",
-                        _body(ep_ref, red_flags=[], fall=False),
-                        True,
-                    )
-                )
-            if ep.red_flag_day == i:
-                flags = rng.sample(RED_FLAGS, rng.choice((1, 1, 2)))
-                items.append(
-                    (
-                        rng.randint(7 * 3600, 22 * 3600),
-                        "symptom.reported",
-                        _body(ep_ref, red_flags=flags, fall=False),
-                        True,
-                    )
-                )
-            if ep.fall_day == i:
-                flags = ["major_trauma"] if rng.random() < 0.2 else []
-                items.append(
-                    (
-                        rng.randint(7 * 3600, 22 * 3600),
-                        "symptom.reported",
-                        _body(ep_ref, red_flags=flags, fall=True),
-                        True,
-                    )
-                )
-
-        for secs, m, act, inter, clin in ep.month_plan(self, i).get(i, ()):
-            body = {"episode_id": ep.id} if rng.random() < 0.95 else {}
-            body.update(
-                clinician_id=clin.id,
-                clinician_role=clin.role,
-                minutes=m,
-                activity=act,
-                interactive=inter,
-            )
-            items.append((secs, "clinician.time_logged", body, False))
-
+            items.extend(self._patient_items(ep, ep_ref, i, t, d))
+        items.extend(self._time_logs(ep, i))
         if i == ep.start:
             items = [it for it in items if it[1] == "episode.started" or it[0] > ep.start_secs]
         if i == ep.end:
@@ -669,6 +537,162 @@ class _Patient:
             )
         items.sort(key=lambda it: it[0])
         return self._envelope(ep, d, items)
+
+    def _episode_on(self, i: int) -> _Episode | None:
+        """The episode cohort day i belongs to (episodes ended before it are passed over
+        for good), or None before its start and after the last one."""
+        eps = self.episodes
+        while self.ep_idx < len(eps):
+            end = eps[self.ep_idx].end
+            if end is None or end >= i:
+                break
+            self.ep_idx += 1
+        if self.ep_idx >= len(eps):
+            return None
+        ep = eps[self.ep_idx]
+        return None if i < ep.start else ep
+
+    def _start_items(
+        self, ep: _Episode, ep_ref: str | None
+    ) -> list[tuple[int, str, dict[str, Any], bool]]:
+        """episode.started, and the first pain report shortly after it."""
+        base_secs = min(DAY_END, ep.start_secs + self.rng.randint(300, 1800))
+        return [
+            (
+                ep.start_secs,
+                "episode.started",
+                {
+                    "episode_id": ep.id,
+                    "clinician_id": ep.clin.id,
+                    "clinician_role": ep.clin.role,
+                    "timezone": self.tz,
+                    "program": {
+                        "sessions_per_week": ep.spw,
+                        "exercise_ids": list(ep.exercises),
+                    },
+                    "billing": {
+                        **ep.billing,
+                        "diagnosis_codes": list(ep.billing["diagnosis_codes"]),
+                    },
+                    "setup_education_completed": ep.setup_done,
+                },
+                False,
+            ),
+            (
+                base_secs,
+                "pain.reported",
+                _body(ep_ref, score=ep.pain(0, self.rng), context="rest"),
+                True,
+            ),
+        ]
+
+    def _program_update(self, ep: _Episode) -> list[tuple[int, str, dict[str, Any], bool]]:
+        """The clinician edits the programme (and logs the time it took)."""
+        rng = self.rng
+        ep.spw = max(3, min(7, ep.spw + rng.choice((-2, -1, 1, 2))))
+        exs = list(ep.exercises)
+        extra = [x for x in ep.exercise_pool if x not in exs]
+        if extra and rng.random() < 0.7:
+            exs[rng.randrange(len(exs))] = rng.choice(extra)
+        ep.exercises = exs
+        secs = rng.randint(9 * 3600, 17 * 3600)
+        return [
+            (
+                secs,
+                "program.updated",
+                {
+                    "episode_id": ep.id,
+                    "program": {"sessions_per_week": ep.spw, "exercise_ids": list(exs)},
+                },
+                False,
+            ),
+            (
+                secs + 60,
+                "clinician.time_logged",
+                {
+                    "episode_id": ep.id,
+                    "clinician_id": ep.clin.id,
+                    "clinician_role": ep.clin.role,
+                    "minutes": rng.randint(3, 8),
+                    "activity": "program_edit",
+                    "interactive": False,
+                },
+                False,
+            ),
+        ]
+
+    def _patient_items(
+        self, ep: _Episode, ep_ref: str | None, i: int, t: int, d: date
+    ) -> list[tuple[Any, ...]]:
+        """What the patient sends on an active day: sessions, pain, check-ins, red flags."""
+        rng = self.rng
+        items: list[tuple[Any, ...]] = []
+        n_sess = 1 if rng.random() < ep.session_prob(t) else 0
+        if n_sess and ep.spw >= 5 and rng.random() < 0.06:
+            n_sess = 2
+        slots = [self.slot if rng.random() < 0.8 else rng.choice(tuple(SLOTS))]
+        if n_sess == 2:
+            slots.append("evening" if slots[0] in ("morning", "midday") else "morning")
+        for slot in slots[:n_sess]:
+            items.extend(self._session(ep, ep_ref, t, slot))
+        if not n_sess and rng.random() < 0.2:
+            items.append(
+                (
+                    rng.randint(7 * 3600, 22 * 3600),
+                    "pain.reported",
+                    _body(
+                        ep_ref,
+                        score=ep.pain(t, rng),
+                        context=rng.choice(("rest", "activity", None)),
+                    ),
+                    True,
+                )
+            )
+        if ep.checkin_dow is not None and d.weekday() == ep.checkin_dow:
+            items.append(
+                (
+                    rng.randint(8 * 3600, 20 * 3600),
+                    "symptom.reported",
+                    _body(ep_ref, red_flags=[], fall=False),
+                    True,
+                )
+            )
+        if ep.red_flag_day == i:
+            flags = rng.sample(RED_FLAGS, rng.choice((1, 1, 2)))
+            items.append(
+                (
+                    rng.randint(7 * 3600, 22 * 3600),
+                    "symptom.reported",
+                    _body(ep_ref, red_flags=flags, fall=False),
+                    True,
+                )
+            )
+        if ep.fall_day == i:
+            flags = ["major_trauma"] if rng.random() < 0.2 else []
+            items.append(
+                (
+                    rng.randint(7 * 3600, 22 * 3600),
+                    "symptom.reported",
+                    _body(ep_ref, red_flags=flags, fall=True),
+                    True,
+                )
+            )
+        return items
+
+    def _time_logs(self, ep: _Episode, i: int) -> list[tuple[int, str, dict[str, Any], bool]]:
+        """The clinicians' time logged on day i (the month's plan)."""
+        items: list[tuple[int, str, dict[str, Any], bool]] = []
+        for secs, m, act, inter, clin in ep.month_plan(self, i).get(i, ()):
+            body = {"episode_id": ep.id} if self.rng.random() < 0.95 else {}
+            body.update(
+                clinician_id=clin.id,
+                clinician_role=clin.role,
+                minutes=m,
+                activity=act,
+                interactive=inter,
+            )
+            items.append((secs, "clinician.time_logged", body, False))
+        return items
 
     def _session(
         self, ep: _Episode, ep_ref: str | None, t: int, slot: str
@@ -939,9 +963,6 @@ def synthetic_demographics(patient_ids: Iterable[str], seed: int = 1) -> list[di
 
 def demographics_csv(rows: Iterable[dict[str, str]]) -> str:
     """The rows as the CSV ``rtm billing demographics load`` reads."""
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=DEMOGRAPHICS_COLUMNS, lineterminator="\n")
     writer.writeheader()

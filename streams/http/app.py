@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from streams.access import new_key, parse_key
 from streams.http import openapi
 from streams.http.auth import reject_unknown_query
 from streams.http.denials import DenialAudit
@@ -24,28 +22,6 @@ from streams.http.pages import billing as billing_pages
 from streams.http.pages.common import PageError, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, session
 from streams.settings import Settings
-
-DEV_KEY_FILE = "dev-api-key"
-
-
-def dev_key_path(settings: Settings) -> Path:
-    return settings.state_dir / DEV_KEY_FILE
-
-
-def ensure_dev_key(settings: Settings) -> str:
-    """The local development key that `rtm produce`, the demo and the tests use (a file in
-    the state dir, made once; `rtm up` registers it in the database, in dev only)."""
-    path = dev_key_path(settings)
-    if path.exists():
-        key = path.read_text().strip()
-        if parse_key(key) is not None:
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = new_key()[0]
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
-
 
 API_ROUTERS = (alerts.router, billing.router, fhir.router)  # each: the caller, or 401
 PAGE_ROUTERS = (

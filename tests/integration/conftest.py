@@ -21,8 +21,14 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from rtm.local import Child, prepare, start_gateway, start_worker
-from streams.http.app import ensure_dev_key
+from rtm.devstack import (
+    DEV_USERS_FILE,
+    Child,
+    ensure_dev_key,
+    prepare,
+    start_gateway,
+    start_worker,
+)
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
@@ -81,7 +87,6 @@ class Stack:
         """Cookie and CSRF headers of a signed-in dev user (`rtm up` provisions them in
         RTM_ENV=dev; passwords in <state dir>/dev-users.json). The session cookie is Secure,
         which httpx keeps for https only, so it is sent by hand."""
-        from rtm.cli_access import DEV_USERS_FILE
         from streams.access import CSRF_HEADER, SESSION_COOKIE
 
         users = json.loads((self.settings.state_dir / DEV_USERS_FILE).read_text())

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import pytest
 
-from rtm.local import settings_env
+from rtm.devstack import settings_env
 from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.http.app import create_app

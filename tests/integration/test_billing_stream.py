@@ -27,15 +27,13 @@ from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
 from billing.evaluate import fold_jsonl, run_evaluate
 from billing.rules import ClaimLine
-from rtm.cli_access import provision_dev
 from rtm.cli_billing import reconcile, run_export
-from rtm.local import start_gateway
+from rtm.devstack import ensure_dev_key, provision_dev, start_gateway
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import DEFAULT_ORG, validate_event
 from streams.db.events import migrate
 from streams.db.ledger import ledger_states
-from streams.http.app import ensure_dev_key
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings

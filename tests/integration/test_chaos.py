@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from infra import services
-from rtm.chaos import QUICK, render_table, run_chaos
+from rtm.bench.chaos import run_chaos
+from rtm.bench.chaos_report import QUICK, render_table
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
@@ -21,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from alerts.models import SEVERITY, Alert, AlertChange, AlertKind
+from rtm.bench.receiver import Receiver
 from rtm.cli import main
 from streams.db.deliveries import (
     claim_deliveries,
@@ -35,55 +34,6 @@ from tests.conftest import EventFactory
 from tests.integration.conftest import free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver:
-    """A webhook endpoint that answers 200, 500 or not at all (hangs), switchable; records
-    when each request arrived and what it said."""
-
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode = mode
-        self.requests: list[tuple[float, str, dict[str, str], bytes]] = []  # t, mode, h, body
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                mode = receiver.mode
-                with receiver._lock:
-                    receiver.requests.append((time.monotonic(), mode, dict(self.headers), body))
-                if mode == "hang":
-                    time.sleep(30)
-                    return
-                self.send_response(200 if mode == "ok" else 500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def delivered(self) -> list[tuple[float, dict[str, Any]]]:
-        """(arrival, payload) of the requests answered 200, in arrival order."""
-        with self._lock:
-            return [(t, json.loads(b)) for t, m, _, b in self.requests if m == "ok"]
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return [h["Idempotency-Key"] for _, _, h, _ in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _now(hours: float = 0) -> str:
@@ -220,7 +170,7 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
 
             # While it was down, a critical alert was never left waiting more than the cap:
             # the gaps between attempts (to this endpoint) once one was queued.
-            with receiver._lock:
+            with receiver.lock:
                 times = [
                     t
                     for t, _, h, b in receiver.requests

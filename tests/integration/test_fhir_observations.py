@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from rtm.local import settings_env
+from rtm.devstack import settings_env
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.fhir import hapi

@@ -31,8 +31,7 @@ import asyncpg
 import httpx
 import pytest
 
-from rtm.cli_access import DEV_USERS_FILE
-from rtm.local import settings_env
+from rtm.devstack import DEV_USERS_FILE, settings_env
 from streams.access import CSRF_HEADER, SESSION_COOKIE
 from tests.conftest import EventFactory
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from rtm.cli_rollups import backfill
+from rtm.cli.rollups import backfill
 from rtm.simulate import namespaced, simulate
 from tests.integration.conftest import Stack, wait_for
 

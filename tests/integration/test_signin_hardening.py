@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from rtm.local import settings_env, start_gateway
+from rtm.devstack import settings_env, start_gateway
 from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password
 from streams.db import access as db
 from streams.db.roles import table_privileges

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rtm.local import start_gateway
+from rtm.devstack import start_gateway
 from streams.settings import Settings
 from tests.integration.conftest import free_port
 

@@ -32,10 +32,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from infra import services
-from rtm.cli_access import provision_dev
-from rtm.local import Child, start_gateway, start_worker, wait_http
+from rtm.devstack import (
+    Child,
+    ensure_dev_key,
+    provision_dev,
+    start_gateway,
+    start_worker,
+    wait_http,
+)
 from streams.db.events import migrate
-from streams.http.app import ensure_dev_key
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings

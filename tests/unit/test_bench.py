@@ -10,36 +10,41 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rtm.bench import (
-    CpuSnapshot,
+from rtm.bench.cohorts import (
     HistoryCohort,
     OpenEpisodes,
-    alert_trigger_ids,
     auto_history_patients,
-    check,
     cohort_start,
+    history_blocks,
+    like_prefix,
+    namespace_event,
+    paced_schedule,
+    rebase_event,
+    write_history_cohort,
+)
+from rtm.bench.cpu import (
+    CpuSnapshot,
     cpu_split,
     cpu_usage,
     frame_file,
+    machine_cpu_ticks,
+    module_of,
+    parse_collapsed,
+    proc_cpu_seconds,
+    shares_line,
+)
+from rtm.bench.pages import pages_keys, spread, write_pages_cohort
+from rtm.bench.report import render_pages_table, render_table
+from rtm.bench.stats import (
+    alert_trigger_ids,
+    check,
     group_lag,
     growth,
     histogram_quantile,
-    history_blocks,
-    like_prefix,
-    machine_cpu_ticks,
-    module_of,
-    namespace_event,
-    paced_schedule,
-    parse_collapsed,
     parse_metrics,
     percentile,
-    proc_cpu_seconds,
-    rebase_event,
-    render_table,
-    shares_line,
     size_stats,
     summarize_ms,
-    write_history_cohort,
 )
 
 
@@ -505,9 +510,6 @@ def _pages(worklist_p95: float, patient_p95: float) -> dict[str, object]:
 
 
 def test_pages_rows_judge_each_page_against_its_goal() -> None:
-    from rtm.bench import render_pages_table
-    from rtm.bench_pages import pages_keys
-
     r = _result()
     r["pages"] = _pages(100.9, 150.0)  # 150 is not < 150
     lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
@@ -530,8 +532,6 @@ def test_pages_rows_judge_each_page_against_its_goal() -> None:
 
 
 def test_spread_picks_distinct_patients_across_the_cohort() -> None:
-    from rtm.bench_pages import spread
-
     items = [f"p{i}" for i in range(5000)]
     picked = spread(items, 50)
     assert len(set(picked)) == 50 and picked[0] == "p0" and picked[1] == "p100"
@@ -539,8 +539,6 @@ def test_spread_picks_distinct_patients_across_the_cohort() -> None:
 
 
 def test_pages_cohort_names_its_clinicians_and_patients(tmp_path: Path) -> None:
-    from rtm.bench_pages import write_pages_cohort
-
     c = write_pages_cohort(tmp_path / "c.jsonl", 20, 15, 1, dt.date(2026, 9, 1), "bX.pg.")
     lines = [orjson.loads(x) for x in (tmp_path / "c.jsonl").read_bytes().splitlines()]
     assert c.events == len(lines) and c.distinct == len({e["event_id"] for e in lines})

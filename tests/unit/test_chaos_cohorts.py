@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rtm.chaos import SCENARIO_CODES, SCENARIOS
+from rtm.bench.chaos_report import SCENARIO_CODES, SCENARIOS
 
 
 def test_every_scenario_has_its_own_id_prefix() -> None:

@@ -13,7 +13,7 @@ import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr, ValidationError
 
-from rtm.local import settings_env
+from rtm.devstack import settings_env
 from streams.kafka.transport import cleartext_warnings, faust_credentials, kafka_client_kwargs
 from streams.settings import Settings
 from tests.certs import ThrowawayCA
@@ -210,7 +210,7 @@ def test_an_external_dsn_keeps_its_parameters_and_gets_the_tls_ones(ca: Throwawa
 
 def test_child_processes_get_the_same_transport_settings(ca: ThrowawayCA) -> None:
     """The gateway and worker children read their settings from the environment that
-    rtm.local builds (secrets included, as values)."""
+    rtm.devstack builds (secrets included, as values)."""
     s = make(
         kafka_security_protocol="SASL_SSL",
         kafka_ssl_cafile=ca.cert,
@@ -302,7 +302,7 @@ def test_the_transport_settings_are_documented() -> None:
 
 
 def test_rtm_up_refuses_to_ask_the_plaintext_local_stack_for_tls(ca: ThrowawayCA) -> None:
-    from rtm.local import _refuse_tls_to_the_local_stack
+    from rtm.devstack import _refuse_tls_to_the_local_stack
 
     _refuse_tls_to_the_local_stack(make(), RuntimeError)  # the defaults: fine
     _refuse_tls_to_the_local_stack(make(pg_sslmode="disable"), RuntimeError)

@@ -23,18 +23,22 @@ import asyncio
 import datetime as dt
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
+import httpx
 import orjson
 
-if TYPE_CHECKING:
-    from rtm.bench import Bench
+from rtm.bench.cohorts import cohort_start
+from rtm.bench.harness import Bench, Phase
+from rtm.bench.phases import produce_and_wait
+from rtm.bench.stats import summarize_ms
+from rtm.simulate import namespaced, simulate
+from streams.access import SESSION_COOKIE, hash_password
+from streams.db.access import add_team_member, add_user, disable_user, remove_team_member
 
-TARGET_WORKLIST_P95_MS = 300.0
-TARGET_PATIENT_P95_MS = 150.0
 WARM_UP_REQUESTS = 3
 ORG = "default"  # events written straight to Kafka carry no org stamp: the default org
 
@@ -53,8 +57,6 @@ def write_pages_cohort(
     path: Path, patients: int, days: int, seed: int, start: dt.date, prefix: str
 ) -> PagesCohort:
     """The cohort as JSONL (arrival order), with what the timing needs to know of it."""
-    from rtm.simulate import namespaced, simulate
-
     c = PagesCohort(path)
     ids: set[str] = set()
     with_episode: dict[str, None] = {}
@@ -95,11 +97,6 @@ class BenchUsers:
 
 async def add_users(dsn: str, tag: str, clinicians: set[str]) -> BenchUsers:
     """A clinician on a care team with every clinician of the cohort, and an admin."""
-    import asyncpg
-
-    from streams.access import hash_password
-    from streams.db.access import add_team_member, add_user
-
     u = BenchUsers(
         clinician=f"bench-{tag}-clinician",
         admin=f"bench-{tag}-admin",
@@ -122,10 +119,6 @@ async def add_users(dsn: str, tag: str, clinicians: set[str]) -> BenchUsers:
 
 
 async def remove_users(dsn: str, u: BenchUsers) -> None:
-    import asyncpg
-
-    from streams.db.access import disable_user, remove_team_member
-
     conn = await asyncpg.connect(dsn)
     try:
         for name in (u.clinician, u.admin):
@@ -138,8 +131,6 @@ async def remove_users(dsn: str, u: BenchUsers) -> None:
 
 async def sign_in(client: Any, url: str, username: str, password: str) -> dict[str, str]:
     """The session cookie, sent by hand (it is Secure; httpx keeps those for https only)."""
-    from streams.access import SESSION_COOKIE
-
     resp = await client.post(f"{url}/v1/session", json={"username": username, "password": password})
     resp.raise_for_status()
     return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}"}
@@ -150,8 +141,6 @@ async def time_gets(
 ) -> dict[str, Any]:
     """GET each URL once, in order, one at a time (after ``warm_up`` untimed GETs of the
     first); milliseconds to the whole body, summarised."""
-    from rtm.bench import summarize_ms
-
     for _ in range(warm_up):
         (await client.get(urls[0], headers=headers)).raise_for_status()
     times: list[float] = []
@@ -169,19 +158,15 @@ async def time_gets(
 
 
 async def _measure(
-    b: Bench, ph: Any, c: PagesCohort, users: BenchUsers, requests: int
+    b: Bench, ph: Phase, c: PagesCohort, users: BenchUsers, requests: int
 ) -> dict[str, Any]:
-    import httpx
-
-    from rtm.bench import produce_and_wait
-
     async with httpx.AsyncClient(timeout=120.0) as client:
         seed = await produce_and_wait(b, ph, client, c.path, c.distinct, timeout=3600.0, poll=0.5)
         b.log(
             f"pages: seeded {seed['events_stored']:,} events in {seed['seconds']:.0f} s "
             f"({seed['events_per_s']} ev/s); ticking at the newest event ..."
         )
-        tick = await b.tick(ph, (c.newest or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=1))
+        tick = await b.tick(ph, (c.newest or b.clock.now()) + dt.timedelta(seconds=1))
         worklist = f"{ph.url}/ui/worklist"
         chosen = spread(c.patients, requests)
         patient_urls = [f"{ph.url}/ui/patients/{p}" for p in chosen]
@@ -200,9 +185,7 @@ def run_pages(
     b: Bench, prefix: str, patients: int, days: int, seed: int, requests: int
 ) -> dict[str, Any]:
     """The pages phase (see the module's docstring); its own stack, no wall-clock timer."""
-    from rtm.bench import _today, cohort_start
-
-    start = cohort_start(days, _today())
+    start = cohort_start(days, b.today())
     path = b.workdir / "pages.jsonl"
     t0 = time.monotonic()
     c = write_pages_cohort(path, patients, days, seed, start, f"{prefix}.pg.")
@@ -245,23 +228,3 @@ def pages_keys(pages: dict[str, Any]) -> dict[str, Any]:
         "patient_page_p50_ms": cl["patient"]["p50_ms"],
         "patient_page_p95_ms": cl["patient"]["p95_ms"],
     }
-
-
-def pages_rows(pages: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str]]:
-    """Rows for the bench's table: (what, value, target, verdict, note)."""
-    from rtm.bench import _fmt, _verdict, check
-
-    n = f"{pages['patients']:,} x {pages['days']} d"
-    for role in ("clinician", "admin"):
-        for key, label, target in (
-            ("worklist", "worklist page 1", TARGET_WORKLIST_P95_MS),
-            ("patient", "patient page", TARGET_PATIENT_P95_MS),
-        ):
-            s = pages[role][key]
-            yield (
-                f"{label} p50/p95 ({role})",
-                f"{_fmt(s['p50_ms'])} / {_fmt(s['p95_ms'])} ms",
-                f"p95 < {target:.0f} ms",
-                _verdict(check(s["p95_ms"], "<", target)),
-                f"{n}, n={s['count']}, {s['mean_bytes']:,} B",
-            )

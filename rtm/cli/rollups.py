@@ -16,16 +16,15 @@ import time
 import asyncpg
 import click
 
-from streams.settings import Settings
+from rtm.cli.options import settings_of
+from streams.db.events import migrate
+from streams.db.rollups import backfill_adherence_chunk, backfill_patients
 
 
 async def backfill(
     dsn: str, patient_prefix: str | None = None, chunk: int = 500, log: bool = False
 ) -> tuple[int, int, int]:
     """(patients, rows computed, rows written)."""
-    from streams.db.events import migrate
-    from streams.db.rollups import backfill_adherence_chunk, backfill_patients
-
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -47,25 +46,28 @@ async def backfill(
     return len(patients), computed, written
 
 
-def register(main: click.Group) -> None:
-    @main.group()
-    def rollups() -> None:
-        """The dashboard's per-patient rollups."""
+@click.group()
+def rollups() -> None:
+    """The dashboard's per-patient rollups."""
 
-    @rollups.command("backfill")
-    @click.option("--patient-prefix", default=None, help="only patients whose id starts so")
-    @click.option("--chunk", type=click.IntRange(1, 10_000), default=500, show_default=True)
-    @click.option("--dsn", default=None)
-    @click.pass_context
-    def rollups_backfill(
-        ctx: click.Context, patient_prefix: str | None, chunk: int, dsn: str | None
-    ) -> None:
-        """Fill patient_daily_adherence from the stored events (idempotent)."""
-        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-        patients, computed, written = asyncio.run(
-            backfill(dsn or settings.dsn, patient_prefix, chunk, log=True)
-        )
-        click.echo(
-            f"daily adherence: {patients:,} patients, {computed:,} days computed, "
-            f"{written:,} rows written (missing or different)"
-        )
+
+@rollups.command("backfill")
+@click.option("--patient-prefix", default=None, help="only patients whose id starts so")
+@click.option("--chunk", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@click.option("--dsn", default=None)
+@click.pass_context
+def rollups_backfill(
+    ctx: click.Context, patient_prefix: str | None, chunk: int, dsn: str | None
+) -> None:
+    """Fill patient_daily_adherence from the stored events (idempotent)."""
+    settings = settings_of(ctx)
+    patients, computed, written = asyncio.run(
+        backfill(dsn or settings.dsn, patient_prefix, chunk, log=True)
+    )
+    click.echo(
+        f"daily adherence: {patients:,} patients, {computed:,} days computed, "
+        f"{written:,} rows written (missing or different)"
+    )
+
+
+COMMANDS: tuple[click.Command, ...] = (rollups,)

@@ -18,12 +18,13 @@ import click
 import orjson
 
 from alerts.fhir import CLINICAL_TYPES, observation_bundle
+from rtm.cli.options import settings_of
 from rtm.files import write_private
 from schemas.events import parse_event_json
 from streams.access import Scope
+from streams.clock import clock_for
 from streams.db.access import audit, in_scope
 from streams.db.events import clinical_payloads
-from streams.settings import Settings
 
 
 def _date(value: str | None, name: str) -> dt.date | None:
@@ -77,48 +78,51 @@ async def export_observations(
     return observation_bundle((parse_event_json(p) for p in rows), now)
 
 
-def register(main: click.Group) -> None:
-    @main.group()
-    def fhir() -> None:
-        """Clinical data as FHIR R4."""
+@click.group()
+def fhir() -> None:
+    """Clinical data as FHIR R4."""
 
-    @fhir.command("observations")
-    @click.option("--patient", "patient_id", required=True, help="the (pseudonymous) patient id")
-    @click.option("--from", "frm", default=None, help="first patient-local date, YYYY-MM-DD")
-    @click.option("--to", "to", default=None, help="last patient-local date, YYYY-MM-DD")
-    @click.option("--org", "org_id", default="default", show_default=True, help="organisation")
-    @click.option("--out", type=click.Path(path_type=Path), default=None, help="default stdout")
-    @click.pass_context
-    def observations(
-        ctx: click.Context,
-        patient_id: str,
-        frm: str | None,
-        to: str | None,
-        org_id: str,
-        out: Path | None,
-    ) -> None:
-        """Pain reports and exercise sessions of a patient as a FHIR R4 searchset Bundle."""
-        date_from, date_to = _date(frm, "--from"), _date(to, "--to")
-        if date_from and date_to and date_from > date_to:
-            raise click.BadParameter("--from is after --to", param_hint="--from")
-        settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-        bundle = asyncio.run(
-            export_observations(
-                settings.dsn,
-                org_id=org_id,
-                patient_id=patient_id,
-                frm=date_from,
-                to=date_to,
-                actor=f"cli:{_user()}",
-                now=dt.datetime.now(dt.UTC),
-            )
+
+@fhir.command("observations")
+@click.option("--patient", "patient_id", required=True, help="the (pseudonymous) patient id")
+@click.option("--from", "frm", default=None, help="first patient-local date, YYYY-MM-DD")
+@click.option("--to", "to", default=None, help="last patient-local date, YYYY-MM-DD")
+@click.option("--org", "org_id", default="default", show_default=True, help="organisation")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="default stdout")
+@click.pass_context
+def observations(
+    ctx: click.Context,
+    patient_id: str,
+    frm: str | None,
+    to: str | None,
+    org_id: str,
+    out: Path | None,
+) -> None:
+    """Pain reports and exercise sessions of a patient as a FHIR R4 searchset Bundle."""
+    date_from, date_to = _date(frm, "--from"), _date(to, "--to")
+    if date_from and date_to and date_from > date_to:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    settings = settings_of(ctx)
+    bundle = asyncio.run(
+        export_observations(
+            settings.dsn,
+            org_id=org_id,
+            patient_id=patient_id,
+            frm=date_from,
+            to=date_to,
+            actor=f"cli:{_user()}",
+            now=clock_for(settings).now(),
         )
-        if bundle is None:
-            click.echo(f"unknown patient {patient_id} in organisation {org_id}", err=True)
-            sys.exit(1)
-        text = orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode() + "\n"
-        if out is None:
-            click.echo(text, nl=False)
-        else:
-            write_private(out, text)
-            click.echo(f"wrote {bundle['total']} observations to {out}", err=True)
+    )
+    if bundle is None:
+        click.echo(f"unknown patient {patient_id} in organisation {org_id}", err=True)
+        sys.exit(1)
+    text = orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_private(out, text)
+        click.echo(f"wrote {bundle['total']} observations to {out}", err=True)
+
+
+COMMANDS: tuple[click.Command, ...] = (fhir,)

@@ -34,131 +34,41 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import platform
 import random
+import signal
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import click
+import asyncpg
 import httpx
 import orjson
 
-from rtm.bench import Bench, Phase, wait_consumed
-from rtm.local import Child, spawn, wait_http
+from alerts.evaluate import run_alerts_evaluate
+from infra import services
+from rtm.bench.chaos_report import (
+    COHORT_START,
+    SCENARIO_CODES,
+    ChaosConfig,
+    Figures,
+    Log,
+)
+from rtm.bench.harness import Bench, Phase, free_port, in_dir, wait_consumed
+from rtm.bench.receiver import Receiver
+from rtm.cli_billing import reconcile
+from rtm.devstack import Child, ensure_dev_key, prepare, spawn, wait_http
+from rtm.simulate import namespaced, simulate, write_jsonl
+from streams.db.deliveries import remove_webhook, set_webhook
+from streams.kafka.producer import EventProducer
+from streams.secrets import secret_box
 from streams.settings import Settings
 
-SCENARIOS = (
-    "worker_kills",
-    "db_outage",
-    "kafka_outage",
-    "gateway_kills",
-    "rebalance",
-    "db_restarts",
-    "kafka_sigkill",
-)
-SCENARIO_CODES = {
-    "worker_kills": "wk",
-    "db_outage": "do",
-    "kafka_outage": "ko",
-    "gateway_kills": "gk",
-    "rebalance": "rb",
-    "db_restarts": "dr",
-    "kafka_sigkill": "ks",
-}
-COHORT_START = dt.date(2026, 9, 1)
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ChaosConfig:
-    patients: int = 40
-    days: int = 45
-    seed: int = 7
-    worker_kills: int = 10
-    db_outage_s: float = 60.0
-    kafka_outage_s: float = 30.0
-    gateway_kills: int = 5
-    db_restarts: int = 10
-    batch_size: int = 50
-    lanes: int = 4
-    scenarios: tuple[str, ...] = SCENARIOS
-    settle_timeout_s: float = 300.0
-
-    @property
-    def as_of(self) -> dt.datetime:
-        end = COHORT_START + dt.timedelta(days=self.days + 3)
-        return dt.datetime(end.year, end.month, end.day, tzinfo=dt.UTC)
-
-
-# the CI sample: every scenario, small cohort, short faults (about 3 minutes in all)
-QUICK = ChaosConfig(
-    patients=12,
-    days=30,
-    worker_kills=3,
-    db_outage_s=8.0,
-    kafka_outage_s=8.0,
-    gateway_kills=2,
-    db_restarts=10,
-    batch_size=25,
-    settle_timeout_s=120.0,
-)
-
-
-@dataclass
-class Figures:
-    scenario: str
-    faults: str = ""
-    events: int = 0
-    acked: int = 0
-    acked_not_stored: int = 0
-    stored_twice: int = 0
-    alerts_expected: int = 0
-    alerts_missing: int = 0
-    alerts_extra: int = 0
-    alerts_differing: int = 0
-    billing_differences: int = 0
-    catch_up_s: float | None = None
-    http_503: int = 0
-    retry_after_missing: int = 0
-    http_5xx_other: int = 0
-    ok_while_broker_down: int = 0
-    transport_errors: int = 0
-    webhooks_expected: int = 0
-    webhooks_undelivered: int = 0
-    task_failures: int = 0  # supervised (logged, retried) exceptions in the worker's tasks
-    unexpected_exits: int = 0
-    elapsed_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    MUST_BE_ZERO = (
-        "acked_not_stored",
-        "stored_twice",
-        "alerts_missing",
-        "alerts_extra",
-        "alerts_differing",
-        "billing_differences",
-        "retry_after_missing",
-        "http_5xx_other",
-        "ok_while_broker_down",
-        "webhooks_undelivered",
-        "unexpected_exits",
-    )
-
-    @property
-    def ok(self) -> bool:
-        return all(getattr(self, name) == 0 for name in self.MUST_BE_ZERO)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
-
-
-# --- the poster ----------------------------------------------------------------------------
+RECEIVER_SECRET = "chaos-receiver-secret"  # the db_restarts scenario's webhook secret
 
 
 class Poster:
@@ -253,16 +163,11 @@ class Poster:
             return
 
 
-# --- scenarios -----------------------------------------------------------------------------
-
-
 class Run:
     def __init__(self, settings: Settings, config: ChaosConfig, log: Log) -> None:
         self.base, self.config, self.log = settings, config, log
         self.rng = random.Random(config.seed)
         self.bench = Bench(settings, log)
-        from streams.http.app import ensure_dev_key
-
         self.bench.key = ensure_dev_key(settings)
         self.ports: dict[str, int] = {}  # web ports of extra workers, by name
 
@@ -306,7 +211,7 @@ class Run:
         if port is not None:
             settings = settings.model_copy(update={"worker_web_port": port})
         is_worker = "worker" in child.name.rsplit("-", 1)[-1]
-        with _cwd(self.bench.workdir):
+        with in_dir(self.bench.workdir):
             new = spawn(settings, child.name, ["worker"] if is_worker else ["api"])
         ph.children[ph.children.index(child)] = new
         if is_worker:
@@ -329,8 +234,6 @@ class Run:
     # the cohort and the comparison ---------------------------------------------------------
 
     def cohort(self, ph: Phase) -> tuple[list[dict[str, Any]], Path, str]:
-        from rtm.simulate import namespaced, simulate, write_jsonl
-
         # a code per scenario (not the name's first letters: db_outage and db_restarts
         # would share patient and event ids, and the second would replay the first's)
         prefix = f"ch{self.bench.tag}{SCENARIO_CODES[ph.name]}-"
@@ -341,8 +244,6 @@ class Run:
         return events, path, prefix
 
     async def stored(self, prefix: str) -> tuple[set[str], int]:
-        import asyncpg
-
         conn = await asyncpg.connect(self.base.dsn)
         try:
             rows = await conn.fetch(
@@ -355,8 +256,6 @@ class Run:
         return {r["event_id"] for r in rows}, sum(int(r["n"]) - 1 for r in rows)
 
     async def alerts(self, prefix: str) -> dict[str, tuple[Any, ...]]:
-        import asyncpg
-
         conn = await asyncpg.connect(self.base.dsn)
         try:
             rows = await conn.fetch(
@@ -367,8 +266,6 @@ class Run:
         return _alert_keys(orjson.loads(r["payload"]) for r in rows)
 
     def offline_alerts(self, path: Path) -> dict[str, tuple[Any, ...]]:
-        from alerts.evaluate import run_alerts_evaluate
-
         buf = io.StringIO()
         run_alerts_evaluate(path, self.config.as_of, buf, err=io.StringIO())
         return _alert_keys(json.loads(line) for line in buf.getvalue().splitlines())
@@ -377,9 +274,6 @@ class Run:
         self, ph: Phase, fig: Figures, poster: Poster, path: Path, prefix: str, fault_end: float
     ) -> None:
         """Wait for every acknowledged event to be stored, tick once at as-of, compare."""
-        from rtm.cli_billing import reconcile
-        from streams.kafka.producer import EventProducer
-
         c = self.config
         fig.events, fig.acked = (
             len({e for lane in poster.lanes for b in lane for e in _ids(b)}),
@@ -439,7 +333,7 @@ class Run:
         try:
             events, path, prefix = self.cohort(ph)
             if name == "db_restarts":
-                receiver = Receiver()
+                receiver = Receiver(secret=RECEIVER_SECRET)
                 await self.org_webhook(receiver.url)
             fault = getattr(self, f"_{name}")
             duration = self._duration(name)
@@ -493,8 +387,6 @@ class Run:
         return f"{n} worker SIGKILLs"
 
     async def _db_outage(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
-        from infra import services
-
         await asyncio.sleep(3.0)
         await asyncio.to_thread(services._pg_down, self.base, self.log)
         try:
@@ -504,8 +396,6 @@ class Run:
         return f"PostgreSQL down {self.config.db_outage_s:.0f} s"
 
     async def _kafka_outage(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
-        from infra import services
-
         await asyncio.sleep(3.0)
         await asyncio.to_thread(services._kafka_stop, self.base, self.log)
         t_down = time.monotonic()
@@ -532,12 +422,10 @@ class Run:
         return f"{n} gateway SIGKILLs"
 
     async def _rebalance(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
-        from rtm.bench import _free_port
-
         await asyncio.sleep(3.0)
-        port = _free_port()
+        port = free_port()
         settings = ph.settings.model_copy(update={"worker_web_port": port})
-        with _cwd(self.bench.workdir):
+        with in_dir(self.bench.workdir):
             second = spawn(settings, f"{self.worker(ph).name}2", ["worker"])
         self.ports[second.name] = port
         ph.children.append(second)
@@ -550,8 +438,6 @@ class Run:
         return f"2nd worker joined, {'2nd' if victim is second else '1st'} killed mid-rebalance"
 
     async def _db_restarts(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
-        from infra import services
-
         n = 0
         for _ in range(self.config.db_restarts):
             await asyncio.sleep(self.rng.uniform(0.3, 2.5))
@@ -563,11 +449,6 @@ class Run:
         return f"{n} PostgreSQL restarts, ticks every 1 s, webhooks delivered"
 
     async def _kafka_sigkill(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
-        import os
-        import signal
-
-        from infra import services
-
         await asyncio.sleep(3.0)
         pid = services._kafka_pid(self.base)
         if pid is None:
@@ -592,17 +473,12 @@ class Run:
     async def org_webhook(self, url: str | None) -> None:
         """The organisation-wide webhook of the dev key's organisation: the receiver
         (every alert of the cohort routes there), or removed."""
-        import asyncpg
-
-        from streams.db.alerts import remove_webhook, set_webhook
-        from streams.secrets import secret_box
-
         conn = await asyncpg.connect(self.base.dsn)
         try:
             if url is None:
                 await remove_webhook(conn, "*", "default")
             else:
-                sealed = secret_box(self.base).seal(Receiver.SECRET)
+                sealed = secret_box(self.base).seal(RECEIVER_SECRET)
                 await set_webhook(conn, "*", url, sealed, "default")
         finally:
             await conn.close()
@@ -610,7 +486,6 @@ class Run:
     async def delivered(self, fig: Figures, receiver: Receiver, prefix: str) -> None:
         """Every alert change of the cohort queued for the receiver reached it (at least
         once, signed); waits for the outbox to drain."""
-        import asyncpg
 
         async def queued() -> set[str]:
             conn = await asyncpg.connect(self.base.dsn)
@@ -626,11 +501,11 @@ class Run:
 
         want = await queued()
         deadline = time.monotonic() + 120
-        while not want <= receiver.keys and time.monotonic() < deadline:
+        while not want <= receiver.signed and time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             want = await queued()
         fig.webhooks_expected = len(want)
-        fig.webhooks_undelivered = len(want - receiver.keys)
+        fig.webhooks_undelivered = len(want - receiver.signed)
         if receiver.bad_signatures:
             fig.notes.append(f"{receiver.bad_signatures} deliveries with a bad signature")
             fig.webhooks_undelivered += receiver.bad_signatures
@@ -652,50 +527,6 @@ class Run:
         return total
 
 
-class Receiver:
-    """A local webhook receiver: records each delivery's Idempotency-Key and checks the
-    signature; answers 200."""
-
-    SECRET = "chaos-receiver-secret"
-
-    def __init__(self) -> None:
-        import hashlib
-        import hmac
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.keys: set[str] = set()
-        self.bad_signatures = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                ts = self.headers.get("X-RTM-Timestamp", "")
-                mac = hmac.new(owner.SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256)
-                if self.headers.get("X-RTM-Signature") == "sha256=" + mac.hexdigest():
-                    owner.keys.add(self.headers.get("Idempotency-Key", ""))
-                else:
-                    owner.bad_signatures += 1
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/rtm"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _ids(batch: Sequence[dict[str, Any]]) -> list[str]:
     return [str(e["event_id"]) for e in batch]
 
@@ -708,21 +539,7 @@ def _alert_keys(alerts: Any) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-@contextlib.contextmanager
-def _cwd(path: Path) -> Any:
-    import os
-
-    old = os.getcwd()
-    os.chdir(path)  # Faust writes its <app_id>-data folder into the cwd
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def run_chaos(settings: Settings, config: ChaosConfig, log: Log) -> dict[str, Any]:
-    from rtm.local import prepare
-
     prepare(settings, log)
     run = Run(settings, config, log)
     results: list[Figures] = []
@@ -748,8 +565,6 @@ def run_chaos(settings: Settings, config: ChaosConfig, log: Log) -> dict[str, An
 
 
 def _cpus() -> str:
-    import os
-
     model = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -757,94 +572,3 @@ def _cpus() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{os.cpu_count()} x {model}".strip()
-
-
-COLUMNS = (
-    ("scenario", "scenario"),
-    ("faults", "faults"),
-    ("events", "events"),
-    ("acked", "acked"),
-    ("acked_not_stored", "acked, not stored"),
-    ("stored_twice", "stored twice"),
-    ("alerts_expected", "alerts"),
-    ("alerts_missing", "missing"),
-    ("alerts_extra", "extra"),
-    ("alerts_differing", "differing"),
-    ("billing_differences", "billing diffs"),
-    ("catch_up_s", "catch-up s"),
-    ("http_503", "503s"),
-    ("http_5xx_other", "other 5xx"),
-    ("ok_while_broker_down", "200 w/o broker"),
-    ("webhooks_expected", "webhooks"),
-    ("webhooks_undelivered", "undelivered"),
-    ("task_failures", "task failures (retried)"),
-    ("unexpected_exits", "exits"),
-)
-
-
-def render_table(result: dict[str, Any]) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    rows = [
-        "| " + " | ".join("n/a" if s[k] is None else str(s[k]) for k, _ in COLUMNS) + " |"
-        for s in result["scenarios"]
-    ]
-    verdict = "OK: nothing lost, nothing doubled" if result["ok"] else "FAILED"
-    return "\n".join([head, rule, *rows, "", f"{verdict} ({result['elapsed_s']} s)"])
-
-
-@click.command("chaos")
-@click.option("--quick", is_flag=True, help="the CI sample: small cohort, short faults")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS))
-@click.option("--patients", type=int, default=None)
-@click.option("--days", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--kills", type=int, default=None, help="worker SIGKILLs (default 10)")
-@click.option("--db-outage-s", type=float, default=None, help="default 60")
-@click.option("--kafka-outage-s", type=float, default=None, help="default 30")
-@click.option("--gateway-kills", type=int, default=None, help="default 5")
-@click.option("--db-restarts", type=int, default=None, help="default 10")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON report")
-@click.pass_context
-def command(
-    ctx: click.Context,
-    quick: bool,
-    scenarios: tuple[str, ...],
-    patients: int | None,
-    days: int | None,
-    seed: int | None,
-    kills: int | None,
-    db_outage_s: float | None,
-    kafka_outage_s: float | None,
-    gateway_kills: int | None,
-    db_restarts: int | None,
-    out: Path | None,
-) -> None:
-    """Inject faults through the real services and report what was lost or doubled
-    (stops and starts this machine's PostgreSQL and Kafka: use services of your own)."""
-    from infra.services import ServiceError
-
-    config = QUICK if quick else ChaosConfig()
-    over: dict[str, Any] = {
-        "scenarios": scenarios or None,
-        "patients": patients,
-        "days": days,
-        "seed": seed,
-        "worker_kills": kills,
-        "db_outage_s": db_outage_s,
-        "kafka_outage_s": kafka_outage_s,
-        "gateway_kills": gateway_kills,
-        "db_restarts": db_restarts,
-    }
-    config = replace(config, **{k: v for k, v in over.items() if v is not None})
-    try:
-        result = run_chaos(ctx.obj, config, log=lambda m: click.echo(m, err=True))
-    except ServiceError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(render_table(result))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        click.echo(f"wrote {out}", err=True)
-    if not result["ok"]:
-        ctx.exit(1)

@@ -1,10 +1,14 @@
-"""Local orchestration shared by `rtm up`, the demo, the benchmark and the test setup."""
+"""The local development stack, shared by `rtm up`/`down`/`status`, the demo, the
+benchmark, `rtm chaos` and the test setup: the services (Kafka, TimescaleDB) and the
+gateway and worker processes, the development key and the development users (RTM_ENV=dev).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import secrets
 import signal
 import ssl
 import subprocess
@@ -13,23 +17,35 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 
+from infra import services
+from rtm.files import write_private
+from streams.access import hash_password, key_digest, new_key, parse_key
+from streams.db import access as db
+from streams.db.events import migrate
+from streams.http.webassets import ensure_vendor
 from streams.settings import Settings
+
+DEV_KEY_FILE = "dev-api-key"
+DEV_USERS_FILE = "dev-users.json"
+DEV_ORG = "default"
+KEPT_FILE = "running.json"  # gateway and worker that `rtm demo` leaves running
+
+
+# --- the services -------------------------------------------------------------------------
 
 
 def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     """Services up (idempotent), schema migrated, topics declared, dev key provisioned."""
-    from infra import services
-    from streams.db.events import migrate
-    from streams.http.app import ensure_dev_key
+    # deferred: streams.kafka.topics pulls aiokafka (~0.2 s), only `rtm up` needs it
     from streams.kafka.topics import ensure_topics
 
     _refuse_tls_to_the_local_stack(settings, services.ServiceError)
     services.up(settings, log=log)
-    from streams.http.webassets import ensure_vendor
-
     log(
         f"dashboard libraries (npm ci, pinned by streams/http/web/package-lock.json):"
         f" {ensure_vendor(settings)}"
@@ -40,8 +56,6 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
     log(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
     log(f"topics created: {', '.join(created) or 'none (all exist)'}")
     if settings.env == "dev":
-        from rtm.cli_access import DEV_USERS_FILE, provision_dev
-
         users = asyncio.run(provision_dev(settings, key))
         log(
             f"dev sign-ins (RTM_ENV=dev only): {', '.join(sorted(users))};"
@@ -77,6 +91,80 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         env[f"RTM_{name.upper()}"] = str(value)
     return env
+
+
+# --- the development key and users ------------------------------------------------------------
+
+
+def dev_key_path(settings: Settings) -> Path:
+    return settings.state_dir / DEV_KEY_FILE
+
+
+def ensure_dev_key(settings: Settings) -> str:
+    """The local development key that `rtm produce`, the demo and the tests use (a file in
+    the state dir, made once; `rtm up` registers it in the database, in dev only)."""
+    path = dev_key_path(settings)
+    if path.exists():
+        key = path.read_text().strip()
+        if parse_key(key) is not None:
+            return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()[0]
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+DEV_USERS = (  # (username, role, clinician id)
+    ("clinician", "clinician", "c-01"),
+    ("billing", "billing", None),
+    ("admin", "admin", None),
+    ("operator", "operator", None),
+)
+
+
+async def provision_dev(settings: Settings, dev_key: str) -> dict[str, Any]:
+    """RTM_ENV=dev only: register the development key (producer, integration, reader in
+    the default organisation) and demo users with generated passwords, kept in
+    ``<state dir>/dev-users.json`` (0600). Idempotent."""
+    if settings.env != "dev":
+        raise RuntimeError("demo users and the development key exist only with RTM_ENV=dev")
+    parsed = parse_key(dev_key)
+    assert parsed is not None, "the dev key file holds a key of the current format"
+    key_id, secret = parsed
+    path = settings.state_dir / DEV_USERS_FILE
+    users: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        async with conn.transaction():
+            if await db.key_record(conn, key_id) is None:
+                salt = secrets.token_bytes(16)
+                await db.delete_key(conn, key_id)  # a disabled dev key is made anew
+                await db.add_key(
+                    conn,
+                    key_id,
+                    DEV_ORG,
+                    ["integration", "producer", "reader"],
+                    "development key (RTM_ENV=dev)",
+                    salt,
+                    key_digest(salt, secret),
+                )
+            for username, role, clinician in DEV_USERS:
+                entry = users.get(username) or {"password": secrets.token_urlsafe(12)}
+                entry.update(role=role, org_id=DEV_ORG, clinician_id=clinician)
+                users[username] = entry
+                if not await db.set_password(conn, username, hash_password(entry["password"])):
+                    await db.add_user(
+                        conn, DEV_ORG, username, role, hash_password(entry["password"]), clinician
+                    )
+    finally:
+        await conn.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, json.dumps(users, indent=2, sort_keys=True) + "\n")
+    return users
+
+
+# --- the gateway and worker processes ---------------------------------------------------------
 
 
 @dataclass
@@ -157,9 +245,6 @@ def start_worker(settings: Settings, name: str = "worker", restart: bool = False
     child = spawn(settings, name, [*args, "--restart"] if restart else args)
     wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
     return child
-
-
-KEPT_FILE = "running.json"  # gateway and worker that `rtm demo` leaves running
 
 
 def keep_running(settings: Settings, children: list[Child]) -> None:

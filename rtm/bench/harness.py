@@ -1,0 +1,366 @@
+"""The bench's harness: a phase's own topics, consumer group, ports, worker and gateway
+(``Bench.start_stack``), the worker's counters, ticks and the wait for the consumer group,
+py-spy, the scratch objects removed at the end, and the machine it ran on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from rtm.bench.cohorts import like_prefix
+from rtm.bench.cpu import py_spy_path
+from rtm.bench.stats import group_lag, parse_metrics, size_stats
+from rtm.devstack import Child, settings_env, spawn, wait_http
+from streams.clock import Clock, clock_for
+from streams.kafka.topics import ensure_topics
+from streams.kafka.transport import kafka_client_kwargs
+from streams.settings import Settings
+
+
+@dataclass
+class Phase:
+    name: str
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        s = self.settings
+        return f"http://{s.api_host}:{s.api_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        s = self.settings
+        return f"http://{s.worker_web_host}:{s.worker_web_port}/metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def in_dir(path: Path) -> Iterator[None]:
+    """Processes spawned meanwhile start in ``path``: Faust writes its <app_id>-data folder
+    into the cwd, so the bench's workers write theirs into its scratch folder."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+class Bench:
+    def __init__(self, base: Any, log: Any, profile_dir: Path | None = None) -> None:
+        self.base = base
+        self.log = log
+        self.tag = uuid.uuid4().hex[:8]
+        self.profile_dir = profile_dir
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"rtm-bench-{self.tag}-"))
+        self.phases: list[Phase] = []
+        self.key = ""
+        # "now" of the run (RTM_CLOCK_NOW when set): cohort dates, ticks, received_at
+        self.clock: Clock = clock_for(base)
+
+    def today(self) -> dt.date:
+        """The run's UTC date: cohorts end before it (the gateway refuses future events)."""
+        return self.clock.now().date()
+
+    # infrastructure ------------------------------------------------------------------------
+
+    def phase_settings(self, name: str, **overrides: Any) -> Any:
+        return self.base.model_copy(
+            update={
+                "topic_events": f"bench.{self.tag}.{name}.events",
+                "topic_dead": f"bench.{self.tag}.{name}.dead",
+                "topic_alerts": f"bench.{self.tag}.{name}.alerts",
+                "app_id": f"bench-{self.tag}-{name}",
+                "api_port": free_port(),
+                "worker_web_port": free_port(),
+                **overrides,
+            }
+        )
+
+    def start_stack(self, name: str, **overrides: Any) -> Phase:
+        """Topics, worker and gateway of a phase; `overrides` are Settings fields (e.g.
+        ``tick_interval_s=0``: no wall-clock timer, the bench ticks)."""
+        ph = Phase(name, self.phase_settings(name, **overrides))
+        self.phases.append(ph)
+        asyncio.run(ensure_topics(ph.settings))
+        with in_dir(self.workdir):
+            worker = spawn(ph.settings, f"bench-{self.tag}-{name}-worker", ["worker"])
+            ph.children.append(worker)
+            gateway = spawn(ph.settings, f"bench-{self.tag}-{name}-gateway", ["api"])
+            ph.children.append(gateway)
+        wait_http(ph.metrics_url, worker)
+        wait_http(f"{ph.url}/readyz", gateway)
+        return ph
+
+    def stop_stack(self, ph: Phase) -> None:
+        for child in reversed(ph.children):
+            child.stop()
+        ph.children.clear()
+
+    def cleanup(self) -> None:
+        for ph in self.phases:
+            for child in ph.children:
+                child.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            asyncio.run(self._delete_topics())
+        with contextlib.suppress(Exception):
+            asyncio.run(self._drop_scratch())
+
+    async def _delete_topics(self) -> None:
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.base))
+        await admin.start()
+        try:
+            mine = [
+                t
+                for t in await admin.list_topics()
+                if t.startswith((f"bench.{self.tag}.", f"bench-{self.tag}-"))
+            ]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+    @property
+    def scratch_table(self) -> str:
+        return f"bench_floor_{self.tag}"
+
+    async def _drop_scratch(self) -> None:
+        conn = await asyncpg.connect(self.base.owner_dsn)  # its scratch table: DDL
+        try:
+            await conn.execute(f"DROP TABLE IF EXISTS {self.scratch_table}")
+        finally:
+            await conn.close()
+
+    # worker metrics -------------------------------------------------------------------------
+
+    async def metrics(self, client: Any, ph: Phase) -> dict[str, Any]:
+        resp = await client.get(ph.metrics_url, timeout=10.0)
+        return parse_metrics(resp.text)
+
+    async def wait_stored(
+        self, client: Any, ph: Phase, expect: int, timeout: float, poll: float = 0.1
+    ) -> tuple[float, int]:
+        """Poll the worker's events_stored counter; (monotonic time reached, count)."""
+        deadline = time.monotonic() + timeout
+        n = 0
+        while True:
+            with contextlib.suppress(Exception):
+                m = await self.metrics(client, ph)
+                n = int(m.get("rtm_worker_events_stored_total", 0))
+            now = time.monotonic()
+            if n >= expect or now > deadline:
+                return now, n
+            await asyncio.sleep(poll)
+
+    async def warm_up(self, client: Any, ph: Phase, events: list[dict[str, Any]]) -> int:
+        """A small batch end to end, so consumer-group assignment is not timed."""
+        body = b"\n".join(orjson.dumps(e) for e in events)
+        resp = await client.post(f"{ph.url}/v1/events", content=body, headers=self.headers)
+        resp.raise_for_status()
+        accepted = int(resp.json()["accepted"])
+        _, n = await self.wait_stored(client, ph, accepted, timeout=90.0)
+        if n < accepted:
+            raise click.ClickException(f"{ph.name}: worker did not store the warm-up batch")
+        return n
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}", "Content-Type": "application/x-ndjson"}
+
+    # ticks and settling ----------------------------------------------------------------------
+
+    async def tick(self, ph: Phase, now: dt.datetime, timeout: float = 600.0) -> dict[str, Any]:
+        """`rtm alerts tick --now` for this phase's topics, then wait until the worker's
+        consumer group has committed everything on them (the tick included)."""
+        t0 = time.monotonic()
+        now = now.astimezone(dt.UTC)
+        out: dict[str, Any] = {"now": now.isoformat()}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rtm.cli",
+            "alerts",
+            "tick",
+            "--now",
+            now.isoformat(),
+            env=settings_env(ph.settings),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        text, _ = await proc.communicate()
+        if proc.returncode != 0:
+            out.update(ok=False, error=text.decode(errors="replace")[-500:])
+            self.log(f"{ph.name}: rtm alerts tick failed: {out['error']}")
+            return out
+        lag = await wait_consumed(ph.settings, timeout)
+        out.update(ok=lag == 0, lag_left=lag, seconds=round(time.monotonic() - t0, 2))
+        if lag:
+            self.log(f"{ph.name}: {lag} records still not committed {timeout:.0f} s after the tick")
+        return out
+
+    async def state_bytes(self, prefix: str) -> dict[str, Any]:
+        """Per-patient rule-state sizes of the patients whose id starts with `prefix`."""
+        try:
+            conn = await asyncpg.connect(self.base.dsn)
+            try:
+                rows = await conn.fetch(
+                    "SELECT octet_length(state) AS n FROM alert_state WHERE patient_id LIKE $1",
+                    like_prefix(prefix),
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
+        return size_stats([int(r["n"]) for r in rows if r["n"] is not None])
+
+    # CPU ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def pids(ph: Phase) -> dict[str, int]:
+        return {c.name.rsplit("-", 1)[-1]: c.proc.pid for c in ph.children}
+
+    # profiling -------------------------------------------------------------------------------
+
+    def start_profile(
+        self, ph: Phase, split: bool = False
+    ) -> tuple[list[subprocess.Popen[bytes]], Path | None]:
+        """py-spy on worker and gateway into --profile DIR (100 Hz); or, with `split` only,
+        on the worker at 50 Hz into the scratch folder. Returns the processes and the
+        worker's collapsed-stack file (None without py-spy)."""
+        if self.profile_dir is None and not split:
+            return [], None
+        spy = py_spy_path()
+        if spy is None:
+            self.log("py-spy not found; no profile / CPU split (pip install py-spy)")
+            return [], None
+        if self.profile_dir is not None:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            targets = [
+                (c, self.profile_dir / f"{ph.name}-{c.name.rsplit('-', 1)[-1]}.txt", "100")
+                for c in ph.children
+            ]
+        else:
+            targets = [
+                (c, self.workdir / f"{ph.name}-worker-split.txt", "50")
+                for c in ph.children
+                if c.name.endswith("-worker")
+            ]
+        procs = []
+        worker_out: Path | None = None
+        for child, out, rate in targets:
+            if child.name.endswith("-worker"):
+                worker_out = out
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "-p",
+                        str(child.proc.pid),
+                        "-r",
+                        rate,
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        return procs, worker_out
+
+    @staticmethod
+    def stop_profile(procs: list[subprocess.Popen[bytes]]) -> None:
+        for p in procs:
+            p.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int:
+    """Wait until the consumer group `settings.app_id` has committed every record on
+    `settings.topic_events`; the records left when `timeout` passed (0 = settled)."""
+    tps = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    consumer = AIOKafkaConsumer(
+        **kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False
+    )
+    await admin.start()
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        lag = -1
+        while True:
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+            lag = group_lag(ends, {tp: om.offset for tp, om in committed.items()})
+            if lag == 0 or time.monotonic() > deadline:
+                return lag
+            await asyncio.sleep(poll)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def machine_info(settings: Any) -> dict[str, Any]:
+    mem_kb = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    conn = await asyncpg.connect(settings.dsn)
+    try:
+        pg = await conn.fetchval("SHOW server_version")
+        ts = await conn.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        )
+    finally:
+        await conn.close()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": settings.kafka_version,
+        "postgres": pg,
+        "timescaledb": ts,
+    }

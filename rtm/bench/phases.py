@@ -1,0 +1,563 @@
+"""The bench's phases (see ``rtm.bench``): floor, pipeline, latency, history; each runs
+on a ``Bench`` stack and returns its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from rtm.bench.cohorts import (
+    HistoryCohort,
+    cohort,
+    cohort_start,
+    distinct_ids,
+    namespace_event,
+    paced_schedule,
+    write_history_cohort,
+)
+from rtm.bench.cpu import cpu_snapshot, cpu_usage, read_split
+from rtm.bench.harness import Bench, Phase
+from rtm.bench.stats import alert_trigger_ids, growth, histogram_quantile, summarize_ms
+from rtm.produce import produce_file
+from rtm.simulate import write_jsonl
+from schemas.events import DEFAULT_ORG, key_text
+from streams.clock import clock_for
+from streams.kafka.transport import kafka_client_kwargs
+
+
+async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bare producer -> topic -> bare consumer -> COPY into a scratch hypertable."""
+    s = b.base
+    topic = f"bench.{b.tag}.floor.events"
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(s))
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=s.topic_partitions, replication_factor=1)]
+        )
+    finally:
+        await admin.close()
+
+    producer = AIOKafkaProducer(
+        **kafka_client_kwargs(s), acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futs = []
+        for e in events:
+            futs.append(await producer.send(topic, orjson.dumps(e), key=e["patient_id"].encode()))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    produce_s = time.perf_counter() - t0
+
+    conn = await asyncpg.connect(s.owner_dsn)  # a scratch hypertable: DDL, so the owner
+    table = b.scratch_table
+    await conn.execute(f"""
+        CREATE TABLE {table} (event_id text NOT NULL, type text NOT NULL,
+            patient_id text NOT NULL, occurred_at timestamptz NOT NULL,
+            received_at timestamptz, payload jsonb NOT NULL)""")
+    await conn.execute(
+        f"SELECT create_hypertable('{table}', by_range('occurred_at', INTERVAL '7 days'))"
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        **kafka_client_kwargs(s),
+        group_id=f"bench-{b.tag}-floor",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    fromiso = dt.datetime.fromisoformat
+    n = 0
+    t_first: float | None = None
+    try:
+        while n < len(events):
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if not batch:
+                continue
+            if t_first is None:
+                t_first = time.perf_counter()
+            records = []
+            for recs in batch.values():
+                for r in recs:
+                    d = orjson.loads(r.value)  # columns only: no validation, no rules
+                    records.append(
+                        (
+                            d["event_id"],
+                            d["type"],
+                            d["patient_id"],
+                            fromiso(d["occurred_at"]),
+                            None,
+                            r.value.decode(),
+                        )
+                    )
+            await conn.copy_records_to_table(table, records=records)
+            await consumer.commit()
+            n += len(records)
+        elapsed = time.perf_counter() - (t_first or time.perf_counter())
+    finally:
+        await consumer.stop()
+        await conn.close()
+    return {
+        "events": n,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+        "preproduce_events_per_s": round(len(events) / produce_s, 1),
+    }
+
+
+async def post_and_wait(
+    b: Bench,
+    ph: Phase,
+    client: Any,
+    path: Path,
+    expect: int,
+    timeout: float = 900.0,
+    poll: float = 0.1,
+) -> dict[str, Any]:
+    """Post a JSONL file with `rtm produce`'s poster at full speed; first request sent ->
+    the worker's events_stored counter grew by the `expect` distinct events."""
+    before = await b.metrics(client, ph)
+    base = int(before.get("rtm_worker_events_stored_total", 0))
+    cpu0 = cpu_snapshot(b.pids(ph))
+    t0 = time.monotonic()
+    result = await produce_file(ph.settings, path, url=ph.url, batch_size=500, concurrency=4)
+    t_posted = time.monotonic()
+    if result.rejected:  # refused at the gateway: never stored, do not wait for them
+        b.log(
+            f"{ph.name}: the gateway rejected {result.rejected:,} events, e.g. "
+            f"{result.rejections[:1]}"
+        )
+        expect = max(0, expect - result.rejected)
+    t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
+    cpu1 = cpu_snapshot(b.pids(ph))
+    after = await b.metrics(client, ph)
+    stored = n - base
+    elapsed = t_done - t0
+    return {
+        "events_posted": result.posted,
+        "events_accepted": result.accepted,
+        "events_rejected": result.rejected,
+        "duplicates_at_gateway": result.duplicates,
+        "events_stored": stored,
+        "complete": stored >= expect,
+        "seconds": round(elapsed, 3),
+        "post_seconds": round(t_posted - t0, 3),
+        "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
+        "gateway_accept_events_per_s": round(result.accepted / (t_posted - t0), 1),
+        "worker_db_write_s_total": round(
+            after.get("rtm_worker_db_write_seconds_sum", 0.0)
+            - before.get("rtm_worker_db_write_seconds_sum", 0.0),
+            3,
+        ),
+        "worker_db_batches": int(
+            after.get("rtm_worker_db_write_seconds_count", 0.0)
+            - before.get("rtm_worker_db_write_seconds_count", 0.0)
+        ),
+        "cpu": cpu_usage(cpu0, cpu1),
+    }
+
+
+async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tuple[int, float]:
+    """Write a JSONL file straight to `settings.topic_events` (key = `<org>/<patient_id>`,
+    as the gateway does; `received_at` = now), acks=all; (records, seconds)."""
+    clock = clock_for(settings)
+    producer = AIOKafkaProducer(
+        **kafka_client_kwargs(settings),
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    n = 0
+    t0 = time.monotonic()
+    try:
+        futs = []
+        with path.open("rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                ev = orjson.loads(line)
+                ev["received_at"] = clock.now().isoformat()
+                # the gateway's key: <org>/<patient> (unstamped: the default organisation)
+                key = key_text((str(ev.get("org_id") or DEFAULT_ORG), str(ev["patient_id"])))
+                futs.append(
+                    await producer.send(settings.topic_events, orjson.dumps(ev), key=key.encode())
+                )
+                n += 1
+                if len(futs) >= chunk:
+                    await asyncio.gather(*futs)
+                    futs.clear()
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    return n, time.monotonic() - t0
+
+
+async def produce_and_wait(
+    b: Bench,
+    ph: Phase,
+    client: Any,
+    path: Path,
+    expect: int,
+    timeout: float = 900.0,
+    poll: float = 0.1,
+) -> dict[str, Any]:
+    """`path` straight to Kafka, the worker draining the backlog: first record sent -> the
+    worker's events_stored counter grew by the `expect` distinct events."""
+    before = await b.metrics(client, ph)
+    base = int(before.get("rtm_worker_events_stored_total", 0))
+    cpu0 = cpu_snapshot(b.pids(ph))
+    t0 = time.monotonic()
+    sent, produce_s = await produce_direct(ph.settings, path)
+    t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
+    cpu1 = cpu_snapshot(b.pids(ph))
+    after = await b.metrics(client, ph)
+    stored = n - base
+    elapsed = t_done - t0
+    return {
+        "records_produced": sent,
+        "events_stored": stored,
+        "complete": stored >= expect,
+        "seconds": round(elapsed, 3),
+        "produce_seconds": round(produce_s, 3),
+        "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
+        "worker_db_batches": int(
+            after.get("rtm_worker_db_write_seconds_count", 0.0)
+            - before.get("rtm_worker_db_write_seconds_count", 0.0)
+        ),
+        "cpu": cpu_usage(cpu0, cpu1),
+    }
+
+
+async def run_pipeline(
+    b: Bench, ph: Phase, path: Path, expect: int, warm: list[dict[str, Any]], split: bool = False
+) -> dict[str, Any]:
+    """Warm-up, then `path` at full speed; with `split`, py-spy on the worker meanwhile and
+    the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        await b.warm_up(client, ph, warm)
+        profs, spy_out = b.start_profile(ph, split=split)
+        try:
+            out = await post_and_wait(b, ph, client, path, expect)
+        finally:
+            b.stop_profile(profs)
+    if split:
+        out["cpu_split"], out["cpu_split_note"] = read_split(spy_out)
+    return out
+
+
+async def run_history_cohort(
+    b: Bench,
+    ph: Phase,
+    c: HistoryCohort,
+    warm: list[dict[str, Any]],
+    warm_path: Path,
+    warm_distinct: int,
+) -> dict[str, Any]:
+    """A warm-up cohort (the same for every history stack, so both workers have run their
+    code paths and filled their pools before anything differs), the history (untimed), one
+    tick at its newest event, the state size, then the new events timed. All but the
+    first warm-up batch are written straight to Kafka: the worker, not the gateway, is
+    timed, draining a backlog at full speed."""
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        await b.warm_up(client, ph, warm)
+        await produce_and_wait(b, ph, client, warm_path, warm_distinct)
+        seed = await produce_and_wait(
+            b, ph, client, c.seed_path, c.seed_distinct, timeout=3600.0, poll=0.25
+        )
+        tick = await b.tick(ph, (c.seed_newest or b.clock.now()) + dt.timedelta(seconds=1))
+        state = await b.state_bytes(c.patient_prefix)
+        b.log(
+            f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
+            f"{seed['seconds']:.1f} s), state median {state['median']} B; timing "
+            f"{c.new_distinct:,} new events ..."
+        )
+        new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
+    cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
+    return {
+        "history_days": c.history_days,
+        "events_per_s": new["events_per_s"],
+        # CPU time per new event: less sensitive than events/s to whatever else runs
+        "worker_cpu_us_per_event": (
+            round(1e6 * cpu_s / new["events_stored"], 1) if cpu_s and new["events_stored"] else None
+        ),
+        "new": new,
+        "history": {
+            **seed,
+            "file_events": c.seed_events,
+            "newest_occurred_at": c.seed_newest.isoformat() if c.seed_newest else None,
+        },
+        "tick": tick,
+        "state_bytes": state,
+    }
+
+
+Bodies = list[tuple[float, int, list[str], bytes]]  # (send offset s, lane, event ids, body)
+AlertRecord = tuple[float, str | None, list[str]]  # (Kafka timestamp s, change, event ids)
+
+
+async def run_latency(
+    b: Bench, ph: Phase, events: list[dict[str, Any]], rate: float, warm: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`events` paced at `rate` through the gateway: accept (the gateway's received_at) ->
+    persisted (events.stored_at) and -> alert published (the alert record's timestamp)."""
+    schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)
+    bodies: Bodies = [
+        (off, lane, [e["event_id"] for e in evs], b"\n".join(orjson.dumps(e) for e in evs))
+        for off, lane, evs in schedule
+    ]
+    red_ids = {
+        e["event_id"] for e in events if e["type"] == "symptom.reported" and e.get("red_flags")
+    }
+    reader = AlertReader(ph.settings)
+    await reader.start()
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        base = await b.warm_up(client, ph, warm)
+        reader.read()
+        received, late, sent_s = await _send_paced(client, ph.url, b.headers, bodies)
+        _, n = await b.wait_stored(client, ph, base + len(received), timeout=300.0)
+        # alerts follow persistence by at most a batch; give them a moment, then stop
+        quiet_until = time.monotonic() + 3.0
+        while time.monotonic() < quiet_until:
+            await asyncio.sleep(0.2)
+        await reader.stop_reading()
+        m = await b.metrics(client, ph)
+    await reader.close()
+    persisted = await _persisted_lags(ph.settings.dsn, list(received))
+    sent = sum(len(ids) for _, _, ids, _ in bodies)
+    return {
+        "target_events_per_s": rate,
+        "events_sent": sent,
+        "seconds": round(sent_s, 2),
+        "achieved_events_per_s": round(sent / sent_s, 1),
+        "max_send_lag_ms": round(late * 1000, 1),
+        "events_stored": n - base,
+        "accept_to_persisted": summarize_ms(persisted),
+        "accept_to_alert": _alert_summary(
+            reader.records, received, len(red_ids), ph.settings.topic_alerts
+        ),
+        "worker_histogram_estimate": _histogram_estimate(m),
+    }
+
+
+class AlertReader:
+    """The alert records published on a phase's alerts topic from ``start`` on."""
+
+    def __init__(self, settings: Any) -> None:
+        self.consumer = AIOKafkaConsumer(
+            settings.topic_alerts,
+            **kafka_client_kwargs(settings),
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        self.records: list[AlertRecord] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        # "latest" must be resolved before anything is published
+        await self.consumer.seek_to_end()
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+
+    def read(self) -> None:
+        """Read in the background until ``stop_reading``."""
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while not self._stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                for r in recs:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        change, ids = alert_trigger_ids(orjson.loads(r.value))
+                        self.records.append((r.timestamp / 1000.0, change, ids))
+
+    async def stop_reading(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def close(self) -> None:
+        await self.consumer.stop()
+
+
+async def _send_paced(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], bodies: Bodies
+) -> tuple[dict[str, float], float, float]:
+    """Each body posted at its offset, one sender per lane; (accept instant by event id,
+    duplicates left out; the largest send lag s; the seconds the sending took)."""
+    received: dict[str, float] = {}
+    lanes: dict[int, list[tuple[float, list[str], bytes]]] = {}
+    for off, lane, ids, body in bodies:
+        lanes.setdefault(lane, []).append((off, ids, body))
+    late = [0.0]
+
+    async def sender(items: list[tuple[float, list[str], bytes]], t0: float) -> None:
+        for off, ids, body in items:
+            delay = t0 + off - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late[0] = max(late[0], -delay)
+            resp = await client.post(f"{url}/v1/events", content=body, headers=headers)
+            resp.raise_for_status()
+            data = resp.json()
+            at = dt.datetime.fromisoformat(data["received_at"]).timestamp()
+            dup = {d["event_id"] for d in data["duplicates"]}
+            for i in ids:
+                if i not in dup:
+                    received.setdefault(i, at)
+
+    t0 = time.monotonic() + 0.2
+    await asyncio.gather(*(sender(items, t0) for items in lanes.values()))
+    return received, late[0], time.monotonic() - t0
+
+
+async def _persisted_lags(dsn: str, event_ids: list[str]) -> list[float]:
+    """stored_at - received_at of each stored event, in seconds."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM stored_at - received_at)::float8 AS lag"
+            " FROM events WHERE event_id = ANY($1::text[])",
+            event_ids,
+        )
+    finally:
+        await conn.close()
+    return [r["lag"] for r in rows if r["lag"] is not None]
+
+
+def _alert_summary(
+    alerts: list[AlertRecord], received: dict[str, float], red_flag_events: int, topic: str
+) -> dict[str, Any]:
+    """accept -> alert fired, per event that triggered one (its first alert)."""
+    alert_lat: list[float] = []
+    fired_for: set[str] = set()
+    for ts, change, ids in alerts:
+        if change not in (None, "fired"):
+            continue
+        for i in ids:
+            if i in received and i not in fired_for:
+                fired_for.add(i)
+                alert_lat.append(ts - received[i])
+    agent = alerts_agent_registered()
+    alert_summary: dict[str, Any] = summarize_ms(alert_lat)
+    if not alert_lat:
+        alert_summary.update(p50_ms=None, p95_ms=None, p99_ms=None, max_ms=None)
+        alert_summary["note"] = (
+            "no alerts agent in this worker (agents/alerts.py absent): accept->alert not measured"
+            if not agent
+            else f"alerts agent present but no alert for the {red_flag_events} red-flag events on "
+            f"{topic} ({len(alerts)} alert records seen)"
+        )
+    else:
+        alert_summary["red_flag_events"] = red_flag_events
+        alert_summary["alerts_seen"] = len(alerts)
+    return alert_summary
+
+
+def _histogram_estimate(m: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """p50/p95/p99 of the worker's own accept -> persisted / alert histograms."""
+    return {
+        name: {
+            f"p{q}_ms": (
+                None
+                if (v := histogram_quantile(m.get(f"{metric}_bucket", []), q / 100)) is None
+                else round(v * 1000, 1)
+            )
+            for q in (50, 95, 99)
+        }
+        for name, metric in (
+            ("persisted", "rtm_worker_accept_to_persisted_seconds"),
+            ("alert", "rtm_worker_accept_to_alert_seconds"),
+        )
+    }
+
+
+def alerts_agent_registered() -> bool:
+    """Whether the worker registers an alerts agent (agents.worker imports agents.alerts)."""
+    try:
+        importlib.import_module("agents.worker")
+    except Exception:  # noqa: BLE001 - a worker that does not import has no alerts agent
+        return importlib.util.find_spec("agents.alerts") is not None
+    return "agents.alerts" in sys.modules
+
+
+HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS = 40, 60  # ~3,700 events before each history
+
+
+def run_history(
+    b: Bench,
+    prefix: str,
+    patients: int,
+    long_days: int,
+    short_days: int,
+    new_days: int,
+    seed: int,
+    warm: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks)."""
+    start = cohort_start(long_days + new_days, b.today())
+    out: dict[str, Any] = {"patients": patients, "new_days": new_days, "start": start.isoformat()}
+    warm_cohort = cohort(HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS, seed + 1, "", b.today())
+    for key, days in (("short", short_days), ("long", long_days)):
+        name = f"h{days}"
+        c = HistoryCohort(
+            name,
+            days,
+            f"{prefix}.{name}.",
+            b.workdir / f"{name}-history.jsonl",
+            b.workdir / f"{name}-new.jsonl",
+        )
+        write_history_cohort(c, patients, seed, start, long_days, short_days, new_days)
+        warm_path = b.workdir / f"{name}-warm.jsonl"
+        write_jsonl((namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_path)
+        ph = b.start_stack(name, tick_interval_s=0)
+        try:
+            b.log(
+                f"history {days} d: {c.seed_events:,} history events ({patients} patients), "
+                f"then {c.new_events:,} new events ({new_days} d) timed ..."
+            )
+            out[key] = asyncio.run(
+                run_history_cohort(
+                    b,
+                    ph,
+                    c,
+                    [namespace_event(e, name) for e in warm],
+                    warm_path,
+                    len(distinct_ids(warm_cohort)),
+                )
+            )
+        finally:
+            b.stop_stack(ph)
+        for path in (c.seed_path, c.new_path, warm_path):
+            path.unlink(missing_ok=True)
+        b.log(f"history {days} d: {out[key]['events_per_s']} ev/s")
+    s, lg = out["short"]["events_per_s"], out["long"]["events_per_s"]
+    out["ratio"] = round(lg / s, 3) if s and lg else None
+    # the same question asked of the worker's CPU per event (short / long: >= 0.9 is good)
+    out["cpu_ratio"] = growth(
+        out["long"]["worker_cpu_us_per_event"], out["short"]["worker_cpu_us_per_event"]
+    )
+    return out

@@ -1,0 +1,270 @@
+"""The bench's table: one row per figure (what, value, target, verdict, note), against
+the targets of issue 8 and of the dashboard's pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from rtm.bench.cpu import shares_line
+from rtm.bench.stats import check
+
+Row = tuple[str, str, str, str, str]  # what, value, target, verdict, note
+
+# Targets of issue 8 ("Speed targets"); the state ones read "about 2 KB median" and "do
+# not grow with history".
+TARGET_PIPELINE_EV_S = 20_000.0
+TARGET_RATIO = 0.40
+TARGET_REPLAY_S = 60.0
+TARGET_ALERT_P99_MS = 250.0
+TARGET_ALERT_RATE = 2_000.0
+TARGET_HISTORY_RATIO = 0.9
+TARGET_STATE_MEDIAN_B = 2_560  # "about 2 KB"
+TARGET_STATE_GROWTH = 1.1  # 365 d / 90 d, median and p99
+# the dashboard's pages (`--pages`): p95 of the worklist's first page and a patient page
+TARGET_WORKLIST_P95_MS = 300.0
+TARGET_PATIENT_P95_MS = 150.0
+
+
+def fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.1f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def fmt2(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "not met")
+
+
+def render_table(r: dict[str, Any]) -> str:
+    """`rtm bench`'s table of a ``run_bench`` result."""
+    rows = [
+        *_throughput_rows(r),
+        *_latency_rows(r),
+        _replay_row(r),
+        *_history_rows(r),
+        *_state_rows(r),
+    ]
+    pages = r.get("pages") or {"skipped": True}
+    if not pages.get("skipped"):
+        rows.extend(pages_rows(pages))
+    return "\n".join([*table_lines(rows), *_cpu_split_lines(r), machine_line(r["machine"])])
+
+
+def _throughput_rows(r: Mapping[str, Any]) -> list[Row]:
+    rows: list[Row] = [
+        (
+            "floor (Kafka -> COPY)",
+            f"{fmt(r['floor_events_per_s'])} ev/s",
+            "",
+            "",
+            f"{r['floor']['events']:,} events in {r['floor']['seconds']:.1f} s",
+        ),
+        (
+            "pipeline (gateway -> worker)",
+            f"{fmt(r['pipeline_events_per_s'])} ev/s",
+            f">= {TARGET_PIPELINE_EV_S:,.0f} ev/s",
+            verdict(check(r["pipeline_events_per_s"], ">=", TARGET_PIPELINE_EV_S)),
+            f"{r['pipeline']['events_stored']:,} events in {r['pipeline']['seconds']:.1f} s",
+        ),
+        (
+            "pipeline / floor",
+            fmt(None if r["ratio"] is None else 100 * r["ratio"], " %"),
+            f">= {100 * TARGET_RATIO:.0f} %",
+            verdict(check(r["ratio"], ">=", TARGET_RATIO)),
+            "",
+        ),
+    ]
+    cpu = r["pipeline"].get("cpu") or {}
+    if cpu.get("worker"):
+        gw = cpu.get("gateway") or {}
+        detail = (
+            f"gateway {100 * gw.get('core_share', 0.0):.0f} %, machine "
+            f"{cpu.get('machine_busy_cores', 0.0):.1f} of {r['machine'].get('cores')}"
+            " cores busy"
+        )
+        rows.append(
+            (
+                "worker CPU (pipeline)",
+                f"{100 * cpu['worker']['core_share']:.0f} % of a core",
+                "",
+                "",
+                detail,
+            )
+        )
+    return rows
+
+
+def _latency_rows(r: Mapping[str, Any]) -> list[Row]:
+    lat = r["latency"]
+    per, al = lat["accept_to_persisted"], lat["accept_to_alert"]
+    rate = lat.get("target_events_per_s") or r.get("parameters", {}).get("rate")
+    alert_ok = check(al["p99_ms"], "<", TARGET_ALERT_P99_MS)
+    if alert_ok is not None and (
+        not rate or rate < TARGET_ALERT_RATE or (lat["achieved_events_per_s"] or 0) < 0.95 * rate
+    ):
+        alert_ok = False if not alert_ok else None  # met only under the target's load
+    return [
+        (
+            "latency load",
+            f"{fmt(lat['achieved_events_per_s'])} ev/s",
+            "" if not rate else f"{rate:,.0f} ev/s",
+            "",
+            f"{lat['events_sent']:,} events over {lat['seconds']:.1f} s",
+        ),
+        (
+            "accept -> persisted p50/p95/p99",
+            f"{fmt(per['p50_ms'])} / {fmt(per['p95_ms'])} / {fmt(per['p99_ms'])} ms",
+            "",
+            "",
+            f"n={per['count']:,}",
+        ),
+        (
+            "accept -> alert p50/p95/p99",
+            f"{fmt(al['p50_ms'])} / {fmt(al['p95_ms'])} / {fmt(al['p99_ms'])} ms",
+            f"p99 < {TARGET_ALERT_P99_MS:.0f} ms at {TARGET_ALERT_RATE:,.0f} ev/s",
+            verdict(alert_ok),
+            al.get("note", f"n={al['count']:,}"),
+        ),
+    ]
+
+
+def _replay_row(r: Mapping[str, Any]) -> Row:
+    par = r.get("parameters", {})
+    rp, rd = par.get("replay_patients"), par.get("replay_days")
+    rep = r["replay"]
+    rep_ok = check(r["replay_seconds"] if not rep.get("skipped") else None, "<", TARGET_REPLAY_S)
+    return (
+        f"replay {fmt(rp)} x {fmt(rd)} d (file -> pipeline)",
+        "n/a" if rep.get("skipped") else f"{rep['seconds']:.1f} s",
+        f"< {TARGET_REPLAY_S:.0f} s (2,000 x 90 d)",
+        verdict(rep_ok) if (rp, rd) == (2000, 90) else "",
+        ""
+        if rep.get("skipped")
+        else f"{fmt(r['replay_events_per_s'])} ev/s, {rep['events_stored']:,} events",
+    )
+
+
+def _history_rows(r: Mapping[str, Any]) -> list[Row]:
+    h = r.get("history") or {}
+    if not h or h.get("skipped"):
+        return []
+    rows: list[Row] = []
+    for key in ("short", "long"):
+        c = h[key]
+        detail = (
+            f"{c['new']['events_stored']:,} new events, {h['patients']:,} patients; "
+            f"history {c['history']['events_stored']:,} events"
+        )
+        rows.append(
+            (
+                f"history {c['history_days']} d (+{h['new_days']} d new)",
+                f"{fmt(c['events_per_s'])} ev/s",
+                "",
+                "",
+                detail,
+            )
+        )
+    rows.append(
+        (
+            f"history {h['long']['history_days']} d / {h['short']['history_days']} d",
+            fmt2(h.get("ratio")),
+            f">= {TARGET_HISTORY_RATIO}",
+            verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
+            f"events/s ratio; worker CPU per event {fmt2(h.get('cpu_ratio'))}",
+        )
+    )
+    return rows
+
+
+def _state_rows(r: Mapping[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for label, st in sorted(
+        (r.get("state_bytes") or {}).items(), key=lambda kv: kv[1].get("days", 0)
+    ):
+        value = f"{fmt(st.get('median'))} / {fmt(st.get('p99'))} B"
+        rows.append(
+            (
+                f"state bytes {label} median / p99",
+                value,
+                "median ~2 KB",
+                verdict(check(st.get("median"), "<=", TARGET_STATE_MEDIAN_B)),
+                st.get("note") or f"n={st['n']:,} patients ({st.get('source', '')})",
+            )
+        )
+    g = r.get("state_growth")
+    if g:
+        worst = (
+            None if g["median_x"] is None or g["p99_x"] is None else max(g["median_x"], g["p99_x"])
+        )
+        rows.append(
+            (
+                f"state growth {g['from']} -> {g['to']}",
+                f"x{fmt2(g['median_x'])} / x{fmt2(g['p99_x'])}",
+                f"not growing (<= x{TARGET_STATE_GROWTH})",
+                verdict(check(worst, "<=", TARGET_STATE_GROWTH)),
+                "median / p99",
+            )
+        )
+    return rows
+
+
+def _cpu_split_lines(r: Mapping[str, Any]) -> list[str]:
+    split = r.get("cpu_split")
+    if split:
+        return [
+            f"worker CPU by module (py-spy, self): {shares_line(split['self'])}",
+            f"worker CPU by project package (inclusive): {shares_line(split['inclusive'])}",
+            "top functions (self): "
+            + "; ".join(
+                f"{f['function']} {100 * f['share']:.0f} %" for f in split["top_functions"][:5]
+            ),
+        ]
+    if r.get("cpu_split_note"):
+        return [f"worker CPU split: {r['cpu_split_note']}"]
+    return []
+
+
+def table_lines(rows: Sequence[Row]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return [
+        f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d:<{widths[3]}}  {e}".rstrip()
+        for a, b, c, d, e in rows
+    ]
+
+
+def machine_line(m: Mapping[str, Any]) -> str:
+    return (
+        f"machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu']}; Python "
+        f"{m['python']}, Kafka {m['kafka']}, PostgreSQL {m['postgres']}, "
+        f"TimescaleDB {m['timescaledb']}"
+    )
+
+
+def render_pages_table(r: dict[str, Any]) -> str:
+    """The table of a ``--pages-only`` run."""
+    return "\n".join([*table_lines(list(pages_rows(r["pages"]))), machine_line(r["machine"])])
+
+
+def pages_rows(pages: dict[str, Any]) -> Iterator[Row]:
+    """Rows for the bench's table: (what, value, target, verdict, note)."""
+    n = f"{pages['patients']:,} x {pages['days']} d"
+    for role in ("clinician", "admin"):
+        for key, label, target in (
+            ("worklist", "worklist page 1", TARGET_WORKLIST_P95_MS),
+            ("patient", "patient page", TARGET_PATIENT_P95_MS),
+        ):
+            s = pages[role][key]
+            yield (
+                f"{label} p50/p95 ({role})",
+                f"{fmt(s['p50_ms'])} / {fmt(s['p95_ms'])} ms",
+                f"p95 < {target:.0f} ms",
+                verdict(check(s["p95_ms"], "<", target)),
+                f"{n}, n={s['count']}, {s['mean_bytes']:,} B",
+            )

@@ -1,0 +1,133 @@
+"""The bench's arithmetic, pure and unit-tested: percentiles, histogram quantiles, size
+statistics and ratios, the worker's /metrics text, the alert records' trigger ids."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), q in [0, 100]; None when empty."""
+    if not values:
+        return None
+    if not 0.0 <= q <= 100.0:
+        raise ValueError("q must be within [0, 100]")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize_ms(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    """count, p50/p95/p99 and max of latencies given in seconds, reported in milliseconds."""
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000.0, 1)
+
+    return {
+        "count": len(seconds),
+        "p50_ms": ms(percentile(seconds, 50)),
+        "p95_ms": ms(percentile(seconds, 95)),
+        "p99_ms": ms(percentile(seconds, 99)),
+        "max_ms": ms(max(seconds)) if seconds else None,
+    }
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """Prometheus-style quantile from cumulative buckets [(upper_bound, count), ...].
+
+    Linear interpolation inside the bucket, like PromQL's histogram_quantile; a quantile in
+    the +Inf bucket returns the largest finite bound. q in [0, 1].
+    """
+    bs = sorted(buckets)
+    if not bs or bs[-1][1] <= 0:
+        return None
+    total = bs[-1][1]
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in bs:
+        if count >= rank:
+            if math.isinf(bound):
+                return prev_bound
+            if count == prev_count:
+                return bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def size_stats(sizes: Sequence[float]) -> dict[str, Any]:
+    """n, median, p99, mean and max of byte sizes (linear-interpolated percentiles)."""
+
+    def r(v: float | None) -> int | None:
+        return None if v is None else round(v)
+
+    return {
+        "n": len(sizes),
+        "median": r(percentile(sizes, 50)),
+        "p99": r(percentile(sizes, 99)),
+        "mean": r(sum(sizes) / len(sizes)) if sizes else None,
+        "max": r(max(sizes)) if sizes else None,
+    }
+
+
+def growth(before: float | None, after: float | None) -> float | None:
+    """after / before, rounded; None when either is missing or before is 0."""
+    if not before or after is None:
+        return None
+    return round(after / before, 3)
+
+
+def group_lag(ends: Mapping[Any, int], committed: Mapping[Any, int | None]) -> int:
+    """Records not yet committed by a consumer group: sum of end - committed offsets."""
+    lag = 0
+    for tp, end in ends.items():
+        done = committed.get(tp)
+        lag += max(0, end - (done if done is not None and done >= 0 else 0))
+    return lag
+
+
+def check(value: float | None, op: str, threshold: float) -> bool | None:
+    """value >= / <= / < threshold; None when there is no value."""
+    if value is None:
+        return None
+    if op == ">=":
+        return value >= threshold
+    if op == "<=":
+        return value <= threshold
+    if op == "<":
+        return value < threshold
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    """Counters summed over labels, histogram buckets as [(le, cumulative count)]."""
+    out: dict[str, Any] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name.endswith("_bucket"):
+                b = out.setdefault(s.name, {})
+                le = float(s.labels["le"])
+                b[le] = b.get(le, 0.0) + s.value
+            else:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+    for k, v in list(out.items()):
+        if isinstance(v, dict):
+            out[k] = sorted(v.items())
+    return out
+
+
+def alert_trigger_ids(obj: Any) -> tuple[str | None, list[str]]:
+    """(change, event_ids) of an alert record: an AlertChange or a bare Alert snapshot."""
+    if not isinstance(obj, dict):
+        return None, []
+    change = obj.get("change") if isinstance(obj.get("change"), str) else None
+    inner = obj.get("alert")
+    alert: dict[str, Any] = inner if isinstance(inner, dict) else obj
+    ids = alert.get("event_ids") or []
+    return change, [i for i in ids if isinstance(i, str)]

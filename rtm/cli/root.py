@@ -1,0 +1,25 @@
+"""`rtm`: the root group. It builds the one Settings object every command is given, and
+adds the command families, one module each beside this one (as the FastAPI template's
+``api/main.py`` only includes its routers)."""
+
+from __future__ import annotations
+
+import click
+
+from rtm.cli import access, alerts, bench, billing, events, fhir, intake, rollups, services
+from streams.settings import Settings
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """RTM event streaming: ingest, adherence, alerts and billing on Kafka + TimescaleDB."""
+    try:
+        ctx.obj = Settings()
+    except Exception as exc:  # a clear one-line configuration error, not a traceback
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+for family in (services, events, alerts, billing, access, fhir, intake, rollups, bench):
+    for command in family.COMMANDS:
+        main.add_command(command)
