@@ -58,7 +58,7 @@ from rtm.bench.chaos_report import (
     Figures,
     Log,
 )
-from rtm.bench.harness import Bench, Phase, free_port, in_dir, wait_consumed
+from rtm.bench.harness import Bench, Phase, free_port, gateway_settings, in_dir, wait_consumed
 from rtm.bench.receiver import Receiver
 from rtm.cli_billing import reconcile
 from rtm.devstack import Child, ensure_dev_key, prepare, spawn, wait_http
@@ -212,7 +212,10 @@ class Run:
             settings = settings.model_copy(update={"worker_web_port": port})
         is_worker = "worker" in child.name.rsplit("-", 1)[-1]
         with in_dir(self.bench.workdir):
-            new = spawn(settings, child.name, ["worker"] if is_worker else ["api"])
+            if is_worker:
+                new = spawn(settings, child.name, ["worker"])
+            else:
+                new = spawn(gateway_settings(settings), child.name, ["api"])
         ph.children[ph.children.index(child)] = new
         if is_worker:
             url = f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics"

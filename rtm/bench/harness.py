@@ -60,6 +60,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def gateway_settings(settings: Settings) -> Settings:
+    """A phase's gateway runs on the wall clock: ``clock_now`` (RTM_CLOCK_NOW) fixes the
+    worker's ticks (rtm chaos db_restarts), and the gateway honours it too, so at a fixed
+    'now' before the cohort it would refuse every later event as future-dated."""
+    return settings.model_copy(update={"clock_now": None})
+
+
 @contextlib.contextmanager
 def in_dir(path: Path) -> Iterator[None]:
     """Processes spawned meanwhile start in ``path``: Faust writes its <app_id>-data folder
@@ -112,7 +119,9 @@ class Bench:
         with in_dir(self.workdir):
             worker = spawn(ph.settings, f"bench-{self.tag}-{name}-worker", ["worker"])
             ph.children.append(worker)
-            gateway = spawn(ph.settings, f"bench-{self.tag}-{name}-gateway", ["api"])
+            gateway = spawn(
+                gateway_settings(ph.settings), f"bench-{self.tag}-{name}-gateway", ["api"]
+            )
             ph.children.append(gateway)
         wait_http(ph.metrics_url, worker)
         wait_http(f"{ph.url}/readyz", gateway)
