@@ -46,20 +46,20 @@ def register_publisher(
 ) -> Publisher:
     publisher = Publisher(outbox, FaustTopics(topology), topology.metrics, clock)
 
-    @timer(topology, settings.alert_publish_retry_s)
+    @timer(topology, settings.worker.alert_publish_retry_s)
     async def publish_left_behind() -> None:
         # database or broker away: the supervisor logs it, the rows wait for next time
-        while await publisher.publish_left_behind(settings.alert_publish_retry_s) == 1000:
+        while await publisher.publish_left_behind(settings.worker.alert_publish_retry_s) == 1000:
             pass
 
     return publisher
 
 
 def register_clock(topology: Topology, settings: Settings, time_source: Clock) -> None:
-    @timer(topology, settings.tick_interval_s or 3600.0, on_leader=True)
+    @timer(topology, settings.worker.tick_interval_s or 3600.0, on_leader=True)
     async def clock() -> None:
         """Tick every partition with 'now' (the wall clock, or the fixed RTM_CLOCK_NOW)."""
-        if not settings.tick_interval_s:
+        if not settings.worker.tick_interval_s:
             return
 
         async def send(value: bytes, partition: int) -> Awaitable[object]:
@@ -69,5 +69,5 @@ def register_clock(topology: Topology, settings: Settings, time_source: Clock) -
             return ack
 
         # broker away: the supervisor logs it; the next tick catches up (rules use 'now')
-        await control.send_ticks(send, range(settings.topic_partitions), time_source.now())
+        await control.send_ticks(send, range(settings.kafka.topic_partitions), time_source.now())
         topology.metrics.clock_last_tick.set_to_current_time()

@@ -121,7 +121,7 @@ class Destinations:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Destinations:
-        return cls(parse_networks(s.webhook_allow_networks))
+        return cls(parse_networks(s.webhooks.allow_networks))
 
     def refused(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -219,14 +219,14 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, s: Settings) -> RetryPolicy:
         return cls(
-            s.webhook_backoff_s,
-            s.webhook_max_attempts,
-            s.webhook_retry_interval_s,
+            s.webhooks.backoff_s,
+            s.webhooks.max_attempts,
+            s.webhooks.retry_interval_s,
             (
-                s.webhook_max_delay_critical_s,
-                s.webhook_max_delay_high_s,
-                s.webhook_max_delay_medium_s,
-                s.webhook_max_delay_low_s,
+                s.webhooks.max_delay_critical_s,
+                s.webhooks.max_delay_high_s,
+                s.webhooks.max_delay_medium_s,
+                s.webhooks.max_delay_low_s,
             ),
         )
 
@@ -356,7 +356,7 @@ class Deliverer:
         self.destinations = Destinations.from_settings(settings)
         # Long enough for one attempt and its bookkeeping; a worker that dies mid-attempt
         # holds its endpoint this long, then another worker takes the delivery again.
-        self.lease_s = settings.webhook_timeout_s + 10.0
+        self.lease_s = settings.webhooks.timeout_s + 10.0
         self.in_flight: set[int] = set()  # webhook ids
         self.secrets = secret_box(settings)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -365,12 +365,12 @@ class Deliverer:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
+            self._client = httpx.AsyncClient(timeout=self.settings.webhooks.timeout_s)
         return self._client
 
     async def dispatch(self) -> int:
         """Claim the ready endpoints' heads and start one delivery loop per endpoint."""
-        free = self.settings.webhook_max_in_flight - len(self.in_flight)
+        free = self.settings.webhooks.max_in_flight - len(self.in_flight)
         if free <= 0:
             return 0
         async with self.store.acquire() as conn:
@@ -455,14 +455,14 @@ class Deliverer:
 def register(topology: Topology, store: Pool, settings: Settings) -> Any:
     deliverer = Deliverer(store, settings, topology.metrics, topology.supervisor)
 
-    @timer(topology, settings.webhook_poll_s)
+    @timer(topology, settings.webhooks.poll_s)
     async def deliver_due() -> None:
         """Start deliveries for the endpoints whose queue has something due."""
         await deliverer.dispatch()
 
     metrics = topology.metrics
 
-    @timer(topology, settings.webhook_backlog_interval_s)
+    @timer(topology, settings.webhooks.backlog_interval_s)
     async def measure_backlog() -> None:
         """What operators page on: an undelivered critical alert, a growing backlog."""
         async with store.acquire() as conn:

@@ -42,7 +42,7 @@ Step = Callable[[Sequence[Record]], Awaitable[None]]
 def group_id(settings: Settings) -> str:
     """The consumer group of rtm.events: the worker's app id (the one operators and the
     tests read committed offsets of)."""
-    return settings.app_id
+    return settings.worker.app_id
 
 
 def record(r: ConsumerRecord[Any, Any]) -> Record:
@@ -83,10 +83,10 @@ class IngestConsumer:
         return AIOKafkaConsumer(
             **kafka_client_kwargs(s),
             group_id=group_id(s),
-            client_id=f"{s.app_id}-ingest",
+            client_id=f"{s.worker.app_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=s.worker_batch_size,
+            max_poll_records=s.worker.batch_size,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             # a worker that dies is noticed in seconds, so its partitions move quickly
@@ -129,14 +129,14 @@ class IngestConsumer:
 
     async def _consume(self) -> None:
         consumer = self.consumer = self._make_consumer()
-        consumer.subscribe([self.settings.topic_events], listener=_Rebalance(self))
+        consumer.subscribe([self.settings.kafka.topic_events], listener=_Rebalance(self))
         await consumer.start()
-        window_ms = max(int(self.settings.worker_batch_within_s * 1000), 1)
+        window_ms = max(int(self.settings.worker.batch_within_s * 1000), 1)
         try:
             while True:
                 self.last_poll = time.monotonic()
                 fetched = await consumer.getmany(
-                    timeout_ms=window_ms, max_records=self.settings.worker_batch_size
+                    timeout_ms=window_ms, max_records=self.settings.worker.batch_size
                 )
                 if not fetched:
                     continue

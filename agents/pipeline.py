@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
     """The step and its ports, and the timers around it (the clock, the outbox)."""
     clock = clock_for(settings)
-    partitions = settings.topic_partitions
+    partitions = settings.kafka.topic_partitions
 
     def partition_of(key: PatientKey) -> int:
         return patient_partition(key, partitions)
@@ -39,12 +39,12 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
         topology.metrics,
         clock,
         partitions=partitions,
-        max_future_skew_s=settings.max_future_skew_s,
+        max_future_skew_s=settings.gateway.max_future_skew_s,
         guard=DeadLetterGuard(
-            settings.dead_letter_max_consecutive,
-            settings.dead_letter_max_ratio,
-            settings.dead_letter_window_s,
-            settings.dead_letter_min_records,
+            settings.worker.dead_letter_max_consecutive,
+            settings.worker.dead_letter_max_ratio,
+            settings.worker.dead_letter_window_s,
+            settings.worker.dead_letter_min_records,
         ),
     )
 
@@ -65,13 +65,13 @@ def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsum
 def register_lag(topology: Topology, settings: Settings, consumer: IngestConsumer) -> None:
     """rtm_worker_consumer_lag{topic,partition}: log end minus committed offset, for every
     partition of rtm.events this worker holds; partitions it no longer holds are dropped."""
-    if not settings.worker_lag_interval_s:
+    if not settings.worker.lag_interval_s:
         return
     gauge = topology.metrics.consumer_lag
-    topic = settings.topic_events
+    topic = settings.kafka.topic_events
     shown: set[int] = set()
 
-    @timer(topology, settings.worker_lag_interval_s, name="consumer_lag")
+    @timer(topology, settings.worker.lag_interval_s, name="consumer_lag")
     async def consumer_lag() -> None:
         try:
             lags = await consumer.lag()

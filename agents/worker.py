@@ -20,9 +20,9 @@ STALE_POLL_S = 120.0
 
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
     topology = build_app(settings)
-    store = EventStore(settings.dsn, max_size=8)
-    if settings.worker_restarts:  # set by the process restarter (rtm worker --restart)
-        topology.metrics.restarts.inc(settings.worker_restarts)
+    store = EventStore(settings.db.dsn, max_size=8)
+    if settings.worker.restarts:  # set by the process restarter (rtm worker --restart)
+        topology.metrics.restarts.inc(settings.worker.restarts)
     consumer = pipeline.register(topology, store, settings)  # rtm.events: the batch step
     delivery.register(topology, store, settings)  # the webhook outbox
     register_health(topology, store, consumer)

@@ -9,7 +9,7 @@ No Docker engine is assumed. Everything comes from the registries this project m
 * PostgreSQL 15 from Debian (``apt-get install`` when missing) and TimescaleDB built from
   Debian trixie's source package (Apache-2 only build). The build is installed into
   ``<cache_dir>/timescaledb-<version>-pg15/root`` (``DESTDIR``) and copied into ``/``;
-  later runs only copy. The cluster lives in ``settings.pg_data_path`` (outside the clone,
+  later runs only copy. The cluster lives in ``ProvisionSettings.pg_data_path`` (outside the clone,
   owned by ``postgres``) next to its log file ``postgres.log`` and its socket folder.
 
 Public API (used by ``rtm up`` / ``rtm down`` / ``rtm status``)::
@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from infra.provision import ProvisionSettings
+
 __all__ = [
     "BrokerSecurity",
     "PostgresTls",
@@ -57,6 +59,7 @@ __all__ = [
     "down",
     "kafka_down",
     "kafka_up",
+    "pg_data_path",
     "postgres_down",
     "postgres_up",
     "status",
@@ -71,46 +74,49 @@ class _Secret(Protocol):
     def get_secret_value(self) -> str: ...
 
 
-class Settings(Protocol):
-    """What provisioning reads of the project's settings (``streams.settings.Settings``
-    has these): infra imports no project package, the CLI passes its settings in."""
+class _KafkaSection(Protocol):
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def topic_partitions(self) -> int: ...
 
-    @property
-    def cache_dir(self) -> Path: ...
-    @property
-    def state_dir(self) -> Path: ...
-    @property
-    def pg_data_path(self) -> Path: ...
+
+class _DbSection(Protocol):
     @property
     def dsn(self) -> str: ...
     @property
-    def kafka_host(self) -> str: ...
+    def host(self) -> str: ...
     @property
-    def kafka_port(self) -> int: ...
+    def port(self) -> int: ...
     @property
-    def kafka_controller_port(self) -> int: ...
+    def user(self) -> str: ...
     @property
-    def kafka_version(self) -> str: ...
+    def password(self) -> _Secret: ...
     @property
-    def topic_partitions(self) -> int: ...
+    def owner_user(self) -> str: ...
     @property
-    def pg_host(self) -> str: ...
+    def owner_password(self) -> _Secret: ...
     @property
-    def pg_port(self) -> int: ...
+    def database(self) -> str: ...
     @property
-    def pg_user(self) -> str: ...
+    def ssl_params(self) -> Mapping[str, str]: ...
+
+
+class Settings(Protocol):
+    """What provisioning reads of the project's settings (``streams.settings.Settings``
+    has these): infra imports no project package, the CLI passes its settings in; the
+    provisioning fields are infra's own (``infra/provision.py``)."""
+
     @property
-    def pg_password(self) -> _Secret: ...
+    def state_dir(self) -> Path: ...
     @property
-    def pg_owner_user(self) -> str: ...
+    def kafka(self) -> _KafkaSection: ...
     @property
-    def pg_owner_password(self) -> _Secret: ...
+    def db(self) -> _DbSection: ...
     @property
-    def pg_database(self) -> str: ...
-    @property
-    def pg_ssl_params(self) -> Mapping[str, str]: ...
-    @property
-    def timescaledb_version(self) -> str: ...
+    def provision(self) -> ProvisionSettings: ...
 
 
 HERE = Path(__file__).resolve().parent
@@ -162,7 +168,7 @@ class ServiceStatus:
 @dataclass(frozen=True)
 class BrokerSecurity:
     """How the broker's client listeners speak. The default is the local stack's: one
-    PLAINTEXT listener on ``settings.kafka_port``. ``protocol`` is the listener on
+    PLAINTEXT listener on ``settings.kafka.port``. ``protocol`` is the listener on
     ``kafka_port`` (also the inter-broker one); ``more_listeners`` adds listeners by
     protocol name and port (e.g. ``{"SASL_SSL": 19096}``); ``properties`` go into
     server.properties (``ssl.keystore.*``, ``sasl.enabled.mechanisms``, ...); ``scram``
@@ -305,16 +311,21 @@ def _tail(path: Path, lines: int = 5) -> str:
 # --------------------------------------------------------------------------- Kafka
 
 
+def pg_data_path(settings: Settings) -> Path:
+    """The PostgreSQL cluster's folder (``RTM_PG_DATA_DIR``, else one per state dir)."""
+    return settings.provision.pg_data_path(settings.state_dir)
+
+
 def _kafka_dir(settings: Settings) -> Path:
     return settings.state_dir / "kafka"
 
 
 def _kafka_libs(settings: Settings) -> Path:
-    return settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs"
+    return settings.provision.cache_dir / f"kafka-{settings.provision.kafka_version}" / "libs"
 
 
 def _kafka_address(settings: Settings) -> str:
-    return f"{settings.kafka_host}:{settings.kafka_port}"
+    return f"{settings.kafka.host}:{settings.kafka.port}"
 
 
 def _kafka_pid(settings: Settings) -> int | None:
@@ -366,7 +377,10 @@ def _kafka_classpath(settings: Settings, log: Log) -> Path:
         return libs
     _require("java", "install OpenJDK 17: apt-get install openjdk-17-jre-headless")
     _require("mvn", "install Maven: apt-get install maven")
-    log(f"kafka: resolving kafka_2.13:{settings.kafka_version} from Maven Central into {libs}")
+    log(
+        f"kafka: resolving kafka_2.13:{settings.provision.kafka_version} from Maven Central"
+        f" into {libs}"
+    )
     t0 = time.monotonic()
     tmp = libs.parent / f"libs.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -378,7 +392,7 @@ def _kafka_classpath(settings: Settings, log: Log) -> Path:
             "-q",
             "-f",
             str(KAFKA_POM),
-            f"-Dkafka.version={settings.kafka_version}",
+            f"-Dkafka.version={settings.provision.kafka_version}",
             DEPENDENCY_PLUGIN,
             "-DincludeScope=runtime",
             f"-DoutputDirectory={tmp}",
@@ -391,7 +405,7 @@ def _kafka_classpath(settings: Settings, log: Log) -> Path:
         raise ServiceError(f"maven resolved no kafka_2.13 jar into {tmp}")
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
-    stamp.write_text(f"{settings.kafka_version}\n")
+    stamp.write_text(f"{settings.provision.kafka_version}\n")
     log(
         f"kafka: classpath ready ({len(list(libs.glob('*.jar')))} jars, "
         f"{time.monotonic() - t0:.1f} s)"
@@ -415,7 +429,7 @@ def _java_cmd(libs: Path, log4j: Path, main: str, *args: str, heap: str = "-Xmx1
 
 
 def _kafka_listeners(settings: Settings, security: BrokerSecurity) -> dict[str, int]:
-    return {security.protocol: settings.kafka_port, **security.more_listeners}
+    return {security.protocol: settings.kafka.port, **security.more_listeners}
 
 
 def _kafka_write_config(
@@ -424,11 +438,11 @@ def _kafka_write_config(
     template = string.Template(KAFKA_PROPS_TEMPLATE.read_text())
     listeners = _kafka_listeners(settings, security)
     props = template.substitute(
-        host=settings.kafka_host,
-        controller_port=settings.kafka_controller_port,
+        host=settings.kafka.host,
+        controller_port=settings.provision.kafka_controller_port,
         data_dir=kdir / "data",
-        partitions=settings.topic_partitions,
-        listeners=",".join(f"{p}://{settings.kafka_host}:{port}" for p, port in listeners.items()),
+        partitions=settings.kafka.topic_partitions,
+        listeners=",".join(f"{p}://{settings.kafka.host}:{port}" for p, port in listeners.items()),
         inter_broker=security.protocol,
         protocol_map=",".join(f"{p}:{p}" for p in listeners),
     )
@@ -451,11 +465,14 @@ def _kafka_start(
     if pid is not None:
         log(f"kafka: already running (pid {pid}) on {address}")
         return None
-    ports = [*_kafka_listeners(settings, security).values(), settings.kafka_controller_port]
+    ports = [
+        *_kafka_listeners(settings, security).values(),
+        settings.provision.kafka_controller_port,
+    ]
     for port in ports:
-        if _port_open(settings.kafka_host, port):
+        if _port_open(settings.kafka.host, port):
             raise ServiceError(
-                f"kafka: port {settings.kafka_host}:{port} is taken by another process "
+                f"kafka: port {settings.kafka.host}:{port} is taken by another process "
                 f"(not the broker of {_kafka_dir(settings)}); stop it or set RTM_KAFKA_PORT / "
                 f"RTM_KAFKA_CONTROLLER_PORT"
             )
@@ -584,7 +601,10 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
             "kafka", False, address, f"pid {pid} alive but metadata not answered; see {log_file}"
         )
     return ServiceStatus(
-        "kafka", True, address, f"pid {pid}, Kafka {settings.kafka_version} KRaft, log {log_file}"
+        "kafka",
+        True,
+        address,
+        f"pid {pid}, Kafka {settings.provision.kafka_version} KRaft, log {log_file}",
     )
 
 
@@ -592,17 +612,17 @@ def _kafka_status(settings: Settings) -> ServiceStatus:
 
 
 def _pg_local_dsn(settings: Settings) -> str:
-    """DSN of the local cluster; equals settings.dsn unless RTM_DATABASE_URL overrides it
+    """DSN of the local cluster; equals settings.db.dsn unless RTM_DATABASE_URL overrides it
     (with the same TLS parameters: sslmode, sslrootcert, ...)."""
-    pw = settings.pg_password.get_secret_value()
+    pw = settings.db.password.get_secret_value()
     return (
-        f"postgresql://{settings.pg_user}:{pw}@{settings.pg_host}:{settings.pg_port}/"
-        f"{settings.pg_database}?{urllib.parse.urlencode(settings.pg_ssl_params, safe='/')}"
+        f"postgresql://{settings.db.user}:{pw}@{settings.db.host}:{settings.db.port}/"
+        f"{settings.db.database}?{urllib.parse.urlencode(settings.db.ssl_params, safe='/')}"
     )
 
 
 def _pg_base(settings: Settings) -> Path:
-    return settings.pg_data_path.parent
+    return pg_data_path(settings).parent
 
 
 def _pg_socket_dir(settings: Settings) -> Path:
@@ -622,7 +642,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 def _pg_pid(settings: Settings) -> int | None:
-    pid = _read_pid(settings.pg_data_path / "postmaster.pid")
+    pid = _read_pid(pg_data_path(settings) / "postmaster.pid")
     if pid is None or not _pid_alive(pid):
         return None
     if "postgres" not in _cmdline(pid):
@@ -720,12 +740,15 @@ def _pg_install(apt: _Apt, log: Log) -> None:
 
 def _tsdb_installed(settings: Settings) -> bool:
     return (PG_LIB / "timescaledb.so").exists() and (
-        PG_LIB / f"timescaledb-{settings.timescaledb_version}.so"
+        PG_LIB / f"timescaledb-{settings.provision.timescaledb_version}.so"
     ).exists()
 
 
 def _tsdb_cache(settings: Settings) -> Path:
-    return settings.cache_dir / f"timescaledb-{settings.timescaledb_version}-pg{PG_MAJOR}"
+    return (
+        settings.provision.cache_dir
+        / f"timescaledb-{settings.provision.timescaledb_version}-pg{PG_MAJOR}"
+    )
 
 
 def _tsdb_add_sources(log: Log) -> None:
@@ -738,7 +761,7 @@ def _tsdb_add_sources(log: Log) -> None:
 
 
 def _tsdb_install(settings: Settings, apt: _Apt, log: Log) -> None:
-    version = settings.timescaledb_version
+    version = settings.provision.timescaledb_version
     if _tsdb_installed(settings):
         log(f"timescaledb: {version} already installed in {PG_LIB}")
         return
@@ -761,7 +784,7 @@ def _tsdb_install(settings: Settings, apt: _Apt, log: Log) -> None:
 
 
 def _tsdb_build(settings: Settings, apt: _Apt, cache: Path, log: Log) -> None:
-    version = settings.timescaledb_version
+    version = settings.provision.timescaledb_version
     for tool, hint in (
         ("cmake", "apt-get install cmake"),
         ("gcc", "apt-get install gcc"),
@@ -845,8 +868,8 @@ def _tsdb_build(settings: Settings, apt: _Apt, cache: Path, log: Log) -> None:
 def _pg_conf(settings: Settings) -> str:
     return f"""\
 # Written by rtm-stream infra/services.py on every `rtm up`; edits are overwritten.
-listen_addresses = '{settings.pg_host}'
-port = {settings.pg_port}
+listen_addresses = '{settings.db.host}'
+port = {settings.db.port}
 unix_socket_directories = '{_pg_socket_dir(settings)}'
 max_connections = 200
 
@@ -885,7 +908,7 @@ log_line_prefix = '%m [%p] %q%u@%d '
 def _pg_tls_setup(settings: Settings, tls: PostgresTls) -> str:
     """Copy the certificate files into the cluster (PostgreSQL wants its key owned by it,
     mode 0600), allow TCP only over TLS; the rtm.conf lines that switch TLS on."""
-    data = settings.pg_data_path
+    data = pg_data_path(settings)
     files = {"server.crt": tls.certfile, "server.key": tls.keyfile}
     if tls.client_cafile is not None:
         files["client-ca.crt"] = tls.client_cafile
@@ -915,7 +938,7 @@ def _pg_tls_setup(settings: Settings, tls: PostgresTls) -> str:
 
 
 def _pg_init(settings: Settings, log: Log) -> None:
-    data = settings.pg_data_path
+    data = pg_data_path(settings)
     base = _pg_base(settings)
     if (data / "PG_VERSION").exists():
         return
@@ -998,7 +1021,7 @@ def _pg_psql(settings: Settings, database: str, sql: str, variables: dict[str, s
         "-h",
         str(_pg_socket_dir(settings)),
         "-p",
-        str(settings.pg_port),
+        str(settings.db.port),
         "-U",
         "postgres",
         "-d",
@@ -1026,9 +1049,9 @@ def _pg_provision(settings: Settings, log: Log) -> None:
     """The owner role (runs the migrations, owns the database) and the application role
     (gateway, worker, CLI: granted by each migration run, streams/db/roles.py), each with
     its password; the database; the timescaledb extension. Idempotent."""
-    roles = [(settings.pg_owner_user, settings.pg_owner_password.get_secret_value())]
-    if settings.pg_user != settings.pg_owner_user:
-        roles.append((settings.pg_user, settings.pg_password.get_secret_value()))
+    roles = [(settings.db.owner_user, settings.db.owner_password.get_secret_value())]
+    if settings.db.user != settings.db.owner_user:
+        roles.append((settings.db.user, settings.db.password.get_secret_value()))
     for role, pw in roles:
         _pg_psql(settings, "postgres", _PG_ROLE_SQL, {"role": role, "pw": pw})
     _pg_psql(
@@ -1038,12 +1061,12 @@ def _pg_provision(settings: Settings, log: Log) -> None:
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \\gexec
 """,
-        {"db": settings.pg_database, "role": settings.pg_owner_user},
+        {"db": settings.db.database, "role": settings.db.owner_user},
     )
-    _pg_psql(settings, settings.pg_database, "CREATE EXTENSION IF NOT EXISTS timescaledb;\n", {})
+    _pg_psql(settings, settings.db.database, "CREATE EXTENSION IF NOT EXISTS timescaledb;\n", {})
     log(
         f"postgres: roles {' and '.join(r for r, _ in roles)} (owner first), database "
-        f"{settings.pg_database} and extension timescaledb in place"
+        f"{settings.db.database} and extension timescaledb in place"
     )
 
 
@@ -1058,14 +1081,14 @@ def _pg_wait_ready(settings: Settings, log: Log, timeout: float = 30.0) -> dict[
             last = exc
             time.sleep(0.5)
     raise ServiceError(
-        f"postgres: SELECT 1 over {settings.pg_host}:{settings.pg_port} failed "
+        f"postgres: SELECT 1 over {settings.db.host}:{settings.db.port} failed "
         f"after {timeout:.0f} s ({type(last).__name__}: {last}); "
         f"see {_pg_log(settings)}"
     )
 
 
 def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None:
-    address = f"{settings.pg_host}:{settings.pg_port}"
+    address = f"{settings.db.host}:{settings.db.port}"
     pid = _pg_pid(settings)
     if pid is not None:
         _pg_provision(settings, log)  # roles added since the cluster was made (idempotent)
@@ -1075,10 +1098,10 @@ def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None
             f"{info['timescaledb']} ({info['license']})"
         )
         return
-    if _port_open(settings.pg_host, settings.pg_port):
+    if _port_open(settings.db.host, settings.db.port):
         raise ServiceError(
             f"postgres: port {address} is taken by another process (not the "
-            f"cluster in {settings.pg_data_path}); stop it or set RTM_PG_PORT"
+            f"cluster in {pg_data_path(settings)}); stop it or set RTM_PG_PORT"
         )
     apt = _Apt(log)
     if not _tsdb_installed(settings) and not _tsdb_cache(settings).joinpath(".complete").exists():
@@ -1088,7 +1111,7 @@ def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None
     _pg_init(settings, log)
     sock = _pg_socket_dir(settings)
     sock.mkdir(parents=True, exist_ok=True)
-    conf = settings.pg_data_path / "rtm.conf"
+    conf = pg_data_path(settings) / "rtm.conf"
     conf.write_text(_pg_conf(settings) + (_pg_tls_setup(settings, tls) if tls else ""))
     _pg_chown(sock, conf)
     pg_log = _pg_log(settings)
@@ -1101,7 +1124,7 @@ def _pg_up(settings: Settings, log: Log, tls: PostgresTls | None = None) -> None
             str(PG_BIN / "pg_ctl"),
             "start",
             "-D",
-            str(settings.pg_data_path),
+            str(pg_data_path(settings)),
             "-l",
             str(pg_log),
             "-w",
@@ -1136,7 +1159,7 @@ def _pg_down(settings: Settings, log: Log) -> None:
                 str(PG_BIN / "pg_ctl"),
                 "stop",
                 "-D",
-                str(settings.pg_data_path),
+                str(pg_data_path(settings)),
                 "-m",
                 "fast",
                 "-w",
@@ -1170,7 +1193,7 @@ def _pg_status(settings: Settings) -> ServiceStatus:
         True,
         dsn,
         f"pid {pid}, PostgreSQL {info['server']}, timescaledb {info['timescaledb']} "
-        f"({info['license']}), data {settings.pg_data_path}, log {_pg_log(settings)}",
+        f"({info['license']}), data {pg_data_path(settings)}, log {_pg_log(settings)}",
     )
 
 
@@ -1180,8 +1203,8 @@ def _pg_status(settings: Settings) -> ServiceStatus:
 @contextlib.contextmanager
 def _lock(settings: Settings, log: Log):  # type: ignore[no-untyped-def]
     """Serialize concurrent up/down calls on this machine (ports and caches are shared)."""
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.cache_dir / "services.lock", "w") as fh:
+    settings.provision.cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.provision.cache_dir / "services.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1226,7 +1249,7 @@ def kafka_down(settings: Settings, log: Log = print) -> None:
 
 
 def postgres_up(settings: Settings, log: Log = print, tls: PostgresTls | None = None) -> None:
-    """Start only a PostgreSQL + TimescaleDB cluster (``settings.pg_data_path``), with TLS
+    """Start only a PostgreSQL + TimescaleDB cluster (``pg_data_path(settings)``), with TLS
     when given; role, database and extension provisioned as by ``up``."""
     with _lock(settings, log):
         _pg_up(settings, log, tls)

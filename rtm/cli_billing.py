@@ -82,7 +82,7 @@ def _date_range(date_from: str, date_to: str) -> tuple[dt.date, dt.date]:
 
 
 def _dsn(ctx: click.Context, dsn: str | None) -> str:
-    return dsn or _settings(ctx).dsn
+    return dsn or _settings(ctx).db.dsn
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
@@ -676,4 +676,4 @@ async def summary(
 def billing_summary(settings: Settings, patient_ids: list[str] | None = None) -> dict[str, Any]:
     """Demo summary section: billable lines by code, patients on track for 98977
     (for `patient_ids`, or every patient in the ledger)."""
-    return asyncio.run(summary(settings.dsn, clock_for(settings).now(), patient_ids))
+    return asyncio.run(summary(settings.db.dsn, clock_for(settings).now(), patient_ids))

@@ -112,7 +112,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
             asyncio.run(_demo_care_team(settings, cohort))
         t0 = time.perf_counter()
         result = asyncio.run(produce_file(settings, cohort, progress=True))
-        stored = asyncio.run(_wait_stored(settings.dsn, ids, timeout=600))
+        stored = asyncio.run(_wait_stored(settings.db.dsn, ids, timeout=600))
         elapsed = time.perf_counter() - t0
         asyncio.run(_tick_and_settle(settings, clock))
         extra = _extra_sections(settings, patient_ids)
@@ -152,7 +152,7 @@ async def _tick_and_settle(settings: Settings, clock: Clock) -> None:
         await producer.send_ticks(clock.now())
     finally:
         await producer.stop()
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() - quiet_since < 3.0:
@@ -171,7 +171,7 @@ async def _load_synthetic_demographics(
     write_private(path, demographics_csv(synthetic_demographics(patient_ids, seed)))
     rows, errors = parse_demographics_csv(path.read_text(encoding="utf-8"))
     assert not errors, errors[:3]
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         return await load_demographics(conn, "default", rows, "rtm demo")
     finally:
@@ -179,7 +179,7 @@ async def _load_synthetic_demographics(
 
 
 def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any]:
-    out = asyncio.run(_alert_sections(settings.dsn, patient_ids))
+    out = asyncio.run(_alert_sections(settings.db.dsn, patient_ids))
     out.update(billing_summary(settings, patient_ids))
     return out
 
@@ -241,7 +241,7 @@ async def _demo_care_team(settings: Settings, cohort: Path) -> None:
                 obj = orjson.loads(line)
                 if isinstance(obj.get("clinician_id"), str):
                     clinicians.add(obj["clinician_id"])
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         for clinician_id in sorted(clinicians):
             await add_team_member(conn, DEV_ORG, DEMO_TEAM, clinician_id)
@@ -253,7 +253,7 @@ def _dashboard_text(settings: Settings) -> str:
     lines = [
         "",
         "Dashboard (the gateway and the worker keep running; `make down` stops them)",
-        f"  http://{settings.api_host}:{settings.api_port}/ui/",
+        f"  http://{settings.gateway.host}:{settings.gateway.port}/ui/",
     ]
     path = settings.state_dir / DEV_USERS_FILE
     if path.exists():

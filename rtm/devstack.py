@@ -50,7 +50,7 @@ def prepare(settings: Settings, log: Callable[[str], None]) -> None:
         f"dashboard libraries (npm ci, pinned by streams/http/web/package-lock.json):"
         f" {ensure_vendor(settings)}"
     )
-    applied = asyncio.run(migrate(settings.owner_dsn, settings.app_role))
+    applied = asyncio.run(migrate(settings.db.owner_dsn, settings.db.app_role))
     created = asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
     log(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
@@ -67,17 +67,17 @@ def _refuse_tls_to_the_local_stack(settings: Settings, error: type[Exception]) -
     """`rtm up` runs Kafka and PostgreSQL in plaintext on 127.0.0.1: settings that demand
     TLS of them would fail later with a handshake error; say so now."""
     wrong = []
-    if settings.kafka_bootstrap is None and settings.kafka_security_protocol != "PLAINTEXT":
-        wrong.append(f"RTM_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
-    if settings.database_url is None and settings.pg_sslmode in (
+    if settings.kafka.bootstrap is None and settings.kafka.security_protocol != "PLAINTEXT":
+        wrong.append(f"RTM_KAFKA_SECURITY_PROTOCOL={settings.kafka.security_protocol}")
+    if settings.db.url is None and settings.db.sslmode in (
         "require",
         "verify-ca",
         "verify-full",
     ):
-        wrong.append(f"RTM_PG_SSLMODE={settings.pg_sslmode}")
+        wrong.append(f"RTM_PG_SSLMODE={settings.db.sslmode}")
     if wrong:
         raise error(
-            f"the local stack of `rtm up` is plaintext on {settings.kafka_host}: "
+            f"the local stack of `rtm up` is plaintext on {settings.kafka.host}: "
             f"{', '.join(wrong)} asks it for TLS; unset it, or point RTM_KAFKA_BOOTSTRAP / "
             "RTM_DATABASE_URL at servers with TLS"
         )
@@ -85,12 +85,7 @@ def _refuse_tls_to_the_local_stack(settings: Settings, error: type[Exception]) -
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these same settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"RTM_{name.upper()}"] = str(value)
-    return env
+    return {**os.environ, **settings.env_values()}
 
 
 # --- the development key and users ------------------------------------------------------------
@@ -134,7 +129,7 @@ async def provision_dev(settings: Settings, dev_key: str) -> dict[str, Any]:
     key_id, secret = parsed
     path = settings.state_dir / DEV_USERS_FILE
     users: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         async with conn.transaction():
             if await db.key_record(conn, key_id) is None:
@@ -229,11 +224,13 @@ def wait_http(
 
 def start_gateway(settings: Settings) -> Child:
     child = spawn(settings, "gateway", ["api"])
-    tls = settings.api_tls_certfile is not None
+    tls = settings.gateway.tls_certfile is not None
     wait_http(
-        f"{'https' if tls else 'http'}://{settings.api_host}:{settings.api_port}/readyz",
+        f"{'https' if tls else 'http'}://{settings.gateway.host}:{settings.gateway.port}/readyz",
         child,
-        verify=(ssl.create_default_context(cafile=str(settings.api_tls_certfile)) if tls else True),
+        verify=(
+            ssl.create_default_context(cafile=str(settings.gateway.tls_certfile)) if tls else True
+        ),
     )
     return child
 
@@ -241,9 +238,9 @@ def start_gateway(settings: Settings) -> Child:
 def start_worker(settings: Settings, name: str = "worker", restart: bool = False) -> Child:
     """A worker process; with ``restart`` under `rtm worker --restart`, which starts it
     again whenever it exits (the demo's worker: it outlives this command)."""
-    args = ["worker", "--loglevel", settings.worker_loglevel]
+    args = ["worker", "--loglevel", settings.worker.loglevel]
     child = spawn(settings, name, [*args, "--restart"] if restart else args)
-    wait_http(f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", child)
+    wait_http(f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics", child)
     return child
 
 
@@ -266,9 +263,9 @@ def kept_status(settings: Settings) -> list[tuple[str, int, bool, str]]:
         except OSError:
             alive = False
         url = (
-            f"http://{settings.worker_web_host}:{settings.worker_web_port}/readyz"
+            f"http://{settings.worker.web_host}:{settings.worker.web_port}/readyz"
             if "worker" in name
-            else f"http://{settings.api_host}:{settings.api_port}/readyz"
+            else f"http://{settings.gateway.host}:{settings.gateway.port}/readyz"
         )
         health = "-"
         if alive:

@@ -35,8 +35,8 @@ class ProduceResult:
 
 
 def api_key(settings: Settings) -> str:
-    if settings.api_key is not None:
-        return settings.api_key.get_secret_value()
+    if settings.gateway.key is not None:
+        return settings.gateway.key.get_secret_value()
     path = dev_key_path(settings)
     if not path.exists():
         raise RuntimeError("no API key: set RTM_API_KEY, or run `rtm up` for the dev key")
@@ -76,7 +76,7 @@ async def produce_file(
     progress: bool = False,
 ) -> ProduceResult:
     """Post NDJSON batches with bounded concurrency; a failed request is retried, not skipped."""
-    base = url or f"http://{settings.api_host}:{settings.api_port}"
+    base = url or f"http://{settings.gateway.host}:{settings.gateway.port}"
     headers = {
         "Authorization": f"Bearer {api_key(settings)}",
         "Content-Type": "application/x-ndjson",

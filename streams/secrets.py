@@ -38,8 +38,8 @@ class SecretBox:
 
 def secret_box(settings: Settings) -> SecretBox:
     """The box for these settings: the configured key, or (dev only) the generated one."""
-    if settings.webhook_secret_key is not None:
-        return SecretBox(settings.webhook_secret_key.get_secret_value().encode())
+    if settings.webhooks.secret_key is not None:
+        return SecretBox(settings.webhooks.secret_key.get_secret_value().encode())
     if settings.env != "dev":
         raise RuntimeError(
             "set RTM_WEBHOOK_SECRET_KEY (a Fernet key: "

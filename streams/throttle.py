@@ -73,12 +73,14 @@ def _ceil_s(seconds: float) -> int:
 
 def policies(settings: Settings) -> tuple[Policy, Policy]:
     """(per account, per client address)."""
-    window = dt.timedelta(seconds=settings.signin_window_s)
-    lock = dt.timedelta(seconds=settings.signin_lock_s)
-    lock_max = dt.timedelta(seconds=max(settings.signin_lock_max_s, settings.signin_lock_s))
+    window = dt.timedelta(seconds=settings.gateway.signin_window_s)
+    lock = dt.timedelta(seconds=settings.gateway.signin_lock_s)
+    lock_max = dt.timedelta(
+        seconds=max(settings.gateway.signin_lock_max_s, settings.gateway.signin_lock_s)
+    )
     return (
-        Policy(settings.signin_max_failures, window, lock, lock_max),
-        Policy(settings.signin_client_max_failures, window, lock, lock_max),
+        Policy(settings.gateway.signin_max_failures, window, lock, lock_max),
+        Policy(settings.gateway.signin_client_max_failures, window, lock, lock_max),
     )
 
 

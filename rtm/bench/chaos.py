@@ -209,7 +209,7 @@ class Run:
         port = self.ports.get(child.name)
         settings = ph.settings
         if port is not None:
-            settings = settings.model_copy(update={"worker_web_port": port})
+            settings = settings.but({"worker_web_port": port})
         is_worker = "worker" in child.name.rsplit("-", 1)[-1]
         with in_dir(self.bench.workdir):
             if is_worker:
@@ -218,7 +218,7 @@ class Run:
                 new = spawn(gateway_settings(settings), child.name, ["api"])
         ph.children[ph.children.index(child)] = new
         if is_worker:
-            url = f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics"
+            url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
         else:
             url = f"{ph.url}/readyz"
         wait_http(url, new, timeout=120)
@@ -247,7 +247,7 @@ class Run:
         return events, path, prefix
 
     async def stored(self, prefix: str) -> tuple[set[str], int]:
-        conn = await asyncpg.connect(self.base.dsn)
+        conn = await asyncpg.connect(self.base.db.dsn)
         try:
             rows = await conn.fetch(
                 "SELECT event_id, count(*) AS n FROM events WHERE patient_id LIKE $1"
@@ -259,7 +259,7 @@ class Run:
         return {r["event_id"] for r in rows}, sum(int(r["n"]) - 1 for r in rows)
 
     async def alerts(self, prefix: str) -> dict[str, tuple[Any, ...]]:
-        conn = await asyncpg.connect(self.base.dsn)
+        conn = await asyncpg.connect(self.base.db.dsn)
         try:
             rows = await conn.fetch(
                 "SELECT payload FROM alerts WHERE patient_id LIKE $1", prefix + "%"
@@ -321,7 +321,7 @@ class Run:
         fig.stored_twice = twice
         fig.acked_not_stored = len(poster.acked - ids)
         out = io.StringIO()
-        fig.billing_differences = await reconcile(self.base.dsn, c.as_of, prefix, out=out)
+        fig.billing_differences = await reconcile(self.base.db.dsn, c.as_of, prefix, out=out)
         if fig.billing_differences:
             fig.notes.append(out.getvalue()[-500:])
         fig.unexpected_exits += await asyncio.to_thread(self.exits, ph)
@@ -427,7 +427,7 @@ class Run:
     async def _rebalance(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
         await asyncio.sleep(3.0)
         port = free_port()
-        settings = ph.settings.model_copy(update={"worker_web_port": port})
+        settings = ph.settings.but({"worker_web_port": port})
         with in_dir(self.bench.workdir):
             second = spawn(settings, f"{self.worker(ph).name}2", ["worker"])
         self.ports[second.name] = port
@@ -476,7 +476,7 @@ class Run:
     async def org_webhook(self, url: str | None) -> None:
         """The organisation-wide webhook of the dev key's organisation: the receiver
         (every alert of the cohort routes there), or removed."""
-        conn = await asyncpg.connect(self.base.dsn)
+        conn = await asyncpg.connect(self.base.db.dsn)
         try:
             if url is None:
                 await remove_webhook(conn, "*", "default")
@@ -491,7 +491,7 @@ class Run:
         once, signed); waits for the outbox to drain."""
 
         async def queued() -> set[str]:
-            conn = await asyncpg.connect(self.base.dsn)
+            conn = await asyncpg.connect(self.base.db.dsn)
             try:
                 rows = await conn.fetch(
                     "SELECT alert_id || ':' || change AS k FROM alert_deliveries"
@@ -519,7 +519,7 @@ class Run:
         for child in ph.children:
             if not child.name.endswith(("-worker", "-worker2")) or child.proc.poll() is not None:
                 continue
-            port = self.ports.get(child.name, ph.settings.worker_web_port)
+            port = self.ports.get(child.name, ph.settings.worker.web_port)
             try:
                 text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             except httpx.HTTPError:

@@ -46,12 +46,12 @@ class Phase:
     @property
     def url(self) -> str:
         s = self.settings
-        return f"http://{s.api_host}:{s.api_port}"
+        return f"http://{s.gateway.host}:{s.gateway.port}"
 
     @property
     def metrics_url(self) -> str:
         s = self.settings
-        return f"http://{s.worker_web_host}:{s.worker_web_port}/metrics"
+        return f"http://{s.worker.web_host}:{s.worker.web_port}/metrics"
 
 
 def free_port() -> int:
@@ -64,7 +64,7 @@ def gateway_settings(settings: Settings) -> Settings:
     """A phase's gateway runs on the wall clock: ``clock_now`` (RTM_CLOCK_NOW) fixes the
     worker's ticks (rtm chaos db_restarts), and the gateway honours it too, so at a fixed
     'now' before the cohort it would refuse every later event as future-dated."""
-    return settings.model_copy(update={"clock_now": None})
+    return settings.but({"clock_now": None})
 
 
 @contextlib.contextmanager
@@ -98,8 +98,8 @@ class Bench:
     # infrastructure ------------------------------------------------------------------------
 
     def phase_settings(self, name: str, **overrides: Any) -> Any:
-        return self.base.model_copy(
-            update={
+        return self.base.but(
+            {
                 "topic_events": f"bench.{self.tag}.{name}.events",
                 "topic_dead": f"bench.{self.tag}.{name}.dead",
                 "topic_alerts": f"bench.{self.tag}.{name}.alerts",
@@ -161,7 +161,7 @@ class Bench:
         return f"bench_floor_{self.tag}"
 
     async def _drop_scratch(self) -> None:
-        conn = await asyncpg.connect(self.base.owner_dsn)  # its scratch table: DDL
+        conn = await asyncpg.connect(self.base.db.owner_dsn)  # its scratch table: DDL
         try:
             await conn.execute(f"DROP TABLE IF EXISTS {self.scratch_table}")
         finally:
@@ -237,7 +237,7 @@ class Bench:
     async def state_bytes(self, prefix: str) -> dict[str, Any]:
         """Per-patient rule-state sizes of the patients whose id starts with `prefix`."""
         try:
-            conn = await asyncpg.connect(self.base.dsn)
+            conn = await asyncpg.connect(self.base.db.dsn)
             try:
                 rows = await conn.fetch(
                     "SELECT octet_length(state) AS n FROM alert_state WHERE patient_id LIKE $1",
@@ -319,9 +319,12 @@ class Bench:
 
 
 async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int:
-    """Wait until the consumer group `settings.app_id` has committed every record on
-    `settings.topic_events`; the records left when `timeout` passed (0 = settled)."""
-    tps = [TopicPartition(settings.topic_events, p) for p in range(settings.topic_partitions)]
+    """Wait until the consumer group `settings.worker.app_id` has committed every record on
+    `settings.kafka.topic_events`; the records left when `timeout` passed (0 = settled)."""
+    tps = [
+        TopicPartition(settings.kafka.topic_events, p)
+        for p in range(settings.kafka.topic_partitions)
+    ]
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     consumer = AIOKafkaConsumer(
         **kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False
@@ -333,7 +336,9 @@ async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int
         lag = -1
         while True:
             ends = await consumer.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+            committed = await admin.list_consumer_group_offsets(
+                settings.worker.app_id, partitions=tps
+            )
             lag = group_lag(ends, {tp: om.offset for tp, om in committed.items()})
             if lag == 0 or time.monotonic() > deadline:
                 return lag
@@ -355,7 +360,7 @@ async def machine_info(settings: Any) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         pg = await conn.fetchval("SHOW server_version")
         ts = await conn.fetchval(
@@ -369,7 +374,7 @@ async def machine_info(settings: Any) -> dict[str, Any]:
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "kafka": settings.kafka_version,
+        "kafka": settings.provision.kafka_version,
         "postgres": pg,
         "timescaledb": ts,
     }

@@ -193,13 +193,13 @@ def run_pages(
         f"pages: {c.events:,} events ({patients:,} patients x {days} days, {len(c.clinicians)} "
         f"clinicians) written in {time.monotonic() - t0:.0f} s; seeding through the worker ..."
     )
-    users = asyncio.run(add_users(b.base.dsn, b.tag, c.clinicians))
+    users = asyncio.run(add_users(b.base.db.dsn, b.tag, c.clinicians))
     ph = b.start_stack("pages", tick_interval_s=0)
     try:
         out = asyncio.run(_measure(b, ph, c, users, requests))
     finally:
         b.stop_stack(ph)
-        asyncio.run(remove_users(b.base.dsn, users))
+        asyncio.run(remove_users(b.base.db.dsn, users))
         path.unlink(missing_ok=True)
     out.update(
         {

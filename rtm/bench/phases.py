@@ -45,7 +45,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(topic, num_partitions=s.topic_partitions, replication_factor=1)]
+            [NewTopic(topic, num_partitions=s.kafka.topic_partitions, replication_factor=1)]
         )
     finally:
         await admin.close()
@@ -64,7 +64,7 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
         await producer.stop()
     produce_s = time.perf_counter() - t0
 
-    conn = await asyncpg.connect(s.owner_dsn)  # a scratch hypertable: DDL, so the owner
+    conn = await asyncpg.connect(s.db.owner_dsn)  # a scratch hypertable: DDL, so the owner
     table = b.scratch_table
     await conn.execute(f"""
         CREATE TABLE {table} (event_id text NOT NULL, type text NOT NULL,
@@ -176,7 +176,7 @@ async def post_and_wait(
 
 
 async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tuple[int, float]:
-    """Write a JSONL file straight to `settings.topic_events` (key = `<org>/<patient_id>`,
+    """Write a JSONL file straight to `settings.kafka.topic_events` (key = `<org>/<patient_id>`,
     as the gateway does; `received_at` = now), acks=all; (records, seconds)."""
     clock = clock_for(settings)
     producer = AIOKafkaProducer(
@@ -199,7 +199,9 @@ async def produce_direct(settings: Any, path: Path, chunk: int = 20_000) -> tupl
                 # the gateway's key: <org>/<patient> (unstamped: the default organisation)
                 key = key_text((str(ev.get("org_id") or DEFAULT_ORG), str(ev["patient_id"])))
                 futs.append(
-                    await producer.send(settings.topic_events, orjson.dumps(ev), key=key.encode())
+                    await producer.send(
+                        settings.kafka.topic_events, orjson.dumps(ev), key=key.encode()
+                    )
                 )
                 n += 1
                 if len(futs) >= chunk:
@@ -341,7 +343,7 @@ async def run_latency(
         await reader.stop_reading()
         m = await b.metrics(client, ph)
     await reader.close()
-    persisted = await _persisted_lags(ph.settings.dsn, list(received))
+    persisted = await _persisted_lags(ph.settings.db.dsn, list(received))
     sent = sum(len(ids) for _, _, ids, _ in bodies)
     return {
         "target_events_per_s": rate,
@@ -352,7 +354,7 @@ async def run_latency(
         "events_stored": n - base,
         "accept_to_persisted": summarize_ms(persisted),
         "accept_to_alert": _alert_summary(
-            reader.records, received, len(red_ids), ph.settings.topic_alerts
+            reader.records, received, len(red_ids), ph.settings.kafka.topic_alerts
         ),
         "worker_histogram_estimate": _histogram_estimate(m),
     }
@@ -363,7 +365,7 @@ class AlertReader:
 
     def __init__(self, settings: Any) -> None:
         self.consumer = AIOKafkaConsumer(
-            settings.topic_alerts,
+            settings.kafka.topic_alerts,
             **kafka_client_kwargs(settings),
             group_id=None,
             auto_offset_reset="latest",

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def _run(ctx: click.Context, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     async def go() -> T:
-        conn = await asyncpg.connect(settings_of(ctx).dsn)
+        conn = await asyncpg.connect(settings_of(ctx).db.dsn)
         try:
             async with conn.transaction():
                 return await body(conn)

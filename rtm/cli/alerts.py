@@ -126,7 +126,7 @@ def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[_T]]) -> _T:
     """Run one database step with its own connection (the CLI holds no pool)."""
 
     async def run() -> _T:
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.db.dsn)
         try:
             return await fn(conn)
         finally:
@@ -170,7 +170,7 @@ def _ping_webhook(settings: Settings, org_id: str, clinician_id: str) -> None:
         send_ping(
             url,
             secret_box(settings).open(stored),
-            settings.webhook_timeout_s,
+            settings.webhooks.timeout_s,
             Destinations.from_settings(settings),
         )
     )

@@ -105,7 +105,7 @@ def observations(
     settings = settings_of(ctx)
     bundle = asyncio.run(
         export_observations(
-            settings.dsn,
+            settings.db.dsn,
             org_id=org_id,
             patient_id=patient_id,
             frm=date_from,

@@ -62,7 +62,7 @@ def rollups_backfill(
     """Fill patient_daily_adherence from the stored events (idempotent)."""
     settings = settings_of(ctx)
     patients, computed, written = asyncio.run(
-        backfill(dsn or settings.dsn, patient_prefix, chunk, log=True)
+        backfill(dsn or settings.db.dsn, patient_prefix, chunk, log=True)
     )
     click.echo(
         f"daily adherence: {patients:,} patients, {computed:,} days computed, "

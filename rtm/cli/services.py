@@ -82,7 +82,7 @@ def db() -> None:
 def db_migrate(ctx: click.Context) -> None:
     """Apply the versioned SQL migrations under infra/migrations (idempotent)."""
     settings = settings_of(ctx)
-    applied = asyncio.run(migrate(settings.owner_dsn, settings.app_role))
+    applied = asyncio.run(migrate(settings.db.owner_dsn, settings.db.app_role))
     click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
 
 
@@ -101,9 +101,9 @@ def api(ctx: click.Context, port: int | None) -> None:
 
     settings = settings_of(ctx)
     if port is not None:
-        settings = settings.model_copy(update={"api_port": port})
+        settings = settings.but({"api_port": port})
     _warn_cleartext(settings)
-    cert, key = settings.api_tls_certfile, settings.api_tls_keyfile
+    cert, key = settings.gateway.tls_certfile, settings.gateway.tls_keyfile
     if (cert is None) != (key is None):
         raise click.ClickException("set both RTM_API_TLS_CERTFILE and RTM_API_TLS_KEYFILE")
     if cert is None and settings.env != "dev":
@@ -115,8 +115,8 @@ def api(ctx: click.Context, port: int | None) -> None:
     app = create_app(settings)
     uvicorn.run(
         app,
-        host=settings.api_host,
-        port=settings.api_port,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
         log_level="warning",
         access_log=False,
         ssl_certfile=str(cert) if cert else None,
@@ -140,7 +140,7 @@ def worker(ctx: click.Context, loglevel: str | None, restart: bool) -> None:
     if restart:
         ctx.exit(
             run_restarting(
-                worker_argv(loglevel or settings.worker_loglevel),
+                worker_argv(loglevel or settings.worker.loglevel),
                 settings_env(settings),
                 log=lambda m: click.echo(f"rtm worker --restart: {m}", err=True),
             )
@@ -149,7 +149,7 @@ def worker(ctx: click.Context, loglevel: str | None, restart: bool) -> None:
     from agents.worker import run_worker
 
     sys.argv = [sys.argv[0]]  # Faust's Worker parses argv itself
-    run_worker(settings, loglevel=loglevel or settings.worker_loglevel)
+    run_worker(settings, loglevel=loglevel or settings.worker.loglevel)
 
 
 COMMANDS: tuple[click.Command, ...] = (up, down, status, db, api, worker)

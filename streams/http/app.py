@@ -50,7 +50,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     )
     app.state.gateway = gateway  # read back by streams.http.deps only
     # requests counted by route and status (500s included), NUL refused, security headers
-    tls = settings.api_tls_certfile is not None
+    tls = settings.gateway.tls_certfile is not None
     app.add_middleware(Hardening, requests=gateway.metrics.requests, tls=tls)
     app.include_router(health.router)
     app.include_router(session.router)

@@ -91,7 +91,7 @@ class Authenticator:
         """A live session's user. Idle for ``RTM_SESSION_IDLE_S``: over. Use slides the
         idle timeout, writing ``last_seen`` at most once a minute per session."""
         now = self.clock.now()
-        idle = dt.timedelta(seconds=self.settings.session_idle_s)
+        idle = dt.timedelta(seconds=self.settings.gateway.session_idle_s)
         digest = session_digest(cookie)
         try:
             async with self.store().acquire() as conn:

@@ -105,7 +105,7 @@ class DenialAudit:
                     patients = [alert.patient_id]
                     detail["alert_id"] = ident
             now = clock.now()
-            window = dt.timedelta(seconds=settings.audit_denied_window_s)
+            window = dt.timedelta(seconds=settings.gateway.audit_denied_window_s)
             key = hashlib.sha256(f"{who.actor}\n{resource}\n{kind}:{ident}".encode()).digest()
             async with conn.transaction():
                 suppressed = await denial_due(conn, key, now, window)

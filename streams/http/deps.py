@@ -102,7 +102,7 @@ class Gateway:
             self._producer = producer
             self._owned.append(producer)
         if self._store is None:
-            self._store = await EventStore.connect(self.settings.dsn, max_size=10)
+            self._store = await EventStore.connect(self.settings.db.dsn, max_size=10)
             self._owned.append(self._store)
 
     async def stop(self) -> None:

@@ -27,7 +27,7 @@ VENDOR_FILES = {
 
 def vendor_root(settings: Settings) -> Path:
     digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
-    return settings.cache_dir / "web" / digest
+    return settings.provision.cache_dir / "web" / digest
 
 
 def node_modules(settings: Settings) -> Path:

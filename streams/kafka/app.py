@@ -32,23 +32,23 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     app = faust.App(
         # Faust's own consumer group (timers' leader election) is apart from the ingest
         # consumer's group, which keeps the plain app id (agents/ingest.py).
-        f"{settings.app_id}-faust",
-        broker=f"kafka://{settings.bootstrap_servers}",
+        f"{settings.worker.app_id}-faust",
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
         # TLS / SASL as for every other Kafka client (RTM_KAFKA_SECURITY_PROTOCOL, ...)
         broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         # Faust's per-app folder, under the state dir rather than the working directory
         datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
-        topic_partitions=settings.topic_partitions,
+        topic_partitions=settings.kafka.topic_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         # web_host is only the advertised name; web_bind is where it listens (Faust's
         # default is 0.0.0.0: an unauthenticated /metrics on every interface).
-        web_host=settings.worker_web_host,
-        web_bind=settings.worker_web_host,
-        web_port=settings.worker_web_port,
+        web_host=settings.worker.web_host,
+        web_bind=settings.worker.web_host,
+        web_port=settings.worker.web_port,
         web_in_thread=False,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -66,15 +66,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.topic_partitions,
+            partitions=settings.kafka.topic_partitions,
         )
 
     metrics = WorkerMetrics(registry)
     topology = Topology(
         app=app,
-        events=raw_topic(settings.topic_events),
-        dead=raw_topic(settings.topic_dead),
-        alerts=raw_topic(settings.topic_alerts),
+        events=raw_topic(settings.kafka.topic_events),
+        dead=raw_topic(settings.kafka.topic_dead),
+        alerts=raw_topic(settings.kafka.topic_alerts),
         metrics=metrics,
         registry=registry,
         supervisor=Supervisor(metrics.task_failures),

@@ -98,7 +98,9 @@ class EventProducer:
         patient_id of two organisations is two patients."""
         futures = [
             await self._producer.send(
-                self.settings.topic_events, dump_event(e), key=key_text(e.patient_key).encode()
+                self.settings.kafka.topic_events,
+                dump_event(e),
+                key=key_text(e.patient_key).encode(),
             )
             for e in events
         ]
@@ -106,14 +108,14 @@ class EventProducer:
 
     async def send_dead(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
         futures = [
-            await self._producer.send(self.settings.topic_dead, value, key=key)
+            await self._producer.send(self.settings.kafka.topic_dead, value, key=key)
             for key, value in records
         ]
         await asyncio.gather(*futures)
 
     async def send_ticks(self, now: dt.datetime) -> int:
         """A timer tick on every partition of rtm.events (see streams/kafka/control.py)."""
-        topic = self.settings.topic_events
+        topic = self.settings.kafka.topic_events
         partitions = await self._producer.partitions_for(topic)
 
         async def send(value: bytes, partition: int) -> Awaitable[object]:
@@ -127,7 +129,7 @@ class EventProducer:
     ) -> None:
         ack = control.Ack(alert_id, org_id, patient_id, at, by)
         fut = await self._producer.send(
-            self.settings.topic_events, ack.encode(), key=key_text(ack.patient_key).encode()
+            self.settings.kafka.topic_events, ack.encode(), key=key_text(ack.patient_key).encode()
         )
         await fut
 

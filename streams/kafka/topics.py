@@ -9,7 +9,7 @@ from streams.settings import Settings
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic_events, settings.topic_dead, settings.topic_alerts]
+    return [settings.kafka.topic_events, settings.kafka.topic_dead, settings.kafka.topic_alerts]
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -22,7 +22,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+                    NewTopic(
+                        t, num_partitions=settings.kafka.topic_partitions, replication_factor=1
+                    )
                     for t in missing
                 ]
             )

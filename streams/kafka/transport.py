@@ -3,7 +3,7 @@
 Every aiokafka client of the project (the gateway's producer, the worker's ingest consumer,
 admin clients, the CLI's benchmark and test clients) is built with
 ``**kafka_client_kwargs(settings)``, and Faust gets the same through
-``faust_credentials(settings)``. PostgreSQL's TLS travels in ``Settings.dsn`` instead
+``faust_credentials(settings)``. PostgreSQL's TLS travels in ``Settings.db.dsn`` instead
 (``sslmode``, ``sslrootcert``, ...), so every asyncpg connection and pool, which all take
 that DSN, gets it; asyncpg builds the SSLContext from it (``verify-full``: the chain is
 checked against ``sslrootcert`` and the host name against the certificate).
@@ -28,11 +28,11 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
     system's trust store) and their host name (aiokafka's helper always checks it); the
     client certificate when one is configured (mutual TLS)."""
     s = settings
-    password = s.kafka_ssl_key_password
+    password = s.kafka.ssl_key_password
     context: ssl.SSLContext = create_ssl_context(
-        cafile=s.kafka_ssl_cafile,
-        certfile=s.kafka_ssl_certfile,
-        keyfile=s.kafka_ssl_keyfile,
+        cafile=s.kafka.ssl_cafile,
+        certfile=s.kafka.ssl_certfile,
+        keyfile=s.kafka.ssl_keyfile,
         password=password.get_secret_value() if password is not None else None,
     )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -45,16 +45,16 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
     ``sasl_mechanism`` / ``sasl_plain_username`` / ``sasl_plain_password`` (SASL_*)."""
     s = settings
     kwargs: dict[str, Any] = {
-        "bootstrap_servers": s.bootstrap_servers,
-        "security_protocol": s.kafka_security_protocol,
+        "bootstrap_servers": s.kafka.bootstrap_servers,
+        "security_protocol": s.kafka.security_protocol,
     }
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+    if s.kafka.security_protocol in ("SSL", "SASL_SSL"):
         kwargs["ssl_context"] = kafka_ssl_context(s)
-    if s.kafka_security_protocol.startswith("SASL_"):
-        assert s.kafka_sasl_password is not None  # Settings refuses SASL without one
-        kwargs["sasl_mechanism"] = s.kafka_sasl_mechanism
-        kwargs["sasl_plain_username"] = s.kafka_sasl_username
-        kwargs["sasl_plain_password"] = s.kafka_sasl_password.get_secret_value()
+    if s.kafka.security_protocol.startswith("SASL_"):
+        assert s.kafka.sasl_password is not None  # Settings refuses SASL without one
+        kwargs["sasl_mechanism"] = s.kafka.sasl_mechanism
+        kwargs["sasl_plain_username"] = s.kafka.sasl_username
+        kwargs["sasl_plain_password"] = s.kafka.sasl_password.get_secret_value()
     return kwargs
 
 
@@ -62,16 +62,16 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     """Faust's ``broker_credentials`` for the same protocol (its producer, consumer and
     topic creation turn them into the aiokafka arguments above)."""
     s = settings
-    protocol = s.kafka_security_protocol
+    protocol = s.kafka.security_protocol
     if protocol == "PLAINTEXT":
         return None
     if protocol == "SSL":
         return SSLCredentials(kafka_ssl_context(s))
-    assert s.kafka_sasl_password is not None  # Settings refuses SASL without one
+    assert s.kafka.sasl_password is not None  # Settings refuses SASL without one
     credentials: CredentialsT = SASLCredentials(
-        username=s.kafka_sasl_username,
-        password=s.kafka_sasl_password.get_secret_value(),
-        mechanism=s.kafka_sasl_mechanism,
+        username=s.kafka.sasl_username,
+        password=s.kafka.sasl_password.get_secret_value(),
+        mechanism=s.kafka.sasl_mechanism,
         ssl_context=kafka_ssl_context(s) if protocol == "SASL_SSL" else None,
     )
     return credentials
@@ -93,25 +93,26 @@ def cleartext_warnings(settings: Settings) -> list[str]:
     if s.env == "dev":
         return []
     out: list[str] = []
-    brokers = [b.rsplit(":", 1)[0].strip("[]") for b in s.bootstrap_servers.split(",")]
-    if s.kafka_security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and not all(
+    brokers = [b.rsplit(":", 1)[0].strip("[]") for b in s.kafka.bootstrap_servers.split(",")]
+    if s.kafka.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and not all(
         _loopback(b) for b in brokers
     ):
         out.append(
-            f"warning: RTM_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} to "
-            f"{s.bootstrap_servers}: events cross the network unencrypted (use SSL or SASL_SSL)"
+            f"warning: RTM_KAFKA_SECURITY_PROTOCOL={s.kafka.security_protocol} to "
+            f"{s.kafka.bootstrap_servers}: events cross the network unencrypted"
+            " (use SSL or SASL_SSL)"
         )
-    host = (urlsplit(s.database_url).hostname or "") if s.database_url else s.pg_host
+    host = (urlsplit(s.db.url).hostname or "") if s.db.url else s.db.host
     risk = {
         "disable": "unencrypted",
         "allow": "unencrypted unless the server insists, and the server is not authenticated",
         "prefer": "unencrypted if the server offers no TLS, and the server is not authenticated",
         "require": "encrypted, but the server is not authenticated",
         "verify-ca": "encrypted, but the certificate's host name is not checked",
-    }.get(s.pg_sslmode)
+    }.get(s.db.sslmode)
     if risk is not None and not _loopback(host):
         out.append(
-            f"warning: RTM_PG_SSLMODE={s.pg_sslmode} to {host}: database traffic is {risk} "
+            f"warning: RTM_PG_SSLMODE={s.db.sslmode} to {host}: database traffic is {risk} "
             "(use verify-full with RTM_PG_SSLROOTCERT)"
         )
     return out

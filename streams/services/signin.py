@@ -142,7 +142,7 @@ class SignInService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.account_policy, self.client_policy = policies(settings)
-        self.checker = PasswordChecker(settings.signin_hash_workers)
+        self.checker = PasswordChecker(settings.gateway.signin_hash_workers)
         self._key: bytes | None = None
         self._attempts = 0
 
@@ -241,9 +241,9 @@ class SignInService:
             ended = await trim_sessions(
                 conn,
                 user["user_id"],
-                keep=self.settings.session_max_per_user - 1,
+                keep=self.settings.gateway.session_max_per_user - 1,
                 now=now,
-                idle=dt.timedelta(seconds=self.settings.session_idle_s),
+                idle=dt.timedelta(seconds=self.settings.gateway.session_idle_s),
             )
             token, digest, csrf = new_session_token()
             await create_session(
@@ -252,7 +252,7 @@ class SignInService:
                 user["user_id"],
                 csrf,
                 now=now,
-                ttl=dt.timedelta(seconds=self.settings.session_ttl_s),
+                ttl=dt.timedelta(seconds=self.settings.gateway.session_ttl_s),
             )
             await audit(
                 conn,

@@ -194,7 +194,7 @@ async def contract_dsn(base_settings: Settings) -> AsyncIterator[str]:  # noqa: 
     """A scratch schema with every migration applied (as the owner), dropped at the end (on
     a connection of its own: the session's other tests may restart the database)."""
     schema = "contract_" + uuid.uuid4().hex[:8]
-    owner = base_settings.owner_dsn
+    owner = base_settings.db.owner_dsn
     dsn = owner.split("?")[0] + f"?search_path={schema}%2Cpublic"
     conn = await asyncpg.connect(owner)
     try:

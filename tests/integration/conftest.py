@@ -51,8 +51,8 @@ def base_settings() -> Settings:
 
 def isolated_settings(base: Settings, partitions: int = 4) -> Settings:
     tag = uuid.uuid4().hex[:8]
-    return base.model_copy(
-        update={
+    return base.but(
+        {
             "topic_events": f"it.{tag}.events",
             "topic_dead": f"it.{tag}.dead",
             "topic_alerts": f"it.{tag}.alerts",
@@ -75,11 +75,11 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+        return f"http://{self.settings.gateway.host}:{self.settings.gateway.port}"
 
     def start_worker(self, **over: Any) -> Child:
-        settings = self.settings.model_copy(update=over) if over else self.settings
-        child = start_worker(settings, name=f"{settings.app_id}-w{len(self.workers)}")
+        settings = self.settings.but(over) if over else self.settings
+        child = start_worker(settings, name=f"{settings.worker.app_id}-w{len(self.workers)}")
         self.workers.append(child)
         return child
 
@@ -122,7 +122,7 @@ def running_stack(base: Settings, **over: Any) -> Iterator[Stack]:
     """A worker and a gateway on their own topics, consumer group and ports."""
     settings = isolated_settings(base)
     if over:
-        settings = settings.model_copy(update=over)
+        settings = settings.but(over)
     run_in_thread(ensure_topics(settings))
     s = Stack(settings=settings, key=ensure_dev_key(settings))
     try:
@@ -143,7 +143,7 @@ def stack(base_settings: Settings) -> Iterator[Stack]:
 
 @pytest_asyncio.fixture
 async def db(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(base_settings.dsn)
+    conn = await asyncpg.connect(base_settings.db.dsn)
     try:
         yield conn
     finally:

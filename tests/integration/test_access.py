@@ -96,7 +96,7 @@ EVERYONE = ["anonymous", *USERS, *KEYS]
 
 
 async def _provision(settings: Settings, w: World) -> None:
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         for org in (w.org_a, w.org_b):
             await db.add_org(conn, org, f"Clinic {org}")
@@ -170,7 +170,7 @@ def world(base_settings: Settings) -> Iterator[World]:
         assert body["accepted"] == len(data), body
 
         async def alert_stored() -> bool:
-            conn = await asyncpg.connect(stack.settings.dsn)
+            conn = await asyncpg.connect(stack.settings.db.dsn)
             try:
                 w.alert_id = (
                     await conn.fetchval(
@@ -380,7 +380,7 @@ def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: 
     }
     episode = f.episode_started(f.patient(9), at="2026-10-01T09:00:00-05:00")
     settings = world.stack.settings
-    before = run_in_thread(end_offsets(settings, settings.topic_events))
+    before = run_in_thread(end_offsets(settings, settings.kafka.topic_events))
     for who, batch in (
         ("a-producer", [f.pain(pid, 3, "2026-10-10T10:00:00-05:00"), time_log]),
         ("a-producer", [episode]),
@@ -390,7 +390,7 @@ def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: 
     ):
         resp = world.call(who, "POST", "/v1/events", json=batch)
         assert resp.status_code == 403, (who, resp.text)
-    assert run_in_thread(end_offsets(settings, settings.topic_events)) == before
+    assert run_in_thread(end_offsets(settings, settings.kafka.topic_events)) == before
     # another organisation's producer cannot add to A's patient: the same patient_id from
     # B is B's own patient (accepted, no refusal that would tell B the id exists in A)
     foreign = f.pain(pid, 8, "2026-10-22T10:00:00-05:00")
@@ -398,7 +398,7 @@ def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: 
     assert (body["accepted"], body["rejected"], body["duplicates"]) == (1, [], [])
 
     async def stored_in_b() -> bool:
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.db.dsn)
         try:
             org = await conn.fetchval(
                 "SELECT org_id FROM events WHERE event_id = $1", foreign["event_id"]
@@ -602,8 +602,8 @@ def test_every_read_and_export_leaves_an_audit_row_that_rtm_audit_shows(world: W
         return "deleted"
 
     settings = world.stack.settings
-    assert run_in_thread(tamper(settings.dsn)) == "permission denied for table audit_log"
-    assert "append-only" in run_in_thread(tamper(settings.owner_dsn))
+    assert run_in_thread(tamper(settings.db.dsn)) == "permission denied for table audit_log"
+    assert "append-only" in run_in_thread(tamper(settings.db.owner_dsn))
 
 
 def test_a_record_written_straight_to_kafka_never_joins_another_organisations_patient(
@@ -626,7 +626,7 @@ def test_a_record_written_straight_to_kafka_never_joins_another_organisations_pa
         try:
             for ev in (foreign, unstamped):
                 await producer.send_and_wait(
-                    settings.topic_events, json.dumps(ev).encode(), key=pa1.encode()
+                    settings.kafka.topic_events, json.dumps(ev).encode(), key=pa1.encode()
                 )
         finally:
             await producer.stop()
@@ -634,7 +634,7 @@ def test_a_record_written_straight_to_kafka_never_joins_another_organisations_pa
     run_in_thread(send())
 
     async def stored() -> dict[str, str]:
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.db.dsn)
         try:
             rows = await conn.fetch(
                 "SELECT event_id, org_id FROM events WHERE event_id = ANY($1)",
@@ -697,7 +697,7 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
     assert export.status_code == 403  # a clinician may not record an export
 
     async def stored_note() -> str | None:
-        conn = await asyncpg.connect(world.stack.settings.dsn)
+        conn = await asyncpg.connect(world.stack.settings.db.dsn)
         try:
             note: str | None = await conn.fetchval(
                 "SELECT ack_note FROM alerts WHERE id = $1", world.alert_id

@@ -128,7 +128,7 @@ async def test_red_flag_with_no_episode_reaches_the_clinic_wide_recipient(
             ) == ("fired", "red_flag", True, "*", [flag["event_id"]])
             listed = [a for a in await _alerts_api(stack, clinician_id="*") if a["patient_id"] == p]
             assert [a["unrouted"] for a in listed] == [True]
-            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics").text
             assert 'rtm_worker_alerts_unrouted_total{kind="red_flag"} 1.0' in metrics
     finally:
         await db.execute("DELETE FROM clinician_webhooks WHERE clinician_id = '*'")

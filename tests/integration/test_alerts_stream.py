@@ -204,7 +204,7 @@ async def test_signed_webhook_delivery_and_visible_failure(
 
             await wait_for(failed_visible, what="failed delivery visible on the alert")
             assert len(failing.requests) == 3  # every attempt made, none silently dropped
-            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics").text
             assert 'rtm_worker_webhook_deliveries_total{outcome="failed"} 1.0' in metrics
 
             def gauge(text: str, name: str) -> float:
@@ -212,7 +212,7 @@ async def test_signed_webhook_delivery_and_visible_failure(
                 return float(line.split()[-1])
 
             async def backlog_seen() -> bool:  # what RTMCriticalAlertUndelivered pages on
-                text = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+                text = httpx.get(f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics").text
                 return (
                     'rtm_worker_webhook_backlog{severity="critical"}' in text
                     and gauge(text, 'rtm_worker_webhook_backlog{severity="critical"}') >= 1

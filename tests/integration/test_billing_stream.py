@@ -51,7 +51,7 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
     schema = "it_billing_" + uuid.uuid4().hex[:8]
 
     async def create() -> None:
-        conn = await asyncpg.connect(base_settings.owner_dsn)
+        conn = await asyncpg.connect(base_settings.db.owner_dsn)
         try:
             await conn.execute(f"CREATE SCHEMA {schema}")
         finally:
@@ -59,12 +59,12 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
 
     asyncio.run(create())
     path = f"?search_path={schema}%2Cpublic"
-    dsn = base_settings.dsn.split("?")[0] + path  # the app role, as in production
-    owner_dsn = base_settings.owner_dsn.split("?")[0] + path
-    settings = isolated_settings(base_settings).model_copy(
-        update={"database_url": dsn, "database_owner_url": SecretStr(owner_dsn)}
+    dsn = base_settings.db.dsn.split("?")[0] + path  # the app role, as in production
+    owner_dsn = base_settings.db.owner_dsn.split("?")[0] + path
+    settings = isolated_settings(base_settings).but(
+        {"database_url": dsn, "database_owner_url": SecretStr(owner_dsn)}
     )
-    asyncio.run(migrate(owner_dsn, settings.app_role))
+    asyncio.run(migrate(owner_dsn, settings.db.app_role))
     asyncio.run(ensure_topics(settings))
     key = ensure_dev_key(settings)
     asyncio.run(provision_dev(settings, key))  # the dev key and users, in this schema too
@@ -79,7 +79,7 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
                 child.stop()
 
         async def drop() -> None:
-            conn = await asyncpg.connect(base_settings.owner_dsn)
+            conn = await asyncpg.connect(base_settings.db.owner_dsn)
             try:
                 await conn.execute(f"DROP SCHEMA {schema} CASCADE")
             finally:
@@ -90,7 +90,7 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
 
 @pytest_asyncio.fixture
 async def bdb(billing_stack: Stack) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(billing_stack.settings.dsn)
+    conn = await asyncpg.connect(billing_stack.settings.db.dsn)
     try:
         yield conn
     finally:
@@ -122,16 +122,16 @@ async def committed_everything(settings: Settings) -> bool:
     """Every record of the events topic acked by every agent of the worker's group."""
     consumer = AIOKafkaConsumer(
         **kafka_client_kwargs(settings),
-        group_id=settings.app_id,
+        group_id=settings.worker.app_id,
         enable_auto_commit=False,
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(settings.topic_events) or set()
+        parts = consumer.partitions_for_topic(settings.kafka.topic_events) or set()
         if not parts:
             await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(settings.topic_events) or set()
-        tps = [TopicPartition(settings.topic_events, p) for p in parts]
+            parts = consumer.partitions_for_topic(settings.kafka.topic_events) or set()
+        tps = [TopicPartition(settings.kafka.topic_events, p) for p in parts]
         ends = await consumer.end_offsets(tps)
         for tp in tps:
             if (await consumer.committed(tp) or 0) < ends[tp]:
@@ -160,7 +160,7 @@ async def test_streamed_cohort_exports_the_offline_csv_and_amends_late_data(
     billing_stack: Stack, bdb: asyncpg.Connection, factory: EventFactory, tmp_path: Path
 ) -> None:
     settings = billing_stack.settings
-    dsn = settings.dsn
+    dsn = settings.db.dsn
     cohort = namespaced_cohort(factory.prefix, patients=60, days=75, seed=11)
     extra, late = late_patient(factory)
     path = tmp_path / "cohort.jsonl"
@@ -332,7 +332,7 @@ def schema_dsn(base_settings: Settings) -> Iterator[str]:
     schema = "it_billing_" + uuid.uuid4().hex[:8]
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base_settings.owner_dsn)  # DDL: the owner
+        conn = await asyncpg.connect(base_settings.db.owner_dsn)  # DDL: the owner
         try:
             await conn.execute(sql)
         finally:
@@ -341,9 +341,9 @@ def schema_dsn(base_settings: Settings) -> Iterator[str]:
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
     path = f"?search_path={schema}%2Cpublic"
     # migrated by the owner, then used (seeded, the CLI run) as the application role
-    asyncio.run(migrate(base_settings.owner_dsn.split("?")[0] + path, base_settings.app_role))
+    asyncio.run(migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role))
     try:
-        yield base_settings.dsn.split("?")[0] + path
+        yield base_settings.db.dsn.split("?")[0] + path
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 

@@ -41,7 +41,7 @@ def dsn(base_settings: Settings) -> Iterator[str]:
     schema = "it_claims_" + uuid.uuid4().hex[:8]
 
     async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base_settings.owner_dsn)  # DDL: the owner
+        conn = await asyncpg.connect(base_settings.db.owner_dsn)  # DDL: the owner
         try:
             await conn.execute(sql)
         finally:
@@ -50,9 +50,9 @@ def dsn(base_settings: Settings) -> Iterator[str]:
     asyncio.run(run(f"CREATE SCHEMA {schema}"))
     path = f"?search_path={schema}%2Cpublic"
     # migrated by the owner, then used (seeded, the CLI run) as the application role
-    asyncio.run(migrate(base_settings.owner_dsn.split("?")[0] + path, base_settings.app_role))
+    asyncio.run(migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role))
     try:
-        yield base_settings.dsn.split("?")[0] + path
+        yield base_settings.db.dsn.split("?")[0] + path
     finally:
         asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 def _halted(settings: Settings) -> float | None:
     try:
         text = httpx.get(
-            f"http://{settings.worker_web_host}:{settings.worker_web_port}/metrics", timeout=5
+            f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics", timeout=5
         ).text
     except httpx.HTTPError:
         return None
@@ -62,7 +62,7 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
         await producer.start()
         try:
             for value in [*bad, *(json.dumps(e).encode() for e in good)]:
-                await producer.send(settings.topic_events, value, key=p.encode())
+                await producer.send(settings.kafka.topic_events, value, key=p.encode())
             await producer.flush()
         finally:
             await producer.stop()
@@ -72,9 +72,9 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
 
         await wait_for(halted, 60, "the worker to halt at the dead-letter limit")
         await asyncio.sleep(2)
-        dead = await read_topic(settings, settings.topic_dead, 10**6, timeout=5)
+        dead = await read_topic(settings, settings.kafka.topic_dead, 10**6, timeout=5)
         assert len(dead) < 100, "dead letters sent past the limit"
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.db.dsn)
         try:
             stored = await conn.fetchval("SELECT count(*) FROM events WHERE patient_id = $1", p)
         finally:
@@ -88,7 +88,7 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
         stack.start_worker(dead_letter_max_consecutive=0)  # the "fix": no run limit
 
         async def everything() -> bool:
-            conn = await asyncpg.connect(settings.dsn)
+            conn = await asyncpg.connect(settings.db.dsn)
             try:
                 n = await conn.fetchval("SELECT count(*) FROM events WHERE patient_id = $1", p)
             finally:
@@ -96,11 +96,11 @@ async def test_a_storm_of_bad_records_halts_ingestion_and_nothing_is_lost(
             return int(n) == len(good)
 
         await wait_for(everything, 90, "the good records stored after the restart")
-        dead = await read_topic(settings, settings.topic_dead, len(bad), timeout=30)
+        dead = await read_topic(settings, settings.kafka.topic_dead, len(bad), timeout=30)
         # the worker keeps a record it cannot decode as the text it received
         ids = {
             (json.loads(d["event"]) if isinstance(d["event"], str) else d["event"])["event_id"]
             for d in dead
         }
         assert {f"{factory.prefix}-bad{i}" for i in range(300)} <= ids
-        assert await end_offsets(settings, settings.topic_events) == len(bad) + len(good)
+        assert await end_offsets(settings, settings.kafka.topic_events) == len(bad) + len(good)

@@ -206,7 +206,7 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
                 "red_flag",
             ]
             assert {s for _, _, s in await _statuses(db, clinician)} == {"delivered"}
-            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics").text
+            metrics = httpx.get(f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics").text
             assert 'rtm_worker_webhook_deliveries_total{outcome="delivered"} 4.0' in metrics
             assert 'rtm_worker_webhook_deliveries_total{outcome="failed"}' in metrics
     finally:
@@ -450,7 +450,7 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
         assert r.exit_code == 0 and "added" in r.output, r.output
 
         async def stored_secret() -> str:
-            conn = await asyncpg.connect(base_settings.dsn)
+            conn = await asyncpg.connect(base_settings.db.dsn)
             try:
                 return str(
                     await conn.fetchval(
@@ -533,8 +533,8 @@ async def test_delivery_timer_survives_the_database_going_away(
     metrics = WorkerMetrics(CollectorRegistry())
     now = [0.0]
     supervisor = Supervisor(metrics.task_failures, monotonic=lambda: now[0])
-    dead = base_settings.model_copy(update={"pg_port": free_port(), "database_url": None})
-    deliverer = Deliverer(EventStore(dead.dsn), dead, metrics, supervisor)
+    dead = base_settings.but({"pg_port": free_port(), "database_url": None})
+    deliverer = Deliverer(EventStore(dead.db.dsn), dead, metrics, supervisor)
 
     async def deliver_due() -> None:
         await deliverer.dispatch()
@@ -550,7 +550,7 @@ async def test_delivery_timer_survives_the_database_going_away(
         == 2.0
     )
     # the same object recovers when the database is reachable (a pool opened lazily)
-    deliverer.store = EventStore(base_settings.dsn)
+    deliverer.store = EventStore(base_settings.db.dsn)
     try:
         now[0] += 60.0
         assert await supervisor.run_once("deliver_due", deliver_due) is True
@@ -584,7 +584,7 @@ def test_webhooks_to_loopback_private_and_metadata_addresses_are_refused(
     assert r.exit_code == 2 and "non-public" in r.output, r.output
 
     async def count() -> int:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.db.dsn)
         try:
             return int(
                 await conn.fetchval(
@@ -615,7 +615,7 @@ async def test_delivery_rechecks_the_resolved_address(base_settings: Settings) -
                 b"{}",
                 "k",
                 Destinations.from_settings(
-                    base_settings.model_copy(update={"webhook_allow_networks": "127.0.0.0/8"})
+                    base_settings.but({"webhook_allow_networks": "127.0.0.0/8"})
                 ),
             )
         assert refused == "destination refused"

@@ -51,7 +51,7 @@ def stack(base_settings: Settings) -> Iterator[tuple[Stack, dict[str, str]]]:
         assert s.post(data).json()["accepted"] == len(data)
 
         async def stored() -> bool:
-            conn = await asyncpg.connect(s.settings.dsn)
+            conn = await asyncpg.connect(s.settings.db.dsn)
             try:
                 n = await conn.fetchval(
                     "SELECT count(*) FROM events WHERE patient_id = ANY($1::text[])",
@@ -119,7 +119,7 @@ def test_scope_bad_dates_and_audit(stack: tuple[Stack, dict[str, str]]) -> None:
     assert _get(s, s.user_headers("billing"), {"patient": p["mine"]}).status_code == 403
 
     async def audited() -> list[Any]:
-        conn = await asyncpg.connect(s.settings.dsn)
+        conn = await asyncpg.connect(s.settings.db.dsn)
         try:
             return list(
                 await conn.fetch(

@@ -121,7 +121,7 @@ def _encode(item: Any) -> bytes:
 
 
 async def _stored_since(settings: Settings, since: dt.datetime) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         rows = await conn.fetch("SELECT event_id, payload FROM events WHERE stored_at >= $1", since)
     finally:
@@ -171,7 +171,7 @@ async def test_bad_items_never_cost_a_valid_neighbour_or_a_process(
         )
         statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
         assert resp.status_code < 500, resp.text[:500]
-        if ndjson and len(body) <= stack.settings.max_body_bytes:
+        if ndjson and len(body) <= stack.settings.gateway.max_body_bytes:
             assert resp.status_code == 200, resp.text[:500]
         if resp.status_code == 200:
             expected.update(g["event_id"] for g in good)
@@ -190,7 +190,7 @@ async def test_bad_items_never_cost_a_valid_neighbour_or_a_process(
     wrong = [r["event_id"] for r in stored if isinstance(validate_event(r["payload"]), list)]
     assert not wrong, wrong[:5]
     _alive(stack)
-    health = f"http://{stack.settings.worker_web_host}:{stack.settings.worker_web_port}"
+    health = f"http://{stack.settings.worker.web_host}:{stack.settings.worker.web_port}"
     ready = run_in_thread(_get(f"{health}/readyz"))
     assert ready.status_code == 200, ready.text  # consuming, not halted by dead letters
 

@@ -107,7 +107,7 @@ def world(base_settings: Any) -> Iterator[World]:
         assert body["accepted"] == len(events), body
 
         async def stored() -> bool:
-            conn = await asyncpg.connect(stack.settings.dsn)
+            conn = await asyncpg.connect(stack.settings.db.dsn)
             try:
                 n = await conn.fetchval("SELECT count(*) FROM events WHERE patient_id = $1", p)
                 w.alert_id = (
@@ -123,7 +123,7 @@ def world(base_settings: Any) -> Iterator[World]:
 
 def _exports(world: World) -> int:
     async def count() -> int:
-        conn = await asyncpg.connect(world.stack.settings.dsn)
+        conn = await asyncpg.connect(world.stack.settings.db.dsn)
         try:
             return int(await conn.fetchval("SELECT count(*) FROM billing_exports"))
         finally:

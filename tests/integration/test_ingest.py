@@ -78,7 +78,7 @@ async def test_mixed_batch_stores_good_events_exactly_once(
         import httpx
 
         text = httpx.get(
-            f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics", timeout=5
+            f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics", timeout=5
         ).text
         line = next(
             line
@@ -105,7 +105,7 @@ async def test_rejected_events_reach_the_dead_letter_topic_with_reason(
     ]
     resp = stack.post([factory.episode_started(p), *bad])
     assert len(resp.json()["rejected"]) == 2
-    dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=2)
+    dead = await read_topic(stack.settings, stack.settings.kafka.topic_dead, expect=2)
     assert [d["event"]["event_id"] for d in dead if d["event"]] == [
         e["event_id"] for e in bad
     ] or sorted(d["event"]["event_id"] for d in dead) == sorted(e["event_id"] for e in bad)
@@ -132,7 +132,7 @@ async def test_future_dated_event_is_rejected_and_the_good_one_accepted(
     assert err["field"] == "occurred_at"
     assert err["message"].startswith("occurred_at: more than 600 s ahead of received_at")
 
-    dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=1)
+    dead = await read_topic(stack.settings, stack.settings.kafka.topic_dead, expect=1)
     assert [(d["stage"], d["event"]["event_id"]) for d in dead] == [("gateway", future["event_id"])]
     assert dead[0]["errors"] == rejected["errors"]
 
@@ -148,13 +148,13 @@ async def test_request_without_valid_key_produces_nothing(
 ) -> None:
     p = factory.patient(1)
     events = [factory.episode_started(p), factory.pain(p, 3, "2026-11-04T10:00:00-06:00")]
-    before = await end_offsets(stack.settings, stack.settings.topic_events)
+    before = await end_offsets(stack.settings, stack.settings.kafka.topic_events)
     assert stack.post(events, key=None).status_code == 401
     assert stack.post(events, key="not-the-key").status_code == 401
     resp = stack.post([], key=None, content=b"garbage")
     assert resp.status_code == 401
-    assert await end_offsets(stack.settings, stack.settings.topic_events) == before
-    assert await end_offsets(stack.settings, stack.settings.topic_dead) == 0
+    assert await end_offsets(stack.settings, stack.settings.kafka.topic_events) == before
+    assert await end_offsets(stack.settings, stack.settings.kafka.topic_dead) == 0
     assert await stored_ids(db, factory.prefix) == []
 
 
@@ -209,7 +209,7 @@ async def test_second_active_episode_is_dead_lettered_and_ignored(
     pain = factory.pain(p, 9, "2026-11-06T10:00:00-06:00")
     body = stack.post([first, second, pain]).json()
     assert body["accepted"] == 3  # valid on its own; the conflict is a fact of the stream
-    dead = await read_topic(stack.settings, stack.settings.topic_dead, expect=1)
+    dead = await read_topic(stack.settings, stack.settings.kafka.topic_dead, expect=1)
     assert [d["event"]["event_id"] for d in dead] == [second["event_id"]]
     assert "active episode" in dead[0]["errors"][0]["message"]
 

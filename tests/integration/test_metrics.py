@@ -69,7 +69,7 @@ async def test_metrics_move_and_carry_no_ids(
     # No wall-clock ticks: only what this test sends may fire.
     with running_stack(base_settings, tick_interval_s=0, worker_lag_interval_s=0.5) as stack:
         gateway_url = f"{stack.url}/metrics"
-        worker_url = f"http://127.0.0.1:{stack.settings.worker_web_port}/metrics"
+        worker_url = f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics"
         body = stack.post(good[:4] + bad + good[4:]).json()
         assert body["accepted"] == len(good) and len(body["rejected"]) == len(bad)
 
@@ -96,7 +96,7 @@ async def test_metrics_move_and_carry_no_ids(
             lag = labelled(w, "rtm_worker_consumer_lag")
             return (
                 value(w, "rtm_worker_duplicates_ignored_total") >= len(good)
-                and len(lag) == stack.settings.topic_partitions
+                and len(lag) == stack.settings.kafka.topic_partitions
                 and all(v == 0 for v in lag.values())
             )
 
@@ -126,9 +126,9 @@ async def test_metrics_move_and_carry_no_ids(
     assert value(w, "rtm_worker_alerts_fired_total", kind="red_flag", severity="critical") == 1
     assert sum(labelled(w, "rtm_worker_alerts_fired_total").values()) == 1
     lag = labelled(w, "rtm_worker_consumer_lag")
-    assert {dict(k)["topic"] for k in lag} == {stack.settings.topic_events}
+    assert {dict(k)["topic"] for k in lag} == {stack.settings.kafka.topic_events}
     assert sorted(int(dict(k)["partition"]) for k in lag) == list(
-        range(stack.settings.topic_partitions)
+        range(stack.settings.kafka.topic_partitions)
     )
     assert set(lag.values()) == {0.0}
     days = await db.fetchval(

@@ -51,10 +51,10 @@ TABLES = {  # table -> its key columns (for the dump compared after the second r
 async def before_013(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A scratch schema with every migration before 013 applied."""
     schema = "it_mig013_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect(base_settings.owner_dsn)  # the owner makes schemas
+    admin = await asyncpg.connect(base_settings.db.owner_dsn)  # the owner makes schemas
     await admin.execute(f"CREATE SCHEMA {schema}")
     conn = await asyncpg.connect(
-        base_settings.owner_dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
+        base_settings.db.owner_dsn.split("?")[0] + f"?search_path={schema}%2Cpublic"
     )
     try:
         for name, sql in _migrations():

@@ -80,7 +80,7 @@ class Two:
 
     def db(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def go() -> list[asyncpg.Record]:
-            conn = await asyncpg.connect(self.stack.settings.dsn)
+            conn = await asyncpg.connect(self.stack.settings.db.dsn)
             try:
                 return list(await conn.fetch(sql, *args))
             finally:
@@ -93,7 +93,7 @@ class Two:
         """Until ``sql`` (one boolean) holds."""
 
         async def check() -> bool:
-            conn = await asyncpg.connect(self.stack.settings.dsn)
+            conn = await asyncpg.connect(self.stack.settings.db.dsn)
             try:
                 return bool(await conn.fetchval(sql, *args))
             finally:
@@ -103,7 +103,7 @@ class Two:
 
 
 async def _provision(settings: Settings, t: Two) -> None:
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         for org in (t.org_a, t.org_b):
             await db.add_org(conn, org, f"Clinic {org}")
@@ -372,7 +372,7 @@ def test_a_patient_id_posted_first_by_another_organisation_does_not_block_an_epi
         False,
     )
     assert alert["event_ids"] == [red_flag["event_id"]]
-    dead = run_in_thread(read_topic(t.stack.settings, t.stack.settings.topic_dead, 10**6, 5))
+    dead = run_in_thread(read_topic(t.stack.settings, t.stack.settings.kafka.topic_dead, 10**6, 5))
     assert not [d for d in dead if (d.get("event") or {}).get("event_id") == start["event_id"]]
     assert (
         t.db(
@@ -466,7 +466,9 @@ def test_every_refusal_is_the_same_whether_the_id_exists_elsewhere_or_not(two: T
     # the worker: A's second active episode is refused with one text for both ids
     def refusals(pid: str) -> list[tuple[str, str]]:
         prefix = sent[pid][0]
-        dead = run_in_thread(read_topic(t.stack.settings, t.stack.settings.topic_dead, 10**6, 5))
+        dead = run_in_thread(
+            read_topic(t.stack.settings, t.stack.settings.kafka.topic_dead, 10**6, 5)
+        )
         return sorted(
             (d["stage"], _normalised(json.dumps(d["errors"]), pid, prefix))
             for d in dead

@@ -36,7 +36,7 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
     assert stack.post(first).json()["accepted"] == len(first)
 
     async def count(ids: list[str]) -> int:
-        conn = await asyncpg.connect(base_settings.dsn)
+        conn = await asyncpg.connect(base_settings.db.dsn)
         try:
             return int(
                 await conn.fetchval(
@@ -53,7 +53,7 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
 
     await wait_for(first_stored, 60, "the first events stored")
     worker = stack.workers[0]
-    health = f"http://{stack.settings.worker_web_host}:{stack.settings.worker_web_port}"
+    health = f"http://{stack.settings.worker.web_host}:{stack.settings.worker.web_port}"
     ready = httpx.get(f"{health}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["consuming"], ready.text
 
@@ -84,7 +84,7 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
         return await count(ids) == len(ids)
 
     await wait_for(all_stored, 90, "every accepted event stored after the outage")
-    conn = await asyncpg.connect(base_settings.dsn)
+    conn = await asyncpg.connect(base_settings.db.dsn)
     try:
         alerts = await conn.fetch("SELECT kind FROM alerts WHERE patient_id = $1", p)
         dupes = await conn.fetchval(

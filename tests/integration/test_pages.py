@@ -70,7 +70,7 @@ def local(days_ago: float, hour: int = 10) -> str:
 
 
 async def _provision(settings: Settings, d: Dash) -> None:
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         await db.add_org(conn, d.org, "Browser clinic")
         pw = hash_password(PASSWORD)
@@ -91,7 +91,7 @@ async def _provision(settings: Settings, d: Dash) -> None:
 
 
 async def _rollups(settings: Settings, pids: list[str]) -> dict[str, Any]:
-    conn = await asyncpg.connect(settings.dsn)
+    conn = await asyncpg.connect(settings.db.dsn)
     try:
         rows = await conn.fetch(
             "SELECT patient_id, open_critical, open_high FROM"
@@ -294,7 +294,7 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.screenshot(path=str(dash.shots / "patient-acknowledged.png"), full_page=True)
 
     async def stored() -> tuple[str, str, str]:
-        conn = await asyncpg.connect(dash.stack.settings.dsn)
+        conn = await asyncpg.connect(dash.stack.settings.db.dsn)
         try:
             r = await conn.fetchrow(
                 "SELECT status, ack_note, acknowledged_by FROM alerts WHERE id = $1", alert_id

@@ -61,7 +61,7 @@ def assigned_partitions(settings: Settings, port: int) -> set[int]:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     except httpx.TransportError:
         return set()
-    tag = f'topic="{settings.topic_events}"'
+    tag = f'topic="{settings.kafka.topic_events}"'
     out = set()
     for line in text.splitlines():
         if line.startswith("rtm_worker_consumer_lag{") and tag in line:
@@ -71,7 +71,7 @@ def assigned_partitions(settings: Settings, port: int) -> set[int]:
 
 async def wait_split(stack: Stack, ports: list[int]) -> list[set[int]]:
     """Until every given worker holds some partitions, disjoint, together all of them."""
-    every = set(range(stack.settings.topic_partitions))
+    every = set(range(stack.settings.kafka.topic_partitions))
     held: list[set[int]] = []
 
     async def split() -> bool:
@@ -91,7 +91,7 @@ class GroupOffsets:
         self.settings = settings
         self.consumer = AIOKafkaConsumer(
             **kafka_client_kwargs(settings),
-            group_id=settings.app_id,
+            group_id=settings.worker.app_id,
             enable_auto_commit=False,
         )
 
@@ -104,8 +104,8 @@ class GroupOffsets:
 
     async def caught_up(self) -> bool:
         tps = [
-            TopicPartition(self.settings.topic_events, p)
-            for p in range(self.settings.topic_partitions)
+            TopicPartition(self.settings.kafka.topic_events, p)
+            for p in range(self.settings.kafka.topic_partitions)
         ]
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
@@ -127,7 +127,7 @@ async def stream_cohort(
         if scale_out:
             port = free_port()
             stack.start_worker(worker_web_port=port)
-            await wait_split(stack, [stack.settings.worker_web_port, port])
+            await wait_split(stack, [stack.settings.worker.web_port, port])
         first = await produce_file(stack.settings, halves[0], stack.url, 250, 4)
         if scale_out:
             # A clean stop (SIGTERM) in the middle of the stream: its partitions move to
@@ -140,7 +140,7 @@ async def stream_cohort(
             port = free_port()
             stack.start_worker(worker_web_port=port)
             # The restarted worker takes partitions back (a second rebalance).
-            await wait_split(stack, [stack.settings.worker_web_port, port])
+            await wait_split(stack, [stack.settings.worker.web_port, port])
         assert first.rejected == second.rejected == 0
 
         await stored_then_tick(db, stack.settings, prefix, n_ids, AS_OF, 60)

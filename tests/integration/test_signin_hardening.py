@@ -46,7 +46,7 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+        return f"http://{self.settings.gateway.host}:{self.settings.gateway.port}"
 
     def user(self, name: str) -> str:
         return f"{self.tag}-{name}"
@@ -56,7 +56,7 @@ class Gateway:
 def gateway(base: Settings, **over: Any) -> Iterator[Gateway]:
     """A gateway alone (sign-in needs no worker) with these settings, its own org and users
     c1 (clinician cid1, treats p1), c2 (clinician cid2), billing, and off (disabled)."""
-    settings = isolated_settings(base).model_copy(update=over)
+    settings = isolated_settings(base).but(over)
     tag = "sig" + uuid.uuid4().hex[:8]
     gw = Gateway(settings, tag, f"{tag}-org")
     run_in_thread(_provision(gw))
@@ -68,7 +68,7 @@ def gateway(base: Settings, **over: Any) -> Iterator[Gateway]:
 
 
 async def _provision(gw: Gateway) -> None:
-    conn = await asyncpg.connect(gw.settings.dsn)  # the application role, as the CLI
+    conn = await asyncpg.connect(gw.settings.db.dsn)  # the application role, as the CLI
     try:
         await db.add_org(conn, gw.org, "Sign-in clinic")
         pw = hash_password(PASSWORD)
@@ -114,7 +114,7 @@ def session_headers(resp: httpx.Response) -> dict[str, str]:
 
 def audit_rows(settings: Settings, where: str, *args: Any) -> list[dict[str, Any]]:
     async def go() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.db.dsn)
         try:
             rows = await conn.fetch(
                 "SELECT org_id, actor, role, action, resource, patient_ids, detail::text AS detail"
@@ -342,11 +342,11 @@ def test_rtm_users_sign_out_ends_every_session_of_the_user(gw: Gateway) -> None:
 def test_the_application_role_cannot_erase_or_change_the_audit_log(
     base_settings: Settings,
 ) -> None:
-    assert base_settings.app_role == "rtm_app"
+    assert base_settings.db.app_role == "rtm_app"
 
     async def go() -> dict[str, str]:
-        app = await asyncpg.connect(base_settings.dsn)
-        owner = await asyncpg.connect(base_settings.owner_dsn)
+        app = await asyncpg.connect(base_settings.db.dsn)
+        owner = await asyncpg.connect(base_settings.db.owner_dsn)
         out: dict[str, str] = {}
         try:
             assert await app.fetchval("SELECT current_user") == "rtm_app"

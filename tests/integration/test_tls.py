@@ -45,12 +45,12 @@ def test_gateway_serves_https_only_with_a_configured_certificate(
         capture_output=True,
         timeout=60,
     )
-    settings = base_settings.model_copy(
-        update={"api_port": free_port(), "api_tls_certfile": cert, "api_tls_keyfile": key}
+    settings = base_settings.but(
+        {"api_port": free_port(), "api_tls_certfile": cert, "api_tls_keyfile": key}
     )
     child = start_gateway(settings)
     try:
-        url = f"127.0.0.1:{settings.api_port}"
+        url = f"127.0.0.1:{settings.gateway.port}"
         trust = ssl.create_default_context(cafile=str(cert))
         resp = httpx.get(f"https://{url}/healthz", verify=trust, timeout=10)
         assert resp.status_code == 200

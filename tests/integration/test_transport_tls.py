@@ -86,7 +86,7 @@ def encrypted() -> Iterator[Encrypted]:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         state_dir=root / "state",
-        pg_data_dir=None,  # outside the clone, readable by postgres (settings.pg_data_path)
+        pg_data_dir=None,  # outside the clone, readable by postgres (settings.provision.pg_data_path(settings.state_dir))
         kafka_bootstrap=None,
         database_url=None,
         kafka_port=sasl_port,
@@ -121,7 +121,7 @@ def encrypted() -> Iterator[Encrypted]:
         kafka_sasl_password=None,
     )
     security = services.BrokerSecurity(
-        protocol="SSL",  # on mtls.kafka_port, also the inter-broker listener
+        protocol="SSL",  # on mtls.kafka.port, also the inter-broker listener
         more_listeners={"SASL_SSL": sasl_port},
         properties={
             "ssl.keystore.type": "PKCS12",
@@ -144,7 +144,7 @@ def encrypted() -> Iterator[Encrypted]:
         services.postgres_up(
             settings, tls=services.PostgresTls(db_cert.cert, db_cert.key, client_cafile=ca.cert)
         )
-        run_in_thread(migrate(settings.owner_dsn, settings.app_role))  # the owner migrates
+        run_in_thread(migrate(settings.db.owner_dsn, settings.db.app_role))  # the owner migrates
         run_in_thread(ensure_topics(settings))  # over SASL_SSL
         key = ensure_dev_key(settings)
         run_in_thread(provision_dev(settings, key))
@@ -152,7 +152,9 @@ def encrypted() -> Iterator[Encrypted]:
     finally:
         services.kafka_down(mtls)
         services.postgres_down(settings)
-        shutil.rmtree(settings.pg_data_path.parent, ignore_errors=True)
+        shutil.rmtree(
+            settings.provision.pg_data_path(settings.state_dir).parent, ignore_errors=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -169,7 +171,7 @@ async def test_events_stream_through_tls_only_kafka_and_postgres(
     try:
         children.append(start_worker(s, name="tls-worker"))
         children.append(start_gateway(s))  # waits for /readyz: Kafka and the database answer
-        wait_http(f"http://{s.worker_web_host}:{s.worker_web_port}/readyz", children[0], timeout=60)
+        wait_http(f"http://{s.worker.web_host}:{s.worker.web_port}/readyz", children[0], timeout=60)
         p = factory.patient(1)
         events = [
             factory.episode_started(p, at=_now(-48)),
@@ -177,7 +179,7 @@ async def test_events_stream_through_tls_only_kafka_and_postgres(
             factory.symptom(p, _now(-1), red_flags=["saddle_anesthesia"]),
         ]
         resp = httpx.post(
-            f"http://{s.api_host}:{s.api_port}/v1/events",
+            f"http://{s.gateway.host}:{s.gateway.port}/v1/events",
             json=events,
             headers={"Authorization": f"Bearer {encrypted.key}"},
             timeout=30,
@@ -185,7 +187,7 @@ async def test_events_stream_through_tls_only_kafka_and_postgres(
         assert resp.status_code == 200, resp.text
         assert resp.json()["accepted"] == 3
 
-        conn = await asyncpg.connect(s.dsn)  # verify-full, client certificate
+        conn = await asyncpg.connect(s.db.dsn)  # verify-full, client certificate
         try:
 
             async def stored_and_alerted() -> bool:
@@ -203,7 +205,7 @@ async def test_events_stream_through_tls_only_kafka_and_postgres(
             rows = await conn.fetch(
                 "SELECT s.ssl, s.version FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
                 " WHERE a.client_addr IS NOT NULL AND a.datname = $1",
-                s.pg_database,
+                s.db.database,
             )
             assert len(rows) >= 3
             assert all(r["ssl"] and r["version"] in ("TLSv1.2", "TLSv1.3") for r in rows)
@@ -211,7 +213,7 @@ async def test_events_stream_through_tls_only_kafka_and_postgres(
             await conn.close()
 
         # the alert went out on rtm.alerts: read back over the mutual-TLS listener
-        published = await read_topic(encrypted.mtls, s.topic_alerts, expect=1, timeout=60)
+        published = await read_topic(encrypted.mtls, s.kafka.topic_alerts, expect=1, timeout=60)
         assert any(a.get("alert", a).get("kind") == "red_flag" for a in published), published
     finally:
         for child in children:
@@ -255,7 +257,7 @@ async def test_plaintext_and_unverified_clients_are_refused(encrypted: Encrypted
     s, mtls = encrypted.settings, encrypted.mtls
     # Kafka: plaintext on either listener, TLS without the client certificate on the
     # mutual-TLS one, SCRAM with a wrong password
-    for port in (mtls.kafka_port, s.kafka_port):
+    for port in (mtls.kafka.port, s.kafka.port):
         await _refused_by_kafka(
             encrypted, "SSL handshake failed", bootstrap_servers=f"127.0.0.1:{port}"
         )
@@ -267,18 +269,18 @@ async def test_plaintext_and_unverified_clients_are_refused(encrypted: Encrypted
     # PostgreSQL: no TLS; the right CA but a host name the certificate does not name;
     # another CA; no client certificate
     plain = variant(s, pg_sslmode="disable", pg_sslrootcert=None, pg_sslcert=None, pg_sslkey=None)
-    exc = await _refused_by_postgres(plain.dsn)
+    exc = await _refused_by_postgres(plain.db.dsn)
     assert "no encryption" in str(exc)
-    exc = await _refused_by_postgres(variant(s, pg_host="localhost").dsn)
+    exc = await _refused_by_postgres(variant(s, pg_host="localhost").db.dsn)
     assert "Hostname mismatch" in str(exc) or "localhost" in str(exc)
     other = ThrowawayCA(encrypted.ca.folder / "other", name="another CA")
-    exc = await _refused_by_postgres(variant(s, pg_sslrootcert=other.cert).dsn)
+    exc = await _refused_by_postgres(variant(s, pg_sslrootcert=other.cert).db.dsn)
     assert "certificate verify failed" in str(exc)
-    exc = await _refused_by_postgres(variant(s, pg_sslcert=None, pg_sslkey=None).dsn)
+    exc = await _refused_by_postgres(variant(s, pg_sslcert=None, pg_sslkey=None).db.dsn)
     assert "certificate" in str(exc)
 
     # and the right settings are taken (the negative controls fail for their reason only)
-    conn = await asyncpg.connect(s.dsn)
+    conn = await asyncpg.connect(s.db.dsn)
     try:
         assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
     finally:
@@ -286,6 +288,6 @@ async def test_plaintext_and_unverified_clients_are_refused(encrypted: Encrypted
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(s))
     await admin.start()
     try:
-        assert s.topic_events in await admin.list_topics()
+        assert s.kafka.topic_events in await admin.list_topics()
     finally:
         await admin.close()

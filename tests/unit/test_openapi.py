@@ -31,7 +31,7 @@ def test_the_document_is_valid_openapi(doc: dict[str, Any]) -> None:
 def test_ingest_documents_body_answers_and_bearer_security(doc: dict[str, Any]) -> None:
     op = doc["paths"]["/v1/events"]["post"]
     body = op["requestBody"]["content"]["application/json"]["schema"]
-    assert body["type"] == "array" and body["maxItems"] == Settings().max_batch_events
+    assert body["type"] == "array" and body["maxItems"] == Settings().gateway.max_batch_events
     assert body["items"] == {"$ref": "#/components/schemas/RtmEvent"}
     assert "application/x-ndjson" in op["requestBody"]["content"]
     assert set(op["responses"]) == {"200", "400", "401", "403", "413"}

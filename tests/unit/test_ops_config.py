@@ -107,9 +107,11 @@ def test_scrape_config_targets_the_gateway_and_worker() -> None:
     assert doc["rule_files"] == ["alerts.yml"]
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
     defaults = Settings()
-    assert jobs["rtm-gateway"]["static_configs"][0]["targets"] == [f"gateway:{defaults.api_port}"]
+    assert jobs["rtm-gateway"]["static_configs"][0]["targets"] == [
+        f"gateway:{defaults.gateway.port}"
+    ]
     assert jobs["rtm-worker"]["static_configs"][0]["targets"] == [
-        f"worker:{defaults.worker_web_port}"
+        f"worker:{defaults.worker.web_port}"
     ]
     # Jobs the rules select on must be scraped.
     for rule in alert_rules():
@@ -151,23 +153,23 @@ def test_compose_topology_matches_the_local_path() -> None:
     compose = _load_yaml(COMPOSE)
     services = compose["services"]
     defaults = Settings()
-    assert services["kafka"]["image"] == f"apache/kafka:{defaults.kafka_version}"
+    assert services["kafka"]["image"] == f"apache/kafka:{defaults.provision.kafka_version}"
     assert services["timescaledb"]["image"] == (
-        f"timescale/timescaledb:{defaults.timescaledb_version}-pg15"
+        f"timescale/timescaledb:{defaults.provision.timescaledb_version}-pg15"
     )
     kafka_env = services["kafka"]["environment"]
     assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == defaults.topic_partitions
+    assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == defaults.kafka.topic_partitions
     ports = {s: services[s].get("ports", []) for s in services}
-    assert f"127.0.0.1:{defaults.kafka_port}:{defaults.kafka_port}" in ports["kafka"]
-    assert f"127.0.0.1:{defaults.pg_port}:5432" in ports["timescaledb"]
-    assert f"127.0.0.1:{defaults.api_port}:8080" in ports["gateway"]
-    assert f"127.0.0.1:{defaults.worker_web_port}:6066" in ports["worker"]
+    assert f"127.0.0.1:{defaults.kafka.port}:{defaults.kafka.port}" in ports["kafka"]
+    assert f"127.0.0.1:{defaults.db.port}:5432" in ports["timescaledb"]
+    assert f"127.0.0.1:{defaults.gateway.port}:8080" in ports["gateway"]
+    assert f"127.0.0.1:{defaults.worker.web_port}:6066" in ports["worker"]
     pg = services["timescaledb"]["environment"]
     assert (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]) == (
-        defaults.pg_owner_user,
-        defaults.pg_owner_password.get_secret_value(),
-        defaults.pg_database,
+        defaults.db.owner_user,
+        defaults.db.owner_password.get_secret_value(),
+        defaults.db.database,
     )
     # the application role is made on a new volume, and only the migrations run as the owner
     app_role_sql = ROOT / "infra" / "docker" / "10-app-role.sql"
@@ -175,15 +177,15 @@ def test_compose_topology_matches_the_local_path() -> None:
         "./infra/docker/10-app-role.sql:/docker-entrypoint-initdb.d/10-app-role.sql:ro"
         in (services["timescaledb"]["volumes"])
     )
-    assert f"CREATE ROLE {defaults.pg_user} LOGIN PASSWORD" in app_role_sql.read_text()
+    assert f"CREATE ROLE {defaults.db.user} LOGIN PASSWORD" in app_role_sql.read_text()
     owner_url = (
-        f"postgresql://{defaults.pg_owner_user}:{defaults.pg_owner_password.get_secret_value()}@"
+        f"postgresql://{defaults.db.owner_user}:{defaults.db.owner_password.get_secret_value()}@"
     )
     assert services["migrate"]["environment"]["RTM_DATABASE_OWNER_URL"].startswith(owner_url)
     for name in ("topics", "gateway", "worker"):
         assert "RTM_DATABASE_OWNER_URL" not in services[name]["environment"], name
     # Every RTM_* variable the app services set is a real Settings field.
-    fields = {f"RTM_{name.upper()}" for name in Settings.model_fields}
+    fields = set(Settings.env_names())
     for name in ("topics", "migrate", "gateway", "worker"):
         env = services[name]["environment"]
         assert not {k for k in env if k.startswith("RTM_")} - fields, name

@@ -562,7 +562,7 @@ def test_future_skew_boundary(occurred_at: str, max_skew_s: float, rejected: boo
 def test_future_skew_message_and_reference() -> None:
     ev = validate_event(base(occurred_at="2027-11-03T23:30:00-05:00"))
     assert not isinstance(ev, list)
-    err = future_skew_error(ev, RECEIVED, Settings().max_future_skew_s)
+    err = future_skew_error(ev, RECEIVED, Settings().gateway.max_future_skew_s)
     assert err is not None
     assert err.message.startswith("occurred_at: more than 600 s ahead of received_at")
     assert "31536000 s after 2026-11-04T04:30:00+00:00" in err.message
@@ -572,9 +572,9 @@ def test_future_skew_message_and_reference() -> None:
 
 
 def test_max_future_skew_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().max_future_skew_s == 600.0
+    assert Settings().gateway.max_future_skew_s == 600.0
     monkeypatch.setenv("RTM_MAX_FUTURE_SKEW_S", "30")
-    assert Settings().max_future_skew_s == 30.0
+    assert Settings().gateway.max_future_skew_s == 30.0
     monkeypatch.setenv("RTM_MAX_FUTURE_SKEW_S", "-1")
     with pytest.raises(ValidationError):
         Settings()

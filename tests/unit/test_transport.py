@@ -1,6 +1,6 @@
 """Encrypted transport settings (issue 16 item 9): what each Kafka client and the database
 connections get, the combinations refused at startup, and that every client in the
-repository takes its arguments from the one place (streams.kafka.transport, Settings.dsn)."""
+repository takes its arguments from the one place (streams.kafka.transport, Settings.db.dsn)."""
 
 from __future__ import annotations
 
@@ -59,12 +59,12 @@ def asyncpg_ssl(dsn: str) -> Any:
 def test_the_defaults_are_the_local_stacks_plaintext() -> None:
     s = make()
     assert kafka_client_kwargs(s) == {
-        "bootstrap_servers": s.bootstrap_servers,
+        "bootstrap_servers": s.kafka.bootstrap_servers,
         "security_protocol": "PLAINTEXT",
     }
     assert faust_credentials(s) is None
-    assert s.dsn.endswith("?sslmode=prefer")  # libpq's default, as before: TLS if offered
-    assert asyncpg_ssl(s.dsn).verify_mode == ssl.CERT_NONE
+    assert s.db.dsn.endswith("?sslmode=prefer")  # libpq's default, as before: TLS if offered
+    assert asyncpg_ssl(s.db.dsn).verify_mode == ssl.CERT_NONE
     assert cleartext_warnings(s) == []
 
 
@@ -182,20 +182,20 @@ def test_verify_full_travels_in_the_dsn_and_asyncpg_checks_the_host_name(
         pg_sslcert=client.cert,
         pg_sslkey=client.key,
     )
-    assert s.pg_ssl_params == {
+    assert s.db.ssl_params == {
         "sslmode": "verify-full",
         "sslrootcert": str(ca.cert),
         "sslcert": str(client.cert),
         "sslkey": str(client.key),
     }
-    assert f"sslrootcert={ca.cert}" in s.dsn  # readable in `rtm status`
-    context = asyncpg_ssl(s.dsn)
+    assert f"sslrootcert={ca.cert}" in s.db.dsn  # readable in `rtm status`
+    context = asyncpg_ssl(s.db.dsn)
     assert isinstance(context, ssl.SSLContext)
     assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
     assert len(context.get_ca_certs()) == 1
-    verify_ca = asyncpg_ssl(make(pg_sslmode="verify-ca", pg_sslrootcert=ca.cert).dsn)
+    verify_ca = asyncpg_ssl(make(pg_sslmode="verify-ca", pg_sslrootcert=ca.cert).db.dsn)
     assert not verify_ca.check_hostname and verify_ca.verify_mode == ssl.CERT_REQUIRED
-    assert asyncpg_ssl(make(pg_sslmode="disable").dsn) is False
+    assert asyncpg_ssl(make(pg_sslmode="disable").db.dsn) is False
 
 
 def test_an_external_dsn_keeps_its_parameters_and_gets_the_tls_ones(ca: ThrowawayCA) -> None:
@@ -204,8 +204,8 @@ def test_an_external_dsn_keeps_its_parameters_and_gets_the_tls_ones(ca: Throwawa
         pg_sslmode="verify-full",
         pg_sslrootcert=ca.cert,
     )
-    assert s.dsn.startswith("postgresql://u:p@db.example:5432/rtm?search_path=x%2Cpublic&")
-    assert "sslmode=verify-full" in s.dsn
+    assert s.db.dsn.startswith("postgresql://u:p@db.example:5432/rtm?search_path=x%2Cpublic&")
+    assert "sslmode=verify-full" in s.db.dsn
 
 
 def test_child_processes_get_the_same_transport_settings(ca: ThrowawayCA) -> None:
@@ -284,7 +284,9 @@ def test_every_kafka_client_takes_the_security_arguments() -> None:
 
 
 TRANSPORT_FIELDS = [
-    name for name in Settings.model_fields if name.startswith(("kafka_s", "pg_ssl"))
+    name.removeprefix("RTM_").lower()
+    for name in Settings.env_names()
+    if name.startswith(("RTM_KAFKA_S", "RTM_PG_SSL"))
 ]
 
 

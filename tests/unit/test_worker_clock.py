@@ -53,7 +53,7 @@ def _timer(topology: Any, name: str) -> Any:
 async def test_the_clock_timer_ticks_every_partition_at_rtm_clock_now(tmp_path: Path) -> None:
     s = settings(tmp_path, clock_now=FIXED, tick_interval_s=60.0, topic_partitions=3)
     topology = build_app(s)
-    step = build_step(topology, Pool(s.dsn), s)
+    step = build_step(topology, Pool(s.db.dsn), s)
     events = Events()
     topology.events = events  # type: ignore[misc]
     await _timer(topology, "clock")()
@@ -64,13 +64,13 @@ async def test_the_clock_timer_ticks_every_partition_at_rtm_clock_now(tmp_path: 
 
 def test_without_rtm_clock_now_the_worker_reads_the_wall(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    step = build_step(build_app(s), Pool(s.dsn), s)
+    step = build_step(build_app(s), Pool(s.db.dsn), s)
     assert isinstance(step.clock, SystemClock)
 
 
 def test_webhook_signatures_are_stamped_with_the_workers_clock(tmp_path: Path) -> None:
     s = settings(tmp_path, clock_now=FIXED)
-    deliverer = Deliverer(Pool(s.dsn), s, build_app(s).metrics)
+    deliverer = Deliverer(Pool(s.db.dsn), s, build_app(s).metrics)
     assert deliverer.clock.now() == FIXED
     headers = signed_headers("s3cret", b"{}", "a1:fired", FixedClock(FIXED))
     assert headers["X-RTM-Timestamp"] == str(int(FIXED.timestamp()))

@@ -50,7 +50,7 @@ async def sign_in_form(
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(settings.session_ttl_s),
+        max_age=int(settings.gateway.session_ttl_s),
         httponly=True,
         secure=True,
         samesite="lax",

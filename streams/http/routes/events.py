@@ -47,7 +47,9 @@ def router(settings: Settings) -> APIRouter:
         "/v1/events",
         post_events,
         methods=["POST"],
-        openapi_extra=ingest_operation(settings.max_batch_events, settings.max_body_bytes),
+        openapi_extra=ingest_operation(
+            settings.gateway.max_batch_events, settings.gateway.max_body_bytes
+        ),
     )
     return events
 
@@ -63,16 +65,16 @@ async def post_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     allowed = who.postable_types()
     if not allowed:
         return JSONResponse({"error": f"{who.role_text} may not post events"}, status_code=403)
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await _read_body(request, settings.gateway.max_body_bytes)
     if body is None:
         return _too_large(settings)
     try:
         items = _decode_body(body, request.headers.get("content-type", ""))
     except (ValueError, orjson.JSONDecodeError) as exc:
         return JSONResponse({"error": f"unreadable body: {exc}"}, status_code=400)
-    if len(items) > settings.max_batch_events:
+    if len(items) > settings.gateway.max_batch_events:
         return JSONResponse(
-            {"error": f"batch of {len(items)} events exceeds {settings.max_batch_events}"},
+            {"error": f"batch of {len(items)} events exceeds {settings.gateway.max_batch_events}"},
             status_code=413,
         )
     # Scope before anything is produced: one event of a type the key may not send and
@@ -95,7 +97,7 @@ async def post_events(request: Request, gateway: GatewayDep) -> JSONResponse:
             status_code=403,
         )
     received_at = clock.now()
-    judged = _judge(items, who, received_at, settings.max_future_skew_s, metrics)
+    judged = _judge(items, who, received_at, settings.gateway.max_future_skew_s, metrics)
     duplicates, to_send = await _split_duplicates(gateway.store, judged.valid, who.org_id)
     unavailable = await _produce(gateway.producer, to_send, judged.dead, settings, metrics)
     if unavailable is not None:
@@ -244,7 +246,7 @@ async def _produce(
     client hears 503 and re-posts; the worker stores each id once."""
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(settings.produce_timeout_s):
+        async with asyncio.timeout(settings.gateway.produce_timeout_s):
             if to_send:
                 await producer.send_events(to_send)
             if dead:
@@ -261,4 +263,6 @@ async def _produce(
 
 
 def _too_large(settings: Settings) -> JSONResponse:
-    return JSONResponse({"error": f"body exceeds {settings.max_body_bytes} bytes"}, status_code=413)
+    return JSONResponse(
+        {"error": f"body exceeds {settings.gateway.max_body_bytes} bytes"}, status_code=413
+    )

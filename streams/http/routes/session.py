@@ -46,7 +46,7 @@ async def sign_in(
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(settings.session_ttl_s),
+        max_age=int(settings.gateway.session_ttl_s),
         httponly=True,
         secure=True,
         samesite="lax",
