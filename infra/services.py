@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -48,6 +49,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import asyncpg
 
 from infra.provision import ProvisionSettings
 
@@ -341,6 +344,7 @@ def _kafka_pid(settings: Settings) -> int | None:
 async def _kafka_metadata(bootstrap: str, timeout: float, **client: Any) -> int:
     """Ask the cluster for its metadata; return the number of brokers. ``client``: the
     security arguments of aiokafka's client (a broker with TLS or SASL listeners)."""
+    # deferred: aiokafka costs ~0.2 s at every CLI start; only the broker probe needs it
     from aiokafka import AIOKafkaClient
 
     # aiokafka logs every refused connection at ERROR; while polling that is expected noise.
@@ -980,8 +984,6 @@ def _pg_chown(*paths: Path) -> None:
     """Give the postgres user the folders and files it must own (when we are root)."""
     if os.geteuid() != 0:
         return
-    import pwd
-
     try:
         pw = pwd.getpwnam("postgres")
     except KeyError as exc:
@@ -994,8 +996,6 @@ def _pg_chown(*paths: Path) -> None:
 
 
 async def _pg_query(dsn: str, timeout: float) -> dict[str, str | None]:
-    import asyncpg
-
     conn = await asyncpg.connect(dsn, timeout=timeout)
     try:
         await conn.fetchval("SELECT 1", timeout=timeout)

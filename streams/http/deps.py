@@ -170,7 +170,7 @@ class StartSession:
     async def __call__(self, username: str, password: str, resource: str) -> Started | Refused:
         gateway = self.gateway
         return await gateway.sign_in_service().sign_in(
-            gateway.store, gateway.clock.now, username, password, self.client, resource
+            gateway.store, gateway.clock, username, password, self.client, resource
         )
 
 

@@ -24,7 +24,7 @@
   user, ending the least recently used beyond it (audited with the sign-in).
 
 The policy (``admit``) is a pure function of the key's state and the time; the clock is
-injectable (``app.state.clock``) for tests.
+injected (``streams.clock.Clock``: the gateway's, a ``FixedClock`` in tests).
 """
 
 from __future__ import annotations
@@ -36,21 +36,19 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from streams.access import hash_password, new_session_token, verify_password
+from streams.clock import Clock
+from streams.db import signin as db
+from streams.db.access import audit, create_session, trim_sessions
+from streams.db.signin import sign_in_key
 from streams.settings import Settings
 from streams.throttle import Verdict, admit, after_success, policies
 
-Clock = Callable[[], dt.datetime]
 NO_ORG = "-"  # the audit log's organisation for attempts that belong to none
 ANONYMOUS = "anonymous"
-
-
-def wall_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # --- password checks off the event loop ----------------------------------------------------------
@@ -147,8 +145,6 @@ class SignInService:
         self._attempts = 0
 
     async def _hmac_key(self, conn: Any) -> bytes:
-        from streams.db.signin import sign_in_key
-
         if self._key is None:
             self._key = await sign_in_key(conn)
         return self._key
@@ -162,10 +158,7 @@ class SignInService:
         client: str,
         resource: str,
     ) -> Started | Refused:
-        from streams.db import signin as db
-        from streams.db.access import audit
-
-        now = clock()
+        now = clock.now()
         async with store.acquire() as conn:
             key = await self._hmac_key(conn)
             account_key = subject(key, "account", username)
@@ -229,8 +222,6 @@ class SignInService:
                 )
                 return WRONG
             assert user is not None  # a verified password belongs to an existing account
-            from streams.db.access import create_session, trim_sessions
-
             states = await db.lock_throttle(conn, [account_key, client_key], now)
             for k, is_account in ((account_key, True), (client_key, False)):
                 after = after_success(states[k], is_account)
