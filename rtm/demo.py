@@ -16,7 +16,7 @@ import orjson
 from alerts.adherence import adherence_on, sessions_by_day
 from alerts.evaluate import fold
 from billing.demographics import parse_demographics_csv
-from rtm.cli_billing import billing_summary
+from rtm.cli.billing import billing_summary
 from rtm.devstack import (
     DEV_ORG,
     DEV_USERS_FILE,

@@ -60,7 +60,7 @@ from rtm.bench.chaos_report import (
 )
 from rtm.bench.harness import Bench, Phase, free_port, gateway_settings, in_dir, wait_consumed
 from rtm.bench.receiver import Receiver
-from rtm.cli_billing import reconcile
+from rtm.cli.billing import reconcile
 from rtm.devstack import Child, ensure_dev_key, prepare, spawn, wait_http
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.deliveries import remove_webhook, set_webhook

@@ -5,7 +5,7 @@ one module per family of commands, that parse, call a service or a tool, and pri
 - ``services``: up, down, status, db, api (the gateway), worker;
 - ``events``: schema, simulate, produce, demo;
 - ``alerts``: alerts (tick, webhook(s), evaluate), adherence;
-- ``billing``: billing evaluate, and ``rtm.cli_billing``'s commands on the same group;
+- ``billing``: billing evaluate and readiness (offline), export, submit, reconcile, profiles…;
 - ``access``: orgs, users, keys, teams, audit;
 - ``fhir``, ``intake``, ``rollups``; ``bench``: bench, chaos;
 - ``options``: what they share (the Settings of a command, ``parse_instant``).

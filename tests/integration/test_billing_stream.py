@@ -27,7 +27,7 @@ from billing.amend import standing_lines
 from billing.config import DEFAULT_CONFIG
 from billing.evaluate import fold_jsonl, run_evaluate
 from billing.rules import ClaimLine
-from rtm.cli_billing import reconcile, run_export
+from rtm.cli.billing import reconcile, run_export
 from rtm.devstack import ensure_dev_key, provision_dev, start_gateway
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
