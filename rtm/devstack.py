@@ -26,7 +26,7 @@ from infra import services
 from rtm.files import write_private
 from streams.access import hash_password, key_digest, new_key, parse_key
 from streams.db import access as db
-from streams.db.events import migrate
+from streams.db.pool import migrate
 from streams.http.webassets import ensure_vendor
 from streams.settings import Settings
 

@@ -39,7 +39,7 @@ from rtm.cli.options import parse_instant
 from rtm.files import write_private
 from streams.clock import SYSTEM_CLOCK, Clock, FixedClock, clock_for
 from streams.db.claims import get_profiles, list_submissions
-from streams.db.events import migrate
+from streams.db.pool import migrate
 from streams.services import billing as ledger
 from streams.services import claims
 from streams.services.claims import ExportResult, Requester, SubmissionResult

@@ -17,7 +17,7 @@ import asyncpg
 import click
 
 from rtm.cli.options import settings_of
-from streams.db.events import migrate
+from streams.db.pool import migrate
 from streams.db.rollups import backfill_adherence_chunk, backfill_patients
 
 

@@ -12,7 +12,7 @@ from infra import services
 from rtm.cli.options import settings_of
 from rtm.devstack import kept_status, prepare, settings_env, stop_kept
 from rtm.restarter import run_restarting, worker_argv
-from streams.db.events import migrate
+from streams.db.pool import migrate
 from streams.settings import Settings
 
 

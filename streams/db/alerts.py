@@ -18,13 +18,6 @@ from schemas.events import DEFAULT_ORG, key_text
 from streams.access import Scope
 from streams.db.access import scope_sql
 
-# The webhook functions moved to deliveries.py; rtm/cli.py imports them from here until the
-# lead's merge points it there.
-from streams.db.deliveries import list_webhooks as list_webhooks
-from streams.db.deliveries import remove_webhook as remove_webhook
-from streams.db.deliveries import set_webhook as set_webhook
-from streams.db.deliveries import webhook_for as webhook_for
-
 _UPSERT = """
 INSERT INTO alerts (id, patient_id, episode_id, clinician_id, kind, severity, status,
                     status_rank, event_ids, value, threshold, fired_at, acknowledged_at,

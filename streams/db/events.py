@@ -1,7 +1,7 @@
 """The events hypertable and its idempotency ledger (``event_ids``): the batch's reads and
 writes of them, the dead-letter refusal probe, and the reads of raw events (patient
 history, exports, demo). ``EventStore`` is the pool (streams/db/pool.py) with the gateway's
-two event writes; ``migrate`` is re-exported from there for its callers."""
+two event writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import asyncpg
 
 from schemas.events import DEFAULT_ORG, Event
 from streams.db.pool import Pool
-from streams.db.pool import migrate as migrate  # its callers import it from here
 
 
 @dataclass(frozen=True)

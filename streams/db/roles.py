@@ -1,7 +1,7 @@
 """The two database roles: the owner, who runs the migrations and owns every object, and
 the application role that the gateway, the worker and the CLI use at run time.
 
-The migrations runner (``streams.db.events.migrate``) calls ``grant_app_role`` as the
+The migrations runner (``streams.db.pool.migrate``) calls ``grant_app_role`` as the
 owner after every run, so a table made by a later migration is granted in the same run
 (the role's name is configuration, so it is not written into a migration). The
 application role gets, in the migrated schema:

@@ -32,8 +32,8 @@ from rtm.devstack import ensure_dev_key, provision_dev, start_gateway
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
 from schemas.events import DEFAULT_ORG, validate_event
-from streams.db.events import migrate
 from streams.db.ledger import ledger_states
+from streams.db.pool import migrate
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings

@@ -24,7 +24,8 @@ from rtm.cli import main
 from rtm.simulate import demographics_csv, synthetic_demographics
 from schemas.events import validate_event
 from streams.db.access import record_patients
-from streams.db.events import EventStore, migrate
+from streams.db.events import EventStore
+from streams.db.pool import migrate
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.unit.test_billing_837p import claims_of, pyx12_errors, segments

@@ -40,7 +40,7 @@ from rtm.devstack import (
     start_worker,
     wait_http,
 )
-from streams.db.events import migrate
+from streams.db.pool import migrate
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
