@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 from starlette.types import Scope
 
 from streams.access import (
@@ -203,3 +203,17 @@ async def reject_unknown_query(request: Request) -> None:
                 for name in unknown
             ],
         )
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    """The session cookie a sign-in sets (the API's and the page's): HttpOnly, Secure,
+    SameSite=Lax, for the session's lifetime."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.gateway.session_ttl_s),
+        httponly=True,
+        secure=True,
+        samesite="lax",
+        path="/",
+    )

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from streams.access import SESSION_COOKIE, session_digest
 from streams.db.access import delete_session
-from streams.http.auth import form_fields
+from streams.http.auth import form_fields, set_session_cookie
 from streams.http.deps import PrincipalDep, SettingsDep, StartSessionDep, StoreDep
 from streams.http.hardening import cross_site
 from streams.http.pages.common import PageError, page_router, render
@@ -47,15 +47,7 @@ async def sign_in_form(
         return page
     token = started.cookie
     response = RedirectResponse("/ui/", 303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(settings.gateway.session_ttl_s),
-        httponly=True,
-        secure=True,
-        samesite="lax",
-        path="/",
-    )
+    set_session_cookie(response, token, settings)
     return response
 
 

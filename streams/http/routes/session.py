@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from streams.access import PERMISSIONS, SESSION_COOKIE, session_digest
 from streams.db.access import delete_session
-from streams.http.auth import reject_unknown_query
+from streams.http.auth import reject_unknown_query, set_session_cookie
 from streams.http.deps import PrincipalDep, SettingsDep, StartSessionDep, StoreDep
 from streams.http.hardening import NoNul, refuse_cross_site
 from streams.services.signin import Refused
@@ -43,15 +43,7 @@ async def sign_in(
     if isinstance(started, Refused):
         raise HTTPException(started.status, started.message, headers=started.headers)
     row, token, csrf = started.user, started.cookie, started.csrf
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(settings.gateway.session_ttl_s),
-        httponly=True,
-        secure=True,
-        samesite="lax",
-        path="/",
-    )
+    set_session_cookie(response, token, settings)
     return {
         "username": row["username"],
         "role": row["role"],
