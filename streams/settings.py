@@ -431,24 +431,12 @@ class Settings(BaseSettings):
         """A copy with these fields changed, by flat name (``api_port=…``) or top-level
         name; validated, and nothing re-read from the environment."""
         changes = {**(update or {}), **flat}
-        top: dict[str, Any] = {}
-        grouped: dict[str, dict[str, Any]] = {}
-        for key, value in changes.items():
-            if key in FLAT:
-                section, name = FLAT[key]
-                grouped.setdefault(section, {})[name] = value
-            elif key in self.TOP or key in SECTIONS:
-                top[key] = value
-            else:
-                raise KeyError(f"Settings has no field {key!r}")
+        unknown = [k for k in changes if k not in FLAT and k not in self.TOP and k not in SECTIONS]
+        if unknown:
+            raise KeyError(f"Settings has no field {unknown[0]!r}")
+        # the current sections, given whole, take the flat names (_route_flat_names)
         values: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
-        values.update(top)
-        for section, fields in grouped.items():
-            try:
-                values[section] = _replace(values[section], fields)
-            except ValidationError as e:  # name the flat field, as the caller did
-                raise ValueError(_flat_errors(section, e)) from None
-        return type(self).model_validate(values)
+        return type(self).model_validate({**values, **changes})
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """Refused with changes (they would skip the sections and validation): use ``but``."""
