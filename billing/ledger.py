@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from billing.state import PatientBillingState, TimeLog, strip_received
+from billing.state import BillingKey, PatientBillingState, TimeLog, billing_key, strip_received
 from schemas.episodes import EpisodeEvent
 from schemas.events import (
     DEFAULT_ORG,
@@ -68,15 +68,19 @@ def _offset_s(when: dt.datetime) -> int:
 
 
 def ledger_rows(events: Iterable[Event]) -> LedgerRows:
-    """Rows for the ledger tables: the events the one reducer (``PatientBillingState.apply``,
-    over this batch) takes as new, each as its row, so a duplicate within the batch adds
-    none (first occurrence wins) and the rows load back into the fold's states."""
+    """Rows for the ledger tables: the events the one reducer (``PatientBillingState.apply``)
+    would take as new over this batch (by ``billing_key``), each as its row, so a duplicate
+    within the batch adds none (first occurrence wins) and the rows load back into the
+    fold's states."""
     rows = LedgerRows()
-    batch: dict[PatientKey, PatientBillingState] = {}
+    seen: set[tuple[PatientKey, BillingKey]] = set()
     for ev in events:
-        if not _state(batch, ev.patient_key).apply(ev):
+        key = billing_key(ev)
+        patient = ev.patient_key
+        if key is None or (patient, key) in seen:
             continue
-        org = ev.patient_key[0]
+        seen.add((patient, key))
+        org = patient[0]
         if isinstance(ev, ClinicianTimeLogged):
             rows.time_logs.append(
                 (

@@ -39,6 +39,26 @@ def strip_received(event: Event) -> Event:
     return event.model_copy(update={"received_at": None, "org_id": None})
 
 
+# An event's identity in its patient's billing state: a data day is (date, episode named),
+# a time log or an episode event is its event_id.
+BillingKey = tuple[str, object, object]
+
+
+def billing_key(event: Event) -> BillingKey | None:
+    """What makes ``event`` new to its patient's billing state, or None if billing ignores
+    it: ``("day", local_date, episode_id or None)`` for patient data, ``("time", event_id,
+    None)`` for a time log, ``("episode", event_id, None)`` for an episode event.
+    ``PatientBillingState.apply`` takes an event whose key the state has not seen, and the
+    worker's ledger rows are the same events (``billing.ledger.ledger_rows``)."""
+    if is_patient_data(event):
+        return ("day", event.local_date, getattr(event, "episode_id", None))
+    if isinstance(event, ClinicianTimeLogged):
+        return ("time", event.event_id, None)
+    if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
+        return ("episode", event.event_id, None)
+    return None
+
+
 class TimeLog(BaseModel):
     """One ``clinician.time_logged``, reduced to what billing needs."""
 
@@ -77,15 +97,18 @@ class PatientBillingState(BaseModel):
         event billing ignores, e.g. ``program.updated`` already seen)."""
         if event.patient_id != self.patient_id:
             raise ValueError(f"event {event.event_id} is for another patient than this state's")
-        if is_patient_data(event):
-            key = (event.local_date, getattr(event, "episode_id", None))
-            if key in self.data_dates:
+        key = billing_key(event)
+        if key is None:
+            return False
+        if key[0] == "day":
+            day = (event.local_date, getattr(event, "episode_id", None))
+            if day in self.data_dates:
                 return False
-            self.data_dates.add(key)
+            self.data_dates.add(day)
             return True
+        if event.event_id in (self.time_logs if key[0] == "time" else self.episode_events):
+            return False
         if isinstance(event, ClinicianTimeLogged):
-            if event.event_id in self.time_logs:
-                return False
             self.time_logs[event.event_id] = TimeLog(
                 event_id=event.event_id,
                 local_date=event.local_date,
@@ -97,8 +120,6 @@ class PatientBillingState(BaseModel):
             )
             return True
         if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
-            if event.event_id in self.episode_events:
-                return False
             self.episode_events[event.event_id] = cast(EpisodeEvent, strip_received(event))
             self._book = None
             return True

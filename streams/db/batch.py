@@ -2,8 +2,9 @@
 writes every table the batch decided, in order, in one transaction.
 
 The worker's step (``streams.services.ingest``) is: decode the records, read what the batch
-needs (one query per table: ``known_events`` in event_ids, ``load`` in alert_state and, for
-an acknowledgement of an alert no longer in its state, ``stored_alerts``), decide (pure),
+needs (one query per table: ``load`` in alert_state, for an acknowledgement of an alert no
+longer in its state ``stored_alerts``, and, for a batch whose write was refused as a
+re-delivery, ``known_events`` in event_ids), decide (pure),
 then ``write`` (``write_batch``), then publish; the reads and the write of a batch share one
 connection (``session``). Nothing is
 written before the decision, so a decision that is refused at the write (an event another

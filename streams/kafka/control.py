@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -30,9 +31,9 @@ TICK_PREFIX = b'{"rtm_tick"'
 ACK_PREFIX = b'{"rtm_ack"'
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record consumed from rtm.events."""
+class Record(NamedTuple):
+    """One record consumed from rtm.events (a tuple: one is built per record, in the hot
+    loop)."""
 
     value: bytes
     partition: int

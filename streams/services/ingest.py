@@ -5,10 +5,12 @@
 
 1. **decode** (``decode``): records to typed items (events, ticks, acks) and dead letters;
    the dead-letter guard halts a bad deploy before anything is sent or an offset moves;
-2. **load** (an ``IngestSession``, one query per table): which events are stored already
-   (``fresh_items`` drops them), then the states of the patients the rest name (and, for a
-   tick, every state of its partition), and the stored snapshots of the alerts it
-   acknowledges that left their state (``acked_elsewhere``);
+2. **load** (an ``IngestSession``, one query per table): the states of the patients the
+   items name (and, for a tick, every state of its partition) and the stored snapshots of
+   the alerts it acknowledges that left their state (``acked_elsewhere``). The events are
+   assumed new; only when the write refuses one as stored already (a re-delivery), or
+   before an episode is dead-lettered, is ``event_ids`` read first (``fresh_items`` drops
+   the stored ones);
 3. **decide** (``decide``, pure): ``alerts.batch.apply_batch``, the billing ledger rows and
    the rollups, as one ``BatchWrite``;
 4. **write** (``IngestSession.write``: ``streams.db.batch.write_batch``): every table, in
@@ -62,7 +64,7 @@ from schemas.events import (
 )
 from streams.clock import Clock
 from streams.db.alerts import Queued
-from streams.db.batch import BatchWrite, Wanted, Written
+from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import CONTENT_ERRORS, EventKey, event_key
 from streams.kafka import control
 from streams.kafka.control import Record
@@ -251,6 +253,10 @@ class DeadLetterGuard:
 # --- decide (pure) -------------------------------------------------------------------------
 
 
+def event_keys(items: Sequence[Item]) -> list[EventKey]:
+    return [event_key(i.event) for i in items if isinstance(i, EventItem)]
+
+
 def fresh_items(items: Sequence[Item], known: set[EventKey]) -> list[Item]:
     """The items without the events stored already (re-deliveries) and without a repeat of
     an event inside the batch (the first counts)."""
@@ -395,9 +401,12 @@ class Ingest:
     async def _record(self, items: Sequence[Item]) -> Recorded:
         """Load, decide, write; the events the database refuses for their content are
         dead-lettered and the batch goes on without them."""
+        read_known = False
         while True:
             try:
-                return await self._once(items)
+                return await self._once(items, read_known)
+            except EventConflict:
+                read_known = True  # a re-delivery (or another worker's): read event_ids
             except CONTENT_ERRORS:
                 events = [i.event for i in items if isinstance(i, EventItem)]
                 refused = await self.store.refused_for_content(events)
@@ -416,13 +425,21 @@ class Ingest:
                     if not (isinstance(i, EventItem) and event_key(i.event) in refused)
                 ]
 
-    async def _once(self, items: Sequence[Item]) -> Recorded:
+    async def _once(self, items: Sequence[Item], read_known: bool) -> Recorded:
+        """One try. Without ``read_known`` the batch's events are assumed new (the common
+        case: one round trip fewer); the write refuses one stored already (EventConflict)
+        and the try is made again reading event_ids first. A decision that dead-letters an
+        episode is always made with event_ids read, so a re-delivery never repeats one."""
         async with self.store.session() as session:
-            events = [event_key(i.event) for i in items if isinstance(i, EventItem)]
-            fresh = fresh_items(items, await session.known_events(events))
-            states = await session.load(wanted(fresh)) if fresh else {}
-            stored = await session.stored_alerts(acked_elsewhere(fresh, states))
-            decision = decide(states, stored, fresh, self.config, self.partition_of)
+            while True:
+                known = await session.known_events(event_keys(items)) if read_known else set()
+                fresh = fresh_items(items, known)
+                states = await session.load(wanted(fresh)) if fresh else {}
+                stored = await session.stored_alerts(acked_elsewhere(fresh, states))
+                decision = decide(states, stored, fresh, self.config, self.partition_of)
+                if read_known or not decision.result.refused:
+                    break
+                read_known = True
             # events.md: a second active episode is rejected (409-style) with a clear
             # reason; the log keeps the event, every derived number ignores it. Sent
             # before the write commits, so a crash can repeat one but never lose one.

@@ -161,6 +161,24 @@ async def test_refused_records_are_dead_lettered_and_the_rest_goes_on(
     assert len(step.store.events) == 2  # the log keeps the refused episode
 
 
+async def test_a_redelivered_episode_conflict_is_not_dead_lettered_twice(
+    factory: EventFactory,
+) -> None:
+    """The step assumes a batch's events are new (event_ids is read only when the write
+    refuses one, or before an episode is dead-lettered): a re-delivery repeats nothing."""
+    step = Step()
+    p = factory.patient(1)
+    second = factory.episode_started(p, "2026-11-05T09:00:00-06:00", episode_id=f"{p}-ep2")
+    batch = [factory.episode_started(p), second, factory.pain(p, 9, "2026-11-06T10:00:00-06:00")]
+    await step.events(*batch)
+    alerts = list(step.topics.alerts)
+    await step.events(*batch)  # re-delivered after a crash before the offsets committed
+    assert len(step.topics.dead) == 1
+    assert step.metric("rtm_worker_dead_letters_total", reason="episode_conflict") == 1
+    assert step.topics.alerts == alerts
+    assert step.metric("rtm_worker_duplicates_ignored_total") == 3
+
+
 async def test_the_streamed_alerts_equal_the_offline_ones(factory: EventFactory) -> None:
     """A small cohort in three batches, one tick at as-of: the alerts stored are the offline
     evaluator's (events folded in order, one tick per patient at as-of)."""
