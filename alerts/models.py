@@ -112,6 +112,8 @@ class Alert(BaseModel):
     # A red flag or fall that belongs to no episode after the grace period: for the
     # clinic-wide recipient (clinician_id '*', episode_id '').
     unrouted: bool = False
+    # A red flag answered at intake: the intake it was screened in (intake-rules.md, Safety).
+    intake_id: str | None = None
 
     def acknowledged(self, at: dt.datetime, by: str) -> Alert:
         """The alert once a clinician acknowledged it at ``at``: the one acknowledgement

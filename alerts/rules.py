@@ -59,6 +59,7 @@ from schemas.events import (
     EpisodeStarted,
     Event,
     ExerciseCompleted,
+    IntakeSubmitted,
     PainReported,
     ProgramUpdated,
     SymptomReported,
@@ -160,6 +161,8 @@ def apply_event_outcome(
         changes += _pain_arrived(s, event, config)
     elif isinstance(event, SymptomReported):
         changes += _symptom_arrived(s, event, config)
+    elif isinstance(event, IntakeSubmitted):
+        changes += _intake_arrived(s, event, config)
     return changes, None
 
 
@@ -328,6 +331,28 @@ def _symptom_arrived(
         return []
     return _symptom_rules(
         s, event.event_id, event.occurred_at, tuple(event.red_flags), event.fall, episode, config
+    )
+
+
+def _intake_arrived(
+    s: PatientState, event: IntakeSubmitted, config: AlertConfig
+) -> list[AlertChange]:
+    """intake-rules.md, Safety: an intake with any red flag fires a critical ``red_flag`` at
+    once. No episode can exist yet, so it is unrouted at once (no grace period), for the
+    clinic-wide recipient, triggered by the intake event and naming its intake. Once per
+    event_id (the alert id is the trigger's), a later-superseded version's too."""
+    if not event.red_flags:
+        return []
+    return _fire(
+        s,
+        "red_flag",
+        None,
+        event.event_id,
+        event.occurred_at,
+        config,
+        event_ids=(event.event_id,),
+        details=tuple(event.red_flags),
+        intake_id=event.intake_id,
     )
 
 
@@ -782,6 +807,7 @@ def _fire(
     value: float | None = None,
     threshold: float | None = None,
     details: tuple[str, ...] = (),
+    intake_id: str | None = None,
 ) -> list[AlertChange]:
     aid = s.alert_id(kind, trigger)
     if aid in s.alerts or aid in s.cooldowns or not _may_fire(s, kind, at, config):
@@ -800,6 +826,7 @@ def _fire(
         value=value,
         threshold=threshold,
         details=details,
+        intake_id=intake_id,
         fired_at=at,
     )
     s.alerts[aid] = alert
