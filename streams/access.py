@@ -42,6 +42,7 @@ Permission = Literal[
     "post_patient_data",  # exercise, pain, symptom events; intake self-screens
     "post_integration",  # episodes, programs, clinician time; intakes, contacts; readiness facts
     "read_clinical",  # alerts, adherence, pain, worklist
+    "read_intakes",  # the intake queue: the organisation's intakes (not scoped to a team)
     "acknowledge",  # acknowledge an alert (in the principal's own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
     "record_export",  # record an export: the lines are billed
@@ -52,6 +53,7 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "post_patient_data": (frozenset(), frozenset({"producer"})),
     "post_integration": (frozenset(), frozenset({"integration"})),
     "read_clinical": (frozenset({"clinician", "admin"}), frozenset({"reader"})),
+    "read_intakes": (frozenset({"clinician", "admin"}), frozenset({"reader", "integration"})),
     "acknowledge": (frozenset({"clinician", "admin"}), frozenset()),
     "read_billing": (frozenset({"billing", "admin"}), frozenset({"reader"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),

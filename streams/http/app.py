@@ -20,10 +20,15 @@ from streams.http.hardening import Hardening
 from streams.http.pages import assets, audit, home, patient, sign_in, stream, worklist
 from streams.http.pages import billing as billing_pages
 from streams.http.pages.common import PageError, page_error
-from streams.http.routes import alerts, billing, events, fhir, health, session
+from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
 from streams.settings import Settings
 
-API_ROUTERS = (alerts.router, billing.router, fhir.router)  # each: the caller, or 401
+API_ROUTERS = (
+    alerts.router,
+    billing.router,
+    fhir.router,
+    intakes.router,
+)  # each: the caller, or 401
 PAGE_ROUTERS = (
     home.router,
     sign_in.router,

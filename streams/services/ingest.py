@@ -52,6 +52,9 @@ from alerts.models import DEFAULT_CONFIG, Alert, AlertConfig
 from alerts.rollup import rollups
 from alerts.state import PatientState
 from billing.ledger import ledger_rows
+from intake import engine as intake_engine
+from intake.engine import IntakeState
+from intake.rules import DEFAULT_RULES, IntakeRules
 from schemas.events import (
     DEFAULT_ORG,
     Event,
@@ -66,6 +69,7 @@ from streams.clock import Clock
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import CONTENT_ERRORS, EventKey, event_key
+from streams.db.intakes import IntakeOrgKey, IntakeWrite
 from streams.kafka import control
 from streams.kafka.control import Record
 from streams.kafka.producer import dead_letter_payload
@@ -87,6 +91,8 @@ class IngestSession(Protocol):
     async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]: ...
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]: ...
+
+    async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]: ...
 
     async def write(self, batch: BatchWrite) -> Written: ...
 
@@ -293,6 +299,40 @@ def acked_elsewhere(items: Sequence[Item], states: Mapping[PatientKey, PatientSt
     )
 
 
+def intake_keys(items: Sequence[Item]) -> list[IntakeOrgKey]:
+    """The intakes the items' events belong to (intake.submitted, intake.contacted, an
+    episode.started naming its intake): their stored states are read."""
+    keys: dict[IntakeOrgKey, None] = {}
+    for i in items:
+        if isinstance(i, EventItem) and (k := intake_engine.intake_key(i.event)) is not None:
+            keys[(i.event.patient_key[0], *k)] = None
+    return list(keys)
+
+
+def intake_changes(
+    stored: Mapping[IntakeOrgKey, IntakeState],
+    new_events: Sequence[Event],
+    rules: IntakeRules = DEFAULT_RULES,
+) -> dict[IntakeOrgKey, IntakeWrite]:
+    """The intakes the new events change (pure: the intake engine's ``apply`` over each,
+    from its stored state), each with its routing once its intake arrived."""
+    states: dict[IntakeOrgKey, IntakeState] = {}
+    for event in new_events:
+        k = intake_engine.intake_key(event)
+        if k is None:
+            continue
+        key = (event.patient_key[0], *k)
+        state = states.get(key) or stored.get(key) or intake_engine.new_state(k)
+        states[key] = intake_engine.apply(state, event)
+    return {
+        key: IntakeWrite(
+            state,
+            intake_engine.assess(state.submitted, rules) if state.submitted is not None else None,
+        )
+        for key, state in states.items()
+    }
+
+
 @dataclass(frozen=True)
 class Decision:
     write: BatchWrite
@@ -305,11 +345,12 @@ def decide(
     fresh: Sequence[Item],
     config: AlertConfig,
     partition_of: Callable[[PatientKey], int],
+    intakes: Mapping[IntakeOrgKey, IntakeState] | None = None,
 ) -> Decision:
     """What the batch's fresh items do, from what was read (pure): the rules over the new
     events, the ticks and the acks (``apply_batch``; an ack of an alert that left its
     patient's state carries the stored snapshot), the new events' ledger rows and the
-    touched patients' rollups."""
+    touched patients' rollups and the intakes they change (from their stored ``intakes``)."""
     items = [
         AckItem(i.patient_id, i.alert_id, i.at, i.by, stored[i.alert_id], i.org_id)
         if isinstance(i, AckItem) and i.alert_id in stored
@@ -325,6 +366,7 @@ def decide(
         rollups=rollups(result.states, new_events),
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
+        intakes=intake_changes(intakes or {}, new_events),
     )
     return Decision(write, result)
 
@@ -436,7 +478,9 @@ class Ingest:
                 fresh = fresh_items(items, known)
                 states = await session.load(wanted(fresh)) if fresh else {}
                 stored = await session.stored_alerts(acked_elsewhere(fresh, states))
-                decision = decide(states, stored, fresh, self.config, self.partition_of)
+                keys = intake_keys(fresh)
+                intakes = await session.intakes(keys) if keys else {}
+                decision = decide(states, stored, fresh, self.config, self.partition_of, intakes)
                 if read_known or not decision.result.refused:
                     break
                 read_known = True

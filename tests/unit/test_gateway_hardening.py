@@ -128,6 +128,7 @@ READS_NEEDING_THE_DATABASE = {
     ("get", "/v1/worklist"),
     ("get", "/v1/patients/{patient_id}/pain"),
     ("get", "/v1/patients/{patient_id}/billing"),
+    ("get", "/v1/intakes"),
 }
 
 
