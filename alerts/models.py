@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from intake.rules import DEFAULT_RULES, IntakeRules
 from schemas.events import DEFAULT_ORG
 
 AlertKind = Literal[
@@ -23,6 +24,7 @@ AlertKind = Literal[
     "inactivity",
     "adherence_low",
     "billing_at_risk",
+    "intake_overdue",
 ]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
@@ -44,6 +46,7 @@ SEVERITY: dict[AlertKind, Severity] = {
     "inactivity": "medium",
     "adherence_low": "medium",
     "billing_at_risk": "low",
+    "intake_overdue": "high",  # critical for an urgent intake (alerts.rules)
 }
 # Fired by an event (fired_at = the event's occurred_at) vs by the timer (fired_at = the
 # local day boundary at which the condition became true).
@@ -51,7 +54,7 @@ EVENT_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
     {"red_flag", "fall", "pain_high", "pain_increase"}
 )
 TIME_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
-    {"inactivity", "adherence_low", "billing_at_risk"}
+    {"inactivity", "adherence_low", "billing_at_risk", "intake_overdue"}
 )
 # Safety-critical: every report fires, no "one open per kind", no cool-down, and only a
 # clinician's acknowledgement closes them.
@@ -160,6 +163,9 @@ class AlertConfig(BaseModel):
     # How long a report whose episode is not known yet waits for it (from when it was
     # received) before a red flag or fall goes unrouted to the clinic-wide recipient.
     pending_grace: dt.timedelta = dt.timedelta(hours=24)
+    # The intake rule set whose routing and service levels set an intake's due time
+    # (intake_overdue); the worker's RTM_INTAKE_RULES_FILE, else the default set.
+    intake_rules: IntakeRules = DEFAULT_RULES
 
     @property
     def adherence_low_fraction(self) -> Fraction:

@@ -22,6 +22,7 @@ identical alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import statistics
 from bisect import bisect_right
@@ -40,10 +41,12 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
+    Severity,
 )
 from alerts.state import (
     Cooldown,
     DataRecord,
+    IntakeDue,
     PainRecord,
     PastEpisode,
     PatientState,
@@ -53,12 +56,14 @@ from alerts.state import (
 )
 from billing.rules import DEVICE_FULL_DAYS, episode_data_days, period_of
 from billing.state import PatientBillingState
+from intake.engine import assess
 from schemas.episodes import Episode, EpisodeBook, fold_book
 from schemas.events import (
     EpisodeEnded,
     EpisodeStarted,
     Event,
     ExerciseCompleted,
+    IntakeContacted,
     IntakeSubmitted,
     PainReported,
     ProgramUpdated,
@@ -106,7 +111,7 @@ def apply_event_outcome(
         raise ValueError(f"event {event.event_id} belongs to another patient than this state")
     if s.clock is None or event.occurred_at > s.clock:
         s.clock = event.occurred_at
-    changes: list[AlertChange] = []
+    changes: list[AlertChange] = _intake_event(s, event, config)
 
     if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
         if event.event_id in s.episode_events:
@@ -356,6 +361,75 @@ def _intake_arrived(
     )
 
 
+def _intake_event(s: PatientState, event: Event, config: AlertConfig) -> list[AlertChange]:
+    """Keep what ``intake_overdue`` needs (``IntakeDue``): a version of an intake (the one
+    in force: the latest instant, then the larger event id; its due time under
+    ``config.intake_rules``), or a contact (``intake.contacted``, an ``episode.started``
+    naming its intake: the earliest counts, one before the intake too). A contact resolves
+    the intake's open ``intake_overdue``."""
+    if isinstance(event, IntakeSubmitted):
+        due = s.intakes.get(event.intake_id) or IntakeDue()
+        version = (event.occurred_at, event.event_id)
+        if due.version is None or version > due.version:
+            a = assess(event, config.intake_rules)
+            due = dataclasses.replace(
+                due, version=version, due_at=a.due_at, urgent=a.route == "urgent"
+            )
+        s.intakes[event.intake_id] = due
+        return []
+    intake_id = event.intake_id if isinstance(event, (IntakeContacted, EpisodeStarted)) else None
+    if intake_id is None:
+        return []
+    due = s.intakes.get(intake_id) or IntakeDue()
+    if due.contacted_at is None or event.occurred_at < due.contacted_at:
+        s.intakes[intake_id] = dataclasses.replace(due, contacted_at=event.occurred_at)
+    alert = s.alerts.get(s.alert_id("intake_overdue", intake_id))
+    if alert is None or alert.status == "resolved":
+        return []
+    resolved = alert.model_copy(
+        update={
+            "status": "resolved",
+            "resolved_at": max(event.occurred_at, alert.fired_at),
+            "resolved_by_event_id": event.event_id,
+        }
+    )
+    s.alerts[alert.id] = resolved
+    return [AlertChange(change="resolved", alert=resolved)]
+
+
+def _intakes_due(s: PatientState, now: dt.datetime) -> list[str]:
+    """The intakes whose due time passed by ``now`` that the timer has not looked at."""
+    return sorted(
+        iid
+        for iid, d in s.intakes.items()
+        if d.due_at is not None and not d.checked and d.due_at <= now
+    )
+
+
+def _intake_overdue_rule(s: PatientState, due: list[str], config: AlertConfig) -> list[AlertChange]:
+    """intake-rules.md: an intake not contacted by its due time raises ``intake_overdue``
+    (high; critical for an urgent intake), unrouted for the organisation-wide recipient
+    (the intake queue's), fired at the due time; once per intake; a contact resolves it."""
+    changes: list[AlertChange] = []
+    for iid in due:
+        d = s.intakes[iid]
+        s.intakes[iid] = dataclasses.replace(d, checked=True)
+        if d.contacted_at is not None or d.due_at is None or d.version is None:
+            continue  # contacted (on time or late): nobody is waiting for a call any more
+        changes += _fire(
+            s,
+            "intake_overdue",
+            None,
+            iid,
+            d.due_at,
+            config,
+            event_ids=(d.version[1],),
+            intake_id=iid,
+            severity="critical" if d.urgent else "high",
+        )
+    return changes
+
+
 def _symptom_episode(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
     episode = _resolve(s, episode_id, day)
     if episode is not None:
@@ -504,7 +578,8 @@ def on_tick(
         if first <= last:
             todo.append((ep, first, last))
     expiring = any(p.known_at + config.pending_grace <= now for p in state.pending.values())
-    if not todo and not expiring:
+    intakes_due = _intakes_due(state, now)
+    if not todo and not expiring and not intakes_due:
         return state, []
     s = state.copy_for_update()
     if s.clock is None or now > s.clock:
@@ -528,6 +603,7 @@ def on_tick(
             day += _ONE_DAY
         changes += _catch_up_episode_end(s, ep, facts.ended, changes)
     changes += _expire_pending(s, now, config)
+    changes += _intake_overdue_rule(s, intakes_due, config)
     prune(s, config)
     return s, changes
 
@@ -780,7 +856,7 @@ def acknowledge(
 
 
 def _may_fire(s: PatientState, kind: AlertKind, at: dt.datetime, config: AlertConfig) -> bool:
-    if kind in ALWAYS_FIRE_KINDS:
+    if kind in ALWAYS_FIRE_KINDS or kind == "intake_overdue":  # per report / per intake
         return True
     for a in s.alerts.values():
         if a.kind != kind:
@@ -808,6 +884,7 @@ def _fire(
     threshold: float | None = None,
     details: tuple[str, ...] = (),
     intake_id: str | None = None,
+    severity: Severity | None = None,
 ) -> list[AlertChange]:
     aid = s.alert_id(kind, trigger)
     if aid in s.alerts or aid in s.cooldowns or not _may_fire(s, kind, at, config):
@@ -821,7 +898,7 @@ def _fire(
         clinician_id=episode.clinician_id if episode is not None else CLINIC_WIDE,
         unrouted=episode is None,
         kind=kind,
-        severity=SEVERITY[kind],
+        severity=severity if severity is not None else SEVERITY[kind],
         event_ids=event_ids,
         value=value,
         threshold=threshold,

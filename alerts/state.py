@@ -90,6 +90,21 @@ class PainRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class IntakeDue:
+    """What the intake_overdue timer needs of one intake (docs/intake-rules.md): the version
+    in force ((occurred_at, event_id): the latest instant, then the larger id), its due time
+    and whether it is urgent (under ``AlertConfig.intake_rules``), the first contact (the
+    earliest, one before the submission too) and whether the timer already looked at it
+    after its due time. Kept for the patient's every intake: a handful, a few dozen bytes."""
+
+    version: tuple[dt.datetime, str] | None = None  # None: only contacts arrived so far
+    due_at: dt.datetime | None = None
+    urgent: bool = False
+    contacted_at: dt.datetime | None = None
+    checked: bool = False  # the timer passed due_at (fired if it was not contacted)
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A pain or symptom report whose episode is not known yet, evaluated when it arrives.
 
@@ -198,6 +213,8 @@ class PatientState:
     # The newest end date of a past episode that was forgotten: an episode.started of an
     # unknown episode dated on or before it is ignored (it could re-create a forgotten one).
     retired_to: dt.date | None = None
+    # the patient's intakes, by intake_id (intake_overdue)
+    intakes: dict[str, IntakeDue] = field(default_factory=dict)
 
     _book: EpisodeBook | None = field(default=None, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
@@ -243,6 +260,7 @@ class PatientState:
             self.cooldowns,
             self.past,
             self.retired_to,
+            self.intakes,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -275,6 +293,7 @@ class PatientState:
             cooldowns=dict(self.cooldowns),
             past=dict(self.past),
             retired_to=self.retired_to,
+            intakes=dict(self.intakes),
         )
         new._book, new._refused = self._book, self._refused  # shared until invalidated
         return new
@@ -380,6 +399,18 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
         ]
     if state.retired_to is not None:
         out["rt"] = state.retired_to.isoformat()
+    if state.intakes:
+        out["in"] = [
+            [
+                iid,
+                [_ts(d.version[0]), d.version[1]] if d.version is not None else None,
+                _ts(d.due_at) if d.due_at is not None else None,
+                int(d.urgent),
+                _ts(d.contacted_at) if d.contacted_at is not None else None,
+                int(d.checked),
+            ]
+            for iid, d in state.intakes.items()
+        ]
     return out
 
 
@@ -436,6 +467,14 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         s.day_cursor.setdefault(ep, p.end_date + _ONE_DAY)
     if "rt" in data:
         s.retired_to = dt.date.fromisoformat(data["rt"])
+    for iid, version, due, urgent, contacted, checked in data.get("in", ()):
+        s.intakes[iid] = IntakeDue(
+            (_pts(version[0]), version[1]) if version is not None else None,
+            _pts(due) if due is not None else None,
+            bool(urgent),
+            _pts(contacted) if contacted is not None else None,
+            bool(checked),
+        )
     return s
 
 

@@ -299,6 +299,12 @@ class WorkerSettings(BaseSettings):
         description="how often alert changes left in the rtm.alerts outbox are re-sent",
         validation_alias="RTM_ALERT_PUBLISH_RETRY_S",
     )
+    intake_rules_file: Path | None = Field(
+        None,
+        description="the intake rule set (JSON, as rtm intake evaluate --rules) whose routes"
+        " and service levels the worker uses (default: the built-in intake-v1)",
+        validation_alias="RTM_INTAKE_RULES_FILE",
+    )
 
 
 class WebhookSettings(BaseSettings):

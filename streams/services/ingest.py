@@ -366,7 +366,7 @@ def decide(
         rollups=rollups(result.states, new_events),
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
-        intakes=intake_changes(intakes or {}, new_events),
+        intakes=intake_changes(intakes or {}, new_events, config.intake_rules),
     )
     return Decision(write, result)
 

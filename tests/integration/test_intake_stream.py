@@ -5,17 +5,23 @@ contacts and breaches; the waiting list is in the queue's order; the read is aud
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from intake.rules import DEFAULT_RULES
+from rtm.bench.receiver import Receiver
 from rtm.cli import main
+from streams.db.deliveries import remove_webhook, set_webhook
 from streams.settings import Settings
+from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for
 from tests.unit.test_intake_worker import cohort
 
@@ -88,3 +94,75 @@ async def test_a_streamed_intake_cohort_equals_the_offline_command(
             sorted(mine),
         )
         assert audited >= 3
+
+
+async def test_an_uncontacted_urgent_intake_raises_intake_overdue_at_its_due_time(
+    base_settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """With the worker's rule set giving urgent intakes 9 s (RTM_INTAKE_RULES_FILE) and the
+    timer every second: an urgent intake nobody calls raises a critical intake_overdue for
+    the organisation's '*' webhook, fired at its due time and not before; one contacted in
+    time raises none."""
+    rules = DEFAULT_RULES.model_copy(
+        update={
+            "version": "test-fast",
+            "service_levels": {
+                **DEFAULT_RULES.service_levels,
+                "urgent": DEFAULT_RULES.service_levels["urgent"].model_copy(
+                    update={"hours": 0.0025}
+                ),
+            },
+        }
+    )
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(rules.model_dump_json())
+    f = EventFactory()
+    waiting, called = f.patient(1), f.patient(2)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    flags = {"red_flags": ["saddle_anesthesia"]}
+    intakes = [f.intake(p, now.isoformat(), **flags) for p in (waiting, called)]
+    contact = {
+        "event_id": f._next(),
+        "schema_version": 1,
+        "type": "intake.contacted",
+        "patient_id": called,
+        "intake_id": f"{called}-in",
+        "occurred_at": (now + dt.timedelta(seconds=2)).isoformat(),
+        "channel": "phone",
+        "clinician_id": "c-01",
+    }
+    receiver = Receiver("ok")
+    await set_webhook(db, "*", receiver.url, "s-clinic")
+    try:
+        with running_stack(
+            base_settings, tick_interval_s=1.0, intake_rules_file=str(rules_file)
+        ) as stack:
+            assert stack.post([*intakes, contact]).json()["accepted"] == 3
+
+            def overdue() -> list[dict[str, Any]]:
+                return [
+                    c["alert"]
+                    for _, c in receiver.delivered()
+                    if c["alert"]["kind"] == "intake_overdue"
+                    and c["alert"]["patient_id"] in (waiting, called)
+                ]
+
+            async def arrived() -> bool:
+                return bool(overdue())
+
+            await wait_for(arrived, timeout=40, what="intake_overdue at the clinic's webhook")
+            arrived_at = dt.datetime.now(dt.UTC)
+            await asyncio.sleep(2.5)  # more ticks: nothing else comes
+            [alert] = overdue()
+            due = now + dt.timedelta(seconds=9)
+            assert (alert["patient_id"], alert["severity"], alert["unrouted"]) == (
+                waiting,
+                "critical",
+                True,
+            )
+            assert dt.datetime.fromisoformat(alert["fired_at"]) == due
+            assert alert["intake_id"] == f"{waiting}-in"
+            assert arrived_at >= due
+    finally:
+        await remove_webhook(db, "*")
+        receiver.close()

@@ -89,6 +89,7 @@ async def test_the_worker_step_and_the_offline_evaluator_agree(tmp_path: Path) -
     ]
     step = Step()
     await step.events(*events)
+    await step.tick(NOW)  # the offline evaluator's as-of
     streamed = sorted(
         (a.kind, a.event_ids, a.details, a.intake_id, a.clinician_id)
         for a in step.store.alerts.values()
@@ -105,10 +106,12 @@ async def test_the_worker_step_and_the_offline_evaluator_agree(tmp_path: Path) -
         )
         for a in map(json.loads, out.getvalue().splitlines())
     )
-    assert (
-        streamed
-        == offline
-        == [("red_flag", ("i-1",), ("bladder_dysfunction",), "in-1", CLINIC_WIDE)]
-    )
-    [published] = step.topics.alerts  # rtm.alerts carries the intake and the patient
-    assert (published["alert"]["intake_id"], published["alert"]["patient_id"]) == ("in-1", P)
+    # the amendment (no flag) is the version in force: not contacted, it is overdue too
+    assert streamed == offline
+    assert streamed == [
+        ("intake_overdue", ("i-2",), (), "in-1", CLINIC_WIDE),
+        ("red_flag", ("i-1",), ("bladder_dysfunction",), "in-1", CLINIC_WIDE),
+    ]
+    published = {a["alert"]["kind"]: a["alert"] for a in step.topics.alerts}
+    flag = published["red_flag"]  # rtm.alerts carries the intake and the patient
+    assert (flag["intake_id"], flag["patient_id"]) == ("in-1", P)
