@@ -249,12 +249,18 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/ui/stream"): (CLINICAL_USERS, None),
     ("GET", "/ui/billing"): (BILLING_USERS, None),
     ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
+    ("GET", "/ui/billing/preview"): (BILLING_USERS, None),  # a look: records nothing
+    ("GET", "/ui/billing/submit"): (BILLING_USERS, None),  # the confirmation step
+    ("GET", "/ui/billing/submissions/{submission_id}/file"): (
+        BILLING_USERS,
+        {"a-billing", "a-admin"},
+    ),
     ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
     ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
     ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
     ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
-    ("POST", "/ui/billing/export"): (set(), None),  # tested below and in test_pages
+    ("POST", "/ui/billing/submit"): (set(), None),  # tested below and in test_billing_view
 }
 OPEN_ROUTES = {
     ("GET", "/healthz"),
@@ -316,6 +322,8 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
         params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
     if path == "/fhir/Observation":
         params = {"patient": world.patients["pA1"]}
+    if path == "/ui/billing/preview":
+        params = {"month": "2026-10", "format": "csv"}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -689,12 +697,12 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
         assert resp.status_code == 403, body
     cookie, csrf = world.sessions["a-clin1"]
     export = httpx.post(
-        world.stack.url + "/ui/billing/export",
+        world.stack.url + "/ui/billing/submit",
         timeout=30,
-        content=f"month=2026-02&format=csv&csrf_token={csrf}",
+        content=f"month=2026-02&confirm=x&csrf_token={csrf}",
         headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
-    assert export.status_code == 403  # a clinician may not record an export
+    assert export.status_code == 403  # a clinician may not submit claims
 
     async def stored_note() -> str | None:
         conn = await asyncpg.connect(world.stack.settings.db.dsn)
