@@ -43,6 +43,7 @@ Permission = Literal[
     "post_integration",  # episodes, programs, clinician time; intakes, contacts; readiness facts
     "read_clinical",  # alerts, adherence, pain, worklist
     "acknowledge",  # acknowledge an alert (in the principal's own name)
+    "manage_program",  # pause or resume a patient's program (a clinician, in their own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
     "record_export",  # record an export: the lines are billed
     "read_audit",  # the audit log of the organisation
@@ -53,6 +54,7 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "post_integration": (frozenset(), frozenset({"integration"})),
     "read_clinical": (frozenset({"clinician", "admin"}), frozenset({"reader"})),
     "acknowledge": (frozenset({"clinician", "admin"}), frozenset()),
+    "manage_program": (frozenset({"clinician"}), frozenset()),
     "read_billing": (frozenset({"billing", "admin"}), frozenset({"reader"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),
     "read_audit": (frozenset({"admin"}), frozenset()),
