@@ -187,7 +187,18 @@ def test_a_fall_pauses_the_program_and_the_clinician_resumes_it_from_the_page(
                 time.sleep(1)
                 page.reload()
             assert f"Program resumed on {today}" in state.inner_text(), state.inner_text()
-            assert page.get_by_role("button", name="Pause program").count() == 1
+            # a second press (a stale page) changes nothing: the program is not paused
+            assert form_post(c, "c1", "resume").status_code == 409
+            assert len(_program_events(c, "program.resumed")) == 1
+            # and pauses it again by hand (a clinician's pause, e.g. after a red flag)
+            with page.expect_navigation():
+                page.get_by_role("button", name="Pause program").click()
+            for _ in range(30):
+                if "Program paused" in state.inner_text():
+                    break
+                time.sleep(1)
+                page.reload()
+            assert f"Program paused since {today} (clinician)" in state.inner_text()
         finally:
             browser.close()
 
@@ -197,9 +208,9 @@ def test_a_fall_pauses_the_program_and_the_clinician_resumes_it_from_the_page(
     assert resumed["org_id"] == c.org and resumed["received_at"]
     assert resumed["episode_id"] == f"{c.patient}-ep1"
     assert resumed["occurred_at"][:10] == today
-    # a second press (a stale page) changes nothing: the program is not paused any more
-    assert form_post(c, "c1", "resume").status_code == 409
-    assert len(_program_events(c, "program.resumed")) == 1
+    (paused,) = _program_events(c, "program.paused")
+    assert (paused["clinician_id"], paused["org_id"]) == (c.clinician("c1"), c.org)
+    assert form_post(c, "c1", "pause").status_code == 409  # already paused
     audit = run_in_thread(
         _fetch(
             c.stack.settings,

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from alerts.evaluate import run_adherence_evaluate, run_alerts_evaluate
+from alerts.rollup import adherence_history
+from schemas.events import parse_event_json
 from tests.conftest import EventFactory
 from tests.unit.test_step_in_process import NOW, Step
 
@@ -97,3 +99,13 @@ async def test_streamed_alerts_and_adherence_equal_the_offline_evaluators(
     assert csv["2026-11-12"] == f"{p},2026-11-12,1.0000,0,0.0000"
     assert csv["2026-11-14"] == f"{p},2026-11-14,1.0000,1,0.3333"
     assert dt.date(2026, 11, 14).isoformat() in rows
+    # the backfill of patient_daily_adherence from the stored events: the same rows
+    stored = [parse_event_json(json.dumps(e)) for b in batches for e in b]
+    backfill = {
+        r.date.isoformat(): (
+            f"{p},{r.date.isoformat()},{r.prescribed:.4f},{r.completed},"
+            + ("" if r.adherence_7d is None else f"{r.adherence_7d:.4f}")
+        )
+        for r in adherence_history(p, reversed(stored))  # arrival order does not matter
+    }
+    assert backfill == csv

@@ -28,6 +28,7 @@ from alerts.state import (
 from schemas.episodes import ProgramPause
 from schemas.events import Event, validate_event
 from streams.access import Principal
+from streams.http.pages.patient import program_event, program_states
 from tests.unit.test_alert_rules import P, exercise, mk, start, symptom
 
 TZ = "America/Chicago"
@@ -356,3 +357,42 @@ def test_compact_holds_keeps_a_pause_still_running_at_the_cut() -> None:
     kept = compact_holds(s.holds, s.book, d(10))
     assert set(kept) == {"f2", "r2"}  # the latest pause and its resume date (inactivity's L)
     assert all(isinstance(h, Hold) for h in kept.values())
+
+
+# --- the patient page's form ----------------------------------------------------------------
+
+
+def test_the_page_posts_a_resume_only_while_paused_and_a_repeat_is_the_same_event() -> None:
+    now = dt.datetime(2026, 11, 9, 15, tzinfo=dt.UTC)
+    s, _ = feed([start(at(2, 9)), fall(6, "fall-1")])
+    ep = s.book.episodes["ep-1"]
+    assert program_states(s.book) == [
+        {
+            "episode_id": "ep-1",
+            "paused": True,
+            "since": "2026-11-06",
+            "reason": "fall",
+            "resumed_on": None,
+        }
+    ]
+    assert program_event(ep, "pause", "c-9", now) is None  # already paused
+    event = program_event(ep, "resume", "c-9", now)
+    assert event is not None and event == program_event(ep, "resume", "c-9", now)
+    assert (event["type"], event["clinician_id"], event["episode_id"]) == (
+        "program.resumed",
+        "c-9",
+        "ep-1",
+    )
+    assert event["occurred_at"] == "2026-11-09T09:00:00-06:00"  # the episode's local time
+    resume = mk(
+        event["type"],
+        event["occurred_at"],
+        event["event_id"],
+        episode_id="ep-1",
+        clinician_id="c-9",
+    )
+    s, _ = feed([resume], s)
+    assert spans(s) == [(d(6), d(9), "fall")]
+    assert program_event(s.book.episodes["ep-1"], "resume", "c-9", now) is None
+    again = program_event(s.book.episodes["ep-1"], "pause", "c-9", now)
+    assert again is not None and again["type"] == "program.paused"
