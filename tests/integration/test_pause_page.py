@@ -1,6 +1,11 @@
 """A fall pauses the program; the clinician resumes it from the patient page (issue 17).
 
-Real gateway, worker, Kafka and PostgreSQL; Debian's chromium through Playwright. A fall
+Real gateway, worker, Kafka and PostgreSQL; Debian's chromium through Playwright. Three
+patients with the same week of sessions and nothing for 11 days: one fell (paused), one
+only checked in (the control), one fell and was resumed 8 days ago. The worker's timer
+fires inactivity and adherence_low for the control and, from the resume date on, for the
+resumed one, and nothing of the two for the paused one; the offline evaluator (``rtm alerts
+evaluate`` over the stored events) gives the same alerts. A fall
 posted by the patient's app pauses the program: the patient page says "Program paused since
 <date> (fall)". The clinician presses Resume: the page posts (with the session's CSRF
 token) a ``program.resumed`` in the clinician's own name and organisation through the
@@ -11,10 +16,13 @@ post add nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +31,8 @@ import httpx
 import orjson
 import pytest
 
+from alerts.evaluate import run_alerts_evaluate
+from alerts.state import decode_state
 from streams.access import SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.settings import Settings
@@ -48,7 +58,9 @@ class Clinic:
     tag: str
     org: str
     key: str
-    patient: str
+    patient: str  # fell 11 days ago: paused
+    control: str  # checked in 11 days ago, no fall
+    resumed: str  # fell 11 days ago, resumed 8 days ago
     fall_date: str
 
     def user(self, name: str) -> str:
@@ -100,18 +112,32 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
         org = f"{tag}-org"
         key = run_in_thread(_provision(stack.settings, tag, org))
         f = EventFactory()
-        p = f.patient(1)
-        fall = f.symptom(p, local(2, 11), fall=True)
-        events = [
-            f.episode_started(
-                p, at=local(10, 8), clinician_id=f"{tag}-cid-c1", episode_id=f"{p}-ep1"
-            ),
-            *[f.exercise(p, local(day, 18)) for day in range(9, 2, -1)],
-            fall,
-        ]
-        resp = stack.post(events, key=key)
-        assert resp.status_code == 200 and resp.json()["accepted"] == len(events), resp.text
-        c = Clinic(stack, tag, org, key, p, local(2)[:10])
+        p, control, resumed = f.patient(1), f.patient(2), f.patient(3)
+        clinician = f"{tag}-cid-c1"
+        for pid in (p, control, resumed):
+            # one request per patient: the worker takes its events together, before a tick
+            events = [
+                f.episode_started(
+                    pid, at=local(20, 8), clinician_id=clinician, episode_id=f"{pid}-ep1"
+                ),
+                *[f.exercise(pid, local(day, 18)) for day in range(19, 11, -1)],
+                f.symptom(pid, local(11, 11), fall=pid != control),
+            ]
+            if pid == resumed:
+                events.append(
+                    {
+                        "event_id": f"{pid}-resume",
+                        "schema_version": 1,
+                        "type": "program.resumed",
+                        "patient_id": pid,
+                        "occurred_at": local(8),
+                        "episode_id": f"{pid}-ep1",
+                        "clinician_id": clinician,
+                    }
+                )
+            resp = stack.post(events, key=key)
+            assert resp.status_code == 200 and resp.json()["accepted"] == len(events), resp.text
+        c = Clinic(stack, tag, org, key, p, control, resumed, local(11)[:10])
 
         async def stored() -> bool:
             rows = await _fetch(
@@ -123,6 +149,82 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
         run_in_thread(wait_for(stored, 90, "the fall's alert"))
         yield c
+
+
+async def _alerts(c: Clinic) -> dict[str, tuple[str, str, str, dt.datetime]]:
+    rows = await _fetch(
+        c.stack.settings,
+        "SELECT id, patient_id, kind, status, fired_at FROM alerts"
+        " WHERE org_id = $1 AND patient_id = ANY($2::text[])",
+        c.org,
+        [c.patient, c.control, c.resumed],
+    )
+    return {r["id"]: (r["patient_id"], r["kind"], r["status"], r["fired_at"]) for r in rows}
+
+
+async def _ticked_today(c: Clinic, pid: str) -> bool:
+    """The worker's timer has evaluated today's start for the patient's episode."""
+    rows = await _fetch(
+        c.stack.settings,
+        "SELECT state FROM alert_state WHERE org_id = $1 AND patient_id = $2",
+        c.org,
+        pid,
+    )
+    if not rows:
+        return False
+    cursor = decode_state(rows[0]["state"]).day_cursor.get(f"{pid}-ep1")
+    return cursor is not None and cursor >= dt.datetime.now(ZONE).date()
+
+
+def test_while_paused_inactivity_and_adherence_low_stay_silent_and_a_resume_restores_them(
+    clinic: Clinic, tmp_path: Path
+) -> None:
+    c = clinic
+
+    async def settled() -> bool:
+        kinds = {(pid, kind) for pid, kind, _, _ in (await _alerts(c)).values()}
+        return all(
+            (pid, kind) in kinds
+            for pid in (c.control, c.resumed)
+            for kind in ("inactivity", "adherence_low")
+        ) and all([await _ticked_today(c, pid) for pid in (c.patient, c.control, c.resumed)])
+
+    run_in_thread(wait_for(settled, 120, "the timer's day ends of the three patients"))
+    streamed = run_in_thread(_alerts(c))
+    by_patient: dict[str, dict[str, dt.datetime]] = {}
+    for pid, kind, _, fired_at in streamed.values():
+        by_patient.setdefault(pid, {})[kind] = fired_at
+    # the paused patient: the fall, and neither of the two suspended rules
+    assert "fall" in by_patient[c.patient]
+    assert not {"inactivity", "adherence_low"} & set(by_patient[c.patient])
+    # resumed 8 days ago with no data since: L = the resume date, inactivity fires at the
+    # start of its day + 4; adherence_low once the window's unpaused days (the sessions
+    # before the fall, the days since the resume) fall below 50%: at the end of resume + 2
+    resume_day = dt.date.fromisoformat(local(8)[:10])
+    midnight = dt.datetime.combine(resume_day + dt.timedelta(days=4), dt.time(), ZONE)
+    assert by_patient[c.resumed]["inactivity"] == midnight
+    assert by_patient[c.resumed]["adherence_low"] == midnight - dt.timedelta(days=1)
+    assert by_patient[c.control]["inactivity"] < by_patient[c.resumed]["inactivity"]
+
+    # the offline evaluator over the stored events (arrival order) agrees
+    rows = run_in_thread(
+        _fetch(
+            c.stack.settings,
+            "SELECT payload FROM events WHERE org_id = $1 AND patient_id = ANY($2::text[])"
+            " ORDER BY stored_at, occurred_at",
+            c.org,
+            [c.patient, c.control, c.resumed],
+        )
+    )
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text("".join(r["payload"] + "\n" for r in rows))
+    out = io.StringIO()
+    assert run_alerts_evaluate(jsonl, dt.datetime.now(dt.UTC), out) == 0
+    offline = {
+        a["id"]: (a["patient_id"], a["kind"], a["status"], dt.datetime.fromisoformat(a["fired_at"]))
+        for a in map(json.loads, out.getvalue().splitlines())
+    }
+    assert offline == streamed
 
 
 def sign_in(browser: Any, c: Clinic, name: str) -> Any:
