@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.adherence import Completion, adherence_on, daily_rows, prescribed_on, sessions_by_day
 from alerts.models import DEFAULT_CONFIG
+from alerts.pauses import HOLD_EVENT_TYPES, Hold, hold_of, with_pauses
 from alerts.rules import completions_kept_from
 from alerts.state import PatientState, completion_key
 from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeEvent, fold_book
@@ -221,7 +222,9 @@ def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[Dai
 
 
 # What adherence_history reads of the stored events.
-HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES}))
+HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES, *HOLD_EVENT_TYPES})
+)
 
 
 def adherence_history(
@@ -235,6 +238,7 @@ def adherence_history(
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []
+    holds: list[Hold] = []  # the pauses of the programs
     last: dt.date | None = None
     for e in events:
         if e.patient_key != (org_id, patient_id):
@@ -247,10 +251,13 @@ def adherence_history(
                 completions[key] = c
         if isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded):
             episode_events.append(e)
+        if (hold := hold_of(e)) is not None:
+            holds.append(hold)
         if e.type in PATIENT_DATA_TYPES:
             day = e.occurred_at.date()
             last = day if last is None or day > last else last
     book, _ = fold_book(episode_events)
+    book = with_pauses(book, holds)
     return [
         DailyAdherence(
             patient_id,

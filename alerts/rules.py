@@ -43,6 +43,7 @@ from alerts.models import (
     AlertKind,
     Severity,
 )
+from alerts.pauses import compact_holds, hold_of, with_pauses
 from alerts.state import (
     Cooldown,
     DataRecord,
@@ -112,6 +113,14 @@ def apply_event_outcome(
     if s.clock is None or event.occurred_at > s.clock:
         s.clock = event.occurred_at
     changes: list[AlertChange] = _intake_event(s, event, config)
+    hold = hold_of(event)
+    if hold is not None:
+        # A fall, a program.paused or a program.resumed: the pauses (alerts.pauses) are
+        # derived from these by event time, so any arrival order gives the same ones.
+        s.holds[hold.event_id] = hold
+        s.invalidate_book()
+        if not isinstance(event, SymptomReported):
+            return [], None  # read by the time-driven rules only
 
     if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
         if event.event_id in s.episode_events:
@@ -647,6 +656,8 @@ def _adherence_rule(
     boundary: dt.datetime,
     config: AlertConfig,
 ) -> list[AlertChange]:
+    if ep.paused_on(day):
+        return []  # suspended while the program is paused: neither fires nor resolves
     ratio = adherence_on(counts, book, day, config.adherence_window_days)
     threshold = config.adherence_low_fraction
     if ratio is not None and ratio < threshold:
@@ -777,8 +788,11 @@ def _inactivity_rule(
     boundary: dt.datetime,
     config: AlertConfig,
 ) -> list[AlertChange]:
-    # L = newest data date of this episode before `day` (data known now), or the start.
-    newest = ep.start_date
+    if ep.paused_on(day):
+        return []  # suspended while the program is paused
+    # L = newest data date of this episode before `day` (data known now), or the start;
+    # at least the date the program was last resumed.
+    newest = max(ep.start_date, ep.resumed_by(day) or ep.start_date)
     floor = s.data_floor.get(ep.episode_id)
     if floor is not None and newest < floor < day:
         newest = floor
@@ -1013,6 +1027,11 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
         for key, pr in list(s.pain.items()):
             if pr.local_date < pain_cut:
                 del s.pain[key]
+    if s.holds:
+        kept = compact_holds(s.holds, book, data_cut)
+        if len(kept) != len(s.holds):
+            s.holds = kept
+            s.invalidate_book()
     _retire_episodes(s, _retire_cut(lows, data_cut, config))
     _forget_past_episodes(s)
     for aid, a in list(s.alerts.items()):
@@ -1091,6 +1110,7 @@ def _retire_episodes(s: PatientState, cut: dt.date) -> None:
         return
     kept = {k: e for k, e in s.episode_events.items() if e.episode_id not in going}
     after, _ = fold_book(kept.values())
+    after = with_pauses(after, s.holds.values())
     if after.episodes != {k: e for k, e in book.episodes.items() if k not in going}:
         return  # the other episodes would fold differently without these: keep them all
     refused = s.refused_episode_starts

@@ -12,6 +12,9 @@ Only what the rules still need is kept, so a patient's state does not grow with 
 - alerts that are not resolved; of an acknowledged alert that resolved, only a compact
   cool-down entry (id, kind, acknowledged_at) while its cool-down can matter;
 - per-episode day cursors, and pending events (patient data whose episode is not known yet);
+- the holds that pause and resume programs (falls, ``program.paused``, ``program.resumed``:
+  ``alerts.pauses``): those of the last month, and of older ones per episode only the ones
+  its pauses still depend on (``compact_holds``);
 - episodes: the full episode events while any rule can still look at them; an episode the
   timer has finished and that no remaining day end can reach is *retired* to a compact
   ``PastEpisode`` (id, clinician, dates, active interval) that keeps routing and the
@@ -47,6 +50,7 @@ from pydantic import TypeAdapter
 
 from alerts.adherence import Completion
 from alerts.models import Alert, AlertKind, alert_id
+from alerts.pauses import HOLD_CODES, HOLD_KINDS, Hold, with_pauses
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 from schemas.events import DEFAULT_ORG, PatientKey
 
@@ -58,9 +62,10 @@ _ALERT_JSON: TypeAdapter[Alert] = TypeAdapter(Alert)
 # 4: adds the organisation ("o", omitted for DEFAULT_ORG) and "li" (legacy alert ids).
 # States of versions 2 and 3 were written when alert ids named no organisation: they
 # decode with ``legacy_ids`` (infra/migrations/013 adds their "o").
-STATE_VERSION = 4
+# 5: adds the holds of paused programs ("ph"); earlier versions decode as they are (none).
+STATE_VERSION = 5
 _ONE_DAY = dt.timedelta(days=1)
-_DECODABLE_VERSIONS = (2, 3, 4)
+_DECODABLE_VERSIONS = (2, 3, 4, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +220,19 @@ class PatientState:
     retired_to: dt.date | None = None
     # the patient's intakes, by intake_id (intake_overdue)
     intakes: dict[str, IntakeDue] = field(default_factory=dict)
+    # falls, program.paused and program.resumed, by event_id: the pauses (alerts.pauses)
+    holds: dict[str, Hold] = field(default_factory=dict)
 
     _book: EpisodeBook | None = field(default=None, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def book(self) -> EpisodeBook:
-        """The patient's episodes, folded in event-time order (cached, derived)."""
+        """The patient's episodes, folded in event-time order, with their programs' pauses
+        (cached, derived)."""
         if self._book is None:
-            self._book, self._refused = fold_book(self.episode_events.values())
+            book, self._refused = fold_book(self.episode_events.values())
+            self._book = with_pauses(book, self.holds.values()) if self.holds else book
         return self._book
 
     @property
@@ -261,6 +270,7 @@ class PatientState:
             self.past,
             self.retired_to,
             self.intakes,
+            self.holds,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -294,6 +304,7 @@ class PatientState:
             past=dict(self.past),
             retired_to=self.retired_to,
             intakes=dict(self.intakes),
+            holds=dict(self.holds),
         )
         new._book, new._refused = self._book, self._refused  # shared until invalidated
         return new
@@ -411,6 +422,13 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             ]
             for iid, d in state.intakes.items()
         ]
+    if state.holds:
+        # [occurred_at, event_id, kind code], and the episode_id when the event names one
+        out["ph"] = [
+            [_ts(h.occurred_at), h.event_id, HOLD_CODES[h.kind]]
+            + ([h.episode_id] if h.episode_id is not None else [])
+            for h in state.holds.values()
+        ]
     return out
 
 
@@ -475,6 +493,9 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
             _pts(contacted) if contacted is not None else None,
             bool(checked),
         )
+    for item in data.get("ph", ()):
+        at, eid, code = item[:3]
+        s.holds[eid] = Hold(_pts(at), eid, HOLD_KINDS[code], item[3] if len(item) > 3 else None)
     return s
 
 

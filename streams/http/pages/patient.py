@@ -1,13 +1,18 @@
 """``/ui/patients/{id}``: one patient's charts (daily adherence, pain with its baseline),
 the alert timeline with acknowledgement and note (``POST /ui/alerts/{id}/ack``, the JSON
-route's rules), episodes and programs, this month's treatment minutes."""
+route's rules), episodes and programs with their pauses (``POST
+/ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` / ``program.resumed`` in the
+signed-in clinician's name, through the gateway's event path), this month's treatment
+minutes."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import Request
@@ -18,6 +23,7 @@ from alerts.adherence import covered_days, rows_on
 from alerts.evaluate import fold
 from alerts.rollup import pain_baselines
 from billing.rules import billing_progress, patient_local_date
+from schemas.episodes import Episode, EpisodeBook
 from schemas.events import parse_event_json
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
@@ -28,12 +34,14 @@ from streams.http.auth import form_fields
 from streams.http.deps import (
     AuthenticateDep,
     ClockDep,
+    GatewayDep,
     PrincipalDep,
     ProducerDep,
     StoreDep,
 )
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
+from streams.http.routes.events import ingest
 from streams.services.alerts import acknowledge
 
 ID_RE = re.compile(ID_REGEX)
@@ -88,6 +96,7 @@ async def patient_page(
             conn, who.org_id, patient_id, (now - dt.timedelta(days=90)).date(), None
         )
         panel = await _alert_panel_context(conn, who, patient_id, status or None)
+        panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
@@ -119,6 +128,7 @@ def _patient_view(
     state = states.get((org_id, patient_id))
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
+    programs = [] if state is None else program_states(state.book)
     if state is not None:
         last = max((r.local_date for r in state.data.values()), default=None)
         days = covered_days(state.book, last)[-90:]  # only these 90 are computed
@@ -183,6 +193,7 @@ def _patient_view(
         "adherence": adherence,
         "pain": pain,
         "episodes": episodes,
+        "programs": programs,
         "adherence_latest": adherence[-1]["pct"] if adherence else "no data",
         "pain_latest": f"{reports[-1][1]}/10" if reports else "no reports",
         # JSON inside <script>: "</" must not close the element
@@ -226,3 +237,98 @@ async def ack_form(
         panel = await _alert_panel_context(conn, who, patient_id, None)
         await audit_principal(conn, who, "read", f"POST /ui/alerts/{alert_id}/ack", [patient_id])
     return render("_alerts.html", **panel)
+
+
+# --- paused programs ---------------------------------------------------------------------
+
+
+def program_states(book: EpisodeBook) -> list[dict[str, Any]]:
+    """Each open episode's program: paused (since when, why) or running (resumed when)."""
+    out: list[dict[str, Any]] = []
+    for ep in sorted(book.episodes.values(), key=lambda e: e.start_date):
+        if ep.end_date is not None:
+            continue
+        last = ep.pauses[-1] if ep.pauses else None
+        out.append(
+            {
+                "episode_id": ep.episode_id,
+                "paused": last is not None and last.end is None,
+                "since": last.start.isoformat() if last else None,
+                "reason": last.reason if last else None,
+                "resumed_on": last.end.isoformat() if last and last.end else None,
+            }
+        )
+    return out
+
+
+def program_event(
+    ep: Episode, action: Literal["pause", "resume"], clinician_id: str, now: dt.datetime
+) -> dict[str, Any] | None:
+    """The ``program.paused`` / ``program.resumed`` the form asks for, dated now in the
+    episode's time zone (its patient-local date), or None when there is nothing to do
+    (already paused; not paused). Its event_id is derived from the pause it resumes (or
+    the resume it follows), so a second click is the same event: a duplicate."""
+    last = ep.pauses[-1] if ep.pauses else None
+    paused = last is not None and last.end is None
+    if paused == (action == "pause"):
+        return None
+    after = "" if last is None else (last.event_id if paused else last.resumed_by or "")
+    digest = hashlib.sha256(f"{ep.episode_id}|{after}".encode()).hexdigest()[:40]
+    return {
+        "event_id": f"ui-{action}-{digest}",
+        "schema_version": 1,
+        "type": "program.paused" if action == "pause" else "program.resumed",
+        "patient_id": ep.patient_id,
+        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
+        "source": {"kind": "clinician_portal", "id": "dashboard"},
+        "episode_id": ep.episode_id,
+        "clinician_id": clinician_id,
+    }
+
+
+@router.post("/patients/{patient_id}/program/{action}", response_class=HTMLResponse)
+async def program_form(
+    request: Request,
+    patient_id: str,
+    action: Literal["pause", "resume"],
+    who: PrincipalDep,
+    gateway: GatewayDep,
+) -> Response:
+    """Pause or resume the program of one of the patient's open episodes, in the signed-in
+    clinician's name and organisation: the event goes the way of every event (the
+    gateway's path to Kafka, then the worker), audited; then back to the patient page
+    once the worker has stored it (or after a few seconds)."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "manage_program")
+    if who.clinician_id is None:
+        raise PageError(403, "Not permitted", "Only a clinician pauses or resumes a program.")
+    if not ID_RE.fullmatch(patient_id):
+        raise PageError(404, "Unknown patient", "No such patient in your care.")
+    episode_id = form_fields(await request.body()).get("episode_id", "")
+    store = gateway.store
+    async with store.acquire() as conn:
+        if not await in_scope(conn, who.scope(), patient_id):
+            raise PageError(404, "Unknown patient", f"No patient {patient_id} in your care.")
+        payloads = await patient_payloads(conn, who.org_id, patient_id)
+        resource = f"POST /ui/patients/{patient_id}/program/{action}"
+        await audit_principal(conn, who, f"{action}_program", resource, [patient_id])
+    states, _ = await asyncio.to_thread(fold, (parse_event_json(p) for p in payloads))
+    state = states.get((who.org_id, patient_id))
+    ep = None if state is None else state.book.episodes.get(episode_id)
+    if ep is None or ep.end_date is not None:
+        raise PageError(404, "Unknown episode", f"No open episode {episode_id} of this patient.")
+    item = program_event(ep, action, who.clinician_id, gateway.clock.now())
+    if item is None:
+        done = "paused" if action == "pause" else "running"
+        raise PageError(409, "Nothing to do", f"The program is already {done}.")
+    answer = await ingest(gateway, who, [item])
+    if not isinstance(answer, dict):
+        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
+    if answer["rejected"]:
+        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
+    for _ in range(50):  # the worker stores it within moments; the page then shows it
+        if await store.known_event_ids(who.org_id, [item["event_id"]]):
+            break
+        await asyncio.sleep(0.1)
+    return RedirectResponse(f"/ui/patients/{patient_id}", 303)
