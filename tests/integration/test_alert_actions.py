@@ -170,7 +170,7 @@ def test_acknowledging_requires_a_disposition_from_the_list_and_carries_it(dash:
     (audit,) = fetch(
         dash,
         "SELECT actor, detail FROM audit_log WHERE action = 'acknowledge' AND resource = $1",
-        path,
+        f"POST {path}",
     )
     assert audit["actor"] == f"user:{dash.user('c1')}"
     assert json.loads(audit["detail"])["disposition"] == "referred_physician"
@@ -219,18 +219,15 @@ def test_a_snooze_is_bounded_refused_for_a_red_flag_and_audited(dash: Dash) -> N
         assert [e["loc"] for e in resp.json()["detail"]] == [["body", field]], body
     assert "at most 7 days" in _post(dash, path, c1, {"duration": "8d", "reason": "x"}).text
     assert _alert_of(dash, "pBack", c1).get("snoozed_until") is None
-    assert not fetch(
-        dash, "SELECT 1 FROM audit_log WHERE action = 'snooze' AND resource = $1", path
-    )
+    snoozes = "SELECT detail FROM audit_log WHERE action = 'snooze' AND resource = $1"
+    assert not fetch(dash, snoozes, f"POST {path}")
 
     # a short snooze: out of the triage tiers, "snoozed until", then back in its tier
     before = [r["patient_id"] for r in _worklist(dash, c1)]
     resp = _post(dash, path, c1, {"duration": f"{SHORT}s", "reason": "calls back at noon"})
     assert resp.status_code == 200, resp.text
     until = dt.datetime.fromisoformat(resp.json()["snoozed_until"])
-    (audit,) = fetch(
-        dash, "SELECT detail FROM audit_log WHERE action = 'snooze' AND resource = $1", path
-    )
+    (audit,) = fetch(dash, snoozes, f"POST {path}")
     detail = json.loads(audit["detail"])
     assert (detail["reason"], detail["until"]) == ("calls back at noon", until.isoformat())
     rows = _worklist(dash, c1)
