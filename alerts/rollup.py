@@ -65,6 +65,9 @@ TIER_NAMES = (
     "other",
 )
 NO_TIER = len(TIER_NAMES)  # no open alert
+# Every open alert of the patient snoozed (as a reader's clock sees it): out of the triage
+# tiers, after them, with the patients without an open alert (before them: by snooze end).
+SNOOZED_TIER = NO_TIER
 _TIER_KINDS = {"adherence_low": 3, "inactivity": 4, "billing_at_risk": 5}
 
 
@@ -112,6 +115,8 @@ class PatientRollup:
     open_red_flags: tuple[str, ...] = ()
     tier: int = NO_TIER  # the triage tier of the most urgent open alert
     tier_since: dt.datetime | None = None  # the oldest open alert of that tier
+    # open alerts a clinician snoozed (ended or not: a reader decides with its clock)
+    open_snoozed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,7 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         tier_since=min(
             (a.fired_at for a in open_ if alert_tier(a.kind, a.severity) == tier), default=None
         ),
+        open_snoozed=sum(1 for a in open_ if a.snoozed_until is not None),
     )
 
 

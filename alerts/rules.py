@@ -13,7 +13,9 @@ modifies its input:
   evaluated once, so a second tick with the same ``now`` fires nothing; a late first
   tick catches up every missed boundary, which is how the offline evaluator (one tick at
   --as-of) and the streaming timer (a tick every few seconds) agree.
-- ``acknowledge``: a clinician's acknowledgement (starts the cool-down).
+- ``acknowledge``: a clinician's acknowledgement with its disposition (starts the
+  cool-down); ``snooze``: a clinician's snooze of an open alert (until when is the
+  record's; whether it is still on is a reader's question, against its clock).
 
 Time-driven alerts carry the boundary instant as ``fired_at`` (not the tick time), and all
 alert ids are derived from (organisation, patient, kind, trigger), so a replay gives
@@ -41,6 +43,7 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
+    Disposition,
     Severity,
 )
 from alerts.pauses import compact_holds, hold_of, with_pauses
@@ -835,8 +838,11 @@ def acknowledge(
     by: str,
     stored: Alert | None = None,
     config: AlertConfig | None = None,
+    disposition: Disposition | None = None,
+    note: str | None = None,
 ) -> tuple[PatientState, list[AlertChange]]:
-    """Record a clinician's acknowledgement. Idempotent: a second one changes nothing.
+    """Record a clinician's acknowledgement (with its disposition and note). Idempotent: a
+    second one changes nothing.
 
     An open alert becomes ``acknowledged``; a resolved one keeps its status but records the
     acknowledgement (``Alert.acknowledged``, the one transition). Either way the cool-down
@@ -860,10 +866,33 @@ def acknowledge(
     if current.acknowledged_at is not None:
         return state, []
     s = state.copy_for_update()
-    updated = current.acknowledged(at, by)
+    updated = current.acknowledged(at, by, disposition, note)
     s.alerts[alert_id_] = updated
     prune(s, DEFAULT_CONFIG if config is None else config)
     return s, [AlertChange(change="acknowledged", alert=updated)]
+
+
+def snooze(
+    state: PatientState,
+    alert_id_: str,
+    at: dt.datetime,
+    by: str,
+    until: dt.datetime,
+    reason: str,
+) -> tuple[PatientState, list[AlertChange]]:
+    """Record a clinician's snooze of an open alert (``Alert.snoozed``, the one
+    transition). Nothing changes for an alert the state no longer holds open (resolved or
+    acknowledged meanwhile), for a kind that cannot be snoozed, or for the same snooze
+    taken again (a replay)."""
+    current = state.alerts.get(alert_id_)
+    if current is None or current.snooze_refusal(at, until) is not None:
+        return state, []
+    if (current.snoozed_at, current.snoozed_until) == (at, until):
+        return state, []
+    s = state.copy_for_update()
+    updated = current.snoozed(at, by, until, reason)
+    s.alerts[alert_id_] = updated
+    return s, [AlertChange(change="snoozed", alert=updated)]
 
 
 # --- shared bookkeeping --------------------------------------------------------------------

@@ -41,13 +41,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
 
-from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
+from alerts.batch import AckItem, BatchResult, EventItem, Item, SnoozeItem, TickItem, apply_batch
 from alerts.models import DEFAULT_CONFIG, Alert, AlertConfig
 from alerts.rollup import rollups
 from alerts.state import PatientState
@@ -163,8 +163,24 @@ def decode(records: Sequence[Record], max_skew_s: float) -> Decoded:
             out.items.append(TickItem(ctl.now, record.partition))
             continue
         if isinstance(ctl, control.Ack):
-            ack = AckItem(ctl.patient_id, ctl.alert_id, ctl.at, ctl.by, None, ctl.org_id)
+            ack = AckItem(
+                ctl.patient_id,
+                ctl.alert_id,
+                ctl.at,
+                ctl.by,
+                None,
+                ctl.org_id,
+                ctl.disposition,
+                ctl.note,
+            )
             out.items.append(ack)
+            continue
+        if isinstance(ctl, control.Snooze):
+            out.items.append(
+                SnoozeItem(
+                    ctl.patient_id, ctl.alert_id, ctl.at, ctl.by, ctl.until, ctl.reason, ctl.org_id
+                )
+            )
             continue
         try:
             event = parse_event_json(raw)
@@ -352,7 +368,7 @@ def decide(
     patient's state carries the stored snapshot), the new events' ledger rows and the
     touched patients' rollups and the intakes they change (from their stored ``intakes``)."""
     items = [
-        AckItem(i.patient_id, i.alert_id, i.at, i.by, stored[i.alert_id], i.org_id)
+        replace(i, stored=stored[i.alert_id])
         if isinstance(i, AckItem) and i.alert_id in stored
         else i
         for i in fresh

@@ -223,6 +223,8 @@ def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: st
 ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/alerts"): (CLINICAL, None),
     ("GET", "/v1/worklist"): (CLINICAL, None),
+    # the intake queue: the caller's organisation's intakes (test_intake_stream)
+    ("GET", "/v1/intakes"): (CLINICAL | {"a-integration"}, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
     # FHIR R4 search (streams/http/routes/fhir.py): the patient is a query parameter; outside scope 404
@@ -236,6 +238,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     # A's submission: B's billing staff get 404, as for an unknown one
     ("GET", "/v1/billing/submissions/{submission_id}/file"): (SUBMITTERS, {"a-billing", "a-admin"}),
     ("POST", "/v1/alerts/{alert_id}/ack"): (
+        {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"},
+        {"a-clin1", "a-clin3", "a-admin"},
+    ),
+    # the same rule as the acknowledgement: tested below and in test_alert_actions
+    ("POST", "/v1/alerts/{alert_id}/snooze"): (
         {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"},
         {"a-clin1", "a-clin3", "a-admin"},
     ),
@@ -261,6 +268,9 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
     ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/billing/submit"): (set(), None),  # tested below and in test_billing_view
+    ("POST", "/ui/alerts/{alert_id}/snooze"): (set(), None),  # tested below, test_alert_actions
+    # CSRF, clinicians only, in scope, audited: tests/integration/test_pause_page.py
+    ("POST", "/ui/patients/{patient_id}/program/{action}"): (set(), None),
 }
 OPEN_ROUTES = {
     ("GET", "/healthz"),
@@ -422,19 +432,28 @@ def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: 
 
 def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world: World) -> None:
     path = f"/v1/alerts/{world.alert_id}/ack"
+    x = {"disposition": "contacted_patient", "note": "x"}
+    snooze = {"duration": "4h", "reason": "x"}
     for who in ("a-clin2", "b-admin"):
-        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 404
+        assert world.call(who, "POST", path, json=x).status_code == 404
+        assert world.call(who, "POST", path[:-3] + "snooze", json=snooze).status_code == 404
     for who in ("a-reader", "a-billing", "a-operator", "a-producer"):
-        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 403
+        assert world.call(who, "POST", path, json=x).status_code == 403
+        assert world.call(who, "POST", path[:-3] + "snooze", json=snooze).status_code == 403
     cookie, _ = world.sessions["a-clin1"]
     no_csrf = httpx.post(
         world.stack.url + path,
-        json={"note": "x"},
+        json=x,
         timeout=30,
         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
     assert no_csrf.status_code == 403 and CSRF_HEADER in no_csrf.text
-    resp = world.call("a-clin1", "POST", path, json={"note": "called the patient, resting"})
+    resp = world.call(
+        "a-clin1",
+        "POST",
+        path,
+        json={"disposition": "contacted_patient", "note": "called the patient, resting"},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["acknowledged_by"] == f"{world.tag}-a-clin1"
     shown = world.call(
@@ -682,12 +701,12 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
     other = httpx.post(
         world.stack.url + path,
         timeout=30,
-        content=f"note=x&csrf_token={csrf}",
+        content=f"disposition=left_message&note=x&csrf_token={csrf}",
         headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
     assert other.status_code == 404  # outside a-clin2's scope, as an unknown alert
     cookie, csrf = world.sessions["a-clin1"]
-    for body in ("note=x", "note=x&csrf_token=wrong"):
+    for body in ("disposition=left_message&note=x", "note=x&csrf_token=wrong"):
         resp = httpx.post(
             world.stack.url + path,
             timeout=30,

@@ -281,6 +281,8 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.goto(f"/ui/patients/{pid}?status=resolved")
     assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 1
     page.goto(f"/ui/patients/{pid}")
+    # the disposition is required (issue 17): chosen first, then the note by keyboard
+    page.select_option(f"#disposition-{alert_id}", "sent_to_ed")
     # keyboard: into the note, type, Tab to the button, Enter
     page.focus(f"#note-{alert_id}")
     page.keyboard.type("called, sent to ED")
@@ -289,6 +291,9 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.wait_for_selector(f'#alert-history li[data-alert="{alert_id}"]')
     assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 0
     assert "Note: called, sent to ED" in page.inner_text(
+        f'#alert-history li[data-alert="{alert_id}"]'
+    )
+    assert "Disposition: sent to ed" in page.inner_text(
         f'#alert-history li[data-alert="{alert_id}"]'
     )
     assert page.evaluate("document.activeElement.id") == "alert-panel"

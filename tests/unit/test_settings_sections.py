@@ -104,6 +104,7 @@ BEFORE = [
 # variables added after the house, each on purpose
 ADDED = [
     "RTM_INTAKE_RULES_FILE",  # issue 18: the worker's intake rule set
+    "RTM_SNOOZE_DURATIONS",  # issue 17: the snooze durations offered
 ]
 
 

@@ -1,9 +1,9 @@
 """``/ui/patients/{id}``: one patient's charts (daily adherence, pain with its baseline),
-the alert timeline with acknowledgement and note (``POST /ui/alerts/{id}/ack``, the JSON
-route's rules), episodes and programs with their pauses (``POST
-/ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` / ``program.resumed`` in the
-signed-in clinician's name, through the gateway's event path), this month's treatment
-minutes."""
+the alert timeline with acknowledgement, disposition and note (``POST /ui/alerts/{id}/ack``)
+and snooze (``POST /ui/alerts/{id}/snooze``; the JSON routes' rules), episodes and programs
+with their pauses (``POST /ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` /
+``program.resumed`` in the signed-in clinician's name, through the gateway's event path),
+this month's treatment minutes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from markupsafe import Markup
 
 from alerts.adherence import covered_days, rows_on
 from alerts.evaluate import fold
+from alerts.models import DISPOSITIONS, UNSNOOZABLE_KINDS, Alert
 from alerts.rollup import pain_baselines
 from billing.rules import billing_progress, patient_local_date
 from schemas.episodes import Episode, EpisodeBook
@@ -37,20 +39,28 @@ from streams.http.deps import (
     GatewayDep,
     PrincipalDep,
     ProducerDep,
+    SettingsDep,
     StoreDep,
 )
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
 from streams.http.routes.events import ingest
-from streams.services.alerts import acknowledge
+from streams.services.alerts import SnoozeRefused, acknowledge, snooze
+from streams.settings import Settings
 
 ID_RE = re.compile(ID_REGEX)
+_LIST = ", ".join(d.replace("_", " ") for d in DISPOSITIONS)
 
 router = page_router()
 
 
 async def _alert_panel_context(
-    conn: Any, who: Principal, patient_id: str, status: str | None
+    conn: Any,
+    who: Principal,
+    patient_id: str,
+    status: str | None,
+    now: dt.datetime,
+    snooze_choices: Sequence[str],
 ) -> dict[str, Any]:
     alerts = await list_alerts(conn, who.scope(), patient_id=patient_id, status=status, limit=500)
     if status not in (None, "open"):
@@ -60,7 +70,12 @@ async def _alert_panel_context(
         )
         alerts = open_ + [a for a in alerts if a["status"] != "open"]
     for a in alerts:
-        a["fired_at_text"] = dt.datetime.fromisoformat(a["fired_at"]).strftime("%Y-%m-%d %H:%M %z")
+        a["fired_at_text"] = _when(a["fired_at"])
+        a["acknowledged_at_text"] = _when(a.get("acknowledged_at"))
+        until = a.get("snoozed_until")
+        # a snooze still on at the injected clock; one that ended is shown no more
+        on = a["status"] == "open" and until is not None and now < dt.datetime.fromisoformat(until)
+        a["snoozed_until_text"] = _when(until) if on else None
     # open first (most severe first), then the rest newest first
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     alerts.sort(key=lambda a: (0, rank[a["severity"]]) if a["status"] == "open" else (1, 0))
@@ -70,7 +85,17 @@ async def _alert_panel_context(
         "status": status or "",
         "may_ack": who.may("acknowledge"),
         "csrf": who.csrf_token,
+        "dispositions": DISPOSITIONS,
+        "snooze_choices": list(snooze_choices),
+        "unsnoozable": UNSNOOZABLE_KINDS,
     }
+
+
+def _when(iso: str | None) -> str | None:
+    """An instant as the timeline shows it."""
+    if iso is None:
+        return None
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %z")
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
@@ -79,6 +104,8 @@ async def patient_page(
     patient_id: str,
     authenticate: AuthenticateDep,
     store: StoreDep,
+    clock: ClockDep,
+    settings: SettingsDep,
     status: Literal["open", "acknowledged", "resolved", ""] = "",
 ) -> HTMLResponse:
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
@@ -95,7 +122,9 @@ async def patient_page(
         pains = await pain_reports(
             conn, who.org_id, patient_id, (now - dt.timedelta(days=90)).date(), None
         )
-        panel = await _alert_panel_context(conn, who, patient_id, status or None)
+        panel = await _alert_panel_context(
+            conn, who, patient_id, status or None, clock.now(), _choices(settings)
+        )
         panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
@@ -207,6 +236,39 @@ def _patient_view(
     }
 
 
+def _choices(settings: Settings) -> list[str]:
+    return list(settings.alerting.snooze_choices)
+
+
+def _form_alert(who: Principal, alert_id: str) -> None:
+    """A clinician's action form on an alert: a signed-in user who may acknowledge, an
+    alert id of the contract."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "acknowledge")
+    if not ID_RE.fullmatch(alert_id):
+        raise PageError(404, "Unknown alert", "No such alert.")
+
+
+async def _panel_answer(
+    request: Request,
+    store: StoreDep,
+    who: Principal,
+    alert: Alert,
+    resource: str,
+    now: dt.datetime,
+    settings: Settings,
+) -> Response:
+    """htmx gets the alert panel back, a plain form post a redirect to the patient page."""
+    patient_id = alert.patient_id
+    if request.headers.get("HX-Request") != "true":
+        return RedirectResponse(f"/ui/patients/{patient_id}", 303)
+    async with store.acquire() as conn:
+        panel = await _alert_panel_context(conn, who, patient_id, None, now, _choices(settings))
+        await audit_principal(conn, who, "read", resource, [patient_id])
+    return render("_alerts.html", **panel)
+
+
 @router.post("/alerts/{alert_id}/ack", response_class=HTMLResponse)
 async def ack_form(
     request: Request,
@@ -215,28 +277,29 @@ async def ack_form(
     store: StoreDep,
     producer: ProducerDep,
     clock: ClockDep,
+    settings: SettingsDep,
 ) -> Response:
     """Acknowledge from the patient page (the JSON route's rules: scope, the caller's own
-    name, the note stored, audited, sent to the stream); htmx gets the alert panel back,
-    a plain form post a redirect to the patient page."""
-    if who.kind != "user":
-        raise PageError(403, "Not for machine keys")
-    need(who, "acknowledge")
-    if not ID_RE.fullmatch(alert_id):
-        raise PageError(404, "Unknown alert", "No such alert.")
-    note = form_fields(await request.body()).get("note", "").strip()[:2000] or None
+    name, a disposition from the list required, the note stored, audited, sent to the
+    stream); htmx gets the alert panel back, a plain form post a redirect to the patient
+    page."""
+    _form_alert(who, alert_id)
+    fields = form_fields(await request.body())
+    disposition = fields.get("disposition", "")
+    if disposition not in DISPOSITIONS:
+        raise PageError(
+            422, "Disposition required", "Choose what was done about the alert: " + _LIST
+        )
+    note = fields.get("note", "").strip()[:2000] or None
     # audited as the JSON route's acknowledgement, which this form is
     source = f"POST /v1/alerts/{alert_id}/ack"
-    acked = await acknowledge(store, producer, clock, who, alert_id, note, source=source)
+    acked = await acknowledge(
+        store, producer, clock, who, alert_id, disposition, note, source=source
+    )
     if acked is None:
         raise PageError(404, "Unknown alert", f"unknown alert {alert_id}")
-    patient_id = acked.patient_id
-    if request.headers.get("HX-Request") != "true":
-        return RedirectResponse(f"/ui/patients/{patient_id}", 303)
-    async with store.acquire() as conn:
-        panel = await _alert_panel_context(conn, who, patient_id, None)
-        await audit_principal(conn, who, "read", f"POST /ui/alerts/{alert_id}/ack", [patient_id])
-    return render("_alerts.html", **panel)
+    resource = f"POST /ui/alerts/{alert_id}/ack"
+    return await _panel_answer(request, store, who, acked, resource, clock.now(), settings)
 
 
 # --- paused programs ---------------------------------------------------------------------
@@ -332,3 +395,36 @@ async def program_form(
             break
         await asyncio.sleep(0.1)
     return RedirectResponse(f"/ui/patients/{patient_id}", 303)
+
+
+@router.post("/alerts/{alert_id}/snooze", response_class=HTMLResponse)
+async def snooze_form(
+    request: Request,
+    alert_id: str,
+    who: PrincipalDep,
+    store: StoreDep,
+    producer: ProducerDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> Response:
+    """Snooze from the patient page (the JSON route's rules: a configured duration, a
+    reason, never a red flag; audited, sent to the stream)."""
+    _form_alert(who, alert_id)
+    fields = form_fields(await request.body())
+    duration = settings.alerting.snooze_choices.get(fields.get("duration", ""))
+    reason = fields.get("reason", "").strip()[:500]
+    if duration is None or not reason:
+        raise PageError(
+            422, "Duration and reason required", "Choose how long and say why to snooze."
+        )
+    source = f"POST /v1/alerts/{alert_id}/snooze"
+    try:
+        snoozed = await snooze(
+            store, producer, clock, who, alert_id, duration, reason, source=source
+        )
+    except SnoozeRefused as e:
+        raise PageError(409, "Cannot snooze", str(e)) from None
+    if snoozed is None:
+        raise PageError(404, "Unknown alert", f"unknown alert {alert_id}")
+    resource = f"POST /ui/alerts/{alert_id}/snooze"
+    return await _panel_answer(request, store, who, snoozed, resource, clock.now(), settings)
