@@ -347,3 +347,56 @@ def test_billing_previews_without_recording_and_admin_audits(dash: Dash, browser
     assert "GET /ui/worklist" in rows and "acknowledge" in rows
     admin.screenshot(path=str(dash.shots / "audit.png"), full_page=True)
     admin.close()
+
+
+# --- phones (issue 17 item 4) ---------------------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def test_no_page_scrolls_sideways_on_a_phone_and_alerts_come_first(
+    dash: Dash, browser: Any
+) -> None:
+    """At 390x844 no page is wider than the screen (the worklist and the billing lines are
+    stacked cards, the labels the tables' headers); on the patient page the open alerts
+    come right under the patient's name, above the charts. Screenshots at both sizes."""
+    p = dash.patients
+    month = dt.datetime.now(ZONE).strftime("%Y-%m")
+    pages = {
+        "c1": {
+            "worklist": "/ui/worklist",
+            "patient": f"/ui/patients/{p['pCrit']}",
+            "not-found": "/ui/patients/nobody-here",
+        },
+        "billing": {"billing": f"/ui/billing?month={month}"},
+        "admin": {"audit": "/ui/audit", "worklist-admin": "/ui/worklist?status=all"},
+    }
+    wide: dict[str, int] = {}
+    for user, urls in pages.items():
+        page = sign_in(browser, dash, user)
+        for name, url in urls.items():
+            for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+                page.set_viewport_size(viewport)
+                page.goto(url)
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(dash.shots / f"{name}-{size}.png"), full_page=True)
+                if size == "phone":
+                    wide[name] = int(page.evaluate(SIDEWAYS))
+        if user == "c1":
+            page.set_viewport_size(PHONE)
+            page.goto(pages["c1"]["patient"])
+            page.wait_for_load_state("networkidle")
+            alerts_y = page.locator("#alert-panel").bounding_box()["y"]
+            chart_y = page.locator("#adh-h").bounding_box()["y"]
+            name_y = page.locator("main h1").bounding_box()["y"]
+            assert name_y < alerts_y < chart_y, (name_y, alerts_y, chart_y)
+            page.goto(pages["c1"]["worklist"])
+            # a card per patient: the row is one column, its cells labelled
+            label = page.locator("table.worklist tbody tr td").first.evaluate(
+                "td => getComputedStyle(td, '::before').content"
+            )
+            assert label == '"Open alerts"', label
+        page.context.close()
+    assert wide == dict.fromkeys(wide, 0), wide
