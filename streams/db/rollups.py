@@ -61,9 +61,20 @@ ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED
 """
 
 
+_CLEAR_DAYS = """
+DELETE FROM patient_daily_adherence d
+USING unnest($1::text[], $2::text[], $3::date[]) AS t(org, p, f)
+WHERE d.org_id = t.org AND d.patient_id = t.p AND d.local_date >= t.f
+"""
+
+
 async def write_rollups(conn: asyncpg.Connection, r: Rollups) -> None:
     """The batch's rollups (``alerts.rollup.rollups`` over the touched states, decided by
-    the step), two round trips, inside the caller's transaction."""
+    the step), two round trips (three when an episode event cleared days), inside the
+    caller's transaction."""
+    if r.cleared:
+        cs = r.cleared
+        await conn.execute(_CLEAR_DAYS, [c[0] for c in cs], [c[1] for c in cs], [c[2] for c in cs])
     if r.patients:
         ps = r.patients
         await conn.execute(
