@@ -270,13 +270,16 @@ HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISO
 
 
 def adherence_history(
-    patient_id: str, events: Iterable[Event], org_id: str = DEFAULT_ORG
+    patient_id: str,
+    events: Iterable[Event],
+    org_id: str = DEFAULT_ORG,
+    now: dt.datetime | None = None,
 ) -> list[DailyAdherence]:
     """Every episode day's row of one patient (of ``org_id``) from all their stored
     events (the backfill of ``patient_daily_adherence``): the same functions as the
     stream's rows and ``GET /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``),
     from the episode start up to its end, or for an open episode up to the patient's newest
-    data day.
+    data day or, with ``now``, the patient-local today when later (``episode_today``).
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []
@@ -296,6 +299,9 @@ def adherence_history(
             day = e.occurred_at.date()
             last = day if last is None or day > last else last
     book, _ = fold_book(episode_events)
+    today = episode_today(book, now) if now is not None else None
+    if today is not None and (last is None or today > last):
+        last = today
     return [
         DailyAdherence(
             patient_id,

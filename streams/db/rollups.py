@@ -231,10 +231,14 @@ async def backfill_patients(
 
 
 async def backfill_adherence_chunk(
-    conn: asyncpg.Connection, keys: Sequence[PatientKey], attempts: int = 5
+    conn: asyncpg.Connection,
+    keys: Sequence[PatientKey],
+    attempts: int = 5,
+    now: dt.datetime | None = None,
 ) -> tuple[int, int]:
     """Recompute these patients' daily adherence from their stored events
-    (``alerts.rollup.adherence_history``) and write the rows that are missing or differ;
+    (``alerts.rollup.adherence_history``, open episodes up to the patient-local day of
+    ``now`` when given) and write the rows that are missing or differ;
     (rows computed, rows written). Read and write share one REPEATABLE READ snapshot: a row
     the worker writes meanwhile (from an event this read did not see) makes the write fail
     to serialise instead of being overwritten, and the chunk is read again."""
@@ -256,7 +260,9 @@ async def backfill_adherence_chunk(
                 days = [
                     d
                     for (org, pid), payloads in sorted(by_patient.items())
-                    for d in adherence_history(pid, [parse_event_json(p) for p in payloads], org)
+                    for d in adherence_history(
+                        pid, [parse_event_json(p) for p in payloads], org, now
+                    )
                 ]
                 if not days:
                     return 0, 0
