@@ -23,15 +23,17 @@ from prometheus_client import CollectorRegistry
 
 from alerts.evaluate import run_adherence_evaluate
 from alerts.rollup import DailyAdherence
-from alerts.rules import EPISODELESS_COMPLETION_DAYS
+from alerts.rules import EPISODELESS_COMPLETION_DAYS, on_event
+from alerts.state import new_state
 from rtm.simulate import simulate
-from schemas.events import DEFAULT_ORG
+from schemas.events import DEFAULT_ORG, validate_event
 from streams.clock import FixedClock
 from streams.db.memory import MemoryIngestStore
 from streams.kafka.control import Record, patient_partition
 from streams.metrics import WorkerMetrics
 from streams.services.alerts import Publisher
 from streams.services.ingest import DeadLetterGuard, Ingest
+from tests.conftest import EventFactory
 
 PARTITIONS = 2
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)  # after the cohort: nothing is from the future
@@ -152,3 +154,21 @@ def test_evaluate_and_streamed_rollups_agree_for_any_arrival_order(
         events.reverse()
     assert evaluated(events) == REFERENCE
     assert streamed(events, sizes) == REFERENCE
+
+
+def test_sessions_without_an_episode_are_kept_only_for_the_bound() -> None:
+    """The state of a patient who never gets an episode stays bounded: sessions are kept
+    EPISODELESS_COMPLETION_DAYS behind the newest instant seen, then dropped."""
+    f = EventFactory()
+    p = f.patient(1)
+    s = new_state(p)
+    first = dt.date(2026, 1, 1)
+    for raw in f.daily_exercises(p, first, 300):
+        event = validate_event(raw)
+        assert not isinstance(event, list), event
+        s, _ = on_event(s, event)
+    assert s.clock is not None
+    days = sorted(c.local_date for c in s.completions.values())
+    newest = s.clock.date()
+    assert days[0] == newest - dt.timedelta(days=EPISODELESS_COMPLETION_DAYS)
+    assert len(days) == EPISODELESS_COMPLETION_DAYS + 1  # one session a day
