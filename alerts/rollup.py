@@ -19,10 +19,12 @@ Choices:
   while its whole trailing window is in the state: prune keeps completions only from
   ``alerts.rules.completions_kept_from`` on (the adherence window before the day cursor),
   so once a tick moves the cursor, older days keep the value they had when they were
-  inside it (``rtm rollups backfill`` recomputes every day from the stored events). Without
-  ticks (the property test in tests/unit/test_adherence_arrival_order.py) the stored rows
-  are ``rtm adherence evaluate``'s in any arrival order; a late episode whose batch also
-  carries a tick past its days keeps only the days inside the window (backfill).
+  inside it (``rtm rollups backfill`` recomputes every day from the stored events). Before
+  the timer has moved a day cursor (the property test in
+  tests/unit/test_adherence_arrival_order.py) the stored rows are ``rtm adherence
+  evaluate``'s in any arrival order; after it, a batch rewrites only from the newest cursor
+  on (``rewritable_from``: older windows may have lost sessions to earlier prunes), so an
+  enrolment that arrives after the timer moved past its days leaves those to backfill.
 - Pain trend: the latest report against the median of the state's other reports within
   the baseline horizon (the engine keeps 7 local days before the newest report).
 """
@@ -222,8 +224,8 @@ def adherence_from(
     if last is None:
         return None, []
     first = last - dt.timedelta(days=days - 1)
-    if since is not None:
-        first = min(first, since)
+    if since is not None and since < first:
+        first = max(since, rewritable_from(state) or since)
     # prune has dropped the completions before this: a window reaching before it would
     # count too few (the row keeps what it was written with while it was computable)
     kept = completions_kept_from(state, DEFAULT_CONFIG)
@@ -241,6 +243,17 @@ def adherence_from(
         )
         for r in rows_on(state.patient_id, state.completions, state.book, covered)
     ]
+
+
+def rewritable_from(state: PatientState) -> dt.date | None:
+    """The oldest day a batch may rewrite besides the last days (None: any). Once the timer
+    has moved a day cursor, earlier prunes may have dropped completions older than the
+    adherence window before it, even where ``completions_kept_from`` reaches back further
+    now (a late episode adds an earlier cursor): a row is rewritten only if its window
+    starts after the newest cursor minus the adherence window (what every prune kept)."""
+    if not state.day_cursor:
+        return None
+    return max(state.day_cursor.values()) - dt.timedelta(days=1)
 
 
 def rewrite_since(

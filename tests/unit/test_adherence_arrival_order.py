@@ -29,7 +29,7 @@ from rtm.simulate import simulate
 from schemas.events import DEFAULT_ORG, validate_event
 from streams.clock import FixedClock
 from streams.db.memory import MemoryIngestStore
-from streams.kafka.control import Record, patient_partition
+from streams.kafka.control import Record, Tick, patient_partition
 from streams.metrics import WorkerMetrics
 from streams.services.alerts import Publisher
 from streams.services.ingest import DeadLetterGuard, Ingest
@@ -72,9 +72,12 @@ def evaluated(events: Sequence[dict[str, Any]]) -> list[str]:
     return out.getvalue().splitlines()[1:]
 
 
-def streamed(events: Sequence[dict[str, Any]], sizes: Sequence[int]) -> list[str]:
+def streamed(
+    events: Sequence[dict[str, Any]], sizes: Sequence[int], tick_at: dt.datetime | None = None
+) -> list[str]:
     """The daily rows the worker's step stores for the events in this arrival order, in
-    batches of these sizes (cycled), as CSV rows."""
+    batches of these sizes (cycled), as CSV rows; with ``tick_at``, the last batch ends
+    with a tick of the timer at that instant."""
     clock = FixedClock(NOW)
     store = MemoryIngestStore(clock=clock)
     topics, metrics = _Topics(), WorkerMetrics(CollectorRegistry())
@@ -92,13 +95,17 @@ def streamed(events: Sequence[dict[str, Any]], sizes: Sequence[int]) -> list[str
         Record(orjson.dumps(e), patient_partition((DEFAULT_ORG, e["patient_id"]), PARTITIONS))
         for e in events
     ]
+    batches, i, k = [], 0, 0
+    while i < len(records):
+        n = sizes[k % len(sizes)]
+        batches.append(records[i : i + n])
+        i, k = i + n, k + 1
+    if tick_at is not None:
+        batches[-1] = batches[-1] + [Record(Tick(tick_at).encode(), p) for p in range(PARTITIONS)]
 
     async def run() -> None:
-        i, k = 0, 0
-        while i < len(records):
-            n = sizes[k % len(sizes)]
-            await ingest.record_batch(records[i : i + n])
-            i, k = i + n, k + 1
+        for batch in batches:
+            await ingest.record_batch(batch)
 
     asyncio.run(run())
     return [_csv(d) for _, d in sorted(store.adherence.items())]
@@ -129,6 +136,55 @@ def test_enrolment_arriving_last_counts_every_session() -> None:
     late = _episodes_last(COHORT)
     assert evaluated(late) == REFERENCE
     assert streamed(late, [40]) == REFERENCE
+
+
+async def _step(store: MemoryIngestStore, batches: Sequence[Sequence[Record]]) -> None:
+    clock = FixedClock(NOW)
+    topics, metrics = _Topics(), WorkerMetrics(CollectorRegistry())
+    ingest = Ingest(
+        store,
+        topics,
+        Publisher(store, topics, metrics, clock),
+        metrics,
+        clock,
+        partitions=PARTITIONS,
+        max_future_skew_s=300.0,
+        guard=DeadLetterGuard(100, 1.0, 60.0, 1000),
+    )
+    for batch in batches:
+        await ingest.record_batch(batch)
+
+
+def test_a_late_episode_after_the_timer_moved_on_rewrites_no_day_it_cannot_compute() -> None:
+    """Once a tick has moved the day cursor (and prune dropped the older sessions), a late
+    earlier episode must not rewrite the later episode's older days from what is left: they
+    keep the values written while their sessions were there (backfill recomputes the rest)."""
+    f = EventFactory()
+    p = f.patient(1)
+    part = patient_partition((DEFAULT_ORG, p), PARTITIONS)
+
+    def rec(*events: dict[str, Any]) -> list[Record]:
+        return [Record(orjson.dumps(e), part) for e in events]
+
+    second = f.episode_started(p, at="2026-10-01T09:00:00-05:00", episode_id=f"{p}-ep2")
+    sessions = f.daily_exercises(p, dt.date(2026, 10, 1), 30)
+    first = f.episode_started(p, at="2026-09-01T09:00:00-05:00", episode_id=f"{p}-ep1")
+    ended = {
+        **f.symptom(p, "2026-09-20T09:00:00-05:00"),
+        "type": "episode.ended",
+        "episode_id": f"{p}-ep1",
+        "reason": "discharged",
+    }
+    store = MemoryIngestStore(clock=FixedClock(NOW))
+    tick = [Record(Tick(dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)).encode(), part)]
+    asyncio.run(_step(store, [rec(second, *sessions), tick]))
+    written = {k[2]: v for k, v in store.adherence.items()}
+    assert [written[dt.date(2026, 10, d)].completed for d in range(1, 31)] == [1] * 30
+    asyncio.run(_step(store, [rec(first, ended)]))
+    after = {k[2]: v for k, v in store.adherence.items()}
+    for day in range(1, 31):
+        d = dt.date(2026, 10, day)
+        assert after[d] == written[d], d
 
 
 ORDERS = ("arrival", "episodes last", "shuffled", "reversed")
