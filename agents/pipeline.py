@@ -9,6 +9,8 @@ import logging
 
 from agents.alerts import FaustTopics, register_clock, register_publisher
 from agents.ingest import IngestConsumer
+from alerts.models import DEFAULT_CONFIG, AlertConfig
+from intake.rules import load_rules
 from schemas.events import PatientKey
 from streams.clock import clock_for
 from streams.db.batch import PgIngestStore
@@ -46,7 +48,17 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
             settings.worker.dead_letter_window_s,
             settings.worker.dead_letter_min_records,
         ),
+        config=alert_config(settings),
     )
+
+
+def alert_config(settings: Settings) -> AlertConfig:
+    """The rules' configuration: the defaults, with the worker's intake rule set if one is
+    configured (RTM_INTAKE_RULES_FILE; a file that does not load stops the worker)."""
+    path = settings.worker.intake_rules_file
+    if path is None:
+        return DEFAULT_CONFIG
+    return AlertConfig(intake_rules=load_rules(path.read_bytes()))
 
 
 def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsumer:

@@ -15,6 +15,8 @@ Definitions (design/alert-rules.md, events.md; the choices where they are silent
   starts before the episode counts only the episode's days.
 - adherence_7d on date d = min(1, completed in d-6..d / prescribed in d-6..d); undefined
   (None, empty in CSV) when nothing is prescribed.
+- A paused program (``alerts.pauses``, set on the book's episodes) counts neither sessions
+  nor prescription on its paused days.
 
 All inputs are sets/dicts keyed by event_id, so late, duplicate and out-of-order events give
 the same numbers. Arithmetic uses Fraction so thresholds compare exactly (3.5/7 == 50%).
@@ -63,7 +65,8 @@ def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) ->
     anonymous_days: set[dt.date] = set()
     for c in completions.values():
         day = c.local_date
-        if book.resolve(c.episode_id, day) is None:
+        episode = book.resolve(c.episode_id, day)
+        if episode is None or episode.paused_on(day):
             continue
         if c.session_id is None:
             anonymous_days.add(day)
@@ -79,9 +82,10 @@ def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) ->
 
 
 def prescribed_on(book: EpisodeBook, day: dt.date) -> Fraction:
-    """Sessions prescribed for one day: sessions_per_week in force / 7."""
+    """Sessions prescribed for one day: sessions_per_week in force / 7 (none while the
+    program is paused)."""
     episode = book.resolve(None, day)
-    if episode is None:
+    if episode is None or episode.paused_on(day):
         return Fraction(0)
     return Fraction(episode.sessions_per_week_on(day), 7)
 

@@ -1,4 +1,5 @@
-"""The batch engine (pure): one worker batch of events, ticks and acknowledgements.
+"""The batch engine (pure): one worker batch of events, ticks, acknowledgements and
+snoozes.
 
 ``apply_batch(states, items, config, partition_of)`` folds the items in arrival order into
 the patients' states (keyed by ``PatientKey``: (organisation, patient_id)) and returns only
@@ -16,8 +17,8 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from alerts.models import DEFAULT_CONFIG, Alert, AlertChange, AlertConfig
-from alerts.rules import acknowledge, apply_event_outcome, on_tick, prune
+from alerts.models import DEFAULT_CONFIG, Alert, AlertChange, AlertConfig, Disposition
+from alerts.rules import acknowledge, apply_event_outcome, on_tick, prune, snooze
 from alerts.state import PatientState, new_state
 from schemas.events import DEFAULT_ORG, EpisodeStarted, Event, PatientKey
 
@@ -52,13 +53,32 @@ class AckItem:
     # The stored alert, for one that already left the state (resolved); None if unknown.
     stored: Alert | None = None
     org_id: str = DEFAULT_ORG
+    disposition: Disposition | None = None
+    note: str | None = None
 
     @property
     def key(self) -> PatientKey:
         return (self.org_id, self.patient_id)
 
 
-Item = EventItem | TickItem | AckItem
+@dataclass(frozen=True, slots=True)
+class SnoozeItem:
+    """A clinician's snooze of one open alert until ``until``."""
+
+    patient_id: str
+    alert_id: str
+    at: dt.datetime
+    by: str
+    until: dt.datetime
+    reason: str
+    org_id: str = DEFAULT_ORG
+
+    @property
+    def key(self) -> PatientKey:
+        return (self.org_id, self.patient_id)
+
+
+Item = EventItem | TickItem | AckItem | SnoozeItem
 
 
 @dataclass
@@ -111,17 +131,33 @@ def apply_batch(
             known = owned.get(item.key) or states.get(item.key)
             if known is None:
                 continue  # unknown patient: the API answered 404 already
-            s = known
-            try:
-                acked, changes = acknowledge(
-                    s, item.alert_id, item.at, item.by, item.stored, config
-                )
-            except KeyError:
-                continue  # unknown alert id: the API answered 404 already
-            if acked is not s:
-                owned[item.key] = acked
+            changed, changes = _clinician_action(known, item, config)
+            if changed is not known:
+                owned[item.key] = changed
             out.changes += changes
     for key, s in owned.items():
         prune(s, config)
         out.states[key] = s
     return out
+
+
+def _clinician_action(
+    s: PatientState, item: AckItem | SnoozeItem, config: AlertConfig
+) -> tuple[PatientState, list[AlertChange]]:
+    """An acknowledgement or a snooze applied to the patient's state (an unknown alert id
+    changes nothing: the API answered 404 already)."""
+    if isinstance(item, SnoozeItem):
+        return snooze(s, item.alert_id, item.at, item.by, item.until, item.reason)
+    try:
+        return acknowledge(
+            s,
+            item.alert_id,
+            item.at,
+            item.by,
+            item.stored,
+            config,
+            item.disposition,
+            item.note,
+        )
+    except KeyError:
+        return s, []

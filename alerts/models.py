@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from intake.rules import DEFAULT_RULES, IntakeRules
 from schemas.events import DEFAULT_ORG
 
 AlertKind = Literal[
@@ -23,10 +24,25 @@ AlertKind = Literal[
     "inactivity",
     "adherence_low",
     "billing_at_risk",
+    "intake_overdue",
 ]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-ChangeKind = Literal["fired", "acknowledged", "resolved"]
+ChangeKind = Literal["fired", "acknowledged", "resolved", "snoozed"]
+# What a clinician did about an alert, required on acknowledgement (issue 17).
+Disposition = Literal[
+    "contacted_patient",
+    "left_message",
+    "referred_physician",
+    "sent_to_ed",
+    "program_changed",
+    "no_action_needed",
+]
+DISPOSITIONS: tuple[Disposition, ...] = get_args(Disposition)
+# A snooze is bounded: at most this long, whatever the configured choices.
+SNOOZE_MAX = dt.timedelta(days=7)
+# Kinds no clinician may snooze: a red flag waits for an acknowledgement, never for a clock.
+UNSNOOZABLE_KINDS: frozenset[AlertKind] = frozenset({"red_flag"})
 
 # Every kind, in the order pages list them.
 ALERT_KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
@@ -44,6 +60,7 @@ SEVERITY: dict[AlertKind, Severity] = {
     "inactivity": "medium",
     "adherence_low": "medium",
     "billing_at_risk": "low",
+    "intake_overdue": "high",  # critical for an urgent intake (alerts.rules)
 }
 # Fired by an event (fired_at = the event's occurred_at) vs by the timer (fired_at = the
 # local day boundary at which the condition became true).
@@ -51,7 +68,7 @@ EVENT_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
     {"red_flag", "fall", "pain_high", "pain_increase"}
 )
 TIME_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
-    {"inactivity", "adherence_low", "billing_at_risk"}
+    {"inactivity", "adherence_low", "billing_at_risk", "intake_overdue"}
 )
 # Safety-critical: every report fires, no "one open per kind", no cool-down, and only a
 # clinician's acknowledgement closes them.
@@ -107,27 +124,84 @@ class Alert(BaseModel):
     status: AlertStatus = "open"
     acknowledged_at: AwareDatetime | None = None
     acknowledged_by: str | None = None
+    # what was done about it and the clinician's note, set with the acknowledgement
+    disposition: Disposition | None = None
+    ack_note: str | None = None
+    # a snooze a clinician set: out of the worklist's tiers until ``snoozed_until`` (a
+    # reader compares it with its clock; the rules never read one), with who, when and why
+    snoozed_until: AwareDatetime | None = None
+    snoozed_at: AwareDatetime | None = None
+    snoozed_by: str | None = None
+    snooze_reason: str | None = None
     resolved_at: AwareDatetime | None = None
     resolved_by_event_id: str | None = None
     # A red flag or fall that belongs to no episode after the grace period: for the
     # clinic-wide recipient (clinician_id '*', episode_id '').
     unrouted: bool = False
+    # A red flag answered at intake: the intake it was screened in (intake-rules.md, Safety).
+    intake_id: str | None = None
 
-    def acknowledged(self, at: dt.datetime, by: str) -> Alert:
-        """The alert once a clinician acknowledged it at ``at``: the one acknowledgement
-        transition (the API's and the rules'). An open alert becomes ``acknowledged``; a
-        resolved one keeps its status but records who and when (its kind's cool-down starts
-        then). Already acknowledged: the alert itself, unchanged (the first one counts).
-        The clinician's note is not part of the snapshot (the stream and the webhooks carry
-        no notes); the service stores it beside the alert."""
+    def acknowledged(
+        self,
+        at: dt.datetime,
+        by: str,
+        disposition: Disposition | None = None,
+        note: str | None = None,
+    ) -> Alert:
+        """The alert once a clinician acknowledged it at ``at`` with a disposition and an
+        optional note: the one acknowledgement transition (the API's and the rules'). An
+        open (or snoozed) alert becomes ``acknowledged``; a resolved one keeps its status
+        but records who, when and what (its kind's cool-down starts then). Already
+        acknowledged: the alert itself, unchanged (the first one counts)."""
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError("at must be timezone-aware")
         if self.acknowledged_at is not None:
             return self
         status: AlertStatus = "acknowledged" if self.status == "open" else self.status
         return self.model_copy(
-            update={"status": status, "acknowledged_at": at, "acknowledged_by": by}
+            update={
+                "status": status,
+                "acknowledged_at": at,
+                "acknowledged_by": by,
+                "disposition": disposition,
+                "ack_note": note,
+            }
         )
+
+    def snooze_refusal(self, at: dt.datetime, until: dt.datetime) -> str | None:
+        """Why this alert cannot be snoozed from ``at`` until ``until`` (None: it can)."""
+        if self.kind in UNSNOOZABLE_KINDS:
+            return f"a {self.kind.replace('_', ' ')} alert cannot be snoozed"
+        if self.status != "open":
+            return f"only an open alert can be snoozed (this one is {self.status})"
+        if until <= at:
+            return "a snooze must end after it starts"
+        if until - at > SNOOZE_MAX:
+            return "a snooze lasts at most 7 days"
+        return None
+
+    def snoozed(self, at: dt.datetime, by: str, until: dt.datetime, reason: str) -> Alert:
+        """The alert snoozed by ``by`` at ``at`` until ``until`` for ``reason``: the one
+        snooze transition (the service's and the rules'). A later snooze replaces an
+        earlier one. Raises ValueError when ``snooze_refusal`` names a reason."""
+        for t in (at, until):
+            if t.tzinfo is None or t.utcoffset() is None:
+                raise ValueError("snooze times must be timezone-aware")
+        refusal = self.snooze_refusal(at, until)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return self.model_copy(
+            update={
+                "snoozed_until": until,
+                "snoozed_at": at,
+                "snoozed_by": by,
+                "snooze_reason": reason,
+            }
+        )
+
+    def is_snoozed(self, now: dt.datetime) -> bool:
+        """Open and snoozed past ``now`` (a reader's clock): out of the triage tiers."""
+        return self.status == "open" and self.snoozed_until is not None and now < self.snoozed_until
 
 
 class AlertChange(BaseModel):
@@ -158,6 +232,9 @@ class AlertConfig(BaseModel):
     # How long a report whose episode is not known yet waits for it (from when it was
     # received) before a red flag or fall goes unrouted to the clinic-wide recipient.
     pending_grace: dt.timedelta = dt.timedelta(hours=24)
+    # The intake rule set whose routing and service levels set an intake's due time
+    # (intake_overdue); the worker's RTM_INTAKE_RULES_FILE, else the default set.
+    intake_rules: IntakeRules = DEFAULT_RULES
 
     @property
     def adherence_low_fraction(self) -> Fraction:

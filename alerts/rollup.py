@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.adherence import Completion, covered_days, daily_rows, rows_on
 from alerts.models import DEFAULT_CONFIG
+from alerts.pauses import HOLD_EVENT_TYPES, Hold, hold_of, with_pauses
 from alerts.rules import completions_kept_from
 from alerts.state import PatientState, completion_key
 from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeBook, EpisodeEvent, fold_book
@@ -71,6 +72,9 @@ TIER_NAMES = (
     "other",
 )
 NO_TIER = len(TIER_NAMES)  # no open alert
+# Every open alert of the patient snoozed (as a reader's clock sees it): out of the triage
+# tiers, after them, with the patients without an open alert (before them: by snooze end).
+SNOOZED_TIER = NO_TIER
 _TIER_KINDS = {"adherence_low": 3, "inactivity": 4, "billing_at_risk": 5}
 
 
@@ -118,6 +122,8 @@ class PatientRollup:
     open_red_flags: tuple[str, ...] = ()
     tier: int = NO_TIER  # the triage tier of the most urgent open alert
     tier_since: dt.datetime | None = None  # the oldest open alert of that tier
+    # open alerts a clinician snoozed (ended or not: a reader decides with its clock)
+    open_snoozed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,7 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         tier_since=min(
             (a.fired_at for a in open_ if alert_tier(a.kind, a.severity) == tier), default=None
         ),
+        open_snoozed=sum(1 for a in open_ if a.snoozed_until is not None),
     )
 
 
@@ -262,7 +269,8 @@ def rewrite_since(
     """The oldest day whose adherence row a batch may have changed: the day after the
     newest day known before it (the days a jump in time skipped), a new completion's day
     (its trailing windows), the start of an episode a new episode event shapes (a late
-    ``episode.started`` rewrites every day it covers); ``dt.date.min`` for a patient
+    ``episode.started`` rewrites every day it covers), the day of a hold (a pause, a
+    resume, a fall: ``alerts.pauses``); ``dt.date.min`` for a patient
     without a state before the batch."""
     prev = newest_day(before) if before is not None else None
     if prev is None:
@@ -275,11 +283,15 @@ def rewrite_since(
         elif isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded):
             ep = book.episodes.get(e.episode_id)
             since = min(since, e.local_date if ep is None else min(ep.start_date, e.local_date))
+        elif hold_of(e) is not None:  # a late pause, resume or fall: the pauses from its day
+            since = min(since, e.local_date)
     return since
 
 
 # What adherence_history reads of the stored events.
-HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES}))
+HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted({*PATIENT_DATA_TYPES, *EPISODE_EVENT_TYPES, *HOLD_EVENT_TYPES})
+)
 
 
 def adherence_history(
@@ -296,6 +308,7 @@ def adherence_history(
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []
+    holds: list[Hold] = []  # the pauses of the programs
     last: dt.date | None = None
     for e in events:
         if e.patient_key != (org_id, patient_id):
@@ -308,10 +321,13 @@ def adherence_history(
                 completions[key] = c
         if isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded):
             episode_events.append(e)
+        if (hold := hold_of(e)) is not None:
+            holds.append(hold)
         if e.type in PATIENT_DATA_TYPES:
             day = e.occurred_at.date()
             last = day if last is None or day > last else last
     book, _ = fold_book(episode_events)
+    book = with_pauses(book, holds)
     today = episode_today(book, now) if now is not None else None
     if today is not None and (last is None or today > last):
         last = today

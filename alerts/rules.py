@@ -13,7 +13,9 @@ modifies its input:
   evaluated once, so a second tick with the same ``now`` fires nothing; a late first
   tick catches up every missed boundary, which is how the offline evaluator (one tick at
   --as-of) and the streaming timer (a tick every few seconds) agree.
-- ``acknowledge``: a clinician's acknowledgement (starts the cool-down).
+- ``acknowledge``: a clinician's acknowledgement with its disposition (starts the
+  cool-down); ``snooze``: a clinician's snooze of an open alert (until when is the
+  record's; whether it is still on is a reader's question, against its clock).
 
 Time-driven alerts carry the boundary instant as ``fired_at`` (not the tick time), and all
 alert ids are derived from (organisation, patient, kind, trigger), so a replay gives
@@ -22,6 +24,7 @@ identical alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import statistics
 from bisect import bisect_right
@@ -40,10 +43,14 @@ from alerts.models import (
     AlertChange,
     AlertConfig,
     AlertKind,
+    Disposition,
+    Severity,
 )
+from alerts.pauses import compact_holds, hold_of, with_pauses
 from alerts.state import (
     Cooldown,
     DataRecord,
+    IntakeDue,
     PainRecord,
     PastEpisode,
     PatientState,
@@ -53,12 +60,15 @@ from alerts.state import (
 )
 from billing.rules import DEVICE_FULL_DAYS, episode_data_days, period_of
 from billing.state import PatientBillingState
+from intake.engine import assess
 from schemas.episodes import Episode, EpisodeBook, fold_book
 from schemas.events import (
     EpisodeEnded,
     EpisodeStarted,
     Event,
     ExerciseCompleted,
+    IntakeContacted,
+    IntakeSubmitted,
     PainReported,
     ProgramUpdated,
     SymptomReported,
@@ -105,7 +115,15 @@ def apply_event_outcome(
         raise ValueError(f"event {event.event_id} belongs to another patient than this state")
     if s.clock is None or event.occurred_at > s.clock:
         s.clock = event.occurred_at
-    changes: list[AlertChange] = []
+    changes: list[AlertChange] = _intake_event(s, event, config)
+    hold = hold_of(event)
+    if hold is not None:
+        # A fall, a program.paused or a program.resumed: the pauses (alerts.pauses) are
+        # derived from these by event time, so any arrival order gives the same ones.
+        s.holds[hold.event_id] = hold
+        s.invalidate_book()
+        if not isinstance(event, SymptomReported):
+            return [], None  # read by the time-driven rules only
 
     if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
         if event.event_id in s.episode_events:
@@ -160,6 +178,8 @@ def apply_event_outcome(
         changes += _pain_arrived(s, event, config)
     elif isinstance(event, SymptomReported):
         changes += _symptom_arrived(s, event, config)
+    elif isinstance(event, IntakeSubmitted):
+        changes += _intake_arrived(s, event, config)
     return changes, None
 
 
@@ -331,6 +351,97 @@ def _symptom_arrived(
     )
 
 
+def _intake_arrived(
+    s: PatientState, event: IntakeSubmitted, config: AlertConfig
+) -> list[AlertChange]:
+    """intake-rules.md, Safety: an intake with any red flag fires a critical ``red_flag`` at
+    once. No episode can exist yet, so it is unrouted at once (no grace period), for the
+    clinic-wide recipient, triggered by the intake event and naming its intake. Once per
+    event_id (the alert id is the trigger's), a later-superseded version's too."""
+    if not event.red_flags:
+        return []
+    return _fire(
+        s,
+        "red_flag",
+        None,
+        event.event_id,
+        event.occurred_at,
+        config,
+        event_ids=(event.event_id,),
+        details=tuple(event.red_flags),
+        intake_id=event.intake_id,
+    )
+
+
+def _intake_event(s: PatientState, event: Event, config: AlertConfig) -> list[AlertChange]:
+    """Keep what ``intake_overdue`` needs (``IntakeDue``): a version of an intake (the one
+    in force: the latest instant, then the larger event id; its due time under
+    ``config.intake_rules``), or a contact (``intake.contacted``, an ``episode.started``
+    naming its intake: the earliest counts, one before the intake too). A contact resolves
+    the intake's open ``intake_overdue``."""
+    if isinstance(event, IntakeSubmitted):
+        due = s.intakes.get(event.intake_id) or IntakeDue()
+        version = (event.occurred_at, event.event_id)
+        if due.version is None or version > due.version:
+            a = assess(event, config.intake_rules)
+            due = dataclasses.replace(
+                due, version=version, due_at=a.due_at, urgent=a.route == "urgent"
+            )
+        s.intakes[event.intake_id] = due
+        return []
+    intake_id = event.intake_id if isinstance(event, (IntakeContacted, EpisodeStarted)) else None
+    if intake_id is None:
+        return []
+    due = s.intakes.get(intake_id) or IntakeDue()
+    if due.contacted_at is None or event.occurred_at < due.contacted_at:
+        s.intakes[intake_id] = dataclasses.replace(due, contacted_at=event.occurred_at)
+    alert = s.alerts.get(s.alert_id("intake_overdue", intake_id))
+    if alert is None or alert.status == "resolved":
+        return []
+    resolved = alert.model_copy(
+        update={
+            "status": "resolved",
+            "resolved_at": max(event.occurred_at, alert.fired_at),
+            "resolved_by_event_id": event.event_id,
+        }
+    )
+    s.alerts[alert.id] = resolved
+    return [AlertChange(change="resolved", alert=resolved)]
+
+
+def _intakes_due(s: PatientState, now: dt.datetime) -> list[str]:
+    """The intakes whose due time passed by ``now`` that the timer has not looked at."""
+    return sorted(
+        iid
+        for iid, d in s.intakes.items()
+        if d.due_at is not None and not d.checked and d.due_at <= now
+    )
+
+
+def _intake_overdue_rule(s: PatientState, due: list[str], config: AlertConfig) -> list[AlertChange]:
+    """intake-rules.md: an intake not contacted by its due time raises ``intake_overdue``
+    (high; critical for an urgent intake), unrouted for the organisation-wide recipient
+    (the intake queue's), fired at the due time; once per intake; a contact resolves it."""
+    changes: list[AlertChange] = []
+    for iid in due:
+        d = s.intakes[iid]
+        s.intakes[iid] = dataclasses.replace(d, checked=True)
+        if d.contacted_at is not None or d.due_at is None or d.version is None:
+            continue  # contacted (on time or late): nobody is waiting for a call any more
+        changes += _fire(
+            s,
+            "intake_overdue",
+            None,
+            iid,
+            d.due_at,
+            config,
+            event_ids=(d.version[1],),
+            intake_id=iid,
+            severity="critical" if d.urgent else "high",
+        )
+    return changes
+
+
 def _symptom_episode(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
     episode = _resolve(s, episode_id, day)
     if episode is not None:
@@ -479,7 +590,8 @@ def on_tick(
         if first <= last:
             todo.append((ep, first, last))
     expiring = any(p.known_at + config.pending_grace <= now for p in state.pending.values())
-    if not todo and not expiring:
+    intakes_due = _intakes_due(state, now)
+    if not todo and not expiring and not intakes_due:
         return state, []
     s = state.copy_for_update()
     if s.clock is None or now > s.clock:
@@ -503,6 +615,7 @@ def on_tick(
             day += _ONE_DAY
         changes += _catch_up_episode_end(s, ep, facts.ended, changes)
     changes += _expire_pending(s, now, config)
+    changes += _intake_overdue_rule(s, intakes_due, config)
     prune(s, config)
     return s, changes
 
@@ -546,6 +659,8 @@ def _adherence_rule(
     boundary: dt.datetime,
     config: AlertConfig,
 ) -> list[AlertChange]:
+    if ep.paused_on(day):
+        return []  # suspended while the program is paused: neither fires nor resolves
     ratio = adherence_on(counts, book, day, config.adherence_window_days)
     threshold = config.adherence_low_fraction
     if ratio is not None and ratio < threshold:
@@ -676,8 +791,11 @@ def _inactivity_rule(
     boundary: dt.datetime,
     config: AlertConfig,
 ) -> list[AlertChange]:
-    # L = newest data date of this episode before `day` (data known now), or the start.
-    newest = ep.start_date
+    if ep.paused_on(day):
+        return []  # suspended while the program is paused
+    # L = newest data date of this episode before `day` (data known now), or the start;
+    # at least the date the program was last resumed.
+    newest = max(ep.start_date, ep.resumed_by(day) or ep.start_date)
     floor = s.data_floor.get(ep.episode_id)
     if floor is not None and newest < floor < day:
         newest = floor
@@ -720,8 +838,11 @@ def acknowledge(
     by: str,
     stored: Alert | None = None,
     config: AlertConfig | None = None,
+    disposition: Disposition | None = None,
+    note: str | None = None,
 ) -> tuple[PatientState, list[AlertChange]]:
-    """Record a clinician's acknowledgement. Idempotent: a second one changes nothing.
+    """Record a clinician's acknowledgement (with its disposition and note). Idempotent: a
+    second one changes nothing.
 
     An open alert becomes ``acknowledged``; a resolved one keeps its status but records the
     acknowledgement (``Alert.acknowledged``, the one transition). Either way the cool-down
@@ -745,17 +866,40 @@ def acknowledge(
     if current.acknowledged_at is not None:
         return state, []
     s = state.copy_for_update()
-    updated = current.acknowledged(at, by)
+    updated = current.acknowledged(at, by, disposition, note)
     s.alerts[alert_id_] = updated
     prune(s, DEFAULT_CONFIG if config is None else config)
     return s, [AlertChange(change="acknowledged", alert=updated)]
+
+
+def snooze(
+    state: PatientState,
+    alert_id_: str,
+    at: dt.datetime,
+    by: str,
+    until: dt.datetime,
+    reason: str,
+) -> tuple[PatientState, list[AlertChange]]:
+    """Record a clinician's snooze of an open alert (``Alert.snoozed``, the one
+    transition). Nothing changes for an alert the state no longer holds open (resolved or
+    acknowledged meanwhile), for a kind that cannot be snoozed, or for the same snooze
+    taken again (a replay)."""
+    current = state.alerts.get(alert_id_)
+    if current is None or current.snooze_refusal(at, until) is not None:
+        return state, []
+    if (current.snoozed_at, current.snoozed_until) == (at, until):
+        return state, []
+    s = state.copy_for_update()
+    updated = current.snoozed(at, by, until, reason)
+    s.alerts[alert_id_] = updated
+    return s, [AlertChange(change="snoozed", alert=updated)]
 
 
 # --- shared bookkeeping --------------------------------------------------------------------
 
 
 def _may_fire(s: PatientState, kind: AlertKind, at: dt.datetime, config: AlertConfig) -> bool:
-    if kind in ALWAYS_FIRE_KINDS:
+    if kind in ALWAYS_FIRE_KINDS or kind == "intake_overdue":  # per report / per intake
         return True
     for a in s.alerts.values():
         if a.kind != kind:
@@ -782,6 +926,8 @@ def _fire(
     value: float | None = None,
     threshold: float | None = None,
     details: tuple[str, ...] = (),
+    intake_id: str | None = None,
+    severity: Severity | None = None,
 ) -> list[AlertChange]:
     aid = s.alert_id(kind, trigger)
     if aid in s.alerts or aid in s.cooldowns or not _may_fire(s, kind, at, config):
@@ -795,11 +941,12 @@ def _fire(
         clinician_id=episode.clinician_id if episode is not None else CLINIC_WIDE,
         unrouted=episode is None,
         kind=kind,
-        severity=SEVERITY[kind],
+        severity=severity if severity is not None else SEVERITY[kind],
         event_ids=event_ids,
         value=value,
         threshold=threshold,
         details=details,
+        intake_id=intake_id,
         fired_at=at,
     )
     s.alerts[aid] = alert
@@ -922,6 +1069,11 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
         for key, pr in list(s.pain.items()):
             if pr.local_date < pain_cut:
                 del s.pain[key]
+    if s.holds:
+        kept = compact_holds(s.holds, book, data_cut)
+        if len(kept) != len(s.holds):
+            s.holds = kept
+            s.invalidate_book()
     _retire_episodes(s, _retire_cut(lows, data_cut, config))
     _forget_past_episodes(s)
     for aid, a in list(s.alerts.items()):
@@ -1000,6 +1152,7 @@ def _retire_episodes(s: PatientState, cut: dt.date) -> None:
         return
     kept = {k: e for k, e in s.episode_events.items() if e.episode_id not in going}
     after, _ = fold_book(kept.values())
+    after = with_pauses(after, s.holds.values())
     if after.episodes != {k: e for k, e in book.episodes.items() if k not in going}:
         return  # the other episodes would fold differently without these: keep them all
     refused = s.refused_episode_starts

@@ -15,6 +15,9 @@ Only what the rules still need is kept, so a patient's state does not grow with 
 - alerts that are not resolved; of an acknowledged alert that resolved, only a compact
   cool-down entry (id, kind, acknowledged_at) while its cool-down can matter;
 - per-episode day cursors, and pending events (patient data whose episode is not known yet);
+- the holds that pause and resume programs (falls, ``program.paused``, ``program.resumed``:
+  ``alerts.pauses``): those of the last month, and of older ones per episode only the ones
+  its pauses still depend on (``compact_holds``);
 - episodes: the full episode events while any rule can still look at them; an episode the
   timer has finished and that no remaining day end can reach is *retired* to a compact
   ``PastEpisode`` (id, clinician, dates, active interval) that keeps routing and the
@@ -50,6 +53,7 @@ from pydantic import TypeAdapter
 
 from alerts.adherence import Completion
 from alerts.models import Alert, AlertKind, alert_id
+from alerts.pauses import HOLD_CODES, HOLD_KINDS, Hold, with_pauses
 from schemas.episodes import EpisodeBook, EpisodeEvent, fold_book
 from schemas.events import DEFAULT_ORG, PatientKey
 
@@ -61,9 +65,10 @@ _ALERT_JSON: TypeAdapter[Alert] = TypeAdapter(Alert)
 # 4: adds the organisation ("o", omitted for DEFAULT_ORG) and "li" (legacy alert ids).
 # States of versions 2 and 3 were written when alert ids named no organisation: they
 # decode with ``legacy_ids`` (infra/migrations/013 adds their "o").
-STATE_VERSION = 4
+# 5: adds the holds of paused programs ("ph"); earlier versions decode as they are (none).
+STATE_VERSION = 5
 _ONE_DAY = dt.timedelta(days=1)
-_DECODABLE_VERSIONS = (2, 3, 4)
+_DECODABLE_VERSIONS = (2, 3, 4, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,21 @@ class PainRecord:
     @property
     def local_date(self) -> dt.date:
         return self.occurred_at.date()
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeDue:
+    """What the intake_overdue timer needs of one intake (docs/intake-rules.md): the version
+    in force ((occurred_at, event_id): the latest instant, then the larger id), its due time
+    and whether it is urgent (under ``AlertConfig.intake_rules``), the first contact (the
+    earliest, one before the submission too) and whether the timer already looked at it
+    after its due time. Kept for the patient's every intake: a handful, a few dozen bytes."""
+
+    version: tuple[dt.datetime, str] | None = None  # None: only contacts arrived so far
+    due_at: dt.datetime | None = None
+    urgent: bool = False
+    contacted_at: dt.datetime | None = None
+    checked: bool = False  # the timer passed due_at (fired if it was not contacted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,15 +221,21 @@ class PatientState:
     # The newest end date of a past episode that was forgotten: an episode.started of an
     # unknown episode dated on or before it is ignored (it could re-create a forgotten one).
     retired_to: dt.date | None = None
+    # the patient's intakes, by intake_id (intake_overdue)
+    intakes: dict[str, IntakeDue] = field(default_factory=dict)
+    # falls, program.paused and program.resumed, by event_id: the pauses (alerts.pauses)
+    holds: dict[str, Hold] = field(default_factory=dict)
 
     _book: EpisodeBook | None = field(default=None, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def book(self) -> EpisodeBook:
-        """The patient's episodes, folded in event-time order (cached, derived)."""
+        """The patient's episodes, folded in event-time order, with their programs' pauses
+        (cached, derived)."""
         if self._book is None:
-            self._book, self._refused = fold_book(self.episode_events.values())
+            book, self._refused = fold_book(self.episode_events.values())
+            self._book = with_pauses(book, self.holds.values()) if self.holds else book
         return self._book
 
     @property
@@ -246,6 +272,8 @@ class PatientState:
             self.cooldowns,
             self.past,
             self.retired_to,
+            self.intakes,
+            self.holds,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -278,6 +306,8 @@ class PatientState:
             cooldowns=dict(self.cooldowns),
             past=dict(self.past),
             retired_to=self.retired_to,
+            intakes=dict(self.intakes),
+            holds=dict(self.holds),
         )
         new._book, new._refused = self._book, self._refused  # shared until invalidated
         return new
@@ -383,6 +413,25 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
         ]
     if state.retired_to is not None:
         out["rt"] = state.retired_to.isoformat()
+    if state.intakes:
+        out["in"] = [
+            [
+                iid,
+                [_ts(d.version[0]), d.version[1]] if d.version is not None else None,
+                _ts(d.due_at) if d.due_at is not None else None,
+                int(d.urgent),
+                _ts(d.contacted_at) if d.contacted_at is not None else None,
+                int(d.checked),
+            ]
+            for iid, d in state.intakes.items()
+        ]
+    if state.holds:
+        # [occurred_at, event_id, kind code], and the episode_id when the event names one
+        out["ph"] = [
+            [_ts(h.occurred_at), h.event_id, HOLD_CODES[h.kind]]
+            + ([h.episode_id] if h.episode_id is not None else [])
+            for h in state.holds.values()
+        ]
     return out
 
 
@@ -439,6 +488,17 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         s.day_cursor.setdefault(ep, p.end_date + _ONE_DAY)
     if "rt" in data:
         s.retired_to = dt.date.fromisoformat(data["rt"])
+    for iid, version, due, urgent, contacted, checked in data.get("in", ()):
+        s.intakes[iid] = IntakeDue(
+            (_pts(version[0]), version[1]) if version is not None else None,
+            _pts(due) if due is not None else None,
+            bool(urgent),
+            _pts(contacted) if contacted is not None else None,
+            bool(checked),
+        )
+    for item in data.get("ph", ()):
+        at, eid, code = item[:3]
+        s.holds[eid] = Hold(_pts(at), eid, HOLD_KINDS[code], item[3] if len(item) > 3 else None)
     return s
 
 

@@ -14,6 +14,9 @@
   fee schedule and the payer's claim control numbers (a claim lacking one is left out and
   named in ``problems``). ``render_submission`` writes its file once the control number is
   known; ``submission_file_name`` names it.
+- ``plan_fingerprint``: a digest of what a submission would record (its claims and lines,
+  format, usage and dates), so that a person who reviewed a plan submits that plan and no
+  other (the dashboard's confirmation step).
 
 The history is what the database recorded, oldest first (``RecordedLine``); ``taken`` are
 the claim ids the organisation ever used for these patients (a claim id is never reused).
@@ -22,6 +25,7 @@ the claim ids the organisation ever used for these patients (a claim id is never
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -235,6 +239,20 @@ def render_submission(
     if plan.fmt == "csv":
         return render_csv(lines, config)
     return render_fhir(lines, created)
+
+
+def plan_fingerprint(
+    plan: SubmissionPlan, date_from: dt.date, date_to: dt.date, usage: Usage
+) -> str:
+    """A digest of what submitting ``plan`` records: format, usage, dates, and each claim
+    (id, frequency) with the lines it adds to the history. Two plans with the same
+    fingerprint record the same rows."""
+    h = hashlib.sha256(f"{plan.fmt}|{usage}|{date_from}|{date_to}".encode())
+    for claim in plan.claims:
+        h.update(f"\nclaim|{claim.claim_id}|{claim.frequency}".encode())
+        for ln in claim.record:
+            h.update(b"\n" + ln.model_dump_json().encode())
+    return h.hexdigest()[:32]
 
 
 def submission_file_name(org_id: str, submission_id: int, control: int | None, fmt: str) -> str:

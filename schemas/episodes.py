@@ -36,6 +36,21 @@ EPISODE_EVENT_TYPES: tuple[str, ...] = tuple(
 
 
 @dataclass(frozen=True)
+class ProgramPause:
+    """One pause of an episode's program: it covers ``start`` up to, not including,
+    ``end`` (the resume date; None while it lasts). Derived by ``alerts.pauses``."""
+
+    start: dt.date
+    end: dt.date | None
+    reason: str  # "fall" | "clinician"
+    event_id: str  # the fall or program.paused that began it
+    resumed_by: str | None = None  # the program.resumed that ended it
+
+    def covers(self, day: dt.date) -> bool:
+        return self.start <= day and (self.end is None or day < self.end)
+
+
+@dataclass(frozen=True)
 class Episode:
     patient_id: str
     episode_id: str
@@ -50,9 +65,19 @@ class Episode:
     end_date: dt.date | None = None
     # (effective local date, sessions_per_week), sorted by date then arrival
     program_changes: tuple[tuple[dt.date, int], ...] = ()
+    # the program's pauses, oldest first (set by alerts.pauses; empty in a plain fold)
+    pauses: tuple[ProgramPause, ...] = ()
 
     def covers(self, day: dt.date) -> bool:
         return self.start_date <= day and (self.end_date is None or day <= self.end_date)
+
+    def paused_on(self, day: dt.date) -> bool:
+        """Whether the program is paused on this patient-local date."""
+        return any(p.covers(day) for p in self.pauses)
+
+    def resumed_by(self, day: dt.date) -> dt.date | None:
+        """The latest resume date on or before ``day`` (None: no pause ended by then)."""
+        return max((p.end for p in self.pauses if p.end is not None and p.end <= day), default=None)
 
     def sessions_per_week_on(self, day: dt.date) -> int:
         spw = self.sessions_per_week

@@ -415,6 +415,27 @@ class EpisodeEnded(_Envelope):
     reason: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)] | None = None
 
 
+# --- paused programs (issues 17 and 19; docs/alert-rules.md, Paused programs) ---------------
+
+
+class ProgramPaused(_Envelope):
+    """A clinician pauses the episode's program from its patient-local date (e.g. after a
+    red flag). A fall (``symptom.reported`` with ``fall: true``) pauses it too, by itself."""
+
+    type: Literal["program.paused"]
+    episode_id: Id64
+    clinician_id: Id64
+    reason: Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)] | None = None
+
+
+class ProgramResumed(_Envelope):
+    """A clinician resumes a paused program from its patient-local date."""
+
+    type: Literal["program.resumed"]
+    episode_id: Id64
+    clinician_id: Id64
+
+
 # --- intake (issue 18): screening before any episode; see docs/intake-rules.md ----------------
 
 SBST_ITEMS = 9
@@ -683,6 +704,8 @@ Event = Annotated[
     | SymptomReported
     | ClinicianTimeLogged
     | EpisodeEnded
+    | ProgramPaused
+    | ProgramResumed
     | IntakeSubmitted
     | IntakeContacted
     # claim-readiness facts (issue 20)

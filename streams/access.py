@@ -42,7 +42,9 @@ Permission = Literal[
     "post_patient_data",  # exercise, pain, symptom events; intake self-screens
     "post_integration",  # episodes, programs, clinician time; intakes, contacts; readiness facts
     "read_clinical",  # alerts, adherence, pain, worklist
+    "read_intakes",  # the intake queue: the organisation's intakes (not scoped to a team)
     "acknowledge",  # acknowledge an alert (in the principal's own name)
+    "manage_program",  # pause or resume a patient's program (a clinician, in their own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
     "record_export",  # record an export: the lines are billed
     "read_audit",  # the audit log of the organisation
@@ -52,7 +54,9 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "post_patient_data": (frozenset(), frozenset({"producer"})),
     "post_integration": (frozenset(), frozenset({"integration"})),
     "read_clinical": (frozenset({"clinician", "admin"}), frozenset({"reader"})),
+    "read_intakes": (frozenset({"clinician", "admin"}), frozenset({"reader", "integration"})),
     "acknowledge": (frozenset({"clinician", "admin"}), frozenset()),
+    "manage_program": (frozenset({"clinician"}), frozenset()),
     "read_billing": (frozenset({"billing", "admin"}), frozenset({"reader"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),
     "read_audit": (frozenset({"admin"}), frozenset()),

@@ -1,7 +1,7 @@
 """The one settings object, read from ``RTM_*`` environment variables at the entry point,
-in sections: ``kafka``, ``db``, ``gateway``, ``worker``, ``webhooks`` (and ``provision``,
-what ``rtm up`` needs: ``infra/provision.py``). The variables' names are the same as
-before the sections (``RTM_KAFKA_PORT``, ``RTM_PG_PORT``, ``RTM_API_PORT``,
+in sections: ``kafka``, ``db``, ``gateway``, ``worker``, ``webhooks``, ``alerting`` (and
+``provision``, what ``rtm up`` needs: ``infra/provision.py``). The variables' names are the
+same as before the sections (``RTM_KAFKA_PORT``, ``RTM_PG_PORT``, ``RTM_API_PORT``,
 ``RTM_WEBHOOK_TIMEOUT_S``, ``RTM_TOPIC_EVENTS`` …): each section declares its prefix, and
 the few fields whose variable does not share it name it (``validation_alias``).
 
@@ -299,6 +299,12 @@ class WorkerSettings(BaseSettings):
         description="how often alert changes left in the rtm.alerts outbox are re-sent",
         validation_alias="RTM_ALERT_PUBLISH_RETRY_S",
     )
+    intake_rules_file: Path | None = Field(
+        None,
+        description="the intake rule set (JSON, as rtm intake evaluate --rules) whose routes"
+        " and service levels the worker uses (default: the built-in intake-v1)",
+        validation_alias="RTM_INTAKE_RULES_FILE",
+    )
 
 
 class WebhookSettings(BaseSettings):
@@ -346,12 +352,54 @@ class WebhookSettings(BaseSettings):
     )
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SNOOZE_MAX_S = 7 * 86400  # a snooze lasts at most 7 days (issue 17), whatever is configured
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``"4h"``, ``"24h"``, ``"3d"``, ``"90m"``, ``"5s"``: a whole number and a unit."""
+    text = text.strip().lower()
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"{text!r} is not a duration like 4h, 24h or 3d")
+    return dt.timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
+class AlertActionSettings(BaseSettings):
+    """What a clinician may do about an alert (``RTM_SNOOZE_*``): the snooze durations the
+    API accepts and the pages offer."""
+
+    model_config = _section("RTM_SNOOZE_")
+
+    durations: str = Field(
+        "4h,24h,3d",
+        description="the snooze durations offered (comma-separated, units s/m/h/d), each at"
+        " most 7 days",
+    )
+
+    @field_validator("durations")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        choices = [parse_duration(p) for p in value.split(",") if p.strip()]
+        if not choices:
+            raise ValueError("at least one snooze duration")
+        if any(c.total_seconds() > SNOOZE_MAX_S for c in choices):
+            raise ValueError("a snooze lasts at most 7 days")
+        return ",".join(p.strip().lower() for p in value.split(",") if p.strip())
+
+    @property
+    def snooze_choices(self) -> dict[str, dt.timedelta]:
+        """The configured durations by their text, in the configured order."""
+        return {p: parse_duration(p) for p in self.durations.split(",")}
+
+
 SECTIONS: dict[str, type[BaseSettings]] = {
     "kafka": KafkaSettings,
     "db": DbSettings,
     "gateway": GatewaySettings,
     "worker": WorkerSettings,
     "webhooks": WebhookSettings,
+    "alerting": AlertActionSettings,
     "provision": ProvisionSettings,
 }
 
@@ -391,6 +439,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    alerting: AlertActionSettings = Field(default_factory=AlertActionSettings)
     provision: ProvisionSettings = Field(default_factory=ProvisionSettings)
 
     @model_validator(mode="before")

@@ -93,6 +93,23 @@ class EventFactory:
         ev.update(over)
         return ev
 
+    def intake(self, patient: str, at: str, **over: Any) -> dict[str, Any]:
+        """An ``intake.submitted`` (neck, no STarT Back; no red flags unless given)."""
+        ev = {
+            "event_id": self._next(),
+            "schema_version": 1,
+            "type": "intake.submitted",
+            "patient_id": patient,
+            "occurred_at": at,
+            "intake_id": f"{patient}-in",
+            "timezone": "America/Chicago",
+            "body_region": "neck",
+            "red_flags": [],
+            "answers": {"nprs": 6},
+        }
+        ev.update(over)
+        return ev
+
     def daily_exercises(self, patient: str, start: dt.date, days: int) -> list[dict[str, Any]]:
         return [
             self.exercise(patient, f"{start + dt.timedelta(days=d)}T18:00:00-06:00")

@@ -459,3 +459,65 @@ async def query_audit(
         }
         for r in rows
     ]
+
+
+_AUDIT_COLUMNS = (
+    "SELECT audit_id, at, actor, role, action, resource, patient_ids FROM audit_log"
+    " WHERE org_id = $1 AND ($2::text = '' OR starts_with(actor, $2::text))"
+    " AND ($3::text = '' OR EXISTS (SELECT 1 FROM unnest(patient_ids) AS p(id)"
+    " WHERE starts_with(p.id, $3::text)))"
+    " AND ($4::text = '' OR starts_with(action, $4::text))"
+    " AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at < $6)"
+)
+_AUDIT_OLDER = (
+    _AUDIT_COLUMNS + " AND ($7::bigint IS NULL OR audit_id < $7) ORDER BY audit_id DESC LIMIT $8"
+)
+_AUDIT_NEWER = _AUDIT_COLUMNS + " AND audit_id > $7 ORDER BY audit_id ASC LIMIT $8"
+
+
+async def audit_page(
+    conn: asyncpg.Connection,
+    org_id: str,
+    *,
+    actor: str = "",
+    patient: str = "",
+    action: str = "",
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    size: int = 50,
+    before: int | None = None,
+    after: int | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the organisation's audit log, newest first, bounded in SQL: rows whose
+    actor, action and one of whose patients start with the given prefixes ("": any), with
+    ``since <= at < until``. Paged by ``audit_id``: the ``size`` rows older than ``before``
+    (default: the newest), or, with ``after``, the ``size`` rows just newer than it.
+    Returns the rows and whether more lie beyond them in that direction."""
+    newer = after is not None
+    rows = await conn.fetch(
+        _AUDIT_NEWER if newer else _AUDIT_OLDER,
+        org_id,
+        actor,
+        patient,
+        action,
+        since,
+        until,
+        after if newer else before,
+        size + 1,
+    )
+    more = len(rows) > size
+    page = list(rows[:size])
+    if newer:
+        page.reverse()
+    return [
+        {
+            "audit_id": r["audit_id"],
+            "at": r["at"].isoformat(),
+            "actor": r["actor"],
+            "role": r["role"],
+            "action": r["action"],
+            "resource": r["resource"],
+            "patient_ids": list(r["patient_ids"]),
+        }
+        for r in page
+    ], more

@@ -1,6 +1,6 @@
-"""The alerts table (snapshots by id, a status that only rises, the acknowledgement's note)
-and the rtm.alerts outbox (``alert_publish``). Rule states are in alert_states.py,
-webhooks and deliveries in deliveries.py."""
+"""The alerts table (snapshots by id, a status that only rises, the acknowledgement's note
+and disposition, a snooze's end) and the rtm.alerts outbox (``alert_publish``). Rule states
+are in alert_states.py, webhooks and deliveries in deliveries.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 
 from alerts.models import STATUS_RANK, Alert, AlertChange
-from alerts.rollup import tier_sql
+from alerts.rollup import SNOOZED_TIER, tier_sql
 from schemas.events import DEFAULT_ORG, key_text
 from streams.access import Scope
 from streams.db.access import scope_sql
@@ -22,19 +22,21 @@ _UPSERT = """
 INSERT INTO alerts (id, patient_id, episode_id, clinician_id, kind, severity, status,
                     status_rank, event_ids, value, threshold, fired_at, acknowledged_at,
                     acknowledged_by, resolved_at, resolved_by_event_id, payload, updated_at,
-                    org_id)
+                    org_id, disposition, snoozed_until)
 SELECT t.c1, t.c2, t.c3, t.c4, t.c5, t.c6, t.c7, t.c8,
        CASE WHEN t.c9 = '' THEN '{}'::text[] ELSE string_to_array(t.c9, ',') END,
-       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now(), t.c18
+       t.c10, t.c11, t.c12, t.c13, t.c14, t.c15, t.c16, t.c17, now(), t.c18, t.c19, t.c20
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::smallint[], $9::text[], $10::float8[], $11::float8[],
             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[],
-            $16::text[], $17::jsonb[], $18::text[])
-     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18)
+            $16::text[], $17::jsonb[], $18::text[], $19::text[], $20::timestamptz[])
+     AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18,
+          c19, c20)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, status_rank = EXCLUDED.status_rank,
     acknowledged_at = EXCLUDED.acknowledged_at, acknowledged_by = EXCLUDED.acknowledged_by,
     resolved_at = EXCLUDED.resolved_at, resolved_by_event_id = EXCLUDED.resolved_by_event_id,
+    disposition = EXCLUDED.disposition, snoozed_until = EXCLUDED.snoozed_until,
     payload = EXCLUDED.payload, updated_at = now()
 WHERE alerts.status_rank <= EXCLUDED.status_rank
 """
@@ -72,6 +74,8 @@ async def upsert_alerts(conn: asyncpg.Connection, changes: Sequence[AlertChange]
         [a.resolved_by_event_id for a in alerts],
         [alert_json(a) for a in alerts],
         [a.org_id for a in alerts],  # the patient's organisation: (org_id, patient_id)
+        [a.disposition for a in alerts],
+        [a.snoozed_until for a in alerts],
     ]
     await conn.execute(
         _UPSERT,
@@ -135,14 +139,25 @@ async def list_alerts(
     return out
 
 
+def effective_tier_sql(now: str, a: str = "a") -> str:
+    """An open alert's triage tier as a reader at ``now`` (a SQL expression) sees it:
+    SNOOZED_TIER while a snooze is on, its own tier (``tier_sql``) otherwise: a snooze
+    that ended puts the alert back in its tier."""
+    tier = tier_sql(f"{a}.kind", f"{a}.severity")
+    return f"CASE WHEN {a}.snoozed_until > {now} THEN {SNOOZED_TIER} ELSE {tier} END"
+
+
 async def worklist(
-    conn: asyncpg.Connection, scope: Scope, limit: int = 200
+    conn: asyncpg.Connection, scope: Scope, now: dt.datetime, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Patients in the scope with open alerts in triage order: the tier of their most
     urgent open alert (a red flag or fall, other critical, high, low adherence, inactivity,
-    billing at risk: alerts.rollup.alert_tier), then who has waited longest in that tier
-    (its oldest open alert), then the patient id."""
+    billing at risk: alerts.rollup.alert_tier; a snoozed alert, while its snooze lasts at
+    ``now``, in none: after them), then who has waited longest in that tier (its oldest
+    open alert), then the patient id."""
     where, args = scope_sql(scope, "a.patient_id", 1, "a.org_id")
+    args.append(now)
+    now_arg = f"${len(args)}"
     args.append(limit)
     rows = await conn.fetch(
         "SELECT a.patient_id,"
@@ -153,8 +168,10 @@ async def worklist(
         " count(*) FILTER (WHERE a.kind = 'billing_at_risk') AS billing_at_risk,"
         " count(*) AS open_alerts, min(a.fired_at) AS oldest_open,"
         " array_agg(DISTINCT a.kind ORDER BY a.kind) AS kinds,"
-        " min(a.t) AS tier, (array_agg(a.fired_at ORDER BY a.t, a.fired_at))[1] AS tier_since"
-        f" FROM (SELECT a.*, {tier_sql('a.kind', 'a.severity')} AS t FROM alerts a"
+        " min(a.t) AS tier, (array_agg(a.fired_at ORDER BY a.t, a.fired_at))[1] AS tier_since,"
+        f" count(*) FILTER (WHERE a.snoozed_until > {now_arg}) AS snoozed,"
+        f" min(a.snoozed_until) FILTER (WHERE a.snoozed_until > {now_arg}) AS snoozed_until"
+        f" FROM (SELECT a.*, {effective_tier_sql(now_arg)} AS t FROM alerts a"
         "       WHERE a.status = 'open' AND " + where + ") a GROUP BY a.patient_id"
         " ORDER BY tier, tier_since, a.patient_id"
         f" LIMIT ${len(args)}",
@@ -173,6 +190,10 @@ async def worklist(
             "kinds": list(r["kinds"]),
             "tier": r["tier"],
             "waiting_since": r["tier_since"].isoformat(),
+            "snoozed": r["snoozed"],
+            "snoozed_until": (
+                r["snoozed_until"].isoformat() if r["snoozed_until"] is not None else None
+            ),
         }
         for r in rows
     ]
@@ -187,17 +208,29 @@ async def alert_in_scope(conn: asyncpg.Connection, scope: Scope, alert_id: str) 
 
 
 async def acknowledge(conn: asyncpg.Connection, acked: Alert, note: str | None) -> None:
-    """Record an acknowledgement and its note (never over a resolved alert: status_rank
-    only rises)."""
+    """Record an acknowledgement, its disposition and its note (never over a resolved
+    alert: status_rank only rises)."""
     await conn.execute(
         "UPDATE alerts SET status = 'acknowledged', status_rank = 1,"
         " acknowledged_at = $2, acknowledged_by = $3, payload = $4::jsonb, ack_note = $5,"
-        " updated_at = now() WHERE id = $1 AND status_rank < 1",
+        " disposition = $6, updated_at = now() WHERE id = $1 AND status_rank < 1",
         acked.id,
         acked.acknowledged_at,
         acked.acknowledged_by,
         acked.model_dump_json(),
         note,
+        acked.disposition,
+    )
+
+
+async def snooze(conn: asyncpg.Connection, snoozed: Alert) -> None:
+    """Record a snooze of an alert that is still open."""
+    await conn.execute(
+        "UPDATE alerts SET snoozed_until = $2, payload = $3::jsonb, updated_at = now()"
+        " WHERE id = $1 AND status = 'open'",
+        snoozed.id,
+        snoozed.snoozed_until,
+        snoozed.model_dump_json(),
     )
 
 

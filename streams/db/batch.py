@@ -31,6 +31,7 @@ from alerts.models import Alert, AlertChange
 from alerts.rollup import Rollups
 from alerts.state import PatientState
 from billing.ledger import LedgerRows
+from intake.engine import IntakeState
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
 from streams.db.alert_states import Cached, StateStore
@@ -44,6 +45,7 @@ from streams.db.alerts import (
 )
 from streams.db.deliveries import queue_deliveries
 from streams.db.events import EventKey, insert_new_events, known_events, refused_for_content
+from streams.db.intakes import IntakeOrgKey, IntakeWrite, load_intakes, write_intakes
 from streams.db.ledger import write_ledger
 from streams.db.pool import Pool
 from streams.db.rollups import write_rollups
@@ -72,6 +74,7 @@ class BatchWrite:
     rollups: Rollups = Rollups((), ())  # the worklist's rows of the touched patients
     states: Mapping[PatientKey, PatientState] = field(default_factory=dict)  # touched ones
     partitions: Mapping[PatientKey, int] = field(default_factory=dict)  # of those states
+    intakes: Mapping[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)  # changed ones
 
     @property
     def patients(self) -> list[PatientKey]:
@@ -94,6 +97,7 @@ class BatchWrite:
             or self.rollups.patients
             or self.rollups.days
             or self.states
+            or self.intakes
         )
 
 
@@ -106,7 +110,7 @@ class Written:
 async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: BatchWrite) -> Written:
     """Write one batch in one transaction: events (refusing one stored meanwhile), known
     patients and their clinicians, the ledger, alerts, rollups, deliveries, the rtm.alerts
-    outbox, then the states (refusing one changed since it was read). The state cache
+    outbox, the intakes, then the states (refusing one changed since it was read). The state cache
     learns the states after the commit."""
     days = 0
     async with conn.transaction():
@@ -120,6 +124,7 @@ async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: Batch
             days, _, _ = await write_ledger(conn, batch.ledger)
         await upsert_alerts(conn, batch.changes)
         await write_rollups(conn, batch.rollups)
+        await write_intakes(conn, batch.intakes)
         await queue_deliveries(conn, batch.changes)
         seqs = await queue_publish(conn, batch.changes)
         await states.save(conn, dict(batch.states), dict(batch.partitions))
@@ -179,6 +184,9 @@ class PgSession:
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
         return await alerts_by_id(self.conn, ids) if ids else {}
+
+    async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]:
+        return await load_intakes(self.conn, keys)
 
     async def write(self, batch: BatchWrite) -> Written:
         if batch.empty:

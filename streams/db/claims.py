@@ -137,11 +137,13 @@ async def store_submission_file(
 async def export_history(
     conn: asyncpg.Connection, org_id: str, limit: int = 50
 ) -> list[asyncpg.Record]:
-    """The organisation's recorded exports, newest first (who, when, what)."""
+    """The organisation's recorded exports, newest first (who, when, what; a submission's
+    claims, usage and control number, and whether its file is kept)."""
     return list(
         await conn.fetch(
             "SELECT export_id, created_at, created_by, as_of, date_from, date_to, format,"
-            " line_count FROM billing_exports WHERE org_id = $1 ORDER BY export_id DESC LIMIT $2",
+            " line_count, claim_count, usage, control_number, file_body IS NOT NULL AS has_file"
+            " FROM billing_exports WHERE org_id = $1 ORDER BY export_id DESC LIMIT $2",
             org_id,
             limit,
         )

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from alerts.models import STATUS_RANK, Alert
 from alerts.rollup import DailyAdherence, PatientRollup
 from alerts.state import PatientState, decode_state, encode_state, new_state
+from intake.engine import IntakeState
 from schemas.events import Event, PatientKey, key_text
 from streams.clock import SYSTEM_CLOCK, Clock
 from streams.db.alert_states import StateConflict
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import EventKey, event_key
+from streams.db.intakes import IntakeOrgKey, IntakeWrite
 
 
 @dataclass
@@ -58,6 +60,7 @@ class MemoryIngestStore:
     outbox: dict[int, tuple[dt.datetime, Queued]] = field(default_factory=dict)
     # (org, patient) -> (rev, partition, encoded state), as alert_state
     states: dict[PatientKey, tuple[int, int, bytes]] = field(default_factory=dict)
+    intakes: dict[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)
     _seq: int = 0
 
     # --- the port --------------------------------------------------------------------------
@@ -96,6 +99,7 @@ class MemoryIngestStore:
         self._write_rollups(batch)
         self._queue_deliveries(batch)
         seqs = self._queue_publish(batch)
+        self.intakes.update(batch.intakes)
         for key, state in batch.states.items():
             rev = self.states[key][0] + 1 if key in self.states else 1
             self.states[key] = (rev, batch.partitions[key], encode_state(state))
@@ -198,6 +202,9 @@ class MemorySession:
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
         return {i: self.store.alerts[i] for i in ids if i in self.store.alerts}
+
+    async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]:
+        return {k: self.store.intakes[k].state for k in keys if k in self.store.intakes}
 
     async def write(self, batch: BatchWrite) -> Written:
         return await self.store.write(batch, self.loaded)

@@ -14,22 +14,23 @@ from alerts.rollup import HISTORY_EVENT_TYPES, Rollups, adherence_history
 from schemas.events import PatientKey, parse_event_json
 from streams.access import Scope
 from streams.db.access import scope_sql
+from streams.db.alerts import effective_tier_sql
 
 _UPSERT_PATIENTS = """
 INSERT INTO patient_rollups (patient_id, org_id, last_activity_at, latest_pain, latest_pain_at,
     pain_baseline, open_critical, open_high, open_medium, open_low, open_adherence_low,
     open_inactivity, open_billing_at_risk, open_alerts, oldest_open, open_kinds, open_red_flags,
-    tier, tier_since, updated_at)
+    tier, tier_since, open_snoozed, updated_at)
 SELECT t.p, t.org,
        t.la, t.lp, t.lpa, t.pb, t.c, t.h, t.m, t.l, t.al, t.ia, t.br, t.o, t.oo,
        CASE WHEN t.k = '' THEN '{}'::text[] ELSE string_to_array(t.k, ',') END,
        CASE WHEN t.rf = '' THEN '{}'::text[] ELSE string_to_array(t.rf, ',') END,
-       t.tr, t.ts, now()
+       t.tr, t.ts, t.sn, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::smallint[], $4::timestamptz[], $5::real[],
             $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[],
             $13::int[], $14::timestamptz[], $15::text[], $16::text[], $17::text[],
-            $18::smallint[], $19::timestamptz[])
-     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org, rf, tr, ts)
+            $18::smallint[], $19::timestamptz[], $20::int[])
+     AS t(p, la, lp, lpa, pb, c, h, m, l, al, ia, br, o, oo, k, org, rf, tr, ts, sn)
 ON CONFLICT (org_id, patient_id) DO UPDATE SET
     -- activity and pain only move forward: a late-synced old event must not hide newer ones
     last_activity_at = GREATEST(patient_rollups.last_activity_at, EXCLUDED.last_activity_at),
@@ -49,7 +50,8 @@ ON CONFLICT (org_id, patient_id) DO UPDATE SET
     open_billing_at_risk = EXCLUDED.open_billing_at_risk,
     open_alerts = EXCLUDED.open_alerts, oldest_open = EXCLUDED.oldest_open,
     open_kinds = EXCLUDED.open_kinds, open_red_flags = EXCLUDED.open_red_flags,
-    tier = EXCLUDED.tier, tier_since = EXCLUDED.tier_since, updated_at = now()
+    tier = EXCLUDED.tier, tier_since = EXCLUDED.tier_since,
+    open_snoozed = EXCLUDED.open_snoozed, updated_at = now()
 """
 
 _UPSERT_DAYS = """
@@ -99,6 +101,7 @@ async def write_rollups(conn: asyncpg.Connection, r: Rollups) -> None:
             [",".join(p.open_red_flags) for p in ps],  # flag names hold no commas
             [p.tier for p in ps],
             [p.tier_since for p in ps],
+            [p.open_snoozed for p in ps],
         )
     if r.days:
         ds = r.days
@@ -121,10 +124,26 @@ _SEVERITY_COLUMN = {
 }
 
 
+def _snoozed_lateral(now: str) -> str:
+    """The patient's tier at ``now`` (a SQL parameter) when some open alert of theirs has
+    a snooze (``open_snoozed``, kept by the stream): the alerts' effective tiers
+    (``effective_tier_sql``: a snooze still on counts in no tier, one that ended in its
+    own), and the earliest end of a snooze still on. Other patients read no alert."""
+    return (
+        " LEFT JOIN LATERAL (SELECT min(x.t) AS tier,"
+        "   (array_agg(x.fired_at ORDER BY x.t, x.fired_at))[1] AS since,"
+        "   min(x.snoozed_until) FILTER (WHERE x.snoozed_until > " + now + ") AS until"
+        f"   FROM (SELECT {effective_tier_sql(now)} AS t, a.fired_at, a.snoozed_until"
+        "         FROM alerts a WHERE r.open_snoozed > 0 AND a.org_id = r.org_id"
+        "         AND a.patient_id = r.patient_id AND a.status = 'open') x) s ON true"
+    )
+
+
 async def worklist_page(
     conn: asyncpg.Connection,
     scope: Scope,
     *,
+    now: dt.datetime,
     severity: str | None = None,
     kind: str | None = None,
     only_open: bool = True,
@@ -133,9 +152,11 @@ async def worklist_page(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Patients in the scope by triage tier (a red flag or fall, other critical, high, low
-    adherence, inactivity, billing at risk: alerts.rollup.alert_tier), inside a tier who
-    has waited longest first (the order of GET /v1/worklist), then the rest by id. Each
-    row carries its last 7 days of 7-day adherence (oldest first) for the sparkline."""
+    adherence, inactivity, billing at risk: alerts.rollup.alert_tier; a patient whose open
+    alerts are all snoozed at ``now`` after them), inside a tier who has waited longest
+    first (the order of GET /v1/worklist), then the rest by id. Each row carries its last
+    7 days of 7-day adherence (oldest first) for the sparkline, and ``snoozed_until``, the
+    earliest end of a snooze still on (None: none)."""
     where, args = scope_sql(scope, "r.patient_id", 1, "r.org_id")
     conds = [where]
     if severity is not None:
@@ -148,19 +169,28 @@ async def worklist_page(
     if search:
         args.append(search)
         conds.append(f"strpos(r.patient_id, ${len(args)}) > 0")
+    args.append(now)
+    now_arg = f"${len(args)}"
     args.extend([limit, offset])
+    # the page is chosen first (tiers as seen at now), then its sparklines are read
     rows = await conn.fetch(
-        "SELECT r.*, d.spark, d.spark_dates FROM patient_rollups r"
+        "SELECT p.*, d.spark, d.spark_dates FROM (SELECT r.*,"
+        "   coalesce(s.tier, r.tier) AS eff_tier,"
+        "   CASE WHEN s.tier IS NULL THEN r.tier_since ELSE s.since END AS eff_since,"
+        "   s.until AS snoozed_until"
+        "  FROM patient_rollups r"
+        + _snoozed_lateral(now_arg)
+        + " WHERE "
+        + " AND ".join(conds)
+        # triage: the tier of the most urgent open alert, then who has waited longest in it
+        + " ORDER BY eff_tier, eff_since NULLS LAST,"
+        f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}) p"
         " LEFT JOIN LATERAL (SELECT array_agg(x.adherence_7d ORDER BY x.local_date) AS spark,"
         "   array_agg(x.local_date ORDER BY x.local_date) AS spark_dates"
         "   FROM (SELECT local_date, adherence_7d FROM patient_daily_adherence"
-        "         WHERE org_id = r.org_id AND patient_id = r.patient_id"
+        "         WHERE org_id = p.org_id AND patient_id = p.patient_id"
         "         ORDER BY local_date DESC LIMIT 7) x) d ON true"
-        " WHERE "
-        + " AND ".join(conds)
-        # triage: the tier of the most urgent open alert, then who has waited longest in it
-        + " ORDER BY r.tier, r.tier_since NULLS LAST,"
-        f" r.patient_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+        " ORDER BY p.eff_tier, p.eff_since NULLS LAST, p.patient_id",
         *args,
     )
     return [_row(r) for r in rows]
@@ -282,12 +312,15 @@ async def backfill_adherence_chunk(
     raise AssertionError("unreachable")
 
 
-async def tier_counts(conn: asyncpg.Connection, scope: Scope) -> dict[int, int]:
-    """Patients in the scope per triage tier (open alerts only), for the worklist's head."""
+async def tier_counts(conn: asyncpg.Connection, scope: Scope, now: dt.datetime) -> dict[int, int]:
+    """Patients in the scope per triage tier at ``now`` (open alerts only; SNOOZED_TIER:
+    every open alert snoozed), for the worklist's head."""
     where, args = scope_sql(scope, "r.patient_id", 1, "r.org_id")
+    args.append(now)
     rows = await conn.fetch(
-        f"SELECT r.tier, count(*) AS n FROM patient_rollups r WHERE {where} AND r.open_alerts > 0"
-        " GROUP BY r.tier",
+        "SELECT coalesce(s.tier, r.tier) AS tier, count(*) AS n FROM patient_rollups r"
+        + _snoozed_lateral(f"${len(args)}")
+        + f" WHERE {where} AND r.open_alerts > 0 GROUP BY 1",
         *args,
     )
     return {int(r["tier"]): int(r["n"]) for r in rows}

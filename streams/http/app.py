@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streams.http import openapi
 from streams.http.auth import reject_unknown_query
@@ -19,11 +21,16 @@ from streams.http.deps import Deps, Gateway, principal
 from streams.http.hardening import Hardening
 from streams.http.pages import assets, audit, home, patient, sign_in, stream, worklist
 from streams.http.pages import billing as billing_pages
-from streams.http.pages.common import PageError, page_error
-from streams.http.routes import alerts, billing, events, fhir, health, session
+from streams.http.pages.common import PageError, http_error, page_error
+from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
 from streams.settings import Settings
 
-API_ROUTERS = (alerts.router, billing.router, fhir.router)  # each: the caller, or 401
+API_ROUTERS = (
+    alerts.router,
+    billing.router,
+    fhir.router,
+    intakes.router,
+)  # each: the caller, or 401
 PAGE_ROUTERS = (
     home.router,
     sign_in.router,
@@ -62,6 +69,9 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     for router in PAGE_ROUTERS:
         app.include_router(router)
     app.add_exception_handler(PageError, page_error)
+    # under /ui: HTML error pages with the navigation; the JSON API keeps FastAPI's JSON
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, http_error)
     app.include_router(assets.router(settings))
     app.mount(assets.STATIC_PATH, assets.static_files(), name="ui-static")
     app.add_middleware(DenialAudit, gateway=gateway)  # refused patient reads leave an audit row

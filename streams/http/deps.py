@@ -13,7 +13,6 @@ itself: tests inject a fake producer and store, a principal, a ``FixedClock``.
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from streams.access import CSRF_HEADER, Permission, Principal
 from streams.clock import Clock, clock_for
 from streams.db.events import EventStore
 from streams.http.auth import UNAUTHENTICATED, Authenticator, client_host, csrf_sent
+from streams.kafka.control import Ack, Snooze
 from streams.kafka.producer import EventProducer
 from streams.metrics import GatewayMetrics
 from streams.services.signin import Refused, SignInService, Started
@@ -41,9 +41,7 @@ class Producer(Protocol):
 
     async def send_events(self, events: list[Event]) -> None: ...
     async def send_dead(self, records: list[tuple[bytes | None, bytes]]) -> None: ...
-    async def send_ack(
-        self, alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str
-    ) -> None: ...
+    async def send_control(self, record: Ack | Snooze) -> None: ...
     async def ping(self) -> bool: ...
 
 

@@ -1,4 +1,5 @@
-"""What the worker reads off rtm.events, and the in-band control records: ticks and acks.
+"""What the worker reads off rtm.events, and the in-band control records: ticks, acks and
+snoozes.
 
 A ``Record`` is one consumed record (value, partition, Kafka timestamp): the step's input.
 
@@ -7,11 +8,13 @@ partition: "evaluate the time-driven rules as of `now`, after everything before 
 That makes the streamed alerts equal the offline ones for the same events and "now", and a
 replay of the topic replays the ticks. An acknowledgement is keyed by patient (``<org>/<patient
 id>``, as the patient's events) so that it reaches the partition holding its alert state; it
-names the organisation (a record without one, written before, is DEFAULT_ORG's).
+names the organisation (a record without one, written before, is DEFAULT_ORG's), and
+carries the disposition and note (absent in records written before: None). A snooze is
+keyed and ordered the same way.
 
-``Tick`` and ``Ack`` encode themselves; ``decode`` is the one decoder (None: not a control
-record, i.e. an event); ``send_ticks`` is the one tick fan-out (the worker's timer and the
-CLI's producer both call it).
+``Tick``, ``Ack`` and ``Snooze`` encode themselves; ``decode`` is the one decoder (None: not
+a control record, i.e. an event); ``send_ticks`` is the one tick fan-out (the worker's timer
+and the CLI's producer both call it).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from typing import NamedTuple
 import orjson
 from aiokafka.partitioner import murmur2
 
+from alerts.models import DISPOSITIONS, Disposition
 from schemas.events import DEFAULT_ORG, PatientKey, key_text
 
 TICK_PREFIX = b'{"rtm_tick"'
 ACK_PREFIX = b'{"rtm_ack"'
+SNOOZE_PREFIX = b'{"rtm_snooze"'
 
 
 class Record(NamedTuple):
@@ -60,6 +65,39 @@ class Ack:
     patient_id: str
     at: dt.datetime
     by: str
+    disposition: Disposition | None = None
+    note: str | None = None
+
+    @property
+    def patient_key(self) -> PatientKey:
+        return (self.org_id, self.patient_id)
+
+    def encode(self) -> bytes:
+        ack: dict[str, str] = {
+            "alert_id": self.alert_id,
+            "org_id": self.org_id,
+            "patient_id": self.patient_id,
+            "at": self.at.isoformat(),
+            "by": self.by,
+        }
+        if self.disposition is not None:
+            ack["disposition"] = self.disposition
+        if self.note is not None:
+            ack["note"] = self.note
+        return orjson.dumps({"rtm_ack": ack})
+
+
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    """A clinician's snooze of one open alert, from ``at`` until ``until``."""
+
+    alert_id: str
+    org_id: str
+    patient_id: str
+    at: dt.datetime
+    by: str
+    until: dt.datetime
+    reason: str
 
     @property
     def patient_key(self) -> PatientKey:
@@ -68,29 +106,45 @@ class Ack:
     def encode(self) -> bytes:
         return orjson.dumps(
             {
-                "rtm_ack": {
+                "rtm_snooze": {
                     "alert_id": self.alert_id,
                     "org_id": self.org_id,
                     "patient_id": self.patient_id,
                     "at": self.at.isoformat(),
                     "by": self.by,
+                    "until": self.until.isoformat(),
+                    "reason": self.reason,
                 }
             }
         )
 
 
-def decode(raw: bytes) -> Tick | Ack | None:
+def decode(raw: bytes) -> Tick | Ack | Snooze | None:
     """The control record ``raw`` holds, or None when it is not one (an event)."""
     if raw.startswith(TICK_PREFIX):
         return Tick(dt.datetime.fromisoformat(orjson.loads(raw)["rtm_tick"]))
     if raw.startswith(ACK_PREFIX):
         data = orjson.loads(raw)["rtm_ack"]
+        disposition = data.get("disposition")
         return Ack(
             alert_id=data["alert_id"],
             org_id=data.get("org_id", DEFAULT_ORG),
             patient_id=data["patient_id"],
             at=dt.datetime.fromisoformat(data["at"]),
             by=data["by"],
+            disposition=disposition if disposition in DISPOSITIONS else None,
+            note=data.get("note"),
+        )
+    if raw.startswith(SNOOZE_PREFIX):
+        data = orjson.loads(raw)["rtm_snooze"]
+        return Snooze(
+            alert_id=data["alert_id"],
+            org_id=data["org_id"],
+            patient_id=data["patient_id"],
+            at=dt.datetime.fromisoformat(data["at"]),
+            by=data["by"],
+            until=dt.datetime.fromisoformat(data["until"]),
+            reason=data["reason"],
         )
     return None
 

@@ -124,12 +124,13 @@ class EventProducer:
 
         return await control.send_ticks(send, sorted(partitions), now)
 
-    async def send_ack(
-        self, alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str
-    ) -> None:
-        ack = control.Ack(alert_id, org_id, patient_id, at, by)
+    async def send_control(self, record: control.Ack | control.Snooze) -> None:
+        """A clinician's acknowledgement or snooze to the patient's partition of
+        rtm.events (keyed as the patient's events), waiting for Kafka's ack."""
         fut = await self._producer.send(
-            self.settings.kafka.topic_events, ack.encode(), key=key_text(ack.patient_key).encode()
+            self.settings.kafka.topic_events,
+            record.encode(),
+            key=key_text(record.patient_key).encode(),
         )
         await fut
 

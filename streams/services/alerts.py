@@ -1,11 +1,13 @@
-"""Alert use cases: a clinician's acknowledgement, and publishing the rtm.alerts outbox.
+"""Alert use cases: a clinician's acknowledgement and snooze, and publishing the rtm.alerts
+outbox.
 
 ``acknowledge``: what ``POST /v1/alerts/{id}/ack`` (and the dashboard's button) does. The
 alert is found in the caller's scope; an open one takes ``Alert.acknowledged`` (the one
-transition, the rules use it too) and is stored at once with the clinician's note; the
-audit row names the patient; then the acknowledgement goes to rtm.events as a control
-record, keyed by patient, so the rules start the kind's cool-down in order with the
-patient's events.
+transition, the rules use it too) and is stored at once with the clinician's disposition
+and note; the audit row names the patient and the disposition; then the acknowledgement
+goes to rtm.events as a control record, keyed by patient, so the rules start the kind's
+cool-down in order with the patient's events. ``snooze`` (``POST /v1/alerts/{id}/snooze``
+and the page's form) goes the same way with ``Alert.snoozed``.
 
 ``Publisher``: the ingest batch queues its alert changes in ``alert_publish`` in its
 transaction; after the commit they are sent to rtm.alerts and deleted once Kafka
@@ -21,41 +23,43 @@ from typing import Protocol
 
 import orjson
 
-from alerts.models import Alert
+from alerts.models import Alert, Disposition
 from streams.access import Principal
 from streams.clock import Clock
 from streams.db.access import audit_principal
 from streams.db.alerts import Queued, alert_in_scope
 from streams.db.alerts import acknowledge as record_acknowledgement
+from streams.db.alerts import snooze as record_snooze
 from streams.db.pool import Pool
+from streams.kafka.control import Ack, Snooze
 from streams.metrics import WorkerMetrics
 
-# --- the acknowledgement -------------------------------------------------------------------
+# --- the acknowledgement and the snooze ----------------------------------------------------
 
 
-class AckSender(Protocol):
-    """rtm.events, for the acknowledgement's control record (the gateway's producer)."""
+class ControlSender(Protocol):
+    """rtm.events, for an acknowledgement's or a snooze's control record (the gateway's
+    producer)."""
 
-    async def send_ack(
-        self, alert_id: str, org_id: str, patient_id: str, at: dt.datetime, by: str
-    ) -> None: ...
+    async def send_control(self, record: Ack | Snooze) -> None: ...
 
 
 async def acknowledge(
     pool: Pool,
-    sender: AckSender,
+    sender: ControlSender,
     clock: Clock,
     who: Principal,
     alert_id: str,
+    disposition: Disposition,
     note: str | None,
     *,
     source: str,
 ) -> Alert | None:
-    """Acknowledge ``alert_id`` in ``who``'s name with an optional note; the alert after it
-    (None: not in the caller's scope, or unknown). ``source`` is the audit row's request.
-    An alert acknowledged already stays as it was (the first acknowledgement counts) and
-    the control record is sent again (the rules take it once); a resolved one is only
-    audited."""
+    """Acknowledge ``alert_id`` in ``who``'s name with a disposition and an optional note;
+    the alert after it (None: not in the caller's scope, or unknown). ``source`` is the
+    audit row's request. An alert acknowledged already stays as it was (the first
+    acknowledgement counts) and the control record is sent again (the rules take it once);
+    a resolved one is only audited."""
     by = who.name
     async with pool.acquire() as conn:
         alert = await alert_in_scope(conn, who.scope(), alert_id)
@@ -63,7 +67,7 @@ async def acknowledge(
             return None
         at = clock.now()
         if alert.status == "open":
-            alert = alert.acknowledged(at, by)
+            alert = alert.acknowledged(at, by, disposition, note)
             await record_acknowledgement(conn, alert, note)
         await audit_principal(
             conn,
@@ -71,10 +75,66 @@ async def acknowledge(
             "acknowledge",
             source,
             [alert.patient_id],
-            {"alert_id": alert_id, "note": note},
+            {"alert_id": alert_id, "disposition": disposition, "note": note},
         )
     if alert.status == "acknowledged":
-        await sender.send_ack(alert_id, alert.org_id, alert.patient_id, at, by)
+        await sender.send_control(
+            Ack(
+                alert_id,
+                alert.org_id,
+                alert.patient_id,
+                alert.acknowledged_at or at,
+                alert.acknowledged_by or by,
+                alert.disposition,
+                alert.ack_note,
+            )
+        )
+    return alert
+
+
+class SnoozeRefused(Exception):
+    """A snooze the alert does not allow (a red flag, not open, too long): the reason."""
+
+
+async def snooze(
+    pool: Pool,
+    sender: ControlSender,
+    clock: Clock,
+    who: Principal,
+    alert_id: str,
+    duration: dt.timedelta,
+    reason: str,
+    *,
+    source: str,
+) -> Alert | None:
+    """Snooze ``alert_id`` in ``who``'s name for ``duration`` (the caller checked it is a
+    configured one) with a reason; the alert after it (None: not in the caller's scope).
+    Refused (``SnoozeRefused``, nothing stored or sent) for a kind that cannot be snoozed,
+    an alert that is not open, or more than 7 days. Stored at once and audited, then sent
+    to rtm.events so the rules (and the stream, the webhooks) carry it; it ends by itself:
+    a reader compares ``snoozed_until`` with its clock."""
+    async with pool.acquire() as conn:
+        alert = await alert_in_scope(conn, who.scope(), alert_id)
+        if alert is None:
+            return None
+        at = clock.now()
+        until = at + duration
+        refusal = alert.snooze_refusal(at, until)
+        if refusal is not None:
+            raise SnoozeRefused(refusal)
+        alert = alert.snoozed(at, who.name, until, reason)
+        await record_snooze(conn, alert)
+        await audit_principal(
+            conn,
+            who,
+            "snooze",
+            source,
+            [alert.patient_id],
+            {"alert_id": alert_id, "until": until.isoformat(), "reason": reason},
+        )
+    await sender.send_control(
+        Snooze(alert_id, alert.org_id, alert.patient_id, at, who.name, until, reason)
+    )
     return alert
 
 

@@ -9,7 +9,10 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
 - ``submit``: the next submission (originals, replacements, voids), its file rendered with
   a control number from the database and kept with it; audited as an ``export`` (a dry
   run or nothing to send: a ``read``). A profile lacking a field refuses it
-  (``billing.submission.SubmissionRefused``) and nothing is written.
+  (``billing.submission.SubmissionRefused``) and nothing is written. ``expect``: the
+  fingerprint of the plan a person confirmed (``billing.submission.plan_fingerprint``, as
+  a dry run returned it); a plan that differs by then is refused (``PlanChanged``) before
+  a control number is taken or anything is written.
 - ``submission_file``: a submitted file again, byte for byte (audited as a ``read``).
 - ``set_profile``, ``load_demographics`` (audited), ``load_fee_schedule``,
   ``record_payer_claim_numbers``: the parties and numbers a submission needs.
@@ -23,7 +26,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 import asyncpg
 
@@ -38,6 +42,7 @@ from billing.submission import (
     Parties,
     check_submission_request,
     plan_export,
+    plan_fingerprint,
     plan_submission,
     preview_lines,
     render_submission,
@@ -214,11 +219,17 @@ class SubmissionResult:
     claims: list[PlannedClaim]
     problems: list[ClaimProblem]
     withdrawn: list[ClaimLine]
+    fingerprint: str = ""  # billing.submission.plan_fingerprint of what it records
+    charges: dict[str, Decimal] = field(default_factory=dict)  # X12: claim id -> total
 
     @property
     def lines(self) -> list[ClaimLine]:
         """The recorded lines (new, amended, void), as the history keeps them."""
         return [ln for c in self.claims for ln in c.record]
+
+
+class PlanChanged(Exception):
+    """The plan is no longer the one confirmed (``submit``'s ``expect``): nothing recorded."""
 
 
 async def submit(
@@ -234,13 +245,15 @@ async def submit(
     dry_run: bool = False,
     created: dt.datetime | None = None,
     config: BillingConfig = DEFAULT_CONFIG,
+    expect: str | None = None,
 ) -> SubmissionResult:
     """Submit the next claims of ``by``'s organisation: this is what records lines as
     billed. Under the export lock, in one transaction: the plan
     (``billing.submission.plan_submission``), the file (X12: control number from the
     database sequence; ``created`` stamps it, default the clock), the file stored with the
     recorded lines and claims, and the audit row. Nothing to send: nothing recorded.
-    ``dry_run``: the same file (X12 control number 0, usage T), not recorded."""
+    ``dry_run``: the same file (X12 control number 0, usage T), not recorded.
+    ``expect``: refuse (``PlanChanged``) unless the plan's fingerprint is this one."""
     check_submission_request(fmt, usage)
     now = clock.now()
     when, created = as_of or now, created or now
@@ -255,6 +268,9 @@ async def submit(
         plan = plan_submission(
             org, states, history, taken, date_from, date_to, when, fmt, parties, config
         )
+        fingerprint = plan_fingerprint(plan, date_from, date_to, usage)
+        if expect is not None and expect != fingerprint:
+            raise PlanChanged(fingerprint)
         control: int | None = None
         submission_id: int | None = None
         text = name = ""
@@ -288,7 +304,15 @@ async def submit(
             )
             await db.record_claims(conn, org, submission_id, plan.claims)
         result = SubmissionResult(
-            submission_id, control, text, name, plan.claims, plan.problems, plan.withdrawn
+            submission_id,
+            control,
+            text,
+            name,
+            plan.claims,
+            plan.problems,
+            plan.withdrawn,
+            fingerprint,
+            {r.claim.claim_id: r.total for r in plan.ready},
         )
         await _audit(
             conn,

@@ -41,17 +41,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
 
-from alerts.batch import AckItem, BatchResult, EventItem, Item, TickItem, apply_batch
+from alerts.batch import AckItem, BatchResult, EventItem, Item, SnoozeItem, TickItem, apply_batch
 from alerts.models import DEFAULT_CONFIG, Alert, AlertConfig
 from alerts.rollup import rollups
 from alerts.state import PatientState
 from billing.ledger import ledger_rows
+from intake import engine as intake_engine
+from intake.engine import IntakeState
+from intake.rules import DEFAULT_RULES, IntakeRules
 from schemas.events import (
     DEFAULT_ORG,
     Event,
@@ -66,6 +69,7 @@ from streams.clock import Clock
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import CONTENT_ERRORS, EventKey, event_key
+from streams.db.intakes import IntakeOrgKey, IntakeWrite
 from streams.kafka import control
 from streams.kafka.control import Record
 from streams.kafka.producer import dead_letter_payload
@@ -87,6 +91,8 @@ class IngestSession(Protocol):
     async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]: ...
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]: ...
+
+    async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]: ...
 
     async def write(self, batch: BatchWrite) -> Written: ...
 
@@ -157,8 +163,24 @@ def decode(records: Sequence[Record], max_skew_s: float) -> Decoded:
             out.items.append(TickItem(ctl.now, record.partition))
             continue
         if isinstance(ctl, control.Ack):
-            ack = AckItem(ctl.patient_id, ctl.alert_id, ctl.at, ctl.by, None, ctl.org_id)
+            ack = AckItem(
+                ctl.patient_id,
+                ctl.alert_id,
+                ctl.at,
+                ctl.by,
+                None,
+                ctl.org_id,
+                ctl.disposition,
+                ctl.note,
+            )
             out.items.append(ack)
+            continue
+        if isinstance(ctl, control.Snooze):
+            out.items.append(
+                SnoozeItem(
+                    ctl.patient_id, ctl.alert_id, ctl.at, ctl.by, ctl.until, ctl.reason, ctl.org_id
+                )
+            )
             continue
         try:
             event = parse_event_json(raw)
@@ -293,6 +315,40 @@ def acked_elsewhere(items: Sequence[Item], states: Mapping[PatientKey, PatientSt
     )
 
 
+def intake_keys(items: Sequence[Item]) -> list[IntakeOrgKey]:
+    """The intakes the items' events belong to (intake.submitted, intake.contacted, an
+    episode.started naming its intake): their stored states are read."""
+    keys: dict[IntakeOrgKey, None] = {}
+    for i in items:
+        if isinstance(i, EventItem) and (k := intake_engine.intake_key(i.event)) is not None:
+            keys[(i.event.patient_key[0], *k)] = None
+    return list(keys)
+
+
+def intake_changes(
+    stored: Mapping[IntakeOrgKey, IntakeState],
+    new_events: Sequence[Event],
+    rules: IntakeRules = DEFAULT_RULES,
+) -> dict[IntakeOrgKey, IntakeWrite]:
+    """The intakes the new events change (pure: the intake engine's ``apply`` over each,
+    from its stored state), each with its routing once its intake arrived."""
+    states: dict[IntakeOrgKey, IntakeState] = {}
+    for event in new_events:
+        k = intake_engine.intake_key(event)
+        if k is None:
+            continue
+        key = (event.patient_key[0], *k)
+        state = states.get(key) or stored.get(key) or intake_engine.new_state(k)
+        states[key] = intake_engine.apply(state, event)
+    return {
+        key: IntakeWrite(
+            state,
+            intake_engine.assess(state.submitted, rules) if state.submitted is not None else None,
+        )
+        for key, state in states.items()
+    }
+
+
 @dataclass(frozen=True)
 class Decision:
     write: BatchWrite
@@ -305,13 +361,14 @@ def decide(
     fresh: Sequence[Item],
     config: AlertConfig,
     partition_of: Callable[[PatientKey], int],
+    intakes: Mapping[IntakeOrgKey, IntakeState] | None = None,
 ) -> Decision:
     """What the batch's fresh items do, from what was read (pure): the rules over the new
     events, the ticks and the acks (``apply_batch``; an ack of an alert that left its
     patient's state carries the stored snapshot), the new events' ledger rows and the
-    touched patients' rollups."""
+    touched patients' rollups and the intakes they change (from their stored ``intakes``)."""
     items = [
-        AckItem(i.patient_id, i.alert_id, i.at, i.by, stored[i.alert_id], i.org_id)
+        replace(i, stored=stored[i.alert_id])
         if isinstance(i, AckItem) and i.alert_id in stored
         else i
         for i in fresh
@@ -325,6 +382,7 @@ def decide(
         rollups=rollups(result.states, new_events, before=states),
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
+        intakes=intake_changes(intakes or {}, new_events, config.intake_rules),
     )
     return Decision(write, result)
 
@@ -436,7 +494,9 @@ class Ingest:
                 fresh = fresh_items(items, known)
                 states = await session.load(wanted(fresh)) if fresh else {}
                 stored = await session.stored_alerts(acked_elsewhere(fresh, states))
-                decision = decide(states, stored, fresh, self.config, self.partition_of)
+                keys = intake_keys(fresh)
+                intakes = await session.intakes(keys) if keys else {}
+                decision = decide(states, stored, fresh, self.config, self.partition_of, intakes)
                 if read_known or not decision.result.refused:
                     break
                 read_known = True

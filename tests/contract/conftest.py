@@ -49,6 +49,7 @@ TABLES = (
     "patient_rollups",
     "patient_daily_adherence",
     "clinician_webhooks",
+    "intakes",
 )
 
 

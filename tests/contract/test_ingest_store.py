@@ -18,7 +18,14 @@ from alerts.state import encode_state
 from schemas.events import key_text, parse_event_json
 from streams.db.alert_states import StateConflict
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
-from streams.services.ingest import Decision, acked_elsewhere, decide, fresh_items, wanted
+from streams.services.ingest import (
+    Decision,
+    acked_elsewhere,
+    decide,
+    fresh_items,
+    intake_keys,
+    wanted,
+)
 from tests.conftest import EventFactory
 from tests.contract.conftest import NOW, Probe, partition_of
 
@@ -39,7 +46,9 @@ async def record(probe: Probe, items: list[Item]) -> tuple[Decision, Written]:
         fresh = fresh_items(items, await s.known_events(event_keys(items)))
         states = await s.load(wanted(fresh)) if fresh else {}
         stored = await s.stored_alerts(acked_elsewhere(fresh, states))
-        decision = decide(states, stored, fresh, DEFAULT_CONFIG, partition_of)
+        keys = intake_keys(fresh)
+        intakes = await s.intakes(keys) if keys else {}
+        decision = decide(states, stored, fresh, DEFAULT_CONFIG, partition_of, intakes)
         return decision, await s.write(decision.write)
 
 
@@ -335,3 +344,41 @@ async def test_a_late_episode_end_takes_its_later_days_out(
     }
     await record(probe, [ev(end, A)])
     assert await probe.adherence_days(key) == set(days[:5])
+
+
+async def test_an_intake_reads_back_per_organisation_with_its_first_contact(
+    probe: Probe, factory: EventFactory
+) -> None:
+    """A contact that arrives before its intake is kept; the intake, in a later batch, is
+    read back with it; the same patient and intake id in another organisation is another
+    intake (issue 18: the worker keeps intake state in the batch transaction)."""
+    p = factory.patient(1)
+    contact = {
+        "event_id": "c-1",
+        "schema_version": 1,
+        "type": "intake.contacted",
+        "patient_id": p,
+        "occurred_at": "2026-11-02T12:00:00-06:00",
+        "intake_id": f"{p}-in",
+        "channel": "phone",
+        "clinician_id": "c-01",
+    }
+    await record(probe, [ev(contact, A)])
+    decision, _ = await record(
+        probe,
+        [
+            ev(factory.intake(p, "2026-11-02T10:00:00-06:00"), A),
+            ev(factory.intake(p, "2026-11-02T10:00:00-06:00"), B),
+        ],
+    )
+    written = decision.write.intakes
+    assert written[(A, p, f"{p}-in")].state.first_contact_at is not None
+    assert written[(B, p, f"{p}-in")].state.first_contact_at is None
+    async with probe.store.session() as s:
+        got = await s.intakes([(A, p, f"{p}-in"), (B, p, f"{p}-in"), (A, p, "nope")])
+    assert set(got) == {(A, p, f"{p}-in"), (B, p, f"{p}-in")}
+    a = got[(A, p, f"{p}-in")]
+    assert a.submitted is not None and a.first_contact_event_id == "c-1"
+    assert a == written[(A, p, f"{p}-in")].state
+    assessment = written[(A, p, f"{p}-in")].assessment
+    assert assessment is not None and assessment.route in {"digital_pt", "in_person_pt"}

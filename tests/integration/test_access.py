@@ -223,6 +223,8 @@ def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: st
 ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/alerts"): (CLINICAL, None),
     ("GET", "/v1/worklist"): (CLINICAL, None),
+    # the intake queue: the caller's organisation's intakes (test_intake_stream)
+    ("GET", "/v1/intakes"): (CLINICAL | {"a-integration"}, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
     # FHIR R4 search (streams/http/routes/fhir.py): the patient is a query parameter; outside scope 404
@@ -239,6 +241,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
         {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"},
         {"a-clin1", "a-clin3", "a-admin"},
     ),
+    # the same rule as the acknowledgement: tested below and in test_alert_actions
+    ("POST", "/v1/alerts/{alert_id}/snooze"): (
+        {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"},
+        {"a-clin1", "a-clin3", "a-admin"},
+    ),
     ("POST", "/v1/events"): ({"a-producer", "a-integration", "b-producer"}, None),
     ("GET", "/v1/me"): (set(EVERYONE) - {"anonymous"}, None),
     ("POST", "/v1/session"): (set(), None),  # sign-in: tested below
@@ -249,12 +256,21 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/ui/stream"): (CLINICAL_USERS, None),
     ("GET", "/ui/billing"): (BILLING_USERS, None),
     ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
+    ("GET", "/ui/billing/preview"): (BILLING_USERS, None),  # a look: records nothing
+    ("GET", "/ui/billing/submit"): (BILLING_USERS, None),  # the confirmation step
+    ("GET", "/ui/billing/submissions/{submission_id}/file"): (
+        BILLING_USERS,
+        {"a-billing", "a-admin"},
+    ),
     ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
     ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
     ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
     ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
-    ("POST", "/ui/billing/export"): (set(), None),  # tested below and in test_pages
+    ("POST", "/ui/billing/submit"): (set(), None),  # tested below and in test_billing_view
+    ("POST", "/ui/alerts/{alert_id}/snooze"): (set(), None),  # tested below, test_alert_actions
+    # CSRF, clinicians only, in scope, audited: tests/integration/test_pause_page.py
+    ("POST", "/ui/patients/{patient_id}/program/{action}"): (set(), None),
 }
 OPEN_ROUTES = {
     ("GET", "/healthz"),
@@ -316,6 +332,8 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
         params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
     if path == "/fhir/Observation":
         params = {"patient": world.patients["pA1"]}
+    if path == "/ui/billing/preview":
+        params = {"month": "2026-10", "format": "csv"}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -414,19 +432,28 @@ def test_posting_outside_a_keys_scope_is_refused_and_nothing_is_produced(world: 
 
 def test_acknowledge_needs_scope_csrf_and_is_recorded_in_the_callers_name(world: World) -> None:
     path = f"/v1/alerts/{world.alert_id}/ack"
+    x = {"disposition": "contacted_patient", "note": "x"}
+    snooze = {"duration": "4h", "reason": "x"}
     for who in ("a-clin2", "b-admin"):
-        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 404
+        assert world.call(who, "POST", path, json=x).status_code == 404
+        assert world.call(who, "POST", path[:-3] + "snooze", json=snooze).status_code == 404
     for who in ("a-reader", "a-billing", "a-operator", "a-producer"):
-        assert world.call(who, "POST", path, json={"note": "x"}).status_code == 403
+        assert world.call(who, "POST", path, json=x).status_code == 403
+        assert world.call(who, "POST", path[:-3] + "snooze", json=snooze).status_code == 403
     cookie, _ = world.sessions["a-clin1"]
     no_csrf = httpx.post(
         world.stack.url + path,
-        json={"note": "x"},
+        json=x,
         timeout=30,
         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
     assert no_csrf.status_code == 403 and CSRF_HEADER in no_csrf.text
-    resp = world.call("a-clin1", "POST", path, json={"note": "called the patient, resting"})
+    resp = world.call(
+        "a-clin1",
+        "POST",
+        path,
+        json={"disposition": "contacted_patient", "note": "called the patient, resting"},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["acknowledged_by"] == f"{world.tag}-a-clin1"
     shown = world.call(
@@ -674,12 +701,12 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
     other = httpx.post(
         world.stack.url + path,
         timeout=30,
-        content=f"note=x&csrf_token={csrf}",
+        content=f"disposition=left_message&note=x&csrf_token={csrf}",
         headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
     assert other.status_code == 404  # outside a-clin2's scope, as an unknown alert
     cookie, csrf = world.sessions["a-clin1"]
-    for body in ("note=x", "note=x&csrf_token=wrong"):
+    for body in ("disposition=left_message&note=x", "note=x&csrf_token=wrong"):
         resp = httpx.post(
             world.stack.url + path,
             timeout=30,
@@ -689,12 +716,12 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
         assert resp.status_code == 403, body
     cookie, csrf = world.sessions["a-clin1"]
     export = httpx.post(
-        world.stack.url + "/ui/billing/export",
+        world.stack.url + "/ui/billing/submit",
         timeout=30,
-        content=f"month=2026-02&format=csv&csrf_token={csrf}",
+        content=f"month=2026-02&confirm=x&csrf_token={csrf}",
         headers={**form, "Cookie": f"{SESSION_COOKIE}={cookie}"},
     )
-    assert export.status_code == 403  # a clinician may not record an export
+    assert export.status_code == 403  # a clinician may not submit claims
 
     async def stored_note() -> str | None:
         conn = await asyncpg.connect(world.stack.settings.db.dsn)

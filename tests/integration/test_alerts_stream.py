@@ -248,12 +248,12 @@ async def test_ack_silences_the_kind_for_the_cooldown(
     assert alert["kind"] == "pain_high" and alert["status"] == "open"
     headers = {"Authorization": f"Bearer {stack.key}"}
     admin = stack.user_headers("admin")
-    resp = httpx.post(
-        f"{stack.url}/v1/alerts/{alert['id']}/ack", json={"note": "seen"}, headers=admin
-    )
+    seen = {"disposition": "contacted_patient", "note": "seen"}
+    resp = httpx.post(f"{stack.url}/v1/alerts/{alert['id']}/ack", json=seen, headers=admin)
     assert resp.status_code == 200 and resp.json()["status"] == "acknowledged"
     assert resp.json()["acknowledged_by"] == "admin"
-    assert httpx.post(f"{stack.url}/v1/alerts/nope/ack", headers=admin).status_code == 404
+    nope = httpx.post(f"{stack.url}/v1/alerts/nope/ack", json=seen, headers=admin)
+    assert nope.status_code == 404
 
     # Within the 24 h cool-down: relief, then a new flare, fires nothing new.
     stack.post([factory.pain(p, 3, _now(-1)), factory.pain(p, 9, _now(-0.5))])

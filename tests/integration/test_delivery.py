@@ -625,3 +625,60 @@ async def test_delivery_rechecks_the_resolved_address(base_settings: Settings) -
         assert headers["Host"] == f"localhost:{port}"  # pinned to the checked address
     finally:
         receiver.close()
+
+
+async def test_a_red_flag_at_intake_reaches_the_organisations_webhook_at_once(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    """intake-rules.md, Safety (issue 18): an intake with a red flag fires a critical
+    red_flag at once, unrouted, to the organisation-wide recipient ('*'), through the real
+    gateway, Kafka, worker and outbox; it arrives as fast as a fall routed to a clinician's
+    own webhook posted with it."""
+    clinic, own = Receiver("ok"), Receiver("ok")
+    clinician = f"{factory.prefix}-own"
+    p_intake, p_episode = factory.patient(1), factory.patient(2)
+    try:
+        with running_stack(base_settings, tick_interval_s=0) as stack:
+            assert (
+                stack.post(
+                    [factory.episode_started(p_episode, at=_now(-48), clinician_id=clinician)]
+                ).json()["accepted"]
+                == 1
+            )
+            await set_webhook(db, "*", clinic.url, "s-clinic")
+            await set_webhook(db, clinician, own.url, "s-own")
+            screened = factory.intake(
+                p_intake, _now(-0.01), red_flags=["saddle_anesthesia", "bladder_dysfunction"]
+            )
+            fall = factory.symptom(p_episode, _now(-0.01), fall=True)
+            t0 = time.monotonic()
+            assert stack.post([screened, fall]).json()["accepted"] == 2
+
+            def ours(r: Receiver, event_id: str) -> list[tuple[float, dict[str, Any]]]:
+                return [(t, c) for t, c in r.delivered() if c["alert"]["event_ids"] == [event_id]]
+
+            async def both() -> bool:
+                return bool(ours(clinic, screened["event_id"]) and ours(own, fall["event_id"]))
+
+            await wait_for(both, timeout=10, what="the intake's red flag and the fall")
+            [(t_intake, change)] = ours(clinic, screened["event_id"])
+            [(t_fall, _)] = ours(own, fall["event_id"])
+            alert = change["alert"]
+            assert (change["change"], alert["kind"], alert["severity"]) == (
+                "fired",
+                "red_flag",
+                "critical",
+            )
+            assert alert["unrouted"] is True and alert["clinician_id"] == "*"
+            assert alert["details"] == ["saddle_anesthesia", "bladder_dysfunction"]
+            assert (alert["intake_id"], alert["patient_id"]) == (screened["intake_id"], p_intake)
+            print(
+                f"intake red flag at the clinic-wide webhook {(t_intake - t0) * 1000:.0f} ms,"
+                f" the fall at the clinician's {(t_fall - t0) * 1000:.0f} ms after the post"
+            )
+            assert t_intake - t0 < 1.0, f"{t_intake - t0:.2f}s"
+    finally:
+        await remove_webhook(db, "*")
+        await remove_webhook(db, clinician)
+        clinic.close()
+        own.close()

@@ -303,10 +303,25 @@ def _cases() -> list[tuple[str, str, str, dict[str, Any]]]:
         ("reader", "GET", f"/v1/patients/{{p}}{nul}/pain", {}),
         ("admin", "GET", f"/ui/patients/{{p}}{nul}", {}),
         ("admin", "GET", "/ui/patients/not%20an%20id", {}),
-        ("clinician", "POST", f"/v1/alerts/a{nul}b/ack", {"json": {}}),
-        ("clinician", "POST", "/v1/alerts/{a}/ack", {"json": {"note": "called\x00"}}),
-        ("clinician", "POST", f"/ui/alerts/a{nul}b/ack", {"data": {"note": "x"}}),
-        ("clinician", "POST", "/ui/alerts/{a}/ack", {"data": {"note": "a\x00b"}}),
+        ("clinician", "POST", f"/v1/alerts/a{nul}b/ack", {"json": {"disposition": "sent_to_ed"}}),
+        (
+            "clinician",
+            "POST",
+            "/v1/alerts/{a}/ack",
+            {"json": {"disposition": "sent_to_ed", "note": "called\x00"}},
+        ),
+        (
+            "clinician",
+            "POST",
+            f"/ui/alerts/a{nul}b/ack",
+            {"data": {"disposition": "sent_to_ed", "note": "x"}},
+        ),
+        (
+            "clinician",
+            "POST",
+            "/ui/alerts/{a}/ack",
+            {"data": {"disposition": "sent_to_ed", "note": "a\x00b"}},
+        ),
         ("reader", "GET", "/v1/alerts", {"params": {"patient_id": "p\x00"}}),
         ("reader", "GET", "/v1/alerts", {"params": {"clinician_id": "c\x00"}}),
         ("reader", "GET", "/v1/alerts", {"params": {"before": "2026-01-01T00:00:00Z|a\x00"}}),
@@ -338,12 +353,18 @@ def _cases() -> list[tuple[str, str, str, dict[str, Any]]]:
         ("billing", "GET", f"/ui/billing/exports/{BIG}", {}),
         ("billing", "GET", f"/v1/billing/submissions/{BIG}/file", {}),
         ("billing", "GET", "/ui/billing", {"params": {"month": "9999-12"}}),
-        ("billing", "POST", "/ui/billing/export", {"data": {f"f{i}": "x" for i in range(200)}}),
+        ("billing", "POST", "/ui/billing/submit", {"data": {f"f{i}": "x" for i in range(200)}}),
         (
             "billing",
             "POST",
-            "/ui/billing/export",
-            {"data": {"month": "2026-01\r\nX-Injected: yes", "format": "csv"}},
+            "/ui/billing/submit",
+            {"data": {"month": "2026-01\r\nX-Injected: yes", "confirm": "x"}},
+        ),
+        (
+            "billing",
+            "GET",
+            "/ui/billing/preview",
+            {"params": {"month": "2026-01\r\nX-Injected: yes", "format": "csv"}},
         ),
         (
             "billing",
@@ -412,20 +433,28 @@ def test_every_route_answers_with_the_security_headers(world: World) -> None:
     assert httpx.get(f"{world.url}/redoc", timeout=30).status_code == 404
 
 
-def test_the_export_file_name_is_the_parsed_month_and_a_bad_month_records_nothing(
+def test_the_preview_file_name_is_the_parsed_month_and_no_preview_records_anything(
     world: World,
 ) -> None:
     before = _exports(world)
-    form = {"format": "csv", "csrf_token": world.csrf("billing")}
-    bad = world.call("billing", "POST", "/ui/billing/export", data={**form, "month": "2001-02\n"})
-    assert bad.status_code == 422 and _exports(world) == before
-    ok = world.call("billing", "POST", "/ui/billing/export", data={**form, "month": "2001-02"})
-    assert ok.status_code == 200, ok.text
-    export_id = ok.headers["x-billing-export-id"]
-    assert ok.headers["content-disposition"] == (
-        f'attachment; filename="rtm-2001-02-{export_id}.csv"'
+    bad = world.call(
+        "billing", "GET", "/ui/billing/preview", params={"month": "2001-02\n", "format": "csv"}
     )
-    assert _exports(world) == before + 1
+    assert bad.status_code == 422 and _exports(world) == before
+    for fmt, ext, what in (
+        ("csv", "csv", "preview-not-recorded"),
+        ("fhir", "json", "preview-not-recorded"),
+        ("x12", "x12", "test-draft-not-recorded"),
+    ):
+        ok = world.call(
+            "billing", "GET", "/ui/billing/preview", params={"month": "2001-02", "format": fmt}
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.headers["content-disposition"] == (
+            f'attachment; filename="rtm-2001-02-{what}.{ext}"'
+        )
+        assert "x-billing-export-id" not in ok.headers
+    assert _exports(world) == before
 
 
 def test_cli_output_files_are_owner_only(world: World, tmp_path: Path) -> None:

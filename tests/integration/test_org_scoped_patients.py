@@ -253,13 +253,16 @@ def test_each_organisation_gets_and_sees_only_its_own_alerts(two: Two) -> None:
         page = t.call(who, "GET", f"/ui/patients/{t.shared}")
         assert page.status_code == 200 and f"{score}/10" in page.text, who
     # B acknowledges its alert: A's stays open; neither can acknowledge the other's
+    seen = {"disposition": "no_action_needed"}
     assert (
-        t.call("a-admin", "POST", f"/v1/alerts/{mine['b']['id']}/ack", json={}).status_code == 404
+        t.call("a-admin", "POST", f"/v1/alerts/{mine['b']['id']}/ack", json=seen).status_code == 404
     )
     assert (
-        t.call("b-admin", "POST", f"/v1/alerts/{mine['a']['id']}/ack", json={}).status_code == 404
+        t.call("b-admin", "POST", f"/v1/alerts/{mine['a']['id']}/ack", json=seen).status_code == 404
     )
-    acked = t.call("b-admin", "POST", f"/v1/alerts/{mine['b']['id']}/ack", json={"note": "B"})
+    acked = t.call(
+        "b-admin", "POST", f"/v1/alerts/{mine['b']['id']}/ack", json={**seen, "note": "B"}
+    )
     assert acked.status_code == 200 and acked.json()["org_id"] == t.org_b
     t.wait(
         "SELECT status = 'acknowledged' FROM alerts WHERE id = $1",

@@ -5,9 +5,10 @@ One organisation with two clinicians (c1 treats pCrit, pHigh and pCalm; c2 treat
 a billing user and an admin. c1 signs in with the keyboard, sees the worklist in need order
 (the order of GET /v1/worklist), opens a patient with the keyboard, acknowledges an alert
 with a note and sees it leave the open list, and sees a newly posted red flag appear
-without a reload; c2 sees none of c1's patients (404 on their page); billing exports and
-sees the export in the history; the admin finds the reads in the audit log. Screenshots
-of each page go to <state dir>/artifacts/browser/.
+without a reload; c2 sees none of c1's patients (404 on their page); billing previews
+without recording anything (tests/integration/test_billing_view.py submits); the admin
+finds the reads in the audit log. Screenshots of each page go to
+<state dir>/artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -280,6 +281,8 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.goto(f"/ui/patients/{pid}?status=resolved")
     assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 1
     page.goto(f"/ui/patients/{pid}")
+    # the disposition is required (issue 17): chosen first, then the note by keyboard
+    page.select_option(f"#disposition-{alert_id}", "sent_to_ed")
     # keyboard: into the note, type, Tab to the button, Enter
     page.focus(f"#note-{alert_id}")
     page.keyboard.type("called, sent to ED")
@@ -288,6 +291,9 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.wait_for_selector(f'#alert-history li[data-alert="{alert_id}"]')
     assert page.locator(f'#open-alerts li[data-alert="{alert_id}"]').count() == 0
     assert "Note: called, sent to ED" in page.inner_text(
+        f'#alert-history li[data-alert="{alert_id}"]'
+    )
+    assert "Disposition: sent to ed" in page.inner_text(
         f'#alert-history li[data-alert="{alert_id}"]'
     )
     assert page.evaluate("document.activeElement.id") == "alert-panel"
@@ -320,25 +326,18 @@ def test_another_clinician_sees_none_of_the_first_ones_patients(dash: Dash, brow
     page.close()
 
 
-def test_billing_exports_and_finds_it_in_the_history_and_admin_audits(
-    dash: Dash, browser: Any
-) -> None:
+def test_billing_previews_without_recording_and_admin_audits(dash: Dash, browser: Any) -> None:
     page = sign_in(browser, dash, "billing")
     assert page.url.endswith("/ui/billing")
     assert "Close to 16 data days" in page.inner_text("main")
     assert "needs" in page.inner_text("#close")  # 11 data days of 30: still reachable
     page.screenshot(path=str(dash.shots / "billing.png"), full_page=True)
     with page.expect_download() as download:
-        page.click("form.export button[value=csv]")
+        page.click("form.preview button[value=csv]")
     path = download.value.path()
     assert path is not None and Path(path).read_text().startswith("#")
     page.goto("/ui/billing")
-    history = page.inner_text("#history")
-    assert f"user:{dash.user('billing')}" in history and "CSV" in history
-    with page.expect_download() as again:
-        page.click("#history a >> nth=0")
-    assert again.value.path() is not None
-    page.screenshot(path=str(dash.shots / "billing-history.png"), full_page=True)
+    assert "No exports recorded yet" in page.inner_text("main")  # a preview records nothing
     page.close()
 
     admin = sign_in(browser, dash, "admin")

@@ -433,7 +433,11 @@ def test_an_out_of_scope_read_leaves_one_denied_row_per_window(gw: Gateway) -> N
     assert httpx.get(f"{gw.url}/v1/patients/{p1}/billing", headers=c1).status_code == 404
     assert not audit_rows(gw.settings, "action = 'denied' AND actor = $1", f"user:{gw.user('c1')}")
     # an acknowledgement of an alert the clinician cannot see
-    ack = httpx.post(f"{gw.url}/v1/alerts/{gw.tag}-no-alert/ack", headers=c2, json={})
+    ack = httpx.post(
+        f"{gw.url}/v1/alerts/{gw.tag}-no-alert/ack",
+        headers=c2,
+        json={"disposition": "contacted_patient"},
+    )
     assert ack.status_code == 404
     rows = audit_rows(
         gw.settings,

@@ -510,7 +510,7 @@ def test_version_2_states_decode_and_are_compacted_by_the_next_prune() -> None:
     assert not {"pe", "cd", "rt"} & set(v2)
     old = decode_state(orjson.dumps(v2))
     # written before alert ids named the organisation: its alerts keep their ids
-    assert old.legacy_ids and STATE_VERSION == 4
+    assert old.legacy_ids and STATE_VERSION == 5
     s.legacy_ids = True
     assert old == s
     tick = T0 + dt.timedelta(days=120, hours=20)

@@ -22,6 +22,7 @@ from billing.submission import (
     check_submission_request,
     exports_of,
     plan_export,
+    plan_fingerprint,
     plan_submission,
     preview_lines,
     render_submission,
@@ -144,6 +145,32 @@ def test_a_changed_group_is_a_replacement_that_needs_the_payers_number() -> None
     assert [(c.claim_id, c.frequency) for c in plan.claims] == [(cid, "7")]
     text = render_submission(plan, 8, "P", CREATED)
     assert ["REF", "F8", "ICN-1"] in segments(text) and pyx12_errors(text) == []
+
+
+def test_a_plans_fingerprint_names_what_it_records_and_nothing_else() -> None:
+    """The dashboard's confirmation: the same plan gives the same fingerprint; another
+    line, claim, usage or month gives another."""
+    st = states()
+    args = (DEFAULT_ORG, st, [], [], *EVERYTHING, AS_OF, "x12")
+    plan = plan_submission(*args, parties())  # type: ignore[arg-type]
+    again = plan_submission(*args, parties())  # type: ignore[arg-type]
+    fp = plan_fingerprint(plan, *EVERYTHING, "P")
+    assert fp == plan_fingerprint(again, *EVERYTHING, "P") and len(fp) == 32
+    assert fp != plan_fingerprint(plan, *EVERYTHING, "T")
+    assert fp != plan_fingerprint(plan, EVERYTHING[0], dt.date(2100, 12, 30), "P")
+    only_a = Parties(
+        profiles={NPI: profile()},
+        demographics={k: v for k, v in demographics().items() if k == "p-ex-a"},
+        fees=FEES,
+        payer_claim_numbers={},
+    )
+    fewer = plan_submission(*args, only_a)  # type: ignore[arg-type]
+    assert fp != plan_fingerprint(fewer, *EVERYTHING, "P")
+    first = plan.claims[0]
+    changed = first.record[0].model_copy(update={"units": first.record[0].units + 1})
+    other = type(first)(first.claim_id, first.frequency, first.lines, (changed, *first.record[1:]))
+    moved = type(plan)(plan.fmt, [other, *plan.claims[1:]], plan.ready, plan.problems, [])
+    assert fp != plan_fingerprint(moved, *EVERYTHING, "P")
 
 
 def test_a_request_names_a_known_format_and_usage() -> None:

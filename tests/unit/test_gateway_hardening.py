@@ -128,6 +128,7 @@ READS_NEEDING_THE_DATABASE = {
     ("get", "/v1/worklist"),
     ("get", "/v1/patients/{patient_id}/pain"),
     ("get", "/v1/patients/{patient_id}/billing"),
+    ("get", "/v1/intakes"),
 }
 
 
@@ -346,24 +347,82 @@ async def test_the_json_sign_in_refuses_nul_in_username_and_password(tmp_path: P
             assert resp.status_code == 422, resp.text
 
 
-async def test_billing_export_form_refuses_a_bad_month_before_anything_is_read(
+async def test_billing_submit_form_refuses_a_bad_month_before_anything_is_read(
     tmp_path: Path,
 ) -> None:
     app, _ = build(tmp_path, BILLING)
     async with client(app) as c:
-        for month in ("2026-01\r\nX-Injected: 1", "2026-1", "9999-12", "２０２６-01"):
+        for month in ("2026-01\r\nX-Injected: 1", "2026-1", "9999-12", "２０２６-01", ""):
             resp = await c.post(
-                "/ui/billing/export", data={"month": month, "format": "csv", "csrf_token": "csrf-1"}
+                "/ui/billing/submit", data={"month": month, "confirm": "x", "csrf_token": "csrf-1"}
             )
             assert resp.status_code == 422, (month, resp.text)
-            assert "content-disposition" not in resp.headers
+            assert "location" not in resp.headers
         fields = {f"f{i}": "x" for i in range(200)} | {"csrf_token": "csrf-1"}
-        too_many = await c.post("/ui/billing/export", data=fields)
+        too_many = await c.post("/ui/billing/submit", data=fields)
         assert too_many.status_code == 413
         nul = await c.post(
-            "/ui/billing/export", data={"month": "2026-01\x00", "csrf_token": "csrf-1"}
+            "/ui/billing/submit", data={"month": "2026-01\x00", "csrf_token": "csrf-1"}
         )
         assert nul.status_code == 422
+        for month in ("2026-01\n", "2026-13"):
+            resp = await c.get("/ui/billing/preview", params={"month": month, "format": "csv"})
+            assert resp.status_code == 422, (month, resp.text)
+            assert "content-disposition" not in resp.headers
+
+
+async def test_a_submit_without_its_confirmation_reads_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    """The form without the fingerprint of a reviewed plan goes to the confirmation step
+    (the database is never reached: NoDatabase fails when acquired)."""
+    app, _ = build(tmp_path, BILLING)
+    async with client(app) as c:
+        resp = await c.post("/ui/billing/submit", data={"month": "2026-10", "csrf_token": "csrf-1"})
+    assert resp.status_code == 303, resp.text
+    assert resp.headers["location"] == "/ui/billing/submit?month=2026-10"
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "says"),
+    [
+        ("/ui/billing?bogus=1", 422, "bogus"),
+        ("/ui/billing?month=2026-13x", 422, "month"),
+        ("/ui/billing/exports/9223372036854775808", 422, "export_id"),
+        ("/ui/billing/preview?month=2026-10&format=pdf", 422, "format"),
+        ("/ui/no-such-page", 404, "no page at this address"),
+        ("/ui/audit", 403, "may not see this page"),
+    ],
+)
+async def test_page_errors_are_html_pages_with_the_navigation(
+    tmp_path: Path, url: str, status: int, says: str
+) -> None:
+    app, _ = build(tmp_path, BILLING)
+    async with client(app) as c:
+        resp = await c.get(url)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("text/html")
+    assert says.lower() in resp.text.lower()
+    assert '<nav aria-label="Main">' in resp.text and 'href="/ui/billing"' in resp.text
+    assert "Sign out" in resp.text  # the signed-in user's header
+
+
+async def test_the_json_api_keeps_json_errors(tmp_path: Path) -> None:
+    app, _ = build(tmp_path, READER)
+    async with client(app) as c:
+        unknown = await c.get("/v1/billing/claims?from=2026-01-01&to=2026-01-31&bogus=1")
+        missing = await c.get("/v1/no-such-route")
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["query", "bogus"]
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+
+
+async def test_a_page_error_for_someone_not_signed_in_has_no_navigation(tmp_path: Path) -> None:
+    app, _ = build(tmp_path)
+    async with client(app) as c:
+        resp = await c.get("/ui/no-such-page")
+        page = await c.get("/ui/billing?bogus=1")
+    assert resp.status_code == 404 and "<nav" not in resp.text
+    assert page.status_code == 422 and "<nav" not in page.text
 
 
 def test_month_range_rebuilds_the_month_from_the_parsed_date() -> None:

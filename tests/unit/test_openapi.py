@@ -87,3 +87,24 @@ def test_documented_schema_refuses_what_the_gateway_refuses(
     event = {**base(), **over}
     assert isinstance(validate_event(event), list)
     assert list(_validator(doc).iter_errors(event)) != []
+
+
+def test_acting_on_an_alert_documents_the_disposition_and_the_snooze(doc: dict[str, Any]) -> None:
+    """The acknowledgement's body requires a disposition from the fixed list (issue 17);
+    the snooze takes a duration and a reason."""
+    schemas = doc["components"]["schemas"]
+    ack = doc["paths"]["/v1/alerts/{alert_id}/ack"]["post"]
+    assert ack["requestBody"]["required"] is True
+    body = schemas["AckBody"]
+    assert body["required"] == ["disposition"]
+    assert body["properties"]["disposition"]["enum"] == [
+        "contacted_patient",
+        "left_message",
+        "referred_physician",
+        "sent_to_ed",
+        "program_changed",
+        "no_action_needed",
+    ]
+    snooze = doc["paths"]["/v1/alerts/{alert_id}/snooze"]["post"]
+    assert {"200", "409", "422"} <= set(snooze["responses"])
+    assert sorted(schemas["SnoozeBody"]["required"]) == ["duration", "reason"]

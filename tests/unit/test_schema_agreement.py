@@ -139,6 +139,8 @@ VALID: dict[str, dict[str, Any]] = {
         "interactive": True,
     },
     "episode.ended": {"episode_id": "ep-1", "reason": "discharged"},
+    "program.paused": {"episode_id": "ep-1", "clinician_id": "c-01", "reason": "red flag"},
+    "program.resumed": {"episode_id": "ep-1", "clinician_id": "c-01"},
     "intake.submitted": {
         "intake_id": "in-1",
         "timezone": "America/Chicago",

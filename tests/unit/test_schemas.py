@@ -592,7 +592,7 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
     )
 
     # every listed type is one the contract decodes, each once, and only those
-    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 14
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 16
     schema = EVENT_ADAPTER.json_schema()
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
     assert PATIENT_DATA_TYPES == {"exercise.completed", "pain.reported", "symptom.reported"}
@@ -602,6 +602,8 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
         "episode.started",
         "program.updated",
         "episode.ended",
+        "program.paused",
+        "program.resumed",
         "clinician.time_logged",
         "intake.submitted",
         "intake.contacted",

@@ -1,52 +1,107 @@
-"""``/ui/audit``: the organisation's audit log (admins), newest first."""
+"""``/ui/audit``: the organisation's audit log (admins), newest first, one page at a time.
+
+Filters match by prefix (``actor=user:`` finds every user's rows, ``patient=p-00`` every
+row naming a patient whose id starts so, ``action=read`` ``read`` and ``read_audit``);
+``from``/``to`` are UTC dates, both included; ``size`` rows a page (default 50, at most
+200), ``before``/``after`` an ``audit_id`` to page older/newer. The query is bounded in SQL
+(``streams.db.access.audit_page``). Every view of the page is itself audited.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 
-from streams.db.access import audit_principal, query_audit
+from streams.db.access import audit_page, audit_principal
 from streams.http.deps import AuthenticateDep, StoreDep
-from streams.http.pages.common import need, page_router, page_user, render
+from streams.http.hardening import INT64_MAX, Day
+from streams.http.pages.common import PageError, need, page_router, page_user, render
 
 router = page_router()
+PAGE_SIZE = 50
+SHOWN_PATIENTS = 12  # per row; the rest as a count (filter by patient to see a row's own)
+
+AuditId = Annotated[int | None, Query(ge=1, le=INT64_MAX)]
+
+
+def _utc(day: dt.date | None, plus_days: int = 0) -> dt.datetime | None:
+    if day is None:
+        return None
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=plus_days)
+
+
+def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for r in rows:
+        ids = r["patient_ids"]
+        r["patients_shown"] = ids[:SHOWN_PATIENTS]
+        r["patients_more"] = max(len(ids) - SHOWN_PATIENTS, 0)
+    return rows
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(
+async def audit_log_page(
     request: Request,
     authenticate: AuthenticateDep,
     store: StoreDep,
     actor: Annotated[str, Query(max_length=128)] = "",
     patient: Annotated[str, Query(max_length=64)] = "",
     action: Annotated[str, Query(max_length=64)] = "",
+    date_from: Annotated[Day | None, Query(alias="from")] = None,
+    date_to: Annotated[Day | None, Query(alias="to")] = None,
+    size: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE,
+    before: AuditId = None,
+    after: AuditId = None,
 ) -> HTMLResponse:
-    """The organisation's audit log (admins), newest first; reading it is audited too."""
+    """One page of the organisation's audit log (admins); reading it is audited too."""
     who = await page_user(request, authenticate)
     need(who, "read_audit")
+    if date_from and date_to and date_to < date_from:
+        raise PageError(422, "Bad dates", "to is before from")
+    if before is not None and after is not None:
+        raise PageError(422, "Bad paging", "give before or after, not both")
     async with store.acquire() as conn:
-        rows = await query_audit(
+        rows, more = await audit_page(
             conn,
-            org_id=who.org_id,
-            actor=actor or None,
-            patient_id=patient or None,
-            action=action or None,
-            limit=200,
+            who.org_id,
+            actor=actor,
+            patient=patient,
+            action=action,
+            since=_utc(date_from),
+            until=_utc(date_to, 1),
+            size=size,
+            before=before,
+            after=after,
         )
+        f: dict[str, Any] = {
+            "actor": actor,
+            "patient": patient,
+            "action": action,
+            "from": date_from.isoformat() if date_from else "",
+            "to": date_to.isoformat() if date_to else "",
+        }
         await audit_principal(
             conn,
             who,
             "read_audit",
             "GET /ui/audit",
             {p for r in rows for p in r["patient_ids"]},
-            {"actor": actor, "patient": patient, "action": action},
+            {**f, "size": size, "before": before, "after": after, "rows": len(rows)},
         )
+    kept = {k: v for k, v in f.items() if v} | ({"size": size} if size != PAGE_SIZE else {})
+    # older: past the last row shown; newer: before the first (none on the newest page)
+    has_older = more if after is None else True
+    has_newer = (before is not None) if after is None else more
     return render(
         "audit.html",
         who=who,
         nav="audit",
-        rows=rows,
-        f={"actor": actor, "patient": patient, "action": action},
+        rows=_shown(rows),
+        f=f,
+        size=size,
+        older=urlencode({**kept, "before": rows[-1]["audit_id"]}) if rows and has_older else "",
+        newer=urlencode({**kept, "after": rows[0]["audit_id"]}) if rows and has_newer else "",
     )

@@ -1,16 +1,30 @@
 """The billing view of the dashboard (billing staff and admins of the organisation).
 
+Reviewing is separate from billing: a look records nothing; only a confirmed submission
+records lines as billed, through the same use case as ``rtm billing submit``.
+
 - ``GET /ui/billing?month=YYYY-MM``: patients close to 16 data days in their current
   period ("needs 3 more days in 5"), the month's lines still to bill per code with NPIs
-  and payer (the same choice of lines as ``rtm billing export``: already-billed lines are
-  left out, changed ones shown as ``amended``), export buttons and the export history;
-- ``POST /ui/billing/export`` (form: month, format, csrf_token): records the export, like
-  ``POST /v1/billing/exports``, and downloads it (a month that is not YYYY-MM in 2000-2100
-  is 422 before anything is recorded; the file name is built from the parsed month);
-- ``GET /ui/billing/exports/{id}``: a recorded export again, its lines as billed then.
+  and payer (already-billed lines are left out, changed ones shown as ``amended``), the
+  preview buttons, the month's submissions and the export history (``submitted=ID``: the
+  submission just made, named at the top);
+- ``GET /ui/billing/preview?month=YYYY-MM&format=csv|fhir|x12``: the month's lines as a
+  file, **recorded nothing** (``streams.services.claims.preview``, audited as a read); the
+  X12 is a test draft (placeholder parties, no charges), labelled so;
+- ``GET /ui/billing/submit?month=YYYY-MM`` (billing staff, admins): the confirmation step,
+  a dry run of ``streams.services.claims.submit`` for the month (profile, fees,
+  demographics): the claims, their lines, payers and charges, the claims refused (each
+  naming its field), or the profile fields that refuse the whole submission;
+- ``POST /ui/billing/submit`` (form: month, confirm, csrf_token): submits the X12 837P of
+  the month as ``rtm billing submit --from <first> --to <last>`` would, provided ``confirm``
+  is the fingerprint of the plan shown (``billing.submission.plan_fingerprint``). Without
+  it nothing is recorded and the confirmation is shown (303); a plan that changed since is
+  shown again to confirm (409), nothing recorded;
+- ``GET /ui/billing/exports/{id}``: a recorded export's lines as billed then;
+  ``GET /ui/billing/submissions/{id}/file``: a submission's file, byte for byte.
 
-The lines are ``streams.services.claims.preview`` and ``export`` (which writes the export's
-audit row), at the database's "now"; the page audits what it shows.
+"Now" is the database's; every answer that shows patients leaves an audit row (the
+services write those of previews and submissions).
 """
 
 from __future__ import annotations
@@ -20,36 +34,45 @@ import calendar
 import datetime as dt
 import re
 from collections import Counter
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from billing.claims837 import FREQUENCY_NAMES
 from billing.export import render_export
 from billing.rules import billing_progress, patient_local_date
-from billing.submission import FORMATS
+from billing.submission import SubmissionRefused
 from schemas.events import YEAR_MAX, YEAR_MIN
+from streams.access import Principal
 from streams.clock import FixedClock
 from streams.db.access import audit_principal, patients_in_scope
 from streams.db.alerts import db_now
 from streams.db.claims import export_history, exported_lines
+from streams.db.events import EventStore
 from streams.db.ledger import load_states
 from streams.http.auth import form_fields, reject_unknown_query
 from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.hardening import INT64_MAX, in_years
 from streams.http.pages.common import PageError, need, page_user, render
 from streams.services import claims
-from streams.services.claims import Requester
+from streams.services.claims import PlanChanged, Requester, SubmissionResult
 
 router = APIRouter(prefix="/ui/billing", dependencies=[Depends(reject_unknown_query)])
 Month = Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")]
 MONTH_RE = re.compile(r"[0-9]{4}-[0-9]{2}")
+PreviewFormat = Literal["csv", "fhir", "x12"]
 _MEDIA = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "x12": ("application/edi-x12", "x12"),
     "fhir": ("application/fhir+json", "json"),
 }
 CLOSE_LIMIT = 100
+CHANGED = (
+    "The claims changed since you reviewed them (new data, a closed period or another"
+    " submission): nothing was submitted. Review them again below."
+)
 
 
 def month_range(month: str | None, today: dt.date) -> tuple[str, dt.date, dt.date]:
@@ -72,6 +95,12 @@ def month_range(month: str | None, today: dt.date) -> tuple[str, dt.date, dt.dat
     return first.strftime("%Y-%m"), first, last
 
 
+def check_month(month: str | None) -> None:
+    """422 for a month given that is not YYYY-MM in 2000-2100, before anything is read."""
+    if month:
+        month_range(month, dt.date(YEAR_MIN, 1, 1))
+
+
 def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
     """Patients whose current period can still reach 16 data days but has not yet, least
     slack first (days left minus days still needed), then fewest days left."""
@@ -91,12 +120,25 @@ def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
     return rows[:CLOSE_LIMIT]
 
 
+def _kind(h: Any) -> str:
+    if h["has_file"]:
+        isa = f", ISA13 {h['control_number']:09d}" if h["control_number"] else ""
+        usage = " (test)" if h["usage"] == "T" else ""
+        return f"Submitted{usage}: {h['format'].upper()}{isa}"
+    return f"Recorded export: {h['format'].upper()} (no file kept)"
+
+
 @router.get("", response_class=HTMLResponse)
 async def billing_page(
-    request: Request, authenticate: AuthenticateDep, store: StoreDep, month: Month | None = None
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    month: Month | None = None,
+    submitted: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
 ) -> HTMLResponse:
     who = await page_user(request, authenticate)
     need(who, "read_billing")
+    check_month(month)
     async with store.acquire() as conn:
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
@@ -110,7 +152,7 @@ async def billing_page(
         result = await claims.preview(
             conn, FixedClock(now), org_id=who.org_id, date_from=first, date_to=last
         )
-        history = await export_history(conn, who.org_id)
+        history = [dict(h) | {"kind": _kind(h)} for h in await export_history(conn, who.org_id)]
         await audit_principal(
             conn,
             who,
@@ -130,43 +172,156 @@ async def billing_page(
         lines=result.lines,
         per_code=per_code,
         history=history,
-        may_export=who.may("record_export"),
+        month_submissions=[
+            h for h in history if h["has_file"] and h["date_from"] <= last and first <= h["date_to"]
+        ],
+        just=next((h for h in history if h["export_id"] == submitted), None),
+        may_submit=who.may("record_export"),
+    )
+
+
+@router.get("/preview")
+async def preview_file(
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    fmt: Annotated[PreviewFormat, Query(alias="format")],
+    month: Month | None = None,
+) -> Response:
+    """The month's lines as a file: a look, nothing recorded (audited as a read)."""
+    who = await page_user(request, authenticate)
+    need(who, "read_billing")
+    check_month(month)
+    async with store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(month, now.date())
+        result = await claims.preview(
+            conn,
+            FixedClock(now),
+            org_id=who.org_id,
+            date_from=first,
+            date_to=last,
+            fmt=fmt,
+            audit_as=Requester.of(who, "GET /ui/billing/preview"),
+        )
+    media, ext = _MEDIA[fmt]
+    what = "test-draft-not-recorded" if fmt == "x12" else "preview-not-recorded"
+    text = await asyncio.to_thread(render_export, result.lines, fmt, now)
+    return Response(
+        text,
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="rtm-{month}-{what}.{ext}"',
+            "X-Billing-Lines": str(len(result.lines)),
+        },
+    )
+
+
+# --- submitting: a confirmation step, then the submission ---------------------------------------
+
+
+def _claim_rows(result: SubmissionResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "claim_id": c.claim_id,
+            "kind": FREQUENCY_NAMES[c.frequency],
+            "patient_id": c.first.patient_id,
+            "payer": c.first.payer,
+            "member_id": c.first.member_id,
+            "lines": c.record,
+            "charge": result.charges.get(c.claim_id),
+        }
+        for c in result.claims
+    ]
+
+
+async def _review(
+    store: EventStore, who: Principal, month_text: str | None, *, resource: str, code: int = 200
+) -> HTMLResponse:
+    """The confirmation page: a dry run of the month's submission (audited as a read)."""
+    async with store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(month_text, now.date())
+        refused: list[str] = []
+        result: SubmissionResult | None = None
+        try:
+            result = await claims.submit(
+                conn,
+                FixedClock(now),
+                Requester.of(who, resource),
+                date_from=first,
+                date_to=last,
+                dry_run=True,
+            )
+        except SubmissionRefused as exc:
+            refused = exc.problems
+    rows = _claim_rows(result) if result else []
+    charges = [r["charge"] for r in rows if r["charge"] is not None]
+    return render(
+        "billing_submit.html",
+        code,
+        who=who,
+        nav="billing",
+        month=month,
+        month_label=first.strftime("%B %Y"),
+        first=first,
+        last=last,
+        notice=CHANGED if code == 409 else "",
+        refused=refused,
+        claims=rows,
+        line_count=sum(len(r["lines"]) for r in rows),
+        payers=sorted(Counter(r["payer"] for r in rows).items()),
+        total=sum(charges, Decimal(0)),
+        problems=result.problems if result else [],
+        confirm=result.fingerprint if result else "",
         csrf=who.csrf_token,
     )
 
 
-@router.post("/export")
-async def export_form(request: Request, who: PrincipalDep, store: StoreDep) -> Response:
+@router.get("/submit", response_class=HTMLResponse)
+async def review_submission(
+    request: Request, authenticate: AuthenticateDep, store: StoreDep, month: Month | None = None
+) -> HTMLResponse:
+    """What submitting the month would send and record; nothing is recorded here."""
+    who = await page_user(request, authenticate)
+    need(who, "record_export")
+    check_month(month)
+    return await _review(store, who, month, resource="GET /ui/billing/submit")
+
+
+@router.post("/submit")
+async def submit_form(request: Request, who: PrincipalDep, store: StoreDep) -> Response:
+    """Submit the month's claims as confirmed (see the module's docstring)."""
     if who.kind != "user":
         raise PageError(403, "Not for machine keys")
     need(who, "record_export")
     fields = form_fields(await request.body())
-    fmt = next((f for f in FORMATS if f == fields.get("format")), None)
-    if fmt is None:
-        raise PageError(422, "Bad format", "format must be csv, x12 or fhir")
-    if fields.get("month"):  # a bad month is refused before anything is read or recorded
-        month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
-    async with store.acquire() as conn:
-        now = await db_now(conn)
-        month, first, last = month_range(fields.get("month"), now.date())
-        result = await claims.export(
-            conn,
-            FixedClock(now),  # the page's "now" is the database's
-            Requester.of(who, "POST /ui/billing/export"),
-            date_from=first,
-            date_to=last,
-            fmt=fmt,
-        )
-    media, ext = _MEDIA[fmt]
-    return Response(
-        render_export(result.lines, fmt, now),
-        media_type=media,
-        headers={
-            "Content-Disposition": f'attachment; filename="rtm-{month}-{result.export_id}.{ext}"',
-            "X-Billing-Export-Id": str(result.export_id),
-            "X-Billing-Lines": str(len(result.lines)),
-        },
-    )
+    if not fields.get("month"):
+        raise PageError(422, "Bad month", "the month to submit is required")
+    month, first, last = month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
+    confirm = fields.get("confirm", "")
+    if not confirm:  # no confirmation step: nothing recorded, the confirmation instead
+        return RedirectResponse(f"/ui/billing/submit?month={month}", 303)
+    try:
+        async with store.acquire() as conn:
+            now = await db_now(conn)
+            result = await claims.submit(
+                conn,
+                FixedClock(now),  # as of the database's now, as the page showed it
+                Requester.of(who, "POST /ui/billing/submit"),
+                date_from=first,
+                date_to=last,
+                expect=confirm,
+            )
+    except PlanChanged:
+        return await _review(store, who, month, resource="POST /ui/billing/submit", code=409)
+    except SubmissionRefused:
+        return await _review(store, who, month, resource="POST /ui/billing/submit", code=422)
+    done = f"&submitted={result.submission_id}" if result.submission_id is not None else ""
+    return RedirectResponse(f"/ui/billing?month={month}{done}", 303)
+
+
+# --- files again -----------------------------------------------------------------------------
 
 
 @router.get("/exports/{export_id}")
@@ -196,4 +351,27 @@ async def export_again(
         render_export(lines, head["format"], head["as_of"]),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="rtm-export-{export_id}.{ext}"'},
+    )
+
+
+@router.get("/submissions/{submission_id}/file")
+async def submission_file(
+    request: Request,
+    submission_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+) -> Response:
+    """A submission's file as submitted (audited as a read by the service)."""
+    who = await page_user(request, authenticate)
+    need(who, "record_export")
+    by = Requester.of(who, f"GET /ui/billing/submissions/{submission_id}/file")
+    async with store.acquire() as conn:
+        found = await claims.submission_file(conn, by, submission_id)
+    if found is None:
+        raise PageError(404, "Unknown submission", f"No submission file #{submission_id}.")
+    name, fmt, text = found
+    return Response(
+        text,
+        media_type=_MEDIA[fmt][0],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

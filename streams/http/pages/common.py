@@ -8,6 +8,11 @@ outside the user's permissions answers 403, a patient outside their scope 404, b
 before anything is read; every page that shows patient data, the live stream included,
 leaves an audit row naming the patients it showed. State-changing forms carry the
 session's CSRF token in a ``csrf_token`` field (``streams.http.deps.principal`` checks it).
+
+Errors under ``/ui`` are HTML pages with the navigation of the signed-in user
+(``page_error`` for ``PageError``, ``http_error`` for what FastAPI refuses: a bad or
+unknown query parameter 422, an unknown page 404, a form's missing CSRF token 403); the
+JSON API keeps its JSON errors.
 """
 
 from __future__ import annotations
@@ -16,13 +21,19 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.models import Severity
 from streams.access import Permission, Principal
 from streams.http.auth import reject_unknown_query
-from streams.http.deps import Authenticate
+from streams.http.deps import Authenticate, get_gateway
 from streams.http.webassets import WEB_DIR
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -48,13 +59,96 @@ class PageError(Exception):
         self.status, self.title, self.message = status, title, message
 
 
+TITLES = {
+    400: "Bad request",
+    403: "Not permitted",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Changed meanwhile",
+    413: "Too large",
+    422: "Bad request",
+}
+STATIC_PATHS = "/ui/static/"
+KEPT_HEADERS = frozenset({"allow", "retry-after"})
+
+
+def is_page(request: Request) -> bool:
+    path = request.url.path
+    return path == "/ui" or path.startswith("/ui/")
+
+
+async def viewer(request: Request) -> Principal | None:
+    """The signed-in user for an error page's navigation (None: no nav)."""
+    if request.url.path.startswith(STATIC_PATHS):
+        return None
+    try:
+        who = await (await get_gateway(request)).authenticate(request)
+    except Exception:  # an error page never fails for want of its navigation
+        return None
+    return who if who is not None and who.kind == "user" else None
+
+
+def error_page(
+    status: int, who: Principal | None, title: str, message: str, problems: list[str]
+) -> HTMLResponse:
+    return render(
+        "error.html",
+        status,
+        who=who,
+        status=status,
+        title=title,
+        message=message,
+        problems=problems,
+    )
+
+
 async def page_error(request: Request, exc: Exception) -> Response:
     """The application's handler of ``PageError``."""
     if not isinstance(exc, PageError):
         raise exc
     if exc.status == 401:
         return RedirectResponse("/ui/sign-in", 303)
-    return render("error.html", exc.status, status=exc.status, title=exc.title, message=exc.message)
+    return error_page(exc.status, await viewer(request), exc.title, exc.message, [])
+
+
+def problems_of(detail: Any) -> list[str]:
+    """FastAPI's error detail (a text, or a list of {loc, msg}) as lines for a person."""
+    if isinstance(detail, str):
+        return [detail]
+    out = []
+    for d in detail if isinstance(detail, list | tuple) else []:
+        if isinstance(d, dict):
+            loc = [str(x) for x in d.get("loc", ()) if x not in ("query", "path", "body")]
+            msg = str(d.get("msg", "invalid"))
+            out.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return out
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The application's handler of FastAPI's refusals: HTML with the navigation under
+    ``/ui`` (401: to the sign-in page), FastAPI's own JSON answer elsewhere."""
+    if isinstance(exc, RequestValidationError):
+        if not is_page(request):
+            return await request_validation_exception_handler(request, exc)
+        status, problems = 422, problems_of(list(exc.errors()))
+    elif isinstance(exc, StarletteHTTPException):
+        if not is_page(request):
+            return await http_exception_handler(request, exc)
+        status = exc.status_code
+        problems = [] if status == 404 else problems_of(exc.detail)
+    else:
+        raise exc
+    if status == 401:
+        return RedirectResponse("/ui/sign-in", 303)
+    message = {
+        404: "There is no page at this address.",
+        422: "The address or form asks for something this page does not take.",
+    }.get(status, "")
+    page = error_page(status, await viewer(request), TITLES.get(status, "Error"), message, problems)
+    for name, value in (getattr(exc, "headers", None) or {}).items():
+        if name.lower() in KEPT_HEADERS:  # 405 and 429 keep what the client needs
+            page.headers[name] = value
+    return page
 
 
 def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:

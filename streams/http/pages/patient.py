@@ -1,13 +1,19 @@
 """``/ui/patients/{id}``: one patient's charts (daily adherence, pain with its baseline),
-the alert timeline with acknowledgement and note (``POST /ui/alerts/{id}/ack``, the JSON
-route's rules), episodes and programs, this month's treatment minutes."""
+the alert timeline with acknowledgement, disposition and note (``POST /ui/alerts/{id}/ack``)
+and snooze (``POST /ui/alerts/{id}/snooze``; the JSON routes' rules), episodes and programs
+with their pauses (``POST /ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` /
+``program.resumed`` in the signed-in clinician's name, through the gateway's event path),
+this month's treatment minutes."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import Request
@@ -16,9 +22,11 @@ from markupsafe import Markup
 
 from alerts.adherence import covered_days, rows_on
 from alerts.evaluate import fold
+from alerts.models import DISPOSITIONS, UNSNOOZABLE_KINDS, Alert
 from alerts.rollup import newest_day, pain_baselines
 from alerts.state import PatientState
 from billing.rules import billing_progress, patient_local_date
+from schemas.episodes import Episode, EpisodeBook
 from schemas.events import parse_event_json
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
@@ -29,21 +37,31 @@ from streams.http.auth import form_fields
 from streams.http.deps import (
     AuthenticateDep,
     ClockDep,
+    GatewayDep,
     PrincipalDep,
     ProducerDep,
+    SettingsDep,
     StoreDep,
 )
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
-from streams.services.alerts import acknowledge
+from streams.http.routes.events import ingest
+from streams.services.alerts import SnoozeRefused, acknowledge, snooze
+from streams.settings import Settings
 
 ID_RE = re.compile(ID_REGEX)
+_LIST = ", ".join(d.replace("_", " ") for d in DISPOSITIONS)
 
 router = page_router()
 
 
 async def _alert_panel_context(
-    conn: Any, who: Principal, patient_id: str, status: str | None
+    conn: Any,
+    who: Principal,
+    patient_id: str,
+    status: str | None,
+    now: dt.datetime,
+    snooze_choices: Sequence[str],
 ) -> dict[str, Any]:
     alerts = await list_alerts(conn, who.scope(), patient_id=patient_id, status=status, limit=500)
     if status not in (None, "open"):
@@ -53,7 +71,12 @@ async def _alert_panel_context(
         )
         alerts = open_ + [a for a in alerts if a["status"] != "open"]
     for a in alerts:
-        a["fired_at_text"] = dt.datetime.fromisoformat(a["fired_at"]).strftime("%Y-%m-%d %H:%M %z")
+        a["fired_at_text"] = _when(a["fired_at"])
+        a["acknowledged_at_text"] = _when(a.get("acknowledged_at"))
+        until = a.get("snoozed_until")
+        # a snooze still on at the injected clock; one that ended is shown no more
+        on = a["status"] == "open" and until is not None and now < dt.datetime.fromisoformat(until)
+        a["snoozed_until_text"] = _when(until) if on else None
     # open first (most severe first), then the rest newest first
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     alerts.sort(key=lambda a: (0, rank[a["severity"]]) if a["status"] == "open" else (1, 0))
@@ -63,7 +86,17 @@ async def _alert_panel_context(
         "status": status or "",
         "may_ack": who.may("acknowledge"),
         "csrf": who.csrf_token,
+        "dispositions": DISPOSITIONS,
+        "snooze_choices": list(snooze_choices),
+        "unsnoozable": UNSNOOZABLE_KINDS,
     }
+
+
+def _when(iso: str | None) -> str | None:
+    """An instant as the timeline shows it."""
+    if iso is None:
+        return None
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %z")
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
@@ -73,6 +106,7 @@ async def patient_page(
     authenticate: AuthenticateDep,
     store: StoreDep,
     clock: ClockDep,
+    settings: SettingsDep,
     status: Literal["open", "acknowledged", "resolved", ""] = "",
 ) -> HTMLResponse:
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
@@ -89,7 +123,10 @@ async def patient_page(
         pains = await pain_reports(
             conn, who.org_id, patient_id, (now - dt.timedelta(days=90)).date(), None
         )
-        panel = await _alert_panel_context(conn, who, patient_id, status or None)
+        panel = await _alert_panel_context(
+            conn, who, patient_id, status or None, clock.now(), _choices(settings)
+        )
+        panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
@@ -123,6 +160,7 @@ def _patient_view(
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
     gap: dict[str, Any] | None = None
+    programs = [] if state is None else program_states(state.book)
     if state is not None:
         # to the patient-local today, as the worklist's rollups (alerts.rollup.newest_day)
         today = newest_day(state, clock_now if clock_now is not None else now)
@@ -194,6 +232,7 @@ def _patient_view(
         "adherence": adherence,
         "pain": pain,
         "episodes": episodes,
+        "programs": programs,
         "adherence_latest": adherence[-1]["pct"] if adherence else "no data",
         "adherence_gap": gap["text"] if gap is not None else None,
         "pain_latest": f"{reports[-1][1]}/10" if reports else "no reports",
@@ -225,6 +264,39 @@ def _data_gap(state: PatientState, days: list[dt.date]) -> dict[str, Any] | None
     return {"last": last, "until": until, "text": f"no data since {last:%b} {last.day} ({n} days)"}
 
 
+def _choices(settings: Settings) -> list[str]:
+    return list(settings.alerting.snooze_choices)
+
+
+def _form_alert(who: Principal, alert_id: str) -> None:
+    """A clinician's action form on an alert: a signed-in user who may acknowledge, an
+    alert id of the contract."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "acknowledge")
+    if not ID_RE.fullmatch(alert_id):
+        raise PageError(404, "Unknown alert", "No such alert.")
+
+
+async def _panel_answer(
+    request: Request,
+    store: StoreDep,
+    who: Principal,
+    alert: Alert,
+    resource: str,
+    now: dt.datetime,
+    settings: Settings,
+) -> Response:
+    """htmx gets the alert panel back, a plain form post a redirect to the patient page."""
+    patient_id = alert.patient_id
+    if request.headers.get("HX-Request") != "true":
+        return RedirectResponse(f"/ui/patients/{patient_id}", 303)
+    async with store.acquire() as conn:
+        panel = await _alert_panel_context(conn, who, patient_id, None, now, _choices(settings))
+        await audit_principal(conn, who, "read", resource, [patient_id])
+    return render("_alerts.html", **panel)
+
+
 @router.post("/alerts/{alert_id}/ack", response_class=HTMLResponse)
 async def ack_form(
     request: Request,
@@ -233,25 +305,154 @@ async def ack_form(
     store: StoreDep,
     producer: ProducerDep,
     clock: ClockDep,
+    settings: SettingsDep,
 ) -> Response:
     """Acknowledge from the patient page (the JSON route's rules: scope, the caller's own
-    name, the note stored, audited, sent to the stream); htmx gets the alert panel back,
-    a plain form post a redirect to the patient page."""
-    if who.kind != "user":
-        raise PageError(403, "Not for machine keys")
-    need(who, "acknowledge")
-    if not ID_RE.fullmatch(alert_id):
-        raise PageError(404, "Unknown alert", "No such alert.")
-    note = form_fields(await request.body()).get("note", "").strip()[:2000] or None
+    name, a disposition from the list required, the note stored, audited, sent to the
+    stream); htmx gets the alert panel back, a plain form post a redirect to the patient
+    page."""
+    _form_alert(who, alert_id)
+    fields = form_fields(await request.body())
+    disposition = fields.get("disposition", "")
+    if disposition not in DISPOSITIONS:
+        raise PageError(
+            422, "Disposition required", "Choose what was done about the alert: " + _LIST
+        )
+    note = fields.get("note", "").strip()[:2000] or None
     # audited as the JSON route's acknowledgement, which this form is
     source = f"POST /v1/alerts/{alert_id}/ack"
-    acked = await acknowledge(store, producer, clock, who, alert_id, note, source=source)
+    acked = await acknowledge(
+        store, producer, clock, who, alert_id, disposition, note, source=source
+    )
     if acked is None:
         raise PageError(404, "Unknown alert", f"unknown alert {alert_id}")
-    patient_id = acked.patient_id
-    if request.headers.get("HX-Request") != "true":
-        return RedirectResponse(f"/ui/patients/{patient_id}", 303)
+    resource = f"POST /ui/alerts/{alert_id}/ack"
+    return await _panel_answer(request, store, who, acked, resource, clock.now(), settings)
+
+
+# --- paused programs ---------------------------------------------------------------------
+
+
+def program_states(book: EpisodeBook) -> list[dict[str, Any]]:
+    """Each open episode's program: paused (since when, why) or running (resumed when)."""
+    out: list[dict[str, Any]] = []
+    for ep in sorted(book.episodes.values(), key=lambda e: e.start_date):
+        if ep.end_date is not None:
+            continue
+        last = ep.pauses[-1] if ep.pauses else None
+        out.append(
+            {
+                "episode_id": ep.episode_id,
+                "paused": last is not None and last.end is None,
+                "since": last.start.isoformat() if last else None,
+                "reason": last.reason if last else None,
+                "resumed_on": last.end.isoformat() if last and last.end else None,
+            }
+        )
+    return out
+
+
+def program_event(
+    ep: Episode, action: Literal["pause", "resume"], clinician_id: str, now: dt.datetime
+) -> dict[str, Any] | None:
+    """The ``program.paused`` / ``program.resumed`` the form asks for, dated now in the
+    episode's time zone (its patient-local date), or None when there is nothing to do
+    (already paused; not paused). Its event_id is derived from the pause it resumes (or
+    the resume it follows), so a second click is the same event: a duplicate."""
+    last = ep.pauses[-1] if ep.pauses else None
+    paused = last is not None and last.end is None
+    if paused == (action == "pause"):
+        return None
+    after = "" if last is None else (last.event_id if paused else last.resumed_by or "")
+    digest = hashlib.sha256(f"{ep.episode_id}|{after}".encode()).hexdigest()[:40]
+    return {
+        "event_id": f"ui-{action}-{digest}",
+        "schema_version": 1,
+        "type": "program.paused" if action == "pause" else "program.resumed",
+        "patient_id": ep.patient_id,
+        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
+        "source": {"kind": "clinician_portal", "id": "dashboard"},
+        "episode_id": ep.episode_id,
+        "clinician_id": clinician_id,
+    }
+
+
+@router.post("/patients/{patient_id}/program/{action}", response_class=HTMLResponse)
+async def program_form(
+    request: Request,
+    patient_id: str,
+    action: Literal["pause", "resume"],
+    who: PrincipalDep,
+    gateway: GatewayDep,
+) -> Response:
+    """Pause or resume the program of one of the patient's open episodes, in the signed-in
+    clinician's name and organisation: the event goes the way of every event (the
+    gateway's path to Kafka, then the worker), audited; then back to the patient page
+    once the worker has stored it (or after a few seconds)."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "manage_program")
+    if who.clinician_id is None:
+        raise PageError(403, "Not permitted", "Only a clinician pauses or resumes a program.")
+    if not ID_RE.fullmatch(patient_id):
+        raise PageError(404, "Unknown patient", "No such patient in your care.")
+    episode_id = form_fields(await request.body()).get("episode_id", "")
+    store = gateway.store
     async with store.acquire() as conn:
-        panel = await _alert_panel_context(conn, who, patient_id, None)
-        await audit_principal(conn, who, "read", f"POST /ui/alerts/{alert_id}/ack", [patient_id])
-    return render("_alerts.html", **panel)
+        if not await in_scope(conn, who.scope(), patient_id):
+            raise PageError(404, "Unknown patient", f"No patient {patient_id} in your care.")
+        payloads = await patient_payloads(conn, who.org_id, patient_id)
+        resource = f"POST /ui/patients/{patient_id}/program/{action}"
+        await audit_principal(conn, who, f"{action}_program", resource, [patient_id])
+    states, _ = await asyncio.to_thread(fold, (parse_event_json(p) for p in payloads))
+    state = states.get((who.org_id, patient_id))
+    ep = None if state is None else state.book.episodes.get(episode_id)
+    if ep is None or ep.end_date is not None:
+        raise PageError(404, "Unknown episode", f"No open episode {episode_id} of this patient.")
+    item = program_event(ep, action, who.clinician_id, gateway.clock.now())
+    if item is None:
+        done = "paused" if action == "pause" else "running"
+        raise PageError(409, "Nothing to do", f"The program is already {done}.")
+    answer = await ingest(gateway, who, [item])
+    if not isinstance(answer, dict):
+        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
+    if answer["rejected"]:
+        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
+    for _ in range(50):  # the worker stores it within moments; the page then shows it
+        if await store.known_event_ids(who.org_id, [item["event_id"]]):
+            break
+        await asyncio.sleep(0.1)
+    return RedirectResponse(f"/ui/patients/{patient_id}", 303)
+
+
+@router.post("/alerts/{alert_id}/snooze", response_class=HTMLResponse)
+async def snooze_form(
+    request: Request,
+    alert_id: str,
+    who: PrincipalDep,
+    store: StoreDep,
+    producer: ProducerDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> Response:
+    """Snooze from the patient page (the JSON route's rules: a configured duration, a
+    reason, never a red flag; audited, sent to the stream)."""
+    _form_alert(who, alert_id)
+    fields = form_fields(await request.body())
+    duration = settings.alerting.snooze_choices.get(fields.get("duration", ""))
+    reason = fields.get("reason", "").strip()[:500]
+    if duration is None or not reason:
+        raise PageError(
+            422, "Duration and reason required", "Choose how long and say why to snooze."
+        )
+    source = f"POST /v1/alerts/{alert_id}/snooze"
+    try:
+        snoozed = await snooze(
+            store, producer, clock, who, alert_id, duration, reason, source=source
+        )
+    except SnoozeRefused as e:
+        raise PageError(409, "Cannot snooze", str(e)) from None
+    if snoozed is None:
+        raise PageError(404, "Unknown alert", f"unknown alert {alert_id}")
+    resource = f"POST /ui/alerts/{alert_id}/snooze"
+    return await _panel_answer(request, store, who, snoozed, resource, clock.now(), settings)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -11,14 +12,14 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from alerts.models import ALERT_KINDS, AlertKind, Severity
-from alerts.rollup import TIER_NAMES
+from alerts.rollup import SNOOZED_TIER, TIER_NAMES
 from billing.rules import billing_progress, patient_local_date
 from streams.db.access import audit_principal
 from streams.db.alerts import db_now
 from streams.db.ledger import load_states
 from streams.db.rollups import tier_counts
 from streams.db.rollups import worklist_page as rows_by_need
-from streams.http.deps import AuthenticateDep, StoreDep
+from streams.http.deps import AuthenticateDep, ClockDep, StoreDep
 from streams.http.pages.common import SEVERITIES, elapsed, need, page_router, page_user, render
 
 KINDS: tuple[AlertKind, ...] = ALERT_KINDS
@@ -57,6 +58,7 @@ async def worklist_page(
     request: Request,
     authenticate: AuthenticateDep,
     store: StoreDep,
+    clock: ClockDep,
     severity: Severity | Literal[""] = "",
     kind: AlertKind | Literal[""] = "",
     status: Literal["open", "all"] = "open",
@@ -68,9 +70,12 @@ async def worklist_page(
     need(who, "read_clinical")
     async with store.acquire() as conn:
         now = await db_now(conn)
+        # snoozes end by the injected clock (the API's worklist reads the same)
+        at = clock.now()
         rows = await rows_by_need(
             conn,
             who.scope(),
+            now=at,
             severity=severity or None,
             kind=kind or None,
             only_open=status == "open",
@@ -79,7 +84,7 @@ async def worklist_page(
             offset=(page - 1) * PAGE_SIZE,
         )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
-        counts = await tier_counts(conn, who.scope())
+        counts = await tier_counts(conn, who.scope(), at)
         ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
         await audit_principal(
             conn,
@@ -90,7 +95,8 @@ async def worklist_page(
             {"count": len(rows), "query": dict(request.query_params)},
         )
     for r in rows:
-        r["waiting"] = elapsed(r["tier_since"], now, absent="—")
+        r["waiting"] = elapsed(r["eff_since"], now, absent="—")
+        r["snoozed_text"] = _snoozed_text(r, now)
         r["last_activity"] = elapsed(
             r["last_activity_at"],
             now,
@@ -119,13 +125,28 @@ async def worklist_page(
         live=True,
         since=now.isoformat(),
         rows=rows,
-        tiers=[(name, counts[i]) for i, name in enumerate(TIER_NAMES) if counts.get(i)],
+        # SNOOZED_TIER follows the tiers: every open alert snoozed
+        tiers=[
+            (name, counts[i]) for i, name in enumerate((*TIER_NAMES, "snoozed")) if counts.get(i)
+        ],
         f=f,
         severities=SEVERITIES,
         kinds=KINDS,
         prev_url=_page_url(f, page - 1) if page > 1 else None,
         next_url=_page_url(f, page + 1) if more else None,
     )
+
+
+def _snoozed_text(r: dict[str, Any], now: dt.datetime) -> str | None:
+    """ "snoozed until …" for a patient whose open alerts are all snoozed, "n snoozed until
+    …" when only some are; None without a snooze still on."""
+    until = r["snoozed_until"]
+    if until is None:
+        return None
+    when = until.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M")
+    if r["eff_tier"] == SNOOZED_TIER:
+        return f"snoozed until {when}"
+    return f"some snoozed until {when}"
 
 
 def _page_url(filters: dict[str, str], page: int) -> str:

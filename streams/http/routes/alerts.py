@@ -1,4 +1,5 @@
-"""Clinician API on the gateway: alerts, acknowledgement, worklist, adherence and pain.
+"""Clinician API on the gateway: alerts, acknowledgement (with a disposition) and snooze,
+worklist, adherence and pain.
 
 Every route takes the caller (``streams.http.deps.principal``), reads only inside its scope
 (a patient outside it answers 404, as an unknown one does; ``{patient_id}`` names a patient
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from alerts.adherence import daily_rows, last_covered
 from alerts.evaluate import fold
-from alerts.models import AlertKind, Severity
+from alerts.models import AlertKind, Disposition, Severity
 from alerts.rollup import newest_day
 from alerts.state import PatientState
 from schemas.events import parse_event_json
@@ -29,9 +30,10 @@ from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import list_alerts, worklist
 from streams.db.events import EventStore, pain_reports, patient_payloads
-from streams.http.deps import ClockDep, ProducerDep, StoreDep, require
+from streams.http.deps import ClockDep, ProducerDep, SettingsDep, StoreDep, require
 from streams.http.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
-from streams.services.alerts import acknowledge
+from streams.services.alerts import SnoozeRefused, acknowledge, snooze
+from streams.settings import SNOOZE_MAX_S, Settings, parse_duration
 
 router = APIRouter()
 PatientId = Annotated[str, Query(pattern=ID_REGEX)]
@@ -39,7 +41,32 @@ PatientPath = Annotated[str, Path(pattern=ID_REGEX)]
 
 
 class AckBody(BaseModel):
+    disposition: Disposition = Field(description="what was done about the alert")
     note: Annotated[NoNul, Field(max_length=2000)] | None = None
+
+
+class SnoozeBody(BaseModel):
+    duration: Annotated[NoNul, Field(max_length=16)] = Field(
+        description="one of the configured durations (RTM_SNOOZE_DURATIONS; default 4h,"
+        " 24h, 3d), at most 7 days"
+    )
+    reason: Annotated[NoNul, Field(min_length=1, max_length=500)]
+
+
+def snooze_duration(settings: Settings, text: str) -> dt.timedelta:
+    """The configured snooze duration ``text`` names; 422 naming ``duration`` otherwise
+    (more than 7 days, or not one of the configured choices)."""
+    choices = settings.alerting.snooze_choices
+    try:
+        wanted = parse_duration(text)
+    except ValueError as e:
+        raise HTTPException(422, [{"loc": ["body", "duration"], "msg": str(e)}]) from None
+    if wanted.total_seconds() > SNOOZE_MAX_S:
+        raise HTTPException(422, [{"loc": ["body", "duration"], "msg": "at most 7 days"}])
+    if wanted not in choices.values():
+        msg = "one of " + ", ".join(choices)
+        raise HTTPException(422, [{"loc": ["body", "duration"], "msg": msg}])
+    return wanted
 
 
 def _cursor(value: str | None) -> tuple[dt.datetime, str] | None:
@@ -109,13 +136,15 @@ async def get_alerts(
 @router.get("/v1/worklist")
 async def get_worklist(
     store: StoreDep,
+    clock: ClockDep,
     who: Principal = require("read_clinical"),
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    """ "Who needs me today?": patients in scope with open alerts, by need (open critical,
-    then high, then low adherence, inactivity, billing at risk; longest waiting first)."""
+    """ "Who needs me today?": patients in scope with open alerts, by need (a red flag or
+    fall, other critical, high, low adherence, inactivity, billing at risk; longest waiting
+    first; a patient whose open alerts are all snoozed after them, with ``snoozed_until``)."""
     async with store.acquire() as conn:
-        rows = await worklist(conn, who.scope(), limit)
+        rows = await worklist(conn, who.scope(), clock.now(), limit)
         await audit_principal(
             conn,
             who,
@@ -130,28 +159,63 @@ async def get_worklist(
 @router.post("/v1/alerts/{alert_id}/ack")
 async def ack_alert(
     alert_id: Annotated[str, Path(pattern=ID_REGEX)],
+    body: AckBody,
     store: StoreDep,
     producer: ProducerDep,
     clock: ClockDep,
-    body: AckBody | None = None,
     who: Principal = require("acknowledge"),
 ) -> dict[str, Any]:
-    """Acknowledge, in the caller's own name, with an optional note: recorded at once, and
-    sent to the stream so the cool-down applies."""
-    note = (body or AckBody()).note
+    """Acknowledge, in the caller's own name, with a disposition (required) and an
+    optional note: recorded at once, and sent to the stream so the cool-down applies."""
     alert = await acknowledge(
         store,
         producer,
         clock,
         who,
         alert_id,
-        note,
+        body.disposition,
+        body.note,
         source=f"POST /v1/alerts/{alert_id}/ack",
     )
     if alert is None:
         raise HTTPException(404, f"unknown alert {alert_id}")
     out: dict[str, Any] = orjson.loads(alert.model_dump_json())
-    out["ack_note"] = note
+    return out
+
+
+@router.post(
+    "/v1/alerts/{alert_id}/snooze",
+    responses={409: {"description": "the alert cannot be snoozed (a red flag, not open)"}},
+)
+async def snooze_alert(
+    alert_id: Annotated[str, Path(pattern=ID_REGEX)],
+    body: SnoozeBody,
+    store: StoreDep,
+    producer: ProducerDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    who: Principal = require("acknowledge"),
+) -> dict[str, Any]:
+    """Snooze an open alert, in the caller's own name, for one of the configured durations
+    with a reason: it leaves the worklist's tiers until ``snoozed_until`` and comes back in
+    its tier then if still open. A red flag cannot be snoozed (409)."""
+    duration = snooze_duration(settings, body.duration)
+    try:
+        alert = await snooze(
+            store,
+            producer,
+            clock,
+            who,
+            alert_id,
+            duration,
+            body.reason,
+            source=f"POST /v1/alerts/{alert_id}/snooze",
+        )
+    except SnoozeRefused as e:
+        raise HTTPException(409, str(e)) from None
+    if alert is None:
+        raise HTTPException(404, f"unknown alert {alert_id}")
+    out: dict[str, Any] = orjson.loads(alert.model_dump_json())
     return out
 
 

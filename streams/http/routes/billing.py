@@ -18,8 +18,8 @@ range spans at most ``streams.http.hardening.MAX_SPAN_DAYS`` days (422 otherwise
   parties). ``record`` is no longer taken (422, as any unknown parameter).
 - ``POST /v1/billing/exports`` (billing staff, admins; CSRF) ``{"from", "to", "format",
   "as_of"}``: the same lines, **recorded** as an export with claim ids (what ``GET
-  ?record=true`` did; the dashboard's export button is ``POST /ui/billing/export``); the
-  response carries ``X-Billing-Export-Id``.
+  ?record=true`` did; the dashboard records only confirmed submissions, ``POST
+  /ui/billing/submit``); the response carries ``X-Billing-Export-Id``.
 - ``POST /v1/billing/submissions`` (billing staff, admins; CSRF) ``{"from", "to",
   "format": "x12", "test": false}``: **submits** (``streams.services.claims.submit``):
   the real 837P, recorded with its file; ``GET /v1/billing/submissions`` the export

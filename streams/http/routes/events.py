@@ -31,7 +31,7 @@ from schemas.events import (
 from streams.access import Principal
 from streams.db.events import EventStore
 from streams.http.auth import UNAUTHENTICATED
-from streams.http.deps import GatewayDep, Producer
+from streams.http.deps import Gateway, GatewayDep, Producer
 from streams.http.openapi import ingest_operation
 from streams.kafka.producer import dead_letter_payload
 from streams.metrics import GatewayMetrics
@@ -56,7 +56,7 @@ def router(settings: Settings) -> APIRouter:
 
 async def post_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     # the gateway whole, not six dependencies: the ingest path solves one (each costs)
-    settings, metrics, clock = gateway.settings, gateway.metrics, gateway.clock
+    settings = gateway.settings
     who = await gateway.authenticate(request)
     if who is None:
         return JSONResponse(
@@ -96,7 +96,22 @@ async def post_events(request: Request, gateway: GatewayDep) -> JSONResponse:
             },
             status_code=403,
         )
-    received_at = clock.now()
+    answer = await ingest(gateway, who, items)
+    if isinstance(answer, JSONResponse):
+        return answer
+    return JSONResponse(answer)
+
+
+async def ingest(
+    gateway: Gateway, who: Principal, items: list[Any]
+) -> dict[str, Any] | JSONResponse:
+    """The event path after authentication and scope, shared by ``POST /v1/events`` and
+    the pages that post an event in a signed-in clinician's name (the patient page's
+    pause and resume): each item judged by the contract, stamped with ``received_at`` (the
+    injected clock) and the principal's ``org_id``, duplicates split off, the rest
+    produced to Kafka (acks=all). The answer's body, or the 503 to answer."""
+    settings, metrics = gateway.settings, gateway.metrics
+    received_at = gateway.clock.now()
     judged = _judge(items, who, received_at, settings.gateway.max_future_skew_s, metrics)
     duplicates, to_send = await _split_duplicates(gateway.store, judged.valid, who.org_id)
     unavailable = await _produce(gateway.producer, to_send, judged.dead, settings, metrics)
@@ -105,14 +120,12 @@ async def post_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     for e in to_send:
         metrics.events_accepted.labels(e.type).inc()
     metrics.events_duplicate.inc(len(duplicates))
-    return JSONResponse(
-        {
-            "accepted": len(to_send),
-            "duplicates": duplicates,
-            "rejected": judged.rejected,
-            "received_at": received_at.isoformat(),
-        }
-    )
+    return {
+        "accepted": len(to_send),
+        "duplicates": duplicates,
+        "rejected": judged.rejected,
+        "received_at": received_at.isoformat(),
+    }
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes | None:
