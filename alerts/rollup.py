@@ -13,11 +13,18 @@ Choices:
   are handled, resolved ones have left the state).
 - Adherence rows are written for the last ``ADHERENCE_DAYS`` patient-local days up to the
   newest day the state knows (its newest data day, or the day of its clock in the latest
-  episode's zone once ticks move it on), each only while its whole trailing window is in
-  the state: prune keeps completions only from ``alerts.rules.completions_kept_from`` on
-  (the adherence window before the day cursor), so once a tick moves the cursor, older
-  days keep the value they had when they were inside it (``rtm rollups backfill``
-  recomputes every day from the stored events).
+  episode's zone once ticks move it on) and for every older day the batch changed
+  (``rewrite_since``: days a jump in time skipped, the trailing windows of a late
+  completion, every day of an episode whose ``episode.started`` arrived late), each only
+  while its whole trailing window is in the state: prune keeps completions only from
+  ``alerts.rules.completions_kept_from`` on (the adherence window before the day cursor),
+  so once a tick moves the cursor, older days keep the value they had when they were
+  inside it (``rtm rollups backfill`` recomputes every day from the stored events). Before
+  the timer has moved a day cursor (the property test in
+  tests/unit/test_adherence_arrival_order.py) the stored rows are ``rtm adherence
+  evaluate``'s in any arrival order; after it, a batch rewrites only from the newest cursor
+  on (``rewritable_from``: older windows may have lost sessions to earlier prunes), so an
+  enrolment that arrives after the timer moved past its days leaves those to backfill.
 - Pain trend: the latest report against the median of the state's other reports within
   the baseline horizon (the engine keeps 7 local days before the newest report).
 """
@@ -30,12 +37,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from alerts.adherence import Completion, adherence_on, daily_rows, prescribed_on, sessions_by_day
+from alerts.adherence import Completion, covered_days, daily_rows, rows_on
 from alerts.models import DEFAULT_CONFIG
 from alerts.pauses import HOLD_EVENT_TYPES, Hold, hold_of, with_pauses
 from alerts.rules import completions_kept_from
 from alerts.state import PatientState, completion_key
-from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeEvent, fold_book
+from schemas.episodes import EPISODE_EVENT_TYPES, EpisodeBook, EpisodeEvent, fold_book
 from schemas.events import (
     DEFAULT_ORG,
     PATIENT_DATA_TYPES,
@@ -133,6 +140,9 @@ class DailyAdherence:
 class Rollups:
     patients: tuple[PatientRollup, ...]
     days: tuple[DailyAdherence, ...]
+    # (org_id, patient_id, first): the patient's rows from ``first`` on are exactly those in
+    # ``days`` (an episode event can take days out of every episode: a late episode.ended)
+    cleared: tuple[tuple[str, str, dt.date], ...] = ()
 
 
 def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollup:
@@ -180,51 +190,102 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
     )
 
 
-def newest_day(state: PatientState) -> dt.date | None:
-    """The newest patient-local day the state knows of (see the module's choices)."""
+def episode_today(book: EpisodeBook, now: dt.datetime) -> dt.date | None:
+    """The patient-local date of ``now`` in the latest episode's zone, no later than its
+    end date (None without an episode): the day adherence runs to."""
+    episodes = list(book.episodes.values())
+    if not episodes:
+        return None
+    latest = max(episodes, key=lambda e: (e.start_date, e.episode_id))
+    today = now.astimezone(ZoneInfo(latest.timezone)).date()
+    return today if latest.end_date is None else min(today, latest.end_date)
+
+
+def newest_day(state: PatientState, now: dt.datetime | None = None) -> dt.date | None:
+    """The newest patient-local day the state knows of (see the module's choices); with
+    ``now`` (a reader's clock: the API, the patient page) that instead of the state's."""
     days = [r.local_date for r in state.data.values()]
     days += [c.local_date for c in state.completions.values()]
-    episodes = list(state.book.episodes.values())
-    if state.clock is not None and episodes:
-        latest = max(episodes, key=lambda e: (e.start_date, e.episode_id))
-        today = state.clock.astimezone(ZoneInfo(latest.timezone)).date()
-        if latest.end_date is not None:
-            today = min(today, latest.end_date)
+    clock = now if now is not None else state.clock
+    today = episode_today(state.book, clock) if clock is not None else None
+    if today is not None:
         days.append(today)
     return max(days, default=None)
 
 
-def daily_adherence(state: PatientState, days: int = ADHERENCE_DAYS) -> list[DailyAdherence]:
-    """Trailing 7-day adherence on each of the last ``days`` episode days up to
-    ``newest_day`` (the same functions as ``GET /v1/patients/{id}/adherence``)."""
+def daily_adherence(
+    state: PatientState, days: int = ADHERENCE_DAYS, since: dt.date | None = None
+) -> list[DailyAdherence]:
+    """Trailing 7-day adherence on each episode day from the last ``days`` (or from
+    ``since`` when earlier: the days a batch changed, ``rewrite_since``) up to
+    ``newest_day``: the rows of ``alerts.adherence.daily_rows`` (``rtm adherence
+    evaluate``, ``GET /v1/patients/{id}/adherence``) for those days."""
+    return adherence_from(state, days, since)[1]
+
+
+def adherence_from(
+    state: PatientState, days: int = ADHERENCE_DAYS, since: dt.date | None = None
+) -> tuple[dt.date | None, list[DailyAdherence]]:
+    """``daily_adherence``, with the first day it computed (None: none)."""
     last = newest_day(state)
     if last is None:
-        return []
-    book = state.book
-    counts = sessions_by_day(state.completions, book)
+        return None, []
+    first = last - dt.timedelta(days=days - 1)
+    if since is not None and since < first:
+        first = max(since, rewritable_from(state) or since)
     # prune has dropped the completions before this: a window reaching before it would
     # count too few (the row keeps what it was written with while it was computable)
     kept = completions_kept_from(state, DEFAULT_CONFIG)
-    window = dt.timedelta(days=DEFAULT_CONFIG.adherence_window_days - 1)
-    out = []
-    for i in range(days - 1, -1, -1):
-        day = last - dt.timedelta(days=i)
-        if book.resolve(None, day) is None:
-            continue  # outside every episode: nothing prescribed, no row (as daily_rows)
-        if kept is not None and day - window < kept:
-            continue
-        ratio = adherence_on(counts, book, day)
-        out.append(
-            DailyAdherence(
-                state.patient_id,
-                day,
-                float(prescribed_on(book, day)),
-                counts.get(day, 0),
-                None if ratio is None else float(ratio),
-                state.org_id,
-            )
+    if kept is not None:
+        first = max(first, kept + dt.timedelta(days=DEFAULT_CONFIG.adherence_window_days - 1))
+    covered = covered_days(state.book, last, first, last)
+    return first, [
+        DailyAdherence(
+            state.patient_id,
+            r.date,
+            float(r.prescribed),
+            r.completed,
+            None if r.adherence_7d is None else float(r.adherence_7d),
+            state.org_id,
         )
-    return out
+        for r in rows_on(state.patient_id, state.completions, state.book, covered)
+    ]
+
+
+def rewritable_from(state: PatientState) -> dt.date | None:
+    """The oldest day a batch may rewrite besides the last days (None: any). Once the timer
+    has moved a day cursor, earlier prunes may have dropped completions older than the
+    adherence window before it, even where ``completions_kept_from`` reaches back further
+    now (a late episode adds an earlier cursor): a row is rewritten only if its window
+    starts after the newest cursor minus the adherence window (what every prune kept)."""
+    if not state.day_cursor:
+        return None
+    return max(state.day_cursor.values()) - dt.timedelta(days=1)
+
+
+def rewrite_since(
+    before: PatientState | None, after: PatientState, events: Iterable[Event]
+) -> dt.date:
+    """The oldest day whose adherence row a batch may have changed: the day after the
+    newest day known before it (the days a jump in time skipped), a new completion's day
+    (its trailing windows), the start of an episode a new episode event shapes (a late
+    ``episode.started`` rewrites every day it covers), the day of a hold (a pause, a
+    resume, a fall: ``alerts.pauses``); ``dt.date.min`` for a patient
+    without a state before the batch."""
+    prev = newest_day(before) if before is not None else None
+    if prev is None:
+        return dt.date.min
+    since = prev + dt.timedelta(days=1)
+    book = after.book
+    for e in events:
+        if isinstance(e, ExerciseCompleted):
+            since = min(since, e.local_date)
+        elif isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded):
+            ep = book.episodes.get(e.episode_id)
+            since = min(since, e.local_date if ep is None else min(ep.start_date, e.local_date))
+        elif hold_of(e) is not None:  # a late pause, resume or fall: the pauses from its day
+            since = min(since, e.local_date)
+    return since
 
 
 # What adherence_history reads of the stored events.
@@ -234,13 +295,16 @@ HISTORY_EVENT_TYPES: tuple[str, ...] = tuple(
 
 
 def adherence_history(
-    patient_id: str, events: Iterable[Event], org_id: str = DEFAULT_ORG
+    patient_id: str,
+    events: Iterable[Event],
+    org_id: str = DEFAULT_ORG,
+    now: dt.datetime | None = None,
 ) -> list[DailyAdherence]:
     """Every episode day's row of one patient (of ``org_id``) from all their stored
     events (the backfill of ``patient_daily_adherence``): the same functions as the
     stream's rows and ``GET /v1/patients/{id}/adherence`` (``alerts.adherence.daily_rows``),
     from the episode start up to its end, or for an open episode up to the patient's newest
-    data day.
+    data day or, with ``now``, the patient-local today when later (``episode_today``).
     Arrival order does not matter (completions by key, episodes folded by event time)."""
     completions: dict[str, Completion] = {}
     episode_events: list[EpisodeEvent] = []
@@ -264,6 +328,9 @@ def adherence_history(
             last = day if last is None or day > last else last
     book, _ = fold_book(episode_events)
     book = with_pauses(book, holds)
+    today = episode_today(book, now) if now is not None else None
+    if today is not None and (last is None or today > last):
+        last = today
     return [
         DailyAdherence(
             patient_id,
@@ -277,17 +344,29 @@ def adherence_history(
     ]
 
 
-def rollups(states: Mapping[PatientKey, PatientState], new_events: Sequence[Event]) -> Rollups:
-    """Rollups of every patient whose state the batch touched."""
+def rollups(
+    states: Mapping[PatientKey, PatientState],
+    new_events: Sequence[Event],
+    before: Mapping[PatientKey, PatientState] | None = None,
+) -> Rollups:
+    """Rollups of every patient whose state the batch touched. With ``before`` (the states
+    the batch started from) the adherence rows are those of ``ADHERENCE_DAYS`` and every
+    older day the batch changed (``rewrite_since``), so the stored rows are
+    ``daily_rows``' whatever the arrival order; without it, the last days only."""
     by_patient: dict[PatientKey, list[Event]] = {}
     for e in new_events:
         by_patient.setdefault(e.patient_key, []).append(e)
-    patients, days = [], []
+    patients, days, cleared = [], [], []
     for key in sorted(states):
         state = states[key]
-        patients.append(patient_rollup(state, by_patient.get(key, [])))
-        days.extend(daily_adherence(state))
-    return Rollups(tuple(patients), tuple(days))
+        events = by_patient.get(key, [])
+        patients.append(patient_rollup(state, events))
+        since = None if before is None else rewrite_since(before.get(key), state, events)
+        first, rows = adherence_from(state, since=since)
+        days.extend(rows)
+        if first is not None and any(e.type in EPISODE_EVENT_TYPES for e in events):
+            cleared.append((state.org_id, state.patient_id, first))
+    return Rollups(tuple(patients), tuple(days), tuple(cleared))
 
 
 def pain_baselines(reports: Sequence[tuple[dt.datetime, int]], days: int = 7) -> list[float | None]:

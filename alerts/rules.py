@@ -994,6 +994,11 @@ _DATA_DAYS_KEPT = 31
 # A retired episode's routing facts are kept this long after its end date (the latest
 # episode's always: out-of-episode red flags go to its clinician).
 _PAST_EPISODE_DAYS = 365
+# A completion no known episode covers (its enrolment not arrived yet: an EHR that enrols
+# late) is kept this many days behind the newest instant seen, whatever the cursors say, so
+# daily adherence counts it once its episode.started arrives, in any arrival order: the
+# bound of a patient who never gets an episode (issue 17).
+EPISODELESS_COMPLETION_DAYS = 120
 
 
 def _running_cursors(s: PatientState) -> list[dt.date]:
@@ -1047,9 +1052,17 @@ def prune(s: PatientState, config: AlertConfig = DEFAULT_CONFIG) -> None:
                 if floor is None or d > floor:
                     s.data_floor[owner.episode_id] = d
             del s.data[key]
+    waiting_cut = (
+        s.clock.date() - dt.timedelta(days=EPISODELESS_COMPLETION_DAYS)
+        if s.clock is not None
+        else None
+    )
     for key, c in list(s.completions.items()):
-        if c.local_date < done_cut:
-            del s.completions[key]
+        d = c.local_date
+        if d < done_cut and not (
+            waiting_cut is not None and d >= waiting_cut and _resolve(s, c.episode_id, d) is None
+        ):
+            del s.completions[key]  # kept while it waits for its episode (above)
     if s.pain:
         newest = max(r.local_date for r in s.pain.values())
         pain_cut = newest - dt.timedelta(days=config.pain_baseline_days)

@@ -7,7 +7,10 @@ Only what the rules still need is kept, so a patient's state does not grow with 
   oldest day boundary the timer has still to evaluate (billing_at_risk counts a 30-day
   period), plus, per episode, the newest data date dropped (inactivity's "L");
 - completed sessions (one record per session, local date and named episode: the earliest
-  completion) from 7 days before that boundary (the adherence window);
+  completion) from 7 days before that boundary (the adherence window); one that no known
+  episode covers (its ``episode.started`` not arrived yet) for 120 days behind the newest
+  instant seen (``alerts.rules.EPISODELESS_COMPLETION_DAYS``), so a late enrolment still
+  counts it: the bound for a patient who never gets an episode;
 - pain reports in the baseline horizon (7 local days before the newest report);
 - alerts that are not resolved; of an acknowledged alert that resolved, only a compact
   cool-down entry (id, kind, acknowledged_at) while its cool-down can matter;

@@ -11,20 +11,27 @@ worker (streams.db.rollups.backfill_adherence_chunk).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import asyncpg
 import click
 
 from rtm.cli.options import settings_of
+from streams.clock import clock_for
 from streams.db.pool import migrate
 from streams.db.rollups import backfill_adherence_chunk, backfill_patients
 
 
 async def backfill(
-    dsn: str, patient_prefix: str | None = None, chunk: int = 500, log: bool = False
+    dsn: str,
+    patient_prefix: str | None = None,
+    chunk: int = 500,
+    log: bool = False,
+    now: dt.datetime | None = None,
 ) -> tuple[int, int, int]:
-    """(patients, rows computed, rows written)."""
+    """(patients, rows computed, rows written); open episodes run to the patient-local day
+    of ``now`` (the stream's and the API's today) when given."""
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -32,7 +39,7 @@ async def backfill(
         computed = written = 0
         t0 = time.monotonic()
         for i in range(0, len(patients), chunk):
-            c, w = await backfill_adherence_chunk(conn, patients[i : i + chunk])
+            c, w = await backfill_adherence_chunk(conn, patients[i : i + chunk], now=now)
             computed, written = computed + c, written + w
             if log:
                 done = min(i + chunk, len(patients))
@@ -62,7 +69,9 @@ def rollups_backfill(
     """Fill patient_daily_adherence from the stored events (idempotent)."""
     settings = settings_of(ctx)
     patients, computed, written = asyncio.run(
-        backfill(dsn or settings.db.dsn, patient_prefix, chunk, log=True)
+        backfill(
+            dsn or settings.db.dsn, patient_prefix, chunk, log=True, now=clock_for(settings).now()
+        )
     )
     click.echo(
         f"daily adherence: {patients:,} patients, {computed:,} days computed, "

@@ -151,6 +151,9 @@ class MemoryIngestStore:
                     latest_pain_at=_greatest(old.latest_pain_at, r.latest_pain_at),
                 )
             self.rollups[key] = r
+        for org, pid, first in batch.rollups.cleared:
+            for k in [k for k in self.adherence if k[:2] == (org, pid) and k[2] >= first]:
+                del self.adherence[k]  # the rows from first on are the batch's (Rollups)
         for d in batch.rollups.days:
             self.adherence[(d.org_id, d.patient_id, d.date)] = d
 

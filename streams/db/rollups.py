@@ -63,9 +63,20 @@ ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED
 """
 
 
+_CLEAR_DAYS = """
+DELETE FROM patient_daily_adherence d
+USING unnest($1::text[], $2::text[], $3::date[]) AS t(org, p, f)
+WHERE d.org_id = t.org AND d.patient_id = t.p AND d.local_date >= t.f
+"""
+
+
 async def write_rollups(conn: asyncpg.Connection, r: Rollups) -> None:
     """The batch's rollups (``alerts.rollup.rollups`` over the touched states, decided by
-    the step), two round trips, inside the caller's transaction."""
+    the step), two round trips (three when an episode event cleared days), inside the
+    caller's transaction."""
+    if r.cleared:
+        cs = r.cleared
+        await conn.execute(_CLEAR_DAYS, [c[0] for c in cs], [c[1] for c in cs], [c[2] for c in cs])
     if r.patients:
         ps = r.patients
         await conn.execute(
@@ -250,10 +261,14 @@ async def backfill_patients(
 
 
 async def backfill_adherence_chunk(
-    conn: asyncpg.Connection, keys: Sequence[PatientKey], attempts: int = 5
+    conn: asyncpg.Connection,
+    keys: Sequence[PatientKey],
+    attempts: int = 5,
+    now: dt.datetime | None = None,
 ) -> tuple[int, int]:
     """Recompute these patients' daily adherence from their stored events
-    (``alerts.rollup.adherence_history``) and write the rows that are missing or differ;
+    (``alerts.rollup.adherence_history``, open episodes up to the patient-local day of
+    ``now`` when given) and write the rows that are missing or differ;
     (rows computed, rows written). Read and write share one REPEATABLE READ snapshot: a row
     the worker writes meanwhile (from an event this read did not see) makes the write fail
     to serialise instead of being overwritten, and the chunk is read again."""
@@ -275,7 +290,9 @@ async def backfill_adherence_chunk(
                 days = [
                     d
                     for (org, pid), payloads in sorted(by_patient.items())
-                    for d in adherence_history(pid, [parse_event_json(p) for p in payloads], org)
+                    for d in adherence_history(
+                        pid, [parse_event_json(p) for p in payloads], org, now
+                    )
                 ]
                 if not days:
                     return 0, 0

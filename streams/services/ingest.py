@@ -379,7 +379,7 @@ def decide(
         events=tuple(new_events),
         ledger=ledger_rows(new_events),
         changes=tuple(result.changes),
-        rollups=rollups(result.states, new_events),
+        rollups=rollups(result.states, new_events, before=states),
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
         intakes=intake_changes(intakes or {}, new_events, config.intake_rules),

@@ -320,6 +320,32 @@ async def test_valid_events_are_not_refused_for_their_content(
     assert await probe.events() == set()
 
 
+async def test_a_late_episode_end_takes_its_later_days_out(
+    probe: Probe, factory: EventFactory
+) -> None:
+    """Issue 17: the daily adherence rows are the events' whatever their order. An
+    episode.ended arriving after the days it ends were written removes those rows (the
+    batch's Rollups.cleared), in either store."""
+    p = factory.patient(1)
+    key = (A, p)
+    start = factory.episode_started(p, at="2026-11-01T09:00:00-06:00")
+    walks = factory.daily_exercises(p, dt.date(2026, 11, 1), 10)
+    await record(probe, [ev(start, A), *[ev(w, A) for w in walks]])
+    days = [dt.date(2026, 11, d) for d in range(1, 11)]
+    assert await probe.adherence_days(key) == set(days)
+    end = {
+        "event_id": factory.episode_started(p)["event_id"],
+        "schema_version": 1,
+        "type": "episode.ended",
+        "patient_id": p,
+        "occurred_at": "2026-11-05T12:00:00-06:00",
+        "episode_id": start["episode_id"],
+        "reason": "discharged",
+    }
+    await record(probe, [ev(end, A)])
+    assert await probe.adherence_days(key) == set(days[:5])
+
+
 async def test_an_intake_reads_back_per_organisation_with_its_first_contact(
     probe: Probe, factory: EventFactory
 ) -> None:

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.integration
 Day = tuple[str, dt.date]
 
 
+def _now() -> dt.datetime:
+    """The stack's clock (the system's): open episodes run to the patient-local today."""
+    return dt.datetime.now(dt.UTC)
+
+
 async def _days(conn: asyncpg.Connection, prefix: str) -> dict[Day, tuple[float, int, Any]]:
     rows = await conn.fetch(
         "SELECT patient_id, local_date, prescribed, completed, adherence_7d"
@@ -84,7 +89,7 @@ async def test_backfill_fills_repairs_and_is_idempotent(
 
     # A first run fills the days the stream never wrote (it writes a batch's last days),
     # and rewrites none of its rows (the same functions over the same events).
-    n_patients, computed, written = await backfill(stack.settings.db.dsn, prefix)
+    n_patients, computed, written = await backfill(stack.settings.db.dsn, prefix, now=_now())
     assert n_patients == len(patients)
     assert computed == len(api)
     after = await _days(db, prefix)
@@ -98,7 +103,7 @@ async def test_backfill_fills_repairs_and_is_idempotent(
     assert not changed, [(k, stream[k], after[k]) for k in changed[:5]]
 
     # Idempotent: nothing left to write.
-    assert (await backfill(stack.settings.db.dsn, prefix))[2] == 0
+    assert (await backfill(stack.settings.db.dsn, prefix, now=_now()))[2] == 0
 
     # Patients stored before migration 010 (no rows at all) and a wrong row: both repaired.
     victim = patients[0]
@@ -111,7 +116,7 @@ async def test_backfill_fills_repairs_and_is_idempotent(
     )
     victim_days = [k for k in api if k[0] == victim]
     assert victim_days, "the first patient has no episode days"
-    assert (await backfill(stack.settings.db.dsn, prefix))[2] == len(victim_days) + 1
+    assert (await backfill(stack.settings.db.dsn, prefix, now=_now()))[2] == len(victim_days) + 1
     final = await _days(db, prefix)
     assert set(final) == {k for k in after if k[0] != victim} | set(victim_days)
     bad = [k for k in api if not _close(final[k], api[k])]

@@ -23,7 +23,8 @@ from markupsafe import Markup
 from alerts.adherence import covered_days, rows_on
 from alerts.evaluate import fold
 from alerts.models import DISPOSITIONS, UNSNOOZABLE_KINDS, Alert
-from alerts.rollup import pain_baselines
+from alerts.rollup import newest_day, pain_baselines
+from alerts.state import PatientState
 from billing.rules import billing_progress, patient_local_date
 from schemas.episodes import Episode, EpisodeBook
 from schemas.events import parse_event_json
@@ -130,7 +131,7 @@ async def patient_page(
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
     view = await asyncio.to_thread(
-        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now
+        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now()
     )
     return render(
         "patient.html",
@@ -150,17 +151,21 @@ def _patient_view(
     pains: list[Any],
     ledger: Any,
     now: dt.datetime,
+    clock_now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """The patient page's data (pure: the fold, the last 90 adherence days, pain with its
-    baselines, episodes, billing progress)."""
+    """The patient page's data (pure: the fold, the last 90 adherence days up to the
+    patient-local today, pain with its baselines, episodes, billing progress)."""
     states, _ = fold(parse_event_json(p) for p in payloads)
     state = states.get((org_id, patient_id))
     adherence: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
+    gap: dict[str, Any] | None = None
     programs = [] if state is None else program_states(state.book)
     if state is not None:
-        last = max((r.local_date for r in state.data.values()), default=None)
-        days = covered_days(state.book, last)[-90:]  # only these 90 are computed
+        # to the patient-local today, as the worklist's rollups (alerts.rollup.newest_day)
+        today = newest_day(state, clock_now if clock_now is not None else now)
+        days = covered_days(state.book, today)[-90:]  # only these 90 are computed
+        gap = _data_gap(state, days)
         for row in rows_on(patient_id, state.completions, state.book, days):
             pct = None if row.adherence_7d is None else round(float(row.adherence_7d) * 100, 1)
             adherence.append(
@@ -169,6 +174,7 @@ def _patient_view(
                     "completed": row.completed,
                     "prescribed": float(row.prescribed),
                     "pct": pct,
+                    "no_data": gap is not None and row.date > gap["last"],
                 }
             )
         for ep in sorted(state.book.episodes.values(), key=lambda e: e.start_date):
@@ -209,6 +215,10 @@ def _patient_view(
             "x": [epoch(d["date"]) for d in adherence],
             "pct": [d["pct"] for d in adherence],
             "done": [d["completed"] for d in adherence],
+            # the days without data, shaded: from the last data day to the last day shown
+            "gap": [epoch(gap["last"].isoformat()), epoch(gap["until"].isoformat())]
+            if gap is not None
+            else None,
         },
         "pain": {
             "x": [int(at.timestamp()) for at, _ in reports],
@@ -224,6 +234,7 @@ def _patient_view(
         "episodes": episodes,
         "programs": programs,
         "adherence_latest": adherence[-1]["pct"] if adherence else "no data",
+        "adherence_gap": gap["text"] if gap is not None else None,
         "pain_latest": f"{reports[-1][1]}/10" if reports else "no reports",
         # JSON inside <script>: "</" must not close the element
         "chart_json": Markup(orjson.dumps(chart).decode().replace("</", "<\\/")),
@@ -234,6 +245,23 @@ def _patient_view(
             progress.period.summary if progress and progress.period else "no active period"
         ),
     }
+
+
+def _data_gap(state: PatientState, days: list[dt.date]) -> dict[str, Any] | None:
+    """'no data since Oct 25 (41 days)' when the chart's last day (the patient-local
+    today, or the end of the last episode) is two or more days after the newest
+    patient-data day ("no data yet" without any); None otherwise. ``last``: the newest
+    data day (the shading starts there), ``until``: the chart's last day."""
+    if not days:
+        return None
+    until = days[-1]
+    last = max((r.local_date for r in state.data.values() if r.local_date <= until), default=None)
+    if last is None:
+        return {"last": days[0] - dt.timedelta(days=1), "until": until, "text": "no data yet"}
+    if (until - last).days < 2:
+        return None
+    n = (until - last).days
+    return {"last": last, "until": until, "text": f"no data since {last:%b} {last.day} ({n} days)"}
 
 
 def _choices(settings: Settings) -> list[str]:

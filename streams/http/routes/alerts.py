@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from alerts.adherence import daily_rows, last_covered
 from alerts.evaluate import fold
 from alerts.models import AlertKind, Disposition, Severity
+from alerts.rollup import newest_day
 from alerts.state import PatientState
 from schemas.events import parse_event_json
 from streams.access import Principal
@@ -245,14 +246,20 @@ def _range(frm: dt.date | None, to: dt.date | None) -> None:
 
 
 def adherence_days(
-    patient_id: str, state: PatientState, frm: dt.date | None, to: dt.date | None
+    patient_id: str,
+    state: PatientState,
+    frm: dt.date | None,
+    to: dt.date | None,
+    now: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of [frm, to] (at most MAX_SPAN_DAYS + 1 days), and only those computed.
-    Open episodes run to the latest data date, or to ``to`` when later. Without ``to`` the
-    window ends on the last covered date; without ``from`` it starts MAX_SPAN_DAYS before
-    its end (without ``to`` but with ``from``, it ends MAX_SPAN_DAYS after ``from``)."""
+    Open episodes run to the patient-local today (``now`` in the latest episode's zone, as
+    the worklist's rollups do; ``alerts.rollup.newest_day``) or the newest data date when
+    later, or to ``to`` when later still. Without ``to`` the window ends on the last
+    covered date; without ``from`` it starts MAX_SPAN_DAYS before its end (without ``to``
+    but with ``from``, it ends MAX_SPAN_DAYS after ``from``)."""
     span = dt.timedelta(days=MAX_SPAN_DAYS)
-    last = max((r.local_date for r in state.data.values()), default=None)
+    last = newest_day(state, now)
     if to is not None and (last is None or to > last):
         last = to
     end = to if to is not None else last_covered(state.book, last)
@@ -278,6 +285,7 @@ async def adherence(
     request: Request,
     patient_id: PatientPath,
     store: StoreDep,
+    clock: ClockDep,
     frm: Annotated[Day | None, Query(alias="from")] = None,
     to: Day | None = None,
     who: Principal = require("read_clinical"),
@@ -287,7 +295,7 @@ async def adherence(
     _range(frm, to)
     resource = f"{request.method} {request.url.path}"
     state = await _patient_state(store, who, patient_id, resource)
-    days = await asyncio.to_thread(adherence_days, patient_id, state, frm, to)
+    days = await asyncio.to_thread(adherence_days, patient_id, state, frm, to, clock.now())
     return {"patient_id": patient_id, "days": days}
 
 

@@ -44,8 +44,22 @@
     const day = 86400;
     const adh = document.getElementById("adherence-chart");
     if (adh && data.adherence.x.length) {
-      new uPlot({ width: adh.clientWidth || 480, height: 220,
+      const gap = data.adherence.gap;
+      // x: 00:00 UTC of each patient-local date, so the dates are read in UTC: in the
+      // browser's own zone a US clinician saw every day labelled one day early
+      window.rtmAdherenceChart = new uPlot({ width: adh.clientWidth || 480, height: 220,
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
         scales: { x: { time: true }, y: { range: [0, 100] } },
+        hooks: { drawClear: [function (u) {
+          if (!gap) return;  // shade the days without data (the text above names them)
+          const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+          const x0 = Math.max(left, u.valToPos(gap[0], "x", true));
+          const x1 = Math.min(right, u.valToPos(gap[1], "x", true));
+          u.ctx.save();
+          u.ctx.fillStyle = "rgba(120,120,120,.18)";
+          u.ctx.fillRect(x0, u.bbox.top, Math.max(x1 - x0, 2), u.bbox.height);
+          u.ctx.restore();
+        }] },
         series: [{}, { label: "7-day adherence %", stroke: "#0b3d91", width: 2 },
                  { label: "sessions done", stroke: "#5c4a00", paths: uPlot.paths.bars({ size: [0.6, 40] }), fill: "rgba(92,74,0,.25)", scale: "n" }],
         axes: [{}, { label: "%" }, { side: 1, scale: "n", label: "sessions" }],
