@@ -13,6 +13,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from rtm.cli import main
+from rtm.demo import intake_summary
 from rtm.simulate import simulate, write_jsonl
 from schemas.events import validate_event
 
@@ -136,3 +137,72 @@ def test_rtm_simulate_intakes_option(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, [*args, "--intakes", "0.5"]).exit_code == 0
     assert b'"intake.submitted"' in out.read_bytes()
     assert CliRunner().invoke(main, [*args, "--intakes", "1.5"]).exit_code != 0
+
+
+def _intake(pid: str, at: str, flags: list[str], nprs: int = 3) -> dict[str, Any]:
+    return {
+        "event_id": f"{pid}-i1",
+        "schema_version": 1,
+        "type": "intake.submitted",
+        "patient_id": pid,
+        "occurred_at": at,
+        "intake_id": "in-1",
+        "timezone": "America/New_York",
+        "body_region": "knee",
+        "red_flags": flags,
+        "answers": {"nprs": nprs},
+    }
+
+
+def _contact(pid: str, at: str) -> dict[str, Any]:
+    return {
+        "event_id": f"{pid}-i2",
+        "schema_version": 1,
+        "type": "intake.contacted",
+        "patient_id": pid,
+        "occurred_at": at,
+        "intake_id": "in-1",
+        "channel": "phone",
+    }
+
+
+def test_the_demo_summary_of_the_front_door(tmp_path: Path) -> None:
+    path = tmp_path / "posted.jsonl"
+    write_jsonl(
+        [
+            _intake("p-1", "2026-11-02T10:00:00-05:00", ["saddle_anesthesia"]),
+            _contact("p-1", "2026-11-02T10:30:00-05:00"),  # urgent, on time after 0.5 h
+            _intake("p-2", "2026-11-02T10:00:00-05:00", [], nprs=9),
+            _contact("p-2", "2026-11-06T10:00:00-05:00"),  # in person, late after 96 h
+            _intake("p-3", "2026-11-02T10:00:00-05:00", []),  # digital, never contacted
+            _intake("p-4", "2026-11-09T10:00:00-05:00", []),  # digital, not due yet
+            {"event_id": "bad", "type": "intake.submitted"},  # refused: not counted
+        ],
+        path,
+    )
+    summary = intake_summary(path, dt.datetime(2026, 11, 10, tzinfo=dt.UTC))
+    assert summary["intakes_by_route"] == {
+        "urgent": "1 (0 breached)",
+        "physician_review": "0 (0 breached)",
+        "in_person_pt": "1 (1 breached)",
+        "digital_pt": "2 (1 breached)",
+    }
+    assert summary["intakes"] == {
+        "screened": 4,
+        "contacted": 2,
+        "median time to first contact": "48.2 h",
+        "breaches": "2 (1 contacted late, 1 never contacted)",
+        "not contacted yet": 2,
+    }
+
+
+def test_the_demo_summary_of_a_simulated_cohort(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.jsonl"
+    events = cohort()
+    write_jsonl(events, path)
+    summary = intake_summary(path, dt.datetime(2026, 10, 20, tzinfo=dt.UTC))
+    screened = len(intake_events_of_type(events, "intake.submitted"))
+    assert summary["intakes"]["screened"] == screened
+    assert sum(int(v.split()[0]) for v in summary["intakes_by_route"].values()) == screened
+    assert all(not v.startswith("0 ") for v in summary["intakes_by_route"].values())
+    assert not summary["intakes"]["breaches"].startswith("0 ")
