@@ -130,7 +130,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         asyncio.run(_tick_and_settle(settings, clock))
         extra = _extra_sections(settings, patient_ids)
         extra.update(intake_summary(cohort, clock.now()))
-        extra["intakes"]["waiting in the queue (GET /v1/intakes)"] = asyncio.run(
+        extra["intakes"]["queue_waiting"] = asyncio.run(
             _queue_waiting(settings.db.dsn, patient_ids)
         )
     except BaseException:
@@ -155,7 +155,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     }
     click.echo(_render(summary))
     intakes = summary["intakes"]
-    if intakes["waiting in the queue (GET /v1/intakes)"] != intakes["not contacted yet"]:
+    if intakes["queue_waiting"] != intakes["not_contacted_yet"]:
         say("WARNING: the worker's intake queue differs from the intake engine over the file")
     click.echo(_dashboard_text(settings))
     if total_stored != len(ids):
@@ -185,9 +185,9 @@ def intake_summary(cohort: Path, as_of: dt.datetime) -> dict[str, Any]:
         "intakes": {
             "screened": len(found),
             "contacted": len(waits),
-            "median time to first contact": median,
+            "median_to_first_contact": median,
             "breaches": f"{late + overdue} ({late} contacted late, {overdue} never contacted)",
-            "not contacted yet": never,
+            "not_contacted_yet": never,
         },
     }
 
@@ -198,7 +198,8 @@ def _hours_to_contact(r: IntakeResult) -> float:
 
 
 async def _queue_waiting(dsn: str, patient_ids: list[str]) -> int:
-    """This run's intakes the worker holds as waiting for a first contact (the queue)."""
+    """This run's intakes the worker holds as waiting for a first contact: what the queue
+    (`GET /v1/intakes?status=waiting`) lists, read as it reads them."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await list_intakes(conn, DEV_ORG, "waiting", None, 1_000_000)

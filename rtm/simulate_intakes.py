@@ -9,17 +9,18 @@ intake gains its ``intake_id``).
 
 What: ``intake.submitted`` 0-6 days before the first episode, in the episode's body region
 (low-back ones with STarT Back answers). The route cycles through ``ROUTE_CYCLE`` from a
-seeded offset, so any four consecutive intakes cover every route; the answers are drawn to
+seeded offset, so any eight consecutive intakes cover every route; the answers are drawn to
 produce it under ``intake-v1``: an emergency red flag (``urgent``), a serious-pathology flag
 (``physician_review``), STarT Back high or NPRS >= 8 (``in_person_pt``), otherwise
 ``digital_pt``.
 
-First contact (``OUTCOMES``): most on time, some late, some never. A PT route is contacted by
-the ``episode.started`` naming the intake (on time: the episode 0-2 days after the
-submission; late: 4-6 days) or by an ``intake.contacted``; ``urgent`` and
-``physician_review`` by an ``intake.contacted`` before or after ``due_at`` (computed with
-``intake.service``). A contact after the window's last day has not happened yet and is left
-out. Every event is valid against the contract (tests/unit/test_simulate_intakes.py).
+First contact (``OUTCOME_CYCLE``, from its own seeded offset): 8 in 11 on time, 2 late, 1
+never. A PT route is contacted by the ``episode.started`` naming the intake (on time: the
+episode 0-2 days after the submission; late: 4-6 days) or by an ``intake.contacted``;
+``urgent`` and ``physician_review`` by an ``intake.contacted`` before or after ``due_at``
+(computed with ``intake.service``). A contact after the window's last day has not happened
+yet and is left out. Every event is valid against the contract
+(tests/unit/test_simulate_intakes.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,20 @@ ROUTE_CYCLE: tuple[Route, ...] = (
     "digital_pt",
     "physician_review",
 )
-OUTCOMES = (("on_time", 70), ("late", 18), ("never", 12))
+# first contacts, cycled as the routes (11 is prime to 8: every route meets every outcome)
+OUTCOME_CYCLE = (
+    "on_time",
+    "on_time",
+    "late",
+    "on_time",
+    "on_time",
+    "on_time",
+    "never",
+    "on_time",
+    "on_time",
+    "late",
+    "on_time",
+)
 REFERRALS = (("self", 50), ("primary_care", 30), ("specialist", 10), ("employer", 5), ("payer", 5))
 # the simulator's episode regions as intake body regions
 BODY_REGIONS = {
@@ -91,21 +105,26 @@ def plan_intakes(
     candidates: list[Candidate], seed: int, share: float, start: dt.date, days: int
 ) -> dict[int, IntakePlan]:
     """The intake of each screened patient, by patient index."""
-    offset = random.Random(f"rtm-sim:{seed}:intakes").randrange(len(ROUTE_CYCLE))
+    cycles = random.Random(f"rtm-sim:{seed}:intakes")
+    offset = cycles.randrange(len(ROUTE_CYCLE))
+    outcome_offset = cycles.randrange(len(OUTCOME_CYCLE))
     plans: dict[int, IntakePlan] = {}
     for c in candidates:
         rng = random.Random(f"rtm-sim:{seed}:intake:{c.idx}")
         if rng.random() >= share or c.start_day < MIN_START_DAY:
             continue
-        route = ROUTE_CYCLE[(offset + len(plans)) % len(ROUTE_CYCLE)]
-        plans[c.idx] = _plan(rng, c, route, start, days)
+        j = len(plans)
+        route = ROUTE_CYCLE[(offset + j) % len(ROUTE_CYCLE)]
+        outcome = OUTCOME_CYCLE[(outcome_offset + j) % len(OUTCOME_CYCLE)]
+        plans[c.idx] = _plan(rng, c, route, outcome, start, days)
     return plans
 
 
-def _plan(rng: random.Random, c: Candidate, route: Route, start: dt.date, days: int) -> IntakePlan:
+def _plan(
+    rng: random.Random, c: Candidate, route: Route, outcome: str, start: dt.date, days: int
+) -> IntakePlan:
     zone = ZoneInfo(c.timezone)
     intake_id = f"in-{c.patient_id}-1"
-    outcome = _weighted(rng, OUTCOMES)
     by_episode = route in ("in_person_pt", "digital_pt") and outcome != "never"
     by_episode = by_episode and rng.random() < 0.6
     episode_start = dt.datetime.fromtimestamp(c.start_epoch, zone)

@@ -190,9 +190,9 @@ def test_the_demo_summary_of_the_front_door(tmp_path: Path) -> None:
     assert summary["intakes"] == {
         "screened": 4,
         "contacted": 2,
-        "median time to first contact": "48.2 h",
+        "median_to_first_contact": "48.2 h",
         "breaches": "2 (1 contacted late, 1 never contacted)",
-        "not contacted yet": 2,
+        "not_contacted_yet": 2,
     }
 
 
