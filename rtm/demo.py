@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import orjson
 from alerts.adherence import adherence_on, sessions_by_day
 from alerts.evaluate import fold
 from billing.demographics import parse_demographics_csv
+from intake.engine import IntakeResult
+from intake.evaluate import evaluate as evaluate_intakes
+from intake.rules import ROUTES
 from rtm.cli.billing import billing_summary
 from rtm.devstack import (
     DEV_ORG,
@@ -42,8 +46,13 @@ from streams.db.access import add_team_member
 from streams.db.alerts import alert_counts, alert_progress
 from streams.db.claims import load_demographics
 from streams.db.events import count_by_type, count_stored, patients_events
+from streams.db.intakes import list_intakes
 from streams.kafka.producer import EventProducer
 from streams.settings import Settings
+
+# The share of the patients whose first episode starts a week or more into the window who
+# came through the front door (rtm/simulate_intakes.py): about a third of the cohort.
+DEMO_INTAKES = 0.5
 
 
 def _cohort_ids(path: Path) -> tuple[list[str], list[str], int]:
@@ -95,7 +104,11 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     today = min(now.astimezone(ZoneInfo(tz)).date() for tz, _ in TIMEZONES)
     start = today - dt.timedelta(days=days)
     n = write_jsonl(
-        namespaced(simulate(patients, days, seed, start=start, invalid_ratio=0.002), run), cohort
+        namespaced(
+            simulate(patients, days, seed, start=start, invalid_ratio=0.002, intakes=DEMO_INTAKES),
+            run,
+        ),
+        cohort,
     )
     ids, patient_ids, _invalid = _cohort_ids(cohort)
     say(f"simulated {n} events for {patients} patients x {days} days -> {cohort}")
@@ -116,6 +129,10 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         elapsed = time.perf_counter() - t0
         asyncio.run(_tick_and_settle(settings, clock))
         extra = _extra_sections(settings, patient_ids)
+        extra.update(intake_summary(cohort, clock.now()))
+        extra["intakes"]["queue_waiting"] = asyncio.run(
+            _queue_waiting(settings.db.dsn, patient_ids)
+        )
     except BaseException:
         gateway.stop()
         worker.stop()
@@ -137,11 +154,59 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         **extra,
     }
     click.echo(_render(summary))
+    intakes = summary["intakes"]
+    if intakes["queue_waiting"] != intakes["not_contacted_yet"]:
+        say("WARNING: the worker's intake queue differs from the intake engine over the file")
     click.echo(_dashboard_text(settings))
     if total_stored != len(ids):
         say(f"ERROR: stored {total_stored} of {len(ids)} distinct valid events")
         return 1
     return 0
+
+
+def intake_summary(cohort: Path, as_of: dt.datetime) -> dict[str, Any]:
+    """The front door of the posted file (the intake engine, as `rtm intake evaluate`):
+    intakes by route with their breaches, the median time to first contact, the breaches
+    (contacted late, or never contacted by ``as_of``)."""
+    with cohort.open("rb") as f:
+        found, _errors = evaluate_intakes(f, as_of)  # invalid lines: the gateway refuses them
+    by_route: dict[str, str] = {}
+    for route in ROUTES:
+        of_route = [r for r in found if r.route == route]
+        late = sum(r.breached for r in of_route)
+        by_route[route] = f"{len(of_route)} ({late} breached)"
+    waits = sorted(_hours_to_contact(r) for r in found if r.first_contact_at is not None)
+    late = sum(r.breached and r.first_contact_at is not None for r in found)
+    never = sum(r.first_contact_at is None for r in found)
+    overdue = sum(r.breached and r.first_contact_at is None for r in found)
+    median = f"{statistics.median(waits):.1f} h" if waits else "n/a"
+    return {
+        "intakes_by_route": by_route,
+        "intakes": {
+            "screened": len(found),
+            "contacted": len(waits),
+            "median_to_first_contact": median,
+            "breaches": f"{late + overdue} ({late} contacted late, {overdue} never contacted)",
+            "not_contacted_yet": never,
+        },
+    }
+
+
+def _hours_to_contact(r: IntakeResult) -> float:
+    assert r.first_contact_at is not None
+    return (r.first_contact_at - r.submitted_at).total_seconds() / 3600
+
+
+async def _queue_waiting(dsn: str, patient_ids: list[str]) -> int:
+    """This run's intakes the worker holds as waiting for a first contact: what the queue
+    (`GET /v1/intakes?status=waiting`) lists, read as it reads them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await list_intakes(conn, DEV_ORG, "waiting", None, 1_000_000)
+    finally:
+        await conn.close()
+    ours = set(patient_ids)
+    return sum(r.patient_id in ours for r in rows)
 
 
 async def _tick_and_settle(settings: Settings, clock: Clock) -> None:

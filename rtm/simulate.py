@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from rtm.files import open_private
+from rtm.simulate_intakes import Candidate, IntakePlan, plan_intakes
 from schemas.codes import is_valid_npi, npi_check_digit
 from schemas.events import RedFlag
 
@@ -322,6 +323,7 @@ class _Episode:
             region = "hand" if rng.random() < 0.6 else "shoulder"
         else:
             region = rng.choice(MSK_REGIONS)
+        self.region = region
         codes, exercises = REGIONS[region]
         self.exercise_pool = exercises
         self.spw = rng.randint(3, 7)
@@ -507,6 +509,7 @@ class _Patient:
             s = e + rng.randint(2, 14)
             k += 1
         self.ep_idx = 0
+        self.intake: IntakePlan | None = None  # opt-in: simulate(..., intakes=share)
 
     # ------------------------------------------------------------------ generation
 
@@ -557,27 +560,25 @@ class _Patient:
     ) -> list[tuple[int, str, dict[str, Any], bool]]:
         """episode.started, and the first pain report shortly after it."""
         base_secs = min(DAY_END, ep.start_secs + self.rng.randint(300, 1800))
+        started: dict[str, Any] = {
+            "episode_id": ep.id,
+            "clinician_id": ep.clin.id,
+            "clinician_role": ep.clin.role,
+            "timezone": self.tz,
+            "program": {
+                "sessions_per_week": ep.spw,
+                "exercise_ids": list(ep.exercises),
+            },
+            "billing": {
+                **ep.billing,
+                "diagnosis_codes": list(ep.billing["diagnosis_codes"]),
+            },
+            "setup_education_completed": ep.setup_done,
+        }
+        if ep.k == 1 and self.intake is not None and self.intake.episode_names_it:
+            started["intake_id"] = self.intake.intake_id  # the episode answers the intake
         return [
-            (
-                ep.start_secs,
-                "episode.started",
-                {
-                    "episode_id": ep.id,
-                    "clinician_id": ep.clin.id,
-                    "clinician_role": ep.clin.role,
-                    "timezone": self.tz,
-                    "program": {
-                        "sessions_per_week": ep.spw,
-                        "exercise_ids": list(ep.exercises),
-                    },
-                    "billing": {
-                        **ep.billing,
-                        "diagnosis_codes": list(ep.billing["diagnosis_codes"]),
-                    },
-                    "setup_education_completed": ep.setup_done,
-                },
-                False,
-            ),
+            (ep.start_secs, "episode.started", started, False),
             (
                 base_secs,
                 "pain.reported",
@@ -830,6 +831,7 @@ def simulate(
     seed: int,
     start: date = date(2026, 9, 1),
     invalid_ratio: float = 0.0,
+    intakes: float = 0.0,
 ) -> Iterator[dict[str, Any]]:
     """Yield a synthetic cohort's events (contract v1 dicts) in gateway arrival order.
 
@@ -837,19 +839,49 @@ def simulate(
     (naive timestamp, score 11, unknown type, bad id, PHI-like patient id, schema_version 2,
     missing occurred_at, out-of-bounds sets/reps) is also sent. The valid events do not
     depend on it.
+
+    ``intakes``: the share of the patients whose first episode starts at least a week into
+    the window who were screened first (``intake.submitted``, then an ``intake.contacted``
+    or the ``episode.started`` naming the intake, on time, late or never; every route):
+    rtm/simulate_intakes.py. At 0 (the default) the cohort has no intake; otherwise only the
+    intake events and the ``intake_id`` of the episodes that answer one are added.
     """
     if patients < 0 or days < 0:
         raise ValueError("patients and days must be >= 0")
     if not 0.0 <= invalid_ratio <= 1.0:
         raise ValueError("invalid_ratio must be within [0, 1]")
-    return _run(patients, days, seed, start, invalid_ratio)
+    if not 0.0 <= intakes <= 1.0:
+        raise ValueError("intakes must be within [0, 1]")
+    return _run(patients, days, seed, start, invalid_ratio, intakes)
+
+
+def _intake_schedule(
+    world: _Cohort, pats: list[_Patient], seed: int, share: float
+) -> dict[int, list[tuple[float, dict[str, Any]]]]:
+    """Plan the screened patients' intakes (``p.intake``); their events by cohort day."""
+    candidates = []
+    for p in pats:
+        if not p.episodes:
+            continue
+        ep = p.episodes[0]
+        epoch = _stamp(p.tz, world.dates[ep.start], ep.start_secs)[1]
+        candidates.append(
+            Candidate(p.num - 1, p.id, p.tz, p.source, ep.start, epoch, ep.region, ep.clin.id)
+        )
+    by_day: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+    for idx, plan in plan_intakes(candidates, seed, share, world.start, world.days).items():
+        pats[idx].intake = plan
+        for day, arrival, ev in plan.events:
+            by_day.setdefault(day, []).append((arrival, ev))
+    return by_day
 
 
 def _run(
-    patients: int, days: int, seed: int, start: date, invalid_ratio: float
+    patients: int, days: int, seed: int, start: date, invalid_ratio: float, intakes: float
 ) -> Iterator[dict[str, Any]]:
     world = _Cohort(seed, start, days)
     pats = [_Patient(world, k, seed, invalid_ratio) for k in range(patients)]
+    intake_days = _intake_schedule(world, pats, seed, intakes) if intakes > 0 else {}
     heap: list[tuple[float, int, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop
     seq = 0
@@ -859,6 +891,9 @@ def _run(
             for arrival, ev in p.day(i):
                 push(heap, (arrival, seq, ev))
                 seq += 1
+        for arrival, ev in intake_days.get(i, ()):  # each on its local date, as p.day(i)
+            push(heap, (arrival, seq, ev))
+            seq += 1
         # Later local dates start no earlier than UTC midnight of date i+1 minus 14 h
         # (UTC+14 is the largest offset there is); everything before that is final.
         watermark = (start_ord + i + 1) * 86400.0 - 14 * 3600
@@ -883,7 +918,7 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
-NAMESPACED_FIELDS = ("event_id", "patient_id", "episode_id", "clinician_id")
+NAMESPACED_FIELDS = ("event_id", "patient_id", "episode_id", "clinician_id", "intake_id")
 
 
 def namespaced(events: Iterable[dict[str, Any]], prefix: str) -> Iterator[dict[str, Any]]:

@@ -35,6 +35,14 @@ def schema(out: Path | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--invalid-ratio", type=float, default=0.0, show_default=True)
 @click.option(
+    "--intakes",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="screen this share of the patients whose first episode starts a week or more into"
+    " the window (intake.submitted, then contacts: on time, late or never; every route)",
+)
+@click.option(
     "--demographics-out",
     type=click.Path(path_type=Path),
     default=None,
@@ -47,10 +55,11 @@ def simulate_command(
     seed: int,
     out: Path,
     invalid_ratio: float,
+    intakes: float,
     demographics_out: Path | None,
 ) -> None:
     """Write a synthetic cohort as JSONL, in arrival order."""
-    events = list(simulate(patients, days, seed, invalid_ratio=invalid_ratio))
+    events = list(simulate(patients, days, seed, invalid_ratio=invalid_ratio, intakes=intakes))
     n = write_jsonl(events, out)
     click.echo(f"wrote {n} events to {out}", err=True)
     if demographics_out is not None:
