@@ -346,6 +346,39 @@ class _Envelope(_Frozen):
         return (self.org_id or DEFAULT_ORG, self.patient_id)
 
 
+# The body region of an episode (the pathway's primary instrument depends on it;
+# docs/pathways-and-outcomes.md). Absent means "other".
+EpisodeBodyRegion = Literal[
+    "low_back",
+    "neck",
+    "shoulder",
+    "elbow",
+    "wrist_hand",
+    "hip",
+    "knee",
+    "ankle_foot",
+    "other",
+]
+# Why an episode ended (NZ ACC Integrated Care Pathways' termination codes in the docs); an
+# absent or unlisted episode.ended reason counts as "other" (outcomes).
+EXIT_REASONS: tuple[str, ...] = (
+    "goals_met",
+    "discharged",
+    "dropped_out",
+    "referred",
+    "transferred",
+    "not_eligible",
+    "other",
+)
+
+
+class PathwayRef(_Frozen):
+    """A care pathway version, e.g. ``{"id": "msk-default", "version": 1}``."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    version: Annotated[StrictInt, Field(ge=1, le=100000), INTEGRAL]
+
+
 class EpisodeStarted(_Envelope):
     type: Literal["episode.started"]
     episode_id: Id64
@@ -357,6 +390,10 @@ class EpisodeStarted(_Envelope):
     setup_education_completed: StrictBool = False
     # The intake this episode answers (intake.submitted): its start is also a first contact.
     intake_id: Id64 | None = None
+    # The pathway's inputs (issue 19): absent body_region means "other", absent pathway the
+    # organisation's default (msk-default@1).
+    body_region: EpisodeBodyRegion | None = None
+    pathway: PathwayRef | None = None
 
 
 class ProgramUpdated(_Envelope):
@@ -434,6 +471,35 @@ class ProgramResumed(_Envelope):
     type: Literal["program.resumed"]
     episode_id: Id64
     clinician_id: Id64
+
+
+# --- outcome measures and visits (issue 19; docs/pathways-and-outcomes.md) -------------------
+
+InstrumentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+ItemId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,32}$")]
+# An item's answer: an integer (the instrument's range is checked when it is scored: an
+# answer out of range makes the form invalid, it is not refused), or null for a missing item.
+ItemAnswer = Annotated[StrictInt, Field(ge=-1000, le=1000), INTEGRAL] | None
+
+
+class AssessmentCompleted(_SelfReported):
+    """A patient-reported outcome measure (PROM) form: the instrument's item answers. Not
+    patient data (no RTM data day, no inactivity reset). ``instrument`` is not an enum: an
+    unknown one is kept and scored invalid (``unknown_instrument``)."""
+
+    type: Literal["assessment.completed"]
+    episode_id: Id64 | None = None
+    instrument: InstrumentId
+    answers: Annotated[dict[ItemId, ItemAnswer], Field(min_length=1, max_length=64)]
+
+
+class VisitCompleted(_Envelope):
+    """A therapy visit took place (in person or virtual)."""
+
+    type: Literal["visit.completed"]
+    episode_id: Id64
+    mode: Literal["in_person", "virtual"]
+    clinician_id: Id64 | None = None
 
 
 # --- intake (issue 18): screening before any episode; see docs/intake-rules.md ----------------
@@ -706,6 +772,8 @@ Event = Annotated[
     | EpisodeEnded
     | ProgramPaused
     | ProgramResumed
+    | AssessmentCompleted
+    | VisitCompleted
     | IntakeSubmitted
     | IntakeContacted
     # claim-readiness facts (issue 20)

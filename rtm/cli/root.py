@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import click
 
-from rtm.cli import access, alerts, bench, billing, events, fhir, intake, rollups, services
+from rtm.cli import (
+    access,
+    alerts,
+    bench,
+    billing,
+    events,
+    fhir,
+    intake,
+    outcomes,
+    rollups,
+    services,
+)
 from streams.settings import Settings
 
 
@@ -20,6 +31,6 @@ def main(ctx: click.Context) -> None:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-for family in (services, events, alerts, billing, access, fhir, intake, rollups, bench):
+for family in (services, events, alerts, billing, access, fhir, intake, outcomes, rollups, bench):
     for command in family.COMMANDS:
         main.add_command(command)

@@ -292,6 +292,7 @@ def test_key_scopes() -> None:
         "pain.reported",
         "symptom.reported",
         "intake.submitted",
+        "assessment.completed",  # a PROM form (issue 19)
     }
     assert integration.postable_types() == set(EVENT_TYPES) - {
         "exercise.completed",

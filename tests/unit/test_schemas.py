@@ -592,12 +592,13 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
     )
 
     # every listed type is one the contract decodes, each once, and only those
-    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 16
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == 18
     schema = EVENT_ADAPTER.json_schema()
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
     assert PATIENT_DATA_TYPES == {"exercise.completed", "pain.reported", "symptom.reported"}
-    # key scopes: an intake comes from a patient app or a scheduler; contacts from the latter
-    assert PRODUCER_TYPES == PATIENT_DATA_TYPES | {"intake.submitted"}
+    # key scopes: an intake comes from a patient app or a scheduler; contacts from the latter;
+    # a PROM form from the patient's app or the EHR
+    assert PRODUCER_TYPES == PATIENT_DATA_TYPES | {"intake.submitted", "assessment.completed"}
     assert INTEGRATION_TYPES == {
         "episode.started",
         "program.updated",
@@ -607,6 +608,8 @@ def test_event_type_sets_are_read_off_the_contract_union() -> None:
         "clinician.time_logged",
         "intake.submitted",
         "intake.contacted",
+        "assessment.completed",
+        "visit.completed",
         "consent.recorded",
         "plan_of_care.certified",
         "procedure.recorded",
