@@ -80,8 +80,9 @@ class PatientBillingState(BaseModel):
     ``data_dates`` holds (patient-local date, episode_id named by the event or None):
     being a set, ten events on one date or a re-sent event add nothing. Time logs are
     keyed by ``event_id`` because their minutes add up (a correction names the log it
-    supersedes, and ``counted_time_logs`` leaves the superseded one out). The ``EpisodeBook`` is derived
-    by folding the episode events in event-time order, never arrival order.
+    supersedes, and ``counted_time_logs`` leaves the superseded one out). The
+    ``EpisodeBook`` is derived by folding the episode events in event-time order, never
+    arrival order.
     """
 
     model_config = ConfigDict(extra="forbid")
