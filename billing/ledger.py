@@ -5,7 +5,7 @@ The ledger has three sets, mirroring ``PatientBillingState``, each row starting 
 patient's organisation (a patient is (org_id, patient_id); states come back keyed so):
 - data days ``(org_id, patient_id, local_date, episode_id or "")`` (``""`` stands for "no episode
   named"; contract ids are never empty);
-- time logs keyed by ``event_id``;
+- time logs keyed by ``event_id`` (a correction with the ``event_id`` it supersedes);
 - episode events (``episode.started`` / ``program.updated`` / ``episode.ended``) keyed
   by ``event_id``, kept as contract JSON without ``received_at`` (set by the gateway, not
   part of what billing depends on; dropping it makes the ledger equal to a JSONL fold).
@@ -46,8 +46,8 @@ _EPISODE_EVENT: TypeAdapter[EpisodeEvent] = TypeAdapter(EpisodeEvent)
 # org_id, patient_id, local_date, episode_id|"", event_id
 DataDayRow = tuple[str, str, dt.date, str, str]
 # org_id, event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s, minutes,
-# role, interactive
-TimeLogRow = tuple[str, str, str, str | None, dt.date, dt.datetime, int, int, str, bool]
+# role, interactive, supersedes
+TimeLogRow = tuple[str, str, str, str | None, dt.date, dt.datetime, int, int, str, bool, str | None]
 # org_id, event_id, patient_id, type, episode_id, occurred_at, payload (JSON text)
 EpisodeEventRow = tuple[str, str, str, str, str, dt.datetime, str]
 
@@ -94,6 +94,7 @@ def ledger_rows(events: Iterable[Event]) -> LedgerRows:
                     ev.minutes,
                     ev.clinician_role,
                     ev.interactive,
+                    ev.supersedes,
                 )
             )
         elif isinstance(ev, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
@@ -148,6 +149,7 @@ def states_from_rows(
             clinician_role=r["clinician_role"],
             interactive=r["interactive"],
             episode_id=r["episode_id"],
+            supersedes=r.get("supersedes"),
         )
     for r in episode_events:
         payload = r["payload"]

@@ -163,7 +163,7 @@ def _attributed_logs(state: PatientBillingState) -> list[tuple[TimeLog, Episode]
     # Logs outside every episode carry no billing identity (NPI, payer): not billable.
     book = state.book
     out = []
-    for log in state.time_logs.values():
+    for log in state.counted_time_logs():  # a corrected log counts once: the correction
         ep = book.resolve(log.episode_id, log.local_date)
         if ep is not None:
             out.append((log, ep))

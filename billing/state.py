@@ -71,6 +71,7 @@ class TimeLog(BaseModel):
     clinician_role: ClinicianRole
     interactive: bool
     episode_id: str | None = None
+    supersedes: str | None = None  # the event_id of the log this one corrects
 
 
 class PatientBillingState(BaseModel):
@@ -78,8 +79,10 @@ class PatientBillingState(BaseModel):
 
     ``data_dates`` holds (patient-local date, episode_id named by the event or None):
     being a set, ten events on one date or a re-sent event add nothing. Time logs are
-    keyed by ``event_id`` because their minutes add up. The ``EpisodeBook`` is derived
-    by folding the episode events in event-time order, never arrival order.
+    keyed by ``event_id`` because their minutes add up (a correction names the log it
+    supersedes, and ``counted_time_logs`` leaves the superseded one out). The
+    ``EpisodeBook`` is derived by folding the episode events in event-time order, never
+    arrival order.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +120,7 @@ class PatientBillingState(BaseModel):
                 clinician_role=event.clinician_role,
                 interactive=event.interactive,
                 episode_id=event.episode_id,
+                supersedes=event.supersedes,
             )
             return True
         if isinstance(event, (EpisodeStarted, ProgramUpdated, EpisodeEnded)):
@@ -124,6 +128,18 @@ class PatientBillingState(BaseModel):
             self._book = None
             return True
         return False
+
+    def counted_time_logs(self) -> list[TimeLog]:
+        """The time logs the month counts: every log but those another log of this patient
+        supersedes (a correction replaces its original; a correction of a correction
+        replaces both). Resolved over the set, so a correction that arrives before its
+        original, or alone, gives the same answer; a log naming itself supersedes nothing."""
+        replaced = {
+            log.supersedes
+            for log in self.time_logs.values()
+            if log.supersedes is not None and log.supersedes != log.event_id
+        }
+        return [log for eid, log in self.time_logs.items() if eid not in replaced]
 
     @property
     def book(self) -> EpisodeBook:

@@ -444,6 +444,10 @@ class ClinicianTimeLogged(_Envelope):
     minutes: Annotated[StrictInt, Field(ge=1, le=240), INTEGRAL]
     activity: Literal["review", "call", "video", "message", "program_edit"]
     interactive: StrictBool
+    # a correction: the event_id of the patient's earlier time log this one replaces (the
+    # month counts this log instead of that one; the gateway refuses an unknown entry or
+    # another patient's, naming the field)
+    supersedes: Id64 | None = None
 
 
 class EpisodeEnded(_Envelope):

@@ -290,3 +290,15 @@ class EventStore(Pool):
                 list(ids),
             )
         return {r["event_id"] for r in rows}
+
+    async def time_log_patients(self, org_id: str, ids: Sequence[str]) -> dict[str, str]:
+        """event_id -> patient_id of those of ``ids`` that are time logs ``org_id``'s ledger
+        holds (what a correction's ``supersedes`` may name)."""
+        async with self.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT event_id, patient_id FROM billing_time_logs"
+                " WHERE org_id = $1 AND event_id = ANY($2::text[])",
+                org_id,
+                list(ids),
+            )
+        return {r["event_id"]: r["patient_id"] for r in rows}

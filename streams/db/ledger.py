@@ -27,9 +27,11 @@ ON CONFLICT DO NOTHING
 """
 _INSERT_LOGS = """
 INSERT INTO billing_time_logs (org_id, event_id, patient_id, episode_id, local_date,
-                               occurred_at, utc_offset_s, minutes, clinician_role, interactive)
+                               occurred_at, utc_offset_s, minutes, clinician_role, interactive,
+                               supersedes)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[],
-                     $6::timestamptz[], $7::int[], $8::int[], $9::text[], $10::bool[])
+                     $6::timestamptz[], $7::int[], $8::int[], $9::text[], $10::bool[],
+                     $11::text[])
 ON CONFLICT DO NOTHING
 """
 _INSERT_EPISODE_EVENTS = """
@@ -57,7 +59,7 @@ async def write_ledger(conn: asyncpg.Connection, rows: LedgerRows) -> tuple[int,
     async with conn.transaction():
         tables: tuple[tuple[str, Sequence[tuple[Any, ...]], int], ...] = (
             (_INSERT_DAYS, rows.data_days, 5),
-            (_INSERT_LOGS, rows.time_logs, 10),
+            (_INSERT_LOGS, rows.time_logs, 11),
             (_INSERT_EPISODE_EVENTS, rows.episode_events, 7),
         )
         for i, (sql, data, width) in enumerate(tables):
@@ -91,7 +93,7 @@ async def ledger_states(
     )
     logs = await source.fetch(
         "SELECT org_id, event_id, patient_id, episode_id, local_date, occurred_at, utc_offset_s,"
-        " minutes, clinician_role, interactive FROM billing_time_logs" + where,
+        " minutes, clinician_role, interactive, supersedes FROM billing_time_logs" + where,
         *args,
     )
     eps = await source.fetch(

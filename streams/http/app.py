@@ -19,7 +19,7 @@ from streams.http.auth import reject_unknown_query
 from streams.http.denials import DenialAudit
 from streams.http.deps import Deps, Gateway, principal
 from streams.http.hardening import Hardening
-from streams.http.pages import assets, audit, home, patient, sign_in, stream, worklist
+from streams.http.pages import assets, audit, home, patient, sign_in, stream, timelog, worklist
 from streams.http.pages import billing as billing_pages
 from streams.http.pages.common import PageError, http_error, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
@@ -36,6 +36,7 @@ PAGE_ROUTERS = (
     sign_in.router,
     worklist.router,
     patient.router,
+    timelog.router,
     stream.router,
     audit.router,
     billing_pages.router,

@@ -55,6 +55,7 @@ def _as_records(rows) -> tuple[list[dict], list[dict], list[dict]]:
                     "minutes",
                     "clinician_role",
                     "interactive",
+                    "supersedes",
                 ),
                 r,
                 strict=True,

@@ -141,6 +141,7 @@ def test_ledger_rows_and_billing_folds_key_by_organisation() -> None:
             "minutes",
             "clinician_role",
             "interactive",
+            "supersedes",
         ),
         ("org_id", "event_id", "patient_id", "type", "episode_id", "occurred_at", "payload"),
     )

@@ -3,7 +3,8 @@ the alert timeline with acknowledgement, disposition and note (``POST /ui/alerts
 and snooze (``POST /ui/alerts/{id}/snooze``; the JSON routes' rules), episodes and programs
 with their pauses (``POST /ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` /
 ``program.resumed`` in the signed-in clinician's name, through the gateway's event path),
-this month's treatment minutes."""
+this month's treatment minutes with their entries, the timer and the time forms
+(``streams.http.pages.timelog``)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from streams.http.deps import (
 )
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
+from streams.http.pages.timelog import time_context
 from streams.http.routes.events import ingest
 from streams.services.alerts import SnoozeRefused, acknowledge, snooze
 from streams.settings import Settings
@@ -108,6 +110,7 @@ async def patient_page(
     clock: ClockDep,
     settings: SettingsDep,
     status: Literal["open", "acknowledged", "resolved", ""] = "",
+    timer: str = "",
 ) -> HTMLResponse:
     """One patient: daily adherence, pain with its baseline, alerts with acknowledgement,
     episodes and programs, this month's treatment minutes."""
@@ -133,6 +136,7 @@ async def patient_page(
     view = await asyncio.to_thread(
         _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now()
     )
+    view |= time_context(who, payloads, ledger, now, timer[:64])
     return render(
         "patient.html",
         who=who,
@@ -240,6 +244,7 @@ def _patient_view(
         "chart_json": Markup(orjson.dumps(chart).decode().replace("</", "<\\/")),
         "minutes": progress.month.minutes if progress else 0,
         "minutes_to_next": progress.month.minutes_to_next if progress else None,
+        "interactive": progress.month.interactive if progress else False,
         "earned": list(progress.month.earned) if progress else [],
         "progress": (
             progress.period.summary if progress and progress.period else "no active period"

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from schemas.events import (
     EVENT_TYPES,
+    ClinicianTimeLogged,
     Event,
     FieldError,
     future_skew_error,
@@ -113,6 +114,7 @@ async def ingest(
     settings, metrics = gateway.settings, gateway.metrics
     received_at = gateway.clock.now()
     judged = _judge(items, who, received_at, settings.gateway.max_future_skew_s, metrics)
+    await _check_corrections(gateway.store, items, judged, who.org_id, metrics)
     duplicates, to_send = await _split_duplicates(gateway.store, judged.valid, who.org_id)
     unavailable = await _produce(gateway.producer, to_send, judged.dead, settings, metrics)
     if unavailable is not None:
@@ -203,19 +205,79 @@ def _judge(
                 else:
                     result = [skew]  # valid on its own, but from the future: refused
             errors, raw = result, item
-        event_id = raw.get("event_id") if isinstance(raw, dict) else None
-        etype = raw.get("type") if isinstance(raw, dict) else None
-        err_dicts = [e.model_dump() for e in errors]
-        judged.rejected.append({"index": index, "event_id": event_id, "errors": err_dicts})
-        key = raw.get("patient_id") if isinstance(raw, dict) else None
-        judged.dead.append(
-            (
-                key_text((who.org_id, key)).encode() if isinstance(key, str) else None,
-                dead_letter_payload(raw, err_dicts, "gateway", index),
-            )
-        )
-        metrics.events_rejected.labels(etype if etype in EVENT_TYPES else "unknown").inc()
+        _reject(judged, index, raw, errors, who.org_id, metrics)
     return judged
+
+
+def _reject(
+    judged: _Judged,
+    index: int,
+    raw: Any,
+    errors: list[FieldError],
+    org_id: str,
+    metrics: GatewayMetrics,
+) -> None:
+    """Answer the item as rejected, with its per-field errors, and dead-letter it."""
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
+    etype = raw.get("type") if isinstance(raw, dict) else None
+    err_dicts = [e.model_dump() for e in errors]
+    judged.rejected.append({"index": index, "event_id": event_id, "errors": err_dicts})
+    key = raw.get("patient_id") if isinstance(raw, dict) else None
+    judged.dead.append(
+        (
+            key_text((org_id, key)).encode() if isinstance(key, str) else None,
+            dead_letter_payload(raw, err_dicts, "gateway", index),
+        )
+    )
+    metrics.events_rejected.labels(etype if etype in EVENT_TYPES else "unknown").inc()
+
+
+async def _check_corrections(
+    store: EventStore,
+    items: list[Any],
+    judged: _Judged,
+    org_id: str,
+    metrics: GatewayMetrics,
+) -> None:
+    """A correction (``clinician.time_logged`` with ``supersedes``) must name a time log of
+    the same patient: one the organisation's ledger holds, or one earlier in this batch.
+    Otherwise it is refused, naming ``supersedes``. Best effort while the database is
+    away (billing then counts the correction alone: it replaces nothing it does not find)."""
+    asks = [
+        (index, e)
+        for index, e in judged.valid
+        if isinstance(e, ClinicianTimeLogged) and e.supersedes is not None
+    ]
+    if not asks:
+        return
+    try:
+        owners = await store.time_log_patients(org_id, [e.supersedes or "" for _, e in asks])
+    except Exception:  # the database being down must not block ingest
+        return
+    batch: dict[str, str] = {}
+    refused: set[int] = set()
+    for index, e in judged.valid:
+        if isinstance(e, ClinicianTimeLogged) and e.supersedes is not None:
+            owner = batch.get(e.supersedes, owners.get(e.supersedes))
+            message = None
+            if owner is None or e.supersedes == e.event_id:
+                message = f"no time log {e.supersedes} of this patient is stored (yet)"
+            elif owner != e.patient_id:
+                message = f"time log {e.supersedes} is another patient's"
+            if message is not None:
+                refused.add(index)
+                _reject(
+                    judged,
+                    index,
+                    items[index],
+                    [FieldError(field="supersedes", message=message)],
+                    org_id,
+                    metrics,
+                )
+                continue
+        if isinstance(e, ClinicianTimeLogged):
+            batch.setdefault(e.event_id, e.patient_id)
+    judged.valid = [(i, e) for i, e in judged.valid if i not in refused]
 
 
 async def _split_duplicates(
