@@ -1,9 +1,10 @@
 """Who may see and do what: principals, roles, key scopes, secrets (issue 9).
 
 Two kinds of principal reach the gateway:
-- a **user** (clinician, billing, admin, operator, scheduler) signed in with a password (argon2id hash)
-  and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a per-session CSRF token
-  must come back in ``X-CSRF-Token`` on every state-changing request);
+- a **user** (clinician, billing, admin, operator, scheduler) signed in with a password
+  (argon2id hash) and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a
+  per-session CSRF token must come back in ``X-CSRF-Token`` on every state-changing
+  request);
 - a **machine key** ``rtm_<key_id>_<secret>`` with scopes: ``producer`` (a patient app:
   posts patient-data events and intake self-screens only), ``integration`` (an EHR or a
   scheduling system: episodes, programs, clinician time, intakes and their contacts,

@@ -4,3 +4,6 @@
 ALTER TABLE users DROP CONSTRAINT IF EXISTS users_role_check;
 ALTER TABLE users ADD CONSTRAINT users_role_check
     CHECK (role IN ('clinician', 'billing', 'admin', 'operator', 'scheduler'));
+
+-- the queue page's live stream: an organisation's intakes changed since a time
+CREATE INDEX IF NOT EXISTS intakes_org_updated ON intakes (org_id, updated_at);
