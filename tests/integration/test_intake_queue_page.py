@@ -170,9 +170,7 @@ def contacts(c: Clinic) -> list[dict[str, Any]]:
 
 
 def rows_of(page: Any) -> list[str]:
-    return [
-        str(r.get_attribute("data-patient")) for r in page.locator("#intakes tbody tr").all()
-    ]
+    return [str(r.get_attribute("data-patient")) for r in page.locator("#intakes tbody tr").all()]
 
 
 def worker_metric(c: Clinic, name: str) -> float:
