@@ -166,18 +166,25 @@ class WorkerMetrics:
             "New (episode, date) data days",
             registry=registry,
         )
-        self.intake_first_contact = Histogram(
-            "rtm_intake_first_contact_seconds",
-            "Intake submission to first contact, by route (observed when the contact becomes"
-            " known to the worker)",
-            ["route"],
-            buckets=FIRST_CONTACT_BUCKETS,
-            registry=registry,
-        )
-        self.intake_breaches = Counter(
-            "rtm_intake_breaches_total",
-            "Intakes first contacted after their due time, by route (counted with the"
-            " first-contact observation; intakes still waiting past due fire intake_overdue)",
-            ["route"],
-            registry=registry,
-        )
+        self.intake_first_contact, self.intake_breaches = _intake_metrics(registry)
+
+
+def _intake_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:
+    """The front door's (issue 18 item 6): observed by the ingest step when an intake's
+    first contact becomes known; labelled by route only (no patient or intake ids)."""
+    first_contact = Histogram(
+        "rtm_intake_first_contact_seconds",
+        "Intake submission to first contact, by route (observed when the contact becomes"
+        " known to the worker)",
+        ["route"],
+        buckets=FIRST_CONTACT_BUCKETS,
+        registry=registry,
+    )
+    breaches = Counter(
+        "rtm_intake_breaches_total",
+        "Intakes first contacted after their due time, by route (counted with the"
+        " first-contact observation; intakes still waiting past due fire intake_overdue)",
+        ["route"],
+        registry=registry,
+    )
+    return first_contact, breaches
