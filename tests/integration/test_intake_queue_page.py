@@ -215,9 +215,7 @@ def test_the_scheduler_works_the_queue_and_a_contacted_intake_leaves_it_live(
             watcher = sign_in(browser, c, "c1")
             watcher.goto("/ui/intakes")
             assert rows_of(watcher) == c.queue()
-            watcher.wait_for_function(
-                "document.getElementById('live-status').textContent.startsWith('Connected')"
-            )
+            playwright_sync.expect(watcher.locator("#live-status")).to_contain_text("Connected")
 
             # no post without the CSRF token
             assert contact_post(c, "s1", c.digital, csrf=False).status_code == 403
