@@ -115,6 +115,7 @@ DEV_USERS = (  # (username, role, clinician id)
     ("billing", "billing", None),
     ("admin", "admin", None),
     ("operator", "operator", None),
+    ("scheduler", "scheduler", None),
 )
 
 

@@ -1,9 +1,10 @@
 """Who may see and do what: principals, roles, key scopes, secrets (issue 9).
 
 Two kinds of principal reach the gateway:
-- a **user** (clinician, billing, admin, operator) signed in with a password (argon2id hash)
-  and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a per-session CSRF token
-  must come back in ``X-CSRF-Token`` on every state-changing request);
+- a **user** (clinician, billing, admin, operator, scheduler) signed in with a password
+  (argon2id hash) and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a
+  per-session CSRF token must come back in ``X-CSRF-Token`` on every state-changing
+  request);
 - a **machine key** ``rtm_<key_id>_<secret>`` with scopes: ``producer`` (a patient app:
   posts patient-data events and intake self-screens only), ``integration`` (an EHR or a
   scheduling system: episodes, programs, clinician time, intakes and their contacts,
@@ -32,9 +33,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from schemas.events import INTEGRATION_TYPES, PRODUCER_TYPES
 
-Role = Literal["clinician", "billing", "admin", "operator"]
+# scheduler: the front desk (issue 18 item 5): the intake queue and first contacts only
+Role = Literal["clinician", "billing", "admin", "operator", "scheduler"]
 KeyScope = Literal["producer", "integration", "reader"]
-ROLES: tuple[Role, ...] = ("clinician", "billing", "admin", "operator")
+ROLES: tuple[Role, ...] = ("clinician", "billing", "admin", "operator", "scheduler")
 KEY_SCOPES: tuple[KeyScope, ...] = ("producer", "integration", "reader")
 
 # What each permission needs: user roles, key scopes.
@@ -43,6 +45,7 @@ Permission = Literal[
     "post_integration",  # episodes, programs, clinician time; intakes, contacts; readiness facts
     "read_clinical",  # alerts, adherence, pain, worklist
     "read_intakes",  # the intake queue: the organisation's intakes (not scoped to a team)
+    "contact_intake",  # record a first contact from the queue page (in the user's own name)
     "acknowledge",  # acknowledge an alert (in the principal's own name)
     "manage_program",  # pause or resume a patient's program (a clinician, in their own name)
     "log_time",  # log or correct treatment time on a patient (a clinician, in their own name)
@@ -55,7 +58,11 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "post_patient_data": (frozenset(), frozenset({"producer"})),
     "post_integration": (frozenset(), frozenset({"integration"})),
     "read_clinical": (frozenset({"clinician", "admin"}), frozenset({"reader"})),
-    "read_intakes": (frozenset({"clinician", "admin"}), frozenset({"reader", "integration"})),
+    "read_intakes": (
+        frozenset({"clinician", "admin", "scheduler"}),
+        frozenset({"reader", "integration"}),
+    ),
+    "contact_intake": (frozenset({"clinician", "admin", "scheduler"}), frozenset()),
     "acknowledge": (frozenset({"clinician", "admin"}), frozenset()),
     "manage_program": (frozenset({"clinician"}), frozenset()),
     "log_time": (frozenset({"clinician"}), frozenset()),

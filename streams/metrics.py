@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# submission to first contact of an intake: minutes to two weeks
+FIRST_CONTACT_BUCKETS = tuple(
+    float(m * 60)
+    for m in (5, 15, 60, 4 * 60, 8 * 60, 24 * 60, 48 * 60, 72 * 60, 7 * 1440, 14 * 1440)
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -161,3 +166,25 @@ class WorkerMetrics:
             "New (episode, date) data days",
             registry=registry,
         )
+        self.intake_first_contact, self.intake_breaches = _intake_metrics(registry)
+
+
+def _intake_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:
+    """The front door's (issue 18 item 6): observed by the ingest step when an intake's
+    first contact becomes known; labelled by route only (no patient or intake ids)."""
+    first_contact = Histogram(
+        "rtm_intake_first_contact_seconds",
+        "Intake submission to first contact, by route (observed when the contact becomes"
+        " known to the worker)",
+        ["route"],
+        buckets=FIRST_CONTACT_BUCKETS,
+        registry=registry,
+    )
+    breaches = Counter(
+        "rtm_intake_breaches_total",
+        "Intakes first contacted after their due time, by route (counted with the"
+        " first-contact observation; intakes still waiting past due fire intake_overdue)",
+        ["route"],
+        registry=registry,
+    )
+    return first_contact, breaches

@@ -103,7 +103,7 @@ def orgs_list(ctx: click.Context) -> None:
 
 @click.group()
 def users() -> None:
-    """People who sign in: clinician, billing, admin, operator."""
+    """People who sign in: clinician, billing, admin, operator, scheduler."""
 
 
 @users.command("add")

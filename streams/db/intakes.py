@@ -141,30 +141,64 @@ async def list_intakes(
         "all": "",
     }[status]
     rows = await conn.fetch(
-        "SELECT patient_id, intake_id, route, reasons, sbst::text AS sbst, body_region,"
-        " referral_source, red_flags, nprs, timezone, submitted_at, due_at, first_contact_at,"
-        " rules_version FROM intakes WHERE org_id = $1 AND route IS NOT NULL"
+        f"SELECT {_COLUMNS} FROM intakes WHERE org_id = $1 AND route IS NOT NULL"
         f"{contact} AND ($2::text IS NULL OR route = $2) ORDER BY {_ORDER} LIMIT $3",
         org_id,
         route,
         limit,
     )
-    return [
-        QueuedIntake(
-            patient_id=r["patient_id"],
-            intake_id=r["intake_id"],
-            route=r["route"],
-            reasons=tuple(r["reasons"] or ()),
-            sbst=orjson.loads(r["sbst"]) if r["sbst"] is not None else None,
-            body_region=r["body_region"],
-            referral_source=r["referral_source"],
-            red_flags=tuple(r["red_flags"] or ()),
-            nprs=r["nprs"],
-            timezone=r["timezone"],
-            submitted_at=r["submitted_at"],
-            due_at=r["due_at"],
-            first_contact_at=r["first_contact_at"],
-            rules_version=r["rules_version"],
-        )
-        for r in rows
-    ]
+    return [_queued(r) for r in rows]
+
+
+_COLUMNS = (
+    "patient_id, intake_id, route, reasons, sbst::text AS sbst, body_region, referral_source,"
+    " red_flags, nprs, timezone, submitted_at, due_at, first_contact_at, rules_version"
+)
+
+
+def _queued(r: asyncpg.Record) -> QueuedIntake:
+    return QueuedIntake(
+        patient_id=r["patient_id"],
+        intake_id=r["intake_id"],
+        route=r["route"],
+        reasons=tuple(r["reasons"] or ()),
+        sbst=orjson.loads(r["sbst"]) if r["sbst"] is not None else None,
+        body_region=r["body_region"],
+        referral_source=r["referral_source"],
+        red_flags=tuple(r["red_flags"] or ()),
+        nprs=r["nprs"],
+        timezone=r["timezone"],
+        submitted_at=r["submitted_at"],
+        due_at=r["due_at"],
+        first_contact_at=r["first_contact_at"],
+        rules_version=r["rules_version"],
+    )
+
+
+async def get_intake(
+    conn: asyncpg.Connection, org_id: str, patient_id: str, intake_id: str
+) -> QueuedIntake | None:
+    """One intake of the organisation that arrived (None: unknown, or only contacts)."""
+    r = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM intakes WHERE org_id = $1 AND patient_id = $2"
+        " AND intake_id = $3 AND route IS NOT NULL",
+        org_id,
+        patient_id,
+        intake_id,
+    )
+    return None if r is None else _queued(r)
+
+
+async def intakes_changed_since(
+    conn: asyncpg.Connection, org_id: str, since: dt.datetime, limit: int = 500
+) -> list[tuple[dt.datetime, QueuedIntake]]:
+    """The organisation's intakes that arrived and changed at or after ``since`` (the
+    batch's transaction time), oldest change first: the live stream of the queue page."""
+    rows = await conn.fetch(
+        f"SELECT updated_at, {_COLUMNS} FROM intakes WHERE org_id = $1 AND route IS NOT NULL"
+        " AND updated_at >= $2 ORDER BY updated_at, patient_id, intake_id LIMIT $3",
+        org_id,
+        since,
+        limit,
+    )
+    return [(r["updated_at"], _queued(r)) for r in rows]

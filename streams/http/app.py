@@ -21,6 +21,7 @@ from streams.http.deps import Deps, Gateway, principal
 from streams.http.hardening import Hardening
 from streams.http.pages import assets, audit, home, patient, sign_in, stream, timelog, worklist
 from streams.http.pages import billing as billing_pages
+from streams.http.pages import intakes as intake_pages
 from streams.http.pages.common import PageError, http_error, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
 from streams.settings import Settings
@@ -40,6 +41,7 @@ PAGE_ROUTERS = (
     stream.router,
     audit.router,
     billing_pages.router,
+    intake_pages.router,
 )
 
 

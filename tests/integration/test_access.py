@@ -81,6 +81,7 @@ USERS = {  # name -> (org letter, role, clinician id)
     "a-billing": ("a", "billing", None),
     "a-admin": ("a", "admin", None),
     "a-operator": ("a", "operator", None),
+    "a-scheduler": ("a", "scheduler", None),
     "b-admin": ("b", "admin", None),
     "b-billing": ("b", "billing", None),
 }
@@ -207,6 +208,8 @@ SUBMITTERS = {"a-billing", "a-admin", "b-admin", "b-billing"}  # billing staff a
 
 CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # pages: users only
 BILLING_USERS = {"a-billing", "a-admin", "b-admin", "b-billing"}
+# the intake queue page: schedulers too (their organisation's intakes)
+INTAKE_USERS = CLINICAL_USERS | {"a-scheduler"}
 
 
 def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: str = "") -> int:
@@ -224,7 +227,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/alerts"): (CLINICAL, None),
     ("GET", "/v1/worklist"): (CLINICAL, None),
     # the intake queue: the caller's organisation's intakes (test_intake_stream)
-    ("GET", "/v1/intakes"): (CLINICAL | {"a-integration"}, None),
+    ("GET", "/v1/intakes"): (CLINICAL | {"a-integration", "a-scheduler"}, None),
     ("GET", "/v1/patients/{patient_id}/adherence"): (CLINICAL, SEES_PA1),
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
     # FHIR R4 search (streams/http/routes/fhir.py): the patient is a query parameter; outside scope 404
@@ -253,7 +256,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     # the dashboard (streams/pages*.py): signed-in users only, keys 403
     ("GET", "/ui/worklist"): (CLINICAL_USERS, None),
     ("GET", "/ui/patients/{patient_id}"): (CLINICAL_USERS, {"a-clin1", "a-clin3", "a-admin"}),
-    ("GET", "/ui/stream"): (CLINICAL_USERS, None),
+    ("GET", "/ui/stream"): (CLINICAL_USERS, None),  # ?feed=intakes: INTAKE_USERS, below
+    ("GET", "/ui/intakes"): (INTAKE_USERS, None),
     ("GET", "/ui/billing"): (BILLING_USERS, None),
     ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
     ("GET", "/ui/billing/preview"): (BILLING_USERS, None),  # a look: records nothing
@@ -274,6 +278,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     # CSRF, clinicians only, in scope, audited: tests/integration/test_time_page.py
     ("POST", "/ui/patients/{patient_id}/time"): (set(), None),
     ("POST", "/ui/patients/{patient_id}/timer"): (set(), None),
+    # CSRF, the organisation's intakes only, audited: tests/integration/test_intake_queue_page.py
+    ("POST", "/ui/intakes/{patient_id}/{intake_id}/contacted"): (set(), None),
 }
 OPEN_ROUTES = {
     ("GET", "/healthz"),
@@ -341,6 +347,8 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
             assert status == _expected(who, permitted, sees, path), who
+            status = _stream_status(world, who, path + "?feed=intakes")
+            assert status == _expected(who, INTAKE_USERS, None, path), who
             continue
         resp = world.call(who, method, _url(world, path), params=params)
         assert resp.status_code == _expected(who, permitted, sees, path), (who, resp.text[:200])
@@ -690,7 +698,12 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
     """GET /ui/ sends each role to its page; the page forms need the session's CSRF token
     (here as the form field) and the scope, like the JSON routes, and write nothing
     otherwise."""
-    homes = {"a-clin1": "/ui/worklist", "a-admin": "/ui/worklist", "a-billing": "/ui/billing"}
+    homes = {
+        "a-clin1": "/ui/worklist",
+        "a-admin": "/ui/worklist",
+        "a-billing": "/ui/billing",
+        "a-scheduler": "/ui/intakes",
+    }
     for who, target in homes.items():
         resp = world.call(who, "GET", "/ui/")
         assert (resp.status_code, resp.headers.get("location")) == (303, target), who

@@ -1,5 +1,5 @@
 """``/ui/``: where a signed-in user starts (the worklist for clinical roles, billing for
-billing staff, else a short home page)."""
+billing staff, the intake queue for schedulers, else a short home page)."""
 
 from __future__ import annotations
 
@@ -19,4 +19,6 @@ async def home(request: Request, authenticate: AuthenticateDep) -> Response:
         return RedirectResponse("/ui/worklist", 303)
     if who.may("read_billing"):
         return RedirectResponse("/ui/billing", 303)
+    if who.may("read_intakes"):
+        return RedirectResponse("/ui/intakes", 303)
     return render("home.html", who=who)

@@ -1,18 +1,23 @@
 """``/ui/stream``: server-sent events, one ``alert`` event per alert change in the
-user's scope (the worklist and patient pages listen to it)."""
+user's scope (the worklist and patient pages listen to it); with ``feed=intakes``, one
+``intake`` event per change of an intake of the user's organisation (the intake queue
+page listens to it: streams/http/pages/intakes.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import orjson
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from streams.access import Principal
 from streams.db.access import audit_principal
 from streams.db.alerts import alerts_changed_since, db_now
+from streams.db.intakes import intakes_changed_since
 from streams.http.deps import AuthenticateDep, StoreDep
 from streams.http.hardening import Instant
 from streams.http.pages.common import need, page_router, page_user
@@ -27,13 +32,18 @@ router = page_router()
 
 @router.get("/stream")
 async def stream(
-    request: Request, authenticate: AuthenticateDep, store: StoreDep, since: Instant | None = None
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    since: Instant | None = None,
+    feed: Literal["alerts", "intakes"] = "alerts",
 ) -> StreamingResponse:
     """Server-sent events: ``event: alert`` with the alert (id, patient, kind, severity,
     status) for each change in the user's scope after ``since`` (default: now; at most an
-    hour back). Each batch sent is audited like a read."""
+    hour back); with ``feed=intakes``, ``event: intake`` per intake change instead. Each
+    batch sent is audited like a read."""
     who = await page_user(request, authenticate)
-    need(who, "read_clinical")
+    need(who, "read_intakes" if feed == "intakes" else "read_clinical")
     async with store.acquire() as conn:
         now = await db_now(conn)
     if since is None or since.tzinfo is None or since > now:
@@ -47,7 +57,10 @@ async def stream(
         idle = 0.0
         while not await request.is_disconnected():
             async with store.acquire() as conn:
-                changed = await alerts_changed_since(conn, who.scope(), cursor - STREAM_OVERLAP)
+                if feed == "intakes":
+                    changed = await _intake_changes(conn, who, cursor - STREAM_OVERLAP)
+                else:
+                    changed = await alerts_changed_since(conn, who.scope(), cursor - STREAM_OVERLAP)
                 fresh = [
                     (at, a)
                     for at, a in changed
@@ -58,12 +71,15 @@ async def stream(
                         conn,
                         who,
                         "read",
-                        "GET /ui/stream",
+                        "GET /ui/stream" if feed == "alerts" else "GET /ui/stream?feed=intakes",
                         [a["patient_id"] for _, a in fresh],
                         {"count": len(fresh)},
                     )
             for at, a in fresh:
                 sent[(a["id"], a["status"])] = at
+                if feed == "intakes":
+                    yield b"event: intake\ndata: " + orjson.dumps(a) + b"\n\n"
+                    continue
                 body = {
                     k: a.get(k)
                     # details: the red flags by name (a banner must not say only "red flag")
@@ -94,3 +110,24 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _intake_changes(
+    conn: Any, who: Principal, since: dt.datetime
+) -> list[tuple[dt.datetime, dict[str, Any]]]:
+    """The organisation's intake changes as the stream sends them: which intake, its route
+    and whether it still waits (``status``: waiting or contacted); no clinical detail (the
+    page reloads for that)."""
+    return [
+        (
+            at,
+            {
+                "id": f"{q.patient_id}/{q.intake_id}",
+                "patient_id": q.patient_id,
+                "intake_id": q.intake_id,
+                "route": q.route,
+                "status": "waiting" if q.first_contact_at is None else "contacted",
+            },
+        )
+        for at, q in await intakes_changed_since(conn, who.org_id, since)
+    ]

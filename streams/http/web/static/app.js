@@ -13,10 +13,15 @@
   function live() {
     if (document.body.dataset.live !== "on" || !window.EventSource) return;
     const since = document.body.dataset.since;
-    const url = "/ui/stream" + (since ? "?since=" + encodeURIComponent(since) : "");
-    const source = new EventSource(url);
+    const feed = document.body.dataset.feed || "alerts";
+    const params = new URLSearchParams();
+    if (since) params.set("since", since);
+    if (feed !== "alerts") params.set("feed", feed);
+    const query = params.toString();
+    const source = new EventSource("/ui/stream" + (query ? "?" + query : ""));
     const status = document.getElementById("live-status");
     const list = document.getElementById("live-list");
+    if (feed === "intakes") { intakes(source, status, list); return; }
     source.addEventListener("open", function () { status.textContent = "Connected: new alerts appear here."; });
     source.addEventListener("error", function () { status.textContent = "Reconnecting…"; });
     source.addEventListener("alert", function (ev) {
@@ -34,6 +39,31 @@
       status.textContent = "Connected: new alerts appear here.";
       const row = document.querySelector('tr[data-patient="' + CSS.escape(a.patient_id) + '"]');
       if (row) row.classList.add("updated");
+    });
+  }
+
+  // The intake queue: a contacted intake leaves the waiting list; a new one is announced
+  // (the page's order comes from the server: reload to see it in place).
+  function intakes(source, status, list) {
+    const connected = "Connected: intake changes appear here.";
+    source.addEventListener("open", function () { status.textContent = connected; });
+    source.addEventListener("error", function () { status.textContent = "Reconnecting…"; });
+    source.addEventListener("intake", function (ev) {
+      const i = JSON.parse(ev.data);
+      const row = document.querySelector('tr[data-intake="' + CSS.escape(i.id) + '"]');
+      let said = null;
+      if (i.status === "contacted" && row) {
+        row.remove();
+        said = "contacted: " + i.patient_id + " (intake " + i.intake_id + ")";
+      } else if (i.status === "waiting" && !row) {
+        said = "new intake waiting: " + i.patient_id + " (" + i.route.replace(/_/g, " ") + "), reload to see it in order";
+      }
+      status.textContent = connected;
+      if (!said) return;
+      const li = text("li", said);
+      li.dataset.intake = i.id;
+      const old = list.querySelector('[data-intake="' + CSS.escape(i.id) + '"]');
+      if (old) old.replaceWith(li); else list.prepend(li);
     });
   }
 
