@@ -43,7 +43,7 @@ from billing.claims837 import FREQUENCY_NAMES, PlannedClaim
 from billing.config import DEFAULT_CONFIG
 from billing.export import render_export
 from billing.rules import billing_progress, patient_local_date
-from billing.submission import SubmissionRefused
+from billing.submission import SubmissionRefused, line_text
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.claims import list_submissions
@@ -231,6 +231,15 @@ async def submit(
                 "message": p.message,
             }
             for p in result.problems
+        ],
+        # blocked by the readiness gates: not in the file, kept for the next submission
+        "refused": [
+            {
+                "line": line_text(a.line),
+                "readiness": a.readiness,
+                "checks": list(a.checks),
+            }
+            for a in result.refused
         ],
     }
     return JSONResponse(answer, status_code=201 if result.submission_id is not None else 200)
