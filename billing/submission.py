@@ -108,74 +108,7 @@ def exports_of(history: Iterable[RecordedLine]) -> list[list[ClaimLine]]:
     return [[r.line for r in rows] for _, rows in groupby(ordered, key=lambda r: r.submission_id)]
 
 
-# --- a look, and a recorded export ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExportPlan:
-    lines: list[ClaimLine]  # the lines of the export (a look's, or what gets recorded)
-    withdrawn: list[ClaimLine]  # billed earlier, no longer billable (void them)
-    claims: list[ClaimLine] = field(default_factory=list)  # what the rules give now
-    claim_ids: list[str | None] = field(default_factory=list)  # per line, when recorded
-    planned: list[PlannedClaim] = field(default_factory=list)  # the claims of those ids
-
-
-def preview_lines(
-    states: Mapping[str, PatientBillingState],
-    history: Sequence[RecordedLine],
-    date_from: dt.date,
-    date_to: dt.date,
-    as_of: dt.datetime,
-    config: BillingConfig = DEFAULT_CONFIG,
-    include_open: bool = False,
-) -> ExportPlan:
-    """The lines of a look at [date_from, date_to] (``states``: every patient of the
-    organisation; ``history``: their recorded lines) and the withdrawn ones."""
-    claims = claims_in_range(states.values(), as_of, date_from, date_to, config, include_open)
-    standing = standing_lines(exports_of(history))
-    in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
-    return ExportPlan(
-        lines=lines_to_export(standing, claims),
-        withdrawn=withdrawn_lines(in_range, claims),
-        claims=claims,
-    )
-
-
-def plan_export(
-    org_id: str,
-    states: Mapping[str, PatientBillingState],
-    history: Sequence[RecordedLine],
-    taken: Collection[str],
-    date_from: dt.date,
-    date_to: dt.date,
-    as_of: dt.datetime,
-    config: BillingConfig = DEFAULT_CONFIG,
-) -> ExportPlan:
-    """The lines of a recorded export (closed periods/months only), each with the claim id
-    a submission would give it, and the claims of those ids (to record)."""
-    look = preview_lines(states, history, date_from, date_to, as_of, config)
-    planned = plan_claims(history, look.claims, date_from, date_to, taken, org_id)
-    claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
-    return ExportPlan(
-        lines=look.lines,
-        withdrawn=look.withdrawn,
-        claims=look.claims,
-        claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in look.lines],
-        planned=list({c.claim_id: c for c in claim_of.values()}.values()),
-    )
-
-
-# --- a submission --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Parties:
-    """What an X12 file needs besides the claims, as read for the organisation."""
-
-    profiles: Mapping[str, BillingProfile]
-    demographics: Mapping[str, Demographics]
-    fees: Sequence[FeeEntry]
-    payer_claim_numbers: Mapping[str, str]  # claim id -> the payer's claim control number
+# --- readiness: the gates on what a submission or export bills --------------------------------
 
 
 LineId = tuple[str, str, str, dt.date]  # patient, episode, CPT, date of service
@@ -284,6 +217,88 @@ def gate_lines(
     lines = [a.line for a in assessed if a.line.key not in held]
     lines += [ln for ln in standing if ln.key in held]
     return Gated(sorted(lines, key=ClaimLine.sort_key), refused, readiness)
+
+
+# --- a look, and a recorded export ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    lines: list[ClaimLine]  # the lines of the export (a look's, or what gets recorded)
+    withdrawn: list[ClaimLine]  # billed earlier, no longer billable (void them)
+    claims: list[ClaimLine] = field(default_factory=list)  # what the rules give now
+    claim_ids: list[str | None] = field(default_factory=list)  # per line, when recorded
+    planned: list[PlannedClaim] = field(default_factory=list)  # the claims of those ids
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked, for the next run
+    readiness: Mapping[LineId, LineReadiness] = field(default_factory=dict)
+
+
+def preview_lines(
+    states: Mapping[str, PatientBillingState],
+    history: Sequence[RecordedLine],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    config: BillingConfig = DEFAULT_CONFIG,
+    include_open: bool = False,
+) -> ExportPlan:
+    """The lines of a look at [date_from, date_to] (``states``: every patient of the
+    organisation; ``history``: their recorded lines) and the withdrawn ones."""
+    claims = claims_in_range(states.values(), as_of, date_from, date_to, config, include_open)
+    standing = standing_lines(exports_of(history))
+    in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
+    return ExportPlan(
+        lines=lines_to_export(standing, claims),
+        withdrawn=withdrawn_lines(in_range, claims),
+        claims=claims,
+    )
+
+
+def plan_export(
+    org_id: str,
+    states: Mapping[str, PatientBillingState],
+    history: Sequence[RecordedLine],
+    taken: Collection[str],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    config: BillingConfig = DEFAULT_CONFIG,
+    readiness: ReadinessInputs | None = None,
+) -> ExportPlan:
+    """The lines of a recorded export (closed periods/months only), each with the claim id
+    a submission would give it, and the claims of those ids (to record). The readiness
+    gates run as for a submission (``gate_lines``): blocked lines are refused
+    (``ExportPlan.refused``), not recorded, kept for the next run."""
+    standing = standing_lines(exports_of(history))
+    gated = gate_lines(
+        states, standing, date_from, date_to, as_of, readiness or ReadinessInputs(), config
+    )
+    in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
+    lines = lines_to_export(standing, gated.lines)
+    planned = plan_claims(history, gated.lines, date_from, date_to, taken, org_id)
+    claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
+    return ExportPlan(
+        lines=lines,
+        withdrawn=withdrawn_lines(in_range, gated.lines),
+        claims=gated.lines,
+        claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in lines],
+        planned=list({c.claim_id: c for c in claim_of.values()}.values()),
+        refused=gated.refused,
+        readiness=gated.readiness,
+    )
+
+
+# --- a submission --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parties:
+    """What an X12 file needs besides the claims, as read for the organisation."""
+
+    profiles: Mapping[str, BillingProfile]
+    demographics: Mapping[str, Demographics]
+    fees: Sequence[FeeEntry]
+    payer_claim_numbers: Mapping[str, str]  # claim id -> the payer's claim control number
 
 
 @dataclass(frozen=True)

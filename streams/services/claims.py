@@ -5,7 +5,8 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   repeat); audited as a ``read`` when the caller names who asks (``audit_as``).
 - ``export``: the same lines recorded as an export, with the claim ids a submission would
   give them, under the export lock so two exports cannot bill one group twice; audited as
-  an ``export``.
+  an ``export``. The readiness gates run as for ``submit``: blocked lines are refused
+  (``ExportResult.refused``), not recorded.
 - ``submit``: the next submission (originals, replacements, voids), its file rendered with
   a control number from the database and kept with it; audited as an ``export`` (a dry
   run or nothing to send: a ``read``). A profile lacking a field refuses it
@@ -55,6 +56,7 @@ from billing.submission import (
     ReadinessInputs,
     check_submission_request,
     gate_lines,
+    line_id,
     line_text,
     plan_export,
     plan_fingerprint,
@@ -121,6 +123,7 @@ class ExportResult:
     export_id: int | None  # None: a look, nothing recorded
     as_of: dt.datetime  # the "now" the claims were computed at (render the file with it)
     elapsed_s: float
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked: not recorded
 
 
 async def _audit_export(
@@ -142,6 +145,12 @@ async def _audit_export(
             "format": fmt,
             "lines": len(result.lines),
             "export_id": result.export_id,
+            # blocked lines not recorded (only when some were: the row stays as before)
+            **(
+                {"refused": [f"{line_text(a.line)}: {a.checks_text}" for a in result.refused]}
+                if result.refused
+                else {}
+            ),
         },
     )
 
@@ -200,7 +209,8 @@ async def export(
         patients = sorted(states)
         history = await db.recorded_history(conn, org, patients)
         taken = await db.claim_ids(conn, org, patients)
-        plan = plan_export(org, states, history, taken, date_from, date_to, when, config)
+        inputs = await _readiness_inputs(conn, org)
+        plan = plan_export(org, states, history, taken, date_from, date_to, when, config, inputs)
         export_id = await db.record_export(
             conn,
             plan.lines,
@@ -212,9 +222,17 @@ async def export(
             conventions=config.header_text(),
             org_id=org,
             claim_ids=plan.claim_ids,
+            readiness=[plan.readiness.get(line_id(ln)) for ln in plan.lines],
         )
         await db.record_claims(conn, org, export_id, plan.planned)
-        result = ExportResult(plan.lines, plan.withdrawn, export_id, when, time.perf_counter() - t0)
+        result = ExportResult(
+            plan.lines,
+            plan.withdrawn,
+            export_id,
+            when,
+            time.perf_counter() - t0,
+            plan.refused,
+        )
         await _audit_export(conn, by, result, fmt, date_from, date_to)
     return result
 

@@ -9,6 +9,7 @@ fixtures with no fact stream sent submit every line (warnings only)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from streams.clock import FixedClock
+from streams.services import claims
 from tests.conftest import EventFactory
 from tests.integration.test_claims_submit import dsn, rtm, seed, setup_org, submit
 from tests.unit.test_billing_837p import claims_of, pyx12_errors
@@ -256,3 +259,52 @@ def test_the_projects_billing_fixtures_without_fact_streams_submit_every_line(
     )
     assert {r["readiness"] for r in rows} == {"warn"}
     assert all("UNKNOWN" in r["checks"] and "KX" not in r["checks"] for r in rows)
+
+
+def test_a_recorded_export_refuses_a_blocked_line_too(
+    dsn: str, factory: EventFactory, tmp_path: Path
+) -> None:
+    """``streams.services.claims.export`` (POST /v1/billing/exports) records lines as
+    billed: the gates run there as for a submission."""
+    org = factory.prefix + "-org"
+    p, q = factory.patient(1), factory.patient(2)
+    events = [
+        *[factory.episode_started(x, at="2026-09-01T09:00:00-05:00") for x in (p, q)],
+        *[
+            factory.exercise(x, f"2026-09-{d:02d}T18:00:00-05:00")
+            for x in (p, q)
+            for d in range(1, 17)
+        ],
+        fact(
+            factory,
+            "consent.recorded",
+            p,
+            "2026-08-30T10:00:00-05:00",
+            episode_id=f"{p}-ep1",
+            method="written",
+            scope="rtm",
+        ),
+    ]
+    seed(dsn, events, org)
+    setup_org(dsn, org, tmp_path, [p, q])
+
+    async def go() -> claims.ExportResult:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await claims.export(
+                conn,
+                FixedClock(dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)),
+                claims.Requester.cli("bea", org, "test"),
+                date_from=dt.date(2026, 9, 1),
+                date_to=dt.date(2026, 10, 31),
+            )
+        finally:
+            await conn.close()
+
+    result = asyncio.run(go())
+    assert result.export_id is not None
+    assert {ln.patient_id for ln in result.lines} == {p}
+    assert {a.line.patient_id for a in result.refused} == {q}
+    assert {a.checks[0] for a in result.refused} == {"CONSENT_MISSING"}
+    rows = recorded(dsn, org)
+    assert {r["patient_id"] for r in rows} == {p} and {r["readiness"] for r in rows} == {"warn"}

@@ -159,6 +159,7 @@ async def _claims_file(result: claims.ExportResult, fmt: Format) -> Response:
     }
     if result.export_id is not None:
         headers["X-Billing-Export-Id"] = str(result.export_id)
+        headers["X-Billing-Refused"] = str(len(result.refused))  # blocked: not recorded
     text = await asyncio.to_thread(render_export, result.lines, fmt, result.as_of)
     return Response(text, media_type=_MEDIA[fmt], headers=headers)
 
