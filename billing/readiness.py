@@ -429,13 +429,17 @@ def assess(
     locality_of: LocalityOf,
     config: ReadinessConfig = DEFAULT_READINESS_CONFIG,
     thresholds: ThresholdTable | None = None,
+    strict_fees: bool = True,
 ) -> list[AssessedLine]:
     """The readiness of ``lines`` (from ``billing.rules.compute_claims`` over ``states``) as
     of ``as_of`` (timezone-aware): facts that occurred after it do not count. Returned in
     export order (``ClaimLine.sort_key``), which is the order of the year-to-date sums.
 
     ``locality_of(org, line)`` names the fee-schedule locality of a line (None: unknown).
-    Raises ``MissingFees`` naming every therapy line without a fee.
+    Raises ``MissingFees`` naming every therapy line without a fee; with ``strict_fees``
+    False (the submission path, where an X12 claim without a fee is left out anyway) such a
+    line is assessed without a price: it adds nothing to the year-to-date and KX is not
+    judged on it.
     """
     if as_of.tzinfo is None or as_of.utcoffset() is None:
         raise ValueError("as_of must be timezone-aware (e.g. 2027-03-01T00:00:00Z)")
@@ -513,7 +517,7 @@ def assess(
                 year_to_date=ytd,
             )
         )
-    if missing:
+    if missing and strict_fees:
         raise MissingFees(missing)
     return out
 

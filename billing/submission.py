@@ -14,6 +14,12 @@
   fee schedule and the payer's claim control numbers (a claim lacking one is left out and
   named in ``problems``). ``render_submission`` writes its file once the control number is
   known; ``submission_file_name`` names it.
+- Readiness (docs/billing-readiness.md): a submission's lines are assessed as of its as-of
+  (``billing.readiness.assess`` over every claim of the organisation, so the therapy
+  year-to-date counts lines outside the range too); a blocked group is refused (``refused``:
+  left out, not recorded, kept for the next run) unless an override holds every blocked
+  code of each of its blocked lines; KX goes into the lines' modifiers where the gates say
+  so; each recorded line keeps its readiness and checks (``SubmissionPlan.readiness``).
 - ``plan_fingerprint``: a digest of what a submission would record (its claims and lines,
   format, usage and dates), so that a person who reviewed a plan submits that plan and no
   other (the dashboard's confirmation step).
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal
 
-from billing.amend import lines_to_export, standing_lines, withdrawn_lines
+from billing.amend import GroupKey, lines_to_export, standing_lines, withdrawn_lines
 from billing.claims837 import (
     ClaimProblem,
     PlannedClaim,
@@ -47,6 +53,13 @@ from billing.demographics import Demographics
 from billing.export import render_csv, render_fhir
 from billing.fees import FeeEntry
 from billing.profile import BillingProfile
+from billing.readiness import (
+    SEVERITY,
+    AssessedLine,
+    ReadinessConfig,
+    ReadinessFacts,
+    assess,
+)
 from billing.rules import ClaimLine, compute_claims
 from billing.state import PatientBillingState
 from billing.x12 import Usage
@@ -95,6 +108,117 @@ def exports_of(history: Iterable[RecordedLine]) -> list[list[ClaimLine]]:
     return [[r.line for r in rows] for _, rows in groupby(ordered, key=lambda r: r.submission_id)]
 
 
+# --- readiness: the gates on what a submission or export bills --------------------------------
+
+
+LineId = tuple[str, str, str, dt.date]  # patient, episode, CPT, date of service
+
+
+def line_id(line: ClaimLine) -> LineId:
+    """A line as a person names it (``rtm billing override --line``)."""
+    return (line.patient_id, line.episode_id, line.cpt, line.date_of_service)
+
+
+def line_text(line: ClaimLine) -> str:
+    """``PATIENT EPISODE CPT DOS``, as the CLI prints a refused line and reads ``--line``."""
+    return f"{line.patient_id} {line.episode_id} {line.cpt} {line.date_of_service.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Override:
+    """A recorded override (``streams.services.claims.override``): it lets its line out
+    while the line's blocked codes are all among ``codes``."""
+
+    override_id: int
+    line: LineId
+    codes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ReadinessInputs:
+    """What the gates need besides the ledger, as read for the organisation."""
+
+    facts: ReadinessFacts = field(default_factory=ReadinessFacts)
+    fees: Sequence[FeeEntry] = ()
+    localities: Mapping[str, str] = field(default_factory=dict)  # billing NPI -> locality
+    overrides: Sequence[Override] = ()
+    config: ReadinessConfig = field(default_factory=ReadinessConfig)
+
+
+@dataclass(frozen=True)
+class LineReadiness:
+    """The readiness a recorded line is stored with (``override_id``: what let it out)."""
+
+    readiness: str
+    checks: tuple[str, ...]
+    override_id: int | None = None
+
+
+def blocked_codes(a: AssessedLine) -> frozenset[str]:
+    return frozenset(c for c in a.checks if SEVERITY[c] == "blocked")
+
+
+def override_for(a: AssessedLine, overrides: Sequence[Override]) -> Override | None:
+    """The latest override of a blocked line that holds all its current blocked codes."""
+    codes = blocked_codes(a)
+    fits = [o for o in overrides if o.line == line_id(a.line) and codes <= o.codes]
+    return max(fits, key=lambda o: o.override_id, default=None)
+
+
+@dataclass(frozen=True)
+class Gated:
+    lines: list[ClaimLine]  # what the plan bills (KX applied; refused groups as they stand)
+    refused: list[AssessedLine]  # blocked lines without an override, left for the next run
+    readiness: dict[LineId, LineReadiness]
+
+
+def gate_lines(
+    states: Mapping[str, PatientBillingState],
+    standing: Sequence[ClaimLine],
+    date_from: dt.date,
+    date_to: dt.date,
+    as_of: dt.datetime,
+    inputs: ReadinessInputs,
+    config: BillingConfig = DEFAULT_CONFIG,
+) -> Gated:
+    """The claims in [date_from, date_to] as of ``as_of`` after the readiness gates. A
+    group (``ClaimLine.key``) with a blocked line that no override lets out is refused
+    whole (an add-on never goes without its base line); if it was billed before, its
+    standing lines stay as they are (neither amended nor voided)."""
+    every = compute_claims(states.values(), as_of, config, False)
+
+    def locality_of(_org: str, line: ClaimLine) -> str | None:
+        return inputs.localities.get(line.billing_npi) or None
+
+    assessed = [
+        a
+        for a in assess(
+            every,
+            states,
+            inputs.facts,
+            as_of,
+            inputs.fees,
+            locality_of,
+            inputs.config,
+            strict_fees=False,
+        )
+        if date_from <= a.line.date_of_service <= date_to
+    ]
+    refused: list[AssessedLine] = []
+    readiness: dict[LineId, LineReadiness] = {}
+    for a in assessed:
+        found = override_for(a, inputs.overrides) if a.readiness == "blocked" else None
+        if a.readiness == "blocked" and found is None:
+            refused.append(a)
+        readiness[line_id(a.line)] = LineReadiness(
+            a.readiness, a.checks, found.override_id if found else None
+        )
+    held: set[GroupKey] = {a.line.key for a in refused}
+    lines = [a.line for a in assessed if a.line.key not in held]
+    lines += [ln for ln in standing if ln.key in held]
+    return Gated(sorted(lines, key=ClaimLine.sort_key), refused, readiness)
+
+
 # --- a look, and a recorded export ---------------------------------------------------------------
 
 
@@ -105,6 +229,8 @@ class ExportPlan:
     claims: list[ClaimLine] = field(default_factory=list)  # what the rules give now
     claim_ids: list[str | None] = field(default_factory=list)  # per line, when recorded
     planned: list[PlannedClaim] = field(default_factory=list)  # the claims of those ids
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked, for the next run
+    readiness: Mapping[LineId, LineReadiness] = field(default_factory=dict)
 
 
 def preview_lines(
@@ -137,18 +263,28 @@ def plan_export(
     date_to: dt.date,
     as_of: dt.datetime,
     config: BillingConfig = DEFAULT_CONFIG,
+    readiness: ReadinessInputs | None = None,
 ) -> ExportPlan:
     """The lines of a recorded export (closed periods/months only), each with the claim id
-    a submission would give it, and the claims of those ids (to record)."""
-    look = preview_lines(states, history, date_from, date_to, as_of, config)
-    planned = plan_claims(history, look.claims, date_from, date_to, taken, org_id)
+    a submission would give it, and the claims of those ids (to record). The readiness
+    gates run as for a submission (``gate_lines``): blocked lines are refused
+    (``ExportPlan.refused``), not recorded, kept for the next run."""
+    standing = standing_lines(exports_of(history))
+    gated = gate_lines(
+        states, standing, date_from, date_to, as_of, readiness or ReadinessInputs(), config
+    )
+    in_range = [ln for ln in standing if date_from <= ln.date_of_service <= date_to]
+    lines = lines_to_export(standing, gated.lines)
+    planned = plan_claims(history, gated.lines, date_from, date_to, taken, org_id)
     claim_of = {ln.key: c for c in planned for ln in c.record if ln.status != "void"}
     return ExportPlan(
-        lines=look.lines,
-        withdrawn=look.withdrawn,
-        claims=look.claims,
-        claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in look.lines],
+        lines=lines,
+        withdrawn=withdrawn_lines(in_range, gated.lines),
+        claims=gated.lines,
+        claim_ids=[claim_of[ln.key].claim_id if ln.key in claim_of else None for ln in lines],
         planned=list({c.claim_id: c for c in claim_of.values()}.values()),
+        refused=gated.refused,
+        readiness=gated.readiness,
     )
 
 
@@ -173,6 +309,12 @@ class SubmissionPlan:
     problems: list[ClaimProblem]  # claims left out, each naming its field
     withdrawn: list[ClaimLine]
     profiles: Mapping[str, BillingProfile] = field(default_factory=dict)
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked, for the next run
+    readiness: Mapping[LineId, LineReadiness] = field(default_factory=dict)
+
+    def readiness_of(self, line: ClaimLine) -> LineReadiness | None:
+        """The readiness a recorded line is stored with (None: a void, or no gates ran)."""
+        return None if line.status == "void" else self.readiness.get(line_id(line))
 
     @property
     def record(self) -> list[tuple[str, ClaimLine]]:
@@ -191,20 +333,27 @@ def plan_submission(
     fmt: Format,
     parties: Parties | None = None,
     config: BillingConfig = DEFAULT_CONFIG,
+    readiness: ReadinessInputs | None = None,
 ) -> SubmissionPlan:
     """The organisation's next submission (closed periods/months with a date of service in
     [date_from, date_to]). X12 needs ``parties``: a claim lacking demographics, a fee or
     the payer's claim control number is left out (``problems``); a profile lacking a field
-    the file needs refuses it all (``SubmissionRefused``)."""
-    current = claims_in_range(states.values(), as_of, date_from, date_to, config)
-    planned = plan_claims(history, current, date_from, date_to, taken, org_id)
+    the file needs refuses it all (``SubmissionRefused``). ``readiness``: the facts, fees,
+    localities and overrides of the gates (None: none of them, every stream not sent)."""
     # one sequence of every recorded line, as submissions always folded it
     standing = standing_lines([[r.line for r in history]])
+    gated = gate_lines(
+        states, standing, date_from, date_to, as_of, readiness or ReadinessInputs(), config
+    )
+    current = gated.lines
+    planned = plan_claims(history, current, date_from, date_to, taken, org_id)
     withdrawn = withdrawn_lines(
         [ln for ln in standing if date_from <= ln.date_of_service <= date_to], current
     )
     if fmt != "x12" or not planned:
-        return SubmissionPlan(fmt, list(planned), [], [], withdrawn)
+        return SubmissionPlan(
+            fmt, list(planned), [], [], withdrawn, {}, gated.refused, gated.readiness
+        )
     if parties is None:
         raise ValueError("an X12 submission needs the billing profiles, demographics and fees")
     refused = envelope_problems(planned, parties.profiles)
@@ -218,7 +367,14 @@ def plan_submission(
         parties.payer_claim_numbers,
     )
     return SubmissionPlan(
-        fmt, [r.claim for r in ready], ready, problems, withdrawn, parties.profiles
+        fmt,
+        [r.claim for r in ready],
+        ready,
+        problems,
+        withdrawn,
+        parties.profiles,
+        gated.refused,
+        gated.readiness,
     )
 
 
@@ -252,6 +408,9 @@ def plan_fingerprint(
         h.update(f"\nclaim|{claim.claim_id}|{claim.frequency}".encode())
         for ln in claim.record:
             h.update(b"\n" + ln.model_dump_json().encode())
+            r = plan.readiness_of(ln)
+            if r is not None:
+                h.update(f"|{r.readiness}|{'+'.join(r.checks)}|{r.override_id}".encode())
     return h.hexdigest()[:32]
 
 

@@ -34,7 +34,7 @@ from billing.export import csv_row, render_export, write_sidecar
 from billing.fees import FeeScheduleError, parse_fee_schedule
 from billing.profile import BillingProfile, missing_fields
 from billing.remit import parse_835
-from billing.submission import Format, SubmissionRefused
+from billing.submission import Format, LineId, SubmissionRefused, line_text
 from rtm.cli.options import parse_instant
 from rtm.files import write_private
 from streams.clock import SYSTEM_CLOCK, Clock, FixedClock, clock_for
@@ -515,9 +515,17 @@ def submit(
 def _print_submission(result: SubmissionResult, out: Path | None) -> None:
     for p in result.problems:
         click.echo(f"NOT SUBMITTED: {p.text()}", err=True)
+    for a in result.refused:  # blocked: not written, kept for the next run
+        click.echo(f"refused {line_text(a.line)}: {a.checks_text}", err=True)
+    if result.refused:
+        click.echo(
+            f"{len(result.refused)} blocked lines refused (kept for the next run;"
+            " rtm billing override --line 'PATIENT EPISODE CPT DOS' --reason TEXT)",
+            err=True,
+        )
     if not result.claims:
         click.echo("nothing to submit", err=True)
-        sys.exit(1 if result.problems else 0)
+        sys.exit(1 if result.problems or result.refused else 0)
     if out is not None:
         write_private(out, result.text)
     else:
@@ -633,7 +641,58 @@ def remit_load(ctx: click.Context, file: Path, org_id: str, dsn: str | None) -> 
     click.echo(f"{len(payments) - len(unknown)} payer claim control numbers recorded")
 
 
+# --- issue 20 item 4: overrides -------------------------------------------------------------------
+
+
+def parse_line(text: str) -> LineId:
+    """``PATIENT EPISODE CPT DOS`` as a refused line is printed; BadParameter otherwise."""
+    parts = text.split()
+    if len(parts) != 4:
+        raise click.BadParameter("give the line as printed: 'PATIENT EPISODE CPT DOS'")
+    try:
+        dos = dt.date.fromisoformat(parts[3])
+    except ValueError:
+        raise click.BadParameter(f"date of service {parts[3]!r} is not YYYY-MM-DD") from None
+    return (parts[0], parts[1], parts[2], dos)
+
+
+@click.command("override")
+@click.option("--org", "org_id", required=True)
+@click.option("--line", "line", required=True, help="'PATIENT EPISODE CPT DOS' as printed")
+@click.option("--reason", "reason", required=True, help="why (at least 10 characters)")
+@click.option("--as-of", "as_of", default=None, help="judge the line as of (default: now)")
+@click.option("--by", "by", default=None, help="who overrides (recorded); default: OS user")
+@click.option("--dsn", default=None)
+@click.pass_context
+def override_cmd(
+    ctx: click.Context,
+    org_id: str,
+    line: str,
+    reason: str,
+    as_of: str | None,
+    by: str | None,
+    dsn: str | None,
+) -> None:
+    """Let a blocked claim line out of the next submissions, with a reason: recorded and
+    audited (who, when, the line, its blocked codes, the reason), never edited. It holds
+    while the line's blocked codes stay among those it was given for."""
+    key = parse_line(line)
+    clock = _clock(ctx)
+    who = Requester.cli(by or _default_user(), org_id, "rtm billing override")
+    when = _as_of(as_of, clock)
+    try:
+        done = _run(
+            ctx,
+            dsn,
+            lambda conn: claims.override(conn, clock, who, line=key, reason=reason, as_of=when),
+        )
+    except claims.OverrideRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"override {done.override_id}: {done.line} let out ({'+'.join(done.codes)})")
+
+
 BILLING_COMMANDS: tuple[click.Command, ...] = (
+    override_cmd,
     billing_export,
     billing_reconcile,
     billing_backfill,

@@ -21,6 +21,7 @@ from billing.demographics import Demographics
 from billing.fees import FeeEntry
 from billing.profile import BillingProfile
 from billing.rules import ClaimLine
+from billing.submission import LineReadiness, Override
 
 EXPORT_LOCK_KEY = 7_270_503  # pg_advisory_xact_lock id: one export recorded at a time
 
@@ -65,11 +66,14 @@ async def record_export(
     conventions: str,
     org_id: str | None = None,
     claim_ids: Sequence[str | None] | None = None,
+    readiness: Sequence[LineReadiness | None] | None = None,
 ) -> int:
-    """Record an export (call inside the transaction that chose its lines); returns its id."""
+    """Record an export (call inside the transaction that chose its lines); returns its id.
+    ``readiness``: per line, what it is stored with (None: nothing)."""
     keep = [i for i, ln in enumerate(lines) if ln.status != "preview"]
     billed = [lines[i] for i in keep]
     ids = [None if claim_ids is None else claim_ids[i] for i in keep]
+    ready = [None if readiness is None else readiness[i] for i in keep]
     export_id = int(
         await conn.fetchval(
             "INSERT INTO billing_exports (created_by, as_of, date_from, date_to, format,"
@@ -88,10 +92,11 @@ async def record_export(
     if billed:
         await conn.execute(
             "INSERT INTO billing_export_lines (export_id, org_id, line_no, patient_id,"
-            " episode_id, cpt, date_of_service, period_start, status, line, claim_id)"
+            " episode_id, cpt, date_of_service, period_start, status, line, claim_id,"
+            " readiness, checks, override_id)"
             " SELECT $1, coalesce($11::text, 'default'), * FROM unnest($2::int[], $3::text[],"
             " $4::text[], $5::text[], $6::date[], $7::date[], $8::text[], $9::jsonb[],"
-            " $10::text[])",
+            " $10::text[], $12::text[], $13::text[], $14::bigint[])",
             export_id,
             list(range(1, len(billed) + 1)),
             [ln.patient_id for ln in billed],
@@ -103,8 +108,87 @@ async def record_export(
             [orjson.dumps(ln.model_dump(mode="json")).decode() for ln in billed],
             ids,
             org_id,
+            [r.readiness if r else None for r in ready],
+            ["+".join(r.checks) if r else None for r in ready],
+            [r.override_id if r else None for r in ready],
         )
     return export_id
+
+
+async def line_readiness(conn: asyncpg.Connection, export_id: int) -> list[dict[str, Any]]:
+    """The recorded lines of an export with their readiness, checks and override."""
+    rows = await conn.fetch(
+        "SELECT patient_id, episode_id, cpt, date_of_service, status, readiness, checks,"
+        " override_id, line->'modifiers' AS modifiers FROM billing_export_lines"
+        " WHERE export_id = $1 ORDER BY line_no",
+        export_id,
+    )
+    return [
+        {**dict(r), "modifiers": orjson.loads(r["modifiers"]) if r["modifiers"] else []}
+        for r in rows
+    ]
+
+
+# --- readiness facts and overrides (issue 20) ---------------------------------------------------
+
+
+async def readiness_payloads(
+    conn: asyncpg.Connection, org_id: str, types: Iterable[str]
+) -> list[str]:
+    """The organisation's stored events (JSON) of these types: its readiness facts and the
+    episode starts that name each line's organisation."""
+    rows = await conn.fetch(
+        "SELECT payload::text AS p FROM events WHERE org_id = $1 AND type = ANY($2::text[])",
+        org_id,
+        sorted(types),
+    )
+    return [r["p"] for r in rows]
+
+
+async def add_override(
+    conn: asyncpg.Connection,
+    org_id: str,
+    line: tuple[str, str, str, dt.date],
+    codes: Sequence[str],
+    reason: str,
+    created_by: str,
+    created_at: dt.datetime,
+) -> int:
+    """Append an override (the table refuses updates and deletes); returns its id."""
+    patient_id, episode_id, cpt, dos = line
+    return int(
+        await conn.fetchval(
+            "INSERT INTO billing_line_overrides (org_id, patient_id, episode_id, cpt,"
+            " date_of_service, codes, reason, created_by, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING override_id",
+            org_id,
+            patient_id,
+            episode_id,
+            cpt,
+            dos,
+            sorted(codes),
+            reason,
+            created_by,
+            created_at,
+        )
+    )
+
+
+async def overrides(conn: asyncpg.Connection, org_id: str) -> list[Override]:
+    """Every override of the organisation, oldest first."""
+    rows = await conn.fetch(
+        "SELECT override_id, patient_id, episode_id, cpt, date_of_service, codes"
+        " FROM billing_line_overrides WHERE org_id = $1 ORDER BY override_id",
+        org_id,
+    )
+    return [
+        Override(
+            int(r["override_id"]),
+            (r["patient_id"], r["episode_id"], r["cpt"], r["date_of_service"]),
+            frozenset(r["codes"]),
+        )
+        for r in rows
+    ]
 
 
 async def store_submission_file(

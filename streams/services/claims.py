@@ -5,7 +5,8 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   repeat); audited as a ``read`` when the caller names who asks (``audit_as``).
 - ``export``: the same lines recorded as an export, with the claim ids a submission would
   give them, under the export lock so two exports cannot bill one group twice; audited as
-  an ``export``.
+  an ``export``. The readiness gates run as for ``submit``: blocked lines are refused
+  (``ExportResult.refused``), not recorded.
 - ``submit``: the next submission (originals, replacements, voids), its file rendered with
   a control number from the database and kept with it; audited as an ``export`` (a dry
   run or nothing to send: a ``read``). A profile lacking a field refuses it
@@ -13,6 +14,13 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   fingerprint of the plan a person confirmed (``billing.submission.plan_fingerprint``, as
   a dry run returned it); a plan that differs by then is refused (``PlanChanged``) before
   a control number is taken or anything is written.
+  Readiness (docs/billing-readiness.md): the gates run at plan time over the
+  organisation's readiness facts (events in the ``events`` table) as of the submission's
+  as-of; blocked lines are refused (``SubmissionResult.refused``: not written, not
+  recorded, kept for the next run) unless an override lets them out; each recorded line
+  keeps its readiness and checks.
+- ``override``: let a blocked line out, with a reason (>= 10 characters): an append-only
+  row and its audit row (who, when, line, blocked codes, reason), in one transaction.
 - ``submission_file``: a submitted file again, byte for byte (audited as a ``read``).
 - ``set_profile``, ``load_demographics`` (audited), ``load_fee_schedule``,
   ``record_payer_claim_numbers``: the parties and numbers a submission needs.
@@ -30,17 +38,26 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
+import orjson
 
+from billing.amend import standing_lines
 from billing.claims837 import ClaimProblem, PlannedClaim
 from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.demographics import Demographics
 from billing.fees import FeeEntry, check_overlaps
 from billing.profile import BillingProfile
+from billing.readiness import SEVERITY, STREAM_OF_TYPE, AssessedLine, ReadinessFacts
 from billing.rules import ClaimLine
 from billing.submission import (
     Format,
+    LineId,
+    LineReadiness,
     Parties,
+    ReadinessInputs,
     check_submission_request,
+    gate_lines,
+    line_id,
+    line_text,
     plan_export,
     plan_fingerprint,
     plan_submission,
@@ -49,7 +66,7 @@ from billing.submission import (
     submission_file_name,
 )
 from billing.x12 import Usage
-from schemas.events import DEFAULT_ORG
+from schemas.events import DEFAULT_ORG, validate_event
 from streams.access import Principal
 from streams.clock import Clock
 from streams.db import claims as db
@@ -106,6 +123,7 @@ class ExportResult:
     export_id: int | None  # None: a look, nothing recorded
     as_of: dt.datetime  # the "now" the claims were computed at (render the file with it)
     elapsed_s: float
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked: not recorded
 
 
 async def _audit_export(
@@ -127,6 +145,12 @@ async def _audit_export(
             "format": fmt,
             "lines": len(result.lines),
             "export_id": result.export_id,
+            # blocked lines not recorded (only when some were: the row stays as before)
+            **(
+                {"refused": [f"{line_text(a.line)}: {a.checks_text}" for a in result.refused]}
+                if result.refused
+                else {}
+            ),
         },
     )
 
@@ -185,7 +209,8 @@ async def export(
         patients = sorted(states)
         history = await db.recorded_history(conn, org, patients)
         taken = await db.claim_ids(conn, org, patients)
-        plan = plan_export(org, states, history, taken, date_from, date_to, when, config)
+        inputs = await _readiness_inputs(conn, org)
+        plan = plan_export(org, states, history, taken, date_from, date_to, when, config, inputs)
         export_id = await db.record_export(
             conn,
             plan.lines,
@@ -197,9 +222,17 @@ async def export(
             conventions=config.header_text(),
             org_id=org,
             claim_ids=plan.claim_ids,
+            readiness=[plan.readiness.get(line_id(ln)) for ln in plan.lines],
         )
         await db.record_claims(conn, org, export_id, plan.planned)
-        result = ExportResult(plan.lines, plan.withdrawn, export_id, when, time.perf_counter() - t0)
+        result = ExportResult(
+            plan.lines,
+            plan.withdrawn,
+            export_id,
+            when,
+            time.perf_counter() - t0,
+            plan.refused,
+        )
         await _audit_export(conn, by, result, fmt, date_from, date_to)
     return result
 
@@ -221,6 +254,7 @@ class SubmissionResult:
     withdrawn: list[ClaimLine]
     fingerprint: str = ""  # billing.submission.plan_fingerprint of what it records
     charges: dict[str, Decimal] = field(default_factory=dict)  # X12: claim id -> total
+    refused: list[AssessedLine] = field(default_factory=list)  # blocked, kept for next run
 
     @property
     def lines(self) -> list[ClaimLine]:
@@ -265,8 +299,9 @@ async def submit(
         history = await db.recorded_history(conn, org, patients)
         taken = await db.claim_ids(conn, org, patients)
         parties = await _parties(conn, org, patients) if fmt == "x12" else None
+        inputs = await _readiness_inputs(conn, org)
         plan = plan_submission(
-            org, states, history, taken, date_from, date_to, when, fmt, parties, config
+            org, states, history, taken, date_from, date_to, when, fmt, parties, config, inputs
         )
         fingerprint = plan_fingerprint(plan, date_from, date_to, usage)
         if expect is not None and expect != fingerprint:
@@ -290,6 +325,7 @@ async def submit(
                 conventions=config.header_text(),
                 org_id=org,
                 claim_ids=[cid for cid, _ in plan.record],
+                readiness=[plan.readiness_of(ln) for _, ln in plan.record],
             )
             name = submission_file_name(org, submission_id, control, fmt)
             await db.store_submission_file(
@@ -313,6 +349,7 @@ async def submit(
             plan.withdrawn,
             fingerprint,
             {r.claim.claim_id: r.total for r in plan.ready},
+            plan.refused,
         )
         await _audit(
             conn,
@@ -327,9 +364,96 @@ async def submit(
                 "control_number": result.control_number,
                 "claims": len(result.claims),
                 "problems": len(result.problems),
+                "refused": [f"{line_text(a.line)}: {a.checks_text}" for a in result.refused],
             },
         )
     return result
+
+
+# The readiness facts' event types, and the episode starts naming each line's organisation.
+READINESS_EVENT_TYPES = (*STREAM_OF_TYPE, "episode.started")
+
+
+async def _readiness_inputs(conn: asyncpg.Connection, org_id: str) -> ReadinessInputs:
+    """The organisation's readiness facts (from the event log), fees, localities (its
+    billing profiles') and overrides. A stored event that no longer validates is skipped,
+    as the ledger skips it."""
+    facts = ReadinessFacts()
+    for text in await db.readiness_payloads(conn, org_id, READINESS_EVENT_TYPES):
+        event = validate_event(orjson.loads(text))
+        if not isinstance(event, list):
+            facts.apply(event)
+    profiles = await db.get_profiles(conn, org_id)
+    return ReadinessInputs(
+        facts=facts,
+        fees=await db.fee_entries(conn),
+        localities={npi: p.locality for npi, p in profiles.items() if p.locality},
+        overrides=await db.overrides(conn, org_id),
+    )
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+MIN_REASON = 10  # characters (docs/billing-readiness.md, a convention)
+
+
+class OverrideRefused(ValueError):
+    """An override that cannot be recorded (no reason, no such line, not blocked)."""
+
+
+@dataclass(frozen=True)
+class OverrideResult:
+    override_id: int
+    line: str  # PATIENT EPISODE CPT DOS
+    codes: tuple[str, ...]  # the blocked codes it holds
+
+
+async def override(
+    conn: asyncpg.Connection,
+    clock: Clock,
+    by: Requester,
+    *,
+    line: LineId,
+    reason: str,
+    as_of: dt.datetime | None = None,
+) -> OverrideResult:
+    """Let a blocked line of ``by``'s organisation out of the next submissions while it
+    holds the blocked codes it has as of ``as_of`` (default: the clock): an append-only
+    override and its audit row (who, when, the line, its codes, the reason), in one
+    transaction. Refused (``OverrideRefused``, nothing written) without a reason of
+    ``MIN_REASON`` characters, for a line the rules do not bill (closed periods only), one
+    that is not blocked, or one an override already lets out."""
+    text = reason.strip()
+    if len(text) < MIN_REASON:
+        raise OverrideRefused(f"a reason of at least {MIN_REASON} characters is required")
+    now = clock.now()
+    when = as_of or now
+    org = by.org_id
+    patient_id, _, _, dos = line
+    async with conn.transaction():
+        states = await load_states(conn, org, [patient_id])
+        history = await db.recorded_history(conn, org, sorted(states))
+        standing = standing_lines([[r.line for r in history]])
+        inputs = await _readiness_inputs(conn, org)
+        gated = gate_lines(states, standing, dos, dos, when, inputs)
+        named = " ".join((*line[:3], dos.isoformat()))
+        found: LineReadiness | None = gated.readiness.get(line)
+        if found is None:
+            raise OverrideRefused(f"no claim line {named} as of {when.isoformat()}")
+        if found.readiness != "blocked":
+            raise OverrideRefused(f"line {named} is not blocked ({found.readiness})")
+        if found.override_id is not None:
+            raise OverrideRefused(f"line {named} is already let out (override {found.override_id})")
+        codes = tuple(c for c in found.checks if SEVERITY[c] == "blocked")
+        override_id = await db.add_override(conn, org, line, codes, text, by.actor, now)
+        await _audit(
+            conn,
+            by,
+            "billing.override",
+            [patient_id],
+            {"override_id": override_id, "line": named, "codes": list(codes), "reason": text},
+        )
+    return OverrideResult(override_id, named, codes)
 
 
 async def _parties(conn: asyncpg.Connection, org_id: str, patients: Sequence[str]) -> Parties:

@@ -272,6 +272,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
     ("POST", "/ui/alerts/{alert_id}/ack"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/billing/submit"): (set(), None),  # tested below and in test_billing_view
+    ("POST", "/ui/billing/override"): (set(), None),  # CSRF, billing users: test_claims_readiness
     ("POST", "/ui/alerts/{alert_id}/snooze"): (set(), None),  # tested below, test_alert_actions
     # CSRF, clinicians only, in scope, audited: tests/integration/test_pause_page.py
     ("POST", "/ui/patients/{patient_id}/program/{action}"): (set(), None),

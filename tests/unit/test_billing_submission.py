@@ -262,6 +262,7 @@ COMMANDS = {
         "--to!",
     ],
     "billing fees load": ["--dsn", "FILE"],
+    "billing override": ["--as-of", "--by", "--dsn", "--line!", "--org!", "--reason!"],
     "billing profile set": ["--dsn", "--file!", "--npi!", "--org!"],
     "billing profile show": ["--dsn", "--org!"],
     "billing readiness": ["--as-of!", "--events!", "--fees!", "--include-open?", "--locality"],

@@ -14,7 +14,13 @@ records lines as billed, through the same use case as ``rtm billing submit``.
 - ``GET /ui/billing/submit?month=YYYY-MM`` (billing staff, admins): the confirmation step,
   a dry run of ``streams.services.claims.submit`` for the month (profile, fees,
   demographics): the claims, their lines, payers and charges, the claims refused (each
-  naming its field), or the profile fields that refuse the whole submission;
+  naming its field), the lines the readiness gates block (each with its codes and a form
+  to override it with a reason), or the profile fields that refuse the whole submission;
+- ``POST /ui/billing/override`` (form: month, line, reason, csrf_token; billing staff,
+  admins): ``rtm billing override --line LINE --reason TEXT`` as of the database's now
+  (``streams.services.claims.override``: recorded, audited, never edited), then the
+  confirmation again (303); refused (422) without a reason of 10 characters or for a line
+  that is not blocked;
 - ``POST /ui/billing/submit`` (form: month, confirm, csrf_token): submits the X12 837P of
   the month as ``rtm billing submit --from <first> --to <last>`` would, provided ``confirm``
   is the fingerprint of the plan shown (``billing.submission.plan_fingerprint``). Without
@@ -43,7 +49,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from billing.claims837 import FREQUENCY_NAMES
 from billing.export import render_export
 from billing.rules import billing_progress, patient_local_date
-from billing.submission import SubmissionRefused
+from billing.submission import SubmissionRefused, line_text
 from schemas.events import YEAR_MAX, YEAR_MIN
 from streams.access import Principal
 from streams.clock import FixedClock
@@ -273,6 +279,10 @@ async def _review(
         payers=sorted(Counter(r["payer"] for r in rows).items()),
         total=sum(charges, Decimal(0)),
         problems=result.problems if result else [],
+        blocked=[
+            {"line": line_text(a.line), "checks": a.checks, "patient_id": a.line.patient_id}
+            for a in (result.refused if result else [])
+        ],
         confirm=result.fingerprint if result else "",
         csrf=who.csrf_token,
     )
@@ -319,6 +329,38 @@ async def submit_form(request: Request, who: PrincipalDep, store: StoreDep) -> R
         return await _review(store, who, month, resource="POST /ui/billing/submit", code=422)
     done = f"&submitted={result.submission_id}" if result.submission_id is not None else ""
     return RedirectResponse(f"/ui/billing?month={month}{done}", 303)
+
+
+@router.post("/override")
+async def override_form(request: Request, who: PrincipalDep, store: StoreDep) -> Response:
+    """Let a blocked line out with a reason (see the module's docstring)."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, "record_export")
+    fields = form_fields(await request.body())
+    if not fields.get("month"):
+        raise PageError(422, "Bad month", "the month of the submission is required")
+    month, _, _ = month_range(fields["month"], dt.date(YEAR_MIN, 1, 1))
+    parts = fields.get("line", "").split()
+    try:
+        line = (parts[0], parts[1], parts[2], dt.date.fromisoformat(parts[3]))
+    except (IndexError, ValueError):
+        raise PageError(422, "Bad line", "the line is PATIENT EPISODE CPT DOS") from None
+    if len(parts) != 4:
+        raise PageError(422, "Bad line", "the line is PATIENT EPISODE CPT DOS")
+    try:
+        async with store.acquire() as conn:
+            now = await db_now(conn)
+            await claims.override(
+                conn,
+                FixedClock(now),
+                Requester.of(who, "POST /ui/billing/override"),
+                line=line,
+                reason=fields.get("reason", ""),
+            )
+    except claims.OverrideRefused as exc:
+        raise PageError(422, "Override refused", str(exc)) from None
+    return RedirectResponse(f"/ui/billing/submit?month={month}", 303)
 
 
 # --- files again -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from billing.claims837 import FREQUENCY_NAMES, PlannedClaim
 from billing.config import DEFAULT_CONFIG
 from billing.export import render_export
 from billing.rules import billing_progress, patient_local_date
-from billing.submission import SubmissionRefused
+from billing.submission import SubmissionRefused, line_text
 from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.claims import list_submissions
@@ -159,6 +159,7 @@ async def _claims_file(result: claims.ExportResult, fmt: Format) -> Response:
     }
     if result.export_id is not None:
         headers["X-Billing-Export-Id"] = str(result.export_id)
+        headers["X-Billing-Refused"] = str(len(result.refused))  # blocked: not recorded
     text = await asyncio.to_thread(render_export, result.lines, fmt, result.as_of)
     return Response(text, media_type=_MEDIA[fmt], headers=headers)
 
@@ -231,6 +232,15 @@ async def submit(
                 "message": p.message,
             }
             for p in result.problems
+        ],
+        # blocked by the readiness gates: not in the file, kept for the next submission
+        "refused": [
+            {
+                "line": line_text(a.line),
+                "readiness": a.readiness,
+                "checks": list(a.checks),
+            }
+            for a in result.refused
         ],
     }
     return JSONResponse(answer, status_code=201 if result.submission_id is not None else 200)
