@@ -17,6 +17,7 @@ JSON API keeps its JSON errors.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -33,7 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alerts.models import Severity
 from streams.access import Permission, Principal
 from streams.http.auth import reject_unknown_query
-from streams.http.deps import Authenticate, get_gateway
+from streams.http.deps import Authenticate, Gateway, get_gateway
+from streams.http.routes.events import ingest
 from streams.http.webassets import WEB_DIR
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -196,3 +198,19 @@ def elapsed(
     if minutes < 48 * 60:
         return f"{minutes // 60} h{suffix}"
     return f"{minutes // (24 * 60)} days{suffix}"
+
+
+async def post_event(gateway: Gateway, who: Principal, item: dict[str, Any]) -> None:
+    """A page's form sends one event the way of every event (the gateway's path to Kafka,
+    then the worker) in ``who``'s name and organisation; a refusal or an unavailable stream
+    is a PageError (nothing was sent). Then it waits, up to 5 s, for the worker to store
+    the event, so that the page the form redirects to shows it."""
+    answer = await ingest(gateway, who, [item])
+    if not isinstance(answer, dict):
+        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
+    if answer["rejected"]:
+        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
+    for _ in range(50):  # the worker stores it within moments
+        if await gateway.store.known_event_ids(who.org_id, [item["event_id"]]):
+            return
+        await asyncio.sleep(0.1)

@@ -17,7 +17,6 @@ which this page does not have, so the page shows the intake id to give it."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import re
@@ -34,8 +33,15 @@ from streams.db.intakes import QueuedIntake, get_intake, list_intakes
 from streams.http.auth import form_fields
 from streams.http.deps import AuthenticateDep, ClockDep, GatewayDep, PrincipalDep, StoreDep
 from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import PageError, elapsed, need, page_router, page_user, render
-from streams.http.routes.events import ingest
+from streams.http.pages.common import (
+    PageError,
+    elapsed,
+    need,
+    page_router,
+    page_user,
+    post_event,
+    render,
+)
 
 ID_RE = re.compile(ID_REGEX)
 CHANNELS: tuple[str, ...] = get_args(ContactChannel)
@@ -176,13 +182,5 @@ async def contacted_form(
     if q.first_contact_at is not None:
         raise PageError(409, "Already contacted", "This intake's first contact is recorded.")
     item = contact_event(who.name, who.clinician_id, q, channel, gateway.clock.now())
-    answer = await ingest(gateway, who, [item])
-    if not isinstance(answer, dict):
-        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
-    if answer["rejected"]:
-        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
-    for _ in range(50):  # the worker stores it within moments; the queue then shows it gone
-        if await store.known_event_ids(who.org_id, [item["event_id"]]):
-            break
-        await asyncio.sleep(0.1)
+    await post_event(gateway, who, item)
     return RedirectResponse("/ui/intakes", 303)

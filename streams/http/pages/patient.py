@@ -45,9 +45,16 @@ from streams.http.deps import (
     StoreDep,
 )
 from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import SEVERITIES, PageError, need, page_router, page_user, render
+from streams.http.pages.common import (
+    SEVERITIES,
+    PageError,
+    need,
+    page_router,
+    page_user,
+    post_event,
+    render,
+)
 from streams.http.pages.timelog import time_context
-from streams.http.routes.events import ingest
 from streams.services.alerts import SnoozeRefused, acknowledge, snooze
 from streams.settings import Settings
 
@@ -418,15 +425,7 @@ async def program_form(
     if item is None:
         done = "paused" if action == "pause" else "running"
         raise PageError(409, "Nothing to do", f"The program is already {done}.")
-    answer = await ingest(gateway, who, [item])
-    if not isinstance(answer, dict):
-        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
-    if answer["rejected"]:
-        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
-    for _ in range(50):  # the worker stores it within moments; the page then shows it
-        if await store.known_event_ids(who.org_id, [item["event_id"]]):
-            break
-        await asyncio.sleep(0.1)
+    await post_event(gateway, who, item)
     return RedirectResponse(f"/ui/patients/{patient_id}", 303)
 
 

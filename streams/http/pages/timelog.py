@@ -7,7 +7,6 @@ in place (the month then counts the correction instead)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import re
@@ -30,8 +29,7 @@ from streams.db.ledger import load_states
 from streams.http.auth import form_fields
 from streams.http.deps import GatewayDep, PrincipalDep
 from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import PageError, need, page_router
-from streams.http.routes.events import ingest
+from streams.http.pages.common import PageError, need, page_router, post_event
 
 ACTIVITIES = ("review", "call", "video", "message", "program_edit")
 LIVE_ACTIVITIES = ("call", "video")  # a live call with the patient: real-time audio or video
@@ -246,13 +244,5 @@ async def time_form(
         _correction_target(ledger, supersedes, patient_local_date(ledger, now))
     entry = (minutes, activity, live, role, nonce)
     item = time_event(ep, clinician_id, entry, supersedes, now)
-    answer = await ingest(gateway, who, [item])
-    if not isinstance(answer, dict):
-        raise PageError(503, "Try again", "The event stream is unavailable; nothing was sent.")
-    if answer["rejected"]:
-        raise PageError(422, "Refused", str(answer["rejected"][0]["errors"]))
-    for _ in range(50):  # the worker stores it within moments; the page then shows it
-        if await store.known_event_ids(who.org_id, [item["event_id"]]):
-            break
-        await asyncio.sleep(0.1)
+    await post_event(gateway, who, item)
     return RedirectResponse(f"/ui/patients/{patient_id}#time", 303)
