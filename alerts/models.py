@@ -235,6 +235,13 @@ class AlertConfig(BaseModel):
     # The intake rule set whose routing and service levels set an intake's due time
     # (intake_overdue); the worker's RTM_INTAKE_RULES_FILE, else the default set.
     intake_rules: IntakeRules = DEFAULT_RULES
+    # Organisations' own rule sets (`rtm intake rules set`; the worker reads the newest of
+    # each): they take precedence over ``intake_rules`` for their organisation's intakes.
+    intake_rules_by_org: dict[str, IntakeRules] = Field(default_factory=dict)
+
+    def intake_rules_for(self, org_id: str) -> IntakeRules:
+        """The intake rule set of ``org_id``: its own, else the worker's."""
+        return self.intake_rules_by_org.get(org_id, self.intake_rules)
 
     @property
     def adherence_low_fraction(self) -> Fraction:

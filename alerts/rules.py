@@ -383,7 +383,7 @@ def _intake_event(s: PatientState, event: Event, config: AlertConfig) -> list[Al
         due = s.intakes.get(event.intake_id) or IntakeDue()
         version = (event.occurred_at, event.event_id)
         if due.version is None or version > due.version:
-            a = assess(event, config.intake_rules)
+            a = assess(event, config.intake_rules_for(s.org_id))
             due = dataclasses.replace(
                 due, version=version, due_at=a.due_at, urgent=a.route == "urgent"
             )

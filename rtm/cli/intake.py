@@ -7,8 +7,11 @@ if every line was valid, 1 if some were skipped (the output is still complete fo
 ones), 2 for a bad argument. The rule set's version goes to stderr, so stdout stays the
 documented format.
 
-The organisation's stored rule set (``rtm intake rules show --org O`` / ``rules set --org O
---file F``) needs the database and comes with the worker part.
+``rtm intake rules show --org O`` prints the organisation's rule set in force (its newest
+stored version, else the built-in ``intake-v1``, said on stderr); ``rtm intake rules set --org
+O --file F`` stores a new version (validated; a version is immutable: the same version with
+other rules is refused), audited. The worker takes an organisation's new rule set within 30 s
+(``streams.services.ingest.Ingest``); every routing records the version it used.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import asyncpg
 import click
 from pydantic import ValidationError
 
 from intake.evaluate import evaluate, render
-from intake.rules import DEFAULT_RULES, load_rules
+from intake.rules import DEFAULT_RULES, IntakeRules, load_rules
+from rtm.cli.access import _audit_change, _cli_actor, _require_org, _run
 from rtm.cli.options import parse_instant
+from streams.db.intake_rules import RuleSetConflict, current_rules, store_rules
 
 
 @click.group()
@@ -70,6 +76,57 @@ def intake_evaluate(events_path: Path, as_of: str, rules_path: Path | None) -> N
     for r in results:
         sys.stdout.write(render(r) + "\n")
     sys.exit(1 if errors else 0)
+
+
+@intake.group("rules")
+def intake_rules() -> None:
+    """Per-organisation intake rule sets (versioned data)."""
+
+
+@intake_rules.command("show")
+@click.option("--org", "org_id", required=True)
+@click.pass_context
+def intake_rules_show(ctx: click.Context, org_id: str) -> None:
+    """Print the organisation's rule set in force as JSON."""
+
+    async def body(conn: asyncpg.Connection) -> IntakeRules | None:
+        await _require_org(conn, org_id)
+        return (await current_rules(conn)).get(org_id)
+
+    rules = _run(ctx, body)
+    if rules is None:
+        click.echo(
+            f"{org_id} has no rule set of its own: the worker's (default intake-v1)", err=True
+        )
+        rules = DEFAULT_RULES
+    click.echo(rules.model_dump_json(indent=1))
+
+
+@intake_rules.command("set")
+@click.option("--org", "org_id", required=True)
+@click.option(
+    "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.pass_context
+def intake_rules_set(ctx: click.Context, org_id: str, path: Path) -> None:
+    """Store a rule set (JSON, as --rules of evaluate) as the organisation's newest."""
+    try:
+        rules = load_rules(path.read_bytes())
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise click.BadParameter(str(exc).splitlines()[0], param_hint="'--file'") from None
+
+    async def body(conn: asyncpg.Connection) -> bool:
+        await _require_org(conn, org_id)
+        try:
+            stored = await store_rules(conn, org_id, rules, _cli_actor())
+        except RuleSetConflict as exc:
+            raise click.ClickException(str(exc)) from None
+        if stored:
+            await _audit_change(conn, org_id, "intake.rules_set", {"version": rules.version})
+        return stored
+
+    stored = _run(ctx, body)
+    click.echo(f"{org_id}: rule set {rules.version} " + ("stored" if stored else "stored already"))
 
 
 COMMANDS: tuple[click.Command, ...] = (intake,)

@@ -32,6 +32,7 @@ from alerts.rollup import Rollups
 from alerts.state import PatientState
 from billing.ledger import LedgerRows
 from intake.engine import IntakeState
+from intake.rules import IntakeRules
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
 from streams.db.alert_states import Cached, StateStore
@@ -45,6 +46,7 @@ from streams.db.alerts import (
 )
 from streams.db.deliveries import queue_deliveries
 from streams.db.events import EventKey, insert_new_events, known_events, refused_for_content
+from streams.db.intake_rules import current_rules
 from streams.db.intakes import IntakeOrgKey, IntakeWrite, load_intakes, write_intakes
 from streams.db.ledger import write_ledger
 from streams.db.pool import Pool
@@ -159,6 +161,10 @@ class PgIngestStore:
     async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]:
         async with self.pool.acquire() as conn:
             return await refused_for_content(conn, events)
+
+    async def intake_rule_sets(self) -> dict[str, IntakeRules]:
+        async with self.pool.acquire() as conn:
+            return await current_rules(conn)
 
     async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]:
         async with self.pool.acquire() as conn:

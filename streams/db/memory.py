@@ -25,6 +25,7 @@ from alerts.models import STATUS_RANK, Alert
 from alerts.rollup import DailyAdherence, PatientRollup
 from alerts.state import PatientState, decode_state, encode_state, new_state
 from intake.engine import IntakeState
+from intake.rules import IntakeRules
 from schemas.events import Event, PatientKey, key_text
 from streams.clock import SYSTEM_CLOCK, Clock
 from streams.db.alert_states import StateConflict
@@ -61,6 +62,8 @@ class MemoryIngestStore:
     # (org, patient) -> (rev, partition, encoded state), as alert_state
     states: dict[PatientKey, tuple[int, int, bytes]] = field(default_factory=dict)
     intakes: dict[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)
+    # each organisation's intake rule set in force (intake_rule_sets' newest)
+    rule_sets: dict[str, IntakeRules] = field(default_factory=dict)
     _seq: int = 0
 
     # --- the port --------------------------------------------------------------------------
@@ -107,6 +110,9 @@ class MemoryIngestStore:
 
     async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]:
         return {}  # memory holds any text; PostgreSQL's refusals have no equivalent here
+
+    async def intake_rule_sets(self) -> dict[str, IntakeRules]:
+        return dict(self.rule_sets)
 
     async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]:
         before = self.clock.now() - dt.timedelta(seconds=older_than_s)

@@ -105,6 +105,8 @@ class IngestStore(Protocol):
 
     async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]: ...
 
+    async def intake_rule_sets(self) -> dict[str, IntakeRules]: ...
+
     async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]: ...
 
     async def published(self, seqs: Sequence[int]) -> None: ...
@@ -328,10 +330,11 @@ def intake_keys(items: Sequence[Item]) -> list[IntakeOrgKey]:
 def intake_changes(
     stored: Mapping[IntakeOrgKey, IntakeState],
     new_events: Sequence[Event],
-    rules: IntakeRules = DEFAULT_RULES,
+    rules_for: Callable[[str], IntakeRules] = lambda _org: DEFAULT_RULES,
 ) -> dict[IntakeOrgKey, IntakeWrite]:
     """The intakes the new events change (pure: the intake engine's ``apply`` over each,
-    from its stored state), each with its routing once its intake arrived."""
+    from its stored state), each with its routing, under its organisation's rule set, once
+    its intake arrived."""
     states: dict[IntakeOrgKey, IntakeState] = {}
     for event in new_events:
         k = intake_engine.intake_key(event)
@@ -343,7 +346,9 @@ def intake_changes(
     return {
         key: IntakeWrite(
             state,
-            intake_engine.assess(state.submitted, rules) if state.submitted is not None else None,
+            intake_engine.assess(state.submitted, rules_for(key[0]))
+            if state.submitted is not None
+            else None,
         )
         for key, state in states.items()
     }
@@ -407,7 +412,7 @@ def decide(
         rollups=rollups(result.states, new_events, before=states),
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
-        intakes=intake_changes(intakes or {}, new_events, config.intake_rules),
+        intakes=intake_changes(intakes or {}, new_events, config.intake_rules_for),
     )
     return Decision(write, result, first_contacts(intakes or {}, write.intakes))
 
@@ -436,6 +441,7 @@ class Ingest:
         max_future_skew_s: float,
         guard: DeadLetterGuard,
         config: AlertConfig = DEFAULT_CONFIG,
+        rules_refresh_s: float = 30.0,
     ) -> None:
         self.store = store
         self.dead_letters = dead_letters
@@ -446,6 +452,8 @@ class Ingest:
         self.max_future_skew_s = max_future_skew_s
         self.guard = guard
         self.config = config
+        self.rules_refresh_s = rules_refresh_s
+        self._rules_read_at: float | None = None
 
     def partition_of(self, key: PatientKey) -> int:
         """The rtm.events partition of a patient: the one its Kafka key hashes to."""
@@ -467,6 +475,7 @@ class Ingest:
         await self._send_dead(batch.dead)
         if not batch.items:
             return
+        await self._refresh_intake_rules()
         t0 = time.perf_counter()
         recorded = await write_until_done(lambda: self._record(batch.items), "batch")
         self.metrics.write_latency.observe(time.perf_counter() - t0)
@@ -480,6 +489,18 @@ class Ingest:
             await self.publisher.publish(rows, received)
         except Exception as exc:  # committed and queued: the outbox timer sends them
             log.warning("alert changes left in the outbox (%s)", type(exc).__name__)
+
+    async def _refresh_intake_rules(self) -> None:
+        """The organisations' own intake rule sets (`rtm intake rules set`), read before the
+        first batch and then every ``rules_refresh_s``: one stored meanwhile takes effect
+        within that."""
+        now = time.monotonic()
+        if self._rules_read_at is not None and now - self._rules_read_at < self.rules_refresh_s:
+            return
+        by_org = await write_until_done(self.store.intake_rule_sets, "intake rule sets")
+        if by_org != self.config.intake_rules_by_org:
+            self.config = self.config.model_copy(update={"intake_rules_by_org": by_org})
+        self._rules_read_at = now
 
     async def _record(self, items: Sequence[Item]) -> Recorded:
         """Load, decide, write; the events the database refuses for their content are

@@ -19,6 +19,8 @@ from click.testing import CliRunner
 from intake.rules import DEFAULT_RULES
 from rtm.bench.receiver import Receiver
 from rtm.cli import main
+from streams.access import new_key
+from streams.db.access import add_key, add_org
 from streams.db.deliveries import remove_webhook, set_webhook
 from streams.settings import Settings
 from tests.conftest import EventFactory
@@ -166,3 +168,71 @@ async def test_an_uncontacted_urgent_intake_raises_intake_overdue_at_its_due_tim
     finally:
         await remove_webhook(db, "*")
         receiver.close()
+
+
+async def test_an_organisation_s_own_rule_set_routes_its_intakes(
+    base_settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """`rtm intake rules set --org O --file F` stores a version (audited; the same version
+    with other rules refused), `show` prints it, and the running worker routes O's intakes
+    under it (GET /v1/intakes names the version), while another organisation keeps the
+    default."""
+    f = EventFactory()
+    org = f"{f.prefix}-org"
+    await add_org(db, org, "Fast clinic")
+    key, key_id, salt, digest = new_key()
+    await add_key(db, key_id, org, ["integration"], "intake rules test", salt, digest)
+    urgent = DEFAULT_RULES.service_levels["urgent"].model_copy(update={"hours": 0.5})
+    rules = DEFAULT_RULES.model_copy(
+        update={
+            "version": f"{org}-v1",
+            "service_levels": {**DEFAULT_RULES.service_levels, "urgent": urgent},
+        }
+    )
+    path = tmp_path / "rules.json"
+    path.write_text(rules.model_dump_json())
+    runner = CliRunner()
+    stored = await asyncio.to_thread(
+        runner.invoke, main, ["intake", "rules", "set", "--org", org, "--file", str(path)]
+    )
+    assert stored.exit_code == 0 and "stored" in stored.output, stored.output
+    shown = await asyncio.to_thread(runner.invoke, main, ["intake", "rules", "show", "--org", org])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["version"] == f"{org}-v1"
+    other = rules.model_copy(update={"nprs_in_person_at": 9})
+    path.write_text(other.model_dump_json())
+    refused = await asyncio.to_thread(
+        runner.invoke, main, ["intake", "rules", "set", "--org", org, "--file", str(path)]
+    )
+    assert refused.exit_code != 0 and "new version" in refused.output
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE org_id = $1 AND action = 'intake.rules_set'",
+            org,
+        )
+        == 1
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    p = f.patient(1)
+    with running_stack(base_settings, tick_interval_s=0) as stack:
+        ours = f.intake(p, now.isoformat(), red_flags=["saddle_anesthesia"])
+        resp = httpx.post(
+            f"{stack.url}/v1/events", json=[ours], headers={"Authorization": f"Bearer {key}"}
+        )
+        assert resp.json()["accepted"] == 1, resp.text
+
+        def queue() -> list[dict[str, Any]]:
+            got = httpx.get(
+                f"{stack.url}/v1/intakes",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            ).json()["intakes"]
+            return [r for r in got if r["patient_id"] == p]
+
+        async def routed() -> bool:
+            return bool(queue())
+
+        await wait_for(routed, timeout=30, what="the intake routed")
+        [row] = queue()
+        assert row["rules_version"] == f"{org}-v1"
+        due = dt.datetime.fromisoformat(row["due_at"])
+        assert due - now == dt.timedelta(minutes=30)  # the organisation's urgent level
