@@ -319,6 +319,15 @@ def pg_data_path(settings: Settings) -> Path:
     return settings.provision.pg_data_path(settings.state_dir)
 
 
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64, never starting with "-" (the
+    storage tool would read it as an option; Kafka's own Uuid.randomUuid skips those too)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def _kafka_dir(settings: Settings) -> Path:
     return settings.state_dir / "kafka"
 
@@ -488,9 +497,8 @@ def _kafka_start(
 
     if not (kdir / "data" / "meta.properties").exists():
         cid_file = kdir / "cluster.id"
-        if not cid_file.exists():
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            cid_file.write_text(cid + "\n")
+        if not cid_file.exists() or cid_file.read_text().startswith("-"):
+            cid_file.write_text(_cluster_id() + "\n")
         cid = cid_file.read_text().strip()
         log(f"kafka: formatting storage in {kdir / 'data'} (cluster id {cid})")
         _run(

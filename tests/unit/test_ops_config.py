@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from infra.services import _cluster_id
 from streams.metrics import GatewayMetrics, WorkerMetrics
 from streams.settings import Settings
 
@@ -215,3 +216,11 @@ def test_promtool_accepts(args: list[str]) -> None:
     assert PROMTOOL is not None
     proc = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash() -> None:
+    """The storage tool reads "-t -abc…" as an option: 1 fresh state in 64 failed `rtm up`
+    (URL-safe base64 starts with "-" that often)."""
+    ids = [_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids) and {len(i) for i in ids} == {22}
