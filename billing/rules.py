@@ -423,6 +423,9 @@ class PeriodProgress(BaseModel):
     earned: str | None  # the device code if the period closed with today's count
     on_track_for: str | None  # best device code still reachable
     summary: str  # "12 of 16 days, 9 days left"
+    # the same in the codes a clinician and a biller act on: "98985 secured · 5/16 toward
+    # 98977 · needs 11 in 16 days", "98977 met (22 data days)" (``progress_text``)
+    codes: str
 
 
 class MonthProgress(BaseModel):
@@ -466,6 +469,31 @@ def _current_period(state: PatientBillingState, day: dt.date) -> tuple[Period, s
     return period, {d for d in all_days if period.start <= d <= day}
 
 
+def progress_text(data_days: int, days_left: int) -> str:
+    """A period's progress in codes: what is secured, what is still reachable and what it
+    needs (``data_days`` so far, ``days_left`` that can still become data days)."""
+    n, left = data_days, days_left
+    if n >= DEVICE_FULL_DAYS:
+        return f"{CPT_DEVICE_FULL} met ({n} data days)"
+    days = f"{left} day{'s' if left != 1 else ''}"
+    parts = [f"{CPT_DEVICE_SHORT} secured"] if n >= DEVICE_MIN_DAYS else []
+    if n + left >= DEVICE_FULL_DAYS:
+        parts += [
+            f"{n}/{DEVICE_FULL_DAYS} toward {CPT_DEVICE_FULL}",
+            f"needs {DEVICE_FULL_DAYS - n} in {days}",
+        ]
+    elif n >= DEVICE_MIN_DAYS:
+        parts.append(f"{CPT_DEVICE_FULL} out of reach ({n}/{DEVICE_FULL_DAYS}, {days} left)")
+    elif n + left >= DEVICE_MIN_DAYS:
+        parts.append(
+            f"{CPT_DEVICE_FULL} out of reach; needs {DEVICE_MIN_DAYS - n} for"
+            f" {CPT_DEVICE_SHORT} in {days}"
+        )
+    else:
+        parts.append(f"no device code reachable ({n} data days, {days} left)")
+    return " · ".join(parts)
+
+
 def billing_progress(state: PatientBillingState, day: dt.date) -> BillingProgress:
     """Progress of the current device-supply period and calendar month on patient-local
     ``day`` (see ``patient_local_date``). Counts data up to and including ``day``."""
@@ -488,6 +516,7 @@ def billing_progress(state: PatientBillingState, day: dt.date) -> BillingProgres
             earned=device_code(n),
             on_track_for=on_track,
             summary=f"{n} of {DEVICE_FULL_DAYS} days, {left} day{'s' if left != 1 else ''} left",
+            codes=progress_text(n, left),
         )
 
     start, end = month_bounds(day)

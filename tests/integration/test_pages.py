@@ -216,7 +216,7 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     ).json()["patients"]
     assert [r["patient_id"] for r in api] == order  # the page's order is the API's
     row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
-    assert "1 critical" in row.inner_text() and "of 16 days" in row.inner_text()
+    assert "1 critical" in row.inner_text() and "/16 toward 98977" in row.inner_text()
     assert "saddle anesthesia" in row.inner_text()  # the red flag named, not only "red flag"
     assert row.locator("td.waiting").inner_text().endswith(("min", " h", "days"))
     assert "red flag or fall: 1" in page.inner_text("#tier-counts")  # counts per tier

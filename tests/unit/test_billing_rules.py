@@ -17,6 +17,7 @@ from billing.rules import (
     billing_progress,
     compute_claims,
     patient_local_date,
+    progress_text,
     treatment_codes,
 )
 from billing.state import PatientBillingState, fold_events
@@ -582,3 +583,26 @@ def test_billing_at_risk(n_data_days: int, day: str, at_risk: bool) -> None:
 def test_billing_at_risk_outside_episode_is_false() -> None:
     state = fold_events([start()])[(DEFAULT_ORG, "p1")]
     assert billing_at_risk(state, D("2026-11-01")) is False
+
+
+@pytest.mark.parametrize(
+    ("data_days", "days_left", "text"),
+    [
+        (0, 30, "0/16 toward 98977 · needs 16 in 30 days"),
+        (1, 15, "1/16 toward 98977 · needs 15 in 15 days"),
+        (2, 14, "98985 secured · 2/16 toward 98977 · needs 14 in 14 days"),
+        (2, 13, "98985 secured · 98977 out of reach (2/16, 13 days left)"),
+        (5, 16, "98985 secured · 5/16 toward 98977 · needs 11 in 16 days"),
+        (15, 1, "98985 secured · 15/16 toward 98977 · needs 1 in 1 day"),
+        (16, 0, "98977 met (16 data days)"),
+        (22, 8, "98977 met (22 data days)"),  # never "22 of 16 days"
+        (1, 1, "98977 out of reach; needs 1 for 98985 in 1 day"),
+        (0, 1, "no device code reachable (0 data days, 1 day left)"),
+    ],
+)
+def test_progress_names_the_codes_secured_reachable_and_needed(
+    data_days: int, days_left: int, text: str
+) -> None:
+    """Issue 17: the worklist, the patient page and the billing view say what a period has
+    secured and what it still needs, in codes (98985 from 2 data days, 98977 from 16)."""
+    assert progress_text(data_days, days_left) == text

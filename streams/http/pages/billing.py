@@ -117,7 +117,7 @@ def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
             "period_end": p.period.period_end,
             "days_needed": p.period.days_needed,
             "days_left": p.period.days_left,
-            "summary": p.period.summary,
+            "summary": p.period.codes,
         }
         for p in progress
         if p.period is not None and 0 < p.period.days_needed <= p.period.days_left

@@ -253,9 +253,7 @@ def _patient_view(
         "minutes_to_next": progress.month.minutes_to_next if progress else None,
         "interactive": progress.month.interactive if progress else False,
         "earned": list(progress.month.earned) if progress else [],
-        "progress": (
-            progress.period.summary if progress and progress.period else "no active period"
-        ),
+        "progress": (progress.period.codes if progress and progress.period else "no active period"),
     }
 
 

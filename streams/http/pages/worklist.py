@@ -115,7 +115,7 @@ async def worklist_page(
             else None
         )
         r["progress"] = (
-            progress.period.summary if progress and progress.period else "no active period"
+            progress.period.codes if progress and progress.period else "no active period"
         )
     f = {"severity": severity, "kind": kind, "status": status, "q": q}
     return render(
