@@ -23,6 +23,7 @@ from streams.http.app import create_app
 from streams.http.auth import remembered
 from streams.http.deps import Deps, Gateway
 from streams.http.pages.common import elapsed
+from streams.http.pages.worklist import pain_text
 from streams.settings import Settings
 from tests.unit.test_gateway import KEY, FakeProducer, FakeStore, _as_app_key, pain
 
@@ -228,3 +229,16 @@ def test_only_deps_reads_the_application_state() -> None:
         if lines:
             readers[str(path.relative_to(HTTP_DIR))] = lines
     assert list(readers) == ["deps.py"], readers
+
+
+def test_pain_trend_counts_from_the_mcid() -> None:
+    """Issue 17: '9/10, falling' after six weeks of 9-10 misled; a change counts from 2."""
+
+    def text(latest: int | None, baseline: float | None) -> str:
+        return pain_text({"latest_pain": latest, "pain_baseline": baseline})
+
+    assert text(9, 10) == "9/10, steady (baseline 10)"
+    assert text(8, 10) == "8/10, falling (baseline 10)"
+    assert text(7, 5) == "7/10, rising (baseline 5)"
+    assert text(6, 5.5) == "6/10, steady (baseline 5.5)"
+    assert text(4, None) == "4/10" and text(None, None) == "—"

@@ -42,14 +42,21 @@ def sparkline(values: list[float | None], width: int = 84, height: int = 22) -> 
     ).format(w=width, h=height, label=label, c=coords)
 
 
-def _pain_text(r: dict[str, Any]) -> str:
+# A pain change counts from the NPRS's minimal clinically important difference (2 points,
+# the pain_increase rule's delta): 9 after a week of 10 is not "falling".
+PAIN_MCID = 2
+
+
+def pain_text(r: dict[str, Any]) -> str:
+    """Latest pain against its baseline (median of the 7 days before): rising or falling
+    only by at least the MCID, else steady."""
     if r["latest_pain"] is None:
         return "—"
     base = r["pain_baseline"]
     if base is None:
         return f"{r['latest_pain']}/10"
     delta = r["latest_pain"] - base
-    trend = "rising" if delta >= 1 else ("falling" if delta <= -1 else "steady")
+    trend = "rising" if delta >= PAIN_MCID else ("falling" if delta <= -PAIN_MCID else "steady")
     return f"{r['latest_pain']}/10, {trend} (baseline {base:g})"
 
 
@@ -107,7 +114,7 @@ async def worklist_page(
         latest = r["spark"][-1] if r["spark"] else None
         r["adherence_text"] = "—" if latest is None else f"{latest:.0%}"
         r["sparkline"] = sparkline(r["spark"])
-        r["pain_text"] = _pain_text(r)
+        r["pain_text"] = pain_text(r)
         ledger = ledgers.get(r["patient_id"])
         progress = (
             billing_progress(ledger, patient_local_date(ledger, now))
