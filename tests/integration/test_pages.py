@@ -400,3 +400,28 @@ def test_no_page_scrolls_sideways_on_a_phone_and_alerts_come_first(
             assert label == '"Open alerts"', label
         page.context.close()
     assert wide == dict.fromkeys(wide, 0), wide
+
+
+def test_the_live_stream_ends_with_the_session_and_says_so(dash: Dash, browser: Any) -> None:
+    """Issue 17: an open tab kept receiving live alerts with patient ids after a sign-out in
+    another tab. Now the stream ends with the session: the page says so, drops the list and
+    receives no later alert."""
+    p = dash.patients
+    page = sign_in(browser, dash, "c1")
+    page.wait_for_function(
+        "() => document.getElementById('live-status').textContent.startsWith('Connected')"
+    )
+    other = page.context.new_page()  # another tab of the same browser: the same session
+    other.goto("/ui/worklist")
+    with other.expect_navigation():
+        other.click("form.signout button")
+    page.wait_for_function(
+        "() => document.getElementById('live-status').textContent.includes('signed out')",
+        timeout=15_000,
+    )
+    f = EventFactory()
+    dash.post([f.symptom(p["pCrit"], local(0, 1), red_flags=["fever"])], "feed")
+    page.wait_for_timeout(3_000)  # several polls of a stream that would still be open
+    assert page.locator("#live-list li").count() == 0
+    page.screenshot(path=str(dash.shots / "worklist-live-ended.png"), full_page=True)
+    page.context.close()

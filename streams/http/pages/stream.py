@@ -14,13 +14,14 @@ import orjson
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from streams.access import Principal
-from streams.db.access import audit_principal
+from streams.access import SESSION_COOKIE, Principal, session_digest
+from streams.db.access import audit_principal, session_user
 from streams.db.alerts import alerts_changed_since, db_now
 from streams.db.intakes import intakes_changed_since
-from streams.http.deps import AuthenticateDep, StoreDep
+from streams.http.deps import AuthenticateDep, ClockDep, SettingsDep, StoreDep
 from streams.http.hardening import Instant
 from streams.http.pages.common import need, page_router, page_user
+from streams.settings import Settings
 
 STREAM_POLL_S = 1.0
 # A change is read again for this long after the cursor passed it: a batch transaction
@@ -35,6 +36,8 @@ async def stream(
     request: Request,
     authenticate: AuthenticateDep,
     store: StoreDep,
+    clock: ClockDep,
+    settings: SettingsDep,
     since: Instant | None = None,
     feed: Literal["alerts", "intakes"] = "alerts",
 ) -> StreamingResponse:
@@ -57,6 +60,11 @@ async def stream(
         idle = 0.0
         while not await request.is_disconnected():
             async with store.acquire() as conn:
+                if not await _still_signed_in(conn, request, settings, clock.now()):
+                    # signed out (here or in another tab), idle or disabled: nothing more
+                    # for this page, and it says so (the browser must not reconnect)
+                    yield b'event: end\ndata: {"reason":"signed_out"}\n\n'
+                    return
                 if feed == "intakes":
                     changed = await _intake_changes(conn, who, cursor - STREAM_OVERLAP)
                 else:
@@ -110,6 +118,18 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _still_signed_in(
+    conn: Any, request: Request, settings: Settings, now: dt.datetime
+) -> bool:
+    """Whether the page's session is still live (not signed out, idle, expired or disabled),
+    without sliding its idle timeout: an open stream does not keep a session alive."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return False
+    idle = dt.timedelta(seconds=settings.gateway.session_idle_s)
+    return await session_user(conn, session_digest(cookie), now, idle) is not None
 
 
 async def _intake_changes(

@@ -21,6 +21,13 @@
     const source = new EventSource("/ui/stream" + (query ? "?" + query : ""));
     const status = document.getElementById("live-status");
     const list = document.getElementById("live-list");
+    // the session ended (signed out here or in another tab, idle, disabled): stop, say so
+    source.addEventListener("end", function () {
+      source.close();
+      status.textContent = "Live updates stopped: you are signed out. Sign in again to see new alerts.";
+      status.className = "error";
+      list.replaceChildren();
+    });
     if (feed === "intakes") { intakes(source, status, list); return; }
     source.addEventListener("open", function () { status.textContent = "Connected: new alerts appear here."; });
     source.addEventListener("error", function () { status.textContent = "Reconnecting…"; });
