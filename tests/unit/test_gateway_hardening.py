@@ -543,3 +543,14 @@ def test_rtm_simulate_writes_its_cohort_and_demographics_0600(tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(demo.stat().st_mode) == 0o600
+
+
+async def test_pages_have_a_favicon(tmp_path: Path) -> None:
+    """Issue 17: no favicon (every page load asked for /favicon.ico and got a 404)."""
+    app, _ = build(tmp_path)
+    async with client(app) as c:
+        page = await c.get("/ui/sign-in")
+        icon = await c.get("/ui/static/favicon.svg")
+    assert '<link rel="icon" href="/ui/static/favicon.svg"' in page.text
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
