@@ -40,6 +40,7 @@ import calendar
 import datetime as dt
 import re
 from collections import Counter
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -48,7 +49,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from billing.claims837 import FREQUENCY_NAMES
 from billing.export import render_export
-from billing.rules import billing_progress, patient_local_date
+from billing.rules import DEVICE_MIN_DAYS, billing_progress, patient_local_date
 from billing.submission import SubmissionRefused, line_text
 from schemas.events import YEAR_MAX, YEAR_MIN
 from streams.access import Principal
@@ -75,6 +76,8 @@ _MEDIA = {
     "fhir": ("application/fhir+json", "json"),
 }
 CLOSE_LIMIT = 100
+# "Close to 16 data days": at most this many still missing (and still reachable)
+CLOSE_DAYS = 5
 CHANGED = (
     "The claims changed since you reviewed them (new data, a closed period or another"
     " submission): nothing was submitted. Review them again below."
@@ -107,23 +110,44 @@ def check_month(month: str | None) -> None:
         month_range(month, dt.date(YEAR_MIN, 1, 1))
 
 
-def close_to_full(progress: list[Any]) -> list[dict[str, Any]]:
-    """Patients whose current period can still reach 16 data days but has not yet, least
-    slack first (days left minus days still needed), then fewest days left."""
-    rows = [
-        {
-            "patient_id": p.patient_id,
-            "period_start": p.period.period_start,
-            "period_end": p.period.period_end,
-            "days_needed": p.period.days_needed,
-            "days_left": p.period.days_left,
-            "summary": p.period.codes,
-        }
-        for p in progress
-        if p.period is not None and 0 < p.period.days_needed <= p.period.days_left
+@dataclass(frozen=True)
+class PeriodWatch:
+    """The billing view's two lists of current periods, each with its full count (a list
+    is cut at CLOSE_LIMIT rows, and says so)."""
+
+    close: list[dict[str, Any]]  # within CLOSE_DAYS data days of 98977, still reachable
+    close_total: int
+    nothing: list[dict[str, Any]]  # fewer than 2 data days: the period bills nothing yet
+    nothing_total: int
+
+
+def _period_row(p: Any) -> dict[str, Any]:
+    return {
+        "patient_id": p.patient_id,
+        "period_start": p.period.period_start,
+        "period_end": p.period.period_end,
+        "days_needed": p.period.days_needed,
+        "days_left": p.period.days_left,
+        "data_days": p.period.data_days,
+        "summary": p.period.codes,
+    }
+
+
+def watch_periods(progress: list[Any]) -> PeriodWatch:
+    """Patients close to 16 data days (at most CLOSE_DAYS missing and still reachable),
+    least slack first (days left minus days still needed), then fewest days left; and the
+    patients whose period has fewer than 2 data days so far (nothing billable yet: 98985
+    needs 2), fewest days left first."""
+    periods = [p for p in progress if p.period is not None]
+    close = [
+        _period_row(p)
+        for p in periods
+        if 0 < p.period.days_needed <= min(CLOSE_DAYS, p.period.days_left)
     ]
-    rows.sort(key=lambda r: (r["days_left"] - r["days_needed"], r["days_left"], r["patient_id"]))
-    return rows[:CLOSE_LIMIT]
+    close.sort(key=lambda r: (r["days_left"] - r["days_needed"], r["days_left"], r["patient_id"]))
+    nothing = [_period_row(p) for p in periods if p.period.data_days < DEVICE_MIN_DAYS]
+    nothing.sort(key=lambda r: (r["days_left"], r["data_days"], r["patient_id"]))
+    return PeriodWatch(close[:CLOSE_LIMIT], len(close), nothing[:CLOSE_LIMIT], len(nothing))
 
 
 def _kind(h: Any) -> str:
@@ -149,8 +173,8 @@ async def billing_page(
         now = await db_now(conn)
         month, first, last = month_range(month, now.date())
         states = await load_states(conn, who.org_id, await patients_in_scope(conn, who.scope()))
-        close = await asyncio.to_thread(  # every patient of the organisation: off the loop
-            lambda: close_to_full(
+        watch = await asyncio.to_thread(  # every patient of the organisation: off the loop
+            lambda: watch_periods(
                 [billing_progress(s, patient_local_date(s, now)) for s in states.values()]
             )
         )
@@ -164,7 +188,10 @@ async def billing_page(
             who,
             "read",
             "GET /ui/billing",
-            {*(c["patient_id"] for c in close), *(ln.patient_id for ln in result.lines)},
+            {
+                *(c["patient_id"] for c in watch.close + watch.nothing),
+                *(ln.patient_id for ln in result.lines),
+            },
             {"month": month, "lines": len(result.lines)},
         )
     per_code = sorted(Counter(ln.cpt for ln in result.lines).items())
@@ -174,7 +201,8 @@ async def billing_page(
         nav="billing",
         month=month,
         month_label=first.strftime("%B %Y"),
-        close=close,
+        watch=watch,
+        close_days=CLOSE_DAYS,
         lines=result.lines,
         per_code=per_code,
         history=history,
