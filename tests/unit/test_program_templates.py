@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from alerts.adherence import daily_rows
+from rtm.cli.programs import parse_exercises
 from schemas.events import FieldError, dump_event, validate_event
 from streams.http.pages.common import PageError
 from streams.http.pages.programs import OWN_COPY, copy_program, program_histories
@@ -168,3 +169,16 @@ def test_adherence_uses_the_program_in_force_on_each_local_date_across_a_change(
     state = fold([events[0], events[1], *events[3:]])
     flat = daily_rows(P, state.completions, state.book, dt.date(2026, 11, 8))
     assert flat[-1].adherence_7d == Fraction(4, 7)
+
+
+def test_a_template_file_is_checked_field_by_field() -> None:
+    bad = orjson.dumps([BRIDGE | {"reps": 0}, DOG | {"sets": "2"}])
+    with pytest.raises(ValueError) as caught:
+        parse_exercises(bad, 3)
+    assert "0.reps: Input should be greater than or equal to 1" in str(caught.value)
+    assert "1.sets" in str(caught.value)
+    with pytest.raises(ValueError, match="only once"):
+        parse_exercises(orjson.dumps([BRIDGE, BRIDGE]), 3)
+    with pytest.raises(ValueError, match="at least one exercise"):
+        parse_exercises(b"[]", 3)
+    assert [e.reps for e in parse_exercises(orjson.dumps([BRIDGE, DOG]), 3)] == [10, 8]
