@@ -298,9 +298,42 @@ class Source(_Frozen):
     id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
+class Exercise(_Frozen):
+    """One exercise of a home exercise program with its dosage (issue 17): sets, repetitions
+    per set, seconds each repetition is held (0: not a hold)."""
+
+    exercise_id: Id64
+    name: Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=NO_NUL)] | None = (
+        None
+    )
+    sets: Annotated[StrictInt, Field(ge=1, le=20), INTEGRAL]
+    reps: Annotated[StrictInt, Field(ge=1, le=200), INTEGRAL]
+    hold_s: Annotated[StrictInt, Field(ge=0, le=600), INTEGRAL] = 0
+
+
+class TemplateRef(_Frozen):
+    """The organisation template (and its immutable version) a program was assigned from."""
+
+    id: Id64
+    version: Annotated[StrictInt, Field(ge=1, le=1_000_000), INTEGRAL]
+
+
 class Program(_Frozen):
     sessions_per_week: Annotated[StrictInt, Field(ge=0, le=28), INTEGRAL]
     exercise_ids: list[Id64] = Field(default_factory=list)
+    # The exercises with their dosage (optional: older producers send exercise_ids only).
+    exercises: Annotated[list[Exercise], Field(max_length=50)] | None = None
+    # Set when the program is a template's version as assigned; absent for a program of
+    # the patient's own (a per-patient change: the patient's copy).
+    template: TemplateRef | None = None
+
+    @field_validator("exercises")
+    @classmethod
+    def _distinct_exercises(cls, v: list[Exercise] | None) -> list[Exercise] | None:
+        ids = [e.exercise_id for e in v or ()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each exercise_id may appear only once in a program")
+        return v
 
 
 class BillingInfo(_Frozen):

@@ -7,7 +7,8 @@ one module per family of commands, that parse, call a service or a tool, and pri
 - ``alerts``: alerts (tick, webhook(s), evaluate), adherence;
 - ``billing``: billing evaluate and readiness (offline), export, submit, reconcile, profiles…;
 - ``access``: orgs, users, keys, teams, audit;
-- ``fhir``, ``intake``, ``rollups``; ``bench``: bench, chaos;
+- ``fhir``, ``intake``, ``programs`` (home exercise program templates), ``rollups``; ``bench``:
+  bench, chaos;
 - ``options``: what they share (the Settings of a command, ``parse_instant``).
 """
 

@@ -15,6 +15,7 @@ from rtm.cli import (
     fhir,
     intake,
     outcomes,
+    programs,
     rollups,
     services,
 )
@@ -31,6 +32,19 @@ def main(ctx: click.Context) -> None:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-for family in (services, events, alerts, billing, access, fhir, intake, outcomes, rollups, bench):
+FAMILIES = (
+    services,
+    events,
+    alerts,
+    billing,
+    access,
+    fhir,
+    intake,
+    outcomes,
+    programs,
+    rollups,
+    bench,
+)
+for family in FAMILIES:
     for command in family.COMMANDS:
         main.add_command(command)

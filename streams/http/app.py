@@ -19,7 +19,17 @@ from streams.http.auth import reject_unknown_query
 from streams.http.denials import DenialAudit
 from streams.http.deps import Deps, Gateway, principal
 from streams.http.hardening import Hardening
-from streams.http.pages import assets, audit, home, patient, sign_in, stream, timelog, worklist
+from streams.http.pages import (
+    assets,
+    audit,
+    home,
+    patient,
+    programs,
+    sign_in,
+    stream,
+    timelog,
+    worklist,
+)
 from streams.http.pages import billing as billing_pages
 from streams.http.pages import intakes as intake_pages
 from streams.http.pages.common import PageError, http_error, page_error
@@ -37,6 +47,7 @@ PAGE_ROUTERS = (
     sign_in.router,
     worklist.router,
     patient.router,
+    programs.router,
     timelog.router,
     stream.router,
     audit.router,

@@ -276,6 +276,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("POST", "/ui/alerts/{alert_id}/snooze"): (set(), None),  # tested below, test_alert_actions
     # CSRF, clinicians only, in scope, audited: tests/integration/test_pause_page.py
     ("POST", "/ui/patients/{patient_id}/program/{action}"): (set(), None),
+    # CSRF, clinicians only, in scope, audited: tests/integration/test_program_templates_page.py
+    ("POST", "/ui/patients/{patient_id}/exercises/{action}"): (set(), None),
     # CSRF, clinicians only, in scope, audited: tests/integration/test_time_page.py
     ("POST", "/ui/patients/{patient_id}/time"): (set(), None),
     ("POST", "/ui/patients/{patient_id}/timer"): (set(), None),

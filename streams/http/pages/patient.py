@@ -34,6 +34,7 @@ from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import db_now, list_alerts
 from streams.db.events import pain_reports, patient_payloads
 from streams.db.ledger import load_states
+from streams.db.program_templates import latest_templates
 from streams.http.auth import form_fields
 from streams.http.deps import (
     AuthenticateDep,
@@ -54,6 +55,7 @@ from streams.http.pages.common import (
     post_event,
     render,
 )
+from streams.http.pages.programs import program_histories
 from streams.http.pages.timelog import time_context
 from streams.services.alerts import SnoozeRefused, acknowledge, snooze
 from streams.settings import Settings
@@ -138,12 +140,14 @@ async def patient_page(
         )
         panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
+        hep_templates = await latest_templates(conn, who.org_id)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
     view = await asyncio.to_thread(
         _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now()
     )
     view |= time_context(who, payloads, ledger, now, timer[:64])
+    view |= {"hep": program_histories(payloads), "hep_templates": hep_templates}
     return render(
         "patient.html",
         who=who,

@@ -1,0 +1,262 @@
+"""Home exercise programs from templates on the patient page (issue 17 item 3).
+
+Real gateway, worker, Kafka and PostgreSQL; Debian's chromium through Playwright. The
+organisation's template ``lb`` is stored with the real CLI (``rtm programs templates add``).
+The clinician assigns it to three patients from their pages, then changes one patient's
+copy (reps and sessions per week): that patient's page shows "patient's own copy" with the
+new dosage and the history of both programs; the other two stay on the template's version
+1, also after the template is edited (version 2: versions are immutable, an assignment pins
+its version). Every change is a ``program.updated`` through the gateway (stamped with the
+organisation) and the worker, carrying the exercises, the dosage and the template id and
+version (none for the patient's copy). A post without the CSRF token and another
+clinician's post add nothing; the assignments are audited."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from rtm.cli.root import main
+from streams.access import SESSION_COOKIE, hash_password, new_key
+from streams.db import access as db
+from streams.settings import Settings
+from tests.conftest import EventFactory
+from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "a long demo password"
+EXERCISES = [
+    {"exercise_id": "bridge", "name": "Glute bridge", "sets": 3, "reps": 10, "hold_s": 5},
+    {"exercise_id": "bird-dog", "sets": 2, "reps": 8},
+]
+
+
+@dataclass
+class Clinic:
+    stack: Stack
+    tag: str
+    org: str
+    patients: list[str]
+
+    def user(self, name: str) -> str:
+        return f"{self.tag}-{name}"
+
+
+async def _provision(settings: Settings, tag: str, org: str) -> str:
+    conn = await asyncpg.connect(settings.db.dsn)
+    try:
+        await db.add_org(conn, org, "Template clinic")
+        pw = hash_password(PASSWORD)
+        for name in ("c1", "c2"):
+            await db.add_user(conn, org, f"{tag}-{name}", "clinician", pw, f"{tag}-cid-{name}")
+        key, key_id, salt, digest = new_key()
+        await db.add_key(conn, key_id, org, ["producer", "integration"], "hep", salt, digest)
+        return key
+    finally:
+        await conn.close()
+
+
+async def _fetch(settings: Settings, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(settings.db.dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def _programs(c: Clinic, pid: str) -> list[dict[str, Any]]:
+    """The patient's program.updated events as stored by the worker, oldest first."""
+    rows = run_in_thread(
+        _fetch(
+            c.stack.settings,
+            "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2"
+            " AND type = 'program.updated' ORDER BY stored_at",
+            c.org,
+            pid,
+        )
+    )
+    return [orjson.loads(r["payload"]) for r in rows]
+
+
+def _add_template(tmp: Path, org: str, name: str, exercises: list[dict[str, Any]]) -> str:
+    path = tmp / "exercises.json"
+    path.write_text(json.dumps(exercises))
+    args = ["programs", "templates", "add", "--org", org, "--id", "lb", "--name", name]
+    args += ["--sessions-per-week", "3", "--file", str(path)]
+    # in a thread of its own: Playwright's sync API keeps an event loop running here
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(CliRunner().invoke, main, args).result()
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def clinic(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
+    with running_stack(base_settings) as stack:
+        tag = "hp" + uuid.uuid4().hex[:8]
+        org = f"{tag}-org"
+        key = run_in_thread(_provision(stack.settings, tag, org))
+        f = EventFactory()
+        patients = [f.patient(i) for i in (1, 2, 3)]
+        events = [f.episode_started(pid, clinician_id=f"{tag}-cid-c1") for pid in patients]
+        resp = stack.post(events, key=key)
+        assert resp.status_code == 200 and resp.json()["accepted"] == 3, resp.text
+
+        async def stored() -> bool:
+            rows = await _fetch(
+                stack.settings,
+                "SELECT 1 FROM events WHERE org_id = $1 AND type = 'episode.started'",
+                org,
+            )
+            return len(rows) == 3
+
+        run_in_thread(wait_for(stored, 90, "the three episodes"))
+        out = _add_template(tmp_path_factory.mktemp("hep"), org, "Low back 1", EXERCISES)
+        assert "template lb version 1 stored" in out
+        yield Clinic(stack, tag, org, patients)
+
+
+def sign_in(browser: Any, c: Clinic, name: str) -> Any:
+    context = browser.new_context(base_url=c.stack.url)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.goto("/ui/sign-in")
+    page.fill("#username", c.user(name))
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
+    return page
+
+
+def form_post(c: Clinic, name: str, pid: str, csrf: bool = True) -> httpx.Response:
+    resp = httpx.post(
+        f"{c.stack.url}/v1/session",
+        timeout=30,
+        json={"username": c.user(name), "password": PASSWORD},
+    )
+    resp.raise_for_status()
+    headers = {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}"}
+    body = {"episode_id": f"{pid}-ep1", "template": "lb@1"}
+    body |= {"csrf_token": resp.json()["csrf_token"]} if csrf else {}
+    return httpx.post(
+        f"{c.stack.url}/ui/patients/{pid}/exercises/assign",
+        data=body,
+        headers=headers,
+        timeout=30,
+        follow_redirects=False,
+    )
+
+
+def _source_is(page: Any, pid: str, text: str) -> str:
+    """The program in force as the page shows it, once it says ``text`` (the form waits
+    for the worker; a slow one: reload)."""
+    current = page.locator(f"#hep-{pid}-ep1 .hep-current")
+    for _ in range(30):
+        if text in current.inner_text():
+            break
+        time.sleep(1)
+        page.reload()
+    shown: str = current.inner_text()
+    assert text in shown, shown
+    return shown
+
+
+def _dosage(page: Any, pid: str, exercise: str) -> tuple[str, str, str]:
+    row = page.locator(f"#hep-{pid}-ep1 tr[data-exercise='{exercise}']")
+    return tuple(row.locator(f".hep-{f}").input_value() for f in ("sets", "reps", "hold_s"))  # type: ignore[return-value]
+
+
+def test_one_patients_copy_changes_and_the_other_two_stay_on_the_templates_version(
+    clinic: Clinic, tmp_path: Path
+) -> None:
+    c = clinic
+    one, two, three = c.patients
+    # neither a post without the CSRF token nor another clinician's gets through
+    assert form_post(c, "c1", one, csrf=False).status_code == 403
+    assert form_post(c, "c2", one).status_code == 404
+    assert _programs(c, one) == []
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = sign_in(browser, c, "c1")
+            for pid in c.patients:
+                page.goto(f"/ui/patients/{pid}")
+                _source_is(page, pid, "the episode's initial program")
+                page.select_option(f"#tpl-{pid}-ep1", "lb@1")
+                with page.expect_navigation():
+                    page.locator(f"#hep-{pid}-ep1").get_by_role(
+                        "button", name="Assign template"
+                    ).click()
+                _source_is(page, pid, "template lb version 1, 3 sessions / week")
+                assert _dosage(page, pid, "bridge") == ("3", "10", "5")
+
+            # the template is edited meanwhile: version 2 (reps 20); assignments keep 1
+            edited = [EXERCISES[0] | {"reps": 20}, EXERCISES[1]]
+            assert "version 2 stored" in _add_template(tmp_path, c.org, "Low back 1", edited)
+
+            # one patient's copy: 15 reps of the bridge, 4 sessions a week
+            page.goto(f"/ui/patients/{one}")
+            page.get_by_label("bridge reps").fill("15")
+            page.get_by_label("sessions per week").fill("4")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Change this patient's copy").click()
+            _source_is(page, one, "patient's own copy, 4 sessions / week")
+            assert _dosage(page, one, "bridge") == ("3", "15", "5")
+            history = page.locator(f"#hep-{one}-ep1 .hep-history li").all_inner_texts()
+            assert len(history) == 3, history
+            assert "patient's own copy, 4 / week" in history[0]
+            assert "bridge 3×15, hold 5 s" in history[0]
+            assert "template lb version 1, 3 / week" in history[1]
+
+            # the other two: still the template's version 1, its dosage
+            for pid in (two, three):
+                page.goto(f"/ui/patients/{pid}")
+                _source_is(page, pid, "template lb version 1, 3 sessions / week")
+                assert _dosage(page, pid, "bridge") == ("3", "10", "5")
+        finally:
+            browser.close()
+
+    # through the gateway (stamped) and the worker: the exercises, dosage and template
+    for pid in (two, three):
+        (assigned,) = _programs(c, pid)
+        assert assigned["org_id"] == c.org and assigned["received_at"]
+        assert assigned["program"]["template"] == {"id": "lb", "version": 1}
+        assert assigned["program"]["exercises"][0] == EXERCISES[0]
+        assert assigned["program"]["sessions_per_week"] == 3
+    assigned, copy = _programs(c, one)
+    assert assigned["program"]["template"] == {"id": "lb", "version": 1}
+    assert "template" not in copy["program"]
+    assert copy["program"]["exercises"][0] == EXERCISES[0] | {"reps": 15}
+    assert copy["program"]["sessions_per_week"] == 4
+    # version 1 as stored is unchanged by the edit
+    listed = CliRunner().invoke(
+        main, ["programs", "templates", "list", "--org", c.org, "--all-versions"]
+    )
+    versions = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(v["version"], v["exercises"][0]["reps"]) for v in versions] == [(1, 10), (2, 20)]
+    audit = run_in_thread(
+        _fetch(
+            c.stack.settings,
+            "SELECT patient_ids, actor FROM audit_log WHERE org_id = $1"
+            " AND action IN ('assign_program', 'change_program')",
+            c.org,
+        )
+    )
+    assert sorted(r["patient_ids"][0] for r in audit) == sorted([*c.patients, one])
+    assert {r["actor"] for r in audit} == {f"user:{c.user('c1')}"}
