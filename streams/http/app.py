@@ -32,6 +32,8 @@ from streams.http.pages import (
 )
 from streams.http.pages import billing as billing_pages
 from streams.http.pages import intakes as intake_pages
+from streams.http.pages import operator as operator_page
+from streams.http.pages import summary as summary_page
 from streams.http.pages.common import PageError, http_error, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
 from streams.settings import Settings
@@ -53,6 +55,8 @@ PAGE_ROUTERS = (
     audit.router,
     billing_pages.router,
     intake_pages.router,
+    summary_page.router,
+    operator_page.router,
 )
 
 

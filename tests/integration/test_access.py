@@ -256,6 +256,13 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     # the dashboard (streams/pages*.py): signed-in users only, keys 403
     ("GET", "/ui/worklist"): (CLINICAL_USERS, None),
     ("GET", "/ui/patients/{patient_id}"): (CLINICAL_USERS, {"a-clin1", "a-clin3", "a-admin"}),
+    # the printable summary: the patient page's rules (test_summary_operator_pages)
+    ("GET", "/ui/patients/{patient_id}/summary"): (
+        CLINICAL_USERS,
+        {"a-clin1", "a-clin3", "a-admin"},
+    ),
+    # the operator page: operators and admins of any organisation; no patient data
+    ("GET", "/ui/operator"): ({"a-operator", "a-admin", "b-admin"}, None),
     ("GET", "/ui/stream"): (CLINICAL_USERS, None),  # ?feed=intakes: INTAKE_USERS, below
     ("GET", "/ui/intakes"): (INTAKE_USERS, None),
     ("GET", "/ui/billing"): (BILLING_USERS, None),

@@ -204,6 +204,14 @@ def _patient_view(
                     "end_date": ep.end_date,
                     "program": program,
                     "payer": ep.billing.payer,
+                    "pauses": [
+                        {
+                            "start": pause.start.isoformat(),
+                            "end": pause.end.isoformat() if pause.end else None,
+                            "reason": pause.reason,
+                        }
+                        for pause in ep.pauses
+                    ],
                 }
             )
     reports = [

@@ -7,7 +7,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.http.deps import MetricsDep, ProducerDep, StoreDep
+from streams.db.events import EventStore
+from streams.http.deps import MetricsDep, Producer, ProducerDep, StoreDep
 
 router = APIRouter()
 
@@ -19,6 +20,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(producer: ProducerDep, store: StoreDep) -> JSONResponse:
+    checks = await readiness(producer, store)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+
+async def readiness(producer: Producer, store: EventStore) -> dict[str, str]:
+    """Kafka and the database: "ok" or why not (also shown on the operator page)."""
     checks: dict[str, str] = {}
     for name, probe in (("kafka", producer.ping), ("database", store.ping)):
         try:
@@ -26,8 +34,7 @@ async def readyz(producer: ProducerDep, store: StoreDep) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:  # readiness reports, it does not crash
             checks[name] = f"unavailable: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+    return checks
 
 
 @router.get("/metrics")
