@@ -5,20 +5,25 @@ step a signed delivery of the outbox; an acknowledged one goes no further."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
+import json
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from rtm.bench.receiver import Receiver
+from rtm.devstack import DEV_USERS_FILE
 from schemas.events import DEFAULT_ORG
 from streams.db.access import add_team_member
 from streams.db.deliveries import remove_webhook, set_webhook
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for
+from tests.integration.test_pages import CHROMIUM, playwright_sync
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +41,28 @@ def _escalations(r: Receiver, patient: str) -> list[tuple[float, list[dt.datetim
         for t, c in r.delivered()
         if c["change"] == "escalated" and c["alert"]["patient_id"] == patient
     ]
+
+
+def _timeline(base_url: str, state_dir: Path, patient_id: str, alert_id: str) -> str:
+    """The patient page's entry for the alert, as the dev admin sees it in chromium
+    (signed in through the sign-in page; sync Playwright, so run off the event loop)."""
+    users = json.loads((state_dir / DEV_USERS_FILE).read_text())
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_context(base_url=base_url).new_page()
+            page.goto("/ui/sign-in")
+            page.fill("#username", "admin")
+            page.fill("#password", users["admin"]["password"])
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            page.goto(f"/ui/patients/{patient_id}")
+            shots = state_dir / "artifacts" / "browser"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "patient-alert-escalated.png"), full_page=True)
+            return str(page.inner_text(f'#open-alerts li[data-alert="{alert_id}"]'))
+        finally:
+            browser.close()
 
 
 async def test_an_unacknowledged_critical_climbs_the_ladder_and_an_acknowledged_one_stops(
@@ -126,6 +153,13 @@ async def test_an_unacknowledged_critical_climbs_the_ladder_and_an_acknowledged_
             changes = sorted(d["change"] for d in a1["deliveries"])
             assert changes == ["escalated-1:" + c_team, "escalated-2", "fired"]
             assert {d["status"] for d in a1["deliveries"]} == {"delivered"}
+            # and on the patient page's timeline, in a real browser
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                text = pool.submit(
+                    _timeline, stack.url, stack.settings.state_dir, p1, a1["id"]
+                ).result()
+            assert "Escalated to the care team at" in text
+            assert "Escalated to the organisation at" in text
     finally:
         for c in (c_own, c_team, "*"):
             await remove_webhook(db, c)
