@@ -6,14 +6,19 @@ its boundaries, then the worker's step in process against the offline evaluator.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from click.testing import CliRunner
 
 from alerts.evaluate import fold_changes
 from alerts.models import Alert, AlertChange, AlertConfig
 from alerts.rules import acknowledge, on_event, on_tick, snooze
 from alerts.state import PatientState, new_state
+from rtm.cli import main
 from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, parse_event_json
 from streams.kafka.control import Ack, Record, patient_partition
 from tests.conftest import EventFactory
@@ -145,3 +150,22 @@ async def test_the_worker_step_and_the_offline_evaluator_agree(factory: EventFac
     assert {a.id: a.escalations for a in offline.values()} == {
         a.id: a.escalations for a in step.store.alerts.values()
     }
+
+
+def test_rtm_alerts_evaluate_uses_the_workers_offsets(
+    factory: EventFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offline evaluator reads RTM_ESCALATE_*_AFTER_S as the worker does."""
+    events = tmp_path / "events.jsonl"
+    raw = [factory.episode_started("p-1"), factory.pain("p-1", 9, REPORTED)]
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in raw))
+    monkeypatch.setenv("RTM_ESCALATE_CARE_TEAM_AFTER_S", "3")
+    monkeypatch.setenv("RTM_ESCALATE_ORG_AFTER_S", "6")
+    as_of = (FIRED + dt.timedelta(seconds=5)).isoformat()
+    result = CliRunner().invoke(
+        main, ["alerts", "evaluate", "--events", str(events), "--as-of", as_of]
+    )
+    assert result.exit_code == 0, result.output
+    (alert,) = [json.loads(line) for line in result.output.splitlines()]
+    steps = [dt.datetime.fromisoformat(x) for x in alert["escalations"]]
+    assert steps == [FIRED + dt.timedelta(seconds=3)]
