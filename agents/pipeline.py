@@ -5,11 +5,12 @@ the consumer-lag gauge."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from agents.alerts import FaustTopics, register_clock, register_publisher
 from agents.ingest import IngestConsumer
-from alerts.models import DEFAULT_CONFIG, AlertConfig
+from alerts.models import AlertConfig
 from intake.rules import load_rules
 from schemas.events import PatientKey
 from streams.clock import clock_for
@@ -54,11 +55,17 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
 
 def alert_config(settings: Settings) -> AlertConfig:
     """The rules' configuration: the defaults, with the worker's intake rule set if one is
-    configured (RTM_INTAKE_RULES_FILE; a file that does not load stops the worker)."""
-    path = settings.worker.intake_rules_file
+    configured (RTM_INTAKE_RULES_FILE; a file that does not load stops the worker) and its
+    escalation offsets (RTM_ESCALATE_CARE_TEAM_AFTER_S, RTM_ESCALATE_ORG_AFTER_S)."""
+    w = settings.worker
+    path = w.intake_rules_file
+    ladder = {
+        "escalate_care_team_after": dt.timedelta(seconds=w.escalate_care_team_after_s),
+        "escalate_org_after": dt.timedelta(seconds=w.escalate_org_after_s),
+    }
     if path is None:
-        return DEFAULT_CONFIG
-    return AlertConfig(intake_rules=load_rules(path.read_bytes()))
+        return AlertConfig(**ladder)
+    return AlertConfig(intake_rules=load_rules(path.read_bytes()), **ladder)
 
 
 def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsumer:

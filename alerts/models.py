@@ -28,7 +28,10 @@ AlertKind = Literal[
 ]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-ChangeKind = Literal["fired", "acknowledged", "resolved", "snoozed"]
+ChangeKind = Literal["fired", "acknowledged", "resolved", "snoozed", "escalated"]
+# The escalation ladder of an unacknowledged critical alert (issue 17): step 1 goes to the
+# rest of the patient's care team, step 2 to the organisation-wide recipient ('*').
+ESCALATION_STEPS: tuple[str, ...] = ("care team", "organisation")
 # What a clinician did about an alert, required on acknowledgement (issue 17).
 Disposition = Literal[
     "contacted_patient",
@@ -140,6 +143,15 @@ class Alert(BaseModel):
     unrouted: bool = False
     # A red flag answered at intake: the intake it was screened in (intake-rules.md, Safety).
     intake_id: str | None = None
+    # The escalation ladder's steps taken while it stayed unacknowledged: when each went
+    # (index 0: to the care team, 1: to the organisation-wide recipient). Each is its
+    # ``fired_at`` + the configured offset, so a replay or the offline evaluator agrees.
+    escalations: tuple[AwareDatetime, ...] = ()
+
+    @property
+    def escalation_level(self) -> int:
+        """How many steps of the ladder this alert has taken (0: none)."""
+        return len(self.escalations)
 
     def acknowledged(
         self,
@@ -238,6 +250,18 @@ class AlertConfig(BaseModel):
     # Organisations' own rule sets (`rtm intake rules set`; the worker reads the newest of
     # each): they take precedence over ``intake_rules`` for their organisation's intakes.
     intake_rules_by_org: dict[str, IntakeRules] = Field(default_factory=dict)
+    # The escalation ladder of a critical alert nobody acknowledged: after this long from
+    # its firing to the rest of the patient's care team, then to the organisation-wide
+    # recipient (the worker's RTM_ESCALATE_CARE_TEAM_AFTER_S / RTM_ESCALATE_ORG_AFTER_S).
+    escalate_care_team_after: dt.timedelta = Field(
+        default=dt.timedelta(minutes=15), gt=dt.timedelta(0)
+    )
+    escalate_org_after: dt.timedelta = Field(default=dt.timedelta(minutes=60), gt=dt.timedelta(0))
+
+    @property
+    def escalation_offsets(self) -> tuple[dt.timedelta, ...]:
+        """The ladder's offsets from ``fired_at``, one per step of ``ESCALATION_STEPS``."""
+        return (self.escalate_care_team_after, self.escalate_org_after)
 
     def intake_rules_for(self, org_id: str) -> IntakeRules:
         """The intake rule set of ``org_id``: its own, else the worker's."""

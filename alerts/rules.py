@@ -591,7 +591,8 @@ def on_tick(
             todo.append((ep, first, last))
     expiring = any(p.known_at + config.pending_grace <= now for p in state.pending.values())
     intakes_due = _intakes_due(state, now)
-    if not todo and not expiring and not intakes_due:
+    escalating = _escalations_due(state, now, config)
+    if not todo and not expiring and not intakes_due and not escalating:
         return state, []
     s = state.copy_for_update()
     if s.clock is None or now > s.clock:
@@ -616,8 +617,46 @@ def on_tick(
         changes += _catch_up_episode_end(s, ep, facts.ended, changes)
     changes += _expire_pending(s, now, config)
     changes += _intake_overdue_rule(s, intakes_due, config)
+    changes += _escalate(s, now, config)
     prune(s, config)
     return s, changes
+
+
+# --- the escalation ladder -----------------------------------------------------------------
+
+
+def _escalation_step_due(a: Alert, now: dt.datetime, config: AlertConfig) -> dt.datetime | None:
+    """When the next step of ``a``'s ladder was due, if it was by ``now`` (else None): only
+    a critical alert still open and unacknowledged climbs; a snooze does not stop it (only
+    an acknowledgement does, as the issue says: the snoozed alert is still nobody's). An
+    unrouted one does not climb: it went to the organisation-wide recipient already."""
+    if a.severity != "critical" or a.status != "open" or a.acknowledged_at is not None:
+        return None
+    if a.unrouted:
+        return None  # already with the organisation-wide recipient, and no care team
+    offsets = config.escalation_offsets
+    level = len(a.escalations)
+    if level >= len(offsets):
+        return None
+    at = a.fired_at + offsets[level]
+    return at if at <= now else None
+
+
+def _escalations_due(s: PatientState, now: dt.datetime, config: AlertConfig) -> bool:
+    return any(_escalation_step_due(a, now, config) is not None for a in s.alerts.values())
+
+
+def _escalate(s: PatientState, now: dt.datetime, config: AlertConfig) -> list[AlertChange]:
+    """Take every step of the ladder due by ``now`` (a late tick takes both at once, each
+    at its own instant ``fired_at`` + offset, as the offline evaluator does)."""
+    changes: list[AlertChange] = []
+    for aid in sorted(s.alerts, key=lambda k: (s.alerts[k].fired_at, k)):
+        while (at := _escalation_step_due(s.alerts[aid], now, config)) is not None:
+            a = s.alerts[aid]
+            climbed = a.model_copy(update={"escalations": (*a.escalations, at)})
+            s.alerts[aid] = climbed
+            changes.append(AlertChange(change="escalated", alert=climbed))
+    return changes
 
 
 def _catch_up_episode_end(

@@ -305,6 +305,21 @@ class WorkerSettings(BaseSettings):
         " and service levels the worker uses (default: the built-in intake-v1)",
         validation_alias="RTM_INTAKE_RULES_FILE",
     )
+    # The escalation ladder of unacknowledged critical alerts (issue 17)
+    escalate_care_team_after_s: float = Field(
+        900.0,
+        gt=0,
+        description="an unacknowledged critical alert goes to the rest of the patient's care"
+        " team this long after it fired",
+        validation_alias="RTM_ESCALATE_CARE_TEAM_AFTER_S",
+    )
+    escalate_org_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="an unacknowledged critical alert goes to the organisation-wide recipient"
+        " this long after it fired",
+        validation_alias="RTM_ESCALATE_ORG_AFTER_S",
+    )
 
 
 class WebhookSettings(BaseSettings):

@@ -4,6 +4,7 @@ same engine as the stream)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import asyncpg
 import click
 
 from alerts.evaluate import run_adherence_evaluate, run_alerts_evaluate
+from alerts.models import AlertConfig
 from rtm.cli.options import parse_instant, settings_of
 from streams.clock import clock_for
 from streams.db.deliveries import list_webhooks, remove_webhook, set_webhook, webhook_for
@@ -205,9 +207,16 @@ def _print_webhooks(settings: Settings, org_id: str) -> None:
 @click.option(
     "--as-of", "as_of", required=True, help="'now' for the rules, e.g. 2027-01-01T00:00:00Z"
 )
-def alerts_evaluate(events_path: Path, as_of: str) -> None:
-    """Print one JSON object per alert fired by the rules over a JSONL file."""
-    sys.exit(run_alerts_evaluate(events_path, parse_instant(as_of), sys.stdout))
+@click.pass_context
+def alerts_evaluate(ctx: click.Context, events_path: Path, as_of: str) -> None:
+    """Print one JSON object per alert fired by the rules over a JSONL file (with the
+    worker's escalation offsets, RTM_ESCALATE_*_AFTER_S, so the two agree)."""
+    w = settings_of(ctx).worker
+    config = AlertConfig(
+        escalate_care_team_after=dt.timedelta(seconds=w.escalate_care_team_after_s),
+        escalate_org_after=dt.timedelta(seconds=w.escalate_org_after_s),
+    )
+    sys.exit(run_alerts_evaluate(events_path, parse_instant(as_of), sys.stdout, config))
 
 
 @click.group()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from alerts.models import SEVERITY_RANK, AlertChange
+from alerts.models import CLINIC_WIDE, SEVERITY_RANK, Alert, AlertChange
 
 # --- webhooks and the delivery queue -------------------------------------------------------------
 # An endpoint is one row of clinician_webhooks (org_id, clinician_id; clinician_id '*' is the
@@ -139,33 +139,89 @@ async def queue_deliveries(conn: asyncpg.Connection, changes: Sequence[AlertChan
     Routed here, to the webhook in effect now: the clinician's own in the patient's
     organisation (the alert's org_id), else that organisation's '*'. With neither the row
     is 'no_webhook' for good: a webhook added later does not get it.
+
+    A step of the escalation ladder (change 'escalated') goes elsewhere: step 1 to each of
+    the rest of the patient's care team (``escalation_recipients``), to their own webhook
+    only, one row each (change ``escalated-1:<clinician>``); step 2 to the organisation's
+    '*' only (``escalated-2``). A step of an alert stored as acknowledged meanwhile (the
+    API writes the acknowledgement before the worker's state sees it) is not sent: the
+    acknowledgement stops the ladder.
     """
-    unique = {(c.alert.id, c.change): c for c in changes}
+    unique = {(c.alert.id, c.change, c.alert.escalation_level): c for c in changes}
     if not unique:
         return
     items = list(unique.values())
+    acked = await _acknowledged(conn, [c.alert.id for c in items if c.change == "escalated"])
+    rows: list[tuple[AlertChange, str, str, bool]] = []  # change, key, recipient, exact
+    for c in items:
+        if c.change != "escalated":
+            rows.append((c, c.change, c.alert.clinician_id, False))
+        elif c.alert.id in acked:
+            continue
+        elif c.alert.escalation_level >= 2:
+            rows.append((c, f"escalated-{c.alert.escalation_level}", CLINIC_WIDE, True))
+        else:
+            team = await escalation_recipients(conn, c.alert)
+            # nobody else on the care team: one row that says so, on the alert
+            rows += [(c, f"escalated-1:{who}", who, True) for who in team] or [
+                (c, "escalated-1", "", True)
+            ]
     await conn.execute(
         "INSERT INTO alert_deliveries (alert_id, change, clinician_id, status, last_error,"
         "                              payload, org_id, webhook_id, severity_rank)"
         " SELECT r.a, r.c, r.cl, CASE WHEN r.wid IS NULL THEN 'no_webhook' ELSE 'pending' END,"
-        "        CASE WHEN r.wid IS NULL THEN 'no webhook configured' END,"
+        "        CASE WHEN r.wid IS NOT NULL THEN NULL WHEN r.cl = '' THEN"
+        "          'no one else on the care team' ELSE 'no webhook configured' END,"
         "        r.p::jsonb, r.org, r.wid, r.rank"
         " FROM (SELECT t.*, (SELECT w.webhook_id FROM clinician_webhooks w"
-        "                    WHERE w.org_id = t.org AND w.clinician_id IN (t.cl, '*')"
+        "                    WHERE w.org_id = t.org"
+        # an escalation step goes to exactly its recipient, never to a fall-back
+        "                      AND w.clinician_id IN (t.cl, CASE WHEN t.ex THEN t.cl ELSE '*' END)"
         "                    ORDER BY w.clinician_id = '*' LIMIT 1) AS wid"
         "       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        "                   $6::smallint[], $7::int[]) AS t(a, c, cl, p, org, rank, ord)) r"
+        "                   $6::smallint[], $7::int[], $8::bool[])"
+        "            AS t(a, c, cl, p, org, rank, ord, ex)) r"
         # seq (queue order) follows the order of the changes: fired before resolved
         " ORDER BY r.ord"
         " ON CONFLICT (alert_id, change) DO NOTHING",
-        [c.alert.id for c in items],
-        [c.change for c in items],
-        [c.alert.clinician_id for c in items],
-        [c.model_dump_json() for c in items],
-        [c.alert.org_id for c in items],
-        [SEVERITY_RANK.get(c.alert.severity, 3) for c in items],
-        list(range(len(items))),
+        [c.alert.id for c, _, _, _ in rows],
+        [key for _, key, _, _ in rows],
+        [who for _, _, who, _ in rows],
+        [c.model_dump_json() for c, _, _, _ in rows],
+        [c.alert.org_id for c, _, _, _ in rows],
+        [SEVERITY_RANK.get(c.alert.severity, 3) for c, _, _, _ in rows],
+        list(range(len(rows))),
+        [exact for _, _, _, exact in rows],
     )
+
+
+async def _acknowledged(conn: asyncpg.Connection, alert_ids: Sequence[str]) -> set[str]:
+    """Of these alerts, those stored as acknowledged or resolved."""
+    if not alert_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT id FROM alerts WHERE id = ANY($1::text[])"
+        " AND (status_rank > 0 OR acknowledged_at IS NOT NULL)",
+        list(alert_ids),
+    )
+    return {r["id"] for r in rows}
+
+
+async def escalation_recipients(conn: asyncpg.Connection, alert: Alert) -> list[str]:
+    """The rest of the patient's care team, for step 1 of an alert's escalation: the
+    patient's other clinicians (``patient_clinicians``, every episode's) and the members of
+    the care teams the alert's clinician is on, in the patient's organisation, without the
+    alert's own clinician."""
+    rows = await conn.fetch(
+        "SELECT clinician_id FROM patient_clinicians WHERE org_id = $1 AND patient_id = $2"
+        " UNION SELECT m.clinician_id FROM care_team_members m"
+        " JOIN care_team_members me ON me.org_id = m.org_id AND me.team = m.team"
+        " WHERE me.org_id = $1 AND me.clinician_id = $3",
+        alert.org_id,
+        alert.patient_id,
+        alert.clinician_id,
+    )
+    return sorted({r["clinician_id"] for r in rows} - {alert.clinician_id, CLINIC_WIDE})
 
 
 _CLAIM = f"""

@@ -105,6 +105,8 @@ BEFORE = [
 ADDED = [
     "RTM_INTAKE_RULES_FILE",  # issue 18: the worker's intake rule set
     "RTM_SNOOZE_DURATIONS",  # issue 17: the snooze durations offered
+    "RTM_ESCALATE_CARE_TEAM_AFTER_S",  # issue 17: the escalation ladder's offsets
+    "RTM_ESCALATE_ORG_AFTER_S",
 ]
 
 

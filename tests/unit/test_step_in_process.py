@@ -102,7 +102,10 @@ async def test_an_event_a_tick_and_an_ack_through_the_step(factory: EventFactory
     assert kinds["inactivity"].status == "open" and kinds["inactivity"].event_ids == ()
     published = [(c["change"], c["alert"]["kind"]) for c in step.topics.alerts]
     assert published[0] == ("fired", "pain_high") and ("fired", "inactivity") in published
-    assert len(published) == len(step.store.alerts)  # each fired once, each published
+    fired_ones = [c for c in published if c[0] == "fired"]
+    assert len(fired_ones) == len(step.store.alerts)  # each fired once, each published
+    # and the unacknowledged critical climbed both steps of the escalation ladder (issue 17)
+    assert [c for c in published if c[0] != "fired"] == [("escalated", "pain_high")] * 2
 
     # an acknowledgement: the rules record it, the stream says so
     at = NOW + dt.timedelta(minutes=5)

@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from alerts.adherence import covered_days, rows_on
 from alerts.evaluate import fold
-from alerts.models import DISPOSITIONS, UNSNOOZABLE_KINDS, Alert
+from alerts.models import DISPOSITIONS, ESCALATION_STEPS, UNSNOOZABLE_KINDS, Alert
 from alerts.rollup import newest_day, pain_baselines
 from alerts.state import PatientState
 from billing.rules import billing_progress, patient_local_date
@@ -88,6 +88,11 @@ async def _alert_panel_context(
         # a snooze still on at the injected clock; one that ended is shown no more
         on = a["status"] == "open" and until is not None and now < dt.datetime.fromisoformat(until)
         a["snoozed_until_text"] = _when(until) if on else None
+        # the escalation ladder's steps taken (issue 17): to whom and when
+        a["escalations_text"] = [
+            (ESCALATION_STEPS[min(i, len(ESCALATION_STEPS) - 1)], at, _when(at))
+            for i, at in enumerate(a.get("escalations") or ())
+        ]
     # open first (most severe first), then the rest newest first
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     alerts.sort(key=lambda a: (0, rank[a["severity"]]) if a["status"] == "open" else (1, 0))
