@@ -237,7 +237,13 @@ def test_ticking_day_by_day_gives_what_one_late_tick_gives() -> None:
         s, ch = on_tick(s, t)
         daily += ch
         t += dt.timedelta(hours=6)
-    assert [(c.change, c.alert.id) for c in daily] == [(c.change, c.alert.id) for c in once]
+    # the same changes; the escalation ladder's steps (dated fired_at + offset) interleave
+    # with the day ends differently when ticks come daily, so only the firings keep order
+    assert sorted((c.change, c.alert.id) for c in daily) == sorted(
+        (c.change, c.alert.id) for c in once
+    )
+    fired = [(c.change, c.alert.id) for c in daily if c.change != "escalated"]
+    assert fired == [(c.change, c.alert.id) for c in once if c.change != "escalated"]
 
 
 # --- the contract: scope and per-field errors --------------------------------------------------
