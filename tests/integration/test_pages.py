@@ -425,3 +425,48 @@ def test_the_live_stream_ends_with_the_session_and_says_so(dash: Dash, browser: 
     assert page.locator("#live-list li").count() == 0
     page.screenshot(path=str(dash.shots / "worklist-live-ended.png"), full_page=True)
     page.context.close()
+
+
+def test_a_new_red_flag_is_named_and_lands_above_26_older_pain_highs_within_3_s(
+    dash: Dash, browser: Any
+) -> None:
+    """Issue 17 harm items 1 and 2: a saddle-anaesthesia red flag posted now shows "saddle"
+    in the live list within 3 s, on the worklist in the first 3 rows above 26 patients
+    whose pain_high fired days ago, and on the patient page."""
+    f = EventFactory()
+    older = [f.patient(100 + i) for i in range(26)]
+    fresh = f.patient(200)
+    cid = f"{dash.tag}-cid1"
+    dash.post(
+        [
+            f.episode_started(p, at=local(20, 8), clinician_id=cid, episode_id=f"{p}-ep1")
+            for p in [*older, fresh]
+        ],
+        "feed",
+    )
+    dash.post([f.pain(p, 9, local(3 + i % 5, 9)) for i, p in enumerate(older)], "feed")
+    headers = api_headers(dash, "c1")
+
+    async def all_older_listed() -> bool:
+        rows = httpx.get(f"{dash.stack.url}/v1/worklist", headers=headers, timeout=30).json()
+        return set(older) <= {r["patient_id"] for r in rows["patients"]}
+
+    run_in_thread(wait_for(all_older_listed, 90, "the 26 older pain_high patients"))
+    page = sign_in(browser, dash, "c1")
+    page.wait_for_function(
+        "() => document.getElementById('live-status').textContent.startsWith('Connected')"
+    )
+    dash.post([f.symptom(fresh, local(0, 0), red_flags=["saddle_anesthesia"])], "feed")
+    page.wait_for_selector(f'#live-list li:has-text("{fresh}")', timeout=3_000)
+    assert "saddle" in page.locator(f'#live-list li:has-text("{fresh}")').inner_text()
+    page.goto("/ui/worklist")
+    order = page.locator("table.worklist tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.patient)"
+    )
+    assert fresh in order[:3], order[:5]
+    assert set(older) <= set(order[order.index(fresh) + 1 :])  # every older one below it
+    assert "saddle" in page.locator(f'tr[data-patient="{fresh}"]').inner_text()
+    page.goto(f"/ui/patients/{fresh}")
+    assert "saddle" in page.inner_text("#alert-panel")
+    page.screenshot(path=str(dash.shots / "worklist-red-flag-first.png"), full_page=True)
+    page.context.close()
