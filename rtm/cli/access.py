@@ -3,63 +3,17 @@ the audit log. Every change is itself audited (actor ``cli:<OS user>``)."""
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
-import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import click
 
-from rtm.cli.options import parse_instant, settings_of
-from streams.access import ID_PATTERN, KEY_SCOPES, ROLES, hash_password, new_key
+from rtm.cli.db import audit_change, check_id, require_org, run_db
+from rtm.cli.options import parse_instant
+from streams.access import KEY_SCOPES, ROLES, hash_password, new_key
 from streams.db import access as db
-
-T = TypeVar("T")
-
-
-def _run(ctx: click.Context, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await asyncpg.connect(settings_of(ctx).db.dsn)
-        try:
-            async with conn.transaction():
-                return await body(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
-def _cli_actor() -> str:
-    return f"cli:{os.environ.get('USER') or getpass.getuser()}"
-
-
-async def _audit_change(
-    conn: asyncpg.Connection, org_id: str, action: str, detail: dict[str, Any]
-) -> None:
-    await db.audit(
-        conn,
-        org_id=org_id,
-        actor=_cli_actor(),
-        role="cli",
-        action=action,
-        resource="rtm " + action.replace("access.", "").replace("_", " "),
-        detail=detail,
-    )
-
-
-def _check_id(value: str, what: str) -> str:
-    if not ID_PATTERN.match(value):
-        raise click.BadParameter(f"{what} must be 1-64 of A-Z a-z 0-9 . _ : -")
-    return value
-
-
-async def _require_org(conn: asyncpg.Connection, org_id: str) -> None:
-    if not await db.org_exists(conn, org_id):
-        raise click.ClickException(f"no organisation {org_id!r} (add it: rtm orgs add)")
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
@@ -83,21 +37,21 @@ def orgs() -> None:
 @click.option("--name", required=True)
 @click.pass_context
 def orgs_add(ctx: click.Context, org_id: str, name: str) -> None:
-    _check_id(org_id, "ORG_ID")
+    check_id(org_id, "ORG_ID")
 
     async def body(conn: asyncpg.Connection) -> bool:
         added = await db.add_org(conn, org_id, name)
         if added:
-            await _audit_change(conn, org_id, "access.org_add", {"name": name})
+            await audit_change(conn, org_id, "access.org_add", {"name": name})
         return added
 
-    click.echo(f"organisation {org_id} " + ("added" if _run(ctx, body) else "exists already"))
+    click.echo(f"organisation {org_id} " + ("added" if run_db(ctx, body) else "exists already"))
 
 
 @orgs.command("list")
 @click.pass_context
 def orgs_list(ctx: click.Context) -> None:
-    rows = _run(ctx, db.list_orgs)
+    rows = run_db(ctx, db.list_orgs)
     _table([{"org_id": r["org_id"], "name": r["name"]} for r in rows])
 
 
@@ -126,11 +80,11 @@ def users_add(
     password_stdin: bool,
 ) -> None:
     """Add a local account (the password is stored as an argon2id hash)."""
-    _check_id(username, "USERNAME")
+    check_id(username, "USERNAME")
     if role == "clinician" and not clinician_id:
         raise click.BadParameter("a clinician needs --clinician-id", param_hint="--clinician-id")
     if clinician_id:
-        _check_id(clinician_id, "--clinician-id")
+        check_id(clinician_id, "--clinician-id")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -139,19 +93,19 @@ def users_add(
         raise click.BadParameter("use at least 12 characters", param_hint="password")
 
     async def body(conn: asyncpg.Connection) -> None:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         try:
             await db.add_user(conn, org_id, username, role, hash_password(password), clinician_id)
         except asyncpg.UniqueViolationError:
             raise click.ClickException(f"user {username!r} exists already") from None
-        await _audit_change(
+        await audit_change(
             conn,
             org_id,
             "access.user_add",
             {"username": username, "role": role, "clinician_id": clinician_id},
         )
 
-    _run(ctx, body)
+    run_db(ctx, body)
     click.echo(f"user {username} ({role}) added to {org_id}")
 
 
@@ -159,7 +113,7 @@ def users_add(
 @click.option("--org", "org_id", default=None)
 @click.pass_context
 def users_list(ctx: click.Context, org_id: str | None) -> None:
-    rows = _run(ctx, lambda c: db.list_users(c, org_id))
+    rows = run_db(ctx, lambda c: db.list_users(c, org_id))
     _table(
         [
             {
@@ -183,10 +137,10 @@ def users_disable(ctx: click.Context, username: str) -> None:
     async def body(conn: asyncpg.Connection) -> str | None:
         org = await db.disable_user(conn, username)
         if org is not None:
-            await _audit_change(conn, org, "access.user_disable", {"username": username})
+            await audit_change(conn, org, "access.user_disable", {"username": username})
         return org
 
-    if _run(ctx, body) is None:
+    if run_db(ctx, body) is None:
         raise click.ClickException(f"no user {username!r}")
     click.echo(f"user {username} disabled")
 
@@ -200,7 +154,7 @@ def users_sign_out(ctx: click.Context, username: str) -> None:
     async def body(conn: asyncpg.Connection) -> tuple[str, int] | None:
         ended = await db.end_user_sessions(conn, username)
         if ended is not None:
-            await _audit_change(
+            await audit_change(
                 conn,
                 ended[0],
                 "access.user_sign_out",
@@ -208,7 +162,7 @@ def users_sign_out(ctx: click.Context, username: str) -> None:
             )
         return ended
 
-    ended = _run(ctx, body)
+    ended = run_db(ctx, body)
     if ended is None:
         raise click.ClickException(f"no user {username!r}")
     click.echo(f"user {username} signed out ({ended[1]} session(s) ended)")
@@ -229,16 +183,16 @@ def keys_add(ctx: click.Context, org_id: str, scopes: tuple[str, ...], label: st
     key, key_id, salt, digest = new_key()
 
     async def body(conn: asyncpg.Connection) -> None:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         await db.add_key(conn, key_id, org_id, sorted(set(scopes)), label, salt, digest)
-        await _audit_change(
+        await audit_change(
             conn,
             org_id,
             "access.key_add",
             {"key_id": key_id, "scopes": sorted(set(scopes)), "label": label},
         )
 
-    _run(ctx, body)
+    run_db(ctx, body)
     click.echo(
         f"key {key_id} ({','.join(sorted(set(scopes)))}) for {org_id}; shown once:", err=True
     )
@@ -249,7 +203,7 @@ def keys_add(ctx: click.Context, org_id: str, scopes: tuple[str, ...], label: st
 @click.option("--org", "org_id", default=None)
 @click.pass_context
 def keys_list(ctx: click.Context, org_id: str | None) -> None:
-    rows = _run(ctx, lambda c: db.list_keys(c, org_id))
+    rows = run_db(ctx, lambda c: db.list_keys(c, org_id))
     _table(
         [
             {
@@ -271,10 +225,10 @@ def keys_disable(ctx: click.Context, key_id: str) -> None:
     async def body(conn: asyncpg.Connection) -> str | None:
         org = await db.disable_key(conn, key_id)
         if org is not None:
-            await _audit_change(conn, org, "access.key_disable", {"key_id": key_id})
+            await audit_change(conn, org, "access.key_disable", {"key_id": key_id})
         return org
 
-    if _run(ctx, body) is None:
+    if run_db(ctx, body) is None:
         raise click.ClickException(f"no key {key_id!r}")
     click.echo(f"key {key_id} disabled")
 
@@ -290,17 +244,17 @@ def teams() -> None:
 @click.option("--clinician-id", required=True)
 @click.pass_context
 def teams_add(ctx: click.Context, org_id: str, team: str, clinician_id: str) -> None:
-    _check_id(team, "--team")
-    _check_id(clinician_id, "--clinician-id")
+    check_id(team, "--team")
+    check_id(clinician_id, "--clinician-id")
 
     async def body(conn: asyncpg.Connection) -> None:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         await db.add_team_member(conn, org_id, team, clinician_id)
-        await _audit_change(
+        await audit_change(
             conn, org_id, "access.team_add", {"team": team, "clinician_id": clinician_id}
         )
 
-    _run(ctx, body)
+    run_db(ctx, body)
     click.echo(f"{clinician_id} is on team {team} of {org_id}")
 
 
@@ -313,12 +267,12 @@ def teams_remove(ctx: click.Context, org_id: str, team: str, clinician_id: str) 
     async def body(conn: asyncpg.Connection) -> bool:
         gone = await db.remove_team_member(conn, org_id, team, clinician_id)
         if gone:
-            await _audit_change(
+            await audit_change(
                 conn, org_id, "access.team_remove", {"team": team, "clinician_id": clinician_id}
             )
         return gone
 
-    if not _run(ctx, body):
+    if not run_db(ctx, body):
         raise click.ClickException(f"{clinician_id} is not on team {team} of {org_id}")
     click.echo(f"{clinician_id} removed from team {team} of {org_id}")
 
@@ -344,7 +298,7 @@ def audit_cmd(
 ) -> None:
     """The audit log, newest first: who read or changed what, when, which patients."""
     when = parse_instant(since, param_hint="--since") if since else None
-    rows = _run(
+    rows = run_db(
         ctx,
         lambda c: db.query_audit(
             c,

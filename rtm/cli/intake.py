@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from intake.evaluate import evaluate, render
 from intake.rules import DEFAULT_RULES, IntakeRules, load_rules
-from rtm.cli.access import _audit_change, _cli_actor, _require_org, _run
+from rtm.cli.db import audit_change, cli_actor, require_org, run_db
 from rtm.cli.options import parse_instant
 from streams.db.intake_rules import RuleSetConflict, current_rules, store_rules
 
@@ -90,10 +90,10 @@ def intake_rules_show(ctx: click.Context, org_id: str) -> None:
     """Print the organisation's rule set in force as JSON."""
 
     async def body(conn: asyncpg.Connection) -> IntakeRules | None:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         return (await current_rules(conn)).get(org_id)
 
-    rules = _run(ctx, body)
+    rules = run_db(ctx, body)
     if rules is None:
         click.echo(
             f"{org_id} has no rule set of its own: the worker's (default intake-v1)", err=True
@@ -116,16 +116,16 @@ def intake_rules_set(ctx: click.Context, org_id: str, path: Path) -> None:
         raise click.BadParameter(str(exc).splitlines()[0], param_hint="'--file'") from None
 
     async def body(conn: asyncpg.Connection) -> bool:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         try:
-            stored = await store_rules(conn, org_id, rules, _cli_actor())
+            stored = await store_rules(conn, org_id, rules, cli_actor())
         except RuleSetConflict as exc:
             raise click.ClickException(str(exc)) from None
         if stored:
-            await _audit_change(conn, org_id, "intake.rules_set", {"version": rules.version})
+            await audit_change(conn, org_id, "intake.rules_set", {"version": rules.version})
         return stored
 
-    stored = _run(ctx, body)
+    stored = run_db(ctx, body)
     click.echo(f"{org_id}: rule set {rules.version} " + ("stored" if stored else "stored already"))
 
 

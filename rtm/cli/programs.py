@@ -18,7 +18,7 @@ import click
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from rtm.cli.access import _audit_change, _check_id, _cli_actor, _require_org, _run
+from rtm.cli.db import audit_change, check_id, cli_actor, require_org, run_db
 from schemas.events import Exercise, Program
 from streams.db.program_templates import (
     ProgramTemplate,
@@ -74,7 +74,7 @@ def templates_add(
     path: Path,
 ) -> None:
     """Store the template's next version."""
-    _check_id(template_id, "template id")
+    check_id(template_id, "template id")
     name = name.strip()
     if not name or len(name) > 80 or "\x00" in name:
         raise click.BadParameter("1-80 characters", param_hint="'--name'")
@@ -84,15 +84,15 @@ def templates_add(
         raise click.BadParameter(str(exc), param_hint="'--file'") from None
 
     async def body(conn: asyncpg.Connection) -> int:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         version = await add_version(
-            conn, org_id, template_id, name, exercises, sessions_per_week, _cli_actor()
+            conn, org_id, template_id, name, exercises, sessions_per_week, cli_actor()
         )
         detail = {"template_id": template_id, "version": version}
-        await _audit_change(conn, org_id, "programs.template_added", detail)
+        await audit_change(conn, org_id, "programs.template_added", detail)
         return version
 
-    version = _run(ctx, body)
+    version = run_db(ctx, body)
     click.echo(f"{org_id}: template {template_id} version {version} stored")
 
 
@@ -117,12 +117,12 @@ def templates_list(ctx: click.Context, org_id: str, all_versions: bool) -> None:
     """Print one JSON object per template (its newest version) or per version."""
 
     async def body(conn: asyncpg.Connection) -> list[ProgramTemplate]:
-        await _require_org(conn, org_id)
+        await require_org(conn, org_id)
         if all_versions:
             return await template_versions(conn, org_id)
         return await latest_templates(conn, org_id)
 
-    for t in _run(ctx, body):
+    for t in run_db(ctx, body):
         click.echo(_as_json(t))
 
 
