@@ -30,13 +30,12 @@ from streams.access import SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import CHROMIUM, PASSWORD, fetch
+from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "a long demo password"
 
 
 def ago(minutes: int) -> str:
@@ -82,14 +81,6 @@ async def _provision(settings: Settings, tag: str, org: str, other: str) -> tupl
         await conn.close()
 
 
-async def _fetch(settings: Settings, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def clinic(base_settings: Settings) -> Iterator[Clinic]:
     with running_stack(base_settings) as stack:
@@ -110,7 +101,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
         assert resp.status_code == 200 and resp.json()["accepted"] == 1, resp.text
 
         async def stored() -> bool:
-            rows = await _fetch(
+            rows = await fetch(
                 stack.settings,
                 "SELECT 1 FROM intakes WHERE org_id = ANY($1::text[]) AND route IS NOT NULL",
                 [org, other],
@@ -122,17 +113,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
 
 def sign_in(browser: Any, c: Clinic, name: str) -> Any:
-    context = browser.new_context(base_url=c.stack.url)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto("/ui/sign-in")
-    page.fill("#username", c.user(name))
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    page.wait_for_load_state()
-    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
-    return page
+    return browser_sign_in(browser, c.stack.url, c.user(name), 20_000)
 
 
 def session(c: Clinic, name: str) -> tuple[dict[str, str], str]:
@@ -159,7 +140,7 @@ def contact_post(c: Clinic, name: str, patient: str, csrf: bool = True) -> httpx
 
 def contacts(c: Clinic) -> list[dict[str, Any]]:
     rows = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT payload FROM events WHERE type = 'intake.contacted'"
             " AND org_id = ANY($1::text[])",
@@ -255,7 +236,7 @@ def test_the_scheduler_works_the_queue_and_a_contacted_intake_leaves_it_live(
     assert contact_post(c, "s1", c.digital).status_code == 409
     assert len(contacts(c)) == 1
     audit = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT actor, action, resource FROM audit_log WHERE org_id = $1"
             " AND $2 = ANY(patient_ids)",

@@ -26,24 +26,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import httpx
 import orjson
 import pytest
 
 from alerts.evaluate import run_alerts_evaluate
 from alerts.state import decode_state
-from streams.access import SESSION_COOKIE, hash_password, new_key
-from streams.db import access as db
+from streams.access import SESSION_COOKIE
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
+from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "a long demo password"
 ZONE = ZoneInfo("America/Chicago")
 
 
@@ -71,30 +69,13 @@ class Clinic:
 
 
 async def _provision(settings: Settings, tag: str, org: str) -> str:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        await db.add_org(conn, org, "Pause clinic")
-        pw = hash_password(PASSWORD)
-        for name in ("c1", "c2"):
-            await db.add_user(conn, org, f"{tag}-{name}", "clinician", pw, f"{tag}-cid-{name}")
-        key, key_id, salt, digest = new_key()
-        await db.add_key(conn, key_id, org, ["producer", "integration"], "pause", salt, digest)
-        return key
-    finally:
-        await conn.close()
-
-
-async def _fetch(settings: Settings, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+    users = [(f"{tag}-{n}", "clinician", f"{tag}-cid-{n}") for n in ("c1", "c2")]
+    return await provision(settings, org, "Pause clinic", users, "pause")
 
 
 def _program_events(c: Clinic, etype: str) -> list[dict[str, Any]]:
     rows = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2 AND type = $3",
             c.org,
@@ -140,7 +121,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
         c = Clinic(stack, tag, org, key, p, control, resumed, local(11)[:10])
 
         async def stored() -> bool:
-            rows = await _fetch(
+            rows = await fetch(
                 stack.settings,
                 "SELECT 1 FROM alerts WHERE patient_id = $1 AND kind = 'fall'",
                 p,
@@ -152,7 +133,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
 
 async def _alerts(c: Clinic) -> dict[str, tuple[str, str, str, dt.datetime]]:
-    rows = await _fetch(
+    rows = await fetch(
         c.stack.settings,
         "SELECT id, patient_id, kind, status, fired_at FROM alerts"
         " WHERE org_id = $1 AND patient_id = ANY($2::text[])",
@@ -164,7 +145,7 @@ async def _alerts(c: Clinic) -> dict[str, tuple[str, str, str, dt.datetime]]:
 
 async def _ticked_today(c: Clinic, pid: str) -> bool:
     """The worker's timer has evaluated today's start for the patient's episode."""
-    rows = await _fetch(
+    rows = await fetch(
         c.stack.settings,
         "SELECT state FROM alert_state WHERE org_id = $1 AND patient_id = $2",
         c.org,
@@ -208,7 +189,7 @@ def test_while_paused_inactivity_and_adherence_low_stay_silent_and_a_resume_rest
 
     # the offline evaluator over the stored events (arrival order) agrees
     rows = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT payload FROM events WHERE org_id = $1 AND patient_id = ANY($2::text[])"
             " ORDER BY stored_at, occurred_at",
@@ -228,16 +209,7 @@ def test_while_paused_inactivity_and_adherence_low_stay_silent_and_a_resume_rest
 
 
 def sign_in(browser: Any, c: Clinic, name: str) -> Any:
-    context = browser.new_context(base_url=c.stack.url)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto("/ui/sign-in")
-    page.fill("#username", c.user(name))
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
-    return page
+    return browser_sign_in(browser, c.stack.url, c.user(name), 20_000)
 
 
 def session(c: Clinic, name: str) -> tuple[dict[str, str], str]:
@@ -314,7 +286,7 @@ def test_a_fall_pauses_the_program_and_the_clinician_resumes_it_from_the_page(
     assert (paused["clinician_id"], paused["org_id"]) == (c.clinician("c1"), c.org)
     assert form_post(c, "c1", "pause").status_code == 409  # already paused
     audit = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT actor FROM audit_log WHERE org_id = $1 AND action = 'resume_program'"
             " AND $2 = ANY(patient_ids)",

@@ -22,24 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
 
 from rtm.cli.root import main
-from streams.access import SESSION_COOKIE, hash_password, new_key
-from streams.db import access as db
+from streams.access import SESSION_COOKIE
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
+from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "a long demo password"
 EXERCISES = [
     {"exercise_id": "bridge", "name": "Glute bridge", "sets": 3, "reps": 10, "hold_s": 5},
     {"exercise_id": "bird-dog", "sets": 2, "reps": 8},
@@ -58,31 +56,14 @@ class Clinic:
 
 
 async def _provision(settings: Settings, tag: str, org: str) -> str:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        await db.add_org(conn, org, "Template clinic")
-        pw = hash_password(PASSWORD)
-        for name in ("c1", "c2"):
-            await db.add_user(conn, org, f"{tag}-{name}", "clinician", pw, f"{tag}-cid-{name}")
-        key, key_id, salt, digest = new_key()
-        await db.add_key(conn, key_id, org, ["producer", "integration"], "hep", salt, digest)
-        return key
-    finally:
-        await conn.close()
-
-
-async def _fetch(settings: Settings, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+    users = [(f"{tag}-{n}", "clinician", f"{tag}-cid-{n}") for n in ("c1", "c2")]
+    return await provision(settings, org, "Template clinic", users, "hep")
 
 
 def _programs(c: Clinic, pid: str) -> list[dict[str, Any]]:
     """The patient's program.updated events as stored by the worker, oldest first."""
     rows = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2"
             " AND type = 'program.updated' ORDER BY stored_at",
@@ -118,7 +99,7 @@ def clinic(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         assert resp.status_code == 200 and resp.json()["accepted"] == 3, resp.text
 
         async def stored() -> bool:
-            rows = await _fetch(
+            rows = await fetch(
                 stack.settings,
                 "SELECT 1 FROM events WHERE org_id = $1 AND type = 'episode.started'",
                 org,
@@ -132,16 +113,7 @@ def clinic(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def sign_in(browser: Any, c: Clinic, name: str) -> Any:
-    context = browser.new_context(base_url=c.stack.url)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto("/ui/sign-in")
-    page.fill("#username", c.user(name))
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
-    return page
+    return browser_sign_in(browser, c.stack.url, c.user(name), 20_000)
 
 
 def form_post(c: Clinic, name: str, pid: str, csrf: bool = True) -> httpx.Response:
@@ -251,7 +223,7 @@ def test_one_patients_copy_changes_and_the_other_two_stay_on_the_templates_versi
     versions = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(v["version"], v["exercises"][0]["reps"]) for v in versions] == [(1, 10), (2, 20)]
     audit = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT patient_ids, actor FROM audit_log WHERE org_id = $1"
             " AND action IN ('assign_program', 'change_program')",

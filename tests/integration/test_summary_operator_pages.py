@@ -32,14 +32,14 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import CHROMIUM, PASSWORD
+from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
 pypdf = pytest.importorskip("pypdf")
 
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "a long demo password"
 ZONE = ZoneInfo("America/Chicago")
 NOTE = "Sent to the emergency department the same hour"
 
@@ -167,16 +167,7 @@ def browser(world: World) -> Iterator[Any]:
 
 
 def sign_in(browser: Any, w: World, name: str) -> Any:
-    context = browser.new_context(base_url=w.stack.url)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto("/ui/sign-in")
-    page.fill("#username", w.user(name))
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
-    return page
+    return browser_sign_in(browser, w.stack.url, w.user(name), 15_000)
 
 
 def pdf_text(pdf: bytes) -> str:

@@ -32,18 +32,17 @@ import pytest
 from billing.rules import compute_claims, month_totals
 from billing.state import fold_events
 from schemas.events import parse_event_json
-from streams.access import SESSION_COOKIE, hash_password, new_key
-from streams.db import access as db
+from streams.access import SESSION_COOKIE
 from streams.db.ledger import ledger_states
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
+from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "a long demo password"
 ZONE = ZoneInfo("America/Chicago")
 
 
@@ -64,30 +63,13 @@ class Clinic:
 
 
 async def _provision(settings: Settings, tag: str, org: str) -> str:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        await db.add_org(conn, org, "Time clinic")
-        pw = hash_password(PASSWORD)
-        for name in ("c1", "c2"):
-            await db.add_user(conn, org, f"{tag}-{name}", "clinician", pw, f"{tag}-cid-{name}")
-        key, key_id, salt, digest = new_key()
-        await db.add_key(conn, key_id, org, ["producer", "integration"], "time", salt, digest)
-        return key
-    finally:
-        await conn.close()
-
-
-async def _fetch(settings: Settings, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(settings.db.dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+    users = [(f"{tag}-{n}", "clinician", f"{tag}-cid-{n}") for n in ("c1", "c2")]
+    return await provision(settings, org, "Time clinic", users, "time")
 
 
 def _time_logs(c: Clinic, patient: str | None = None) -> list[dict[str, Any]]:
     rows = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT payload FROM events WHERE org_id = $1 AND patient_id = $2"
             " AND type = 'clinician.time_logged' ORDER BY stored_at",
@@ -132,7 +114,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
         assert resp.status_code == 200 and resp.json()["accepted"] == 3, resp.text
 
         async def stored() -> bool:
-            rows = await _fetch(
+            rows = await fetch(
                 stack.settings,
                 "SELECT 1 FROM billing_episode_events WHERE org_id = $1"
                 " UNION ALL SELECT 1 FROM billing_time_logs WHERE org_id = $1",
@@ -145,16 +127,7 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
 
 def sign_in(browser: Any, c: Clinic, name: str) -> Any:
-    context = browser.new_context(base_url=c.stack.url)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto("/ui/sign-in")
-    page.fill("#username", c.user(name))
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
-    return page
+    return browser_sign_in(browser, c.stack.url, c.user(name), 20_000)
 
 
 def form_post(c: Clinic, name: str, body: dict[str, str], csrf: bool = True) -> httpx.Response:
@@ -268,7 +241,7 @@ def test_the_timer_a_live_call_and_a_correction_earn_the_months_code(clinic: Cli
     assert form_post(c, "c1", other).status_code == 404
     assert len(_time_logs(c)) == 4
     audit = run_in_thread(
-        _fetch(
+        fetch(
             c.stack.settings,
             "SELECT actor FROM audit_log WHERE org_id = $1 AND action = 'log_time'"
             " AND $2 = ANY(patient_ids)",
