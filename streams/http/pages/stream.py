@@ -24,6 +24,9 @@ from streams.http.pages.common import need, page_router, page_user
 from streams.settings import Settings
 
 STREAM_POLL_S = 1.0
+# The page's session is checked every this many polls (a sign-out ends the stream within
+# about 5 s), not at every poll: one query fewer per second per open tab.
+SESSION_CHECK_POLLS = 5
 # A change is read again for this long after the cursor passed it: a batch transaction
 # stamps updated_at when it starts and may commit after a poll has moved on.
 STREAM_OVERLAP = dt.timedelta(seconds=10)
@@ -58,9 +61,12 @@ async def stream(
         sent: dict[tuple[str, str], dt.datetime] = {}
         yield b"retry: 2000\n\n"
         idle = 0.0
+        polls = 0
         while not await request.is_disconnected():
+            polls += 1
             async with store.acquire() as conn:
-                if not await _still_signed_in(conn, request, settings, clock.now()):
+                checking = polls % SESSION_CHECK_POLLS == 1
+                if checking and not await _still_signed_in(conn, request, settings, clock.now()):
                     # signed out (here or in another tab), idle or disabled: nothing more
                     # for this page, and it says so (the browser must not reconnect)
                     yield b'event: end\ndata: {"reason":"signed_out"}\n\n'
