@@ -26,6 +26,9 @@ from schemas.events import DEFAULT_ORG, EpisodeStarted, Event, PatientKey
 @dataclass(frozen=True, slots=True)
 class EventItem:
     event: Event
+    # the record's JSON as received (the worker stores it as the event's payload instead of
+    # serialising the model again); None: serialise the model
+    raw: bytes | None = None
 
     @property
     def patient_id(self) -> str:

@@ -71,6 +71,9 @@ class BatchWrite:
     """Everything one batch decided, as ``write_batch`` writes it (in this order)."""
 
     events: tuple[Event, ...] = ()  # the new events, each once
+    # their JSON as received, by (organisation, event_id): stored as it is (it passed the
+    # contract); an event without one is serialised from the model
+    payloads: Mapping[EventKey, bytes] = field(default_factory=dict)
     ledger: LedgerRows = field(default_factory=LedgerRows)  # their billing ledger rows
     changes: tuple[AlertChange, ...] = ()  # alerts, their deliveries and rtm.alerts outbox
     rollups: Rollups = Rollups((), ())  # the worklist's rows of the touched patients
@@ -117,7 +120,7 @@ async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: Batch
     days = 0
     async with conn.transaction():
         if batch.events:
-            stored = await insert_new_events(conn, batch.events)
+            stored = await insert_new_events(conn, batch.events, batch.payloads)
             if len(stored) != len(batch.events):
                 raise EventConflict(f"{len(batch.events) - len(stored)} events stored meanwhile")
         await record_patients(conn, batch.patients)

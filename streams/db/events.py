@@ -6,7 +6,7 @@ two event writes."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,9 @@ class WriteResult:
     duplicates: int
 
 
-def _row(event: Event) -> tuple[Any, ...]:
+def _row(event: Event, raw: bytes | None = None) -> tuple[Any, ...]:
+    """One event's columns; ``raw``: its JSON as received (validated by the contract: the
+    same document, so it is stored as it is instead of serialising the model again)."""
     off = event.occurred_at.utcoffset()
     return (
         event.patient_key[0],
@@ -34,7 +36,7 @@ def _row(event: Event) -> tuple[Any, ...]:
         event.local_date,
         int(off.total_seconds()) if off is not None else 0,
         event.received_at,
-        event.model_dump_json(exclude_none=True),
+        raw.decode() if raw is not None else event.model_dump_json(exclude_none=True),
     )
 
 
@@ -70,12 +72,20 @@ def event_key(event: Event) -> EventKey:
     return (event.patient_key[0], event.event_id)
 
 
-def event_columns(events: Sequence[Event]) -> list[list[Any]]:
-    """Columns for the insert; the organisation is the event's stamp, else DEFAULT_ORG."""
-    return [list(c) for c in zip(*(_row(e) for e in events), strict=True)]
+def event_columns(
+    events: Sequence[Event], payloads: Mapping[EventKey, bytes] | None = None
+) -> list[list[Any]]:
+    """Columns for the insert; the organisation is the event's stamp, else DEFAULT_ORG;
+    ``payloads``: the events' JSON as received, by key (else each model is serialised)."""
+    raws = payloads or {}
+    return [list(c) for c in zip(*(_row(e, raws.get(event_key(e))) for e in events), strict=True)]
 
 
-async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -> set[EventKey]:
+async def insert_new_events(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    payloads: Mapping[EventKey, bytes] | None = None,
+) -> set[EventKey]:
     """Store each (organisation, event_id) once (inside the caller's transaction); returns
     the keys that were new, i.e. the events every derived effect must take (the rest are
     re-deliveries). (A COPY into a staging table first was slower than this unnest CTE:
@@ -85,7 +95,7 @@ async def insert_new_events(conn: asyncpg.Connection, events: Sequence[Event]) -
         unique.setdefault(event_key(ev), ev)
     if not unique:
         return set()
-    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values())))
+    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values()), payloads))
     return {(r["org_id"], r["event_id"]) for r in rows}
 
 

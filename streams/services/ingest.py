@@ -199,7 +199,7 @@ def decode(records: Sequence[Record], max_skew_s: float) -> Decoded:
                 out.dead.append(dead_letter(raw, [err], "future"))
                 out.dead_flags.append(True)
                 continue
-        out.items.append(EventItem(event))
+        out.items.append(EventItem(event, raw))
         out.dead_flags.append(False)
     return out
 
@@ -404,9 +404,11 @@ def decide(
         for i in fresh
     ]
     new_events = [i.event for i in items if isinstance(i, EventItem)]
+    payloads = {event_key(i.event): i.raw for i in items if isinstance(i, EventItem) and i.raw}
     result = apply_batch(states, items, config, partition_of)
     write = BatchWrite(
         events=tuple(new_events),
+        payloads=payloads,
         ledger=ledger_rows(new_events),
         changes=tuple(result.changes),
         rollups=rollups(result.states, new_events, before=states),
