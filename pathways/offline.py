@@ -1,0 +1,130 @@
+"""The offline commands' drivers (docs/pathways-and-outcomes.md, Offline commands), pure:
+events in, JSON objects out.
+
+All of them ignore events at or after as-of; a resent event_id (within an organisation)
+counts once, the first arrival winning; arrival order never changes the output (the engine
+orders everything by ``occurred_at`` then ``event_id``). Objects are printed with their keys
+sorted, one per line, sorted by their key (episode_id, or the report's group); lists are
+sorted by date then kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from pathways.engine import EpisodeView, PatientPathways
+from pathways.model import Pathway
+from pathways.outcomes import GroupBy, episode_row, pathway_row, report
+from schemas.events import Event, PatientKey
+
+
+def collect(events: Iterable[Event]) -> dict[PatientKey, PatientPathways]:
+    """Each patient's pathway state, the events folded in as they come."""
+    states: dict[PatientKey, PatientPathways] = {}
+    for event in events:
+        key = event.patient_key
+        state = states.get(key)
+        if state is None:
+            state = states[key] = PatientPathways(event.patient_id, key[0])
+        state.apply(event)
+    return states
+
+
+def views(
+    events: Iterable[Event],
+    as_of: dt.datetime,
+    versions: Mapping[str, Pathway],
+    licensed: frozenset[str] = frozenset(),
+    override: Pathway | None = None,
+) -> tuple[list[EpisodeView], list[str]]:
+    """Every episode as of ``as_of`` sorted by (episode_id, org_id), and the episodes left out
+    (their pathway version unknown)."""
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise ValueError("as_of must be timezone-aware")
+    out: list[EpisodeView] = []
+    missing: list[str] = []
+    for state in collect(e for e in events if e.occurred_at < as_of).values():
+        got, lost = state.as_of(as_of, versions, licensed, override)
+        out += got
+        missing += lost
+    out.sort(key=lambda v: (v.episode.episode_id, v.org_id))
+    return out, sorted(missing)
+
+
+def evaluate_rows(eps: list[EpisodeView]) -> list[dict[str, object]]:
+    return [pathway_row(v) for v in eps]
+
+
+def episode_rows(eps: list[EpisodeView]) -> list[dict[str, object]]:
+    return [episode_row(v) for v in eps]
+
+
+def report_rows(eps: list[EpisodeView], by: GroupBy) -> list[dict[str, object]]:
+    return report(eps, by)
+
+
+def _as_set(items: object) -> set[str]:
+    assert isinstance(items, list)
+    return {render(i) for i in items}
+
+
+def _only(a: dict[str, object], b: dict[str, object]) -> dict[str, list[object]]:
+    """What of a's tasks and decisions b does not have, sorted by date then kind."""
+    return {
+        part: [json.loads(x) for x in sorted(_as_set(a[part]) - _as_set(b[part]), key=_date_kind)]
+        for part in ("tasks", "decisions")
+    }
+
+
+def _date_kind(item: str) -> tuple[str, str]:
+    obj = json.loads(item)
+    return (obj.get("due_on") or obj.get("on"), obj.get("kind") or obj.get("decision"))
+
+
+def diff(
+    events: list[Event],
+    as_of: dt.datetime,
+    source: Pathway,
+    target: Pathway,
+    licensed: frozenset[str] = frozenset(),
+) -> list[dict[str, object]]:
+    """Every episode replayed under both versions: one object per episode whose tasks or
+    decisions differ, then the counts per decision under each version. Read-only."""
+    before, _ = views(events, as_of, {}, licensed, override=source)
+    after, _ = views(events, as_of, {}, licensed, override=target)
+    out: list[dict[str, object]] = []
+    counts: dict[str, Counter[str]] = {"from": Counter(), "to": Counter()}
+    for a, b in zip(before, after, strict=True):
+        ra, rb = pathway_row(a), pathway_row(b)
+        counts["from"].update(d.decision for d in a.decisions)
+        counts["to"].update(d.decision for d in b.decisions)
+        if ra["tasks"] == rb["tasks"] and ra["decisions"] == rb["decisions"]:
+            continue
+        out.append(
+            {
+                "episode_id": a.episode.episode_id,
+                "from": source.key,
+                "to": target.key,
+                "only_from": _only(ra, rb),
+                "only_to": _only(rb, ra),
+            }
+        )
+    decisions = sorted(set(counts["from"]) | set(counts["to"]))
+    out.append(
+        {
+            "from": source.key,
+            "to": target.key,
+            "episodes": len(before),
+            "changed": len(out),
+            "decisions": {d: {"from": counts["from"][d], "to": counts["to"][d]} for d in decisions},
+        }
+    )
+    return out
+
+
+def render(row: Mapping[str, object]) -> str:
+    """One output line: compact JSON, keys sorted."""
+    return json.dumps(row, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
