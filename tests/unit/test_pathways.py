@@ -6,6 +6,7 @@ file, not by calling the engine."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -424,3 +425,216 @@ def test_adherence_is_the_mean_over_unpaused_days() -> None:
     assert run([S, *done, paused(5, "p")], 10).adherence == 1
     eps, _ = views([S], as_of(0, 12), builtin())
     assert eps[0].adherence is None  # no day before T yet: no value
+
+
+# --- the report: denominators and tertiles ------------------------------------------------------
+
+
+def cohort() -> list[Event]:
+    """Four episodes, one patient each (sessions prescribed, none done: adherence 0 %)."""
+    return [
+        # c-1: MCID, discharged on day 30 with no visits (resolved)
+        start("other", "e1", patient="p1"),
+        psfs(1, "e1b", 3, 3, 3, patient="p1"),
+        psfs(20, "e1f", 5, 5, 5, patient="p1"),
+        ended(30, "discharged", "e1", "p1"),
+        # c-1: no MCID, goals met on day 20
+        start("other", "e2", patient="p2"),
+        psfs(1, "e2b", 3, 3, 3, patient="p2"),
+        psfs(15, "e2f", 4, 4, 4, patient="p2"),
+        ended(20, "goals_met", "e2", "p2"),
+        # c-1: active, nothing sent: dropped out by day 60
+        start("other", "e3", patient="p3"),
+        # c-2: a lone baseline
+        start("knee", "e4", patient="p4", clinician="c-2"),
+        mk(
+            "assessment.completed",
+            2,
+            "e4b",
+            patient="p4",
+            instrument="lefs",
+            answers={f"q{i}": 2 for i in range(1, 21)},
+        ),
+    ]
+
+
+def test_report_by_clinician_denominators() -> None:
+    eps, _ = views(cohort(), as_of(60), builtin())
+    c1, c2 = report(eps, "clinician")
+    assert c1 == {
+        "by": "clinician",
+        "group": "c-1",
+        "org_id": "default",
+        "episodes": 3,
+        "with_scores": 2,
+        "mcid_rate": 50.0,
+        "mcid_reached_n": 1,
+        "median_days_to_discharge": 25.0,  # (20 + 30) / 2
+        "discharged_n": 2,
+        "resolved_within_3_visits_rate": 50.0,  # e1 of the 2 ended with scores
+        "resolved_within_3_visits_n": [1, 2],
+        "dropout_rate": 33.3,  # e3 of 3
+        "dropped_out_n": 1,
+        # e1 and e2 both at 0 %: ordered by episode_id, e1 is 0 of 2 (tertile 1), e2 is 1 of 2
+        # (floor(3/2) + 1 = tertile 2)
+        "mcid_rate_by_adherence_tertile": [100.0, 0.0, None],
+        "mcid_by_adherence_tertile_n": [[1, 1], [0, 1], [0, 0]],
+    }
+    assert c2["group"] == "c-2"
+    assert (c2["episodes"], c2["with_scores"], c2["dropout_rate"]) == (1, 0, 100.0)
+    # every rate whose denominator is 0 is null
+    assert c2["mcid_rate"] is None
+    assert c2["median_days_to_discharge"] is None
+    assert c2["resolved_within_3_visits_rate"] is None
+    assert c2["mcid_rate_by_adherence_tertile"] == [None, None, None]
+
+
+def test_report_groups() -> None:
+    eps, _ = views(cohort(), as_of(60), builtin())
+    assert [(r["group"], r["episodes"]) for r in report(eps, "pathway")] == [("msk-default@1", 4)]
+    assert [(r["group"], r["episodes"]) for r in report(eps, "org")] == [("default", 4)]
+    assert [(r["group"], r["episodes"]) for r in report(eps, "body_region")] == [
+        ("knee", 1),
+        ("other", 3),
+    ]
+
+
+def test_an_empty_group_has_every_rate_null() -> None:
+    row = group_row("pathway", None, "msk-default@1", [])
+    rates = (
+        "mcid_rate",
+        "median_days_to_discharge",
+        "resolved_within_3_visits_rate",
+        "dropout_rate",
+    )
+    assert [row[k] for k in rates] == [None, None, None, None]
+    assert row["mcid_rate_by_adherence_tertile"] == [None, None, None]
+
+
+def fake(episode_id: str, adherence: Fraction | None) -> EpisodeView:
+    return cast(
+        EpisodeView,
+        SimpleNamespace(adherence=adherence, episode=SimpleNamespace(episode_id=episode_id)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"),
+    [
+        (1, [1, 0, 0]),
+        (2, [1, 1, 0]),
+        (3, [1, 1, 1]),
+        (4, [2, 1, 1]),
+        (5, [2, 2, 1]),
+        (6, [2, 2, 2]),
+        (7, [3, 2, 2]),
+    ],
+)
+def test_tertile_sizes(n: int, sizes: list[int]) -> None:
+    """The i-th of n (from 0) is in tertile floor(3i/n) + 1."""
+    got = tertiles([fake(f"e{i}", Fraction(i, n)) for i in range(n)])
+    assert [len(t) for t in got] == sizes
+
+
+def test_tertiles_sort_by_adherence_then_episode_id_and_skip_none() -> None:
+    views_ = [
+        fake("b", Fraction(1, 2)),
+        fake("a", Fraction(1, 2)),
+        fake("z", Fraction(0)),
+        fake("n", None),
+    ]
+    got = tertiles(views_)
+    assert [[v.episode.episode_id for v in t] for t in got] == [["z"], ["a"], ["b"]]
+
+
+# --- the pathway version as data, and the commands ------------------------------------------------
+
+
+def test_msk_default_v1_is_the_designs_json() -> None:
+    """The shipped version parses to exactly the design's values (copied into the test)."""
+    shipped = builtin()["msk-default@1"]
+    data = importlib.resources.files("pathways").joinpath("versions", "msk-default@1.json")
+    assert json.loads(data.read_text()) == json.loads(DESIGN_V1)
+    assert shipped == parse_pathway(DESIGN_V1)
+    assert shipped.discharge_ready.threshold == Fraction(1, 2)
+    with pytest.raises(Exception, match="frozen"):
+        shipped.version = 2  # type: ignore[misc]
+
+
+DESIGN_V1 = """{"id":"msk-default","version":1,
+ "primary":{"low_back":["odi","psfs"],"neck":["ndi","psfs"],"shoulder":["quickdash","psfs"],
+  "elbow":["quickdash","psfs"],"wrist_hand":["quickdash","psfs"],"hip":["lefs"],"knee":["lefs"],
+  "ankle_foot":["lefs"],"other":["psfs"]},
+ "timepoints":{"baseline":{"days":[0,7],"due":7},"week4":{"days":[25,35],"due":28}},
+ "review":{"from_day":25,"due":28},"step_up":{"pain_at_least":7,"pain_days":[21,28],"due_in":3},
+ "pause":{"on_fall":true,"due_in":1},"discharge_ready":{"adherence_at_least":0.5,"due_in":3}}"""
+
+
+def test_a_version_with_an_unknown_instrument_is_refused() -> None:
+    bad = json.loads(DESIGN_V1)
+    bad["primary"]["knee"] = ["koos"]
+    with pytest.raises(ValueError, match="unknown instrument"):
+        parse_pathway(json.dumps(bad))
+
+
+def write(path: Path, events: list[dict[str, Any]], extra: str = "") -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events) + extra)
+    return path
+
+
+def test_cli_evaluate_episodes_and_report(tmp_path: Path) -> None:
+    """The commands print sorted JSON lines; a bad line is reported and skipped (exit 1);
+    an episode on an unknown version is named on stderr and skipped."""
+    lines = [e.model_dump(mode="json", exclude_none=True) for e in STEP]
+    lines.append(
+        start(
+            "other", "ep-9", patient="p-9", pathway={"id": "msk-default", "version": 7}
+        ).model_dump(mode="json", exclude_none=True)
+    )
+    f = write(tmp_path / "events.jsonl", lines, "not json\n")
+    runner = CliRunner()
+    res = runner.invoke(
+        main, ["pathways", "evaluate", "--events", str(f), "--as-of", as_of(30).isoformat()]
+    )
+    assert res.exit_code == 1
+    assert "events.jsonl:6: skipped" in res.stderr
+    assert "episode ep-9: pathway msk-default@7 unknown" in res.stderr
+    (line,) = res.stdout.splitlines()
+    obj = json.loads(line)
+    assert list(obj) == sorted(obj)
+    assert obj["decisions"] == [{"decision": "step_up", "on": date(26), "reason": "no_mcid_pain_7"}]
+    res = runner.invoke(
+        main, ["outcomes", "episodes", "--events", str(f), "--as-of", as_of(30).isoformat()]
+    )
+    assert json.loads(res.stdout)["baseline"] == 3.0
+    res = runner.invoke(
+        main,
+        [
+            "outcomes",
+            "report",
+            "--by",
+            "pathway",
+            "--events",
+            str(f),
+            "--as-of",
+            as_of(30).isoformat(),
+        ],
+    )
+    assert json.loads(res.stdout)["group"] == "msk-default@1"
+    v7 = json.loads(DESIGN_V1) | {"version": 7}
+    p7 = tmp_path / "v7.json"
+    p7.write_text(json.dumps(v7))
+    res = runner.invoke(
+        main,
+        [
+            "pathways",
+            "evaluate",
+            "--events",
+            str(f),
+            "--as-of",
+            as_of(30).isoformat(),
+            "--pathway",
+            str(p7),
+        ],
+    )
+    assert [json.loads(x)["version"] for x in res.stdout.splitlines()] == [1, 7]
