@@ -66,22 +66,24 @@ def report_rows(eps: list[EpisodeView], by: GroupBy) -> list[dict[str, object]]:
     return report(eps, by)
 
 
-def _as_set(items: object) -> set[str]:
-    assert isinstance(items, list)
-    return {render(i) for i in items}
+def _key(part: str, item: Mapping[str, object]) -> str:
+    """What tells two tasks (all of it) or two decisions (date and kind: a reason that only
+    names the version's threshold, no_mcid_pain_7 / _6, is no change of decision) apart."""
+    return render(item if part == "tasks" else {"on": item["on"], "decision": item["decision"]})
 
 
-def _only(a: dict[str, object], b: dict[str, object]) -> dict[str, list[object]]:
-    """What of a's tasks and decisions b does not have, sorted by date then kind."""
-    return {
-        part: [json.loads(x) for x in sorted(_as_set(a[part]) - _as_set(b[part]), key=_date_kind)]
-        for part in ("tasks", "decisions")
-    }
+def _items(row: Mapping[str, object], part: str) -> list[dict[str, object]]:
+    items = row[part]
+    return items if isinstance(items, list) else []
 
 
-def _date_kind(item: str) -> tuple[str, str]:
-    obj = json.loads(item)
-    return (obj.get("due_on") or obj.get("on"), obj.get("kind") or obj.get("decision"))
+def _only(a: Mapping[str, object], b: Mapping[str, object]) -> dict[str, list[dict[str, object]]]:
+    """What of a's tasks and decisions b does not have (in a's order: date, then kind)."""
+    out = {}
+    for part in ("tasks", "decisions"):
+        theirs = {_key(part, x) for x in _items(b, part)}
+        out[part] = [x for x in _items(a, part) if _key(part, x) not in theirs]
+    return out
 
 
 def diff(
@@ -92,7 +94,8 @@ def diff(
     licensed: frozenset[str] = frozenset(),
 ) -> list[dict[str, object]]:
     """Every episode replayed under both versions: one object per episode whose tasks or
-    decisions differ, then the counts per decision under each version. Read-only."""
+    decisions differ (a decision by its date and kind), then the counts per decision under
+    each version. Read-only: it changes nothing, it prints."""
     before, _ = views(events, as_of, {}, licensed, override=source)
     after, _ = views(events, as_of, {}, licensed, override=target)
     out: list[dict[str, object]] = []
@@ -101,15 +104,16 @@ def diff(
         ra, rb = pathway_row(a), pathway_row(b)
         counts["from"].update(d.decision for d in a.decisions)
         counts["to"].update(d.decision for d in b.decisions)
-        if ra["tasks"] == rb["tasks"] and ra["decisions"] == rb["decisions"]:
+        only_from, only_to = _only(ra, rb), _only(rb, ra)
+        if not any(only_from.values()) and not any(only_to.values()):
             continue
         out.append(
             {
                 "episode_id": a.episode.episode_id,
                 "from": source.key,
                 "to": target.key,
-                "only_from": _only(ra, rb),
-                "only_to": _only(rb, ra),
+                "only_from": only_from,
+                "only_to": only_to,
             }
         )
     decisions = sorted(set(counts["from"]) | set(counts["to"]))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 from schemas.events import EVENT_ADAPTER, Event
@@ -119,3 +120,108 @@ def paused(day: int, eid: str) -> Event:
 
 def resumed(day: int, eid: str) -> Event:
     return mk("program.resumed", day, eid, 10, episode_id="ep-1", clinician_id="c-1")
+
+
+def generated_cohort(seed: int, n: int) -> list[dict[str, Any]]:
+    """A small cohort of ``n`` patients (one PSFS episode each, day 0 = DAY0) as raw event
+    objects: a baseline on day 1, a week-4 form on day 26 (unchanged or improved by 2),
+    three pains on days 18-31 with scores 4-9, sessions on random days, and some of:
+    visits, a review, a fall and its resume, a late final form, an end with a reason."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        p, ep = f"p{i}", f"e{i}"
+        out.append(
+            start("other", ep, spw=rng.choice([3, 5, 7]), patient=p).model_dump(
+                mode="json", exclude_none=True
+            )
+        )
+        week4 = rng.choice([3, 5])
+        forms = [(1, 3), (26, week4)] + (
+            [(rng.randint(30, 45), rng.randint(2, 8))] if rng.random() < 0.5 else []
+        )
+        for day, value in forms:
+            answers = {"a1": value, "a2": value, "a3": value}
+            out.append(
+                raw(
+                    "assessment.completed",
+                    day,
+                    f"{ep}-f{day}",
+                    10,
+                    p,
+                    instrument="psfs",
+                    answers=answers,
+                )
+            )
+        for k in range(3):
+            out.append(
+                raw(
+                    "pain.reported",
+                    rng.randint(18, 31),
+                    f"{ep}-pain{k}",
+                    12 + k,
+                    p,
+                    score=rng.randint(4, 9),
+                )
+            )
+        for day in sorted(rng.sample(range(0, 50), rng.randint(5, 40))):
+            out.append(
+                raw(
+                    "exercise.completed",
+                    day,
+                    f"{ep}-x{day}",
+                    9,
+                    p,
+                    exercise_id="bridge",
+                    session_id=f"{ep}-s{day}",
+                )
+            )
+        if rng.random() < 0.5:
+            out.append(
+                raw(
+                    "visit.completed",
+                    rng.randint(20, 40),
+                    f"{ep}-v",
+                    11,
+                    p,
+                    episode_id=ep,
+                    mode=rng.choice(["in_person", "virtual"]),
+                )
+            )
+        if rng.random() < 0.5:
+            out.append(
+                raw(
+                    "clinician.time_logged",
+                    rng.randint(20, 40),
+                    f"{ep}-t",
+                    15,
+                    p,
+                    episode_id=ep,
+                    clinician_id="c-1",
+                    clinician_role="PT",
+                    minutes=10,
+                    activity="review",
+                    interactive=False,
+                )
+            )
+        if rng.random() < 0.3:
+            day = rng.randint(5, 40)
+            out.append(raw("symptom.reported", day, f"{ep}-fall", 10, p, fall=True))
+            if rng.random() < 0.7:
+                out.append(
+                    raw(
+                        "program.resumed",
+                        day + rng.randint(1, 5),
+                        f"{ep}-res",
+                        10,
+                        p,
+                        episode_id=ep,
+                        clinician_id="c-1",
+                    )
+                )
+        if rng.random() < 0.5:
+            reason = rng.choice(["goals_met", "discharged", "dropped_out", "referred", None])
+            out.append(
+                ended(rng.randint(35, 55), reason, ep, p).model_dump(mode="json", exclude_none=True)
+            )
+    return out
