@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import asyncpg
 import click
 import pydantic
 
@@ -18,8 +19,11 @@ from intake.evaluate import LineError, read_events
 from pathways.engine import EpisodeView
 from pathways.model import Pathway, builtin, parse_pathway
 from pathways.offline import diff, evaluate_rows, render, views
+from rtm.cli.db import cli_actor, require_org, run_db
 from rtm.cli.options import parse_instant
 from schemas.events import Event
+from streams.db.pathway_versions import StoredVersion, published_versions
+from streams.services.pathways import VersionConflict, publish
 
 EVENTS = click.option(
     "--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True
@@ -136,6 +140,57 @@ def pathways_diff(events_path: Path, as_of: str, source: str, target: str, licen
     report_skipped(events_path, errors, [])
     emit(rows)
     sys.exit(1 if errors else 0)
+
+
+@pathways.command("publish")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", "org_id", required=True)
+@click.pass_context
+def pathways_publish(ctx: click.Context, path: Path, org_id: str) -> None:
+    """Publish a pathway version (JSON, as docs/pathways-and-outcomes.md) for the
+    organisation, audited. A published version never changes: the same id and version with
+    other content is refused."""
+    pathway = load_version(str(path))
+
+    async def body(conn: asyncpg.Connection) -> bool:
+        await require_org(conn, org_id)
+        try:
+            return await publish(conn, org_id, pathway, cli_actor(), "cli")
+        except VersionConflict as exc:
+            raise click.ClickException(str(exc)) from None
+
+    stored = run_db(ctx, body)
+    click.echo(f"{org_id}: {pathway.key} " + ("published" if stored else "published already"))
+
+
+def _listed(pathway: Pathway, stored: StoredVersion | None) -> str:
+    return render(
+        {
+            "pathway": pathway.id,
+            "version": pathway.version,
+            "builtin": stored is None,
+            "published_by": None if stored is None else stored.published_by,
+            "published_at": None if stored is None else stored.published_at.isoformat(),
+        }
+    )
+
+
+@pathways.command("list")
+@click.option("--org", "org_id", required=True)
+@click.pass_context
+def pathways_list(ctx: click.Context, org_id: str) -> None:
+    """One JSON object per version the organisation's episodes may name: the built-in ones,
+    then those it published (by id, then version)."""
+
+    async def body(conn: asyncpg.Connection) -> list[StoredVersion]:
+        await require_org(conn, org_id)
+        return await published_versions(conn, org_id)
+
+    stored = run_db(ctx, body)
+    for _, shipped in sorted(builtin().items()):
+        click.echo(_listed(shipped, None))
+    for s in stored:
+        click.echo(_listed(s.pathway, s))
 
 
 COMMANDS: tuple[click.Command, ...] = (pathways,)
