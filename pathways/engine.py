@@ -22,7 +22,7 @@ from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from alerts.adherence import Completion, adherence_on, sessions_by_day
+from alerts.adherence import Completion, adherence_on, adherence_series, sessions_by_day
 from alerts.pauses import Hold, fold_pauses, hold_of, with_pauses
 from outcomes.instruments import INSTRUMENTS, change, score_form
 from pathways.model import DEFAULT_PATHWAY, Pathway
@@ -182,7 +182,7 @@ class PatientPathways:
         message per episode left out because its pathway version is not in ``versions``.
         ``override`` replays every episode under that version instead of its own (``rtm
         pathways diff``)."""
-        facts = _Facts.of(e for e in self.events.values() if e.occurred_at < as_of)
+        facts = PatientFacts.of(e for e in self.events.values() if e.occurred_at < as_of)
         views, missing = [], []
         for ep in sorted(facts.book.episodes.values(), key=lambda e: e.episode_id):
             start = facts.starts[ep.episode_id]
@@ -207,7 +207,7 @@ def _order(e: Event) -> tuple[dt.datetime, str]:
 
 
 @dataclass
-class _Facts:
+class PatientFacts:
     """A patient's events as of T, sorted, with the episodes and pauses folded."""
 
     book: EpisodeBook  # the episodes with alerts.pauses' pauses (every hold)
@@ -218,7 +218,7 @@ class _Facts:
     by_episode: dict[str, list[Event]]  # each episode's other events, in order
 
     @classmethod
-    def of(cls, events: Iterable[Event]) -> _Facts:
+    def of(cls, events: Iterable[Event]) -> PatientFacts:
         ordered = sorted(events, key=_order)
         shaping = [
             e for e in ordered if isinstance(e, EpisodeStarted | ProgramUpdated | EpisodeEnded)
@@ -309,7 +309,7 @@ def _step_up(
 
 
 def _discharge_ready(
-    facts: _Facts, pathway: Pathway, instrument: str, p: _Primary
+    facts: PatientFacts, pathway: Pathway, instrument: str, p: _Primary
 ) -> Decision | None:
     """The first score after the baseline with change >= MCID and adherence_7d of its
     whole day >= the threshold (at most once)."""
@@ -327,7 +327,7 @@ def _discharge_ready(
     return None
 
 
-def _pathway_pauses(facts: _Facts, ep: Episode, pathway: Pathway) -> tuple[ProgramPause, ...]:
+def _pathway_pauses(facts: PatientFacts, ep: Episode, pathway: Pathway) -> tuple[ProgramPause, ...]:
     """The pauses the pathway's decisions see: alerts.pauses' fold over the holds (falls
     only when the version pauses on a fall)."""
     holds = [h for h in facts.holds if pathway.pause.on_fall or h.kind != "fall"]
@@ -339,7 +339,7 @@ def _first_date(events: Iterable[Event], since: dt.date) -> dt.date | None:
 
 
 def _decisions_and_tasks(
-    facts: _Facts, ep: Episode, pathway: Pathway, instrument: str, p: _Primary, today: dt.date
+    facts: PatientFacts, ep: Episode, pathway: Pathway, instrument: str, p: _Primary, today: dt.date
 ) -> tuple[tuple[Task, ...], tuple[Decision, ...]]:
     events = facts.by_episode.get(ep.episode_id, [])
     start, end = ep.start_date, ep.end_date
@@ -383,25 +383,21 @@ def _date(score: Score | None) -> dt.date | None:
     return None if score is None else score.date
 
 
-def _adherence(facts: _Facts, ep: Episode, today: dt.date) -> Fraction | None:
+def _adherence(facts: PatientFacts, ep: Episode, today: dt.date) -> Fraction | None:
     """The mean of the defined adherence_7d over the episode's unpaused days, from its start
     to its end (or T - 1)."""
     last = ep.end_date if ep.end_date is not None else today - dt.timedelta(days=1)
-    values = []
-    day = ep.start_date
-    while day <= last:
-        if not ep.paused_on(day):
-            value = facts.adherence(day)
-            if value is not None:
-                values.append(value)
-        day += dt.timedelta(days=1)
+    if last < ep.start_date:
+        return None
+    series = adherence_series(facts.counts, facts.book, ep.start_date, last)
+    values = [v for day, v in series.items() if v is not None and not ep.paused_on(day)]
     return sum(values, Fraction(0)) / len(values) if values else None
 
 
 DROPOUT_DAYS = 14
 
 
-def _dropped_out(facts: _Facts, ep: Episode, reason: str | None, today: dt.date) -> bool:
+def _dropped_out(facts: PatientFacts, ep: Episode, reason: str | None, today: dt.date) -> bool:
     """Ended ``dropped_out``; or active, not paused on T, with T - L >= 14 days (L: the
     latest of the start, the newest patient-data date and the newest resume)."""
     if ep.end_date is not None:
@@ -416,7 +412,7 @@ def _dropped_out(facts: _Facts, ep: Episode, reason: str | None, today: dt.date)
 
 
 def _view(
-    facts: _Facts,
+    facts: PatientFacts,
     ep: Episode,
     start: EpisodeStarted,
     pathway: Pathway,

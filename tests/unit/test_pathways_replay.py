@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alerts.adherence import adherence_series, prescribed_on
+from pathways.engine import PatientFacts
 from pathways.model import builtin
-from pathways.offline import episode_rows, evaluate_rows, render, report_rows, views
+from pathways.offline import collect, episode_rows, evaluate_rows, render, report_rows, views
 from pathways.outcomes import GROUP_BY
 from rtm.cli import main
 from schemas.events import EVENT_ADAPTER
@@ -130,3 +133,25 @@ def test_diff_lists_exactly_the_episodes_a_step_up_at_pain_6_changes(tmp_path: P
     assert step_ups["from"] == sum(1 for ep in episodes if step_up_on(events, ep, 7) is not None)
     assert step_ups["to"] == sum(1 for ep in episodes if step_up_on(events, ep, 6) is not None)
     assert (counts["episodes"], counts["changed"]) == (len(episodes), len(expected))
+
+
+def test_the_sliding_adherence_series_equals_each_day_s_own_window() -> None:
+    """alerts.adherence.adherence_series (the outcome rows' adherence) gives, for every day,
+    min(1, sessions / prescription) summed over that day's own 7-day window, pauses included."""
+    states = collect(EVENTS)
+    checked = 0
+    for state in states.values():
+        facts = PatientFacts.of(state.events.values())
+        for ep in facts.book.episodes.values():
+            first, last = (
+                ep.start_date - dt.timedelta(days=3),
+                ep.start_date + dt.timedelta(days=60),
+            )
+            series = adherence_series(facts.counts, facts.book, first, last)
+            for day, value in series.items():
+                window = [day - dt.timedelta(days=k) for k in range(7)]
+                prescribed = sum((prescribed_on(facts.book, d) for d in window), Fraction(0))
+                done = sum(facts.counts.get(d, 0) for d in window)
+                assert value == (None if prescribed == 0 else min(Fraction(1), done / prescribed))
+                checked += 1
+    assert checked == 64 * len(states)
