@@ -22,10 +22,16 @@ from schemas.events import Event, PatientKey
 
 
 def collect(events: Iterable[Event]) -> dict[PatientKey, PatientPathways]:
-    """Each patient's pathway state, the events folded in as they come."""
+    """Each patient's pathway state, the events folded in as they come; an event_id is one
+    event per organisation (as the worker's events table): a resent one is ignored, even
+    under another patient."""
     states: dict[PatientKey, PatientPathways] = {}
+    seen: set[tuple[str, str]] = set()
     for event in events:
         key = event.patient_key
+        if (key[0], event.event_id) in seen:
+            continue
+        seen.add((key[0], event.event_id))
         state = states.get(key)
         if state is None:
             state = states[key] = PatientPathways(event.patient_id, key[0])

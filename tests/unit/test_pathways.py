@@ -638,3 +638,24 @@ def test_cli_evaluate_episodes_and_report(tmp_path: Path) -> None:
         ],
     )
     assert [json.loads(x)["version"] for x in res.stdout.splitlines()] == [1, 7]
+
+
+def test_a_resent_event_id_counts_once_first_arrival_wins() -> None:
+    """An event_id is one event per organisation: the same id again, even with other content
+    or under another patient, is ignored; in another organisation it is another event."""
+    first = psfs(1, "b", 3, 3, 3)
+    resent = psfs(2, "b", 9, 9, 9)
+    other_patient = [start("other", "ep-2", patient="p-2"), psfs(1, "b", 1, 1, 1, patient="p-2")]
+    eps, _ = views([S, first, resent, *other_patient], as_of(10), builtin())
+    assert [(v.episode.episode_id, v.baseline and v.baseline.value) for v in eps] == [
+        ("ep-1", Fraction(3)),
+        ("ep-2", None),
+    ]
+    eps, _ = views([S, resent, first], as_of(10), builtin())
+    assert eps[0].baseline is not None and eps[0].baseline.value == 9
+    elsewhere = [e.model_copy(update={"org_id": "org-b"}) for e in other_patient]
+    eps, _ = views([S, first, *elsewhere], as_of(10), builtin())
+    assert [(v.org_id, v.baseline and v.baseline.value) for v in eps] == [
+        ("default", Fraction(3)),
+        ("org-b", Fraction(1)),
+    ]
