@@ -124,7 +124,7 @@ def test_primary_instrument(region: str | None, licensed: frozenset[str], instru
                 S,
                 B1,
                 psfs(20, "x", 9, 9),
-                mk("pain.reported", 20, "n", score=1),
+                mk("assessment.completed", 20, "n", instrument="nprs", answers={"nprs": 1}),
                 psfs(21, "y", 4, 4, 4),
             ],
             Fraction(3),
