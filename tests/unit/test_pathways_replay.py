@@ -155,3 +155,26 @@ def test_the_sliding_adherence_series_equals_each_day_s_own_window() -> None:
                 assert value == (None if prescribed == 0 else min(Fraction(1), done / prescribed))
                 checked += 1
     assert checked == 64 * len(states)
+
+
+def test_the_commands_print_the_same_for_a_shuffled_file_with_resent_lines(tmp_path: Path) -> None:
+    """The same through the command line: a file in another order, with lines sent twice."""
+    shuffled = list(reversed(COHORT)) + COHORT[::3]
+    printed = []
+    for name, objs in (("in-order", COHORT), ("shuffled", shuffled)):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps(e) + "\n" for e in objs))
+        out = []
+        for command in (
+            ["pathways", "evaluate"],
+            ["outcomes", "episodes"],
+            ["outcomes", "report", "--by", "clinician"],
+        ):
+            res = CliRunner().invoke(
+                main, [*command, "--events", str(f), "--as-of", AS_OF.isoformat()]
+            )
+            assert res.exit_code == 0, res.stderr
+            out.append(res.stdout)
+        printed.append(out)
+    assert printed[0] == printed[1]
+    assert printed[0][0].count("\n") == 8  # one line per episode
