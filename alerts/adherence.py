@@ -100,12 +100,30 @@ def adherence_on(
 ) -> Fraction | None:
     """Trailing ``length``-day adherence ending on ``day``, capped at 1; None if nothing
     was prescribed in the window."""
-    days = window_days(day, length)
-    prescribed = sum((prescribed_on(book, d) for d in days), Fraction(0))
-    if prescribed == 0:
-        return None
-    completed = sum(counts.get(d, 0) for d in days)
-    return min(Fraction(1), Fraction(completed) / prescribed)
+    return adherence_series(counts, book, day, day, length)[day]
+
+
+def adherence_series(
+    counts: Mapping[dt.date, int],
+    book: EpisodeBook,
+    first: dt.date,
+    last: dt.date,
+    length: int = 7,
+) -> dict[dt.date, Fraction | None]:
+    """``adherence_on`` of every day from ``first`` to ``last``: one sliding window, each
+    day's prescription and sessions added once and taken off once (exact fractions)."""
+    days = window_days(first, length)[:-1] + list(_date_range(first, last))
+    prescribed = [prescribed_on(book, d) for d in days]
+    completed = [counts.get(d, 0) for d in days]
+    out: dict[dt.date, Fraction | None] = {}
+    p_sum, c_sum = sum(prescribed[: length - 1], Fraction(0)), sum(completed[: length - 1])
+    for i in range(length - 1, len(days)):
+        p_sum += prescribed[i]
+        c_sum += completed[i]
+        out[days[i]] = None if p_sum == 0 else min(Fraction(1), Fraction(c_sum) / p_sum)
+        p_sum -= prescribed[i - length + 1]
+        c_sum -= completed[i - length + 1]
+    return out
 
 
 @dataclass(frozen=True)
@@ -184,13 +202,15 @@ def rows_on(
 ) -> list[AdherenceRow]:
     """The adherence rows of the given dates (as ``daily_rows`` computes each)."""
     counts = sessions_by_day(completions, book)
+    days = list(days)
+    series = adherence_series(counts, book, min(days), max(days), length) if days else {}
     return [
         AdherenceRow(
             patient_id=patient_id,
             date=day,
             prescribed=prescribed_on(book, day),
             completed=counts.get(day, 0),
-            adherence_7d=adherence_on(counts, book, day, length),
+            adherence_7d=series[day],
         )
         for day in days
     ]
