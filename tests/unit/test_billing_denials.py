@@ -44,9 +44,7 @@ def test_each_reason_maps_to_the_gates_of_its_row(
     assert gates_for(carc, rarc) == gates
 
 
-def test_the_outcome_is_caught_when_a_mapped_check_fired_escaped_when_none_uncovered_else() -> (
-    None
-):
+def test_the_outcome_is_caught_when_a_mapped_check_fired_escaped_when_none_uncovered_else() -> None:
     assert outcome_of(("KX_REQUIRED",), ("CONSENT_UNKNOWN", "KX_REQUIRED")) == "caught"
     assert outcome_of(("POC_MISSING", "POC_EXPIRED"), ("POC_EXPIRED",)) == "caught"
     assert outcome_of(("POC_MISSING", "POC_EXPIRED"), ("KX_REQUIRED",)) == "escaped"
@@ -142,7 +140,5 @@ def test_the_queue_moves_a_line_from_blocked_to_ready_to_submitted_to_paid_or_de
     assert {(q.status, q.claim_id) for q in queue(*lets_out, history=history)} == {
         ("submitted", "C-9")
     }
-    assert {q.status for q in queue(*lets_out, history=history, denied={"C-9": True})} == {
-        "denied"
-    }
+    assert {q.status for q in queue(*lets_out, history=history, denied={"C-9": True})} == {"denied"}
     assert {q.status for q in queue(*lets_out, history=history, denied={"C-9": False})} == {"paid"}

@@ -26,6 +26,12 @@ records lines as billed, through the same use case as ``rtm billing submit``.
   is the fingerprint of the plan shown (``billing.submission.plan_fingerprint``). Without
   it nothing is recorded and the confirmation is shown (303); a plan that changed since is
   shown again to confirm (409), nothing recorded;
+- ``GET /ui/billing/queue?month=YYYY-MM&status=S&check=CODE`` (billing staff, admins): the
+  month-end queue (``streams.services.claims.month_queue``): each line Blocked, Ready,
+  Submitted, Paid or Denied (from loaded 835s), its readiness and checks in words, filtered
+  by status and check code; the blocked lines' override forms (``back=queue``), the way to
+  the confirmation step, the month's submissions (ISA13, the file) and denials with their
+  escaped-denial outcome. Records nothing; audited as a read by the service;
 - ``GET /ui/billing/exports/{id}``: a recorded export's lines as billed then;
   ``GET /ui/billing/submissions/{id}/file``: a submission's file, byte for byte.
 
@@ -49,6 +55,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from billing.claims837 import FREQUENCY_NAMES
 from billing.export import render_export
+from billing.queue import STATUS_TEXT, STATUSES, Status, filter_queue, status_counts
+from billing.readiness import CHECK_TEXT, SEVERITY
 from billing.rules import DEVICE_MIN_DAYS, billing_progress, patient_local_date
 from billing.submission import SubmissionRefused, line_text
 from schemas.events import YEAR_MAX, YEAR_MIN
@@ -388,7 +396,65 @@ async def override_form(request: Request, who: PrincipalDep, store: StoreDep) ->
             )
     except claims.OverrideRefused as exc:
         raise PageError(422, "Override refused", str(exc)) from None
+    if fields.get("back") == "queue":
+        return RedirectResponse(f"/ui/billing/queue?month={month}&status=blocked", 303)
     return RedirectResponse(f"/ui/billing/submit?month={month}", 303)
+
+
+# --- the month-end queue ---------------------------------------------------------------------
+
+Filter = Annotated[str | None, Query(max_length=40)]  # "" (the form's "Any"): no filter
+
+
+@router.get("/queue", response_class=HTMLResponse)
+async def queue_page(
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    month: Month | None = None,
+    status: Filter = None,
+    check: Filter = None,
+) -> HTMLResponse:
+    """The biller's month-end queue (see the module's docstring)."""
+    who = await page_user(request, authenticate)
+    need(who, "record_export")
+    check_month(month)
+    wanted: Status | None = next((s for s in STATUSES if s == status), None)
+    if status and wanted is None:
+        raise PageError(422, "Unknown status", f"status is one of {', '.join(STATUSES)}")
+    if check and check not in SEVERITY:
+        raise PageError(422, "Unknown check", "no such readiness check")
+    async with store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(month, now.date())
+        queue = await claims.month_queue(
+            conn, Requester.of(who, "GET /ui/billing/queue"), first, last, now
+        )
+        history = await export_history(conn, who.org_id)
+    shown = filter_queue(queue.lines, wanted, check or None)
+    codes = sorted({c.code for q in queue.lines for c in q.checks})
+    return render(
+        "billing_queue.html",
+        who=who,
+        nav="billing",
+        month=month,
+        month_label=first.strftime("%B %Y"),
+        status=status or "",
+        check=check or "",
+        statuses=[(s, STATUS_TEXT[s]) for s in STATUSES],
+        status_text=STATUS_TEXT,
+        counts=status_counts(queue.lines),
+        codes=[(c, CHECK_TEXT.get(c, c)) for c in codes],
+        lines=shown,
+        total=len(queue.lines),
+        denials=queue.denials,
+        submissions=[
+            dict(h) | {"kind": _kind(h)}
+            for h in history
+            if h["has_file"] and h["date_from"] <= last and first <= h["date_to"]
+        ],
+        csrf=who.csrf_token,
+    )
 
 
 # --- files again -----------------------------------------------------------------------------
