@@ -9,12 +9,15 @@ Screenshots at 1440x900 and 390x844 in <state dir>/artifacts/browser/."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.test_billing_override_page import browser, view
 from tests.integration.test_billing_view import View, exports, fetch
+from tests.integration.test_claims_submit import rtm
 from tests.integration.test_pages import DESKTOP, PHONE, SIDEWAYS, sign_in
 from tests.unit.test_billing_837p import segments
 
@@ -121,3 +124,66 @@ def test_the_biller_filters_to_blocked_overrides_a_line_confirms_and_the_claim_i
     )
     assert int(reads[0]["n"]) >= 5  # every look at the queue is audited
     page.close()
+
+
+def cli(view: View, *args: str) -> Any:
+    """`rtm ...` against the stack's database, off the browser's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(rtm, view.dsn, *args).result()
+
+
+def test_a_loaded_835_moves_a_claim_to_denied_with_its_outcome_and_only_billing_staff_see_it(
+    view: View, browser: Any, tmp_path: Path
+) -> None:
+    """``full``'s claim (submitted above, or here by the CLI when run alone) denied by an
+    835 with CO-50: Denied in the queue, and the denial named escaped (no plan-of-care gate
+    fired: the organisation sends no plans of care)."""
+    res = cli(
+        view,
+        "billing",
+        "submit",
+        "--org",
+        view.dash.org,
+        "--from",
+        str(view.first),
+        "--to",
+        str(view.last),
+        "--out",
+        str(tmp_path / "f.x12"),
+    )
+    assert res.exit_code == 0, res.output
+    [line] = fetch(
+        view,
+        "SELECT claim_id, cpt, date_of_service, checks FROM billing_export_lines"
+        " WHERE org_id = $1 AND patient_id = $2",
+        view.dash.org,
+        view.full,
+    )
+    era = tmp_path / "era.835"
+    era.write_text(
+        "ISA*00*          *00*          *ZZ*04412          *ZZ*SUBM12345      *261201*1200*^"
+        "*00501*000000902*0*P*:~GS*HP*04412*SUBM12345*20261201*1200*902*X*005010X221A1~"
+        f"ST*835*0001~CLP*{line['claim_id']}*4*42*0**MB*ICN-902~"
+        f"SVC*HC:{line['cpt']}:GP*42*0**1~DTM*472*{line['date_of_service']:%Y%m%d}~"
+        "CAS*CO*50*42~SE*6*0001~GE*1*902~IEA*1*000000902~"
+    )
+    res = cli(view, "billing", "escaped-denials", "--remit", str(era), "--org", view.dash.org)
+    assert res.exit_code == 0 and res.stdout.strip().endswith(",escaped"), res.output
+    assert "POC_UNKNOWN" in line["checks"]
+
+    page = sign_in(browser, view.dash, "billing")
+    page.goto(f"/ui/billing/queue?month={view.month}&status=denied")
+    [denied] = rows(page)
+    assert denied[0] == "Denied" and denied[1] == line["claim_id"]
+    assert denied[2].startswith(f"{view.full} ")
+    denials = page.inner_text("#denials")
+    assert "CO-50" in denials and "escaped" in denials and view.full in denials
+    resp = page.goto(f"/ui/billing/queue?month={view.month}&status=lost")
+    assert resp is not None and resp.status == 422
+    page.close()
+
+    clinician = sign_in(browser, view.dash, "c1")
+    resp = clinician.goto(f"/ui/billing/queue?month={view.month}")
+    assert resp is not None and resp.status == 403
+    assert view.full not in clinician.inner_text("main")
+    clinician.close()

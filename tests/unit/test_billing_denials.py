@@ -7,11 +7,13 @@ and each line's place in the queue (Blocked, Ready, Submitted, Paid, Denied)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import pytest
 
+from billing.claims837 import RecordedLine
 from billing.denials import SubmittedLine, escaped_denials, gates_for, outcome_of
-from billing.queue import filter_queue, queue_lines, status_counts
+from billing.queue import QueueLine, filter_queue, queue_lines, status_counts
 from billing.remit import parse_835
 from billing.submission import Override, gate_lines, line_id
 from tests.unit.test_billing_readiness import AS_OF
@@ -116,10 +118,14 @@ def test_the_queue_moves_a_line_from_blocked_to_ready_to_submitted_to_paid_or_de
     states, facts = scenario(BASE)  # consents sent, none for this episode: blocked
     first, last = EVERYTHING
 
-    def queue(*overrides: Override, history: list = [], denied: dict = {}) -> list:  # noqa: B006
+    def queue(
+        *overrides: Override,
+        history: Sequence[RecordedLine] = (),
+        denied: Mapping[str, bool] | None = None,
+    ) -> list[QueueLine]:
         standing = [r.line for r in history]
         gated = gate_lines(states, standing, first, last, AS_OF, inputs(facts, *overrides))
-        return queue_lines(gated, history, denied, first, last)
+        return queue_lines(gated, history, denied or {}, first, last)
 
     blocked = queue()
     assert blocked and {q.status for q in blocked} == {"blocked"}
