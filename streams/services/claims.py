@@ -576,7 +576,8 @@ async def load_remit(
     async with conn.transaction():
         numbers = [(p.claim_id, p.payer_claim_number) for p in payments]
         unknown = await record_payer_claim_numbers(conn, org, numbers, f"835:{file_name}")
-        ours = [p for p in payments if p.claim_id not in set(unknown)]
+        skipped = set(unknown)
+        ours = [p for p in payments if p.claim_id not in skipped]
         submitted = await remit_db.submitted_lines(conn, org, [p.claim_id for p in ours])
         denials, unmatched = escaped_denials(ours, submitted)
         remit_id = await remit_db.add_remit(conn, org, file_name, text, by.actor)
