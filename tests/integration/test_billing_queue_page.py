@@ -178,6 +178,8 @@ def test_a_loaded_835_moves_a_claim_to_denied_with_its_outcome_and_only_billing_
     assert denied[2].startswith(f"{view.full} ")
     denials = page.inner_text("#denials")
     assert "CO-50" in denials and "escaped" in denials and view.full in denials
+    page.goto(f"/ui/billing?month={view.month}")  # the billing view names them too
+    assert "escaped" in page.inner_text("#denials")
     resp = page.goto(f"/ui/billing/queue?month={view.month}&status=lost")
     assert resp is not None and resp.status == 422
     page.close()

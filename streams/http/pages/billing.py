@@ -6,8 +6,9 @@ records lines as billed, through the same use case as ``rtm billing submit``.
 - ``GET /ui/billing?month=YYYY-MM``: patients close to 16 data days in their current
   period ("needs 3 more days in 5"), the month's lines still to bill per code with NPIs
   and payer (already-billed lines are left out, changed ones shown as ``amended``), the
-  preview buttons, the month's submissions and the export history (``submitted=ID``: the
-  submission just made, named at the top);
+  preview buttons, the month's submissions, the month's denials from loaded 835s with
+  their escaped-denial outcome, the export history (``submitted=ID``: the submission just
+  made, named at the top) and the link to the month-end queue;
 - ``GET /ui/billing/preview?month=YYYY-MM&format=csv|fhir|x12``: the month's lines as a
   file, **recorded nothing** (``streams.services.claims.preview``, audited as a read); the
   X12 is a test draft (placeholder parties, no charges), labelled so;
@@ -67,6 +68,7 @@ from streams.db.alerts import db_now
 from streams.db.claims import export_history, exported_lines
 from streams.db.events import EventStore
 from streams.db.ledger import load_states
+from streams.db.remits import month_denials
 from streams.http.auth import form_fields, reject_unknown_query
 from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.hardening import INT64_MAX, in_years
@@ -191,6 +193,7 @@ async def billing_page(
             conn, FixedClock(now), org_id=who.org_id, date_from=first, date_to=last
         )
         history = [dict(h) | {"kind": _kind(h)} for h in await export_history(conn, who.org_id)]
+        denials = await month_denials(conn, who.org_id, first, last)
         await audit_principal(
             conn,
             who,
@@ -199,6 +202,7 @@ async def billing_page(
             {
                 *(c["patient_id"] for c in watch.close + watch.nothing),
                 *(ln.patient_id for ln in result.lines),
+                *(d["patient_id"] for d in denials),
             },
             {"month": month, "lines": len(result.lines)},
         )
@@ -218,6 +222,7 @@ async def billing_page(
             h for h in history if h["has_file"] and h["date_from"] <= last and first <= h["date_to"]
         ],
         just=next((h for h in history if h["export_id"] == submitted), None),
+        denials=denials,
         may_submit=who.may("record_export"),
     )
 
