@@ -174,7 +174,7 @@ def test_a_loaded_835_moves_a_claim_to_denied_with_its_outcome_and_only_billing_
     page = sign_in(browser, view.dash, "billing")
     page.goto(f"/ui/billing/queue?month={view.month}&status=denied")
     [denied] = rows(page)
-    assert denied[0] == "Denied" and denied[1] == line["claim_id"]
+    assert denied[0] == "Denied CO-50 (escaped)" and denied[1] == line["claim_id"]
     assert denied[2].startswith(f"{view.full} ")
     denials = page.inner_text("#denials")
     assert "CO-50" in denials and "escaped" in denials and view.full in denials

@@ -437,6 +437,10 @@ async def queue_page(
         )
         history = await export_history(conn, who.org_id)
     shown = filter_queue(queue.lines, wanted, check or None)
+    reasons: dict[tuple[Any, ...], list[str]] = {}
+    for d in queue.denials:
+        key = (d["claim_id"], d["cpt"], d["date_of_service"])
+        reasons.setdefault(key, []).append(f"{d['carc']} ({d['outcome']})")
     codes = sorted({c.code for q in queue.lines for c in q.checks})
     return render(
         "billing_queue.html",
@@ -453,6 +457,7 @@ async def queue_page(
         lines=shown,
         total=len(queue.lines),
         denials=queue.denials,
+        reasons=reasons,
         submissions=[
             dict(h) | {"kind": _kind(h)}
             for h in history
