@@ -92,6 +92,26 @@ SEVERITY: dict[str, Severity] = {
     **{code: "warn" for code in UNKNOWN_CODE.values()},
 }
 
+# Each code in words, as the dashboard shows it to billing staff.
+CHECK_TEXT: dict[str, str] = {
+    CONSENT_MISSING: "No consent on file for the episode",
+    CONSENT_AFTER_DOS: "Consent recorded after the date of service",
+    POC_MISSING: "No certified plan of care for the episode",
+    POC_EXPIRED: "No plan of care covers the date of service",
+    POC_LATE: "Plan of care certified more than 30 days after the first data day",
+    CERTIFIER_NPI_INVALID: "The certifying NPI fails its check digit",
+    GLOBAL_PERIOD: "Inside the billing surgeon's global period",
+    RPM_OVERLAP: "RPM enrolment overlaps the period",
+    ICD10_NOT_BILLABLE: "A diagnosis code is not billable (not an ICD-10-CM leaf)",
+    KX_REQUIRED: "Therapy spend reached the KX threshold: KX added",
+    MEDICAL_REVIEW_THRESHOLD: "Therapy spend above the $3,000 review threshold",
+    "CONSENT_UNKNOWN": "Consent not sent by the organisation: not checked",
+    "POC_UNKNOWN": "Plans of care not sent by the organisation: not checked",
+    "PROCEDURE_UNKNOWN": "Procedures not sent by the organisation: global period not checked",
+    "RPM_UNKNOWN": "RPM enrolments not sent by the organisation: overlap not checked",
+    "SPEND_UNKNOWN": "Therapy spend elsewhere not sent: counted as $0",
+}
+
 FACT_MODELS = (
     ConsentRecorded,
     PlanOfCareCertified,

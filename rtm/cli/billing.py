@@ -12,6 +12,7 @@ set).
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import getpass
 import sys
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from billing.claims837 import FREQUENCY_NAMES
 from billing.config import DEFAULT_CONFIG
 from billing.demographics import parse_demographics_csv
+from billing.denials import CSV_COLUMNS, Denial
 from billing.evaluate import run_evaluate, run_readiness
 from billing.export import csv_row, render_export, write_sidecar
 from billing.fees import FeeScheduleError, parse_fee_schedule
@@ -619,26 +621,68 @@ def remit() -> None:
     """835 remittances."""
 
 
+def _load_remit(
+    ctx: click.Context, file: Path, org_id: str, dsn: str | None, cmd: str
+) -> claims.RemitResult:
+    """The 835 loaded through ``streams.services.claims.load_remit``; unknown claims and
+    denied lines matching no submitted line named on stderr."""
+    try:
+        text = file.read_text(encoding="utf-8")
+        parse_835(text)  # a clear error before connecting
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        click.echo(f"error: {file}: {exc}", err=True)
+        sys.exit(2)
+    by = Requester.cli(_default_user(), org_id, cmd)
+    done = _run(ctx, dsn, lambda conn: claims.load_remit(conn, by, text, file.name))
+    for cid in done.unknown:
+        click.echo(f"unknown claim {cid} (not submitted by {org_id}); skipped", err=True)
+    for u in done.unmatched:
+        click.echo(f"unmatched denied line {u.text()} (no such submitted line)", err=True)
+    if done.remit_id is None:
+        click.echo(f"{file.name} was loaded before: nothing stored again", err=True)
+    return done
+
+
 @remit.command("load")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--org", "org_id", required=True)
 @click.option("--dsn", default=None)
 @click.pass_context
 def remit_load(ctx: click.Context, file: Path, org_id: str, dsn: str | None) -> None:
-    """Read CLP01 (our CLM01) and CLP07 (the payer's claim control number) of an 835."""
-    try:
-        payments = parse_835(file.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise click.ClickException(f"{file}: {exc}") from None
-    numbers = [(p.claim_id, p.payer_claim_number) for p in payments]
-    unknown = _run(
-        ctx,
-        dsn,
-        lambda conn: claims.record_payer_claim_numbers(conn, org_id, numbers, f"835:{file.name}"),
-    )
-    for cid in unknown:
-        click.echo(f"unknown claim {cid} (not submitted by {org_id}); skipped", err=True)
-    click.echo(f"{len(payments) - len(unknown)} payer claim control numbers recorded")
+    """Load an 835: CLP01 (our CLM01) and CLP07 (the payer's claim control number), each
+    claim paid or denied, and the denied service lines (see escaped-denials)."""
+    done = _load_remit(ctx, file, org_id, dsn, "rtm billing remit load")
+    click.echo(f"{done.claims} payer claim control numbers recorded")
+    click.echo(f"{len(done.denials)} denials ({_outcomes(done.denials)})")
+
+
+def _outcomes(denials: list[Denial]) -> str:
+    counts = Counter(d.outcome for d in denials)
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in ("caught", "escaped", "uncovered"))
+
+
+@click.command("escaped-denials")
+@click.option(
+    "--remit",
+    "file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="the 835 remittance",
+)
+@click.option("--org", "org_id", required=True)
+@click.option("--dsn", default=None)
+@click.pass_context
+def escaped_denials_cmd(ctx: click.Context, file: Path, org_id: str, dsn: str | None) -> None:
+    """Each denied service line of an 835 matched to the line submitted (CLP01, SVC code
+    and date), its CARC/RARC mapped to the readiness gates: caught (a mapped check was on
+    the line at submission), escaped (none fired) or uncovered (no gate speaks of it).
+    CSV on stdout; the 835 is loaded as `remit load` does (stored once)."""
+    done = _load_remit(ctx, file, org_id, dsn, "rtm billing escaped-denials")
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(CSV_COLUMNS)
+    for d in done.denials:
+        out.writerow(d.row())
+    click.echo(f"{len(done.denials)} denials ({_outcomes(done.denials)})", err=True)
 
 
 # --- issue 20 item 4: overrides -------------------------------------------------------------------
@@ -705,6 +749,7 @@ BILLING_COMMANDS: tuple[click.Command, ...] = (
     submission_file_cmd,
     claims_group,
     remit,
+    escaped_denials_cmd,
 )
 
 

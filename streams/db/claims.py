@@ -54,6 +54,19 @@ async def recorded_history(
     ]
 
 
+async def org_history(conn: asyncpg.Connection, org_id: str) -> list[RecordedLine]:
+    """Every recorded line of ``org_id`` with its claim id, oldest first."""
+    rows = await conn.fetch(
+        "SELECT export_id, claim_id, line::text AS line FROM billing_export_lines"
+        " WHERE org_id = $1 ORDER BY export_id, line_no",
+        org_id,
+    )
+    return [
+        RecordedLine(r["export_id"], r["claim_id"], ClaimLine.model_validate_json(r["line"]))
+        for r in rows
+    ]
+
+
 async def record_export(
     conn: asyncpg.Connection,
     lines: Sequence[ClaimLine],

@@ -21,6 +21,11 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   keeps its readiness and checks.
 - ``override``: let a blocked line out, with a reason (>= 10 characters): an append-only
   row and its audit row (who, when, line, blocked codes, reason), in one transaction.
+- ``month_readiness``: the month's lines after the gates as of now, the one place the
+  month-end queue reads readiness; ``month_queue``: the queue (Ready, Blocked, Submitted,
+  Paid, Denied) with each line's readiness and checks, and the month's denials.
+- ``load_remit``: an 835 loaded (the payer's claim control numbers, each claim paid or
+  denied, each denied line with its escaped-denial outcome), stored once per file, audited.
 - ``submission_file``: a submitted file again, byte for byte (audited as a ``read``).
 - ``set_profile``, ``load_demographics`` (audited), ``load_fee_schedule``,
   ``record_payer_claim_numbers``: the parties and numbers a submission needs.
@@ -44,17 +49,22 @@ from billing.amend import standing_lines
 from billing.claims837 import ClaimProblem, PlannedClaim
 from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.demographics import Demographics
+from billing.denials import Denial, Unmatched, escaped_denials
 from billing.fees import FeeEntry, check_overlaps
 from billing.profile import BillingProfile
+from billing.queue import QueueLine, queue_lines
 from billing.readiness import SEVERITY, STREAM_OF_TYPE, AssessedLine, ReadinessFacts
+from billing.remit import parse_835
 from billing.rules import ClaimLine
 from billing.submission import (
     Format,
+    Gated,
     LineId,
     LineReadiness,
     Parties,
     ReadinessInputs,
     check_submission_request,
+    exports_of,
     gate_lines,
     line_id,
     line_text,
@@ -70,6 +80,7 @@ from schemas.events import DEFAULT_ORG, validate_event
 from streams.access import Principal
 from streams.clock import Clock
 from streams.db import claims as db
+from streams.db import remits as remit_db
 from streams.db.access import audit
 from streams.db.ledger import load_states
 
@@ -535,3 +546,99 @@ async def record_payer_claim_numbers(
         if not await db.set_payer_claim_number(conn, org_id, claim_id, number, source):
             unknown.append(claim_id)
     return unknown
+
+
+# --- issue 20 items 5-6: escaped denials and the month-end queue -------------------------------
+
+
+@dataclass(frozen=True)
+class RemitResult:
+    """What ``load_remit`` read: ``remit_id`` None when this file was loaded before (nothing
+    stored again); ``unknown``: claim ids the organisation never submitted (skipped)."""
+
+    remit_id: int | None
+    claims: int
+    unknown: list[str]
+    denials: list[Denial]
+    unmatched: list[Unmatched]
+
+
+async def load_remit(
+    conn: asyncpg.Connection, by: Requester, text: str, file_name: str
+) -> RemitResult:
+    """Load an 835 for ``by``'s organisation, in one transaction: the payer's claim control
+    numbers of its claims, each claim's outcome (paid or denied) and each denied service
+    line matched to the line submitted (``billing.denials.escaped_denials``: caught,
+    escaped or uncovered), stored once per file, and the audit row. ValueError (nothing
+    written) if the text is not an 835 this can read."""
+    payments = parse_835(text)
+    org = by.org_id
+    async with conn.transaction():
+        numbers = [(p.claim_id, p.payer_claim_number) for p in payments]
+        unknown = await record_payer_claim_numbers(conn, org, numbers, f"835:{file_name}")
+        skipped = set(unknown)
+        ours = [p for p in payments if p.claim_id not in skipped]
+        submitted = await remit_db.submitted_lines(conn, org, [p.claim_id for p in ours])
+        denials, unmatched = escaped_denials(ours, submitted)
+        remit_id = await remit_db.add_remit(conn, org, file_name, text, by.actor)
+        if remit_id is not None:
+            await remit_db.add_remit_claims(conn, remit_id, org, ours)
+            await remit_db.add_denials(conn, remit_id, org, denials)
+        await _audit(
+            conn,
+            by,
+            "billing.remit_load",
+            sorted({d.patient_id for d in denials}),
+            {
+                "file": file_name,
+                "remit_id": remit_id,
+                "claims": len(ours),
+                "unknown": len(unknown),
+                "denials": len(denials),
+                "unmatched": [u.text() for u in unmatched],
+            },
+        )
+    return RemitResult(remit_id, len(ours), unknown, denials, unmatched)
+
+
+async def month_readiness(
+    conn: asyncpg.Connection, org_id: str, first: dt.date, last: dt.date, as_of: dt.datetime
+) -> Gated:
+    """The organisation's claim lines with a date of service in [first, last] after the
+    readiness gates as of ``as_of``, computed from the event log by the code path a
+    submission plans with (``billing.submission.gate_lines``). The one place the month-end
+    queue reads readiness: switching it to the worker's stored rows changes this only."""
+    states = await load_states(conn, org_id)
+    history = await db.recorded_history(conn, org_id, sorted(states))
+    standing = standing_lines(exports_of(history))
+    inputs = await _readiness_inputs(conn, org_id)
+    return gate_lines(states, standing, first, last, as_of, inputs)
+
+
+@dataclass(frozen=True)
+class MonthQueue:
+    lines: list[QueueLine]
+    denials: list[dict[str, object]]  # the month's stored denials, with their outcome
+
+
+async def month_queue(
+    conn: asyncpg.Connection, by: Requester, first: dt.date, last: dt.date, as_of: dt.datetime
+) -> MonthQueue:
+    """The month-end queue of ``by``'s organisation for [first, last] as of ``as_of``:
+    every line with its status, readiness and checks, and the month's denials. Nothing is
+    recorded; audited as a read of the patients shown."""
+    org = by.org_id
+    async with conn.transaction():
+        gated = await month_readiness(conn, org, first, last, as_of)
+        history = await db.org_history(conn, org)
+        denied = await remit_db.claim_outcomes(conn, org)
+        lines = queue_lines(gated, history, denied, first, last)
+        denials = await remit_db.month_denials(conn, org, first, last)
+        await _audit(
+            conn,
+            by,
+            "read",
+            sorted({q.line.patient_id for q in lines} | {str(d["patient_id"]) for d in denials}),
+            {"from": first.isoformat(), "to": last.isoformat(), "lines": len(lines)},
+        )
+    return MonthQueue(lines, denials)

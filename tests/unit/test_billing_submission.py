@@ -268,6 +268,7 @@ COMMANDS = {
     "billing readiness": ["--as-of!", "--events!", "--fees!", "--include-open?", "--locality"],
     "billing reconcile": ["--as-of", "--dsn", "--patient-prefix"],
     "billing remit load": ["--dsn", "--org!", "FILE"],
+    "billing escaped-denials": ["--dsn", "--org!", "--remit!"],
     "billing submission-file": ["--dsn", "--org!", "--out", "SUBMISSION_ID"],
     "billing submissions": ["--dsn", "--json?", "--org!"],
     "billing submit": [

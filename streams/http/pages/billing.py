@@ -6,8 +6,9 @@ records lines as billed, through the same use case as ``rtm billing submit``.
 - ``GET /ui/billing?month=YYYY-MM``: patients close to 16 data days in their current
   period ("needs 3 more days in 5"), the month's lines still to bill per code with NPIs
   and payer (already-billed lines are left out, changed ones shown as ``amended``), the
-  preview buttons, the month's submissions and the export history (``submitted=ID``: the
-  submission just made, named at the top);
+  preview buttons, the month's submissions, the month's denials from loaded 835s with
+  their escaped-denial outcome, the export history (``submitted=ID``: the submission just
+  made, named at the top) and the link to the month-end queue;
 - ``GET /ui/billing/preview?month=YYYY-MM&format=csv|fhir|x12``: the month's lines as a
   file, **recorded nothing** (``streams.services.claims.preview``, audited as a read); the
   X12 is a test draft (placeholder parties, no charges), labelled so;
@@ -26,6 +27,12 @@ records lines as billed, through the same use case as ``rtm billing submit``.
   is the fingerprint of the plan shown (``billing.submission.plan_fingerprint``). Without
   it nothing is recorded and the confirmation is shown (303); a plan that changed since is
   shown again to confirm (409), nothing recorded;
+- ``GET /ui/billing/queue?month=YYYY-MM&status=S&check=CODE`` (billing staff, admins): the
+  month-end queue (``streams.services.claims.month_queue``): each line Blocked, Ready,
+  Submitted, Paid or Denied (from loaded 835s), its readiness and checks in words, filtered
+  by status and check code; the blocked lines' override forms (``back=queue``), the way to
+  the confirmation step, the month's submissions (ISA13, the file) and denials with their
+  escaped-denial outcome. Records nothing; audited as a read by the service;
 - ``GET /ui/billing/exports/{id}``: a recorded export's lines as billed then;
   ``GET /ui/billing/submissions/{id}/file``: a submission's file, byte for byte.
 
@@ -49,6 +56,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from billing.claims837 import FREQUENCY_NAMES
 from billing.export import render_export
+from billing.queue import STATUS_TEXT, STATUSES, Status, filter_queue, status_counts
+from billing.readiness import CHECK_TEXT, SEVERITY
 from billing.rules import DEVICE_MIN_DAYS, billing_progress, patient_local_date
 from billing.submission import SubmissionRefused, line_text
 from schemas.events import YEAR_MAX, YEAR_MIN
@@ -59,6 +68,7 @@ from streams.db.alerts import db_now
 from streams.db.claims import export_history, exported_lines
 from streams.db.events import EventStore
 from streams.db.ledger import load_states
+from streams.db.remits import month_denials
 from streams.http.auth import form_fields, reject_unknown_query
 from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.hardening import INT64_MAX, in_years
@@ -183,6 +193,7 @@ async def billing_page(
             conn, FixedClock(now), org_id=who.org_id, date_from=first, date_to=last
         )
         history = [dict(h) | {"kind": _kind(h)} for h in await export_history(conn, who.org_id)]
+        denials = await month_denials(conn, who.org_id, first, last)
         await audit_principal(
             conn,
             who,
@@ -191,6 +202,7 @@ async def billing_page(
             {
                 *(c["patient_id"] for c in watch.close + watch.nothing),
                 *(ln.patient_id for ln in result.lines),
+                *(d["patient_id"] for d in denials),
             },
             {"month": month, "lines": len(result.lines)},
         )
@@ -210,6 +222,7 @@ async def billing_page(
             h for h in history if h["has_file"] and h["date_from"] <= last and first <= h["date_to"]
         ],
         just=next((h for h in history if h["export_id"] == submitted), None),
+        denials=denials,
         may_submit=who.may("record_export"),
     )
 
@@ -388,7 +401,70 @@ async def override_form(request: Request, who: PrincipalDep, store: StoreDep) ->
             )
     except claims.OverrideRefused as exc:
         raise PageError(422, "Override refused", str(exc)) from None
+    if fields.get("back") == "queue":
+        return RedirectResponse(f"/ui/billing/queue?month={month}&status=blocked", 303)
     return RedirectResponse(f"/ui/billing/submit?month={month}", 303)
+
+
+# --- the month-end queue ---------------------------------------------------------------------
+
+Filter = Annotated[str | None, Query(max_length=40)]  # "" (the form's "Any"): no filter
+
+
+@router.get("/queue", response_class=HTMLResponse)
+async def queue_page(
+    request: Request,
+    authenticate: AuthenticateDep,
+    store: StoreDep,
+    month: Month | None = None,
+    status: Filter = None,
+    check: Filter = None,
+) -> HTMLResponse:
+    """The biller's month-end queue (see the module's docstring)."""
+    who = await page_user(request, authenticate)
+    need(who, "record_export")
+    check_month(month)
+    wanted: Status | None = next((s for s in STATUSES if s == status), None)
+    if status and wanted is None:
+        raise PageError(422, "Unknown status", f"status is one of {', '.join(STATUSES)}")
+    if check and check not in SEVERITY:
+        raise PageError(422, "Unknown check", "no such readiness check")
+    async with store.acquire() as conn:
+        now = await db_now(conn)
+        month, first, last = month_range(month, now.date())
+        queue = await claims.month_queue(
+            conn, Requester.of(who, "GET /ui/billing/queue"), first, last, now
+        )
+        history = await export_history(conn, who.org_id)
+    shown = filter_queue(queue.lines, wanted, check or None)
+    reasons: dict[tuple[Any, ...], list[str]] = {}
+    for d in queue.denials:
+        key = (d["claim_id"], d["cpt"], d["date_of_service"])
+        reasons.setdefault(key, []).append(f"{d['carc']} ({d['outcome']})")
+    codes = sorted({c.code for q in queue.lines for c in q.checks})
+    return render(
+        "billing_queue.html",
+        who=who,
+        nav="billing",
+        month=month,
+        month_label=first.strftime("%B %Y"),
+        status=status or "",
+        check=check or "",
+        statuses=[(s, STATUS_TEXT[s]) for s in STATUSES],
+        status_text=STATUS_TEXT,
+        counts=status_counts(queue.lines),
+        codes=[(c, CHECK_TEXT.get(c, c)) for c in codes],
+        lines=shown,
+        total=len(queue.lines),
+        denials=queue.denials,
+        reasons=reasons,
+        submissions=[
+            dict(h) | {"kind": _kind(h)}
+            for h in history
+            if h["has_file"] and h["date_from"] <= last and first <= h["date_to"]
+        ],
+        csrf=who.csrf_token,
+    )
 
 
 # --- files again -----------------------------------------------------------------------------
