@@ -81,13 +81,18 @@ def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) ->
     return counts
 
 
+def weekly_on(book: EpisodeBook, day: dt.date) -> int:
+    """The sessions_per_week in force on one day (0: no episode, or its program paused)."""
+    episode = book.resolve(None, day)
+    if episode is None or episode.paused_on(day):
+        return 0
+    return episode.sessions_per_week_on(day)
+
+
 def prescribed_on(book: EpisodeBook, day: dt.date) -> Fraction:
     """Sessions prescribed for one day: sessions_per_week in force / 7 (none while the
     program is paused)."""
-    episode = book.resolve(None, day)
-    if episode is None or episode.paused_on(day):
-        return Fraction(0)
-    return Fraction(episode.sessions_per_week_on(day), 7)
+    return Fraction(weekly_on(book, day), 7)
 
 
 def window_days(day: dt.date, length: int = 7) -> list[dt.date]:
@@ -109,18 +114,22 @@ def adherence_series(
     first: dt.date,
     last: dt.date,
     length: int = 7,
+    weekly: Mapping[dt.date, int] | None = None,
 ) -> dict[dt.date, Fraction | None]:
     """``adherence_on`` of every day from ``first`` to ``last``: one sliding window, each
-    day's prescription and sessions added once and taken off once (exact fractions)."""
+    day's prescription and sessions added once and taken off once. Exact: the window's
+    prescription is its days' sessions_per_week summed, over 7 (``weekly``: those already
+    resolved, by day)."""
     days = window_days(first, length)[:-1] + list(_date_range(first, last))
-    prescribed = [prescribed_on(book, d) for d in days]
+    known = weekly or {}
+    prescribed = [w if (w := known.get(d)) is not None else weekly_on(book, d) for d in days]
     completed = [counts.get(d, 0) for d in days]
     out: dict[dt.date, Fraction | None] = {}
-    p_sum, c_sum = sum(prescribed[: length - 1], Fraction(0)), sum(completed[: length - 1])
+    p_sum, c_sum = sum(prescribed[: length - 1]), sum(completed[: length - 1])
     for i in range(length - 1, len(days)):
         p_sum += prescribed[i]
         c_sum += completed[i]
-        out[days[i]] = None if p_sum == 0 else min(Fraction(1), Fraction(c_sum) / p_sum)
+        out[days[i]] = None if p_sum == 0 else min(Fraction(1), Fraction(7 * c_sum, p_sum))
         p_sum -= prescribed[i - length + 1]
         c_sum -= completed[i - length + 1]
     return out
@@ -200,15 +209,17 @@ def rows_on(
     days: Iterable[dt.date],
     length: int = 7,
 ) -> list[AdherenceRow]:
-    """The adherence rows of the given dates (as ``daily_rows`` computes each)."""
+    """The adherence rows of the given dates (as ``daily_rows`` computes each); each date's
+    prescription is resolved once."""
     counts = sessions_by_day(completions, book)
     days = list(days)
-    series = adherence_series(counts, book, min(days), max(days), length) if days else {}
+    weekly = {d: weekly_on(book, d) for d in days}
+    series = adherence_series(counts, book, min(days), max(days), length, weekly) if days else {}
     return [
         AdherenceRow(
             patient_id=patient_id,
             date=day,
-            prescribed=prescribed_on(book, day),
+            prescribed=Fraction(weekly[day], 7),
             completed=counts.get(day, 0),
             adherence_7d=series[day],
         )

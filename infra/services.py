@@ -885,7 +885,8 @@ port = {settings.db.port}
 unix_socket_directories = '{_pg_socket_dir(settings)}'
 max_connections = 200
 
-shared_preload_libraries = 'timescaledb,pg_stat_statements'  # pg_stat_statements: rtm bench --profile reads it
+# pg_stat_statements: per-statement times, for profiling the worker (docs/benchmarks.md)
+shared_preload_libraries = 'timescaledb,pg_stat_statements'
 timescaledb.telemetry_level = off
 timescaledb.max_background_workers = 8
 max_worker_processes = 16

@@ -28,7 +28,9 @@ def test_the_received_json_is_the_stored_payload_and_reads_back_as_the_same_even
 def test_an_event_without_its_received_json_is_serialised_from_the_model(
     factory: EventFactory,
 ) -> None:
-    event = parse_event_json(orjson.dumps(factory.pain(factory.patient(2), 3, "2026-11-03T11:00:00-06:00")))
+    event = parse_event_json(
+        orjson.dumps(factory.pain(factory.patient(2), 3, "2026-11-03T11:00:00-06:00"))
+    )
     (stored,) = event_columns([event])[PAYLOAD]
     assert "null" not in stored  # absent fields are left out, not written as null
     assert parse_event_json(stored) == event
