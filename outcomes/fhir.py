@@ -55,9 +55,10 @@ TASK_KIND_SYSTEM = "urn:rtm:task-kind"
 QUESTIONNAIRE_URL = "urn:rtm-stream:questionnaire:"
 PATHWAY_URL = "urn:rtm-stream:pathway:"
 QUESTIONNAIRE_VERSION = "1"  # the registry's item set; a changed item set is a new version
-# a decision of the project's pathway engine (pathways/, not a CQL library) by name, in
-# CamelCase: the ExpressionLanguage value set (required in R4's validator) has no other code
-DECISION_LANGUAGE = "text/cql-identifier"
+# a decision of the project's pathway engine (pathways/) by name, a CamelCase identifier (a
+# CQL expression; no CQL library ships): R4's ExpressionLanguage value set, which HAPI's R4
+# validator holds to, has only text/cql, text/fhirpath and application/x-fhir-query
+DECISION_LANGUAGE = "text/cql"
 MIN_VALUE = "http://hl7.org/fhir/StructureDefinition/minValue"
 MAX_VALUE = "http://hl7.org/fhir/StructureDefinition/maxValue"
 _NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5d8e-9a43-7c0e5b1f2a60")  # this system's resource ids
@@ -250,17 +251,19 @@ def encounter(event: VisitCompleted) -> dict[str, Any]:
 
 
 def searchset(
-    resources: Iterable[dict[str, Any]], timestamp: dt.datetime, self_url: str | None = None
+    resources: Iterable[dict[str, Any]],
+    timestamp: dt.datetime,
+    self_url: str | None = None,
+    base: str | None = None,
 ) -> dict[str, Any]:
     """A ``searchset`` Bundle of ``resources`` in the order given, each entry a ``match``;
-    ``total`` counts them (no ``entry`` when none)."""
+    ``total`` counts them (no ``entry`` when none). A resource made from an event (a UUID
+    id) has the ``fullUrl`` ``urn:uuid:<id>``; one with a server id (a Questionnaire)
+    ``<base>/<type>/<id>``, so ``base`` (the FHIR base URL) is needed for those."""
     if timestamp.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware")
     entries = [
-        # a Questionnaire's id is its instrument's: no fullUrl (optional in a searchset)
-        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "search": {"mode": "match"}}
-        if _is_uuid(r["id"])
-        else {"resource": r, "search": {"mode": "match"}}
+        {"fullUrl": _full_url(r, base), "resource": r, "search": {"mode": "match"}}
         for r in resources
     ]
     bundle: dict[str, Any] = {
@@ -276,12 +279,17 @@ def searchset(
     return bundle
 
 
-def _is_uuid(value: str) -> bool:
+def _full_url(resource: dict[str, Any], base: str | None) -> str:
+    rid = str(resource["id"])
     try:
-        uuid.UUID(value)
+        uuid.UUID(rid)
     except ValueError:
-        return False
-    return True
+        if base is None:
+            raise ValueError(
+                f"{resource['resourceType']}/{rid}: a fullUrl needs the base URL"
+            ) from None
+        return f"{base.rstrip('/')}/{resource['resourceType']}/{rid}"
+    return f"urn:uuid:{rid}"
 
 
 # --- PlanDefinition ---------------------------------------------------------------------------

@@ -194,13 +194,18 @@ def encounters(
 
 @fhir.command("questionnaire")
 @click.option("--instrument", "instrument_id", default=None, help="one instrument (default all)")
+@click.option("--base", default=None, help="FHIR base URL of the entries (default the gateway's)")
 @_OUT
 @click.pass_context
-def questionnaires(ctx: click.Context, instrument_id: str | None, out: Path | None) -> None:
+def questionnaires(
+    ctx: click.Context, instrument_id: str | None, base: str | None, out: Path | None
+) -> None:
     """The instrument registry's Questionnaires (a searchset Bundle), or one."""
     if instrument_id is None:
+        settings = settings_of(ctx)
+        base = base or f"http://{settings.gateway.host}:{settings.gateway.port}/fhir"
         found = [questionnaire(i) for i in sorted(INSTRUMENTS)]
-        _emit(searchset(found, clock_for(settings_of(ctx)).now()), out, "questionnaires")
+        _emit(searchset(found, clock_for(settings).now(), base=base), out, "questionnaires")
         return
     if instrument_id not in INSTRUMENTS:
         known = ", ".join(sorted(INSTRUMENTS))

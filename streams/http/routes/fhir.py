@@ -185,9 +185,9 @@ async def search_questionnaires(
 ) -> Response:
     """The instrument registry's Questionnaires (no patient data: not audited)."""
     found = [questionnaire(i) for i in sorted(INSTRUMENTS)]
-    return Response(
-        orjson.dumps(searchset(found, clock.now(), str(request.url))), media_type=FHIR_JSON
-    )
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    bundle = searchset(found, clock.now(), str(request.url), base=base)
+    return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
 
 
 @router.get(
