@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from outcomes.instruments import INSTRUMENTS, change, score_form
+from outcomes.score import score_rows
 from rtm.cli.root import main
 from rtm.simulate import simulate
 from schemas.events import validate_event
@@ -124,8 +125,13 @@ def test_each_fall_is_followed_by_a_clinicians_resume(
 def _outcomes(
     cohort: list[dict[str, Any]], episodes: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Per episode with a baseline and a later score: its clinician, MCID reached, and its
-    adherence (sessions on distinct days over the prescribed ones)."""
+    """Per episode with a baseline and a later score (scored by ``rtm assessments score``'s
+    outcomes.score): its clinician, MCID reached, and its adherence (sessions on distinct
+    days over the prescribed ones)."""
+    forms = [validate_event(e) for e in cohort if e["type"] == "assessment.completed"]
+    scored = {
+        r["event_id"]: r["score"] for r in score_rows(f for f in forms if not isinstance(f, list))
+    }
     scores: dict[str, list[tuple[str, Fraction]]] = defaultdict(list)
     session_days: dict[str, set[str]] = defaultdict(set)
     last: dict[str, str] = {}
@@ -137,9 +143,8 @@ def _outcomes(
         if e["type"] == "exercise.completed":
             session_days[ep_id].add(e["occurred_at"][:10])
         if e["type"] == "assessment.completed":
-            s = score_form(e["instrument"], e["answers"])
-            if s.score is not None:
-                scores[ep_id].append((e["occurred_at"], s.score))
+            if scored[e["event_id"]] is not None:
+                scores[ep_id].append((e["occurred_at"], Fraction(str(scored[e["event_id"]]))))
     rows = []
     for ep_id, series in scores.items():
         ep = episodes[ep_id]
