@@ -5,6 +5,7 @@ tests/integration/test_fhir_outcomes.py."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from outcomes.fhir import (
 )
 from outcomes.instruments import INSTRUMENTS
 from rtm.cli.root import main
+from rtm.simulate import simulate
 from schemas.events import AssessmentCompleted, Event, VisitCompleted, validate_event
 
 PATHWAY = Path(__file__).resolve().parents[1] / "fixtures" / "pathways" / "msk-default-v1.json"
@@ -235,3 +237,18 @@ def test_cli_over_a_file(tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout)["id"] == "msk-default-1"
     r = CliRunner().invoke(main, ["fhir", "plan-definition", "--pathway", str(events)])
     assert r.exit_code == 2 and "not a pathway document" in r.output
+
+
+def test_file_resources_do_not_depend_on_arrival_order_or_resends() -> None:
+    cohort = [
+        e
+        for e in (validate_event(o) for o in simulate(25, 60, 5, outcomes=True))
+        if not isinstance(e, list)
+    ]
+    expected = {k: file_resources(cohort, k) for k in ("assessments", "encounters")}
+    assert len(expected["assessments"]) > 50 and len(expected["encounters"]) > 50
+    rng = random.Random(3)
+    for _ in range(3):
+        arrived = cohort + rng.sample(cohort, len(cohort) // 10)  # resent
+        rng.shuffle(arrived)
+        assert {k: file_resources(arrived, k) for k in expected} == expected
