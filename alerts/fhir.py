@@ -1,5 +1,6 @@
-"""Clinical data as FHIR R4 (4.0.1), pure: pain reports and exercise sessions as
-``Observation`` resources in a ``searchset`` Bundle (issue 12 part 7).
+"""Clinical data as FHIR R4 (4.0.1), pure: pain reports, exercise sessions and the scores of
+valid assessments (outcomes.fhir, issue 19) as ``Observation`` resources in a ``searchset``
+Bundle (issue 12 part 7).
 
 Profile: R4 core ``Observation`` (no implementation guide: US Core's screening-assessment
 profile is not among the bundled R4 definitions a receiver can validate offline).
@@ -29,35 +30,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from schemas.events import Event, ExerciseCompleted, PainReported
+from outcomes.fhir import (
+    EVENT_ID_SYSTEM,
+    LOINC,
+    OBSERVATION_CATEGORY,
+    UCUM,
+    patient_reference,
+    resource_id,
+    score_observation,
+    searchset,
+)
+from schemas.events import AssessmentCompleted, Event, ExerciseCompleted, PainReported
 
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-EVENT_ID_SYSTEM = "urn:rtm:event-id"
-PATIENT_ID_SYSTEM = "urn:rtm:patient-id"  # as in the Claims (billing.export)
 EXERCISE_ID_SYSTEM = "urn:rtm:exercise-id"
 PAIN_CODE = ("72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported")
 EXERCISE_CODE = ("73985-4", "Exercise activity")
 EXERCISE_DURATION_CODE = ("55411-3", "Exercise duration")
-CLINICAL_TYPES = ("pain.reported", "exercise.completed")
-_NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5d8e-9a43-7c0e5b1f2a60")  # this system's resource ids
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}").fullmatch
-
-
-def resource_id(event_id: str) -> str:
-    """The Observation id of an event: stable, and within FHIR's id grammar."""
-    return str(uuid.uuid5(_NAMESPACE, event_id))
-
-
-def patient_reference(patient_id: str) -> dict[str, Any]:
-    if _FHIR_ID(patient_id):
-        return {"reference": f"Patient/{patient_id}"}
-    return {"identifier": {"system": PATIENT_ID_SYSTEM, "value": patient_id}}
+# an assessment's Observation is its score (outcomes.fhir), for a valid form only
+CLINICAL_TYPES = ("pain.reported", "exercise.completed", "assessment.completed")
 
 
 def _concept(system: str, code: str, display: str) -> dict[str, Any]:
@@ -136,11 +129,14 @@ def exercise_observation(event: ExerciseCompleted) -> dict[str, Any]:
 
 
 def observation(event: Event) -> dict[str, Any] | None:
-    """The Observation of a pain report or exercise session; None for other types."""
+    """The Observation of a pain report, an exercise session or a valid assessment (its
+    score); None for other types and invalid forms."""
     if isinstance(event, PainReported):
         return pain_observation(event)
     if isinstance(event, ExerciseCompleted):
         return exercise_observation(event)
+    if isinstance(event, AssessmentCompleted):
+        return score_observation(event)
     return None
 
 
@@ -149,30 +145,12 @@ def observation_bundle(
 ) -> dict[str, Any]:
     """A ``searchset`` Bundle of the events' Observations, in event time order (then
     event id), each entry a ``match``; ``total`` counts them (no ``entry`` when none)."""
-    if timestamp.utcoffset() is None:
-        raise ValueError("timestamp must be timezone-aware")
     chosen = sorted(
         (e for e in events if e.type in CLINICAL_TYPES),
         key=lambda e: (e.occurred_at, e.event_id),
     )
-    entries = []
-    for e in chosen:
-        obs = observation(e)
-        assert obs is not None
-        entries.append(
-            {"fullUrl": f"urn:uuid:{obs['id']}", "resource": obs, "search": {"mode": "match"}}
-        )
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": timestamp.isoformat(),
-        "total": len(entries),
-    }
-    if self_url is not None:
-        bundle["link"] = [{"relation": "self", "url": self_url}]
-    if entries:  # FHIR: an empty array is absent, not []
-        bundle["entry"] = entries
-    return bundle
+    found = (observation(e) for e in chosen)
+    return searchset((o for o in found if o is not None), timestamp, self_url)
 
 
 # --- search parameters ------------------------------------------------------------------------

@@ -105,7 +105,15 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     start = today - dt.timedelta(days=days)
     n = write_jsonl(
         namespaced(
-            simulate(patients, days, seed, start=start, invalid_ratio=0.002, intakes=DEMO_INTAKES),
+            simulate(
+                patients,
+                days,
+                seed,
+                start=start,
+                invalid_ratio=0.002,
+                intakes=DEMO_INTAKES,
+                outcomes=True,  # PROMs, visits, pauses and exits (rtm/simulate_outcomes.py)
+            ),
             run,
         ),
         cohort,

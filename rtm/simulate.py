@@ -51,6 +51,7 @@ import orjson
 
 from rtm.files import open_private
 from rtm.simulate_intakes import Candidate, IntakePlan, plan_intakes
+from rtm.simulate_outcomes import EpisodeFacts, EpisodePlan, plan_episode
 from schemas.codes import is_valid_npi, npi_check_digit
 from schemas.events import RedFlag
 
@@ -510,6 +511,30 @@ class _Patient:
             k += 1
         self.ep_idx = 0
         self.intake: IntakePlan | None = None  # opt-in: simulate(..., intakes=share)
+        self.plans: dict[str, EpisodePlan] = {}  # opt-in: simulate(..., outcomes=True)
+
+    def plan_outcomes(self, seed: int, star_id: str) -> None:
+        """PROMs, visits, pauses and exit reasons of each episode (rtm/simulate_outcomes.py),
+        from the patient's own outcome stream."""
+        rng = random.Random(f"rtm-sim:{seed}:outcomes:{self.num - 1}")
+        for ep in self.episodes:
+            facts = EpisodeFacts(
+                ep.id,
+                ep.start,
+                ep.start_secs,
+                ep.end,
+                ep.stop,
+                self.world.days - 1,
+                ep.region,
+                ep.clin.id,
+                ep.clin.id == star_id,
+                ep.profile,
+                ep.reason,
+                ep.fall_day,
+            )
+            plan = plan_episode(rng, facts, self.num + ep.k)
+            ep.fall_day = plan.fall_day
+            self.plans[ep.id] = plan
 
     # ------------------------------------------------------------------ generation
 
@@ -527,16 +552,20 @@ class _Patient:
             items.extend(self._start_items(ep, ep_ref))
         if ep.update_day == i:
             items.extend(self._program_update(ep))
+        plan = self.plans.get(ep.id)
         active = (ep.stop is None or i < ep.stop) and not any(a <= i < b for a, b in ep.breaks)
-        if active:
+        if active and not (plan is not None and plan.inactive(i)):
             items.extend(self._patient_items(ep, ep_ref, i, t, d))
         items.extend(self._time_logs(ep, i))
+        if plan is not None:
+            items.extend(plan.items.get(i, ()))
         if i == ep.start:
             items = [it for it in items if it[1] == "episode.started" or it[0] > ep.start_secs]
         if i == ep.end:
             items = [it for it in items if it[0] < ep.end_secs]
+            reason = ep.reason if plan is None else plan.exit_reason
             items.append(
-                (ep.end_secs, "episode.ended", {"episode_id": ep.id, "reason": ep.reason}, False)
+                (ep.end_secs, "episode.ended", {"episode_id": ep.id, "reason": reason}, False)
             )
         items.sort(key=lambda it: it[0])
         return self._envelope(ep, d, items)
@@ -575,6 +604,8 @@ class _Patient:
             },
             "setup_education_completed": ep.setup_done,
         }
+        if ep.id in self.plans:
+            started["body_region"] = self.plans[ep.id].region
         if ep.k == 1 and self.intake is not None and self.intake.episode_names_it:
             started["intake_id"] = self.intake.intake_id  # the episode answers the intake
         return [
@@ -832,6 +863,7 @@ def simulate(
     start: date = date(2026, 9, 1),
     invalid_ratio: float = 0.0,
     intakes: float = 0.0,
+    outcomes: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield a synthetic cohort's events (contract v1 dicts) in gateway arrival order.
 
@@ -845,6 +877,12 @@ def simulate(
     or the ``episode.started`` naming the intake, on time, late or never; every route):
     rtm/simulate_intakes.py. At 0 (the default) the cohort has no intake; otherwise only the
     intake events and the ``intake_id`` of the episodes that answer one are added.
+
+    ``outcomes``: episodes get a body region, PROMs at the timepoints, visits, falls and
+    clinician pauses followed by resumes, every exit reason, and a planted effect (the first
+    PT with the most episodes and the more adherent patients improve more):
+    rtm/simulate_outcomes.py. Off (the
+    default), the cohort is the same as without the option.
     """
     if patients < 0 or days < 0:
         raise ValueError("patients and days must be >= 0")
@@ -852,7 +890,18 @@ def simulate(
         raise ValueError("invalid_ratio must be within [0, 1]")
     if not 0.0 <= intakes <= 1.0:
         raise ValueError("intakes must be within [0, 1]")
-    return _run(patients, days, seed, start, invalid_ratio, intakes)
+    return _run(patients, days, seed, start, invalid_ratio, intakes, outcomes)
+
+
+def star_clinician(pats: list[_Patient]) -> str:
+    """The clinician whose patients improve more with ``outcomes`` on: the PT with the most
+    episodes (the lowest id of a tie), so the effect shows with the most patients."""
+    counts: dict[str, int] = {}
+    for p in pats:
+        for ep in p.episodes:
+            if ep.clin.role == "PT":
+                counts[ep.clin.id] = counts.get(ep.clin.id, 0) + 1
+    return min(counts, key=lambda c: (-counts[c], c)) if counts else ""
 
 
 def _intake_schedule(
@@ -877,10 +926,20 @@ def _intake_schedule(
 
 
 def _run(
-    patients: int, days: int, seed: int, start: date, invalid_ratio: float, intakes: float
+    patients: int,
+    days: int,
+    seed: int,
+    start: date,
+    invalid_ratio: float,
+    intakes: float,
+    outcomes: bool,
 ) -> Iterator[dict[str, Any]]:
     world = _Cohort(seed, start, days)
     pats = [_Patient(world, k, seed, invalid_ratio) for k in range(patients)]
+    if outcomes:
+        star = star_clinician(pats)
+        for p in pats:
+            p.plan_outcomes(seed, star)
     intake_days = _intake_schedule(world, pats, seed, intakes) if intakes > 0 else {}
     heap: list[tuple[float, int, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop

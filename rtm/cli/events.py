@@ -43,6 +43,13 @@ def schema(out: Path | None) -> None:
     " the window (intake.submitted, then contacts: on time, late or never; every route)",
 )
 @click.option(
+    "--outcomes",
+    is_flag=True,
+    help="episodes with a body region, PROMs at the timepoints, visits, falls and clinician"
+    " pauses with resumes, every exit reason, and a planted effect (the busiest PT's and the"
+    " more adherent patients improve more)",
+)
+@click.option(
     "--demographics-out",
     type=click.Path(path_type=Path),
     default=None,
@@ -56,10 +63,15 @@ def simulate_command(
     out: Path,
     invalid_ratio: float,
     intakes: float,
+    outcomes: bool,
     demographics_out: Path | None,
 ) -> None:
     """Write a synthetic cohort as JSONL, in arrival order."""
-    events = list(simulate(patients, days, seed, invalid_ratio=invalid_ratio, intakes=intakes))
+    events = list(
+        simulate(
+            patients, days, seed, invalid_ratio=invalid_ratio, intakes=intakes, outcomes=outcomes
+        )
+    )
     n = write_jsonl(events, out)
     click.echo(f"wrote {n} events to {out}", err=True)
     if demographics_out is not None:

@@ -1,8 +1,17 @@
-"""`rtm fhir observations`: one patient's pain reports and exercise sessions as a FHIR R4
+"""`rtm fhir ...`: clinical data as FHIR R4.
+
+`rtm fhir observations`: one patient's pain reports and exercise sessions as a FHIR R4
 searchset Bundle (``alerts.fhir``), from TimescaleDB, the same Bundle the gateway's
 ``GET /fhir/Observation`` answers. Scoped to the organisation (``--org``: the patient must
 be one of its patients, else "unknown patient", exit 1) and audited like the gateway's
-reads (actor ``cli:<login>``)."""
+reads (actor ``cli:<login>``).
+
+Over a JSONL file, offline (``outcomes.fhir``): `rtm fhir assessments --events F [--patient
+P]` (QuestionnaireResponses and the score Observations of valid forms) and `rtm fhir
+encounters --events F [--patient P]` (visits), each a searchset Bundle; `rtm fhir
+questionnaire [--instrument I]` (the registry's Questionnaires); `rtm fhir plan-definition
+--pathway FILE.json` (a pathway version's PlanDefinition). Unreadable lines of a file are
+reported on stderr and skipped (exit 1; the Bundle is still written for the others)."""
 
 from __future__ import annotations
 
@@ -18,6 +27,9 @@ import click
 import orjson
 
 from alerts.fhir import CLINICAL_TYPES, observation_bundle
+from intake.evaluate import LineError, read_events
+from outcomes.fhir import file_resources, plan_definition, questionnaire, searchset
+from outcomes.instruments import INSTRUMENTS
 from rtm.cli.options import settings_of
 from rtm.files import write_private
 from schemas.events import parse_event_json
@@ -123,6 +135,104 @@ def observations(
     else:
         write_private(out, text)
         click.echo(f"wrote {bundle['total']} observations to {out}", err=True)
+
+
+def _emit(resource: dict[str, Any], out: Path | None, what: str) -> None:
+    text = orjson.dumps(resource, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_private(out, text)
+        click.echo(f"wrote {what} to {out}", err=True)
+
+
+_EVENTS = click.option(
+    "--events", "events_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+_PATIENT = click.option("--patient", "patient_id", default=None, help="only this patient's")
+_OUT = click.option("--out", type=click.Path(path_type=Path), default=None, help="default stdout")
+
+
+def _file_bundle(
+    ctx: click.Context, kind: str, events_path: Path, patient_id: str | None, out: Path | None
+) -> None:
+    errors: list[LineError] = []
+    with events_path.open("rb") as fh:
+        found = file_resources(read_events(fh, errors), kind, patient_id)
+    for err in errors:
+        click.echo(f"{events_path}:{err.line_no}: skipped: {err.message}", err=True)
+    bundle = searchset(found, clock_for(settings_of(ctx)).now())
+    _emit(bundle, out, f"{bundle['total']} resources")
+    if errors:
+        sys.exit(1)
+
+
+@fhir.command("assessments")
+@_EVENTS
+@_PATIENT
+@_OUT
+@click.pass_context
+def assessments(
+    ctx: click.Context, events_path: Path, patient_id: str | None, out: Path | None
+) -> None:
+    """A file's assessment.completed as QuestionnaireResponses and, for valid forms, score
+    Observations (a searchset Bundle)."""
+    _file_bundle(ctx, "assessments", events_path, patient_id, out)
+
+
+@fhir.command("encounters")
+@_EVENTS
+@_PATIENT
+@_OUT
+@click.pass_context
+def encounters(
+    ctx: click.Context, events_path: Path, patient_id: str | None, out: Path | None
+) -> None:
+    """A file's visit.completed as Encounters (class AMB in person, VR virtual)."""
+    _file_bundle(ctx, "encounters", events_path, patient_id, out)
+
+
+@fhir.command("questionnaire")
+@click.option("--instrument", "instrument_id", default=None, help="one instrument (default all)")
+@click.option("--base", default=None, help="FHIR base URL of the entries (default the gateway's)")
+@_OUT
+@click.pass_context
+def questionnaires(
+    ctx: click.Context, instrument_id: str | None, base: str | None, out: Path | None
+) -> None:
+    """The instrument registry's Questionnaires (a searchset Bundle), or one."""
+    if instrument_id is None:
+        settings = settings_of(ctx)
+        base = base or f"http://{settings.gateway.host}:{settings.gateway.port}/fhir"
+        found = [questionnaire(i) for i in sorted(INSTRUMENTS)]
+        _emit(searchset(found, clock_for(settings).now(), base=base), out, "questionnaires")
+        return
+    if instrument_id not in INSTRUMENTS:
+        known = ", ".join(sorted(INSTRUMENTS))
+        raise click.BadParameter(
+            f"unknown instrument {instrument_id!r} (known: {known})", param_hint="'--instrument'"
+        )
+    _emit(questionnaire(instrument_id), out, f"questionnaire {instrument_id}")
+
+
+@fhir.command("plan-definition")
+@click.option(
+    "--pathway",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="a pathway version's document (JSON)",
+)
+@_OUT
+def plan_definition_cmd(path: Path, out: Path | None) -> None:
+    """A pathway version's PlanDefinition: an action per task, decisions as conditions."""
+    try:
+        resource = plan_definition(orjson.loads(path.read_bytes()))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise click.BadParameter(
+            f"not a pathway document: {exc}", param_hint="'--pathway'"
+        ) from None
+    _emit(resource, out, f"plan definition {resource['id']}")
 
 
 COMMANDS: tuple[click.Command, ...] = (fhir,)

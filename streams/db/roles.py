@@ -7,8 +7,9 @@ owner after every run, so a table made by a later migration is granted in the sa
 application role gets, in the migrated schema:
 - USAGE on the schema, SELECT, INSERT, UPDATE, DELETE on every table (TimescaleDB gives
   a hypertable's privileges to its chunks), USAGE and SELECT on every sequence;
-- on ``audit_log`` only INSERT and SELECT: no UPDATE, DELETE, TRUNCATE, REFERENCES or
-  TRIGGER, and as it owns nothing it can neither disable the table's triggers nor drop it;
+- on ``audit_log`` and ``instrument_activations`` only INSERT and SELECT: no UPDATE,
+  DELETE, TRUNCATE, REFERENCES or TRIGGER, and as it owns nothing it can neither disable
+  the tables' triggers nor drop them;
 - on ``schema_migrations`` only SELECT.
 No CREATE anywhere (PostgreSQL 15 gives PUBLIC no CREATE on schema public).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncpg
 
 # Tables the application may read and append to, never change.
-APPEND_ONLY = ("audit_log",)
+APPEND_ONLY = ("audit_log", "instrument_activations")
 READ_ONLY = ("schema_migrations",)
 
 
