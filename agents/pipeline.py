@@ -50,6 +50,7 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
             settings.worker.dead_letter_min_records,
         ),
         config=alert_config(settings),
+        lanes=settings.worker.lanes,
     )
 
 

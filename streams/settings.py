@@ -257,6 +257,12 @@ class WorkerSettings(BaseSettings):
     loglevel: str = "warning"
     batch_size: int = 5000
     batch_within_s: float = 0.05
+    lanes: int = Field(
+        1,
+        ge=1,
+        description="transactions in flight per fetch, on disjoint partitions: one lane's "
+        "decision runs while another's transaction is in the database (1: one at a time)",
+    )
     # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
     # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).
     dead_letter_max_consecutive: int = Field(

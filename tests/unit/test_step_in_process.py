@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from alerts.evaluate import fold_changes
 from alerts.models import Alert
 from alerts.rules import on_tick
+from rtm.simulate import simulate
 from schemas.events import DEFAULT_ORG, parse_event_json
 from streams.clock import FixedClock
 from streams.db.memory import MemoryIngestStore
@@ -219,3 +220,28 @@ async def test_a_tick_reaches_only_its_partitions_patients(
     await step.ingest.record_batch([Record(Tick(NOW).encode(), n) for n in sorted(ticked)])
     fired = {a.patient_id for a in step.store.alerts.values() if a.kind == "inactivity"}
     assert fired == {p for p in patients if parts[p] in ticked}
+
+
+async def test_two_lanes_record_what_one_lane_records() -> None:
+    """The same fetches through one transaction and through two lanes side by side (the
+    worker's RTM_WORKER_LANES): the same alerts, states, rollups and billing days."""
+    events = list(simulate(patients=24, days=30, seed=3))
+    stored = []
+    for lanes in (1, 2):
+        step = Step()
+        step.ingest.lanes = lanes
+        for i in range(0, len(events), 400):
+            await step.events(*events[i : i + 400])
+        await step.tick(NOW + dt.timedelta(days=40))
+        s = step.store
+        stored.append(
+            (
+                {k: a.model_dump() for k, a in s.alerts.items()},
+                {k: st[2] for k, st in s.states.items()},
+                dict(s.rollups),
+                dict(s.adherence),
+                dict(s.data_days),
+            )
+        )
+    assert stored[0][0], "the cohort fires alerts"
+    assert stored[0] == stored[1]
