@@ -94,7 +94,7 @@ class Requester:
         return cls(org_id or DEFAULT_ORG, f"cli:{user}", "cli", resource, user)
 
 
-async def _audit(
+async def audit_requester(
     conn: asyncpg.Connection,
     by: Requester,
     action: str,
@@ -134,7 +134,7 @@ async def _audit_export(
     date_from: dt.date,
     date_to: dt.date,
 ) -> None:
-    await _audit(
+    await audit_requester(
         conn,
         by,
         "export" if result.export_id is not None else "read",
@@ -351,7 +351,7 @@ async def submit(
             {r.claim.claim_id: r.total for r in plan.ready},
             plan.refused,
         )
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "export" if result.submission_id is not None else "read",
@@ -446,7 +446,7 @@ async def override(
             raise OverrideRefused(f"line {named} is already let out (override {found.override_id})")
         codes = tuple(c for c in found.checks if SEVERITY[c] == "blocked")
         override_id = await db.add_override(conn, org, line, codes, text, by.actor, now)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "billing.override",
@@ -475,7 +475,7 @@ async def submission_file(
     a read of its patients; None (nothing audited) for another organisation's or none."""
     found = await db.submission_file(conn, by.org_id, submission_id)
     if found is not None:
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "read",
@@ -492,7 +492,9 @@ async def set_profile(conn: asyncpg.Connection, by: Requester, profile: BillingP
     """Store (replace) a billing profile of ``by``'s organisation, audited."""
     async with conn.transaction():
         await db.set_profile(conn, profile, by.actor)
-        await _audit(conn, by, "billing.profile_set", (), {"billing_npi": profile.billing_npi})
+        await audit_requester(
+            conn, by, "billing.profile_set", (), {"billing_npi": profile.billing_npi}
+        )
 
 
 async def load_demographics(
@@ -502,7 +504,7 @@ async def load_demographics(
     rows of the file that were refused, for the audit row)."""
     async with conn.transaction():
         n = await db.load_demographics(conn, by.org_id, rows, by.actor)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "billing.demographics_load",

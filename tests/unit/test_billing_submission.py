@@ -221,7 +221,7 @@ def _audit_calls_with_export(path: Path) -> list[int]:
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-        if name not in ("audit", "audit_principal", "_audit"):
+        if name not in ("audit", "audit_principal", "audit_requester"):
             continue
         texts = [
             n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value == "export"

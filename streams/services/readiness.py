@@ -1,0 +1,172 @@
+"""Claim readiness as it streams, and its use cases (docs/billing-readiness.md).
+
+- ``decide_readiness`` (pure): the readiness of the lines of the patients a batch touched,
+  from what ``streams.db.readiness.readiness_load`` read and the batch's new events, as of
+  the batch's "now" (the worker's clock; facts are never later than their arrival), with
+  ``auto`` streams resolved per organisation (``billing.readiness.resolved_config``). An
+  organisation's first fact of a stream changes every line of it: the load then holds all
+  its patients. The ingest step writes the result in the batch's transaction.
+- ``readiness_lines``: the stored lines of an organisation's month with their readiness and
+  checks (the month queue, ``GET /v1/billing/readiness``), audited as a read of their
+  patients.
+- ``set_stream_mode`` (`rtm billing streams set`): the switch, audited, and the
+  organisation's stored lines assessed again in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from billing.readiness import (
+    STREAM_OF_TYPE,
+    UNNAMED_ORG,
+    AssessedLine,
+    ReadinessConfig,
+    ReadinessFacts,
+    Stream,
+    StreamMode,
+    assess,
+    fold_facts,
+    resolved_config,
+)
+from billing.rules import ClaimLine, compute_claims, month_bounds
+from billing.state import PatientBillingState
+from schemas.events import DEFAULT_ORG, Event, PatientKey
+from streams.clock import Clock
+from streams.db import readiness as db
+from streams.db.readiness import ReadinessLoad, ReadinessWrite, StoredReadiness
+from streams.services.claims import Requester, audit_requester
+
+
+def fact_streams(events: Sequence[Event]) -> set[tuple[str, Stream]]:
+    """(organisation as the worker keys it, stream) of the readiness facts among
+    ``events``."""
+    return {(e.patient_key[0], STREAM_OF_TYPE[e.type]) for e in events if e.type in STREAM_OF_TYPE}
+
+
+def decide_readiness(
+    load: ReadinessLoad, new_events: Sequence[Event], now: dt.datetime
+) -> ReadinessWrite:
+    """The lines of ``load.patients`` after ``new_events`` (pure; the load's states are
+    folded in place: a load serves one decision)."""
+    if not load.patients:
+        return ReadinessWrite()
+    first: dict[tuple[str, Stream], str] = {}
+    for e in sorted(new_events, key=lambda e: e.event_id):
+        if e.type in STREAM_OF_TYPE:
+            sent = (e.patient_key[0], STREAM_OF_TYPE[e.type])
+            if sent not in load.seen:
+                first.setdefault(sent, e.event_id)
+    seen = load.seen | first.keys()
+    new_by_patient: dict[PatientKey, list[Event]] = {}
+    for e in new_events:
+        new_by_patient.setdefault(e.patient_key, []).append(e)
+    by_org: dict[str, list[PatientKey]] = {}
+    for patient in load.patients:
+        by_org.setdefault(patient[0], []).append(patient)
+    lines: list[tuple[str, AssessedLine]] = []
+    for org, keys in sorted(by_org.items()):
+        states: dict[str, PatientBillingState] = {}
+        facts = ReadinessFacts()
+        for key in keys:
+            state = load.states.get(key) or PatientBillingState(patient_id=key[1])
+            fold_facts(load.facts.get(key, []), facts)
+            for e in new_by_patient.get(key, []):
+                state.apply(e)
+                facts.apply(e)
+            states[key[1]] = state
+        lines += [(org, a) for a in assess_org(org, states, facts, load, seen, now)]
+    return ReadinessWrite(
+        tuple(load.patients),
+        tuple(lines),
+        tuple((org, s, eid) for (org, s), eid in sorted(first.items())),
+        now,
+    )
+
+
+def assess_org(
+    org: str,
+    states: dict[str, PatientBillingState],
+    facts: ReadinessFacts,
+    load: ReadinessLoad,
+    seen: set[tuple[str, Stream]],
+    now: dt.datetime,
+) -> list[AssessedLine]:
+    """Every line of ``states`` (one organisation's patients; open periods too), assessed as
+    of ``now`` with the organisation's streams resolved. Lines without a fee are assessed
+    without a price, as a submission assesses them."""
+    resolved = resolved_config(load.modes, seen, [org]).streams[org]
+    # events that name no organisation are DEFAULT_ORG's to the worker, unnamed to the rules
+    names = {org, UNNAMED_ORG} if org == DEFAULT_ORG else {org}
+    config = ReadinessConfig(streams={n: resolved for n in names})
+    localities = load.localities.get(org, {})
+
+    def locality_of(_org: str, line: ClaimLine) -> str | None:
+        return localities.get(line.billing_npi) or None
+
+    claims = compute_claims(states.values(), now, include_open=True)
+    return assess(claims, states, facts, now, load.fees, locality_of, config, strict_fees=False)
+
+
+# --- use cases -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonthReadiness:
+    month: dt.date  # its first day
+    lines: list[StoredReadiness]
+
+
+async def readiness_lines(
+    conn: asyncpg.Connection, by: Requester, month: dt.date
+) -> MonthReadiness:
+    """The stored lines of ``by``'s organisation with a date of service in ``month`` (any
+    day of it), each with its readiness and checks, in export order; audited as a read of
+    their patients."""
+    first, last = month_bounds(month)
+    lines = await db.line_readiness(conn, by.org_id, first, last)
+    await audit_requester(
+        conn,
+        by,
+        "read",
+        sorted({s.line.patient_id for s in lines}),
+        {"billing_readiness_month": first.isoformat()[:7], "lines": len(lines)},
+    )
+    return MonthReadiness(first, lines)
+
+
+async def reassess_org(conn: asyncpg.Connection, org_id: str, now: dt.datetime) -> int:
+    """Assess every stored line of the organisation again (after its switch changed);
+    returns the number of lines stored."""
+    patients = await db.org_patients(conn, [org_id])
+    load = await db.readiness_load(conn, patients, ())
+    w = decide_readiness(load, (), now)
+    await db.write_readiness(conn, w)
+    return len(w.lines)
+
+
+async def set_stream_mode(
+    conn: asyncpg.Connection,
+    clock: Clock,
+    by: Requester,
+    stream: Stream,
+    mode: StreamMode,
+) -> tuple[StreamMode, int]:
+    """Set ``by``'s organisation's mode of a stream, audited, and its stored lines assessed
+    again, in one transaction; returns (the mode before, the lines assessed)."""
+    now = clock.now()
+    async with conn.transaction():
+        before = await db.set_stream_mode(conn, by.org_id, stream, mode, by.actor, now)
+        await audit_requester(
+            conn,
+            by,
+            "billing.streams_set",
+            (),
+            {"stream": stream, "mode": mode, "before": before},
+        )
+        n = await reassess_org(conn, by.org_id, now)
+    return before, n
