@@ -33,6 +33,7 @@ from billing.rules import ClaimLine, episode_data_days
 from billing.state import PatientBillingState
 from schemas.codes import icd10_cm_billable, is_valid_npi
 from schemas.events import (
+    DEFAULT_ORG,
     ConsentRecorded,
     EpisodeStarted,
     Event,
@@ -564,6 +565,15 @@ def resolved_config(
             resolved[s] = mode
         streams[org] = resolved
     return ReadinessConfig(streams=streams)
+
+
+def config_for(org: str, modes: Mapping[Stream, StreamMode]) -> ReadinessConfig:
+    """One organisation's configuration (``modes``: as set; a stream not named is ``auto``).
+    Events that name no organisation belong to the default one where the worker keys them
+    and to ``UNNAMED_ORG`` where the rules read them: the default organisation's modes hold
+    for both."""
+    names = {org, UNNAMED_ORG} if org == DEFAULT_ORG else {org}
+    return ReadinessConfig(streams={n: dict(modes) for n in names})
 
 
 def streams_of(events: Iterable[Event]) -> set[tuple[str, Stream]]:

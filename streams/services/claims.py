@@ -18,7 +18,8 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   organisation's readiness facts (events in the ``events`` table) as of the submission's
   as-of; blocked lines are refused (``SubmissionResult.refused``: not written, not
   recorded, kept for the next run) unless an override lets them out; each recorded line
-  keeps its readiness and checks.
+  keeps its readiness and checks. The organisation's stream switch (`rtm billing streams
+  set`) holds.
 - ``override``: let a blocked line out, with a reason (>= 10 characters): an append-only
   row and its audit row (who, when, line, blocked codes, reason), in one transaction.
 - ``submission_file``: a submitted file again, byte for byte (audited as a ``read``).
@@ -46,7 +47,7 @@ from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.demographics import Demographics
 from billing.fees import FeeEntry, check_overlaps
 from billing.profile import BillingProfile
-from billing.readiness import SEVERITY, STREAM_OF_TYPE, AssessedLine, ReadinessFacts
+from billing.readiness import SEVERITY, AssessedLine, ReadinessFacts, config_for
 from billing.rules import ClaimLine
 from billing.submission import (
     Format,
@@ -72,6 +73,7 @@ from streams.clock import Clock
 from streams.db import claims as db
 from streams.db.access import audit
 from streams.db.ledger import load_states
+from streams.db.readiness import READINESS_EVENT_TYPES, stream_modes
 
 
 @dataclass(frozen=True)
@@ -370,10 +372,6 @@ async def submit(
     return result
 
 
-# The readiness facts' event types, and the episode starts naming each line's organisation.
-READINESS_EVENT_TYPES = (*STREAM_OF_TYPE, "episode.started")
-
-
 async def _readiness_inputs(conn: asyncpg.Connection, org_id: str) -> ReadinessInputs:
     """The organisation's readiness facts (from the event log), fees, localities (its
     billing profiles') and overrides. A stored event that no longer validates is skipped,
@@ -384,7 +382,9 @@ async def _readiness_inputs(conn: asyncpg.Connection, org_id: str) -> ReadinessI
         if not isinstance(event, list):
             facts.apply(event)
     profiles = await db.get_profiles(conn, org_id)
+    modes = (await stream_modes(conn, [org_id])).get(org_id, {})
     return ReadinessInputs(
+        config=config_for(org_id, modes),
         facts=facts,
         fees=await db.fee_entries(conn),
         localities={npi: p.locality for npi, p in profiles.items() if p.locality},

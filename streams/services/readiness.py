@@ -23,19 +23,18 @@ import asyncpg
 
 from billing.readiness import (
     STREAM_OF_TYPE,
-    UNNAMED_ORG,
     AssessedLine,
-    ReadinessConfig,
     ReadinessFacts,
     Stream,
     StreamMode,
     assess,
+    config_for,
     fold_facts,
     resolved_config,
 )
 from billing.rules import ClaimLine, compute_claims, month_bounds
 from billing.state import PatientBillingState
-from schemas.events import DEFAULT_ORG, Event, PatientKey
+from schemas.events import Event, PatientKey
 from streams.clock import Clock
 from streams.db import readiness as db
 from streams.db.readiness import ReadinessLoad, ReadinessWrite, StoredReadiness
@@ -79,7 +78,10 @@ def decide_readiness(
                 state.apply(e)
                 facts.apply(e)
             states[key[1]] = state
-        lines += [(org, a) for a in assess_org(org, states, facts, load, seen, now)]
+        # as of every fact held (one may occur within the future skew of its arrival): what
+        # the log gives once the clock passes it
+        as_of = max([now, *(f.occurred_at for f in facts.facts.values())])
+        lines += [(org, a) for a in assess_org(org, states, facts, load, seen, as_of)]
     return ReadinessWrite(
         tuple(load.patients),
         tuple(lines),
@@ -99,10 +101,7 @@ def assess_org(
     """Every line of ``states`` (one organisation's patients; open periods too), assessed as
     of ``now`` with the organisation's streams resolved. Lines without a fee are assessed
     without a price, as a submission assesses them."""
-    resolved = resolved_config(load.modes, seen, [org]).streams[org]
-    # events that name no organisation are DEFAULT_ORG's to the worker, unnamed to the rules
-    names = {org, UNNAMED_ORG} if org == DEFAULT_ORG else {org}
-    config = ReadinessConfig(streams={n: resolved for n in names})
+    config = config_for(org, resolved_config(load.modes, seen, [org]).streams[org])
     localities = load.localities.get(org, {})
 
     def locality_of(_org: str, line: ClaimLine) -> str | None:
