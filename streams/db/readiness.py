@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from billing.fees import FeeEntry
-from billing.readiness import STREAM_OF_TYPE, AssessedLine, Stream, StreamMode
+from billing.readiness import STREAM_OF_TYPE, AssessedLine, Readiness, Stream, StreamMode
 from billing.rules import ClaimLine
 from billing.state import PatientBillingState
 from schemas.events import Event, PatientKey, parse_event_json
@@ -199,7 +199,7 @@ async def write_readiness(conn: asyncpg.Connection, w: ReadinessWrite) -> None:
 class StoredReadiness:
     org_id: str
     line: ClaimLine
-    readiness: str
+    readiness: Readiness
     checks: tuple[str, ...]
     price: Decimal | None
     year_to_date: Decimal | None
@@ -266,7 +266,7 @@ async def line_readiness(
         StoredReadiness(
             r["org_id"],
             ClaimLine.model_validate(orjson.loads(r["line"])),
-            r["readiness"],
+            cast(Readiness, r["readiness"]),
             tuple(c for c in r["checks"].split("+") if c),
             r["price"],
             r["year_to_date"],
