@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from billing.readiness import (
+    SEVERITY,
     STREAM_OF_TYPE,
     AssessedLine,
     ReadinessFacts,
@@ -136,6 +138,25 @@ async def readiness_lines(
         {"billing_readiness_month": first.isoformat()[:7], "lines": len(lines)},
     )
     return MonthReadiness(first, lines)
+
+
+async def summary(
+    conn: asyncpg.Connection, org_id: str, patient_ids: Sequence[str], top: int = 5
+) -> dict[str, dict[str, int]]:
+    """The demo's section: the stored lines of ``patient_ids`` by readiness, and the blocking
+    codes that fired most (each line counted once per code)."""
+    wanted = set(patient_ids)
+    lines = [
+        s
+        for s in await db.line_readiness(conn, org_id, dt.date(2000, 1, 1), dt.date(2100, 12, 31))
+        if s.line.patient_id in wanted
+    ]
+    by = Counter(s.readiness for s in lines)
+    codes = Counter(c for s in lines for c in s.checks if SEVERITY[c] == "blocked")
+    return {
+        "claim_lines_by_readiness": {r: by.get(r, 0) for r in ("ready", "warn", "blocked")},
+        "top_blocking_codes": dict(codes.most_common(top)) or {"none": 0},
+    }
 
 
 async def reassess_org(conn: asyncpg.Connection, org_id: str, now: dt.datetime) -> int:
