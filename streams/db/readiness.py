@@ -244,7 +244,14 @@ async def write_line_readiness(
             "INSERT INTO billing_line_readiness (org_id, patient_id, episode_id, cpt,"
             " date_of_service, period_start, period_end, line, readiness, checks, price,"
             " year_to_date, computed_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)"
+            # another worker may write the same patient meanwhile (an organisation's first
+            # fact of a stream reassesses every patient of it): the last commit wins
+            " ON CONFLICT (org_id, patient_id, episode_id, cpt, date_of_service) DO UPDATE SET"
+            " period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,"
+            " line = EXCLUDED.line, readiness = EXCLUDED.readiness, checks = EXCLUDED.checks,"
+            " price = EXCLUDED.price, year_to_date = EXCLUDED.year_to_date,"
+            " computed_at = EXCLUDED.computed_at",
             rows,
         )
 
