@@ -557,8 +557,12 @@ class Ingest:
                 keys = intake_keys(fresh)
                 intakes = await session.intakes(keys) if keys else {}
                 news = [i.event for i in fresh if isinstance(i, EventItem)]
-                ready = await session.readiness_load(
-                    sorted({e.patient_key for e in news}), sorted(fact_streams(news))
+                ready = (
+                    await session.readiness_load(
+                        sorted({e.patient_key for e in news}), sorted(fact_streams(news))
+                    )
+                    if news
+                    else ReadinessLoad()  # ticks and acks change no claim line
                 )
                 decision = decide(
                     states,
