@@ -777,7 +777,20 @@ def streams_show(ctx: click.Context, org_id: str, dsn: str | None) -> None:
         click.echo(f"{stream:<10} {mode}{note}")
 
 
+@click.command("readiness-backfill")
+@click.option("--org", "org_id", default=None, help="one organisation (default: every one)")
+@click.option("--dsn", default=None)
+@click.pass_context
+def readiness_backfill(ctx: click.Context, org_id: str | None, dsn: str | None) -> None:
+    """Store every claim line's readiness from the event log, as of now (what the worker
+    keeps as it streams; for data stored before it did). Idempotent."""
+    done = _run(ctx, dsn, lambda conn: readiness.backfill(conn, _clock(ctx), org_id))
+    for org, n in done.items():
+        click.echo(f"{org}: {n} claim lines assessed")
+
+
 BILLING_COMMANDS: tuple[click.Command, ...] = (
+    readiness_backfill,
     streams_group,
     override_cmd,
     billing_export,

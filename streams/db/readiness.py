@@ -117,6 +117,15 @@ class ReadinessLoad:
     localities: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+async def ledger_orgs(conn: asyncpg.Connection) -> list[str]:
+    """Every organisation the billing ledger knows."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT org_id FROM billing_episode_events"
+        " UNION SELECT DISTINCT org_id FROM billing_data_days ORDER BY 1"
+    )
+    return [r["org_id"] for r in rows]
+
+
 async def org_patients(conn: asyncpg.Connection, org_ids: Sequence[str]) -> list[PatientKey]:
     """Every patient of these organisations the ledger knows."""
     rows = await conn.fetch(

@@ -169,6 +169,21 @@ async def reassess_org(conn: asyncpg.Connection, org_id: str, now: dt.datetime) 
     return len(w.lines)
 
 
+async def backfill(
+    conn: asyncpg.Connection, clock: Clock, org_id: str | None = None
+) -> dict[str, int]:
+    """Store the readiness of every claim line of ``org_id`` (None: of every organisation
+    the ledger knows) from the log, as of now: for lines stored before the worker kept
+    readiness (migration 025). One transaction per organisation; returns lines by
+    organisation."""
+    orgs = [org_id] if org_id is not None else await db.ledger_orgs(conn)
+    out: dict[str, int] = {}
+    for org in orgs:
+        async with conn.transaction():
+            out[org] = await reassess_org(conn, org, clock.now())
+    return out
+
+
 async def set_stream_mode(
     conn: asyncpg.Connection,
     clock: Clock,

@@ -260,3 +260,9 @@ async def test_streamed_readiness_equals_the_offline_command_with_late_and_dupli
     )
     assert row is not None and row["actor"] == "cli:bea"
     assert json.loads(row["detail"]) == {"stream": "consent", "mode": "not_sent", "before": "auto"}
+
+    # an upgrade: lines stored before the worker kept readiness are filled from the log
+    await bdb.execute("DELETE FROM billing_line_readiness")
+    out = await cli(stack, "billing", "readiness-backfill")
+    assert f"default: {len(switched)} claim lines assessed" in out
+    assert await stored(bdb) == switched

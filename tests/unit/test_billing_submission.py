@@ -273,6 +273,7 @@ COMMANDS = {
         "--locality",
         "--streams",
     ],
+    "billing readiness-backfill": ["--dsn", "--org"],
     "billing streams set": ["--by", "--dsn", "--mode!", "--org!", "--stream!"],
     "billing streams show": ["--dsn", "--org!"],
     "billing reconcile": ["--as-of", "--dsn", "--patient-prefix"],
