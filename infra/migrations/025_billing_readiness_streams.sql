@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS billing_streams_seen (
 );
 
 -- Each claim line's readiness and checks as of the worker's last batch that touched its
--- patient (open periods too, as previews; status is not kept: it follows the clock). The
+-- patient (open periods too; status is not kept, it follows the clock: closes_at). The
 -- rows of a patient are replaced whole; `billing.readiness.assess` over the event log
 -- recomputes them as of any date.
 CREATE TABLE IF NOT EXISTS billing_line_readiness (
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS billing_line_readiness (
     checks          text        NOT NULL,   -- sorted, '+'-joined ('' for none)
     price           numeric(12, 2),
     year_to_date    numeric(12, 2),
+    closes_at       timestamptz NOT NULL,   -- when its period/month closes (billable)
     computed_at     timestamptz NOT NULL,
     PRIMARY KEY (org_id, patient_id, episode_id, cpt, date_of_service)
 );

@@ -69,7 +69,9 @@ class MemoryIngestStore:
     rule_sets: dict[str, IntakeRules] = field(default_factory=dict)
     # claim readiness: the streams sent (org, stream) -> first event id, and the lines
     streams_seen: dict[tuple[str, Stream], str] = field(default_factory=dict)
-    line_readiness: dict[PatientKey, list[tuple[str, AssessedLine]]] = field(default_factory=dict)
+    line_readiness: dict[PatientKey, list[tuple[str, AssessedLine, dt.datetime]]] = field(
+        default_factory=dict
+    )
     _seq: int = 0
 
     # --- the port --------------------------------------------------------------------------
@@ -113,7 +115,7 @@ class MemoryIngestStore:
             self.streams_seen.setdefault((org, stream), eid)
         for key in batch.readiness.patients:
             self.line_readiness[key] = [
-                (o, a) for o, a in batch.readiness.lines if (o, a.line.patient_id) == key
+                r for r in batch.readiness.lines if (r[0], r[1].line.patient_id) == key
             ]
         for key, state in batch.states.items():
             rev = self.states[key][0] + 1 if key in self.states else 1

@@ -185,11 +185,11 @@ async def readiness_load(
 @dataclass(frozen=True)
 class ReadinessWrite:
     """What a batch decided about readiness: the lines of ``patients`` (replaced whole:
-    (organisation, line)), assessed at ``at``, and the streams sent for the first time
-    ((organisation, stream, event id))."""
+    (organisation, line, when its period closes)), assessed at ``at``, and the streams sent
+    for the first time ((organisation, stream, event id))."""
 
     patients: tuple[PatientKey, ...] = ()
-    lines: tuple[tuple[str, AssessedLine], ...] = ()
+    lines: tuple[tuple[str, AssessedLine, dt.datetime], ...] = ()
     first_streams: tuple[tuple[str, Stream, str], ...] = ()
     at: dt.datetime | None = None
 
@@ -212,16 +212,18 @@ class StoredReadiness:
     checks: tuple[str, ...]
     price: Decimal | None
     year_to_date: Decimal | None
+    closes_at: dt.datetime  # when its period/month closes (``billing.rules.closes_at``)
     computed_at: dt.datetime
 
 
 async def write_line_readiness(
     conn: asyncpg.Connection,
     patients: Sequence[PatientKey],
-    lines: Sequence[tuple[str, AssessedLine]],
+    lines: Sequence[tuple[str, AssessedLine, dt.datetime]],
     at: dt.datetime,
 ) -> None:
-    """Replace the stored lines of ``patients`` with ``lines`` ((organisation, line))."""
+    """Replace the stored lines of ``patients`` with ``lines`` ((organisation, line, when
+    its period closes))."""
     if not patients:
         return
     await conn.execute(
@@ -244,23 +246,24 @@ async def write_line_readiness(
             a.checks_text,
             a.price,
             a.year_to_date,
+            closes,
             at,
         )
-        for org, a in lines
+        for org, a, closes in lines
     ]
     if rows:
         await conn.executemany(
             "INSERT INTO billing_line_readiness (org_id, patient_id, episode_id, cpt,"
             " date_of_service, period_start, period_end, line, readiness, checks, price,"
-            " year_to_date, computed_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)"
+            " year_to_date, closes_at, computed_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14)"
             # another worker may write the same patient meanwhile (an organisation's first
             # fact of a stream reassesses every patient of it): the last commit wins
             " ON CONFLICT (org_id, patient_id, episode_id, cpt, date_of_service) DO UPDATE SET"
             " period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,"
             " line = EXCLUDED.line, readiness = EXCLUDED.readiness, checks = EXCLUDED.checks,"
             " price = EXCLUDED.price, year_to_date = EXCLUDED.year_to_date,"
-            " computed_at = EXCLUDED.computed_at",
+            " closes_at = EXCLUDED.closes_at, computed_at = EXCLUDED.computed_at",
             rows,
         )
 
@@ -271,7 +274,8 @@ async def line_readiness(
     """The organisation's stored lines with a date of service in [date_from, date_to], in
     export order (patient, date of service, CPT, episode)."""
     rows = await conn.fetch(
-        "SELECT org_id, line::text AS line, readiness, checks, price, year_to_date, computed_at"
+        "SELECT org_id, line::text AS line, readiness, checks, price, year_to_date, closes_at,"
+        " computed_at"
         " FROM billing_line_readiness WHERE org_id = $1 AND date_of_service BETWEEN $2 AND $3"
         " ORDER BY patient_id, date_of_service, cpt, episode_id, period_start",
         org_id,
@@ -286,6 +290,7 @@ async def line_readiness(
             tuple(c for c in r["checks"].split("+") if c),
             r["price"],
             r["year_to_date"],
+            r["closes_at"],
             r["computed_at"],
         )
         for r in rows

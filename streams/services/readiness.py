@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from billing.config import DEFAULT_CONFIG
 from billing.readiness import (
     SEVERITY,
     STREAM_OF_TYPE,
@@ -34,7 +35,7 @@ from billing.readiness import (
     fold_facts,
     resolved_config,
 )
-from billing.rules import ClaimLine, compute_claims, month_bounds
+from billing.rules import ClaimLine, closes_at, compute_claims, month_bounds
 from billing.state import PatientBillingState
 from schemas.events import Event, PatientKey
 from streams.clock import Clock
@@ -69,7 +70,7 @@ def decide_readiness(
     by_org: dict[str, list[PatientKey]] = {}
     for patient in load.patients:
         by_org.setdefault(patient[0], []).append(patient)
-    lines: list[tuple[str, AssessedLine]] = []
+    lines: list[tuple[str, AssessedLine, dt.datetime]] = []
     for org, keys in sorted(by_org.items()):
         states: dict[str, PatientBillingState] = {}
         facts = ReadinessFacts()
@@ -83,13 +84,23 @@ def decide_readiness(
         # as of every fact held (one may occur within the future skew of its arrival): what
         # the log gives once the clock passes it
         as_of = max([now, *(f.occurred_at for f in facts.facts.values())])
-        lines += [(org, a) for a in assess_org(org, states, facts, load, seen, as_of)]
+        lines += [
+            (org, a, line_closes_at(states[a.line.patient_id], a.line))
+            for a in assess_org(org, states, facts, load, seen, as_of)
+        ]
     return ReadinessWrite(
         tuple(load.patients),
         tuple(lines),
         tuple((org, s, eid) for (org, s), eid in sorted(first.items())),
         now,
     )
+
+
+def line_closes_at(state: PatientBillingState, line: ClaimLine) -> dt.datetime:
+    """When the line's period (or month) closes, in its episode's timezone: from then on
+    it is billable (``billing.rules.closes_at``)."""
+    episode = state.book.episodes[line.episode_id]
+    return closes_at(line.period_end, episode.timezone, DEFAULT_CONFIG)
 
 
 def assess_org(
@@ -123,20 +134,26 @@ class MonthReadiness:
 
 
 async def readiness_lines(
-    conn: asyncpg.Connection, by: Requester, month: dt.date
+    conn: asyncpg.Connection,
+    org_id: str,
+    month: dt.date,
+    *,
+    audit_as: Requester | None = None,
 ) -> MonthReadiness:
-    """The stored lines of ``by``'s organisation with a date of service in ``month`` (any
-    day of it), each with its readiness and checks, in export order; audited as a read of
-    their patients."""
+    """The stored lines of the organisation with a date of service in ``month`` (any day of
+    it), each with its readiness and checks, in export order. Audited as a read of their
+    patients when ``audit_as`` names who asks (a page that audits its whole view itself
+    passes none)."""
     first, last = month_bounds(month)
-    lines = await db.line_readiness(conn, by.org_id, first, last)
-    await audit_requester(
-        conn,
-        by,
-        "read",
-        sorted({s.line.patient_id for s in lines}),
-        {"billing_readiness_month": first.isoformat()[:7], "lines": len(lines)},
-    )
+    lines = await db.line_readiness(conn, org_id, first, last)
+    if audit_as is not None:
+        await audit_requester(
+            conn,
+            audit_as,
+            "read",
+            sorted({s.line.patient_id for s in lines}),
+            {"billing_readiness_month": first.isoformat()[:7], "lines": len(lines)},
+        )
     return MonthReadiness(first, lines)
 
 

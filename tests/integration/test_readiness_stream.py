@@ -237,6 +237,9 @@ async def test_streamed_readiness_equals_the_offline_command_with_late_and_dupli
         for ln in body["lines"]
     } == {(r[0], r[2], r[3], r[6], r[7]) for r in september}
     assert body["counts"]["blocked"] == sum(r[6] == "blocked" for r in september)
+    # September's periods (09-01..09-30) close at midnight in Chicago (05:00Z) + the 72 h grace
+    assert all(ln["period_closed"] for ln in body["lines"])
+    assert {ln["closes_at"] for ln in body["lines"]} == {"2026-10-04T05:00:00Z"}
     audit = await bdb.fetchrow(
         "SELECT patient_ids, resource FROM audit_log WHERE resource = 'GET /v1/billing/readiness'"
     )

@@ -65,7 +65,7 @@ def stored(step: Step) -> set[tuple[str, str, str, str, str]]:
             a.checks_text,
         )
         for lines in step.store.line_readiness.values()
-        for _, a in lines
+        for _, a, _ in lines
     }
 
 

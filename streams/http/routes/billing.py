@@ -312,6 +312,8 @@ class ReadinessLine(BaseModel):
     checks: list[str] = Field(description="the codes that fired, sorted")
     price: Decimal | None = Field(description="therapy lines: fee x units")
     year_to_date: Decimal | None = Field(description="therapy lines: the bucket's spend")
+    closes_at: dt.datetime = Field(description="when its period/month closes (billable)")
+    period_closed: bool = Field(description="closed as of this answer (the gateway's clock)")
     computed_at: dt.datetime
 
 
@@ -326,14 +328,15 @@ Month = Annotated[str, Query(pattern=r"^(20\d\d|2100)-(0[1-9]|1[0-2])$", descrip
 
 @router.get("/v1/billing/readiness", response_model=MonthReadinessBody)
 async def billing_readiness(
-    store: StoreDep, month: Month, who: Principal = require("read_readiness")
+    store: StoreDep, clock: ClockDep, month: Month, who: Principal = require("read_readiness")
 ) -> MonthReadinessBody:
     """The organisation's claim lines of a month (by date of service) with each line's
     readiness and checks, as the worker stored them. Audited as a read of their patients."""
     first = dt.date.fromisoformat(f"{month}-01")
+    now = clock.now()
     async with store.acquire() as conn:
         found = await readiness.readiness_lines(
-            conn, Requester.of(who, "GET /v1/billing/readiness"), first
+            conn, who.org_id, first, audit_as=Requester.of(who, "GET /v1/billing/readiness")
         )
     lines = [
         ReadinessLine(
@@ -342,6 +345,8 @@ async def billing_readiness(
             checks=list(s.checks),
             price=s.price,
             year_to_date=s.year_to_date,
+            closes_at=s.closes_at,
+            period_closed=s.closes_at <= now,
             computed_at=s.computed_at,
         )
         for s in found.lines
