@@ -759,9 +759,10 @@ def streams_set(
 
 @streams_group.command("show")
 @click.option("--org", "org_id", required=True)
+@click.option("--json", "as_json", is_flag=True, help="the modes as `readiness --streams` reads")
 @click.option("--dsn", default=None)
 @click.pass_context
-def streams_show(ctx: click.Context, org_id: str, dsn: str | None) -> None:
+def streams_show(ctx: click.Context, org_id: str, as_json: bool, dsn: str | None) -> None:
     """Each stream's mode for the organisation, and for auto whether it has sent any."""
 
     async def body(conn: asyncpg.Connection) -> tuple[Modes, set[tuple[str, Stream]]]:
@@ -769,6 +770,10 @@ def streams_show(ctx: click.Context, org_id: str, dsn: str | None) -> None:
         return await stream_modes(conn, [org_id]), await streams_seen(conn, [org_id])
 
     modes, seen = _run(ctx, dsn, body)
+    if as_json:
+        mine = modes.get(org_id, {})
+        click.echo(orjson.dumps({org_id: {s: mine.get(s, "auto") for s in STREAMS}}).decode())
+        return
     for stream in STREAMS:
         mode = modes.get(org_id, {}).get(stream, "auto")
         note = ""

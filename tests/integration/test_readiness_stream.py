@@ -255,8 +255,10 @@ async def test_streamed_readiness_equals_the_offline_command_with_late_and_dupli
     assert "consent    not_sent" in await cli(
         stack, "billing", "streams", "show", "--org", "default"
     )
+    modes = await cli(stack, "billing", "streams", "show", "--org", "default", "--json")
+    assert json.loads(modes)["default"]["consent"] == "not_sent"
     switched = await stored(bdb)
-    assert switched == offline(path, now, '{"default": {"consent": "not_sent"}}')
+    assert switched == offline(path, now, modes)  # the same modes, offline
     assert {r[6] for r in switched if r[0] == p2} == {"warn"}
     row = await bdb.fetchrow(
         "SELECT actor, detail::text AS detail FROM audit_log WHERE action = 'billing.streams_set'"

@@ -275,7 +275,7 @@ COMMANDS = {
     ],
     "billing readiness-backfill": ["--dsn", "--org"],
     "billing streams set": ["--by", "--dsn", "--mode!", "--org!", "--stream!"],
-    "billing streams show": ["--dsn", "--org!"],
+    "billing streams show": ["--dsn", "--json?", "--org!"],
     "billing reconcile": ["--as-of", "--dsn", "--patient-prefix"],
     "billing remit load": ["--dsn", "--org!", "FILE"],
     "billing submission-file": ["--dsn", "--org!", "--out", "SUBMISSION_ID"],
