@@ -16,10 +16,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
+from pydantic import TypeAdapter, ValidationError
+
 from billing.config import DEFAULT_CONFIG, BillingConfig
 from billing.export import write_csv
 from billing.fees import FeeScheduleError, parse_fee_schedule
-from billing.readiness import MissingFees, ReadinessFacts, assess, write_readiness_csv
+from billing.readiness import (
+    DEFAULT_READINESS_CONFIG,
+    MissingFees,
+    ReadinessConfig,
+    ReadinessFacts,
+    Stream,
+    StreamMode,
+    assess,
+    config_for,
+    write_readiness_csv,
+)
 from billing.rules import ClaimLine, compute_claims
 from billing.state import PatientBillingState
 from schemas.events import PatientKey, validate_event
@@ -125,6 +137,27 @@ def run_evaluate(
 # --- rtm billing readiness (issue 20; docs/billing-readiness.md) -----------------------------
 
 
+_MODES: TypeAdapter[dict[str, dict[Stream, StreamMode]]] = TypeAdapter(
+    dict[str, dict[Stream, StreamMode]]
+)
+
+
+def parse_stream_modes(text: str | bytes) -> ReadinessConfig:
+    """``--streams``: JSON ``{"ORG": {"consent": "not_sent", ...}}``, the modes `rtm billing
+    streams set` stores (streams not named: ``auto``; ``default`` also holds for events
+    that name no organisation). Raises ValueError naming the problem."""
+    try:
+        by_org = _MODES.validate_json(text)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        raise ValueError(f"{where}: {e['msg']}" if where else e["msg"]) from None
+    streams: dict[str, dict[Stream, StreamMode]] = {}
+    for org, modes in by_org.items():
+        streams.update(config_for(org, modes).streams)
+    return ReadinessConfig(streams=streams)
+
+
 def run_readiness(
     events_path: Path,
     as_of: dt.datetime,
@@ -135,9 +168,11 @@ def run_readiness(
     include_open: bool = False,
     err: TextIO | None = None,
     config: BillingConfig = DEFAULT_CONFIG,
+    streams: ReadinessConfig = DEFAULT_READINESS_CONFIG,
 ) -> int:
     """CLI body of ``rtm billing readiness``: the rows, order and columns of ``rtm billing
-    evaluate`` (KX in ``modifiers``), then ``readiness,checks``. Every stream ``auto``.
+    evaluate`` (KX in ``modifiers``), then ``readiness,checks``. ``streams``: the modes of
+    ``--streams`` (``parse_stream_modes``); every stream not named is ``auto``.
 
     Returns the exit code: 0 with the CSV written; 2, with nothing on ``out``, when a file
     cannot be read, an events line is not a valid event or the fee file is invalid (each
@@ -225,7 +260,7 @@ def run_readiness(
     claims = compute_claims(states.values(), as_of, config, include_open)
     chosen = locality
     try:
-        assessed = assess(claims, states, facts, as_of, fees, lambda _org, _line: chosen)
+        assessed = assess(claims, states, facts, as_of, fees, lambda _org, _line: chosen, streams)
     except MissingFees as exc:
         for ln, loc in exc.lines:
             err.write(

@@ -33,6 +33,7 @@ from billing.rules import ClaimLine, episode_data_days
 from billing.state import PatientBillingState
 from schemas.codes import icd10_cm_billable, is_valid_npi
 from schemas.events import (
+    DEFAULT_ORG,
     ConsentRecorded,
     EpisodeStarted,
     Event,
@@ -558,3 +559,45 @@ def write_readiness_csv(assessed: Iterable[AssessedLine], out: TextIO) -> None:
     writer.writerow(READINESS_COLUMNS)
     for a in sorted(assessed, key=lambda a: a.line.sort_key()):
         writer.writerow(readiness_row(a))
+
+
+# --- streamed ---------------------------------------------------------------------------------
+
+
+def resolved_config(
+    modes: Mapping[str, Mapping[Stream, StreamMode]],
+    seen: Iterable[tuple[str, Stream]],
+    orgs: Iterable[str],
+) -> ReadinessConfig:
+    """The configuration of ``orgs`` with ``auto`` resolved: ``sent`` once the organisation
+    has sent the stream (``seen``: (organisation, stream)), else ``not_sent``. For a worker
+    that assesses some patients' lines with the facts of those patients only, as of a time
+    after every fact it holds: it then gives what ``assess`` gives over the whole log."""
+    seen_set = set(seen)
+    streams: dict[str, dict[Stream, StreamMode]] = {}
+    for org in orgs:
+        mine = modes.get(org, {})
+        resolved: dict[Stream, StreamMode] = {}
+        for s in STREAMS:
+            mode = mine.get(s, "auto")
+            if mode == "auto":
+                mode = "sent" if (org, s) in seen_set else "not_sent"
+            resolved[s] = mode
+        streams[org] = resolved
+    return ReadinessConfig(streams=streams)
+
+
+def config_for(org: str, modes: Mapping[Stream, StreamMode]) -> ReadinessConfig:
+    """One organisation's configuration (``modes``: as set; a stream not named is ``auto``).
+    Events that name no organisation belong to the default one where the worker keys them
+    and to ``UNNAMED_ORG`` where the rules read them: the default organisation's modes hold
+    for both."""
+    names = {org, UNNAMED_ORG} if org == DEFAULT_ORG else {org}
+    return ReadinessConfig(streams={n: dict(modes) for n in names})
+
+
+def streams_of(events: Iterable[Event]) -> set[tuple[str, Stream]]:
+    """(organisation, stream) of the readiness facts among ``events``."""
+    return {
+        (org_key(e.org_id), STREAM_OF_TYPE[e.type]) for e in events if isinstance(e, FACT_MODELS)
+    }

@@ -40,7 +40,8 @@ from rtm.simulate import (
     synthetic_demographics,
     write_jsonl,
 )
-from schemas.events import parse_event_json, validate_event
+from rtm.simulate_readiness import add_readiness_facts
+from schemas.events import DEFAULT_ORG, parse_event_json, validate_event
 from streams.clock import Clock, clock_for
 from streams.db.access import add_team_member
 from streams.db.alerts import alert_counts, alert_progress
@@ -48,6 +49,7 @@ from streams.db.claims import load_demographics
 from streams.db.events import count_by_type, count_stored, patients_events
 from streams.db.intakes import list_intakes
 from streams.kafka.producer import EventProducer
+from streams.services.readiness import summary as readiness_summary
 from streams.settings import Settings
 
 # The share of the patients whose first episode starts a week or more into the window who
@@ -105,14 +107,18 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
     start = today - dt.timedelta(days=days)
     n = write_jsonl(
         namespaced(
-            simulate(
-                patients,
-                days,
+            add_readiness_facts(
+                simulate(
+                    patients,
+                    days,
+                    seed,
+                    start=start,
+                    invalid_ratio=0.002,
+                    intakes=DEMO_INTAKES,
+                    outcomes=True,  # PROMs, visits, pauses and exits (rtm/simulate_outcomes.py)
+                ),
                 seed,
-                start=start,
-                invalid_ratio=0.002,
-                intakes=DEMO_INTAKES,
-                outcomes=True,  # PROMs, visits, pauses and exits (rtm/simulate_outcomes.py)
+                today - dt.timedelta(days=1),
             ),
             run,
         ),
@@ -254,7 +260,18 @@ async def _load_synthetic_demographics(
 def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any]:
     out = asyncio.run(_alert_sections(settings.db.dsn, patient_ids))
     out.update(billing_summary(settings, patient_ids))
+    out.update(asyncio.run(_readiness_section(settings.db.dsn, patient_ids)))
     return out
+
+
+async def _readiness_section(dsn: str, patient_ids: list[str]) -> dict[str, Any]:
+    """The claim lines' readiness as the worker stored it (the cohort carries readiness
+    facts with planted problems: rtm/simulate_readiness.py)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await readiness_summary(conn, DEFAULT_ORG, patient_ids)
+    finally:
+        await conn.close()
 
 
 async def _alert_sections(dsn: str, patient_ids: list[str]) -> dict[str, Any]:

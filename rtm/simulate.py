@@ -856,11 +856,14 @@ def _body(ep_ref: str | None, **fields: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- API
 
 
+DEFAULT_START = date(2026, 9, 1)
+
+
 def simulate(
     patients: int,
     days: int,
     seed: int,
-    start: date = date(2026, 9, 1),
+    start: date = DEFAULT_START,
     invalid_ratio: float = 0.0,
     intakes: float = 0.0,
     outcomes: bool = False,

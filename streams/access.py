@@ -50,6 +50,7 @@ Permission = Literal[
     "manage_program",  # pause or resume a patient's program (a clinician, in their own name)
     "log_time",  # log or correct treatment time on a patient (a clinician, in their own name)
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
+    "read_readiness",  # the month's claim lines with their readiness (for integrations too)
     "record_export",  # record an export: the lines are billed
     "read_audit",  # the audit log of the organisation
     "operate",  # metrics and health (no patient data)
@@ -67,6 +68,7 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "manage_program": (frozenset({"clinician"}), frozenset()),
     "log_time": (frozenset({"clinician"}), frozenset()),
     "read_billing": (frozenset({"billing", "admin"}), frozenset({"reader"})),
+    "read_readiness": (frozenset({"billing", "admin"}), frozenset({"reader", "integration"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),
     "read_audit": (frozenset({"admin"}), frozenset()),
     "operate": (frozenset({"operator", "admin"}), frozenset()),

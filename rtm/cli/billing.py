@@ -31,19 +31,22 @@ from billing.claims837 import FREQUENCY_NAMES
 from billing.config import DEFAULT_CONFIG
 from billing.demographics import parse_demographics_csv
 from billing.denials import CSV_COLUMNS, Denial
-from billing.evaluate import run_evaluate, run_readiness
+from billing.evaluate import parse_stream_modes, run_evaluate, run_readiness
 from billing.export import csv_row, render_export, write_sidecar
 from billing.fees import FeeScheduleError, parse_fee_schedule
 from billing.profile import BillingProfile, missing_fields
+from billing.readiness import DEFAULT_READINESS_CONFIG, STREAMS, Stream, StreamMode
 from billing.remit import parse_835
 from billing.submission import Format, LineId, SubmissionRefused, line_text
+from rtm.cli.db import require_org
 from rtm.cli.options import parse_instant
 from rtm.files import write_private
 from streams.clock import SYSTEM_CLOCK, Clock, FixedClock, clock_for
 from streams.db.claims import get_profiles, list_submissions
 from streams.db.pool import migrate
+from streams.db.readiness import Modes, stream_modes, streams_seen
 from streams.services import billing as ledger
-from streams.services import claims
+from streams.services import claims, readiness
 from streams.services.claims import ExportResult, Requester, SubmissionResult
 from streams.settings import Settings
 
@@ -300,8 +303,20 @@ def billing_backfill(ctx: click.Context, patient_prefix: str | None, dsn: str | 
 )
 @click.option("--locality", default=None, help="default: the fee file's only locality")
 @click.option("--include-open", is_flag=True, help="open periods/months too (preview)")
+@click.option(
+    "--streams",
+    "streams_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help='stream modes, JSON {"ORG": {"consent": "not_sent"}} (default: every stream auto)',
+)
 def billing_readiness(
-    events_path: Path, as_of: str, fees_path: Path, locality: str | None, include_open: bool
+    events_path: Path,
+    as_of: str,
+    fees_path: Path,
+    locality: str | None,
+    include_open: bool,
+    streams_path: Path | None,
 ) -> None:
     """The claims CSV of `rtm billing evaluate` (KX in modifiers) with each line's
     readiness (blocked, warn, ready) and the checks that fired. Offline: reads the
@@ -312,9 +327,23 @@ def billing_readiness(
     except ValueError:
         click.echo(f"error: --as-of: not a timestamp: {as_of!r}", err=True)
         sys.exit(2)
+    streams = DEFAULT_READINESS_CONFIG
+    if streams_path is not None:
+        try:
+            streams = parse_stream_modes(streams_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            click.echo(f"error: --streams {streams_path}: {first}", err=True)
+            sys.exit(2)
     sys.exit(
         run_readiness(
-            events_path, ts, fees_path, sys.stdout, locality=locality, include_open=include_open
+            events_path,
+            ts,
+            fees_path,
+            sys.stdout,
+            locality=locality,
+            include_open=include_open,
+            streams=streams,
         )
     )
 
@@ -735,7 +764,83 @@ def override_cmd(
     click.echo(f"override {done.override_id}: {done.line} let out ({'+'.join(done.codes)})")
 
 
+# --- issue 20 item 1: the stream switch -----------------------------------------------------------
+
+
+@click.group("streams")
+def streams_group() -> None:
+    """Which readiness fact streams an organisation sends (docs/billing-readiness.md)."""
+
+
+@streams_group.command("set")
+@click.option("--org", "org_id", required=True)
+@click.option("--stream", type=click.Choice(STREAMS), required=True)
+@click.option("--mode", type=click.Choice(("auto", "sent", "not_sent")), required=True)
+@click.option("--by", "by", default=None, help="who sets it (recorded); default: OS user")
+@click.option("--dsn", default=None)
+@click.pass_context
+def streams_set(
+    ctx: click.Context,
+    org_id: str,
+    stream: Stream,
+    mode: StreamMode,
+    by: str | None,
+    dsn: str | None,
+) -> None:
+    """Set one stream's mode for an organisation: auto (sent once any of its facts
+    arrived), sent, or not_sent (its gates skipped, a *_UNKNOWN warning instead). Audited;
+    the organisation's stored line readiness is assessed again at once, and exports and
+    submissions use it from now on."""
+    who = Requester.cli(by or _default_user(), org_id, "rtm billing streams set")
+
+    async def body(conn: asyncpg.Connection) -> tuple[StreamMode, int]:
+        await require_org(conn, org_id)
+        return await readiness.set_stream_mode(conn, _clock(ctx), who, stream, mode)
+
+    before, n = _run(ctx, dsn, body)
+    click.echo(f"{org_id}: {stream} {before} -> {mode}; {n} claim lines assessed again")
+
+
+@streams_group.command("show")
+@click.option("--org", "org_id", required=True)
+@click.option("--json", "as_json", is_flag=True, help="the modes as `readiness --streams` reads")
+@click.option("--dsn", default=None)
+@click.pass_context
+def streams_show(ctx: click.Context, org_id: str, as_json: bool, dsn: str | None) -> None:
+    """Each stream's mode for the organisation, and for auto whether it has sent any."""
+
+    async def body(conn: asyncpg.Connection) -> tuple[Modes, set[tuple[str, Stream]]]:
+        await require_org(conn, org_id)
+        return await stream_modes(conn, [org_id]), await streams_seen(conn, [org_id])
+
+    modes, seen = _run(ctx, dsn, body)
+    if as_json:
+        mine = modes.get(org_id, {})
+        click.echo(orjson.dumps({org_id: {s: mine.get(s, "auto") for s in STREAMS}}).decode())
+        return
+    for stream in STREAMS:
+        mode = modes.get(org_id, {}).get(stream, "auto")
+        note = ""
+        if mode == "auto":
+            note = " (sent)" if (org_id, stream) in seen else " (none received: not sent)"
+        click.echo(f"{stream:<10} {mode}{note}")
+
+
+@click.command("readiness-backfill")
+@click.option("--org", "org_id", default=None, help="one organisation (default: every one)")
+@click.option("--dsn", default=None)
+@click.pass_context
+def readiness_backfill(ctx: click.Context, org_id: str | None, dsn: str | None) -> None:
+    """Store every claim line's readiness from the event log, as of now (what the worker
+    keeps as it streams; for data stored before it did). Idempotent."""
+    done = _run(ctx, dsn, lambda conn: readiness.backfill(conn, _clock(ctx), org_id))
+    for org, n in done.items():
+        click.echo(f"{org}: {n} claim lines assessed")
+
+
 BILLING_COMMANDS: tuple[click.Command, ...] = (
+    readiness_backfill,
+    streams_group,
     override_cmd,
     billing_export,
     billing_reconcile,

@@ -4,6 +4,7 @@ cohorts, posting a file through the gateway, and the main job end to end."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import orjson
 from rtm.cli.options import settings_of
 from rtm.files import write_private
 from rtm.produce import produce_file
-from rtm.simulate import demographics_csv, simulate, synthetic_demographics, write_jsonl
+from rtm.simulate import (
+    DEFAULT_START,
+    demographics_csv,
+    simulate,
+    synthetic_demographics,
+    write_jsonl,
+)
+from rtm.simulate_readiness import add_readiness_facts
 from schemas.events import json_schema
 
 
@@ -50,6 +58,13 @@ def schema(out: Path | None) -> None:
     " more adherent patients improve more)",
 )
 @click.option(
+    "--readiness-facts",
+    is_flag=True,
+    help="also consent, plan-of-care, procedure, RPM and therapy-spend facts for most"
+    " episodes, with a few planted problems (missing consent, expired plan of care, header"
+    " ICD-10 code M54.5, RPM overlap, a patient crossing the KX threshold)",
+)
+@click.option(
     "--demographics-out",
     type=click.Path(path_type=Path),
     default=None,
@@ -64,6 +79,7 @@ def simulate_command(
     invalid_ratio: float,
     intakes: float,
     outcomes: bool,
+    readiness_facts: bool,
     demographics_out: Path | None,
 ) -> None:
     """Write a synthetic cohort as JSONL, in arrival order."""
@@ -72,6 +88,9 @@ def simulate_command(
             patients, days, seed, invalid_ratio=invalid_ratio, intakes=intakes, outcomes=outcomes
         )
     )
+    if readiness_facts:
+        end = DEFAULT_START + dt.timedelta(days=max(days - 1, 0))
+        events = list(add_readiness_facts(events, seed, end))
     n = write_jsonl(events, out)
     click.echo(f"wrote {n} events to {out}", err=True)
     if demographics_out is not None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from alerts.models import STATUS_RANK, Alert
 from alerts.rollup import DailyAdherence, PatientRollup
 from alerts.state import PatientState, decode_state, encode_state, new_state
+from billing.readiness import AssessedLine, Stream
+from billing.state import fold_events
 from intake.engine import IntakeState
 from intake.rules import IntakeRules
 from schemas.events import Event, PatientKey, key_text
@@ -33,6 +35,7 @@ from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import EventKey, event_key
 from streams.db.intakes import IntakeOrgKey, IntakeWrite
+from streams.db.readiness import READINESS_EVENT_TYPES, ReadinessLoad
 
 
 @dataclass
@@ -64,6 +67,11 @@ class MemoryIngestStore:
     intakes: dict[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)
     # each organisation's intake rule set in force (intake_rule_sets' newest)
     rule_sets: dict[str, IntakeRules] = field(default_factory=dict)
+    # claim readiness: the streams sent (org, stream) -> first event id, and the lines
+    streams_seen: dict[tuple[str, Stream], str] = field(default_factory=dict)
+    line_readiness: dict[PatientKey, list[tuple[str, AssessedLine, dt.datetime]]] = field(
+        default_factory=dict
+    )
     _seq: int = 0
 
     # --- the port --------------------------------------------------------------------------
@@ -103,6 +111,12 @@ class MemoryIngestStore:
         self._queue_deliveries(batch)
         seqs = self._queue_publish(batch)
         self.intakes.update(batch.intakes)
+        for org, stream, eid in batch.readiness.first_streams:
+            self.streams_seen.setdefault((org, stream), eid)
+        for key in batch.readiness.patients:
+            self.line_readiness[key] = [
+                r for r in batch.readiness.lines if (r[0], r[1].line.patient_id) == key
+            ]
         for key, state in batch.states.items():
             rev = self.states[key][0] + 1 if key in self.states else 1
             self.states[key] = (rev, batch.partitions[key], encode_state(state))
@@ -211,6 +225,28 @@ class MemorySession:
 
     async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]:
         return {k: self.store.intakes[k].state for k in keys if k in self.store.intakes}
+
+    async def readiness_load(
+        self, touched: Sequence[PatientKey], streams: Sequence[tuple[str, Stream]]
+    ) -> ReadinessLoad:
+        """As ``streams.db.readiness.readiness_load``, from the stored events (no stream
+        switch, fees or profiles in memory)."""
+        seen = set(self.store.streams_seen)
+        first = {org for org, s in streams if (org, s) not in seen}
+        stored = self.store.events.values()
+        patients = sorted({*touched, *(e.patient_key for e in stored if e.patient_key[0] in first)})
+        by_patient: dict[PatientKey, list[Event]] = {}
+        for e in self.store.events.values():
+            if e.patient_key in patients:
+                by_patient.setdefault(e.patient_key, []).append(e)
+        return ReadinessLoad(
+            patients=tuple(patients),
+            states=fold_events([e for v in by_patient.values() for e in v]),
+            facts={
+                k: [e for e in v if e.type in READINESS_EVENT_TYPES] for k, v in by_patient.items()
+            },
+            seen=seen,
+        )
 
     async def write(self, batch: BatchWrite) -> Written:
         return await self.store.write(batch, self.loaded)

@@ -18,7 +18,8 @@ and leave the audit row, in one place for the gateway's routes, the dashboard an
   organisation's readiness facts (events in the ``events`` table) as of the submission's
   as-of; blocked lines are refused (``SubmissionResult.refused``: not written, not
   recorded, kept for the next run) unless an override lets them out; each recorded line
-  keeps its readiness and checks.
+  keeps its readiness and checks. The organisation's stream switch (`rtm billing streams
+  set`) holds.
 - ``override``: let a blocked line out, with a reason (>= 10 characters): an append-only
   row and its audit row (who, when, line, blocked codes, reason), in one transaction.
 - ``month_readiness``: the month's lines after the gates as of now, the one place the
@@ -53,7 +54,7 @@ from billing.denials import Denial, Unmatched, escaped_denials
 from billing.fees import FeeEntry, check_overlaps
 from billing.profile import BillingProfile
 from billing.queue import QueueLine, queue_lines
-from billing.readiness import SEVERITY, STREAM_OF_TYPE, AssessedLine, ReadinessFacts
+from billing.readiness import SEVERITY, AssessedLine, ReadinessFacts, config_for
 from billing.remit import parse_835
 from billing.rules import ClaimLine
 from billing.submission import (
@@ -83,6 +84,7 @@ from streams.db import claims as db
 from streams.db import remits as remit_db
 from streams.db.access import audit
 from streams.db.ledger import load_states
+from streams.db.readiness import READINESS_EVENT_TYPES, stream_modes
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Requester:
         return cls(org_id or DEFAULT_ORG, f"cli:{user}", "cli", resource, user)
 
 
-async def _audit(
+async def audit_requester(
     conn: asyncpg.Connection,
     by: Requester,
     action: str,
@@ -145,7 +147,7 @@ async def _audit_export(
     date_from: dt.date,
     date_to: dt.date,
 ) -> None:
-    await _audit(
+    await audit_requester(
         conn,
         by,
         "export" if result.export_id is not None else "read",
@@ -362,7 +364,7 @@ async def submit(
             {r.claim.claim_id: r.total for r in plan.ready},
             plan.refused,
         )
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "export" if result.submission_id is not None else "read",
@@ -381,10 +383,6 @@ async def submit(
     return result
 
 
-# The readiness facts' event types, and the episode starts naming each line's organisation.
-READINESS_EVENT_TYPES = (*STREAM_OF_TYPE, "episode.started")
-
-
 async def _readiness_inputs(conn: asyncpg.Connection, org_id: str) -> ReadinessInputs:
     """The organisation's readiness facts (from the event log), fees, localities (its
     billing profiles') and overrides. A stored event that no longer validates is skipped,
@@ -395,7 +393,9 @@ async def _readiness_inputs(conn: asyncpg.Connection, org_id: str) -> ReadinessI
         if not isinstance(event, list):
             facts.apply(event)
     profiles = await db.get_profiles(conn, org_id)
+    modes = (await stream_modes(conn, [org_id])).get(org_id, {})
     return ReadinessInputs(
+        config=config_for(org_id, modes),
         facts=facts,
         fees=await db.fee_entries(conn),
         localities={npi: p.locality for npi, p in profiles.items() if p.locality},
@@ -457,7 +457,7 @@ async def override(
             raise OverrideRefused(f"line {named} is already let out (override {found.override_id})")
         codes = tuple(c for c in found.checks if SEVERITY[c] == "blocked")
         override_id = await db.add_override(conn, org, line, codes, text, by.actor, now)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "billing.override",
@@ -486,7 +486,7 @@ async def submission_file(
     a read of its patients; None (nothing audited) for another organisation's or none."""
     found = await db.submission_file(conn, by.org_id, submission_id)
     if found is not None:
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "read",
@@ -503,7 +503,9 @@ async def set_profile(conn: asyncpg.Connection, by: Requester, profile: BillingP
     """Store (replace) a billing profile of ``by``'s organisation, audited."""
     async with conn.transaction():
         await db.set_profile(conn, profile, by.actor)
-        await _audit(conn, by, "billing.profile_set", (), {"billing_npi": profile.billing_npi})
+        await audit_requester(
+            conn, by, "billing.profile_set", (), {"billing_npi": profile.billing_npi}
+        )
 
 
 async def load_demographics(
@@ -513,7 +515,7 @@ async def load_demographics(
     rows of the file that were refused, for the audit row)."""
     async with conn.transaction():
         n = await db.load_demographics(conn, by.org_id, rows, by.actor)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "billing.demographics_load",
@@ -584,7 +586,7 @@ async def load_remit(
         if remit_id is not None:
             await remit_db.add_remit_claims(conn, remit_id, org, ours)
             await remit_db.add_denials(conn, remit_id, org, denials)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "billing.remit_load",
@@ -634,7 +636,7 @@ async def month_queue(
         denied = await remit_db.claim_outcomes(conn, org)
         lines = queue_lines(gated, history, denied, first, last)
         denials = await remit_db.month_denials(conn, org, first, last)
-        await _audit(
+        await audit_requester(
             conn,
             by,
             "read",

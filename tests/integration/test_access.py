@@ -235,6 +235,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
+    # the month's stored line readiness: integrations too (test_readiness_stream)
+    ("GET", "/v1/billing/readiness"): (BILLING | {"a-integration"}, None),
     ("POST", "/v1/billing/submissions"): (SUBMITTERS, None),  # tested below
     ("POST", "/v1/billing/exports"): (SUBMITTERS, None),  # tested below
     ("GET", "/v1/billing/submissions"): (SUBMITTERS, None),
@@ -353,6 +355,8 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
         params = {"patient": world.patients["pA1"]}
     if path == "/ui/billing/preview":
         params = {"month": "2026-10", "format": "csv"}
+    if path == "/v1/billing/readiness":
+        params = {"month": "2026-10"}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -366,9 +370,10 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
             text = resp.text
             sees_a1 = who in SEES_PA1 or (
                 path.startswith(("/v1/billing", "/ui/billing"))
-                and who in {"a-billing", "a-admin", "a-reader"}
+                and who in {"a-billing", "a-admin", "a-reader", "a-integration"}
             )
-            if path in ("/v1/alerts", "/v1/worklist", "/v1/billing/claims", "/ui/worklist"):
+            own_only = ("/v1/alerts", "/v1/worklist", "/v1/billing/claims", "/ui/worklist")
+            if path in (*own_only, "/v1/billing/readiness"):
                 # only the organisation's (and for a clinician, the team's) patients
                 assert (world.patients["pA1"] in text) == sees_a1, (who, text[:300])
             if who.startswith("b-"):

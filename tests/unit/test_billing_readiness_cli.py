@@ -196,3 +196,57 @@ def test_a_refused_second_episode_is_reported_not_fatal(tmp_path: Path) -> None:
     result = readiness("--events", path, "--as-of", AS_OF, "--fees", FEES)
     assert result.exit_code == 0
     assert "skipped line" in result.stderr and "second-start" in result.stderr
+
+
+# --- --streams: the modes `rtm billing streams set` stores (issue 20 item 1) -------------------
+
+
+def test_streams_file_not_sent_warns_instead_of_blocking(tmp_path: Path) -> None:
+    # consent is sent (one after the DOS of the set-up line), so auto blocks that line ...
+    path = write_events(tmp_path, BASE + ok_facts(consent=True) + [consent("2026-03-02")])
+    auto = readiness("--events", path, "--as-of", "2026-06-01T00:00:00Z", "--fees", FEES)
+    # ... and an organisation that says it never sends consent gets the warning instead
+    modes = tmp_path / "streams.json"
+    modes.write_text('{"default": {"consent": "not_sent"}}', encoding="utf-8")
+    switched = readiness(
+        "--events", path, "--as-of", "2026-06-01T00:00:00Z", "--fees", FEES, "--streams", modes
+    )
+    assert auto.exit_code == switched.exit_code == 0, auto.stderr + switched.stderr
+
+    def rows(r: Result) -> dict[str, tuple[str, str]]:
+        return {
+            row["cpt"]: (row["readiness"], row["checks"])
+            for row in csv.DictReader(io.StringIO(r.stdout))
+        }
+
+    assert rows(auto)["98975"] == ("blocked", "CONSENT_AFTER_DOS")
+    assert rows(switched) == {
+        "98975": ("warn", "CONSENT_UNKNOWN"),
+        "98977": ("warn", "CONSENT_UNKNOWN"),
+    }
+
+
+def test_streams_file_sent_without_facts_blocks(tmp_path: Path) -> None:
+    modes = tmp_path / "streams.json"
+    modes.write_text('{"default": {"consent": "sent"}}', encoding="utf-8")
+    path = write_events(tmp_path, BASE)
+    result = readiness("--events", path, "--as-of", AS_OF, "--fees", FEES, "--streams", modes)
+    assert result.exit_code == 0, result.stderr
+    checks = [r["checks"] for r in csv.DictReader(io.StringIO(result.stdout))]
+    assert checks and all(c.startswith("CONSENT_MISSING+") for c in checks)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('{"default": {"consent": "never"}}', "default.consent"),
+        ('{"default": {"letters": "sent"}}', "default.letters"),
+        ("not json", "--streams"),
+    ],
+)
+def test_exit_2_invalid_streams_file(tmp_path: Path, text: str, named: str) -> None:
+    modes = tmp_path / "streams.json"
+    modes.write_text(text, encoding="utf-8")
+    result = readiness("--events", EXAMPLE, "--as-of", AS_OF, "--fees", FEES, "--streams", modes)
+    assert result.exit_code == 2
+    assert named in result.stderr and result.stdout == ""

@@ -221,7 +221,7 @@ def _audit_calls_with_export(path: Path) -> list[int]:
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-        if name not in ("audit", "audit_principal", "_audit"):
+        if name not in ("audit", "audit_principal", "audit_requester"):
             continue
         texts = [
             n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value == "export"
@@ -265,7 +265,17 @@ COMMANDS = {
     "billing override": ["--as-of", "--by", "--dsn", "--line!", "--org!", "--reason!"],
     "billing profile set": ["--dsn", "--file!", "--npi!", "--org!"],
     "billing profile show": ["--dsn", "--org!"],
-    "billing readiness": ["--as-of!", "--events!", "--fees!", "--include-open?", "--locality"],
+    "billing readiness": [
+        "--as-of!",
+        "--events!",
+        "--fees!",
+        "--include-open?",
+        "--locality",
+        "--streams",
+    ],
+    "billing readiness-backfill": ["--dsn", "--org"],
+    "billing streams set": ["--by", "--dsn", "--mode!", "--org!", "--stream!"],
+    "billing streams show": ["--dsn", "--json?", "--org!"],
     "billing reconcile": ["--as-of", "--dsn", "--patient-prefix"],
     "billing remit load": ["--dsn", "--org!", "FILE"],
     "billing escaped-denials": ["--dsn", "--org!", "--remit!"],

@@ -24,6 +24,10 @@ range spans at most ``streams.http.hardening.MAX_SPAN_DAYS`` days (422 otherwise
   "format": "x12", "test": false}``: **submits** (``streams.services.claims.submit``):
   the real 837P, recorded with its file; ``GET /v1/billing/submissions`` the export
   history; ``GET /v1/billing/submissions/{id}/file`` the file again.
+- ``GET /v1/billing/readiness?month=YYYY-MM`` (billing staff, admins, reader and
+  integration keys): the organisation's claim lines with a date of service in the month as
+  the worker stored them (open periods too), each with its readiness and checks
+  (docs/billing-readiness.md), and the count by readiness.
 - ``GET /v1/patients/{patient_id}/billing[?as_of=TS]``: progress of the current 30-day
   period and calendar month (``billing.rules.billing_progress``) on the patient-local
   date of ``as_of`` (default: now). 404 for a patient the ledger does not know.
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -50,7 +56,7 @@ from streams.db.claims import list_submissions
 from streams.db.ledger import load_states, patient_known
 from streams.http.deps import ClockDep, StoreDep, require
 from streams.http.hardening import ID_REGEX, INT64_MAX, Day, Instant, check_span
-from streams.services import claims
+from streams.services import claims, readiness
 from streams.services.claims import Requester
 
 router = APIRouter()
@@ -280,6 +286,77 @@ async def submission_file_route(
 @router.get("/v1/billing/conventions")
 async def billing_conventions(who: Principal = require("read_billing")) -> PlainTextResponse:
     return PlainTextResponse(DEFAULT_CONFIG.header_text())
+
+
+class ReadinessLine(BaseModel):
+    """A claim line (the columns of the claims CSV, KX in ``modifiers``) with its
+    readiness as the worker stored it at ``computed_at``."""
+
+    patient_id: str
+    episode_id: str
+    cpt: str
+    modifiers: list[str]
+    units: int
+    date_of_service: dt.date
+    period_start: dt.date
+    period_end: dt.date
+    data_days: int | None
+    minutes: int | None
+    rendering_npi: str
+    billing_npi: str
+    payer: str
+    member_id: str
+    diagnosis_codes: list[str]
+    place_of_service: str
+    readiness: Literal["blocked", "warn", "ready"]
+    checks: list[str] = Field(description="the codes that fired, sorted")
+    price: Decimal | None = Field(description="therapy lines: fee x units")
+    year_to_date: Decimal | None = Field(description="therapy lines: the bucket's spend")
+    closes_at: dt.datetime = Field(description="when its period/month closes (billable)")
+    period_closed: bool = Field(description="closed as of this answer (the gateway's clock)")
+    computed_at: dt.datetime
+
+
+class MonthReadinessBody(BaseModel):
+    month: str = Field(description="YYYY-MM")
+    counts: dict[str, int] = Field(description="lines by readiness (blocked, warn, ready)")
+    lines: list[ReadinessLine]
+
+
+Month = Annotated[str, Query(pattern=r"^(20\d\d|2100)-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+
+
+@router.get("/v1/billing/readiness", response_model=MonthReadinessBody)
+async def billing_readiness(
+    store: StoreDep, clock: ClockDep, month: Month, who: Principal = require("read_readiness")
+) -> MonthReadinessBody:
+    """The organisation's claim lines of a month (by date of service) with each line's
+    readiness and checks, as the worker stored them. Audited as a read of their patients."""
+    first = dt.date.fromisoformat(f"{month}-01")
+    now = clock.now()
+    async with store.acquire() as conn:
+        found = await readiness.readiness_lines(
+            conn, who.org_id, first, audit_as=Requester.of(who, "GET /v1/billing/readiness")
+        )
+    lines = [
+        ReadinessLine(
+            **s.line.model_dump(exclude={"status"}),
+            readiness=s.readiness,
+            checks=list(s.checks),
+            price=s.price,
+            year_to_date=s.year_to_date,
+            closes_at=s.closes_at,
+            period_closed=s.closes_at <= now,
+            computed_at=s.computed_at,
+        )
+        for s in found.lines
+    ]
+    counts = Counter(ln.readiness for ln in lines)
+    return MonthReadinessBody(
+        month=month,
+        counts={r: counts.get(r, 0) for r in ("blocked", "warn", "ready")},
+        lines=lines,
+    )
 
 
 @router.get("/v1/patients/{patient_id}/billing")
