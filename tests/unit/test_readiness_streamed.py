@@ -7,12 +7,15 @@ an organisation's first fact of a stream changes the lines of patients who got n
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import random
+import re
 from typing import Any
 
 from billing.readiness import ReadinessConfig, ReadinessFacts, assess
 from billing.rules import compute_claims
 from billing.state import PatientBillingState
+from streams.db.readiness import READINESS_EVENT_TYPES
 from tests.unit.test_billing_readiness import (
     BASE,
     consent,
@@ -112,3 +115,13 @@ async def test_a_fact_within_the_future_skew_counts_as_the_log_will_give_it() ->
     await step.events(*BASE, fact)  # inside the future skew: stored
     assert stored(step) == offline([*BASE, fact], later)
     assert {r[4].split("+")[0] for r in stored(step)} == {"CONSENT_AFTER_DOS"}
+
+
+def test_the_fact_index_predicate_is_the_querys_type_list() -> None:
+    """The partial index events_readiness_facts is used only for the literal list it was
+    made with: the migration and READINESS_EVENT_TYPES must name the same types."""
+    sql = (
+        importlib.resources.files("infra") / "migrations" / "037_events_readiness_facts_index.sql"
+    ).read_text()
+    (listed,) = re.findall(r"WHERE type IN \(([^)]*)\)", sql)
+    assert re.findall(r"'([^']+)'", listed) == list(READINESS_EVENT_TYPES)
