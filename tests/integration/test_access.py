@@ -82,6 +82,7 @@ USERS = {  # name -> (org letter, role, clinician id)
     "a-admin": ("a", "admin", None),
     "a-operator": ("a", "operator", None),
     "a-scheduler": ("a", "scheduler", None),
+    "a-manager": ("a", "manager", None),
     "b-admin": ("b", "admin", None),
     "b-billing": ("b", "billing", None),
 }
@@ -210,6 +211,8 @@ CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # page
 BILLING_USERS = {"a-billing", "a-admin", "b-admin", "b-billing"}
 # the intake queue page: schedulers too (their organisation's intakes)
 INTAKE_USERS = CLINICAL_USERS | {"a-scheduler"}
+# the outcome report and the pathway diff (issue 19): managers and admins, no patient pages
+MANAGER_USERS = {"a-manager", "a-admin", "b-admin"}
 
 
 def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: str = "") -> int:
@@ -274,6 +277,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
         {"a-billing", "a-admin"},
     ),
     ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
+    ("GET", "/ui/outcomes"): (MANAGER_USERS, None),
+    ("GET", "/ui/outcomes/export"): (MANAGER_USERS, None),
+    ("GET", "/ui/outcomes/diff"): (MANAGER_USERS, None),
+    # CSRF, managers, read-only, audited: tests/integration/test_outcomes_pages.py
+    ("POST", "/ui/outcomes/diff"): (set(), None),
     ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
     ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
@@ -353,6 +361,8 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
         params = {"patient": world.patients["pA1"]}
     if path == "/ui/billing/preview":
         params = {"month": "2026-10", "format": "csv"}
+    if path == "/ui/outcomes/export":
+        params = {"format": "csv"}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -713,6 +723,7 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
         "a-admin": "/ui/worklist",
         "a-billing": "/ui/billing",
         "a-scheduler": "/ui/intakes",
+        "a-manager": "/ui/outcomes",
     }
     for who, target in homes.items():
         resp = world.call(who, "GET", "/ui/")

@@ -395,6 +395,9 @@ def test_another_organisations_manager_sees_none_of_it(clinic: Clinic, browser: 
     with page.expect_navigation():
         page.click("#diff-form button")
     assert "0 of 1 episodes would change" in page.inner_text("#diff-summary")
+    # the form needs the session's CSRF token
+    bare = page.context.request.post("/ui/outcomes/diff", form={"draft": draft_v2()})
+    assert bare.status == 403
     # a manager opens no patient page, of their organisation or another
     pid = c.patients["good"][0]
     assert page.context.request.get(f"/ui/patients/{pid}").status == 403
