@@ -116,6 +116,7 @@ DEV_USERS = (  # (username, role, clinician id)
     ("admin", "admin", None),
     ("operator", "operator", None),
     ("scheduler", "scheduler", None),
+    ("manager", "manager", None),
 )
 
 

@@ -1,8 +1,8 @@
 """Who may see and do what: principals, roles, key scopes, secrets (issue 9).
 
 Two kinds of principal reach the gateway:
-- a **user** (clinician, billing, admin, operator, scheduler) signed in with a password
-  (argon2id hash) and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a
+- a **user** (clinician, billing, admin, operator, scheduler, manager) signed in with a
+  password (argon2id hash) and holding a session cookie (HTTP-only, Secure, SameSite=Lax; a
   per-session CSRF token must come back in ``X-CSRF-Token`` on every state-changing
   request);
 - a **machine key** ``rtm_<key_id>_<secret>`` with scopes: ``producer`` (a patient app:
@@ -34,9 +34,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from schemas.events import INTEGRATION_TYPES, PRODUCER_TYPES
 
 # scheduler: the front desk (issue 18 item 5): the intake queue and first contacts only
-Role = Literal["clinician", "billing", "admin", "operator", "scheduler"]
+# manager: the outcome report and the pathway-diff page (issue 19 item 5), no patient pages
+Role = Literal["clinician", "billing", "admin", "operator", "scheduler", "manager"]
 KeyScope = Literal["producer", "integration", "reader"]
-ROLES: tuple[Role, ...] = ("clinician", "billing", "admin", "operator", "scheduler")
+ROLES: tuple[Role, ...] = ("clinician", "billing", "admin", "operator", "scheduler", "manager")
 KEY_SCOPES: tuple[KeyScope, ...] = ("producer", "integration", "reader")
 
 # What each permission needs: user roles, key scopes.
@@ -53,6 +54,7 @@ Permission = Literal[
     "read_readiness",  # the month's claim lines with their readiness (for integrations too)
     "record_export",  # record an export: the lines are billed
     "read_audit",  # the audit log of the organisation
+    "read_outcomes",  # the outcome report, its exports and the pathway-diff page (aggregates)
     "operate",  # metrics and health (no patient data)
 ]
 PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
@@ -71,6 +73,7 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "read_readiness": (frozenset({"billing", "admin"}), frozenset({"reader", "integration"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),
     "read_audit": (frozenset({"admin"}), frozenset()),
+    "read_outcomes": (frozenset({"manager", "admin"}), frozenset()),
     "operate": (frozenset({"operator", "admin"}), frozenset()),
 }
 

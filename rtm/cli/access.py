@@ -57,7 +57,7 @@ def orgs_list(ctx: click.Context) -> None:
 
 @click.group()
 def users() -> None:
-    """People who sign in: clinician, billing, admin, operator, scheduler."""
+    """People who sign in: clinician, billing, admin, operator, scheduler, manager."""
 
 
 @users.command("add")

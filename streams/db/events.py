@@ -152,6 +152,18 @@ async def patient_payloads(conn: asyncpg.Connection, org_id: str, patient_id: st
     return [r["payload"] for r in rows]
 
 
+async def org_payloads(conn: asyncpg.Connection, org_id: str, types: Iterable[str]) -> list[str]:
+    """The organisation's stored events (JSON) of these types, by event time then event id
+    (the outcome report and the pathway diff read them; issue 19)."""
+    rows = await conn.fetch(
+        "SELECT payload::text AS p FROM events WHERE org_id = $1 AND type = ANY($2::text[])"
+        " ORDER BY occurred_at, event_id",
+        org_id,
+        sorted(types),
+    )
+    return [r["p"] for r in rows]
+
+
 async def patient_has_events(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
     return bool(
         await conn.fetchval(

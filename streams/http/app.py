@@ -33,6 +33,7 @@ from streams.http.pages import (
 from streams.http.pages import billing as billing_pages
 from streams.http.pages import intakes as intake_pages
 from streams.http.pages import operator as operator_page
+from streams.http.pages import outcomes as outcomes_pages
 from streams.http.pages import summary as summary_page
 from streams.http.pages.common import PageError, http_error, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
@@ -57,6 +58,7 @@ PAGE_ROUTERS = (
     intake_pages.router,
     summary_page.router,
     operator_page.router,
+    outcomes_pages.router,
 )
 
 

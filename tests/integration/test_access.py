@@ -82,6 +82,7 @@ USERS = {  # name -> (org letter, role, clinician id)
     "a-admin": ("a", "admin", None),
     "a-operator": ("a", "operator", None),
     "a-scheduler": ("a", "scheduler", None),
+    "a-manager": ("a", "manager", None),
     "b-admin": ("b", "admin", None),
     "b-billing": ("b", "billing", None),
 }
@@ -210,6 +211,8 @@ CLINICAL_USERS = {"a-clin1", "a-clin2", "a-clin3", "a-admin", "b-admin"}  # page
 BILLING_USERS = {"a-billing", "a-admin", "b-admin", "b-billing"}
 # the intake queue page: schedulers too (their organisation's intakes)
 INTAKE_USERS = CLINICAL_USERS | {"a-scheduler"}
+# the outcome report and the pathway diff (issue 19): managers and admins, no patient pages
+MANAGER_USERS = {"a-manager", "a-admin", "b-admin"}
 
 
 def _expected(who: str, permitted: set[str], in_scope: set[str] | None, path: str = "") -> int:
@@ -232,6 +235,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/v1/patients/{patient_id}/pain"): (CLINICAL, SEES_PA1),
     # FHIR R4 search (streams/http/routes/fhir.py): the patient is a query parameter; outside scope 404
     ("GET", "/fhir/Observation"): (CLINICAL, SEES_PA1),
+    ("GET", "/fhir/QuestionnaireResponse"): (CLINICAL, SEES_PA1),
+    ("GET", "/fhir/Encounter"): (CLINICAL, SEES_PA1),
+    # the instrument registry: no patient data (read_clinical, not audited)
+    ("GET", "/fhir/Questionnaire"): (CLINICAL, None),
+    ("GET", "/fhir/Questionnaire/{instrument_id}"): (CLINICAL, None),
     ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
@@ -268,6 +276,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/ui/stream"): (CLINICAL_USERS, None),  # ?feed=intakes: INTAKE_USERS, below
     ("GET", "/ui/intakes"): (INTAKE_USERS, None),
     ("GET", "/ui/billing"): (BILLING_USERS, None),
+    ("GET", "/ui/billing/queue"): (BILLING_USERS, None),  # the month-end queue
     ("GET", "/ui/billing/exports/{export_id}"): (BILLING_USERS, {"a-billing", "a-admin"}),
     ("GET", "/ui/billing/preview"): (BILLING_USERS, None),  # a look: records nothing
     ("GET", "/ui/billing/submit"): (BILLING_USERS, None),  # the confirmation step
@@ -276,6 +285,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
         {"a-billing", "a-admin"},
     ),
     ("GET", "/ui/audit"): ({"a-admin", "b-admin"}, None),
+    ("GET", "/ui/outcomes"): (MANAGER_USERS, None),
+    ("GET", "/ui/outcomes/export"): (MANAGER_USERS, None),
+    ("GET", "/ui/outcomes/diff"): (MANAGER_USERS, None),
+    # CSRF, managers, read-only, audited: tests/integration/test_outcomes_pages.py
+    ("POST", "/ui/outcomes/diff"): (set(), None),
     ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
     ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
@@ -331,6 +345,7 @@ def _url(world: World, path: str, patient: str = "pA1") -> str:
         path.replace("{patient_id}", world.patients[patient])
         .replace("{alert_id}", world.alert_id)
         .replace("{export_id}", world.export_id)
+        .replace("{instrument_id}", "nprs")
     )
 
 
@@ -351,12 +366,14 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
     params: dict[str, str] = {}
     if path == "/v1/billing/claims":
         params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
-    if path == "/fhir/Observation":
+    if path in ("/fhir/Observation", "/fhir/QuestionnaireResponse", "/fhir/Encounter"):
         params = {"patient": world.patients["pA1"]}
     if path == "/ui/billing/preview":
         params = {"month": "2026-10", "format": "csv"}
     if path == "/v1/billing/readiness":
         params = {"month": "2026-10"}
+    if path == "/ui/outcomes/export":
+        params = {"format": "csv"}
     for who in EVERYONE:
         if path == "/ui/stream":
             status = _stream_status(world, who, path)
@@ -718,6 +735,7 @@ def test_the_dashboards_start_and_forms_follow_role_scope_and_csrf(world: World)
         "a-admin": "/ui/worklist",
         "a-billing": "/ui/billing",
         "a-scheduler": "/ui/intakes",
+        "a-manager": "/ui/outcomes",
     }
     for who, target in homes.items():
         resp = world.call(who, "GET", "/ui/")

@@ -1,5 +1,6 @@
 """``/ui/``: where a signed-in user starts (the worklist for clinical roles, billing for
-billing staff, the intake queue for schedulers, else a short home page)."""
+billing staff, the intake queue for schedulers, the outcome report for
+managers, else a short home page)."""
 
 from __future__ import annotations
 
@@ -21,4 +22,6 @@ async def home(request: Request, authenticate: AuthenticateDep) -> Response:
         return RedirectResponse("/ui/billing", 303)
     if who.may("read_intakes"):
         return RedirectResponse("/ui/intakes", 303)
+    if who.may("read_outcomes"):
+        return RedirectResponse("/ui/outcomes", 303)
     return render("home.html", who=who)

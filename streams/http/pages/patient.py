@@ -1,4 +1,6 @@
-"""``/ui/patients/{id}``: one patient's charts (daily adherence, pain with its baseline),
+"""``/ui/patients/{id}``: one patient's charts (daily adherence, pain with its baseline, the
+primary outcome measure with its baseline and MCID band), the care pathway of each episode
+(version, stage, open and overdue tasks, decisions; ``streams.services.outcomes``),
 the alert timeline with acknowledgement, disposition and note (``POST /ui/alerts/{id}/ack``)
 and snooze (``POST /ui/alerts/{id}/snooze``; the JSON routes' rules), episodes and programs
 with their pauses (``POST /ui/patients/{id}/program/{pause|resume}``: a ``program.paused`` /
@@ -58,6 +60,7 @@ from streams.http.pages.common import (
 from streams.http.pages.programs import program_histories
 from streams.http.pages.timelog import time_context
 from streams.services.alerts import SnoozeRefused, acknowledge, snooze
+from streams.services.outcomes import patient_outcomes
 from streams.settings import Settings
 
 ID_RE = re.compile(ID_REGEX)
@@ -146,6 +149,7 @@ async def patient_page(
         panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         hep_templates = await latest_templates(conn, who.org_id)
+        pathways, left_out = await patient_outcomes(conn, who.org_id, patient_id, payloads, now)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
     view = await asyncio.to_thread(
@@ -153,6 +157,7 @@ async def patient_page(
     )
     view |= time_context(who, payloads, ledger, now, timer[:64])
     view |= {"hep": program_histories(payloads), "hep_templates": hep_templates}
+    view |= prom_context(pathways, left_out)
     return render(
         "patient.html",
         who=who,
@@ -271,6 +276,26 @@ def _patient_view(
         "interactive": progress.month.interactive if progress else False,
         "earned": list(progress.month.earned) if progress else [],
         "progress": (progress.period.codes if progress and progress.period else "no active period"),
+    }
+
+
+def prom_context(pathways: list[dict[str, Any]], left_out: list[str]) -> dict[str, Any]:
+    """The pathway panels, and the newest episode's primary scores for the PROM chart (its
+    baseline and the score that reaches the MCID from it: the band between them)."""
+    newest = pathways[0] if pathways else None
+    prom = None
+    if newest is not None and newest["scores"]:
+        prom = {
+            "x": [s["x"] for s in newest["scores"]],
+            "score": [s["score"] for s in newest["scores"]],
+            "baseline": newest["baseline"],
+            "target": newest["target"],
+            "label": newest["instrument"],
+        }
+    return {
+        "pathways": pathways,
+        "pathways_left_out": left_out,
+        "prom_json": Markup(orjson.dumps(prom).decode().replace("</", "<\\/")),
     }
 
 

@@ -111,11 +111,52 @@
       }, [data.pain.x, data.pain.score, data.pain.baseline], pain);
     }
     void day;
+    prom();
+  }
+
+  // The primary outcome measure: its scores, the baseline, and the band from the baseline
+  // to the score that reaches the MCID (shaded; the table below the chart says the same).
+  function prom() {
+    const holder = document.getElementById("prom-data");
+    const el = document.getElementById("prom-chart");
+    if (!holder || !el || !window.uPlot) return;
+    const d = JSON.parse(holder.textContent);
+    if (!d || !d.x.length) return;
+    const flat = function (v) { return d.x.map(function () { return v; }); };
+    const lo = Math.min.apply(null, d.score.concat(d.target === null ? [] : [d.target, d.baseline]));
+    const hi = Math.max.apply(null, d.score.concat(d.target === null ? [] : [d.target, d.baseline]));
+    const pad = Math.max(1, (hi - lo) * 0.1);
+    window.rtmPromChart = new uPlot({ width: el.clientWidth || 480, height: 220,
+      scales: { x: { time: true }, y: { range: [lo - pad, hi + pad] } },
+      hooks: { drawClear: [function (u) {
+        if (d.baseline === null || d.target === null) return;
+        const y0 = u.valToPos(d.baseline, "y", true), y1 = u.valToPos(d.target, "y", true);
+        u.ctx.save();
+        u.ctx.fillStyle = "rgba(11,61,145,.14)";
+        u.ctx.fillRect(u.bbox.left, Math.min(y0, y1), u.bbox.width, Math.abs(y1 - y0));
+        u.ctx.restore();
+      }] },
+      series: [{}, { label: d.label, stroke: "#0b3d91", width: 2, points: { show: true, size: 7 } },
+               { label: "baseline", stroke: "#4a4a4a", dash: [6, 4], width: 2 },
+               { label: "MCID threshold", stroke: "#1b5e20", dash: [2, 3], width: 2 }],
+    }, [d.x, d.score, flat(d.baseline), flat(d.target)], el);
+  }
+
+  // A draft pathway version loaded from a file goes into the form's text box.
+  function draftFile() {
+    const input = document.getElementById("draft-file");
+    if (!input) return;
+    input.addEventListener("change", function () {
+      const file = input.files && input.files[0];
+      if (!file) return;
+      file.text().then(function (t) { document.getElementById(input.dataset.into).value = t; });
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     live();
     charts();
+    draftFile();
     // After an acknowledgement swaps the alert panel, keep keyboard focus in it.
     document.body.addEventListener("htmx:afterSwap", function (ev) {
       const panel = document.getElementById("alert-panel");

@@ -1,0 +1,207 @@
+"""Outcomes on the dashboard (issue 19 item 5): one patient's pathway and primary scores for
+the patient page, the organisation's outcome report for the manager's page and its exports,
+and the replay of a draft pathway version over the organisation's past episodes.
+
+Interim: everything here is computed from the stored events with the pure engine
+(``pathways``), the same code as ``rtm pathways evaluate|diff`` and ``rtm outcomes
+episodes|report``; when the worker keeps the per-episode outcome rows in the database, the
+report reads them instead, and only this module changes. Nothing here writes but the audit
+rows the callers leave."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from outcomes.instruments import INSTRUMENTS, change, round_1
+from outcomes.licences import licensed
+from pathways.engine import PATHWAY_EVENT_TYPES, EpisodeView, PatientFacts, primary_scores
+from pathways.model import DEFAULT_PATHWAY, Pathway, builtin
+from pathways.offline import diff, views
+from pathways.outcomes import GroupBy, episode_row, report
+from schemas.events import Event, parse_event_json
+from streams.db.events import org_payloads
+from streams.db.instruments import activations
+from streams.db.pathway_versions import published_versions
+
+REPORT_BY: tuple[GroupBy, ...] = ("pathway", "clinician", "body_region")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the engine needs of an organisation: its pathway versions (the built-in and
+    the published ones) and the licence-gated instruments it holds at ``as_of``."""
+
+    versions: dict[str, Pathway]
+    licensed: frozenset[str]
+    as_of: dt.datetime
+
+
+async def context(conn: asyncpg.Connection, org_id: str, as_of: dt.datetime) -> Context:
+    known = builtin()
+    for stored in await published_versions(conn, org_id):
+        known[stored.pathway.key] = stored.pathway
+    held = licensed(org_id, as_of, [a for a, _ in await activations(conn, org_id)])
+    return Context(known, held, as_of)
+
+
+def _parse(payloads: list[str]) -> list[Event]:
+    return [parse_event_json(p) for p in payloads]
+
+
+# --- one patient ------------------------------------------------------------------------
+
+
+def _score_rows(v: EpisodeView, events: list[Event]) -> list[dict[str, Any]]:
+    """Each valid primary score of the episode with its change from the baseline."""
+    p = primary_scores(events, v.episode.start_date, v.pathway, v.instrument)
+    marks = {
+        s.event_id: name
+        for name, s in (("final", p.final), ("week 4", p.week4), ("baseline", p.baseline))
+        if s is not None
+    }
+    rows = []
+    for s in p.scores:
+        delta = None if v.baseline is None else change(v.instrument, v.baseline.value, s.value)
+        rows.append(
+            {
+                "x": int(s.occurred_at.timestamp()),
+                "date": s.date.isoformat(),
+                "score": round_1(s.value),
+                "change": None if delta is None else round_1(delta),
+                "mcid": None if delta is None else delta >= INSTRUMENTS[v.instrument].mcid,
+                "timepoint": marks.get(s.event_id, ""),
+            }
+        )
+    return rows
+
+
+def _episode_panel(v: EpisodeView, events: list[Event]) -> dict[str, Any]:
+    inst = INSTRUMENTS[v.instrument]
+    baseline = None if v.baseline is None else v.baseline.value
+    # the score that reaches the MCID from the baseline, in the direction of improvement
+    target = None
+    if baseline is not None:
+        target = baseline - inst.mcid if inst.better == "lower" else baseline + inst.mcid
+    row = episode_row(v)
+    return {
+        "episode_id": v.episode.episode_id,
+        "pathway": v.pathway.key,
+        "instrument": inst.name,
+        "instrument_id": inst.id,
+        "better": inst.better,
+        "mcid": round_1(inst.mcid),
+        "baseline": None if baseline is None else round_1(baseline),
+        "target": None if target is None else round_1(target),
+        "stage": stage(v),
+        "scores": _score_rows(v, events),
+        "tasks": [t.output() for t in v.tasks],
+        "open_tasks": [t.output() for t in v.tasks if t.status in ("open", "overdue")],
+        "decisions": [d.output() for d in v.decisions],
+        "change": row["change"],
+        "mcid_reached": v.mcid_reached,
+    }
+
+
+def stage(v: EpisodeView) -> str:
+    """Where the episode is on its pathway, as a clinician says it: ended (with the exit
+    reason), paused, or the last decision taken, else the timepoint it is at."""
+    if v.exit_reason is not None:
+        return f"ended: {v.exit_reason.replace('_', ' ')}"
+    if v.episode.paused_on(v.today):
+        return "paused"
+    last = next((d for d in reversed(v.decisions) if d.decision != "resume"), None)
+    if last is not None and last.decision == "step_up":
+        return f"stepped up on {last.on} ({last.reason})"
+    if last is not None and last.decision == "discharge_ready":
+        return f"ready for discharge since {last.on}"
+    day = (v.today - v.episode.start_date).days
+    if v.baseline is None:
+        return f"day {day}: baseline"
+    if day < v.pathway.timepoints.week4.days[0]:
+        return f"day {day}: after the baseline"
+    return f"day {day}: week 4 and after"
+
+
+def patient_panels(
+    org_id: str, patient_id: str, payloads: list[str], ctx: Context
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One patient's episodes on their pathways, newest start first (pure: one patient's
+    events), and the episodes left out (their version unknown)."""
+    events = [
+        e
+        for e in _parse(payloads)
+        if e.type in PATHWAY_EVENT_TYPES and e.patient_key == (org_id, patient_id)
+    ]
+    eps, missing = views(events, ctx.as_of, ctx.versions, ctx.licensed)
+    facts = PatientFacts.of(e for e in events if e.occurred_at < ctx.as_of)
+    panels = [_episode_panel(v, facts.by_episode.get(v.episode.episode_id, [])) for v in eps]
+    panels.sort(key=lambda p: p["episode_id"])
+    order = {v.episode.episode_id: v.episode.start_date for v in eps}
+    panels.sort(key=lambda p: order[p["episode_id"]], reverse=True)
+    return panels, missing
+
+
+async def patient_outcomes(
+    conn: asyncpg.Connection, org_id: str, patient_id: str, payloads: list[str], now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The patient page's pathway panels (the caller has read and audits the payloads)."""
+    ctx = await context(conn, org_id, now)
+    return await asyncio.to_thread(patient_panels, org_id, patient_id, payloads, ctx)
+
+
+# --- the organisation -------------------------------------------------------------------
+
+
+async def organisation_episodes(
+    conn: asyncpg.Connection, org_id: str, now: dt.datetime
+) -> tuple[list[EpisodeView], list[str], Context]:
+    """Every episode of the organisation as of ``now``, the episodes left out, and the
+    context they were computed in."""
+    ctx = await context(conn, org_id, now)
+    payloads = await org_payloads(conn, org_id, PATHWAY_EVENT_TYPES)
+    events = await asyncio.to_thread(_parse, payloads)
+    eps, missing = await asyncio.to_thread(views, events, now, ctx.versions, ctx.licensed)
+    return eps, missing, ctx
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    as_of: dt.datetime
+    groups: dict[GroupBy, list[dict[str, object]]]  # REPORT_BY's reports
+    patient_ids: list[str]  # whose episodes it stands on (the audit row names them)
+    missing: list[str]
+
+
+async def outcome_report(conn: asyncpg.Connection, org_id: str, now: dt.datetime) -> OutcomeReport:
+    """The organisation's report by pathway version, clinician and body region (the same
+    rows as ``rtm outcomes report --by …`` over its events)."""
+    eps, missing, _ = await organisation_episodes(conn, org_id, now)
+    groups = {by: report(eps, by) for by in REPORT_BY}
+    patients = sorted({v.episode.patient_id for v in eps})
+    return OutcomeReport(now, groups, patients, missing)
+
+
+def default_source(versions: dict[str, Pathway]) -> str:
+    return DEFAULT_PATHWAY if DEFAULT_PATHWAY in versions else min(versions)
+
+
+async def draft_diff(
+    conn: asyncpg.Connection, org_id: str, now: dt.datetime, source: str, draft: Pathway
+) -> tuple[list[dict[str, object]], list[str]]:
+    """``rtm pathways diff`` of the organisation's episodes from version ``source`` (one of
+    its versions) to ``draft``: the changed episodes, then the counts; and the patients of
+    the changed episodes. Nothing is stored: no task, alert, bill or assignment."""
+    ctx = await context(conn, org_id, now)
+    if source not in ctx.versions:
+        raise KeyError(source)
+    payloads = await org_payloads(conn, org_id, PATHWAY_EVENT_TYPES)
+    events = await asyncio.to_thread(_parse, payloads)
+    rows = await asyncio.to_thread(diff, events, now, ctx.versions[source], draft, ctx.licensed)
+    changed = {str(r["episode_id"]) for r in rows if "episode_id" in r}
+    patients = sorted({e.patient_id for e in events if getattr(e, "episode_id", None) in changed})
+    return rows, patients
