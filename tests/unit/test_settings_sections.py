@@ -107,6 +107,7 @@ ADDED = [
     "RTM_SNOOZE_DURATIONS",  # issue 17: the snooze durations offered
     "RTM_ESCALATE_CARE_TEAM_AFTER_S",  # issue 17: the escalation ladder's offsets
     "RTM_ESCALATE_ORG_AFTER_S",
+    "RTM_WORKER_LANES",  # issue 21: transactions in flight per fetch
 ]
 
 
