@@ -27,6 +27,7 @@ from streams.http.pages import (
     programs,
     sign_in,
     stream,
+    templates,
     timelog,
     worklist,
 )
@@ -50,6 +51,7 @@ PAGE_ROUTERS = (
     worklist.router,
     patient.router,
     programs.router,
+    templates.router,
     timelog.router,
     stream.router,
     audit.router,
