@@ -73,6 +73,16 @@ TITLES = {
     409: "Changed meanwhile",
     413: "Too large",
     422: "Bad request",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Try again",
+}
+MESSAGES = {
+    404: "There is no page at this address.",
+    413: "The form sent more than this page takes; nothing was stored.",
+    422: "The address or form asks for something this page does not take.",
+    500: "The server could not answer this request; nothing was changed by it. Try again,"
+    " and tell your administrator if it goes on.",
 }
 STATIC_PATHS = "/ui/static/"
 KEPT_HEADERS = frozenset({"allow", "retry-after"})
@@ -146,15 +156,30 @@ async def http_error(request: Request, exc: Exception) -> Response:
         raise exc
     if status == 401:
         return RedirectResponse("/ui/sign-in", 303)
-    message = {
-        404: "There is no page at this address.",
-        422: "The address or form asks for something this page does not take.",
-    }.get(status, "")
-    page = error_page(status, await viewer(request), TITLES.get(status, "Error"), message, problems)
+    page = error_page(
+        status,
+        await viewer(request),
+        TITLES.get(status, "Error"),
+        MESSAGES.get(status, ""),
+        problems,
+    )
     for name, value in (getattr(exc, "headers", None) or {}).items():
         if name.lower() in KEPT_HEADERS:  # 405 and 429 keep what the client needs
             page.headers[name] = value
     return page
+
+
+async def hardening_page(request: Request, status: int, problems: list[str]) -> Response:
+    """The request-hardening layer's refusals under /ui (``streams.http.hardening``: a NUL
+    in the address 422, a form too large 413, an unhandled error 500) as HTML pages with
+    the navigation."""
+    return error_page(
+        status,
+        await viewer(request),
+        TITLES.get(status, "Error"),
+        MESSAGES.get(status, ""),
+        problems,
+    )
 
 
 def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:

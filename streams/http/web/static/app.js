@@ -119,6 +119,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     live();
     charts();
+    // the printable summary's Print button: the browser's print (a PDF, or paper)
+    const print = document.getElementById("print");
+    if (print) print.addEventListener("click", function () { window.print(); });
     // After an acknowledgement swaps the alert panel, keep keyboard focus in it.
     document.body.addEventListener("htmx:afterSwap", function (ev) {
       const panel = document.getElementById("alert-panel");
