@@ -21,6 +21,8 @@ prints it.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE
 from streams.services.program_templates import add_template
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.browser import CHROMIUM, PASSWORD, provision
+from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
 from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
@@ -325,3 +327,34 @@ def test_print_summary_opens_the_summary_and_its_print_button_prints(
     page.get_by_role("button", name="Print").click()
     assert page.evaluate("window.__printed") == 1
     page.context.close()
+
+
+# --- the clinic's zone, set with the CLI (item 1) ----------------------------------------------
+
+
+def rtm(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a process (Playwright's sync API keeps an event loop in this one)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rtm.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_clinics_zone_is_set_with_rtm_orgs_and_audited(clinic: Clinic) -> None:
+    """`rtm orgs add --timezone` and `rtm orgs timezone` set the zone every page shows
+    times in; `rtm orgs list` shows it; the change is audited."""
+    org = f"{clinic.tag}-tz"
+    added = rtm("orgs", "add", org, "--name", "TZ", "--timezone", "America/Denver")
+    assert added.returncode == 0, added.stderr
+    moved = rtm("orgs", "timezone", org, "America/New_York")
+    assert moved.returncode == 0 and "America/New_York" in moved.stdout, moved.stderr
+    listed = rtm("orgs", "list").stdout
+    assert any(org in line and "America/New_York" in line for line in listed.splitlines())
+    audit = run_in_thread(
+        fetch(
+            clinic.stack.settings,
+            "SELECT detail->>'timezone' AS zone FROM audit_log WHERE org_id = $1"
+            " AND action = 'access.org_timezone'",
+            org,
+        )
+    )
+    assert [r["zone"] for r in audit] == ["America/New_York"]
