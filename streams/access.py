@@ -50,6 +50,7 @@ Permission = Literal[
     "acknowledge",  # acknowledge an alert (in the principal's own name)
     "manage_program",  # pause or resume a patient's program (a clinician, in their own name)
     "log_time",  # log or correct treatment time on a patient (a clinician, in their own name)
+    "manage_templates",  # add a version to the organisation's exercise-program templates
     "read_billing",  # billing progress, claim lines (a look: nothing recorded)
     "read_readiness",  # the month's claim lines with their readiness (for integrations too)
     "record_export",  # record an export: the lines are billed
@@ -69,6 +70,7 @@ PERMISSIONS: dict[Permission, tuple[frozenset[str], frozenset[str]]] = {
     "acknowledge": (frozenset({"clinician", "admin"}), frozenset()),
     "manage_program": (frozenset({"clinician"}), frozenset()),
     "log_time": (frozenset({"clinician"}), frozenset()),
+    "manage_templates": (frozenset({"clinician", "admin"}), frozenset()),
     "read_billing": (frozenset({"billing", "admin"}), frozenset({"reader"})),
     "read_readiness": (frozenset({"billing", "admin"}), frozenset({"reader", "integration"})),
     "record_export": (frozenset({"billing", "admin"}), frozenset()),

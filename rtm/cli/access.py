@@ -12,6 +12,7 @@ import click
 
 from rtm.cli.db import audit_change, check_id, require_org, run_db
 from rtm.cli.options import parse_instant
+from schemas.events import TIME_ZONES
 from streams.access import KEY_SCOPES, ROLES, hash_password, new_key
 from streams.db import access as db
 
@@ -32,27 +33,53 @@ def orgs() -> None:
     """Organisations (clinics): every user, key and patient belongs to one."""
 
 
+def _zone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if value not in TIME_ZONES:
+        raise click.BadParameter(f"unknown IANA time zone {value!r} (e.g. America/Chicago)")
+    return value
+
+
+ZONE_HELP = "the clinic's IANA time zone: the dashboard shows every time in it"
+
+
 @orgs.command("add")
 @click.argument("org_id")
 @click.option("--name", required=True)
+@click.option("--timezone", default="UTC", show_default=True, callback=_zone, help=ZONE_HELP)
 @click.pass_context
-def orgs_add(ctx: click.Context, org_id: str, name: str) -> None:
+def orgs_add(ctx: click.Context, org_id: str, name: str, timezone: str) -> None:
     check_id(org_id, "ORG_ID")
 
     async def body(conn: asyncpg.Connection) -> bool:
-        added = await db.add_org(conn, org_id, name)
+        added = await db.add_org(conn, org_id, name, timezone)
         if added:
-            await audit_change(conn, org_id, "access.org_add", {"name": name})
+            await audit_change(conn, org_id, "access.org_add", {"name": name, "timezone": timezone})
         return added
 
     click.echo(f"organisation {org_id} " + ("added" if run_db(ctx, body) else "exists already"))
+
+
+@orgs.command("timezone")
+@click.argument("org_id")
+@click.argument("timezone", callback=_zone)
+@click.pass_context
+def orgs_timezone(ctx: click.Context, org_id: str, timezone: str) -> None:
+    """Set the clinic's time zone (the dashboard shows every time in it)."""
+
+    async def body(conn: asyncpg.Connection) -> None:
+        await require_org(conn, org_id)
+        await db.set_org_timezone(conn, org_id, timezone)
+        await audit_change(conn, org_id, "access.org_timezone", {"timezone": timezone})
+
+    run_db(ctx, body)
+    click.echo(f"organisation {org_id}: times shown in {timezone}")
 
 
 @orgs.command("list")
 @click.pass_context
 def orgs_list(ctx: click.Context) -> None:
     rows = run_db(ctx, db.list_orgs)
-    _table([{"org_id": r["org_id"], "name": r["name"]} for r in rows])
+    _table([{"org_id": r["org_id"], "name": r["name"], "timezone": r["timezone"]} for r in rows])
 
 
 @click.group()

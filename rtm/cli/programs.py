@@ -16,34 +16,16 @@ from pathlib import Path
 import asyncpg
 import click
 import orjson
-from pydantic import TypeAdapter, ValidationError
 
-from rtm.cli.db import audit_change, check_id, cli_actor, require_org, run_db
-from schemas.events import Exercise, Program
-from streams.db.program_templates import (
-    ProgramTemplate,
-    add_version,
-    latest_templates,
-    template_versions,
+from rtm.cli.db import check_id, cli_actor, require_org, run_db
+from streams.db.program_templates import ProgramTemplate
+from streams.services.program_templates import (
+    TemplateRefused,
+    add_template,
+    check_template,
+    list_templates,
+    parse_exercises,
 )
-
-_EXERCISES = TypeAdapter(list[Exercise])
-
-
-def parse_exercises(raw: bytes, sessions_per_week: int) -> list[Exercise]:
-    """The exercises of a template file, checked as a program's (bounds, distinct ids); a
-    ValueError names each bad field."""
-    try:
-        exercises = _EXERCISES.validate_json(raw)
-        Program(sessions_per_week=sessions_per_week, exercises=exercises)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(problems) from None
-    if not exercises:
-        raise ValueError("file: a template needs at least one exercise")
-    return exercises
 
 
 @click.group()
@@ -73,24 +55,29 @@ def templates_add(
     sessions_per_week: int,
     path: Path,
 ) -> None:
-    """Store the template's next version."""
+    """Store the template's next version (the dashboard's templates page does the same)."""
     check_id(template_id, "template id")
-    name = name.strip()
-    if not name or len(name) > 80 or "\x00" in name:
-        raise click.BadParameter("1-80 characters", param_hint="'--name'")
-    try:
-        exercises = parse_exercises(path.read_bytes(), sessions_per_week)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--file'") from None
+    raw = path.read_bytes()
+    try:  # checked before connecting: a bad file names its fields
+        name = check_template(template_id, name, sessions_per_week)
+        parse_exercises(raw, sessions_per_week)
+    except TemplateRefused as exc:
+        hint = "'--name'" if str(exc).startswith("name") else "'--file'"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
     async def body(conn: asyncpg.Connection) -> int:
         await require_org(conn, org_id)
-        version = await add_version(
-            conn, org_id, template_id, name, exercises, sessions_per_week, cli_actor()
+        return await add_template(
+            conn,
+            org_id=org_id,
+            template_id=template_id,
+            name=name,
+            sessions_per_week=sessions_per_week,
+            exercises=raw,
+            actor=cli_actor(),
+            role="cli",
+            resource="rtm programs templates add",
         )
-        detail = {"template_id": template_id, "version": version}
-        await audit_change(conn, org_id, "programs.template_added", detail)
-        return version
 
     version = run_db(ctx, body)
     click.echo(f"{org_id}: template {template_id} version {version} stored")
@@ -118,9 +105,7 @@ def templates_list(ctx: click.Context, org_id: str, all_versions: bool) -> None:
 
     async def body(conn: asyncpg.Connection) -> list[ProgramTemplate]:
         await require_org(conn, org_id)
-        if all_versions:
-            return await template_versions(conn, org_id)
-        return await latest_templates(conn, org_id)
+        return await list_templates(conn, org_id, all_versions=all_versions)
 
     for t in run_db(ctx, body):
         click.echo(_as_json(t))

@@ -15,15 +15,31 @@ from streams.access import Principal, Scope
 # --- organisations, users, keys, teams ----------------------------------------------------------
 
 
-async def add_org(conn: asyncpg.Connection, org_id: str, name: str) -> bool:
+async def add_org(conn: asyncpg.Connection, org_id: str, name: str, timezone: str = "UTC") -> bool:
     status = await conn.execute(
-        "INSERT INTO orgs (org_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", org_id, name
+        "INSERT INTO orgs (org_id, name, timezone) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        org_id,
+        name,
+        timezone,
     )
     return bool(status.endswith(" 1"))
 
 
 async def list_orgs(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return list(await conn.fetch("SELECT org_id, name, created_at FROM orgs ORDER BY org_id"))
+    return list(
+        await conn.fetch("SELECT org_id, name, timezone, created_at FROM orgs ORDER BY org_id")
+    )
+
+
+async def set_org_timezone(conn: asyncpg.Connection, org_id: str, timezone: str) -> bool:
+    status = await conn.execute("UPDATE orgs SET timezone = $2 WHERE org_id = $1", org_id, timezone)
+    return bool(status.endswith(" 1"))
+
+
+async def org_timezone(conn: asyncpg.Connection, org_id: str) -> str:
+    """The clinic's time zone (an IANA name; UTC when never set) the dashboard shows times in."""
+    zone = await conn.fetchval("SELECT timezone FROM orgs WHERE org_id = $1", org_id)
+    return str(zone) if zone is not None else "UTC"
 
 
 async def org_exists(conn: asyncpg.Connection, org_id: str) -> bool:

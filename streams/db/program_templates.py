@@ -4,6 +4,7 @@ templates add`, listed there and on the patient page, which assigns one."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import asyncpg
@@ -21,6 +22,7 @@ class ProgramTemplate:
     exercises: tuple[Exercise, ...]
     sessions_per_week: int
     created_by: str
+    created_at: dt.datetime | None = None
 
 
 def _template(r: asyncpg.Record) -> ProgramTemplate:
@@ -32,12 +34,13 @@ def _template(r: asyncpg.Record) -> ProgramTemplate:
         exercises=tuple(Exercise.model_validate(e) for e in orjson.loads(r["exercises"])),
         sessions_per_week=r["sessions_per_week"],
         created_by=r["created_by"],
+        created_at=r["created_at"],
     )
 
 
 _COLUMNS = (
     "org_id, template_id, version, name, exercises::text AS exercises, sessions_per_week,"
-    " created_by"
+    " created_by, created_at"
 )
 
 

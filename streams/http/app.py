@@ -27,6 +27,7 @@ from streams.http.pages import (
     programs,
     sign_in,
     stream,
+    templates,
     timelog,
     worklist,
 )
@@ -35,7 +36,7 @@ from streams.http.pages import intakes as intake_pages
 from streams.http.pages import operator as operator_page
 from streams.http.pages import outcomes as outcomes_pages
 from streams.http.pages import summary as summary_page
-from streams.http.pages.common import PageError, http_error, page_error
+from streams.http.pages.common import PageError, hardening_page, http_error, page_error
 from streams.http.routes import alerts, billing, events, fhir, health, intakes, session
 from streams.settings import Settings
 
@@ -51,6 +52,7 @@ PAGE_ROUTERS = (
     worklist.router,
     patient.router,
     programs.router,
+    templates.router,
     timelog.router,
     stream.router,
     audit.router,
@@ -78,7 +80,9 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     app.state.gateway = gateway  # read back by streams.http.deps only
     # requests counted by route and status (500s included), NUL refused, security headers
     tls = settings.gateway.tls_certfile is not None
-    app.add_middleware(Hardening, requests=gateway.metrics.requests, tls=tls)
+    app.add_middleware(
+        Hardening, requests=gateway.metrics.requests, tls=tls, page_answer=hardening_page
+    )
     app.include_router(health.router)
     app.include_router(session.router)
     openapi.install(app)

@@ -13,6 +13,10 @@
   route handled answers ``{"error": "internal error"}`` (no traceback, no message: either
   may carry patient data), is logged with its type, route template and stack frames, and is
   counted in ``rtm_gateway_requests_total{status="500"}`` like every other answer.
+- **Pages.** Under ``/ui`` these refusals are HTML pages with the signed-in user's
+  navigation (``page_answer``, given by the application: ``streams.http.pages.common``),
+  and a form body over ``MAX_PAGE_BODY`` bytes (by its Content-Length) is 413 before it
+  is read; the JSON API keeps its JSON answers.
 - **Headers** on every answer: ``X-Content-Type-Options: nosniff``, ``Referrer-Policy:
   no-referrer``, ``Cache-Control: no-store`` (all but the static assets under
   ``/ui/static/``) and, when the gateway serves TLS, ``Strict-Transport-Security``.
@@ -25,11 +29,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from pydantic import AfterValidator
 from starlette.datastructures import MutableHeaders
@@ -45,6 +50,9 @@ ID_REGEX = r"^[A-Za-z0-9._:-]{1,64}$"  # the contract's Id64 (schemas.events)
 STATIC_PREFIX = "/ui/static/"  # assets: they keep their own Cache-Control
 HSTS = "max-age=31536000"
 INTERNAL_ERROR = {"error": "internal error"}
+MAX_PAGE_BODY = 64 * 1024  # the pages' forms send a few hundred bytes
+# (request, status, problems) -> the HTML page of a refusal under /ui
+PageAnswer = Callable[[Request, int, list[str]], Awaitable[Response]]
 _DATE_TEXT = f"{YEAR_MIN}-01-01 and {YEAR_MAX}-12-31"
 
 
@@ -133,13 +141,37 @@ def _nul_problem(scope: Scope) -> dict[str, Any] | None:
     return None
 
 
+def _page_body_too_large(scope: Scope) -> bool:
+    """A request under /ui whose Content-Length says more than MAX_PAGE_BODY bytes."""
+    path = scope.get("path", "")
+    if not path.startswith("/ui/"):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > MAX_PAGE_BODY
+    return False
+
+
 class Hardening:
     """Pure ASGI middleware around the whole application (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, requests: Counter, tls: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, requests: Counter, tls: bool, page_answer: PageAnswer | None = None
+    ) -> None:
         self.app = app
         self.requests = requests
         self.tls = tls
+        self.page_answer = page_answer
+
+    async def refuse(self, scope: Scope, status: int, problems: list[dict[str, Any]]) -> Response:
+        """A refusal: a page under /ui (when the application gave ``page_answer``), else
+        JSON (422/413: FastAPI's ``detail`` list; 500: ``INTERNAL_ERROR``)."""
+        path = scope.get("path", "")
+        if self.page_answer is not None and (path == "/ui" or path.startswith("/ui/")):
+            return await self.page_answer(Request(scope), status, [str(p["msg"]) for p in problems])
+        if status == 500:
+            return JSONResponse(INTERNAL_ERROR, status_code=500)
+        return JSONResponse({"detail": problems}, status_code=status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -168,8 +200,12 @@ class Hardening:
         try:
             problem = _nul_problem(scope)
             if problem is not None:
-                answer = JSONResponse({"detail": [problem]}, status_code=422)
+                answer = await self.refuse(scope, 422, [problem])
                 await answer(scope, receive, send_hardened)
+                return
+            if _page_body_too_large(scope):
+                too_large = {"loc": ["body"], "msg": f"a form of more than {MAX_PAGE_BODY} bytes"}
+                await (await self.refuse(scope, 413, [too_large]))(scope, receive, send_hardened)
                 return
             await self.app(scope, receive, send_hardened)
         except Exception as exc:  # the one place an unhandled error becomes an answer
@@ -184,5 +220,5 @@ class Hardening:
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             if not started:  # answered and counted as a 500 through send_hardened
-                await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, send_hardened)
+                await (await self.refuse(scope, 500, []))(scope, receive, send_hardened)
             # else the answer had begun (a live stream, counted with its status): it ends here

@@ -23,12 +23,13 @@ async def provision(
     name: str,
     users: Sequence[tuple[str, str, str | None]],
     label: str,
+    timezone: str = "UTC",
 ) -> str:
-    """Add organisation ``org`` with ``users`` ((username, role, clinician_id)) sharing
-    PASSWORD, and a producer+integration key; returns the key."""
+    """Add organisation ``org`` (the clinic's ``timezone``) with ``users`` ((username,
+    role, clinician_id)) sharing PASSWORD, and a producer+integration key; returns the key."""
     conn = await asyncpg.connect(settings.db.dsn)
     try:
-        await db.add_org(conn, org, name)
+        await db.add_org(conn, org, name, timezone)
         pw = hash_password(PASSWORD)
         for username, role, clinician_id in users:
             await db.add_user(conn, org, username, role, pw, clinician_id)

@@ -290,6 +290,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/ui/outcomes/diff"): (MANAGER_USERS, None),
     # CSRF, managers, read-only, audited: tests/integration/test_outcomes_pages.py
     ("POST", "/ui/outcomes/diff"): (set(), None),
+    # the organisation's template library: no patient data
+    ("GET", "/ui/programs/templates"): (CLINICAL_USERS, None),
     ("GET", "/ui/"): (set(), None),  # a redirect by role: tested below
     ("POST", "/ui/sign-in"): (set(), None),  # tested below and in test_pages
     ("POST", "/ui/sign-out"): (set(), None),  # test_pages
@@ -301,6 +303,8 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("POST", "/ui/patients/{patient_id}/program/{action}"): (set(), None),
     # CSRF, clinicians only, in scope, audited: tests/integration/test_program_templates_page.py
     ("POST", "/ui/patients/{patient_id}/exercises/{action}"): (set(), None),
+    # CSRF, clinicians and admins, audited: tests/integration/test_program_templates_page.py
+    ("POST", "/ui/programs/templates"): (set(), None),
     # CSRF, clinicians only, in scope, audited: tests/integration/test_time_page.py
     ("POST", "/ui/patients/{patient_id}/time"): (set(), None),
     ("POST", "/ui/patients/{patient_id}/timer"): (set(), None),

@@ -14,6 +14,7 @@ finds the reads in the audit log. Screenshots of each page go to
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ def local(days_ago: float, hour: int = 10) -> str:
 async def _provision(settings: Settings, d: Dash) -> None:
     conn = await asyncpg.connect(settings.db.dsn)
     try:
-        await db.add_org(conn, d.org, "Browser clinic")
+        await db.add_org(conn, d.org, "Browser clinic", ZONE.key)  # a US clinic
         pw = hash_password(PASSWORD)
         for name, role, clin in (
             ("c1", "clinician", "cid1"),
@@ -218,7 +219,7 @@ def test_clinician_works_the_worklist_with_the_keyboard_and_sees_alerts_live(
     row = page.locator(f'tr[data-patient="{p["pCrit"]}"]')
     assert "1 critical" in row.inner_text() and "/16 toward 98977" in row.inner_text()
     assert "saddle anesthesia" in row.inner_text()  # the red flag named, not only "red flag"
-    assert row.locator("td.waiting").inner_text().endswith(("min", " h", "days"))
+    assert row.locator("td.waiting .age").inner_text().endswith(("min", " h", "days"))
     assert "red flag or fall: 1" in page.inner_text("#tier-counts")  # counts per tier
     assert row.locator("svg.spark").count() == 1
     page.screenshot(path=str(dash.shots / "worklist.png"), full_page=True)
@@ -295,6 +296,11 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     )
     assert "Disposition: sent to ed" in page.inner_text(
         f'#alert-history li[data-alert="{alert_id}"]'
+    )
+    # when it was acknowledged, in the clinic's zone with its age
+    acked = page.inner_text(f'#alert-history li[data-alert="{alert_id}"]')
+    assert re.search(r" at \d{4}-\d\d-\d\d \d\d:\d\d C[SD]T \((just now|\d+ min ago)\)", acked), (
+        acked
     )
     assert page.evaluate("document.activeElement.id") == "alert-panel"
     page.screenshot(path=str(dash.shots / "patient-acknowledged.png"), full_page=True)
@@ -470,3 +476,59 @@ def test_a_new_red_flag_is_named_and_lands_above_26_older_pain_highs_within_3_s(
     assert "saddle" in page.inner_text("#alert-panel")
     page.screenshot(path=str(dash.shots / "worklist-red-flag-first.png"), full_page=True)
     page.context.close()
+
+
+# --- one time convention (issue 17 item 1) --------------------------------------------------
+
+
+def clinic_text(at: dt.datetime) -> tuple[str, set[str]]:
+    """How a page shows ``at`` in the clinic's zone, and its possible ages (the hour may
+    turn between reading the clock here and on the server)."""
+    shown = at.astimezone(ZONE)
+    hours = int((dt.datetime.now(dt.UTC) - at).total_seconds() // 3600)
+    return f"{shown:%Y-%m-%d %H:%M} {shown.tzname()}", {f"{h} h ago" for h in (hours, hours + 1)}
+
+
+def test_times_are_in_the_clinics_zone_with_their_age_in_a_far_browser_zone(
+    dash: Dash, browser: Any
+) -> None:
+    """A US clinic (America/Chicago) read from a browser in Pacific/Auckland (19 hours
+    ahead): a patient's pain 9 of yesterday 09:00 clinic time shows as "<date> 09:00 CST
+    (N h ago)" on the patient page (pain table and the alert it fired) and as the patient's
+    last activity and the start of the wait on the worklist; never in the browser's zone."""
+    f = EventFactory()
+    pid = f.patient(300)
+    dash.post([f.episode_started(pid, at=local(20, 8), clinician_id=f"{dash.tag}-cid1")], "feed")
+    dash.post([f.pain(pid, 9, local(1, 9))], "feed")
+    headers = api_headers(dash, "c1")
+
+    async def listed() -> bool:
+        rows = httpx.get(f"{dash.stack.url}/v1/worklist", headers=headers, timeout=30).json()
+        return pid in {r["patient_id"] for r in rows["patients"]}
+
+    run_in_thread(wait_for(listed, 90, "the patient's pain_high on the worklist"))
+    at = dt.datetime.fromisoformat(local(1, 9))
+    when, ages = clinic_text(at)
+    far = dt.datetime.fromisoformat(local(1, 9)).astimezone(ZoneInfo("Pacific/Auckland"))
+    context = browser.new_context(base_url=dash.stack.url, timezone_id="Pacific/Auckland")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    assert page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == "Pacific/Auckland"
+    page.goto("/ui/sign-in")
+    page.fill("#username", dash.user("c1"))
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    row = page.locator(f'tr[data-patient="{pid}"]')
+    for cell in ("td.last-activity", "td.waiting"):
+        text = row.locator(cell).inner_text()
+        assert when in text and any(a in text for a in ages), (cell, text, when, ages)
+        assert f"{far:%H:%M}" not in text
+    page.goto(f"/ui/patients/{pid}")
+    pain_row = page.locator("#pain-h ~ details table tbody tr", has_text=when)
+    assert pain_row.count() == 1, page.locator("#pain-h ~ details table").text_content()
+    assert any(a in str(pain_row.text_content()) for a in ages), pain_row.text_content()
+    fired = page.locator("#open-alerts li.alert").first.inner_text()
+    assert when in fired and any(a in fired for a in ages), fired
+    page.screenshot(path=str(dash.shots / "patient-far-browser-zone.png"), full_page=True)
+    context.close()

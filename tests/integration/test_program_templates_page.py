@@ -232,3 +232,108 @@ def test_one_patients_copy_changes_and_the_other_two_stay_on_the_templates_versi
     )
     assert sorted(r["patient_ids"][0] for r in audit) == sorted([*c.patients, one])
     assert {r["actor"] for r in audit} == {f"user:{c.user('c1')}"}
+
+
+def test_the_templates_page_lists_versions_and_stores_a_new_one_without_editing_old_ones(
+    clinic: Clinic,
+) -> None:
+    """/ui/programs/templates (the service of `rtm programs templates add|list`): every
+    version of ``lb`` listed, newest first; a clinician stores the next version from the
+    form (the bridge at 12 reps, a new exercise) and a new template; the stored versions
+    before it are unchanged, the patients keep their version, each store is audited in the
+    clinician's name, and a post without the CSRF token stores nothing."""
+    c = clinic
+    before = _versions(c)
+    assert before and before[0][0] == 1  # version 1 from the CLI (the test above adds 2)
+    resp = httpx.post(
+        f"{c.stack.url}/ui/programs/templates",
+        data={"template_id": "lb", "name": "x", "sessions_per_week": "3", "exercise_id-0": "a"},
+        headers=_cookie(c, "c1"),
+        timeout=30,
+    )
+    assert resp.status_code == 403 and _versions(c) == before  # no CSRF token: nothing
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = sign_in(browser, c, "c1")
+            page.click("nav >> text=Templates")
+            page.wait_for_url("**/ui/programs/templates")
+            shown = page.locator("#tpl-lb .versions > li").evaluate_all(
+                "li => li.map(x => Number(x.dataset.version))"
+            )
+            assert shown == [v for v, _ in reversed(before)]  # every version, newest first
+            newest = before[-1][0]
+            page.click("#tpl-lb summary")
+            page.fill("#e-lb-reps-0", "12")
+            page.fill("#e-lb-id-2", "clamshell")
+            page.fill("#e-lb-sets-2", "2")
+            page.fill("#e-lb-reps-2", "15")
+            with page.expect_navigation():
+                page.click(f"#tpl-lb button:has-text('Store version {newest + 1}')")
+            item = page.locator(f"#tpl-lb-v{newest + 1}")
+            assert "bridge (Glute bridge): 3×12, hold 5 s" in item.inner_text()
+            assert "clamshell: 2×15" in item.inner_text()
+            assert f"stored by user:{c.user('c1')}" in item.inner_text()
+            # a bad row: named, nothing stored
+            page.fill("#new-id", "neck")
+            page.fill("#new-name", "Neck 1")
+            page.fill("#new-id-0", "chin-tuck")
+            page.fill("#new-sets-0", "0")
+            page.fill("#new-reps-0", "10")
+            with page.expect_navigation():
+                page.click("#new-template button")
+            assert "0.sets" in page.inner_text("main")
+            page.goto("/ui/programs/templates")
+            assert page.locator("#tpl-neck").count() == 0
+            page.fill("#new-id", "neck")
+            page.fill("#new-name", "Neck 1")
+            page.fill("#new-id-0", "chin-tuck")
+            page.fill("#new-sets-0", "3")
+            page.fill("#new-reps-0", "10")
+            page.fill("#new-hold_s-0", "5")
+            with page.expect_navigation():
+                page.click("#new-template button")
+            assert "chin-tuck: 3×10, hold 5 s" in page.inner_text("#tpl-neck-v1")
+            page.screenshot(
+                path=str(c.stack.settings.state_dir / "artifacts" / "templates.png"),
+                full_page=True,
+            )
+        finally:
+            browser.close()
+    after = _versions(c)
+    assert after[: len(before)] == before  # the stored versions are never changed
+    assert after[len(before)][0] == newest + 1
+    for pid in c.patients[1:]:  # still on the version they were assigned
+        assert _programs(c, pid)[-1]["program"]["template"] == {"id": "lb", "version": 1}
+    audit = run_in_thread(
+        fetch(
+            c.stack.settings,
+            "SELECT actor, detail::text AS detail FROM audit_log WHERE org_id = $1"
+            " AND action = 'programs.template_added' AND resource = 'POST /ui/programs/templates'",
+            c.org,
+        )
+    )
+    assert {r["actor"] for r in audit} == {f"user:{c.user('c1')}"} and len(audit) == 2
+
+
+def _versions(c: Clinic) -> list[tuple[int, str]]:
+    """The stored versions of template ``lb`` (number, exercises as stored), oldest first."""
+    rows = run_in_thread(
+        fetch(
+            c.stack.settings,
+            "SELECT version, exercises::text AS ex FROM program_templates"
+            " WHERE org_id = $1 AND template_id = 'lb' ORDER BY version",
+            c.org,
+        )
+    )
+    return [(r["version"], r["ex"]) for r in rows]
+
+
+def _cookie(c: Clinic, name: str) -> dict[str, str]:
+    resp = httpx.post(
+        f"{c.stack.url}/v1/session",
+        timeout=30,
+        json={"username": c.user(name), "password": PASSWORD},
+    )
+    resp.raise_for_status()
+    return {"Cookie": f"{SESSION_COOKIE}={resp.cookies[SESSION_COOKIE]}"}

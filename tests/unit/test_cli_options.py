@@ -84,3 +84,17 @@ def test_python_m_rtm_cli_is_the_command_line() -> None:
     assert out.startswith("Usage: python -m rtm.cli [OPTIONS] COMMAND [ARGS]...")
     for command in ("api", "worker", "alerts", "bench", "chaos", "orgs", "billing", "rollups"):
         assert f"\n  {command} " in out, command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["orgs", "add", "clinic-x", "--name", "X", "--timezone", "Mars/Olympus"],
+        ["orgs", "timezone", "clinic-x", "CST"],
+    ],
+)
+def test_an_organisations_time_zone_must_be_an_iana_name(args: list[str]) -> None:
+    """Refused with the reason before the database (RTM_PG_PORT=1 would fail otherwise)."""
+    result = CliRunner().invoke(main, args, env={"RTM_PG_PORT": "1", "RTM_KAFKA_PORT": "1"})
+    assert result.exit_code == 2, result.output
+    assert "unknown IANA time zone" in result.output

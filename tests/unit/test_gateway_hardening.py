@@ -111,6 +111,26 @@ async def test_an_unhandled_error_is_a_clean_counted_500(
     assert "p-secret" not in logged
 
 
+async def test_an_unhandled_error_under_ui_is_a_page_with_the_navigation(tmp_path: Path) -> None:
+    """Under /ui the one 500 is an HTML page (the signed-in user's navigation, no
+    message or traceback), counted like the API's; the API's stays JSON."""
+    who = Principal(kind="user", name="c1", org_id="o1", roles=frozenset({"clinician"}))
+    app, registry = build(tmp_path, who)
+    patient = "-".join(("p", "secret", "42"))
+
+    @app.get("/ui/test-only/boom")
+    async def boom() -> None:
+        raise RuntimeError(f"patient {patient} broke it")
+
+    async with client(app) as c:
+        resp = await c.get("/ui/test-only/boom")
+    assert resp.status_code == 500
+    assert resp.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in resp.text and 'nav aria-label="Main"' in resp.text
+    assert "p-secret" not in resp.text and "Traceback" not in resp.text
+    assert requests_total(registry, "/ui/test-only/boom", "500") == 1
+
+
 async def test_answered_requests_are_still_counted_by_route_and_status(tmp_path: Path) -> None:
     app, registry = build(tmp_path)
     async with client(app) as c:

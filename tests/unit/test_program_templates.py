@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from alerts.adherence import daily_rows
-from rtm.cli.programs import parse_exercises
 from schemas.events import FieldError, dump_event, validate_event
 from streams.http.pages.common import PageError
 from streams.http.pages.programs import OWN_COPY, copy_program, program_histories
+from streams.services.program_templates import parse_exercises
 from tests.unit.test_adherence import P, ex, fold, mk, start
 
 BRIDGE = {"exercise_id": "bridge", "name": "Glute bridge", "sets": 3, "reps": 10, "hold_s": 5}

@@ -2,7 +2,8 @@
 
 Filters match by prefix (``actor=user:`` finds every user's rows, ``patient=p-00`` every
 row naming a patient whose id starts so, ``action=read`` ``read`` and ``read_audit``);
-``from``/``to`` are UTC dates, both included; ``size`` rows a page (default 50, at most
+``from``/``to`` are dates in the clinic's zone, both included (the rows' times are shown in
+that zone, with their age); ``size`` rows a page (default 50, at most
 200), ``before``/``after`` an ``audit_id`` to page older/newer. The query is bounded in SQL
 (``streams.db.access.audit_page``). Every view of the page is itself audited.
 """
@@ -12,14 +13,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 
 from streams.db.access import audit_page, audit_principal
+from streams.db.alerts import db_now
 from streams.http.deps import AuthenticateDep, StoreDep
 from streams.http.hardening import INT64_MAX, Day
-from streams.http.pages.common import PageError, need, page_router, page_user, render
+from streams.http.pages.common import (
+    PageError,
+    clinic_time,
+    clinic_zone,
+    need,
+    page_router,
+    page_user,
+    render,
+)
 
 router = page_router()
 PAGE_SIZE = 50
@@ -28,14 +39,17 @@ SHOWN_PATIENTS = 12  # per row; the rest as a count (filter by patient to see a 
 AuditId = Annotated[int | None, Query(ge=1, le=INT64_MAX)]
 
 
-def _utc(day: dt.date | None, plus_days: int = 0) -> dt.datetime | None:
+def _start(day: dt.date | None, zone: ZoneInfo, plus_days: int = 0) -> dt.datetime | None:
+    """The instant a clinic-local day starts (``plus_days`` later)."""
     if day is None:
         return None
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=plus_days)
+    day += dt.timedelta(days=plus_days)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
-def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _shown(rows: list[dict[str, Any]], now: dt.datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
     for r in rows:
+        r["at_text"] = clinic_time(r["at"], now, zone)
         ids = r["patient_ids"]
         r["patients_shown"] = ids[:SHOWN_PATIENTS]
         r["patients_more"] = max(len(ids) - SHOWN_PATIENTS, 0)
@@ -64,14 +78,16 @@ async def audit_log_page(
     if before is not None and after is not None:
         raise PageError(422, "Bad paging", "give before or after, not both")
     async with store.acquire() as conn:
+        zone = await clinic_zone(conn, who)
+        now = await db_now(conn)
         rows, more = await audit_page(
             conn,
             who.org_id,
             actor=actor,
             patient=patient,
             action=action,
-            since=_utc(date_from),
-            until=_utc(date_to, 1),
+            since=_start(date_from, zone),
+            until=_start(date_to, zone, 1),
             size=size,
             before=before,
             after=after,
@@ -99,7 +115,8 @@ async def audit_log_page(
         "audit.html",
         who=who,
         nav="audit",
-        rows=_shown(rows),
+        rows=_shown(rows, now, zone),
+        zone=zone.key,
         f=f,
         size=size,
         older=urlencode({**kept, "before": rows[-1]["audit_id"]}) if rows and has_older else "",

@@ -72,7 +72,14 @@ from streams.db.remits import month_denials
 from streams.http.auth import form_fields, reject_unknown_query
 from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.hardening import INT64_MAX, in_years
-from streams.http.pages.common import PageError, need, page_user, render
+from streams.http.pages.common import (
+    PageError,
+    clinic_time,
+    clinic_zone,
+    need,
+    page_user,
+    render,
+)
 from streams.services import claims
 from streams.services.claims import PlanChanged, Requester, SubmissionResult
 
@@ -192,7 +199,11 @@ async def billing_page(
         result = await claims.preview(
             conn, FixedClock(now), org_id=who.org_id, date_from=first, date_to=last
         )
-        history = [dict(h) | {"kind": _kind(h)} for h in await export_history(conn, who.org_id)]
+        zone = await clinic_zone(conn, who)
+        history = [
+            dict(h) | {"kind": _kind(h), "created_text": clinic_time(h["created_at"], now, zone)}
+            for h in await export_history(conn, who.org_id)
+        ]
         denials = await month_denials(conn, who.org_id, first, last)
         await audit_principal(
             conn,

@@ -1,6 +1,7 @@
 """What every page of the dashboard shares: the templates and how a page is rendered,
 the signed-in user (``page_user``, ``need``) and the HTML error answer (``PageError``),
-the router every page module starts from, and the small text helpers of the tables.
+the router every page module starts from, and the small text helpers of the tables (one
+time convention: ``clinic_time``, every instant in the organisation's zone with its age).
 
 Same access boundary as the JSON routes (streams.access): pages are for signed-in users
 (a machine key gets 403: keys are for programs, and a page is for a person); a page
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exception_handlers import (
@@ -33,11 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.models import Severity
 from streams.access import Permission, Principal
+from streams.db.access import org_timezone
 from streams.http.auth import reject_unknown_query
 from streams.http.deps import Authenticate, Gateway, get_gateway
 from streams.http.routes.events import ingest
 from streams.http.webassets import WEB_DIR
 
+UTC = ZoneInfo("UTC")  # an organisation that never set its zone
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
@@ -69,6 +73,16 @@ TITLES = {
     409: "Changed meanwhile",
     413: "Too large",
     422: "Bad request",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Try again",
+}
+MESSAGES = {
+    404: "There is no page at this address.",
+    413: "The form sent more than this page takes; nothing was stored.",
+    422: "The address or form asks for something this page does not take.",
+    500: "The server could not answer this request; nothing was changed by it. Try again,"
+    " and tell your administrator if it goes on.",
 }
 STATIC_PATHS = "/ui/static/"
 KEPT_HEADERS = frozenset({"allow", "retry-after"})
@@ -142,15 +156,30 @@ async def http_error(request: Request, exc: Exception) -> Response:
         raise exc
     if status == 401:
         return RedirectResponse("/ui/sign-in", 303)
-    message = {
-        404: "There is no page at this address.",
-        422: "The address or form asks for something this page does not take.",
-    }.get(status, "")
-    page = error_page(status, await viewer(request), TITLES.get(status, "Error"), message, problems)
+    page = error_page(
+        status,
+        await viewer(request),
+        TITLES.get(status, "Error"),
+        MESSAGES.get(status, ""),
+        problems,
+    )
     for name, value in (getattr(exc, "headers", None) or {}).items():
         if name.lower() in KEPT_HEADERS:  # 405 and 429 keep what the client needs
             page.headers[name] = value
     return page
+
+
+async def hardening_page(request: Request, status: int, problems: list[str]) -> Response:
+    """The request-hardening layer's refusals under /ui (``streams.http.hardening``: a NUL
+    in the address 422, a form too large 413, an unhandled error 500) as HTML pages with
+    the navigation."""
+    return error_page(
+        status,
+        await viewer(request),
+        TITLES.get(status, "Error"),
+        MESSAGES.get(status, ""),
+        problems,
+    )
 
 
 def render(name: str, code: int = 200, **context: Any) -> HTMLResponse:
@@ -198,6 +227,33 @@ def elapsed(
     if minutes < 48 * 60:
         return f"{minutes // 60} h{suffix}"
     return f"{minutes // (24 * 60)} days{suffix}"
+
+
+def age(at: dt.datetime, now: dt.datetime) -> str:
+    """How far ``at`` is from ``now`` for a person: "just now", "5 min ago", "33 days ago",
+    "in 3 h" (a time to come: a snooze's end, an intake's due time)."""
+    if abs((now - at).total_seconds()) < 60:
+        return "just now"
+    if at > now:
+        return f"in {elapsed(now, at, absent='')}"
+    return elapsed(at, now, absent="", suffix=" ago")
+
+
+def clinic_time(
+    at: dt.datetime | str | None, now: dt.datetime, zone: ZoneInfo, *, absent: str = "—"
+) -> str:
+    """An instant as every page shows it (the one time convention, issue 17): in the
+    clinic's zone with its age, "2026-12-06 10:04 CST (5 min ago)"; ``absent`` when none."""
+    if at is None:
+        return absent
+    when = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
+    local = when.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({age(when, now)})"
+
+
+async def clinic_zone(conn: Any, who: Principal) -> ZoneInfo:
+    """The zone of ``who``'s organisation (``rtm orgs timezone``), which pages show times in."""
+    return ZoneInfo(await org_timezone(conn, who.org_id))
 
 
 async def post_event(gateway: Gateway, who: Principal, item: dict[str, Any]) -> None:

@@ -35,6 +35,8 @@ from streams.http.deps import AuthenticateDep, ClockDep, GatewayDep, PrincipalDe
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import (
     PageError,
+    clinic_time,
+    clinic_zone,
     elapsed,
     need,
     page_router,
@@ -77,8 +79,7 @@ def time_left(due: dt.datetime, now: dt.datetime) -> tuple[str, bool]:
     return f"{elapsed(now, due, absent='')} left", False
 
 
-def _row(q: QueuedIntake, now: dt.datetime) -> dict[str, Any]:
-    zone = ZoneInfo(q.timezone)
+def _row(q: QueuedIntake, now: dt.datetime, zone: ZoneInfo) -> dict[str, Any]:
     left, overdue = time_left(q.due_at, now)
     return {
         "patient_id": q.patient_id,
@@ -92,8 +93,10 @@ def _row(q: QueuedIntake, now: dt.datetime) -> dict[str, Any]:
         "body_region": q.body_region.replace("_", " "),
         "referral_source": (q.referral_source or "—").replace("_", " "),
         "waiting": elapsed(q.submitted_at, now, absent="—"),
-        "submitted": q.submitted_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
-        "due": q.due_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        "submitted_at": q.submitted_at.isoformat(),
+        "submitted": clinic_time(q.submitted_at, now, zone),
+        "due_at": q.due_at.isoformat(),
+        "due": clinic_time(q.due_at, now, zone),
         "left": left,
         "overdue": overdue,
     }
@@ -110,6 +113,7 @@ async def intakes_page(
     async with store.acquire() as conn:
         since = await db_now(conn)  # the live stream's cursor is the database's time
         queued = await list_intakes(conn, who.org_id, "waiting", None, QUEUE_LIMIT)
+        zone = await clinic_zone(conn, who)
         await audit_principal(
             conn,
             who,
@@ -125,7 +129,7 @@ async def intakes_page(
         live=True,
         feed="intakes",
         since=since.isoformat(),
-        rows=[_row(q, now) for q in queued],
+        rows=[_row(q, now, zone) for q in queued],
         channels=CHANNELS,
         more=len(queued) >= QUEUE_LIMIT,
     )

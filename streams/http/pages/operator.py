@@ -10,6 +10,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from fastapi import Request
@@ -26,7 +27,15 @@ from streams.http.deps import (
     SettingsDep,
     StoreDep,
 )
-from streams.http.pages.common import elapsed, need, page_router, page_user, render
+from streams.http.pages.common import (
+    clinic_time,
+    clinic_zone,
+    elapsed,
+    need,
+    page_router,
+    page_user,
+    render,
+)
 from streams.http.routes.health import readiness
 from streams.settings import Settings
 
@@ -107,7 +116,7 @@ def counts(samples: Samples, rows: Iterable[tuple[str, str, str, str]]) -> list[
     return out
 
 
-def worker_figures(w: Samples, now: dt.datetime) -> list[dict[str, Any]]:
+def worker_figures(w: Samples, now: dt.datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
     tick = total(w, "rtm_worker_clock_last_tick_timestamp_seconds")
     tick_at = dt.datetime.fromtimestamp(tick, dt.UTC) if tick else None
     oldest_name = "rtm_worker_webhook_oldest_undelivered_seconds"
@@ -123,12 +132,13 @@ def worker_figures(w: Samples, now: dt.datetime) -> list[dict[str, Any]]:
             "Last clock tick",
             "rtm_worker_clock_last_tick_timestamp_seconds",
             elapsed(tick_at, now, absent=never, suffix=" ago"),
+            clinic_time(tick_at, now, zone, absent=""),
         ),
     ]
 
 
 def database_figures(
-    outbox: dict[str, int], last: dt.datetime | None, now: dt.datetime
+    outbox: dict[str, int], last: dt.datetime | None, now: dt.datetime, zone: ZoneInfo
 ) -> list[dict[str, Any]]:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(outbox.items())) or "none"
     return [
@@ -139,7 +149,7 @@ def database_figures(
         figure("last-event", "Last event stored",
                f"max(events.stored_at) of events that occurred in the last {RECENT_DAYS} days",
                elapsed(last, now, absent="none", suffix=" ago"),
-               last.isoformat(timespec="seconds") if last else ""),
+               clinic_time(last, now, zone, absent="")),
     ]  # fmt: skip
 
 
@@ -162,6 +172,7 @@ async def operator_page(
     async with store.acquire() as conn:
         outbox = await webhook_outbox(conn)
         last = await last_event_stored(conn)
+        zone = await clinic_zone(conn, who)
     return render(
         "operator.html",
         who=who,
@@ -169,7 +180,7 @@ async def operator_page(
         worker_ready=worker_ready,
         worker_error=worker_error,
         gateway_ready=gateway_ready,
-        worker=worker_figures(w, now) if worker_ready is not None else [],
+        worker=worker_figures(w, now, zone) if worker_ready is not None else [],
         gateway=counts(samples_of(metrics.registry.collect()), GATEWAY_COUNTS),
-        database=database_figures(outbox, last, now),
+        database=database_figures(outbox, last, now, zone),
     )

@@ -50,7 +50,10 @@ from streams.http.deps import (
 from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import (
     SEVERITIES,
+    UTC,
     PageError,
+    clinic_time,
+    clinic_zone,
     need,
     page_router,
     page_user,
@@ -84,16 +87,17 @@ async def _alert_panel_context(
             conn, who.scope(), patient_id=patient_id, status="open", limit=500
         )
         alerts = open_ + [a for a in alerts if a["status"] != "open"]
+    zone = await clinic_zone(conn, who)
     for a in alerts:
-        a["fired_at_text"] = _when(a["fired_at"])
-        a["acknowledged_at_text"] = _when(a.get("acknowledged_at"))
+        a["fired_at_text"] = clinic_time(a["fired_at"], now, zone)
+        a["acknowledged_at_text"] = clinic_time(a.get("acknowledged_at"), now, zone, absent="")
         until = a.get("snoozed_until")
         # a snooze still on at the injected clock; one that ended is shown no more
         on = a["status"] == "open" and until is not None and now < dt.datetime.fromisoformat(until)
-        a["snoozed_until_text"] = _when(until) if on else None
+        a["snoozed_until_text"] = clinic_time(until, now, zone) if on else None
         # the escalation ladder's steps taken (issue 17): to whom and when
         a["escalations_text"] = [
-            (ESCALATION_STEPS[min(i, len(ESCALATION_STEPS) - 1)], at, _when(at))
+            (ESCALATION_STEPS[min(i, len(ESCALATION_STEPS) - 1)], at, clinic_time(at, now, zone))
             for i, at in enumerate(a.get("escalations") or ())
         ]
     # open first (most severe first), then the rest newest first
@@ -105,17 +109,11 @@ async def _alert_panel_context(
         "status": status or "",
         "may_ack": who.may("acknowledge"),
         "csrf": who.csrf_token,
+        "zone": zone,
         "dispositions": DISPOSITIONS,
         "snooze_choices": list(snooze_choices),
         "unsnoozable": UNSNOOZABLE_KINDS,
     }
-
-
-def _when(iso: str | None) -> str | None:
-    """An instant as the timeline shows it."""
-    if iso is None:
-        return None
-    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %z")
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
@@ -147,15 +145,16 @@ async def patient_page(
             conn, who, patient_id, status or None, clock.now(), _choices(settings)
         )
         panel["may_manage_program"] = who.may("manage_program") and who.clinician_id is not None
+        zone = panel["zone"]
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         hep_templates = await latest_templates(conn, who.org_id)
         pathways, left_out = await patient_outcomes(conn, who.org_id, patient_id, payloads, now)
         await audit_principal(conn, who, "read", f"GET /ui/patients/{patient_id}", [patient_id])
     # the fold of the patient's whole history and the charts: in a worker thread
     view = await asyncio.to_thread(
-        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now()
+        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now(), zone
     )
-    view |= time_context(who, payloads, ledger, now, timer[:64])
+    view |= time_context(who, payloads, ledger, now, timer[:64], zone)
     view |= {"hep": program_histories(payloads), "hep_templates": hep_templates}
     view |= prom_context(pathways, left_out)
     return render(
@@ -177,9 +176,11 @@ def _patient_view(
     ledger: Any,
     now: dt.datetime,
     clock_now: dt.datetime | None = None,
+    zone: ZoneInfo = UTC,
 ) -> dict[str, Any]:
     """The patient page's data (pure: the fold, the last 90 adherence days up to the
-    patient-local today, pain with its baselines, episodes, billing progress)."""
+    patient-local today, pain with its baselines, episodes, billing progress); the pain
+    reports' times in the clinic's ``zone``."""
     states, _ = fold(parse_event_json(p) for p in payloads)
     state = states.get((org_id, patient_id))
     adherence: list[dict[str, Any]] = []
@@ -233,7 +234,12 @@ def _patient_view(
     ]
     baselines = pain_baselines(reports)
     pain = [
-        {"occurred_at": at.isoformat(), "score": s, "baseline": b}
+        {
+            "occurred_at": at.isoformat(),
+            "occurred_at_text": clinic_time(at, clock_now or now, zone),
+            "score": s,
+            "baseline": b,
+        }
         for (at, s), b in zip(reports, baselines, strict=True)
     ]
     progress = (
@@ -257,6 +263,7 @@ def _patient_view(
             "x": [int(at.timestamp()) for at, _ in reports],
             "score": [s for _, s in reports],
             "baseline": baselines,
+            "zone": zone.key,  # drawn in the clinic's zone, as the table reads
         },
     }
     for d in adherence:

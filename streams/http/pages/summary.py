@@ -27,7 +27,14 @@ from streams.db.alerts import db_now
 from streams.db.events import pain_reports, patient_payloads
 from streams.db.ledger import load_states
 from streams.http.deps import AuthenticateDep, ClockDep, SettingsDep, StoreDep
-from streams.http.pages.common import PageError, need, page_router, page_user, render
+from streams.http.pages.common import (
+    PageError,
+    clinic_time,
+    need,
+    page_router,
+    page_user,
+    render,
+)
 from streams.http.pages.patient import ID_RE, _alert_panel_context, _choices, _patient_view
 
 router = page_router()
@@ -63,8 +70,9 @@ async def summary_page(
         ledger = (await load_states(conn, who.org_id, [patient_id])).get(patient_id)
         resource = f"GET /ui/patients/{patient_id}/summary"
         await audit_principal(conn, who, "read", resource, [patient_id])
+    zone = panel["zone"]
     view = await asyncio.to_thread(
-        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now()
+        _patient_view, who.org_id, patient_id, payloads, pains, ledger, now, clock.now(), zone
     )
     periods, months = ([], []) if ledger is None else billing_history(ledger, now)
     scored = [d for d in view["adherence"] if d["pct"] != "—"]
@@ -73,7 +81,7 @@ async def summary_page(
         who=who,
         nav="worklist",
         patient_id=patient_id,
-        printed_at=clock.now().strftime("%Y-%m-%d %H:%M %Z"),
+        printed_at=clinic_time(clock.now(), clock.now(), zone),
         alerts=panel["alerts"],
         periods=periods,
         months=months,

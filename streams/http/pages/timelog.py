@@ -29,7 +29,7 @@ from streams.db.ledger import load_states
 from streams.http.auth import form_fields
 from streams.http.deps import GatewayDep, PrincipalDep
 from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import PageError, need, page_router, post_event
+from streams.http.pages.common import PageError, clinic_time, need, page_router, post_event
 
 ACTIVITIES = ("review", "call", "video", "message", "program_edit")
 LIVE_ACTIVITIES = ("call", "video")  # a live call with the patient: real-time audio or video
@@ -42,7 +42,11 @@ router = page_router()
 
 
 def time_entries(
-    payloads: Iterable[str], ledger: PatientBillingState | None, month_start: dt.date
+    payloads: Iterable[str],
+    ledger: PatientBillingState | None,
+    month_start: dt.date,
+    now: dt.datetime,
+    zone: ZoneInfo,
 ) -> list[dict[str, Any]]:
     """The patient's time logs of the (patient-local) month starting ``month_start``,
     newest first: each with whether the month counts it (``counted``) and, if not, the
@@ -61,7 +65,7 @@ def time_entries(
         out.append(
             {
                 "event_id": e["event_id"],
-                "when": at.strftime("%Y-%m-%d %H:%M"),
+                "when": clinic_time(at, now, zone),
                 "clinician_id": e["clinician_id"],
                 "role": e["clinician_role"],
                 "minutes": e["minutes"],
@@ -81,13 +85,14 @@ def time_context(
     ledger: PatientBillingState | None,
     now: dt.datetime,
     timer: str,
+    zone: ZoneInfo,
 ) -> dict[str, Any]:
     """The minutes section's entries and forms (the month's numbers come with the page)."""
     today = patient_local_date(ledger, now) if ledger is not None else now.date()
     active = ledger.book.active() if ledger is not None else None
     started = _instant(timer)
     return {
-        "time_entries": time_entries(payloads, ledger, today.replace(day=1)),
+        "time_entries": time_entries(payloads, ledger, today.replace(day=1), now, zone),
         "may_log_time": (
             who.may("log_time") and who.clinician_id is not None and active is not None
         ),
@@ -95,7 +100,7 @@ def time_context(
         "roles": ROLES,
         "activities": ACTIVITIES,
         "timer_started": started.isoformat() if started else None,
-        "timer_started_text": started.strftime("%Y-%m-%d %H:%M:%S %Z") if started else None,
+        "timer_started_text": clinic_time(started, now, zone) if started else None,
         "time_nonce": hashlib.sha256(f"{who.name}|{now.isoformat()}".encode()).hexdigest()[:32],
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
@@ -20,7 +21,16 @@ from streams.db.ledger import load_states
 from streams.db.rollups import tier_counts
 from streams.db.rollups import worklist_page as rows_by_need
 from streams.http.deps import AuthenticateDep, ClockDep, StoreDep
-from streams.http.pages.common import SEVERITIES, elapsed, need, page_router, page_user, render
+from streams.http.pages.common import (
+    SEVERITIES,
+    clinic_time,
+    clinic_zone,
+    elapsed,
+    need,
+    page_router,
+    page_user,
+    render,
+)
 
 KINDS: tuple[AlertKind, ...] = ALERT_KINDS
 PAGE_SIZE = 50
@@ -92,6 +102,7 @@ async def worklist_page(
         )
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
         counts = await tier_counts(conn, who.scope(), at)
+        zone = await clinic_zone(conn, who)
         ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
         await audit_principal(
             conn,
@@ -103,7 +114,9 @@ async def worklist_page(
         )
     for r in rows:
         r["waiting"] = elapsed(r["eff_since"], now, absent="—")
-        r["snoozed_text"] = _snoozed_text(r, now)
+        r["waiting_since"] = clinic_time(r["eff_since"], now, zone, absent="")
+        r["last_activity_text"] = clinic_time(r["last_activity_at"], now, zone, absent="")
+        r["snoozed_text"] = _snoozed_text(r, at, zone)
         r["last_activity"] = elapsed(
             r["last_activity_at"],
             now,
@@ -144,13 +157,13 @@ async def worklist_page(
     )
 
 
-def _snoozed_text(r: dict[str, Any], now: dt.datetime) -> str | None:
+def _snoozed_text(r: dict[str, Any], now: dt.datetime, zone: ZoneInfo) -> str | None:
     """ "snoozed until …" for a patient whose open alerts are all snoozed, "n snoozed until
     …" when only some are; None without a snooze still on."""
     until = r["snoozed_until"]
     if until is None:
         return None
-    when = until.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M")
+    when = clinic_time(until, now, zone)
     if r["eff_tier"] == SNOOZED_TIER:
         return f"snoozed until {when}"
     return f"some snoozed until {when}"

@@ -104,7 +104,10 @@
     }
     const pain = document.getElementById("pain-chart");
     if (pain && data.pain.x.length) {
+      // the reports' instants in the clinic's zone, as the table beside it reads them
+      const zone = data.pain.zone || "Etc/UTC";
       new uPlot({ width: pain.clientWidth || 480, height: 220,
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), zone); },
         scales: { x: { time: true }, y: { range: [0, 10] } },
         series: [{}, { label: "pain", stroke: "#8b0000", width: 2, points: { show: true, size: 6 } },
                  { label: "baseline", stroke: "#4a4a4a", dash: [6, 4], width: 2 }],
@@ -157,6 +160,9 @@
     live();
     charts();
     draftFile();
+    // the printable summary's Print button: the browser's print (a PDF, or paper)
+    const print = document.getElementById("print");
+    if (print) print.addEventListener("click", function () { window.print(); });
     // After an acknowledgement swaps the alert panel, keep keyboard focus in it.
     document.body.addEventListener("htmx:afterSwap", function (ev) {
       const panel = document.getElementById("alert-panel");
