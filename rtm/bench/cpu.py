@@ -15,10 +15,56 @@ from pathlib import Path
 from typing import Any
 
 
-def proc_cpu_seconds(stat: str, clk_tck: int) -> float:
-    """utime + stime of a /proc/<pid>/stat line (all the process's threads), in seconds."""
+def proc_cpu_seconds(stat: str, clk_tck: int, reaped: bool = False) -> float:
+    """utime + stime of a /proc/<pid>/stat line (all the process's threads), in seconds;
+    with ``reaped``, plus cutime + cstime (its children that have ended and been waited
+    for: PostgreSQL's finished backends)."""
     rest = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and ")"
-    return (int(rest[11]) + int(rest[12])) / clk_tck
+    ticks = int(rest[11]) + int(rest[12])
+    if reaped:
+        ticks += int(rest[13]) + int(rest[14])
+    return ticks / clk_tck
+
+
+def proc_parent(stat: str) -> int:
+    """The parent pid of a /proc/<pid>/stat line."""
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def tree_cpu_seconds(pid: int, clk_tck: int, proc: Path = Path("/proc")) -> float:
+    """CPU seconds of a server and its children (PostgreSQL: the postmaster and its
+    backends): the process with its ended children, plus each live child."""
+    total = proc_cpu_seconds((proc / str(pid) / "stat").read_text(), clk_tck, reaped=True)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile: its time is in the parent's reaped count
+        if proc_parent(stat) == pid:
+            total += proc_cpu_seconds(stat, clk_tck)
+    return total
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Start a process's peak resident memory (VmHWM) afresh (Linux: clear_refs 5)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A process's peak resident memory since start or the last ``reset_peak_rss``, MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def machine_cpu_ticks(stat: str) -> tuple[int, int]:
@@ -144,13 +190,19 @@ class CpuSnapshot:
     machine: tuple[int, int]  # (busy, total) jiffies
 
 
-def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot | None:
+def cpu_snapshot(
+    pids: Mapping[str, int], trees: Mapping[str, int] | None = None
+) -> CpuSnapshot | None:
+    """CPU seconds so far of each process of ``pids`` and of each server of ``trees`` with
+    its children (``tree_cpu_seconds``), and the machine's."""
     try:
         clk = os.sysconf("SC_CLK_TCK")
         procs = {
             role: proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), clk)
             for role, pid in pids.items()
         }
+        for role, pid in (trees or {}).items():
+            procs[role] = tree_cpu_seconds(pid, clk)
         machine = machine_cpu_ticks(Path("/proc/stat").read_text())
     except (OSError, ValueError, IndexError):
         return None  # not Linux, or a process gone

@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from infra.services import pg_data_path
 from rtm.bench.cohorts import like_prefix
 from rtm.bench.cpu import py_spy_path
 from rtm.bench.stats import group_lag, parse_metrics, size_stats
@@ -254,6 +255,15 @@ class Bench:
     @staticmethod
     def pids(ph: Phase) -> dict[str, int]:
         return {c.name.rsplit("-", 1)[-1]: c.proc.pid for c in ph.children}
+
+    @staticmethod
+    def servers(ph: Phase) -> dict[str, int]:
+        """The database's postmaster (its backends are its children), when it runs here."""
+        try:
+            pid = int((pg_data_path(ph.settings) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return {}  # an external database: its CPU is not measured
+        return {"database": pid}
 
     # profiling -------------------------------------------------------------------------------
 

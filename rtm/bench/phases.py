@@ -27,7 +27,14 @@ from rtm.bench.cohorts import (
     paced_schedule,
     write_history_cohort,
 )
-from rtm.bench.cpu import cpu_snapshot, cpu_usage, read_split
+from rtm.bench.cpu import (
+    CpuSnapshot,
+    cpu_snapshot,
+    cpu_usage,
+    peak_rss_mb,
+    read_split,
+    reset_peak_rss,
+)
 from rtm.bench.harness import Bench, Phase
 from rtm.bench.stats import alert_trigger_ids, growth, histogram_quantile, summarize_ms
 from rtm.produce import produce_file
@@ -123,6 +130,32 @@ async def run_floor(b: Bench, events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def measure_start(b: Bench, ph: Phase) -> CpuSnapshot | None:
+    """A phase's measurement starts: its processes' peak memory afresh, the CPU so far (the
+    worker, the gateway and the database with its backends)."""
+    pids = b.pids(ph)
+    for pid in pids.values():
+        reset_peak_rss(pid)
+    return cpu_snapshot(pids, b.servers(ph))
+
+
+def measure_end(b: Bench, ph: Phase, start: CpuSnapshot | None, events: int) -> dict[str, Any]:
+    """``cpu`` (per process: CPU seconds and share of a core), ``cpu_us_per_event`` (CPU
+    microseconds per event stored, per process: what a second machine would add) and
+    ``peak_rss_mb`` (each process's peak resident memory over the phase)."""
+    pids = b.pids(ph)
+    usage = cpu_usage(start, cpu_snapshot(pids, b.servers(ph)))
+    per_event = None
+    if usage and events:
+        per_event = {
+            role: round(v["cpu_s"] / events * 1e6, 1)
+            for role, v in usage.items()
+            if isinstance(v, dict)
+        }
+    rss = {role: peak_rss_mb(pid) for role, pid in pids.items()}
+    return {"cpu": usage, "cpu_us_per_event": per_event, "peak_rss_mb": rss}
+
+
 async def post_and_wait(
     b: Bench,
     ph: Phase,
@@ -136,7 +169,7 @@ async def post_and_wait(
     the worker's events_stored counter grew by the `expect` distinct events."""
     before = await b.metrics(client, ph)
     base = int(before.get("rtm_worker_events_stored_total", 0))
-    cpu0 = cpu_snapshot(b.pids(ph))
+    cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     result = await produce_file(ph.settings, path, url=ph.url, batch_size=500, concurrency=4)
     t_posted = time.monotonic()
@@ -147,9 +180,9 @@ async def post_and_wait(
         )
         expect = max(0, expect - result.rejected)
     t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
-    cpu1 = cpu_snapshot(b.pids(ph))
     after = await b.metrics(client, ph)
     stored = n - base
+    measured = measure_end(b, ph, cpu0, stored)
     elapsed = t_done - t0
     return {
         "events_posted": result.posted,
@@ -171,7 +204,7 @@ async def post_and_wait(
             after.get("rtm_worker_db_write_seconds_count", 0.0)
             - before.get("rtm_worker_db_write_seconds_count", 0.0)
         ),
-        "cpu": cpu_usage(cpu0, cpu1),
+        **measured,
     }
 
 
@@ -226,13 +259,13 @@ async def produce_and_wait(
     worker's events_stored counter grew by the `expect` distinct events."""
     before = await b.metrics(client, ph)
     base = int(before.get("rtm_worker_events_stored_total", 0))
-    cpu0 = cpu_snapshot(b.pids(ph))
+    cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     sent, produce_s = await produce_direct(ph.settings, path)
     t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
-    cpu1 = cpu_snapshot(b.pids(ph))
     after = await b.metrics(client, ph)
     stored = n - base
+    measured = measure_end(b, ph, cpu0, stored)
     elapsed = t_done - t0
     return {
         "records_produced": sent,
@@ -245,7 +278,7 @@ async def produce_and_wait(
             after.get("rtm_worker_db_write_seconds_count", 0.0)
             - before.get("rtm_worker_db_write_seconds_count", 0.0)
         ),
-        "cpu": cpu_usage(cpu0, cpu1),
+        **measured,
     }
 
 

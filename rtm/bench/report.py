@@ -24,6 +24,7 @@ TARGET_STATE_GROWTH = 1.1  # 365 d / 90 d, median and p99
 # the dashboard's pages (`--pages`): p95 of the worklist's first page and a patient page
 TARGET_WORKLIST_P95_MS = 300.0
 TARGET_PATIENT_P95_MS = 150.0
+TARGET_WORKER_RSS_MB = 500.0  # the worker's peak resident memory in every phase
 
 
 def fmt(v: Any, unit: str = "") -> str:
@@ -48,6 +49,7 @@ def render_table(r: dict[str, Any]) -> str:
         *_throughput_rows(r),
         *_latency_rows(r),
         _replay_row(r),
+        *_cost_rows(r),
         *_history_rows(r),
         *_state_rows(r),
     ]
@@ -149,6 +151,39 @@ def _replay_row(r: Mapping[str, Any]) -> Row:
         if rep.get("skipped")
         else f"{fmt(r['replay_events_per_s'])} ev/s, {rep['events_stored']:,} events",
     )
+
+
+def _cost_rows(r: Mapping[str, Any]) -> list[Row]:
+    """Per phase: CPU microseconds per event of the worker, the gateway and the database
+    (what another machine would add), and the peak resident memory of worker and gateway."""
+    rows: list[Row] = []
+    for name in ("pipeline", "replay"):
+        ph = r.get(name) or {}
+        per = ph.get("cpu_us_per_event")
+        if per:
+            rows.append(
+                (
+                    f"CPU per event ({name})",
+                    " / ".join(f"{fmt(per.get(k))}" for k in ("worker", "gateway", "database"))
+                    + " us",
+                    "",
+                    "",
+                    "worker / gateway / database (with its backends)",
+                )
+            )
+        rss = ph.get("peak_rss_mb")
+        if rss:
+            worker = rss.get("worker")
+            rows.append(
+                (
+                    f"peak memory ({name})",
+                    f"worker {fmt(worker)} MB",
+                    f"<= {TARGET_WORKER_RSS_MB:.0f} MB",
+                    verdict(check(worker, "<=", TARGET_WORKER_RSS_MB)),
+                    f"gateway {fmt(rss.get('gateway'))} MB",
+                )
+            )
+    return rows
 
 
 def _history_rows(r: Mapping[str, Any]) -> list[Row]:

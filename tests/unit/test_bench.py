@@ -31,6 +31,7 @@ from rtm.bench.cpu import (
     module_of,
     parse_collapsed,
     proc_cpu_seconds,
+    tree_cpu_seconds,
     shares_line,
 )
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
@@ -548,3 +549,36 @@ def test_pages_cohort_names_its_clinicians_and_patients(tmp_path: Path) -> None:
     assert all(x.startswith("bX.pg.") for x in c.clinicians)
     assert set(c.patients) == {e["patient_id"] for e in started}
     assert c.newest == max(dt.datetime.fromisoformat(e["occurred_at"]) for e in lines)
+
+
+def _stat(pid: int, ppid: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0) -> str:
+    fields = ["S", str(ppid), *["0"] * 9, str(utime), str(stime), str(cutime), str(cstime)]
+    return f"{pid} (postgres: a (b)) " + " ".join([*fields, *["0"] * 30])
+
+
+def test_the_database_cpu_is_the_postmaster_its_ended_and_its_live_backends(
+    tmp_path: Path,
+) -> None:
+    """tree_cpu_seconds: the postmaster's own time and that of the backends it has reaped
+    (cutime, cstime), plus each live child; other processes are not counted."""
+    for pid, stat in (
+        (10, _stat(10, 1, 100, 50, cutime=300, cstime=20)),
+        (11, _stat(11, 10, 40, 10)),  # a live backend
+        (12, _stat(12, 10, 5, 5)),
+        (13, _stat(13, 1, 999, 999)),  # not the database's
+    ):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat)
+    (tmp_path / "self").mkdir()
+    assert proc_cpu_seconds(_stat(10, 1, 100, 50, 300, 20), 100) == pytest.approx(1.5)
+    assert tree_cpu_seconds(10, 100, tmp_path) == pytest.approx((150 + 320 + 50 + 10) / 100)
+
+
+def test_render_table_shows_cpu_per_event_and_peak_memory() -> None:
+    r = _result()
+    r["replay"]["cpu_us_per_event"] = {"worker": 95.2, "gateway": 1.0, "database": 60.4}
+    r["replay"]["peak_rss_mb"] = {"worker": 612.0, "gateway": 90.5}
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    assert "95.2 / 1.0 / 60.4 us" in lines["CPU per event (replay)"]
+    assert "worker 612.0 MB" in lines["peak memory (replay)"]
+    assert "not met" in lines["peak memory (replay)"]  # the goal is 500 MB
