@@ -31,8 +31,8 @@ from rtm.bench.cpu import (
     module_of,
     parse_collapsed,
     proc_cpu_seconds,
-    tree_cpu_seconds,
     shares_line,
+    tree_cpu_seconds,
 )
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
 from rtm.bench.report import render_pages_table, render_table
