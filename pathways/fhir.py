@@ -158,6 +158,20 @@ def task(v: EpisodeView, t: Task) -> dict[str, Any]:
     return checked(out)
 
 
+def missing_outcome(missing: list[str]) -> dict[str, Any]:
+    """An OperationOutcome naming the episodes left out because their pathway version is
+    unknown (a searchset's ``outcome`` entry: nothing is left out silently)."""
+    out: dict[str, Any] = {
+        "resourceType": "OperationOutcome",
+        "id": resource_id("|".join(missing), "OperationOutcome"),
+        "issue": [
+            {"severity": "warning", "code": "not-found", "diagnostics": message}
+            for message in missing
+        ],
+    }
+    return checked(out)
+
+
 def care_plans(views: Iterable[EpisodeView]) -> list[dict[str, Any]]:
     """Each episode's CarePlan, in the views' order."""
     return [care_plan(v) for v in views]
