@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
+from outcomes.fhir import searchset
 from pathways.engine import EpisodeView
 from pathways.fhir import EXIT_REASON_EXTENSION, care_plan, care_plan_id, task
-from schemas.events import Event
-from tests.unit.pathway_events import date, ended, fall, psfs, resumed
+from pathways.model import builtin
+from schemas.events import DEFAULT_ORG, Event
+from streams.services.outcomes import Context, care_resources
+from tests.unit.pathway_events import as_of, date, ended, fall, psfs, resumed, start
 from tests.unit.test_pathways import B1, SAME26, STEP, S, run
 
 
@@ -115,3 +118,25 @@ def test_ids_are_stable_and_distinct() -> None:
     ids = [t["id"] for t in _tasks(a).values()]
     assert len(set(ids)) == len(ids)
     assert ids == [t["id"] for k, t in _tasks(b).items() if k in _tasks(a)]
+
+
+def test_an_episode_on_an_unknown_version_is_named_not_dropped() -> None:
+    events = [
+        S,
+        ended(1, "other"),
+        start("other", "ep-9", patient="p-1", day=2, pathway={"id": "msk-default", "version": 7}),
+    ]
+    payloads = [e.model_dump_json(exclude_none=True) for e in events]
+    ctx = Context(builtin(), frozenset(), as_of(5))
+    found = care_resources(DEFAULT_ORG, "p-1", payloads, ctx, "CarePlan")
+    assert [r["resourceType"] for r in found] == ["CarePlan", "OperationOutcome"]
+    assert found[1]["issue"] == [
+        {
+            "severity": "warning",
+            "code": "not-found",
+            "diagnostics": "episode ep-9: pathway msk-default@7 unknown",
+        }
+    ]
+    bundle = searchset(found, as_of(5))
+    assert bundle["total"] == 1
+    assert [e["search"]["mode"] for e in bundle["entry"]] == ["match", "outcome"]
