@@ -256,27 +256,34 @@ def searchset(
     self_url: str | None = None,
     base: str | None = None,
 ) -> dict[str, Any]:
-    """A ``searchset`` Bundle of ``resources`` in the order given, each entry a ``match``;
-    ``total`` counts them (no ``entry`` when none). A resource made from an event (a UUID
-    id) has the ``fullUrl`` ``urn:uuid:<id>``; one with a server id (a Questionnaire)
-    ``<base>/<type>/<id>``, so ``base`` (the FHIR base URL) is needed for those."""
+    """A ``searchset`` Bundle of ``resources`` in the order given, each entry a ``match``
+    (an OperationOutcome an ``outcome``); ``total`` counts the matches (no ``entry`` when
+    none). A resource made from an event (a UUID id) has the ``fullUrl`` ``urn:uuid:<id>``;
+    one with a server id (a Questionnaire) ``<base>/<type>/<id>``, so ``base`` (the FHIR base
+    URL) is needed for those."""
     if timestamp.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware")
+    resources = list(resources)
     entries = [
-        {"fullUrl": _full_url(r, base), "resource": r, "search": {"mode": "match"}}
+        {"fullUrl": _full_url(r, base), "resource": r, "search": {"mode": _mode(r)}}
         for r in resources
     ]
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "timestamp": timestamp.isoformat(),
-        "total": len(entries),
+        "total": sum(_mode(r) == "match" for r in resources),
     }
     if self_url is not None:
         bundle["link"] = [{"relation": "self", "url": self_url}]
     if entries:  # FHIR: an empty array is absent, not []
         bundle["entry"] = entries
     return bundle
+
+
+def _mode(resource: dict[str, Any]) -> str:
+    """An OperationOutcome is the search's ``outcome`` (what it could not do), not a match."""
+    return "outcome" if resource["resourceType"] == "OperationOutcome" else "match"
 
 
 def _full_url(resource: dict[str, Any], base: str | None) -> str:

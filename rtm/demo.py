@@ -19,7 +19,11 @@ from alerts.evaluate import fold
 from billing.demographics import parse_demographics_csv
 from intake.engine import IntakeResult
 from intake.evaluate import evaluate as evaluate_intakes
+from intake.evaluate import read_events
 from intake.rules import ROUTES
+from pathways.model import builtin
+from pathways.offline import views
+from pathways.outcomes import GroupBy, report
 from rtm.cli.billing import billing_summary
 from rtm.devstack import (
     DEV_ORG,
@@ -144,6 +148,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         asyncio.run(_tick_and_settle(settings, clock))
         extra = _extra_sections(settings, patient_ids)
         extra.update(intake_summary(cohort, clock.now()))
+        extra.update(outcome_summary(cohort, clock.now()))
         extra["intakes"]["queue_waiting"] = asyncio.run(
             _queue_waiting(settings.db.dsn, patient_ids)
         )
@@ -204,6 +209,39 @@ def intake_summary(cohort: Path, as_of: dt.datetime) -> dict[str, Any]:
             "not_contacted_yet": never,
         },
     }
+
+
+def outcome_summary(cohort: Path, as_of: dt.datetime) -> dict[str, Any]:
+    """The outcome report by clinician and by pathway version over the posted file, as of
+    ``as_of``: the pure engine, as `rtm outcomes report --by clinician|pathway` (invalid
+    lines: the gateway refuses them). Each group: its episodes, those with scores (a
+    baseline and a later score), the MCID rate over those with its counts, and the drop-out
+    rate over the episodes with its counts."""
+    with cohort.open("rb") as f:
+        eps, missing = views(read_events(f, []), as_of, builtin())
+    out: dict[str, Any] = {}
+    by: GroupBy
+    for by in ("clinician", "pathway"):
+        rows = report(eps, by)
+        out[f"outcomes_by_{by}"] = {str(r["group"]): _outcome_line(r) for r in rows} or {
+            "no episodes": 0
+        }
+    if missing:
+        out["outcomes_left_out"] = missing
+    return out
+
+
+def _percent(rate: object, numerator: object, denominator: object) -> str:
+    shown = "n/a" if rate is None else f"{rate}%"
+    return f"{shown} ({numerator}/{denominator})"
+
+
+def _outcome_line(row: dict[str, object]) -> str:
+    scored, episodes = row["with_scores"], row["episodes"]
+    mcid = _percent(row["mcid_rate"], row["mcid_reached_n"], scored)
+    dropout = _percent(row["dropout_rate"], row["dropped_out_n"], episodes)
+    noun = "episode" if episodes == 1 else "episodes"
+    return f"{episodes} {noun}, {scored} with scores, MCID {mcid}, drop-out {dropout}"
 
 
 def _hours_to_contact(r: IntakeResult) -> float:

@@ -10,8 +10,11 @@ Over a JSONL file, offline (``outcomes.fhir``): `rtm fhir assessments --events F
 P]` (QuestionnaireResponses and the score Observations of valid forms) and `rtm fhir
 encounters --events F [--patient P]` (visits), each a searchset Bundle; `rtm fhir
 questionnaire [--instrument I]` (the registry's Questionnaires); `rtm fhir plan-definition
---pathway FILE.json` (a pathway version's PlanDefinition). Unreadable lines of a file are
-reported on stderr and skipped (exit 1; the Bundle is still written for the others)."""
+--pathway FILE.json` (a pathway version's PlanDefinition); `rtm fhir careplans|tasks --events
+F --as-of TS [--patient P]` (each episode's CarePlan, or its Tasks, as of TS: the pathway
+engine, as `rtm pathways evaluate`). Unreadable lines of a file, and episodes on an unknown
+pathway version, are reported on stderr and skipped (exit 1; the Bundle is still written for
+the others)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ from alerts.fhir import CLINICAL_TYPES, observation_bundle
 from intake.evaluate import LineError, read_events
 from outcomes.fhir import file_resources, plan_definition, questionnaire, searchset
 from outcomes.instruments import INSTRUMENTS
+from pathways.fhir import care_plans, tasks
 from rtm.cli.options import settings_of
+from rtm.cli.pathways import AS_OF, LICENSED, PATHWAY_FILES, episode_views
 from rtm.files import write_private
 from schemas.events import parse_event_json
 from streams.access import Scope
@@ -233,6 +238,71 @@ def plan_definition_cmd(path: Path, out: Path | None) -> None:
             f"not a pathway document: {exc}", param_hint="'--pathway'"
         ) from None
     _emit(resource, out, f"plan definition {resource['id']}")
+
+
+def _care_bundle(
+    ctx: click.Context,
+    kind: str,
+    events_path: Path,
+    as_of: str,
+    patient_id: str | None,
+    options: tuple[str, tuple[Path, ...]],
+    out: Path | None,
+) -> None:
+    licensed, pathway_files = options
+    eps, skipped = episode_views(events_path, as_of, licensed, pathway_files)
+    chosen = [v for v in eps if patient_id is None or v.episode.patient_id == patient_id]
+    found = care_plans(chosen) if kind == "careplans" else tasks(chosen)
+    bundle = searchset(found, clock_for(settings_of(ctx)).now())
+    _emit(bundle, out, f"{bundle['total']} resources")
+    if skipped:
+        sys.exit(1)
+
+
+@fhir.command("careplans")
+@_EVENTS
+@AS_OF
+@_PATIENT
+@LICENSED
+@PATHWAY_FILES
+@_OUT
+@click.pass_context
+def careplans_cmd(
+    ctx: click.Context,
+    events_path: Path,
+    as_of: str,
+    patient_id: str | None,
+    licensed: str,
+    pathway_files: tuple[Path, ...],
+    out: Path | None,
+) -> None:
+    """Each episode of a file on its pathway version as a CarePlan as of --as-of (a
+    searchset Bundle, by episode id)."""
+    options = (licensed, pathway_files)
+    _care_bundle(ctx, "careplans", events_path, as_of, patient_id, options, out)
+
+
+@fhir.command("tasks")
+@_EVENTS
+@AS_OF
+@_PATIENT
+@LICENSED
+@PATHWAY_FILES
+@_OUT
+@click.pass_context
+def tasks_cmd(
+    ctx: click.Context,
+    events_path: Path,
+    as_of: str,
+    patient_id: str | None,
+    licensed: str,
+    pathway_files: tuple[Path, ...],
+    out: Path | None,
+) -> None:
+    """Each episode's pathway tasks as of --as-of as Tasks based on its CarePlan (a
+    searchset Bundle, by episode id, then due date and kind)."""
+    options = (licensed, pathway_files)
+    _care_bundle(ctx, "tasks", events_path, as_of, patient_id, options, out)
 
 
 COMMANDS: tuple[click.Command, ...] = (fhir,)

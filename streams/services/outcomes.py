@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
+from outcomes.fhir import plan_definition
 from outcomes.instruments import INSTRUMENTS, change, round_1
 from outcomes.licences import licensed
 from pathways.engine import PATHWAY_EVENT_TYPES, EpisodeView, PatientFacts, primary_scores
+from pathways.fhir import care_plans, missing_outcome, tasks
 from pathways.model import DEFAULT_PATHWAY, Pathway, builtin
 from pathways.offline import diff, views
 from pathways.outcomes import GroupBy, episode_row, report
 from schemas.events import Event, parse_event_json
-from streams.db.events import org_payloads
+from streams.db.events import clinical_payloads, org_payloads
 from streams.db.instruments import activations
 from streams.db.pathway_versions import published_versions
 
@@ -41,10 +43,16 @@ class Context:
     as_of: dt.datetime
 
 
-async def context(conn: asyncpg.Connection, org_id: str, as_of: dt.datetime) -> Context:
+async def org_versions(conn: asyncpg.Connection, org_id: str) -> dict[str, Pathway]:
+    """The versions the organisation's episodes may name: the built-in and its published."""
     known = builtin()
     for stored in await published_versions(conn, org_id):
         known[stored.pathway.key] = stored.pathway
+    return known
+
+
+async def context(conn: asyncpg.Connection, org_id: str, as_of: dt.datetime) -> Context:
+    known = await org_versions(conn, org_id)
     held = licensed(org_id, as_of, [a for a, _ in await activations(conn, org_id)])
     return Context(known, held, as_of)
 
@@ -152,6 +160,45 @@ async def patient_outcomes(
     """The patient page's pathway panels (the caller has read and audits the payloads)."""
     ctx = await context(conn, org_id, now)
     return await asyncio.to_thread(patient_panels, org_id, patient_id, payloads, ctx)
+
+
+CareKind = Literal["CarePlan", "Task"]
+
+
+def care_resources(
+    org_id: str, patient_id: str, payloads: list[str], ctx: Context, kind: CareKind
+) -> list[dict[str, Any]]:
+    """One patient's episodes as FHIR CarePlans or Tasks as of ``ctx.as_of`` (pure: the
+    patient's events), then an OperationOutcome naming the episodes left out (their pathway
+    version unknown), if any."""
+    events = [
+        e
+        for e in _parse(payloads)
+        if e.type in PATHWAY_EVENT_TYPES and e.patient_key == (org_id, patient_id)
+    ]
+    eps, missing = views(events, ctx.as_of, ctx.versions, ctx.licensed)
+    found = care_plans(eps) if kind == "CarePlan" else tasks(eps)
+    return [*found, *([missing_outcome(missing)] if missing else [])]
+
+
+async def patient_care(
+    conn: asyncpg.Connection, org_id: str, patient_id: str, now: dt.datetime, kind: CareKind
+) -> tuple[list[dict[str, Any]], int]:
+    """``GET /fhir/CarePlan|Task?patient=``: the resources, and how many stored events they
+    stand on (the caller checks the scope and audits the read)."""
+    types = sorted(PATHWAY_EVENT_TYPES)
+    payloads = await clinical_payloads(conn, org_id, patient_id, types, None, None)
+    ctx = await context(conn, org_id, now)
+    found = await asyncio.to_thread(care_resources, org_id, patient_id, payloads, ctx, kind)
+    return found, len(payloads)
+
+
+async def plan_definitions(conn: asyncpg.Connection, org_id: str) -> list[dict[str, Any]]:
+    """The PlanDefinition of every version the organisation's episodes may name: the
+    built-in ones and those it published, by id then version."""
+    known = await org_versions(conn, org_id)
+    ordered = sorted(known.values(), key=lambda p: (p.id, p.version))
+    return [plan_definition(p.model_dump()) for p in ordered]
 
 
 # --- the organisation -------------------------------------------------------------------

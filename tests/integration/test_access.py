@@ -237,9 +237,15 @@ ROUTES: dict[tuple[str, str], tuple[set[str], set[str] | None]] = {
     ("GET", "/fhir/Observation"): (CLINICAL, SEES_PA1),
     ("GET", "/fhir/QuestionnaireResponse"): (CLINICAL, SEES_PA1),
     ("GET", "/fhir/Encounter"): (CLINICAL, SEES_PA1),
+    # the patient's episodes on their pathways and their tasks, as of now (pathways.fhir)
+    ("GET", "/fhir/CarePlan"): (CLINICAL, SEES_PA1),
+    ("GET", "/fhir/Task"): (CLINICAL, SEES_PA1),
     # the instrument registry: no patient data (read_clinical, not audited)
     ("GET", "/fhir/Questionnaire"): (CLINICAL, None),
     ("GET", "/fhir/Questionnaire/{instrument_id}"): (CLINICAL, None),
+    # the organisation's pathway versions (built-in and published): no patient data
+    ("GET", "/fhir/PlanDefinition"): (CLINICAL, None),
+    ("GET", "/fhir/PlanDefinition/{plan_id}"): (CLINICAL, None),
     ("GET", "/v1/patients/{patient_id}/billing"): (CLINICAL | BILLING, SEES_PA1 | {"a-billing"}),
     ("GET", "/v1/billing/claims"): (BILLING, None),
     ("GET", "/v1/billing/conventions"): (BILLING, None),
@@ -350,6 +356,7 @@ def _url(world: World, path: str, patient: str = "pA1") -> str:
         .replace("{alert_id}", world.alert_id)
         .replace("{export_id}", world.export_id)
         .replace("{instrument_id}", "nprs")
+        .replace("{plan_id}", "msk-default-1")
     )
 
 
@@ -370,7 +377,13 @@ def test_reads_answer_by_role_scope_and_organisation(world: World, route: tuple[
     params: dict[str, str] = {}
     if path == "/v1/billing/claims":
         params = {"from": "2026-10-01", "to": "2026-10-31", "as_of": AS_OF}
-    if path in ("/fhir/Observation", "/fhir/QuestionnaireResponse", "/fhir/Encounter"):
+    if path in (
+        "/fhir/Observation",
+        "/fhir/QuestionnaireResponse",
+        "/fhir/Encounter",
+        "/fhir/CarePlan",
+        "/fhir/Task",
+    ):
         params = {"patient": world.patients["pA1"]}
     if path == "/ui/billing/preview":
         params = {"month": "2026-10", "format": "csv"}

@@ -27,6 +27,9 @@ from tests.integration.conftest import Stack, run_in_thread, running_stack, wait
 
 pytestmark = pytest.mark.integration
 PATHWAY = Path(__file__).resolve().parents[1] / "fixtures" / "pathways" / "msk-default-v1.json"
+# a small cohort with every CarePlan and Task status (tests/fixtures/pathways/care.jsonl)
+COHORT = PATHWAY.with_name("care.jsonl")
+COHORT_AS_OF = "2026-02-04T00:00:00-06:00"
 ODI = {f"s{i}": v for i, v in enumerate([3, None, 2, 1, 0, 5, 4, 3, 2, 1], start=1)}
 
 
@@ -132,7 +135,7 @@ def test_responses_scores_and_encounters_of_a_patient(stack: tuple[Stack, dict[s
 def test_scope_and_audit(stack: tuple[Stack, dict[str, str]]) -> None:
     s, p = stack
     clinician = s.user_headers("clinician")  # c-01: treats "mine", not "other"
-    for path in ("QuestionnaireResponse", "Encounter"):
+    for path in ("QuestionnaireResponse", "Encounter", "CarePlan", "Task"):
         assert _get(s, path, clinician, {"patient": p["mine"]}).status_code == 200
         denied = _get(s, path, clinician, {"patient": p["other"]})
         assert denied.status_code == 404 and denied.json()["resourceType"] == "OperationOutcome"
@@ -142,14 +145,84 @@ def test_scope_and_audit(stack: tuple[Stack, dict[str, str]]) -> None:
         fetch(
             s.settings,
             "SELECT actor, resource FROM audit_log WHERE patient_ids @> ARRAY[$1::text]"
-            " AND resource IN ('GET /fhir/QuestionnaireResponse', 'GET /fhir/Encounter')",
+            " AND resource LIKE 'GET /fhir/%'",
             p["mine"],
         )
     )
     assert {(r["actor"], r["resource"]) for r in rows} >= {
         ("user:clinician", "GET /fhir/QuestionnaireResponse"),
         ("user:clinician", "GET /fhir/Encounter"),
+        ("user:clinician", "GET /fhir/CarePlan"),
+        ("user:clinician", "GET /fhir/Task"),
     }
+
+
+def _stored_events(s: Stack, patient_id: str, path: Path) -> Path:
+    payloads = run_in_thread(
+        fetch(s.settings, "SELECT payload::text AS p FROM events WHERE patient_id = $1", patient_id)
+    )
+    path.write_text("".join(r["p"] + "\n" for r in payloads))
+    return path
+
+
+def _offline(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    bundle: dict[str, Any] = json.loads(result.stdout)
+    return bundle
+
+
+def test_the_episode_as_a_care_plan_and_its_tasks(
+    stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    s, p = stack
+    admin = s.user_headers("admin")
+    plans = _get(s, "CarePlan", admin, {"patient": p["mine"]}).json()
+    (plan,) = _resources(plans)
+    assert plan["status"] == "active"
+    assert plan["instantiatesCanonical"] == ["urn:rtm-stream:pathway:msk-default|1"]
+    assert plan["contained"][0]["identifier"][0]["value"] == f"{p['mine']}-ep1"
+    tasks = _resources(_get(s, "Task", admin, {"patient": p["mine"]}).json())
+    # started 2026-10-01 on low_back (ODI not licensed: PSFS, whose one form is invalid):
+    # no baseline, so the three timepoint tasks are all past due and not done
+    assert [
+        (t["code"]["coding"][0]["code"], t["restriction"]["period"]["end"], t["status"])
+        for t in tasks
+    ] == [
+        ("baseline_prom", "2026-10-08", "ready"),
+        ("week4_prom", "2026-10-29", "ready"),
+        ("week4_review", "2026-10-29", "ready"),
+    ]
+    assert all(t["businessStatus"]["coding"][0]["code"] == "overdue" for t in tasks)
+    assert all(t["basedOn"] == [{"reference": f"CarePlan/{plan['id']}"}] for t in tasks)
+    # the offline commands over the same events, as of the same instant, agree
+    events = str(_stored_events(s, p["mine"], tmp_path / "mine.jsonl"))
+    as_of = plans["timestamp"]
+    offline = _offline("fhir", "careplans", "--events", events, "--as-of", as_of)
+    assert _resources(offline) == [plan]
+    offline_tasks = _offline("fhir", "tasks", "--events", events, "--as-of", as_of)
+    assert _resources(offline_tasks) == tasks
+
+
+def test_plan_definitions_of_the_organisation(
+    stack: tuple[Stack, dict[str, str]], tmp_path: Path
+) -> None:
+    s, _ = stack
+    admin = s.user_headers("admin")
+    v2 = json.loads(PATHWAY.read_text())
+    v2.update(id="care-plan-test", version=2)
+    draft = tmp_path / "v2.json"
+    draft.write_text(json.dumps(v2))
+    published = CliRunner().invoke(main, ["pathways", "publish", str(draft), "--org", "default"])
+    assert published.exit_code == 0, published.output
+    listed = _resources(_get(s, "PlanDefinition", admin).json())
+    ids = [r["id"] for r in listed]
+    assert {"msk-default-1", "care-plan-test-2"} <= set(ids)
+    builtin = _get(s, "PlanDefinition/msk-default-1", admin).json()
+    assert builtin == _offline("fhir", "plan-definition", "--pathway", str(PATHWAY))
+    mine = _get(s, "PlanDefinition/care-plan-test-2", admin).json()
+    assert (mine["url"], mine["version"]) == ("urn:rtm-stream:pathway:care-plan-test", "2")
+    assert _get(s, "PlanDefinition/care-plan-test-3", admin).status_code == 404
 
 
 def test_offline_commands_agree_and_hapi_finds_no_errors(
@@ -185,6 +258,18 @@ def test_offline_commands_agree_and_hapi_finds_no_errors(
     plan = json.loads(
         CliRunner().invoke(main, ["fhir", "plan-definition", "--pathway", str(PATHWAY)]).stdout
     )
+    care_plans = _get(s, "CarePlan", admin, {"patient": p["mine"]}).json()
+    tasks = _get(s, "Task", admin, {"patient": p["mine"]}).json()
+    # an ended episode (exit reason on the EpisodeOfCare) and every task status, offline
+    ended = _offline("fhir", "careplans", "--events", str(COHORT), "--as-of", COHORT_AS_OF)
+    all_tasks = _offline("fhir", "tasks", "--events", str(COHORT), "--as-of", COHORT_AS_OF)
+    assert {r["status"] for r in _resources(ended)} == {"active", "on-hold", "completed"}
+    assert {(r["status"], "businessStatus" in r) for r in _resources(all_tasks)} == {
+        ("ready", False),
+        ("ready", True),
+        ("completed", False),
+        ("cancelled", False),
+    }
     if hapi.missing_tools() is not None:
         pytest.skip(hapi.missing_tools() or "")
     resources = {
@@ -194,11 +279,22 @@ def test_offline_commands_agree_and_hapi_finds_no_errors(
         "encounters": api_enc,
         "plan": plan,
         "offline": offline,
+        "care_plans": care_plans,
+        "tasks": tasks,
+        "cohort_care_plans": ended,
+        "cohort_tasks": all_tasks,
     }
     messages = hapi.validate(resources)
     assert {name: hapi.errors(m) for name, m in messages.items()} == {
         name: [] for name in resources
     }
     # the validator reads what it is given: a broken resource is an error
-    broken = {**plan, "status": "published"}
-    assert hapi.errors(hapi.validate({"broken": broken})["broken"])
+    a_task = _resources(tasks)[0]
+    broken = {
+        "plan": {**plan, "status": "published"},
+        "care_plan": {**_resources(care_plans)[0], "status": "paused"},
+        "task": {**a_task, "status": "overdue"},
+        "task_without_intent": {k: v for k, v in a_task.items() if k != "intent"},
+    }
+    found = hapi.validate(broken)
+    assert all(hapi.errors(found[name]) for name in broken), found

@@ -149,6 +149,8 @@ READS_NEEDING_THE_DATABASE = {
     ("get", "/v1/patients/{patient_id}/pain"),
     ("get", "/v1/patients/{patient_id}/billing"),
     ("get", "/v1/intakes"),
+    ("get", "/fhir/PlanDefinition"),  # the organisation's published versions
+    ("get", "/fhir/PlanDefinition/{plan_id}"),
 }
 
 

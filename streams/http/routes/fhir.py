@@ -3,7 +3,12 @@
 patient's pain reports, exercise sessions and assessment scores (``alerts.fhir``); ``GET
 /fhir/QuestionnaireResponse`` and ``GET /fhir/Encounter`` with the same parameters, the
 patient's outcome-measure forms and visits (``outcomes.fhir``); ``GET /fhir/Questionnaire``
-and ``/fhir/Questionnaire/<instrument>``, the instrument registry.
+and ``/fhir/Questionnaire/<instrument>``, the instrument registry; ``GET
+/fhir/CarePlan?patient=<id>`` and ``/fhir/Task?patient=<id>``, the patient's episodes on
+their pathways and their tasks as of now (``pathways.fhir``, through
+``streams.services.outcomes``: the pure engine over the patient's stored events); ``GET
+/fhir/PlanDefinition`` and ``/fhir/PlanDefinition/<id>-<version>``, the pathway versions the
+organisation's episodes may name (built-in and published).
 
 The patient searches are scoped and audited like the JSON patient routes
 (``/v1/patients/{id}/pain``): the ``read_clinical`` permission, and a patient outside the
@@ -40,6 +45,7 @@ from streams.db.access import audit_principal, in_scope
 from streams.db.events import clinical_payloads
 from streams.http.deps import ClockDep, StoreDep, require
 from streams.http.hardening import MAX_SPAN_DAYS, in_years
+from streams.services.outcomes import CareKind, patient_care, plan_definitions
 
 router = APIRouter()
 FHIR_JSON = "application/fhir+json"
@@ -205,3 +211,86 @@ async def read_questionnaire(
     if instrument_id not in INSTRUMENTS:
         return outcome(404, "not-found", f"unknown instrument {instrument_id[:32]!r}")
     return Response(orjson.dumps(questionnaire(instrument_id)), media_type=FHIR_JSON)
+
+
+async def _care_search(
+    request: Request, store: StoreDep, clock: ClockDep, who: Principal, patient: str, kind: CareKind
+) -> Response:
+    """One patient's episodes (CarePlan) or tasks (Task) as of now as a searchset Bundle;
+    scoped (404 outside the caller's scope) and audited."""
+    patient_id = patient.removeprefix("Patient/")
+    now = clock.now()
+    async with store.acquire() as conn:
+        if not await in_scope(conn, who.scope(), patient_id):
+            return outcome(404, "not-found", f"unknown patient {patient_id}")
+        found, count = await patient_care(conn, who.org_id, patient_id, now, kind)
+        await audit_principal(
+            conn, who, "read", f"GET /fhir/{kind}", [patient_id], {"count": count}
+        )
+    bundle = searchset(found, now, str(request.url))
+    return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
+
+
+@router.get("/fhir/CarePlan", response_class=Response, responses=_SEARCH_RESPONSES)
+async def search_care_plans(
+    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
+    patient: PatientParam,
+    who: Principal = require("read_clinical"),
+) -> Response:
+    """One patient's episodes on their pathway versions as FHIR R4 CarePlans as of now
+    (active, on-hold while paused, completed with the exit reason on the contained
+    EpisodeOfCare), by episode id; an episode on a version the organisation does not know is
+    named in an OperationOutcome entry."""
+    return await _care_search(request, store, clock, who, patient, "CarePlan")
+
+
+@router.get("/fhir/Task", response_class=Response, responses=_SEARCH_RESPONSES)
+async def search_tasks(
+    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
+    patient: PatientParam,
+    who: Principal = require("read_clinical"),
+) -> Response:
+    """One patient's pathway tasks as FHIR R4 Tasks as of now, each based on its episode's
+    CarePlan (ready, completed, cancelled; overdue: ready with businessStatus overdue)."""
+    return await _care_search(request, store, clock, who, patient, "Task")
+
+
+@router.get(
+    "/fhir/PlanDefinition",
+    response_class=Response,
+    responses={200: {"description": "a searchset Bundle", "content": {FHIR_JSON: {}}}},
+)
+async def search_plan_definitions(
+    request: Request, store: StoreDep, clock: ClockDep, who: Principal = require("read_clinical")
+) -> Response:
+    """The PlanDefinition of each pathway version of the caller's organisation, built-in and
+    published, by id then version (no patient data: not audited)."""
+    async with store.acquire() as conn:
+        found = await plan_definitions(conn, who.org_id)
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    bundle = searchset(found, clock.now(), str(request.url), base=base)
+    return Response(orjson.dumps(bundle), media_type=FHIR_JSON)
+
+
+@router.get(
+    "/fhir/PlanDefinition/{plan_id}",
+    response_class=Response,
+    responses={
+        200: {"description": "a PlanDefinition", "content": {FHIR_JSON: {}}},
+        404: {"description": "no such version in the caller's organisation"},
+    },
+)
+async def read_plan_definition(
+    plan_id: str, store: StoreDep, who: Principal = require("read_clinical")
+) -> Response:
+    """One pathway version's PlanDefinition, by its id ``<pathway>-<version>`` (e.g.
+    ``msk-default-1``)."""
+    async with store.acquire() as conn:
+        found = [p for p in await plan_definitions(conn, who.org_id) if p["id"] == plan_id]
+    if not found:
+        return outcome(404, "not-found", f"unknown plan definition {plan_id[:64]!r}")
+    return Response(orjson.dumps(found[0]), media_type=FHIR_JSON)
