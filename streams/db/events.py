@@ -164,6 +164,16 @@ async def org_payloads(conn: asyncpg.Connection, org_id: str, types: Iterable[st
     return [r["p"] for r in rows]
 
 
+async def count_org_events(conn: asyncpg.Connection, org_id: str, types: Iterable[str]) -> int:
+    """How many events of these types the organisation has stored."""
+    n = await conn.fetchval(
+        "SELECT count(*) FROM events WHERE org_id = $1 AND type = ANY($2::text[])",
+        org_id,
+        sorted(types),
+    )
+    return int(n)
+
+
 async def patient_has_events(conn: asyncpg.Connection, org_id: str, patient_id: str) -> bool:
     return bool(
         await conn.fetchval(

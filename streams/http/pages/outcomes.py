@@ -33,8 +33,10 @@ from streams.http.auth import form_fields
 from streams.http.deps import AuthenticateDep, PrincipalDep, StoreDep
 from streams.http.pages.common import PageError, need, page_router, page_user, problems_of, render
 from streams.services.outcomes import (
+    MAX_FOLD_EVENTS,
     REPORT_BY,
     OutcomeReport,
+    TooManyEvents,
     context,
     default_source,
     draft_diff,
@@ -72,9 +74,23 @@ async def _report(request: Request, authenticate: Any, store: Any, resource: str
     who = await page_user(request, authenticate)
     need(who, "read_outcomes")
     async with store.acquire() as conn:
-        report = await outcome_report(conn, who.org_id, await db_now(conn))
+        try:
+            report = await outcome_report(conn, who.org_id, await db_now(conn))
+        except TooManyEvents as exc:
+            raise too_many(exc) from None
         await audit_principal(conn, who, "read", resource, report.patient_ids)
     return who, report
+
+
+def too_many(exc: TooManyEvents) -> PageError:
+    return PageError(
+        503,
+        "Report not available here yet",
+        f"The organisation has {exc.count:,} pathway events; until the worker keeps the"
+        f" outcome rows, the page folds at most {MAX_FOLD_EVENTS:,}. Export the events and run"
+        " `rtm outcomes report --events FILE --as-of TS --by clinician` (or `rtm pathways"
+        " diff`) offline.",
+    )
 
 
 @router.get("/outcomes", response_class=HTMLResponse)
@@ -229,6 +245,8 @@ async def diff_form(request: Request, who: PrincipalDep, store: StoreDep) -> HTM
             rows, patients = await draft_diff(conn, who.org_id, await db_now(conn), source, draft)
         except KeyError:
             raise PageError(422, "Unknown version", f"No version {source} to compare.") from None
+        except TooManyEvents as exc:
+            raise too_many(exc) from None
         detail = {"from": source, "to": draft.key}
         await audit_principal(conn, who, "read", "POST /ui/outcomes/diff", patients, detail)
     page = await _diff_form(who, store, source=source, draft=text)
