@@ -51,6 +51,7 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
         ),
         config=alert_config(settings),
         lanes=settings.worker.lanes,
+        stream_readiness=settings.worker.stream_readiness,
     )
 
 

@@ -98,6 +98,9 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         click.echo(m, err=True)
 
     t_start = time.perf_counter()
+    # the demo's worker stores claim readiness as it streams (off by default: it reads each
+    # touched patient's billing history per batch; a demo's cohort is small)
+    settings = settings.but(worker_stream_readiness=True)
     stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)
     clock = clock_for(settings)  # RTM_CLOCK_NOW, when set, dates the cohort and the tick

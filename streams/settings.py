@@ -263,6 +263,12 @@ class WorkerSettings(BaseSettings):
         description="transactions in flight per fetch, on disjoint partitions: one lane's "
         "decision runs while another's transaction is in the database (1: one at a time)",
     )
+    stream_readiness: bool = Field(
+        False,
+        description="store each claim line's readiness in the ingest batch (docs/billing-"
+        "readiness.md); it reads the touched patients' whole billing history per batch, so it "
+        "is off until it moves off the ingest path (then `rtm billing readiness-backfill`)",
+    )
     # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
     # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).
     dead_letter_max_consecutive: int = Field(

@@ -476,6 +476,7 @@ class Ingest:
         config: AlertConfig = DEFAULT_CONFIG,
         rules_refresh_s: float = 30.0,
         lanes: int = 1,
+        stream_readiness: bool = True,
     ) -> None:
         self.store = store
         self.dead_letters = dead_letters
@@ -489,6 +490,8 @@ class Ingest:
         self.rules_refresh_s = rules_refresh_s
         self._rules_read_at: float | None = None
         self.lanes = lanes  # transactions in flight per fetch, on disjoint partitions
+        # claim-line readiness in the batch (RTM_WORKER_STREAM_READINESS)
+        self.stream_readiness = stream_readiness
 
     def partition_of(self, key: PatientKey) -> int:
         """The rtm.events partition of a patient: the one its Kafka key hashes to."""
@@ -588,7 +591,7 @@ class Ingest:
                     await session.readiness_load(
                         sorted({e.patient_key for e in news}), sorted(fact_streams(news))
                     )
-                    if news
+                    if news and self.stream_readiness
                     else ReadinessLoad()  # ticks and acks change no claim line
                 )
                 decision = decide(

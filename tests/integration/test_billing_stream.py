@@ -62,7 +62,12 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
     dsn = base_settings.db.dsn.split("?")[0] + path  # the app role, as in production
     owner_dsn = base_settings.db.owner_dsn.split("?")[0] + path
     settings = isolated_settings(base_settings).but(
-        {"database_url": dsn, "database_owner_url": SecretStr(owner_dsn)}
+        {
+            "database_url": dsn,
+            "database_owner_url": SecretStr(owner_dsn),
+            # claim readiness as it streams (off by default: docs/billing-readiness.md)
+            "worker_stream_readiness": True,
+        }
     )
     asyncio.run(migrate(owner_dsn, settings.db.app_role))
     asyncio.run(ensure_topics(settings))

@@ -108,6 +108,7 @@ ADDED = [
     "RTM_ESCALATE_CARE_TEAM_AFTER_S",  # issue 17: the escalation ladder's offsets
     "RTM_ESCALATE_ORG_AFTER_S",
     "RTM_WORKER_LANES",  # issue 21: transactions in flight per fetch
+    "RTM_WORKER_STREAM_READINESS",  # issue 20: claim readiness in the ingest batch
 ]
 
 
