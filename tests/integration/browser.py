@@ -4,10 +4,12 @@ database, and signing in through the sign-in page (Playwright driving Debian's c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
+from playwright import sync_api as playwright_sync
 
 from streams.access import hash_password, new_key
 from streams.db import access as db
@@ -15,6 +17,17 @@ from streams.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "a long demo password"
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (a module fixture's browser)."""
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 async def provision(

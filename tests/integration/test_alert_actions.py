@@ -24,14 +24,13 @@ import pytest
 from alerts.rollup import SNOOZED_TIER
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import chromium
 from tests.integration.conftest import read_topic, run_in_thread, running_stack, wait_for
 from tests.integration.test_pages import (
-    CHROMIUM,
     Dash,
     _provision,
     api_headers,
     local,
-    playwright_sync,
     sign_in,
 )
 
@@ -106,12 +105,8 @@ def dash(base_settings: Settings) -> Iterator[Dash]:
 
 @pytest.fixture(scope="module")
 def browser(dash: Dash) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 def _alert_of(dash: Dash, name: str, headers: dict[str, str]) -> dict[str, Any]:

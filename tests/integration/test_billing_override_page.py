@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import EventFactory
+from tests.integration.browser import chromium
 from tests.integration.conftest import run_in_thread, running_stack, wait_for
 from tests.integration.test_billing_view import View, _fetch, at, fetch
 from tests.integration.test_claims_submit import setup_org
-from tests.integration.test_pages import CHROMIUM, ZONE, Dash, _provision, sign_in
+from tests.integration.test_pages import ZONE, Dash, _provision, sign_in
 from tests.unit.test_billing_837p import claims_of, pyx12_errors
 
 pytestmark = pytest.mark.integration
@@ -75,12 +76,8 @@ def view(base_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser(view: View) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 def test_a_blocked_line_is_shown_refused_then_overridden_with_a_reason_and_submitted(

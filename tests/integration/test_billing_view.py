@@ -28,10 +28,10 @@ from rtm.cli.billing import run_submit
 from streams.services.claims import SubmissionResult
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import chromium
 from tests.integration.conftest import run_in_thread, running_stack, wait_for
 from tests.integration.test_claims_submit import setup_org
 from tests.integration.test_pages import (
-    CHROMIUM,
     ZONE,
     Dash,
     _provision,
@@ -132,12 +132,8 @@ def view(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def browser(view: View) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 # --- reviewing records nothing ------------------------------------------------------------------

@@ -38,7 +38,7 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE
 from streams.services.program_templates import add_template
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
+from tests.integration.browser import PASSWORD, chromium, fetch, provision
 from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
@@ -130,12 +130,8 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
 @pytest.fixture(scope="module")
 def browser(clinic: Clinic) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 def api_headers(c: Clinic, name: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ from pathways.model import builtin
 from rtm.cli import main
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.browser import CHROMIUM, fetch, provision, sign_in
+from tests.integration.browser import chromium, fetch, provision, sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 from tests.integration.test_pages import DESKTOP, PHONE, SIDEWAYS
 
@@ -175,12 +175,8 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
 
 @pytest.fixture(scope="module")
 def browser(clinic: Clinic) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 COUNTS = re.compile(r"\((\d+) of (\d+)\)")

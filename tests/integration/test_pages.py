@@ -30,6 +30,7 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.settings import Settings
 from tests.conftest import EventFactory
+from tests.integration.browser import chromium
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -162,12 +163,8 @@ def dash(base_settings: Settings) -> Iterator[Dash]:
 
 @pytest.fixture(scope="module")
 def browser(dash: Dash) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 def sign_in(browser: Any, dash: Dash, name: str) -> Any:

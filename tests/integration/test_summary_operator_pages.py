@@ -32,7 +32,7 @@ from streams.access import CSRF_HEADER, SESSION_COOKIE, hash_password, new_key
 from streams.db import access as db
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.browser import CHROMIUM, PASSWORD
+from tests.integration.browser import PASSWORD, chromium
 from tests.integration.browser import sign_in as browser_sign_in
 from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
 
@@ -158,12 +158,8 @@ def world(base_settings: Settings) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def browser(world: World) -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # after the clinic's set-up
+        yield b
 
 
 def sign_in(browser: Any, w: World, name: str) -> Any:
