@@ -139,7 +139,8 @@ def _sign_in(w: World, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(base_settings: Settings) -> Iterator[World]:
-    with running_stack(base_settings) as stack:
+    # the readiness route reads the lines the worker stores as it streams (off by default)
+    with running_stack(base_settings, worker_stream_readiness=True) as stack:
         tag = "acc" + uuid.uuid4().hex[:8]
         w = World(stack, tag, f"{tag}-a", f"{tag}-b")
         run_in_thread(_provision(stack.settings, w))
