@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,12 +35,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.models import Severity
+from schemas.episodes import Episode
 from streams.access import Permission, Principal
 from streams.db.access import org_timezone
 from streams.http.auth import reject_unknown_query
 from streams.http.deps import Authenticate, Gateway, get_gateway
+from streams.http.hardening import ID_REGEX
 from streams.http.routes.events import ingest
 from streams.http.webassets import WEB_DIR
+
+ID_RE = re.compile(ID_REGEX)  # a patient id of the contract's shape
 
 UTC = ZoneInfo("UTC")  # an organisation that never set its zone
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -254,6 +259,38 @@ def clinic_time(
 async def clinic_zone(conn: Any, who: Principal) -> ZoneInfo:
     """The zone of ``who``'s organisation (``rtm orgs timezone``), which pages show times in."""
     return ZoneInfo(await org_timezone(conn, who.org_id))
+
+
+def episode_event(
+    ep: Episode, event_type: str, event_id: str, now: dt.datetime, **fields: Any
+) -> dict[str, Any]:
+    """An event a dashboard form sends about one episode: the envelope every such event
+    shares (dated ``now`` in the episode's time zone, the clinician portal as its source),
+    then the type's own ``fields``."""
+    return {
+        "event_id": event_id,
+        "schema_version": 1,
+        "type": event_type,
+        "patient_id": ep.patient_id,
+        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
+        "source": {"kind": "clinician_portal", "id": "dashboard"},
+        "episode_id": ep.episode_id,
+        **fields,
+    }
+
+
+def clinician_form(who: Principal, patient_id: str, permission: Permission, only: str) -> str:
+    """The signed-in clinician's id, for a form that changes a patient's record: users
+    only (403), with ``permission``, a clinician (403 saying ``only``), a patient id of the
+    contract's shape (404)."""
+    if who.kind != "user":
+        raise PageError(403, "Not for machine keys")
+    need(who, permission)
+    if who.clinician_id is None:
+        raise PageError(403, "Not permitted", only)
+    if not ID_RE.fullmatch(patient_id):
+        raise PageError(404, "Unknown patient", "No such patient in your care.")
+    return who.clinician_id
 
 
 async def post_event(gateway: Gateway, who: Principal, item: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
@@ -32,8 +31,8 @@ from streams.db.alerts import db_now
 from streams.db.intakes import QueuedIntake, get_intake, list_intakes
 from streams.http.auth import form_fields
 from streams.http.deps import AuthenticateDep, ClockDep, GatewayDep, PrincipalDep, StoreDep
-from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import (
+    ID_RE,
     PageError,
     clinic_time,
     clinic_zone,
@@ -45,7 +44,6 @@ from streams.http.pages.common import (
     render,
 )
 
-ID_RE = re.compile(ID_REGEX)
 CHANNELS: tuple[str, ...] = get_args(ContactChannel)
 QUEUE_LIMIT = 500
 ROUTE_WORDS = {

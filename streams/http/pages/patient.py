@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -47,13 +46,15 @@ from streams.http.deps import (
     SettingsDep,
     StoreDep,
 )
-from streams.http.hardening import ID_REGEX
 from streams.http.pages.common import (
+    ID_RE,
     SEVERITIES,
     UTC,
     PageError,
     clinic_time,
     clinic_zone,
+    clinician_form,
+    episode_event,
     need,
     page_router,
     page_user,
@@ -66,7 +67,6 @@ from streams.services.alerts import SnoozeRefused, acknowledge, snooze
 from streams.services.outcomes import patient_outcomes
 from streams.settings import Settings
 
-ID_RE = re.compile(ID_REGEX)
 _LIST = ", ".join(d.replace("_", " ") for d in DISPOSITIONS)
 
 router = page_router()
@@ -424,16 +424,8 @@ def program_event(
         return None
     after = "" if last is None else (last.event_id if paused else last.resumed_by or "")
     digest = hashlib.sha256(f"{ep.episode_id}|{after}".encode()).hexdigest()[:40]
-    return {
-        "event_id": f"ui-{action}-{digest}",
-        "schema_version": 1,
-        "type": "program.paused" if action == "pause" else "program.resumed",
-        "patient_id": ep.patient_id,
-        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
-        "source": {"kind": "clinician_portal", "id": "dashboard"},
-        "episode_id": ep.episode_id,
-        "clinician_id": clinician_id,
-    }
+    kind = "program.paused" if action == "pause" else "program.resumed"
+    return episode_event(ep, kind, f"ui-{action}-{digest}", now, clinician_id=clinician_id)
 
 
 @router.post("/patients/{patient_id}/program/{action}", response_class=HTMLResponse)
@@ -448,13 +440,9 @@ async def program_form(
     clinician's name and organisation: the event goes the way of every event (the
     gateway's path to Kafka, then the worker), audited; then back to the patient page
     once the worker has stored it (or after a few seconds)."""
-    if who.kind != "user":
-        raise PageError(403, "Not for machine keys")
-    need(who, "manage_program")
-    if who.clinician_id is None:
-        raise PageError(403, "Not permitted", "Only a clinician pauses or resumes a program.")
-    if not ID_RE.fullmatch(patient_id):
-        raise PageError(404, "Unknown patient", "No such patient in your care.")
+    clinician = clinician_form(
+        who, patient_id, "manage_program", "Only a clinician pauses or resumes a program."
+    )
     episode_id = form_fields(await request.body()).get("episode_id", "")
     store = gateway.store
     async with store.acquire() as conn:
@@ -468,7 +456,7 @@ async def program_form(
     ep = None if state is None else state.book.episodes.get(episode_id)
     if ep is None or ep.end_date is not None:
         raise PageError(404, "Unknown episode", f"No open episode {episode_id} of this patient.")
-    item = program_event(ep, action, who.clinician_id, gateway.clock.now())
+    item = program_event(ep, action, clinician, gateway.clock.now())
     if item is None:
         done = "paused" if action == "pause" else "running"
         raise PageError(409, "Nothing to do", f"The program is already {done}.")

@@ -21,7 +21,6 @@ import hashlib
 import re
 from collections.abc import Iterable
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import Request
@@ -37,10 +36,15 @@ from streams.db.events import patient_payloads
 from streams.db.program_templates import ProgramTemplate, get_template
 from streams.http.auth import form_fields
 from streams.http.deps import GatewayDep, PrincipalDep
-from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import PageError, need, page_router, post_event
+from streams.http.pages.common import (
+    ID_RE,
+    PageError,
+    clinician_form,
+    episode_event,
+    page_router,
+    post_event,
+)
 
-ID_RE = re.compile(ID_REGEX)
 OWN_COPY = "patient's own copy"
 
 router = page_router()
@@ -101,16 +105,7 @@ def _event(ep: Episode, program: dict[str, Any], after: str, now: dt.datetime) -
     of the same form is the same event: a duplicate."""
     body = orjson.dumps(program, option=orjson.OPT_SORT_KEYS).decode()
     digest = hashlib.sha256(f"{ep.episode_id}|{after}|{body}".encode()).hexdigest()[:40]
-    return {
-        "event_id": f"ui-program-{digest}",
-        "schema_version": 1,
-        "type": "program.updated",
-        "patient_id": ep.patient_id,
-        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
-        "source": {"kind": "clinician_portal", "id": "dashboard"},
-        "episode_id": ep.episode_id,
-        "program": program,
-    }
+    return episode_event(ep, "program.updated", f"ui-program-{digest}", now, program=program)
 
 
 def template_program(t: ProgramTemplate) -> dict[str, Any]:
@@ -201,13 +196,7 @@ async def exercises_form(
     """Assign a template version to one of the patient's open episodes, or change this
     patient's copy of its program; then back to the patient page once the worker has
     stored the ``program.updated`` (or after a few seconds)."""
-    if who.kind != "user":
-        raise PageError(403, "Not for machine keys")
-    need(who, "manage_program")
-    if who.clinician_id is None:
-        raise PageError(403, "Not permitted", "Only a clinician changes a program.")
-    if not ID_RE.fullmatch(patient_id):
-        raise PageError(404, "Unknown patient", "No such patient in your care.")
+    clinician_form(who, patient_id, "manage_program", "Only a clinician changes a program.")
     fields = form_fields(await request.body())
     ep, history = await _episode_and_history(
         who, gateway, patient_id, fields.get("episode_id", ""), action

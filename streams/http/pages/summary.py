@@ -28,6 +28,7 @@ from streams.db.events import pain_reports, patient_payloads
 from streams.db.ledger import load_states
 from streams.http.deps import AuthenticateDep, ClockDep, SettingsDep, StoreDep
 from streams.http.pages.common import (
+    ID_RE,
     PageError,
     clinic_time,
     need,
@@ -35,7 +36,7 @@ from streams.http.pages.common import (
     page_user,
     render,
 )
-from streams.http.pages.patient import ID_RE, _alert_panel_context, _choices, _patient_view
+from streams.http.pages.patient import _alert_panel_context, _choices, _patient_view
 
 router = page_router()
 

@@ -28,14 +28,20 @@ from streams.db.access import audit_principal, in_scope
 from streams.db.ledger import load_states
 from streams.http.auth import form_fields
 from streams.http.deps import GatewayDep, PrincipalDep
-from streams.http.hardening import ID_REGEX
-from streams.http.pages.common import PageError, clinic_time, need, page_router, post_event
+from streams.http.pages.common import (
+    ID_RE,
+    PageError,
+    clinic_time,
+    clinician_form,
+    episode_event,
+    page_router,
+    post_event,
+)
 
 ACTIVITIES = ("review", "call", "video", "message", "program_edit")
 LIVE_ACTIVITIES = ("call", "video")  # a live call with the patient: real-time audio or video
 ROLES: tuple[str, ...] = get_args(ClinicianRole)
 MAX_MINUTES = 240
-ID_RE = re.compile(ID_REGEX)
 NONCE_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,64}$")
 
 router = page_router()
@@ -115,14 +121,7 @@ def _instant(text: str) -> dt.datetime | None:
 
 def _form_user(who: Principal, patient_id: str) -> str:
     """The clinician's id of a time form: signed-in clinicians only, a contract id."""
-    if who.kind != "user":
-        raise PageError(403, "Not for machine keys")
-    need(who, "log_time")
-    if who.clinician_id is None:
-        raise PageError(403, "Not permitted", "Only a clinician logs treatment time.")
-    if not ID_RE.fullmatch(patient_id):
-        raise PageError(404, "Unknown patient", "No such patient in your care.")
-    return who.clinician_id
+    return clinician_form(who, patient_id, "log_time", "Only a clinician logs treatment time.")
 
 
 @router.post("/patients/{patient_id}/timer", response_class=HTMLResponse)
@@ -200,20 +199,17 @@ def time_event(
     so a second click of the same form is the same event: a duplicate."""
     minutes, activity, live, role, nonce = entry
     seed = f"{ep.patient_id}|{clinician_id}|{nonce}|{supersedes or ''}"
-    item: dict[str, Any] = {
-        "event_id": "ui-time-" + hashlib.sha256(seed.encode()).hexdigest()[:40],
-        "schema_version": 1,
-        "type": "clinician.time_logged",
-        "patient_id": ep.patient_id,
-        "occurred_at": now.astimezone(ZoneInfo(ep.timezone)).isoformat(),
-        "source": {"kind": "clinician_portal", "id": "dashboard"},
-        "episode_id": ep.episode_id,
-        "clinician_id": clinician_id,
-        "clinician_role": role,
-        "minutes": minutes,
-        "activity": activity,
-        "interactive": live,
-    }
+    item = episode_event(
+        ep,
+        "clinician.time_logged",
+        "ui-time-" + hashlib.sha256(seed.encode()).hexdigest()[:40],
+        now,
+        clinician_id=clinician_id,
+        clinician_role=role,
+        minutes=minutes,
+        activity=activity,
+        interactive=live,
+    )
     if supersedes:
         item["supersedes"] = supersedes
     return item
