@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from pathways.engine import EpisodeView, PatientPathways
 from pathways.model import Pathway
-from pathways.outcomes import GroupBy, episode_row, pathway_row, report
+from pathways.outcomes import GroupBy, episode_row, outcome_row, pathway_row, report
 from schemas.events import Event, PatientKey
 
 
@@ -69,7 +69,7 @@ def episode_rows(eps: list[EpisodeView]) -> list[dict[str, object]]:
 
 
 def report_rows(eps: list[EpisodeView], by: GroupBy) -> list[dict[str, object]]:
-    return report(eps, by)
+    return report([outcome_row(v) for v in eps], by)
 
 
 def _key(part: str, item: Mapping[str, object]) -> str:

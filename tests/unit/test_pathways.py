@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from pathways.engine import EpisodeView
 from pathways.model import builtin, parse_pathway
 from pathways.offline import views
-from pathways.outcomes import episode_row, group_row, report, tertiles
+from pathways.outcomes import OutcomeRow, episode_row, group_row, outcome_row, report, tertiles
 from rtm.cli import main
 from schemas.events import Event
 from tests.unit.pathway_events import (
@@ -460,7 +460,7 @@ def cohort() -> list[Event]:
 
 def test_report_by_clinician_denominators() -> None:
     eps, _ = views(cohort(), as_of(60), builtin())
-    c1, c2 = report(eps, "clinician")
+    c1, c2 = report(rows(eps), "clinician")
     assert c1 == {
         "by": "clinician",
         "group": "c-1",
@@ -491,9 +491,11 @@ def test_report_by_clinician_denominators() -> None:
 
 def test_report_groups() -> None:
     eps, _ = views(cohort(), as_of(60), builtin())
-    assert [(r["group"], r["episodes"]) for r in report(eps, "pathway")] == [("msk-default@1", 4)]
-    assert [(r["group"], r["episodes"]) for r in report(eps, "org")] == [("default", 4)]
-    assert [(r["group"], r["episodes"]) for r in report(eps, "body_region")] == [
+    assert [(r["group"], r["episodes"]) for r in report(rows(eps), "pathway")] == [
+        ("msk-default@1", 4)
+    ]
+    assert [(r["group"], r["episodes"]) for r in report(rows(eps), "org")] == [("default", 4)]
+    assert [(r["group"], r["episodes"]) for r in report(rows(eps), "body_region")] == [
         ("knee", 1),
         ("other", 3),
     ]
@@ -511,11 +513,12 @@ def test_an_empty_group_has_every_rate_null() -> None:
     assert row["mcid_rate_by_adherence_tertile"] == [None, None, None]
 
 
-def fake(episode_id: str, adherence: Fraction | None) -> EpisodeView:
-    return cast(
-        EpisodeView,
-        SimpleNamespace(adherence=adherence, episode=SimpleNamespace(episode_id=episode_id)),
-    )
+def rows(eps: list[EpisodeView]) -> list[OutcomeRow]:
+    return [outcome_row(v) for v in eps]
+
+
+def fake(episode_id: str, adherence: Fraction | None) -> OutcomeRow:
+    return cast(OutcomeRow, SimpleNamespace(adherence=adherence, episode_id=episode_id))
 
 
 @pytest.mark.parametrize(
@@ -544,7 +547,7 @@ def test_tertiles_sort_by_adherence_then_episode_id_and_skip_none() -> None:
         fake("n", None),
     ]
     got = tertiles(views_)
-    assert [[v.episode.episode_id for v in t] for t in got] == [["z"], ["a"], ["b"]]
+    assert [[v.episode_id for v in t] for t in got] == [["z"], ["a"], ["b"]]
 
 
 # --- the pathway version as data, and the commands ------------------------------------------------
