@@ -23,7 +23,7 @@ from intake.evaluate import read_events
 from intake.rules import ROUTES
 from pathways.model import builtin
 from pathways.offline import views
-from pathways.outcomes import GroupBy, report
+from pathways.outcomes import GroupBy, outcome_row, report
 from rtm.cli.billing import billing_summary
 from rtm.devstack import (
     DEV_ORG,
@@ -52,6 +52,7 @@ from streams.db.alerts import alert_counts, alert_progress
 from streams.db.claims import load_demographics
 from streams.db.events import count_by_type, count_stored, patients_events
 from streams.db.intakes import list_intakes
+from streams.db.refresh import pending as refresh_pending
 from streams.kafka.producer import EventProducer
 from streams.services.readiness import summary as readiness_summary
 from streams.settings import Settings
@@ -98,9 +99,6 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         click.echo(m, err=True)
 
     t_start = time.perf_counter()
-    # the demo's worker stores claim readiness as it streams (off by default: it reads each
-    # touched patient's billing history per batch; a demo's cohort is small)
-    settings = settings.but(worker_stream_readiness=True)
     stop_kept(settings, log=say)  # a previous demo's gateway and worker hold the ports
     prepare(settings, log=say)
     clock = clock_for(settings)  # RTM_CLOCK_NOW, when set, dates the cohort and the tick
@@ -149,6 +147,7 @@ def run_demo(settings: Settings, patients: int, days: int, seed: int) -> int:
         stored = asyncio.run(_wait_stored(settings.db.dsn, ids, timeout=600))
         elapsed = time.perf_counter() - t0
         asyncio.run(_tick_and_settle(settings, clock))
+        asyncio.run(_wait_refreshed(settings.db.dsn, timeout=600))
         extra = _extra_sections(settings, patient_ids)
         extra.update(intake_summary(cohort, clock.now()))
         extra.update(outcome_summary(cohort, clock.now()))
@@ -225,7 +224,7 @@ def outcome_summary(cohort: Path, as_of: dt.datetime) -> dict[str, Any]:
     out: dict[str, Any] = {}
     by: GroupBy
     for by in ("clinician", "pathway"):
-        rows = report(eps, by)
+        rows = report([outcome_row(v) for v in eps], by)
         out[f"outcomes_by_{by}"] = {str(r["group"]): _outcome_line(r) for r in rows} or {
             "no episodes": 0
         }
@@ -303,6 +302,18 @@ def _extra_sections(settings: Settings, patient_ids: list[str]) -> dict[str, Any
     out.update(billing_summary(settings, patient_ids))
     out.update(asyncio.run(_readiness_section(settings.db.dsn, patient_ids)))
     return out
+
+
+async def _wait_refreshed(dsn: str, timeout: float) -> None:
+    """Until the worker's refresh has folded every patient the batches marked (the claim
+    lines' readiness and the outcome rows the summary and the dashboard read)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while await refresh_pending(conn) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
 
 
 async def _readiness_section(dsn: str, patient_ids: list[str]) -> dict[str, Any]:

@@ -54,6 +54,22 @@ class GatewayMetrics:
         )
 
 
+class RefreshMetrics:
+    """The refresh off the ingest path (``streams.services.refresh``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.refreshed = Counter(
+            "rtm_worker_refreshed_patients_total",
+            "Patients whose claim-line readiness and outcome rows the refresh rewrote",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "rtm_worker_refresh_pending",
+            "Patients marked by batches and not yet refreshed (every worker's)",
+            registry=registry,
+        )
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -114,6 +130,7 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.refresh = RefreshMetrics(registry)
         self.alerts_fired = Counter(
             "rtm_worker_alerts_fired_total",
             "Alerts fired",

@@ -263,11 +263,21 @@ class WorkerSettings(BaseSettings):
         description="transactions in flight per fetch, on disjoint partitions: one lane's "
         "decision runs while another's transaction is in the database (1: one at a time)",
     )
-    stream_readiness: bool = Field(
-        False,
-        description="store each claim line's readiness in the ingest batch (docs/billing-"
-        "readiness.md); it reads the touched patients' whole billing history per batch, so it "
-        "is off until it moves off the ingest path (then `rtm billing readiness-backfill`)",
+    refresh_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="how often the worker refreshes, off the ingest path, the claim-line "
+        "readiness and outcome rows of the patients batches marked (0: never; then `rtm "
+        "billing readiness-backfill` fills the lines)",
+    )
+    refresh_settle_s: float = Field(
+        1.0,
+        ge=0,
+        description="a marked patient is refreshed once no batch marked it for this long "
+        "(a replay's patients are folded once, when it pauses) ...",
+    )
+    refresh_max_wait_s: float = Field(
+        30.0, gt=0, description="... or once its first mark is this old, whichever is first"
     )
     # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
     # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).

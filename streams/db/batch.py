@@ -31,7 +31,6 @@ from alerts.models import Alert, AlertChange
 from alerts.rollup import Rollups
 from alerts.state import PatientState
 from billing.ledger import LedgerRows
-from billing.readiness import Stream
 from intake.engine import IntakeState
 from intake.rules import IntakeRules
 from schemas.events import EpisodeStarted, Event, PatientKey
@@ -51,7 +50,7 @@ from streams.db.intake_rules import current_rules
 from streams.db.intakes import IntakeOrgKey, IntakeWrite, load_intakes, write_intakes
 from streams.db.ledger import write_ledger
 from streams.db.pool import Pool
-from streams.db.readiness import ReadinessLoad, ReadinessWrite, readiness_load, write_readiness
+from streams.db.refresh import mark as mark_refresh
 from streams.db.rollups import write_rollups
 
 
@@ -82,7 +81,6 @@ class BatchWrite:
     states: Mapping[PatientKey, PatientState] = field(default_factory=dict)  # touched ones
     partitions: Mapping[PatientKey, int] = field(default_factory=dict)  # of those states
     intakes: Mapping[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)  # changed ones
-    readiness: ReadinessWrite = field(default_factory=ReadinessWrite)  # touched claim lines
 
     @property
     def patients(self) -> list[PatientKey]:
@@ -106,7 +104,6 @@ class BatchWrite:
             or self.rollups.days
             or self.states
             or self.intakes
-            or not self.readiness.empty
         )
 
 
@@ -119,8 +116,10 @@ class Written:
 async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: BatchWrite) -> Written:
     """Write one batch in one transaction: events (refusing one stored meanwhile), known
     patients and their clinicians, the ledger, alerts, rollups, deliveries, the rtm.alerts
-    outbox, the intakes, then the states (refusing one changed since it was read). The state cache
-    learns the states after the commit."""
+    outbox, the intakes, the patients' refresh marks (their claim-line readiness and outcome
+    rows are refreshed off the ingest path: ``streams.services.refresh``), then the states
+    (refusing one changed since it was read). The state cache learns the states after the
+    commit."""
     days = 0
     async with conn.transaction():
         if batch.events:
@@ -134,7 +133,7 @@ async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: Batch
         await upsert_alerts(conn, batch.changes)
         await write_rollups(conn, batch.rollups)
         await write_intakes(conn, batch.intakes)
-        await write_readiness(conn, batch.readiness)
+        await mark_refresh(conn, batch.patients)  # their readiness and outcome rows, later
         await queue_deliveries(conn, batch.changes)
         seqs = await queue_publish(conn, batch.changes)
         await states.save(conn, dict(batch.states), dict(batch.partitions))
@@ -201,11 +200,6 @@ class PgSession:
 
     async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]:
         return await load_intakes(self.conn, keys)
-
-    async def readiness_load(
-        self, touched: Sequence[PatientKey], streams: Sequence[tuple[str, Stream]]
-    ) -> ReadinessLoad:
-        return await readiness_load(self.conn, touched, streams)
 
     async def write(self, batch: BatchWrite) -> Written:
         if batch.empty:

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from schemas.events import DEFAULT_ORG, Event
+from schemas.events import DEFAULT_ORG, Event, PatientKey
 from streams.db.pool import Pool
 
 
@@ -159,6 +159,25 @@ async def org_payloads(conn: asyncpg.Connection, org_id: str, types: Iterable[st
         "SELECT payload::text AS p FROM events WHERE org_id = $1 AND type = ANY($2::text[])"
         " ORDER BY occurred_at, event_id",
         org_id,
+        sorted(types),
+    )
+    return [r["p"] for r in rows]
+
+
+async def keyed_payloads(
+    conn: asyncpg.Connection, patients: Sequence[PatientKey], types: Iterable[str]
+) -> list[str]:
+    """The stored events (JSON) of these types of these (organisation, patient)s, by event
+    time then event id (the refresh folds their care pathways)."""
+    if not patients:
+        return []
+    rows = await conn.fetch(
+        "SELECT e.payload::text AS p FROM events e"
+        " JOIN unnest($1::text[], $2::text[]) AS k(o, pid)"
+        "   ON e.org_id = k.o AND e.patient_id = k.pid"
+        " WHERE e.type = ANY($3::text[]) ORDER BY e.occurred_at, e.event_id",
+        [k[0] for k in patients],
+        [k[1] for k in patients],
         sorted(types),
     )
     return [r["p"] for r in rows]

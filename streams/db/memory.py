@@ -24,18 +24,22 @@ from dataclasses import dataclass, field
 from alerts.models import STATUS_RANK, Alert
 from alerts.rollup import DailyAdherence, PatientRollup
 from alerts.state import PatientState, decode_state, encode_state, new_state
-from billing.readiness import AssessedLine, Stream
+from billing.readiness import STREAM_OF_TYPE, AssessedLine, Stream
 from billing.state import fold_events
 from intake.engine import IntakeState
 from intake.rules import IntakeRules
-from schemas.events import Event, PatientKey, key_text
+from outcomes.licences import Activation
+from pathways.engine import PATHWAY_EVENT_TYPES
+from pathways.model import Pathway
+from schemas.events import Event, PatientKey, dump_event, key_text
 from streams.clock import SYSTEM_CLOCK, Clock
 from streams.db.alert_states import StateConflict
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import EventKey, event_key
 from streams.db.intakes import IntakeOrgKey, IntakeWrite
-from streams.db.readiness import READINESS_EVENT_TYPES, ReadinessLoad
+from streams.db.outcome_rows import EpisodeOutcome
+from streams.db.readiness import READINESS_EVENT_TYPES, ReadinessLoad, ReadinessWrite
 
 
 @dataclass
@@ -72,6 +76,9 @@ class MemoryIngestStore:
     line_readiness: dict[PatientKey, list[tuple[str, AssessedLine, dt.datetime]]] = field(
         default_factory=dict
     )
+    # the refresh: patients marked (-> when), and the per-episode outcome rows by patient
+    refresh_marks: dict[PatientKey, dt.datetime] = field(default_factory=dict)
+    outcome_rows: dict[PatientKey, list[EpisodeOutcome]] = field(default_factory=dict)
     _seq: int = 0
 
     # --- the port --------------------------------------------------------------------------
@@ -79,6 +86,30 @@ class MemoryIngestStore:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[MemorySession]:
         yield MemorySession(self)
+
+    # --- the refresh's port (``streams.services.refresh.RefreshStore``) --------------------
+    # No settling in memory: every mark is due (the queue's timing is PostgreSQL's).
+
+    async def claim(
+        self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
+    ) -> tuple[list[PatientKey], dt.datetime | None]:
+        due = sorted(self.refresh_marks, key=lambda k: (self.refresh_marks[k], k))[:limit]
+        for key in due:
+            del self.refresh_marks[key]
+        return sorted(due), (self.clock.now() if due else None)
+
+    @asynccontextmanager
+    async def refresh_session(self) -> AsyncIterator[MemoryRefreshSession]:
+        yield MemoryRefreshSession(self)
+
+    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
+        stale = sorted(
+            k
+            for k, rows in self.outcome_rows.items()
+            if any(o.row.end_date is None and o.as_of < now - older for o in rows)
+        )[:limit]
+        self.refresh_marks.update(dict.fromkeys(stale, now))
+        return len(stale)
 
     async def write(self, batch: BatchWrite, loaded: dict[PatientKey, int]) -> Written:
         """Write one batch whose states were read at ``loaded`` revisions."""
@@ -111,12 +142,7 @@ class MemoryIngestStore:
         self._queue_deliveries(batch)
         seqs = self._queue_publish(batch)
         self.intakes.update(batch.intakes)
-        for org, stream, eid in batch.readiness.first_streams:
-            self.streams_seen.setdefault((org, stream), eid)
-        for key in batch.readiness.patients:
-            self.line_readiness[key] = [
-                r for r in batch.readiness.lines if (r[0], r[1].line.patient_id) == key
-            ]
+        self.refresh_marks.update(dict.fromkeys(batch.patients, self.clock.now()))
         for key, state in batch.states.items():
             rev = self.states[key][0] + 1 if key in self.states else 1
             self.states[key] = (rev, batch.partitions[key], encode_state(state))
@@ -226,19 +252,38 @@ class MemorySession:
     async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]:
         return {k: self.store.intakes[k].state for k in keys if k in self.store.intakes}
 
-    async def readiness_load(
-        self, touched: Sequence[PatientKey], streams: Sequence[tuple[str, Stream]]
-    ) -> ReadinessLoad:
-        """As ``streams.db.readiness.readiness_load``, from the stored events (no stream
-        switch, fees or profiles in memory)."""
+    async def write(self, batch: BatchWrite) -> Written:
+        return await self.store.write(batch, self.loaded)
+
+
+class MemoryRefreshSession:
+    """One refresh's reads and write (``streams.services.refresh.RefreshSession``) over the
+    stored events (no stream switch, fees, profiles, published pathways or licences)."""
+
+    def __init__(self, store: MemoryIngestStore) -> None:
+        self.store = store
+
+    def _by_patient(self, keys: set[PatientKey]) -> dict[PatientKey, list[Event]]:
+        out: dict[PatientKey, list[Event]] = {}
+        for e in self.store.events.values():
+            if e.patient_key in keys:
+                out.setdefault(e.patient_key, []).append(e)
+        return out
+
+    async def readiness_load(self, touched: Sequence[PatientKey]) -> ReadinessLoad:
+        """As ``streams.db.readiness.readiness_load``."""
         seen = set(self.store.streams_seen)
-        first = {org for org, s in streams if (org, s) not in seen}
+        touched_events = self._by_patient(set(touched))
+        sent = {
+            (k[0], STREAM_OF_TYPE[e.type])
+            for k, es in touched_events.items()
+            for e in es
+            if e.type in STREAM_OF_TYPE
+        }
+        first = {org for org, s in sent if (org, s) not in seen}
         stored = self.store.events.values()
         patients = sorted({*touched, *(e.patient_key for e in stored if e.patient_key[0] in first)})
-        by_patient: dict[PatientKey, list[Event]] = {}
-        for e in self.store.events.values():
-            if e.patient_key in patients:
-                by_patient.setdefault(e.patient_key, []).append(e)
+        by_patient = self._by_patient(set(patients))
         return ReadinessLoad(
             patients=tuple(patients),
             states=fold_events([e for v in by_patient.values() for e in v]),
@@ -248,8 +293,34 @@ class MemorySession:
             seen=seen,
         )
 
-    async def write(self, batch: BatchWrite) -> Written:
-        return await self.store.write(batch, self.loaded)
+    async def pathway_payloads(self, patients: Sequence[PatientKey]) -> list[str]:
+        events = [e for v in self._by_patient(set(patients)).values() for e in v]
+        events.sort(key=lambda e: (e.occurred_at, e.event_id))
+        return [dump_event(e).decode() for e in events if e.type in PATHWAY_EVENT_TYPES]
+
+    async def published_pathways(self, org_id: str) -> list[Pathway]:
+        return []
+
+    async def activations(self, org_id: str) -> list[Activation]:
+        return []
+
+    async def write_refresh(
+        self,
+        readiness: ReadinessWrite,
+        patients: Sequence[PatientKey],
+        outcomes: Sequence[EpisodeOutcome],
+        claimed_at: dt.datetime,
+    ) -> None:
+        for org, stream, eid in readiness.first_streams:
+            self.store.streams_seen.setdefault((org, stream), eid)
+        for key in readiness.patients:
+            self.store.line_readiness[key] = [
+                r for r in readiness.lines if (r[0], r[1].line.patient_id) == key
+            ]
+        for key in patients:
+            self.store.outcome_rows[key] = [
+                o for o in outcomes if (o.row.org_id, o.row.patient_id) == key
+            ]
 
 
 def _greatest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:

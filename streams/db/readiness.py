@@ -140,20 +140,13 @@ async def org_patients(conn: asyncpg.Connection, org_ids: Sequence[str]) -> list
     return sorted((r["org_id"], r["patient_id"]) for r in rows)
 
 
-async def readiness_load(
-    conn: asyncpg.Connection,
-    touched: Sequence[PatientKey],
-    streams: Iterable[tuple[str, Stream]],
-) -> ReadinessLoad:
-    """What assessing a batch needs: the patients it ``touched`` and, when it brings an
-    organisation's first fact of a stream (``streams``: (organisation, stream) of its
-    facts), every patient of that organisation (whose lines that changes)."""
-    orgs = sorted({k[0] for k in touched})
-    load = ReadinessLoad(patients=tuple(touched))
-    load.seen = await streams_seen(conn, orgs)
-    first = sorted({org for org, s in streams if (org, s) not in load.seen})
-    patients = sorted({*touched, *(await org_patients(conn, first))} if first else set(touched))
-    load.patients = tuple(patients)
+async def _load_patients(
+    conn: asyncpg.Connection, load: ReadinessLoad, patients: Sequence[PatientKey]
+) -> None:
+    """Add ``patients``' billing states and readiness facts to ``load``."""
+    if not patients:
+        return
+    load.patients = tuple(sorted({*load.patients, *patients}))
     by_org: dict[str, list[str]] = {}
     for org, pid in patients:
         by_org.setdefault(org, []).append(pid)
@@ -169,6 +162,26 @@ async def readiness_load(
     )
     for r in rows:
         load.facts.setdefault((r["org_id"], r["patient_id"]), []).append(parse_event_json(r["p"]))
+
+
+async def readiness_load(conn: asyncpg.Connection, touched: Sequence[PatientKey]) -> ReadinessLoad:
+    """What assessing the ``touched`` patients needs; when their facts hold an
+    organisation's first fact of a stream (one it has not sent before), every patient of
+    that organisation too (whose lines that changes)."""
+    orgs = sorted({k[0] for k in touched})
+    load = ReadinessLoad()
+    load.seen = await streams_seen(conn, orgs)
+    await _load_patients(conn, load, sorted(set(touched)))
+    sent = {
+        (k[0], STREAM_OF_TYPE[e.type])
+        for k, es in load.facts.items()
+        for e in es
+        if e.type in STREAM_OF_TYPE
+    }
+    first = sorted({org for org, s in sent if (org, s) not in load.seen})
+    if first:
+        others = sorted(set(await org_patients(conn, first)) - set(load.patients))
+        await _load_patients(conn, load, others)
     load.modes = await stream_modes(conn, orgs)
     load.fees = await fee_entries(conn)
     profiles = await conn.fetch(

@@ -53,7 +53,6 @@ from alerts.models import DEFAULT_CONFIG, Alert, AlertConfig
 from alerts.rollup import rollups
 from alerts.state import PatientState
 from billing.ledger import ledger_rows
-from billing.readiness import Stream
 from intake import engine as intake_engine
 from intake.engine import IntakeState
 from intake.rules import DEFAULT_RULES, IntakeRules
@@ -72,14 +71,12 @@ from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import CONTENT_ERRORS, EventKey, event_key
 from streams.db.intakes import IntakeOrgKey, IntakeWrite
-from streams.db.readiness import ReadinessLoad, ReadinessWrite
 from streams.kafka import control
 from streams.kafka.control import Record
 from streams.kafka.producer import dead_letter_payload
 from streams.metrics import WorkerMetrics
 from streams.services.alerts import Publisher
 from streams.services.persist import write_until_done
-from streams.services.readiness import decide_readiness, fact_streams
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +94,6 @@ class IngestSession(Protocol):
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]: ...
 
     async def intakes(self, keys: Sequence[IntakeOrgKey]) -> dict[IntakeOrgKey, IntakeState]: ...
-
-    async def readiness_load(
-        self, touched: Sequence[PatientKey], streams: Sequence[tuple[str, Stream]]
-    ) -> ReadinessLoad: ...
 
     async def write(self, batch: BatchWrite) -> Written: ...
 
@@ -400,15 +393,13 @@ def decide(
     config: AlertConfig,
     partition_of: Callable[[PatientKey], int],
     intakes: Mapping[IntakeOrgKey, IntakeState] | None = None,
-    readiness: ReadinessLoad | None = None,
-    now: dt.datetime | None = None,
 ) -> Decision:
     """What the batch's fresh items do, from what was read (pure): the rules over the new
     events, the ticks and the acks (``apply_batch``; an ack of an alert that left its
     patient's state carries the stored snapshot), the new events' ledger rows and the
-    touched patients' rollups and the intakes they change (from their stored ``intakes``),
-    and, given their ``readiness`` load and the batch's ``now``, the readiness of the touched
-    patients' claim lines (``streams.services.readiness.decide_readiness``)."""
+    touched patients' rollups and the intakes they change (from their stored ``intakes``).
+    Their claim lines' readiness and outcome rows follow off the ingest path (the write
+    marks them: ``streams.services.refresh``)."""
     items = [
         replace(i, stored=stored[i.alert_id])
         if isinstance(i, AckItem) and i.alert_id in stored
@@ -427,9 +418,6 @@ def decide(
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
         intakes=intake_changes(intakes or {}, new_events, config.intake_rules_for),
-        readiness=decide_readiness(readiness, new_events, now)
-        if readiness is not None and now is not None
-        else ReadinessWrite(),
     )
     return Decision(write, result, first_contacts(intakes or {}, write.intakes))
 
@@ -476,7 +464,6 @@ class Ingest:
         config: AlertConfig = DEFAULT_CONFIG,
         rules_refresh_s: float = 30.0,
         lanes: int = 1,
-        stream_readiness: bool = True,
     ) -> None:
         self.store = store
         self.dead_letters = dead_letters
@@ -490,8 +477,6 @@ class Ingest:
         self.rules_refresh_s = rules_refresh_s
         self._rules_read_at: float | None = None
         self.lanes = lanes  # transactions in flight per fetch, on disjoint partitions
-        # claim-line readiness in the batch (RTM_WORKER_STREAM_READINESS)
-        self.stream_readiness = stream_readiness
 
     def partition_of(self, key: PatientKey) -> int:
         """The rtm.events partition of a patient: the one its Kafka key hashes to."""
@@ -586,14 +571,6 @@ class Ingest:
                 stored = await session.stored_alerts(acked_elsewhere(fresh, states))
                 keys = intake_keys(fresh)
                 intakes = await session.intakes(keys) if keys else {}
-                news = [i.event for i in fresh if isinstance(i, EventItem)]
-                ready = (
-                    await session.readiness_load(
-                        sorted({e.patient_key for e in news}), sorted(fact_streams(news))
-                    )
-                    if news and self.stream_readiness
-                    else ReadinessLoad()  # ticks and acks change no claim line
-                )
                 decision = decide(
                     states,
                     stored,
@@ -601,8 +578,6 @@ class Ingest:
                     self.config,
                     self.partition_of,
                     intakes,
-                    ready,
-                    self.clock.now(),
                 )
                 if read_known or not decision.result.refused:
                     break

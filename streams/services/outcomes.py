@@ -2,11 +2,11 @@
 the patient page, the organisation's outcome report for the manager's page and its exports,
 and the replay of a draft pathway version over the organisation's past episodes.
 
-Interim: everything here is computed from the stored events with the pure engine
-(``pathways``), the same code as ``rtm pathways evaluate|diff`` and ``rtm outcomes
-episodes|report``; when the worker keeps the per-episode outcome rows in the database, the
-report reads them instead, and only this module changes. Nothing here writes but the audit
-rows the callers leave."""
+The report groups the per-episode outcome rows the worker keeps off the ingest path
+(``streams.services.refresh``, ``episode_outcomes``); one patient's panels and a draft's
+replay are computed from the stored events with the pure engine (``pathways``), the same
+code as ``rtm pathways evaluate|diff`` and ``rtm outcomes episodes|report``. Nothing here
+writes but the audit rows the callers leave."""
 
 from __future__ import annotations
 
@@ -28,19 +28,22 @@ from pathways.outcomes import GroupBy, episode_row, report
 from schemas.events import Event, parse_event_json
 from streams.db.events import clinical_payloads, count_org_events, org_payloads
 from streams.db.instruments import activations
+from streams.db.outcome_rows import episode_outcomes
 from streams.db.pathway_versions import published_versions
+from streams.db.refresh import pending
 
 REPORT_BY: tuple[GroupBy, ...] = ("pathway", "clinician", "body_region")
 
-# Until the worker keeps the per-episode outcome rows, the report and the diff fold the
-# organisation's events here, in the gateway: about 2.6 KB of memory and 0.1 ms of CPU per
-# event (`rtm outcomes report` over 267,000 events: 700 MB, 33 s). Past this many the page
-# refuses, naming the offline command, instead of holding the gateway's memory and CPU.
+# A draft's replay folds the organisation's events here, in the gateway: about 2.6 KB of
+# memory and 0.1 ms of CPU per event (`rtm outcomes report` over 267,000 events: 700 MB,
+# 33 s). Past this many the page refuses, naming the offline command, instead of holding the
+# gateway's memory and CPU.
 MAX_FOLD_EVENTS = 100_000
 
 
 class TooManyEvents(Exception):
-    """The organisation has more events than the interim fold takes (``MAX_FOLD_EVENTS``)."""
+    """The organisation has more events than a replay in the gateway takes
+    (``MAX_FOLD_EVENTS``)."""
 
     def __init__(self, count: int) -> None:
         super().__init__(f"{count} events of the organisation's pathways")
@@ -227,32 +230,23 @@ async def plan_definitions(conn: asyncpg.Connection, org_id: str) -> list[dict[s
 # --- the organisation -------------------------------------------------------------------
 
 
-async def organisation_episodes(
-    conn: asyncpg.Connection, org_id: str, now: dt.datetime
-) -> tuple[list[EpisodeView], list[str], Context]:
-    """Every episode of the organisation as of ``now``, the episodes left out, and the
-    context they were computed in."""
-    ctx = await context(conn, org_id, now)
-    events = await _org_events(conn, org_id)
-    eps, missing = await asyncio.to_thread(views, events, now, ctx.versions, ctx.licensed)
-    return eps, missing, ctx
-
-
 @dataclass(frozen=True)
 class OutcomeReport:
     as_of: dt.datetime
     groups: dict[GroupBy, list[dict[str, object]]]  # REPORT_BY's reports
     patient_ids: list[str]  # whose episodes it stands on (the audit row names them)
-    missing: list[str]
+    pending: int = 0  # patients whose latest events the worker's refresh has still to fold
 
 
 async def outcome_report(conn: asyncpg.Connection, org_id: str, now: dt.datetime) -> OutcomeReport:
-    """The organisation's report by pathway version, clinician and body region (the same
-    rows as ``rtm outcomes report --by …`` over its events)."""
-    eps, missing, _ = await organisation_episodes(conn, org_id, now)
-    groups = {by: report(eps, by) for by in REPORT_BY}
-    patients = sorted({v.episode.patient_id for v in eps})
-    return OutcomeReport(now, groups, patients, missing)
+    """The organisation's report by pathway version, clinician and body region over the
+    outcome rows the worker keeps (``streams.services.refresh``): the same rows as ``rtm
+    outcomes report --by …`` over its events as of their refresh."""
+    stored = await episode_outcomes(conn, org_id)
+    rows = [o.row for o in stored]
+    groups = {by: report(rows, by) for by in REPORT_BY}
+    patients = sorted({r.patient_id for r in rows})
+    return OutcomeReport(now, groups, patients, await pending(conn, org_id))
 
 
 def default_source(versions: dict[str, Pathway]) -> str:

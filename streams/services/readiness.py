@@ -1,11 +1,11 @@
 """Claim readiness as it streams, and its use cases (docs/billing-readiness.md).
 
-- ``decide_readiness`` (pure): the readiness of the lines of the patients a batch touched,
-  from what ``streams.db.readiness.readiness_load`` read and the batch's new events, as of
-  the batch's "now" (the worker's clock; facts are never later than their arrival), with
+- ``decide_readiness`` (pure): the readiness of the lines of the patients the refresh
+  claimed (``streams.services.refresh``), from what ``streams.db.readiness.readiness_load``
+  read of them, as of the worker's clock (facts are never later than their arrival), with
   ``auto`` streams resolved per organisation (``billing.readiness.resolved_config``). An
   organisation's first fact of a stream changes every line of it: the load then holds all
-  its patients. The ingest step writes the result in the batch's transaction.
+  its patients.
 - ``readiness_lines``: the stored lines of an organisation's month with their readiness and
   checks (the month queue, ``GET /v1/billing/readiness``), audited as a read of their
   patients.
@@ -37,36 +37,27 @@ from billing.readiness import (
 )
 from billing.rules import ClaimLine, closes_at, compute_claims, month_bounds
 from billing.state import PatientBillingState
-from schemas.events import Event, PatientKey
+from schemas.events import PatientKey
 from streams.clock import Clock
 from streams.db import readiness as db
 from streams.db.readiness import ReadinessLoad, ReadinessWrite, StoredReadiness
 from streams.services.claims import Requester, audit_requester
 
 
-def fact_streams(events: Sequence[Event]) -> set[tuple[str, Stream]]:
-    """(organisation as the worker keys it, stream) of the readiness facts among
-    ``events``."""
-    return {(e.patient_key[0], STREAM_OF_TYPE[e.type]) for e in events if e.type in STREAM_OF_TYPE}
-
-
-def decide_readiness(
-    load: ReadinessLoad, new_events: Sequence[Event], now: dt.datetime
-) -> ReadinessWrite:
-    """The lines of ``load.patients`` after ``new_events`` (pure; the load's states are
-    folded in place: a load serves one decision)."""
+def decide_readiness(load: ReadinessLoad, now: dt.datetime) -> ReadinessWrite:
+    """The lines of ``load.patients`` as of ``now`` from their stored billing states and
+    facts (pure; the load is read, not changed), and the streams their facts send for the
+    first time (each with its smallest event id)."""
     if not load.patients:
         return ReadinessWrite()
     first: dict[tuple[str, Stream], str] = {}
-    for e in sorted(new_events, key=lambda e: e.event_id):
-        if e.type in STREAM_OF_TYPE:
-            sent = (e.patient_key[0], STREAM_OF_TYPE[e.type])
-            if sent not in load.seen:
-                first.setdefault(sent, e.event_id)
+    for key, events in load.facts.items():
+        for e in events:
+            if e.type in STREAM_OF_TYPE:
+                sent = (key[0], STREAM_OF_TYPE[e.type])
+                if sent not in load.seen and (sent not in first or e.event_id < first[sent]):
+                    first[sent] = e.event_id
     seen = load.seen | first.keys()
-    new_by_patient: dict[PatientKey, list[Event]] = {}
-    for e in new_events:
-        new_by_patient.setdefault(e.patient_key, []).append(e)
     by_org: dict[str, list[PatientKey]] = {}
     for patient in load.patients:
         by_org.setdefault(patient[0], []).append(patient)
@@ -75,12 +66,8 @@ def decide_readiness(
         states: dict[str, PatientBillingState] = {}
         facts = ReadinessFacts()
         for key in keys:
-            state = load.states.get(key) or PatientBillingState(patient_id=key[1])
+            states[key[1]] = load.states.get(key) or PatientBillingState(patient_id=key[1])
             fold_facts(load.facts.get(key, []), facts)
-            for e in new_by_patient.get(key, []):
-                state.apply(e)
-                facts.apply(e)
-            states[key[1]] = state
         # as of every fact held (one may occur within the future skew of its arrival): what
         # the log gives once the clock passes it
         as_of = max([now, *(f.occurred_at for f in facts.facts.values())])
@@ -180,8 +167,8 @@ async def reassess_org(conn: asyncpg.Connection, org_id: str, now: dt.datetime) 
     """Assess every stored line of the organisation again (after its switch changed);
     returns the number of lines stored."""
     patients = await db.org_patients(conn, [org_id])
-    load = await db.readiness_load(conn, patients, ())
-    w = decide_readiness(load, (), now)
+    load = await db.readiness_load(conn, patients)
+    w = decide_readiness(load, now)
     await db.write_readiness(conn, w)
     return len(w.lines)
 

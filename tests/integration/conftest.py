@@ -29,6 +29,7 @@ from rtm.devstack import (
     start_gateway,
     start_worker,
 )
+from streams.db.refresh import pending as refresh_pending
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
@@ -159,6 +160,16 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.25)
+
+
+async def refreshed(settings: Settings, org_id: str | None = None) -> bool:
+    """No patient (of ``org_id``) is left for the worker's refresh: the claim lines'
+    readiness and the outcome rows are as of their latest events."""
+    conn = await asyncpg.connect(settings.db.dsn)
+    try:
+        return await refresh_pending(conn, org_id) == 0
+    finally:
+        await conn.close()
 
 
 async def read_topic(

@@ -32,7 +32,14 @@ from streams.http.app import create_app
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, end_offsets, run_in_thread, running_stack, wait_for
+from tests.integration.conftest import (
+    Stack,
+    end_offsets,
+    refreshed,
+    run_in_thread,
+    running_stack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +146,7 @@ def _sign_in(w: World, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(base_settings: Settings) -> Iterator[World]:
-    # the readiness route reads the lines the worker stores as it streams (off by default)
-    with running_stack(base_settings, worker_stream_readiness=True) as stack:
+    with running_stack(base_settings) as stack:
         tag = "acc" + uuid.uuid4().hex[:8]
         w = World(stack, tag, f"{tag}-a", f"{tag}-b")
         run_in_thread(_provision(stack.settings, w))
@@ -189,6 +195,9 @@ def world(base_settings: Settings) -> Iterator[World]:
             return bool(w.alert_id) and n == len(data) + 2
 
         run_in_thread(wait_for(alert_stored, 90, "events stored and the pain alert"))
+        # the readiness route reads the lines the worker's refresh stores
+        settings = stack.settings
+        run_in_thread(wait_for(lambda: refreshed(settings, w.org_a), 90, "lines refreshed"))
         # a recorded export of A (a month without lines: the export tests below bill October)
         resp = w.call(
             "a-billing",

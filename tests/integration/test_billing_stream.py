@@ -65,8 +65,6 @@ def billing_stack(base_settings: Settings) -> Iterator[Stack]:
         {
             "database_url": dsn,
             "database_owner_url": SecretStr(owner_dsn),
-            # claim readiness as it streams (off by default: docs/billing-readiness.md)
-            "worker_stream_readiness": True,
         }
     )
     asyncio.run(migrate(owner_dsn, settings.db.app_role))

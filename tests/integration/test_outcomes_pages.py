@@ -41,7 +41,7 @@ from rtm.cli import main
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.browser import chromium, fetch, provision, sign_in
-from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
+from tests.integration.conftest import Stack, refreshed, run_in_thread, running_stack, wait_for
 from tests.integration.test_pages import DESKTOP, PHONE, SIDEWAYS
 
 pytestmark = pytest.mark.integration
@@ -170,6 +170,9 @@ def clinic(base_settings: Settings) -> Iterator[Clinic]:
         assert resp.status_code == 200 and resp.json()["accepted"] == len(theirs), resp.text
         run_in_thread(_stored(stack.settings, org, len(events)))
         run_in_thread(_stored(stack.settings, other, len(theirs)))
+        settings = stack.settings
+        for o in (org, other):  # the report reads the outcome rows the worker's refresh keeps
+            run_in_thread(wait_for(lambda o=o: refreshed(settings, o), 90, f"{o} refreshed"))
         yield c
 
 

@@ -27,7 +27,7 @@ from rtm.simulate import write_jsonl
 from schemas.events import validate_event
 from streams.kafka.producer import EventProducer
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, wait_for
+from tests.integration.conftest import Stack, refreshed, wait_for
 from tests.integration.test_billing_stream import bdb, billing_stack, committed_everything
 
 pytestmark = pytest.mark.integration
@@ -186,6 +186,7 @@ async def test_streamed_readiness_equals_the_offline_command_with_late_and_dupli
     # the first wave, then the late facts once it is stored, each posted twice (duplicates)
     assert stack.post(first).json()["accepted"] == len(first)
     await wait_for(lambda: committed_everything(stack.settings), timeout=90, what="first wave")
+    await wait_for(lambda: refreshed(stack.settings), timeout=90, what="first wave refreshed")
     before = await stored(bdb)
     assert {r[0] for r in before} == set(planted)
     assert stack.post(late + late[:1]).json()["accepted"] == len(late)
@@ -200,6 +201,7 @@ async def test_streamed_readiness_equals_the_offline_command_with_late_and_dupli
     dups = stack.post(late).json()["duplicates"]
     assert [d["event_id"] for d in dups] == [e["event_id"] for e in late]
     await wait_for(lambda: committed_everything(stack.settings), timeout=90, what="re-posted")
+    await wait_for(lambda: refreshed(stack.settings), timeout=90, what="lines refreshed")
 
     now = dt.datetime.now(dt.UTC)
     want = offline(path, now)

@@ -1,6 +1,7 @@
-"""Until the worker keeps the outcome rows, the manager's report and the pathway diff fold the
-organisation's events in the gateway: past ``MAX_FOLD_EVENTS`` they refuse before reading a
-single payload (a large organisation cannot hold the gateway's memory and CPU)."""
+"""A draft pathway version's replay on the manager's page folds the organisation's events in
+the gateway: past ``MAX_FOLD_EVENTS`` it refuses before reading a single payload (a large
+organisation cannot hold the gateway's memory and CPU). The report reads the worker's stored
+outcome rows and folds nothing."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from pathways.model import DEFAULT_PATHWAY, builtin
 from streams.services import outcomes
-from streams.services.outcomes import MAX_FOLD_EVENTS, TooManyEvents, outcome_report
+from streams.services.outcomes import MAX_FOLD_EVENTS, TooManyEvents, draft_diff
 
 
 class Conn:
@@ -31,15 +33,17 @@ class Conn:
         return []
 
 
-async def test_past_the_bound_the_report_refuses_before_reading_the_events(
+async def test_past_the_bound_the_replay_refuses_before_reading_the_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def no_context(conn: Any, org_id: str, as_of: dt.datetime) -> Any:
-        return outcomes.Context({}, frozenset(), as_of)
+        return outcomes.Context(builtin(), frozenset(), as_of)
 
     monkeypatch.setattr(outcomes, "context", no_context)
     conn = Conn(MAX_FOLD_EVENTS + 1)
     with pytest.raises(TooManyEvents) as exc:
-        await outcome_report(conn, "clinic-a", dt.datetime(2026, 12, 6, tzinfo=dt.UTC))  # type: ignore[arg-type]
+        now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+        draft = builtin()[DEFAULT_PATHWAY]
+        await draft_diff(conn, "clinic-a", now, DEFAULT_PATHWAY, draft)  # type: ignore[arg-type]
     assert exc.value.count == MAX_FOLD_EVENTS + 1
     assert conn.fetched == []

@@ -13,9 +13,10 @@ import io
 import json
 from typing import Any
 
+from pathways.engine import EpisodeView
 from pathways.model import builtin
 from pathways.offline import diff, episode_rows, evaluate_rows, views
-from pathways.outcomes import report
+from pathways.outcomes import OutcomeRow, outcome_row, report
 from schemas.events import EVENT_ADAPTER
 from streams.http.pages.outcomes import CSV_COLUMNS, diff_view, export_text
 from streams.services.outcomes import REPORT_BY, Context, OutcomeReport, patient_panels
@@ -27,10 +28,14 @@ EVENTS = [EVENT_ADAPTER.validate_python(e) for e in COHORT]
 ORG = EVENTS[0].patient_key[0]
 
 
+def rows(eps: list[EpisodeView]) -> list[OutcomeRow]:
+    return [outcome_row(v) for v in eps]
+
+
 def the_report() -> OutcomeReport:
     eps, missing = views(EVENTS, AS_OF, builtin())
     assert missing == []
-    return OutcomeReport(AS_OF, {by: report(eps, by) for by in REPORT_BY}, [], [])
+    return OutcomeReport(AS_OF, {by: report(rows(eps), by) for by in REPORT_BY}, [])
 
 
 def test_the_csv_export_has_the_ndjson_rows_numbers() -> None:
@@ -62,7 +67,7 @@ def test_the_csv_export_has_the_ndjson_rows_numbers() -> None:
 def test_a_rate_without_a_denominator_is_an_empty_cell() -> None:
     lone = [e for e in COHORT if e["patient_id"] == "p0" and e["type"] == "episode.started"]
     eps, _ = views([EVENT_ADAPTER.validate_python(e) for e in lone], AS_OF, builtin())
-    r = OutcomeReport(AS_OF, {by: report(eps, by) for by in REPORT_BY}, [], [])
+    r = OutcomeReport(AS_OF, {by: report(rows(eps), by) for by in REPORT_BY}, [])
     (row,) = [x for x in csv.DictReader(io.StringIO(export_text(r, "csv"))) if x["by"] == "pathway"]
     assert (row["with_scores"], row["mcid_rate"], row["median_days_to_discharge"]) == ("0", "", "")
 

@@ -1,7 +1,8 @@
 """The worker stores each claim line's readiness as it streams (issue 20 item 2), on the
-in-memory store through ``Ingest.record_batch``: the stored lines equal ``assess`` over the
-whole log as of the same time, whatever the batches, their order, duplicates and late facts;
-an organisation's first fact of a stream changes the lines of patients who got no event.
+in-memory store through ``Ingest.record_batch`` and the refresh off the ingest path
+(``streams.services.refresh``): the stored lines equal ``assess`` over the whole log as of
+the same time, whatever the batches, their order, duplicates and late facts; an
+organisation's first fact of a stream changes the lines of patients who got no event.
 (The PostgreSQL path: tests/integration/test_readiness_stream.py.)"""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from billing.readiness import ReadinessConfig, ReadinessFacts, assess
 from billing.rules import compute_claims
 from billing.state import PatientBillingState
 from streams.db.readiness import READINESS_EVENT_TYPES
+from streams.services.refresh import refresh_once
 from tests.unit.test_billing_readiness import (
     BASE,
     consent,
@@ -58,7 +60,10 @@ def offline(
     }
 
 
-def stored(step: Step) -> set[tuple[str, str, str, str, str]]:
+async def stored(step: Step) -> set[tuple[str, str, str, str, str]]:
+    """The lines stored once the refresh has folded every marked patient."""
+    while await refresh_once(step.store, step.clock):
+        pass
     return {
         (
             a.line.patient_id,
@@ -75,16 +80,16 @@ def stored(step: Step) -> set[tuple[str, str, str, str, str]]:
 async def test_a_first_fact_changes_the_lines_of_every_patient_of_the_organisation() -> None:
     step = Step()
     await step.events(*BASE, *P2)
-    before = stored(step)
+    before = await stored(step)
     assert {r[3:] for r in before} == {
         ("warn", "CONSENT_UNKNOWN+POC_UNKNOWN+PROCEDURE_UNKNOWN+RPM_UNKNOWN+SPEND_UNKNOWN")
     }
     await step.events(consent("2026-03-01"))  # p-1's consent: the stream is sent now
-    after = {r[0:3]: r[3:] for r in stored(step)}
+    after = {r[0:3]: r[3:] for r in await stored(step)}
     p2 = [v for k, v in after.items() if k[0] == "p-2"]
     assert p2 and all(v[0] == "blocked" and "CONSENT_MISSING" in v[1] for v in p2)
     assert all("CONSENT" not in v[1] for k, v in after.items() if k[0] == "p-1")
-    assert stored(step) == offline([*BASE, *P2, consent("2026-03-01")])
+    assert await stored(step) == offline([*BASE, *P2, consent("2026-03-01")])
 
 
 async def test_any_batches_order_duplicates_and_late_facts_store_what_the_log_gives() -> None:
@@ -105,7 +110,7 @@ async def test_any_batches_order_duplicates_and_late_facts_store_what_the_log_gi
         for batch in batches:
             if batch:
                 await step.events(*batch)
-        assert stored(step) == expected, seed
+        assert await stored(step) == expected, seed
 
 
 async def test_a_fact_within_the_future_skew_counts_as_the_log_will_give_it() -> None:
@@ -113,8 +118,8 @@ async def test_a_fact_within_the_future_skew_counts_as_the_log_will_give_it() ->
     later = NOW + dt.timedelta(minutes=2)
     fact = consent(later.isoformat().replace("+00:00", "Z"))
     await step.events(*BASE, fact)  # inside the future skew: stored
-    assert stored(step) == offline([*BASE, fact], later)
-    assert {r[4].split("+")[0] for r in stored(step)} == {"CONSENT_AFTER_DOS"}
+    assert await stored(step) == offline([*BASE, fact], later)
+    assert {r[4].split("+")[0] for r in await stored(step)} == {"CONSENT_AFTER_DOS"}
 
 
 def test_the_fact_index_predicate_is_the_querys_type_list() -> None:

@@ -108,7 +108,10 @@ ADDED = [
     "RTM_ESCALATE_CARE_TEAM_AFTER_S",  # issue 17: the escalation ladder's offsets
     "RTM_ESCALATE_ORG_AFTER_S",
     "RTM_WORKER_LANES",  # issue 21: transactions in flight per fetch
-    "RTM_WORKER_STREAM_READINESS",  # issue 20: claim readiness in the ingest batch
+    # issues 19 and 20: readiness and outcome rows refreshed off the ingest path
+    "RTM_WORKER_REFRESH_INTERVAL_S",
+    "RTM_WORKER_REFRESH_SETTLE_S",
+    "RTM_WORKER_REFRESH_MAX_WAIT_S",
 ]
 
 

@@ -74,10 +74,7 @@ async def _report(request: Request, authenticate: Any, store: Any, resource: str
     who = await page_user(request, authenticate)
     need(who, "read_outcomes")
     async with store.acquire() as conn:
-        try:
-            report = await outcome_report(conn, who.org_id, await db_now(conn))
-        except TooManyEvents as exc:
-            raise too_many(exc) from None
+        report = await outcome_report(conn, who.org_id, await db_now(conn))
         await audit_principal(conn, who, "read", resource, report.patient_ids)
     return who, report
 
@@ -85,11 +82,9 @@ async def _report(request: Request, authenticate: Any, store: Any, resource: str
 def too_many(exc: TooManyEvents) -> PageError:
     return PageError(
         503,
-        "Report not available here yet",
-        f"The organisation has {exc.count:,} pathway events; until the worker keeps the"
-        f" outcome rows, the page folds at most {MAX_FOLD_EVENTS:,}. Export the events and run"
-        " `rtm outcomes report --events FILE --as-of TS --by clinician` (or `rtm pathways"
-        " diff`) offline.",
+        "Replay not available here",
+        f"The organisation has {exc.count:,} pathway events; a replay on this page folds at"
+        f" most {MAX_FOLD_EVENTS:,}. Export the events and run `rtm pathways diff` offline.",
     )
 
 
@@ -105,7 +100,7 @@ async def outcomes_page(
         nav="outcomes",
         as_of=report.as_of.strftime("%Y-%m-%d %H:%M %Z"),
         sections=[(by, TITLES[by], report.groups[by]) for by in REPORT_BY],
-        missing=report.missing,
+        pending=report.pending,
     )
 
 

@@ -1,0 +1,182 @@
+"""The refresh queue (migration 038): the patients whose derived views (claim-line readiness,
+care-pathway outcome rows) a batch changed, refreshed off the ingest path by the worker's
+refresh timer (``streams.services.refresh``).
+
+- ``mark``: in the batch's transaction, one statement; rows in (organisation, patient) order,
+  as ``done`` locks them, so the two never wait on each other in a circle.
+- ``claim``: a short transaction of its own: up to ``limit`` patients whose marks have
+  settled (no mark for ``settle`` or the first one older than ``max_wait``), or whose claim
+  is older than ``stale`` (a refresher that died), organisations taking turns, stamped with
+  the claim's instant.
+- ``done``: in the refresh's write transaction, removes the marks it served; a patient
+  marked again meanwhile (its ``claimed_at`` cleared by ``mark``) stays to do."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from outcomes.licences import Activation
+from pathways.engine import PATHWAY_EVENT_TYPES
+from pathways.model import Pathway
+from schemas.events import PatientKey
+from streams.db.events import keyed_payloads
+from streams.db.instruments import activations
+from streams.db.outcome_rows import EpisodeOutcome, replace_outcomes
+from streams.db.pathway_versions import published_versions
+from streams.db.pool import Pool
+from streams.db.readiness import ReadinessLoad, ReadinessWrite, readiness_load, write_readiness
+
+
+async def mark(conn: asyncpg.Connection, patients: Sequence[PatientKey]) -> None:
+    if not patients:
+        return
+    keys = sorted(set(patients))
+    await conn.execute(
+        "INSERT INTO refresh_queue (org_id, patient_id, first_marked, last_marked)"
+        " SELECT o, p, now(), now() FROM unnest($1::text[], $2::text[]) AS k(o, p) ORDER BY o, p"
+        " ON CONFLICT (org_id, patient_id) DO UPDATE"
+        " SET last_marked = EXCLUDED.last_marked, claimed_at = NULL",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    limit: int,
+    settle: dt.timedelta,
+    max_wait: dt.timedelta,
+    stale: dt.timedelta,
+) -> tuple[list[PatientKey], dt.datetime | None]:
+    """Claim up to ``limit`` patients to refresh, each organisation's oldest first mark
+    first, organisations taking turns (one organisation's replay or upgrade backlog does not
+    hold another's views back); returns them and the claim's stamp. The database's clock:
+    the queue's times are operational, not the patients', so an injected clock that stands
+    still does not stop it."""
+    rows = await conn.fetch(
+        "WITH t AS (SELECT clock_timestamp() AS now), due AS ("
+        "  SELECT org_id, patient_id FROM ("
+        "    SELECT org_id, patient_id, first_marked,"
+        "      row_number() OVER (PARTITION BY org_id ORDER BY first_marked) AS turn"
+        "    FROM refresh_queue, t"
+        "    WHERE (claimed_at IS NULL OR claimed_at < t.now - $4::interval)"
+        "      AND (last_marked <= t.now - $2::interval OR first_marked <= t.now - $3::interval)"
+        "  ) r ORDER BY turn, first_marked LIMIT $1)"
+        " UPDATE refresh_queue q SET claimed_at = t.now FROM t, due"
+        " WHERE q.org_id = due.org_id AND q.patient_id = due.patient_id"
+        # re-checked on the row as another refresher may just have claimed it
+        "   AND (q.claimed_at IS NULL OR q.claimed_at < t.now - $4::interval)"
+        " RETURNING q.org_id, q.patient_id, q.claimed_at",
+        limit,
+        settle,
+        max_wait,
+        stale,
+    )
+    if not rows:
+        return [], None
+    return sorted((r["org_id"], r["patient_id"]) for r in rows), rows[0]["claimed_at"]
+
+
+async def done(
+    conn: asyncpg.Connection, patients: Sequence[PatientKey], claimed_at: dt.datetime
+) -> None:
+    keys = sorted(set(patients))
+    if not keys:
+        return
+    await conn.execute(
+        "DELETE FROM refresh_queue q USING ("
+        "  SELECT r.org_id, r.patient_id FROM refresh_queue r"
+        "  JOIN unnest($1::text[], $2::text[]) AS k(o, p) ON r.org_id = k.o AND r.patient_id = k.p"
+        "  WHERE r.claimed_at = $3 ORDER BY r.org_id, r.patient_id FOR UPDATE OF r) AS s"
+        " WHERE q.org_id = s.org_id AND q.patient_id = s.patient_id AND q.claimed_at = $3",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        claimed_at,
+    )
+
+
+async def pending(conn: asyncpg.Connection, org_id: str | None = None) -> int:
+    """Patients still to refresh (of ``org_id``, or of every organisation)."""
+    if org_id is None:
+        return int(await conn.fetchval("SELECT count(*) FROM refresh_queue"))
+    return int(await conn.fetchval("SELECT count(*) FROM refresh_queue WHERE org_id = $1", org_id))
+
+
+async def mark_stale_open_episodes(
+    conn: asyncpg.Connection, now: dt.datetime, older: dt.timedelta, limit: int
+) -> int:
+    """Mark the patients of open episodes whose outcome row is older than ``older``: an
+    open episode's row moves with the calendar (its adherence, its tasks, a dropout), not
+    only with events. Returns how many patients were marked."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT org_id, patient_id FROM ("
+        "  SELECT org_id, patient_id FROM episode_outcomes"
+        "  WHERE end_date IS NULL AND as_of < $1::timestamptz - $2::interval"
+        "  ORDER BY as_of LIMIT $3) s",
+        now,
+        older,
+        limit,
+    )
+    keys = [(r["org_id"], r["patient_id"]) for r in rows]
+    await mark(conn, keys)
+    return len(keys)
+
+
+class PgRefreshSession:
+    """One refresh on one connection, in one transaction (``RefreshSession``)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def readiness_load(self, touched: Sequence[PatientKey]) -> ReadinessLoad:
+        return await readiness_load(self.conn, touched)
+
+    async def pathway_payloads(self, patients: Sequence[PatientKey]) -> list[str]:
+        return await keyed_payloads(self.conn, patients, PATHWAY_EVENT_TYPES)
+
+    async def published_pathways(self, org_id: str) -> list[Pathway]:
+        return [v.pathway for v in await published_versions(self.conn, org_id)]
+
+    async def activations(self, org_id: str) -> list[Activation]:
+        return [a for a, _ in await activations(self.conn, org_id)]
+
+    async def write_refresh(
+        self,
+        readiness: ReadinessWrite,
+        patients: Sequence[PatientKey],
+        outcomes: Sequence[EpisodeOutcome],
+        claimed_at: dt.datetime,
+    ) -> None:
+        await write_readiness(self.conn, readiness)
+        await replace_outcomes(self.conn, patients, outcomes)
+        await done(self.conn, patients, claimed_at)
+
+
+class PgRefreshStore:
+    """The refresh's store on PostgreSQL (``streams.services.refresh.RefreshStore``)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def claim(
+        self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
+    ) -> tuple[list[PatientKey], dt.datetime | None]:
+        async with self.pool.acquire() as conn:
+            return await claim(conn, limit, settle, max_wait, stale)
+
+    @asynccontextmanager
+    async def refresh_session(self) -> AsyncIterator[PgRefreshSession]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield PgRefreshSession(conn)
+
+    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
+        async with self.pool.acquire() as conn:
+            return await mark_stale_open_episodes(conn, now, older, limit)
+
+    async def pending(self) -> int:
+        async with self.pool.acquire() as conn:
+            return await pending(conn)

@@ -1,0 +1,156 @@
+"""Views derived off the ingest path (issues 19 and 20): claim-line readiness and per-episode
+outcome rows, refreshed by the worker's refresh timer, not in the ingest batch.
+
+A batch marks the patients its new events touched (``streams.db.refresh.mark``, one
+statement in its transaction). ``refresh_once`` claims up to ``limit`` marked patients whose
+marks have settled (a patient streaming a replay is folded once it pauses, or after
+``max_wait``), reads their stored billing states, readiness facts and care-pathway events,
+decides (pure: ``decide_readiness``, ``episode_outcomes``, in a thread so the ingest loop
+keeps its turn) and writes the lines, the rows and the marks served in one transaction. A
+mark made meanwhile keeps its patient to do. The views are as of the worker's clock;
+``rtm billing readiness`` and ``rtm outcomes episodes`` over the same events as of the same
+instant give the same lines and rows (tests/integration/test_refresh.py).
+
+An open episode's row moves with the calendar (adherence, tasks, a dropout), so
+``mark_stale`` marks the patients whose open rows are older than a day."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from outcomes.licences import Activation, licensed
+from pathways.model import Pathway, builtin
+from pathways.offline import views
+from pathways.outcomes import outcome_row
+from schemas.events import Event, PatientKey, parse_event_json
+from streams.clock import Clock
+from streams.db.outcome_rows import EpisodeOutcome
+from streams.db.readiness import ReadinessLoad, ReadinessWrite
+from streams.services.readiness import decide_readiness
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the refresh takes its work (RTM_WORKER_REFRESH_*)."""
+
+    limit: int = 200  # patients per claim
+    settle: dt.timedelta = dt.timedelta(seconds=1)  # no mark for this long: settled
+    max_wait: dt.timedelta = dt.timedelta(seconds=30)  # a first mark this old: due anyway
+    stale: dt.timedelta = dt.timedelta(minutes=5)  # a claim this old: its refresher died
+    budget_s: float = 0.5  # claims per timer run until this much time has passed
+    open_row_age: dt.timedelta = dt.timedelta(days=1)  # open episodes' rows refreshed daily
+
+
+class RefreshSession(Protocol):
+    """One refresh's reads and its write, in one transaction."""
+
+    async def readiness_load(self, touched: Sequence[PatientKey]) -> ReadinessLoad: ...
+
+    async def pathway_payloads(self, patients: Sequence[PatientKey]) -> list[str]: ...
+
+    async def published_pathways(self, org_id: str) -> list[Pathway]: ...
+
+    async def activations(self, org_id: str) -> list[Activation]: ...
+
+    async def write_refresh(
+        self,
+        readiness: ReadinessWrite,
+        patients: Sequence[PatientKey],
+        outcomes: Sequence[EpisodeOutcome],
+        claimed_at: dt.datetime,
+    ) -> None: ...
+
+
+class RefreshStore(Protocol):
+    async def claim(
+        self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
+    ) -> tuple[list[PatientKey], dt.datetime | None]: ...  # and the claim's stamp
+
+    def refresh_session(self) -> AbstractAsyncContextManager[RefreshSession]: ...
+
+    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class PathwayContext:
+    """An organisation's pathway versions (built-in and published) and the licence-gated
+    instruments it holds at the refresh's instant."""
+
+    versions: Mapping[str, Pathway]
+    licensed: frozenset[str]
+
+
+def episode_outcomes(
+    payloads: Sequence[str], contexts: Mapping[str, PathwayContext], now: dt.datetime
+) -> list[EpisodeOutcome]:
+    """Every episode of these events as of ``now`` (pure: the same views as ``rtm outcomes
+    episodes`` and ``rtm pathways evaluate``); episodes whose version is unknown have none."""
+    by_org: dict[str, list[Event]] = {}
+    for p in payloads:
+        e = parse_event_json(p)
+        by_org.setdefault(e.patient_key[0], []).append(e)
+    out: list[EpisodeOutcome] = []
+    for org, events in sorted(by_org.items()):
+        ctx = contexts[org]
+        eps, _missing = views(events, now, ctx.versions, ctx.licensed)
+        out += [
+            EpisodeOutcome(
+                outcome_row(v),
+                tuple(t.output() for t in v.tasks),
+                tuple(d.output() for d in v.decisions),
+                now,
+            )
+            for v in eps
+        ]
+    return out
+
+
+def _decide(
+    load: ReadinessLoad,
+    payloads: Sequence[str],
+    contexts: Mapping[str, PathwayContext],
+    now: dt.datetime,
+) -> tuple[ReadinessWrite, list[EpisodeOutcome]]:
+    return decide_readiness(load, now), episode_outcomes(payloads, contexts, now)
+
+
+async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayContext:
+    versions = builtin()
+    for p in await s.published_pathways(org_id):
+        versions[p.key] = p
+    return PathwayContext(versions, licensed(org_id, now, await s.activations(org_id)))
+
+
+async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tuning()) -> int:
+    """Claim, refresh and write one set of patients; returns how many (0: none due)."""
+    t = tuning
+    patients, claimed_at = await store.claim(t.limit, t.settle, t.max_wait, t.stale)
+    if not patients or claimed_at is None:
+        return 0
+    now = clock.now()
+    async with store.refresh_session() as s:
+        load = await s.readiness_load(patients)
+        payloads = await s.pathway_payloads(patients)
+        contexts = {org: await _context(s, org, now) for org in sorted({k[0] for k in patients})}
+        readiness, outcomes = await asyncio.to_thread(_decide, load, payloads, contexts, now)
+        await s.write_refresh(readiness, patients, outcomes, claimed_at)
+    return len(patients)
+
+
+async def refresh_due(store: RefreshStore, clock: Clock, tuning: Tuning = Tuning()) -> int:
+    """The timer's run: open episodes' old rows marked, then claims until none is due or
+    the run's budget is spent; returns the patients refreshed."""
+    await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
+    done = 0
+    started = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - started < tuning.budget_s:
+        n = await refresh_once(store, clock, tuning)
+        if not n:
+            break
+        done += n
+    return done
