@@ -1,0 +1,100 @@
+"""The refresh queue in PostgreSQL (migration 038, ``streams/db/refresh.py``), in a schema of
+its own: a mark settles before it is claimed (a replay's patient is folded once it pauses)
+unless its first mark is old; a patient marked again while a refresher works on it stays to
+do; organisations take turns; a claim whose refresher died is claimed again; two claims at
+once never share a patient (the loser of a race takes fewer)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from streams.db.pool import migrate
+from streams.db.refresh import claim, done, mark, pending
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+S = dt.timedelta(seconds=1)
+NEVER = dt.timedelta(days=1)
+
+
+@pytest_asyncio.fixture
+async def qdb(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    schema = "it_refresh_" + uuid.uuid4().hex[:8]
+    owner = await asyncpg.connect(base_settings.db.owner_dsn)
+    await owner.execute(f"CREATE SCHEMA {schema}")
+    path = f"?search_path={schema}%2Cpublic"
+    await migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role)
+    pool = await asyncpg.create_pool(base_settings.db.dsn.split("?")[0] + path, min_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
+        await owner.close()
+
+
+async def age(pool: asyncpg.Pool, seconds: float, column: str = "last_marked") -> None:
+    """Move every mark's ``column`` back by ``seconds`` (time passing, for the queue)."""
+    await pool.execute(
+        f"UPDATE refresh_queue SET {column} = {column} - $1::interval",
+        dt.timedelta(seconds=seconds),
+    )
+
+
+async def test_a_mark_settles_unless_its_first_mark_is_old(qdb: asyncpg.Pool) -> None:
+    await mark(qdb, [("o1", "p1")])
+    assert await claim(qdb, 10, S, NEVER, NEVER) == ([], None)  # still being marked
+    await age(qdb, 2)
+    got, stamp = await claim(qdb, 10, S, NEVER, NEVER)
+    assert got == [("o1", "p1")] and stamp is not None
+    # a patient marked every batch of a long replay: due once its first mark is old
+    await mark(qdb, [("o1", "p2")])
+    await age(qdb, 40, "first_marked")
+    assert (await claim(qdb, 10, S, dt.timedelta(seconds=30), NEVER))[0] == [("o1", "p2")]
+
+
+async def test_a_mark_made_while_claimed_keeps_the_patient_to_do(qdb: asyncpg.Pool) -> None:
+    await mark(qdb, [("o1", "p1"), ("o1", "p2")])
+    await age(qdb, 2)
+    got, stamp = await claim(qdb, 10, S, NEVER, NEVER)
+    assert got == [("o1", "p1"), ("o1", "p2")] and stamp is not None
+    await mark(qdb, [("o1", "p2")])  # a batch with new events of p2, mid-refresh
+    async with qdb.acquire() as conn, conn.transaction():
+        await done(conn, got, stamp)
+    assert await pending(qdb) == 1  # p2 is to do again, p1 is served
+    await age(qdb, 2)
+    assert (await claim(qdb, 10, S, NEVER, NEVER))[0] == [("o1", "p2")]
+
+
+async def test_organisations_take_turns_and_a_dead_claim_is_claimed_again(
+    qdb: asyncpg.Pool,
+) -> None:
+    await mark(qdb, [("big", f"p{i}") for i in range(6)])
+    await age(qdb, 10, "first_marked")
+    await mark(qdb, [("small", "p1")])
+    await age(qdb, 2)
+    got, _ = await claim(qdb, 3, S, NEVER, NEVER)
+    assert ("small", "p1") in got and len(got) == 3  # not behind all of big's backlog
+    # the refresher of those died: after ``stale`` its patients are claimed again
+    assert set(got).isdisjoint((await claim(qdb, 10, S, NEVER, NEVER))[0])
+    await age(qdb, 600, "claimed_at")
+    again, _ = await claim(qdb, 10, S, NEVER, dt.timedelta(minutes=5))
+    assert set(got) <= set(again)
+
+
+async def test_two_claims_at_once_never_share_a_patient(qdb: asyncpg.Pool) -> None:
+    await mark(qdb, [(f"o{i % 3}", f"p{i}") for i in range(60)])
+    await age(qdb, 2)
+    results = await asyncio.gather(*(claim(qdb, 25, S, NEVER, NEVER) for _ in range(3)))
+    claimed = [k for got, _ in results for k in got]
+    assert len(claimed) == len(set(claimed))  # a loser of a race takes fewer, never the same
+    rest, _ = await claim(qdb, 60, S, NEVER, NEVER)
+    assert sorted([*claimed, *rest]) == sorted({(f"o{i % 3}", f"p{i}") for i in range(60)})
