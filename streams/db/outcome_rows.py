@@ -15,6 +15,8 @@ import orjson
 
 from pathways.outcomes import OutcomeRow
 from schemas.events import PatientKey
+from streams.access import Scope
+from streams.db.access import scope_sql
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,25 @@ async def episode_outcomes(conn: asyncpg.Connection, org_id: str) -> list[Episod
         )
         for r in rows
     ]
+
+
+async def open_tasks(
+    conn: asyncpg.Connection, scope: Scope, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The care-pathway tasks still to do (open or overdue, as of each episode's latest
+    refresh) of the patients in the scope, overdue first, then by due date, each with its
+    episode's step-up reason (None: no step-up): the worklist's "My tasks", one query."""
+    where, args = scope_sql(scope, "o.patient_id", 1, "o.org_id")
+    args.append(limit)
+    rows = await conn.fetch(
+        "SELECT o.patient_id, o.episode_id, o.clinician_id, t->>'kind' AS kind,"
+        " (t->>'due_on')::date AS due_on, t->>'status' AS status,"
+        " (SELECT d->>'reason' FROM jsonb_array_elements(o.decisions) d"
+        "  WHERE d->>'decision' = 'step_up' LIMIT 1) AS step_up_reason"
+        " FROM episode_outcomes o CROSS JOIN LATERAL jsonb_array_elements(o.tasks) t"
+        f" WHERE {where} AND t->>'status' IN ('open', 'overdue')"
+        " ORDER BY t->>'status' = 'overdue' DESC, due_on, o.patient_id, kind"
+        f" LIMIT ${len(args)}",
+        *args,
+    )
+    return [dict(r) for r in rows]

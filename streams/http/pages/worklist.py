@@ -1,9 +1,12 @@
 """``/ui/worklist``: "My patients" by need, from the stream's rollups
-(streams/db/rollups.py), one page of ``PAGE_SIZE``, with filters."""
+(streams/db/rollups.py), one page of ``PAGE_SIZE``, with filters; above them "My tasks",
+the care-pathway tasks still to do (overdue first) with the step-up reason, from the stored
+outcome rows (streams/db/outcome_rows.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -18,6 +21,7 @@ from billing.rules import billing_progress, patient_local_date
 from streams.db.access import audit_principal
 from streams.db.alerts import db_now
 from streams.db.ledger import load_states
+from streams.db.outcome_rows import open_tasks
 from streams.db.rollups import tier_counts
 from streams.db.rollups import worklist_page as rows_by_need
 from streams.http.deps import AuthenticateDep, ClockDep, StoreDep
@@ -34,6 +38,7 @@ from streams.http.pages.common import (
 
 KINDS: tuple[AlertKind, ...] = ALERT_KINDS
 PAGE_SIZE = 50
+TASKS_SHOWN = 50  # "my tasks": the care-pathway tasks still to do, overdue first
 
 router = page_router()
 
@@ -104,14 +109,17 @@ async def worklist_page(
         counts = await tier_counts(conn, who.scope(), at)
         zone = await clinic_zone(conn, who)
         ledgers = await load_states(conn, who.org_id, [r["patient_id"] for r in rows])
+        tasks = await open_tasks(conn, who.scope(), TASKS_SHOWN)
         await audit_principal(
             conn,
             who,
             "read",
             "GET /ui/worklist",
-            [r["patient_id"] for r in rows],
-            {"count": len(rows), "query": dict(request.query_params)},
+            sorted({r["patient_id"] for r in [*rows, *tasks]}),
+            {"count": len(rows), "tasks": len(tasks), "query": dict(request.query_params)},
         )
+    for t in tasks:
+        t["step_up_text"] = step_up_text(t["step_up_reason"])
     for r in rows:
         r["waiting"] = elapsed(r["eff_since"], now, absent="—")
         r["waiting_since"] = clinic_time(r["eff_since"], now, zone, absent="")
@@ -145,6 +153,7 @@ async def worklist_page(
         live=True,
         since=now.isoformat(),
         rows=rows,
+        tasks=tasks,
         # SNOOZED_TIER follows the tiers: every open alert snoozed
         tiers=[
             (name, counts[i]) for i, name in enumerate((*TIER_NAMES, "snoozed")) if counts.get(i)
@@ -155,6 +164,16 @@ async def worklist_page(
         prev_url=_page_url(f, page - 1) if page > 1 else None,
         next_url=_page_url(f, page + 1) if more else None,
     )
+
+
+def step_up_text(reason: str | None) -> str | None:
+    """The step-up's reason in words (``no_mcid_pain_7``: the version's pain threshold)."""
+    if reason is None:
+        return None
+    m = re.fullmatch(r"no_mcid_pain_(\d+)", reason)
+    if m is None:
+        return reason.replace("_", " ")
+    return f"no MCID at week 4 and pain ≥ {m.group(1)}"
 
 
 def _snoozed_text(r: dict[str, Any], now: dt.datetime, zone: ZoneInfo) -> str | None:

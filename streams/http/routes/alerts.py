@@ -30,6 +30,7 @@ from streams.access import Principal
 from streams.db.access import audit_principal, in_scope
 from streams.db.alerts import list_alerts, worklist
 from streams.db.events import EventStore, pain_reports, patient_payloads
+from streams.db.outcome_rows import open_tasks
 from streams.http.deps import ClockDep, ProducerDep, SettingsDep, StoreDep, require
 from streams.http.hardening import ID_REGEX, MAX_SPAN_DAYS, Day, NoNul, check_span, in_years
 from streams.services.alerts import SnoozeRefused, acknowledge, snooze
@@ -142,18 +143,23 @@ async def get_worklist(
 ) -> dict[str, Any]:
     """ "Who needs me today?": patients in scope with open alerts, by need (a red flag or
     fall, other critical, high, low adherence, inactivity, billing at risk; longest waiting
-    first; a patient whose open alerts are all snoozed after them, with ``snoozed_until``)."""
+    first; a patient whose open alerts are all snoozed after them, with ``snoozed_until``),
+    and ``tasks``, their care-pathway tasks still to do (overdue first, then by due date;
+    each with its episode's ``step_up_reason``, null without a step-up)."""
     async with store.acquire() as conn:
         rows = await worklist(conn, who.scope(), clock.now(), limit)
+        tasks = await open_tasks(conn, who.scope(), limit)
         await audit_principal(
             conn,
             who,
             "read",
             "GET /v1/worklist",
-            [r["patient_id"] for r in rows],
-            {"count": len(rows)},
+            sorted({r["patient_id"] for r in [*rows, *tasks]}),
+            {"count": len(rows), "tasks": len(tasks)},
         )
-    return {"patients": rows}
+    for t in tasks:
+        t["due_on"] = t["due_on"].isoformat()
+    return {"patients": rows, "tasks": tasks}
 
 
 @router.post("/v1/alerts/{alert_id}/ack")
