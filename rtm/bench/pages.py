@@ -9,7 +9,9 @@ as a bench clinician whose care team is every clinician of the cohort (the scope
 seeded patients) and as a bench admin of the same organisation (scope: the whole
 organisation, i.e. everything else stored in ``default`` too), it times, one request at a
 time: the worklist's first page (``GET /ui/worklist``), and a patient page
-(``GET /ui/patients/{id}``) for ``requests`` distinct patients of the cohort.
+(``GET /ui/patients/{id}``) for ``requests`` distinct patients of the cohort; once the
+worker's refresh has folded every marked patient (how long that took after the tick is
+reported), the outcome report (``GET /ui/outcomes``) as the admin.
 
 A request's time is the client's, from sending it to the last byte of the body, over the
 loopback: the server's time plus a local HTTP round trip (well under a millisecond on
@@ -38,8 +40,10 @@ from rtm.bench.stats import summarize_ms
 from rtm.simulate import namespaced, simulate
 from streams.access import SESSION_COOKIE, hash_password
 from streams.db.access import add_team_member, add_user, disable_user, remove_team_member
+from streams.db.refresh import pending as refresh_pending
 
 WARM_UP_REQUESTS = 3
+OUTCOME_REQUESTS = 20  # the report is one page: fewer timings than the patient pages
 ORG = "default"  # events written straight to Kafka carry no org stamp: the default org
 
 
@@ -129,6 +133,19 @@ async def remove_users(dsn: str, u: BenchUsers) -> None:
         await conn.close()
 
 
+async def refreshed(dsn: str, timeout: float, poll: float = 0.5) -> float:
+    """Seconds until the worker's refresh has folded every patient the batches marked (the
+    outcome rows the report reads)."""
+    t0 = time.monotonic()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while await refresh_pending(conn) and time.monotonic() - t0 < timeout:
+            await asyncio.sleep(poll)
+    finally:
+        await conn.close()
+    return time.monotonic() - t0
+
+
 async def sign_in(client: Any, url: str, username: str, password: str) -> dict[str, str]:
     """The session cookie, sent by hand (it is Secure; httpx keeps those for https only)."""
     resp = await client.post(f"{url}/v1/session", json={"username": username, "password": password})
@@ -167,10 +184,17 @@ async def _measure(
             f"({seed['events_per_s']} ev/s); ticking at the newest event ..."
         )
         tick = await b.tick(ph, (c.newest or b.clock.now()) + dt.timedelta(seconds=1))
+        refresh_s = await refreshed(b.base.db.dsn, timeout=3600.0)
+        b.log(f"pages: the worker's refresh folded every marked patient {refresh_s:.0f} s later")
         worklist = f"{ph.url}/ui/worklist"
         chosen = spread(c.patients, requests)
         patient_urls = [f"{ph.url}/ui/patients/{p}" for p in chosen]
-        out: dict[str, Any] = {"seed": seed, "tick": tick, "patients_timed": len(chosen)}
+        out: dict[str, Any] = {
+            "seed": seed,
+            "tick": tick,
+            "refresh_after_tick_s": round(refresh_s, 1),
+            "patients_timed": len(chosen),
+        }
         for role, username in (("clinician", users.clinician), ("admin", users.admin)):
             headers = await sign_in(client, ph.url, username, users.password)
             b.log(f"pages: timing as the {role} ...")
@@ -178,6 +202,10 @@ async def _measure(
                 "worklist": await time_gets(client, [worklist] * requests, headers),
                 "patient": await time_gets(client, patient_urls, headers),
             }
+        # the outcome report (issue 19: under 2 s over this cohort), as the admin: the
+        # organisation's every episode row, grouped three ways
+        outcomes = [f"{ph.url}/ui/outcomes"] * min(requests, OUTCOME_REQUESTS)
+        out["admin"]["outcomes"] = await time_gets(client, outcomes, headers)
     return out
 
 
@@ -222,7 +250,9 @@ def run_pages(
 def pages_keys(pages: dict[str, Any]) -> dict[str, Any]:
     """The phase's top-level JSON keys (as the clinician: the issue's question)."""
     cl = pages["clinician"]
+    outcomes = pages["admin"].get("outcomes") or {}
     return {
+        "outcome_report_p95_ms": outcomes.get("p95_ms"),
         "worklist_p50_ms": cl["worklist"]["p50_ms"],
         "worklist_p95_ms": cl["worklist"]["p95_ms"],
         "patient_page_p50_ms": cl["patient"]["p50_ms"],

@@ -506,7 +506,12 @@ def _pages(worklist_p95: float, patient_p95: float) -> dict[str, object]:
         "patients": 5000,
         "days": 90,
         "clinician": {"worklist": s(worklist_p95), "patient": s(patient_p95)},
-        "admin": {"worklist": s(worklist_p95 + 1), "patient": s(patient_p95 + 1)},
+        "admin": {
+            "worklist": s(worklist_p95 + 1),
+            "patient": s(patient_p95 + 1),
+            "outcomes": s(2000.0),
+        },
+        "refresh_after_tick_s": 41.5,
     }
 
 
@@ -520,7 +525,10 @@ def test_pages_rows_judge_each_page_against_its_goal() -> None:
     pt = lines["patient page p50/p95 (clinician)"]
     assert "p95 < 150 ms" in pt and "not met" in pt
     assert "patient page p50/p95 (admin)" in lines
+    report = lines["outcome report p50/p95 (admin)"]
+    assert "p95 < 2000 ms" in report and "not met" in report and "41.5 s after" in report
     assert pages_keys(r["pages"]) == {
+        "outcome_report_p95_ms": 2000.0,
         "worklist_p50_ms": 50.45,
         "worklist_p95_ms": 100.9,
         "patient_page_p50_ms": 75.0,
