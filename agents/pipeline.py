@@ -10,17 +10,16 @@ import logging
 
 from agents.alerts import FaustTopics, register_clock, register_publisher
 from agents.ingest import IngestConsumer
+from agents.refresh import register_refresh
 from alerts.models import AlertConfig
 from intake.rules import load_rules
 from schemas.events import PatientKey
 from streams.clock import clock_for
 from streams.db.batch import PgIngestStore
 from streams.db.pool import Pool
-from streams.db.refresh import PgRefreshStore
 from streams.kafka.app import Topology, task, timer
 from streams.kafka.control import patient_partition
 from streams.services.ingest import DeadLetterGuard, Ingest
-from streams.services.refresh import Tuning, refresh_due
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,28 +80,8 @@ def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsum
         await consumer.run()
 
     register_lag(topology, settings, consumer)
-    register_refresh(topology, pool, settings)
+    register_refresh(topology, settings)
     return consumer
-
-
-def register_refresh(topology: Topology, pool: Pool, settings: Settings) -> None:
-    """Claim-line readiness and outcome rows of the patients batches marked, refreshed off
-    the ingest path (``streams.services.refresh``) every RTM_WORKER_REFRESH_INTERVAL_S."""
-    w = settings.worker
-    if not w.refresh_interval_s:
-        return
-    store = PgRefreshStore(pool)
-    clock = clock_for(settings)
-    tuning = Tuning(
-        settle=dt.timedelta(seconds=w.refresh_settle_s),
-        max_wait=dt.timedelta(seconds=w.refresh_max_wait_s),
-    )
-    m = topology.metrics.refresh
-
-    @timer(topology, w.refresh_interval_s, name="refresh")
-    async def refresh() -> None:
-        m.refreshed.inc(await refresh_due(store, clock, tuning))
-        m.pending.set(await store.pending())
 
 
 def register_lag(topology: Topology, settings: Settings, consumer: IngestConsumer) -> None:

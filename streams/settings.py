@@ -271,13 +271,13 @@ class WorkerSettings(BaseSettings):
         "billing readiness-backfill` fills the lines)",
     )
     refresh_settle_s: float = Field(
-        1.0,
+        5.0,
         ge=0,
         description="a marked patient is refreshed once no batch marked it for this long "
         "(a replay's patients are folded once, when it pauses) ...",
     )
     refresh_max_wait_s: float = Field(
-        30.0, gt=0, description="... or once its first mark is this old, whichever is first"
+        300.0, gt=0, description="... or once its first mark is this old, whichever is first"
     )
     # A bad deploy halts instead of dead-lettering everything: consumption stops, offsets
     # stay before the records, an operator looks (rtm_worker_ingest_halted, a log line).

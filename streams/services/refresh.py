@@ -5,11 +5,13 @@ A batch marks the patients its new events touched (``streams.db.refresh.mark``, 
 statement in its transaction). ``refresh_once`` claims up to ``limit`` marked patients whose
 marks have settled (a patient streaming a replay is folded once it pauses, or after
 ``max_wait``), reads their stored billing states, readiness facts and care-pathway events,
-decides (pure: ``decide_readiness``, ``episode_outcomes``, in a thread so the ingest loop
-keeps its turn) and writes the lines, the rows and the marks served in one transaction. A
-mark made meanwhile keeps its patient to do. The views are as of the worker's clock;
-``rtm billing readiness`` and ``rtm outcomes episodes`` over the same events as of the same
-instant give the same lines and rows (tests/integration/test_refresh.py).
+decides (pure: ``decide_readiness``, ``episode_outcomes``) and writes the lines, the rows
+and the marks served in one transaction; the worker runs all of it in a process of its own
+at a lower priority (agents/refresh.py), so the ingest path keeps its loop and the cores. A
+mark made meanwhile keeps its patient to do. The views are as of the worker's clock; ``rtm
+billing readiness`` and ``rtm outcomes episodes`` over the same events as of the same
+instant give the same lines and rows (tests/integration/test_readiness_stream.py,
+test_pathway_stream.py).
 
 An open episode's row moves with the calendar (adherence, tasks, a dropout), so
 ``mark_stale`` marks the patients whose open rows are older than a day."""
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -38,9 +41,9 @@ from streams.services.readiness import decide_readiness
 class Tuning:
     """How the refresh takes its work (RTM_WORKER_REFRESH_*)."""
 
-    limit: int = 200  # patients per claim
-    settle: dt.timedelta = dt.timedelta(seconds=1)  # no mark for this long: settled
-    max_wait: dt.timedelta = dt.timedelta(seconds=30)  # a first mark this old: due anyway
+    limit: int = 100  # patients per claim
+    settle: dt.timedelta = dt.timedelta(seconds=5)  # no mark for this long: settled
+    max_wait: dt.timedelta = dt.timedelta(minutes=5)  # a first mark this old: due anyway
     stale: dt.timedelta = dt.timedelta(minutes=5)  # a claim this old: its refresher died
     budget_s: float = 0.5  # claims per timer run until this much time has passed
     open_row_age: dt.timedelta = dt.timedelta(days=1)  # open episodes' rows refreshed daily
@@ -110,6 +113,12 @@ def episode_outcomes(
     return out
 
 
+def lower_priority() -> None:
+    """A refresh process's initializer: it yields the cores to the ingest path (the worker's
+    loop, the gateway, PostgreSQL) whenever they want them."""
+    os.nice(10)
+
+
 def _decide(
     load: ReadinessLoad,
     payloads: Sequence[str],
@@ -127,7 +136,9 @@ async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayC
 
 
 async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tuning()) -> int:
-    """Claim, refresh and write one set of patients; returns how many (0: none due)."""
+    """Claim, refresh and write one set of patients; returns how many (0: none due). The
+    worker runs it in a process of its own (agents/refresh.py), so the pure part runs here,
+    in line."""
     t = tuning
     patients, claimed_at = await store.claim(t.limit, t.settle, t.max_wait, t.stale)
     if not patients or claimed_at is None:
@@ -137,7 +148,7 @@ async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tunin
         load = await s.readiness_load(patients)
         payloads = await s.pathway_payloads(patients)
         contexts = {org: await _context(s, org, now) for org in sorted({k[0] for k in patients})}
-        readiness, outcomes = await asyncio.to_thread(_decide, load, payloads, contexts, now)
+        readiness, outcomes = _decide(load, payloads, contexts, now)
         await s.write_refresh(readiness, patients, outcomes, claimed_at)
     return len(patients)
 
