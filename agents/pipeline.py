@@ -80,7 +80,7 @@ def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsum
         await consumer.run()
 
     register_lag(topology, settings, consumer)
-    register_refresh(topology, settings)
+    register_refresh(topology, settings, step.idle_for)
     return consumer
 
 

@@ -276,6 +276,12 @@ class WorkerSettings(BaseSettings):
         description="a marked patient is refreshed once no batch marked it for this long "
         "(a replay's patients are folded once, when it pauses) ...",
     )
+    refresh_idle_s: float = Field(
+        2.0,
+        ge=0,
+        description="the refresh takes settled marks only once ingestion has been idle this "
+        "long; while it is busy, only marks older than RTM_WORKER_REFRESH_MAX_WAIT_S",
+    )
     refresh_max_wait_s: float = Field(
         300.0, gt=0, description="... or once its first mark is this old, whichever is first"
     )

@@ -477,13 +477,29 @@ class Ingest:
         self.rules_refresh_s = rules_refresh_s
         self._rules_read_at: float | None = None
         self.lanes = lanes  # transactions in flight per fetch, on disjoint partitions
+        # when the last fetch was recorded (monotonic), and fetches being recorded now: the
+        # refresh off the ingest path yields while ingestion is busy (``idle_for``)
+        self._recorded_at = time.monotonic()
+        self._recording = 0
 
     def partition_of(self, key: PatientKey) -> int:
         """The rtm.events partition of a patient: the one its Kafka key hashes to."""
         return control.patient_partition(key, self.partitions)
 
+    def idle_for(self) -> float:
+        """Seconds since the last fetch was recorded; 0 while one is being recorded."""
+        return 0.0 if self._recording else time.monotonic() - self._recorded_at
+
     async def record_batch(self, records: Sequence[Record]) -> None:
         """One fetch of rtm.events: decode, load, decide, write, publish, metrics."""
+        self._recording += 1
+        try:
+            await self._record_fetch(records)
+        finally:
+            self._recording -= 1
+            self._recorded_at = time.monotonic()
+
+    async def _record_fetch(self, records: Sequence[Record]) -> None:
         batch = decode(records, self.max_future_skew_s)
         if batch.dead:
             # before a dead letter is sent or an offset moves: a bad deploy halts here

@@ -23,7 +23,7 @@ import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from outcomes.licences import Activation, licensed
@@ -153,10 +153,17 @@ async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tunin
     return len(patients)
 
 
-async def refresh_due(store: RefreshStore, clock: Clock, tuning: Tuning = Tuning()) -> int:
+async def refresh_due(
+    store: RefreshStore, clock: Clock, tuning: Tuning = Tuning(), busy: bool = False
+) -> int:
     """The timer's run: open episodes' old rows marked, then claims until none is due or
-    the run's budget is spent; returns the patients refreshed."""
-    await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
+    the run's budget is spent; returns the patients refreshed. While ingestion is ``busy``
+    only marks older than ``max_wait`` are due (views lag by at most that under a sustained
+    stream; a replay's or a burst's patients are folded once it pauses)."""
+    if busy:
+        tuning = replace(tuning, settle=tuning.max_wait)
+    else:
+        await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
     done = 0
     started = asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - started < tuning.budget_s:

@@ -83,3 +83,32 @@ async def test_an_open_episodes_row_is_refreshed_a_day_later_as_of_then() -> Non
     assert kept(step) == offline(COHORT, later)
     assert {o.as_of for rows in step.store.outcome_rows.values() for o in rows
             if o.row.end_date is None} == {later}  # fmt: skip
+
+
+class Recording:
+    """A store that records what the timer's run asks of it (nothing is due)."""
+
+    def __init__(self) -> None:
+        self.claims: list[tuple[dt.timedelta, dt.timedelta]] = []
+        self.swept = 0
+
+    async def claim(
+        self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
+    ) -> tuple[list[object], None]:
+        self.claims.append((settle, max_wait))
+        return [], None
+
+    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
+        self.swept += 1
+        return 0
+
+
+async def test_while_ingestion_is_busy_only_marks_past_the_longest_wait_are_taken() -> None:
+    tuning = Tuning(settle=dt.timedelta(seconds=5), max_wait=dt.timedelta(minutes=5))
+    store = Recording()
+    await refresh_due(store, FixedClock(NOW), tuning, busy=True)  # type: ignore[arg-type]
+    assert store.claims == [(dt.timedelta(minutes=5), dt.timedelta(minutes=5))]
+    assert store.swept == 0  # the daily sweep waits for a quiet moment too
+    await refresh_due(store, FixedClock(NOW), tuning, busy=False)  # type: ignore[arg-type]
+    assert store.claims[-1] == (dt.timedelta(seconds=5), dt.timedelta(minutes=5))
+    assert store.swept == 1
