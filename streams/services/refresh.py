@@ -46,6 +46,7 @@ class Tuning:
     max_wait: dt.timedelta = dt.timedelta(minutes=5)  # a first mark this old: due anyway
     stale: dt.timedelta = dt.timedelta(minutes=5)  # a claim this old: its refresher died
     budget_s: float = 0.5  # claims per timer run until this much time has passed
+    busy_limit: int = 10  # while ingestion is busy: one claim of this many per timer run
     open_row_age: dt.timedelta = dt.timedelta(days=1)  # open episodes' rows refreshed daily
 
 
@@ -158,12 +159,13 @@ async def refresh_due(
 ) -> int:
     """The timer's run: open episodes' old rows marked, then claims until none is due or
     the run's budget is spent; returns the patients refreshed. While ingestion is ``busy``
-    only marks older than ``max_wait`` are due (views lag by at most that under a sustained
-    stream; a replay's or a burst's patients are folded once it pauses)."""
+    only marks older than ``max_wait`` are due, ``busy_limit`` of them per run (a replay's
+    or a burst's patients are folded once it pauses; under a sustained stream the views lag
+    by about ``max_wait`` and the refresh takes a bounded share of the cores)."""
     if busy:
-        tuning = replace(tuning, settle=tuning.max_wait)
-    else:
-        await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
+        t = replace(tuning, settle=tuning.max_wait, limit=tuning.busy_limit)
+        return await refresh_once(store, clock, t)
+    await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
     done = 0
     started = asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - started < tuning.budget_s:

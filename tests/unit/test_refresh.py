@@ -89,13 +89,13 @@ class Recording:
     """A store that records what the timer's run asks of it (nothing is due)."""
 
     def __init__(self) -> None:
-        self.claims: list[tuple[dt.timedelta, dt.timedelta]] = []
+        self.claims: list[tuple[int, dt.timedelta, dt.timedelta]] = []
         self.swept = 0
 
     async def claim(
         self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
     ) -> tuple[list[object], None]:
-        self.claims.append((settle, max_wait))
+        self.claims.append((limit, settle, max_wait))
         return [], None
 
     async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
@@ -103,12 +103,13 @@ class Recording:
         return 0
 
 
-async def test_while_ingestion_is_busy_only_marks_past_the_longest_wait_are_taken() -> None:
-    tuning = Tuning(settle=dt.timedelta(seconds=5), max_wait=dt.timedelta(minutes=5))
+async def test_while_ingestion_is_busy_only_a_few_marks_past_the_longest_wait_are_taken() -> None:
+    five_s, five_min = dt.timedelta(seconds=5), dt.timedelta(minutes=5)
+    tuning = Tuning(limit=100, busy_limit=10, settle=five_s, max_wait=five_min)
     store = Recording()
     await refresh_due(store, FixedClock(NOW), tuning, busy=True)  # type: ignore[arg-type]
-    assert store.claims == [(dt.timedelta(minutes=5), dt.timedelta(minutes=5))]
+    assert store.claims == [(10, five_min, five_min)]  # a bounded share of the cores
     assert store.swept == 0  # the daily sweep waits for a quiet moment too
     await refresh_due(store, FixedClock(NOW), tuning, busy=False)  # type: ignore[arg-type]
-    assert store.claims[-1] == (dt.timedelta(seconds=5), dt.timedelta(minutes=5))
+    assert store.claims[-1] == (100, five_s, five_min)
     assert store.swept == 1
