@@ -19,8 +19,10 @@ An open episode's row moves with the calendar (adherence, tasks, a dropout), so
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime as dt
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -35,6 +37,8 @@ from streams.clock import Clock
 from streams.db.outcome_rows import EpisodeOutcome
 from streams.db.readiness import ReadinessLoad, ReadinessWrite
 from streams.services.readiness import decide_readiness
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,15 @@ def episode_outcomes(
 
 def lower_priority() -> None:
     """A refresh process's initializer: it yields the cores to the ingest path (the worker's
-    loop, the gateway, PostgreSQL) whenever they want them."""
+    loop, the gateway, PostgreSQL) whenever they want them, and it ends with the worker that
+    started it, even one killed outright (Linux: the parent-death signal), instead of
+    keeping its connections open as an orphan."""
     os.nice(10)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the pool's pipe closing ends it instead
+        pass
 
 
 def _decide(

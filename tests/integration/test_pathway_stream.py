@@ -22,7 +22,7 @@ from rtm.cli import main
 from streams.db.outcome_rows import EpisodeOutcome, episode_outcomes
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import refreshed, running_stack, wait_for
+from tests.integration.conftest import running_stack, wait_for
 from tests.unit.pathway_events import generated_cohort
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,12 @@ async def test_a_streamed_cohort_equals_the_offline_commands(
                 "SELECT count(*) FROM events WHERE org_id = 'default' AND event_id = ANY($1)",
                 list(newest),
             )
-            return stored == len(newest) and await refreshed(stack.settings, "default")
+            waiting = await db.fetchval(  # this cohort's patients (others' may wait longer)
+                "SELECT count(*) FROM refresh_queue WHERE org_id = 'default'"
+                " AND patient_id LIKE $1",
+                factory.prefix + "%",
+            )
+            return stored == len(newest) and waiting == 0
 
         await wait_for(all_refreshed, what="the events stored and their patients refreshed")
 
