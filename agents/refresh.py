@@ -17,10 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from schemas.events import PatientKey
 from streams.clock import SYSTEM_CLOCK, FixedClock
 from streams.db.pool import Pool
-from streams.db.refresh import PgRefreshStore
+from streams.db.refresh_store import PgRefreshStore
 from streams.kafka.app import Topology, timer
+from streams.kafka.control import patient_partition
 from streams.services.refresh import Tuning, lower_priority, refresh_due
 from streams.settings import Settings
 
@@ -39,12 +41,17 @@ _child: list[_Child] = []  # the refresh process's own, made on its first run
 
 
 def run_refresh(
-    dsn: str, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
+    dsn: str, partitions: int, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
 ) -> tuple[int, int]:
     """In the refresh process: one timer run (``refresh_due``); returns the patients
-    refreshed and those still to do."""
+    refreshed and those still to do (``partitions``: rtm.events', the rule states')."""
     if not _child:
-        _child.append(_Child(asyncio.new_event_loop(), PgRefreshStore(Pool(dsn, max_size=2))))
+
+        def partition_of(key: PatientKey) -> int:
+            return patient_partition(key, partitions)
+
+        store = PgRefreshStore(Pool(dsn, max_size=2), partition_of)
+        _child.append(_Child(asyncio.new_event_loop(), store))
     c = _child[0]
     return c.loop.run_until_complete(_run(c.store, clock_now, tuning, busy))
 
@@ -76,7 +83,7 @@ def register_refresh(topology: Topology, settings: Settings, idle_for: Callable[
     )
     m = topology.metrics.refresh
     pool = [_executor()]
-    dsn = settings.db.dsn
+    dsn, partitions = settings.db.dsn, settings.kafka.topic_partitions
 
     @timer(topology, w.refresh_interval_s, name="refresh")
     async def refresh() -> None:
@@ -84,7 +91,7 @@ def register_refresh(topology: Topology, settings: Settings, idle_for: Callable[
         try:
             busy = idle_for() < w.refresh_idle_s
             done, pending = await loop.run_in_executor(
-                pool[0], run_refresh, dsn, settings.clock_now, tuning, busy
+                pool[0], run_refresh, dsn, partitions, settings.clock_now, tuning, busy
             )
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one
             pool[0] = _executor()

@@ -25,6 +25,8 @@ AlertKind = Literal[
     "adherence_low",
     "billing_at_risk",
     "intake_overdue",
+    "task_overdue",
+    "step_up",
 ]
 Severity = Literal["critical", "high", "medium", "low"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
@@ -64,6 +66,9 @@ SEVERITY: dict[AlertKind, Severity] = {
     "adherence_low": "medium",
     "billing_at_risk": "low",
     "intake_overdue": "high",  # critical for an urgent intake (alerts.rules)
+    # the care pathway's (pathways.stream): a task past its due date, a step-up decision
+    "task_overdue": "medium",
+    "step_up": "high",
 }
 # Fired by an event (fired_at = the event's occurred_at) vs by the timer (fired_at = the
 # local day boundary at which the condition became true).
@@ -73,6 +78,9 @@ EVENT_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
 TIME_DRIVEN_KINDS: frozenset[AlertKind] = frozenset(
     {"inactivity", "adherence_low", "billing_at_risk", "intake_overdue"}
 )
+# Raised by the care pathway (pathways.stream, after the rules): once per episode and task or
+# decision, resolved when the task is done or cancelled.
+PATHWAY_KINDS: frozenset[AlertKind] = frozenset({"task_overdue", "step_up"})
 # Safety-critical: every report fires, no "one open per kind", no cool-down, and only a
 # clinician's acknowledgement closes them.
 ALWAYS_FIRE_KINDS: frozenset[AlertKind] = frozenset({"red_flag", "fall"})

@@ -49,6 +49,10 @@ class StateStore:
         self._saved: dict[PatientKey, Cached] = {}
         self._loaded: dict[PatientKey, int] = {}  # rev of each state handed out (0: new)
 
+    def revision(self, key: PatientKey) -> int:
+        """The stored revision of the state handed out for ``key`` (0: none stored)."""
+        return self._loaded.get(key, 0)
+
     async def load(
         self,
         conn: asyncpg.Connection,

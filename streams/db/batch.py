@@ -81,6 +81,9 @@ class BatchWrite:
     states: Mapping[PatientKey, PatientState] = field(default_factory=dict)  # touched ones
     partitions: Mapping[PatientKey, int] = field(default_factory=dict)  # of those states
     intakes: Mapping[IntakeOrgKey, IntakeWrite] = field(default_factory=dict)  # changed ones
+    # the patients whose derived views to refresh (streams.services.refresh): those of the
+    # new events and those whose rule state moved (a tick's day: the pathway's time moves)
+    marks: tuple[PatientKey, ...] = ()
 
     @property
     def patients(self) -> list[PatientKey]:
@@ -133,7 +136,7 @@ async def write_batch(conn: asyncpg.Connection, states: StateStore, batch: Batch
         await upsert_alerts(conn, batch.changes)
         await write_rollups(conn, batch.rollups)
         await write_intakes(conn, batch.intakes)
-        await mark_refresh(conn, batch.patients)  # their readiness and outcome rows, later
+        await mark_refresh(conn, batch.marks)  # their readiness and outcome rows, later
         await queue_deliveries(conn, batch.changes)
         seqs = await queue_publish(conn, batch.changes)
         await states.save(conn, dict(batch.states), dict(batch.partitions))

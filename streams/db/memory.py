@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from alerts.models import STATUS_RANK, Alert
+from alerts.models import PATHWAY_KINDS, STATUS_RANK, Alert
 from alerts.rollup import DailyAdherence, PatientRollup
 from alerts.state import PatientState, decode_state, encode_state, new_state
 from billing.readiness import STREAM_OF_TYPE, AssessedLine, Stream
@@ -102,6 +102,13 @@ class MemoryIngestStore:
     async def refresh_session(self) -> AsyncIterator[MemoryRefreshSession]:
         yield MemoryRefreshSession(self)
 
+    def partition_of(self, key: PatientKey) -> int:
+        """The partition a state was stored under (the refresh writes only stored ones)."""
+        return self.states[key][1] if key in self.states else 0
+
+    async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
+        self.refresh_marks.update(dict.fromkeys(patients, claimed_at))
+
     async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
         stale = sorted(
             k
@@ -142,7 +149,7 @@ class MemoryIngestStore:
         self._queue_deliveries(batch)
         seqs = self._queue_publish(batch)
         self.intakes.update(batch.intakes)
-        self.refresh_marks.update(dict.fromkeys(batch.patients, self.clock.now()))
+        self.refresh_marks.update(dict.fromkeys(batch.marks, self.clock.now()))
         for key, state in batch.states.items():
             rev = self.states[key][0] + 1 if key in self.states else 1
             self.states[key] = (rev, batch.partitions[key], encode_state(state))
@@ -262,6 +269,20 @@ class MemoryRefreshSession:
 
     def __init__(self, store: MemoryIngestStore) -> None:
         self.store = store
+        self.loaded: dict[PatientKey, int] = {}
+
+    async def alert_states(self, patients: Sequence[PatientKey]) -> dict[PatientKey, PatientState]:
+        stored = self.store.states
+        self.loaded = {k: stored[k][0] if k in stored else 0 for k in patients}
+        return {k: decode_state(stored[k][2]) for k in patients if k in stored}
+
+    async def pathway_alert_ids(self, patients: Sequence[PatientKey]) -> dict[PatientKey, set[str]]:
+        out: dict[PatientKey, set[str]] = {}
+        wanted = set(patients)
+        for a in self.store.alerts.values():
+            if a.kind in PATHWAY_KINDS and (a.org_id, a.patient_id) in wanted:
+                out.setdefault((a.org_id, a.patient_id), set()).add(a.id)
+        return out
 
     def _by_patient(self, keys: set[PatientKey]) -> dict[PatientKey, list[Event]]:
         out: dict[PatientKey, list[Event]] = {}
@@ -310,7 +331,9 @@ class MemoryRefreshSession:
         patients: Sequence[PatientKey],
         outcomes: Sequence[EpisodeOutcome],
         claimed_at: dt.datetime,
+        alerts: BatchWrite,
     ) -> None:
+        await self.store.write(alerts, self.loaded)  # first: it refuses a changed state
         for org, stream, eid in readiness.first_streams:
             self.store.streams_seen.setdefault((org, stream), eid)
         for key in readiness.patients:

@@ -14,21 +14,11 @@ refresh timer (``streams.services.refresh``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 import asyncpg
 
-from outcomes.licences import Activation
-from pathways.engine import PATHWAY_EVENT_TYPES
-from pathways.model import Pathway
 from schemas.events import PatientKey
-from streams.db.events import keyed_payloads
-from streams.db.instruments import activations
-from streams.db.outcome_rows import EpisodeOutcome, replace_outcomes
-from streams.db.pathway_versions import published_versions
-from streams.db.pool import Pool
-from streams.db.readiness import ReadinessLoad, ReadinessWrite, readiness_load, write_readiness
 
 
 async def mark(conn: asyncpg.Connection, patients: Sequence[PatientKey]) -> None:
@@ -124,59 +114,3 @@ async def mark_stale_open_episodes(
     keys = [(r["org_id"], r["patient_id"]) for r in rows]
     await mark(conn, keys)
     return len(keys)
-
-
-class PgRefreshSession:
-    """One refresh on one connection, in one transaction (``RefreshSession``)."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def readiness_load(self, touched: Sequence[PatientKey]) -> ReadinessLoad:
-        return await readiness_load(self.conn, touched)
-
-    async def pathway_payloads(self, patients: Sequence[PatientKey]) -> list[str]:
-        return await keyed_payloads(self.conn, patients, PATHWAY_EVENT_TYPES)
-
-    async def published_pathways(self, org_id: str) -> list[Pathway]:
-        return [v.pathway for v in await published_versions(self.conn, org_id)]
-
-    async def activations(self, org_id: str) -> list[Activation]:
-        return [a for a, _ in await activations(self.conn, org_id)]
-
-    async def write_refresh(
-        self,
-        readiness: ReadinessWrite,
-        patients: Sequence[PatientKey],
-        outcomes: Sequence[EpisodeOutcome],
-        claimed_at: dt.datetime,
-    ) -> None:
-        await write_readiness(self.conn, readiness)
-        await replace_outcomes(self.conn, patients, outcomes)
-        await done(self.conn, patients, claimed_at)
-
-
-class PgRefreshStore:
-    """The refresh's store on PostgreSQL (``streams.services.refresh.RefreshStore``)."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-
-    async def claim(
-        self, limit: int, settle: dt.timedelta, max_wait: dt.timedelta, stale: dt.timedelta
-    ) -> tuple[list[PatientKey], dt.datetime | None]:
-        async with self.pool.acquire() as conn:
-            return await claim(conn, limit, settle, max_wait, stale)
-
-    @asynccontextmanager
-    async def refresh_session(self) -> AsyncIterator[PgRefreshSession]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield PgRefreshSession(conn)
-
-    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
-        async with self.pool.acquire() as conn:
-            return await mark_stale_open_episodes(conn, now, older, limit)
-
-    async def pending(self) -> int:
-        async with self.pool.acquire() as conn:
-            return await pending(conn)

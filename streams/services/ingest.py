@@ -418,6 +418,7 @@ def decide(
         states=result.states,
         partitions={k: partition_of(k) for k in result.states},
         intakes=intake_changes(intakes or {}, new_events, config.intake_rules_for),
+        marks=tuple(sorted({*(e.patient_key for e in new_events), *result.states})),
     )
     return Decision(write, result, first_contacts(intakes or {}, write.intakes))
 

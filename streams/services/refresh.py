@@ -28,17 +28,24 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from alerts.models import AlertChange
+from alerts.rollup import rollups
+from alerts.state import PatientState
 from outcomes.licences import Activation, licensed
+from pathways.alerting import pathway_alert_changes
 from pathways.model import Pathway, builtin
 from pathways.offline import views
 from pathways.outcomes import outcome_row
 from schemas.events import Event, PatientKey, parse_event_json
 from streams.clock import Clock
+from streams.db.alert_states import StateConflict
+from streams.db.batch import BatchWrite
 from streams.db.outcome_rows import EpisodeOutcome
 from streams.db.readiness import ReadinessLoad, ReadinessWrite
 from streams.services.readiness import decide_readiness
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+_TICK = dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,20 @@ class RefreshSession(Protocol):
 
     async def activations(self, org_id: str) -> list[Activation]: ...
 
+    async def alert_states(self, patients: Sequence[PatientKey]) -> dict[PatientKey, PatientState]:
+        """The patients' stored rule states (none for a patient without one); the write
+        refuses one changed since (``StateConflict``)."""
+
+    async def pathway_alert_ids(self, patients: Sequence[PatientKey]) -> dict[PatientKey, set[str]]:
+        """The ids of the pathway alerts stored for each patient (fired before)."""
+
     async def write_refresh(
         self,
         readiness: ReadinessWrite,
         patients: Sequence[PatientKey],
         outcomes: Sequence[EpisodeOutcome],
         claimed_at: dt.datetime,
+        alerts: BatchWrite,
     ) -> None: ...
 
 
@@ -83,6 +98,11 @@ class RefreshStore(Protocol):
 
     async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int: ...
 
+    async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
+        """Give the claimed patients back, to do again."""
+
+    def partition_of(self, key: PatientKey) -> int: ...
+
 
 @dataclass(frozen=True)
 class PathwayContext:
@@ -91,6 +111,59 @@ class PathwayContext:
 
     versions: Mapping[str, Pathway]
     licensed: frozenset[str]
+
+
+@dataclass
+class PathwayDecision:
+    """The refresh's care-pathway part: the episodes' rows and the pathway alerts raised on
+    the patients' rule states (``states``: the changed ones)."""
+
+    outcomes: list[EpisodeOutcome]
+    states: dict[PatientKey, PatientState]
+    changes: list[AlertChange]
+
+
+def patient_pathways(
+    payloads: Sequence[str],
+    contexts: Mapping[str, PathwayContext],
+    states: Mapping[PatientKey, PatientState],
+    fired: Mapping[PatientKey, set[str]],
+    now: dt.datetime,
+) -> PathwayDecision:
+    """Each patient's episodes as of its rules clock (the newest event or tick its rule
+    state has seen: a pathway's time moves as the rules' does, so the stream agrees with
+    ``rtm alerts evaluate`` and ``rtm outcomes episodes`` as of the same instant; ``now``
+    for a patient without one), their rows, and the alerts they raise (``fired``: the
+    patient's pathway alert ids stored before, each fires once)."""
+    by_patient: dict[PatientKey, list[Event]] = {}
+    for p in payloads:
+        e = parse_event_json(p)
+        by_patient.setdefault(e.patient_key, []).append(e)
+    out = PathwayDecision([], {}, [])
+    for key, events in sorted(by_patient.items()):
+        ctx = contexts[key[0]]
+        state = states.get(key)
+        clock = state.clock if state is not None else None
+        as_of = clock + _TICK if clock is not None else now  # events at the clock count
+        eps, _missing = views(events, as_of, ctx.versions, ctx.licensed)
+        out.outcomes += [
+            EpisodeOutcome(
+                outcome_row(v),
+                tuple(t.output() for t in v.tasks),
+                tuple(d.output() for d in v.decisions),
+                as_of,
+            )
+            for v in eps
+        ]
+        if state is None:
+            continue
+        s = state.copy_for_update()
+        known = set(fired.get(key, ()))
+        changes = pathway_alert_changes(s, eps, {v.episode.episode_id: known for v in eps})
+        if changes:
+            out.states[key] = s
+            out.changes += changes
+    return out
 
 
 def episode_outcomes(
@@ -131,15 +204,6 @@ def lower_priority() -> None:
         pass
 
 
-def _decide(
-    load: ReadinessLoad,
-    payloads: Sequence[str],
-    contexts: Mapping[str, PathwayContext],
-    now: dt.datetime,
-) -> tuple[ReadinessWrite, list[EpisodeOutcome]]:
-    return decide_readiness(load, now), episode_outcomes(payloads, contexts, now)
-
-
 async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayContext:
     versions = builtin()
     for p in await s.published_pathways(org_id):
@@ -156,12 +220,26 @@ async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tunin
     if not patients or claimed_at is None:
         return 0
     now = clock.now()
-    async with store.refresh_session() as s:
-        load = await s.readiness_load(patients)
-        payloads = await s.pathway_payloads(patients)
-        contexts = {org: await _context(s, org, now) for org in sorted({k[0] for k in patients})}
-        readiness, outcomes = _decide(load, payloads, contexts, now)
-        await s.write_refresh(readiness, patients, outcomes, claimed_at)
+    try:
+        async with store.refresh_session() as s:
+            load = await s.readiness_load(patients)
+            payloads = await s.pathway_payloads(patients)
+            orgs = sorted({k[0] for k in patients})
+            contexts = {org: await _context(s, org, now) for org in orgs}
+            states = await s.alert_states(patients)
+            fired = await s.pathway_alert_ids(patients)
+            readiness = decide_readiness(load, now)
+            paths = patient_pathways(payloads, contexts, states, fired, now)
+            alerts = BatchWrite(
+                changes=tuple(paths.changes),
+                rollups=rollups(paths.states, [], before=states),
+                states=paths.states,
+                partitions={k: store.partition_of(k) for k in paths.states},
+            )
+            await s.write_refresh(readiness, patients, paths.outcomes, claimed_at, alerts)
+    except StateConflict:  # a batch wrote a patient's rule state meanwhile: again, later
+        await store.release(patients, claimed_at)
+        return 0
     return len(patients)
 
 

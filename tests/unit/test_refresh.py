@@ -10,6 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import orjson
+
+from alerts.models import PATHWAY_KINDS
+from pathways.alerting import pathway_alerts
 from pathways.model import builtin
 from pathways.offline import episode_rows, views
 from schemas.events import EVENT_ADAPTER
@@ -32,6 +36,17 @@ def kept(step: Step) -> list[dict[str, object]]:
     return sorted(rows, key=lambda r: str(r["episode_id"]))
 
 
+def offline_as_kept(step: Step, events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rtm outcomes episodes`` over ``events`` as of each kept row's instant (the
+    patient's rules clock), that row's episode."""
+    out = []
+    for rows in step.store.outcome_rows.values():
+        for o in rows:
+            (want,) = [r for r in offline(events, o.as_of) if r["episode_id"] == o.row.episode_id]
+            out.append(want)
+    return sorted(out, key=lambda r: str(r["episode_id"]))
+
+
 async def drain(step: Step) -> int:
     n = 0
     while k := await refresh_once(step.store, step.clock):
@@ -51,7 +66,8 @@ async def test_the_kept_rows_are_the_offline_commands_whatever_the_batches() -> 
             await drain(step)  # refreshed between batches too: later batches replace rows
         await step.events(*shuffled[:5])  # a re-delivery: nothing new, nothing marked
         assert step.store.refresh_marks == {}
-        assert kept(step) == expected, seed
+        assert kept(step) == offline_as_kept(step, COHORT), seed
+        assert len(kept(step)) == len(expected)
 
 
 async def test_a_batch_marks_its_patients_and_the_refresh_serves_each_once() -> None:
@@ -62,27 +78,32 @@ async def test_a_batch_marks_its_patients_and_the_refresh_serves_each_once() -> 
     assert step.store.outcome_rows == {}  # nothing folded in the batch
     assert await drain(step) == 2
     assert step.store.refresh_marks == {} and await drain(step) == 0
-    assert kept(step) == offline(mine, NOW)
+    assert kept(step) == offline_as_kept(step, mine)
 
 
-async def test_an_open_episodes_row_is_refreshed_a_day_later_as_of_then() -> None:
+async def test_a_tick_moves_the_pathways_time_rows_and_alerts_as_rtm_alerts_evaluate() -> None:
     step = Step()
     await step.events(*COHORT)
-    tuning = Tuning(open_row_age=dt.timedelta(days=1))
-    assert await refresh_due(step.store, step.clock, tuning) == len(
-        {e["patient_id"] for e in COHORT}
-    )
+    await drain(step)
     later = NOW + dt.timedelta(days=2)
-    step.clock = FixedClock(later)
-    open_patients = {
-        o.row.patient_id for rows in step.store.outcome_rows.values() for o in rows
-        if o.row.end_date is None
-    }  # fmt: skip
-    assert open_patients  # some episodes are still running
-    assert await refresh_due(step.store, step.clock, tuning) == len(open_patients)
-    assert kept(step) == offline(COHORT, later)
-    assert {o.as_of for rows in step.store.outcome_rows.values() for o in rows
-            if o.row.end_date is None} == {later}  # fmt: skip
+    await step.tick(later)  # every running episode's day moves: its patient is marked
+    marked = set(step.store.refresh_marks)
+    assert marked
+    await drain(step)
+    assert kept(step) == offline_as_kept(step, COHORT)
+    at = later + dt.timedelta(microseconds=1)  # as of the rules clock, its instant included
+    assert {o.as_of for k in marked for o in step.store.outcome_rows[k]} == {at}
+    # the pathway's alerts are rtm alerts evaluate's as of the same instant
+    events = [EVENT_ADAPTER.validate_python(e) for e in COHORT]
+    offline_alerts: dict[str, str] = {}
+    for ch in pathway_alerts(events, {}, at):
+        offline_alerts[ch.alert.id] = ch.alert.status
+    streamed = {a.id: a.status for a in step.store.alerts.values() if a.kind in PATHWAY_KINDS}
+    assert streamed == offline_alerts
+    assert {a.kind for a in step.store.alerts.values() if a.id in streamed} == set(PATHWAY_KINDS)
+    queued = {orjson.loads(q.payload)["alert"]["id"] for _, q in step.store.outbox.values()}
+    assert set(streamed) <= queued  # in the rtm.alerts outbox (its timer publishes them)
+    assert {d[0] for d in step.store.deliveries} >= set(streamed)  # and to the webhooks
 
 
 class Recording:
