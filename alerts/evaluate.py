@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -84,24 +84,35 @@ def fold_changes(
     return states, out
 
 
+# Rules of a layer above (the care pathway's alerts, pathways.offline.pathway_alerts): given
+# the file's events, the states after the tick and as-of, they add their alerts to the states
+# and return the changes.
+After = Callable[[list[Event], dict[PatientKey, PatientState], dt.datetime], list[AlertChange]]
+
+
 def run_alerts_evaluate(
     events_path: Path,
     as_of: dt.datetime,
     out: TextIO,
     config: AlertConfig = DEFAULT_CONFIG,
     err: TextIO | None = None,
+    after: After | None = None,
 ) -> int:
     """Print one JSON object per alert that fired (in firing order), with its status as of
-    ``as_of``. Time-driven kinds have empty ``event_ids``."""
+    ``as_of``. Time-driven kinds have empty ``event_ids``. ``after`` (the CLI passes the
+    care pathway's) runs last, as the worker runs it after the rules."""
     err = err if err is not None else sys.stderr
     if as_of.tzinfo is None or as_of.utcoffset() is None:
         print("as_of needs an explicit UTC offset", file=err)
         return 2
     reader = _Reader(events_path, err)
-    states, changes = fold_changes(reader, config)
+    events = list(reader)
+    states, changes = fold_changes(iter(events), config)
     for key in states:
         states[key], ch = on_tick(states[key], as_of, config)
         changes += ch
+    if after is not None:
+        changes += after(events, states, as_of)
     latest: dict[str, Alert] = {}  # firing order, last snapshot of each
     for c in changes:
         latest[c.alert.id] = c.alert

@@ -51,6 +51,7 @@ import orjson
 
 from alerts.evaluate import run_alerts_evaluate
 from infra import services
+from pathways.alerting import pathway_alerts
 from rtm.bench.chaos_report import (
     COHORT_START,
     SCENARIO_CODES,
@@ -270,7 +271,7 @@ class Run:
 
     def offline_alerts(self, path: Path) -> dict[str, tuple[Any, ...]]:
         buf = io.StringIO()
-        run_alerts_evaluate(path, self.config.as_of, buf, err=io.StringIO())
+        run_alerts_evaluate(path, self.config.as_of, buf, err=io.StringIO(), after=pathway_alerts)
         return _alert_keys(json.loads(line) for line in buf.getvalue().splitlines())
 
     async def settle(

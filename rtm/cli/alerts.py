@@ -14,8 +14,12 @@ import asyncpg
 import click
 
 from alerts.evaluate import run_adherence_evaluate, run_alerts_evaluate
-from alerts.models import AlertConfig
+from alerts.models import AlertChange, AlertConfig
+from alerts.state import PatientState
+from pathways.alerting import pathway_alerts
 from rtm.cli.options import parse_instant, settings_of
+from rtm.cli.pathways import PATHWAY_FILES, versions_with
+from schemas.events import Event, PatientKey
 from streams.clock import clock_for
 from streams.db.deliveries import list_webhooks, remove_webhook, set_webhook, webhook_for
 from streams.secrets import secret_box
@@ -207,16 +211,30 @@ def _print_webhooks(settings: Settings, org_id: str) -> None:
 @click.option(
     "--as-of", "as_of", required=True, help="'now' for the rules, e.g. 2027-01-01T00:00:00Z"
 )
+@PATHWAY_FILES
 @click.pass_context
-def alerts_evaluate(ctx: click.Context, events_path: Path, as_of: str) -> None:
+def alerts_evaluate(
+    ctx: click.Context, events_path: Path, as_of: str, pathway_files: tuple[Path, ...]
+) -> None:
     """Print one JSON object per alert fired by the rules over a JSONL file (with the
-    worker's escalation offsets, RTM_ESCALATE_*_AFTER_S, so the two agree)."""
+    worker's escalation offsets, RTM_ESCALATE_*_AFTER_S, so the two agree), the care
+    pathway's task_overdue and step_up included (episodes on a version other than the
+    built-in ones need its --pathway file, as the worker needs it published)."""
     w = settings_of(ctx).worker
     config = AlertConfig(
         escalate_care_team_after=dt.timedelta(seconds=w.escalate_care_team_after_s),
         escalate_org_after=dt.timedelta(seconds=w.escalate_org_after_s),
     )
-    sys.exit(run_alerts_evaluate(events_path, parse_instant(as_of), sys.stdout, config))
+    versions = versions_with(pathway_files)
+
+    def after(
+        events: list[Event], states: dict[PatientKey, PatientState], at: dt.datetime
+    ) -> list[AlertChange]:
+        return pathway_alerts(events, states, at, versions)
+
+    sys.exit(
+        run_alerts_evaluate(events_path, parse_instant(as_of), sys.stdout, config, after=after)
+    )
 
 
 @click.group()

@@ -87,6 +87,18 @@ def dash(base_settings: Settings) -> Iterator[Dash]:
         for i, n in enumerate(NAMES):
             pid = d.patients[n]
             data += [f.exercise(pid, local(day, 18)) for day in range(11, 0, -1)]
+            # the baseline PROM on time (day 1): no care-pathway task is overdue here
+            data.append(
+                {
+                    "event_id": f"{pid}-baseline",
+                    "schema_version": 1,
+                    "type": "assessment.completed",
+                    "patient_id": pid,
+                    "occurred_at": local(11, 9),
+                    "instrument": "psfs",
+                    "answers": {"a1": 3, "a2": 3, "a3": 3},
+                }
+            )
             if n == "pFlag":
                 data.append(f.symptom(pid, local(3, 11), red_flags=["saddle_anesthesia"]))
             else:  # pain >= 7, older for the earlier names: the tier's order is known

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from alerts.evaluate import run_alerts_evaluate
+from pathways.alerting import pathway_alerts
 from rtm.produce import produce_file
 from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.db.deliveries import set_webhook
@@ -45,7 +46,7 @@ async def db_alerts(db: asyncpg.Connection, prefix: str) -> dict[str, tuple[Any,
 
 def offline_alerts(path: Path) -> dict[str, tuple[Any, ...]]:
     buf = io.StringIO()
-    run_alerts_evaluate(path, AS_OF, buf, err=io.StringIO())
+    run_alerts_evaluate(path, AS_OF, buf, err=io.StringIO(), after=pathway_alerts)
     out = {}
     for line in buf.getvalue().splitlines():
         a = json.loads(line)

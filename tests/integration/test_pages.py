@@ -139,6 +139,7 @@ def dash(base_settings: Settings) -> Iterator[Dash]:
                 if n != "pHigh" or day % 3 == 0
             ]
             data += [f.pain(pid, 3, local(day, 9)) for day in (6, 4, 3)]
+            data.append(baseline_prom(pid, local(11, 9)))  # no care-pathway task overdue
         # pCrit: a red flag (critical); pHigh: pain up 3 over its baseline (high);
         # pOther: a red flag, but c2's patient
         data += [
@@ -183,6 +184,20 @@ def sign_in(browser: Any, dash: Dash, name: str) -> Any:
     page.wait_for_load_state()
     assert not page.url.endswith("/ui/sign-in"), page.inner_text("main")[:300]
     return page
+
+
+def baseline_prom(pid: str, at: str) -> dict[str, Any]:
+    """The baseline PROM sent on time: the care pathway's first task done, so these
+    patients' only alerts are the rules' (no task_overdue)."""
+    return {
+        "event_id": f"{pid}-baseline",
+        "schema_version": 1,
+        "type": "assessment.completed",
+        "patient_id": pid,
+        "occurred_at": at,
+        "instrument": "psfs",
+        "answers": {"a1": 3, "a2": 3, "a3": 3},
+    }
 
 
 def api_headers(dash: Dash, name: str) -> dict[str, str]:
@@ -448,6 +463,7 @@ def test_a_new_red_flag_is_named_and_lands_above_26_older_pain_highs_within_3_s(
         "feed",
     )
     dash.post([f.pain(p, 9, local(3 + i % 5, 9)) for i, p in enumerate(older)], "feed")
+    dash.post([baseline_prom(p, local(19, 9)) for p in [*older, fresh]], "feed")
     headers = api_headers(dash, "c1")
 
     async def all_older_listed() -> bool:

@@ -32,6 +32,7 @@ import pytest
 
 from alerts.evaluate import run_alerts_evaluate
 from alerts.state import decode_state
+from pathways.alerting import pathway_alerts
 from streams.access import SESSION_COOKIE
 from streams.settings import Settings
 from tests.conftest import EventFactory
@@ -200,7 +201,7 @@ def test_while_paused_inactivity_and_adherence_low_stay_silent_and_a_resume_rest
     jsonl = tmp_path / "events.jsonl"
     jsonl.write_text("".join(r["payload"] + "\n" for r in rows))
     out = io.StringIO()
-    assert run_alerts_evaluate(jsonl, dt.datetime.now(dt.UTC), out) == 0
+    assert run_alerts_evaluate(jsonl, dt.datetime.now(dt.UTC), out, after=pathway_alerts) == 0
     offline = {
         a["id"]: (a["patient_id"], a["kind"], a["status"], dt.datetime.fromisoformat(a["fired_at"]))
         for a in map(json.loads, out.getvalue().splitlines())
