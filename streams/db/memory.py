@@ -109,15 +109,6 @@ class MemoryIngestStore:
     async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
         self.refresh_marks.update(dict.fromkeys(patients, claimed_at))
 
-    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
-        stale = sorted(
-            k
-            for k, rows in self.outcome_rows.items()
-            if any(o.row.end_date is None and o.as_of < now - older for o in rows)
-        )[:limit]
-        self.refresh_marks.update(dict.fromkeys(stale, now))
-        return len(stale)
-
     async def write(self, batch: BatchWrite, loaded: dict[PatientKey, int]) -> Written:
         """Write one batch whose states were read at ``loaded`` revisions."""
         if batch.empty:

@@ -94,23 +94,3 @@ async def pending(conn: asyncpg.Connection, org_id: str | None = None) -> int:
     if org_id is None:
         return int(await conn.fetchval("SELECT count(*) FROM refresh_queue"))
     return int(await conn.fetchval("SELECT count(*) FROM refresh_queue WHERE org_id = $1", org_id))
-
-
-async def mark_stale_open_episodes(
-    conn: asyncpg.Connection, now: dt.datetime, older: dt.timedelta, limit: int
-) -> int:
-    """Mark the patients of open episodes whose outcome row is older than ``older``: an
-    open episode's row moves with the calendar (its adherence, its tasks, a dropout), not
-    only with events. Returns how many patients were marked."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT org_id, patient_id FROM ("
-        "  SELECT org_id, patient_id FROM episode_outcomes"
-        "  WHERE end_date IS NULL AND as_of < $1::timestamptz - $2::interval"
-        "  ORDER BY as_of LIMIT $3) s",
-        now,
-        older,
-        limit,
-    )
-    keys = [(r["org_id"], r["patient_id"]) for r in rows]
-    await mark(conn, keys)
-    return len(keys)

@@ -23,7 +23,7 @@ from streams.db.outcome_rows import EpisodeOutcome, replace_outcomes
 from streams.db.pathway_versions import published_versions
 from streams.db.pool import Pool
 from streams.db.readiness import ReadinessLoad, ReadinessWrite, readiness_load, write_readiness
-from streams.db.refresh import claim, done, mark_stale_open_episodes, pending
+from streams.db.refresh import claim, done, pending
 
 
 class PgRefreshSession:
@@ -96,10 +96,6 @@ class PgRefreshStore:
     async def refresh_session(self) -> AsyncIterator[PgRefreshSession]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield PgRefreshSession(conn)
-
-    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int:
-        async with self.pool.acquire() as conn:
-            return await mark_stale_open_episodes(conn, now, older, limit)
 
     async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
         async with self.pool.acquire() as conn:

@@ -488,20 +488,23 @@ class Ingest:
         return control.patient_partition(key, self.partitions)
 
     def idle_for(self) -> float:
-        """Seconds since the last fetch was recorded; 0 while one is being recorded."""
+        """Seconds since the last fetch with events was recorded; 0 while one is."""
         return 0.0 if self._recording else time.monotonic() - self._recorded_at
 
     async def record_batch(self, records: Sequence[Record]) -> None:
         """One fetch of rtm.events: decode, load, decide, write, publish, metrics."""
+        batch = decode(records, self.max_future_skew_s)
+        if not batch.events:  # ticks and acks: the refresh need not yield to them
+            await self._record_fetch(batch)
+            return
         self._recording += 1
         try:
-            await self._record_fetch(records)
+            await self._record_fetch(batch)
         finally:
             self._recording -= 1
             self._recorded_at = time.monotonic()
 
-    async def _record_fetch(self, records: Sequence[Record]) -> None:
-        batch = decode(records, self.max_future_skew_s)
+    async def _record_fetch(self, batch: Decoded) -> None:
         if batch.dead:
             # before a dead letter is sent or an offset moves: a bad deploy halts here
             n_events = len(batch.events) + len(batch.dead)

@@ -13,8 +13,8 @@ billing readiness`` and ``rtm outcomes episodes`` over the same events as of the
 instant give the same lines and rows (tests/integration/test_readiness_stream.py,
 test_pathway_stream.py).
 
-An open episode's row moves with the calendar (adherence, tasks, a dropout), so
-``mark_stale`` marks the patients whose open rows are older than a day."""
+A tick that moves a patient's day marks it too (the ingest step marks the patients whose
+rule state moved), so an open episode's row and its pathway alerts follow the calendar."""
 
 from __future__ import annotations
 
@@ -58,7 +58,6 @@ class Tuning:
     stale: dt.timedelta = dt.timedelta(minutes=5)  # a claim this old: its refresher died
     budget_s: float = 0.5  # claims per timer run until this much time has passed
     busy_limit: int = 10  # while ingestion is busy: one claim of this many per timer run
-    open_row_age: dt.timedelta = dt.timedelta(days=1)  # open episodes' rows refreshed daily
 
 
 class RefreshSession(Protocol):
@@ -95,8 +94,6 @@ class RefreshStore(Protocol):
     ) -> tuple[list[PatientKey], dt.datetime | None]: ...  # and the claim's stamp
 
     def refresh_session(self) -> AbstractAsyncContextManager[RefreshSession]: ...
-
-    async def mark_stale(self, now: dt.datetime, older: dt.timedelta, limit: int) -> int: ...
 
     async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
         """Give the claimed patients back, to do again."""
@@ -254,7 +251,6 @@ async def refresh_due(
     if busy:
         t = replace(tuning, settle=tuning.max_wait, limit=tuning.busy_limit)
         return await refresh_once(store, clock, t)
-    await store.mark_stale(clock.now(), tuning.open_row_age, tuning.limit)
     done = 0
     started = asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - started < tuning.budget_s:

@@ -2,7 +2,8 @@
 when): a streamed cohort's tasks, decisions and outcome rows, as the worker's refresh keeps
 them (``streams/services/refresh.py``), equal `rtm pathways evaluate` and `rtm outcomes
 episodes` on the same file as of the same instant; a version published while episodes run
-does not change theirs. (The report over the rows: test_outcomes_pages.py.)"""
+does not change theirs; an overdue task and a step-up reach the clinician's webhook (signed).
+(The report over the rows: test_outcomes_pages.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from pathways.model import builtin
+from rtm.bench.receiver import Receiver
 from rtm.cli import main
+from streams.db.deliveries import remove_webhook, set_webhook
 from streams.db.outcome_rows import EpisodeOutcome, episode_outcomes
 from streams.settings import Settings
 from tests.conftest import EventFactory
@@ -109,6 +112,71 @@ async def test_a_streamed_cohort_equals_the_offline_commands(
         assert o.row.pathway_key == "msk-default@1"
     decisions = {d["decision"] for o in stored for d in o.decisions}
     assert {"step_up", "end"} <= decisions, decisions  # the cohort exercises the engine
+
+
+async def test_an_overdue_task_and_a_step_up_reach_the_clinicians_webhook(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    """Day 0 thirty days ago: baseline PSFS 3 (day 1), pain 8 (day 22), week-4 PSFS 3.3
+    (day 26): a step-up on day 26; its in-person visit, due day 29, and the week-4 review,
+    due day 28, are overdue today."""
+    receiver = Receiver("ok")
+    clinician = f"{factory.prefix}-pt"
+    await set_webhook(db, clinician, receiver.url, "s-path")
+    p = factory.patient(1)
+    day0 = dt.date.today() - dt.timedelta(days=30)
+
+    def at(day: int, hour: int = 10) -> str:
+        return f"{day0 + dt.timedelta(days=day)}T{hour:02d}:00:00+00:00"
+
+    def form(day: int, *values: int) -> dict[str, Any]:
+        answers = {f"a{i}": v for i, v in enumerate(values, 1)}
+        return {
+            "event_id": f"{p}-f{day}",
+            "schema_version": 1,
+            "type": "assessment.completed",
+            "patient_id": p,
+            "occurred_at": at(day),
+            "instrument": "psfs",
+            "answers": answers,
+        }
+
+    try:
+        # the worker's timer ticks every second: time moves for a pathway by events and ticks
+        with running_stack(base_settings, tick_interval_s=1) as stack:
+            history = [
+                factory.episode_started(p, at=at(0, 9), clinician_id=clinician, timezone="UTC"),
+                form(1, 3, 3, 3),
+                factory.pain(p, 8, at(22)),
+                form(26, 3, 3, 4),
+            ]
+            assert stack.post(history).json()["accepted"] == 4
+
+            def kinds() -> dict[str, list[str]]:
+                out: dict[str, list[str]] = {}
+                for _, change in receiver.delivered():
+                    a = change["alert"]
+                    out.setdefault(a["kind"], []).append(a["details"][0] if a["details"] else "")
+                return out
+
+            async def arrived() -> bool:
+                k = kinds()
+                return "step_up" in k and len(k.get("task_overdue", [])) >= 2
+
+            await wait_for(arrived, timeout=60, what="the pathway alerts at the webhook")
+            got = kinds()
+            assert got["step_up"] == ["no_mcid_pain_7"]
+            assert sorted(got["task_overdue"]) == ["in_person_visit", "week4_review"]
+            for _, change in receiver.delivered():
+                if change["alert"]["kind"] in ("step_up", "task_overdue"):
+                    assert change["alert"]["clinician_id"] == clinician
+                    assert change["alert"]["severity"] == (
+                        "high" if change["alert"]["kind"] == "step_up" else "medium"
+                    )
+            assert receiver.bad_signatures == 0
+    finally:
+        await remove_webhook(db, clinician)
+        receiver.close()
 
 
 async def test_a_version_published_later_does_not_change_running_episodes(
