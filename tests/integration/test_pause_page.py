@@ -38,7 +38,7 @@ from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.browser import CHROMIUM, PASSWORD, fetch, provision
 from tests.integration.browser import sign_in as browser_sign_in
-from tests.integration.conftest import Stack, run_in_thread, running_stack, wait_for
+from tests.integration.conftest import Stack, refreshed, run_in_thread, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -172,6 +172,9 @@ def test_while_paused_inactivity_and_adherence_low_stay_silent_and_a_resume_rest
         ) and all([await _ticked_today(c, pid) for pid in (c.patient, c.control, c.resumed)])
 
     run_in_thread(wait_for(settled, 120, "the timer's day ends of the three patients"))
+    # and the care pathway's alerts, raised by the worker's refresh once its marks settle
+    settings = c.stack.settings
+    run_in_thread(wait_for(lambda: refreshed(settings, c.org), 120, "the pathways refreshed"))
     streamed = run_in_thread(_alerts(c))
     by_patient: dict[str, dict[str, dt.datetime]] = {}
     for pid, kind, _, fired_at in streamed.values():
