@@ -310,8 +310,10 @@ class Run:
             fig.notes.append(f"{lag} records not committed after the tick")
         want = self.offline_alerts(path)
         got = await self.alerts(prefix)
-        t_end = time.monotonic() + 30
-        while got != want and time.monotonic() < t_end:  # the outbox and tick settle
+        t_end = time.monotonic() + 60
+        # the outbox and tick settle, and the refresh raises the care pathway's alerts once
+        # its marks settle (5 s) and ingestion is idle (2 s)
+        while got != want and time.monotonic() < t_end:
             await asyncio.sleep(1.0)
             got = await self.alerts(prefix)
         fig.alerts_expected = len(want)

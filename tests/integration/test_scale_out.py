@@ -22,7 +22,14 @@ from rtm.simulate import namespaced, simulate, write_jsonl
 from streams.kafka.transport import kafka_client_kwargs
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, free_port, running_stack, stored_then_tick, wait_for
+from tests.integration.conftest import (
+    Stack,
+    free_port,
+    refreshed,
+    running_stack,
+    stored_then_tick,
+    wait_for,
+)
 from tests.integration.test_alerts_stream import AS_OF, offline_alerts
 
 pytestmark = pytest.mark.integration
@@ -146,6 +153,9 @@ async def stream_cohort(
         await stored_then_tick(db, stack.settings, prefix, n_ids, AS_OF, 60)
         async with GroupOffsets(stack.settings) as offsets:
             await wait_for(offsets.caught_up, timeout=60, what="every record committed")
+        # the care pathway's alerts: raised by the workers' refresh once the marks settle
+        settings = stack.settings
+        await wait_for(lambda: refreshed(settings), timeout=180, what="the pathways refreshed")
 
     like = prefix + "%"
     events = await db.fetch(
