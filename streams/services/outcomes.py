@@ -3,7 +3,7 @@ the patient page, the organisation's outcome report for the manager's page and i
 and the replay of a draft pathway version over the organisation's past episodes.
 
 The report groups the per-episode outcome rows the worker keeps off the ingest path
-(``streams.services.refresh``, ``episode_outcomes``); one patient's panels and a draft's
+(``streams.services.refresh``, ``patient_pathways``); one patient's panels and a draft's
 replay are computed from the stored events with the pure engine (``pathways``), the same
 code as ``rtm pathways evaluate|diff`` and ``rtm outcomes episodes|report``. Nothing here
 writes but the audit rows the callers leave."""

@@ -5,7 +5,7 @@ A batch marks the patients its new events touched (``streams.db.refresh.mark``, 
 statement in its transaction). ``refresh_once`` claims up to ``limit`` marked patients whose
 marks have settled (a patient streaming a replay is folded once it pauses, or after
 ``max_wait``), reads their stored billing states, readiness facts and care-pathway events,
-decides (pure: ``decide_readiness``, ``episode_outcomes``) and writes the lines, the rows
+decides (pure: ``decide_readiness``, ``patient_pathways``) and writes the lines, the rows
 and the marks served in one transaction; the worker runs all of it in a process of its own
 at a lower priority (agents/refresh.py), so the ingest path keeps its loop and the cores. A
 mark made meanwhile keeps its patient to do. The views are as of the worker's clock; ``rtm
@@ -27,16 +27,18 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from alerts.models import AlertChange
 from alerts.rollup import rollups
 from alerts.state import PatientState
 from outcomes.licences import Activation, licensed
 from pathways.alerting import pathway_alert_changes
+from pathways.engine import EpisodeView, PatientPathways
 from pathways.model import Pathway, builtin
-from pathways.offline import views
+from pathways.offline import collect
 from pathways.outcomes import outcome_row
-from schemas.events import Event, PatientKey, parse_event_json
+from schemas.events import PatientKey, parse_event_json
 from streams.clock import Clock
 from streams.db.alert_states import StateConflict
 from streams.db.batch import BatchWrite
@@ -127,33 +129,36 @@ def patient_pathways(
     fired: Mapping[PatientKey, set[str]],
     now: dt.datetime,
 ) -> PathwayDecision:
-    """Each patient's episodes as of its rules clock (the newest event or tick its rule
-    state has seen: a pathway's time moves as the rules' does, so the stream agrees with
-    ``rtm alerts evaluate`` and ``rtm outcomes episodes`` as of the same instant; ``now``
-    for a patient without one), their rows, and the alerts they raise (``fired``: the
-    patient's pathway alert ids stored before, each fires once)."""
-    by_patient: dict[PatientKey, list[Event]] = {}
-    for p in payloads:
-        e = parse_event_json(p)
-        by_patient.setdefault(e.patient_key, []).append(e)
+    """Each patient's episodes, their rows and the alerts they raise (``fired``: the
+    patient's pathway alert ids stored before, each fires once).
+
+    The rows are as of ``now`` (or the patient's rules clock, if that is later): the report
+    is the calendar's, as ``rtm outcomes episodes`` as of the same instant. The alerts are
+    as of the patient's rules clock (the newest event or tick its rule state has seen), as
+    ``rtm alerts evaluate`` raises them after the rules' tick: a pathway's alerts move with
+    the rules' time. A pathway reads the patient-local date, so the two are one fold unless
+    the two instants fall on different days or events lie between them."""
     out = PathwayDecision([], {}, [])
-    for key, events in sorted(by_patient.items()):
+    events = [parse_event_json(p) for p in payloads]
+    for key, pathway in sorted(collect(events).items()):
         ctx = contexts[key[0]]
         state = states.get(key)
-        clock = state.clock if state is not None else None
-        as_of = clock + _TICK if clock is not None else now  # events at the clock count
-        eps, _missing = views(events, as_of, ctx.versions, ctx.licensed)
+        clock = state.clock + _TICK if state is not None and state.clock is not None else None
+        row_as_of = now if clock is None else max(now, clock)  # events at the clock count
+        eps, _missing = pathway.as_of(row_as_of, ctx.versions, ctx.licensed)
         out.outcomes += [
             EpisodeOutcome(
                 outcome_row(v),
                 tuple(t.output() for t in v.tasks),
                 tuple(d.output() for d in v.decisions),
-                as_of,
+                row_as_of,
             )
             for v in eps
         ]
-        if state is None:
+        if state is None or clock is None:
             continue
+        if not _same_view(pathway, eps, clock, row_as_of):
+            eps, _missing = pathway.as_of(clock, ctx.versions, ctx.licensed)
         s = state.copy_for_update()
         known = set(fired.get(key, ()))
         changes = pathway_alert_changes(s, eps, {v.episode.episode_id: known for v in eps})
@@ -163,29 +168,19 @@ def patient_pathways(
     return out
 
 
-def episode_outcomes(
-    payloads: Sequence[str], contexts: Mapping[str, PathwayContext], now: dt.datetime
-) -> list[EpisodeOutcome]:
-    """Every episode of these events as of ``now`` (pure: the same views as ``rtm outcomes
-    episodes`` and ``rtm pathways evaluate``); episodes whose version is unknown have none."""
-    by_org: dict[str, list[Event]] = {}
-    for p in payloads:
-        e = parse_event_json(p)
-        by_org.setdefault(e.patient_key[0], []).append(e)
-    out: list[EpisodeOutcome] = []
-    for org, events in sorted(by_org.items()):
-        ctx = contexts[org]
-        eps, _missing = views(events, now, ctx.versions, ctx.licensed)
-        out += [
-            EpisodeOutcome(
-                outcome_row(v),
-                tuple(t.output() for t in v.tasks),
-                tuple(d.output() for d in v.decisions),
-                now,
-            )
-            for v in eps
-        ]
-    return out
+def _same_view(
+    pathway: PatientPathways, eps: Sequence[EpisodeView], a: dt.datetime, b: dt.datetime
+) -> bool:
+    """Whether the episodes as of ``a`` are those as of ``b`` (``a <= b``): no event between
+    them and the same local date in every episode's zone."""
+    if a == b:
+        return True
+    if any(a <= e.occurred_at < b for e in pathway.events.values()):
+        return False
+    return all(
+        a.astimezone(z).date() == b.astimezone(z).date()
+        for z in {ZoneInfo(v.episode.timezone) for v in eps}
+    )
 
 
 def lower_priority() -> None:

@@ -16,10 +16,10 @@ from alerts.models import PATHWAY_KINDS
 from pathways.alerting import pathway_alerts
 from pathways.model import builtin
 from pathways.offline import episode_rows, views
-from schemas.events import EVENT_ADAPTER
+from schemas.events import EVENT_ADAPTER, Event
 from streams.clock import FixedClock
 from streams.services.refresh import Tuning, refresh_due, refresh_once
-from tests.unit.pathway_events import generated_cohort
+from tests.unit.pathway_events import as_of, at, generated_cohort
 from tests.unit.test_step_in_process import NOW, Step
 
 COHORT = generated_cohort(seed=21, n=12)
@@ -37,8 +37,8 @@ def kept(step: Step) -> list[dict[str, object]]:
 
 
 def offline_as_kept(step: Step, events: list[dict[str, object]]) -> list[dict[str, object]]:
-    """``rtm outcomes episodes`` over ``events`` as of each kept row's instant (the
-    patient's rules clock), that row's episode."""
+    """``rtm outcomes episodes`` over ``events`` as of each kept row's instant, that row's
+    episode."""
     out = []
     for rows in step.store.outcome_rows.values():
         for o in rows:
@@ -104,6 +104,34 @@ async def test_a_tick_moves_the_pathways_time_rows_and_alerts_as_rtm_alerts_eval
     queued = {orjson.loads(q.payload)["alert"]["id"] for _, q in step.store.outbox.values()}
     assert set(streamed) <= queued  # in the rtm.alerts outbox (its timer publishes them)
     assert {d[0] for d in step.store.deliveries} >= set(streamed)  # and to the webhooks
+
+
+async def test_without_a_tick_the_rows_follow_the_calendar_and_the_alerts_the_rules_clock() -> None:
+    """No tick has moved the patients' rules clocks past their newest event (a worker with
+    its timer off, or between two ticks): the report's rows are as of the refresh's now, as
+    ``rtm outcomes episodes --as-of`` then; the pathway's alerts stay as of each patient's
+    rules clock, as ``rtm alerts evaluate`` raises them."""
+    early = [e for e in COHORT if str(e["occurred_at"]) < at(20)]  # the week-4 form not due
+    later = as_of(40)  # ... and overdue
+    step = Step()
+    await step.events(*early)
+    while await refresh_once(step.store, FixedClock(later)):
+        pass
+    assert {o.as_of for rows in step.store.outcome_rows.values() for o in rows} == {later}
+    assert kept(step) == offline(early, later)
+    events = [EVENT_ADAPTER.validate_python(e) for e in early]
+    by_patient: dict[tuple[str, str], list[Event]] = {}
+    for e in events:
+        by_patient.setdefault(e.patient_key, []).append(e)
+    expected: dict[str, str] = {}
+    calendar: dict[str, str] = {}
+    for mine in by_patient.values():
+        clock = max(e.occurred_at for e in mine) + dt.timedelta(microseconds=1)
+        expected |= {ch.alert.id: ch.alert.status for ch in pathway_alerts(mine, {}, clock)}
+        calendar |= {ch.alert.id: ch.alert.status for ch in pathway_alerts(mine, {}, later)}
+    streamed = {a.id: a.status for a in step.store.alerts.values() if a.kind in PATHWAY_KINDS}
+    assert streamed == expected
+    assert calendar != expected  # the cohort tells the two instants apart
 
 
 class Recording:
