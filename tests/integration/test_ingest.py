@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, end_offsets, read_topic, wait_for
+from tests.integration.conftest import Stack, alive, descendants, end_offsets, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +187,20 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
         return len(await stored_ids(db, factory.prefix)) > 0
 
     await wait_for(some_stored, what="first batches stored")
-    stack.workers[0].kill()  # SIGKILL: no clean shutdown, no final commit
+    worker = stack.workers[0]
+
+    async def refresh_started() -> bool:
+        return bool(descendants(worker.proc.pid))
+
+    await wait_for(refresh_started, what="the worker's refresh process")
+    children = descendants(worker.proc.pid)
+    worker.kill()  # SIGKILL: no clean shutdown, no final commit
+
+    async def children_gone() -> bool:
+        return not [pid for pid in children if alive(pid)]
+
+    # its refresh process ends too (the parent-death signal): no orphan holds connections
+    await wait_for(children_gone, 10, "the killed worker's child processes ended")
     for i in range(half, want, 500):
         assert stack.post(events[i : i + 500]).status_code == 200
     stack.start_worker()

@@ -18,7 +18,7 @@ import pytest
 from infra import services
 from streams.settings import Settings
 from tests.conftest import EventFactory
-from tests.integration.conftest import Stack, wait_for
+from tests.integration.conftest import Stack, alive, descendants, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +101,17 @@ async def test_worker_survives_a_database_outage_and_stores_everything_once(
         return not httpx.get(f"{health}/readyz", timeout=10).json()["tasks_failing"]
 
     await wait_for(tasks_recovered, 60, "every supervised task running again")
+    children = descendants(worker.proc.pid)
+    assert children, "the worker's refresh process runs beside it"
     t0 = time.monotonic()
     worker.stop(timeout=20)  # SIGTERM, then SIGKILL after 20 s
     stopped_in = time.monotonic() - t0
     print(f"worker stopped {stopped_in:.1f} s after SIGTERM")
     assert stopped_in < 10, f"SIGTERM took {stopped_in:.1f} s"
+
+    async def children_gone() -> bool:
+        return not [pid for pid in children if alive(pid)]
+
+    # its refresh process and multiprocessing's resource tracker end with it: no orphan
+    # keeps connections to the database
+    await wait_for(children_gone, 10, "the worker's child processes ended with it")
