@@ -376,6 +376,11 @@ def test_a_clinician_sees_the_prom_chart_with_the_mcid_band_and_the_step_up(
     assert data[1] == [3.0, 4.0] and set(data[2]) == {3.0} and set(data[3]) == {5.0}
     table = panel.locator(".prom-table").inner_text()
     assert "baseline" in table and "week 4" in table
+    # one pain report alone: its chart's time axis is a day either side, not years
+    page.wait_for_function("window.rtmPainChart !== undefined")
+    assert page.evaluate("window.rtmPainChart.data[0].length") == 1
+    days = page.evaluate("(window.rtmPainChart.scales.x.max - window.rtmPainChart.scales.x.min)")
+    assert days == 2 * 86400, days
     page.screenshot(path=str(c.shots / "patient-prom-desktop.png"), full_page=True)
     page.set_viewport_size(PHONE)
     page.reload()

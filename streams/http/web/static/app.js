@@ -74,11 +74,19 @@
     });
   }
 
+  // A time axis over one instant alone (one reading): a day either side. uPlot widens a
+  // single instant by 86400 / its ms option, 1,000 days in seconds mode ("Mar 2027 ... Jul
+  // 2029" on a patient page with one pain report).
+  function span(u, min, max) {
+    const xs = u.data[0];
+    if (!xs.length || xs[0] !== xs[xs.length - 1]) return [min, max];
+    return [xs[0] - 86400, xs[0] + 86400];
+  }
+
   function charts() {
     const holder = document.getElementById("chart-data");
     if (!holder || !window.uPlot) return;
     const data = JSON.parse(holder.textContent);
-    const day = 86400;
     const adh = document.getElementById("adherence-chart");
     if (adh && data.adherence.x.length) {
       const gap = data.adherence.gap;
@@ -86,7 +94,7 @@
       // browser's own zone a US clinician saw every day labelled one day early
       window.rtmAdherenceChart = new uPlot({ width: adh.clientWidth || 480, height: 220,
         tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
-        scales: { x: { time: true }, y: { range: [0, 100] } },
+        scales: { x: { time: true, range: span }, y: { range: [0, 100] } },
         hooks: { drawClear: [function (u) {
           if (!gap) return;  // shade the days without data (the text above names them)
           const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
@@ -106,14 +114,13 @@
     if (pain && data.pain.x.length) {
       // the reports' instants in the clinic's zone, as the table beside it reads them
       const zone = data.pain.zone || "Etc/UTC";
-      new uPlot({ width: pain.clientWidth || 480, height: 220,
+      window.rtmPainChart = new uPlot({ width: pain.clientWidth || 480, height: 220,
         tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), zone); },
-        scales: { x: { time: true }, y: { range: [0, 10] } },
+        scales: { x: { time: true, range: span }, y: { range: [0, 10] } },
         series: [{}, { label: "pain", stroke: "#8b0000", width: 2, points: { show: true, size: 6 } },
                  { label: "baseline", stroke: "#4a4a4a", dash: [6, 4], width: 2 }],
       }, [data.pain.x, data.pain.score, data.pain.baseline], pain);
     }
-    void day;
     prom();
   }
 
@@ -130,7 +137,7 @@
     const hi = Math.max.apply(null, d.score.concat(d.target === null ? [] : [d.target, d.baseline]));
     const pad = Math.max(1, (hi - lo) * 0.1);
     window.rtmPromChart = new uPlot({ width: el.clientWidth || 480, height: 220,
-      scales: { x: { time: true }, y: { range: [lo - pad, hi + pad] } },
+      scales: { x: { time: true, range: span }, y: { range: [lo - pad, hi + pad] } },
       hooks: { drawClear: [function (u) {
         if (d.baseline === null || d.target === null) return;
         const y0 = u.valToPos(d.baseline, "y", true), y1 = u.valToPos(d.target, "y", true);
