@@ -1,6 +1,7 @@
 """Per-episode outcome rows (``episode_outcomes``, migration 038): written by the worker's
 refresh (``streams.services.refresh``) for the patients it folds, read back by the outcome
-report (``streams.services.outcomes.outcome_report``), and the worklist's open tasks."""
+report (``streams.services.outcomes.outcome_report``); their open and overdue tasks are kept
+beside them (``episode_open_tasks``, migration 039) for the worklist's "My tasks"."""
 
 from __future__ import annotations
 
@@ -94,12 +95,13 @@ async def replace_outcomes(
     """Replace the rows of ``patients`` with ``outcomes`` (their episodes now)."""
     if not patients:
         return
-    await conn.execute(
-        "DELETE FROM episode_outcomes o USING unnest($1::text[], $2::text[]) AS k(org, p)"
-        " WHERE o.org_id = k.org AND o.patient_id = k.p",
-        [k[0] for k in patients],
-        [k[1] for k in patients],
-    )
+    keys = [[k[0] for k in patients], [k[1] for k in patients]]
+    for table in ("episode_outcomes", "episode_open_tasks"):
+        await conn.execute(
+            f"DELETE FROM {table} o USING unnest($1::text[], $2::text[]) AS k(org, p)"
+            " WHERE o.org_id = k.org AND o.patient_id = k.p",
+            *keys,
+        )
     if not outcomes:
         return
     columns = zip(*(_values(o) for o in outcomes), strict=True)
@@ -117,6 +119,43 @@ async def replace_outcomes(
         " tasks = EXCLUDED.tasks, decisions = EXCLUDED.decisions, as_of = EXCLUDED.as_of",
         *(list(c) for c in columns),
     )
+    tasks = open_task_rows(outcomes)
+    if tasks:
+        await conn.execute(
+            "INSERT INTO episode_open_tasks (org_id, patient_id, episode_id, clinician_id, kind,"
+            " due_on, overdue, step_up_reason) SELECT * FROM unnest($1::text[], $2::text[],"
+            " $3::text[], $4::text[], $5::text[], $6::date[], $7::bool[], $8::text[])",
+            *(list(c) for c in zip(*tasks, strict=True)),
+        )
+
+
+def open_task_rows(outcomes: Sequence[EpisodeOutcome]) -> list[tuple[Any, ...]]:
+    """The open and overdue tasks of these episodes, each with its episode's step-up reason
+    (the rows of ``episode_open_tasks``; migration 039 derives those stored before it the same
+    way in SQL)."""
+    out: list[tuple[Any, ...]] = []
+    for o in outcomes:
+        r = o.row
+        reason = next(
+            (d.get("reason") for d in o.decisions if d.get("decision") == "step_up"), None
+        )
+        for t in o.tasks:
+            if t.get("status") not in ("open", "overdue"):
+                continue
+            due = t.get("due_on")
+            out.append(
+                (
+                    r.org_id,
+                    r.patient_id,
+                    r.episode_id,
+                    r.clinician_id,
+                    t.get("kind"),
+                    dt.date.fromisoformat(str(due)) if due is not None else None,
+                    t.get("status") == "overdue",
+                    reason,
+                )
+            )
+    return out
 
 
 async def episode_outcomes(conn: asyncpg.Connection, org_id: str) -> list[EpisodeOutcome]:
@@ -163,13 +202,10 @@ async def open_tasks(
     where, args = scope_sql(scope, "o.patient_id", 1, "o.org_id")
     args.append(limit)
     rows = await conn.fetch(
-        "SELECT o.patient_id, o.episode_id, o.clinician_id, t->>'kind' AS kind,"
-        " (t->>'due_on')::date AS due_on, t->>'status' AS status,"
-        " (SELECT d->>'reason' FROM jsonb_array_elements(o.decisions) d"
-        "  WHERE d->>'decision' = 'step_up' LIMIT 1) AS step_up_reason"
-        " FROM episode_outcomes o CROSS JOIN LATERAL jsonb_array_elements(o.tasks) t"
-        f" WHERE {where} AND t->>'status' IN ('open', 'overdue')"
-        " ORDER BY t->>'status' = 'overdue' DESC, due_on, o.patient_id, kind"
+        "SELECT o.patient_id, o.episode_id, o.clinician_id, o.kind, o.due_on,"
+        " CASE WHEN o.overdue THEN 'overdue' ELSE 'open' END AS status, o.step_up_reason"
+        f" FROM episode_open_tasks o WHERE {where}"
+        " ORDER BY o.overdue DESC, o.due_on, o.patient_id, o.kind"
         f" LIMIT ${len(args)}",
         *args,
     )

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from pathways.model import builtin
 from rtm.bench.receiver import Receiver
 from rtm.cli import main
+from streams.access import Scope
 from streams.db.deliveries import remove_webhook, set_webhook
-from streams.db.outcome_rows import EpisodeOutcome, episode_outcomes
+from streams.db.outcome_rows import EpisodeOutcome, episode_outcomes, open_tasks
 from streams.settings import Settings
 from tests.conftest import EventFactory
 from tests.integration.conftest import running_stack, wait_for
@@ -112,6 +113,34 @@ async def test_a_streamed_cohort_equals_the_offline_commands(
         assert o.row.pathway_key == "msk-default@1"
     decisions = {d["decision"] for o in stored for d in o.decisions}
     assert {"step_up", "end"} <= decisions, decisions  # the cohort exercises the engine
+
+    # "My tasks" (episode_open_tasks, kept with the rows): the open and overdue tasks of `rtm
+    # pathways evaluate` for this clinician's episodes, overdue first, each with its
+    # episode's step-up reason
+    tasks = await open_tasks(db, Scope("default", frozenset({f"{factory.prefix}-c-1"})), 1000)
+    want_tasks: list[tuple[Any, ...]] = []
+    for eid, path_row in offline_paths.items():
+        reason = next(
+            (d["reason"] for d in path_row["decisions"] if d["decision"] == "step_up"), None
+        )
+        want_tasks += [
+            (eid, t["kind"], t["due_on"], t["status"], reason)
+            for t in path_row["tasks"]
+            if t["status"] in ("open", "overdue")
+        ]
+    got_tasks = [
+        (
+            t["episode_id"],
+            t["kind"],
+            t["due_on"] and t["due_on"].isoformat(),
+            t["status"],
+            t["step_up_reason"],
+        )
+        for t in tasks
+    ]
+    assert want_tasks and sorted(got_tasks) == sorted(want_tasks)
+    statuses = [t["status"] for t in tasks]
+    assert statuses == sorted(statuses, key=lambda s: s != "overdue")
 
 
 async def test_an_overdue_task_and_a_step_up_reach_the_clinicians_webhook(
