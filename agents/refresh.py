@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -66,7 +67,10 @@ async def _run(
 
 def _executor() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=lower_priority,
+        initargs=(os.getpid(),),
     )
 
 

@@ -18,6 +18,33 @@ class StateConflict(Exception):
     """Another worker wrote a state this batch read: roll back and redo the batch."""
 
 
+# An advisory lock (PostgreSQL) between the two writers of rule states. Each ingest batch
+# holds it shared from its first read to its commit (``ingest_batch``); the worker's refresh
+# takes it exclusively, in its transaction, before it writes the pathway's alerts and their
+# states (``refresh_writes_states``). So the refresh never writes a state while a batch that
+# read it is in flight: a tick's batch over every patient of its partitions (seconds long)
+# was otherwise refused (StateConflict) again and again while the refresh wrote a few states
+# a second, and the time-driven alerts waited (`rtm bench --pages`: over 600 s). A batch
+# waits at most one refresh write; the refresh, which reads its states before it waits,
+# is the one refused (its claim goes back) if a batch wrote one of them meanwhile.
+STATE_WRITERS_LOCK = 0x52544D01
+
+
+async def ingest_batch(conn: asyncpg.Connection) -> None:
+    """Hold the state writers' lock shared on this connection (until ``ingest_batch_done``)."""
+    await conn.execute("SELECT pg_advisory_lock_shared($1)", STATE_WRITERS_LOCK)
+
+
+async def ingest_batch_done(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock_shared($1)", STATE_WRITERS_LOCK)
+
+
+async def refresh_writes_states(conn: asyncpg.Connection) -> None:
+    """Take the state writers' lock exclusively until the end of this transaction: every
+    batch in flight has finished; the next ones wait for this commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", STATE_WRITERS_LOCK)
+
+
 _LOAD = """
 WITH k AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(o, p, rev)

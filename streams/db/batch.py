@@ -21,6 +21,7 @@ re-delivered batch add nothing, so a crash between the two repeats a batch harml
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from intake.engine import IntakeState
 from intake.rules import IntakeRules
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
-from streams.db.alert_states import Cached, StateStore
+from streams.db.alert_states import Cached, StateStore, ingest_batch, ingest_batch_done
 from streams.db.alerts import (
     Queued,
     alerts_by_id,
@@ -159,6 +160,7 @@ class PgIngestStore:
     async def session(self) -> AsyncIterator[PgSession]:
         states = StateStore(self.cache)  # the revisions this session read, the cache shared
         async with self.pool.acquire() as conn:
+            await ingest_batch(conn)  # no refresh writes a state from here to the commit
             try:
                 if not self.partitions_assigned:
                     await states.assign_partitions(conn, self.partition_of)
@@ -167,6 +169,9 @@ class PgIngestStore:
             except BaseException:
                 states.forget()  # the cache may hold states a rollback undid
                 raise
+            finally:
+                with contextlib.suppress(asyncpg.PostgresError, OSError):  # a broken
+                    await ingest_batch_done(conn)  # connection has dropped it already
 
     async def refused_for_content(self, events: Sequence[Event]) -> dict[EventKey, str]:
         async with self.pool.acquire() as conn:

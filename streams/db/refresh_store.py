@@ -15,7 +15,7 @@ from outcomes.licences import Activation
 from pathways.engine import PATHWAY_EVENT_TYPES
 from pathways.model import Pathway
 from schemas.events import PatientKey
-from streams.db.alert_states import StateStore
+from streams.db.alert_states import StateStore, refresh_writes_states
 from streams.db.batch import BatchWrite, write_batch
 from streams.db.events import keyed_payloads
 from streams.db.instruments import activations
@@ -72,6 +72,8 @@ class PgRefreshSession:
         claimed_at: dt.datetime,
         alerts: BatchWrite,
     ) -> None:
+        if not alerts.empty:  # before any write: it holds no row lock while it waits
+            await refresh_writes_states(self.conn)
         await write_readiness(self.conn, readiness)
         await replace_outcomes(self.conn, patients, outcomes)
         await done(self.conn, patients, claimed_at)

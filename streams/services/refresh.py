@@ -19,10 +19,10 @@ rule state moved), so an open episode's row and its pathway alerts follow the ca
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import datetime as dt
 import os
-import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -46,7 +46,6 @@ from streams.db.outcome_rows import EpisodeOutcome
 from streams.db.readiness import ReadinessLoad, ReadinessWrite
 from streams.services.readiness import decide_readiness
 
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 _TICK = dt.timedelta(microseconds=1)
 
 
@@ -183,17 +182,22 @@ def _same_view(
     )
 
 
-def lower_priority() -> None:
+def lower_priority(parent: int) -> None:
     """A refresh process's initializer: it yields the cores to the ingest path (the worker's
-    loop, the gateway, PostgreSQL) whenever they want them, and it ends with the worker that
-    started it, even one killed outright (Linux: the parent-death signal), instead of
-    keeping its connections open as an orphan."""
+    loop, the gateway, PostgreSQL) whenever they want them, and it ends within a second of
+    the worker that started it, even one killed outright, instead of keeping its connections
+    open as an orphan. (The pool's pipes never close for it: the child holds both ends of
+    its call queue. Linux's parent-death signal did not end it when the worker was killed;
+    tests/integration/test_ingest.py kills one.) ``parent``: the worker's pid, given by it, so
+    a child that starts after its worker died ends too."""
     os.nice(10)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the pool's pipe closing ends it instead
-        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)  # the worker is gone: nothing will ask for or read a result
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayContext:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -199,8 +200,12 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     async def children_gone() -> bool:
         return not [pid for pid in children if alive(pid)]
 
-    # its refresh process ends too (the parent-death signal): no orphan holds connections
-    await wait_for(children_gone, 10, "the killed worker's child processes ended")
+    # its refresh process ends too (it watches its parent): no orphan holds connections
+    try:
+        await wait_for(children_gone, 10, "the killed worker's child processes ended")
+    except AssertionError:
+        left = [Path(f"/proc/{p}/cmdline").read_bytes() for p in children if alive(p)]
+        raise AssertionError(f"still running after the worker was killed: {left}") from None
     for i in range(half, want, 500):
         assert stack.post(events[i : i + 500]).status_code == 200
     stack.start_worker()

@@ -15,7 +15,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from streams.db.pool import migrate
+from streams.db.alert_states import STATE_WRITERS_LOCK, refresh_writes_states
+from streams.db.batch import PgIngestStore
+from streams.db.pool import Pool, migrate
 from streams.db.refresh import claim, done, mark, pending
 from streams.settings import Settings
 
@@ -98,3 +100,35 @@ async def test_two_claims_at_once_never_share_a_patient(qdb: asyncpg.Pool) -> No
     assert len(claimed) == len(set(claimed))  # a loser of a race takes fewer, never the same
     rest, _ = await claim(qdb, 60, S, NEVER, NEVER)
     assert sorted([*claimed, *rest]) == sorted({(f"o{i % 3}", f"p{i}") for i in range(60)})
+
+
+async def test_a_refresh_writes_states_only_between_ingest_batches(
+    base_settings: Settings,
+) -> None:
+    """The state writers' lock (streams/db/alert_states.py): while an ingest batch's session
+    is open (from its first read to its commit) the refresh's write of states waits, and it
+    goes on once the batch is done; so a long batch (a tick over every patient) is never
+    refused because the refresh wrote a state it had read."""
+    pool = Pool(base_settings.db.dsn, max_size=2)
+    store = PgIngestStore(pool, lambda key: 0)
+    other = await asyncpg.connect(base_settings.db.dsn)
+
+    async def refresh_write() -> None:
+        async with other.transaction():
+            await refresh_writes_states(other)
+
+    try:
+        async with store.session() as session:
+            held = await session.conn.fetchval(
+                "SELECT mode FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                " AND objid = $1",
+                STATE_WRITERS_LOCK,
+            )
+            assert held == "ShareLock"
+            waiting = asyncio.ensure_future(refresh_write())
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # the batch is in flight: the refresh waits
+        await asyncio.wait_for(waiting, 5)  # the batch is done: the refresh writes
+    finally:
+        await other.close()
+        await pool.close()
