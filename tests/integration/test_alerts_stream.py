@@ -147,6 +147,16 @@ def _now(hours: float = 0) -> str:
     return t.replace(microsecond=0).isoformat()
 
 
+def _same_date_start(span_h: float) -> float:
+    """Hours from now (negative) of an instant with ``span_h`` hours after it on the same UTC
+    date, all in the past: two hours ago, or before the last midnight if that is nearer."""
+    now = dt.datetime.now(dt.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if now - midnight >= dt.timedelta(hours=span_h + 0.5):
+        return -span_h
+    return -((now - midnight).total_seconds() / 3600 + span_h + 0.5)
+
+
 async def _alerts_api(stack: Stack, **params: Any) -> list[dict[str, Any]]:
     resp = httpx.get(
         f"{stack.url}/v1/alerts",
@@ -234,10 +244,13 @@ async def test_ack_silences_the_kind_for_the_cooldown(
 ) -> None:
     p = factory.patient(1)
     clinician = f"{factory.prefix}-c"
+    # The three reports on one local date (their own offset, UTC here): over a midnight the
+    # third one's 7-day baseline holds the first two and pain_increase fires, as it should.
+    h0 = _same_date_start(2.0)
     stack.post(
         [
             factory.episode_started(p, at=_now(-72), clinician_id=clinician),
-            factory.pain(p, 8, _now(-2)),
+            factory.pain(p, 8, _now(h0)),
         ]
     )
 
@@ -257,8 +270,8 @@ async def test_ack_silences_the_kind_for_the_cooldown(
     assert nope.status_code == 404
 
     # Within the 24 h cool-down: relief, then a new flare, fires nothing new.
-    stack.post([factory.pain(p, 3, _now(-1)), factory.pain(p, 9, _now(-0.5))])
-    marker = factory.symptom(p, _now(-0.4), red_flags=["fever"])  # fires: shows processing
+    stack.post([factory.pain(p, 3, _now(h0 + 1)), factory.pain(p, 9, _now(h0 + 1.5))])
+    marker = factory.symptom(p, _now(h0 + 1.6), red_flags=["fever"])  # fires: shows processing
     stack.post([marker])
 
     async def marker_seen() -> bool:
