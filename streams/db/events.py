@@ -22,7 +22,7 @@ class WriteResult:
     duplicates: int
 
 
-def _row(event: Event, raw: bytes | None = None) -> tuple[Any, ...]:
+def event_row(event: Event, raw: bytes | None = None) -> tuple[Any, ...]:
     """One event's columns; ``raw``: its JSON as received (validated by the contract: the
     same document, so it is stored as it is instead of serialising the model again)."""
     off = event.occurred_at.utcoffset()
@@ -40,27 +40,30 @@ def _row(event: Event, raw: bytes | None = None) -> tuple[Any, ...]:
     )
 
 
-_INSERT_EVENTS = """
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::date[], $8::int[], $9::timestamptz[], $10::text[])
-        AS t(org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
-             utc_offset_s, received_at, payload)
-), fresh AS (
-    INSERT INTO event_ids (org_id, event_id, occurred_at)
-    SELECT org_id, event_id, occurred_at FROM batch
-    ON CONFLICT (org_id, event_id) DO NOTHING
-    RETURNING org_id, event_id
-)
-INSERT INTO events (org_id, event_id, type, patient_id, episode_id, occurred_at, local_date,
-                    utc_offset_s, received_at, payload)
-SELECT b.org_id, b.event_id, b.type, b.patient_id, b.episode_id, b.occurred_at, b.local_date,
-       b.utc_offset_s, b.received_at, b.payload::jsonb
-FROM batch b JOIN fresh f USING (org_id, event_id)
+# The idempotency ledger first: the (organisation, event_id) pairs it did not hold are the new
+# events, the only ones the hypertable gets (by COPY, below).
+_INSERT_IDS = """
+INSERT INTO event_ids (org_id, event_id, occurred_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+ON CONFLICT (org_id, event_id) DO NOTHING
+RETURNING org_id, event_id
 """
 
-
-_INSERT_NEW_EVENTS = _INSERT_EVENTS + "RETURNING org_id, event_id\n"
+# events' columns as ``event_row`` gives them (stored_at: the column's default, the
+# transaction's now)
+EVENT_COLUMNS = (
+    "org_id",
+    "event_id",
+    "type",
+    "patient_id",
+    "episode_id",
+    "occurred_at",
+    "local_date",
+    "utc_offset_s",
+    "received_at",
+    "payload",
+)
+_ORG, _ID, _OCCURRED = 0, 1, 5  # their places in a row
 
 # An event's identity: (organisation, event_id). Event ids are the producers' idempotency
 # keys and unique per organisation only: another organisation's event with the same id is
@@ -72,15 +75,6 @@ def event_key(event: Event) -> EventKey:
     return (event.patient_key[0], event.event_id)
 
 
-def event_columns(
-    events: Sequence[Event], payloads: Mapping[EventKey, bytes] | None = None
-) -> list[list[Any]]:
-    """Columns for the insert; the organisation is the event's stamp, else DEFAULT_ORG;
-    ``payloads``: the events' JSON as received, by key (else each model is serialised)."""
-    raws = payloads or {}
-    return [list(c) for c in zip(*(_row(e, raws.get(event_key(e))) for e in events), strict=True)]
-
-
 async def insert_new_events(
     conn: asyncpg.Connection,
     events: Sequence[Event],
@@ -88,15 +82,28 @@ async def insert_new_events(
 ) -> set[EventKey]:
     """Store each (organisation, event_id) once (inside the caller's transaction); returns
     the keys that were new, i.e. the events every derived effect must take (the rest are
-    re-deliveries). (A COPY into a staging table first was slower than this unnest CTE:
-    docs/benchmarks.md.)"""
-    unique: dict[EventKey, Event] = {}
+    re-deliveries). Two round trips: the ledger's insert says which are new, then COPY
+    writes those (an unnest insert of both tables in one statement cost the database a
+    third more CPU per row: docs/benchmarks.md, sixth round)."""
+    unique: dict[EventKey, tuple[Any, ...]] = {}
     for ev in events:
-        unique.setdefault(event_key(ev), ev)
+        key = event_key(ev)
+        if key not in unique:
+            unique[key] = event_row(ev, (payloads or {}).get(key))
     if not unique:
         return set()
-    rows = await conn.fetch(_INSERT_NEW_EVENTS, *event_columns(list(unique.values()), payloads))
-    return {(r["org_id"], r["event_id"]) for r in rows}
+    rows = list(unique.values())
+    fresh = await conn.fetch(
+        _INSERT_IDS, [r[_ORG] for r in rows], [r[_ID] for r in rows], [r[_OCCURRED] for r in rows]
+    )
+    new = {(r["org_id"], r["event_id"]) for r in fresh}
+    if new:
+        await conn.copy_records_to_table(
+            "events",
+            records=[r for r in rows if (r[_ORG], r[_ID]) in new],
+            columns=EVENT_COLUMNS,
+        )
+    return new
 
 
 async def known_events(conn: asyncpg.Connection, keys: Iterable[EventKey]) -> set[EventKey]:
@@ -131,7 +138,7 @@ async def refused_for_content(
     for ev in events:
         try:
             async with conn.transaction():
-                await conn.execute(_INSERT_EVENTS, *event_columns([ev]))
+                await insert_new_events(conn, [ev])
                 raise _Rollback
         except _Rollback:
             pass
@@ -326,9 +333,8 @@ class EventStore(Pool):
             unique.setdefault(event_key(ev), ev)
         if not unique:
             return WriteResult(0, len(events))
-        async with self.acquire() as conn:
-            status = await conn.execute(_INSERT_EVENTS, *event_columns(list(unique.values())))
-        stored = int(status.rsplit(" ", 1)[-1])
+        async with self.acquire() as conn, conn.transaction():
+            stored = len(await insert_new_events(conn, list(unique.values())))
         return WriteResult(stored=stored, duplicates=len(events) - stored)
 
     async def known_event_ids(self, org_id: str, ids: Sequence[str]) -> set[str]:

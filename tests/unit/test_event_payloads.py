@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 
 from schemas.events import parse_event_json
-from streams.db.events import event_columns, event_key
+from streams.db.events import EVENT_COLUMNS, event_row
 from tests.conftest import EventFactory
 
-PAYLOAD = 9  # the payload's column in event_columns
+PAYLOAD = EVENT_COLUMNS.index("payload")
 
 
 def test_the_received_json_is_the_stored_payload_and_reads_back_as_the_same_event(
@@ -20,7 +20,7 @@ def test_the_received_json_is_the_stored_payload_and_reads_back_as_the_same_even
     raw = orjson.dumps({**doc, "episode_id": None})  # an explicit null, as a producer may send
     event = parse_event_json(raw)
 
-    (stored,) = event_columns([event], {event_key(event): raw})[PAYLOAD]
+    stored = event_row(event, raw)[PAYLOAD]
     assert stored == raw.decode()
     assert parse_event_json(stored) == event
 
@@ -31,6 +31,6 @@ def test_an_event_without_its_received_json_is_serialised_from_the_model(
     event = parse_event_json(
         orjson.dumps(factory.pain(factory.patient(2), 3, "2026-11-03T11:00:00-06:00"))
     )
-    (stored,) = event_columns([event])[PAYLOAD]
+    stored = event_row(event)[PAYLOAD]
     assert "null" not in stored  # absent fields are left out, not written as null
     assert parse_event_json(stored) == event
