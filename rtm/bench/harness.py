@@ -1,5 +1,6 @@
 """The bench's harness: a phase's own topics, consumer group, ports, worker and gateway
 (``Bench.start_stack``), the worker's counters, ticks and the wait for the consumer group,
+the organisation's webhook pointed at a local receiver and the wait for its deliveries,
 py-spy, the scratch objects removed at the end, and the machine it ran on."""
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from infra.services import pg_data_path
 from rtm.bench.cohorts import like_prefix
 from rtm.bench.cpu import py_spy_path
+from rtm.bench.receiver import Receiver
 from rtm.bench.stats import group_lag, parse_metrics, size_stats
 from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
+from streams.db.deliveries import remove_webhook, routed_delivery_keys, set_webhook
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
+from streams.secrets import secret_box
 from streams.settings import Settings
 
 
@@ -249,6 +253,43 @@ class Bench:
         except (OSError, asyncpg.PostgresError) as exc:
             return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
         return size_stats([int(r["n"]) for r in rows if r["n"] is not None])
+
+    # webhooks -------------------------------------------------------------------------------
+
+    async def org_webhook(self, receiver: Receiver | None) -> None:
+        """The organisation-wide webhook of the dev key's organisation: the receiver, with
+        its secret (every alert of the run's patients routes there), or none (removed)."""
+        conn = await asyncpg.connect(self.base.db.dsn)
+        try:
+            if receiver is None:
+                await remove_webhook(conn, "*", "default")
+            else:
+                sealed = secret_box(self.base).seal(receiver.secret or "")
+                await set_webhook(conn, "*", receiver.url, sealed, "default")
+        finally:
+            await conn.close()
+
+    async def wait_delivered(
+        self, receiver: Receiver, prefix: str, timeout: float, poll: float = 1.0
+    ) -> tuple[set[str], set[str]]:
+        """Wait (at most `timeout` s) until every alert change routed to a webhook for the
+        patients whose id starts with `prefix` reached the receiver, well signed (at least
+        once); (the routed changes' Idempotency-Keys, those not delivered when it ended).
+        The routed set is read again each round: the outbox may still be filling."""
+
+        async def routed() -> set[str]:
+            conn = await asyncpg.connect(self.base.db.dsn)
+            try:
+                return await routed_delivery_keys(conn, like_prefix(prefix))
+            finally:
+                await conn.close()
+
+        want = await routed()
+        deadline = time.monotonic() + timeout
+        while not want <= receiver.signed and time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+            want = await routed()
+        return want, want - receiver.signed
 
     # CPU ------------------------------------------------------------------------------------
 

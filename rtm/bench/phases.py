@@ -36,7 +36,17 @@ from rtm.bench.cpu import (
     reset_peak_rss,
 )
 from rtm.bench.harness import Bench, Phase
-from rtm.bench.stats import alert_trigger_ids, growth, histogram_quantile, summarize_ms
+from rtm.bench.receiver import Receiver
+from rtm.bench.stats import (
+    AlertRecord,
+    alert_trigger_ids,
+    delivery_records,
+    first_fired,
+    growth,
+    histogram_quantile,
+    summarize_ms,
+    webhook_summary,
+)
 from rtm.produce import produce_file
 from rtm.simulate import write_jsonl
 from schemas.events import DEFAULT_ORG, key_text
@@ -346,14 +356,43 @@ async def run_history_cohort(
 
 
 Bodies = list[tuple[float, int, list[str], bytes]]  # (send offset s, lane, event ids, body)
-AlertRecord = tuple[float, str | None, list[str]]  # (Kafka timestamp s, change, event ids)
+WEBHOOK_SECRET = "bench-receiver-secret"  # the latency phase's receiver checks signatures
 
 
 async def run_latency(
-    b: Bench, ph: Phase, events: list[dict[str, Any]], rate: float, warm: list[dict[str, Any]]
+    b: Bench,
+    ph: Phase,
+    events: list[dict[str, Any]],
+    rate: float,
+    warm: list[dict[str, Any]],
+    prefix: str,
+    webhook_wait_s: float = 60.0,
 ) -> dict[str, Any]:
-    """`events` paced at `rate` through the gateway: accept (the gateway's received_at) ->
-    persisted (events.stored_at) and -> alert published (the alert record's timestamp)."""
+    """`events` (patient ids starting with `prefix`) paced at `rate` through the gateway:
+    accept (the gateway's received_at) -> persisted (events.stored_at), -> alert published
+    (the alert record's timestamp) and -> webhook delivered (a local signed receiver, the
+    organisation's webhook for the phase, records the wall-clock arrival)."""
+    receiver = Receiver(secret=WEBHOOK_SECRET)
+    # before the warm-up: its alerts take the delivery path first (the client, the claim
+    # queries), so the timed events do not pay for that
+    await b.org_webhook(receiver)
+    try:
+        return await _latency(b, ph, events, rate, warm, prefix, receiver, webhook_wait_s)
+    finally:
+        await b.org_webhook(None)  # what is still queued becomes 'no_webhook'
+        receiver.close()
+
+
+async def _latency(
+    b: Bench,
+    ph: Phase,
+    events: list[dict[str, Any]],
+    rate: float,
+    warm: list[dict[str, Any]],
+    prefix: str,
+    receiver: Receiver,
+    webhook_wait_s: float,
+) -> dict[str, Any]:
     schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)
     bodies: Bodies = [
         (off, lane, [e["event_id"] for e in evs], b"\n".join(orjson.dumps(e) for e in evs))
@@ -374,6 +413,11 @@ async def run_latency(
         while time.monotonic() < quiet_until:
             await asyncio.sleep(0.2)
         await reader.stop_reading()
+        # the webhooks follow the alerts through the outbox, one endpoint at a time: wait
+        # (bounded) until every change routed for the cohort has arrived
+        t_wait = time.monotonic()
+        routed, undelivered = await b.wait_delivered(receiver, prefix, webhook_wait_s, poll=0.25)
+        waited = time.monotonic() - t_wait
         m = await b.metrics(client, ph)
     await reader.close()
     persisted = await _persisted_lags(ph.settings.db.dsn, list(received))
@@ -388,6 +432,9 @@ async def run_latency(
         "accept_to_persisted": summarize_ms(persisted),
         "accept_to_alert": _alert_summary(
             reader.records, received, len(red_ids), ph.settings.kafka.topic_alerts
+        ),
+        "accept_to_webhook": _webhook_summary(
+            receiver, reader.records, received, red_ids, routed, undelivered, waited
         ),
         "worker_histogram_estimate": _histogram_estimate(m),
     }
@@ -487,15 +534,7 @@ def _alert_summary(
     alerts: list[AlertRecord], received: dict[str, float], red_flag_events: int, topic: str
 ) -> dict[str, Any]:
     """accept -> alert fired, per event that triggered one (its first alert)."""
-    alert_lat: list[float] = []
-    fired_for: set[str] = set()
-    for ts, change, ids in alerts:
-        if change not in (None, "fired"):
-            continue
-        for i in ids:
-            if i in received and i not in fired_for:
-                fired_for.add(i)
-                alert_lat.append(ts - received[i])
+    alert_lat = list(first_fired(alerts, received).values())
     agent = alerts_agent_registered()
     alert_summary: dict[str, Any] = summarize_ms(alert_lat)
     if not alert_lat:
@@ -510,6 +549,39 @@ def _alert_summary(
         alert_summary["red_flag_events"] = red_flag_events
         alert_summary["alerts_seen"] = len(alerts)
     return alert_summary
+
+
+def _webhook_summary(
+    receiver: Receiver,
+    alerts: list[AlertRecord],
+    received: dict[str, float],
+    red_ids: set[str],
+    routed: set[str],
+    undelivered: set[str],
+    waited: float,
+) -> dict[str, Any]:
+    """accept -> webhook delivered per red-flag event (``webhook_summary``), and the
+    deliveries: routed to the receiver for the cohort, not arrived when the wait ended,
+    badly signed (none counts as delivered)."""
+    out = webhook_summary(delivery_records(receiver.arrivals()), alerts, received, red_ids)
+    out.update(
+        red_flag_events=len(red_ids),
+        deliveries_routed=len(routed),
+        deliveries_undelivered=len(undelivered),
+        bad_signatures=receiver.bad_signatures,
+        waited_s=round(waited, 2),
+    )
+    if not out["count"]:
+        out["note"] = (
+            f"no webhook for the {len(red_ids)} red-flag events ({len(routed)} deliveries"
+            f" routed to the receiver, {len(receiver.requests)} requests received)"
+        )
+    elif out["undelivered"] or undelivered:
+        out["note"] = (
+            f"{out['undelivered']} of {out['expected']} red-flag alerts not delivered,"
+            f" {len(undelivered)} of {len(routed)} deliveries, after {waited:.0f} s"
+        )
+    return out
 
 
 def _histogram_estimate(m: dict[str, Any]) -> dict[str, dict[str, float | None]]:

@@ -79,6 +79,13 @@ def _skipped_latency() -> dict[str, Any]:
         "seconds": 0.0,
         "accept_to_persisted": dict(empty),
         "accept_to_alert": {**empty, "note": "latency phase skipped"},
+        "accept_to_webhook": {
+            **empty,
+            "expected": 0,
+            "delivered": 0,
+            "undelivered": 0,
+            "note": "latency phase skipped",
+        },
     }
 
 
@@ -224,11 +231,14 @@ def _latency_phase(
     lat_events = latency_events(
         max(200, int(rate * latency_seconds / 400)), seed + 1, f"{prefix}.l.", n_lat, b.today()
     )
-    ph = b.start_stack("lat")
+    # the worker may post to the phase's webhook receiver on loopback (refused by default)
+    ph = b.start_stack("lat", webhook_allow_networks="127.0.0.1/32")
     try:
         b.log(f"latency: {len(lat_events):,} events at {rate:,.0f} ev/s ...")
         return asyncio.run(
-            run_latency(b, ph, lat_events, rate, [namespace_event(e, "l") for e in warm])
+            run_latency(
+                b, ph, lat_events, rate, [namespace_event(e, "l") for e in warm], f"{prefix}.l."
+            )
         )
     finally:
         b.stop_stack(ph)
@@ -292,13 +302,15 @@ def _headline(
     floor: Mapping[str, Any], pipe: Mapping[str, Any], lat: Mapping[str, Any], replay: Any
 ) -> dict[str, Any]:
     """The top-level figures: floor and pipeline rates, their ratio, the latencies (the
-    issue's latency keys are gateway accept -> alert published), the replay."""
+    issue's latency keys are gateway accept -> alert published; then -> persisted and ->
+    webhook delivered), the replay."""
     ratio = (
         pipe["events_per_s"] / floor["events_per_s"]
         if pipe["events_per_s"] and floor["events_per_s"]
         else None
     )
     per, al = lat["accept_to_persisted"], lat["accept_to_alert"]
+    hook = lat.get("accept_to_webhook") or {}
     return {
         "floor_events_per_s": floor["events_per_s"],
         "pipeline_events_per_s": pipe["events_per_s"],
@@ -309,6 +321,9 @@ def _headline(
         "persisted_latency_p50_ms": per["p50_ms"],
         "persisted_latency_p95_ms": per["p95_ms"],
         "persisted_latency_p99_ms": per["p99_ms"],
+        "webhook_latency_p50_ms": hook.get("p50_ms"),
+        "webhook_latency_p95_ms": hook.get("p95_ms"),
+        "webhook_latency_p99_ms": hook.get("p99_ms"),
         "replay_events_per_s": replay["events_per_s"],
         "replay_seconds": replay["seconds"],
     }

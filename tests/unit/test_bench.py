@@ -1,15 +1,18 @@
 """Pure helpers of `rtm bench`: percentiles, histogram quantiles, id namespacing, pacing,
-history cohorts, state sizes, CPU split, the table."""
+history cohorts, state sizes, CPU split, the webhook latency's matching, the table."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from agents.delivery import signed_headers
 from rtm.bench.cohorts import (
     HistoryCohort,
     OpenEpisodes,
@@ -35,10 +38,13 @@ from rtm.bench.cpu import (
     tree_cpu_seconds,
 )
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
+from rtm.bench.receiver import Receiver
 from rtm.bench.report import render_pages_table, render_table
 from rtm.bench.stats import (
     alert_trigger_ids,
     check,
+    delivery_records,
+    first_fired,
     group_lag,
     growth,
     histogram_quantile,
@@ -46,6 +52,7 @@ from rtm.bench.stats import (
     percentile,
     size_stats,
     summarize_ms,
+    webhook_summary,
 )
 
 
@@ -590,3 +597,101 @@ def test_render_table_shows_cpu_per_event_and_peak_memory() -> None:
     assert "95.2 / 1.0 / 60.4 us" in lines["CPU per event (replay)"]
     assert "worker 612.0 MB" in lines["peak memory (replay)"]
     assert "not met" in lines["peak memory (replay)"]  # the goal is 500 MB
+
+
+# --- accept -> webhook delivered ----------------------------------------------------------------
+
+
+def _change(change: str, *ids: str) -> dict:
+    return {"change": change, "alert": {"id": "a-" + "-".join(ids), "event_ids": list(ids)}}
+
+
+def test_first_fired_takes_each_events_earliest_fired_change() -> None:
+    accepted = {"e1": 100.0, "e2": 100.5}
+    records = [
+        (101.0, "fired", ["e1"]),
+        (100.2, "fired", ["e1", "x"]),  # earlier, though read later (a retry order)
+        (100.1, "resolved", ["e2"]),  # not the alert coming
+        (100.9, None, ["e2"]),  # a bare snapshot counts as fired
+        (100.3, "fired", ["e9"]),  # not an accepted event
+    ]
+    lags = first_fired(records, accepted)
+    assert lags == pytest.approx({"e1": 0.2, "e2": 0.4})
+
+
+def test_webhook_summary_counts_what_was_not_delivered() -> None:
+    accepted = {"r1": 10.0, "r2": 10.0, "r3": 10.0, "r4": 10.0, "n1": 10.0}
+    red = {"r1", "r2", "r3", "r4"}
+    published = [(10.05, "fired", ["r1"]), (10.05, "fired", ["r2"]), (10.05, "fired", ["r3"])]
+    published.append((10.05, "fired", ["n1"]))  # not a red flag: not this figure's
+    delivered = delivery_records(
+        [
+            (10.1, _change("fired", "r1")),
+            (10.7, _change("fired", "r1")),  # delivered again (at least once): the first
+            (10.3, _change("fired", "r2")),
+            (10.2, _change("resolved", "r3")),  # r3's alert never came as fired
+            (10.4, _change("fired", "r4")),  # its alert record was missed: still expected
+            (10.2, _change("fired", "n1")),
+        ]
+    )
+    s = webhook_summary(delivered, published, accepted, red)
+    assert (s["expected"], s["delivered"], s["undelivered"]) == (4, 3, 1)
+    assert s["count"] == 3
+    lags = sorted([0.1, 0.3, 0.4])
+    assert s["p50_ms"] == pytest.approx(1000 * percentile(lags, 50), abs=0.05)
+    assert s["max_ms"] == pytest.approx(400.0, abs=0.05)
+    empty = webhook_summary([], published, accepted, red)
+    assert empty["p99_ms"] is None and empty["undelivered"] == 3
+
+
+def test_receiver_records_the_wall_clock_and_keeps_only_well_signed_arrivals() -> None:
+    receiver = Receiver(secret="s3cret")
+    try:
+        good = orjson.dumps(_change("fired", "e1"))
+        bad = orjson.dumps(_change("fired", "e2"))
+        before = time.time()
+        httpx.post(receiver.url, content=good, headers=signed_headers("s3cret", good, "a:fired"))
+        httpx.post(receiver.url, content=bad, headers=signed_headers("other", bad, "b:fired"))
+        after = time.time()
+        [(wall, payload)] = receiver.arrivals()
+        assert before <= wall <= after
+        assert payload["alert"]["event_ids"] == ["e1"]
+        assert receiver.signed == {"a:fired"} and receiver.bad_signatures == 1
+        assert len(receiver.delivered()) == 2  # what was answered 200, signed or not
+        assert delivery_records(receiver.arrivals()) == [(wall, "fired", ["e1"])]
+    finally:
+        receiver.close()
+
+
+def _latency_with_webhook(p99: float | None, delivered: int, expected: int) -> dict:
+    r = _result()
+    r["latency"]["accept_to_webhook"] = {
+        "count": delivered,
+        "p50_ms": None if p99 is None else p99 / 3,
+        "p95_ms": None if p99 is None else p99 / 2,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "expected": expected,
+        "delivered": delivered,
+        "undelivered": expected - delivered,
+    }
+    return r
+
+
+def test_render_table_judges_the_webhook_latency() -> None:
+    def row(r: dict) -> str:
+        return next(ln for ln in render_table(r).splitlines() if ln.startswith("accept -> webhook"))
+
+    ok = row(_latency_with_webhook(420.0, 100, 100))
+    assert "140.0 / 210.0 / 420.0 ms" in ok and "p99 < 500 ms at 2,000 ev/s" in ok
+    assert ok.split("ev/s")[1].split()[0] == "met"
+    assert "100 of 100 red-flag alerts delivered" in ok
+    assert "not met" in row(_latency_with_webhook(520.0, 100, 100))
+    assert "not met" in row(_latency_with_webhook(100.0, 99, 100))  # one never came
+    slow_load = _latency_with_webhook(420.0, 100, 100)
+    slow_load["latency"]["achieved_events_per_s"] = 1000.0
+    assert " met " not in row(slow_load) + " "  # met only under the target's load
+    none = _latency_with_webhook(None, 0, 0)
+    none["latency"]["accept_to_webhook"]["note"] = "no webhook for the 0 red-flag events"
+    assert "no webhook" in row(none) and "met" not in row(none)
+    assert "accept -> webhook" not in render_table(_result())  # recorded before issue 21
