@@ -10,7 +10,9 @@ so the bench never touches the demo's topics and a rerun is not a run of duplica
             no rules. The most this Kafka + TimescaleDB can take on this machine from Python.
 * pipeline  the same events through gateway + Kafka + worker (every agent) at full speed:
             first request sent -> last event persisted (worker's events_stored counter);
-            the worker's CPU (``/proc/<pid>/stat``) and, with py-spy, where it goes.
+            the worker's CPU (``/proc/<pid>/stat``) and, with py-spy, where it goes; with
+            ``--workers N`` N workers in one consumer group (replay too), each one's CPU per
+            event it stored.
 * latency   a steady ~2,000 events/s through the gateway with red-flag symptom reports mixed
             in: accept (gateway ``received_at``) -> persisted (events.stored_at), -> alert
             published (the alert record's Kafka timestamp on ``topic_alerts``) and -> webhook

@@ -34,6 +34,7 @@ from rtm.bench.cpu import (
     peak_rss_mb,
     read_split,
     reset_peak_rss,
+    worker_costs,
 )
 from rtm.bench.harness import Bench, Phase
 from rtm.bench.receiver import Receiver
@@ -44,6 +45,7 @@ from rtm.bench.stats import (
     first_fired,
     growth,
     histogram_quantile,
+    merge_metrics,
     summarize_ms,
     webhook_summary,
 )
@@ -149,10 +151,18 @@ def measure_start(b: Bench, ph: Phase) -> CpuSnapshot | None:
     return cpu_snapshot(pids, b.servers(ph))
 
 
-def measure_end(b: Bench, ph: Phase, start: CpuSnapshot | None, events: int) -> dict[str, Any]:
+def measure_end(
+    b: Bench,
+    ph: Phase,
+    start: CpuSnapshot | None,
+    events: int,
+    stored_by_worker: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """``cpu`` (per process: CPU seconds and share of a core), ``cpu_us_per_event`` (CPU
     microseconds per event stored, per process: what a second machine would add) and
-    ``peak_rss_mb`` (each process's peak resident memory over the phase)."""
+    ``peak_rss_mb`` (each process's peak resident memory over the phase); with the events
+    each worker stored, ``workers`` (``worker_costs``: each worker's CPU per event it
+    stored and memory, and their sum)."""
     pids = b.pids(ph)
     usage = cpu_usage(start, cpu_snapshot(pids, b.servers(ph)))
     per_event = None
@@ -163,7 +173,13 @@ def measure_end(b: Bench, ph: Phase, start: CpuSnapshot | None, events: int) -> 
             if isinstance(v, dict)
         }
     rss = {role: peak_rss_mb(pid) for role, pid in pids.items()}
-    return {"cpu": usage, "cpu_us_per_event": per_event, "peak_rss_mb": rss}
+    out: dict[str, Any] = {"cpu": usage, "cpu_us_per_event": per_event, "peak_rss_mb": rss}
+    if stored_by_worker is not None:
+        out["workers"] = worker_costs(usage, stored_by_worker, rss)
+    return out
+
+
+STORED = "rtm_worker_events_stored_total"
 
 
 async def post_and_wait(
@@ -176,9 +192,10 @@ async def post_and_wait(
     poll: float = 0.1,
 ) -> dict[str, Any]:
     """Post a JSONL file with `rtm produce`'s poster at full speed; first request sent ->
-    the worker's events_stored counter grew by the `expect` distinct events."""
-    before = await b.metrics(client, ph)
-    base = int(before.get("rtm_worker_events_stored_total", 0))
+    the workers' events_stored counters (summed) grew by the `expect` distinct events."""
+    before_w = await b.worker_metrics(client, ph)
+    before = merge_metrics(list(before_w.values()))
+    base = int(before.get(STORED, 0))
     cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     result = await produce_file(ph.settings, path, url=ph.url, batch_size=500, concurrency=4)
@@ -190,9 +207,14 @@ async def post_and_wait(
         )
         expect = max(0, expect - result.rejected)
     t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
-    after = await b.metrics(client, ph)
+    after_w = await b.worker_metrics(client, ph)
+    after = merge_metrics(list(after_w.values()))
     stored = n - base
-    measured = measure_end(b, ph, cpu0, stored)
+    by_worker = {
+        role: int(m.get(STORED, 0) - before_w.get(role, {}).get(STORED, 0))
+        for role, m in after_w.items()
+    }
+    measured = measure_end(b, ph, cpu0, stored, by_worker)
     elapsed = t_done - t0
     return {
         "events_posted": result.posted,
@@ -268,7 +290,7 @@ async def produce_and_wait(
     """`path` straight to Kafka, the worker draining the backlog: first record sent -> the
     worker's events_stored counter grew by the `expect` distinct events."""
     before = await b.metrics(client, ph)
-    base = int(before.get("rtm_worker_events_stored_total", 0))
+    base = int(before.get(STORED, 0))
     cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     sent, produce_s = await produce_direct(ph.settings, path)
@@ -295,8 +317,8 @@ async def produce_and_wait(
 async def run_pipeline(
     b: Bench, ph: Phase, path: Path, expect: int, warm: list[dict[str, Any]], split: bool = False
 ) -> dict[str, Any]:
-    """Warm-up, then `path` at full speed; with `split`, py-spy on the worker meanwhile and
-    the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
+    """Warm-up, then `path` at full speed; with `split`, py-spy on the (first) worker
+    meanwhile and the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
     async with httpx.AsyncClient(timeout=60.0) as client:
         await b.warm_up(client, ph, warm)
         profs, spy_out = b.start_profile(ph, split=split)
@@ -304,6 +326,7 @@ async def run_pipeline(
             out = await post_and_wait(b, ph, client, path, expect)
         finally:
             b.stop_profile(profs)
+    out["partitions"] = ph.settings.kafka.topic_partitions
     if split:
         out["cpu_split"], out["cpu_split_note"] = read_split(spy_out)
     return out

@@ -1,6 +1,6 @@
 """The bench's arithmetic, pure and unit-tested: percentiles, histogram quantiles, size
-statistics and ratios, the worker's /metrics text, the alert records' trigger ids and the
-first alert or webhook per event."""
+statistics and ratios, the worker's /metrics text (summed over workers), the consumer
+group's state, the alert records' trigger ids and the first alert or webhook per event."""
 
 from __future__ import annotations
 
@@ -121,6 +121,32 @@ def parse_metrics(text: str) -> dict[str, Any]:
         if isinstance(v, dict):
             out[k] = sorted(v.items())
     return out
+
+
+def merge_metrics(per_worker: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``parse_metrics`` of several workers of one consumer group as one: counters summed,
+    histogram buckets summed per bound (each worker counts what it did)."""
+    out: dict[str, Any] = {}
+    buckets: dict[str, dict[float, float]] = {}
+    for m in per_worker:
+        for name, v in m.items():
+            if isinstance(v, list):
+                b = buckets.setdefault(name, {})
+                for le, n in v:
+                    b[le] = b.get(le, 0.0) + n
+            else:
+                out[name] = out.get(name, 0.0) + v
+    out.update({name: sorted(b.items()) for name, b in buckets.items()})
+    return out
+
+
+def group_stable(described: Mapping[str, Any], group: str, members: int) -> bool:
+    """Whether a DescribeGroups answer (aiokafka's ``to_object()``) shows `group` Stable
+    with `members` members: no rebalance pending, every worker in."""
+    for g in described.get("groups") or []:
+        if g.get("group") == group:
+            return bool(g.get("state") == "Stable" and len(g.get("members") or []) == members)
+    return False
 
 
 def alert_trigger_ids(obj: Any) -> tuple[str | None, list[str]]:

@@ -1,5 +1,6 @@
 """Pure helpers of `rtm bench`: percentiles, histogram quantiles, id namespacing, pacing,
-history cohorts, state sizes, CPU split, the webhook latency's matching, the table."""
+history cohorts, state sizes, CPU split, the workers' counters and costs, the webhook
+latency's matching, the table."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ from rtm.bench.cpu import (
     proc_cpu_seconds,
     shares_line,
     tree_cpu_seconds,
+    worker_costs,
 )
+from rtm.bench.harness import Phase, worker_role
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
 from rtm.bench.receiver import Receiver
 from rtm.bench.report import render_pages_table, render_table
@@ -46,14 +49,17 @@ from rtm.bench.stats import (
     delivery_records,
     first_fired,
     group_lag,
+    group_stable,
     growth,
     histogram_quantile,
+    merge_metrics,
     parse_metrics,
     percentile,
     size_stats,
     summarize_ms,
     webhook_summary,
 )
+from streams.settings import Settings
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -599,6 +605,78 @@ def test_render_table_shows_cpu_per_event_and_peak_memory() -> None:
     assert "not met" in lines["peak memory (replay)"]  # the goal is 500 MB
 
 
+# --- several workers --------------------------------------------------------------------------
+
+
+def _metrics(stored: float, fast: float, total: float) -> dict:
+    return parse_metrics(
+        "# TYPE rtm_worker_events_stored_total counter\n"
+        f"rtm_worker_events_stored_total {stored}\n"
+        "# TYPE h histogram\n"
+        f'h_bucket{{le="0.1"}} {fast}\n'
+        f'h_bucket{{le="+Inf"}} {total}\n'
+        f"h_count {total}\n"
+    )
+
+
+def test_merge_metrics_sums_the_workers_counters_and_buckets() -> None:
+    a, b = _metrics(30.0, 1.0, 4.0), _metrics(12.0, 5.0, 6.0)
+    m = merge_metrics([a, b])
+    assert m["rtm_worker_events_stored_total"] == 42.0
+    assert m["h_count"] == 10.0
+    assert m["h_bucket"] == [(0.1, 6.0), (math.inf, 10.0)]
+    assert histogram_quantile(m["h_bucket"], 0.5) == pytest.approx(
+        histogram_quantile([(0.1, 6.0), (math.inf, 10.0)], 0.5)
+    )
+    assert merge_metrics([a]) == a  # one worker: its own figures
+    assert merge_metrics([]) == {}
+
+
+def test_group_stable_needs_every_worker_and_no_rebalance() -> None:
+    def described(state: str, members: int, group: str = "bench-x-pipe") -> dict:
+        return {"groups": [{"group": group, "state": state, "members": [{}] * members}]}
+
+    assert group_stable(described("Stable", 2), "bench-x-pipe", 2)
+    assert not group_stable(described("Stable", 1), "bench-x-pipe", 2)
+    assert not group_stable(described("PreparingRebalance", 2), "bench-x-pipe", 2)
+    assert not group_stable(described("Stable", 2, "other"), "bench-x-pipe", 2)
+    assert not group_stable({}, "bench-x-pipe", 1)
+
+
+def test_worker_costs_per_worker_and_summed() -> None:
+    usage = {
+        "wall_s": 10.0,
+        "worker": {"cpu_s": 3.0, "core_share": 0.3},
+        "worker2": {"cpu_s": 1.0, "core_share": 0.1},
+        "gateway": {"cpu_s": 9.0, "core_share": 0.9},
+    }
+    c = worker_costs(
+        usage, {"worker": 30_000, "worker2": 5_000}, {"worker": 120.0, "worker2": 99.5}
+    )
+    assert c["count"] == 2 and c["events_stored"] == 35_000
+    assert c["per_worker"]["worker"]["cpu_us_per_event"] == pytest.approx(3.0 / 30_000 * 1e6)
+    assert c["per_worker"]["worker2"]["cpu_us_per_event"] == pytest.approx(1.0 / 5_000 * 1e6)
+    assert c["cpu_s"] == 4.0  # the gateway is not a worker
+    assert c["cpu_us_per_event"] == pytest.approx(round(4.0 / 35_000 * 1e6, 1))
+    assert c["peak_rss_mb_max"] == 120.0
+    # a worker that stored nothing has no cost per event; no /proc: no CPU figures
+    idle = worker_costs(usage, {"worker": 10, "worker2": 0}, {})
+    assert idle["per_worker"]["worker2"]["cpu_us_per_event"] is None
+    assert idle["peak_rss_mb_max"] is None
+    blind = worker_costs(None, {"worker": 10}, {"worker": 1.0})
+    assert blind["cpu_s"] is None and blind["cpu_us_per_event"] is None
+
+
+def test_a_phase_names_and_reaches_each_worker() -> None:
+    assert [worker_role(i) for i in range(3)] == ["worker", "worker2", "worker3"]
+    s = Settings(worker_web_port=23066)
+    ph = Phase("pipe", s)
+    assert ph.metrics_urls == {"worker": ph.metrics_url}  # one worker, as before
+    ph.worker_ports = {"worker": 23066, "worker2": 23067}
+    assert ph.metrics_urls["worker2"].endswith(":23067/metrics")
+    assert ph.metrics_urls["worker"] == ph.metrics_url
+
+
 # --- accept -> webhook delivered ----------------------------------------------------------------
 
 
@@ -695,3 +773,26 @@ def test_render_table_judges_the_webhook_latency() -> None:
     none["latency"]["accept_to_webhook"]["note"] = "no webhook for the 0 red-flag events"
     assert "no webhook" in row(none) and "met" not in row(none)
     assert "accept -> webhook" not in render_table(_result())  # recorded before issue 21
+
+
+def test_render_table_shows_each_worker() -> None:
+    r = _result()
+    pipe = r["pipeline"]
+    pipe["cpu"]["worker2"] = {"cpu_s": 12.0, "core_share": 0.84}
+    pipe["cpu_us_per_event"] = {"worker": 261.4, "worker2": 224.0, "gateway": 37.3}
+    pipe["peak_rss_mb"] = {"worker": 130.0, "worker2": 510.0, "gateway": 90.0}
+    pipe["workers"] = worker_costs(
+        pipe["cpu"], {"worker": 28_000, "worker2": 25_564}, pipe["peak_rss_mb"]
+    )
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    assert "2 workers" in lines["pipeline (gateway -> worker)"]
+    assert "98 % + 84 % of a core" in lines["2 workers' CPU (pipeline)"]
+    per = lines["CPU per event per worker (pipeline)"]
+    assert f"{14.0 / 28_000 * 1e6:,.1f} / {12.0 / 25_564 * 1e6:,.1f} us" in per
+    assert "28,000 / 25,564 events" in per
+    summed = lines["CPU per event (pipeline)"]
+    assert f"{pipe['workers']['cpu_us_per_event']:,.1f} / 37.3 / n/a us" in summed
+    assert "2 workers summed" in summed
+    mem = lines["peak memory (pipeline)"]
+    assert "workers 130.0 / 510.0 MB" in mem and "not met" in mem  # one worker over 500 MB
+    assert "CPU per event per worker" not in render_table(_result())  # one worker
