@@ -10,10 +10,13 @@ so the bench never touches the demo's topics and a rerun is not a run of duplica
             no rules. The most this Kafka + TimescaleDB can take on this machine from Python.
 * pipeline  the same events through gateway + Kafka + worker (every agent) at full speed:
             first request sent -> last event persisted (worker's events_stored counter);
-            the worker's CPU (``/proc/<pid>/stat``) and, with py-spy, where it goes.
+            the worker's CPU (``/proc/<pid>/stat``) and, with py-spy, where it goes; with
+            ``--workers N`` N workers in one consumer group (replay too), each one's CPU per
+            event it stored.
 * latency   a steady ~2,000 events/s through the gateway with red-flag symptom reports mixed
-            in: accept (gateway ``received_at``) -> persisted (events.stored_at) and -> alert
-            published (the alert record's Kafka timestamp on ``topic_alerts``).
+            in: accept (gateway ``received_at``) -> persisted (events.stored_at), -> alert
+            published (the alert record's Kafka timestamp on ``topic_alerts``) and -> webhook
+            delivered (a local signed receiver, the organisation's webhook meanwhile).
 * replay    a large cohort (default 2,000 patients x 90 days) written to a JSONL file and
             backfilled through the gateway with ``rtm produce``'s poster; then one tick
             (untimed) and the per-patient rule-state size (``alert_state``).
@@ -30,6 +33,7 @@ The modules: ``run`` (every phase in turn, the result), ``phases`` (floor, pipel
 latency, history), ``pages``, ``harness`` (a phase's stack, the worker's counters, ticks,
 py-spy), ``cohorts``, ``stats``, ``cpu`` (/proc and py-spy), ``report`` (the table);
 `rtm chaos` in ``chaos`` (the runner), ``chaos_report`` (scenarios, figures, table) and
-``receiver`` (the signed webhook receiver it shares with the delivery tests). The command
+``receiver`` (the signed webhook receiver it shares with the latency phase and the
+delivery tests). The command
 line is ``rtm.cli.bench``.
 """

@@ -64,9 +64,7 @@ from rtm.bench.receiver import Receiver
 from rtm.cli.billing import reconcile
 from rtm.devstack import Child, ensure_dev_key, prepare, spawn, wait_http
 from rtm.simulate import namespaced, simulate, write_jsonl
-from streams.db.deliveries import remove_webhook, set_webhook
 from streams.kafka.producer import EventProducer
-from streams.secrets import secret_box
 from streams.settings import Settings
 
 RECEIVER_SECRET = "chaos-receiver-secret"  # the db_restarts scenario's webhook secret
@@ -340,7 +338,7 @@ class Run:
             events, path, prefix = self.cohort(ph)
             if name == "db_restarts":
                 receiver = Receiver(secret=RECEIVER_SECRET)
-                await self.org_webhook(receiver.url)
+                await self.bench.org_webhook(receiver)
             fault = getattr(self, f"_{name}")
             duration = self._duration(name)
             poster = Poster(
@@ -364,7 +362,7 @@ class Run:
         finally:
             if receiver is not None:
                 receiver.close()
-                await self.org_webhook(None)
+                await self.bench.org_webhook(None)
             await asyncio.to_thread(self.bench.stop_stack, ph)
         fig.elapsed_s = round(time.monotonic() - t0, 1)
         return fig
@@ -476,42 +474,12 @@ class Run:
 
     # webhooks ------------------------------------------------------------------------------
 
-    async def org_webhook(self, url: str | None) -> None:
-        """The organisation-wide webhook of the dev key's organisation: the receiver
-        (every alert of the cohort routes there), or removed."""
-        conn = await asyncpg.connect(self.base.db.dsn)
-        try:
-            if url is None:
-                await remove_webhook(conn, "*", "default")
-            else:
-                sealed = secret_box(self.base).seal(RECEIVER_SECRET)
-                await set_webhook(conn, "*", url, sealed, "default")
-        finally:
-            await conn.close()
-
     async def delivered(self, fig: Figures, receiver: Receiver, prefix: str) -> None:
-        """Every alert change of the cohort queued for the receiver reached it (at least
+        """Every alert change of the cohort routed to the receiver reached it (at least
         once, signed); waits for the outbox to drain."""
-
-        async def queued() -> set[str]:
-            conn = await asyncpg.connect(self.base.db.dsn)
-            try:
-                rows = await conn.fetch(
-                    "SELECT alert_id || ':' || change AS k FROM alert_deliveries"
-                    " WHERE payload->'alert'->>'patient_id' LIKE $1 AND status <> 'no_webhook'",
-                    prefix + "%",
-                )
-            finally:
-                await conn.close()
-            return {str(r["k"]) for r in rows}
-
-        want = await queued()
-        deadline = time.monotonic() + 120
-        while not want <= receiver.signed and time.monotonic() < deadline:
-            await asyncio.sleep(1.0)
-            want = await queued()
+        want, missing = await self.bench.wait_delivered(receiver, prefix, timeout=120)
         fig.webhooks_expected = len(want)
-        fig.webhooks_undelivered = len(want - receiver.signed)
+        fig.webhooks_undelivered = len(missing)
         if receiver.bad_signatures:
             fig.notes.append(f"{receiver.bad_signatures} deliveries with a bad signature")
             fig.webhooks_undelivered += receiver.bad_signatures

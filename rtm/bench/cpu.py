@@ -227,6 +227,40 @@ def cpu_usage(
     return out
 
 
+def worker_costs(
+    usage: Mapping[str, Any] | None,
+    stored: Mapping[str, int],
+    rss: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """The workers of one consumer group (by role: "worker", "worker2", ...), each and
+    summed: events it stored, CPU seconds, CPU microseconds per event it stored, peak
+    resident memory. A worker's own CPU per event is what scaling out costs per event
+    whatever the box; the summed one is all their CPU over all their events."""
+    per: dict[str, dict[str, Any]] = {}
+    for role, n in stored.items():
+        cpu_s = ((usage or {}).get(role) or {}).get("cpu_s")
+        per[role] = {
+            "events_stored": n,
+            "cpu_s": cpu_s,
+            "cpu_us_per_event": round(cpu_s / n * 1e6, 1) if cpu_s is not None and n else None,
+            "peak_rss_mb": rss.get(role),
+        }
+    cpus = [v["cpu_s"] for v in per.values()]
+    total_cpu = round(sum(cpus), 2) if cpus and None not in cpus else None
+    total_n = sum(stored.values())
+    peaks = [r for r in (v["peak_rss_mb"] for v in per.values()) if r is not None]
+    return {
+        "count": len(per),
+        "per_worker": per,
+        "events_stored": total_n,
+        "cpu_s": total_cpu,
+        "cpu_us_per_event": (
+            round(total_cpu / total_n * 1e6, 1) if total_cpu is not None and total_n else None
+        ),
+        "peak_rss_mb_max": max(peaks) if peaks else None,
+    }
+
+
 def py_spy_path() -> str | None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return spy if Path(spy).exists() else None

@@ -1,5 +1,6 @@
-"""The bench's harness: a phase's own topics, consumer group, ports, worker and gateway
-(``Bench.start_stack``), the worker's counters, ticks and the wait for the consumer group,
+"""The bench's harness: a phase's own topics, consumer group, ports, worker(s) and gateway
+(``Bench.start_stack``), the workers' counters, ticks and the wait for the consumer group,
+the organisation's webhook pointed at a local receiver and the wait for its deliveries,
 py-spy, the scratch objects removed at the end, and the machine it ran on."""
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from infra.services import pg_data_path
 from rtm.bench.cohorts import like_prefix
 from rtm.bench.cpu import py_spy_path
-from rtm.bench.stats import group_lag, parse_metrics, size_stats
+from rtm.bench.receiver import Receiver
+from rtm.bench.stats import group_lag, group_stable, merge_metrics, parse_metrics, size_stats
 from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
+from streams.db.deliveries import remove_webhook, routed_delivery_keys, set_webhook
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
+from streams.secrets import secret_box
 from streams.settings import Settings
 
 
@@ -43,6 +47,9 @@ class Phase:
     name: str
     settings: Settings
     children: list[Child] = field(default_factory=list)
+    # each worker's web port by its role ("worker", "worker2", ...): one consumer group,
+    # one /metrics each
+    worker_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -51,8 +58,22 @@ class Phase:
 
     @property
     def metrics_url(self) -> str:
+        """The first worker's /metrics."""
         s = self.settings
         return f"http://{s.worker.web_host}:{s.worker.web_port}/metrics"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Every worker's /metrics by its role."""
+        host = self.settings.worker.web_host
+        ports = self.worker_ports or {"worker": self.settings.worker.web_port}
+        return {role: f"http://{host}:{port}/metrics" for role, port in ports.items()}
+
+
+def worker_role(i: int) -> str:
+    """The i-th worker's role (0: "worker", as with one worker; then "worker2", ...): the
+    last part of its process name, the key of its CPU, memory and counters."""
+    return "worker" if i == 0 else f"worker{i + 1}"
 
 
 def free_port() -> int:
@@ -111,21 +132,39 @@ class Bench:
             }
         )
 
-    def start_stack(self, name: str, **overrides: Any) -> Phase:
-        """Topics, worker and gateway of a phase; `overrides` are Settings fields (e.g.
-        ``tick_interval_s=0``: no wall-clock timer, the bench ticks)."""
+    def start_stack(self, name: str, workers: int = 1, **overrides: Any) -> Phase:
+        """Topics, worker(s) and gateway of a phase; `overrides` are Settings fields (e.g.
+        ``tick_interval_s=0``: no wall-clock timer, the bench ticks). With `workers` > 1,
+        that many worker processes in the phase's one consumer group, each on its own web
+        port, as a scaled-out deployment runs them; the phase's topics get at least as many
+        partitions (a worker without a partition would idle), and the stack is ready when
+        the group is stable with every worker in it (a rebalance is not timed)."""
+        if workers > 1:
+            base = overrides.get("topic_partitions", self.base.kafka.topic_partitions)
+            overrides["topic_partitions"] = max(int(base), workers)
         ph = Phase(name, self.phase_settings(name, **overrides))
         self.phases.append(ph)
         asyncio.run(ensure_topics(ph.settings))
+        ports = [ph.settings.worker.web_port] + [free_port() for _ in range(1, workers)]
+        ph.worker_ports = {worker_role(i): port for i, port in enumerate(ports)}
         with in_dir(self.workdir):
-            worker = spawn(ph.settings, f"bench-{self.tag}-{name}-worker", ["worker"])
-            ph.children.append(worker)
+            for role, port in ph.worker_ports.items():
+                ph.children.append(
+                    spawn(
+                        ph.settings.but({"worker_web_port": port}),
+                        f"bench-{self.tag}-{name}-{role}",
+                        ["worker"],
+                    )
+                )
             gateway = spawn(
                 gateway_settings(ph.settings), f"bench-{self.tag}-{name}-gateway", ["api"]
             )
             ph.children.append(gateway)
-        wait_http(ph.metrics_url, worker)
+        for child, url in zip(ph.children, ph.metrics_urls.values(), strict=False):
+            wait_http(url, child)
         wait_http(f"{ph.url}/readyz", gateway)
+        if workers > 1:
+            asyncio.run(wait_group(ph.settings, workers))
         return ph
 
     def stop_stack(self, ph: Phase) -> None:
@@ -170,9 +209,18 @@ class Bench:
 
     # worker metrics -------------------------------------------------------------------------
 
+    async def worker_metrics(self, client: Any, ph: Phase) -> dict[str, dict[str, Any]]:
+        """Each worker's counters and histograms, by its role."""
+        out: dict[str, dict[str, Any]] = {}
+        for role, url in ph.metrics_urls.items():
+            resp = await client.get(url, timeout=10.0)
+            out[role] = parse_metrics(resp.text)
+        return out
+
     async def metrics(self, client: Any, ph: Phase) -> dict[str, Any]:
-        resp = await client.get(ph.metrics_url, timeout=10.0)
-        return parse_metrics(resp.text)
+        """The phase's counters and histograms, summed over its workers (one consumer
+        group: together they stored the phase's events)."""
+        return merge_metrics(list((await self.worker_metrics(client, ph)).values()))
 
     async def wait_stored(
         self, client: Any, ph: Phase, expect: int, timeout: float, poll: float = 0.1
@@ -249,6 +297,43 @@ class Bench:
         except (OSError, asyncpg.PostgresError) as exc:
             return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
         return size_stats([int(r["n"]) for r in rows if r["n"] is not None])
+
+    # webhooks -------------------------------------------------------------------------------
+
+    async def org_webhook(self, receiver: Receiver | None) -> None:
+        """The organisation-wide webhook of the dev key's organisation: the receiver, with
+        its secret (every alert of the run's patients routes there), or none (removed)."""
+        conn = await asyncpg.connect(self.base.db.dsn)
+        try:
+            if receiver is None:
+                await remove_webhook(conn, "*", "default")
+            else:
+                sealed = secret_box(self.base).seal(receiver.secret or "")
+                await set_webhook(conn, "*", receiver.url, sealed, "default")
+        finally:
+            await conn.close()
+
+    async def wait_delivered(
+        self, receiver: Receiver, prefix: str, timeout: float, poll: float = 1.0
+    ) -> tuple[set[str], set[str]]:
+        """Wait (at most `timeout` s) until every alert change routed to a webhook for the
+        patients whose id starts with `prefix` reached the receiver, well signed (at least
+        once); (the routed changes' Idempotency-Keys, those not delivered when it ended).
+        The routed set is read again each round: the outbox may still be filling."""
+
+        async def routed() -> set[str]:
+            conn = await asyncpg.connect(self.base.db.dsn)
+            try:
+                return await routed_delivery_keys(conn, like_prefix(prefix))
+            finally:
+                await conn.close()
+
+        want = await routed()
+        deadline = time.monotonic() + timeout
+        while not want <= receiver.signed and time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+            want = await routed()
+        return want, want - receiver.signed
 
     # CPU ------------------------------------------------------------------------------------
 
@@ -355,6 +440,28 @@ async def wait_consumed(settings: Any, timeout: float, poll: float = 0.5) -> int
             await asyncio.sleep(poll)
     finally:
         await consumer.stop()
+        await admin.close()
+
+
+async def wait_group(settings: Any, members: int, timeout: float = 120.0) -> None:
+    """Wait until the worker's consumer group (`settings.worker.app_id`) is stable with
+    `members` members: every worker has its partitions before anything is timed."""
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):  # no coordinator yet: ask again
+                [resp] = await admin.describe_consumer_groups([settings.worker.app_id])
+                if group_stable(resp.to_object(), settings.worker.app_id, members):
+                    return
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the consumer group {settings.worker.app_id} did not settle with"
+                    f" {members} workers in {timeout:.0f} s"
+                )
+            await asyncio.sleep(0.5)
+    finally:
         await admin.close()
 
 

@@ -34,9 +34,21 @@ from rtm.bench.cpu import (
     peak_rss_mb,
     read_split,
     reset_peak_rss,
+    worker_costs,
 )
 from rtm.bench.harness import Bench, Phase
-from rtm.bench.stats import alert_trigger_ids, growth, histogram_quantile, summarize_ms
+from rtm.bench.receiver import Receiver
+from rtm.bench.stats import (
+    AlertRecord,
+    alert_trigger_ids,
+    delivery_records,
+    first_fired,
+    growth,
+    histogram_quantile,
+    merge_metrics,
+    summarize_ms,
+    webhook_summary,
+)
 from rtm.produce import produce_file
 from rtm.simulate import write_jsonl
 from schemas.events import DEFAULT_ORG, key_text
@@ -139,10 +151,18 @@ def measure_start(b: Bench, ph: Phase) -> CpuSnapshot | None:
     return cpu_snapshot(pids, b.servers(ph))
 
 
-def measure_end(b: Bench, ph: Phase, start: CpuSnapshot | None, events: int) -> dict[str, Any]:
+def measure_end(
+    b: Bench,
+    ph: Phase,
+    start: CpuSnapshot | None,
+    events: int,
+    stored_by_worker: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """``cpu`` (per process: CPU seconds and share of a core), ``cpu_us_per_event`` (CPU
     microseconds per event stored, per process: what a second machine would add) and
-    ``peak_rss_mb`` (each process's peak resident memory over the phase)."""
+    ``peak_rss_mb`` (each process's peak resident memory over the phase); with the events
+    each worker stored, ``workers`` (``worker_costs``: each worker's CPU per event it
+    stored and memory, and their sum)."""
     pids = b.pids(ph)
     usage = cpu_usage(start, cpu_snapshot(pids, b.servers(ph)))
     per_event = None
@@ -153,7 +173,13 @@ def measure_end(b: Bench, ph: Phase, start: CpuSnapshot | None, events: int) -> 
             if isinstance(v, dict)
         }
     rss = {role: peak_rss_mb(pid) for role, pid in pids.items()}
-    return {"cpu": usage, "cpu_us_per_event": per_event, "peak_rss_mb": rss}
+    out: dict[str, Any] = {"cpu": usage, "cpu_us_per_event": per_event, "peak_rss_mb": rss}
+    if stored_by_worker is not None:
+        out["workers"] = worker_costs(usage, stored_by_worker, rss)
+    return out
+
+
+STORED = "rtm_worker_events_stored_total"
 
 
 async def post_and_wait(
@@ -166,9 +192,10 @@ async def post_and_wait(
     poll: float = 0.1,
 ) -> dict[str, Any]:
     """Post a JSONL file with `rtm produce`'s poster at full speed; first request sent ->
-    the worker's events_stored counter grew by the `expect` distinct events."""
-    before = await b.metrics(client, ph)
-    base = int(before.get("rtm_worker_events_stored_total", 0))
+    the workers' events_stored counters (summed) grew by the `expect` distinct events."""
+    before_w = await b.worker_metrics(client, ph)
+    before = merge_metrics(list(before_w.values()))
+    base = int(before.get(STORED, 0))
     cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     result = await produce_file(ph.settings, path, url=ph.url, batch_size=500, concurrency=4)
@@ -180,9 +207,14 @@ async def post_and_wait(
         )
         expect = max(0, expect - result.rejected)
     t_done, n = await b.wait_stored(client, ph, base + expect, timeout=timeout, poll=poll)
-    after = await b.metrics(client, ph)
+    after_w = await b.worker_metrics(client, ph)
+    after = merge_metrics(list(after_w.values()))
     stored = n - base
-    measured = measure_end(b, ph, cpu0, stored)
+    by_worker = {
+        role: int(m.get(STORED, 0) - before_w.get(role, {}).get(STORED, 0))
+        for role, m in after_w.items()
+    }
+    measured = measure_end(b, ph, cpu0, stored, by_worker)
     elapsed = t_done - t0
     return {
         "events_posted": result.posted,
@@ -258,7 +290,7 @@ async def produce_and_wait(
     """`path` straight to Kafka, the worker draining the backlog: first record sent -> the
     worker's events_stored counter grew by the `expect` distinct events."""
     before = await b.metrics(client, ph)
-    base = int(before.get("rtm_worker_events_stored_total", 0))
+    base = int(before.get(STORED, 0))
     cpu0 = measure_start(b, ph)
     t0 = time.monotonic()
     sent, produce_s = await produce_direct(ph.settings, path)
@@ -285,8 +317,8 @@ async def produce_and_wait(
 async def run_pipeline(
     b: Bench, ph: Phase, path: Path, expect: int, warm: list[dict[str, Any]], split: bool = False
 ) -> dict[str, Any]:
-    """Warm-up, then `path` at full speed; with `split`, py-spy on the worker meanwhile and
-    the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
+    """Warm-up, then `path` at full speed; with `split`, py-spy on the (first) worker
+    meanwhile and the result's `cpu_split` (None without py-spy, with a `cpu_split_note`)."""
     async with httpx.AsyncClient(timeout=60.0) as client:
         await b.warm_up(client, ph, warm)
         profs, spy_out = b.start_profile(ph, split=split)
@@ -294,6 +326,7 @@ async def run_pipeline(
             out = await post_and_wait(b, ph, client, path, expect)
         finally:
             b.stop_profile(profs)
+    out["partitions"] = ph.settings.kafka.topic_partitions
     if split:
         out["cpu_split"], out["cpu_split_note"] = read_split(spy_out)
     return out
@@ -346,14 +379,43 @@ async def run_history_cohort(
 
 
 Bodies = list[tuple[float, int, list[str], bytes]]  # (send offset s, lane, event ids, body)
-AlertRecord = tuple[float, str | None, list[str]]  # (Kafka timestamp s, change, event ids)
+WEBHOOK_SECRET = "bench-receiver-secret"  # the latency phase's receiver checks signatures
 
 
 async def run_latency(
-    b: Bench, ph: Phase, events: list[dict[str, Any]], rate: float, warm: list[dict[str, Any]]
+    b: Bench,
+    ph: Phase,
+    events: list[dict[str, Any]],
+    rate: float,
+    warm: list[dict[str, Any]],
+    prefix: str,
+    webhook_wait_s: float = 60.0,
 ) -> dict[str, Any]:
-    """`events` paced at `rate` through the gateway: accept (the gateway's received_at) ->
-    persisted (events.stored_at) and -> alert published (the alert record's timestamp)."""
+    """`events` (patient ids starting with `prefix`) paced at `rate` through the gateway:
+    accept (the gateway's received_at) -> persisted (events.stored_at), -> alert published
+    (the alert record's timestamp) and -> webhook delivered (a local signed receiver, the
+    organisation's webhook for the phase, records the wall-clock arrival)."""
+    receiver = Receiver(secret=WEBHOOK_SECRET)
+    # before the warm-up: its alerts take the delivery path first (the client, the claim
+    # queries), so the timed events do not pay for that
+    await b.org_webhook(receiver)
+    try:
+        return await _latency(b, ph, events, rate, warm, prefix, receiver, webhook_wait_s)
+    finally:
+        await b.org_webhook(None)  # what is still queued becomes 'no_webhook'
+        receiver.close()
+
+
+async def _latency(
+    b: Bench,
+    ph: Phase,
+    events: list[dict[str, Any]],
+    rate: float,
+    warm: list[dict[str, Any]],
+    prefix: str,
+    receiver: Receiver,
+    webhook_wait_s: float,
+) -> dict[str, Any]:
     schedule = paced_schedule(events, rate=rate, tick_s=0.1, lanes=4)
     bodies: Bodies = [
         (off, lane, [e["event_id"] for e in evs], b"\n".join(orjson.dumps(e) for e in evs))
@@ -374,6 +436,11 @@ async def run_latency(
         while time.monotonic() < quiet_until:
             await asyncio.sleep(0.2)
         await reader.stop_reading()
+        # the webhooks follow the alerts through the outbox, one endpoint at a time: wait
+        # (bounded) until every change routed for the cohort has arrived
+        t_wait = time.monotonic()
+        routed, undelivered = await b.wait_delivered(receiver, prefix, webhook_wait_s, poll=0.25)
+        waited = time.monotonic() - t_wait
         m = await b.metrics(client, ph)
     await reader.close()
     persisted = await _persisted_lags(ph.settings.db.dsn, list(received))
@@ -388,6 +455,9 @@ async def run_latency(
         "accept_to_persisted": summarize_ms(persisted),
         "accept_to_alert": _alert_summary(
             reader.records, received, len(red_ids), ph.settings.kafka.topic_alerts
+        ),
+        "accept_to_webhook": _webhook_summary(
+            receiver, reader.records, received, red_ids, routed, undelivered, waited
         ),
         "worker_histogram_estimate": _histogram_estimate(m),
     }
@@ -487,15 +557,7 @@ def _alert_summary(
     alerts: list[AlertRecord], received: dict[str, float], red_flag_events: int, topic: str
 ) -> dict[str, Any]:
     """accept -> alert fired, per event that triggered one (its first alert)."""
-    alert_lat: list[float] = []
-    fired_for: set[str] = set()
-    for ts, change, ids in alerts:
-        if change not in (None, "fired"):
-            continue
-        for i in ids:
-            if i in received and i not in fired_for:
-                fired_for.add(i)
-                alert_lat.append(ts - received[i])
+    alert_lat = list(first_fired(alerts, received).values())
     agent = alerts_agent_registered()
     alert_summary: dict[str, Any] = summarize_ms(alert_lat)
     if not alert_lat:
@@ -510,6 +572,39 @@ def _alert_summary(
         alert_summary["red_flag_events"] = red_flag_events
         alert_summary["alerts_seen"] = len(alerts)
     return alert_summary
+
+
+def _webhook_summary(
+    receiver: Receiver,
+    alerts: list[AlertRecord],
+    received: dict[str, float],
+    red_ids: set[str],
+    routed: set[str],
+    undelivered: set[str],
+    waited: float,
+) -> dict[str, Any]:
+    """accept -> webhook delivered per red-flag event (``webhook_summary``), and the
+    deliveries: routed to the receiver for the cohort, not arrived when the wait ended,
+    badly signed (none counts as delivered)."""
+    out = webhook_summary(delivery_records(receiver.arrivals()), alerts, received, red_ids)
+    out.update(
+        red_flag_events=len(red_ids),
+        deliveries_routed=len(routed),
+        deliveries_undelivered=len(undelivered),
+        bad_signatures=receiver.bad_signatures,
+        waited_s=round(waited, 2),
+    )
+    if not out["count"]:
+        out["note"] = (
+            f"no webhook for the {len(red_ids)} red-flag events ({len(routed)} deliveries"
+            f" routed to the receiver, {len(receiver.requests)} requests received)"
+        )
+    elif out["undelivered"] or undelivered:
+        out["note"] = (
+            f"{out['undelivered']} of {out['expected']} red-flag alerts not delivered,"
+            f" {len(undelivered)} of {len(routed)} deliveries, after {waited:.0f} s"
+        )
+    return out
 
 
 def _histogram_estimate(m: dict[str, Any]) -> dict[str, dict[str, float | None]]:

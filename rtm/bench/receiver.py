@@ -3,7 +3,9 @@ loopback that answers 200 (mode ``ok``), 500 (``fail``) or not at all (``hang``,
 switchable while it runs, and records every request. Given the shared secret, it checks
 each request's signature the way a clinic's receiver would (``X-RTM-Signature``:
 HMAC-SHA256 over ``<X-RTM-Timestamp>.<body>``, computed here independently of the
-sender's code) and keeps the Idempotency-Key of the well-signed ones."""
+sender's code) and keeps the Idempotency-Key of the well-signed ones. Each arrival is
+recorded on both clocks: the monotonic one for durations within this process, the wall
+clock to compare with instants other processes stamped (the gateway's received_at)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,20 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
-# (arrival on the monotonic clock, the mode that answered, headers, body)
-Request = tuple[float, str, dict[str, str], bytes]
+
+class Request(NamedTuple):
+    at: float  # arrival on the monotonic clock
+    # arrival on the wall clock: another process's timestamp (the gateway's received_at) is
+    # an instant on the wall clock, and only a reading of that clock at the same moment
+    # compares with it (a monotonic reading shifted by an offset taken earlier would be off
+    # by any step or slew of the wall clock since)
+    wall: float
+    mode: str  # the mode that answered
+    headers: dict[str, str]
+    body: bytes
+    signed: bool | None  # the signature checked out (None: no secret to check it with)
 
 
 class Receiver:
@@ -41,26 +53,40 @@ class Receiver:
 
     def record(self, headers: dict[str, str], body: bytes) -> str:
         """Record one request; the mode it is answered in."""
+        at, wall = time.monotonic(), time.time()
         mode = self.mode
+        signed: bool | None = None
         with self.lock:
-            self.requests.append((time.monotonic(), mode, headers, body))
             if self.secret is not None:
                 named = {k.lower(): v for k, v in headers.items()}  # names are case-insensitive
-                if _signature_ok(self.secret, named, body):
+                signed = _signature_ok(self.secret, named, body)
+                if signed:
                     self.signed.add(named.get("idempotency-key", ""))
                 else:
                     self.bad_signatures += 1
+            self.requests.append(Request(at, wall, mode, headers, body, signed))
         return mode
 
     def delivered(self) -> list[tuple[float, dict[str, Any]]]:
         """(arrival, payload) of the requests answered 200, in arrival order."""
         with self.lock:
-            return [(t, json.loads(b)) for t, m, _, b in self.requests if m == "ok"]
+            return [(r.at, json.loads(r.body)) for r in self.requests if r.mode == "ok"]
+
+    def arrivals(self) -> list[tuple[float, dict[str, Any]]]:
+        """(wall-clock arrival, payload) of the requests answered 200 whose signature
+        checked out (all answered 200 without a secret), in arrival order: what a clinic's
+        receiver would have accepted, and when."""
+        with self.lock:
+            return [
+                (r.wall, json.loads(r.body))
+                for r in self.requests
+                if r.mode == "ok" and r.signed is not False
+            ]
 
     def keys(self) -> list[str]:
         """The Idempotency-Key of every request, in arrival order."""
         with self.lock:
-            return [h["Idempotency-Key"] for _, _, h, _ in self.requests]
+            return [r.headers["Idempotency-Key"] for r in self.requests]
 
     def close(self) -> None:
         self.server.shutdown()

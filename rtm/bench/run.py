@@ -79,6 +79,13 @@ def _skipped_latency() -> dict[str, Any]:
         "seconds": 0.0,
         "accept_to_persisted": dict(empty),
         "accept_to_alert": {**empty, "note": "latency phase skipped"},
+        "accept_to_webhook": {
+            **empty,
+            "expected": 0,
+            "delivered": 0,
+            "undelivered": 0,
+            "note": "latency phase skipped",
+        },
     }
 
 
@@ -103,20 +110,24 @@ def run_bench(
     history_new_days: int = 14,
     split: bool = True,
     pages: PagesOptions | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Every phase in turn (floor, pipeline, latency, replay, history, pages), then one
-    result: the headline figures, each phase's own, the parameters and the machine."""
+    result: the headline figures, each phase's own, the parameters and the machine.
+    Pipeline and replay run `workers` worker processes in one consumer group."""
     if history_patients != 0 and not 0 < history_short_days < history_days:
         raise click.BadParameter("need 0 < --history-short-days < --history-days")
+    if workers < 1:
+        raise click.BadParameter("need --workers >= 1")
     prepare(settings, log=log)
     b = Bench(settings, log, profile_dir)
     b.key = api_key(settings)
     t_all = time.perf_counter()
     try:
         prefix = f"b{b.tag}"
-        floor, pipe, warm = _floor_and_pipeline(b, prefix, patients, days, seed, split)
+        floor, pipe, warm = _floor_and_pipeline(b, prefix, patients, days, seed, split, workers)
         lat = _latency_phase(b, prefix, seed, rate, latency_seconds, warm)
-        replay, state = _replay_phase(b, prefix, replay_patients, replay_days, seed, warm)
+        replay, state = _replay_phase(b, prefix, replay_patients, replay_days, seed, warm, workers)
         history: dict[str, Any] = {"skipped": True}
         if history_patients != 0:
             n_hist = history_patients or auto_history_patients(pipe["events_per_s"], history_days)
@@ -157,7 +168,9 @@ def run_bench(
             "history_short_days": history_short_days,
             "history_new_days": history_new_days,
             "cpu_split": split,
-            "partitions": settings.kafka.topic_partitions,
+            "workers": workers,
+            # the pipeline's and replay's topics get at least one partition per worker
+            "partitions": max(settings.kafka.topic_partitions, workers),
             "worker_batch_size": settings.worker.batch_size,
         },
         **_headline(floor, pipe, lat, replay),
@@ -187,7 +200,7 @@ def run_bench(
 
 
 def _floor_and_pipeline(
-    b: Bench, prefix: str, patients: int, days: int, seed: int, split: bool
+    b: Bench, prefix: str, patients: int, days: int, seed: int, split: bool, workers: int = 1
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """The same cohort through the floor, then through the pipeline; (floor, pipeline, the
     warm-up events every later phase starts with)."""
@@ -205,9 +218,12 @@ def _floor_and_pipeline(
     floor = asyncio.run(run_floor(b, main_events))
     b.log(f"floor: {floor['events_per_s']:,} ev/s")
 
-    ph = b.start_stack("pipe")
+    ph = b.start_stack("pipe", workers=workers)
     try:
-        b.log("pipeline: posting through the gateway at full speed ...")
+        b.log(
+            "pipeline: posting through the gateway at full speed"
+            + (f" ({workers} workers) ..." if workers > 1 else " ...")
+        )
         pipe = asyncio.run(run_pipeline(b, ph, main_path, expect_main, warm, split=split))
     finally:
         b.stop_stack(ph)
@@ -224,18 +240,27 @@ def _latency_phase(
     lat_events = latency_events(
         max(200, int(rate * latency_seconds / 400)), seed + 1, f"{prefix}.l.", n_lat, b.today()
     )
-    ph = b.start_stack("lat")
+    # the worker may post to the phase's webhook receiver on loopback (refused by default)
+    ph = b.start_stack("lat", webhook_allow_networks="127.0.0.1/32")
     try:
         b.log(f"latency: {len(lat_events):,} events at {rate:,.0f} ev/s ...")
         return asyncio.run(
-            run_latency(b, ph, lat_events, rate, [namespace_event(e, "l") for e in warm])
+            run_latency(
+                b, ph, lat_events, rate, [namespace_event(e, "l") for e in warm], f"{prefix}.l."
+            )
         )
     finally:
         b.stop_stack(ph)
 
 
 def _replay_phase(
-    b: Bench, prefix: str, replay_patients: int, replay_days: int, seed: int, warm: list[Any]
+    b: Bench,
+    prefix: str,
+    replay_patients: int,
+    replay_days: int,
+    seed: int,
+    warm: list[Any],
+    workers: int = 1,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(the replay's figures, the state sizes after it by '<days>d')."""
     state: dict[str, dict[str, Any]] = {}
@@ -264,7 +289,7 @@ def _replay_phase(
     n_replay = write_jsonl(replay_events(), replay_path)
     # No wall-clock timer: a tick at today's date over a cohort that ended weeks ago
     # would call every patient inactive. One tick at the end instead (untimed).
-    ph = b.start_stack("replay", tick_interval_s=0)
+    ph = b.start_stack("replay", workers=workers, tick_interval_s=0)
     try:
         b.log(
             f"replay: {n_replay:,} events ({replay_patients} patients x {replay_days} days)"
@@ -292,13 +317,15 @@ def _headline(
     floor: Mapping[str, Any], pipe: Mapping[str, Any], lat: Mapping[str, Any], replay: Any
 ) -> dict[str, Any]:
     """The top-level figures: floor and pipeline rates, their ratio, the latencies (the
-    issue's latency keys are gateway accept -> alert published), the replay."""
+    issue's latency keys are gateway accept -> alert published; then -> persisted and ->
+    webhook delivered), the replay."""
     ratio = (
         pipe["events_per_s"] / floor["events_per_s"]
         if pipe["events_per_s"] and floor["events_per_s"]
         else None
     )
     per, al = lat["accept_to_persisted"], lat["accept_to_alert"]
+    hook = lat.get("accept_to_webhook") or {}
     return {
         "floor_events_per_s": floor["events_per_s"],
         "pipeline_events_per_s": pipe["events_per_s"],
@@ -309,6 +336,9 @@ def _headline(
         "persisted_latency_p50_ms": per["p50_ms"],
         "persisted_latency_p95_ms": per["p95_ms"],
         "persisted_latency_p99_ms": per["p99_ms"],
+        "webhook_latency_p50_ms": hook.get("p50_ms"),
+        "webhook_latency_p95_ms": hook.get("p95_ms"),
+        "webhook_latency_p99_ms": hook.get("p99_ms"),
         "replay_events_per_s": replay["events_per_s"],
         "replay_seconds": replay["seconds"],
     }

@@ -1,10 +1,11 @@
 """The bench's arithmetic, pure and unit-tested: percentiles, histogram quantiles, size
-statistics and ratios, the worker's /metrics text, the alert records' trigger ids."""
+statistics and ratios, the worker's /metrics text (summed over workers), the consumer
+group's state, the alert records' trigger ids and the first alert or webhook per event."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,6 +123,32 @@ def parse_metrics(text: str) -> dict[str, Any]:
     return out
 
 
+def merge_metrics(per_worker: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``parse_metrics`` of several workers of one consumer group as one: counters summed,
+    histogram buckets summed per bound (each worker counts what it did)."""
+    out: dict[str, Any] = {}
+    buckets: dict[str, dict[float, float]] = {}
+    for m in per_worker:
+        for name, v in m.items():
+            if isinstance(v, list):
+                b = buckets.setdefault(name, {})
+                for le, n in v:
+                    b[le] = b.get(le, 0.0) + n
+            else:
+                out[name] = out.get(name, 0.0) + v
+    out.update({name: sorted(b.items()) for name, b in buckets.items()})
+    return out
+
+
+def group_stable(described: Mapping[str, Any], group: str, members: int) -> bool:
+    """Whether a DescribeGroups answer (aiokafka's ``to_object()``) shows `group` Stable
+    with `members` members: no rebalance pending, every worker in."""
+    for g in described.get("groups") or []:
+        if g.get("group") == group:
+            return bool(g.get("state") == "Stable" and len(g.get("members") or []) == members)
+    return False
+
+
 def alert_trigger_ids(obj: Any) -> tuple[str | None, list[str]]:
     """(change, event_ids) of an alert record: an AlertChange or a bare Alert snapshot."""
     if not isinstance(obj, dict):
@@ -131,3 +158,48 @@ def alert_trigger_ids(obj: Any) -> tuple[str | None, list[str]]:
     alert: dict[str, Any] = inner if isinstance(inner, dict) else obj
     ids = alert.get("event_ids") or []
     return change, [i for i in ids if isinstance(i, str)]
+
+
+AlertRecord = tuple[float, str | None, list[str]]  # (instant s, change, event ids)
+
+
+def first_fired(records: Iterable[AlertRecord], accepted: Mapping[str, float]) -> dict[str, float]:
+    """Per accepted event (its accept instant by id, s): the earliest record of a 'fired'
+    change (or a bare alert snapshot) whose event ids hold it, minus the accept, in s.
+    Other changes (resolved, escalated, ...) say nothing about how fast the alert came."""
+    lags: dict[str, float] = {}
+    for at, change, ids in records:
+        if change not in (None, "fired"):
+            continue
+        for i in ids:
+            if i in accepted:
+                lag = at - accepted[i]
+                lags[i] = min(lag, lags.get(i, lag))
+    return lags
+
+
+def delivery_records(arrivals: Iterable[tuple[float, Any]]) -> list[AlertRecord]:
+    """A webhook receiver's (arrival, payload) as alert records: a delivery's body is the
+    alert change as published (``{"change": ..., "alert": {... "event_ids": ...}}``)."""
+    return [(at, *alert_trigger_ids(payload)) for at, payload in arrivals]
+
+
+def webhook_summary(
+    delivered: Iterable[AlertRecord],
+    published: Iterable[AlertRecord],
+    accepted: Mapping[str, float],
+    red_flags: Collection[str],
+) -> dict[str, Any]:
+    """accept -> webhook delivered per red-flag event, with what was expected: every
+    accepted red-flag event whose 'fired' alert was published (or was delivered, should
+    the alert record have been missed). An expected event without a delivery is counted
+    as undelivered, not left out of the percentiles silently."""
+    red = {i: at for i, at in accepted.items() if i in red_flags}
+    lags = first_fired(delivered, red)
+    expected = set(first_fired(published, red)) | set(lags)
+    return {
+        **summarize_ms(list(lags.values())),
+        "expected": len(expected),
+        "delivered": len(lags),
+        "undelivered": len(expected - set(lags)),
+    }

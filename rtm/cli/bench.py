@@ -62,6 +62,14 @@ from rtm.cli.options import settings_of
     help="days of new events timed after each cohort's history",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="worker processes in one consumer group for pipeline and replay (their topics get "
+    "at least as many partitions)",
+)
+@click.option(
     "--cpu-split/--no-cpu-split",
     "split",
     default=True,
@@ -109,6 +117,7 @@ def bench(
     history_days: int,
     history_short_days: int,
     history_new_days: int,
+    workers: int,
     split: bool,
     profile_dir: Path | None,
     pages: bool,
@@ -155,6 +164,7 @@ def bench(
             history_new_days=history_new_days,
             split=split,
             pages=opts if pages else None,
+            workers=workers,
         )
     except services.ServiceError as exc:
         raise click.ClickException(str(exc)) from None

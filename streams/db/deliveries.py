@@ -364,3 +364,15 @@ async def delivery_backlog(conn: asyncpg.Connection) -> dict[int, tuple[int, flo
         " AND status IN ('pending', 'sending', 'failed') GROUP BY severity_rank"
     )
     return {int(r["severity_rank"]): (int(r["n"]), float(r["oldest"])) for r in rows}
+
+
+async def routed_delivery_keys(conn: asyncpg.Connection, patient_like: str) -> set[str]:
+    """The Idempotency-Key (``<alert id>:<change>``) of every delivery routed to a webhook
+    (queued, sent or failing: not 'no_webhook') of the patients matching the LIKE pattern
+    ``patient_like``: what a receiver must get for them (`rtm chaos`, `rtm bench`)."""
+    rows = await conn.fetch(
+        "SELECT alert_id || ':' || change AS k FROM alert_deliveries"
+        " WHERE payload->'alert'->>'patient_id' LIKE $1 AND status <> 'no_webhook'",
+        patient_like,
+    )
+    return {str(r["k"]) for r in rows}

@@ -1,15 +1,19 @@
 """Pure helpers of `rtm bench`: percentiles, histogram quantiles, id namespacing, pacing,
-history cohorts, state sizes, CPU split, the table."""
+history cohorts, state sizes, CPU split, the workers' counters and costs, the webhook
+latency's matching, the table."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from agents.delivery import signed_headers
 from rtm.bench.cohorts import (
     HistoryCohort,
     OpenEpisodes,
@@ -33,20 +37,29 @@ from rtm.bench.cpu import (
     proc_cpu_seconds,
     shares_line,
     tree_cpu_seconds,
+    worker_costs,
 )
+from rtm.bench.harness import Phase, worker_role
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
+from rtm.bench.receiver import Receiver
 from rtm.bench.report import render_pages_table, render_table
 from rtm.bench.stats import (
     alert_trigger_ids,
     check,
+    delivery_records,
+    first_fired,
     group_lag,
+    group_stable,
     growth,
     histogram_quantile,
+    merge_metrics,
     parse_metrics,
     percentile,
     size_stats,
     summarize_ms,
+    webhook_summary,
 )
+from streams.settings import Settings
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -590,3 +603,196 @@ def test_render_table_shows_cpu_per_event_and_peak_memory() -> None:
     assert "95.2 / 1.0 / 60.4 us" in lines["CPU per event (replay)"]
     assert "worker 612.0 MB" in lines["peak memory (replay)"]
     assert "not met" in lines["peak memory (replay)"]  # the goal is 500 MB
+
+
+# --- several workers --------------------------------------------------------------------------
+
+
+def _metrics(stored: float, fast: float, total: float) -> dict:
+    return parse_metrics(
+        "# TYPE rtm_worker_events_stored_total counter\n"
+        f"rtm_worker_events_stored_total {stored}\n"
+        "# TYPE h histogram\n"
+        f'h_bucket{{le="0.1"}} {fast}\n'
+        f'h_bucket{{le="+Inf"}} {total}\n'
+        f"h_count {total}\n"
+    )
+
+
+def test_merge_metrics_sums_the_workers_counters_and_buckets() -> None:
+    a, b = _metrics(30.0, 1.0, 4.0), _metrics(12.0, 5.0, 6.0)
+    m = merge_metrics([a, b])
+    assert m["rtm_worker_events_stored_total"] == 42.0
+    assert m["h_count"] == 10.0
+    assert m["h_bucket"] == [(0.1, 6.0), (math.inf, 10.0)]
+    assert histogram_quantile(m["h_bucket"], 0.5) == pytest.approx(
+        histogram_quantile([(0.1, 6.0), (math.inf, 10.0)], 0.5)
+    )
+    assert merge_metrics([a]) == a  # one worker: its own figures
+    assert merge_metrics([]) == {}
+
+
+def test_group_stable_needs_every_worker_and_no_rebalance() -> None:
+    def described(state: str, members: int, group: str = "bench-x-pipe") -> dict:
+        return {"groups": [{"group": group, "state": state, "members": [{}] * members}]}
+
+    assert group_stable(described("Stable", 2), "bench-x-pipe", 2)
+    assert not group_stable(described("Stable", 1), "bench-x-pipe", 2)
+    assert not group_stable(described("PreparingRebalance", 2), "bench-x-pipe", 2)
+    assert not group_stable(described("Stable", 2, "other"), "bench-x-pipe", 2)
+    assert not group_stable({}, "bench-x-pipe", 1)
+
+
+def test_worker_costs_per_worker_and_summed() -> None:
+    usage = {
+        "wall_s": 10.0,
+        "worker": {"cpu_s": 3.0, "core_share": 0.3},
+        "worker2": {"cpu_s": 1.0, "core_share": 0.1},
+        "gateway": {"cpu_s": 9.0, "core_share": 0.9},
+    }
+    c = worker_costs(
+        usage, {"worker": 30_000, "worker2": 5_000}, {"worker": 120.0, "worker2": 99.5}
+    )
+    assert c["count"] == 2 and c["events_stored"] == 35_000
+    assert c["per_worker"]["worker"]["cpu_us_per_event"] == pytest.approx(3.0 / 30_000 * 1e6)
+    assert c["per_worker"]["worker2"]["cpu_us_per_event"] == pytest.approx(1.0 / 5_000 * 1e6)
+    assert c["cpu_s"] == 4.0  # the gateway is not a worker
+    assert c["cpu_us_per_event"] == pytest.approx(round(4.0 / 35_000 * 1e6, 1))
+    assert c["peak_rss_mb_max"] == 120.0
+    # a worker that stored nothing has no cost per event; no /proc: no CPU figures
+    idle = worker_costs(usage, {"worker": 10, "worker2": 0}, {})
+    assert idle["per_worker"]["worker2"]["cpu_us_per_event"] is None
+    assert idle["peak_rss_mb_max"] is None
+    blind = worker_costs(None, {"worker": 10}, {"worker": 1.0})
+    assert blind["cpu_s"] is None and blind["cpu_us_per_event"] is None
+
+
+def test_a_phase_names_and_reaches_each_worker() -> None:
+    assert [worker_role(i) for i in range(3)] == ["worker", "worker2", "worker3"]
+    s = Settings(worker_web_port=23066)
+    ph = Phase("pipe", s)
+    assert ph.metrics_urls == {"worker": ph.metrics_url}  # one worker, as before
+    ph.worker_ports = {"worker": 23066, "worker2": 23067}
+    assert ph.metrics_urls["worker2"].endswith(":23067/metrics")
+    assert ph.metrics_urls["worker"] == ph.metrics_url
+
+
+# --- accept -> webhook delivered ----------------------------------------------------------------
+
+
+def _change(change: str, *ids: str) -> dict:
+    return {"change": change, "alert": {"id": "a-" + "-".join(ids), "event_ids": list(ids)}}
+
+
+def test_first_fired_takes_each_events_earliest_fired_change() -> None:
+    accepted = {"e1": 100.0, "e2": 100.5}
+    records = [
+        (101.0, "fired", ["e1"]),
+        (100.2, "fired", ["e1", "x"]),  # earlier, though read later (a retry order)
+        (100.1, "resolved", ["e2"]),  # not the alert coming
+        (100.9, None, ["e2"]),  # a bare snapshot counts as fired
+        (100.3, "fired", ["e9"]),  # not an accepted event
+    ]
+    lags = first_fired(records, accepted)
+    assert lags == pytest.approx({"e1": 0.2, "e2": 0.4})
+
+
+def test_webhook_summary_counts_what_was_not_delivered() -> None:
+    accepted = {"r1": 10.0, "r2": 10.0, "r3": 10.0, "r4": 10.0, "n1": 10.0}
+    red = {"r1", "r2", "r3", "r4"}
+    published = [(10.05, "fired", ["r1"]), (10.05, "fired", ["r2"]), (10.05, "fired", ["r3"])]
+    published.append((10.05, "fired", ["n1"]))  # not a red flag: not this figure's
+    delivered = delivery_records(
+        [
+            (10.1, _change("fired", "r1")),
+            (10.7, _change("fired", "r1")),  # delivered again (at least once): the first
+            (10.3, _change("fired", "r2")),
+            (10.2, _change("resolved", "r3")),  # r3's alert never came as fired
+            (10.4, _change("fired", "r4")),  # its alert record was missed: still expected
+            (10.2, _change("fired", "n1")),
+        ]
+    )
+    s = webhook_summary(delivered, published, accepted, red)
+    assert (s["expected"], s["delivered"], s["undelivered"]) == (4, 3, 1)
+    assert s["count"] == 3
+    lags = sorted([0.1, 0.3, 0.4])
+    assert s["p50_ms"] == pytest.approx(1000 * percentile(lags, 50), abs=0.05)
+    assert s["max_ms"] == pytest.approx(400.0, abs=0.05)
+    empty = webhook_summary([], published, accepted, red)
+    assert empty["p99_ms"] is None and empty["undelivered"] == 3
+
+
+def test_receiver_records_the_wall_clock_and_keeps_only_well_signed_arrivals() -> None:
+    receiver = Receiver(secret="s3cret")
+    try:
+        good = orjson.dumps(_change("fired", "e1"))
+        bad = orjson.dumps(_change("fired", "e2"))
+        before = time.time()
+        httpx.post(receiver.url, content=good, headers=signed_headers("s3cret", good, "a:fired"))
+        httpx.post(receiver.url, content=bad, headers=signed_headers("other", bad, "b:fired"))
+        after = time.time()
+        [(wall, payload)] = receiver.arrivals()
+        assert before <= wall <= after
+        assert payload["alert"]["event_ids"] == ["e1"]
+        assert receiver.signed == {"a:fired"} and receiver.bad_signatures == 1
+        assert len(receiver.delivered()) == 2  # what was answered 200, signed or not
+        assert delivery_records(receiver.arrivals()) == [(wall, "fired", ["e1"])]
+    finally:
+        receiver.close()
+
+
+def _latency_with_webhook(p99: float | None, delivered: int, expected: int) -> dict:
+    r = _result()
+    r["latency"]["accept_to_webhook"] = {
+        "count": delivered,
+        "p50_ms": None if p99 is None else p99 / 3,
+        "p95_ms": None if p99 is None else p99 / 2,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "expected": expected,
+        "delivered": delivered,
+        "undelivered": expected - delivered,
+    }
+    return r
+
+
+def test_render_table_judges_the_webhook_latency() -> None:
+    def row(r: dict) -> str:
+        return next(ln for ln in render_table(r).splitlines() if ln.startswith("accept -> webhook"))
+
+    ok = row(_latency_with_webhook(420.0, 100, 100))
+    assert "140.0 / 210.0 / 420.0 ms" in ok and "p99 < 500 ms at 2,000 ev/s" in ok
+    assert ok.split("ev/s")[1].split()[0] == "met"
+    assert "100 of 100 red-flag alerts delivered" in ok
+    assert "not met" in row(_latency_with_webhook(520.0, 100, 100))
+    assert "not met" in row(_latency_with_webhook(100.0, 99, 100))  # one never came
+    slow_load = _latency_with_webhook(420.0, 100, 100)
+    slow_load["latency"]["achieved_events_per_s"] = 1000.0
+    assert " met " not in row(slow_load) + " "  # met only under the target's load
+    none = _latency_with_webhook(None, 0, 0)
+    none["latency"]["accept_to_webhook"]["note"] = "no webhook for the 0 red-flag events"
+    assert "no webhook" in row(none) and "met" not in row(none)
+    assert "accept -> webhook" not in render_table(_result())  # recorded before issue 21
+
+
+def test_render_table_shows_each_worker() -> None:
+    r = _result()
+    pipe = r["pipeline"]
+    pipe["cpu"]["worker2"] = {"cpu_s": 12.0, "core_share": 0.84}
+    pipe["cpu_us_per_event"] = {"worker": 261.4, "worker2": 224.0, "gateway": 37.3}
+    pipe["peak_rss_mb"] = {"worker": 130.0, "worker2": 510.0, "gateway": 90.0}
+    pipe["workers"] = worker_costs(
+        pipe["cpu"], {"worker": 28_000, "worker2": 25_564}, pipe["peak_rss_mb"]
+    )
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    assert "2 workers" in lines["pipeline (gateway -> worker)"]
+    assert "98 % + 84 % of a core" in lines["2 workers' CPU (pipeline)"]
+    per = lines["CPU per event per worker (pipeline)"]
+    assert f"{14.0 / 28_000 * 1e6:,.1f} / {12.0 / 25_564 * 1e6:,.1f} us" in per
+    assert "28,000 / 25,564 events" in per
+    summed = lines["CPU per event (pipeline)"]
+    assert f"{pipe['workers']['cpu_us_per_event']:,.1f} / 37.3 / n/a us" in summed
+    assert "2 workers summed" in summed
+    mem = lines["peak memory (pipeline)"]
+    assert "workers 130.0 / 510.0 MB" in mem and "not met" in mem  # one worker over 500 MB
+    assert "CPU per event per worker" not in render_table(_result())  # one worker
