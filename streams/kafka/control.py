@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -149,9 +150,19 @@ def decode(raw: bytes) -> Tick | Ack | Snooze | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def key_hash(key: bytes) -> int:
+    """The (positive) murmur2 hash Kafka's default partitioner takes of a record key,
+    remembered: a patient's key is hashed once, not once per event (pure-Python murmur2 was
+    8 % of the gateway's CPU, docs/benchmarks.md, sixth round). 2^18 keys: about 40 MB at
+    most, a health system's active patients of a day."""
+    return int(murmur2(key) & 0x7FFFFFFF)
+
+
 def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (the gateway's producer uses the same)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    """Kafka's default partitioner (the gateway's producer uses the same: ``KeyPartitioner``
+    in streams/kafka/producer.py)."""
+    return key_hash(key) % partitions
 
 
 def patient_partition(key: PatientKey, partitions: int) -> int:

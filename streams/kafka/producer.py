@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -74,11 +75,24 @@ class _Token:
         self.text = text
 
 
+class KeyPartitioner:
+    """aiokafka's ``DefaultPartitioner`` (murmur2 of the key over all the topic's partitions,
+    as Kafka's Java client; a record without a key to a random available one), with each
+    key's hash remembered (``control.key_hash``): the partition a patient's events go to is
+    the one the worker computes for its ticks (``control.partition_of``)."""
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        return all_partitions[control.key_hash(key) % len(all_partitions)]
+
+
 class EventProducer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer = AIOKafkaProducer(
             **kafka_client_kwargs(settings),
+            partitioner=KeyPartitioner(),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

@@ -9,6 +9,7 @@ from typing import get_args
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from alerts.models import (
     ALERT_KINDS,
@@ -29,6 +30,7 @@ from streams.kafka.control import (
     patient_partition,
     send_ticks,
 )
+from streams.kafka.producer import KeyPartitioner
 
 AT = dt.datetime(2026, 11, 20, 12, 30, tzinfo=dt.UTC)
 
@@ -69,6 +71,21 @@ def test_a_patient_partition_is_its_kafka_keys() -> None:
     key = ("clinic-a", "p-17")
     assert patient_partition(key, 8) == partition_of(key_text(key).encode(), 8)
     assert {patient_partition(("o", f"p{i}"), 4) for i in range(200)} == {0, 1, 2, 3}
+
+
+def test_the_gateways_partitioner_is_kafkas_default_and_the_workers() -> None:
+    """The gateway's producer remembers each key's hash; where a patient's events go must
+    stay where aiokafka's (and Kafka's Java client's) default partitioner sends them, and
+    where the worker sends that patient's ticks."""
+    ours, kafkas = KeyPartitioner(), DefaultPartitioner()
+    for n in (1, 3, 8, 12):
+        parts = list(range(n))
+        for i in range(300):
+            key = key_text((f"org-{i % 3}", f"p-{i}")).encode()
+            for _ in range(2):  # the second time from the remembered hash
+                assert ours(key, parts, parts) == kafkas(key, parts, parts)
+                assert ours(key, parts, parts) == partition_of(key, n)
+    assert ours(None, [0, 1, 2], [2]) == 2  # no key: one of the available partitions
 
 
 async def test_send_ticks_writes_one_tick_per_partition_and_waits_for_every_ack() -> None:

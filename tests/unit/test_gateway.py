@@ -133,9 +133,22 @@ async def test_events_are_stamped_with_the_keys_organisation_whatever_the_produc
 ) -> None:
     app, producer, _ = gateway
     now = dt.datetime.now(dt.UTC)
-    body = await post(app, [pain("own-1", now), {**pain("claim-1", now), "org_id": "org-b"}])
-    assert body["accepted"] == 2
-    assert [e.org_id for e in producer.events] == ["org-a", "org-a"]
+    early = (now - dt.timedelta(days=3)).isoformat()
+    body = await post(
+        app,
+        [
+            pain("own-1", now),
+            {**pain("claim-1", now), "org_id": "org-b"},
+            {**pain("late-1", now), "received_at": early},
+            {**pain("bad-org-1", now), "org_id": "org b!"},  # validated as sent: refused
+        ],
+    )
+    assert body["accepted"] == 3
+    assert [e.org_id for e in producer.events] == ["org-a", "org-a", "org-a"]
+    stamp = dt.datetime.fromisoformat(body["received_at"])
+    assert [e.received_at for e in producer.events] == [stamp, stamp, stamp]
+    (rejected,) = body["rejected"]
+    assert rejected["index"] == 3 and rejected["errors"][0]["field"] == "org_id"
 
 
 async def test_a_patient_app_key_cannot_post_clinician_time_and_nothing_of_the_batch_goes(

@@ -188,18 +188,22 @@ def _judge(
     organisation is stamped on each event, and nothing here depends on what another
     organisation has sent."""
     judged = _Judged()
+    stamps = {"received_at": received_at, "org_id": who.org_id}
     for index, item in enumerate(items):
         if isinstance(item, _Undecodable):
             errors = [FieldError(field="", message=item.message)]
             raw: Any = item.raw
         else:
-            result = validate_event(item)
+            # The stamps go in before validation when the producer sent neither (the usual
+            # case): one validation and no copy of the model (model_copy was a tenth of the
+            # gateway's CPU). A producer's own values are validated as sent, so an error
+            # names them, and then replaced.
+            stamped = isinstance(item, dict) and not stamps.keys() & item.keys()
+            result = validate_event({**item, **stamps} if stamped else item)
             if not isinstance(result, list):
                 skew = future_skew_error(result, received_at, max_future_skew_s)
                 if skew is None:
-                    event = result.model_copy(
-                        update={"received_at": received_at, "org_id": who.org_id}
-                    )
+                    event = result if stamped else result.model_copy(update=stamps)
                     judged.valid.append((index, event))
                     continue
                 else:
