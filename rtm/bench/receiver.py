@@ -17,6 +17,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
+from streams.clock import SYSTEM_CLOCK
+
 
 class Request(NamedTuple):
     at: float  # arrival on the monotonic clock
@@ -53,7 +55,7 @@ class Receiver:
 
     def record(self, headers: dict[str, str], body: bytes) -> str:
         """Record one request; the mode it is answered in."""
-        at, wall = time.monotonic(), time.time()
+        at, wall = time.monotonic(), SYSTEM_CLOCK.now().timestamp()
         mode = self.mode
         signed: bool | None = None
         with self.lock:

@@ -172,9 +172,9 @@ async def test_a_recovered_receiver_gets_its_backlog_critical_first_within_the_b
             # the gaps between attempts (to this endpoint) once one was queued.
             with receiver.lock:
                 times = [
-                    t
-                    for t, _, h, b in receiver.requests
-                    if json.loads(b)["alert"]["severity"] == "critical"
+                    r.at
+                    for r in receiver.requests
+                    if json.loads(r.body)["alert"]["severity"] == "critical"
                 ]
             gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
             assert len(times) >= 3 and max(gaps) <= cap + 1.0, gaps
@@ -464,7 +464,8 @@ def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
         assert at_rest.startswith("fernet:") and "hush-123" not in at_rest
         r = runner.invoke(main, ["alerts", "webhook", "--clinician-id", clinician, "--test"])
         assert r.exit_code == 0 and r.output.rstrip().endswith(": delivered"), r.output
-        [(_, _, headers, body)] = receiver.requests
+        [request] = receiver.requests
+        headers, body = request.headers, request.body
         mac = hmac.new(
             b"hush-123", headers["X-RTM-Timestamp"].encode() + b"." + body, hashlib.sha256
         ).hexdigest()
@@ -621,8 +622,8 @@ async def test_delivery_rechecks_the_resolved_address(base_settings: Settings) -
         assert refused == "destination refused"
         assert allowed is None
         assert len(receiver.requests) == 1  # only the allowed one reached it
-        [(_, _, headers, _)] = receiver.requests
-        assert headers["Host"] == f"localhost:{port}"  # pinned to the checked address
+        [request] = receiver.requests
+        assert request.headers["Host"] == f"localhost:{port}"  # pinned to the checked address
     finally:
         receiver.close()
 

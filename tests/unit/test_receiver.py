@@ -53,9 +53,12 @@ def test_answers_by_its_mode_and_delivered_lists_the_200s(receiver: Receiver) ->
     receiver.mode = "ok"
     assert post(3) == 200
     assert [payload["n"] for _, payload in receiver.delivered()] == [1, 3]
-    assert [mode for _, mode, _, _ in receiver.requests] == ["ok", "fail", "ok"]
-    arrivals = [t for t, _, _, _ in receiver.requests]
+    assert [r.mode for r in receiver.requests] == ["ok", "fail", "ok"]
+    assert [r.signed for r in receiver.requests] == [True, True, True]
+    arrivals = [r.at for r in receiver.requests]
     assert arrivals == sorted(arrivals)
+    walls = [r.wall for r in receiver.requests]  # the wall clock, to compare with received_at
+    assert walls == sorted(walls) and walls[-1] - walls[0] < 60
     assert receiver.signed == {"k1", "k2", "k3"}  # a 500 is still a well-signed request
 
 
