@@ -227,6 +227,23 @@ def cpu_usage(
     return out
 
 
+def tick_costs(usage: Mapping[str, Any] | None, patients: int) -> dict[str, Any]:
+    """A tick over ``patients`` patients: each process's CPU seconds over it (``cpu_usage``:
+    the workers, the gateway, the database) and its CPU microseconds per patient."""
+    cpu = {
+        role: v["cpu_s"]
+        for role, v in (usage or {}).items()
+        if isinstance(v, dict) and v.get("cpu_s") is not None
+    }
+    return {
+        "patients": patients,
+        "cpu_s": cpu,
+        "cpu_us_per_patient": {
+            role: round(s / patients * 1e6, 1) for role, s in cpu.items() if patients
+        },
+    }
+
+
 def worker_costs(
     usage: Mapping[str, Any] | None,
     stored: Mapping[str, int],

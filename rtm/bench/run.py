@@ -21,6 +21,7 @@ from rtm.bench.cohorts import (
     latency_events,
     namespace_event,
 )
+from rtm.bench.cpu import cpu_snapshot, cpu_usage, tick_costs
 from rtm.bench.harness import Bench, machine_info
 from rtm.bench.pages import pages_keys, run_pages
 from rtm.bench.phases import run_floor, run_history, run_latency, run_pipeline
@@ -299,12 +300,19 @@ def _replay_phase(
             run_pipeline(b, ph, replay_path, len(ids), [namespace_event(e, "r") for e in warm])
         )
 
-        async def settle() -> tuple[dict[str, Any], dict[str, Any]]:
+        async def settle() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             when = newest[0] if newest else b.clock.now()
             tick = await b.tick(ph, when + dt.timedelta(seconds=1))
-            return tick, await b.state_bytes(rp)
+            sizes = await b.state_bytes(rp)
+            # A local midnight: one more tick, a day later, moves every patient's day by
+            # one (the daily rules, the adherence rows); what it costs per patient sizes the
+            # midnight bursts of a health system (docs/scaling.md).
+            start = cpu_snapshot(b.pids(ph), b.servers(ph))
+            day = await b.tick(ph, when + dt.timedelta(days=1, seconds=1))
+            usage = cpu_usage(start, cpu_snapshot(b.pids(ph), b.servers(ph)))
+            return tick, {**day, **tick_costs(usage, replay_patients)}, sizes
 
-        replay["final_tick"], st = asyncio.run(settle())
+        replay["final_tick"], replay["next_day_tick"], st = asyncio.run(settle())
         state[f"{replay_days}d"] = {**st, "days": replay_days, "source": "replay"}
     finally:
         b.stop_stack(ph)

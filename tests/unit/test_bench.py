@@ -36,6 +36,7 @@ from rtm.bench.cpu import (
     parse_collapsed,
     proc_cpu_seconds,
     shares_line,
+    tick_costs,
     tree_cpu_seconds,
     worker_costs,
 )
@@ -481,7 +482,7 @@ def test_render_table_shows_every_target() -> None:
     assert ">= 40 %" in lines["pipeline / floor"]
     assert "p99 < 250 ms at 2,000 ev/s" in lines["accept -> alert p50/p95/p99"]
     assert lines["accept -> alert p50/p95/p99"].split("ev/s")[1].split()[0] == "met"
-    assert "< 60 s" in lines["replay 2,000 x 90 d (file -> pipeline)"]
+    assert "< 30 s" in lines["replay 2,000 x 90 d (file -> pipeline)"]
     assert "160.5 s" in lines["replay 2,000 x 90 d (file -> pipeline)"]
     assert "1,470.0 ev/s" in lines["history 365 d (+14 d new)"]
     assert ">= 0.9" in lines["history 365 d / 30 d"] and "not met" in lines["history 365 d / 30 d"]
@@ -497,6 +498,26 @@ def test_render_table_shows_every_target() -> None:
     assert "worker CPU by module (py-spy, self): pydantic 21 %, faust 18 %" in text
     assert "inclusive): agents/ 80 %, alerts/ 36 %" in text
     assert text.splitlines()[-1].startswith("machine: 2 cores")
+
+
+def test_the_ticks_after_the_replay_are_shown_with_the_midnight_cost_per_patient() -> None:
+    usage = {
+        "wall_s": 9.0,
+        "worker": {"cpu_s": 6.0, "core_share": 0.67},
+        "gateway": {"cpu_s": 0.02, "core_share": 0.0},
+        "database": {"cpu_s": 1.5, "core_share": 0.17},
+        "machine_busy_cores": 1.1,
+    }
+    day = {"seconds": 9.4, **tick_costs(usage, 2000)}
+    assert day["cpu_us_per_patient"] == {"worker": 3000.0, "gateway": 10.0, "database": 750.0}
+    assert tick_costs(None, 2000)["cpu_us_per_patient"] == {}  # not measured: nothing made up
+    r = _result()
+    r["replay"] = {**r["replay"], "final_tick": {"seconds": 19.3}, "next_day_tick": day}
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    assert "19.3 s" in lines["tick after the replay"]
+    midnight = lines["tick, next day (2,000 patients)"]
+    assert "9.4 s" in midnight and "CPU per patient 3,000.0 / 750.0 us" in midnight
+    assert "tick" not in render_table(_result())  # a replay without ticks: no such rows
 
 
 def test_render_table_without_new_phases() -> None:
