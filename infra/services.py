@@ -340,7 +340,7 @@ def _kafka_address(settings: Settings) -> str:
     return f"{settings.kafka.host}:{settings.kafka.port}"
 
 
-def _kafka_pid(settings: Settings) -> int | None:
+def kafka_pid(settings: Settings) -> int | None:
     """PID of our broker if it runs (pid file, process alive and really kafka.Kafka)."""
     pid = _read_pid(_kafka_dir(settings) / "kafka.pid")
     if pid is None or not _pid_alive(pid):
@@ -474,7 +474,7 @@ def _kafka_start(
 ) -> int | None:
     """Start the broker detached; return its pid, or None if it was already running."""
     address = _kafka_address(settings)
-    pid = _kafka_pid(settings)
+    pid = kafka_pid(settings)
     if pid is not None:
         log(f"kafka: already running (pid {pid}) on {address}")
         return None
@@ -581,7 +581,7 @@ def _kafka_wait_ready(
 
 def _kafka_stop(settings: Settings, log: Log) -> None:
     pid_file = _kafka_dir(settings) / "kafka.pid"
-    pid = _kafka_pid(settings)
+    pid = kafka_pid(settings)
     if pid is None:
         log("kafka: not running")
         pid_file.unlink(missing_ok=True)
@@ -604,7 +604,7 @@ def _kafka_stop(settings: Settings, log: Log) -> None:
 
 def _kafka_status(settings: Settings) -> ServiceStatus:
     address = _kafka_address(settings)
-    pid = _kafka_pid(settings)
+    pid = kafka_pid(settings)
     log_file = _kafka_dir(settings) / "kafka.log"
     if pid is None:
         return ServiceStatus("kafka", False, address, "not running")

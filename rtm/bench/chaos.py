@@ -454,7 +454,7 @@ class Run:
 
     async def _kafka_sigkill(self, ph: Phase, poster: Poster, posting: asyncio.Task[None]) -> str:
         await asyncio.sleep(3.0)
-        pid = services._kafka_pid(self.base)
+        pid = services.kafka_pid(self.base)
         if pid is None:
             raise RuntimeError("kafka_sigkill: no broker running")
         os.kill(pid, signal.SIGKILL)

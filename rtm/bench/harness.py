@@ -28,7 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.services import pg_data_path
+from infra.services import kafka_pid, pg_data_path
 from rtm.bench.cohorts import like_prefix
 from rtm.bench.cpu import py_spy_path
 from rtm.bench.receiver import Receiver
@@ -343,12 +343,18 @@ class Bench:
 
     @staticmethod
     def servers(ph: Phase) -> dict[str, int]:
-        """The database's postmaster (its backends are its children), when it runs here."""
+        """The database's postmaster (its backends are its children) and the Kafka broker,
+        when they run here (an external one's CPU is not measured)."""
+        out: dict[str, int] = {}
         try:
-            pid = int((pg_data_path(ph.settings) / "postmaster.pid").read_text().split()[0])
+            out["database"] = int(
+                (pg_data_path(ph.settings) / "postmaster.pid").read_text().split()[0]
+            )
         except (OSError, ValueError, IndexError):
-            return {}  # an external database: its CPU is not measured
-        return {"database": pid}
+            pass
+        if (broker := kafka_pid(ph.settings)) is not None:
+            out["kafka"] = broker
+        return out
 
     # profiling -------------------------------------------------------------------------------
 

@@ -209,8 +209,9 @@ def _tick_rows(rep: Mapping[str, Any]) -> list[Row]:
 
 
 def _cost_rows(r: Mapping[str, Any]) -> list[Row]:
-    """Per phase: CPU microseconds per event of the worker, the gateway and the database
-    (what another machine would add), and the peak resident memory of worker and gateway."""
+    """Per phase: CPU microseconds per event of the worker, the gateway, the database and
+    the Kafka broker (what another machine would add; n/a for a service not run here), and
+    the peak resident memory of worker and gateway."""
     rows: list[Row] = []
     for name in ("pipeline", "replay"):
         ph = r.get(name) or {}
@@ -221,12 +222,15 @@ def _cost_rows(r: Mapping[str, Any]) -> list[Row]:
             rows.append(
                 (
                     f"CPU per event ({name})",
-                    " / ".join(fmt(v) for v in (worker, per.get("gateway"), per.get("database")))
+                    " / ".join(
+                        fmt(v)
+                        for v in (worker, per.get("gateway"), per.get("database"), per.get("kafka"))
+                    )
                     + " us",
                     "",
                     "",
                     ("worker" if n <= 1 else f"{n} workers summed")
-                    + " / gateway / database (with its backends)",
+                    + " / gateway / database (with its backends) / Kafka broker",
                 )
             )
         if n > 1:

@@ -618,10 +618,16 @@ def test_the_database_cpu_is_the_postmaster_its_ended_and_its_live_backends(
 
 def test_render_table_shows_cpu_per_event_and_peak_memory() -> None:
     r = _result()
-    r["replay"]["cpu_us_per_event"] = {"worker": 95.2, "gateway": 1.0, "database": 60.4}
+    r["replay"]["cpu_us_per_event"] = {
+        "worker": 95.2,
+        "gateway": 1.0,
+        "database": 60.4,
+        "kafka": 12.5,
+    }
     r["replay"]["peak_rss_mb"] = {"worker": 612.0, "gateway": 90.5}
     lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
-    assert "95.2 / 1.0 / 60.4 us" in lines["CPU per event (replay)"]
+    assert "95.2 / 1.0 / 60.4 / 12.5 us" in lines["CPU per event (replay)"]
+    assert "/ Kafka broker" in lines["CPU per event (replay)"]
     assert "worker 612.0 MB" in lines["peak memory (replay)"]
     assert "not met" in lines["peak memory (replay)"]  # the goal is 500 MB
 
@@ -812,7 +818,7 @@ def test_render_table_shows_each_worker() -> None:
     assert f"{14.0 / 28_000 * 1e6:,.1f} / {12.0 / 25_564 * 1e6:,.1f} us" in per
     assert "28,000 / 25,564 events" in per
     summed = lines["CPU per event (pipeline)"]
-    assert f"{pipe['workers']['cpu_us_per_event']:,.1f} / 37.3 / n/a us" in summed
+    assert f"{pipe['workers']['cpu_us_per_event']:,.1f} / 37.3 / n/a / n/a us" in summed
     assert "2 workers summed" in summed
     mem = lines["peak memory (pipeline)"]
     assert "workers 130.0 / 510.0 MB" in mem and "not met" in mem  # one worker over 500 MB
