@@ -295,29 +295,32 @@ async def claim_deliveries(
     ]
 
 
+_MARK_DELIVERED = """
+WITH done AS (
+    UPDATE alert_deliveries SET status = 'delivered', attempts = attempts + 1,
+        last_error = NULL, delivered_at = now(), updated_at = now()
+    WHERE alert_id = $1 AND change = $2
+), healthy AS (
+    UPDATE clinician_webhooks SET failures = 0, retry_at = NULL
+    WHERE webhook_id = $3 AND failures <> 0
+)
+UPDATE alert_deliveries SET next_attempt_at = now()
+WHERE $4 AND webhook_id = $3 AND status = 'failed' AND next_attempt_at > now()
+    -- the parts of one statement see the rows as they were before it, and no row may be
+    -- changed by two of them: the delivery just done (perhaps 'failed' until now) is not
+    -- pulled forward
+    AND NOT (alert_id = $1 AND change = $2)
+"""
+
+
 async def mark_delivered(conn: asyncpg.Connection, c: Claimed, pull_forward: bool) -> None:
     """A 2xx: the delivery is done and the endpoint healthy again. `pull_forward` (the
     endpoint is back after an outage): its 'failed' deliveries, which wait out their own
-    longer delays, become due now, so the backlog drains at once, in queue order."""
-    async with conn.transaction():
-        await conn.execute(
-            "UPDATE alert_deliveries SET status = 'delivered', attempts = attempts + 1,"
-            " last_error = NULL, delivered_at = now(), updated_at = now()"
-            " WHERE alert_id = $1 AND change = $2",
-            c.alert_id,
-            c.change,
-        )
-        await conn.execute(
-            "UPDATE clinician_webhooks SET failures = 0, retry_at = NULL"
-            " WHERE webhook_id = $1 AND failures <> 0",
-            c.webhook_id,
-        )
-        if pull_forward:
-            await conn.execute(
-                "UPDATE alert_deliveries SET next_attempt_at = now()"
-                " WHERE webhook_id = $1 AND status = 'failed' AND next_attempt_at > now()",
-                c.webhook_id,
-            )
+    longer delays, become due now, so the backlog drains at once, in queue order. One
+    statement (atomic on its own): one round trip and one commit per delivery, where a
+    transaction of three took four (an endpoint's deliveries follow one another, so this
+    is on the path of every webhook: rtm bench's accept -> webhook delivered)."""
+    await conn.execute(_MARK_DELIVERED, c.alert_id, c.change, c.webhook_id, pull_forward)
 
 
 async def mark_attempt_failed(

@@ -60,6 +60,11 @@ INSERT INTO patient_daily_adherence (patient_id, local_date, prescribed, complet
 SELECT * FROM unnest($1::text[], $2::date[], $3::real[], $4::int[], $5::real[], $6::text[])
 ON CONFLICT (org_id, patient_id, local_date) DO UPDATE SET prescribed = EXCLUDED.prescribed,
     completed = EXCLUDED.completed, adherence_7d = EXCLUDED.adherence_7d
+-- a batch rewrites a touched patient's last 8 days, most of them as they were: a row left
+-- as it is writes no new version of itself (nor its WAL)
+WHERE (patient_daily_adherence.prescribed, patient_daily_adherence.completed,
+       patient_daily_adherence.adherence_7d)
+      IS DISTINCT FROM (EXCLUDED.prescribed, EXCLUDED.completed, EXCLUDED.adherence_7d)
 """
 
 

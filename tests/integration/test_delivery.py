@@ -419,10 +419,31 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     )
     [retaken] = await claim_deliveries(db, [], 10, 30.0, only=wid)
     assert retaken.alert_id == again.alert_id
+    # Back after an outage: the delivery (one that had used up its quick attempts: 'failed')
+    # is done, and another 'failed' one of the endpoint, waiting out its longer delay, is
+    # pulled forward; the one statement changes each row once.
+    waiting = changes[1].alert.id
+    await db.execute(
+        "UPDATE alert_deliveries SET status = 'failed',"
+        " next_attempt_at = CASE WHEN alert_id = $2 THEN now() + interval '1 hour'"
+        " ELSE next_attempt_at END WHERE alert_id = ANY($1::text[])",
+        [retaken.alert_id, waiting],
+        waiting,
+    )
     await mark_delivered(db, retaken, pull_forward=True)
     assert (
         await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1", wid) == 0
     )
+    rows = {
+        r["alert_id"]: r
+        for r in await db.fetch(
+            "SELECT alert_id, status, next_attempt_at <= now() AS due FROM alert_deliveries"
+            " WHERE alert_id = ANY($1::text[])",
+            [retaken.alert_id, waiting],
+        )
+    }
+    assert rows[retaken.alert_id]["status"] == "delivered"
+    assert rows[waiting]["status"] == "failed" and rows[waiting]["due"]
     await remove_webhook(db, "*", org)
 
 
