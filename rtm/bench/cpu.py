@@ -229,12 +229,13 @@ def cpu_usage(
 
 def tick_costs(usage: Mapping[str, Any] | None, patients: int) -> dict[str, Any]:
     """A tick over ``patients`` patients: each process's CPU seconds over it (``cpu_usage``:
-    the workers, the gateway, the database) and its CPU microseconds per patient."""
-    cpu = {
-        role: v["cpu_s"]
-        for role, v in (usage or {}).items()
-        if isinstance(v, dict) and v.get("cpu_s") is not None
-    }
+    the gateway, the database, the broker; "worker": every worker of the group together,
+    each patient being one worker's) and its CPU microseconds per patient."""
+    cpu: dict[str, float] = {}
+    for role, v in (usage or {}).items():
+        if isinstance(v, dict) and v.get("cpu_s") is not None:
+            key = "worker" if role.startswith("worker") else role
+            cpu[key] = round(cpu.get(key, 0.0) + v["cpu_s"], 2)
     return {
         "patients": patients,
         "cpu_s": cpu,

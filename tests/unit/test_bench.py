@@ -511,6 +511,8 @@ def test_the_ticks_after_the_replay_are_shown_with_the_midnight_cost_per_patient
     day = {"seconds": 9.4, **tick_costs(usage, 2000)}
     assert day["cpu_us_per_patient"] == {"worker": 3000.0, "gateway": 10.0, "database": 750.0}
     assert tick_costs(None, 2000)["cpu_us_per_patient"] == {}  # not measured: nothing made up
+    two = {**usage, "worker2": {"cpu_s": 2.0, "core_share": 0.2}}  # each patient is one's
+    assert tick_costs(two, 2000)["cpu_us_per_patient"]["worker"] == 4000.0
     r = _result()
     r["replay"] = {**r["replay"], "final_tick": {"seconds": 19.3}, "next_day_tick": day}
     lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
