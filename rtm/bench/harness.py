@@ -298,6 +298,18 @@ class Bench:
             return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
         return size_stats([int(r["n"]) for r in rows if r["n"] is not None])
 
+    async def stored_states(self) -> int | None:
+        """How many rule states are stored (of every run and phase: a tick loads every state
+        of its partition, whoever's it is)."""
+        try:
+            conn = await asyncpg.connect(self.base.db.dsn)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM alert_state"))
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError):
+            return None
+
     # webhooks -------------------------------------------------------------------------------
 
     async def org_webhook(self, receiver: Receiver | None) -> None:

@@ -306,11 +306,13 @@ def _replay_phase(
             sizes = await b.state_bytes(rp)
             # A local midnight: one more tick, a day later, moves every patient's day by
             # one (the daily rules, the adherence rows); what it costs per patient sizes the
-            # midnight bursts of a health system (docs/scaling.md).
+            # midnight bursts of a health system (docs/scaling.md). A tick loads every state
+            # of its partition, so its patients are every stored state, earlier runs' too.
+            patients = await b.stored_states() or replay_patients
             start = cpu_snapshot(b.pids(ph), b.servers(ph))
             day = await b.tick(ph, when + dt.timedelta(days=1, seconds=1))
             usage = cpu_usage(start, cpu_snapshot(b.pids(ph), b.servers(ph)))
-            return tick, {**day, **tick_costs(usage, replay_patients)}, sizes
+            return tick, {**day, **tick_costs(usage, patients)}, sizes
 
         replay["final_tick"], replay["next_day_tick"], st = asyncio.run(settle())
         state[f"{replay_days}d"] = {**st, "days": replay_days, "source": "replay"}
