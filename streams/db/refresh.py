@@ -89,6 +89,22 @@ async def done(
     )
 
 
+async def release(
+    conn: asyncpg.Connection, patients: Sequence[PatientKey], claimed_at: dt.datetime
+) -> None:
+    """Give a claim back without refreshing (a refresh that lost its write to an ingest
+    batch): the patients are due again at once, for this or another refresher. Only the
+    rows still held by this claim (``claimed_at``) are released."""
+    await conn.execute(
+        "UPDATE refresh_queue q SET claimed_at = NULL"
+        " FROM unnest($1::text[], $2::text[]) AS k(o, p)"
+        " WHERE q.org_id = k.o AND q.patient_id = k.p AND q.claimed_at = $3",
+        [k[0] for k in patients],
+        [k[1] for k in patients],
+        claimed_at,
+    )
+
+
 async def pending(conn: asyncpg.Connection, org_id: str | None = None) -> int:
     """Patients still to refresh (of ``org_id``, or of every organisation)."""
     if org_id is None:

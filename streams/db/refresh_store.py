@@ -23,7 +23,7 @@ from streams.db.outcome_rows import EpisodeOutcome, replace_outcomes
 from streams.db.pathway_versions import published_versions
 from streams.db.pool import Pool
 from streams.db.readiness import ReadinessLoad, ReadinessWrite, readiness_load, write_readiness
-from streams.db.refresh import claim, done, pending
+from streams.db.refresh import claim, done, pending, release
 
 
 class PgRefreshSession:
@@ -101,14 +101,7 @@ class PgRefreshStore:
 
     async def release(self, patients: Sequence[PatientKey], claimed_at: dt.datetime) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE refresh_queue q SET claimed_at = NULL"
-                " FROM unnest($1::text[], $2::text[]) AS k(o, p)"
-                " WHERE q.org_id = k.o AND q.patient_id = k.p AND q.claimed_at = $3",
-                [k[0] for k in patients],
-                [k[1] for k in patients],
-                claimed_at,
-            )
+            await release(conn, patients, claimed_at)
 
     async def pending(self) -> int:
         async with self.pool.acquire() as conn:

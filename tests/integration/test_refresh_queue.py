@@ -18,7 +18,7 @@ import pytest_asyncio
 from streams.db.alert_states import STATE_WRITERS_LOCK, refresh_writes_states
 from streams.db.batch import PgIngestStore
 from streams.db.pool import Pool, migrate
-from streams.db.refresh import claim, done, mark, pending
+from streams.db.refresh import claim, done, mark, pending, release
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,27 @@ async def test_a_mark_made_while_claimed_keeps_the_patient_to_do(qdb: asyncpg.Po
     assert await pending(qdb) == 1  # p2 is to do again, p1 is served
     await age(qdb, 2)
     assert (await claim(qdb, 10, S, NEVER, NEVER))[0] == [("o1", "p2")]
+
+
+async def test_a_released_claim_is_due_again_at_once_and_only_its_own_rows(
+    qdb: asyncpg.Pool,
+) -> None:
+    """A refresh that lost its write gives its claim back: its patients are claimable at
+    once (not after the stale time), and a row claimed again by another refresher since
+    keeps that claim."""
+    await mark(qdb, [("o1", "p1"), ("o1", "p2")])
+    await age(qdb, 2)
+    got, stamp = await claim(qdb, 10, S, NEVER, NEVER)
+    assert got == [("o1", "p1"), ("o1", "p2")] and stamp is not None
+    assert (await claim(qdb, 10, S, NEVER, NEVER))[0] == []  # held
+    # p2's claim lapsed and another refresher holds it now (a later claimed_at)
+    await qdb.execute(
+        "UPDATE refresh_queue SET claimed_at = claimed_at + interval '1 s' WHERE patient_id = 'p2'"
+    )
+    async with qdb.acquire() as conn:
+        await release(conn, got, stamp)
+    assert (await claim(qdb, 10, S, NEVER, NEVER))[0] == [("o1", "p1")]  # p2 is still held
+    assert await pending(qdb) == 2  # released, not done
 
 
 async def test_organisations_take_turns_and_a_dead_claim_is_claimed_again(
