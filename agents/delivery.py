@@ -32,22 +32,16 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import multiprocessing
-import os
 import socket
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from prometheus_client import CollectorRegistry
 
 from alerts.models import SEVERITY_RANK
-from streams.children import end_with_parent
 from streams.clock import SYSTEM_CLOCK, Clock, clock_for
 from streams.db.deliveries import (
     Claimed,
@@ -388,20 +382,6 @@ class Deliverer:
             task.add_done_callback(self._tasks.discard)
         return len(claimed)
 
-    async def round(self, budget_s: float) -> None:
-        """One round of the delivery process: claim the ready endpoints' heads and follow
-        their queues; while any is in flight, claim again every poll interval (an endpoint
-        that becomes due is never left waiting for a slow one), for at most ``budget_s``.
-        Deliveries still going then go on in the next round, under their claims' lease."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + budget_s
-        while True:
-            await self.dispatch()
-            left = end - loop.time()
-            if not self._tasks or left <= 0:
-                return
-            await asyncio.sleep(min(self.settings.webhooks.poll_s, left))
-
     async def _endpoint(self, first: Claimed) -> None:
         """Deliver to one endpoint until its queue is empty or an attempt fails."""
         c: Claimed | None = first
@@ -472,97 +452,15 @@ class Deliverer:
             self._client = None
 
 
-# --- the delivery process --------------------------------------------------------------------
-#
-# The deliveries run in a process of their own: on the worker's event loop each step of a
-# delivery (the claim, the POST, the bookkeeping) waited behind whatever batch was deciding,
-# and the deliveries' work delayed the batches (rtm bench at 2,000 ev/s with 1,326
-# deliveries to one endpoint: accept -> alert p50 200-220 ms, 70-79 ms with delivery held
-# off; in a thread of the worker, 319-351 ms: docs/benchmarks.md, sixth round). The worker's
-# timer asks it for a round and adds what the round counted to the worker's /metrics.
-
-ROUND_S = 1.0  # the most a round waits for its endpoints' deliveries
-
-
-@dataclass
-class _Child:
-    """What the delivery process keeps between rounds: its loop, its deliverer (with its
-    own pool, metrics and supervisor), the counts it has reported."""
-
-    loop: asyncio.AbstractEventLoop
-    deliverer: Deliverer
-    registry: CollectorRegistry
-    reported: dict[tuple[str, str], float]
-
-
-_child: list[_Child] = []
-
-
-def run_round(settings: Settings) -> dict[tuple[str, str], float]:
-    """In the delivery process: one round (``Deliverer.round``); returns what its counters
-    gained since the last round, by (sample name, label value): the deliveries by outcome
-    and the failures of its endpoint tasks."""
-    if not _child:
-        registry = CollectorRegistry()
-        metrics = WorkerMetrics(registry)
-        pool = Pool(settings.db.dsn, max_size=4)
-        deliverer = Deliverer(pool, settings, metrics, Supervisor(metrics.task_failures))
-        _child.append(_Child(asyncio.new_event_loop(), deliverer, registry, {}))
-    c = _child[0]
-    try:
-        c.loop.run_until_complete(c.deliverer.round(ROUND_S))
-    finally:
-        counted = counter_totals(c.registry)
-        gained = {k: v - c.reported.get(k, 0.0) for k, v in counted.items()}
-        c.reported.update(counted)
-    return {k: v for k, v in gained.items() if v}
-
-
-FORWARDED = {  # the child's counters the worker's /metrics shows: sample name -> its label
-    "rtm_worker_webhook_deliveries_total": "outcome",
-    "rtm_worker_task_failures_total": "task",
-}
-
-
-def counter_totals(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
-    """The forwarded counters' samples of ``registry``: (sample name, label value) -> total."""
-    out: dict[tuple[str, str], float] = {}
-    for family in registry.collect():
-        for sample in family.samples:
-            label = FORWARDED.get(sample.name)
-            if label is not None and label in sample.labels:
-                out[(sample.name, sample.labels[label])] = sample.value
-    return out
-
-
-def _executor() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=end_with_parent,
-        initargs=(os.getpid(),),
-    )
-
-
 def register(topology: Topology, store: Pool, settings: Settings) -> Any:
-    pool = [_executor()]
-    metrics = topology.metrics
+    deliverer = Deliverer(store, settings, topology.metrics, topology.supervisor)
 
     @timer(topology, settings.webhooks.poll_s)
     async def deliver_due() -> None:
-        """A round of the delivery process: deliveries started for the endpoints whose
-        queue has something due, and followed for up to ROUND_S."""
-        loop = asyncio.get_running_loop()
-        try:
-            gained = await loop.run_in_executor(pool[0], run_round, settings)
-        except BrokenProcessPool:  # the process died (killed, out of memory): a new one
-            pool[0] = _executor()
-            raise
-        for (name, value), n in gained.items():
-            if name == "rtm_worker_webhook_deliveries_total":
-                metrics.deliveries.labels(value).inc(n)
-            else:
-                metrics.task_failures.labels(value).inc(n)
+        """Start deliveries for the endpoints whose queue has something due."""
+        await deliverer.dispatch()
+
+    metrics = topology.metrics
 
     @timer(topology, settings.webhooks.backlog_interval_s)
     async def measure_backlog() -> None:

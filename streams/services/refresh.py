@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
@@ -37,7 +39,6 @@ from pathways.model import Pathway, builtin
 from pathways.offline import collect
 from pathways.outcomes import outcome_row
 from schemas.events import PatientKey, parse_event_json
-from streams.children import end_with_parent
 from streams.clock import Clock
 from streams.db.alert_states import StateConflict
 from streams.db.batch import BatchWrite
@@ -183,10 +184,20 @@ def _same_view(
 
 def lower_priority(parent: int) -> None:
     """A refresh process's initializer: it yields the cores to the ingest path (the worker's
-    loop, the gateway, PostgreSQL) whenever they want them, and it ends with the worker
-    (``streams.children.end_with_parent``)."""
+    loop, the gateway, PostgreSQL) whenever they want them, and it ends within a second of
+    the worker that started it, even one killed outright, instead of keeping its connections
+    open as an orphan. (The pool's pipes never close for it: the child holds both ends of
+    its call queue. Linux's parent-death signal did not end it when the worker was killed;
+    tests/integration/test_ingest.py kills one.) ``parent``: the worker's pid, given by it, so
+    a child that starts after its worker died ends too."""
     os.nice(10)
-    end_with_parent(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)  # the worker is gone: nothing will ask for or read a result
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayContext:
