@@ -35,6 +35,7 @@ from rtm.bench.receiver import Receiver
 from rtm.bench.stats import group_lag, group_stable, merge_metrics, parse_metrics, size_stats
 from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
+from streams.db.alert_states import count_states, state_sizes
 from streams.db.deliveries import remove_webhook, routed_delivery_keys, set_webhook
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
@@ -288,15 +289,12 @@ class Bench:
         try:
             conn = await asyncpg.connect(self.base.db.dsn)
             try:
-                rows = await conn.fetch(
-                    "SELECT octet_length(state) AS n FROM alert_state WHERE patient_id LIKE $1",
-                    like_prefix(prefix),
-                )
+                sizes = await state_sizes(conn, like_prefix(prefix))
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
             return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
-        return size_stats([int(r["n"]) for r in rows if r["n"] is not None])
+        return size_stats(sizes)
 
     async def stored_states(self) -> int | None:
         """How many rule states are stored (of every run and phase: a tick loads every state
@@ -304,7 +302,7 @@ class Bench:
         try:
             conn = await asyncpg.connect(self.base.db.dsn)
             try:
-                return int(await conn.fetchval("SELECT count(*) FROM alert_state"))
+                return await count_states(conn)
             finally:
                 await conn.close()
         except (OSError, asyncpg.PostgresError):

@@ -179,3 +179,19 @@ class StateStore:
         """After a failed batch: drop everything, re-read from the table next time."""
         self._cache.clear()
         self._saved = {}
+
+
+async def state_sizes(conn: asyncpg.Connection, patient_like: str) -> list[int]:
+    """The stored size in bytes of each rule state whose patient id matches the LIKE
+    pattern (``rtm bench``'s per-patient state figures; any encoding counts the same)."""
+    rows = await conn.fetch(
+        "SELECT octet_length(state) AS n FROM alert_state WHERE patient_id LIKE $1",
+        patient_like,
+    )
+    return [int(r["n"]) for r in rows if r["n"] is not None]
+
+
+async def count_states(conn: asyncpg.Connection) -> int:
+    """How many rule states are stored, of every organisation (a tick loads every state of
+    its partition, whoever's it is)."""
+    return int(await conn.fetchval("SELECT count(*) FROM alert_state"))
