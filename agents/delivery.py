@@ -6,8 +6,12 @@ in effect then, so nothing stored can go undelivered and a webhook added later g
 history. Delivery is per endpoint, so that one bad receiver cannot stall another:
 
 - every ``webhook_poll_s`` the worker claims the head of each ready endpoint's queue (its
-  most severe, then oldest, due delivery) and posts it; at most one attempt is in flight per
-  endpoint (SKIP LOCKED and a claim lease let several workers share the queue);
+  most severe, then oldest, due delivery) and, from a healthy endpoint, up to
+  ``webhook_run`` deliveries that follow it, and posts them one after another; at most one
+  attempt is in flight per endpoint (SKIP LOCKED and a claim lease let several workers
+  share the queue); the run is recorded in one transaction when it ends, so an endpoint's
+  deliveries cost a POST each and two statements a run, not two statements each (a more
+  urgent delivery queued meanwhile comes next, after at most ``webhook_run`` POSTs);
 - an attempt is ONE signed POST with a short timeout, never an inline sleeping retry; after
   a 2xx the same endpoint's next delivery follows at once;
 - after a failure the endpoint waits ``backoff * 2^(failures - 1)``, capped by the severity
@@ -49,6 +53,7 @@ from streams.db.deliveries import (
     delivery_backlog,
     mark_attempt_failed,
     mark_delivered,
+    release_deliveries,
 )
 from streams.db.pool import Pool
 from streams.kafka.app import Topology, timer
@@ -358,6 +363,8 @@ class Deliverer:
         # holds its endpoint this long, then another worker takes the delivery again.
         self.lease_s = settings.webhooks.timeout_s + 10.0
         self.in_flight: set[int] = set()  # webhook ids
+        # deliveries one claim takes from a healthy endpoint's queue, posted in order
+        self.run = settings.webhooks.run
         self.secrets = secret_box(settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
@@ -369,69 +376,79 @@ class Deliverer:
         return self._client
 
     async def dispatch(self) -> int:
-        """Claim the ready endpoints' heads and start one delivery loop per endpoint."""
+        """Claim the ready endpoints' runs and start one delivery loop per endpoint."""
         free = self.settings.webhooks.max_in_flight - len(self.in_flight)
         if free <= 0:
             return 0
         async with self.store.acquire() as conn:
-            claimed = await claim_deliveries(conn, sorted(self.in_flight), free, self.lease_s)
+            claimed = await claim_deliveries(
+                conn, sorted(self.in_flight), free, self.lease_s, run=self.run
+            )
+        runs: dict[int, list[Claimed]] = {}
         for c in claimed:
-            self.in_flight.add(c.webhook_id)
-            task = self.supervisor.spawn("webhook_endpoint", self._endpoint(c))
+            runs.setdefault(c.webhook_id, []).append(c)
+        for webhook_id, run in runs.items():
+            self.in_flight.add(webhook_id)
+            task = self.supervisor.spawn("webhook_endpoint", self._endpoint(run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(claimed)
+        return len(runs)
 
-    async def _endpoint(self, first: Claimed) -> None:
+    async def _endpoint(self, first: list[Claimed]) -> None:
         """Deliver to one endpoint until its queue is empty or an attempt fails."""
-        c: Claimed | None = first
+        webhook_id = first[0].webhook_id
+        run = first
         try:
-            while c is not None:
-                if not await self.attempt(c):
+            while run:
+                if not await self.attempt_run(run):
                     return
                 async with self.store.acquire() as conn:
-                    busy = sorted(self.in_flight - {c.webhook_id})
-                    nxt = await claim_deliveries(conn, busy, 1, self.lease_s, only=c.webhook_id)
-                c = nxt[0] if nxt else None
+                    busy = sorted(self.in_flight - {webhook_id})
+                    run = await claim_deliveries(
+                        conn, busy, 1, self.lease_s, only=webhook_id, run=self.run
+                    )
         finally:
-            self.in_flight.discard(first.webhook_id)
+            self.in_flight.discard(webhook_id)
 
-    async def attempt(self, c: Claimed) -> bool:
-        """One POST and its bookkeeping; True on a 2xx."""
-        body = orjson.dumps(orjson.loads(c.payload))
-        error: str | None
-        try:
-            secret = self.secrets.open(c.secret)
-        except ValueError as exc:  # sealed with another key: visible as a failed delivery
-            error = str(exc)
-        else:
-            error = await post_signed(
-                self.client,
-                c.url,
-                secret,
-                body,
-                f"{c.alert_id}:{c.change}",
-                self.destinations,
-                self.clock,
-            )
-        async with self.store.acquire() as conn:
-            if error is None:
-                # Back after an outage of more than one attempt (a single failure is as
-                # likely one refused payload, which must not be pulled forward again):
-                # the deliveries that were set aside come now.
-                await mark_delivered(conn, c, pull_forward=c.failures >= 2)
-                self.metrics.deliveries.labels("delivered").inc()
-                return True
-            attempts = c.attempts + 1
-            exhausted = self.policy.exhausted(attempts)
-            await mark_attempt_failed(
-                conn,
-                c,
-                error,
-                exhausted,
-                self.policy.delivery_delay(attempts, c.severity_rank),
-                self.policy.endpoint_delays(c.failures + 1),
-            )
+    async def attempt_run(self, run: list[Claimed]) -> bool:
+        """One endpoint's claimed run, one POST after another, and its bookkeeping in one
+        transaction: the 2xx ones delivered, a failed attempt recorded, the rest (after a
+        failure, or those whose POST could outlast the claim's lease) released. False after
+        a failed attempt (the endpoint backs off)."""
+        loop = asyncio.get_running_loop()
+        # the last moment a POST may start and still end (timeout) within the lease
+        last_start = loop.time() + self.lease_s - self.settings.webhooks.timeout_s - 1.0
+        done: list[Claimed] = []
+        error: str | None = None
+        for c in run:
+            if done and loop.time() > last_start:
+                break
+            error = await self.post(c)
+            if error is not None:
+                break
+            done.append(c)
+        failed = run[len(done)] if error is not None else None
+        rest = run[len(done) + (failed is not None) :]
+        attempts = failed.attempts + 1 if failed is not None else 0
+        async with self.store.acquire() as conn, conn.transaction():
+            # Back after an outage of more than one attempt (a single failure is as likely
+            # one refused payload, which must not be pulled forward again): the deliveries
+            # that were set aside come now.
+            await mark_delivered(conn, done, pull_forward=run[0].failures >= 2)
+            await release_deliveries(conn, rest)
+            if failed is not None:
+                await mark_attempt_failed(
+                    conn,
+                    failed,
+                    error or "",
+                    self.policy.exhausted(attempts),
+                    self.policy.delivery_delay(attempts, failed.severity_rank),
+                    self.policy.endpoint_delays(failed.failures + 1),
+                )
+        if done:
+            self.metrics.deliveries.labels("delivered").inc(len(done))
+        if failed is None:
+            return True  # the released rest (a run that outlasted its lease) is claimed next
         # 'failed' is counted once per delivery, when its quick attempts run out
         outcome = "failed" if attempts == self.policy.max_attempts else "retry"
         self.metrics.deliveries.labels(outcome).inc()
@@ -440,9 +457,26 @@ class Deliverer:
                 "webhook delivery failed after %d attempts (%s); retried at most %.0f s apart",
                 attempts,
                 error,
-                self.policy.cap(c.severity_rank),
+                self.policy.cap(failed.severity_rank),
             )
         return False
+
+    async def post(self, c: Claimed) -> str | None:
+        """One signed POST of a claimed delivery: None on a 2xx, else what went wrong."""
+        body = orjson.dumps(orjson.loads(c.payload))
+        try:
+            secret = self.secrets.open(c.secret)
+        except ValueError as exc:  # sealed with another key: visible as a failed delivery
+            return str(exc)
+        return await post_signed(
+            self.client,
+            c.url,
+            secret,
+            body,
+            f"{c.alert_id}:{c.change}",
+            self.destinations,
+            self.clock,
+        )
 
     async def close(self) -> None:
         for task in list(self._tasks):

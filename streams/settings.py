@@ -393,6 +393,12 @@ class WebhookSettings(BaseSettings):
     max_in_flight: int = Field(
         32, ge=1, description="endpoints one worker posts to at the same time"
     )
+    run: int = Field(
+        20,
+        ge=1,
+        description="deliveries one claim takes from a healthy endpoint's queue, posted one"
+        " after another and recorded together (a failing endpoint gets one at a time)",
+    )
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

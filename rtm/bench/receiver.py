@@ -34,9 +34,12 @@ class Request(NamedTuple):
 
 
 class Receiver:
-    def __init__(self, mode: str = "ok", secret: str | None = None) -> None:
+    def __init__(
+        self, mode: str = "ok", secret: str | None = None, refuse: set[str] | None = None
+    ) -> None:
         self.mode = mode
         self.secret = secret
+        self.refuse = refuse or set()  # Idempotency-Keys answered 500 whatever the mode
         self.requests: list[Request] = []
         self.signed: set[str] = set()  # Idempotency-Keys of the well-signed requests
         self.bad_signatures = 0
@@ -56,7 +59,7 @@ class Receiver:
     def record(self, headers: dict[str, str], body: bytes) -> str:
         """Record one request; the mode it is answered in."""
         at, wall = time.monotonic(), SYSTEM_CLOCK.now().timestamp()
-        mode = self.mode
+        mode = "fail" if headers.get("Idempotency-Key") in self.refuse else self.mode
         signed: bool | None = None
         with self.lock:
             if self.secret is not None:

@@ -38,7 +38,7 @@ class Webhook:
 
 @dataclass(frozen=True)
 class Claimed:
-    """One delivery claimed for one attempt (status 'sending' until marked)."""
+    """One delivery claimed for one attempt (status 'sending' until marked or released)."""
 
     alert_id: str
     change: str
@@ -49,6 +49,7 @@ class Claimed:
     url: str
     secret: str
     failures: int  # the endpoint's failure streak when claimed
+    was: str  # its status before the claim ('failed', else it goes back as 'pending')
 
 
 async def set_webhook(
@@ -233,16 +234,15 @@ WITH ep AS (
       AND EXISTS (SELECT 1 FROM alert_deliveries d
                   WHERE d.webhook_id = w.webhook_id AND d.status IN {_UNDELIVERED_SQL}
                     AND d.next_attempt_at <= now())
-      -- one attempt in flight per endpoint, across workers
+      -- one claim in flight per endpoint, across workers
       AND NOT EXISTS (SELECT 1 FROM alert_deliveries s
                       WHERE s.webhook_id = w.webhook_id AND s.status = 'sending'
                         AND s.next_attempt_at > now())
     FOR UPDATE OF w SKIP LOCKED
 ), head AS (
-    SELECT ep.webhook_id, ep.url, ep.secret, ep.failures, h.alert_id, h.change,
-           h.severity_rank, h.seq
+    SELECT ep.webhook_id, ep.url, ep.secret, ep.failures, h.severity_rank, h.seq
     FROM ep CROSS JOIN LATERAL (
-        SELECT d.alert_id, d.change, d.severity_rank, d.seq FROM alert_deliveries d
+        SELECT d.severity_rank, d.seq FROM alert_deliveries d
         WHERE d.webhook_id = ep.webhook_id AND d.status IN {_UNDELIVERED_SQL}
           AND d.next_attempt_at <= now()
         ORDER BY d.severity_rank, d.seq LIMIT 1
@@ -251,13 +251,24 @@ WITH ep AS (
     WHERE ep.failures = 0 OR ep.retry_at IS NULL OR ep.retry_at[h.severity_rank + 1] <= now()
     ORDER BY h.severity_rank, h.seq
     LIMIT $3
+), run AS (
+    -- the head and, from a healthy endpoint, the deliveries that follow it in its queue
+    SELECT head.webhook_id, head.url, head.secret, head.failures, r.alert_id, r.change,
+           r.status AS was, r.seq
+    FROM head CROSS JOIN LATERAL (
+        SELECT d.alert_id, d.change, d.status, d.seq FROM alert_deliveries d
+        WHERE d.webhook_id = head.webhook_id AND d.status IN {_UNDELIVERED_SQL}
+          AND d.next_attempt_at <= now()
+        ORDER BY d.severity_rank, d.seq
+        LIMIT CASE WHEN head.failures = 0 THEN $5::int ELSE 1 END
+        FOR UPDATE OF d SKIP LOCKED) r
 )
 UPDATE alert_deliveries d
 SET status = 'sending', next_attempt_at = now() + make_interval(secs => $4), updated_at = now()
-FROM head
-WHERE d.alert_id = head.alert_id AND d.change = head.change
+FROM run
+WHERE d.alert_id = run.alert_id AND d.change = run.change
 RETURNING d.alert_id, d.change, d.payload::text AS payload, d.attempts, d.severity_rank,
-          head.webhook_id, head.url, head.secret, head.failures, head.seq
+          run.webhook_id, run.url, run.secret, run.failures, run.seq, run.was
 """
 
 
@@ -267,17 +278,20 @@ async def claim_deliveries(
     limit: int,
     lease_s: float,
     only: int | None = None,
+    run: int = 1,
 ) -> list[Claimed]:
-    """Claim the head of up to `limit` endpoints' queues for one attempt each.
+    """Claim up to `limit` endpoints' queues: of each, its head and, if the endpoint is
+    healthy, up to ``run - 1`` deliveries that follow it, to be posted one after another.
 
-    An endpoint's head is its most severe, then oldest, due delivery (a delivery that used
-    up its quick attempts waits for its own next_attempt_at, so it cannot hold the rest of
-    the queue). Endpoints in `busy` (in flight in this worker), with a claim in flight
-    elsewhere or still backing off are left out; endpoints are taken most urgent head
-    first. The claim holds for `lease_s` (a worker that dies mid-attempt loses it); SKIP
-    LOCKED lets several workers share the queue. `only`: just this endpoint.
+    An endpoint's queue is in order of severity, then age (a delivery that used up its quick
+    attempts waits for its own next_attempt_at, so it cannot hold the rest of the queue).
+    Endpoints in `busy` (in flight in this worker), with a claim in flight elsewhere or
+    still backing off are left out; endpoints are taken most urgent head first. A failing
+    endpoint gets one delivery (its probe). The claim holds for `lease_s` (a worker that
+    dies mid-run loses it); SKIP LOCKED lets several workers share the queue. `only`: just
+    this endpoint. Returned in queue order, most urgent endpoint first.
     """
-    rows = await conn.fetch(_CLAIM, list(busy), only, limit, lease_s)
+    rows = await conn.fetch(_CLAIM, list(busy), only, limit, lease_s, max(run, 1))
     rows = sorted(rows, key=lambda r: (r["severity_rank"], r["seq"]))
     return [
         Claimed(
@@ -290,37 +304,71 @@ async def claim_deliveries(
             r["url"],
             r["secret"],
             int(r["failures"]),
+            r["was"],
         )
         for r in rows
     ]
 
 
+_RELEASE = """
+UPDATE alert_deliveries d
+SET status = CASE WHEN t.was = 'failed' THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now(), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(alert_id, change, was)
+WHERE d.alert_id = t.alert_id AND d.change = t.change AND d.status = 'sending'
+"""
+
+
+async def release_deliveries(conn: asyncpg.Connection, claimed: Sequence[Claimed]) -> None:
+    """Claimed deliveries not attempted (their run stopped at a failure, or before its
+    lease could run out): back to what they were, due, in their place in the queue."""
+    if claimed:
+        await conn.execute(
+            _RELEASE,
+            [c.alert_id for c in claimed],
+            [c.change for c in claimed],
+            [c.was for c in claimed],
+        )
+
+
 _MARK_DELIVERED = """
-WITH done AS (
-    UPDATE alert_deliveries SET status = 'delivered', attempts = attempts + 1,
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) AS t(alert_id, change)
+), done AS (
+    UPDATE alert_deliveries d SET status = 'delivered', attempts = d.attempts + 1,
         last_error = NULL, delivered_at = now(), updated_at = now()
-    WHERE alert_id = $1 AND change = $2
+    FROM t WHERE d.alert_id = t.alert_id AND d.change = t.change
 ), healthy AS (
     UPDATE clinician_webhooks SET failures = 0, retry_at = NULL
     WHERE webhook_id = $3 AND failures <> 0
 )
-UPDATE alert_deliveries SET next_attempt_at = now()
-WHERE $4 AND webhook_id = $3 AND status = 'failed' AND next_attempt_at > now()
+UPDATE alert_deliveries d SET next_attempt_at = now()
+WHERE $4 AND d.webhook_id = $3 AND d.status = 'failed' AND d.next_attempt_at > now()
     -- the parts of one statement see the rows as they were before it, and no row may be
-    -- changed by two of them: the delivery just done (perhaps 'failed' until now) is not
-    -- pulled forward
-    AND NOT (alert_id = $1 AND change = $2)
+    -- changed by two of them: the deliveries just done (perhaps 'failed' until now) are
+    -- not pulled forward
+    AND NOT EXISTS (SELECT 1 FROM t WHERE t.alert_id = d.alert_id AND t.change = d.change)
 """
 
 
-async def mark_delivered(conn: asyncpg.Connection, c: Claimed, pull_forward: bool) -> None:
-    """A 2xx: the delivery is done and the endpoint healthy again. `pull_forward` (the
-    endpoint is back after an outage): its 'failed' deliveries, which wait out their own
-    longer delays, become due now, so the backlog drains at once, in queue order. One
-    statement (atomic on its own): one round trip and one commit per delivery, where a
-    transaction of three took four (an endpoint's deliveries follow one another, so this
-    is on the path of every webhook: rtm bench's accept -> webhook delivered)."""
-    await conn.execute(_MARK_DELIVERED, c.alert_id, c.change, c.webhook_id, pull_forward)
+async def mark_delivered(
+    conn: asyncpg.Connection, done: Sequence[Claimed], pull_forward: bool
+) -> None:
+    """2xx answers to ``done`` (one endpoint's): they are delivered and the endpoint is
+    healthy again. `pull_forward` (the endpoint is back after an outage): its 'failed'
+    deliveries, which wait out their own longer delays, become due now, so the backlog
+    drains at once, in queue order. One statement (atomic on its own) for a whole run: an
+    endpoint's deliveries follow one another, so this is on the path of every webhook
+    (rtm bench's accept -> webhook delivered)."""
+    if not done:
+        return
+    await conn.execute(
+        _MARK_DELIVERED,
+        [c.alert_id for c in done],
+        [c.change for c in done],
+        done[0].webhook_id,
+        pull_forward,
+    )
 
 
 async def mark_attempt_failed(

@@ -26,6 +26,7 @@ from streams.db.deliveries import (
     mark_attempt_failed,
     mark_delivered,
     queue_deliveries,
+    release_deliveries,
     remove_webhook,
     set_webhook,
 )
@@ -386,11 +387,11 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     [head] = await claim_deliveries(db, [], 10, 30.0, only=wid)
     assert head.alert_id == changes[3].alert.id and head.severity_rank == 0
     assert await claim_deliveries(db, [], 10, 30.0, only=wid) == []
-    await mark_delivered(db, head, pull_forward=False)
+    await mark_delivered(db, [head], pull_forward=False)
     order = []
     while batch := await claim_deliveries(db, [], 10, 30.0, only=wid):
         order.append(batch[0].alert_id)
-        await mark_delivered(db, batch[0], pull_forward=False)
+        await mark_delivered(db, batch[:1], pull_forward=False)
         if len(order) == 2:
             break
     assert order == [changes[4].alert.id, changes[2].alert.id]
@@ -430,7 +431,7 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
         [retaken.alert_id, waiting],
         waiting,
     )
-    await mark_delivered(db, retaken, pull_forward=True)
+    await mark_delivered(db, [retaken], pull_forward=True)
     assert (
         await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1", wid) == 0
     )
@@ -445,6 +446,127 @@ async def test_claim_takes_critical_first_one_per_endpoint_and_backs_off_after_f
     assert rows[retaken.alert_id]["status"] == "delivered"
     assert rows[waiting]["status"] == "failed" and rows[waiting]["due"]
     await remove_webhook(db, "*", org)
+
+
+async def test_a_healthy_endpoint_is_claimed_a_run_in_queue_order_and_a_failing_one_a_probe(
+    db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    """A run: the head and the deliveries that follow it in the queue (severity, then age),
+    up to ``run``; recorded delivered in one statement; the unattempted rest released back
+    to their place ('failed' stays 'failed', due). A failing endpoint gets one delivery."""
+    org = f"{factory.prefix}-run"
+    await _org(db, org)
+    p = factory.patient(1)
+    await set_webhook(db, "*", "http://127.0.0.1:9/run", "sr", org)
+    wid = await _wid(db, org, "*")
+    kinds: list[AlertKind] = ["inactivity", "red_flag", "pain_increase", "fall", "inactivity"]
+    changes = [_change(p, "*", k, org=org) for k in kinds]
+    await queue_deliveries(db, changes)
+    ids = [c.alert.id for c in changes]
+    in_order = [ids[1], ids[3], ids[2], ids[0], ids[4]]  # critical first, then by age
+
+    run = await claim_deliveries(db, [], 10, 30.0, only=wid, run=3)
+    assert [c.alert_id for c in run] == in_order[:3]
+    assert {c.was for c in run} == {"pending"}
+    # the endpoint has a claim in flight: nothing more of it is claimed meanwhile
+    assert await claim_deliveries(db, [], 10, 30.0, only=wid, run=3) == []
+    # the first two delivered (one statement), the third not attempted: released
+    await mark_delivered(db, run[:2], pull_forward=False)
+    await release_deliveries(db, run[2:])
+    rows = {
+        r["alert_id"]: (r["status"], r["attempts"], r["due"])
+        for r in await db.fetch(
+            "SELECT alert_id, status, attempts, next_attempt_at <= now() AS due"
+            " FROM alert_deliveries WHERE alert_id = ANY($1::text[])",
+            ids,
+        )
+    }
+    assert rows[in_order[0]][:2] == ("delivered", 1)
+    assert rows[in_order[1]][:2] == ("delivered", 1)
+    assert rows[in_order[2]] == ("pending", 0, True)
+
+    # a 'failed' delivery (quick attempts used up) that is due is claimed and, released,
+    # stays 'failed'
+    await db.execute(
+        "UPDATE alert_deliveries SET status = 'failed', attempts = 5 WHERE alert_id = $1",
+        in_order[2],
+    )
+    again = await claim_deliveries(db, [], 10, 30.0, only=wid, run=10)
+    assert [c.alert_id for c in again] == in_order[2:]
+    assert [c.was for c in again] == ["failed", "pending", "pending"]
+    await release_deliveries(db, again)
+    assert (
+        await db.fetchval("SELECT status FROM alert_deliveries WHERE alert_id = $1", in_order[2])
+        == "failed"
+    )
+
+    # a failing endpoint: one delivery at a time, whatever the run
+    [probe, *rest] = await claim_deliveries(db, [], 10, 30.0, only=wid, run=10)
+    await release_deliveries(db, rest)
+    await mark_attempt_failed(
+        db, probe, "HTTP 500", exhausted=False, retry_in_s=0.0, endpoint_retry_in_s=[0.0] * 4
+    )
+    assert [c.alert_id for c in await claim_deliveries(db, [], 10, 30.0, only=wid, run=10)] == [
+        in_order[2]
+    ]
+    await remove_webhook(db, "*", org)
+
+
+async def test_a_run_stops_at_a_refused_delivery_and_the_rest_wait_unattempted(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    """The deliverer posts a claimed run in queue order; a refusal (HTTP 500) records the
+    delivered ones, that one's failed attempt, and releases the rest unattempted: the
+    endpoint backs off, and nothing after the refusal was posted."""
+    from prometheus_client import CollectorRegistry
+
+    from agents.delivery import Deliverer
+    from streams.db.events import EventStore
+    from streams.metrics import WorkerMetrics
+    from streams.secrets import secret_box
+
+    settings = base_settings.but({"webhook_allow_networks": "127.0.0.0/8", "webhook_run": 10})
+    org = f"{factory.prefix}-rr"
+    await _org(db, org)
+    p = factory.patient(1)
+    changes = [_change(p, "*", "pain_increase", org=org) for _ in range(5)]
+    receiver = Receiver("ok", refuse={f"{changes[2].alert.id}:fired"})
+    await set_webhook(db, "*", receiver.url, secret_box(settings).seal("s-rr"), org)
+    await queue_deliveries(db, changes)
+    metrics = WorkerMetrics(CollectorRegistry())
+    deliverer = Deliverer(EventStore(settings.db.dsn), settings, metrics)
+    try:
+        wid = await _wid(db, org, "*")
+        async with deliverer.store.acquire() as conn:
+            run = await claim_deliveries(conn, [], 1, deliverer.lease_s, only=wid, run=10)
+        assert len(run) == 5
+        assert await deliverer.attempt_run(run) is False
+        assert receiver.keys() == [f"{c.alert.id}:fired" for c in changes[:3]]
+        rows = await db.fetch(
+            "SELECT alert_id, status, attempts, last_error FROM alert_deliveries"
+            " WHERE org_id = $1 ORDER BY seq",
+            org,
+        )
+        assert [(r["status"], r["attempts"]) for r in rows] == [
+            ("delivered", 1),
+            ("delivered", 1),
+            ("pending", 1),
+            ("pending", 0),
+            ("pending", 0),
+        ]
+        assert rows[2]["last_error"] == "HTTP 500"
+        assert (
+            await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1", wid)
+            == 1
+        )
+        sample = metrics.registry.get_sample_value
+        assert sample("rtm_worker_webhook_deliveries_total", {"outcome": "delivered"}) == 2.0
+        assert sample("rtm_worker_webhook_deliveries_total", {"outcome": "retry"}) == 1.0
+    finally:
+        await remove_webhook(db, "*", org)
+        await deliverer.store.close()
+        await deliverer.close()
+        receiver.close()
 
 
 def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
