@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -30,15 +30,13 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from streams.kafka.control import Record
 from streams.kafka.transport import kafka_client_kwargs
 from streams.metrics import WorkerMetrics
-from streams.services.ingest import DeadLetterLimit, Started
+from streams.services.ingest import DeadLetterLimit
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Begins recording one fetch's records, in partition order then offset order
-# (streams.services.ingest.Ingest.begin).
-Step = Callable[[Sequence[Record]], Started]
-Offsets = dict[TopicPartition, int]
+# One fetch's records, in partition order then offset order (streams.services.ingest).
+Step = Callable[[Sequence[Record]], Awaitable[None]]
 
 
 def group_id(settings: Settings) -> str:
@@ -60,10 +58,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         # wait for the batch in flight: its transaction commits, then its offsets
         async with self.owner.lock:
-            try:
-                await self.owner.drain()
-            except Exception as exc:  # its offsets stay uncommitted; the loop restarts
-                self.owner.failed = exc
             for tp in revoked:
                 self.owner.committed.pop(tp, None)
 
@@ -83,10 +77,6 @@ class IngestConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self.last_poll: float | None = None  # monotonic time the loop last came round
         self.halted: str | None = None
-        # the fetch being recorded (its offsets are committed once it is), and a failure of
-        # one noticed during a rebalance
-        self.in_flight: tuple[Started, Offsets] | None = None
-        self.failed: Exception | None = None
 
     def _make_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -148,59 +138,22 @@ class IngestConsumer:
                 fetched = await consumer.getmany(
                     timeout_ms=window_ms, max_records=self.settings.worker.batch_size
                 )
+                if not fetched:
+                    continue
                 async with self.lock:
-                    if self.failed is not None:
-                        failed, self.failed = self.failed, None
-                        raise failed
-                    if self.in_flight is not None and self.in_flight[0].task.done():
-                        await self.drain()
                     # records of partitions revoked while we waited are not ours any more
                     owned = consumer.assignment()
                     fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
                     if not fetched:
                         continue
-                    # The next fetch is decided while the one before commits (the step
-                    # says when it may begin: ``decided``); its offsets are committed once
-                    # the one before's are, so a commit never passes an unwritten batch.
-                    started = self.step([record(r) for rs in fetched.values() for r in rs])
+                    await self.step([record(r) for rs in fetched.values() for r in rs])
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
-                    try:
-                        await asyncio.wait(
-                            [started.decided, started.task], return_when=asyncio.FIRST_COMPLETED
-                        )
-                        await self.drain()
-                    finally:
-                        self.in_flight = (started, offsets)
-                    if started.task.done():
-                        await self.drain()
+                    await consumer.commit(
+                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                    )
+                    self.committed.update(offsets)
         finally:
-            await self._abandon()
             await consumer.stop()
-
-    async def drain(self) -> None:
-        """Wait for the fetch in flight to be recorded, then commit its offsets (raises
-        what its recording raised: its offsets stay uncommitted)."""
-        if self.in_flight is None or self.consumer is None:
-            return
-        started, offsets = self.in_flight
-        try:
-            await asyncio.shield(started.task)
-        finally:
-            self.in_flight = None
-        await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-        self.committed.update(offsets)
-
-    async def _abandon(self) -> None:
-        """On the way out (a failure, a stop): the fetch in flight ends before the
-        consumer starts again from the committed offsets (a fetch decided on top of a
-        failed one is refused at its write, ``PredecessorFailed``)."""
-        if self.in_flight is None:
-            return
-        started, _ = self.in_flight
-        self.in_flight = None
-        if not started.task.done():
-            started.task.cancel()
-        await asyncio.gather(started.task, return_exceptions=True)
 
     def health(self, stale_after_s: float) -> dict[str, Any]:
         """For /readyz: consuming (the loop came round lately), partitions held, halted."""

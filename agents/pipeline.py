@@ -52,7 +52,6 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
         ),
         config=alert_config(settings),
         lanes=settings.worker.lanes,
-        overlap=settings.worker.overlap,
     )
 
 
@@ -73,7 +72,7 @@ def alert_config(settings: Settings) -> AlertConfig:
 
 def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsumer:
     step = build_step(topology, pool, settings)
-    consumer = IngestConsumer(settings, step.begin, topology.metrics)
+    consumer = IngestConsumer(settings, step.record_batch, topology.metrics)
 
     @task(topology)
     async def ingest() -> None:

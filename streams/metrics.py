@@ -106,14 +106,6 @@ class WorkerMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
             registry=registry,
         )
-        self.fetches = Counter(
-            "rtm_worker_fetches_total",
-            "Fetches of rtm.events recorded, by how: decided while the one before committed"
-            " (overlapped) or after it (one_at_a_time: a tick, a clinician's action, a"
-            " re-delivery, an intake the one before changed, RTM_WORKER_OVERLAP off)",
-            ["how"],
-            registry=registry,
-        )
         self.write_latency = Histogram(
             "rtm_worker_db_write_seconds",
             "Database batch write latency",

@@ -257,11 +257,6 @@ class WorkerSettings(BaseSettings):
     loglevel: str = "warning"
     batch_size: int = 5000
     batch_within_s: float = 0.05
-    overlap: bool = Field(
-        True,
-        description="decide the next fetch while this one's transaction commits (one "
-        "transaction in flight, commits in order; with lanes 1)",
-    )
     lanes: int = Field(
         1,
         ge=1,

@@ -3,7 +3,7 @@ optimistic concurrency (a state is written only over the revision it was read at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -12,8 +12,6 @@ from schemas.events import PatientKey
 
 # a state as cached: the revision and partition it is stored at, and the decoded state
 Cached = tuple[int, int, PatientState]
-# a state decided by the batch before, not committed yet: (the revision it commits at, state)
-Overlaid = tuple[int, PatientState]
 
 
 class StateConflict(Exception):
@@ -87,21 +85,12 @@ class StateStore:
         conn: asyncpg.Connection,
         keys: Sequence[PatientKey],
         partitions: Sequence[int] = (),
-        overlay: Mapping[PatientKey, Overlaid] | None = None,
     ) -> dict[PatientKey, PatientState]:
         """The states of ``keys`` (a new one for a patient not stored) and every stored
         state of ``partitions`` (a tick's), in one query; a state's body is read only when
-        the cache does not hold its revision. A key in ``overlay`` (the batch before's
-        decision, committing meanwhile) is taken from there, at the revision it commits
-        at, without reading the table (not with ``partitions``: a tick reads the table)."""
-        over = overlay or {}
-        if over and partitions:
-            raise ValueError("a tick's partitions are read from the table, not an overlay")
-        out = {k: over[k][1] for k in keys if k in over}
-        keys = [k for k in keys if k not in over]
-        self._loaded = {k: over[k][0] for k in out}
+        the cache does not hold its revision."""
         if not keys and not partitions:
-            return out
+            return {}
         parts = set(partitions)
         asked = dict.fromkeys(keys)
         asked.update(dict.fromkeys(k for k, (_, p, _) in self._cache.items() if p in parts))
@@ -115,7 +104,8 @@ class StateStore:
             revs[key] = rev
             state = decode_state(r["state"]) if r["state"] is not None else self._cache[key][2]
             self._cache[key] = (rev, part, state)
-        self._loaded.update({k: revs.get(k, 0) for k in [*keys, *revs]})
+        out = {}
+        self._loaded = {k: revs.get(k, 0) for k in [*keys, *revs]}
         for k in [*keys, *revs]:
             if k in revs:
                 out[k] = self._cache[k][2]
@@ -186,11 +176,8 @@ class StateStore:
         self._saved = {}
 
     def forget(self) -> None:
-        """After a failed batch: its patients' states are read from the table next time
-        (the cache learns only committed states, and a cached one is used only at the
-        stored revision, so the rest of the cache stays)."""
-        for key in [*self._loaded, *self._saved]:
-            self._cache.pop(key, None)
+        """After a failed batch: drop everything, re-read from the table next time."""
+        self._cache.clear()
         self._saved = {}
 
 

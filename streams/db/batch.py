@@ -36,13 +36,7 @@ from intake.engine import IntakeState
 from intake.rules import IntakeRules
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
-from streams.db.alert_states import (
-    Cached,
-    Overlaid,
-    StateStore,
-    ingest_batch,
-    ingest_batch_done,
-)
+from streams.db.alert_states import Cached, StateStore, ingest_batch, ingest_batch_done
 from streams.db.alerts import (
     Queued,
     alerts_by_id,
@@ -173,7 +167,7 @@ class PgIngestStore:
                     self.partitions_assigned = True
                 yield PgSession(conn, states)
             except BaseException:
-                states.forget()  # its patients are read from the table next time
+                states.forget()  # the cache may hold states a rollback undid
                 raise
             finally:
                 with contextlib.suppress(asyncpg.PostgresError, OSError):  # a broken
@@ -206,13 +200,8 @@ class PgSession:
     async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]:
         return await known_events(self.conn, keys)
 
-    async def load(
-        self, wanted: Wanted, overlay: Mapping[PatientKey, Overlaid] | None = None
-    ) -> dict[PatientKey, PatientState]:
-        return await self.states.load(self.conn, wanted.patients, wanted.partitions, overlay)
-
-    def revision(self, key: PatientKey) -> int:
-        return self.states.revision(key)
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]:
+        return await self.states.load(self.conn, wanted.patients, wanted.partitions)
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
         return await alerts_by_id(self.conn, ids) if ids else {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -33,7 +33,7 @@ from pathways.engine import PATHWAY_EVENT_TYPES
 from pathways.model import Pathway
 from schemas.events import Event, PatientKey, dump_event, key_text
 from streams.clock import SYSTEM_CLOCK, Clock
-from streams.db.alert_states import Overlaid, StateConflict
+from streams.db.alert_states import StateConflict
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import EventKey, event_key
@@ -233,28 +233,16 @@ class MemorySession:
     async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]:
         return {k for k in keys if k in self.store.events}
 
-    async def load(
-        self, wanted: Wanted, overlay: Mapping[PatientKey, Overlaid] | None = None
-    ) -> dict[PatientKey, PatientState]:
-        over = overlay or {}
-        if over and wanted.partitions:
-            raise ValueError("a tick's partitions are read from the table, not an overlay")
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]:
         stored_states = self.store.states
         parts = set(wanted.partitions)
         ticked = sorted(k for k, (_, part, _) in stored_states.items() if part in parts)
         states: dict[PatientKey, PatientState] = {}
-        self.loaded = {}
         for key in [*wanted.patients, *ticked]:
-            if key in over:
-                self.loaded[key], states[key] = over[key]
-                continue
             stored = stored_states.get(key)
             states[key] = decode_state(stored[2]) if stored else new_state(key[1], key[0])
-            self.loaded[key] = stored[0] if stored else 0
+        self.loaded = {k: stored_states[k][0] if k in stored_states else 0 for k in states}
         return states
-
-    def revision(self, key: PatientKey) -> int:
-        return self.loaded.get(key, 0)
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]:
         return {i: self.store.alerts[i] for i in ids if i in self.store.alerts}

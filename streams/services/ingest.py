@@ -68,7 +68,6 @@ from schemas.events import (
     parse_event_json,
 )
 from streams.clock import Clock
-from streams.db.alert_states import Overlaid
 from streams.db.alerts import Queued
 from streams.db.batch import BatchWrite, EventConflict, Wanted, Written
 from streams.db.events import CONTENT_ERRORS, EventKey, event_key
@@ -91,11 +90,7 @@ class IngestSession(Protocol):
 
     async def known_events(self, keys: Sequence[EventKey]) -> set[EventKey]: ...
 
-    async def load(
-        self, wanted: Wanted, overlay: Mapping[PatientKey, Overlaid] | None = None
-    ) -> dict[PatientKey, PatientState]: ...
-
-    def revision(self, key: PatientKey) -> int: ...
+    async def load(self, wanted: Wanted) -> dict[PatientKey, PatientState]: ...
 
     async def stored_alerts(self, ids: Sequence[str]) -> dict[str, Alert]: ...
 
@@ -454,45 +449,6 @@ class Recorded:
     written: Written
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A fetch decided whose write has not committed yet: the next fetch may decide on top
-    of its states while it commits (issue 21: the worker's CPU and the database's then work
-    at the same time), and writes only once it has committed with that same decision."""
-
-    states: Mapping[PatientKey, Overlaid]  # each touched state at the revision it commits
-    intakes: frozenset[IntakeOrgKey]  # the intakes it changes (a fetch naming one waits)
-    committed: asyncio.Future[bool]  # its write committed (False: it did not, or re-decides)
-    finished: asyncio.Future[bool]  # its fetch is written and published (False: it failed)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-@dataclass(frozen=True)
-class Started:
-    """A fetch being recorded (``Ingest.begin``): ``decided`` once the next fetch may
-    begin, ``task`` its whole recording."""
-
-    decided: asyncio.Future[None]
-    task: asyncio.Task[None]
-
-
-@dataclass(frozen=True)
-class Serial:
-    """A fetch to record one at a time, after the one before (``read_known``: reading
-    event_ids first, as after a re-delivery)."""
-
-    read_known: bool = False
-
-
-class PredecessorFailed(Exception):
-    """The fetch before this one failed: this one, decided after it, must not be written
-    (the consumer starts again from the last committed offsets)."""
-
-
 class Ingest:
     """The step, on its ports: a store, rtm.events.dead, the rtm.alerts publisher."""
 
@@ -510,7 +466,6 @@ class Ingest:
         config: AlertConfig = DEFAULT_CONFIG,
         rules_refresh_s: float = 30.0,
         lanes: int = 1,
-        overlap: bool = True,
     ) -> None:
         self.store = store
         self.dead_letters = dead_letters
@@ -524,9 +479,6 @@ class Ingest:
         self.rules_refresh_s = rules_refresh_s
         self._rules_read_at: float | None = None
         self.lanes = lanes  # transactions in flight per fetch, on disjoint partitions
-        # ``begin``: the next fetch is decided while this one commits (lanes 1 only)
-        self.overlap = overlap and lanes == 1
-        self._last: Pending | None = None  # the fetch decided last, maybe not committed
         # when the last fetch was recorded (monotonic), and fetches being recorded now: the
         # refresh off the ingest path yields while ingestion is busy (``idle_for``)
         self._recorded_at = time.monotonic()
@@ -542,52 +494,18 @@ class Ingest:
 
     async def record_batch(self, records: Sequence[Record]) -> None:
         """One fetch of rtm.events: decode, load, decide, write, publish, metrics."""
-        await self._recorded(records, None)
-
-    def begin(self, records: Sequence[Record]) -> Started:
-        """Start recording a fetch. With ``overlap``, ``decided`` resolves as soon as its
-        decision is made: the consumer may then begin the next fetch, which decides on top
-        of this one's states while this one commits, and commits after it (so the commits,
-        and the alerts published, keep the fetches' order). Without it (or when a fetch
-        must be read after the one before it: ticks, clinicians' actions, an intake that
-        one changes, a re-delivery), ``decided`` resolves when the fetch is done."""
-        loop = asyncio.get_running_loop()
-        decided: asyncio.Future[None] = loop.create_future()
-        task = loop.create_task(self._recorded(records, decided))
-        task.add_done_callback(lambda _: _resolve(decided))
-        return Started(decided, task)
-
-    async def _recorded(
-        self, records: Sequence[Record], decided: asyncio.Future[None] | None
-    ) -> None:
         batch = decode(records, self.max_future_skew_s)
         if not batch.events:  # ticks and acks: the refresh need not yield to them
-            await self._record_fetch(batch, decided)
+            await self._record_fetch(batch)
             return
         self._recording += 1
         try:
-            await self._record_fetch(batch, decided)
+            await self._record_fetch(batch)
         finally:
             self._recording -= 1
             self._recorded_at = time.monotonic()
 
-    async def _record_fetch(self, batch: Decoded, decided: asyncio.Future[None] | None) -> None:
-        after = self._last if self.overlap else None
-        finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        try:
-            await self._record_checked(batch, decided, after, finished)
-        except BaseException:
-            finished.set_result(False)
-            raise
-        finished.set_result(True)
-
-    async def _record_checked(
-        self,
-        batch: Decoded,
-        decided: asyncio.Future[None] | None,
-        after: Pending | None,
-        finished: asyncio.Future[bool],
-    ) -> None:
+    async def _record_fetch(self, batch: Decoded) -> None:
         if batch.dead:
             # before a dead letter is sent or an offset moves: a bad deploy halts here
             n_events = len(batch.events) + len(batch.dead)
@@ -600,105 +518,17 @@ class Ingest:
             self.guard.check(time.monotonic(), len(batch.events), 0)
         await self._send_dead(batch.dead)
         if not batch.items:
-            await self._after(after)
             return
         await self._refresh_intake_rules()
-        if self.lanes > 1:
-            lanes = lanes_of(batch.items, self.partition_of, self.lanes)
-            await asyncio.gather(*(self._record_lane(items) for items in lanes))
-            return
-        recorded: Recorded | Serial = Serial()
-        if decided is not None and self.overlap:
-            recorded = await self._overlapped(batch.items, after, decided, finished)
-        how = "overlapped"
-        if isinstance(recorded, Serial):
-            # one at a time: after the fetch before (and its retries) is done
-            how = "one_at_a_time"
-            self._last = None
-            await self._after(after)
-            recorded = await self._record_retried(batch.items, recorded.read_known)
-        self.metrics.fetches.labels(how).inc()
-        await self._after(after)  # its alerts are published before this fetch's
-        await self._publish(batch.items, recorded)
-
-    async def _after(self, after: Pending | None) -> None:
-        """Wait until the fetch before is written and published; raise if it failed."""
-        if after is not None and not await asyncio.shield(after.finished):
-            raise PredecessorFailed("the fetch before this one was not recorded")
-
-    async def _overlapped(
-        self,
-        items: Sequence[Item],
-        after: Pending | None,
-        decided: asyncio.Future[None],
-        finished: asyncio.Future[bool],
-    ) -> Recorded | Serial:
-        """One try, decided while the fetch before may still be committing (on top of its
-        states); written once that one committed with that decision. ``Serial`` when the
-        fetch cannot be decided so (then it is recorded one at a time, with retries), when
-        the one before did not commit that decision, or when this try fails."""
-        if after is not None and after.finished.done():
-            if not after.finished.result():
-                raise PredecessorFailed("the fetch before this one was not recorded")
-            after = None  # committed and published: the table (and the cache) has it
-        if not all(isinstance(i, EventItem) for i in items):
-            return Serial()  # ticks and clinicians' actions read what is committed
-        mine: Pending | None = None
-        t0 = time.perf_counter()
-        try:
-            async with self.store.session() as session:
-                if after is not None and not after.intakes.isdisjoint(intake_keys(items)):
-                    return Serial()
-                overlay = after.states if after is not None else {}
-                fresh = fresh_items(items, set())
-                states = await session.load(wanted(fresh), overlay)
-                keys = intake_keys(fresh)
-                intakes = await session.intakes(keys) if keys else {}
-                # in a thread: the loop meanwhile carries the batch before's write (a
-                # decision is pure; the interpreter lock switches every few ms)
-                decision = await asyncio.to_thread(
-                    decide, states, {}, fresh, self.config, self.partition_of, intakes
-                )
-                if decision.result.refused:
-                    return Serial(read_known=True)  # an episode refused: a re-delivery?
-                write = decision.write
-                mine = Pending(
-                    {k: (session.revision(k) + 1, st) for k, st in write.states.items()},
-                    frozenset(write.intakes),
-                    asyncio.get_running_loop().create_future(),
-                    finished,
-                )
-                self._last = mine
-                decided.set_result(None)
-                if after is not None and not await asyncio.shield(after.committed):
-                    mine.committed.set_result(False)
-                    return Serial()
-                written = await session.write(write)
-        except Exception as exc:  # a re-delivery, a refused event, the database away
-            log.info("overlapped batch decided again, one at a time (%s)", type(exc).__name__)
-            if mine is not None and not mine.committed.done():
-                mine.committed.set_result(False)
-            return Serial(read_known=isinstance(exc, EventConflict))
-        except BaseException:
-            if mine is not None and not mine.committed.done():
-                mine.committed.set_result(False)
-            raise
-        mine.committed.set_result(True)
-        self.metrics.write_latency.observe(time.perf_counter() - t0)
-        return Recorded(decision, written)
+        lanes = lanes_of(batch.items, self.partition_of, self.lanes)
+        await asyncio.gather(*(self._record_lane(items) for items in lanes))
 
     async def _record_lane(self, items: Sequence[Item]) -> None:
         """Load, decide, write, publish and measure one lane of a fetch (its own
         transaction; the lanes of a fetch hold disjoint partitions, so disjoint patients)."""
-        await self._publish(items, await self._record_retried(items))
-
-    async def _record_retried(self, items: Sequence[Item], read_known: bool = False) -> Recorded:
         t0 = time.perf_counter()
-        recorded = await write_until_done(lambda: self._record(items, read_known), "batch")
+        recorded = await write_until_done(lambda: self._record(items), "batch")
         self.metrics.write_latency.observe(time.perf_counter() - t0)
-        return recorded
-
-    async def _publish(self, items: Sequence[Item], recorded: Recorded) -> None:
         received = self._measure([i.event for i in items if isinstance(i, EventItem)], recorded)
         changes = recorded.decision.result.changes
         rows = [
@@ -722,10 +552,10 @@ class Ingest:
             self.config = self.config.model_copy(update={"intake_rules_by_org": by_org})
         self._rules_read_at = now
 
-    async def _record(self, items: Sequence[Item], read_known: bool = False) -> Recorded:
+    async def _record(self, items: Sequence[Item]) -> Recorded:
         """Load, decide, write; the events the database refuses for their content are
-        dead-lettered and the batch goes on without them. ``read_known``: read event_ids
-        first (a re-delivery is likely)."""
+        dead-lettered and the batch goes on without them."""
+        read_known = False
         while True:
             try:
                 return await self._once(items, read_known)

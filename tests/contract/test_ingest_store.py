@@ -205,44 +205,6 @@ async def test_a_state_changed_since_read_refuses_the_whole_write(
     assert await probe.store.unpublished(0, 10) == []
 
 
-async def test_a_batch_decided_on_the_one_before_writes_once_that_one_committed(
-    probe: Probe, factory: EventFactory
-) -> None:
-    """Overlap (issue 21): the next batch loads a patient's state from the batch before's
-    decision (``overlay``: the state and the revision it commits at), not from the table;
-    its write succeeds once that batch committed, and is refused if it did not."""
-    p = factory.patient(1)
-    key = (A, p)
-    await record(probe, [ev(factory.episode_started(p), A)])
-    first: list[Item] = [ev(factory.pain(p, 4, "2026-11-03T10:00:00-06:00"), A)]
-    second: list[Item] = [ev(factory.pain(p, 9, "2026-11-03T18:00:00-06:00"), A)]
-    async with probe.store.session() as one, probe.store.session() as two:
-        d1 = decide(await one.load(wanted(first)), {}, first, DEFAULT_CONFIG, partition_of)
-        overlay = {k: (one.revision(k) + 1, st) for k, st in d1.write.states.items()}
-        assert overlay[key][0] == 2
-        states = await two.load(wanted(second), overlay)
-        assert states[key] is d1.write.states[key] and two.revision(key) == 2
-        d2 = decide(states, {}, second, DEFAULT_CONFIG, partition_of)
-        await one.write(d1.write)
-        await two.write(d2.write)
-    assert await probe.state_rev(key) == 3
-    assert set(event_keys(first + second)) <= await probe.events()
-
-    # the batch before did not commit its decision: the one decided on it is refused
-    third: list[Item] = [ev(factory.pain(p, 2, "2026-11-04T10:00:00-06:00"), A)]
-    fourth: list[Item] = [ev(factory.pain(p, 3, "2026-11-04T18:00:00-06:00"), A)]
-    async with probe.store.session() as one, probe.store.session() as two:
-        d3 = decide(await one.load(wanted(third)), {}, third, DEFAULT_CONFIG, partition_of)
-        overlay = {k: (one.revision(k) + 1, st) for k, st in d3.write.states.items()}
-        d4 = decide(
-            await two.load(wanted(fourth), overlay), {}, fourth, DEFAULT_CONFIG, partition_of
-        )
-        with pytest.raises(StateConflict):
-            await two.write(d4.write)
-    assert await probe.state_rev(key) == 3
-    assert set(event_keys(fourth)).isdisjoint(await probe.events())
-
-
 async def test_an_alert_status_only_rises(probe: Probe, factory: EventFactory) -> None:
     """Snapshots may come again out of order (a re-sent older one): a status never goes
     back; in one batch the last snapshot of an id wins."""
