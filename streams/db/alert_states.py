@@ -176,8 +176,11 @@ class StateStore:
         self._saved = {}
 
     def forget(self) -> None:
-        """After a failed batch: drop everything, re-read from the table next time."""
-        self._cache.clear()
+        """After a failed batch: its patients' states are read from the table next time
+        (the cache learns only committed states, and a cached one is used only at the
+        stored revision, so the rest of the cache stays)."""
+        for key in [*self._loaded, *self._saved]:
+            self._cache.pop(key, None)
         self._saved = {}
 
 

@@ -167,7 +167,7 @@ class PgIngestStore:
                     self.partitions_assigned = True
                 yield PgSession(conn, states)
             except BaseException:
-                states.forget()  # the cache may hold states a rollback undid
+                states.forget()  # its patients are read from the table next time
                 raise
             finally:
                 with contextlib.suppress(asyncpg.PostgresError, OSError):  # a broken
