@@ -569,6 +569,55 @@ async def test_a_run_stops_at_a_refused_delivery_and_the_rest_wait_unattempted(
         receiver.close()
 
 
+async def test_a_run_stops_before_a_post_could_outlast_its_claim(
+    base_settings: Settings, db: asyncpg.Connection, factory: EventFactory
+) -> None:
+    """A run's claim holds for a lease; a POST that could still be going when it lapses is
+    not started (another worker may take the delivery then): the rest of the run goes back
+    to the queue unattempted, and the endpoint is not backed off."""
+    from prometheus_client import CollectorRegistry
+
+    from agents.delivery import Deliverer
+    from streams.db.events import EventStore
+    from streams.metrics import WorkerMetrics
+    from streams.secrets import secret_box
+
+    settings = base_settings.but({"webhook_allow_networks": "127.0.0.0/8", "webhook_run": 10})
+    org = f"{factory.prefix}-lease"
+    await _org(db, org)
+    p = factory.patient(1)
+    changes = [_change(p, "*", "pain_increase", org=org) for _ in range(3)]
+    receiver = Receiver("ok")
+    await set_webhook(db, "*", receiver.url, secret_box(settings).seal("s-lease"), org)
+    await queue_deliveries(db, changes)
+    deliverer = Deliverer(EventStore(settings.db.dsn), settings, WorkerMetrics(CollectorRegistry()))
+    # a lease that leaves no room after the first POST
+    deliverer.lease_s = settings.webhooks.timeout_s + 1.0
+    try:
+        wid = await _wid(db, org, "*")
+        async with deliverer.store.acquire() as conn:
+            run = await claim_deliveries(conn, [], 1, deliverer.lease_s, only=wid, run=10)
+        assert len(run) == 3
+        assert await deliverer.attempt_run(run) is True  # no failure: its queue goes on
+        assert receiver.keys() == [f"{changes[0].alert.id}:fired"]
+        rows = await db.fetch(
+            "SELECT status, attempts, next_attempt_at <= now() AS due FROM alert_deliveries"
+            " WHERE org_id = $1 ORDER BY seq",
+            org,
+        )
+        assert (rows[0]["status"], rows[0]["attempts"]) == ("delivered", 1)
+        assert [tuple(r) for r in rows[1:]] == [("pending", 0, True)] * 2
+        assert (
+            await db.fetchval("SELECT failures FROM clinician_webhooks WHERE webhook_id = $1", wid)
+            == 0
+        )
+    finally:
+        await remove_webhook(db, "*", org)
+        await deliverer.store.close()
+        await deliverer.close()
+        receiver.close()
+
+
 def test_cli_lists_tests_and_removes_webhooks_never_printing_secrets(
     base_settings: Settings, factory: EventFactory
 ) -> None:
