@@ -440,7 +440,21 @@ def test_the_live_stream_ends_with_the_session_and_says_so(dash: Dash, browser: 
         timeout=15_000,
     )
     f = EventFactory()
-    dash.post([f.symptom(p["pCrit"], local(0, 0), red_flags=["fever"])], "feed")
+    flag = f.symptom(p["pCrit"], local(0, 0), red_flags=["fever"])
+    dash.post([flag], "feed")
+
+    async def fired() -> bool:  # there is an alert the ended stream would have carried
+        conn = await asyncpg.connect(dash.stack.settings.db.dsn)
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM alerts WHERE $1 = ANY(event_ids)", flag["event_id"]
+                )
+            )
+        finally:
+            await conn.close()
+
+    run_in_thread(wait_for(fired, timeout=30, what="the red flag's alert"))
     page.wait_for_timeout(3_000)  # several polls of a stream that would still be open
     assert page.locator("#live-list li").count() == 0
     page.screenshot(path=str(dash.shots / "worklist-live-ended.png"), full_page=True)
