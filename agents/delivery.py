@@ -419,37 +419,45 @@ class Deliverer:
         # the last moment a POST may start and still end (timeout) within the lease
         last_start = loop.time() + self.lease_s - self.settings.webhooks.timeout_s - 1.0
         done: list[Claimed] = []
-        error: str | None = None
+        failure: tuple[Claimed, str] | None = None  # the refused delivery and why
         for c in run:
             if done and loop.time() > last_start:
                 break
             error = await self.post(c)
             if error is not None:
+                failure = (c, error)
                 break
             done.append(c)
-        failed = run[len(done)] if error is not None else None
-        rest = run[len(done) + (failed is not None) :]
-        attempts = failed.attempts + 1 if failed is not None else 0
+        rest = run[len(done) + (failure is not None) :]
         async with self.store.acquire() as conn, conn.transaction():
             # Back after an outage of more than one attempt (a single failure is as likely
             # one refused payload, which must not be pulled forward again): the deliveries
             # that were set aside come now.
             await mark_delivered(conn, done, pull_forward=run[0].failures >= 2)
             await release_deliveries(conn, rest)
-            if failed is not None:
-                await mark_attempt_failed(
-                    conn,
-                    failed,
-                    error or "",
-                    self.policy.exhausted(attempts),
-                    self.policy.delivery_delay(attempts, failed.severity_rank),
-                    self.policy.endpoint_delays(failed.failures + 1),
-                )
+            if failure is not None:
+                await self._record_failure(conn, *failure)
         if done:
             self.metrics.deliveries.labels("delivered").inc(len(done))
-        if failed is None:
-            return True  # the released rest (a run that outlasted its lease) is claimed next
-        # 'failed' is counted once per delivery, when its quick attempts run out
+        if failure is not None:
+            self._count_failure(*failure)
+        return failure is None  # a run that outlasted its lease: the rest is claimed next
+
+    async def _record_failure(self, conn: Any, c: Claimed, error: str) -> None:
+        attempts = c.attempts + 1
+        await mark_attempt_failed(
+            conn,
+            c,
+            error,
+            self.policy.exhausted(attempts),
+            self.policy.delivery_delay(attempts, c.severity_rank),
+            self.policy.endpoint_delays(c.failures + 1),
+        )
+
+    def _count_failure(self, c: Claimed, error: str) -> None:
+        """Once recorded: 'failed' is counted once per delivery, when its quick attempts
+        run out; before that, a 'retry'."""
+        attempts = c.attempts + 1
         outcome = "failed" if attempts == self.policy.max_attempts else "retry"
         self.metrics.deliveries.labels(outcome).inc()
         if outcome == "failed":
@@ -457,9 +465,8 @@ class Deliverer:
                 "webhook delivery failed after %d attempts (%s); retried at most %.0f s apart",
                 attempts,
                 error,
-                self.policy.cap(failed.severity_rank),
+                self.policy.cap(c.severity_rank),
             )
-        return False
 
     async def post(self, c: Claimed) -> str | None:
         """One signed POST of a claimed delivery: None on a 2xx, else what went wrong."""
