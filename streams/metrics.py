@@ -103,7 +103,7 @@ class WorkerMetrics:
         self.batch_size = Histogram(
             "rtm_worker_db_batch_size",
             "Events per database batch",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000),
             registry=registry,
         )
         self.write_latency = Histogram(

@@ -255,7 +255,13 @@ class WorkerSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     loglevel: str = "warning"
-    batch_size: int = 5000
+    batch_size: int = Field(
+        20000,
+        ge=1,
+        description="records per fetch and database batch at most: a backlog (a replay, a "
+        "catch-up) goes in batches of this many; at a steady rate RTM_WORKER_BATCH_WITHIN_S "
+        "keeps them small",
+    )
     batch_within_s: float = 0.05
     lanes: int = Field(
         1,
