@@ -29,20 +29,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
-
 from schemas.episodes import EpisodeBook
 from schemas.events import ExerciseCompleted
 
 _ONE_DAY = dt.timedelta(days=1)
+_ONE = Fraction(1)
 
 
-class Completion(BaseModel):
-    """One ``exercise.completed``, reduced to what adherence needs."""
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One ``exercise.completed``, reduced to what adherence needs (a plain record: one is
+    made per completion in the worker's per-event path, from an event that passed its
+    contract or a stored state; ``occurred_at`` is aware)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    occurred_at: AwareDatetime
+    occurred_at: dt.datetime
     session_id: str | None = None
     episode_id: str | None = None
 
@@ -52,21 +52,22 @@ class Completion(BaseModel):
 
     @classmethod
     def of(cls, event: ExerciseCompleted) -> Completion:
-        return cls(
-            occurred_at=event.occurred_at,
-            session_id=event.session_id,
-            episode_id=event.episode_id,
-        )
+        return cls(event.occurred_at, event.session_id, event.episode_id)
 
 
 def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) -> dict[dt.date, int]:
     """Completed sessions per patient-local date (only dates inside an episode)."""
     first_seen: dict[str, tuple[dt.datetime, dt.date]] = {}
     anonymous_days: set[dt.date] = set()
+    counted: dict[tuple[str | None, dt.date], bool] = {}  # a session's exercises share these
     for c in completions.values():
-        day = c.local_date
-        episode = book.resolve(c.episode_id, day)
-        if episode is None or episode.paused_on(day):
+        day = c.occurred_at.date()  # its local_date
+        where = (c.episode_id, day)
+        inside = counted.get(where)
+        if inside is None:
+            episode = book.resolve(c.episode_id, day)
+            inside = counted[where] = episode is not None and not episode.paused_on(day)
+        if not inside:
             continue
         if c.session_id is None:
             anonymous_days.add(day)
@@ -92,7 +93,15 @@ def weekly_on(book: EpisodeBook, day: dt.date) -> int:
 def prescribed_on(book: EpisodeBook, day: dt.date) -> Fraction:
     """Sessions prescribed for one day: sessions_per_week in force / 7 (none while the
     program is paused)."""
-    return Fraction(weekly_on(book, day), 7)
+    return sevenths(weekly_on(book, day))
+
+
+_SEVENTHS = tuple(Fraction(n, 7) for n in range(29))  # the contract's 0-28 sessions a week
+
+
+def sevenths(weekly: int) -> Fraction:
+    """``weekly`` / 7 (a day's prescription), exact."""
+    return _SEVENTHS[weekly] if 0 <= weekly < len(_SEVENTHS) else Fraction(weekly, 7)
 
 
 def window_days(day: dt.date, length: int = 7) -> list[dt.date]:
@@ -129,7 +138,10 @@ def adherence_series(
     for i in range(length - 1, len(days)):
         p_sum += prescribed[i]
         c_sum += completed[i]
-        out[days[i]] = None if p_sum == 0 else min(Fraction(1), Fraction(7 * c_sum, p_sum))
+        if p_sum == 0:
+            out[days[i]] = None
+        else:  # capped at 1
+            out[days[i]] = _ONE if 7 * c_sum >= p_sum else Fraction(7 * c_sum, p_sum)
         p_sum -= prescribed[i - length + 1]
         c_sum -= completed[i - length + 1]
     return out
@@ -219,7 +231,7 @@ def rows_on(
         AdherenceRow(
             patient_id=patient_id,
             date=day,
-            prescribed=Fraction(weekly[day], 7),
+            prescribed=sevenths(weekly[day]),
             completed=counts.get(day, 0),
             adherence_7d=series[day],
         )

@@ -72,7 +72,7 @@ EventKey = tuple[str, str]
 
 
 def event_key(event: Event) -> EventKey:
-    return (event.patient_key[0], event.event_id)
+    return (event.org_id or DEFAULT_ORG, event.event_id)  # the patient_key's organisation
 
 
 async def insert_new_events(
