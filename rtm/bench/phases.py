@@ -429,7 +429,11 @@ async def _latency(
     async with httpx.AsyncClient(timeout=60.0) as client:
         base = await b.warm_up(client, ph, warm)
         reader.read()
-        received, late, sent_s = await _send_paced(client, ph.url, b.headers, bodies)
+        profs, _ = b.start_profile(ph)  # with --profile: where the paced phase's CPU goes
+        try:
+            received, late, sent_s = await _send_paced(client, ph.url, b.headers, bodies)
+        finally:
+            b.stop_profile(profs)
         _, n = await b.wait_stored(client, ph, base + len(received), timeout=300.0)
         # alerts follow persistence by at most a batch; give them a moment, then stop
         quiet_until = time.monotonic() + 3.0

@@ -106,11 +106,17 @@ def _signature_ok(secret: str, headers: dict[str, str], body: bytes) -> bool:
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1: a connection is kept for the next request, as a clinic's receiver
+        # behind an ordinary web server keeps it (HTTP/1.0, the default, closed each one:
+        # a new connection per POST, about twice the sender's CPU; docs/benchmarks.md)
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             mode = receiver.record(dict(self.headers), body)
             if mode == "hang":
                 time.sleep(30)
+                self.close_connection = True  # no answer, and no next request on it
                 return
             self.send_response(200 if mode == "ok" else 500)
             self.send_header("Content-Length", "0")

@@ -81,7 +81,8 @@ from rtm.cli.options import settings_of
     "profile_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="py-spy the worker and gateway during pipeline/replay into this folder",
+    help="py-spy the worker and gateway during pipeline, replay and the paced latency "
+    "phase into this folder (<phase>-worker.txt, <phase>-gateway.txt)",
 )
 @click.option(
     "--pages/--no-pages",
