@@ -61,7 +61,7 @@ def sessions_by_day(completions: Mapping[str, Completion], book: EpisodeBook) ->
     anonymous_days: set[dt.date] = set()
     counted: dict[tuple[str | None, dt.date], bool] = {}  # a session's exercises share these
     for c in completions.values():
-        day = c.occurred_at.date()  # its local_date
+        day = c.local_date
         where = (c.episode_id, day)
         inside = counted.get(where)
         if inside is None:

@@ -320,9 +320,8 @@ def new_state(patient_id: str, org_id: str = DEFAULT_ORG) -> PatientState:
 # --- stored form ------------------------------------------------------------------------------
 
 
-# A datetime's stored text (its isoformat): the method itself, not a function around it (it
-# runs for every timestamp of every state a batch writes).
-_ts = dt.datetime.isoformat
+def _ts(v: dt.datetime) -> str:
+    return v.isoformat()
 
 
 def _pts(v: str) -> dt.datetime:

@@ -72,7 +72,7 @@ EventKey = tuple[str, str]
 
 
 def event_key(event: Event) -> EventKey:
-    return (event.org_id or DEFAULT_ORG, event.event_id)  # the patient_key's organisation
+    return (event.patient_key[0], event.event_id)
 
 
 async def insert_new_events(

@@ -95,17 +95,23 @@ async def _provision(settings: Settings, d: Dash) -> None:
         await conn.close()
 
 
-async def _rollups(settings: Settings, pids: list[str]) -> dict[str, Any]:
+async def _fetch(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """One read of the stack's database, on a connection of its own."""
     conn = await asyncpg.connect(settings.db.dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT patient_id, open_critical, open_high FROM"
-            " patient_rollups WHERE patient_id = ANY($1::text[])",
-            pids,
-        )
-        return {r["patient_id"]: (r["open_critical"], r["open_high"]) for r in rows}
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
+
+
+async def _rollups(settings: Settings, pids: list[str]) -> dict[str, Any]:
+    rows = await _fetch(
+        settings,
+        "SELECT patient_id, open_critical, open_high FROM"
+        " patient_rollups WHERE patient_id = ANY($1::text[])",
+        pids,
+    )
+    return {r["patient_id"]: (r["open_critical"], r["open_high"]) for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -320,14 +326,12 @@ def test_clinician_acknowledges_an_alert_with_a_note_on_the_patient_page(
     page.screenshot(path=str(dash.shots / "patient-acknowledged.png"), full_page=True)
 
     async def stored() -> tuple[str, str, str]:
-        conn = await asyncpg.connect(dash.stack.settings.db.dsn)
-        try:
-            r = await conn.fetchrow(
-                "SELECT status, ack_note, acknowledged_by FROM alerts WHERE id = $1", alert_id
-            )
-            return r["status"], r["ack_note"], r["acknowledged_by"]
-        finally:
-            await conn.close()
+        (r,) = await _fetch(
+            dash.stack.settings,
+            "SELECT status, ack_note, acknowledged_by FROM alerts WHERE id = $1",
+            alert_id,
+        )
+        return r["status"], r["ack_note"], r["acknowledged_by"]
 
     assert run_in_thread(stored()) == ("acknowledged", "called, sent to ED", dash.user("c1"))
     page.close()
@@ -444,15 +448,13 @@ def test_the_live_stream_ends_with_the_session_and_says_so(dash: Dash, browser: 
     dash.post([flag], "feed")
 
     async def fired() -> bool:  # there is an alert the ended stream would have carried
-        conn = await asyncpg.connect(dash.stack.settings.db.dsn)
-        try:
-            return bool(
-                await conn.fetchval(
-                    "SELECT count(*) FROM alerts WHERE $1 = ANY(event_ids)", flag["event_id"]
-                )
+        return bool(
+            await _fetch(
+                dash.stack.settings,
+                "SELECT id FROM alerts WHERE $1 = ANY(event_ids)",
+                flag["event_id"],
             )
-        finally:
-            await conn.close()
+        )
 
     run_in_thread(wait_for(fired, timeout=30, what="the red flag's alert"))
     page.wait_for_timeout(3_000)  # several polls of a stream that would still be open
