@@ -284,6 +284,33 @@ class Bench:
             self.log(f"{ph.name}: {lag} records still not committed {timeout:.0f} s after the tick")
         return out
 
+    async def settle_database(self, timeout: float = 300.0) -> dict[str, Any]:
+        """``VACUUM (ANALYZE)`` what the owner owns, then wait (at most ``timeout``) until no
+        autovacuum worker runs: a bulk-loaded history is vacuumed and analysed before
+        anything is timed over it, as a database that grew to it over a year would be."""
+        t0 = time.monotonic()
+        conn = await asyncpg.connect(self.base.db.owner_dsn)
+        try:
+            await conn.execute("VACUUM (ANALYZE)")
+            vacuumed_s = time.monotonic() - t0
+            while (running := await autovacuum_workers(conn)) and time.monotonic() - t0 < timeout:
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+        return {
+            "vacuum_s": round(vacuumed_s, 1),
+            "seconds": round(time.monotonic() - t0, 1),
+            "autovacuum_workers_left": running,
+        }
+
+    async def autovacuum_running(self) -> int:
+        """How many autovacuum workers run now (what else may be working in a timed window)."""
+        conn = await asyncpg.connect(self.base.db.owner_dsn)
+        try:
+            return await autovacuum_workers(conn)
+        finally:
+            await conn.close()
+
     async def state_bytes(self, prefix: str) -> dict[str, Any]:
         """Per-patient rule-state sizes of the patients whose id starts with `prefix`."""
         try:
@@ -511,3 +538,11 @@ async def machine_info(settings: Any) -> dict[str, Any]:
         "postgres": pg,
         "timescaledb": ts,
     }
+
+
+async def autovacuum_workers(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        )
+    )

@@ -35,12 +35,11 @@ import orjson
 
 from rtm.bench.cohorts import cohort_start
 from rtm.bench.harness import Bench, Phase
-from rtm.bench.phases import produce_and_wait
+from rtm.bench.phases import produce_and_wait, refresh_drained
 from rtm.bench.stats import summarize_ms
 from rtm.simulate import namespaced, simulate
 from streams.access import SESSION_COOKIE, hash_password
 from streams.db.access import add_team_member, add_user, disable_user, remove_team_member
-from streams.db.refresh import pending as refresh_pending
 
 WARM_UP_REQUESTS = 3
 OUTCOME_REQUESTS = 20  # the report is one page: fewer timings than the patient pages
@@ -133,19 +132,6 @@ async def remove_users(dsn: str, u: BenchUsers) -> None:
         await conn.close()
 
 
-async def refreshed(dsn: str, timeout: float, poll: float = 0.5) -> float:
-    """Seconds until the worker's refresh has folded every patient the batches marked (the
-    outcome rows the report reads)."""
-    t0 = time.monotonic()
-    conn = await asyncpg.connect(dsn)
-    try:
-        while await refresh_pending(conn) and time.monotonic() - t0 < timeout:
-            await asyncio.sleep(poll)
-    finally:
-        await conn.close()
-    return time.monotonic() - t0
-
-
 async def sign_in(client: Any, url: str, username: str, password: str) -> dict[str, str]:
     """The session cookie, sent by hand (it is Secure; httpx keeps those for https only)."""
     resp = await client.post(f"{url}/v1/session", json={"username": username, "password": password})
@@ -184,7 +170,7 @@ async def _measure(
             f"({seed['events_per_s']} ev/s); ticking at the newest event ..."
         )
         tick = await b.tick(ph, (c.newest or b.clock.now()) + dt.timedelta(seconds=1))
-        refresh_s = await refreshed(b.base.db.dsn, timeout=3600.0)
+        refresh_s, _ = await refresh_drained(b.base.db.dsn, timeout=3600.0)
         b.log(f"pages: the worker's refresh folded every marked patient {refresh_s:.0f} s later")
         worklist = f"{ph.url}/ui/worklist"
         chosen = spread(c.patients, requests)

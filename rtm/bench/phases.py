@@ -53,6 +53,7 @@ from rtm.produce import produce_file
 from rtm.simulate import write_jsonl
 from schemas.events import DEFAULT_ORG, key_text
 from streams.clock import clock_for
+from streams.db.refresh import pending as refresh_pending
 from streams.kafka.transport import kafka_client_kwargs
 
 
@@ -355,10 +356,22 @@ async def run_history_cohort(
         state = await b.state_bytes(c.patient_prefix)
         b.log(
             f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
-            f"{seed['seconds']:.1f} s), state median {state['median']} B; timing "
+            f"{seed['seconds']:.1f} s), state median {state['median']} B; waiting for the "
+            "refresh ..."
+        )
+        # the timed events start on a settled stack: the refresh has folded every marked
+        # patient (this cohort's history, and what earlier phases left), so that what the
+        # ratio compares is the worker with history, not a backlog's refresh beside it
+        drain_s, still_marked = await refresh_drained(ph.settings.db.dsn, REFRESH_DRAIN_S)
+        settled = await b.settle_database()
+        drained = "drained" if not still_marked else f"not drained ({still_marked} marked)"
+        b.log(
+            f"history {c.history_days} d: the refresh {drained} after {drain_s:.0f} s, the "
+            f"database vacuumed in {settled['vacuum_s']:.0f} s; timing "
             f"{c.new_distinct:,} new events ..."
         )
         new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
+        settled["autovacuum_workers_after"] = await b.autovacuum_running()
     cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
     return {
         "history_days": c.history_days,
@@ -374,8 +387,26 @@ async def run_history_cohort(
             "newest_occurred_at": c.seed_newest.isoformat() if c.seed_newest else None,
         },
         "tick": tick,
+        "refresh_drain": {"seconds": round(drain_s, 1), "still_marked": still_marked},
+        "database_settle": settled,
         "state_bytes": state,
     }
+
+
+REFRESH_DRAIN_S = 900.0  # at most, before a history cohort's timed events
+
+
+async def refresh_drained(dsn: str, timeout: float, poll: float = 0.5) -> tuple[float, int]:
+    """Seconds until the worker's refresh has folded every patient the batches marked
+    (at most ``timeout``), and how many are still marked then."""
+    t0 = time.monotonic()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while (left := await refresh_pending(conn)) and time.monotonic() - t0 < timeout:
+            await asyncio.sleep(poll)
+    finally:
+        await conn.close()
+    return time.monotonic() - t0, left
 
 
 Bodies = list[tuple[float, int, list[str], bytes]]  # (send offset s, lane, event ids, body)

@@ -280,6 +280,17 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             f"{c['new']['events_stored']:,} new events, {h['patients']:,} patients; "
             f"history {c['history']['events_stored']:,} events"
         )
+        drain = c.get("refresh_drain")
+        if drain:  # the timed events start once the refresh has folded the marked patients
+            detail += f"; refresh drained first in {drain['seconds']} s"
+            if drain["still_marked"]:
+                detail += f" (not drained: {drain['still_marked']:,} still marked)"
+        settle = c.get("database_settle")
+        if settle:  # VACUUM (ANALYZE) after the bulk-loaded history, before the timing
+            detail += (
+                f", vacuumed in {settle['vacuum_s']} s; autovacuum workers after the timing: "
+                f"{settle.get('autovacuum_workers_after')}"
+            )
         rows.append(
             (
                 f"history {c['history_days']} d (+{h['new_days']} d new)",

@@ -500,6 +500,29 @@ def test_render_table_shows_every_target() -> None:
     assert text.splitlines()[-1].startswith("machine: 2 cores")
 
 
+def test_history_rows_say_what_settled_before_the_timing() -> None:
+    r = _result()
+    settle = {"vacuum_s": 4.5, "seconds": 4.6, "autovacuum_workers_left": 0}
+    r["history"]["short"] = {
+        **r["history"]["short"],
+        "refresh_drain": {"seconds": 47.7, "still_marked": 0},
+        "database_settle": {**settle, "autovacuum_workers_after": 1},
+    }
+    r["history"]["long"] = {
+        **r["history"]["long"],
+        "refresh_drain": {"seconds": 900.2, "still_marked": 1234},
+        "database_settle": {**settle, "autovacuum_workers_after": 0},
+    }
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    short, long_ = lines["history 30 d (+14 d new)"], lines["history 365 d (+14 d new)"]
+    assert "refresh drained first in 47.7 s, vacuumed in 4.5 s" in short
+    assert "not drained" not in short and "autovacuum workers after the timing: 1" in short
+    assert "(not drained: 1,234 still marked)" in long_  # a timeout is said, not hidden
+    assert "refresh" not in lines["history 365 d / 30 d"]
+    plain = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
+    assert "refresh" not in plain["history 30 d (+14 d new)"]  # older results: nothing made up
+
+
 def test_the_ticks_after_the_replay_are_shown_with_the_midnight_cost_per_patient() -> None:
     usage = {
         "wall_s": 9.0,
