@@ -37,6 +37,7 @@ from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
 from streams.db.alert_states import count_states, state_sizes
 from streams.db.deliveries import remove_webhook, routed_delivery_keys, set_webhook
+from streams.db.maintenance import autovacuum_workers, vacuum_analyze
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.secrets import secret_box
@@ -291,7 +292,7 @@ class Bench:
         t0 = time.monotonic()
         conn = await asyncpg.connect(self.base.db.owner_dsn)
         try:
-            await conn.execute("VACUUM (ANALYZE)")
+            await vacuum_analyze(conn)
             vacuumed_s = time.monotonic() - t0
             while (running := await autovacuum_workers(conn)) and time.monotonic() - t0 < timeout:
                 await asyncio.sleep(0.5)
@@ -538,11 +539,3 @@ async def machine_info(settings: Any) -> dict[str, Any]:
         "postgres": pg,
         "timescaledb": ts,
     }
-
-
-async def autovacuum_workers(conn: asyncpg.Connection) -> int:
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-        )
-    )
