@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,12 +202,19 @@ class Bench:
     def scratch_table(self) -> str:
         return f"bench_floor_{self.tag}"
 
-    async def _drop_scratch(self) -> None:
-        conn = await asyncpg.connect(self.base.db.owner_dsn)  # its scratch table: DDL
+    @contextlib.asynccontextmanager
+    async def db(self, owner: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own to the run's database, as the app role (or the schema
+        owner: DDL, VACUUM), closed on leaving."""
+        conn = await asyncpg.connect(self.base.db.owner_dsn if owner else self.base.db.dsn)
         try:
-            await conn.execute(f"DROP TABLE IF EXISTS {self.scratch_table}")
+            yield conn
         finally:
             await conn.close()
+
+    async def _drop_scratch(self) -> None:
+        async with self.db(owner=True) as conn:  # its scratch table: DDL
+            await conn.execute(f"DROP TABLE IF EXISTS {self.scratch_table}")
 
     # worker metrics -------------------------------------------------------------------------
 
@@ -290,14 +297,11 @@ class Bench:
         autovacuum worker runs: a bulk-loaded history is vacuumed and analysed before
         anything is timed over it, as a database that grew to it over a year would be."""
         t0 = time.monotonic()
-        conn = await asyncpg.connect(self.base.db.owner_dsn)
-        try:
+        async with self.db(owner=True) as conn:
             await vacuum_analyze(conn)
             vacuumed_s = time.monotonic() - t0
             while (running := await autovacuum_workers(conn)) and time.monotonic() - t0 < timeout:
                 await asyncio.sleep(0.5)
-        finally:
-            await conn.close()
         return {
             "vacuum_s": round(vacuumed_s, 1),
             "seconds": round(time.monotonic() - t0, 1),
@@ -306,20 +310,14 @@ class Bench:
 
     async def autovacuum_running(self) -> int:
         """How many autovacuum workers run now (what else may be working in a timed window)."""
-        conn = await asyncpg.connect(self.base.db.owner_dsn)
-        try:
+        async with self.db(owner=True) as conn:
             return await autovacuum_workers(conn)
-        finally:
-            await conn.close()
 
     async def state_bytes(self, prefix: str) -> dict[str, Any]:
         """Per-patient rule-state sizes of the patients whose id starts with `prefix`."""
         try:
-            conn = await asyncpg.connect(self.base.db.dsn)
-            try:
+            async with self.db() as conn:
                 sizes = await state_sizes(conn, like_prefix(prefix))
-            finally:
-                await conn.close()
         except (OSError, asyncpg.PostgresError) as exc:
             return {**size_stats([]), "note": f"alert_state not readable: {exc}"}
         return size_stats(sizes)
@@ -328,11 +326,8 @@ class Bench:
         """How many rule states are stored (of every run and phase: a tick loads every state
         of its partition, whoever's it is)."""
         try:
-            conn = await asyncpg.connect(self.base.db.dsn)
-            try:
+            async with self.db() as conn:
                 return await count_states(conn)
-            finally:
-                await conn.close()
         except (OSError, asyncpg.PostgresError):
             return None
 
@@ -341,15 +336,12 @@ class Bench:
     async def org_webhook(self, receiver: Receiver | None) -> None:
         """The organisation-wide webhook of the dev key's organisation: the receiver, with
         its secret (every alert of the run's patients routes there), or none (removed)."""
-        conn = await asyncpg.connect(self.base.db.dsn)
-        try:
+        async with self.db() as conn:
             if receiver is None:
                 await remove_webhook(conn, "*", "default")
             else:
                 sealed = secret_box(self.base).seal(receiver.secret or "")
                 await set_webhook(conn, "*", receiver.url, sealed, "default")
-        finally:
-            await conn.close()
 
     async def wait_delivered(
         self, receiver: Receiver, prefix: str, timeout: float, poll: float = 1.0
@@ -360,11 +352,8 @@ class Bench:
         The routed set is read again each round: the outbox may still be filling."""
 
         async def routed() -> set[str]:
-            conn = await asyncpg.connect(self.base.db.dsn)
-            try:
+            async with self.db() as conn:
                 return await routed_delivery_keys(conn, like_prefix(prefix))
-            finally:
-                await conn.close()
 
         want = await routed()
         deadline = time.monotonic() + timeout

@@ -170,7 +170,7 @@ async def _measure(
             f"({seed['events_per_s']} ev/s); ticking at the newest event ..."
         )
         tick = await b.tick(ph, (c.newest or b.clock.now()) + dt.timedelta(seconds=1))
-        refresh_s, _ = await refresh_drained(b.base.db.dsn, timeout=3600.0)
+        refresh_s, _ = await refresh_drained(b, timeout=3600.0)
         b.log(f"pages: the worker's refresh folded every marked patient {refresh_s:.0f} s later")
         worklist = f"{ph.url}/ui/worklist"
         chosen = spread(c.patients, requests)

@@ -362,7 +362,7 @@ async def run_history_cohort(
         # the timed events start on a settled stack: the refresh has folded every marked
         # patient (this cohort's history, and what earlier phases left), so that what the
         # ratio compares is the worker with history, not a backlog's refresh beside it
-        drain_s, still_marked = await refresh_drained(ph.settings.db.dsn, REFRESH_DRAIN_S)
+        drain_s, still_marked = await refresh_drained(b, REFRESH_DRAIN_S)
         settled = await b.settle_database()
         drained = "drained" if not still_marked else f"not drained ({still_marked} marked)"
         b.log(
@@ -396,16 +396,13 @@ async def run_history_cohort(
 REFRESH_DRAIN_S = 900.0  # at most, before a history cohort's timed events
 
 
-async def refresh_drained(dsn: str, timeout: float, poll: float = 0.5) -> tuple[float, int]:
+async def refresh_drained(b: Bench, timeout: float, poll: float = 0.5) -> tuple[float, int]:
     """Seconds until the worker's refresh has folded every patient the batches marked
     (at most ``timeout``), and how many are still marked then."""
     t0 = time.monotonic()
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with b.db() as conn:
         while (left := await refresh_pending(conn)) and time.monotonic() - t0 < timeout:
             await asyncio.sleep(poll)
-    finally:
-        await conn.close()
     return time.monotonic() - t0, left
 
 
