@@ -320,10 +320,6 @@ def new_state(patient_id: str, org_id: str = DEFAULT_ORG) -> PatientState:
 # --- stored form ------------------------------------------------------------------------------
 
 
-def _ts(v: dt.datetime) -> str:
-    return v.isoformat()
-
-
 def _pts(v: str) -> dt.datetime:
     return dt.datetime.fromisoformat(v)
 
@@ -334,7 +330,17 @@ def _seconds(v: dt.timedelta) -> int | float:
 
 
 def state_to_dict(state: PatientState) -> dict[str, Any]:
-    """A JSON-able dict of compact arrays; round-trips with ``state_from_dict``."""
+    """A JSON-able dict of compact arrays (the stored form, decoded); round-trips with
+    ``state_from_dict``."""
+    return dict(orjson.loads(encode_state(state)))
+
+
+def _stored_form(state: PatientState) -> dict[str, Any]:
+    """The stored form before JSON: compact arrays, with instants and dates left as they
+    are. orjson writes them in ISO 8601 exactly as ``isoformat()`` does (the offset, and
+    the microseconds when there are any), in C: a batch encodes every state it touched,
+    and the strings made here one by one were most of that time (docs/benchmarks.md,
+    tenth round)."""
     out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
     if state.org_id != DEFAULT_ORG:
         out["o"] = state.org_id
@@ -346,19 +352,17 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
         ]
     if state.data:
         out["d"] = [
-            [_ts(r.occurred_at), r.episode_id, r.event_id]
+            [r.occurred_at, r.episode_id, r.event_id]
             if r.event_id
-            else [r.local_date.isoformat(), r.episode_id]
+            else [r.local_date, r.episode_id]
             for r in state.data.values()
         ]
     if state.data_floor:
-        out["df"] = {k: v.isoformat() for k, v in state.data_floor.items()}
+        out["df"] = dict(state.data_floor)
     if state.pain:
-        out["pn"] = [[k, _ts(r.occurred_at), r.score] for k, r in state.pain.items()]
+        out["pn"] = [[k, r.occurred_at, r.score] for k, r in state.pain.items()]
     if state.completions:
-        out["c"] = [
-            [_ts(c.occurred_at), c.session_id, c.episode_id] for c in state.completions.values()
-        ]
+        out["c"] = [[c.occurred_at, c.session_id, c.episode_id] for c in state.completions.values()]
     if state.alerts:
         out["a"] = [  # each alert's org_id is the state's
             a.model_dump(mode="json", exclude_none=True, exclude_defaults=True, exclude={"org_id"})
@@ -367,7 +371,7 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
     # A past episode's cursor is the day after its end date unless an earlier
     # episode.ended moved the end: only then is it written.
     cursors = {
-        k: v.isoformat()
+        k: v
         for k, v in state.day_cursor.items()
         if k not in state.past or v != state.past[k].end_date + _ONE_DAY
     }
@@ -378,8 +382,8 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             [
                 p.event_id,
                 p.type,
-                _ts(p.occurred_at),
-                _ts(p.known_at),
+                p.occurred_at,
+                p.known_at,
                 p.episode_id,
                 p.score,
                 p.stale,
@@ -390,11 +394,11 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             for p in state.pending.values()
         ]
     if state.clock is not None:
-        out["t"] = _ts(state.clock)
+        out["t"] = state.clock
     if state.cooldowns:
         out["cd"] = [
-            [c.alert_id, c.kind, _ts(c.acknowledged_at)]
-            + ([c.episode_id, c.last_data.isoformat()] if c.last_data else [])
+            [c.alert_id, c.kind, c.acknowledged_at]
+            + ([c.episode_id, c.last_data] if c.last_data else [])
             for c in state.cooldowns.values()
         ]
     if state.past:
@@ -404,7 +408,7 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             [
                 p.episode_id,
                 p.clinician_id,
-                _ts(p.started_at),
+                p.started_at,
                 p.start_event_id,
                 (p.end_date - p.start_date).days,
                 _seconds(p.ended_at - p.started_at),
@@ -412,15 +416,15 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
             for p in state.past.values()
         ]
     if state.retired_to is not None:
-        out["rt"] = state.retired_to.isoformat()
+        out["rt"] = state.retired_to
     if state.intakes:
         out["in"] = [
             [
                 iid,
-                [_ts(d.version[0]), d.version[1]] if d.version is not None else None,
-                _ts(d.due_at) if d.due_at is not None else None,
+                [d.version[0], d.version[1]] if d.version is not None else None,
+                d.due_at if d.due_at is not None else None,
                 int(d.urgent),
-                _ts(d.contacted_at) if d.contacted_at is not None else None,
+                d.contacted_at if d.contacted_at is not None else None,
                 int(d.checked),
             ]
             for iid, d in state.intakes.items()
@@ -428,7 +432,7 @@ def state_to_dict(state: PatientState) -> dict[str, Any]:
     if state.holds:
         # [occurred_at, event_id, kind code], and the episode_id when the event names one
         out["ph"] = [
-            [_ts(h.occurred_at), h.event_id, HOLD_CODES[h.kind]]
+            [h.occurred_at, h.event_id, HOLD_CODES[h.kind]]
             + ([h.episode_id] if h.episode_id is not None else [])
             for h in state.holds.values()
         ]
@@ -503,7 +507,7 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
 
 
 def encode_state(state: PatientState) -> bytes:
-    return orjson.dumps(state_to_dict(state))
+    return orjson.dumps(_stored_form(state))
 
 
 def decode_state(raw: bytes | str) -> PatientState:

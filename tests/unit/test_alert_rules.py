@@ -11,7 +11,7 @@ import pytest
 
 from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
 from alerts.rules import acknowledge, local_midnight, on_event, on_tick
-from alerts.state import PatientState, new_state, state_from_dict, state_to_dict
+from alerts.state import PatientState, encode_state, new_state, state_from_dict, state_to_dict
 from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event
 
 P = "p-1"
@@ -473,6 +473,28 @@ def test_state_round_trips_through_json_and_continues_identically() -> None:
     assert ca == cb and a == b
     # the patient-local date survives the round trip (offset kept)
     assert restored.pain["a"].local_date == dt.date(2026, 11, 3)
+
+
+def test_stored_instants_are_written_as_isoformat_writes_them() -> None:
+    """The stored form leaves instants to orjson: each one must read back as the string
+    ``isoformat()`` gives (the patient's offset kept, microseconds only when there are
+    any), or states stored before and after would differ for the same facts."""
+    s, _ = feed(
+        [
+            start(),
+            pain("2026-11-03T23:30:00.000250-06:00", "a", 3),
+            pain("2026-11-04T10:00:00+05:30", "b", 9),
+            exercise("2026-11-04T10:00:00.5-06:00", "x", "s1"),
+        ]
+    )
+    stored = json.loads(encode_state(s))
+    assert [at for _, at, _ in stored["pn"]] == [r.occurred_at.isoformat() for r in s.pain.values()]
+    assert [at for at, *_ in stored["c"]] == [
+        c.occurred_at.isoformat() for c in s.completions.values()
+    ]
+    assert "2026-11-03T23:30:00.000250-06:00" in [at for _, at, _ in stored["pn"]]
+    assert "2026-11-04T10:00:00+05:30" in [at for _, at, _ in stored["pn"]]
+    assert state_from_dict(stored) == s
 
 
 def test_event_for_another_patient_is_refused() -> None:
