@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from prometheus_client import Histogram
 
 from agents import delivery, pipeline
 from agents.ingest import IngestConsumer
@@ -25,11 +28,29 @@ STALE_POLL_S = 120.0
 # collections every 20,000 allocations, full ones a hundred times rarer; the objects of the
 # start-up (modules, the app) are frozen out of every collection.
 GC_THRESHOLDS = (20_000, 50, 100)
+GcCallback = Callable[[str, dict[str, int]], None]
 
 
 def tune_gc() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def record_gc(pause: Histogram) -> GcCallback:
+    """Every collection of this process into ``pause`` (rtm_worker_gc_pause_seconds) by
+    generation: what the thresholds above cost, seen where the worker runs. Returns the
+    callback (in ``gc.callbacks`` until removed)."""
+    children = [pause.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+    return callback
 
 
 def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
@@ -70,5 +91,6 @@ def register_health(topology: Topology, store: EventStore, consumer: IngestConsu
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     topology, _store = build_worker_topology(settings)
     tune_gc()
+    record_gc(topology.metrics.gc_pause)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -13,6 +13,9 @@ FIRST_CONTACT_BUCKETS = tuple(
     for m in (5, 15, 60, 4 * 60, 8 * 60, 24 * 60, 48 * 60, 72 * 60, 7 * 1440, 14 * 1440)
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# one garbage collection: a young one takes well under a millisecond, a full one over a
+# large heap of patient states a tenth of a second
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class GatewayMetrics:
@@ -184,6 +187,14 @@ class WorkerMetrics:
             registry=registry,
         )
         self.intake_first_contact, self.intake_breaches = _intake_metrics(registry)
+        self.gc_pause = Histogram(
+            "rtm_worker_gc_pause_seconds",
+            "The worker's cyclic garbage collections, by generation (2: full), and how long"
+            " each stopped the process",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=registry,
+        )
 
 
 def _intake_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:

@@ -43,6 +43,7 @@ from rtm.bench.stats import (
     alert_trigger_ids,
     delivery_records,
     first_fired,
+    gc_between,
     growth,
     histogram_quantile,
     merge_metrics,
@@ -237,6 +238,7 @@ async def post_and_wait(
             after.get("rtm_worker_db_write_seconds_count", 0.0)
             - before.get("rtm_worker_db_write_seconds_count", 0.0)
         ),
+        "worker_gc": gc_between(before, after),
         **measured,
     }
 
@@ -311,6 +313,7 @@ async def produce_and_wait(
             after.get("rtm_worker_db_write_seconds_count", 0.0)
             - before.get("rtm_worker_db_write_seconds_count", 0.0)
         ),
+        "worker_gc": gc_between(before, after),
         **measured,
     }
 

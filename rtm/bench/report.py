@@ -291,6 +291,12 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
                 f", vacuumed in {settle['vacuum_s']} s; autovacuum workers after the timing: "
                 f"{settle.get('autovacuum_workers_after')}"
             )
+        collected = c["new"].get("worker_gc")
+        if collected:  # the worker's garbage collections inside the timed window
+            detail += "; worker gc in the timing " + ", ".join(
+                f"gen {g}: {v['collections']} ({1000 * v['seconds']:.1f} ms)"
+                for g, v in sorted(collected.items())
+            )
         rows.append(
             (
                 f"history {c['history_days']} d (+{h['new_days']} d new)",

@@ -107,7 +107,8 @@ def check(value: float | None, op: str, threshold: float) -> bool | None:
 
 
 def parse_metrics(text: str) -> dict[str, Any]:
-    """Counters summed over labels, histogram buckets as [(le, cumulative count)]."""
+    """Counters summed over labels, histogram buckets as [(le, cumulative count)]; each
+    labelled sample also on its own, as Prometheus writes it (``name{k="v"}``)."""
     out: dict[str, Any] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -117,6 +118,9 @@ def parse_metrics(text: str) -> dict[str, Any]:
                 b[le] = b.get(le, 0.0) + s.value
             else:
                 out[s.name] = out.get(s.name, 0.0) + s.value
+                if s.labels:
+                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                    out[f"{s.name}{{{labels}}}"] = s.value
     for k, v in list(out.items()):
         if isinstance(v, dict):
             out[k] = sorted(v.items())
@@ -137,6 +141,21 @@ def merge_metrics(per_worker: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             else:
                 out[name] = out.get(name, 0.0) + v
     out.update({name: sorted(b.items()) for name, b in buckets.items()})
+    return out
+
+
+def gc_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker's garbage collections between two ``parse_metrics`` readings, by
+    generation (rtm_worker_gc_pause_seconds): how many and the seconds they stopped it."""
+    out: dict[str, Any] = {}
+    for g in ("0", "1", "2"):
+        count, total = (
+            f'rtm_worker_gc_pause_seconds_{k}{{generation="{g}"}}' for k in ("count", "sum")
+        )
+        out[g] = {
+            "collections": int(after.get(count, 0.0) - before.get(count, 0.0)),
+            "seconds": round(after.get(total, 0.0) - before.get(total, 0.0), 4),
+        }
     return out
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -49,6 +50,7 @@ from rtm.bench.stats import (
     check,
     delivery_records,
     first_fired,
+    gc_between,
     group_lag,
     group_stable,
     growth,
@@ -141,7 +143,23 @@ def test_parse_metrics_sums_labels_and_keeps_buckets() -> None:
     m = parse_metrics(text)
     assert m["rtm_worker_events_stored_total"] == 42.0
     assert m["rtm_worker_events_processed_total"] == 5.0
+    assert m['rtm_worker_events_processed_total{type="b"}'] == 3.0  # each label on its own too
     assert m["h_bucket"] == [(0.1, 1.0), (math.inf, 2.0)]
+
+
+def test_gc_between_reads_the_workers_collections_by_generation() -> None:
+    def reading(young: int, full: int, full_s: float) -> dict[str, Any]:
+        text = "# TYPE rtm_worker_gc_pause_seconds histogram\n" + "".join(
+            f'rtm_worker_gc_pause_seconds_{k}{{generation="{g}"}} {v}\n'
+            for g, n, s in (("0", young, 0.0005 * young), ("2", full, full_s))
+            for k, v in (("count", n), ("sum", s))
+        )
+        return parse_metrics(text)
+
+    got = gc_between(reading(100, 3, 0.2), reading(240, 4, 0.316))
+    assert got["0"] == {"collections": 140, "seconds": 0.07}
+    assert got["1"] == {"collections": 0, "seconds": 0.0}  # none of them: zero, not missing
+    assert got["2"] == {"collections": 1, "seconds": 0.116}
 
 
 def test_alert_trigger_ids_reads_change_or_snapshot() -> None:
@@ -513,8 +531,12 @@ def test_history_rows_say_what_settled_before_the_timing() -> None:
         "refresh_drain": {"seconds": 900.2, "still_marked": 1234},
         "database_settle": {**settle, "autovacuum_workers_after": 0},
     }
+    gc = {"0": {"collections": 140, "seconds": 0.0712}, "2": {"collections": 1, "seconds": 0.116}}
+    r["history"]["long"]["new"] = {**r["history"]["long"]["new"], "worker_gc": gc}
     lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
     short, long_ = lines["history 30 d (+14 d new)"], lines["history 365 d (+14 d new)"]
+    assert "worker gc in the timing gen 0: 140 (71.2 ms), gen 2: 1 (116.0 ms)" in long_
+    assert "worker gc" not in short  # not measured (an older result): not shown
     assert "refresh drained first in 47.7 s, vacuumed in 4.5 s" in short
     assert "not drained" not in short and "autovacuum workers after the timing: 1" in short
     assert "(not drained: 1,234 still marked)" in long_  # a timeout is said, not hidden
