@@ -187,14 +187,18 @@ class WorkerMetrics:
             registry=registry,
         )
         self.intake_first_contact, self.intake_breaches = _intake_metrics(registry)
-        self.gc_pause = Histogram(
-            "rtm_worker_gc_pause_seconds",
-            "The worker's cyclic garbage collections, by generation (2: full), and how long"
-            " each stopped the process",
-            ["generation"],
-            buckets=GC_BUCKETS,
-            registry=registry,
-        )
+        self.gc_pause = _gc_pause(registry)
+
+
+def _gc_pause(registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        "rtm_worker_gc_pause_seconds",
+        "The worker's cyclic garbage collections, by generation (2: full), and how long"
+        " each stopped the process",
+        ["generation"],
+        buckets=GC_BUCKETS,
+        registry=registry,
+    )
 
 
 def _intake_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:

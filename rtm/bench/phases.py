@@ -459,6 +459,7 @@ async def _latency(
     await reader.start()
     async with httpx.AsyncClient(timeout=60.0) as client:
         base = await b.warm_up(client, ph, warm)
+        m0 = await b.metrics(client, ph)
         reader.read()
         profs, _ = b.start_profile(ph)  # with --profile: where the paced phase's CPU goes
         try:
@@ -495,6 +496,18 @@ async def _latency(
             receiver, reader.records, received, red_ids, routed, undelivered, waited
         ),
         "worker_histogram_estimate": _histogram_estimate(m),
+        # what the worker did meanwhile: its batches, the seconds inside them, its
+        # garbage collections (from the warm-up's end to the webhooks' arrival)
+        "worker_db_batches": int(
+            m.get("rtm_worker_db_write_seconds_count", 0.0)
+            - m0.get("rtm_worker_db_write_seconds_count", 0.0)
+        ),
+        "worker_db_write_s_total": round(
+            m.get("rtm_worker_db_write_seconds_sum", 0.0)
+            - m0.get("rtm_worker_db_write_seconds_sum", 0.0),
+            3,
+        ),
+        "worker_gc": gc_between(m0, m),
     }
 
 

@@ -5,6 +5,7 @@ contract suite (tests/contract) holds the in-memory store to PostgreSQL's behavi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -64,6 +65,7 @@ class Step:
 
     async def events(self, *events: dict[str, Any]) -> None:
         await self.ingest.record_batch([self.record(e) for e in events])
+        await self.ingest.published()  # the changes leave behind the step (no ack waited)
 
     def record(self, event: dict[str, Any]) -> Record:
         key = (event.get("org_id", DEFAULT_ORG), event["patient_id"])
@@ -71,10 +73,55 @@ class Step:
 
     async def tick(self, now: dt.datetime) -> None:
         await self.ingest.record_batch([Record(Tick(now).encode(), p) for p in range(PARTITIONS)])
+        await self.ingest.published()
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+
+class HeldTopics(Topics):
+    """rtm.alerts whose acks wait until released, one publish at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def publish_alerts(self, records: Any) -> None:
+        self.started += 1
+        await self.release.wait()
+        self.release.clear()
+        await super().publish_alerts(records)
+
+
+async def test_the_next_fetch_is_recorded_while_the_alerts_wait_for_kafka_in_order(
+    factory: EventFactory,
+) -> None:
+    step = Step()
+    held = step.topics = HeldTopics()
+    step.ingest.publisher.topic = held
+    p, q = factory.patient(1), factory.patient(2)
+    await step.events(factory.episode_started(p), factory.episode_started(q))
+    first = factory.pain(p, 9, "2026-11-03T10:00:00-06:00")
+    # returns with the acks still owed (before: it waited for them, and this timed out)
+    await asyncio.wait_for(step.ingest.record_batch([step.record(first)]), 5.0)
+    assert held.started == 1 and held.alerts == [] and len(step.store.outbox) == 1
+    # the next fetch is decided and committed meanwhile; its changes wait behind the first's
+    second = asyncio.create_task(
+        step.ingest.record_batch([step.record(factory.pain(q, 8, "2026-11-03T10:05:00-06:00"))])
+    )
+    while len(step.store.alerts) < 2:
+        await asyncio.sleep(0)
+    assert not second.done() and held.started == 1 and len(step.store.outbox) == 2
+    held.release.set()  # the first's acks
+    while held.started < 2:
+        await asyncio.sleep(0)
+    await second
+    held.release.set()
+    await step.ingest.published()
+    assert [c["alert"]["patient_id"] for c in held.alerts] == [p, q]  # in the order decided
+    assert step.store.outbox == {}
 
 
 async def test_an_event_a_tick_and_an_ack_through_the_step(factory: EventFactory) -> None:
@@ -112,6 +159,7 @@ async def test_an_event_a_tick_and_an_ack_through_the_step(factory: EventFactory
     at = NOW + dt.timedelta(minutes=5)
     ack = Ack(fired.id, DEFAULT_ORG, p, at, "dr-who").encode()
     await step.ingest.record_batch([Record(ack, patient_partition((DEFAULT_ORG, p), PARTITIONS))])
+    await step.ingest.published()
     acked = step.store.alerts[fired.id]
     assert (acked.status, acked.acknowledged_at, acked.acknowledged_by) == (
         "acknowledged",
@@ -218,6 +266,7 @@ async def test_a_tick_reaches_only_its_partitions_patients(
     parts = {p: patient_partition((DEFAULT_ORG, p), PARTITIONS) for p in patients}
     ticked = set(range(partitions))
     await step.ingest.record_batch([Record(Tick(NOW).encode(), n) for n in sorted(ticked)])
+    await step.ingest.published()
     fired = {a.patient_id for a in step.store.alerts.values() if a.kind == "inactivity"}
     assert fired == {p for p in patients if parts[p] in ticked}
 
