@@ -52,6 +52,7 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
         ),
         config=alert_config(settings),
         lanes=settings.worker.lanes,
+        lane_min_items=settings.worker.lane_min_items,
     )
 
 

@@ -264,10 +264,18 @@ class WorkerSettings(BaseSettings):
     )
     batch_within_s: float = 0.05
     lanes: int = Field(
-        1,
+        2,
         ge=1,
-        description="transactions in flight per fetch, on disjoint partitions: one lane's "
-        "decision runs while another's transaction is in the database (1: one at a time)",
+        description="transactions in flight per fetch of at least RTM_WORKER_LANE_MIN_ITEMS "
+        "items, on disjoint partitions: one lane's decision runs while another's "
+        "transaction is in the database (1: one at a time)",
+    )
+    lane_min_items: int = Field(
+        1000,
+        ge=1,
+        description="a fetch goes in lanes only from this many items on (a backlog, a "
+        "replay); the few hundred of a steady rate go in one transaction, with half the "
+        "statements",
     )
     refresh_interval_s: float = Field(
         1.0,

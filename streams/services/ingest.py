@@ -466,6 +466,7 @@ class Ingest:
         config: AlertConfig = DEFAULT_CONFIG,
         rules_refresh_s: float = 30.0,
         lanes: int = 1,
+        lane_min_items: int = 1,
     ) -> None:
         self.store = store
         self.dead_letters = dead_letters
@@ -479,6 +480,7 @@ class Ingest:
         self.rules_refresh_s = rules_refresh_s
         self._rules_read_at: float | None = None
         self.lanes = lanes  # transactions in flight per fetch, on disjoint partitions
+        self.lane_min_items = lane_min_items  # ... for a fetch of at least this many items
         # when the last fetch was recorded (monotonic), and fetches being recorded now: the
         # refresh off the ingest path yields while ingestion is busy (``idle_for``)
         self._recorded_at = time.monotonic()
@@ -522,7 +524,8 @@ class Ingest:
         if not batch.items:
             return
         await self._refresh_intake_rules()
-        lanes = lanes_of(batch.items, self.partition_of, self.lanes)
+        n_lanes = self.lanes if len(batch.items) >= self.lane_min_items else 1
+        lanes = lanes_of(batch.items, self.partition_of, n_lanes)
         await asyncio.gather(*(self._record_lane(items) for items in lanes))
 
     async def _record_lane(self, items: Sequence[Item]) -> None:

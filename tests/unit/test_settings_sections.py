@@ -108,6 +108,7 @@ ADDED = [
     "RTM_ESCALATE_CARE_TEAM_AFTER_S",  # issue 17: the escalation ladder's offsets
     "RTM_ESCALATE_ORG_AFTER_S",
     "RTM_WORKER_LANES",  # issue 21: transactions in flight per fetch
+    "RTM_WORKER_LANE_MIN_ITEMS",  # ... from this many items on
     "RTM_WEBHOOK_RUN",  # issue 21: deliveries one claim takes from an endpoint's queue
     # issues 19 and 20: readiness and outcome rows refreshed off the ingest path
     "RTM_WORKER_REFRESH_INTERVAL_S",

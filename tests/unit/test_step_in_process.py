@@ -271,6 +271,26 @@ async def test_a_tick_reaches_only_its_partitions_patients(
     assert fired == {p for p in patients if parts[p] in ticked}
 
 
+async def test_only_a_large_fetch_goes_in_lanes() -> None:
+    """RTM_WORKER_LANES applies from RTM_WORKER_LANE_MIN_ITEMS items on: a steady rate's
+    small fetches keep one transaction each."""
+    step = Step()
+    step.ingest.lanes, step.ingest.lane_min_items = 2, 100
+    opened = []
+    session = step.store.session
+
+    def counted() -> Any:
+        opened.append(1)
+        return session()
+
+    step.store.session = counted  # type: ignore[method-assign]
+    events = list(simulate(patients=24, days=30, seed=3))
+    await step.events(*events[:99])
+    assert len(opened) == 1
+    await step.events(*events[99:299])  # 24 patients over the 4 partitions: both lanes
+    assert len(opened) == 3
+
+
 async def test_two_lanes_record_what_one_lane_records() -> None:
     """The same fetches through one transaction and through two lanes side by side (the
     worker's RTM_WORKER_LANES): the same alerts, states, rollups and billing days."""
