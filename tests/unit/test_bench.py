@@ -507,7 +507,8 @@ def test_render_table_shows_every_target() -> None:
     assert "0.42" in lines["history 365 d / 30 d"]
     assert "worker CPU per event 0.40" in lines["history 365 d / 30 d"]
     assert "33,000 / 61,000 B" in lines["state bytes 90d median / p99"]
-    assert "median ~2 KB" in lines["state bytes 365d median / p99"]
+    assert "median <= 3 KB after 365 d" in lines["state bytes 365d median / p99"]
+    assert "median ~2 KB" in lines["state bytes 90d median / p99"]
     assert "x3.94 / x3.28" in lines["state growth 90d -> 365d"]
     assert "not growing" in lines["state growth 90d -> 365d"]
     assert "98 % of a core" in lines["worker CPU (pipeline)"]
@@ -516,6 +517,21 @@ def test_render_table_shows_every_target() -> None:
     assert "worker CPU by module (py-spy, self): pydantic 21 %, faust 18 %" in text
     assert "inclusive): agents/ 80 %, alerts/ 36 %" in text
     assert text.splitlines()[-1].startswith("machine: 2 cores")
+
+
+def test_the_state_after_a_year_is_held_to_three_kilobytes() -> None:
+    r = _result()
+    r["state_bytes"] = {
+        "90d": {"n": 2000, "median": 2770, "p99": 5000, "days": 90, "source": "replay"},
+        "365d": {"n": 700, "median": 2770, "p99": 5560, "days": 365, "source": "history"},
+    }
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    year, quarter = lines["state bytes 365d median / p99"], lines["state bytes 90d median / p99"]
+    assert year.split("365 d")[1].split()[0] == "met"  # issue 21: <= 3 KB after 365 days
+    assert "not met" in quarter  # after 90 days, about 2 KB
+    r["state_bytes"]["365d"]["median"] = 3100
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    assert "not met" in lines["state bytes 365d median / p99"]
 
 
 def test_history_rows_say_what_settled_before_the_timing() -> None:
