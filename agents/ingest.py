@@ -67,11 +67,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class IngestConsumer:
     def __init__(
-        self, settings: Settings, step: Step, metrics: WorkerMetrics | None = None
+        self,
+        settings: Settings,
+        step: Step,
+        metrics: WorkerMetrics | None = None,
+        after_fetch: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.step = step
         self.metrics = metrics
+        self.after_fetch = after_fetch  # once a fetch is recorded and committed
         self.lock = asyncio.Lock()
         self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self.consumer: AIOKafkaConsumer | None = None
@@ -152,6 +157,8 @@ class IngestConsumer:
                         {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                     )
                     self.committed.update(offsets)
+                if self.after_fetch is not None:
+                    self.after_fetch()
         finally:
             await consumer.stop()
 

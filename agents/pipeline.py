@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from agents.alerts import FaustTopics, register_clock, register_publisher
 from agents.ingest import IngestConsumer
@@ -71,9 +72,14 @@ def alert_config(settings: Settings) -> AlertConfig:
     return AlertConfig(intake_rules=load_rules(path.read_bytes()), **ladder)
 
 
-def register(topology: Topology, pool: Pool, settings: Settings) -> IngestConsumer:
+def register(
+    topology: Topology,
+    pool: Pool,
+    settings: Settings,
+    after_fetch: Callable[[], None] | None = None,
+) -> IngestConsumer:
     step = build_step(topology, pool, settings)
-    consumer = IngestConsumer(settings, step.record_batch, topology.metrics)
+    consumer = IngestConsumer(settings, step.record_batch, topology.metrics, after_fetch)
 
     @task(topology)
     async def ingest() -> None:

@@ -36,6 +36,38 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# Once a fetch is recorded, what the worker still holds (the decoded states it keeps, the
+# clients' buffers) is frozen out of the collections (gc.freeze: constant time), so the next
+# fetch's collections look only at what it allocates: at these thresholds the collections
+# re-read each new state twice over, 6-12 % of the worker's CPU in a replay or a history
+# window, and one of them (100-150 ms) falling in a short window or not swung what it
+# timed (docs/benchmarks.md, tenth round). The rules leave no cyclic garbage (measured: every
+# collection over their objects found none); what a library may leave in cycles is
+# reclaimed by a full collection of everything every FULL_COLLECTION_EVERY_S.
+FULL_COLLECTION_EVERY_S = 600.0
+
+
+class Collector:
+    """The worker's collection policy after each fetch (``after_fetch``)."""
+
+    def __init__(
+        self,
+        every_s: float = FULL_COLLECTION_EVERY_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every_s = every_s
+        self.monotonic = monotonic
+        self.last_full = monotonic()
+
+    def after_fetch(self) -> None:
+        now = self.monotonic()
+        if now - self.last_full >= self.every_s:
+            gc.unfreeze()
+            gc.collect()  # everything, once: cycles a library left meanwhile
+            self.last_full = now
+        gc.freeze()
+
+
 def record_gc(pause: Histogram) -> GcCallback:
     """Every collection of this process into ``pause`` (rtm_worker_gc_pause_seconds) by
     generation: what the thresholds above cost, seen where the worker runs. Returns the
@@ -53,12 +85,17 @@ def record_gc(pause: Histogram) -> GcCallback:
     return callback
 
 
-def build_worker_topology(settings: Settings) -> tuple[Topology, EventStore]:
+def build_worker_topology(
+    settings: Settings, after_fetch: Callable[[], None] | None = None
+) -> tuple[Topology, EventStore]:
+    """The worker's app; ``after_fetch`` runs once each fetch is recorded (the process's
+    collection policy, ``Collector``: only ``run_worker`` sets it)."""
     topology = build_app(settings)
     store = EventStore(settings.db.dsn, max_size=8)
     if settings.worker.restarts:  # set by the process restarter (rtm worker --restart)
         topology.metrics.restarts.inc(settings.worker.restarts)
-    consumer = pipeline.register(topology, store, settings)  # rtm.events: the batch step
+    # rtm.events: the batch step
+    consumer = pipeline.register(topology, store, settings, after_fetch)
     delivery.register(topology, store, settings)  # the webhook outbox
     register_health(topology, store, consumer)
     return topology, store
@@ -89,7 +126,7 @@ def register_health(topology: Topology, store: EventStore, consumer: IngestConsu
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
-    topology, _store = build_worker_topology(settings)
+    topology, _store = build_worker_topology(settings, Collector().after_fetch)
     tune_gc()
     record_gc(topology.metrics.gc_pause)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)

@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from agents.worker import record_gc
+from agents.worker import Collector, record_gc
 from streams.metrics import WorkerMetrics
 
 
@@ -34,3 +34,32 @@ def test_each_collection_is_recorded_under_its_generation() -> None:
     after = count("2")
     gc.collect(2)
     assert count("2") == after  # the callback removed: nothing more is recorded
+
+
+def test_after_each_fetch_what_is_held_is_frozen_and_everything_collected_now_and_then() -> None:
+    now = [0.0]
+    collector = Collector(every_s=600.0, monotonic=lambda: now[0])
+    full: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(seen)
+    try:
+        held = [[i] for i in range(1000)]  # what a fetch leaves behind (states, buffers)
+        collector.after_fetch()
+        assert gc.get_freeze_count() >= len(held)  # out of every later collection
+        assert full == []  # no full collection on a fetch's way out, until ...
+        now[0] = 599.0
+        collector.after_fetch()
+        assert full == []
+        now[0] = 600.0  # ... every_s has passed: everything collected once, then frozen again
+        collector.after_fetch()
+        assert len(full) == 1 and gc.get_freeze_count() >= len(held)
+        now[0] = 900.0
+        collector.after_fetch()
+        assert len(full) == 1
+    finally:
+        gc.callbacks.remove(seen)
+        gc.unfreeze()  # the test process's own objects back under the collector
