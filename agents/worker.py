@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from agents import delivery, pipeline
 from agents.ingest import IngestConsumer
@@ -68,18 +68,21 @@ class Collector:
         gc.freeze()
 
 
-def record_gc(pause: Histogram) -> GcCallback:
-    """Every collection of this process into ``pause`` (rtm_worker_gc_pause_seconds) by
-    generation: what the thresholds above cost, seen where the worker runs. Returns the
-    callback (in ``gc.callbacks`` until removed)."""
-    children = [pause.labels(str(g)) for g in range(3)]
+def record_gc(pause: Histogram, collected: Counter) -> GcCallback:
+    """Every collection of this process into ``pause`` (rtm_worker_gc_pause_seconds) and
+    what it found unreachable into ``collected`` (rtm_worker_gc_collected_objects_total),
+    by generation: what the policy above costs and what cyclic garbage there is, seen where
+    the worker runs. Returns the callback (in ``gc.callbacks`` until removed)."""
+    pauses = [pause.labels(str(g)) for g in range(3)]
+    found = [collected.labels(str(g)) for g in range(3)]
     started = [0.0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            children[info["generation"]].observe(time.perf_counter() - started[0])
+            pauses[info["generation"]].observe(time.perf_counter() - started[0])
+            found[info["generation"]].inc(info["collected"])
 
     gc.callbacks.append(callback)
     return callback
@@ -128,6 +131,6 @@ def register_health(topology: Topology, store: EventStore, consumer: IngestConsu
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     topology, _store = build_worker_topology(settings, Collector().after_fetch)
     tune_gc()
-    record_gc(topology.metrics.gc_pause)
+    record_gc(topology.metrics.gc_pause, topology.metrics.gc_collected)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -187,11 +187,11 @@ class WorkerMetrics:
             registry=registry,
         )
         self.intake_first_contact, self.intake_breaches = _intake_metrics(registry)
-        self.gc_pause = _gc_pause(registry)
+        self.gc_pause, self.gc_collected = _gc_metrics(registry)
 
 
-def _gc_pause(registry: CollectorRegistry) -> Histogram:
-    return Histogram(
+def _gc_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:
+    pause = Histogram(
         "rtm_worker_gc_pause_seconds",
         "The worker's cyclic garbage collections, by generation (2: full), and how long"
         " each stopped the process",
@@ -199,6 +199,13 @@ def _gc_pause(registry: CollectorRegistry) -> Histogram:
         buckets=GC_BUCKETS,
         registry=registry,
     )
+    collected = Counter(
+        "rtm_worker_gc_collected_objects",
+        "Objects the worker's collections found unreachable (cyclic garbage), by generation",
+        ["generation"],
+        registry=registry,
+    )
+    return pause, collected
 
 
 def _intake_metrics(registry: CollectorRegistry) -> tuple[Histogram, Counter]:

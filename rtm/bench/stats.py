@@ -146,15 +146,19 @@ def merge_metrics(per_worker: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def gc_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The worker's garbage collections between two ``parse_metrics`` readings, by
-    generation (rtm_worker_gc_pause_seconds): how many and the seconds they stopped it."""
+    generation (rtm_worker_gc_pause_seconds): how many, the seconds they stopped it, and the
+    objects they found unreachable (rtm_worker_gc_collected_objects_total)."""
     out: dict[str, Any] = {}
     for g in ("0", "1", "2"):
         count, total = (
             f'rtm_worker_gc_pause_seconds_{k}{{generation="{g}"}}' for k in ("count", "sum")
         )
+        found = f'rtm_worker_gc_collected_objects_total{{generation="{g}"}}'
         out[g] = {
             "collections": int(after.get(count, 0.0) - before.get(count, 0.0)),
             "seconds": round(after.get(total, 0.0) - before.get(total, 0.0), 4),
+            # what they found unreachable: the cyclic garbage made meanwhile
+            "garbage": int(after.get(found, 0.0) - before.get(found, 0.0)),
         }
     return out
 

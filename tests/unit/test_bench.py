@@ -149,17 +149,22 @@ def test_parse_metrics_sums_labels_and_keeps_buckets() -> None:
 
 def test_gc_between_reads_the_workers_collections_by_generation() -> None:
     def reading(young: int, full: int, full_s: float) -> dict[str, Any]:
-        text = "# TYPE rtm_worker_gc_pause_seconds histogram\n" + "".join(
-            f'rtm_worker_gc_pause_seconds_{k}{{generation="{g}"}} {v}\n'
-            for g, n, s in (("0", young, 0.0005 * young), ("2", full, full_s))
-            for k, v in (("count", n), ("sum", s))
+        text = (
+            "# TYPE rtm_worker_gc_pause_seconds histogram\n"
+            + "".join(
+                f'rtm_worker_gc_pause_seconds_{k}{{generation="{g}"}} {v}\n'
+                for g, n, s in (("0", young, 0.0005 * young), ("2", full, full_s))
+                for k, v in (("count", n), ("sum", s))
+            )
+            + "# TYPE rtm_worker_gc_collected_objects counter\n"
+            + (f'rtm_worker_gc_collected_objects_total{{generation="2"}} {5 + 7 * (full - 3)}\n')
         )
         return parse_metrics(text)
 
     got = gc_between(reading(100, 3, 0.2), reading(240, 4, 0.316))
-    assert got["0"] == {"collections": 140, "seconds": 0.07}
-    assert got["1"] == {"collections": 0, "seconds": 0.0}  # none of them: zero, not missing
-    assert got["2"] == {"collections": 1, "seconds": 0.116}
+    assert got["0"] == {"collections": 140, "seconds": 0.07, "garbage": 0}
+    assert got["1"] == {"collections": 0, "seconds": 0.0, "garbage": 0}  # zero, not missing
+    assert got["2"] == {"collections": 1, "seconds": 0.116, "garbage": 7}
 
 
 def test_alert_trigger_ids_reads_change_or_snapshot() -> None:

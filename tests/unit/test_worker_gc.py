@@ -13,8 +13,11 @@ from streams.metrics import WorkerMetrics
 def test_each_collection_is_recorded_under_its_generation() -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    callback = record_gc(metrics.gc_pause)
+    callback = record_gc(metrics.gc_pause, metrics.gc_collected)
     try:
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle  # garbage only a collection finds
         gc.collect(2)
         gc.collect(0)
         gc.collect(0)
@@ -31,6 +34,8 @@ def test_each_collection_is_recorded_under_its_generation() -> None:
     assert count("0") >= 2
     full = registry.get_sample_value("rtm_worker_gc_pause_seconds_sum", {"generation": "2"})
     assert full is not None and full > 0  # a full collection takes time, and it is counted
+    found = registry.get_sample_value("rtm_worker_gc_collected_objects_total", {"generation": "2"})
+    assert found is not None and found >= 1  # the cycle made above
     after = count("2")
     gc.collect(2)
     assert count("2") == after  # the callback removed: nothing more is recorded
