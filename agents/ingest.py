@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
@@ -65,18 +65,26 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("ingest: %d partitions assigned", len(assigned))
 
 
+class FetchCollector(Protocol):
+    """The process's garbage collection around each fetch (``agents.worker.Collector``)."""
+
+    def before_fetch(self) -> None: ...
+
+    def after_fetch(self) -> None: ...
+
+
 class IngestConsumer:
     def __init__(
         self,
         settings: Settings,
         step: Step,
         metrics: WorkerMetrics | None = None,
-        after_fetch: Callable[[], None] | None = None,
+        collector: FetchCollector | None = None,
     ) -> None:
         self.settings = settings
         self.step = step
         self.metrics = metrics
-        self.after_fetch = after_fetch  # once a fetch is recorded and committed
+        self.collector = collector  # the process's garbage collection around each fetch
         self.lock = asyncio.Lock()
         self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self.consumer: AIOKafkaConsumer | None = None
@@ -145,22 +153,32 @@ class IngestConsumer:
                 )
                 if not fetched:
                     continue
-                async with self.lock:
-                    # records of partitions revoked while we waited are not ours any more
-                    owned = consumer.assignment()
-                    fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
-                    if not fetched:
-                        continue
-                    await self.step([record(r) for rs in fetched.values() for r in rs])
-                    offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
-                    await consumer.commit(
-                        {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-                    )
-                    self.committed.update(offsets)
-                if self.after_fetch is not None:
-                    self.after_fetch()
+                if self.collector is not None:
+                    self.collector.before_fetch()
+                try:
+                    await self._record(consumer, fetched)
+                finally:
+                    if self.collector is not None:
+                        self.collector.after_fetch()
         finally:
             await consumer.stop()
+
+    async def _record(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> None:
+        """One fetch: recorded by the step, then its offsets committed."""
+        async with self.lock:
+            # records of partitions revoked while we waited are not ours any more
+            owned = consumer.assignment()
+            fetched = {tp: rs for tp, rs in fetched.items() if tp in owned and rs}
+            if not fetched:
+                return
+            await self.step([record(r) for rs in fetched.values() for r in rs])
+            offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items()}
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            self.committed.update(offsets)
 
     def health(self, stale_after_s: float) -> dict[str, Any]:
         """For /readyz: consuming (the loop came round lately), partitions held, halted."""

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 from agents.alerts import FaustTopics, register_clock, register_publisher
-from agents.ingest import IngestConsumer
+from agents.ingest import FetchCollector, IngestConsumer
 from agents.refresh import register_refresh
 from alerts.models import AlertConfig
 from intake.rules import load_rules
@@ -76,10 +75,10 @@ def register(
     topology: Topology,
     pool: Pool,
     settings: Settings,
-    after_fetch: Callable[[], None] | None = None,
+    collector: FetchCollector | None = None,
 ) -> IngestConsumer:
     step = build_step(topology, pool, settings)
-    consumer = IngestConsumer(settings, step.record_batch, topology.metrics, after_fetch)
+    consumer = IngestConsumer(settings, step.record_batch, topology.metrics, collector)
 
     @task(topology)
     async def ingest() -> None:

@@ -12,7 +12,7 @@ import faust
 from prometheus_client import Counter, Histogram
 
 from agents import delivery, pipeline
-from agents.ingest import IngestConsumer
+from agents.ingest import FetchCollector, IngestConsumer
 from streams.db.events import EventStore
 from streams.kafka.app import Topology, build_app
 from streams.settings import Settings
@@ -36,19 +36,21 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-# Once a fetch is recorded, what the worker still holds (the decoded states it keeps, the
-# clients' buffers) is frozen out of the collections (gc.freeze: constant time), so the next
-# fetch's collections look only at what it allocates: at these thresholds the collections
-# re-read each new state twice over, 6-12 % of the worker's CPU in a replay or a history
+# While a fetch is recorded the cyclic collector is off, and once it is, what the worker
+# still holds (the decoded states it keeps, the clients' buffers) is frozen out of later
+# collections (gc.freeze: constant time). At the thresholds above the collections re-read
+# each new state two or three times: 8-12 % of the worker's CPU in a replay or a history
 # window, and one of them (100-150 ms) falling in a short window or not swung what it
-# timed (docs/benchmarks.md, tenth round). The rules leave no cyclic garbage (measured: every
-# collection over their objects found none); what a library may leave in cycles is
-# reclaimed by a full collection of everything every FULL_COLLECTION_EVERY_S.
+# timed. They found nothing: no collection in a default run's pipeline, latency or replay
+# phase found any cyclic garbage (rtm_worker_gc_collected_objects_total; docs/benchmarks.md,
+# tenth round). What a library may leave in cycles is reclaimed by a full collection of
+# everything every FULL_COLLECTION_EVERY_S, and between fetches the collector runs as usual.
 FULL_COLLECTION_EVERY_S = 600.0
 
 
 class Collector:
-    """The worker's collection policy after each fetch (``after_fetch``)."""
+    """The worker's collection policy around each fetch (``before_fetch``, ``after_fetch``:
+    the second always follows the first, whatever the fetch raised)."""
 
     def __init__(
         self,
@@ -59,7 +61,11 @@ class Collector:
         self.monotonic = monotonic
         self.last_full = monotonic()
 
+    def before_fetch(self) -> None:
+        gc.disable()
+
     def after_fetch(self) -> None:
+        gc.enable()
         now = self.monotonic()
         if now - self.last_full >= self.every_s:
             gc.unfreeze()
@@ -89,16 +95,16 @@ def record_gc(pause: Histogram, collected: Counter) -> GcCallback:
 
 
 def build_worker_topology(
-    settings: Settings, after_fetch: Callable[[], None] | None = None
+    settings: Settings, collector: FetchCollector | None = None
 ) -> tuple[Topology, EventStore]:
-    """The worker's app; ``after_fetch`` runs once each fetch is recorded (the process's
-    collection policy, ``Collector``: only ``run_worker`` sets it)."""
+    """The worker's app; ``collector``: the process's collection policy around each fetch
+    (``Collector``: only ``run_worker`` sets it)."""
     topology = build_app(settings)
     store = EventStore(settings.db.dsn, max_size=8)
     if settings.worker.restarts:  # set by the process restarter (rtm worker --restart)
         topology.metrics.restarts.inc(settings.worker.restarts)
     # rtm.events: the batch step
-    consumer = pipeline.register(topology, store, settings, after_fetch)
+    consumer = pipeline.register(topology, store, settings, collector)
     delivery.register(topology, store, settings)  # the webhook outbox
     register_health(topology, store, consumer)
     return topology, store
@@ -129,7 +135,7 @@ def register_health(topology: Topology, store: EventStore, consumer: IngestConsu
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
-    topology, _store = build_worker_topology(settings, Collector().after_fetch)
+    topology, _store = build_worker_topology(settings, Collector())
     tune_gc()
     record_gc(topology.metrics.gc_pause, topology.metrics.gc_collected)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True)

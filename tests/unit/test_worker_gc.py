@@ -52,8 +52,11 @@ def test_after_each_fetch_what_is_held_is_frozen_and_everything_collected_now_an
 
     gc.callbacks.append(seen)
     try:
+        collector.before_fetch()
+        assert not gc.isenabled()  # no collection while a fetch is recorded
         held = [[i] for i in range(1000)]  # what a fetch leaves behind (states, buffers)
         collector.after_fetch()
+        assert gc.isenabled()  # between fetches the collector runs as usual
         assert gc.get_freeze_count() >= len(held)  # out of every later collection
         assert full == []  # no full collection on a fetch's way out, until ...
         now[0] = 599.0
@@ -67,4 +70,5 @@ def test_after_each_fetch_what_is_held_is_frozen_and_everything_collected_now_an
         assert len(full) == 1
     finally:
         gc.callbacks.remove(seen)
+        gc.enable()
         gc.unfreeze()  # the test process's own objects back under the collector
