@@ -421,10 +421,10 @@ def _stored_form(state: PatientState) -> dict[str, Any]:
         out["in"] = [
             [
                 iid,
-                [d.version[0], d.version[1]] if d.version is not None else None,
-                d.due_at if d.due_at is not None else None,
+                list(d.version) if d.version is not None else None,
+                d.due_at,
                 int(d.urgent),
-                d.contacted_at if d.contacted_at is not None else None,
+                d.contacted_at,
                 int(d.checked),
             ]
             for iid, d in state.intakes.items()
