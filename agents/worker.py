@@ -41,8 +41,8 @@ def tune_gc() -> None:
 # collections (gc.freeze: constant time). At the thresholds above the collections re-read
 # each new state two or three times: 8-12 % of the worker's CPU in a replay or a history
 # window, and one of them (100-150 ms) falling in a short window or not swung what it
-# timed. They found nothing: no collection in a default run's pipeline, latency or replay
-# phase found any cyclic garbage (rtm_worker_gc_collected_objects_total; docs/benchmarks.md,
+# timed. They found nothing: none of the 294 collections of a bench run's pipeline and
+# replay found any cyclic garbage (rtm_worker_gc_collected_objects_total; docs/benchmarks.md,
 # tenth round). What a library may leave in cycles is reclaimed by a full collection of
 # everything every FULL_COLLECTION_EVERY_S, and between fetches the collector runs as usual.
 FULL_COLLECTION_EVERY_S = 600.0
