@@ -308,6 +308,14 @@ class Bench:
             "autovacuum_workers_left": running,
         }
 
+    @contextlib.asynccontextmanager
+    async def settled(self) -> AsyncIterator[dict[str, Any]]:
+        """A timed window on a settled database: ``settle_database`` before it, and the
+        autovacuum workers found after it (``autovacuum_workers_after``), in what it yields."""
+        out = await self.settle_database()
+        yield out
+        out["autovacuum_workers_after"] = await self.autovacuum_running()
+
     async def autovacuum_running(self) -> int:
         """How many autovacuum workers run now (what else may be working in a timed window)."""
         async with self.db(owner=True) as conn:

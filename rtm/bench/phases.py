@@ -42,6 +42,7 @@ from rtm.bench.stats import (
     AlertRecord,
     alert_trigger_ids,
     delivery_records,
+    delta,
     first_fired,
     gc_between,
     growth,
@@ -182,6 +183,8 @@ def measure_end(
 
 
 STORED = "rtm_worker_events_stored_total"
+BATCHES = "rtm_worker_db_write_seconds_count"  # the worker's batches, and their seconds
+WRITE_S = "rtm_worker_db_write_seconds_sum"
 
 
 async def post_and_wait(
@@ -229,15 +232,8 @@ async def post_and_wait(
         "post_seconds": round(t_posted - t0, 3),
         "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
         "gateway_accept_events_per_s": round(result.accepted / (t_posted - t0), 1),
-        "worker_db_write_s_total": round(
-            after.get("rtm_worker_db_write_seconds_sum", 0.0)
-            - before.get("rtm_worker_db_write_seconds_sum", 0.0),
-            3,
-        ),
-        "worker_db_batches": int(
-            after.get("rtm_worker_db_write_seconds_count", 0.0)
-            - before.get("rtm_worker_db_write_seconds_count", 0.0)
-        ),
+        "worker_db_write_s_total": round(delta(before, after, WRITE_S), 3),
+        "worker_db_batches": int(delta(before, after, BATCHES)),
         "worker_gc": gc_between(before, after),
         **measured,
     }
@@ -309,10 +305,7 @@ async def produce_and_wait(
         "seconds": round(elapsed, 3),
         "produce_seconds": round(produce_s, 3),
         "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
-        "worker_db_batches": int(
-            after.get("rtm_worker_db_write_seconds_count", 0.0)
-            - before.get("rtm_worker_db_write_seconds_count", 0.0)
-        ),
+        "worker_db_batches": int(delta(before, after, BATCHES)),
         "worker_gc": gc_between(before, after),
         **measured,
     }
@@ -366,15 +359,14 @@ async def run_history_cohort(
         # patient (this cohort's history, and what earlier phases left), so that what the
         # ratio compares is the worker with history, not a backlog's refresh beside it
         drain_s, still_marked = await refresh_drained(b, REFRESH_DRAIN_S)
-        settled = await b.settle_database()
         drained = "drained" if not still_marked else f"not drained ({still_marked} marked)"
-        b.log(
-            f"history {c.history_days} d: the refresh {drained} after {drain_s:.0f} s, the "
-            f"database vacuumed in {settled['vacuum_s']:.0f} s; timing "
-            f"{c.new_distinct:,} new events ..."
-        )
-        new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
-        settled["autovacuum_workers_after"] = await b.autovacuum_running()
+        async with b.settled() as settled:
+            b.log(
+                f"history {c.history_days} d: the refresh {drained} after {drain_s:.0f} s, "
+                f"the database vacuumed in {settled['vacuum_s']:.0f} s; timing "
+                f"{c.new_distinct:,} new events ..."
+            )
+            new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
     cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
     return {
         "history_days": c.history_days,
@@ -498,15 +490,8 @@ async def _latency(
         "worker_histogram_estimate": _histogram_estimate(m),
         # what the worker did meanwhile: its batches, the seconds inside them, its
         # garbage collections (from the warm-up's end to the webhooks' arrival)
-        "worker_db_batches": int(
-            m.get("rtm_worker_db_write_seconds_count", 0.0)
-            - m0.get("rtm_worker_db_write_seconds_count", 0.0)
-        ),
-        "worker_db_write_s_total": round(
-            m.get("rtm_worker_db_write_seconds_sum", 0.0)
-            - m0.get("rtm_worker_db_write_seconds_sum", 0.0),
-            3,
-        ),
+        "worker_db_batches": int(delta(m0, m, BATCHES)),
+        "worker_db_write_s_total": round(delta(m0, m, WRITE_S), 3),
         "worker_gc": gc_between(m0, m),
     }
 

@@ -294,18 +294,22 @@ def _replay_phase(
     # would call every patient inactive. One tick at the end instead (untimed).
     ph = b.start_stack("replay", workers=workers, tick_interval_s=0)
     try:
-        # what the earlier phases left to vacuum is done before the timing, not inside it
-        # (as before the history phase's timed windows)
-        settled = asyncio.run(b.settle_database())
-        b.log(
-            f"replay: the database vacuumed in {settled['vacuum_s']:.0f} s; "
-            f"{n_replay:,} events ({replay_patients} patients x {replay_days} days) from a file ..."
-        )
-        replay = asyncio.run(
-            run_pipeline(b, ph, replay_path, len(ids), [namespace_event(e, "r") for e in warm])
-        )
-        settled["autovacuum_workers_after"] = asyncio.run(b.autovacuum_running())
-        replay["database_settle"] = settled
+
+        async def timed() -> dict[str, Any]:
+            # what the earlier phases left to vacuum is done before the timing, not inside
+            # it (as before the history phase's timed windows)
+            async with b.settled() as settled:
+                b.log(
+                    f"replay: the database vacuumed in {settled['vacuum_s']:.0f} s; "
+                    f"{n_replay:,} events ({replay_patients} patients x {replay_days} days)"
+                    " from a file ..."
+                )
+                out = await run_pipeline(
+                    b, ph, replay_path, len(ids), [namespace_event(e, "r") for e in warm]
+                )
+            return {**out, "database_settle": settled}
+
+        replay = asyncio.run(timed())
 
         async def settle() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             when = newest[0] if newest else b.clock.now()

@@ -144,6 +144,11 @@ def merge_metrics(per_worker: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def delta(before: Mapping[str, Any], after: Mapping[str, Any], name: str) -> float:
+    """How much a counter (a sample of ``parse_metrics``) grew between two readings."""
+    return float(after.get(name, 0.0) - before.get(name, 0.0))
+
+
 def gc_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The worker's garbage collections between two ``parse_metrics`` readings, by
     generation (rtm_worker_gc_pause_seconds): how many, the seconds they stopped it, and the
@@ -155,10 +160,10 @@ def gc_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str,
         )
         found = f'rtm_worker_gc_collected_objects_total{{generation="{g}"}}'
         out[g] = {
-            "collections": int(after.get(count, 0.0) - before.get(count, 0.0)),
-            "seconds": round(after.get(total, 0.0) - before.get(total, 0.0), 4),
+            "collections": int(delta(before, after, count)),
+            "seconds": round(delta(before, after, total), 4),
             # what they found unreachable: the cyclic garbage made meanwhile
-            "garbage": int(after.get(found, 0.0) - before.get(found, 0.0)),
+            "garbage": int(delta(before, after, found)),
         }
     return out
 
