@@ -155,15 +155,33 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         horizon = latest.local_date - dt.timedelta(days=7)
         prior = [p.score for p in pains[:-1] if p.local_date >= horizon]
         baseline = float(statistics.median(prior)) if prior else None
-    open_ = [a for a in state.alerts.values() if a.status == "open"]
-    by_sev = {
-        s: sum(1 for a in open_ if a.severity == s) for s in ("critical", "high", "medium", "low")
-    }
-    tier = min((alert_tier(a.kind, a.severity) for a in open_), default=NO_TIER)
-    by_kind = {
-        k: sum(1 for a in open_ if a.kind == k)
-        for k in ("adherence_low", "inactivity", "billing_at_risk")
-    }
+    # the open alerts' counts in one pass (a year's state may hold a dozen open alerts,
+    # and every batch that touches the patient counts them)
+    by_sev = dict.fromkeys(("critical", "high", "medium", "low"), 0)
+    by_kind: dict[str, int] = {}
+    kinds: set[str] = set()
+    flags: set[str] = set()
+    n_open = snoozed = 0
+    tier, tier_since, oldest = NO_TIER, None, None
+    for a in state.alerts.values():
+        if a.status != "open":
+            continue
+        n_open += 1
+        by_sev[a.severity] += 1
+        by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
+        kinds.add(a.kind)
+        if a.kind == "red_flag":
+            flags.update(a.details)
+        if a.snoozed_until is not None:
+            snoozed += 1
+        at = a.fired_at
+        if oldest is None or at < oldest:
+            oldest = at
+        t = alert_tier(a.kind, a.severity)
+        if t < tier:
+            tier, tier_since = t, at
+        elif t == tier and tier_since is not None and at < tier_since:
+            tier_since = at
     return PatientRollup(
         patient_id=state.patient_id,
         last_activity_at=max(activity, default=None),
@@ -174,19 +192,17 @@ def patient_rollup(state: PatientState, events: Sequence[Event]) -> PatientRollu
         open_high=by_sev["high"],
         open_medium=by_sev["medium"],
         open_low=by_sev["low"],
-        open_adherence_low=by_kind["adherence_low"],
-        open_inactivity=by_kind["inactivity"],
-        open_billing_at_risk=by_kind["billing_at_risk"],
-        open_alerts=len(open_),
-        oldest_open=min((a.fired_at for a in open_), default=None),
-        open_kinds=tuple(sorted({a.kind for a in open_})),
+        open_adherence_low=by_kind.get("adherence_low", 0),
+        open_inactivity=by_kind.get("inactivity", 0),
+        open_billing_at_risk=by_kind.get("billing_at_risk", 0),
+        open_alerts=n_open,
+        oldest_open=oldest,
+        open_kinds=tuple(sorted(kinds)),
         org_id=state.org_id,
-        open_red_flags=tuple(sorted({d for a in open_ if a.kind == "red_flag" for d in a.details})),
+        open_red_flags=tuple(sorted(flags)),
         tier=tier,
-        tier_since=min(
-            (a.fired_at for a in open_ if alert_tier(a.kind, a.severity) == tier), default=None
-        ),
-        open_snoozed=sum(1 for a in open_ if a.snoozed_until is not None),
+        tier_since=tier_since,
+        open_snoozed=snoozed,
     )
 
 

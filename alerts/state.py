@@ -228,6 +228,12 @@ class PatientState:
 
     _book: EpisodeBook | None = field(default=None, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
+    # The stored forms of its alerts and episode events (``_stored_form``), by id() of the
+    # object they were made from (which the entry keeps alive): an item is frozen, so while
+    # the state holds the same object its form stays right; a new object (an alert
+    # acknowledged, resolved) is dumped again. Replaced, never changed, by each encoding, so
+    # copies may share it. Derived, not state.
+    _forms: dict[int, tuple[object, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @property
     def book(self) -> EpisodeBook:
@@ -310,6 +316,7 @@ class PatientState:
             holds=dict(self.holds),
         )
         new._book, new._refused = self._book, self._refused  # shared until invalidated
+        new._forms = self._forms
         return new
 
 
@@ -340,16 +347,32 @@ def _stored_form(state: PatientState) -> dict[str, Any]:
     are. orjson writes them in ISO 8601 exactly as ``isoformat()`` does (the offset, and
     the microseconds when there are any), in C: a batch encodes every state it touched,
     and the strings made here one by one were most of that time (docs/benchmarks.md,
-    tenth round)."""
+    tenth round). An alert or episode event the state held at its last encoding (or
+    decoding) as the same object is not dumped again (``PatientState._forms``): a year's
+    open alerts cost every batch that touched the patient (eleventh round)."""
+    known = state._forms
+    forms: dict[int, tuple[object, dict[str, Any]]] = {}
+
+    def form(item: EpisodeEvent | Alert) -> dict[str, Any]:
+        hit = known.get(id(item))
+        if hit is not None and hit[0] is item:
+            made = hit[1]
+        elif isinstance(item, Alert):  # each alert's org_id is the state's
+            made = item.model_dump(
+                mode="json", exclude_none=True, exclude_defaults=True, exclude={"org_id"}
+            )
+        else:
+            made = item.model_dump(mode="json", exclude_none=True)
+        forms[id(item)] = (item, made)
+        return made
+
     out: dict[str, Any] = {"v": STATE_VERSION, "p": state.patient_id}
     if state.org_id != DEFAULT_ORG:
         out["o"] = state.org_id
     if state.legacy_ids:
         out["li"] = 1
     if state.episode_events:
-        out["ep"] = [
-            e.model_dump(mode="json", exclude_none=True) for e in state.episode_events.values()
-        ]
+        out["ep"] = [form(e) for e in state.episode_events.values()]
     if state.data:
         out["d"] = [
             [r.occurred_at, r.episode_id, r.event_id]
@@ -364,10 +387,7 @@ def _stored_form(state: PatientState) -> dict[str, Any]:
     if state.completions:
         out["c"] = [[c.occurred_at, c.session_id, c.episode_id] for c in state.completions.values()]
     if state.alerts:
-        out["a"] = [  # each alert's org_id is the state's
-            a.model_dump(mode="json", exclude_none=True, exclude_defaults=True, exclude={"org_id"})
-            for a in state.alerts.values()
-        ]
+        out["a"] = [form(a) for a in state.alerts.values()]
     # A past episode's cursor is the day after its end date unless an earlier
     # episode.ended moved the end: only then is it written.
     cursors = {
@@ -436,6 +456,7 @@ def _stored_form(state: PatientState) -> dict[str, Any]:
             + ([h.episode_id] if h.episode_id is not None else [])
             for h in state.holds.values()
         ]
+    state._forms = forms
     return out
 
 
@@ -448,9 +469,13 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
         org_id=data.get("o", DEFAULT_ORG),
         legacy_ids=bool(data.get("li", version < 4)),
     )
+    # A state the current encoder wrote holds each item's stored form as it is: kept, so the
+    # next encoding of an unchanged item writes it again without dumping it.
+    forms: dict[int, tuple[object, dict[str, Any]]] = s._forms if version == STATE_VERSION else {}
     for e in data.get("ep", ()):
         ev = _EPISODE_EVENT.validate_python(e)
         s.episode_events[ev.event_id] = ev
+        forms[id(ev)] = (ev, e)
     for item in data.get("d", ()):
         if len(item) == 2:  # a day already evaluated: only its date counts
             day, ep = dt.date.fromisoformat(item[0]), item[1]
@@ -468,6 +493,7 @@ def state_from_dict(data: dict[str, Any]) -> PatientState:
     for a in data.get("a", ()):
         alert = _ALERT_JSON.validate_python({**a, "org_id": s.org_id})
         s.alerts[alert.id] = alert
+        forms[id(alert)] = (alert, a)
     s.day_cursor = {k: dt.date.fromisoformat(v) for k, v in data.get("dc", {}).items()}
     for eid, typ, at, known, ep, score, stale, baseline, flags, fall in data.get("pd", ()):
         s.pending[eid] = Pending(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable
@@ -11,7 +12,14 @@ import pytest
 
 from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
 from alerts.rules import acknowledge, local_midnight, on_event, on_tick
-from alerts.state import PatientState, encode_state, new_state, state_from_dict, state_to_dict
+from alerts.state import (
+    PatientState,
+    decode_state,
+    encode_state,
+    new_state,
+    state_from_dict,
+    state_to_dict,
+)
 from schemas.events import DEFAULT_ORG, EVENT_ADAPTER, Event
 
 P = "p-1"
@@ -495,6 +503,25 @@ def test_stored_instants_are_written_as_isoformat_writes_them() -> None:
     assert "2026-11-03T23:30:00.000250-06:00" in [at for _, at, _ in stored["pn"]]
     assert "2026-11-04T10:00:00+05:30" in [at for _, at, _ in stored["pn"]]
     assert state_from_dict(stored) == s
+
+
+def test_an_alert_changed_after_decoding_is_stored_as_it_is_now() -> None:
+    """Each encoding keeps the stored form of the alerts and episode events it wrote (and a
+    decoding the forms it read) while the state holds the same objects: a changed alert
+    (a new object) must be written as it is now, and the bytes must be those of a state
+    that kept no forms."""
+    s, ch = feed([start(), pain("2026-11-03T10:00:00-06:00", "a", 9)])
+    (alert,) = [c.alert for c in fired(ch, "pain_high")]
+    stored = encode_state(s)
+    decoded = decode_state(stored)
+    assert encode_state(decoded) == stored
+    acked, _ = acknowledge(decoded, alert.id, ts("2026-11-03T11:00:00-06:00"), "c-1")
+    again = encode_state(acked)
+    assert again != stored
+    assert again == encode_state(dataclasses.replace(acked, _forms={}))
+    assert decode_state(again) == acked
+    assert decode_state(again).alerts[alert.id].acknowledged_by == "c-1"
+    assert encode_state(s) == stored  # the state it came from still writes what it did
 
 
 def test_event_for_another_patient_is_refused() -> None:
