@@ -86,7 +86,7 @@ def register(
         await consumer.run()
 
     register_lag(topology, settings, consumer)
-    register_refresh(topology, settings, step.idle_for)
+    register_refresh(topology, settings, step.idle_for, step.publisher)
     return consumer
 
 

@@ -24,6 +24,7 @@ from streams.db.pool import Pool
 from streams.db.refresh_store import PgRefreshStore
 from streams.kafka.app import Topology, timer
 from streams.kafka.control import patient_partition
+from streams.services.alerts import Publisher
 from streams.services.refresh import Tuning, lower_priority, refresh_due
 from streams.settings import Settings
 
@@ -43,9 +44,10 @@ _child: list[_Child] = []  # the refresh process's own, made on its first run
 
 def run_refresh(
     dsn: str, partitions: int, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
-) -> tuple[int, int]:
+) -> tuple[int, int, list[int]]:
     """In the refresh process: one timer run (``refresh_due``); returns the patients
-    refreshed and those still to do (``partitions``: rtm.events', the rule states')."""
+    refreshed, those still to do and the outbox seqs of the alert changes it committed
+    (``partitions``: rtm.events', the rule states')."""
     if not _child:
 
         def partition_of(key: PatientKey) -> int:
@@ -59,10 +61,11 @@ def run_refresh(
 
 async def _run(
     store: PgRefreshStore, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
-) -> tuple[int, int]:
+) -> tuple[int, int, list[int]]:
     clock = FixedClock(clock_now) if clock_now is not None else SYSTEM_CLOCK  # as clock_for
-    done = await refresh_due(store, clock, tuning, busy)
-    return done, await store.pending()
+    queued: list[int] = []
+    done = await refresh_due(store, clock, tuning, busy, queued)
+    return done, await store.pending(), queued
 
 
 def _executor() -> ProcessPoolExecutor:
@@ -74,10 +77,14 @@ def _executor() -> ProcessPoolExecutor:
     )
 
 
-def register_refresh(topology: Topology, settings: Settings, idle_for: Callable[[], float]) -> None:
+def register_refresh(
+    topology: Topology, settings: Settings, idle_for: Callable[[], float], publisher: Publisher
+) -> None:
     """Every RTM_WORKER_REFRESH_INTERVAL_S (0: never), a run of the refresh process; while
     the worker's ingestion has been idle for less than RTM_WORKER_REFRESH_IDLE_S it takes
-    only the marks older than RTM_WORKER_REFRESH_MAX_WAIT_S (``idle_for``: the step's)."""
+    only the marks older than RTM_WORKER_REFRESH_MAX_WAIT_S (``idle_for``: the step's).
+    The alert changes a run committed are sent to rtm.alerts right after it (``publisher``),
+    not when the outbox's timer finds them left behind."""
     w = settings.worker
     if not w.refresh_interval_s:
         return
@@ -94,7 +101,7 @@ def register_refresh(topology: Topology, settings: Settings, idle_for: Callable[
         loop = asyncio.get_running_loop()
         try:
             busy = idle_for() < w.refresh_idle_s
-            done, pending = await loop.run_in_executor(
+            done, pending, queued = await loop.run_in_executor(
                 pool[0], run_refresh, dsn, partitions, settings.clock_now, tuning, busy
             )
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one
@@ -102,3 +109,5 @@ def register_refresh(topology: Topology, settings: Settings, idle_for: Callable[
             raise
         m.refreshed.inc(done)
         m.pending.set(pending)
+        # broker away: the supervisor logs it, and the outbox's timer sends them later
+        await publisher.publish_queued(queued)

@@ -301,6 +301,18 @@ async def unpublished(conn: asyncpg.Connection, older_than_s: float, limit: int)
     ]
 
 
+async def queued(conn: asyncpg.Connection, seqs: Sequence[int]) -> list[Queued]:
+    """The changes of ``seqs`` still queued (not yet sent by anyone), in order."""
+    rows = await conn.fetch(
+        "SELECT seq, org_id, patient_id, payload FROM alert_publish"
+        " WHERE seq = ANY($1::bigint[]) ORDER BY seq",
+        list(seqs),
+    )
+    return [
+        Queued(int(r["seq"]), key_text((r["org_id"], r["patient_id"])), r["payload"]) for r in rows
+    ]
+
+
 async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:
     if seqs:
         await conn.execute("DELETE FROM alert_publish WHERE seq = ANY($1::bigint[])", list(seqs))

@@ -42,6 +42,7 @@ from streams.db.alerts import (
     alerts_by_id,
     published,
     queue_publish,
+    queued,
     unpublished,
     upsert_alerts,
 )
@@ -184,6 +185,10 @@ class PgIngestStore:
     async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]:
         async with self.pool.acquire() as conn:
             return await unpublished(conn, older_than_s, limit)
+
+    async def queued(self, seqs: Sequence[int]) -> list[Queued]:
+        async with self.pool.acquire() as conn:
+            return await queued(conn, seqs)
 
     async def published(self, seqs: Sequence[int]) -> None:
         async with self.pool.acquire() as conn:

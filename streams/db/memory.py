@@ -157,6 +157,9 @@ class MemoryIngestStore:
         rows = [q for seq, (at, q) in sorted(self.outbox.items()) if at <= before]
         return rows[:limit]
 
+    async def queued(self, seqs: Sequence[int]) -> list[Queued]:
+        return [self.outbox[seq][1] for seq in sorted(set(seqs)) if seq in self.outbox]
+
     async def published(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
             self.outbox.pop(seq, None)
@@ -323,8 +326,8 @@ class MemoryRefreshSession:
         outcomes: Sequence[EpisodeOutcome],
         claimed_at: dt.datetime,
         alerts: BatchWrite,
-    ) -> None:
-        await self.store.write(alerts, self.loaded)  # first: it refuses a changed state
+    ) -> tuple[int, ...]:
+        written = await self.store.write(alerts, self.loaded)  # first: refuses a changed state
         for org, stream, eid in readiness.first_streams:
             self.store.streams_seen.setdefault((org, stream), eid)
         for key in readiness.patients:
@@ -335,6 +338,7 @@ class MemoryRefreshSession:
             self.store.outcome_rows[key] = [
                 o for o in outcomes if (o.row.org_id, o.row.patient_id) == key
             ]
+        return written.seqs
 
 
 def _greatest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:

@@ -71,14 +71,16 @@ class PgRefreshSession:
         outcomes: Sequence[EpisodeOutcome],
         claimed_at: dt.datetime,
         alerts: BatchWrite,
-    ) -> None:
+    ) -> tuple[int, ...]:
         if not alerts.empty:  # before any write: it holds no row lock while it waits
             await refresh_writes_states(self.conn)
         await write_readiness(self.conn, readiness)
         await replace_outcomes(self.conn, patients, outcomes)
         await done(self.conn, patients, claimed_at)
-        if not alerts.empty:  # the pathway alerts, as a batch writes alerts (its states last)
-            await write_batch(self.conn, self.states, alerts)
+        if alerts.empty:
+            return ()
+        # the pathway alerts, as a batch writes alerts (its states last)
+        return (await write_batch(self.conn, self.states, alerts)).seqs
 
 
 class PgRefreshStore:

@@ -17,6 +17,7 @@ kill between commit and publish loses none.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Protocol
@@ -152,6 +153,8 @@ class AlertsTopic(Protocol):
 class Outbox(Protocol):
     async def unpublished(self, older_than_s: float, limit: int) -> list[Queued]: ...
 
+    async def queued(self, seqs: Sequence[int]) -> list[Queued]: ...
+
     async def published(self, seqs: Sequence[int]) -> None: ...
 
 
@@ -163,6 +166,9 @@ class Publisher:
         self.topic = topic
         self.metrics = metrics
         self.clock = clock
+        # the timer's sends and the refresh's (``publish_queued``) one at a time: each reads
+        # what is still queued, so a change is sent by one of them
+        self._sending = asyncio.Lock()
 
     async def publish(
         self, rows: Sequence[Queued], received: dict[str, dt.datetime] | None = None
@@ -186,6 +192,18 @@ class Publisher:
 
     async def publish_left_behind(self, older_than_s: float, limit: int = 1000) -> int:
         """Send up to ``limit`` changes queued more than ``older_than_s`` ago; how many."""
-        rows = await self.outbox.unpublished(older_than_s, limit)
-        await self.publish(rows)
+        async with self._sending:
+            rows = await self.outbox.unpublished(older_than_s, limit)
+            await self.publish(rows)
+        return len(rows)
+
+    async def publish_queued(self, seqs: Sequence[int]) -> int:
+        """Send the changes of ``seqs`` that are still queued (committed by another
+        process, the refresh, which has no producer: without this they would wait for the
+        timer's ``older_than_s``); how many."""
+        if not seqs:
+            return 0
+        async with self._sending:
+            rows = await self.outbox.queued(seqs)
+            await self.publish(rows)
         return len(rows)

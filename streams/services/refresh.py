@@ -86,7 +86,10 @@ class RefreshSession(Protocol):
         outcomes: Sequence[EpisodeOutcome],
         claimed_at: dt.datetime,
         alerts: BatchWrite,
-    ) -> None: ...
+    ) -> tuple[int, ...]:
+        """Write it all in the session's transaction; the rtm.alerts outbox's seq of each
+        alert change, in order."""
+        ...
 
 
 class RefreshStore(Protocol):
@@ -207,10 +210,16 @@ async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayC
     return PathwayContext(versions, licensed(org_id, now, await s.activations(org_id)))
 
 
-async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tuning()) -> int:
-    """Claim, refresh and write one set of patients; returns how many (0: none due). The
-    worker runs it in a process of its own (agents/refresh.py), so the pure part runs here,
-    in line."""
+async def refresh_once(
+    store: RefreshStore,
+    clock: Clock,
+    tuning: Tuning = Tuning(),
+    queued: list[int] | None = None,
+) -> int:
+    """Claim, refresh and write one set of patients; returns how many (0: none due), and
+    adds to ``queued`` the outbox seqs of the alert changes it committed (the worker sends
+    them: this process has no producer). The worker runs it in a process of its own
+    (agents/refresh.py), so the pure part runs here, in line."""
     t = tuning
     patients, claimed_at = await store.claim(t.limit, t.settle, t.max_wait, t.stale)
     if not patients or claimed_at is None:
@@ -232,15 +241,21 @@ async def refresh_once(store: RefreshStore, clock: Clock, tuning: Tuning = Tunin
                 states=paths.states,
                 partitions={k: store.partition_of(k) for k in paths.states},
             )
-            await s.write_refresh(readiness, patients, paths.outcomes, claimed_at, alerts)
+            seqs = await s.write_refresh(readiness, patients, paths.outcomes, claimed_at, alerts)
     except StateConflict:  # a batch wrote a patient's rule state meanwhile: again, later
         await store.release(patients, claimed_at)
         return 0
+    if queued is not None:
+        queued.extend(seqs)
     return len(patients)
 
 
 async def refresh_due(
-    store: RefreshStore, clock: Clock, tuning: Tuning = Tuning(), busy: bool = False
+    store: RefreshStore,
+    clock: Clock,
+    tuning: Tuning = Tuning(),
+    busy: bool = False,
+    queued: list[int] | None = None,
 ) -> int:
     """The timer's run: open episodes' old rows marked, then claims until none is due or
     the run's budget is spent; returns the patients refreshed. While ingestion is ``busy``
@@ -249,11 +264,11 @@ async def refresh_due(
     by about ``max_wait`` and the refresh takes a bounded share of the cores)."""
     if busy:
         t = replace(tuning, settle=tuning.max_wait, limit=tuning.busy_limit)
-        return await refresh_once(store, clock, t)
+        return await refresh_once(store, clock, t, queued)
     done = 0
     started = asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - started < tuning.budget_s:
-        n = await refresh_once(store, clock, tuning)
+        n = await refresh_once(store, clock, tuning, queued)
         if not n:
             break
         done += n

@@ -251,8 +251,12 @@ async def test_the_outbox_keeps_the_changes_in_order_until_published(
     assert [q.key for q in queued] == [key_text((A, c.alert.patient_id)) for c in changes]
     assert [q.seq for q in await probe.store.unpublished(0, 2)] == list(written.seqs[:2])
     assert await probe.store.unpublished(3600, 10) == []  # queued just now: not left behind
+    # by seq (the refresh's changes, sent by the worker): those still queued, in order
+    assert await probe.store.queued(written.seqs[::-1]) == queued
     await probe.store.published(written.seqs[:2])
     assert [q.seq for q in await probe.store.unpublished(0, 10)] == [written.seqs[2]]
+    assert await probe.store.queued(written.seqs) == queued[2:]
+    assert await probe.store.queued([]) == []
     more = await write(probe, BatchWrite(changes=(fired(factory, A, "c-01"),)))
     assert more.seqs[0] > written.seqs[2]
 

@@ -7,8 +7,10 @@ tests/integration/test_refresh_queue.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
+from typing import Any
 
 import orjson
 
@@ -20,7 +22,7 @@ from schemas.events import EVENT_ADAPTER, Event
 from streams.clock import FixedClock
 from streams.services.refresh import Tuning, refresh_due, refresh_once
 from tests.unit.pathway_events import as_of, at, generated_cohort
-from tests.unit.test_step_in_process import NOW, Step
+from tests.unit.test_step_in_process import NOW, Step, Topics
 
 COHORT = generated_cohort(seed=21, n=12)
 
@@ -132,6 +134,43 @@ async def test_without_a_tick_the_rows_follow_the_calendar_and_the_alerts_the_ru
     streamed = {a.id: a.status for a in step.store.alerts.values() if a.kind in PATHWAY_KINDS}
     assert streamed == expected
     assert calendar != expected  # the cohort tells the two instants apart
+
+
+async def test_the_refresh_hands_its_changes_to_the_worker_which_sends_each_once() -> None:
+    """The refresh runs in a process without a producer: it returns the outbox seqs of the
+    alert changes it committed, and the worker sends those right after the run, not when
+    the outbox's timer finds them left behind (5 s later). The timer and this send take
+    turns, so a change goes to rtm.alerts once whichever of them reads it first."""
+    step = Step()
+    await step.events(*COHORT)
+    assert step.store.outbox == {}  # the batches' own changes were sent by their step
+    queued: list[int] = []
+    while await refresh_once(step.store, step.clock, queued=queued):
+        pass
+    assert queued and queued == sorted(queued) and set(queued) == set(step.store.outbox)
+    payloads = sorted(q.payload for _, q in step.store.outbox.values())
+    kinds = {orjson.loads(p)["alert"]["kind"] for p in payloads}
+    assert kinds and kinds <= set(PATHWAY_KINDS)
+    topics = step.ingest.publisher.topic = Yielding()
+    # the timer's sweep of everything and the refresh's send at once: one of them sends it
+    n_timer, n_refresh = await asyncio.gather(
+        step.ingest.publisher.publish_left_behind(0.0),
+        step.ingest.publisher.publish_queued(queued),
+    )
+    assert n_timer + n_refresh == len(queued) and step.store.outbox == {}
+    sent = sorted(orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in topics.alerts)
+    assert sent == sorted(
+        orjson.dumps(orjson.loads(p), option=orjson.OPT_SORT_KEYS) for p in payloads
+    )
+    assert await step.ingest.publisher.publish_queued(queued) == 0  # sent: not again
+
+
+class Yielding(Topics):
+    """rtm.alerts whose acks take a turn of the event loop (another send may start)."""
+
+    async def publish_alerts(self, records: Any) -> None:
+        await asyncio.sleep(0)
+        await super().publish_alerts(records)
 
 
 class Recording:
