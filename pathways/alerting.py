@@ -1,8 +1,8 @@
 """The care pathway's alerts (docs/alert-rules.md: ``task_overdue``, ``step_up``), pure:
 from a patient's episode views as of an instant and its rule state, the alert changes. Each
 fires once per (episode, task or decision) — ``fired`` holds the ids fired before, the
-stream's from its stored alerts — and resolves when the task is done or cancelled; an alert
-that late events take back resolves at its firing instant.
+stream's from its stored alerts — and resolves when the task is done or cancelled, or its
+episode ended; an alert that late events take back resolves at its firing instant.
 
 Run by the worker's refresh (``streams.services.refresh``) as of the patient's rules clock
 and by ``rtm alerts evaluate`` after the rules' tick (``pathway_alerts``), so the two agree.
@@ -72,9 +72,14 @@ def _raise(
 
 
 def _cleared(task: Task | None, v: EpisodeView) -> dt.datetime | None:
-    """When a task stopped needing anyone: the local midnight of its done date (or the
-    episode's end, cancelled); None while it is open or overdue."""
-    if task is None or task.status in ("open", "overdue"):
+    """When a task stopped needing anyone: the local midnight of its done date, or of the
+    episode's end when it was cancelled or the episode ended with it still overdue (nobody
+    can do an ended episode's task any more: its alert leaves the worklist, and the task
+    stays overdue in the episode's record, its FHIR Task and the outcomes); None while it
+    is open, or overdue in a running episode."""
+    if task is None or task.status == "open":
+        return None
+    if task.status == "overdue" and v.episode.end_date is None:
         return None
     day = task.done_on if task.done_on is not None else v.episode.end_date
     return None if day is None else local_midnight(day, v.episode.timezone)
@@ -87,8 +92,8 @@ def pathway_alert_changes(
     midnight after its due date, and ``step_up`` (high) for the step-up decision, fired at
     the local midnight of its date, with the reason; each once per (episode, task or
     decision), routed to the episode's clinician; resolved when the task is done or
-    cancelled (the step-up's: its in-person visit). ``s`` (a copy the caller owns) gets the
-    alerts; ``fired`` the ids."""
+    cancelled, or the episode ended (the step-up's: its in-person visit's). ``s`` (a copy
+    the caller owns) gets the alerts; ``fired`` the ids."""
     changes: list[AlertChange] = []
     for v in views:
         ep = v.episode
