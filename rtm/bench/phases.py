@@ -367,6 +367,9 @@ async def run_history_cohort(
                 f"{c.new_distinct:,} new events ..."
             )
             new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
+        # what the patients carry after the refresh's pathway alerts and the new events'
+        # batches (informative: the target is judged on the state after the history)
+        after = await b.state_bytes(c.patient_prefix)
     cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
     return {
         "history_days": c.history_days,
@@ -385,6 +388,7 @@ async def run_history_cohort(
         "refresh_drain": {"seconds": round(drain_s, 1), "still_marked": still_marked},
         "database_settle": settled,
         "state_bytes": state,
+        "state_bytes_after_new": after,
     }
 
 

@@ -327,6 +327,10 @@ def _state_rows(r: Mapping[str, Any]) -> list[Row]:
         value = f"{fmt(st.get('median'))} / {fmt(st.get('p99'))} B"
         # after a year of history the target is issue 21's (3 KB); the shorter ones, ~2 KB
         year = st.get("days", 0) >= 365
+        if st.get("informative"):
+            note = f"n={st['n']:,} patients ({st.get('source', '')})"
+            rows.append((f"state bytes {label} median / p99", value, "", "", note))
+            continue
         rows.append(
             (
                 f"state bytes {label} median / p99",

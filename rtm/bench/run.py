@@ -149,6 +149,15 @@ def run_bench(
                     f"{c['history_days']}d",
                     {**c["state_bytes"], "days": c["history_days"], "source": "history"},
                 )
+                state.setdefault(
+                    f"{c['history_days']}d+{history_new_days}d",
+                    {
+                        **c["state_bytes_after_new"],
+                        "days": c["history_days"] + history_new_days,
+                        "source": "history, after the timed new events",
+                        "informative": True,
+                    },
+                )
         pages_out = _run_pages(b, prefix, pages, seed + 5) if pages is not None else None
         machine = asyncio.run(machine_info(settings))
     finally:
