@@ -14,11 +14,13 @@ mode would take, are refused), timestamps outside the years 2000-2100, and, thro
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib.resources
 import re
 import typing
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -372,11 +374,20 @@ class _Envelope(_Frozen):
         """The patient-local date: the calendar date of occurred_at in its own offset."""
         return self.occurred_at.date()
 
-    @property
+    @functools.cached_property
     def patient_key(self) -> PatientKey:
         """Who the event is about: (organisation, patient_id). A patient id means a patient
-        only within an organisation; an event without a stamp belongs to DEFAULT_ORG."""
+        only within an organisation; an event without a stamp belongs to DEFAULT_ORG.
+
+        Kept once made (the worker asks it of each event about twenty times a batch); a
+        copy with changes makes it again (``model_copy``), so a copy the gateway stamps
+        with the key's organisation never carries the unstamped event's."""
         return (self.org_id or DEFAULT_ORG, self.patient_id)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("patient_key", None)
+        return copied
 
 
 # The body region of an episode (the pathway's primary instrument depends on it;
