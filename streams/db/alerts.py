@@ -288,29 +288,31 @@ class Queued:
     payload: str  # the AlertChange's JSON
 
 
-async def unpublished(conn: asyncpg.Connection, older_than_s: float, limit: int) -> list[Queued]:
-    """Queued changes left behind (e.g. by a crash), oldest first."""
-    rows = await conn.fetch(
-        "SELECT seq, org_id, patient_id, payload FROM alert_publish"
-        " WHERE queued_at <= now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
-        older_than_s,
-        limit,
-    )
+_QUEUED = "SELECT seq, org_id, patient_id, payload FROM alert_publish"
+
+
+def _queued(rows: Sequence[asyncpg.Record]) -> list[Queued]:
     return [
         Queued(int(r["seq"]), key_text((r["org_id"], r["patient_id"])), r["payload"]) for r in rows
     ]
+
+
+async def unpublished(conn: asyncpg.Connection, older_than_s: float, limit: int) -> list[Queued]:
+    """Queued changes left behind (e.g. by a crash), oldest first."""
+    return _queued(
+        await conn.fetch(
+            f"{_QUEUED} WHERE queued_at <= now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
+            older_than_s,
+            limit,
+        )
+    )
 
 
 async def queued(conn: asyncpg.Connection, seqs: Sequence[int]) -> list[Queued]:
     """The changes of ``seqs`` still queued (not yet sent by anyone), in order."""
-    rows = await conn.fetch(
-        "SELECT seq, org_id, patient_id, payload FROM alert_publish"
-        " WHERE seq = ANY($1::bigint[]) ORDER BY seq",
-        list(seqs),
+    return _queued(
+        await conn.fetch(f"{_QUEUED} WHERE seq = ANY($1::bigint[]) ORDER BY seq", list(seqs))
     )
-    return [
-        Queued(int(r["seq"]), key_text((r["org_id"], r["patient_id"])), r["payload"]) for r in rows
-    ]
 
 
 async def published(conn: asyncpg.Connection, seqs: Sequence[int]) -> None:

@@ -87,6 +87,10 @@ class KeyPartitioner:
         return all_partitions[control.key_hash(key) % len(all_partitions)]
 
 
+# requests of this many events or more are produced in a record batch per partition
+BATCH_FROM = 200
+
+
 class EventProducer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -111,29 +115,45 @@ class EventProducer:
         ``<org>/<patient_id>``: a patient's events stay in order on one partition, and one
         patient_id of two organisations is two patients.
 
-        A request's records go in one record batch per partition (``create_batch``, in
-        order, partitioned as ``KeyPartitioner`` does), each with one ack to wait for: sent
-        one by one, every record had a future of its own, scheduled and gathered, about a
-        quarter of the gateway's CPU (docs/benchmarks.md, eleventh round)."""
+        A request of ``BATCH_FROM`` events or more goes in one record batch per partition
+        (``create_batch``, in order, partitioned as ``KeyPartitioner`` does), each with one
+        ack to wait for: sent one by one, every record had a future of its own, scheduled
+        and gathered, about a quarter of the gateway's CPU (docs/benchmarks.md, eleventh
+        round). A smaller one is sent record by record, into the batches that are filling
+        (its records and those of the requests beside it leave together: a closed batch
+        per request would wait behind the previous one on each partition)."""
         topic = self.settings.kafka.topic_events
+        if len(events) >= BATCH_FROM:
+            acks = await self._send_batched(topic, events)
+        else:
+            keys = [key_text(e.patient_key).encode() for e in events]
+            acks = [
+                await self._producer.send(topic, dump_event(e), key=key)
+                for e, key in zip(events, keys, strict=True)
+            ]
+        await asyncio.gather(*acks)
+
+    async def _send_batched(self, topic: str, events: Sequence[Event]) -> list[Awaitable[object]]:
+        """``events`` in a record batch per partition (another when one is full), queued in
+        order; their acks."""
         partitions = sorted(await self._producer.partitions_for(topic))
-        open_: dict[int, Any] = {}
+        filling: dict[int, Any] = {}  # partition -> its BatchBuilder
         acks: list[Awaitable[object]] = []
         for e in events:
             key = key_text(e.patient_key).encode()
             partition = partitions[control.key_hash(key) % len(partitions)]
             value = dump_event(e)
-            batch = open_.get(partition)
+            batch = filling.get(partition)
             if batch is None:
-                batch = open_[partition] = self._producer.create_batch()
+                batch = filling[partition] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
                 acks.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = open_[partition] = self._producer.create_batch()
+                batch = filling[partition] = self._producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"an event of {len(value)} bytes exceeds a record batch")
-        for partition, batch in open_.items():
+        for partition, batch in filling.items():
             acks.append(await self._producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acks)
+        return acks
 
     async def send_dead(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
         futures = [
