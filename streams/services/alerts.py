@@ -197,13 +197,14 @@ class Publisher:
             await self.publish(rows)
         return len(rows)
 
-    async def publish_queued(self, seqs: Sequence[int]) -> int:
+    async def publish_queued(self, seqs: Sequence[int], limit: int = 1000) -> int:
         """Send the changes of ``seqs`` that are still queued (committed by another
         process, the refresh, which has no producer: without this they would wait for the
-        timer's ``older_than_s``); how many."""
-        if not seqs:
-            return 0
-        async with self._sending:
-            rows = await self.outbox.queued(seqs)
-            await self.publish(rows)
-        return len(rows)
+        timer's ``older_than_s``), ``limit`` at a time; how many."""
+        sent = 0
+        for start in range(0, len(seqs), limit):
+            async with self._sending:
+                rows = await self.outbox.queued(seqs[start : start + limit])
+                await self.publish(rows)
+            sent += len(rows)
+        return sent

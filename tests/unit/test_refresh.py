@@ -155,7 +155,7 @@ async def test_the_refresh_hands_its_changes_to_the_worker_which_sends_each_once
     # the timer's sweep of everything and the refresh's send at once: one of them sends it
     n_timer, n_refresh = await asyncio.gather(
         step.ingest.publisher.publish_left_behind(0.0),
-        step.ingest.publisher.publish_queued(queued),
+        step.ingest.publisher.publish_queued(queued, limit=2),  # two at a time: turns
     )
     assert n_timer + n_refresh == len(queued) and step.store.outbox == {}
     sent = sorted(orjson.dumps(c, option=orjson.OPT_SORT_KEYS) for c in topics.alerts)
