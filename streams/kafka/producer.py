@@ -126,22 +126,23 @@ class EventProducer:
         if len(events) >= BATCH_FROM:
             acks = await self._send_batched(topic, events)
         else:
-            keys = [key_text(e.patient_key).encode() for e in events]
             acks = [
-                await self._producer.send(topic, dump_event(e), key=key)
-                for e, key in zip(events, keys, strict=True)
+                await self._producer.send(
+                    topic, dump_event(e), key=key_text(e.patient_key).encode()
+                )
+                for e in events
             ]
         await asyncio.gather(*acks)
 
     async def _send_batched(self, topic: str, events: Sequence[Event]) -> list[Awaitable[object]]:
         """``events`` in a record batch per partition (another when one is full), queued in
         order; their acks."""
-        partitions = sorted(await self._producer.partitions_for(topic))
+        partitions = len(await self._producer.partitions_for(topic))
         filling: dict[int, Any] = {}  # partition -> its BatchBuilder
         acks: list[Awaitable[object]] = []
         for e in events:
             key = key_text(e.patient_key).encode()
-            partition = partitions[control.key_hash(key) % len(partitions)]
+            partition = control.partition_of(key, partitions)  # as KeyPartitioner
             value = dump_event(e)
             batch = filling.get(partition)
             if batch is None:
