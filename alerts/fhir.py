@@ -19,10 +19,11 @@ profile is not among the bundled R4 definitions a receiver can validate offline)
   duration", UCUM ``s``), sets and reps as components with text codes.
 
 Both: ``status`` final, ``effectiveDateTime`` = ``occurred_at`` in the producer's own
-offset, ``issued`` = when the gateway received it, ``subject`` = ``Patient/<patient_id>``
-(the pseudonymous id; an id outside FHIR's id grammar is referenced by identifier
-instead), ``performer`` = the same patient (self-reported), ``identifier`` = the event
-id. Resource ids are UUIDv5 of the event id, so a re-export names the same resources.
+offset (in UTC when the offset is beyond FHIR's +-14:00: ``outcomes.fhir.fhir_time``),
+``issued`` = when the gateway received it, ``subject`` = ``Patient/<patient_id>`` (the
+pseudonymous id; an id outside FHIR's id grammar is referenced by identifier instead),
+``performer`` = the same patient (self-reported), ``identifier`` = the event id. Resource
+ids are UUIDv5 of the event id, so a re-export names the same resources.
 Nothing here reads the clock or the database.
 """
 
@@ -38,6 +39,7 @@ from outcomes.fhir import (
     LOINC,
     OBSERVATION_CATEGORY,
     UCUM,
+    fhir_time,
     patient_reference,
     resource_id,
     score_observation,
@@ -75,10 +77,10 @@ def _timing(event: PainReported | ExerciseCompleted) -> dict[str, Any]:
     patient = patient_reference(event.patient_id)
     out: dict[str, Any] = {
         "subject": patient,
-        "effectiveDateTime": event.occurred_at.isoformat(),
+        "effectiveDateTime": fhir_time(event.occurred_at),
     }
     if event.received_at is not None:
-        out["issued"] = event.received_at.isoformat()
+        out["issued"] = fhir_time(event.received_at)
     out["performer"] = [patient]  # self-reported: the patient did and reported it
     return out
 

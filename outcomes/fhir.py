@@ -84,6 +84,23 @@ def response_id(event_id: str) -> str:
     return resource_id(event_id, "QuestionnaireResponse")
 
 
+# FHIR's dateTime and instant take an offset of at most 14 hours (RFC 3339, and so the
+# contract, up to 23:59); real zones run from -12:00 to +14:00
+_FHIR_MAX_OFFSET = dt.timedelta(hours=14)
+
+
+def fhir_time(at: dt.datetime) -> str:
+    """A timestamp as FHIR's dateTime and instant write it: in its own offset, as sent, when
+    FHIR can write that offset; otherwise the same instant in UTC (an offset beyond +-14:00
+    names no real zone, and FHIR refuses it)."""
+    offset = at.utcoffset()
+    if offset is None:
+        raise ValueError("timestamp must be timezone-aware")
+    if abs(offset) > _FHIR_MAX_OFFSET:
+        at = at.astimezone(dt.UTC)
+    return at.isoformat()
+
+
 def patient_reference(patient_id: str) -> dict[str, Any]:
     if _FHIR_ID(patient_id):
         return {"reference": f"Patient/{patient_id}"}
@@ -169,7 +186,7 @@ def questionnaire_response(event: AssessmentCompleted) -> dict[str, Any]:
         "questionnaire": f"{canonical}|{QUESTIONNAIRE_VERSION}" if inst else canonical,
         "status": "completed",
         "subject": patient,
-        "authored": event.occurred_at.isoformat(),
+        "authored": fhir_time(event.occurred_at),
         "author": patient,
         "source": patient,
     }
@@ -196,12 +213,12 @@ def score_observation(event: AssessmentCompleted) -> dict[str, Any] | None:
         ],
         "code": {"coding": [coding], "text": coding["display"]},
         "subject": patient,
-        "effectiveDateTime": event.occurred_at.isoformat(),
+        "effectiveDateTime": fhir_time(event.occurred_at),
         "performer": [patient],
         "derivedFrom": [{"reference": f"QuestionnaireResponse/{response_id(event.event_id)}"}],
     }
     if event.received_at is not None:
-        out["issued"] = event.received_at.isoformat()
+        out["issued"] = fhir_time(event.received_at)
     if inst.id == "nprs":
         out["valueInteger"] = int(scored.score)
     else:
@@ -228,7 +245,7 @@ def encounter(event: VisitCompleted) -> dict[str, Any]:
         if event.mode == "in_person"
         else {"system": ACT_CODE, "code": "VR", "display": "virtual"}
     )
-    at = event.occurred_at.isoformat()
+    at = fhir_time(event.occurred_at)
     out: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": resource_id(event.event_id),

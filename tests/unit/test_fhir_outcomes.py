@@ -4,6 +4,7 @@ tests/integration/test_fhir_outcomes.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from alerts.fhir import observation
 from outcomes.fhir import (
+    checked,
     encounter,
     file_resources,
     plan_definition,
@@ -131,6 +134,61 @@ def test_encounter_class_by_mode(mode: str, code: str) -> None:
     assert enc["class"]["code"] == code and enc["status"] == "finished"
     assert enc["episodeOfCare"][0]["identifier"]["value"] == "ep1"
     assert enc["participant"][0]["individual"]["identifier"]["value"] == "c-01"
+
+
+_TIMED = {
+    "visit.completed": {"episode_id": "ep1", "mode": "virtual"},
+    "assessment.completed": {"instrument": "nprs", "answers": {"nprs": 4}},
+    "pain.reported": {"score": 6, "context": "rest"},
+    "exercise.completed": {"exercise_id": "bridge", "sets": 3},
+}
+
+
+def _timed_resources(e: Event) -> list[dict[str, Any]]:
+    if isinstance(e, VisitCompleted):
+        return [encounter(e)]
+    if isinstance(e, AssessmentCompleted):
+        score = score_observation(e)
+        assert score is not None
+        return [questionnaire_response(e), score]
+    obs = observation(e)
+    assert obs is not None
+    return [obs]
+
+
+@pytest.mark.parametrize("kind", sorted(_TIMED))
+@pytest.mark.parametrize(
+    ("offset", "minutes"),
+    [
+        ("-05:00", -300),
+        ("+14:00", 840),
+        ("-13:59", -839),
+        ("Z", 0),
+        # the contract takes RFC 3339's offsets up to 23:59; FHIR refuses one beyond 14:00
+        ("+23:59", 0),
+        ("-14:30", 0),
+    ],
+)
+def test_every_timestamp_the_contract_takes_is_a_valid_fhir_time(
+    kind: str, offset: str, minutes: int
+) -> None:
+    """A fuzzer's visit at offset +23:59 made GET /fhir/Encounter answer 500: each resource
+    made from an event is valid FHIR for any offset the contract takes, at the same instant,
+    in the producer's own offset when FHIR can write it."""
+    sent = f"2026-10-01T09:00:00{offset}"
+    e = _event(event_id="t1", type=kind, occurred_at=sent, received_at=sent, **_TIMED[kind])
+    for resource in _timed_resources(e):
+        checked(resource)  # fhir.resources' model raises for a value FHIR refuses
+        times = [
+            v
+            for k in ("effectiveDateTime", "issued", "authored")
+            if isinstance(v := resource.get(k), str)
+        ] + [v for v in resource.get("period", {}).values()]
+        assert times, resource
+        for t in times:
+            at = dt.datetime.fromisoformat(t)
+            assert at == e.occurred_at
+            assert at.utcoffset() == dt.timedelta(minutes=minutes)
 
 
 def test_plan_definition_an_action_per_task_and_the_decisions_as_conditions() -> None:
