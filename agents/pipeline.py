@@ -86,7 +86,7 @@ def register(
         await consumer.run()
 
     register_lag(topology, settings, consumer)
-    register_refresh(topology, settings, step.idle_for, step.publisher)
+    register_refresh(topology, settings, step.idle_for, step.publisher, step.store.warm_states)
     return consumer
 
 

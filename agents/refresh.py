@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from streams.db.refresh_store import PgRefreshStore
 from streams.kafka.app import Topology, timer
 from streams.kafka.control import patient_partition
 from streams.services.alerts import Publisher
-from streams.services.refresh import Tuning, lower_priority, refresh_due
+from streams.services.refresh import Committed, Tuning, lower_priority, refresh_due
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ _child: list[_Child] = []  # the refresh process's own, made on its first run
 
 def run_refresh(
     dsn: str, partitions: int, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
-) -> tuple[int, int, list[int]]:
+) -> tuple[int, int, Committed]:
     """In the refresh process: one timer run (``refresh_due``); returns the patients
-    refreshed, those still to do and the outbox seqs of the alert changes it committed
+    refreshed, those still to do and what it committed that the worker acts on
     (``partitions``: rtm.events', the rule states')."""
     if not _child:
 
@@ -61,11 +61,11 @@ def run_refresh(
 
 async def _run(
     store: PgRefreshStore, clock_now: dt.datetime | None, tuning: Tuning, busy: bool
-) -> tuple[int, int, list[int]]:
+) -> tuple[int, int, Committed]:
     clock = FixedClock(clock_now) if clock_now is not None else SYSTEM_CLOCK  # as clock_for
-    queued: list[int] = []
-    done = await refresh_due(store, clock, tuning, busy, queued)
-    return done, await store.pending(), queued
+    committed = Committed()
+    done = await refresh_due(store, clock, tuning, busy, committed)
+    return done, await store.pending(), committed
 
 
 def _executor() -> ProcessPoolExecutor:
@@ -78,13 +78,19 @@ def _executor() -> ProcessPoolExecutor:
 
 
 def register_refresh(
-    topology: Topology, settings: Settings, idle_for: Callable[[], float], publisher: Publisher
+    topology: Topology,
+    settings: Settings,
+    idle_for: Callable[[], float],
+    publisher: Publisher,
+    warm_states: Callable[[Sequence[PatientKey]], Awaitable[int]],
 ) -> None:
     """Every RTM_WORKER_REFRESH_INTERVAL_S (0: never), a run of the refresh process; while
     the worker's ingestion has been idle for less than RTM_WORKER_REFRESH_IDLE_S it takes
     only the marks older than RTM_WORKER_REFRESH_MAX_WAIT_S (``idle_for``: the step's).
     The alert changes a run committed are sent to rtm.alerts right after it (``publisher``),
-    not when the outbox's timer finds them left behind."""
+    not when the outbox's timer finds them left behind; the rule states it wrote are taken
+    into the step's state cache (``warm_states``), so that the patients' next batch does
+    not read them back (a run after a tick writes hundreds)."""
     w = settings.worker
     if not w.refresh_interval_s:
         return
@@ -101,7 +107,7 @@ def register_refresh(
         loop = asyncio.get_running_loop()
         try:
             busy = idle_for() < w.refresh_idle_s
-            done, pending, queued = await loop.run_in_executor(
+            done, pending, committed = await loop.run_in_executor(
                 pool[0], run_refresh, dsn, partitions, settings.clock_now, tuning, busy
             )
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one
@@ -110,4 +116,5 @@ def register_refresh(
         m.refreshed.inc(done)
         m.pending.set(pending)
         # broker away: the supervisor logs it, and the outbox's timer sends them later
-        await publisher.publish_queued(queued)
+        await publisher.publish_queued(committed.seqs)
+        await warm_states(committed.states)

@@ -114,6 +114,32 @@ class StateStore:
                 out[k] = new_state(k[1], k[0])
         return out
 
+    async def warm(self, conn: asyncpg.Connection, keys: Sequence[PatientKey]) -> int:
+        """Read into the cache the stored states of ``keys`` that it holds at an older
+        revision: those another process wrote (the refresh), so that the next batch of
+        these patients does not read them; how many. A patient the cache does not hold is
+        left to its next batch (this worker may never see it). Not a batch's read: nothing
+        is handed out, and a state a batch committed meanwhile (a newer revision) stays."""
+        asked = [k for k in dict.fromkeys(keys) if k in self._cache]
+        if not asked:
+            return 0
+        rows = await conn.fetch(
+            _LOAD,
+            [k[0] for k in asked],
+            [k[1] for k in asked],
+            [self._cache[k][0] for k in asked],
+            [],
+        )
+        warmed = 0
+        for r in rows:
+            key, rev = (r["org_id"], r["patient_id"]), int(r["rev"])
+            held = self._cache.get(key)
+            if r["state"] is None or (held is not None and held[0] >= rev):
+                continue
+            self._cache[key] = (rev, int(r["part"]), decode_state(r["state"]))
+            warmed += 1
+        return warmed
+
     async def assign_partitions(
         self, conn: asyncpg.Connection, partition_of: Callable[[PatientKey], int]
     ) -> int:

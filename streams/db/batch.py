@@ -178,6 +178,10 @@ class PgIngestStore:
         async with self.pool.acquire() as conn:
             return await refused_for_content(conn, events)
 
+    async def warm_states(self, patients: Sequence[PatientKey]) -> int:
+        async with self.pool.acquire() as conn:
+            return await StateStore(self.cache).warm(conn, patients)
+
     async def intake_rule_sets(self) -> dict[str, IntakeRules]:
         async with self.pool.acquire() as conn:
             return await current_rules(conn)

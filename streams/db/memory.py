@@ -164,6 +164,9 @@ class MemoryIngestStore:
         for seq in seqs:
             self.outbox.pop(seq, None)
 
+    async def warm_states(self, patients: Sequence[PatientKey]) -> int:
+        return 0  # no decoded copies kept: a session decodes the stored bytes it reads
+
     # --- what tests set and read ----------------------------------------------------------
 
     def set_webhook(self, org_id: str, clinician_id: str) -> int:

@@ -113,6 +113,12 @@ class IngestStore(Protocol):
 
     async def published(self, seqs: Sequence[int]) -> None: ...
 
+    async def warm_states(self, patients: Sequence[PatientKey]) -> int:
+        """Take in the rule states another process (the refresh) wrote for these patients,
+        where the store keeps decoded states (PostgreSQL's cache; the memory store keeps
+        none: 0); how many."""
+        ...
+
 
 class DeadLetters(Protocol):
     """rtm.events.dead."""

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -210,15 +210,24 @@ async def _context(s: RefreshSession, org_id: str, now: dt.datetime) -> PathwayC
     return PathwayContext(versions, licensed(org_id, now, await s.activations(org_id)))
 
 
+@dataclass
+class Committed:
+    """What refresh runs committed that the worker acts on: the rtm.alerts outbox's seqs of
+    the alert changes, in order (it sends them: the refresh's process has no producer),
+    and the patients whose rule states were written (it takes them into its state cache)."""
+
+    seqs: list[int] = field(default_factory=list)
+    states: list[PatientKey] = field(default_factory=list)
+
+
 async def refresh_once(
     store: RefreshStore,
     clock: Clock,
     tuning: Tuning = Tuning(),
-    queued: list[int] | None = None,
+    committed: Committed | None = None,
 ) -> int:
     """Claim, refresh and write one set of patients; returns how many (0: none due), and
-    adds to ``queued`` the outbox seqs of the alert changes it committed (the worker sends
-    them: this process has no producer). The worker runs it in a process of its own
+    adds to ``committed`` what the worker acts on. The worker runs it in a process of its own
     (agents/refresh.py), so the pure part runs here, in line."""
     t = tuning
     patients, claimed_at = await store.claim(t.limit, t.settle, t.max_wait, t.stale)
@@ -245,8 +254,9 @@ async def refresh_once(
     except StateConflict:  # a batch wrote a patient's rule state meanwhile: again, later
         await store.release(patients, claimed_at)
         return 0
-    if queued is not None:
-        queued.extend(seqs)
+    if committed is not None and not alerts.empty:  # written only then
+        committed.seqs.extend(seqs)
+        committed.states.extend(alerts.states)
     return len(patients)
 
 
@@ -255,7 +265,7 @@ async def refresh_due(
     clock: Clock,
     tuning: Tuning = Tuning(),
     busy: bool = False,
-    queued: list[int] | None = None,
+    committed: Committed | None = None,
 ) -> int:
     """The timer's run: open episodes' old rows marked, then claims until none is due or
     the run's budget is spent; returns the patients refreshed. While ingestion is ``busy``
@@ -264,11 +274,11 @@ async def refresh_due(
     by about ``max_wait`` and the refresh takes a bounded share of the cores)."""
     if busy:
         t = replace(tuning, settle=tuning.max_wait, limit=tuning.busy_limit)
-        return await refresh_once(store, clock, t, queued)
+        return await refresh_once(store, clock, t, committed)
     done = 0
     started = asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - started < tuning.budget_s:
-        n = await refresh_once(store, clock, tuning, queued)
+        n = await refresh_once(store, clock, tuning, committed)
         if not n:
             break
         done += n

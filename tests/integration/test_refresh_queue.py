@@ -7,6 +7,7 @@ once never share a patient (the loser of a race takes fewer)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -15,8 +16,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from streams.db.alert_states import STATE_WRITERS_LOCK, refresh_writes_states
-from streams.db.batch import PgIngestStore
+from alerts.state import encode_state
+from streams.db.alert_states import STATE_WRITERS_LOCK, StateStore, refresh_writes_states
+from streams.db.batch import BatchWrite, PgIngestStore, Wanted, write_batch
 from streams.db.pool import Pool, migrate
 from streams.db.refresh import claim, done, mark, pending, release
 from streams.settings import Settings
@@ -28,19 +30,27 @@ NEVER = dt.timedelta(days=1)
 
 
 @pytest_asyncio.fixture
-async def qdb(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def qdsn(base_settings: Settings) -> AsyncIterator[str]:
+    """The app's DSN on a schema of its own, migrated."""
     schema = "it_refresh_" + uuid.uuid4().hex[:8]
     owner = await asyncpg.connect(base_settings.db.owner_dsn)
     await owner.execute(f"CREATE SCHEMA {schema}")
     path = f"?search_path={schema}%2Cpublic"
     await migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role)
-    pool = await asyncpg.create_pool(base_settings.db.dsn.split("?")[0] + path, min_size=2)
+    try:
+        yield base_settings.db.dsn.split("?")[0] + path
+    finally:
+        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
+        await owner.close()
+
+
+@pytest_asyncio.fixture
+async def qdb(qdsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(qdsn, min_size=2)
     try:
         yield pool
     finally:
         await pool.close()
-        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
-        await owner.close()
 
 
 async def age(pool: asyncpg.Pool, seconds: float, column: str = "last_marked") -> None:
@@ -152,4 +162,37 @@ async def test_a_refresh_writes_states_only_between_ingest_batches(
         await asyncio.wait_for(waiting, 5)  # the batch is done: the refresh writes
     finally:
         await other.close()
+        await pool.close()
+
+
+async def test_the_worker_takes_the_states_the_refresh_wrote_into_its_cache(qdsn: str) -> None:
+    """The refresh writes rule states in a process of its own; the worker reads them into
+    its cache after the run (``warm_states``), so the patients' next batch uses them
+    without reading them back. Only states it holds at an older revision: a patient it
+    never saw, or one it holds as stored, is left alone."""
+    pool = Pool(qdsn, max_size=2)
+    store = PgIngestStore(pool, lambda key: 0)
+    seen, refreshed, unseen = ("o1", "p1"), ("o1", "p2"), ("o1", "p3")
+    try:
+        async with store.session() as s:  # a batch writes two states: the cache holds rev 1
+            states = await s.load(Wanted(patients=(seen, refreshed)))
+            await s.write(BatchWrite(states=states, partitions=dict.fromkeys(states, 0)))
+        assert {k: store.cache[k][0] for k in store.cache} == {seen: 1, refreshed: 1}
+        # the refresh, on its own connection and state store, writes two of them again
+        refresh = StateStore()
+        async with pool.acquire() as conn:
+            loaded = await refresh.load(conn, [refreshed, unseen])
+            at = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+            changed = {k: dataclasses.replace(st, clock=at) for k, st in loaded.items()}
+            await write_batch(
+                conn, refresh, BatchWrite(states=changed, partitions=dict.fromkeys(changed, 0))
+            )
+        assert await store.warm_states([seen, refreshed, unseen]) == 1
+        assert unseen not in store.cache  # left to its next batch
+        rev, _, warmed = store.cache[refreshed]
+        assert rev == 2 and encode_state(warmed) == encode_state(changed[refreshed])
+        assert await store.warm_states([refreshed]) == 0  # held as stored
+        async with store.session() as s:  # the next batch is handed the warmed state
+            assert (await s.load(Wanted(patients=(refreshed,))))[refreshed] is warmed
+    finally:
         await pool.close()

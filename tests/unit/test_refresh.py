@@ -20,7 +20,7 @@ from pathways.model import builtin
 from pathways.offline import episode_rows, views
 from schemas.events import EVENT_ADAPTER, Event
 from streams.clock import FixedClock
-from streams.services.refresh import Tuning, refresh_due, refresh_once
+from streams.services.refresh import Committed, Tuning, refresh_due, refresh_once
 from tests.unit.pathway_events import as_of, at, generated_cohort
 from tests.unit.test_step_in_process import NOW, Step, Topics
 
@@ -144,9 +144,16 @@ async def test_the_refresh_hands_its_changes_to_the_worker_which_sends_each_once
     step = Step()
     await step.events(*COHORT)
     assert step.store.outbox == {}  # the batches' own changes were sent by their step
-    queued: list[int] = []
-    while await refresh_once(step.store, step.clock, queued=queued):
+    committed = Committed()
+    while await refresh_once(step.store, step.clock, committed=committed):
         pass
+    queued = committed.seqs
+    # and the patients whose states it wrote: each has a change, and its state is stored
+    changed = {
+        tuple(orjson.loads(q.payload)["alert"][f] for f in ("org_id", "patient_id"))
+        for _, q in step.store.outbox.values()
+    }
+    assert set(committed.states) == changed <= set(step.store.states)
     assert queued and queued == sorted(queued) and set(queued) == set(step.store.outbox)
     payloads = sorted(q.payload for _, q in step.store.outbox.values())
     kinds = {orjson.loads(p)["alert"]["kind"] for p in payloads}
