@@ -473,8 +473,9 @@ def _symptom_rules(
 
 
 def _latest_episode(s: PatientState) -> Route | None:
-    eps = _routes(s)
-    return max(eps, key=lambda e: e.start_date) if eps else None
+    if not s.past:
+        return max(s.book.episodes.values(), key=lambda e: e.start_date, default=None)
+    return _first_latest(s, [*s.book.episodes.values(), *s.past.values()])
 
 
 def _resolve(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
@@ -487,23 +488,27 @@ def _resolve(s: PatientState, episode_id: str | None, day: dt.date) -> Route | N
         if named is None:
             named = s.past.get(episode_id)
         return named if named is not None and named.covers(day) else None
-    candidates = [e for e in _routes(s) if e.covers(day)]
-    return max(candidates, key=lambda e: e.start_date) if candidates else None
+    routes = [*s.book.episodes.values(), *s.past.values()]
+    return _first_latest(s, [e for e in routes if e.covers(day)])
 
 
-def _routes(s: PatientState) -> list[Route]:
-    """Every episode, live or retired, in the fold's order (start instant, then the start's
-    event_id): ``max`` keeps the first of equal start dates, as over the book's dict."""
-    live: list[Route] = list(s.book.episodes.values())
-    if not s.past:
-        return live
+def _first_latest(s: PatientState, routes: list[Route]) -> Route | None:
+    """The route with the latest start date; of equal ones, the first in the fold's order
+    (start instant, then the start's event_id), as ``max`` over them sorted that way. Only
+    the tied ones are ordered: a year of retired episodes is not sorted for each report."""
+    if not routes:
+        return None
+    latest = max(e.start_date for e in routes)
+    tied = [e for e in routes if e.start_date == latest]
+    if len(tied) == 1:
+        return tied[0]
 
     def key(e: Route) -> tuple[dt.datetime, str]:
         if isinstance(e, PastEpisode):
             return (e.started_at, e.start_event_id)
         return (e.started_at, _start_event_id(s, e))
 
-    return sorted([*live, *s.past.values()], key=key)
+    return min(tied, key=key)
 
 
 def _start_event_id(s: PatientState, ep: Episode) -> str:

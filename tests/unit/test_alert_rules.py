@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from alerts.models import DEFAULT_CONFIG, AlertChange, AlertConfig, alert_id
-from alerts.rules import acknowledge, local_midnight, on_event, on_tick
+from alerts.rules import _latest_episode, _resolve, acknowledge, local_midnight, on_event, on_tick
 from alerts.state import (
+    PastEpisode,
     PatientState,
     decode_state,
     encode_state,
@@ -732,3 +734,31 @@ def test_billing_at_risk_hourly_ticks_agree_with_one_final_tick() -> None:
         (period_alert_id(2), day_end("2026-12-24"), 15, day_end("2026-12-31")),  # 8 + 7
         (period_alert_id(3), day_end("2027-01-15"), 15, day_end("2027-01-20")),  # 0 + 15
     ]
+
+
+def test_the_latest_retired_episode_is_the_first_of_its_date_in_the_folds_order() -> None:
+    """A report outside every episode goes to the latest episode, one without an episode id
+    to the latest that covers its day; of retired ones that started on one date, the first
+    the fold took (start instant, then the start's event id), wherever it sits among a
+    year of others."""
+    day = dt.date(2026, 3, 2)
+
+    def past(eid: str, start: dt.datetime, start_event_id: str) -> PastEpisode:
+        return PastEpisode(
+            eid, "c-1", start.date() + dt.timedelta(days=30), start, start_event_id, start
+        )
+
+    at = dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC)
+    tied = [past("late", at + dt.timedelta(hours=2), "a"), past("b", at, "b"), past("a", at, "a")]
+    older = [past(f"old{i}", at - dt.timedelta(days=40 * i), "z") for i in range(1, 10)]
+    rng = random.Random(7)
+    for _ in range(20):
+        routes = [*tied, *older]
+        rng.shuffle(routes)
+        s = dataclasses.replace(new_state("p1"), past={e.episode_id: e for e in routes})
+        latest = _latest_episode(s)
+        covering = _resolve(s, None, day + dt.timedelta(days=5))
+        assert latest is not None and covering is not None
+        assert latest.episode_id == covering.episode_id == "a"
+        old = _resolve(s, None, (at - dt.timedelta(days=80)).date())
+        assert old is not None and old.episode_id == "old2"
