@@ -475,7 +475,8 @@ def _symptom_rules(
 def _latest_episode(s: PatientState) -> Route | None:
     if not s.past:
         return max(s.book.episodes.values(), key=lambda e: e.start_date, default=None)
-    return _first_latest(s, [*s.book.episodes.values(), *s.past.values()])
+    routes: list[Route] = [*s.book.episodes.values(), *s.past.values()]
+    return _first_latest(s, routes)
 
 
 def _resolve(s: PatientState, episode_id: str | None, day: dt.date) -> Route | None:
@@ -488,7 +489,7 @@ def _resolve(s: PatientState, episode_id: str | None, day: dt.date) -> Route | N
         if named is None:
             named = s.past.get(episode_id)
         return named if named is not None and named.covers(day) else None
-    routes = [*s.book.episodes.values(), *s.past.values()]
+    routes: list[Route] = [*s.book.episodes.values(), *s.past.values()]
     return _first_latest(s, [e for e in routes if e.covers(day)])
 
 
