@@ -168,6 +168,20 @@ class HistoryCohort:
     new_newest: dt.datetime | None = None
 
 
+def ballast_cohort(workdir: Path, prefix: str, days: int) -> HistoryCohort:
+    """``--history-same-size``: a ``days``-long history of other patients (their ids and
+    events under ``<prefix>.h<days>x.``), taken by the short cohort's stack before its own
+    history, so that both stacks hold the long cohort's volume."""
+    name = f"h{days}x"
+    return HistoryCohort(
+        name,
+        days,
+        f"{prefix}.{name}.",
+        workdir / f"{name}-history.jsonl",
+        workdir / f"{name}-new.jsonl",
+    )
+
+
 def write_history_cohort(
     c: HistoryCohort,
     patients: int,

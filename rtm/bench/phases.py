@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtm.bench.cohorts import (
     HistoryCohort,
+    ballast_cohort,
     cohort,
     cohort_start,
     distinct_ids,
@@ -336,15 +337,25 @@ async def run_history_cohort(
     warm: list[dict[str, Any]],
     warm_path: Path,
     warm_distinct: int,
+    ballast: HistoryCohort | None = None,
 ) -> dict[str, Any]:
     """A warm-up cohort (the same for every history stack, so both workers have run their
     code paths and filled their pools before anything differs), the history (untimed), one
     tick at its newest event, the state size, then the new events timed. All but the
     first warm-up batch are written straight to Kafka: the worker, not the gateway, is
-    timed, draining a backlog at full speed."""
+    timed, draining a backlog at full speed. ``ballast``: another cohort whose history is
+    taken first (untimed), so that the stack holds its volume too."""
     async with httpx.AsyncClient(timeout=60.0) as client:
         await b.warm_up(client, ph, warm)
         await produce_and_wait(b, ph, client, warm_path, warm_distinct)
+        if ballast is not None:
+            await produce_and_wait(
+                b, ph, client, ballast.seed_path, ballast.seed_distinct, timeout=3600.0, poll=0.25
+            )
+            b.log(
+                f"history {c.history_days} d: first {ballast.seed_distinct:,} events of "
+                f"{ballast.history_days} days of other patients (--history-same-size)"
+            )
         seed = await produce_and_wait(
             b, ph, client, c.seed_path, c.seed_distinct, timeout=3600.0, poll=0.25
         )
@@ -389,6 +400,7 @@ async def run_history_cohort(
         "database_settle": settled,
         "state_bytes": state,
         "state_bytes_after_new": after,
+        "ballast_events": ballast.seed_distinct if ballast is not None else 0,
     }
 
 
@@ -683,10 +695,19 @@ def run_history(
     new_days: int,
     seed: int,
     warm: list[dict[str, Any]],
+    same_size: bool = False,
 ) -> dict[str, Any]:
-    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks)."""
+    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks).
+    With ``same_size`` the short cohort's stack first takes ``ballast_cohort``: the long
+    history of as many other patients, so that both stacks hold the long cohort's volume
+    (process and database) and differ only in their own patients' history."""
     start = cohort_start(long_days + new_days, b.today())
-    out: dict[str, Any] = {"patients": patients, "new_days": new_days, "start": start.isoformat()}
+    out: dict[str, Any] = {
+        "patients": patients,
+        "new_days": new_days,
+        "start": start.isoformat(),
+        "same_size": same_size,
+    }
     warm_cohort = cohort(HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS, seed + 1, "", b.today())
     for key, days in (("short", short_days), ("long", long_days)):
         name = f"h{days}"
@@ -698,6 +719,10 @@ def run_history(
             b.workdir / f"{name}-new.jsonl",
         )
         write_history_cohort(c, patients, seed, start, long_days, short_days, new_days)
+        ballast = None
+        if same_size and key == "short":
+            ballast = ballast_cohort(b.workdir, prefix, long_days)
+            write_history_cohort(ballast, patients, seed, start, long_days, short_days, new_days)
         warm_path = b.workdir / f"{name}-warm.jsonl"
         write_jsonl((namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_path)
         ph = b.start_stack(name, tick_interval_s=0)
@@ -714,12 +739,16 @@ def run_history(
                     [namespace_event(e, name) for e in warm],
                     warm_path,
                     len(distinct_ids(warm_cohort)),
+                    ballast,
                 )
             )
         finally:
             b.stop_stack(ph)
         for path in (c.seed_path, c.new_path, warm_path):
             path.unlink(missing_ok=True)
+        if ballast is not None:
+            ballast.seed_path.unlink(missing_ok=True)
+            ballast.new_path.unlink(missing_ok=True)
         b.log(f"history {days} d: {out[key]['events_per_s']} ev/s")
     s, lg = out["short"]["events_per_s"], out["long"]["events_per_s"]
     out["ratio"] = round(lg / s, 3) if s and lg else None

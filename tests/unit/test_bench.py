@@ -19,6 +19,7 @@ from rtm.bench.cohorts import (
     HistoryCohort,
     OpenEpisodes,
     auto_history_patients,
+    ballast_cohort,
     cohort_start,
     history_blocks,
     like_prefix,
@@ -293,6 +294,28 @@ def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
     assert any(e["event_id"].endswith(".end") for e in hist_l)  # a block left one open
 
 
+def test_the_same_size_ballast_is_the_long_history_of_other_patients(tmp_path: Path) -> None:
+    """``--history-same-size``: the short stack first takes a cohort as large as the long
+    one's history, of patients (and events) of its own: nothing it posts is a duplicate of
+    the long cohort's, and the long cohort's state sizes (LIKE its prefix) exclude it."""
+    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
+    long_ = HistoryCohort(
+        "h100", long_days, "bT.h100.", tmp_path / "l-h.jsonl", tmp_path / "l-n.jsonl"
+    )
+    write_history_cohort(long_, 4, 7, start, long_days, short_days, new_days)
+    ballast = ballast_cohort(tmp_path, "bT", long_days)
+    write_history_cohort(ballast, 4, 7, start, long_days, short_days, new_days)
+    assert ballast.seed_events == long_.seed_events and ballast.history_days == long_days
+
+    def read(path: Path) -> list[dict]:
+        return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+    hist_b, hist_l = read(ballast.seed_path), read(long_.seed_path)
+    assert not {e["event_id"] for e in hist_b} & {e["event_id"] for e in hist_l}
+    assert not {e["patient_id"] for e in hist_b} & {e["patient_id"] for e in hist_l}
+    assert not any(e["patient_id"].startswith(long_.patient_prefix) for e in hist_b)
+
+
 def test_auto_history_patients_scales_with_the_pipeline_rate() -> None:
     assert auto_history_patients(3_700, 365) == round(3_700 * 45 / (1.55 * 365))
     assert auto_history_patients(20_000, 365) == 1591
@@ -564,6 +587,23 @@ def test_history_rows_say_what_settled_before_the_timing() -> None:
     assert "refresh" not in lines["history 365 d / 30 d"]
     plain = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
     assert "refresh" not in plain["history 30 d (+14 d new)"]  # older results: nothing made up
+
+
+def test_a_same_size_ratio_is_shown_as_informative_not_judged() -> None:
+    """``--history-same-size`` changes what the ratio compares: it is shown, never as the
+    target's verdict; the short row says what its stack took first."""
+    r = _result()
+    r["history"] = {**r["history"], "same_size": True}
+    r["history"]["short"] = {**r["history"]["short"], "ballast_events": 345_576}
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    ratio = lines["history 365 d / 30 d"]
+    assert "informative" in ratio and "met" not in ratio and ">= 0.9" not in ratio
+    assert "after 345,576 events of other patients' history" in lines["history 30 d (+14 d new)"]
+    judged = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
+    assert (
+        ">= 0.9" in judged["history 365 d / 30 d"]
+        and "informative" not in judged["history 365 d / 30 d"]
+    )
 
 
 def test_the_ticks_after_the_replay_are_shown_with_the_midnight_cost_per_patient() -> None:
