@@ -310,24 +310,22 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             )
         )
     note = f"events/s ratio; worker CPU per event {fmt2(h.get('cpu_ratio'))}"
+    target, met = (
+        f">= {TARGET_HISTORY_RATIO}",
+        verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
+    )
     if h.get("same_size"):  # informative: the target is judged on stacks of their own size
-        rows.append(
-            (
-                f"history {h['long']['history_days']} d / {h['short']['history_days']} d",
-                fmt2(h.get("ratio")),
-                "",
-                "",
-                note + "; --history-same-size: both stacks hold the long cohort's volume "
-                "(informative, the target is judged without it)",
-            )
+        target, met = "", ""
+        note += (
+            "; --history-same-size: both stacks hold the long cohort's volume "
+            "(informative, the target is judged without it)"
         )
-        return rows
     rows.append(
         (
             f"history {h['long']['history_days']} d / {h['short']['history_days']} d",
             fmt2(h.get("ratio")),
-            f">= {TARGET_HISTORY_RATIO}",
-            verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
+            target,
+            met,
             note,
         )
     )
