@@ -8,7 +8,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +131,15 @@ class OpenEpisodes:
 def auto_history_patients(
     pipeline_events_per_s: float | None,
     history_days: int,
-    budget_s: float = 45.0,
+    budget_s: float = 120.0,
     events_per_patient_day: float = 1.55,
     lo: int = 100,
     hi: int = 2000,
 ) -> int:
     """Patients per history cohort so that posting the long cohort's history takes about
-    `budget_s` at the pipeline's rate (clamped): the timed windows then last ~2 s whatever
-    the worker's speed, long enough to time, short enough for the default run."""
+    `budget_s` at the pipeline's rate (clamped): each cohort's timed windows then last ~5 s
+    together whatever the worker's speed (since the fourteenth round; 45 s gave ~2 s, in
+    which one slow second swung the ratio by a third), short enough for the default run."""
     if not pipeline_events_per_s or history_days <= 0:
         return 300
     n = round(pipeline_events_per_s * budget_s / (events_per_patient_day * history_days))
@@ -166,6 +167,9 @@ class HistoryCohort:
     new_distinct: int = 0
     seed_newest: dt.datetime | None = None
     new_newest: dt.datetime | None = None
+    # where each simulated block of the history ends in ``seed_path`` (its events so far)
+    # and its newest event: the bench ticks there, as a year's daily ticks would have
+    segment_ends: list[tuple[int, dt.datetime | None]] = field(default_factory=list)
 
 
 def ballast_cohort(workdir: Path, prefix: str, days: int) -> HistoryCohort:
@@ -231,6 +235,7 @@ def write_history_cohort(
                 seed_ids.add(ev["event_id"])
                 c.seed_events += 1
                 c.seed_newest = newest(c.seed_newest, ev)
+            c.segment_ends.append((c.seed_events, c.seed_newest))
         for raw in simulate(patients, short_days + new_days, seed, start=r_start):
             ev = rebase_event(raw, c.patient_prefix, f"{c.patient_prefix}r.")
             if ev["occurred_at"][:10] < cut:  # by patient-local date
@@ -243,6 +248,7 @@ def write_history_cohort(
                 new_ids.add(ev["event_id"])
                 c.new_events += 1
                 c.new_newest = newest(c.new_newest, ev)
+    c.segment_ends.append((c.seed_events, c.seed_newest))
     c.seed_distinct, c.new_distinct = len(seed_ids), len(new_ids)
     return c
 
@@ -275,4 +281,53 @@ def latency_events(
         out.append(e)
         if len(out) >= count:
             break
+    return out
+
+
+def split_by_patient(c: HistoryCohort, parts: int) -> list[tuple[Path, int]]:
+    """The cohort's new events in ``parts`` files, each patient's events whole in one of
+    them (by the patient's id within the cohort, so every cohort of a run is split the
+    same way: their timed parts hold the same events under other ids); per part (path,
+    distinct events), in order."""
+    paths = [c.new_path.with_name(f"{c.name}-new-{k}.jsonl") for k in range(parts)]
+    ids: list[set[str]] = [set() for _ in range(parts)]
+    cut = len(c.patient_prefix)
+    with c.new_path.open("rb") as src:
+        outs = [p.open("wb", buffering=1 << 20) for p in paths]
+        try:
+            for line in src:
+                if not line.strip():
+                    continue
+                ev = orjson.loads(line)
+                k = zlib.crc32(str(ev["patient_id"])[cut:].encode()) % parts
+                outs[k].write(line)
+                ids[k].add(ev["event_id"])
+        finally:
+            for fh in outs:
+                fh.close()
+    return [(p, len(s)) for p, s in zip(paths, ids, strict=True)]
+
+
+def history_segments(c: HistoryCohort) -> list[tuple[Path, int, dt.datetime | None]]:
+    """The cohort's history in the files of its blocks (``segment_ends``), in order; per
+    block (path, distinct events, newest event). Posted one after the other with a tick
+    after each, a year of history is pruned as it goes, as the daily ticks of a year would
+    have pruned it, instead of a whole year held in every state until one tick at its end."""
+    out: list[tuple[Path, int, dt.datetime | None]] = []
+    with c.seed_path.open("rb") as src:
+        done = 0
+        for k, (end, newest) in enumerate(c.segment_ends):
+            path = c.seed_path.with_name(f"{c.name}-history-{k}.jsonl")
+            ids: set[str] = set()
+            with path.open("wb", buffering=1 << 20) as fh:
+                while done < end:
+                    line = src.readline()
+                    if not line:
+                        break
+                    if not line.strip():
+                        continue
+                    fh.write(line)
+                    ids.add(orjson.loads(line)["event_id"])
+                    done += 1
+            out.append((path, len(ids), newest))
     return out

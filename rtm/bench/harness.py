@@ -37,7 +37,7 @@ from rtm.devstack import Child, settings_env, spawn, wait_http
 from streams.clock import Clock, clock_for
 from streams.db.alert_states import count_states, state_sizes
 from streams.db.deliveries import remove_webhook, routed_delivery_keys, set_webhook
-from streams.db.maintenance import autovacuum_workers, vacuum_analyze
+from streams.db.maintenance import autovacuum_workers, vacuum_analyze, wal_activity
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
 from streams.secrets import secret_box
@@ -321,6 +321,14 @@ class Bench:
         async with self.db(owner=True) as conn:
             return await autovacuum_workers(conn)
 
+    async def wal(self) -> dict[str, int] | None:
+        """The server's WAL and checkpoints so far (``wal_activity``), or None if unreadable."""
+        try:
+            async with self.db() as conn:
+                return await wal_activity(conn)
+        except (OSError, asyncpg.PostgresError):
+            return None
+
     async def state_bytes(self, prefix: str) -> dict[str, Any]:
         """Per-patient rule-state sizes of the patients whose id starts with `prefix`."""
         try:
@@ -394,11 +402,12 @@ class Bench:
     # profiling -------------------------------------------------------------------------------
 
     def start_profile(
-        self, ph: Phase, split: bool = False
+        self, ph: Phase, split: bool = False, label: str = ""
     ) -> tuple[list[subprocess.Popen[bytes]], Path | None]:
-        """py-spy on worker and gateway into --profile DIR (100 Hz); or, with `split` only,
-        on the worker at 50 Hz into the scratch folder. Returns the processes and the
-        worker's collapsed-stack file (None without py-spy)."""
+        """py-spy on worker and gateway into --profile DIR (100 Hz; ``label`` after the
+        phase's name in the files' names); or, with `split` only, on the worker at 50 Hz
+        into the scratch folder. Returns the processes and the worker's collapsed-stack
+        file (None without py-spy)."""
         if self.profile_dir is None and not split:
             return [], None
         spy = py_spy_path()
@@ -408,7 +417,11 @@ class Bench:
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             targets = [
-                (c, self.profile_dir / f"{ph.name}-{c.name.rsplit('-', 1)[-1]}.txt", "100")
+                (
+                    c,
+                    self.profile_dir / f"{ph.name}{label}-{c.name.rsplit('-', 1)[-1]}.txt",
+                    "100",
+                )
                 for c in ph.children
             ]
         else:

@@ -24,8 +24,10 @@ from rtm.bench.cohorts import (
     cohort,
     cohort_start,
     distinct_ids,
+    history_segments,
     namespace_event,
     paced_schedule,
+    split_by_patient,
     write_history_cohort,
 )
 from rtm.bench.cpu import (
@@ -330,9 +332,10 @@ async def run_pipeline(
     return out
 
 
-async def run_history_cohort(
+async def prepare_history_cohort(
     b: Bench,
     ph: Phase,
+    client: Any,
     c: HistoryCohort,
     warm: list[dict[str, Any]],
     warm_path: Path,
@@ -341,66 +344,128 @@ async def run_history_cohort(
 ) -> dict[str, Any]:
     """A warm-up cohort (the same for every history stack, so both workers have run their
     code paths and filled their pools before anything differs), the history (untimed), one
-    tick at its newest event, the state size, then the new events timed. All but the
-    first warm-up batch are written straight to Kafka: the worker, not the gateway, is
-    timed, draining a backlog at full speed. ``ballast``: another cohort whose history is
-    taken first (untimed), so that the stack holds its volume too."""
-    async with httpx.AsyncClient(timeout=60.0) as client:
-        await b.warm_up(client, ph, warm)
-        await produce_and_wait(b, ph, client, warm_path, warm_distinct)
-        if ballast is not None:
-            await produce_and_wait(
-                b, ph, client, ballast.seed_path, ballast.seed_distinct, timeout=3600.0, poll=0.25
-            )
-            b.log(
-                f"history {c.history_days} d: first {ballast.seed_distinct:,} events of "
-                f"{ballast.history_days} days of other patients (--history-same-size)"
-            )
-        seed = await produce_and_wait(
-            b, ph, client, c.seed_path, c.seed_distinct, timeout=3600.0, poll=0.25
-        )
-        tick = await b.tick(ph, (c.seed_newest or b.clock.now()) + dt.timedelta(seconds=1))
-        state = await b.state_bytes(c.patient_prefix)
+    tick at its newest event and the state size. All but the first warm-up batch are
+    written straight to Kafka: the worker, not the gateway, is timed, draining a backlog at
+    full speed. ``ballast``: another cohort whose history is taken first (untimed), so that
+    the stack holds its volume too."""
+    await b.warm_up(client, ph, warm)
+    await produce_and_wait(b, ph, client, warm_path, warm_distinct)
+    if ballast is not None:
+        await post_history(b, ph, client, ballast)
         b.log(
-            f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
-            f"{seed['seconds']:.1f} s), state median {state['median']} B; waiting for the "
-            "refresh ..."
+            f"history {c.history_days} d: first {ballast.seed_distinct:,} events of "
+            f"{ballast.history_days} days of other patients (--history-same-size)"
         )
-        # the timed events start on a settled stack: the refresh has folded every marked
-        # patient (this cohort's history, and what earlier phases left), so that what the
-        # ratio compares is the worker with history, not a backlog's refresh beside it
-        drain_s, still_marked = await refresh_drained(b, REFRESH_DRAIN_S)
-        drained = "drained" if not still_marked else f"not drained ({still_marked} marked)"
-        async with b.settled() as settled:
-            b.log(
-                f"history {c.history_days} d: the refresh {drained} after {drain_s:.0f} s, "
-                f"the database vacuumed in {settled['vacuum_s']:.0f} s; timing "
-                f"{c.new_distinct:,} new events ..."
-            )
-            new = await produce_and_wait(b, ph, client, c.new_path, c.new_distinct, poll=0.05)
-        # what the patients carry after the refresh's pathway alerts and the new events'
-        # batches (informative: the target is judged on the state after the history)
-        after = await b.state_bytes(c.patient_prefix)
-    cpu_s = ((new.get("cpu") or {}).get("worker") or {}).get("cpu_s")
+    seed, tick = await post_history(b, ph, client, c)
+    state = await b.state_bytes(c.patient_prefix)
+    b.log(
+        f"history {c.history_days} d: history processed ({seed['events_stored']:,} events in "
+        f"{seed['seconds']:.1f} s), state median {state['median']} B"
+    )
     return {
         "history_days": c.history_days,
-        "events_per_s": new["events_per_s"],
-        # CPU time per new event: less sensitive than events/s to whatever else runs
-        "worker_cpu_us_per_event": (
-            round(1e6 * cpu_s / new["events_stored"], 1) if cpu_s and new["events_stored"] else None
-        ),
-        "new": new,
         "history": {
             **seed,
             "file_events": c.seed_events,
             "newest_occurred_at": c.seed_newest.isoformat() if c.seed_newest else None,
         },
-        "tick": tick,
+        "tick": tick,  # the last one, at the newest history event
+        "state_bytes": state,
+        "ballast_events": ballast.seed_distinct if ballast is not None else 0,
+    }
+
+
+async def post_history(
+    b: Bench, ph: Phase, client: Any, c: HistoryCohort
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cohort's history straight to Kafka, block after block (``history_segments``), each
+    followed by a tick at its newest event (so states are pruned as the year goes, as a
+    stack that grew over a year was by its daily ticks); the blocks' figures combined
+    (``combine_windows``, with ``windows`` per block) and the last tick."""
+    parts: list[dict[str, Any]] = []
+    tick: dict[str, Any] = {}
+    for path, distinct, newest in history_segments(c):
+        try:
+            parts.append(
+                await produce_and_wait(b, ph, client, path, distinct, timeout=3600.0, poll=0.25)
+            )
+        finally:
+            path.unlink(missing_ok=True)
+        tick = await b.tick(ph, (newest or b.clock.now()) + dt.timedelta(seconds=1))
+    return combine_windows(parts), tick
+
+
+# The timed windows, interleaved: each cohort's new events in two halves (by patient), timed
+# short, long, long, short. Both stacks are prepared first, so the two cohorts are timed
+# within the same minute or two on the same database, and a box that slows or speeds up
+# over the run weighs on both alike (an ABBA order cancels a steady drift).
+HISTORY_WINDOWS = ("short", "long", "long", "short")
+
+
+async def timed_window(
+    b: Bench, ph: Phase, client: Any, path: Path, distinct: int, label: str = ""
+) -> dict[str, Any]:
+    """One timed window on a settled stack: the refresh has folded every marked patient
+    (the history's, the previous window's, what earlier phases left) and the database is
+    vacuumed, so that what is compared is the worker with history, not a refresh or a
+    vacuum beside it; then the events straight to Kafka, the worker draining them (with
+    --profile, py-spy on it meanwhile: ``<phase><label>-worker.txt``)."""
+    drain_s, still_marked = await refresh_drained(b, REFRESH_DRAIN_S)
+    async with b.settled() as settled:
+        wal0 = await b.wal()
+        profs, _ = b.start_profile(ph, label=label)
+        try:
+            new = await produce_and_wait(b, ph, client, path, distinct, poll=0.05)
+        finally:
+            b.stop_profile(profs)
+        wal1 = await b.wal()
+    return {
+        **new,
         "refresh_drain": {"seconds": round(drain_s, 1), "still_marked": still_marked},
         "database_settle": settled,
-        "state_bytes": state,
-        "state_bytes_after_new": after,
-        "ballast_events": ballast.seed_distinct if ballast is not None else 0,
+        # what the window wrote to the log (all of the server's: the bench's stacks only)
+        "wal": {k: wal1[k] - wal0[k] for k in wal0} if wal0 and wal1 else None,
+    }
+
+
+def combine_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A cohort's timed windows (or its history's blocks) as one: events and seconds summed
+    (events/s = their quotient), the worker's CPU summed over the events, peak memory the
+    largest, the garbage collections summed; each window's own figures under ``windows``."""
+    stored = sum(w["events_stored"] for w in windows)
+    seconds = sum(w["seconds"] for w in windows)
+    cpu_s = sum(((w.get("cpu") or {}).get("worker") or {}).get("cpu_s") or 0.0 for w in windows)
+    rss = [(w.get("peak_rss_mb") or {}).get("worker") for w in windows]
+    gc: dict[str, dict[str, float]] = {}
+    for w in windows:
+        for g, v in (w.get("worker_gc") or {}).items():
+            acc = gc.setdefault(g, {})
+            for k, n in v.items():
+                acc[k] = round(acc.get(k, 0) + n, 4)
+    return {
+        "events_stored": stored,
+        "complete": all(w["complete"] for w in windows),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(stored / seconds, 1) if seconds > 0 else None,
+        "worker_cpu_us_per_event": round(1e6 * cpu_s / stored, 1) if cpu_s and stored else None,
+        "peak_rss_mb": {"worker": max((r for r in rss if r is not None), default=None)},
+        "worker_gc": gc,
+        "windows": [
+            {
+                "events_stored": w["events_stored"],
+                "seconds": w["seconds"],
+                "events_per_s": w["events_per_s"],
+                "worker_cpu_us_per_event": (
+                    round(1e6 * w["cpu"]["worker"]["cpu_s"] / w["events_stored"], 1)
+                    if (w.get("cpu") or {}).get("worker") and w["events_stored"]
+                    else None
+                ),
+                "refresh_drain": w.get("refresh_drain"),
+                "database_settle": w.get("database_settle"),
+                "wal": w.get("wal"),
+            }
+            for w in windows
+        ],
     }
 
 
@@ -697,63 +762,143 @@ def run_history(
     warm: list[dict[str, Any]],
     same_size: bool = False,
 ) -> dict[str, Any]:
-    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks).
-    With ``same_size`` the short cohort's stack first takes ``ballast_cohort``: the long
-    history of as many other patients, so that both stacks hold the long cohort's volume
-    (process and database) and differ only in their own patients' history."""
+    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks),
+    both prepared first, then timed in interleaved windows (``HISTORY_WINDOWS``). With
+    ``same_size`` the short cohort's stack first takes ``ballast_cohort``: the long history
+    of as many other patients, so that both stacks hold the long cohort's volume (process
+    and database) and differ only in their own patients' history."""
     start = cohort_start(long_days + new_days, b.today())
     out: dict[str, Any] = {
         "patients": patients,
         "new_days": new_days,
         "start": start.isoformat(),
         "same_size": same_size,
+        "windows": list(HISTORY_WINDOWS),
     }
     warm_cohort = cohort(HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS, seed + 1, "", b.today())
-    for key, days in (("short", short_days), ("long", long_days)):
-        name = f"h{days}"
-        c = HistoryCohort(
+    days = {"short": short_days, "long": long_days}
+    cohorts: dict[str, HistoryCohort] = {}
+    ballasts: dict[str, HistoryCohort] = {}
+    warm_paths: dict[str, Path] = {}
+    parts: dict[str, list[tuple[Path, int]]] = {}
+    halves = HISTORY_WINDOWS.count("short")
+    for key, d in days.items():
+        name = f"h{d}"
+        c = cohorts[key] = HistoryCohort(
             name,
-            days,
+            d,
             f"{prefix}.{name}.",
             b.workdir / f"{name}-history.jsonl",
             b.workdir / f"{name}-new.jsonl",
         )
         write_history_cohort(c, patients, seed, start, long_days, short_days, new_days)
-        ballast = None
+        parts[key] = split_by_patient(c, halves)
         if same_size and key == "short":
-            ballast = ballast_cohort(b.workdir, prefix, long_days)
-            write_history_cohort(ballast, patients, seed, start, long_days, short_days, new_days)
-        warm_path = b.workdir / f"{name}-warm.jsonl"
-        write_jsonl((namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_path)
-        ph = b.start_stack(name, tick_interval_s=0)
-        try:
-            b.log(
-                f"history {days} d: {c.seed_events:,} history events ({patients} patients), "
-                f"then {c.new_events:,} new events ({new_days} d) timed ..."
+            ballasts[key] = ballast_cohort(b.workdir, prefix, long_days)
+            write_history_cohort(
+                ballasts[key], patients, seed, start, long_days, short_days, new_days
             )
-            out[key] = asyncio.run(
-                run_history_cohort(
+        warm_paths[key] = b.workdir / f"{name}-warm.jsonl"
+        write_jsonl(
+            (namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_paths[key]
+        )
+    stacks: dict[str, Phase] = {}
+    try:
+        for key, d in days.items():
+            stacks[key] = b.start_stack(f"h{d}", tick_interval_s=0)
+        out.update(
+            asyncio.run(
+                _history_stacks(
                     b,
-                    ph,
-                    c,
-                    [namespace_event(e, name) for e in warm],
-                    warm_path,
+                    stacks,
+                    cohorts,
+                    ballasts,
+                    warm_paths,
+                    parts,
+                    warm,
                     len(distinct_ids(warm_cohort)),
-                    ballast,
                 )
             )
-        finally:
+        )
+    finally:
+        for ph in stacks.values():
             b.stop_stack(ph)
-        for path in (c.seed_path, c.new_path, warm_path):
-            path.unlink(missing_ok=True)
-        if ballast is not None:
-            ballast.seed_path.unlink(missing_ok=True)
-            ballast.new_path.unlink(missing_ok=True)
-        b.log(f"history {days} d: {out[key]['events_per_s']} ev/s")
+        for key, c in cohorts.items():
+            for path in (c.seed_path, c.new_path, warm_paths[key], *(p for p, _ in parts[key])):
+                path.unlink(missing_ok=True)
+        for c in ballasts.values():
+            c.seed_path.unlink(missing_ok=True)
+            c.new_path.unlink(missing_ok=True)
     s, lg = out["short"]["events_per_s"], out["long"]["events_per_s"]
     out["ratio"] = round(lg / s, 3) if s and lg else None
     # the same question asked of the worker's CPU per event (short / long: >= 0.9 is good)
     out["cpu_ratio"] = growth(
         out["long"]["worker_cpu_us_per_event"], out["short"]["worker_cpu_us_per_event"]
     )
+    # each half on its own (long / short, events/s): how far one pair of windows moves
+    out["ratio_by_half"] = [
+        growth(w_s["events_per_s"], w_l["events_per_s"])
+        for w_s, w_l in zip(
+            out["short"]["new"]["windows"], out["long"]["new"]["windows"], strict=True
+        )
+    ]
+    return out
+
+
+async def _history_stacks(
+    b: Bench,
+    stacks: dict[str, Phase],
+    cohorts: dict[str, HistoryCohort],
+    ballasts: dict[str, HistoryCohort],
+    warm_paths: dict[str, Path],
+    parts: dict[str, list[tuple[Path, int]]],
+    warm: list[dict[str, Any]],
+    warm_distinct: int,
+) -> dict[str, Any]:
+    """Prepare both stacks (warm-up, history, tick), then time their halves in the order
+    of ``HISTORY_WINDOWS``; per cohort its preparation, its windows combined
+    (``combine_windows``) and its state after them."""
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        for key, ph in stacks.items():
+            c = cohorts[key]
+            b.log(
+                f"history {c.history_days} d: {c.seed_events:,} history events, then "
+                f"{c.new_events:,} new events timed in {HISTORY_WINDOWS.count(key)} windows ..."
+            )
+            out[key] = await prepare_history_cohort(
+                b,
+                ph,
+                client,
+                c,
+                [namespace_event(e, ph.name) for e in warm],
+                warm_paths[key],
+                warm_distinct,
+                ballasts.get(key),
+            )
+        windows: dict[str, list[dict[str, Any]]] = {key: [] for key in stacks}
+        for key in HISTORY_WINDOWS:
+            path, distinct = parts[key][len(windows[key])]
+            w = await timed_window(
+                b, stacks[key], client, path, distinct, f"-window{len(windows[key]) + 1}"
+            )
+            windows[key].append(w)
+            b.log(
+                f"history {cohorts[key].history_days} d, window {len(windows[key])}: "
+                f"{w['events_stored']:,} events, {w['events_per_s']} ev/s (refresh drained "
+                f"in {w['refresh_drain']['seconds']} s, vacuumed in "
+                f"{w['database_settle']['vacuum_s']} s); worker "
+                f"{(w.get('cpu_us_per_event') or {}).get('worker')} us an event; WAL {w['wal']}"
+            )
+        for key, c in cohorts.items():
+            new = combine_windows(windows[key])
+            # what the patients carry after the refresh's pathway alerts and the new events'
+            # batches (informative: the target is judged on the state after the history)
+            out[key].update(
+                events_per_s=new["events_per_s"],
+                worker_cpu_us_per_event=new["worker_cpu_us_per_event"],
+                new=new,
+                state_bytes_after_new=await b.state_bytes(c.patient_prefix),
+            )
+            b.log(f"history {c.history_days} d: {new['events_per_s']} ev/s")
     return out

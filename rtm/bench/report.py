@@ -283,16 +283,24 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
         )
         if c.get("ballast_events"):  # --history-same-size
             detail += f", after {c['ballast_events']:,} events of other patients' history"
-        drain = c.get("refresh_drain")
-        if drain:  # the timed events start once the refresh has folded the marked patients
-            detail += f"; refresh drained first in {drain['seconds']} s"
-            if drain["still_marked"]:
-                detail += f" (not drained: {drain['still_marked']:,} still marked)"
-        settle = c.get("database_settle")
-        if settle:  # VACUUM (ANALYZE) after the bulk-loaded history, before the timing
+        windows = c["new"].get("windows") or []
+        if windows:  # each window on a settled stack: the refresh drained, the database vacuumed
+            detail += f"; {len(windows)} windows: " + ", ".join(
+                f"{w['events_stored']:,} at {fmt(w['events_per_s'])} ev/s" for w in windows
+            )
+            drained = [w["refresh_drain"] for w in windows]
             detail += (
-                f", vacuumed in {settle['vacuum_s']} s; autovacuum workers after the timing: "
-                f"{settle.get('autovacuum_workers_after')}"
+                f"; before each, the refresh drained in <= {max(d['seconds'] for d in drained)} s"
+            )
+            if any(d["still_marked"] for d in drained):
+                detail += (
+                    f" (not drained: {max(d['still_marked'] for d in drained):,} still marked)"
+                )
+            settles = [w["database_settle"] for w in windows]
+            detail += (
+                f", vacuumed in <= {max(st['vacuum_s'] for st in settles)} s; autovacuum "
+                "workers after a window: "
+                f"{max(st.get('autovacuum_workers_after') or 0 for st in settles)}"
             )
         collected = c["new"].get("worker_gc")
         if collected:  # the worker's garbage collections inside the timed window
@@ -310,6 +318,11 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             )
         )
     note = f"events/s ratio; worker CPU per event {fmt2(h.get('cpu_ratio'))}"
+    if h.get("ratio_by_half"):  # the interleaved windows: each half's pair on its own
+        order = " ".join(k[0].upper() for k in h.get("windows") or [])
+        note += f"; windows {order}, each half's ratio " + " / ".join(
+            fmt2(x) for x in h["ratio_by_half"]
+        )
     target, met = (
         f">= {TARGET_HISTORY_RATIO}",
         verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),

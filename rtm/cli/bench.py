@@ -89,8 +89,9 @@ from rtm.cli.options import settings_of
     "profile_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="py-spy the worker and gateway during pipeline, replay and the paced latency "
-    "phase into this folder (<phase>-worker.txt, <phase>-gateway.txt)",
+    help="py-spy the worker and gateway during pipeline, replay, the paced latency phase "
+    "and each history window into this folder (<phase>-worker.txt, <phase>-gateway.txt; "
+    "h<days>-window<n>-worker.txt)",
 )
 @click.option(
     "--pages/--no-pages",

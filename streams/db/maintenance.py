@@ -19,3 +19,16 @@ async def autovacuum_workers(conn: asyncpg.Connection) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
         )
     )
+
+
+async def wal_activity(conn: asyncpg.Connection) -> dict[str, int]:
+    """The server's write-ahead log so far (``pg_stat_wal``: records, full-page images,
+    bytes) and its checkpoints (``pg_stat_bgwriter``, timed and requested): read before and
+    after a timed window, what the window wrote and whether a checkpoint began in it (the
+    first change of each page after one writes the whole page to the log)."""
+    row = await conn.fetchrow(
+        "SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint AS wal_bytes,"
+        " b.checkpoints_timed + b.checkpoints_req AS checkpoints"
+        " FROM pg_stat_wal w, pg_stat_bgwriter b"
+    )
+    return {k: int(row[k]) for k in ("wal_records", "wal_fpi", "wal_bytes", "checkpoints")}

@@ -22,10 +22,12 @@ from rtm.bench.cohorts import (
     ballast_cohort,
     cohort_start,
     history_blocks,
+    history_segments,
     like_prefix,
     namespace_event,
     paced_schedule,
     rebase_event,
+    split_by_patient,
     write_history_cohort,
 )
 from rtm.bench.cpu import (
@@ -44,6 +46,7 @@ from rtm.bench.cpu import (
 )
 from rtm.bench.harness import Phase, worker_role
 from rtm.bench.pages import pages_keys, spread, write_pages_cohort
+from rtm.bench.phases import combine_windows
 from rtm.bench.receiver import Receiver
 from rtm.bench.report import render_pages_table, render_table
 from rtm.bench.stats import (
@@ -294,6 +297,37 @@ def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
     assert any(e["event_id"].endswith(".end") for e in hist_l)  # a block left one open
 
 
+def test_a_long_history_is_posted_block_by_block(tmp_path: Path) -> None:
+    """The history's blocks, each ticked after it: together they are the history file in
+    order; each ends after the episodes it closed and before the next block starts; the
+    short history is one block."""
+    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 200, 20, 5
+    segs = {}
+    for days in (short_days, long_days):
+        c = HistoryCohort(
+            f"h{days}",
+            days,
+            f"bT.h{days}.",
+            tmp_path / f"{days}-h.jsonl",
+            tmp_path / f"{days}-n.jsonl",
+        )
+        write_history_cohort(c, 6, 7, start, long_days, short_days, new_days)
+        parts = history_segments(c)
+        blocks = [[orjson.loads(ln) for ln in p.read_bytes().splitlines()] for p, _, _ in parts]
+        whole = [orjson.loads(ln) for ln in c.seed_path.read_bytes().splitlines()]
+        assert [e for blk in blocks for e in blk] == whole
+        assert [n for _, n, _ in parts] == [len({e["event_id"] for e in blk}) for blk in blocks]
+        for blk, (_, _, newest), nxt in zip(blocks, parts, blocks[1:] + [None], strict=True):
+            assert newest is not None
+            assert max(dt.datetime.fromisoformat(e["occurred_at"]) for e in blk) == newest
+            if nxt is not None:  # the tick after a block comes before the next one's events
+                assert min(dt.datetime.fromisoformat(e["occurred_at"]) for e in nxt) > newest
+        assert parts[-1][2] == c.seed_newest
+        segs[days] = parts
+    assert len(segs[short_days]) == 1
+    assert len(segs[long_days]) == 3  # 180 days in two blocks of ~90, then the last 20
+
+
 def test_the_same_size_ballast_is_the_long_history_of_other_patients(tmp_path: Path) -> None:
     """``--history-same-size``: the short stack first takes a cohort as large as the long
     one's history, of patients (and events) of its own: nothing it posts is a duplicate of
@@ -317,8 +351,9 @@ def test_the_same_size_ballast_is_the_long_history_of_other_patients(tmp_path: P
 
 
 def test_auto_history_patients_scales_with_the_pipeline_rate() -> None:
-    assert auto_history_patients(3_700, 365) == round(3_700 * 45 / (1.55 * 365))
-    assert auto_history_patients(20_000, 365) == 1591
+    assert auto_history_patients(3_700, 365) == round(3_700 * 120 / (1.55 * 365))
+    assert auto_history_patients(8_000, 365) == 1697
+    assert auto_history_patients(20_000, 365) == 2000  # clamped
     assert auto_history_patients(50, 365) == 100  # clamped
     assert auto_history_patients(1e6, 365) == 2000
     assert auto_history_patients(None, 365) == 300
@@ -562,31 +597,112 @@ def test_the_state_after_a_year_is_held_to_three_kilobytes() -> None:
     assert "not met" in lines["state bytes 365d median / p99"]
 
 
-def test_history_rows_say_what_settled_before_the_timing() -> None:
-    r = _result()
-    settle = {"vacuum_s": 4.5, "seconds": 4.6, "autovacuum_workers_left": 0}
-    r["history"]["short"] = {
-        **r["history"]["short"],
-        "refresh_drain": {"seconds": 47.7, "still_marked": 0},
-        "database_settle": {**settle, "autovacuum_workers_after": 1},
+def _window(stored: int, rate: float, drain: float, marked: int, after: int) -> dict[str, Any]:
+    return {
+        "events_stored": stored,
+        "seconds": round(stored / rate, 3),
+        "events_per_s": rate,
+        "worker_cpu_us_per_event": 90.0,
+        "refresh_drain": {"seconds": drain, "still_marked": marked},
+        "database_settle": {
+            "vacuum_s": 4.5,
+            "seconds": 4.6,
+            "autovacuum_workers_left": 0,
+            "autovacuum_workers_after": after,
+        },
     }
-    r["history"]["long"] = {
-        **r["history"]["long"],
-        "refresh_drain": {"seconds": 900.2, "still_marked": 1234},
-        "database_settle": {**settle, "autovacuum_workers_after": 0},
+
+
+def test_history_rows_say_what_settled_before_each_window() -> None:
+    r = _result()
+    r["history"] = {
+        **r["history"],
+        "windows": ["short", "long", "long", "short"],
+        "ratio_by_half": [0.88, 0.93],
+    }
+    r["history"]["short"]["new"] = {
+        **r["history"]["short"]["new"],
+        "windows": [_window(4200, 3400.0, 47.7, 0, 1), _window(4300, 3600.0, 6.1, 0, 0)],
     }
     gc = {"0": {"collections": 140, "seconds": 0.0712}, "2": {"collections": 1, "seconds": 0.116}}
-    r["history"]["long"]["new"] = {**r["history"]["long"]["new"], "worker_gc": gc}
+    r["history"]["long"]["new"] = {
+        **r["history"]["long"]["new"],
+        "worker_gc": gc,
+        "windows": [_window(4200, 1500.0, 900.2, 1234, 0), _window(4300, 1440.0, 5.0, 0, 0)],
+    }
     lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
     short, long_ = lines["history 30 d (+14 d new)"], lines["history 365 d (+14 d new)"]
     assert "worker gc in the timing gen 0: 140 (71.2 ms), gen 2: 1 (116.0 ms)" in long_
     assert "worker gc" not in short  # not measured (an older result): not shown
-    assert "refresh drained first in 47.7 s, vacuumed in 4.5 s" in short
-    assert "not drained" not in short and "autovacuum workers after the timing: 1" in short
+    assert "2 windows: 4,200 at 3,400.0 ev/s, 4,300 at 3,600.0 ev/s" in short
+    assert "refresh drained in <= 47.7 s, vacuumed in <= 4.5 s" in short
+    assert "not drained" not in short and "autovacuum workers after a window: 1" in short
     assert "(not drained: 1,234 still marked)" in long_  # a timeout is said, not hidden
-    assert "refresh" not in lines["history 365 d / 30 d"]
+    ratio = lines["history 365 d / 30 d"]
+    assert "refresh" not in ratio and "windows S L L S, each half's ratio 0.88 / 0.93" in ratio
     plain = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
     assert "refresh" not in plain["history 30 d (+14 d new)"]  # older results: nothing made up
+    assert "windows" not in plain["history 365 d / 30 d"]
+
+
+def test_the_windows_combine_into_one_rate_per_cohort() -> None:
+    """A cohort's events/s is its events over its windows' seconds (not a mean of rates);
+    the worker's CPU is summed over its events; memory is the largest window's."""
+    a = {
+        **_window(4000, 2000.0, 5.0, 0, 0),
+        "complete": True,
+        "cpu": {"worker": {"cpu_s": 0.4}},
+        "peak_rss_mb": {"worker": 300.0},
+        "worker_gc": {"0": {"collections": 3, "seconds": 0.01, "garbage": 0}},
+    }
+    b = {
+        **_window(1000, 500.0, 5.0, 0, 0),
+        "complete": True,
+        "cpu": {"worker": {"cpu_s": 0.2}},
+        "peak_rss_mb": {"worker": 320.0},
+        "worker_gc": {"0": {"collections": 2, "seconds": 0.02, "garbage": 1}},
+    }
+    out = combine_windows([a, b])
+    assert out["events_stored"] == 5000 and out["seconds"] == 4.0
+    assert out["events_per_s"] == 1250.0  # 5,000 events in 4 s, not (2,000 + 500) / 2
+    assert out["worker_cpu_us_per_event"] == 120.0  # 0.6 s over 5,000 events
+    assert out["peak_rss_mb"] == {"worker": 320.0}
+    assert out["worker_gc"] == {"0": {"collections": 5, "seconds": 0.03, "garbage": 1}}
+    assert [w["worker_cpu_us_per_event"] for w in out["windows"]] == [100.0, 200.0]
+    assert out["complete"]
+    assert not combine_windows([a, {**b, "complete": False}])["complete"]
+
+
+def test_split_by_patient_splits_every_cohort_alike(tmp_path: Path) -> None:
+    """The timed halves: each patient's new events whole in one part, nothing lost or
+    repeated, and the short and long cohorts split the same patients the same way."""
+    long_days, short_days, new_days = 60, 30, 14
+    start = cohort_start(long_days + new_days, dt.date(2026, 12, 6))
+    splits: dict[int, list[list[dict[str, Any]]]] = {}
+    for days in (short_days, long_days):
+        c = HistoryCohort(
+            f"h{days}",
+            days,
+            f"r1.h{days}.",
+            tmp_path / f"h{days}-s.jsonl",
+            tmp_path / f"h{days}-n.jsonl",
+        )
+        write_history_cohort(c, 12, 7, start, long_days, short_days, new_days)
+        parts = split_by_patient(c, 2)
+        events = [[orjson.loads(ln) for ln in p.read_bytes().splitlines()] for p, _ in parts]
+        assert [n for _, n in parts] == [len({e["event_id"] for e in evs}) for evs in events]
+        whole = [orjson.loads(ln) for ln in c.new_path.read_bytes().splitlines()]
+        assert sorted(e["event_id"] for evs in events for e in evs) == sorted(
+            e["event_id"] for e in whole
+        )
+        by_part = [{e["patient_id"] for e in evs} for evs in events]
+        assert by_part[0] and by_part[1] and not by_part[0] & by_part[1]
+        splits[days] = events
+    for k in (0, 1):  # the same patients (under the cohort's prefix) and as many events
+        short_ids = {e["patient_id"].split(".", 2)[2] for e in splits[short_days][k]}
+        long_ids = {e["patient_id"].split(".", 2)[2] for e in splits[long_days][k]}
+        assert short_ids == long_ids
+        assert len(splits[short_days][k]) == len(splits[long_days][k])
 
 
 def test_a_same_size_ratio_is_shown_as_informative_not_judged() -> None:
