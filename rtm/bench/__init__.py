@@ -20,9 +20,10 @@ so the bench never touches the demo's topics and a rerun is not a run of duplica
 * replay    a large cohort (default 2,000 patients x 90 days) written to a JSONL file and
             backfilled through the gateway with ``rtm produce``'s poster; then one tick
             (untimed) and the per-patient rule-state size (``alert_state``).
-* history   two cohorts of the same size whose patients already have 365 resp. 30 days of
-            history (written to Kafka and processed first, untimed, then ticked), then the next
-            days of new events timed for each: does the per-event cost grow with history?
+* history   two cohorts of the same size in one stack whose patients already have 365 resp.
+            30 days of history (written to Kafka block by block and processed first, untimed,
+            ticked after each block), then the next days of new events timed for each, in
+            interleaved halves: does the per-event cost grow with a patient's history?
 * pages     (``--pages``, off by default; ``--pages-only`` alone) the dashboard over a seeded
             clinic (default 5,000 patients x 90 days straight to Kafka): the worklist's
             first page and patient pages, p50/p95 over 50 requests (``pages``).

@@ -172,20 +172,6 @@ class HistoryCohort:
     segment_ends: list[tuple[int, dt.datetime | None]] = field(default_factory=list)
 
 
-def ballast_cohort(workdir: Path, prefix: str, days: int) -> HistoryCohort:
-    """``--history-same-size``: a ``days``-long history of other patients (their ids and
-    events under ``<prefix>.h<days>x.``), taken by the short cohort's stack before its own
-    history, so that both stacks hold the long cohort's volume."""
-    name = f"h{days}x"
-    return HistoryCohort(
-        name,
-        days,
-        f"{prefix}.{name}.",
-        workdir / f"{name}-history.jsonl",
-        workdir / f"{name}-new.jsonl",
-    )
-
-
 def write_history_cohort(
     c: HistoryCohort,
     patients: int,

@@ -20,7 +20,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtm.bench.cohorts import (
     HistoryCohort,
-    ballast_cohort,
     cohort,
     cohort_start,
     distinct_ids,
@@ -333,29 +332,10 @@ async def run_pipeline(
 
 
 async def prepare_history_cohort(
-    b: Bench,
-    ph: Phase,
-    client: Any,
-    c: HistoryCohort,
-    warm: list[dict[str, Any]],
-    warm_path: Path,
-    warm_distinct: int,
-    ballast: HistoryCohort | None = None,
+    b: Bench, ph: Phase, client: Any, c: HistoryCohort
 ) -> dict[str, Any]:
-    """A warm-up cohort (the same for every history stack, so both workers have run their
-    code paths and filled their pools before anything differs), the history (untimed), one
-    tick at its newest event and the state size. All but the first warm-up batch are
-    written straight to Kafka: the worker, not the gateway, is timed, draining a backlog at
-    full speed. ``ballast``: another cohort whose history is taken first (untimed), so that
-    the stack holds its volume too."""
-    await b.warm_up(client, ph, warm)
-    await produce_and_wait(b, ph, client, warm_path, warm_distinct)
-    if ballast is not None:
-        await post_history(b, ph, client, ballast)
-        b.log(
-            f"history {c.history_days} d: first {ballast.seed_distinct:,} events of "
-            f"{ballast.history_days} days of other patients (--history-same-size)"
-        )
+    """A cohort's history (untimed, block by block with a tick after each: ``post_history``)
+    and its patients' state sizes at its end."""
     seed, tick = await post_history(b, ph, client, c)
     state = await b.state_bytes(c.patient_prefix)
     b.log(
@@ -371,7 +351,6 @@ async def prepare_history_cohort(
         },
         "tick": tick,  # the last one, at the newest history event
         "state_bytes": state,
-        "ballast_events": ballast.seed_distinct if ballast is not None else 0,
     }
 
 
@@ -748,7 +727,7 @@ def alerts_agent_registered() -> bool:
     return "agents.alerts" in sys.modules
 
 
-HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS = 40, 60  # ~3,700 events before each history
+HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS = 40, 60  # ~3,700 events before the histories
 
 
 def run_history(
@@ -760,28 +739,22 @@ def run_history(
     new_days: int,
     seed: int,
     warm: list[dict[str, Any]],
-    same_size: bool = False,
 ) -> dict[str, Any]:
-    """Both history cohorts, each in its own stack (no wall-clock timer: the bench ticks),
-    both prepared first, then timed in interleaved windows (``HISTORY_WINDOWS``). With
-    ``same_size`` the short cohort's stack first takes ``ballast_cohort``: the long history
-    of as many other patients, so that both stacks hold the long cohort's volume (process
-    and database) and differ only in their own patients' history."""
+    """Both history cohorts in one stack (no wall-clock timer: the bench ticks): the same
+    worker, database and refresh, so that the cohorts differ only in their patients' own
+    history; both prepared first, then timed in interleaved windows (``HISTORY_WINDOWS``)."""
     start = cohort_start(long_days + new_days, b.today())
     out: dict[str, Any] = {
         "patients": patients,
         "new_days": new_days,
         "start": start.isoformat(),
-        "same_size": same_size,
+        "one_stack": True,
         "windows": list(HISTORY_WINDOWS),
     }
     warm_cohort = cohort(HISTORY_WARM_PATIENTS, HISTORY_WARM_DAYS, seed + 1, "", b.today())
-    days = {"short": short_days, "long": long_days}
+    days = {"long": long_days, "short": short_days}  # the order the histories are posted in
     cohorts: dict[str, HistoryCohort] = {}
-    ballasts: dict[str, HistoryCohort] = {}
-    warm_paths: dict[str, Path] = {}
     parts: dict[str, list[tuple[Path, int]]] = {}
-    halves = HISTORY_WINDOWS.count("short")
     for key, d in days.items():
         name = f"h{d}"
         c = cohorts[key] = HistoryCohort(
@@ -792,43 +765,30 @@ def run_history(
             b.workdir / f"{name}-new.jsonl",
         )
         write_history_cohort(c, patients, seed, start, long_days, short_days, new_days)
-        parts[key] = split_by_patient(c, halves)
-        if same_size and key == "short":
-            ballasts[key] = ballast_cohort(b.workdir, prefix, long_days)
-            write_history_cohort(
-                ballasts[key], patients, seed, start, long_days, short_days, new_days
-            )
-        warm_paths[key] = b.workdir / f"{name}-warm.jsonl"
-        write_jsonl(
-            (namespace_event(e, f"{prefix}.{name}w.") for e in warm_cohort), warm_paths[key]
-        )
-    stacks: dict[str, Phase] = {}
+        parts[key] = split_by_patient(c, HISTORY_WINDOWS.count(key))
+    warm_path = b.workdir / "hist-warm.jsonl"
+    write_jsonl((namespace_event(e, f"{prefix}.hw.") for e in warm_cohort), warm_path)
+    ph = b.start_stack("hist", tick_interval_s=0)
     try:
-        for key, d in days.items():
-            stacks[key] = b.start_stack(f"h{d}", tick_interval_s=0)
         out.update(
             asyncio.run(
-                _history_stacks(
+                _history_stack(
                     b,
-                    stacks,
+                    ph,
                     cohorts,
-                    ballasts,
-                    warm_paths,
                     parts,
-                    warm,
+                    [namespace_event(e, ph.name) for e in warm],
+                    warm_path,
                     len(distinct_ids(warm_cohort)),
                 )
             )
         )
     finally:
-        for ph in stacks.values():
-            b.stop_stack(ph)
+        b.stop_stack(ph)
+        warm_path.unlink(missing_ok=True)
         for key, c in cohorts.items():
-            for path in (c.seed_path, c.new_path, warm_paths[key], *(p for p, _ in parts[key])):
+            for path in (c.seed_path, c.new_path, *(p for p, _ in parts[key])):
                 path.unlink(missing_ok=True)
-        for c in ballasts.values():
-            c.seed_path.unlink(missing_ok=True)
-            c.new_path.unlink(missing_ok=True)
     s, lg = out["short"]["events_per_s"], out["long"]["events_per_s"]
     out["ratio"] = round(lg / s, 3) if s and lg else None
     # the same question asked of the worker's CPU per event (short / long: >= 0.9 is good)
@@ -845,46 +805,38 @@ def run_history(
     return out
 
 
-async def _history_stacks(
+async def _history_stack(
     b: Bench,
-    stacks: dict[str, Phase],
+    ph: Phase,
     cohorts: dict[str, HistoryCohort],
-    ballasts: dict[str, HistoryCohort],
-    warm_paths: dict[str, Path],
     parts: dict[str, list[tuple[Path, int]]],
     warm: list[dict[str, Any]],
+    warm_path: Path,
     warm_distinct: int,
 ) -> dict[str, Any]:
-    """Prepare both stacks (warm-up, history, tick), then time their halves in the order
-    of ``HISTORY_WINDOWS``; per cohort its preparation, its windows combined
-    (``combine_windows``) and its state after them."""
+    """A warm-up cohort (code paths run, pools filled), both histories, then the cohorts'
+    halves timed in the order of ``HISTORY_WINDOWS``; per cohort its history, its windows
+    combined (``combine_windows``) and its state after them."""
     out: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=60.0) as client:
-        for key, ph in stacks.items():
-            c = cohorts[key]
+        await b.warm_up(client, ph, warm)
+        await produce_and_wait(b, ph, client, warm_path, warm_distinct)
+        for key, c in cohorts.items():
             b.log(
                 f"history {c.history_days} d: {c.seed_events:,} history events, then "
                 f"{c.new_events:,} new events timed in {HISTORY_WINDOWS.count(key)} windows ..."
             )
-            out[key] = await prepare_history_cohort(
-                b,
-                ph,
-                client,
-                c,
-                [namespace_event(e, ph.name) for e in warm],
-                warm_paths[key],
-                warm_distinct,
-                ballasts.get(key),
-            )
-        windows: dict[str, list[dict[str, Any]]] = {key: [] for key in stacks}
+            out[key] = await prepare_history_cohort(b, ph, client, c)
+        windows: dict[str, list[dict[str, Any]]] = {key: [] for key in cohorts}
         for key in HISTORY_WINDOWS:
+            c = cohorts[key]
             path, distinct = parts[key][len(windows[key])]
             w = await timed_window(
-                b, stacks[key], client, path, distinct, f"-window{len(windows[key]) + 1}"
+                b, ph, client, path, distinct, f"-h{c.history_days}-window{len(windows[key]) + 1}"
             )
             windows[key].append(w)
             b.log(
-                f"history {cohorts[key].history_days} d, window {len(windows[key])}: "
+                f"history {c.history_days} d, window {len(windows[key])}: "
                 f"{w['events_stored']:,} events, {w['events_per_s']} ev/s (refresh drained "
                 f"in {w['refresh_drain']['seconds']} s, vacuumed in "
                 f"{w['database_settle']['vacuum_s']} s); worker "

@@ -281,8 +281,6 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             f"{c['new']['events_stored']:,} new events, {h['patients']:,} patients; "
             f"history {c['history']['events_stored']:,} events"
         )
-        if c.get("ballast_events"):  # --history-same-size
-            detail += f", after {c['ballast_events']:,} events of other patients' history"
         windows = c["new"].get("windows") or []
         if windows:  # each window on a settled stack: the refresh drained, the database vacuumed
             detail += f"; {len(windows)} windows: " + ", ".join(
@@ -318,6 +316,8 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             )
         )
     note = f"events/s ratio; worker CPU per event {fmt2(h.get('cpu_ratio'))}"
+    if h.get("one_stack"):  # since the fourteenth round: one worker and database for both
+        note += "; both cohorts in one stack"
     if h.get("ratio_by_half"):  # the interleaved windows: each half's pair on its own
         order = " ".join(k[0].upper() for k in h.get("windows") or [])
         note += f"; windows {order}, each half's ratio " + " / ".join(
@@ -327,12 +327,6 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
         f">= {TARGET_HISTORY_RATIO}",
         verdict(check(h.get("ratio"), ">=", TARGET_HISTORY_RATIO)),
     )
-    if h.get("same_size"):  # informative: the target is judged on stacks of their own size
-        target, met = "", ""
-        note += (
-            "; --history-same-size: both stacks hold the long cohort's volume "
-            "(informative, the target is judged without it)"
-        )
     rows.append(
         (
             f"history {h['long']['history_days']} d / {h['short']['history_days']} d",

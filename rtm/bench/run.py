@@ -109,7 +109,6 @@ def run_bench(
     history_days: int = 365,
     history_short_days: int = 30,
     history_new_days: int = 14,
-    history_same_size: bool = False,
     split: bool = True,
     pages: PagesOptions | None = None,
     workers: int = 1,
@@ -142,7 +141,6 @@ def run_bench(
                 history_new_days,
                 seed + 4,
                 warm,
-                same_size=history_same_size,
             )
             history["patients_auto"] = history_patients is None
             for key in ("short", "long"):
@@ -179,7 +177,6 @@ def run_bench(
             "history_days": history_days,
             "history_short_days": history_short_days,
             "history_new_days": history_new_days,
-            "history_same_size": history_same_size,
             "cpu_split": split,
             "workers": workers,
             # the pipeline's and replay's topics get at least one partition per worker

@@ -62,14 +62,6 @@ from rtm.cli.options import settings_of
     help="days of new events timed after each cohort's history",
 )
 @click.option(
-    "--history-same-size/--no-history-same-size",
-    default=False,
-    show_default=True,
-    help="the short cohort's stack first takes the long history of as many other patients, "
-    "so both stacks hold the long cohort's volume and differ only in their own patients' "
-    "history (informative; the target's ratio is the run without it)",
-)
-@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
@@ -127,7 +119,6 @@ def bench(
     history_days: int,
     history_short_days: int,
     history_new_days: int,
-    history_same_size: bool,
     workers: int,
     split: bool,
     profile_dir: Path | None,
@@ -173,7 +164,6 @@ def bench(
             history_days=history_days,
             history_short_days=history_short_days,
             history_new_days=history_new_days,
-            history_same_size=history_same_size,
             split=split,
             pages=opts if pages else None,
             workers=workers,

@@ -19,7 +19,6 @@ from rtm.bench.cohorts import (
     HistoryCohort,
     OpenEpisodes,
     auto_history_patients,
-    ballast_cohort,
     cohort_start,
     history_blocks,
     history_segments,
@@ -328,28 +327,6 @@ def test_a_long_history_is_posted_block_by_block(tmp_path: Path) -> None:
     assert len(segs[long_days]) == 3  # 180 days in two blocks of ~90, then the last 20
 
 
-def test_the_same_size_ballast_is_the_long_history_of_other_patients(tmp_path: Path) -> None:
-    """``--history-same-size``: the short stack first takes a cohort as large as the long
-    one's history, of patients (and events) of its own: nothing it posts is a duplicate of
-    the long cohort's, and the long cohort's state sizes (LIKE its prefix) exclude it."""
-    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
-    long_ = HistoryCohort(
-        "h100", long_days, "bT.h100.", tmp_path / "l-h.jsonl", tmp_path / "l-n.jsonl"
-    )
-    write_history_cohort(long_, 4, 7, start, long_days, short_days, new_days)
-    ballast = ballast_cohort(tmp_path, "bT", long_days)
-    write_history_cohort(ballast, 4, 7, start, long_days, short_days, new_days)
-    assert ballast.seed_events == long_.seed_events and ballast.history_days == long_days
-
-    def read(path: Path) -> list[dict]:
-        return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-    hist_b, hist_l = read(ballast.seed_path), read(long_.seed_path)
-    assert not {e["event_id"] for e in hist_b} & {e["event_id"] for e in hist_l}
-    assert not {e["patient_id"] for e in hist_b} & {e["patient_id"] for e in hist_l}
-    assert not any(e["patient_id"].startswith(long_.patient_prefix) for e in hist_b)
-
-
 def test_auto_history_patients_scales_with_the_pipeline_rate() -> None:
     assert auto_history_patients(3_700, 365) == round(3_700 * 120 / (1.55 * 365))
     assert auto_history_patients(8_000, 365) == 1697
@@ -619,6 +596,7 @@ def test_history_rows_say_what_settled_before_each_window() -> None:
         **r["history"],
         "windows": ["short", "long", "long", "short"],
         "ratio_by_half": [0.88, 0.93],
+        "one_stack": True,
     }
     r["history"]["short"]["new"] = {
         **r["history"]["short"]["new"],
@@ -640,9 +618,11 @@ def test_history_rows_say_what_settled_before_each_window() -> None:
     assert "(not drained: 1,234 still marked)" in long_  # a timeout is said, not hidden
     ratio = lines["history 365 d / 30 d"]
     assert "refresh" not in ratio and "windows S L L S, each half's ratio 0.88 / 0.93" in ratio
+    assert "both cohorts in one stack" in ratio
     plain = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
     assert "refresh" not in plain["history 30 d (+14 d new)"]  # older results: nothing made up
     assert "windows" not in plain["history 365 d / 30 d"]
+    assert "one stack" not in plain["history 365 d / 30 d"]
 
 
 def test_the_windows_combine_into_one_rate_per_cohort() -> None:
@@ -703,23 +683,6 @@ def test_split_by_patient_splits_every_cohort_alike(tmp_path: Path) -> None:
         long_ids = {e["patient_id"].split(".", 2)[2] for e in splits[long_days][k]}
         assert short_ids == long_ids
         assert len(splits[short_days][k]) == len(splits[long_days][k])
-
-
-def test_a_same_size_ratio_is_shown_as_informative_not_judged() -> None:
-    """``--history-same-size`` changes what the ratio compares: it is shown, never as the
-    target's verdict; the short row says what its stack took first."""
-    r = _result()
-    r["history"] = {**r["history"], "same_size": True}
-    r["history"]["short"] = {**r["history"]["short"], "ballast_events": 345_576}
-    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
-    ratio = lines["history 365 d / 30 d"]
-    assert "informative" in ratio and "met" not in ratio and ">= 0.9" not in ratio
-    assert "after 345,576 events of other patients' history" in lines["history 30 d (+14 d new)"]
-    judged = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
-    assert (
-        ">= 0.9" in judged["history 365 d / 30 d"]
-        and "informative" not in judged["history 365 d / 30 d"]
-    )
 
 
 def test_the_ticks_after_the_replay_are_shown_with_the_midnight_cost_per_patient() -> None:
