@@ -336,7 +336,36 @@ def _history_rows(r: Mapping[str, Any]) -> list[Row]:
             note,
         )
     )
+    if h.get("one_stack"):  # one worker took both histories and timed every window
+        rows += _history_memory_row(h)
     return rows
+
+
+def _history_memory_row(h: Mapping[str, Any]) -> list[Row]:
+    """The history stack's worker at its largest: taking the histories, in the windows."""
+    peaks = {
+        part: max(
+            (
+                ((h[key].get(part) or {}).get("peak_rss_mb") or {}).get("worker") or 0.0
+                for key in ("short", "long")
+            ),
+            default=0.0,
+        )
+        for part in ("history", "new")
+    }
+    worst = max(peaks.values())
+    if not worst:  # not measured
+        return []
+    return [
+        (
+            "peak memory (history)",
+            f"worker {fmt(worst)} MB",
+            f"<= {TARGET_WORKER_RSS_MB:.0f} MB",
+            verdict(check(worst, "<=", TARGET_WORKER_RSS_MB)),
+            f"taking the histories {fmt(peaks['history'] or None)} MB, in the windows "
+            f"{fmt(peaks['new'] or None)} MB ({2 * h['patients']:,} patients)",
+        )
+    ]
 
 
 def _state_rows(r: Mapping[str, Any]) -> list[Row]:

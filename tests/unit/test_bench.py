@@ -619,6 +619,14 @@ def test_history_rows_say_what_settled_before_each_window() -> None:
     ratio = lines["history 365 d / 30 d"]
     assert "refresh" not in ratio and "windows S L L S, each half's ratio 0.88 / 0.93" in ratio
     assert "both cohorts in one stack" in ratio
+    assert "peak memory (history)" not in lines  # an older result: not measured, not shown
+    r["history"]["short"]["history"]["peak_rss_mb"] = {"worker": 380.5}
+    r["history"]["long"]["history"]["peak_rss_mb"] = {"worker": 512.25}
+    r["history"]["long"]["new"]["peak_rss_mb"] = {"worker": 430.0}
+    lines = {ln.split("  ")[0]: ln for ln in render_table(r).splitlines()}
+    memory = lines["peak memory (history)"]
+    assert "worker 512.2 MB" in memory and "<= 500 MB" in memory and "not met" in memory
+    assert "taking the histories 512.2 MB, in the windows 430.0 MB (600 patients)" in memory
     plain = {ln.split("  ")[0]: ln for ln in render_table(_result()).splitlines()}
     assert "refresh" not in plain["history 30 d (+14 d new)"]  # older results: nothing made up
     assert "windows" not in plain["history 365 d / 30 d"]
