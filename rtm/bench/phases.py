@@ -375,9 +375,9 @@ async def post_history(
 
 
 # The timed windows, interleaved: each cohort's new events in two halves (by patient), timed
-# short, long, long, short. Both stacks are prepared first, so the two cohorts are timed
-# within the same minute or two on the same database, and a box that slows or speeds up
-# over the run weighs on both alike (an ABBA order cancels a steady drift).
+# short, long, long, short. Both cohorts' histories are taken first, so the two cohorts are
+# timed within the same minute or two on the same worker and database, and a box that slows
+# or speeds up over the run weighs on both alike (an ABBA order cancels a steady drift).
 HISTORY_WINDOWS = ("short", "long", "long", "short")
 
 
@@ -402,7 +402,7 @@ async def timed_window(
         **new,
         "refresh_drain": {"seconds": round(drain_s, 1), "still_marked": still_marked},
         "database_settle": settled,
-        # what the window wrote to the log (all of the server's: the bench's stacks only)
+        # what the window wrote to the log (the whole server's; only the bench writes then)
         "wal": {k: wal1[k] - wal0[k] for k in wal0} if wal0 and wal1 else None,
     }
 
