@@ -253,9 +253,11 @@ def test_closing_events_pass_the_contract() -> None:
     assert ev.type == "episode.ended"
 
 
-def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
-    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
-    cohorts = {}
+def _cohorts(
+    tmp_path: Path, patients: int, start: dt.date, long_days: int, short_days: int, new_days: int
+) -> dict[int, HistoryCohort]:
+    """The short and the long history cohort of a run (prefix bT), written, by days."""
+    out = {}
     for days in (short_days, long_days):
         c = HistoryCohort(
             f"h{days}",
@@ -264,7 +266,13 @@ def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
             tmp_path / f"{days}-h.jsonl",
             tmp_path / f"{days}-n.jsonl",
         )
-        cohorts[days] = write_history_cohort(c, 4, 7, start, long_days, short_days, new_days)
+        out[days] = write_history_cohort(c, patients, 7, start, long_days, short_days, new_days)
+    return out
+
+
+def test_history_cohorts_share_their_new_events(tmp_path: Path) -> None:
+    start, long_days, short_days, new_days = dt.date(2025, 1, 1), 100, 20, 5
+    cohorts = _cohorts(tmp_path, 4, start, long_days, short_days, new_days)
     short, long_ = cohorts[short_days], cohorts[long_days]
 
     def read(path: Path) -> list[dict]:
@@ -302,15 +310,7 @@ def test_a_long_history_is_posted_block_by_block(tmp_path: Path) -> None:
     short history is one block."""
     start, long_days, short_days, new_days = dt.date(2025, 1, 1), 200, 20, 5
     segs = {}
-    for days in (short_days, long_days):
-        c = HistoryCohort(
-            f"h{days}",
-            days,
-            f"bT.h{days}.",
-            tmp_path / f"{days}-h.jsonl",
-            tmp_path / f"{days}-n.jsonl",
-        )
-        write_history_cohort(c, 6, 7, start, long_days, short_days, new_days)
+    for days, c in _cohorts(tmp_path, 6, start, long_days, short_days, new_days).items():
         parts = history_segments(c)
         blocks = [[orjson.loads(ln) for ln in p.read_bytes().splitlines()] for p, _, _ in parts]
         whole = [orjson.loads(ln) for ln in c.seed_path.read_bytes().splitlines()]
@@ -667,15 +667,7 @@ def test_split_by_patient_splits_every_cohort_alike(tmp_path: Path) -> None:
     long_days, short_days, new_days = 60, 30, 14
     start = cohort_start(long_days + new_days, dt.date(2026, 12, 6))
     splits: dict[int, list[list[dict[str, Any]]]] = {}
-    for days in (short_days, long_days):
-        c = HistoryCohort(
-            f"h{days}",
-            days,
-            f"r1.h{days}.",
-            tmp_path / f"h{days}-s.jsonl",
-            tmp_path / f"h{days}-n.jsonl",
-        )
-        write_history_cohort(c, 12, 7, start, long_days, short_days, new_days)
+    for days, c in _cohorts(tmp_path, 12, start, long_days, short_days, new_days).items():
         parts = split_by_patient(c, 2)
         events = [[orjson.loads(ln) for ln in p.read_bytes().splitlines()] for p, _ in parts]
         assert [n for _, n in parts] == [len({e["event_id"] for e in evs}) for evs in events]
