@@ -434,11 +434,8 @@ def combine_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
                 "events_stored": w["events_stored"],
                 "seconds": w["seconds"],
                 "events_per_s": w["events_per_s"],
-                "worker_cpu_us_per_event": (
-                    round(1e6 * w["cpu"]["worker"]["cpu_s"] / w["events_stored"], 1)
-                    if (w.get("cpu") or {}).get("worker") and w["events_stored"]
-                    else None
-                ),
+                # measure_end's own figure (CPU microseconds per event stored)
+                "worker_cpu_us_per_event": (w.get("cpu_us_per_event") or {}).get("worker"),
                 "refresh_drain": w.get("refresh_drain"),
                 "database_settle": w.get("database_settle"),
                 "wal": w.get("wal"),

@@ -640,6 +640,7 @@ def test_the_windows_combine_into_one_rate_per_cohort() -> None:
         **_window(4000, 2000.0, 5.0, 0, 0),
         "complete": True,
         "cpu": {"worker": {"cpu_s": 0.4}},
+        "cpu_us_per_event": {"worker": 100.0},
         "peak_rss_mb": {"worker": 300.0},
         "worker_gc": {"0": {"collections": 3, "seconds": 0.01, "garbage": 0}},
     }
@@ -647,6 +648,7 @@ def test_the_windows_combine_into_one_rate_per_cohort() -> None:
         **_window(1000, 500.0, 5.0, 0, 0),
         "complete": True,
         "cpu": {"worker": {"cpu_s": 0.2}},
+        "cpu_us_per_event": {"worker": 200.0},
         "peak_rss_mb": {"worker": 320.0},
         "worker_gc": {"0": {"collections": 2, "seconds": 0.02, "garbage": 1}},
     }
