@@ -33,7 +33,11 @@ def build_step(topology: Topology, pool: Pool, settings: Settings) -> Ingest:
     def partition_of(key: PatientKey) -> int:
         return patient_partition(key, partitions)
 
-    store = PgIngestStore(pool, partition_of)
+    store = PgIngestStore(pool, partition_of, settings.worker.state_cache)
+    m = topology.metrics.state_cache
+    m.patients.set_function(lambda: len(store.cache))
+    m.dropped.set_function(lambda: store.cache.dropped)
+    m.reads.set_function(lambda: store.cache.reads)
     publisher = register_publisher(topology, store, settings, clock)
     register_clock(topology, settings, clock)
     return Ingest(

@@ -73,6 +73,29 @@ class RefreshMetrics:
         )
 
 
+class StateCacheMetrics:
+    """The worker's cache of decoded rule states (``RTM_WORKER_STATE_CACHE``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.patients = Gauge(
+            "rtm_worker_state_cache_patients",
+            "Patients whose decoded rule state the worker keeps in memory",
+            registry=registry,
+        )
+        self.dropped = Gauge(
+            "rtm_worker_state_cache_dropped",
+            "Decoded rule states dropped at RTM_WORKER_STATE_CACHE since the worker started"
+            " (each read from the table again at the patient's next batch)",
+            registry=registry,
+        )
+        self.reads = Gauge(
+            "rtm_worker_state_reads",
+            "Rule states batches read and decoded from the table since the worker started"
+            " (the cache did not hold them at their stored revision)",
+            registry=registry,
+        )
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -134,6 +157,7 @@ class WorkerMetrics:
             registry=registry,
         )
         self.refresh = RefreshMetrics(registry)
+        self.state_cache = StateCacheMetrics(registry)
         self.alerts_fired = Counter(
             "rtm_worker_alerts_fired_total",
             "Alerts fired",

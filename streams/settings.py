@@ -263,6 +263,13 @@ class WorkerSettings(BaseSettings):
         "keeps them small",
     )
     batch_within_s: float = 0.05
+    state_cache: int = Field(
+        0,
+        ge=0,
+        description="decoded rule states kept in memory, in patients (the least recently "
+        "used are dropped beyond it and read from the table at their next batch; 0: every "
+        "patient the worker has seen)",
+    )
     lanes: int = Field(
         2,
         ge=1,

@@ -50,6 +50,7 @@ from rtm.bench.stats import (
     growth,
     histogram_quantile,
     merge_metrics,
+    state_cache_between,
     summarize_ms,
     webhook_summary,
 )
@@ -237,6 +238,7 @@ async def post_and_wait(
         "worker_db_write_s_total": round(delta(before, after, WRITE_S), 3),
         "worker_db_batches": int(delta(before, after, BATCHES)),
         "worker_gc": gc_between(before, after),
+        "worker_state_cache": state_cache_between(before, after),
         **measured,
     }
 
@@ -309,6 +311,7 @@ async def produce_and_wait(
         "events_per_s": round(stored / elapsed, 1) if elapsed > 0 else None,
         "worker_db_batches": int(delta(before, after, BATCHES)),
         "worker_gc": gc_between(before, after),
+        "worker_state_cache": state_cache_between(before, after),
         **measured,
     }
 
@@ -416,11 +419,14 @@ def combine_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
     cpu_s = sum(((w.get("cpu") or {}).get("worker") or {}).get("cpu_s") or 0.0 for w in windows)
     rss = [(w.get("peak_rss_mb") or {}).get("worker") for w in windows]
     gc: dict[str, dict[str, float]] = {}
+    cache: dict[str, int] = {}
     for w in windows:
         for g, v in (w.get("worker_gc") or {}).items():
             acc = gc.setdefault(g, {})
             for k, n in v.items():
                 acc[k] = round(acc.get(k, 0) + n, 4)
+        for k, n in (w.get("worker_state_cache") or {}).items():
+            cache[k] = cache.get(k, 0) + n
     return {
         "events_stored": stored,
         "complete": all(w["complete"] for w in windows),
@@ -429,6 +435,7 @@ def combine_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "worker_cpu_us_per_event": round(1e6 * cpu_s / stored, 1) if cpu_s and stored else None,
         "peak_rss_mb": {"worker": max((r for r in rss if r is not None), default=None)},
         "worker_gc": gc,
+        "worker_state_cache": cache or None,
         "windows": [
             {
                 "events_stored": w["events_stored"],
@@ -439,6 +446,7 @@ def combine_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
                 "refresh_drain": w.get("refresh_drain"),
                 "database_settle": w.get("database_settle"),
                 "wal": w.get("wal"),
+                "worker_state_cache": w.get("worker_state_cache"),
             }
             for w in windows
         ],
@@ -837,7 +845,8 @@ async def _history_stack(
                 f"{w['events_stored']:,} events, {w['events_per_s']} ev/s (refresh drained "
                 f"in {w['refresh_drain']['seconds']} s, vacuumed in "
                 f"{w['database_settle']['vacuum_s']} s); worker "
-                f"{(w.get('cpu_us_per_event') or {}).get('worker')} us an event; WAL {w['wal']}"
+                f"{(w.get('cpu_us_per_event') or {}).get('worker')} us an event; state cache "
+                f"{w.get('worker_state_cache')}; WAL {w['wal']}"
             )
         for key, c in cohorts.items():
             new = combine_windows(windows[key])

@@ -184,6 +184,7 @@ def run_bench(
             "worker_batch_size": settings.worker.batch_size,
             "worker_lanes": settings.worker.lanes,
             "worker_lane_min_items": settings.worker.lane_min_items,
+            "worker_state_cache": settings.worker.state_cache,
         },
         **_headline(floor, pipe, lat, replay),
     }

@@ -149,6 +149,19 @@ def delta(before: Mapping[str, Any], after: Mapping[str, Any], name: str) -> flo
     return float(after.get(name, 0.0) - before.get(name, 0.0))
 
 
+STATE_READS = "rtm_worker_state_reads"  # rule states decoded from the table (cache misses)
+STATE_DROPPED = "rtm_worker_state_cache_dropped"  # ... and dropped at RTM_WORKER_STATE_CACHE
+
+
+def state_cache_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, int]:
+    """The worker's state cache between two ``parse_metrics`` readings: the states batches
+    read from the table and those dropped at the cache's limit."""
+    return {
+        "reads": int(delta(before, after, STATE_READS)),
+        "dropped": int(delta(before, after, STATE_DROPPED)),
+    }
+
+
 def gc_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The worker's garbage collections between two ``parse_metrics`` readings, by
     generation (rtm_worker_gc_pause_seconds): how many, the seconds they stopped it, and the

@@ -3,7 +3,8 @@ optimistic concurrency (a state is written only over the revision it was read at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 
 import asyncpg
 
@@ -12,6 +13,50 @@ from schemas.events import PatientKey
 
 # a state as cached: the revision and partition it is stored at, and the decoded state
 Cached = tuple[int, int, PatientState]
+
+
+class StateCache:
+    """Decoded states by patient, each with the revision and partition it is stored at; the
+    least recently used first. With a ``limit`` (patients; 0: none) the oldest are dropped
+    beyond it: a patient dropped is read from the table at their next batch, so a worker's
+    memory stops growing with the patients of its partitions (docs/scaling.md)."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit
+        self.dropped = 0  # states dropped for the limit, since start
+        self.reads = 0  # states a batch decoded from the table: not held at their revision
+        self._states: OrderedDict[PatientKey, Cached] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._states
+
+    def __getitem__(self, key: PatientKey) -> Cached:
+        return self._states[key]
+
+    def __iter__(self) -> Iterator[PatientKey]:
+        return iter(self._states)
+
+    def get(self, key: PatientKey) -> Cached | None:
+        return self._states.get(key)
+
+    def of_partitions(self, parts: set[int]) -> list[PatientKey]:
+        return [k for k, (_, p, _) in self._states.items() if p in parts]
+
+    def put(self, key: PatientKey, cached: Cached) -> None:
+        """Keep ``cached`` as the most recently used; drop the least recently used beyond
+        the limit."""
+        self._states[key] = cached
+        self._states.move_to_end(key)
+        if self.limit:
+            while len(self._states) > self.limit:
+                self._states.popitem(last=False)
+                self.dropped += 1
+
+    def pop(self, key: PatientKey) -> None:
+        self._states.pop(key, None)
 
 
 class StateConflict(Exception):
@@ -69,9 +114,9 @@ class StateStore:
     whose partition moved to another worker and back is re-read, never stale.
     """
 
-    def __init__(self, cache: dict[PatientKey, Cached] | None = None) -> None:
-        # shared by the stores given the same dict (the PostgreSQL store's sessions)
-        self._cache = cache if cache is not None else {}
+    def __init__(self, cache: StateCache | None = None) -> None:
+        # shared by the stores given the same cache (the PostgreSQL store's sessions)
+        self._cache = cache if cache is not None else StateCache()
         # written, not yet committed
         self._saved: dict[PatientKey, Cached] = {}
         self._loaded: dict[PatientKey, int] = {}  # rev of each state handed out (0: new)
@@ -93,24 +138,34 @@ class StateStore:
             return {}
         parts = set(partitions)
         asked = dict.fromkeys(keys)
-        asked.update(dict.fromkeys(k for k, (_, p, _) in self._cache.items() if p in parts))
-        cached = [self._cache[k][0] if k in self._cache else None for k in asked]
+        asked.update(dict.fromkeys(self._cache.of_partitions(parts)))
+        held = {k: c for k in asked if (c := self._cache.get(k)) is not None}
         rows = await conn.fetch(
-            _LOAD, [k[0] for k in asked], [k[1] for k in asked], cached, sorted(parts)
+            _LOAD,
+            [k[0] for k in asked],
+            [k[1] for k in asked],
+            [held[k][0] if k in held else None for k in asked],
+            sorted(parts),
         )
         revs: dict[PatientKey, int] = {}
+        read: dict[PatientKey, PatientState] = {}
         for r in rows:
             key, rev, part = (r["org_id"], r["patient_id"]), int(r["rev"]), int(r["part"])
             revs[key] = rev
-            state = decode_state(r["state"]) if r["state"] is not None else self._cache[key][2]
-            self._cache[key] = (rev, part, state)
+            if r["state"] is not None:
+                state = decode_state(r["state"])
+                self._cache.reads += 1
+            else:
+                state = held[key][2]
+            read[key] = state
+            self._cache.put(key, (rev, part, state))  # may drop another beyond the limit
         out = {}
         self._loaded = {k: revs.get(k, 0) for k in [*keys, *revs]}
         for k in [*keys, *revs]:
             if k in revs:
-                out[k] = self._cache[k][2]
+                out[k] = read[k]
             else:
-                self._cache.pop(k, None)
+                self._cache.pop(k)
                 out[k] = new_state(k[1], k[0])
         return out
 
@@ -136,7 +191,7 @@ class StateStore:
             held = self._cache.get(key)
             if r["state"] is None or (held is not None and held[0] >= rev):
                 continue
-            self._cache[key] = (rev, int(r["part"]), decode_state(r["state"]))
+            self._cache.put(key, (rev, int(r["part"]), decode_state(r["state"])))
             warmed += 1
         return warmed
 
@@ -198,7 +253,8 @@ class StateStore:
             self._saved[key] = (int(r["rev"]), partitions[key], states[key])
 
     def commit_saved(self) -> None:
-        self._cache.update(self._saved)
+        for key, cached in self._saved.items():
+            self._cache.put(key, cached)
         self._saved = {}
 
     def forget(self) -> None:
@@ -206,7 +262,7 @@ class StateStore:
         (the cache learns only committed states, and a cached one is used only at the
         stored revision, so the rest of the cache stays)."""
         for key in [*self._loaded, *self._saved]:
-            self._cache.pop(key, None)
+            self._cache.pop(key)
         self._saved = {}
 
 

@@ -36,7 +36,7 @@ from intake.engine import IntakeState
 from intake.rules import IntakeRules
 from schemas.events import EpisodeStarted, Event, PatientKey
 from streams.db.access import record_patient_clinicians, record_patients
-from streams.db.alert_states import Cached, StateStore, ingest_batch, ingest_batch_done
+from streams.db.alert_states import StateCache, StateStore, ingest_batch, ingest_batch_done
 from streams.db.alerts import (
     Queued,
     alerts_by_id,
@@ -150,11 +150,14 @@ class PgIngestStore:
     """The ingest step's store on PostgreSQL (``streams.services.ingest.IngestStore``): a
     batch's session holds one connection from its first read to its commit."""
 
-    def __init__(self, pool: Pool, partition_of: Callable[[PatientKey], int]) -> None:
+    def __init__(
+        self, pool: Pool, partition_of: Callable[[PatientKey], int], state_cache: int = 0
+    ) -> None:
         self.pool = pool
         self.partition_of = partition_of
-        # decoded states by patient, with the revision and partition they were stored at
-        self.cache: dict[PatientKey, Cached] = {}
+        # decoded states by patient, with the revision and partition they were stored at;
+        # at most ``state_cache`` patients (0: no limit)
+        self.cache = StateCache(state_cache)
         self.partitions_assigned = False  # states stored without one (013) given theirs
 
     @asynccontextmanager

@@ -30,6 +30,7 @@ from rtm.devstack import (
     start_gateway,
     start_worker,
 )
+from streams.db.pool import migrate
 from streams.db.refresh import pending as refresh_pending
 from streams.kafka.topics import ensure_topics
 from streams.kafka.transport import kafka_client_kwargs
@@ -135,6 +136,21 @@ def running_stack(base: Settings, **over: Any) -> Iterator[Stack]:
         for child in [s.gateway, *s.workers]:
             if child is not None:
                 child.stop()
+
+
+@pytest_asyncio.fixture
+async def qdsn(base_settings: Settings) -> AsyncIterator[str]:
+    """The app's DSN on a schema of its own, migrated."""
+    schema = "it_schema_" + uuid.uuid4().hex[:8]
+    owner = await asyncpg.connect(base_settings.db.owner_dsn)
+    await owner.execute(f"CREATE SCHEMA {schema}")
+    path = f"?search_path={schema}%2Cpublic"
+    await migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role)
+    try:
+        yield base_settings.db.dsn.split("?")[0] + path
+    finally:
+        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
+        await owner.close()
 
 
 @pytest.fixture

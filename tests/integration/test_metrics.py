@@ -66,8 +66,11 @@ async def test_metrics_move_and_carry_no_ids(
     for e in good:
         types[e["type"]] = types.get(e["type"], 0) + 1
 
-    # No wall-clock ticks: only what this test sends may fire.
-    with running_stack(base_settings, tick_interval_s=0, worker_lag_interval_s=0.5) as stack:
+    # No wall-clock ticks: only what this test sends may fire. A state cache of one patient:
+    # the second patient's state drops the first.
+    with running_stack(
+        base_settings, tick_interval_s=0, worker_lag_interval_s=0.5, worker_state_cache=1
+    ) as stack:
         gateway_url = f"{stack.url}/metrics"
         worker_url = f"http://127.0.0.1:{stack.settings.worker.web_port}/metrics"
         body = stack.post(good[:4] + bad + good[4:]).json()
@@ -123,6 +126,10 @@ async def test_metrics_move_and_carry_no_ids(
     # Gateway-accepted events carry received_at; the re-sent ones do not.
     assert value(w, "rtm_worker_accept_to_persisted_seconds_count") == len(good)
     assert value(w, "rtm_worker_accept_to_alert_seconds_count") == 1
+    # The state cache: never over its limit, the states beyond it dropped (two patients;
+    # a batch refused for its re-sent events forgets the states it read)
+    assert value(w, "rtm_worker_state_cache_patients") <= 1
+    assert value(w, "rtm_worker_state_cache_dropped") >= 1
     assert value(w, "rtm_worker_alerts_fired_total", kind="red_flag", severity="critical") == 1
     assert sum(labelled(w, "rtm_worker_alerts_fired_total").values()) == 1
     lag = labelled(w, "rtm_worker_consumer_lag")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -19,7 +18,7 @@ import pytest_asyncio
 from alerts.state import encode_state
 from streams.db.alert_states import STATE_WRITERS_LOCK, StateStore, refresh_writes_states
 from streams.db.batch import BatchWrite, PgIngestStore, Wanted, write_batch
-from streams.db.pool import Pool, migrate
+from streams.db.pool import Pool
 from streams.db.refresh import claim, done, mark, pending, release
 from streams.settings import Settings
 
@@ -27,21 +26,6 @@ pytestmark = pytest.mark.integration
 
 S = dt.timedelta(seconds=1)
 NEVER = dt.timedelta(days=1)
-
-
-@pytest_asyncio.fixture
-async def qdsn(base_settings: Settings) -> AsyncIterator[str]:
-    """The app's DSN on a schema of its own, migrated."""
-    schema = "it_refresh_" + uuid.uuid4().hex[:8]
-    owner = await asyncpg.connect(base_settings.db.owner_dsn)
-    await owner.execute(f"CREATE SCHEMA {schema}")
-    path = f"?search_path={schema}%2Cpublic"
-    await migrate(base_settings.db.owner_dsn.split("?")[0] + path, base_settings.db.app_role)
-    try:
-        yield base_settings.db.dsn.split("?")[0] + path
-    finally:
-        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
-        await owner.close()
 
 
 @pytest_asyncio.fixture

@@ -635,7 +635,7 @@ def test_history_rows_say_what_settled_before_each_window() -> None:
 
 def test_the_windows_combine_into_one_rate_per_cohort() -> None:
     """A cohort's events/s is its events over its windows' seconds (not a mean of rates);
-    the worker's CPU is summed over its events; memory is the largest window's."""
+    the worker's CPU and its state reads are summed; memory is the largest window's."""
     a = {
         **_window(4000, 2000.0, 5.0, 0, 0),
         "complete": True,
@@ -643,6 +643,7 @@ def test_the_windows_combine_into_one_rate_per_cohort() -> None:
         "cpu_us_per_event": {"worker": 100.0},
         "peak_rss_mb": {"worker": 300.0},
         "worker_gc": {"0": {"collections": 3, "seconds": 0.01, "garbage": 0}},
+        "worker_state_cache": {"reads": 40, "dropped": 0},
     }
     b = {
         **_window(1000, 500.0, 5.0, 0, 0),
@@ -651,6 +652,7 @@ def test_the_windows_combine_into_one_rate_per_cohort() -> None:
         "cpu_us_per_event": {"worker": 200.0},
         "peak_rss_mb": {"worker": 320.0},
         "worker_gc": {"0": {"collections": 2, "seconds": 0.02, "garbage": 1}},
+        "worker_state_cache": {"reads": 7, "dropped": 3},
     }
     out = combine_windows([a, b])
     assert out["events_stored"] == 5000 and out["seconds"] == 4.0
@@ -659,6 +661,8 @@ def test_the_windows_combine_into_one_rate_per_cohort() -> None:
     assert out["peak_rss_mb"] == {"worker": 320.0}
     assert out["worker_gc"] == {"0": {"collections": 5, "seconds": 0.03, "garbage": 1}}
     assert [w["worker_cpu_us_per_event"] for w in out["windows"]] == [100.0, 200.0]
+    # the states read from the table (cache misses) and dropped at the cache's limit
+    assert out["worker_state_cache"] == {"reads": 47, "dropped": 3}
     assert out["complete"]
     assert not combine_windows([a, {**b, "complete": False}])["complete"]
 

@@ -115,6 +115,7 @@ ADDED = [
     "RTM_WORKER_REFRESH_SETTLE_S",
     "RTM_WORKER_REFRESH_MAX_WAIT_S",
     "RTM_WORKER_REFRESH_IDLE_S",
+    "RTM_WORKER_STATE_CACHE",  # issue 21: decoded rule states kept in memory, in patients
 ]
 
 
