@@ -43,6 +43,8 @@ class StateCache:
         return self._states.get(key)
 
     def of_partitions(self, parts: set[int]) -> list[PatientKey]:
+        if not parts:  # a batch without ticks: no walk over the cache
+            return []
         return [k for k, (_, p, _) in self._states.items() if p in parts]
 
     def put(self, key: PatientKey, cached: Cached) -> None:

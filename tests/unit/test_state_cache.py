@@ -39,3 +39,4 @@ def test_a_partitions_patients_are_those_it_holds() -> None:
     cache.pop(("o", "a"))
     cache.pop(("o", "a"))  # not held: nothing
     assert cache.of_partitions({1, 2}) == [("o", "b"), ("o", "c")]
+    assert cache.of_partitions(set()) == []
