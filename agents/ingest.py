@@ -100,8 +100,12 @@ class IngestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.worker.batch_size,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # what aiokafka reads ahead while a batch is decided and written: a batch of
+            # 20,000 records is ~10 MB; 64 MB (8 a partition) held a backlog's worker
+            # 160-190 MB higher while it took a year of history, at the same speed
+            # (docs/benchmarks.md, fifteenth round)
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=2 * 1024 * 1024,
             # a worker that dies is noticed in seconds, so its partitions move quickly
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,

@@ -267,8 +267,9 @@ class WorkerSettings(BaseSettings):
         0,
         ge=0,
         description="decoded rule states kept in memory, in patients (the least recently "
-        "used are dropped beyond it and read from the table at their next batch; 0: every "
-        "patient the worker has seen)",
+        "used are dropped beyond it and read from the table at their next batch or tick; 0: "
+        "every patient the worker has seen). Every tick reads every state of its partitions: "
+        "a limit below the worker's patients decodes the rest at each tick",
     )
     lanes: int = Field(
         2,
